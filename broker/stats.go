@@ -1,0 +1,48 @@
+package broker
+
+// Stats is a snapshot of every data-plane counter, summed over workers and
+// CPUs. Counters only grow while the broker runs; readers compute rates.
+// The JSON names are what the API's taas-stats extension and the dashboard
+// expose, so they are part of the public API.
+type Stats struct {
+	// UnixNano is when the snapshot was taken.
+	UnixNano    int64          `json:"time_unix_nano"`
+	PlanVersion uint64         `json:"plan_version"`
+	Interfaces  []IfaceStats   `json:"interfaces"`
+	Services    []ServiceStats `json:"tap_services"`
+	Flows       []FlowStats    `json:"tap_flows"`
+}
+
+// IfaceStats are the counters of one capture or monitor interface.
+type IfaceStats struct {
+	Name   string `json:"name"`
+	Role   string `json:"role"` // "capture" or "monitor"
+	LinkUp bool   `json:"link_up"`
+	Queues int    `json:"queues"`
+	// Kernel netdev counters, as ip -s link shows them.
+	RxPackets uint64 `json:"rx_packets"`
+	RxBytes   uint64 `json:"rx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	// Drops by reason: XDP program verdicts, socket statistics
+	// (XDP_STATISTICS), TX frame exhaustion, TX ring full, kick errors...
+	Drops map[string]uint64 `json:"drops"`
+	// Counters that are not drops: frames redirected by XDP, received by the
+	// sockets, sent, completed...
+	Counters map[string]uint64 `json:"counters"`
+}
+
+// ServiceStats are the counters of one tap service.
+type ServiceStats struct {
+	ID               string            `json:"id"`
+	DeliveredPackets uint64            `json:"delivered_packets"`
+	DeliveredBytes   uint64            `json:"delivered_bytes"`
+	Drops            map[string]uint64 `json:"drops"`
+}
+
+// FlowStats are the counters of one tap flow.
+type FlowStats struct {
+	ID             string `json:"id"`
+	MatchedPackets uint64 `json:"matched_packets"`
+	MatchedBytes   uint64 `json:"matched_bytes"`
+}

@@ -1,0 +1,126 @@
+package testutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// RequireRoot skips t unless the process runs as root. why says which
+// privileges the test needs, for the skip message. CI runs as root, so there
+// these tests always run.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("requires root: %s", why)
+	}
+}
+
+// ErrNotSupported is what feature probes wrap when the kernel lacks a feature;
+// SkipIfNotSupported turns it into a skip.
+var ErrNotSupported = errors.New("not supported by this kernel")
+
+// SkipIfNotSupported skips t when err says a kernel feature is missing, and
+// fails it on any other non-nil error.
+func SkipIfNotSupported(t testing.TB, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("kernel feature missing: %v", err)
+	}
+	t.Fatal(err)
+}
+
+// Prefix returns a short random prefix for namespace and link names, unique
+// to this call, so tests running in parallel (or left over by a crash) never
+// collide. Interface names are at most 15 bytes: keep what follows the
+// prefix under 9.
+func Prefix(t testing.TB) string {
+	t.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return "t" + hex.EncodeToString(b[:])
+}
+
+// Run runs a command and fails t with its output when it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Netns creates a network namespace with its loopback up and deletes it
+// when t ends.
+func Netns(t testing.TB, name string) string {
+	t.Helper()
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Logf("ip netns del %s: %v %s", name, err, out)
+		}
+	})
+	Run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// VethOpts places and shapes a veth pair.
+type VethOpts struct {
+	// NetnsA and NetnsB are the namespaces of each end; empty is the test's
+	// own namespace.
+	NetnsA, NetnsB string
+	// Queues is the number of RX and TX queues of each end; 0 means 1.
+	Queues int
+	// MACA and MACB set the ends' MAC addresses when not empty.
+	MACA, MACB string
+}
+
+// Veth creates a veth pair a <-> b, moves the ends into their namespaces,
+// brings both up, and deletes the pair when t ends.
+func Veth(t testing.TB, a, b string, o VethOpts) {
+	t.Helper()
+	args := []string{"link", "add", a}
+	if o.Queues > 1 {
+		q := strconv.Itoa(o.Queues)
+		args = append(args, "numtxqueues", q, "numrxqueues", q)
+	}
+	args = append(args, "type", "veth", "peer", "name", b)
+	if o.Queues > 1 {
+		q := strconv.Itoa(o.Queues)
+		args = append(args, "numtxqueues", q, "numrxqueues", q)
+	}
+	Run(t, "ip", args...)
+	t.Cleanup(func() {
+		// Deleting one end deletes both; the namespace may already be gone,
+		// and with it the pair, so a failure here is not an error.
+		if o.NetnsA != "" {
+			_ = exec.Command("ip", "-n", o.NetnsA, "link", "del", a).Run()
+		} else {
+			_ = exec.Command("ip", "link", "del", a).Run()
+		}
+	})
+	for _, end := range []struct{ name, ns, mac string }{{a, o.NetnsA, o.MACA}, {b, o.NetnsB, o.MACB}} {
+		if end.ns != "" {
+			Run(t, "ip", "link", "set", end.name, "netns", end.ns)
+		}
+		ip := []string{}
+		if end.ns != "" {
+			ip = append(ip, "-n", end.ns)
+		}
+		if end.mac != "" {
+			Run(t, "ip", append(ip, "link", "set", end.name, "address", end.mac)...)
+		}
+		Run(t, "ip", append(ip, "link", "set", end.name, "up")...)
+	}
+}
