@@ -1,0 +1,73 @@
+package xdpprog
+
+import "fmt"
+
+// Counters are the program's counters summed over CPUs; they only grow while
+// the program is loaded. Every frame counts in Seen and in exactly one
+// outcome: Redirected, RedirectFailed, Unmatched, VLANFiltered, Runt,
+// TruncatedTag or Oversize. Passed and Dropped count the verdicts of frames
+// that were not redirected.
+type Counters struct {
+	// Seen is every frame the program ran on.
+	Seen uint64
+	// Redirected frames went to the XSKMAP slot of their RX queue.
+	Redirected uint64
+	// RedirectFailed frames were wanted but their queue had no socket.
+	RedirectFailed uint64
+	// Unmatched frames were wanted by no flow (MAC and multicast test).
+	Unmatched uint64
+	// VLANFiltered frames passed the MAC test but their outer VID is not
+	// wanted.
+	VLANFiltered uint64
+	// Runt frames are shorter than an Ethernet header (14 bytes).
+	Runt uint64
+	// TruncatedTag frames end inside a VLAN tag.
+	TruncatedTag uint64
+	// Oversize frames were wanted but are larger than Config.MaxFrame.
+	Oversize uint64
+	// Passed and Dropped count the unmatched action taken.
+	Passed  uint64
+	Dropped uint64
+}
+
+// Each calls fn with every counter's stable snake_case name (what metrics
+// and the stats API export) and value, in a fixed order. It does not
+// allocate.
+func (c *Counters) Each(fn func(name string, v uint64)) {
+	fn("seen", c.Seen)
+	fn("redirected", c.Redirected)
+	fn("redirect_failed", c.RedirectFailed)
+	fn("unmatched", c.Unmatched)
+	fn("vlan_filtered", c.VLANFiltered)
+	fn("runt", c.Runt)
+	fn("truncated_tag", c.TruncatedTag)
+	fn("oversize", c.Oversize)
+	fn("passed", c.Passed)
+	fn("dropped", c.Dropped)
+}
+
+// Counters returns the program's counters summed over CPUs.
+func (c *Capture) Counters() (Counters, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Counters{}, fmt.Errorf("read xdp counters: %w", ErrClosed)
+	}
+	if err := c.objs.Stats.Lookup(uint32(0), &c.percpu); err != nil {
+		return Counters{}, fmt.Errorf("read xdp counters: %w", err)
+	}
+	var s Counters
+	for _, p := range c.percpu {
+		s.Seen += p.Seen
+		s.Redirected += p.Redirected
+		s.RedirectFailed += p.RedirectFailed
+		s.Unmatched += p.Unmatched
+		s.VLANFiltered += p.VlanFiltered
+		s.Runt += p.Runt
+		s.TruncatedTag += p.TruncatedTag
+		s.Oversize += p.Oversize
+		s.Passed += p.Passed
+		s.Dropped += p.Dropped
+	}
+	return s, nil
+}

@@ -1,0 +1,251 @@
+package xdpprog
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Limits of one program instance, fixed by the map sizes in xdp.c.
+const (
+	// MaxQueues is the number of XSKMAP slots: RX queues 0..MaxQueues-1.
+	MaxQueues = 64
+	// MaxMACs is the most MAC entries a Filter may hold. The map holds twice
+	// as many so that SetFilter can widen to old+new before it narrows.
+	MaxMACs = 4096
+	// vlanWords is the number of 64-bit words of the VLAN bitmap.
+	vlanWords = 64
+)
+
+// Slots of the settings map; keep equal to SETTING_* in xdp.c.
+const (
+	settingAction uint32 = iota
+	settingMulticast
+	settingMaxFrame
+)
+
+// XDP verdicts, as the program returns them.
+const (
+	xdpAborted  uint32 = 0
+	xdpDrop     uint32 = 1
+	xdpPass     uint32 = 2
+	xdpRedirect uint32 = 4
+)
+
+// Action is what the program does with a frame it does not redirect.
+type Action uint8
+
+const (
+	// Pass hands the frame to the kernel stack (the default).
+	Pass Action = iota
+	// Drop drops it in the driver, the cheapest path for a capture-only port.
+	Drop
+)
+
+func (a Action) String() string {
+	switch a {
+	case Pass:
+		return "pass"
+	case Drop:
+		return "drop"
+	default:
+		return fmt.Sprintf("Action(%d)", uint8(a))
+	}
+}
+
+// verdict is the XDP return code of a.
+func (a Action) verdict() uint32 {
+	if a == Drop {
+		return xdpDrop
+	}
+	return xdpPass
+}
+
+// Mode is how the program is attached to the interface.
+type Mode uint8
+
+const (
+	// Native attaches in the driver (XDP_FLAGS_DRV_MODE), the default.
+	Native Mode = iota
+	// Generic attaches after the skb is built (XDP_FLAGS_SKB_MODE): slower,
+	// but works on any netdev.
+	Generic
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Native:
+		return "native"
+	case Generic:
+		return "generic"
+	default:
+		return fmt.Sprintf("Mode(%d)", uint8(m))
+	}
+}
+
+// Config is the per-interface setting of one program instance. The zero
+// value is valid: pass unmatched frames, native mode, no frame size limit.
+type Config struct {
+	// Unmatched is what happens to frames no flow can want (and to runts,
+	// truncated tags, oversize frames, frames of a queue without a socket).
+	// Default Pass.
+	Unmatched Action
+	// Mode is the attach mode. Default Native.
+	Mode Mode
+	// MaxFrame is the largest frame in bytes that fits a UMEM chunk (chunk
+	// size minus XDP and UMEM headroom); larger wanted frames are counted as
+	// oversize and not redirected. 0 means no limit.
+	MaxFrame int
+}
+
+// Validate reports a setting out of range.
+func (c Config) Validate() error {
+	if c.Unmatched > Drop {
+		return fmt.Errorf("unmatched action %v: want pass or drop", c.Unmatched)
+	}
+	if c.Mode > Generic {
+		return fmt.Errorf("xdp mode %v: want native or generic", c.Mode)
+	}
+	if c.MaxFrame < 0 || c.MaxFrame > 1<<16 {
+		return fmt.Errorf("max frame %d bytes: want 0..65536", c.MaxFrame)
+	}
+	return nil
+}
+
+// Capture is one instance of the XDP program with its own maps, loaded for
+// one capture interface and, after Attach, attached to it with a bpf_link.
+// Its methods are safe for concurrent use.
+type Capture struct {
+	cfg Config
+
+	mu   sync.Mutex
+	objs xdpObjects
+	link link.Link // nil until attached, and after Close
+	// What the kernel maps hold now, so SetFilter writes only differences.
+	macs      map[[6]byte]Want
+	multicast bool
+	vlans     VLANSet
+	percpu    []xdpCounters // scratch for Counters
+	closed    bool
+}
+
+// Load loads a fresh instance of the program and its maps without attaching
+// it: everything is unmatched until SetFilter says otherwise. Attach is Load
+// plus the bpf_link; tests and benchmarks run a loaded program on crafted
+// frames.
+func Load(cfg Config) (*Capture, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}}
+	if err := loadXdpObjects(&c.objs, nil); err != nil {
+		return nil, fmt.Errorf("load xdp program: %w", err)
+	}
+	settings := []struct {
+		slot, value uint32
+	}{
+		{settingAction, cfg.Unmatched.verdict()},
+		{settingMulticast, 0},
+		{settingMaxFrame, uint32(cfg.MaxFrame)},
+	}
+	for _, s := range settings {
+		if err := c.objs.Settings.Update(s.slot, s.value, ebpf.UpdateAny); err != nil {
+			c.objs.Close()
+			return nil, fmt.Errorf("write xdp setting %d: %w", s.slot, err)
+		}
+	}
+	// Filter{} wants every VLAN (nil VLANs): the bitmap starts full.
+	if err := c.setFilterLocked(Filter{}); err != nil {
+		c.objs.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Attach loads a fresh instance of the program and attaches it to the
+// interface with a bpf_link, which detaches on Close or when the process
+// exits and never silently replaces another program (afxdp-notes gotcha 9).
+func Attach(ifindex int, cfg Config) (*Capture, error) {
+	c, err := Load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	flags := link.XDPDriverMode
+	if cfg.Mode == Generic {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: c.objs.XdpCapture, Interface: ifindex, Flags: flags})
+	if err != nil {
+		c.objs.Close()
+		return nil, fmt.Errorf("attach xdp to ifindex %d (%v mode): %w", ifindex, cfg.Mode, err)
+	}
+	c.link = l
+	return c, nil
+}
+
+// SetSocket puts the AF_XDP socket fd into the XSKMAP slot of RX queue
+// queue: frames of that queue that pass the filter are redirected to it.
+// The socket must be bound to the same interface and queue.
+func (c *Capture) SetSocket(queue int, fd int) error {
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("set xsk of queue %d: queue out of range 0..%d", queue, MaxQueues-1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("set xsk of queue %d: %w", queue, ErrClosed)
+	}
+	if err := c.objs.Xsks.Update(uint32(queue), uint32(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set xsk of queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// ClearSocket empties the XSKMAP slot of queue; its wanted frames are then
+// counted as redirect_failed and get the unmatched action. Clearing an empty
+// slot is not an error.
+func (c *Capture) ClearSocket(queue int) error {
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("clear xsk of queue %d: queue out of range 0..%d", queue, MaxQueues-1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("clear xsk of queue %d: %w", queue, ErrClosed)
+	}
+	if err := c.objs.Xsks.Delete(uint32(queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("clear xsk of queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// ErrClosed is returned by methods of a closed Capture.
+var ErrClosed = errors.New("xdp capture closed")
+
+// Close detaches the program (when attached) and frees its maps. Closing
+// twice is not an error.
+func (c *Capture) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	if c.link != nil {
+		if err := c.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach xdp: %w", err))
+		}
+		c.link = nil
+	}
+	if err := c.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close xdp objects: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Config returns the configuration the capture was loaded with.
+func (c *Capture) Config() Config { return c.cfg }
