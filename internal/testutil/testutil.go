@@ -26,13 +26,16 @@ func RequireRoot(t testing.TB, why string) {
 var ErrNotSupported = errors.New("not supported by this kernel")
 
 // SkipIfNotSupported skips t when err says a kernel feature is missing, and
-// fails it on any other non-nil error.
+// fails it on any other non-nil error. Production packages cannot wrap this
+// package's ErrNotSupported, so an error whose chain has a NotSupported()
+// bool method returning true (xsk.ErrNotSupported) counts too.
 func SkipIfNotSupported(t testing.TB, err error) {
 	t.Helper()
 	if err == nil {
 		return
 	}
-	if errors.Is(err, ErrNotSupported) {
+	var ns interface{ NotSupported() bool }
+	if errors.Is(err, ErrNotSupported) || (errors.As(err, &ns) && ns.NotSupported()) {
 		t.Skipf("kernel feature missing: %v", err)
 	}
 	t.Fatal(err)
