@@ -136,6 +136,7 @@ func (c *Capture) setFilterLocked(f Filter) error {
 				return fmt.Errorf("set xdp filter: delete %x: %w", mac, err)
 			}
 			delete(c.macs, mac)
+			c.wrote()
 		case w != old:
 			if err := c.putMAC(mac, w); err != nil {
 				return err
@@ -166,6 +167,7 @@ func (c *Capture) putMAC(mac [6]byte, w Want) error {
 		return fmt.Errorf("set xdp filter: mac %x: %w", mac, err)
 	}
 	c.macs[mac] = w
+	c.wrote()
 	return nil
 }
 
@@ -178,6 +180,7 @@ func (c *Capture) putMulticast(on bool) error {
 		return fmt.Errorf("set xdp filter: multicast: %w", err)
 	}
 	c.multicast = on
+	c.wrote()
 	return nil
 }
 
@@ -186,5 +189,12 @@ func (c *Capture) putVLANWord(i int, w uint64) error {
 		return fmt.Errorf("set xdp filter: vlan word %d: %w", i, err)
 	}
 	c.vlans[i] = w
+	c.wrote()
 	return nil
+}
+
+func (c *Capture) wrote() {
+	if c.afterWrite != nil {
+		c.afterWrite()
+	}
 }

@@ -130,6 +130,9 @@ type Capture struct {
 	vlans     VLANSet
 	percpu    []xdpCounters // scratch for Counters
 	closed    bool
+	// afterWrite, when set (by tests), runs after every single map write of
+	// SetFilter, to check the filter in each intermediate state.
+	afterWrite func()
 }
 
 // Load loads a fresh instance of the program and its maps without attaching
