@@ -82,12 +82,21 @@ func load(t testing.TB, cfg Config) *Capture {
 // not be bound.
 func xskFD(t testing.TB) int {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	fd, err := newXSK()
 	if err != nil {
-		t.Fatalf("socket(AF_XDP): %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	return fd
+}
+
+// newXSK opens an unbound AF_XDP socket; the caller closes it.
+func newXSK() (int, error) {
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket(AF_XDP): %w", err)
+	}
+	return fd, nil
 }
 
 func counterMap(c Counters) map[string]uint64 {
