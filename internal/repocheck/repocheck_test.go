@@ -1,0 +1,220 @@
+package repocheck
+
+import (
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// root is the repository root, two levels up from this package.
+const root = "../.."
+
+// needTool skips t only when a tool CI installs is missing here.
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not installed (apt-get install %s; .ci/run installs it)", name, pkg)
+	}
+	return p
+}
+
+// shellScripts lists every *.sh of the repository and every file with a
+// bash or sh shebang under deploy/ and perf/, skipping what others vendor.
+func shellScripts(t *testing.T) []string {
+	t.Helper()
+	var scripts []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "node_modules", "vendor", "headers":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".sh") || path == filepath.Join(root, ".ci", "run") {
+			scripts = append(scripts, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scripts
+}
+
+func TestShellcheck(t *testing.T) {
+	sc := needTool(t, "shellcheck", "shellcheck")
+	scripts := shellScripts(t)
+	for _, want := range []string{"perf/lab/lab.sh", "deploy/provision.sh", ".ci/run"} {
+		found := false
+		for _, s := range scripts {
+			found = found || s == filepath.Join(root, want)
+		}
+		if !found {
+			t.Errorf("%s not among the scripts found: %q", want, scripts)
+		}
+	}
+	out, err := exec.Command(sc, append([]string{"--external-sources", "--severity=style"}, scripts...)...).CombinedOutput()
+	if err != nil {
+		t.Errorf("shellcheck %s: %v\n%s", strings.Join(scripts, " "), err, out)
+	}
+}
+
+// TestShellcheckCatches proves the check can fail: a script with an unquoted
+// expansion is reported.
+func TestShellcheckCatches(t *testing.T) {
+	sc := needTool(t, "shellcheck", "shellcheck")
+	bad := filepath.Join(t.TempDir(), "bad.sh")
+	if err := os.WriteFile(bad, []byte("#!/bin/bash\nrm $1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sc, bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "SC2086") {
+		t.Errorf("shellcheck on an unquoted $1 = %v, %s; want SC2086", err, out)
+	}
+}
+
+// verifyUnit runs systemd-analyze verify on unit text, installed as
+// taasd.service next to a stand-in for /usr/local/bin/taasd: verify
+// checks that ExecStart's binary exists, and this machine has none
+// installed. That path is the only line changed. It returns the output;
+// verify prints warnings (unknown keys, bad values) with exit status 0, so
+// any output is a failure.
+func verifyUnit(t *testing.T, unit string) (string, error) {
+	t.Helper()
+	sa := needTool(t, "systemd-analyze", "systemd")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "taasd")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit = strings.ReplaceAll(unit, "/usr/local/bin/taasd", bin)
+	path := filepath.Join(dir, "taasd.service")
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sa, "verify", "--man=no", path)
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestSystemdUnit(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "taasd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	if !strings.Contains(unit, "ExecStart=/usr/local/bin/taasd ") {
+		t.Fatalf("deploy/taasd.service: ExecStart does not run /usr/local/bin/taasd")
+	}
+	out, err := verifyUnit(t, unit)
+	if err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("systemd-analyze verify deploy/taasd.service: %v\n%s", err, out)
+	}
+	// What the data plane needs must stay in the unit.
+	for _, want := range []string{
+		"AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_IPC_LOCK CAP_PERFMON",
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_IPC_LOCK CAP_PERFMON",
+		"LimitMEMLOCK=infinity",
+		"StateDirectory=taasd",
+		"Restart=on-failure",
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_XDP",
+		"SystemCallFilter=@system-service bpf perf_event_open",
+	} {
+		if !strings.Contains(unit, want+"\n") {
+			t.Errorf("deploy/taasd.service lacks %q", want)
+		}
+	}
+}
+
+// TestSystemdUnitCatches proves verify's warnings reach the test: a
+// misspelt key and a bad boolean in an otherwise good unit.
+func TestSystemdUnitCatches(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "taasd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.Replace(string(b), "ProtectHome=yes", "ProtectHomme=yes\nPrivateTmp=perhaps", 1)
+	out, err := verifyUnit(t, unit)
+	if err == nil && !strings.Contains(out, "ProtectHomme") {
+		t.Errorf("systemd-analyze verify on a misspelt key printed %q, want a warning naming it", out)
+	}
+}
+
+// vagrant runs `vagrant validate` on the Vagrantfile in dir with nothing
+// that reaches the network: no update check, a private VAGRANT_HOME, the
+// .vagrant directory in a temporary place, no box download (validate never
+// fetches one).
+func vagrant(t *testing.T, dir string, env ...string) (string, error) {
+	t.Helper()
+	v := needTool(t, "vagrant", "vagrant vagrant-libvirt")
+	tmp := t.TempDir()
+	cmd := exec.Command(v, "validate")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"VAGRANT_CHECKPOINT_DISABLE=1",
+		"VAGRANT_HOME="+filepath.Join(tmp, "home"),
+		"VAGRANT_DOTFILE_PATH="+filepath.Join(tmp, "dot"),
+		"VAGRANT_DEFAULT_PROVIDER=libvirt",
+	)
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestVagrantValidate validates the Vagrantfile with the libvirt provider
+// (Debian's vagrant-libvirt validates its own settings too). VirtualBox is
+// not in Debian, so its block is checked as Ruby only.
+func TestVagrantValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{
+		{"defaults", nil},
+		{"two capture and three monitor NICs", []string{"TAAS_CAPTURE_NICS=2", "TAAS_MONITOR_NICS=3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := vagrant(t, root, tc.env...)
+			if err != nil || !strings.Contains(out, "validated successfully") {
+				t.Errorf("vagrant validate: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestVagrantValidateCatches proves validate fails on a bad Vagrantfile: an
+// unknown libvirt setting, and a NIC count out of range.
+func TestVagrantValidateCatches(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root, "Vagrantfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "deploy"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "deploy", "provision.sh"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "lv.cpus = 2", "lv.cpus = 2\n    lv.no_such_setting = 1", 1)
+	if bad == string(b) {
+		t.Fatal("Vagrantfile has no `lv.cpus = 2` line to break")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Vagrantfile"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := vagrant(t, dir); err == nil || !strings.Contains(out, "no_such_setting") {
+		t.Errorf("vagrant validate with an unknown libvirt setting: %v\n%s", err, out)
+	}
+	if out, err := vagrant(t, root, "TAAS_CAPTURE_NICS=0"); err == nil || !strings.Contains(out, "TAAS_CAPTURE_NICS must be between 1 and 8") {
+		t.Errorf("vagrant validate with TAAS_CAPTURE_NICS=0: %v\n%s", err, out)
+	}
+}
