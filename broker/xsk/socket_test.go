@@ -247,8 +247,8 @@ func TestClosedSocketCallsReturnErrors(t *testing.T) {
 	s := newFakeSocket(t, Config{})
 	s.umem = nil // what Close leaves
 	s.rx, s.tx = nil, nil
-	if err := s.Kick(); err != nil {
-		t.Errorf("Kick on closed socket without tx = %v, want nil", err)
+	if err := s.Kick(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Kick on closed socket = %v, want ErrClosed", err)
 	}
 	if _, err := s.Poll(0); !errors.Is(err, ErrClosed) {
 		t.Errorf("Poll on closed socket = %v, want ErrClosed", err)

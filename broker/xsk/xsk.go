@@ -228,13 +228,34 @@ func (s *Socket) open() error {
 		flags |= unix.XDP_USE_NEED_WAKEUP
 	}
 	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queueID)}
-	if err := unix.Bind(fd, sa); err != nil {
+	// The kernel releases a closed socket's hold on its queue from a
+	// deferred work item, so binding right after a Close of the previous
+	// socket on the same queue (a worker restarting after a link flap) can
+	// see EBUSY for a moment: retry, bounded.
+	for start := time.Now(); ; time.Sleep(bindRetryInterval) {
+		err = unix.Bind(fd, sa)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, unix.EBUSY) && time.Since(start) < bindRetryFor {
+			continue
+		}
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("bind: queue in use by another AF_XDP socket: %w", err)
+		}
 		return fmt.Errorf("bind: %w", err)
 	}
 	s.pool = newFramePool(cfg.NumFrames, cfg.FrameSize)
 	s.pollFDs[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	return nil
 }
+
+// Open retries a bind that says EBUSY every bindRetryInterval for up to
+// bindRetryFor.
+const (
+	bindRetryInterval = 5 * time.Millisecond
+	bindRetryFor      = time.Second
+)
 
 // setTxBudget raises the copy-mode TX skb budget (gotcha 3). Failure is not
 // fatal: an older kernel sends 32 per sendto(2) and Kick loops.
@@ -476,12 +497,12 @@ const maxKickStalls = 4
 // or unbound socket one wrapping ENXIO; the descriptors stay on the ring.
 // Kick never panics and does not allocate for these.
 func (s *Socket) Kick() error {
-	if s.tx == nil {
-		return nil
-	}
 	fd := s.fd.Load()
 	if fd < 0 {
 		return ErrClosed
+	}
+	if s.tx == nil {
+		return nil
 	}
 	if !s.cfg.NoNeedWakeup && !s.tx.needWakeup() {
 		return nil

@@ -1,0 +1,701 @@
+package xsk_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+const needXSK = "CAP_NET_ADMIN, CAP_BPF and CAP_IPC_LOCK for netns, veth, XDP and AF_XDP sockets"
+
+// testEtherType marks the test's own frames (IEEE local experimental), so
+// anything else the stack emits on the pair is ignored.
+const testEtherType = 0x88b5
+
+var (
+	macA = [6]byte{0x02, 0, 0, 0, 0, 0xa}
+	macB = [6]byte{0x02, 0, 0, 0, 0, 0xb}
+)
+
+// vethPair is a veth pair a <-> b, both ends in a namespace of the test's
+// own. The sockets under test sit on a; b is the peer that sends or receives.
+type vethPair struct {
+	ns     string
+	a, b   string
+	ia, ib int
+}
+
+func newVethPair(t testing.TB, queues int, mtu int) vethPair {
+	t.Helper()
+	p := testutil.Prefix(t)
+	v := vethPair{ns: testutil.Netns(t, p+"x"), a: p + "a", b: p + "b"}
+	// No IPv6: no router solicitations or MLD reports on the pair.
+	testutil.Run(t, "ip", "netns", "exec", v.ns, "sysctl", "-qw",
+		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
+	testutil.Veth(t, v.a, v.b, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns, Queues: queues,
+		MACA: net.HardwareAddr(macA[:]).String(), MACB: net.HardwareAddr(macB[:]).String()})
+	if mtu > 0 {
+		for _, l := range []string{v.a, v.b} {
+			testutil.Run(t, "ip", "-n", v.ns, "link", "set", l, "mtu", fmt.Sprint(mtu))
+		}
+	}
+	err := testutil.InNetns(v.ns, func() error {
+		la, err := net.InterfaceByName(v.a)
+		if err != nil {
+			return err
+		}
+		lb, err := net.InterfaceByName(v.b)
+		if err != nil {
+			return err
+		}
+		v.ia, v.ib = la.Index, lb.Index
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// open opens a socket in the pair's namespace and closes it when t ends.
+func (v vethPair) open(t testing.TB, ifindex, queue int, cfg xsk.Config) *xsk.Socket {
+	t.Helper()
+	var s *xsk.Socket
+	err := testutil.InNetns(v.ns, func() (err error) {
+		s, err = xsk.Open(ifindex, queue, cfg)
+		return err
+	})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, xsk.ErrClosed) {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// attach attaches prog to the link in the pair's namespace with a bpf_link
+// (gotcha 9) and detaches it when t ends.
+func (v vethPair) attach(t testing.TB, ifindex int, prog *ebpf.Program) {
+	t.Helper()
+	var l link.Link
+	err := testutil.InNetns(v.ns, func() (err error) {
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach xdp to ifindex %d: %v", ifindex, err)
+	}
+	t.Cleanup(func() { l.Close() })
+}
+
+// redirectToSockets attaches to ifindex a tiny XDP program that redirects
+// every frame to the XSKMAP slot of its rx_queue_index and passes it when
+// the slot is empty; socks[i] goes into slot i.
+func (v vethPair) redirectToSockets(t testing.TB, ifindex int, socks ...*xsk.Socket) {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 8})
+	if err != nil {
+		t.Fatalf("create xskmap: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	for i, s := range socks {
+		if err := m.Put(uint32(i), uint32(s.FD())); err != nil {
+			t.Fatalf("put socket of queue %d in xskmap: %v", i, err)
+		}
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), // xdp_md.rx_queue_index
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Imm(asm.R3, 2), // XDP_PASS when the slot is empty
+			asm.FnRedirectMap.Call(),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatalf("load redirect program: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	v.attach(t, ifindex, prog)
+}
+
+// dropAll attaches an XDP_DROP program to ifindex: a sink that costs the
+// receiving side almost nothing (and makes veth use its NAPI path).
+func (v vethPair) dropAll(t testing.TB, ifindex int) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	})
+	if err != nil {
+		t.Fatalf("load drop program: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	v.attach(t, ifindex, prog)
+}
+
+// packetSocket opens a non-blocking AF_PACKET socket on ifindex in the
+// pair's namespace; it sends raw frames and receives every frame of the
+// test's EtherType. Closed when t ends.
+func (v vethPair) packetSocket(t testing.TB, ifindex int) int {
+	t.Helper()
+	fd := -1
+	err := testutil.InNetns(v.ns, func() (err error) {
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(htons(testEtherType)))
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(testEtherType)})
+	})
+	if err != nil {
+		t.Fatalf("packet socket on ifindex %d: %v", ifindex, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// testFrame builds frame seq of size bytes: Ethernet header with the test
+// EtherType, the sequence number, then a pattern that depends on both, so a
+// frame delivered in the wrong place or with wrong bytes shows.
+func testFrame(src, dst [6]byte, seq uint32, size int) []byte {
+	f := make([]byte, size)
+	copy(f[0:6], dst[:])
+	copy(f[6:12], src[:])
+	binary.BigEndian.PutUint16(f[12:14], testEtherType)
+	binary.BigEndian.PutUint32(f[14:18], seq)
+	for i := 18; i < size; i++ {
+		f[i] = byte(uint32(i)*7 + seq)
+	}
+	return f
+}
+
+func frameSeq(f []byte) (uint32, bool) {
+	if len(f) < 18 || binary.BigEndian.Uint16(f[12:14]) != testEtherType {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(f[14:18]), true
+}
+
+// receiveAll runs the RX loop (Fill, Poll, Receive, Frame, Free) on s
+// until want frames of the test's EtherType arrived or the deadline passed,
+// and returns them by sequence number. The loop is bounded in time; what
+// is missing then fails the caller's comparison, not a timer.
+func receiveAll(t testing.TB, s *xsk.Socket, want int, deadline time.Time) map[uint32][]byte {
+	t.Helper()
+	got := make(map[uint32][]byte)
+	descs := make([]xsk.Desc, 64)
+	for len(got) < want && time.Now().Before(deadline) {
+		s.Fill()
+		if _, err := s.Poll(50 * time.Millisecond); err != nil {
+			t.Fatalf("Poll: %v", err)
+		}
+		n := s.Receive(descs)
+		for _, d := range descs[:n] {
+			f := s.Frame(d)
+			if seq, ok := frameSeq(f); ok {
+				if _, dup := got[seq]; dup {
+					t.Errorf("frame %d received twice", seq)
+				}
+				got[seq] = bytes.Clone(f)
+			}
+		}
+		s.Free(descs[:n])
+	}
+	return got
+}
+
+// TestReceive redirects frames sent by an AF_PACKET socket on the peer to
+// an RX socket and checks every one arrives byte-exact, including one of
+// exactly MaxRxFrame bytes, while one byte more is dropped by the kernel
+// and counted (gotcha 6).
+func TestReceive(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 2000)
+	s := v.open(t, v.ia, 0, xsk.Config{RxOnly: true})
+	v.redirectToSockets(t, v.ia, s)
+	if s.Fill() == 0 {
+		t.Fatal("Fill() = 0 on a fresh socket")
+	}
+	pk := v.packetSocket(t, v.ib)
+
+	sizes := []int{60, 61, 64, 100, 128, 512, 1000, 1514, s.MaxRxFrame()}
+	sent := make(map[uint32][]byte)
+	seq := uint32(0)
+	// Windows of 32 frames, each received before the next is sent, stay
+	// far below veth's 256-frame receive ring (gotcha 11).
+	for round := 0; round < 8; round++ {
+		window := make(map[uint32][]byte)
+		for i := 0; i < 32; i++ {
+			f := testFrame(macB, macA, seq, sizes[int(seq)%len(sizes)])
+			if _, err := unix.Write(pk, f); err != nil {
+				t.Fatalf("send frame %d (%d bytes) from %s: %v", seq, len(f), v.b, err)
+			}
+			window[seq], sent[seq] = f, f
+			seq++
+		}
+		got := receiveAll(t, s, len(window), time.Now().Add(5*time.Second))
+		for sq, f := range window {
+			if !bytes.Equal(got[sq], f) {
+				t.Fatalf("frame %d: received %d bytes %x..., want %d bytes %x...", sq, len(got[sq]), head(got[sq]), len(f), head(f))
+			}
+		}
+		if len(got) != len(window) {
+			t.Fatalf("round %d: received %d frames, want %d", round, len(got), len(window))
+		}
+	}
+
+	// One byte more than MaxRxFrame does not fit: the kernel drops it and
+	// says so only in XDP_STATISTICS.
+	before, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := testFrame(macB, macA, seq, s.MaxRxFrame()+1)
+	if _, err := unix.Write(pk, big); err != nil {
+		t.Fatalf("send %d-byte frame: %v", len(big), err)
+	}
+	var after xsk.Statistics
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if after, err = s.Stats(); err != nil {
+			t.Fatal(err)
+		}
+		if after.RxDropped > before.RxDropped {
+			break
+		}
+	}
+	if after.RxDropped != before.RxDropped+1 {
+		t.Errorf("RxDropped = %d after a %d-byte frame (MaxRxFrame %d), want %d", after.RxDropped, len(big), s.MaxRxFrame(), before.RxDropped+1)
+	}
+	if got := receiveAll(t, s, 1, time.Now().Add(100*time.Millisecond)); len(got) != 0 {
+		t.Errorf("a frame larger than MaxRxFrame was received: %d frames", len(got))
+	}
+	if after.Received < uint64(len(sent)) || after.BadFree != 0 {
+		t.Errorf("stats %+v: want Received >= %d and BadFree 0", after, len(sent))
+	}
+}
+
+func head(b []byte) []byte { return b[:min(len(b), 20)] }
+
+// readPacket reads frames of the test EtherType from a non-blocking packet
+// socket until want arrived or the deadline passed.
+func readPackets(t testing.TB, fd int, want int, deadline time.Time, into map[uint32][]byte) {
+	t.Helper()
+	buf := make([]byte, 4096)
+	for len(into) < want && time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("recvfrom: %v", err)
+		}
+		if seq, ok := frameSeq(buf[:n]); ok {
+			into[seq] = bytes.Clone(buf[:n])
+		}
+	}
+}
+
+// transmit sends frames through s with AllocTx, Frame, Transmit and Kick,
+// and returns how many went on the TX ring.
+func transmit(t testing.TB, s *xsk.Socket, frames [][]byte) int {
+	t.Helper()
+	descs := make([]xsk.Desc, len(frames))
+	n := s.AllocTx(descs)
+	for i := range descs[:n] {
+		descs[i].Len = uint32(copy(s.Frame(descs[i]), frames[i]))
+	}
+	m := s.Transmit(descs[:n])
+	s.Free(descs[m:n])
+	if err := s.Kick(); err != nil {
+		t.Fatalf("Kick: %v", err)
+	}
+	return m
+}
+
+// TestTransmit sends frames of many sizes with AllocTx/Transmit/Kick,
+// receives them on the peer with an AF_PACKET socket, compares the bytes and
+// checks that every frame comes back on the completion ring.
+func TestTransmit(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 256})
+	pk := v.packetSocket(t, v.ib)
+
+	sizes := []int{60, 64, 65, 128, 333, 1000, 1514}
+	sent := make(map[uint32][]byte)
+	got := make(map[uint32][]byte)
+	seq := uint32(0)
+	const windows, per = 16, 64
+	for w := 0; w < windows; w++ {
+		frames := make([][]byte, per)
+		for i := range frames {
+			frames[i] = testFrame(macA, macB, seq, sizes[int(seq)%len(sizes)])
+			sent[seq] = frames[i]
+			seq++
+		}
+		if n := transmit(t, s, frames); n != per {
+			t.Fatalf("window %d: %d of %d frames went on the TX ring (free frames %d)", w, n, per, s.FreeFrames())
+		}
+		readPackets(t, pk, len(sent), time.Now().Add(5*time.Second), got)
+	}
+	if len(got) != len(sent) {
+		t.Fatalf("peer received %d frames, want %d", len(got), len(sent))
+	}
+	for sq, f := range sent {
+		if !bytes.Equal(got[sq], f) {
+			t.Fatalf("frame %d: peer got %d bytes %x..., want %d bytes %x...", sq, len(got[sq]), head(got[sq]), len(f), head(f))
+		}
+	}
+	// Every frame comes back once the peer freed its skb (gotcha 4).
+	for deadline := time.Now().Add(5 * time.Second); s.FreeFrames() < 256 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		s.Complete()
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Transmitted != uint64(len(sent)) || st.Completed != uint64(len(sent)) || s.FreeFrames() != 256 {
+		t.Errorf("Transmitted %d, Completed %d, FreeFrames %d; want %d, %d, 256", st.Transmitted, st.Completed, s.FreeFrames(), len(sent), len(sent))
+	}
+	if st.TxInvalidDescs != 0 || st.KickErrNetDown+st.KickErrNxio+st.KickErrOther != 0 || st.BadFree != 0 {
+		t.Errorf("stats %+v: want no invalid descriptors, kick errors or bad frees", st)
+	}
+	if st.Kicks == 0 {
+		t.Errorf("Kicks = 0 after sending %d frames", len(sent))
+	}
+}
+
+// TestKickLinkDownAndGone brings the TX link down mid-stream, up again, then
+// deletes it: Kick returns ENETDOWN and then ENXIO as errors, the pending
+// descriptors go out once the link is back, nothing panics, Close works.
+func TestKickLinkDownAndGone(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 256})
+	pk := v.packetSocket(t, v.ib)
+	frames := func(base uint32) [][]byte {
+		fs := make([][]byte, 8)
+		for i := range fs {
+			fs[i] = testFrame(macA, macB, base+uint32(i), 60)
+		}
+		return fs
+	}
+	kick := func(fs [][]byte) error {
+		descs := make([]xsk.Desc, len(fs))
+		n := s.AllocTx(descs)
+		for i := range descs[:n] {
+			descs[i].Len = uint32(copy(s.Frame(descs[i]), fs[i]))
+		}
+		m := s.Transmit(descs[:n])
+		s.Free(descs[m:n])
+		return s.Kick()
+	}
+	if err := kick(frames(0)); err != nil {
+		t.Fatalf("Kick on a link that is up: %v", err)
+	}
+
+	testutil.Run(t, "ip", "-n", v.ns, "link", "set", v.a, "down")
+	err := kick(frames(100))
+	var ke *xsk.KickError
+	if !errors.Is(err, unix.ENETDOWN) || !errors.As(err, &ke) {
+		t.Fatalf("Kick on a link that is down = %v, want a *KickError wrapping ENETDOWN", err)
+	}
+	if p := s.TxPending(); p != 8 {
+		t.Errorf("TxPending = %d while down, want 8 (descriptors stay on the ring)", p)
+	}
+
+	testutil.Run(t, "ip", "-n", v.ns, "link", "set", v.a, "up")
+	testutil.Run(t, "ip", "-n", v.ns, "link", "set", v.b, "up")
+	if err := s.Kick(); err != nil {
+		t.Fatalf("Kick after the link came back: %v", err)
+	}
+	if p := s.TxPending(); p != 0 {
+		t.Errorf("TxPending = %d after the link came back, want 0", p)
+	}
+	got := make(map[uint32][]byte)
+	readPackets(t, pk, 16, time.Now().Add(5*time.Second), got)
+	for _, sq := range []uint32{0, 7, 100, 107} {
+		if _, ok := got[sq]; !ok {
+			t.Errorf("frame %d never reached the peer (got %d frames)", sq, len(got))
+		}
+	}
+
+	testutil.Run(t, "ip", "-n", v.ns, "link", "del", v.a)
+	err = kick(frames(200))
+	if !errors.Is(err, unix.ENXIO) && !errors.Is(err, unix.ENETDOWN) {
+		t.Fatalf("Kick on a deleted link = %v, want a *KickError wrapping ENXIO (or ENETDOWN)", err)
+	}
+	t.Logf("Kick on a deleted link: %v", err)
+	if _, err := s.Poll(10 * time.Millisecond); err != nil {
+		t.Logf("Poll on a deleted link: %v", err)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatalf("Stats on a socket whose link is gone: %v", err)
+	}
+	if st.KickErrNetDown == 0 || st.KickErrNxio+st.KickErrNetDown < 2 {
+		t.Errorf("kick error counters %d netdown, %d nxio: want both errors counted", st.KickErrNetDown, st.KickErrNxio)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close after the link was deleted: %v", err)
+	}
+	if err := s.Kick(); !errors.Is(err, xsk.ErrClosed) {
+		t.Errorf("Kick after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestTxBudget checks gotcha 3: with the default budget one sendto(2) sends
+// 32 descriptors; with the budget raised one sendto sends the whole batch.
+func TestTxBudget(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	const batch = 200
+	tests := []struct {
+		name   string
+		budget int
+		want   int // descriptors one sendto(2) takes off the ring
+	}{
+		{"kernel default", -1, 32},
+		{"raised to 256", 256, batch},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newVethPair(t, 1, 0)
+			v.dropAll(t, v.ib)
+			s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 512, TxBudget: tc.budget})
+			if tc.budget > 0 {
+				testutil.SkipIfNotSupported(t, s.TxBudgetErr())
+				if s.TxBudget() != tc.budget {
+					t.Fatalf("TxBudget() = %d, want %d", s.TxBudget(), tc.budget)
+				}
+			}
+			descs := make([]xsk.Desc, batch)
+			if n := s.AllocTx(descs); n != batch {
+				t.Fatalf("AllocTx = %d, want %d", n, batch)
+			}
+			for i := range descs {
+				descs[i].Len = uint32(copy(s.Frame(descs[i]), testFrame(macA, macB, uint32(i), 60)))
+			}
+			if n := s.Transmit(descs); n != batch {
+				t.Fatalf("Transmit = %d, want %d", n, batch)
+			}
+			// One raw sendto(2), as Kick makes it, to see what one call sends.
+			err := unix.Sendto(s.FD(), nil, unix.MSG_DONTWAIT, nil)
+			if err != nil && !errors.Is(err, unix.EAGAIN) {
+				t.Fatalf("sendto: %v", err)
+			}
+			if sent := batch - s.TxPending(); sent != tc.want {
+				t.Errorf("one sendto sent %d descriptors, want %d", sent, tc.want)
+			}
+			if err := s.Kick(); err != nil {
+				t.Fatal(err)
+			}
+			if p := s.TxPending(); p != 0 {
+				t.Errorf("TxPending = %d after Kick, want 0: Kick must loop over the budget", p)
+			}
+			st, _ := s.Stats()
+			t.Logf("budget %d: Kick made %d sendto calls for the remaining %d descriptors", s.TxBudget(), st.Kicks, batch-tc.want)
+		})
+	}
+}
+
+// TestMultiQueue binds one socket per RX queue of a two-queue veth; an XSK
+// TX socket on each peer queue sends frames that must arrive on the
+// matching queue's socket only (gotcha 2). A third queue does not exist.
+func TestMultiQueue(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 2, 0)
+	rx := []*xsk.Socket{
+		v.open(t, v.ia, 0, xsk.Config{RxOnly: true, NumFrames: 512}),
+		v.open(t, v.ia, 1, xsk.Config{RxOnly: true, NumFrames: 512}),
+	}
+	v.redirectToSockets(t, v.ia, rx...)
+	err := testutil.InNetns(v.ns, func() error {
+		s, err := xsk.Open(v.ia, 2, xsk.Config{RxOnly: true, NumFrames: 64})
+		if err == nil {
+			s.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Error("Open on queue 2 of a two-queue veth succeeded, want an error")
+	}
+	// A queue takes one socket (without a shared UMEM).
+	err = testutil.InNetns(v.ns, func() error {
+		s, err := xsk.Open(v.ia, 0, xsk.Config{RxOnly: true, NumFrames: 64})
+		if err == nil {
+			s.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, unix.EBUSY) {
+		t.Errorf("second Open on queue 0 = %v, want EBUSY", err)
+	}
+	for q := range rx {
+		tx := v.open(t, v.ib, q, xsk.Config{TxOnly: true, NumFrames: 64})
+		frames := make([][]byte, 20)
+		for i := range frames {
+			frames[i] = testFrame(macB, macA, uint32(q*1000+i), 60+q)
+		}
+		rx[q].Fill()
+		if n := transmit(t, tx, frames); n != len(frames) {
+			t.Fatalf("queue %d: %d frames on the TX ring, want %d", q, n, len(frames))
+		}
+		got := receiveAll(t, rx[q], len(frames), time.Now().Add(5*time.Second))
+		for i, f := range frames {
+			if !bytes.Equal(got[uint32(q*1000+i)], f) {
+				t.Errorf("queue %d frame %d: received %x, want %x", q, i, head(got[uint32(q*1000+i)]), head(f))
+			}
+		}
+		other := rx[1-q]
+		if stray := receiveAll(t, other, 1, time.Now().Add(50*time.Millisecond)); len(stray) != 0 {
+			t.Errorf("frames sent on queue %d arrived on queue %d's socket: %d", q, 1-q, len(stray))
+		}
+	}
+}
+
+// TestNoLeaks opens and closes sockets that moved traffic and checks that
+// no file descriptor or goroutine is left behind, and that Close twice says
+// ErrClosed.
+func TestNoLeaks(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	v.dropAll(t, v.ib)
+	fds0, gs0 := countFDs(t), runtime.NumGoroutine()
+	for i := 0; i < 5; i++ {
+		var s *xsk.Socket
+		if err := testutil.InNetns(v.ns, func() (err error) {
+			s, err = xsk.Open(v.ia, 0, xsk.Config{NumFrames: 256})
+			return err
+		}); err != nil {
+			testutil.SkipIfNotSupported(t, err)
+		}
+		transmit(t, s, [][]byte{testFrame(macA, macB, 1, 60), testFrame(macA, macB, 2, 60)})
+		if _, err := s.Stats(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := s.Close(); !errors.Is(err, xsk.ErrClosed) {
+			t.Fatalf("second Close = %v, want ErrClosed", err)
+		}
+	}
+	if fds := countFDs(t); fds != fds0 {
+		t.Errorf("open fds %d after closing every socket, want %d", fds, fds0)
+	}
+	// InNetns's goroutines end right after they hand back their result.
+	gs := runtime.NumGoroutine()
+	for deadline := time.Now().Add(2 * time.Second); gs > gs0 && time.Now().Before(deadline); gs = runtime.NumGoroutine() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gs > gs0 {
+		t.Errorf("%d goroutines after closing every socket, want <= %d", gs, gs0)
+	}
+}
+
+func countFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestKernelPathNoAllocs asserts that the calls a worker makes per batch
+// against a real socket (AllocTx, Frame, Transmit, Kick with its sendto,
+// Complete, Fill, Receive, Free, Poll) do not allocate.
+func TestKernelPathNoAllocs(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	v.dropAll(t, v.ib)
+	s := v.open(t, v.ia, 0, xsk.Config{NumFrames: 512})
+	descs := make([]xsk.Desc, 32)
+	rxd := make([]xsk.Desc, 32)
+	frame := testFrame(macA, macB, 1, 60)
+	var kickErr error
+	allocs := testing.AllocsPerRun(100, func() {
+		n := s.AllocTx(descs)
+		for i := range descs[:n] {
+			descs[i].Len = uint32(copy(s.Frame(descs[i]), frame))
+		}
+		m := s.Transmit(descs[:n])
+		s.Free(descs[m:n])
+		if err := s.Kick(); err != nil {
+			kickErr = err
+		}
+		s.Complete()
+		s.Fill()
+		s.Free(rxd[:s.Receive(rxd)])
+		s.Poll(0)
+	})
+	if kickErr != nil {
+		t.Fatal(kickErr)
+	}
+	if allocs != 0 {
+		t.Errorf("one batch against a real socket allocates %v times, want 0", allocs)
+	}
+	if st, _ := s.Stats(); st.Kicks == 0 || st.Transmitted == 0 {
+		t.Errorf("stats %+v: no frames were sent", st)
+	}
+}
+
+// BenchmarkTransmit64 measures AF_XDP copy-mode TX of 60-byte frames (64 B
+// on the wire with FCS) into a veth whose peer drops them in XDP, in
+// batches of 64 with one Kick each. Reports Mpps.
+func BenchmarkTransmit64(b *testing.B) {
+	testutil.RequireRoot(b, needXSK)
+	v := newVethPair(b, 1, 0)
+	v.dropAll(b, v.ib)
+	s := v.open(b, v.ia, 0, xsk.Config{TxOnly: true})
+	frame := testFrame(macA, macB, 1, 60)
+	descs := make([]xsk.Desc, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	sent := 0
+	for sent < b.N {
+		n := s.AllocTx(descs[:min(64, b.N-sent)])
+		for i := range descs[:n] {
+			descs[i].Len = uint32(copy(s.Frame(descs[i]), frame))
+		}
+		m := s.Transmit(descs[:n])
+		s.Free(descs[m:n])
+		if err := s.Kick(); err != nil {
+			b.Fatal(err)
+		}
+		sent += m
+	}
+	for deadline := time.Now().Add(time.Second); s.TxPending() > 0 && time.Now().Before(deadline); {
+		if err := s.Kick(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sent)/b.Elapsed().Seconds()/1e6, "Mpps")
+	st, _ := s.Stats()
+	b.ReportMetric(float64(st.Kicks)/float64(max(sent, 1))*64, "sendto/batch")
+}
