@@ -1,0 +1,215 @@
+// The dashboard's entry point: state, the two views, and keeping them live.
+//
+// 1. lists (networks, ports, tap services, tap flows) are fetched at start,
+//    after every change made here, on every server-sent event from
+//    /v2.0/taas/events, and every few seconds as a backstop;
+// 2. /v2.0/taas/stats is fetched every second: two snapshots give the rates,
+//    and its entries carry the live status and status_reason;
+// 3. the current view renders from that state.
+// In token mode EventSource cannot send X-Auth-Token, so the lists are
+// polled more often instead.
+
+import * as api from './api.js';
+import { $, $$ } from './dom.js';
+import { rates } from './model.js';
+import { renderOverview, recordHistory } from './overview.js';
+import { initManage, renderManage } from './manage.js';
+
+const STATS_EVERY_MS = 1000;
+const LISTS_EVERY_MS = 5000; // with events; 2 s without
+
+const st = {
+  networks: [], ports: [], services: [], flows: [],
+  portsByID: new Map(),
+  stats: null, prevStats: null,
+  serviceStats: new Map(), flowStats: new Map(),
+  rates: rates(null, null),
+  // statusOf prefers the live status of the stats extension over the
+  // resource's stored one, and carries the reason when it is not ACTIVE.
+  statusOf(x) {
+    const live = this.serviceStats.get(x.id) || this.flowStats.get(x.id);
+    if (live && live.status) return { status: live.status, reason: live.status_reason || '' };
+    return { status: x.status, reason: x.status_reason || '' };
+  },
+};
+
+let events = null;       // the EventSource while it is connected
+let listsTimer = 0;
+let authWanted = false;
+let statsFailing = false;
+
+function view() {
+  return location.hash === '#/manage' ? 'manage' : 'overview';
+}
+
+function render() {
+  const v = view();
+  $('#view-overview').hidden = v !== 'overview';
+  $('#view-manage').hidden = v !== 'manage';
+  for (const a of $$('nav a')) {
+    if (a.getAttribute('href') === `#/${v}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  if (v === 'overview') renderOverview(st);
+  else renderManage(st);
+}
+
+async function refreshLists() {
+  const [n, p, s, f] = await Promise.all([
+    api.list('networks'), api.list('ports'), api.list('taas/tap_services'), api.list('taas/tap_flows'),
+  ]);
+  st.networks = n.networks || [];
+  st.ports = p.ports || [];
+  st.services = s.tap_services || [];
+  st.flows = f.tap_flows || [];
+  st.portsByID = new Map(st.ports.map((x) => [x.id, x]));
+  render();
+}
+
+async function refreshStats() {
+  const out = await api.stats();
+  const cur = (out && out.taas_stats) || null;
+  if (!cur) return;
+  st.prevStats = st.stats;
+  st.stats = cur;
+  st.serviceStats = new Map((cur.tap_services || []).map((x) => [x.id, x]));
+  st.flowStats = new Map((cur.tap_flows || []).map((x) => [x.id, x]));
+  st.rates = rates(st.prevStats, cur);
+  recordHistory(st);
+  render();
+}
+
+function setLive(text, ok) {
+  const el = $('#live');
+  el.textContent = text;
+  el.classList.toggle('bad', !ok);
+}
+
+function liveText() {
+  if (authWanted) return ['token required', false];
+  if (statsFailing) return ['disconnected: retrying', false];
+  if (events) return ['live', true];
+  return ['live (polling)', true];
+}
+
+function showLive() {
+  const [text, ok] = liveText();
+  setLive(text, ok);
+}
+
+export function toast(msg, bad) {
+  const t = $('#toast');
+  t.textContent = msg;
+  t.classList.toggle('bad', Boolean(bad));
+  t.classList.add('show');
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => t.classList.remove('show'), 4000);
+}
+
+async function refresh() {
+  try {
+    await refreshLists();
+  } catch (err) {
+    if (err.status !== 401) toast(`Could not load resources: ${err.message}`, true);
+  }
+}
+
+// Server-sent events: any event means something changed (a resource or a
+// status), so the lists are fetched again, at most every 200 ms.
+function connectEvents() {
+  if (api.token() || events || typeof EventSource === 'undefined') return;
+  const es = new EventSource('/v2.0/taas/events');
+  let pending = 0;
+  const onEvent = () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = 0; refresh(); }, 200);
+  };
+  es.onopen = () => { events = es; showLive(); scheduleLists(); };
+  es.onmessage = onEvent;
+  for (const name of ['change', 'status', 'port', 'network', 'tap_service', 'tap_flow']) es.addEventListener(name, onEvent);
+  es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED) {
+      // The server refused the stream (404 before the API has it, 401):
+      // poll instead, and try again later.
+      events = null;
+      showLive();
+      scheduleLists();
+      setTimeout(connectEvents, 15000);
+    }
+  };
+}
+
+function scheduleLists() {
+  clearInterval(listsTimer);
+  listsTimer = setInterval(refresh, events ? LISTS_EVERY_MS : 2000);
+}
+
+async function statsLoop() {
+  try {
+    await refreshStats();
+    statsFailing = false;
+  } catch (err) {
+    statsFailing = err.status !== 401;
+  }
+  showLive();
+  setTimeout(statsLoop, STATS_EVERY_MS);
+}
+
+function askToken(message) {
+  if (authWanted && $('#token-dialog').open) {
+    if (message) $('#token-error').textContent = message;
+    return;
+  }
+  authWanted = true;
+  showLive();
+  $('#token-error').textContent = message || '';
+  $('#token-input').value = '';
+  $('#token-dialog').showModal();
+  $('#token-input').focus();
+}
+
+function initAuth() {
+  api.setUnauthorizedHandler(() => askToken(api.token() ? 'The appliance did not accept this token.' : ''));
+  $('#token-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const t = $('#token-input').value.trim();
+    if (!t) {
+      $('#token-error').textContent = 'Enter a token.';
+      return;
+    }
+    api.setToken(t);
+    try {
+      await refreshLists();
+    } catch (err) {
+      $('#token-error').textContent = err.status === 401 ? 'The appliance did not accept this token.' : err.message;
+      return;
+    }
+    authWanted = false;
+    $('#token-dialog').close();
+    $('#signout').hidden = false;
+    if (events) { events.close(); events = null; }
+    showLive();
+    scheduleLists();
+    toast('Signed in.');
+  });
+  $('#token-dialog').addEventListener('cancel', (ev) => ev.preventDefault());
+  $('#signout').addEventListener('click', () => {
+    api.setToken('');
+    location.reload();
+  });
+  $('#signout').hidden = !api.token();
+}
+
+function init() {
+  initAuth();
+  initManage({ refresh, toast, state: st });
+  window.addEventListener('hashchange', () => { render(); $('#main').focus({ preventScroll: true }); });
+  if (!location.hash) history.replaceState(null, '', '#/overview');
+  render();
+  refresh();
+  connectEvents();
+  scheduleLists();
+  statsLoop();
+}
+
+init();

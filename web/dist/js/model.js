@@ -1,0 +1,113 @@
+// Pure functions of the dashboard: rates from two stats snapshots, number
+// formatting, and which form field an API error is about. No DOM here.
+
+// rates turns two snapshots of /v2.0/taas/stats (counters that only grow)
+// into per-second rates keyed by interface name, service id and flow id.
+// A counter that went backwards (the daemon restarted) counts as 0.
+export function rates(prev, cur) {
+  const out = { dt: 0, ifaces: new Map(), services: new Map(), flows: new Map() };
+  if (!prev || !cur) return out;
+  const dt = (cur.time_unix_nano - prev.time_unix_nano) / 1e9;
+  if (!(dt > 0)) return out;
+  out.dt = dt;
+  const per = (a, b) => (a === undefined || b === undefined || b < a) ? 0 : (b - a) / dt;
+  const dropRates = (a = {}, b = {}) => {
+    const r = {};
+    let total = 0;
+    for (const [k, v] of Object.entries(b)) {
+      r[k] = per(a[k] ?? 0, v);
+      total += r[k];
+    }
+    return { byReason: r, total };
+  };
+  const byKey = (arr, key) => new Map((arr || []).map((x) => [x[key], x]));
+
+  const pi = byKey(prev.interfaces, 'name');
+  for (const c of cur.interfaces || []) {
+    const p = pi.get(c.name);
+    if (!p) continue;
+    const d = dropRates(p.drops, c.drops);
+    out.ifaces.set(c.name, {
+      rxPps: per(p.rx_packets, c.rx_packets), rxBps: 8 * per(p.rx_bytes, c.rx_bytes),
+      txPps: per(p.tx_packets, c.tx_packets), txBps: 8 * per(p.tx_bytes, c.tx_bytes),
+      dropPps: d.total, drops: d.byReason,
+    });
+  }
+  const ps = byKey(prev.tap_services, 'id');
+  for (const c of cur.tap_services || []) {
+    const p = ps.get(c.id);
+    if (!p) continue;
+    const d = dropRates(p.drops, c.drops);
+    out.services.set(c.id, {
+      pps: per(p.delivered_packets, c.delivered_packets),
+      bps: 8 * per(p.delivered_bytes, c.delivered_bytes),
+      dropPps: d.total, drops: d.byReason,
+    });
+  }
+  const pf = byKey(prev.tap_flows, 'id');
+  for (const c of cur.tap_flows || []) {
+    const p = pf.get(c.id);
+    if (!p) continue;
+    out.flows.set(c.id, {
+      pps: per(p.matched_packets, c.matched_packets),
+      bps: 8 * per(p.matched_bytes, c.matched_bytes),
+    });
+  }
+  return out;
+}
+
+const SI = ['', 'k', 'M', 'G', 'T'];
+
+// si formats a non-negative number with an SI prefix and three significant
+// digits: 0, 950, 1.23 k, 45.6 M.
+export function si(n) {
+  if (n === undefined || n === null || Number.isNaN(n)) return '–';
+  if (n < 1000) return n >= 10 || Number.isInteger(n) ? String(Math.round(n)) : n.toFixed(1);
+  let i = 0;
+  while (n >= 1000 && i < SI.length - 1) { n /= 1000; i++; }
+  return `${n.toPrecision(3)} ${SI[i]}`;
+}
+
+// bits formats a bit rate: 950 bit/s, 1.23 Mbit/s.
+export function bits(n) {
+  if (n === undefined) return '–';
+  const s = si(n);
+  return /\d$/.test(s) ? `${s} bit/s` : `${s}bit/s`;
+}
+
+// sumDrops adds the counters of a drops-by-reason map.
+export function sumDrops(drops) {
+  return Object.values(drops || {}).reduce((a, b) => a + b, 0);
+}
+
+// errorAttr says which request attribute a Neutron error message is about,
+// so the form can show it next to that field; '' when it names none.
+export function errorAttr(err) {
+  const msg = err.message || '';
+  const patterns = [
+    /Invalid input for ([\w:]+)\. Reason:/,
+    /Required attribute '([^']+)' not specified/,
+    /Unrecognized attribute\(s\) '([^',]+)/,
+    /Cannot update read-only attribute ([\w:]+)/,
+    /Attribute '([^']+)' not allowed in (?:POST|PUT)/,
+  ];
+  for (const re of patterns) {
+    const m = msg.match(re);
+    if (m) return m[1];
+  }
+  const byType = {
+    PortNotFound: ['source_port', 'port_id'],
+    TapServiceNotFound: ['tap_service_id'],
+    NetworkNotFound: ['network_id'],
+    MacAddressInUse: ['mac_address'],
+    PortDoesNotBelongToTenant: ['port_id'],
+    TapServiceNotBelongToTenant: ['tap_service_id'],
+  };
+  return (byType[err.type] || []).join(' ');
+}
+
+// shortID is enough of a UUID to tell resources apart on screen.
+export const shortID = (id) => (id || '').slice(0, 8);
+
+// label names a resource for people: its name, else the start of its id.
+export const label = (r) => (r && r.name) || shortID(r && r.id) || '?';

@@ -1,0 +1,215 @@
+// The overview: interfaces with link state and rates, then one card per tap
+// service with its status, delivered and dropped rates, a uPlot chart of the
+// last minutes, and its flows with their matched rates.
+
+import uPlot from '../vendor/uPlot.esm.js';
+import { h, $, statusBadge, replaceRows } from './dom.js';
+import { si, bits, sumDrops, label, shortID } from './model.js';
+
+// HISTORY is how many one-second samples a service chart keeps: 5 minutes.
+const HISTORY = 300;
+
+const charts = new Map(); // service id -> {plot, t, delivered, dropped, el}
+
+const td = (lbl, content, cls) => h('td', { 'data-label': lbl, class: cls }, content);
+const rate = (v) => (v === undefined ? '–' : si(v));
+
+// recordHistory appends one sample per service to its chart series.
+export function recordHistory(st) {
+  const t = st.stats ? st.stats.time_unix_nano / 1e9 : 0;
+  if (!t || !st.rates.dt) return;
+  for (const svc of st.services) {
+    let c = charts.get(svc.id);
+    if (!c) {
+      c = { plot: null, t: [], delivered: [], dropped: [] };
+      charts.set(svc.id, c);
+    }
+    const r = st.rates.services.get(svc.id);
+    c.t.push(t);
+    c.delivered.push(r ? r.pps : null);
+    c.dropped.push(r ? r.dropPps : null);
+    if (c.t.length > HISTORY) {
+      c.t.shift(); c.delivered.shift(); c.dropped.shift();
+    }
+  }
+}
+
+export function renderOverview(st) {
+  renderSummary(st);
+  renderIfaces(st);
+  renderServices(st);
+}
+
+function renderSummary(st) {
+  const ifaces = (st.stats && st.stats.interfaces) || [];
+  const up = ifaces.filter((i) => i.link_up).length;
+  const active = (arr) => arr.filter((x) => st.statusOf(x).status === 'ACTIVE').length;
+  let delivered = 0;
+  let dropped = 0;
+  for (const r of st.rates.services.values()) { delivered += r.pps; dropped += r.dropPps; }
+  const item = (name, value, field) => h('div', { class: 'sum-item' },
+    h('span', { class: 'sum-value', 'data-field': field }, value), h('span', { class: 'sum-name' }, name));
+  $('#summary').replaceChildren(
+    item('interfaces up', `${up} / ${ifaces.length}`, 'ifaces-up'),
+    item('tap services active', `${active(st.services)} / ${st.services.length}`, 'services-active'),
+    item('tap flows active', `${active(st.flows)} / ${st.flows.length}`, 'flows-active'),
+    item('delivered pkt/s', st.rates.dt ? si(delivered) : '–', 'delivered-pps'),
+    item('dropped pkt/s', st.rates.dt ? si(dropped) : '–', 'dropped-pps'),
+  );
+}
+
+function renderIfaces(st) {
+  const ifaces = (st.stats && st.stats.interfaces) || [];
+  $('#ifaces-empty').hidden = ifaces.length > 0;
+  const rows = ifaces.map((i) => {
+    const r = st.rates.ifaces.get(i.name) || {};
+    const reasons = Object.entries(r.drops || {}).filter(([, v]) => v > 0)
+      .map(([k, v]) => `${k}: ${si(v)}/s`).join(', ');
+    return h('tr', { 'data-iface': i.name },
+      h('th', { scope: 'row', 'data-label': 'Interface' }, i.name),
+      td('Role', i.role),
+      td('Link', h('span', { class: `status status-${i.link_up ? 'active' : 'down'}`, 'data-field': 'link' },
+        h('span', { class: 'badge' }, i.link_up ? 'UP' : 'DOWN'))),
+      td('RX pkt/s', rate(r.rxPps), 'num'),
+      td('RX bit/s', r.rxBps === undefined ? '–' : bits(r.rxBps), 'num'),
+      td('TX pkt/s', rate(r.txPps), 'num'),
+      td('TX bit/s', r.txBps === undefined ? '–' : bits(r.txBps), 'num'),
+      td('Drops/s', h('span', { title: reasons || 'no drops' }, rate(r.dropPps), reasons ? ` (${reasons})` : ''), 'num'),
+    );
+  });
+  // Rates change every second; the table has no controls, so rebuilding it
+  // cannot take focus away from anything.
+  $('#ifaces-table tbody').replaceChildren(...rows);
+}
+
+function renderServices(st) {
+  const box = $('#services');
+  $('#services-empty').hidden = st.services.length > 0;
+  const seen = new Set();
+  for (const svc of st.services) {
+    seen.add(svc.id);
+    let card = box.querySelector(`article[data-id="${svc.id}"]`);
+    if (!card) {
+      card = serviceCard(svc);
+      box.append(card);
+    }
+    updateServiceCard(card, svc, st);
+  }
+  for (const card of [...box.children]) {
+    if (!seen.has(card.dataset.id)) {
+      const c = charts.get(card.dataset.id);
+      if (c && c.plot) c.plot.destroy();
+      charts.delete(card.dataset.id);
+      card.remove();
+    }
+  }
+}
+
+function serviceCard(svc) {
+  const hid = `svc-${svc.id}`;
+  return h('article', { class: 'card service', 'data-id': svc.id, 'aria-labelledby': hid },
+    h('header', { class: 'card-head' },
+      h('h4', { id: hid, 'data-field': 'name' }),
+      h('span', { 'data-field': 'status' })),
+    h('p', { class: 'meta', 'data-field': 'port' }),
+    h('dl', { class: 'kv' },
+      kv('Delivered pkt/s', 'delivered-pps'), kv('Delivered bit/s', 'delivered-bps'),
+      kv('Dropped pkt/s', 'dropped-pps'), kv('Delivered packets', 'delivered-packets'),
+      kv('Dropped packets', 'dropped-packets'), kv('Drops by reason', 'drops')),
+    h('div', { class: 'chart', role: 'img', 'data-field': 'chart' }),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'stack flows' },
+        h('caption', { class: 'sr-only' }, 'Tap flows of this service'),
+        h('thead', {}, h('tr', {},
+          ...['Flow', 'Source port', 'Direction', 'VLAN filter', 'Status', 'Matched pkt/s', 'Matched bit/s', 'Matched packets']
+            .map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody'))),
+  );
+}
+
+function kv(name, field) {
+  return h('div', {}, h('dt', {}, name), h('dd', { 'data-field': field }, '–'));
+}
+
+function setField(root, field, content) {
+  const el = root.querySelector(`[data-field="${field}"]`);
+  if (content instanceof Node) el.replaceChildren(content);
+  else if (el.textContent !== content) el.textContent = content;
+}
+
+function updateServiceCard(card, svc, st) {
+  const s = st.statusOf(svc);
+  const port = st.portsByID.get(svc.port_id);
+  const iface = port && port['binding:profile'] && port['binding:profile'].interface;
+  const ss = st.serviceStats.get(svc.id);
+  const r = st.rates.services.get(svc.id);
+  setField(card, 'name', label(svc));
+  const badge = card.querySelector('[data-field="status"]');
+  if (badge.dataset.sig !== s.status + s.reason) {
+    badge.dataset.sig = s.status + s.reason;
+    badge.replaceChildren(statusBadge(s.status, s.reason));
+  }
+  setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}`);
+  setField(card, 'delivered-pps', r ? si(r.pps) : '–');
+  setField(card, 'delivered-bps', r ? bits(r.bps) : '–');
+  setField(card, 'dropped-pps', r ? si(r.dropPps) : '–');
+  setField(card, 'delivered-packets', ss ? si(ss.delivered_packets) : '–');
+  setField(card, 'dropped-packets', ss ? si(sumDrops(ss.drops)) : '–');
+  const reasons = ss ? Object.entries(ss.drops || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${si(v)}`) : [];
+  setField(card, 'drops', reasons.length ? reasons.join(', ') : 'none');
+
+  const flows = st.flows.filter((f) => f.tap_service_id === svc.id);
+  const rows = flows.map((f) => {
+    const fs = st.statusOf(f);
+    const src = st.portsByID.get(f.source_port);
+    const srcIface = src && src['binding:profile'] && src['binding:profile'].interface;
+    const fr = st.rates.flows.get(f.id);
+    const fst = st.flowStats.get(f.id);
+    return h('tr', { 'data-id': f.id },
+      h('th', { scope: 'row', 'data-label': 'Flow' }, label(f)),
+      td('Source port', `${src ? label(src) : shortID(f.source_port)}${srcIface ? ` (${srcIface})` : ''}`),
+      td('Direction', f.direction),
+      td('VLAN filter', f.vlan_filter === null || f.vlan_filter === undefined ? 'all' : f.vlan_filter),
+      td('Status', statusBadge(fs.status, fs.reason)),
+      td('Matched pkt/s', h('span', { 'data-field': 'matched-pps' }, fr ? si(fr.pps) : '–'), 'num'),
+      td('Matched bit/s', fr ? bits(fr.bps) : '–', 'num'),
+      td('Matched packets', h('span', { 'data-field': 'matched-packets' }, fst ? si(fst.matched_packets) : '–'), 'num'),
+    );
+  });
+  if (rows.length === 0) {
+    rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No tap flows feed this service.')));
+  }
+  card.querySelector('tbody').replaceChildren(...rows);
+  drawChart(card, svc);
+}
+
+function drawChart(card, svc) {
+  const c = charts.get(svc.id);
+  const el = card.querySelector('[data-field="chart"]');
+  el.setAttribute('aria-label', `Delivered and dropped packets per second of tap service ${label(svc)}, last ${HISTORY / 60} minutes`);
+  if (!c || c.t.length === 0) return;
+  const data = [c.t, c.delivered, c.dropped];
+  const width = Math.max(200, el.clientWidth);
+  if (!c.plot) {
+    c.plot = new uPlot({
+      width,
+      height: 160,
+      // A fixed window that slides: the last HISTORY seconds, however few
+      // samples there are yet.
+      scales: { x: { time: true, range: (u, min, max) => [max - HISTORY, max] }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.1)] } },
+      axes: [{}, { size: 56, values: (u, vals) => vals.map((v) => si(v)) }],
+      series: [
+        {},
+        { label: 'delivered pkt/s', stroke: '#2f7d32', width: 2, fill: 'rgba(47,125,50,0.08)', value: (u, v) => (v === null ? '–' : si(v)) },
+        { label: 'dropped pkt/s', stroke: '#c62828', width: 2, value: (u, v) => (v === null ? '–' : si(v)) },
+      ],
+    }, data, el);
+    c.el = el;
+    new ResizeObserver(() => {
+      const w = Math.max(200, el.clientWidth);
+      if (w !== c.plot.width) c.plot.setSize({ width: w, height: 160 });
+    }).observe(el);
+  } else {
+    c.plot.setData(data);
+  }
+}

@@ -1,0 +1,142 @@
+// Manage through the dashboard: a browser asking for / lands on it; create
+// two ports (with interface bindings), a tap service and a tap flow, and see
+// them listed; a bad VLAN filter shows the API's message next to the field;
+// rename and delete; then check through the API that what the forms sent is
+// what the user typed.
+
+import assert from 'node:assert/strict';
+import { BASE, run, newPage, checkProblems, until, shot, step, api, nav } from './lib.mjs';
+
+await run(async (browser) => {
+  const page = await newPage(browser);
+  const p = `e2e-${process.pid}`; // names unique to this run
+
+  step('a browser asking for / is sent to the dashboard');
+  await page.goto(`${BASE}/`);
+  await until('the overview', async () => page.url().endsWith('/ui/#/overview'));
+  await page.getByRole('heading', { name: 'Interfaces' }).waitFor();
+
+  step('create ports with interface bindings');
+  await nav(page, 'Manage');
+  const portForm = page.locator('#port-form');
+  const portRow = (name) => page.locator('#ports-table tbody tr', { hasText: name });
+  await portForm.getByLabel('Name').fill(`${p}-mon`);
+  await portForm.getByLabel('Interface').fill('mon0');
+  await portForm.getByRole('button', { name: 'Create port' }).click();
+  await portRow(`${p}-mon`).waitFor();
+  assert.match(await portRow(`${p}-mon`).innerText(), /mon0/);
+
+  await portForm.getByLabel('Name').fill(`${p}-src`);
+  await portForm.getByLabel('MAC address').fill('fa:16:3e:00:00:10');
+  await portForm.getByLabel('Interface').fill('cap0');
+  await portForm.getByRole('button', { name: 'Create port' }).click();
+  await portRow(`${p}-src`).waitFor();
+  assert.match(await portRow(`${p}-src`).innerText(), /cap0[\s\S]*fa:16:3e:00:00:10/);
+
+  step('a bad MAC address shows the API message next to its field');
+  await portForm.getByLabel('Name').fill(`${p}-badmac`);
+  await portForm.getByLabel('MAC address').fill('not-a-mac');
+  await portForm.getByRole('button', { name: 'Create port' }).click();
+  const macError = page.locator('#port-mac-error');
+  await until('the MAC address error', async () => /mac_address/.test(await macError.innerText()));
+  assert.equal(await portForm.getByLabel('MAC address').getAttribute('aria-invalid'), 'true');
+  await portForm.getByLabel('MAC address').fill('');
+  await portForm.getByLabel('Name').fill('');
+
+  step('create a tap service on the monitor port');
+  const tsForm = page.locator('#tap_service-form');
+  await tsForm.getByLabel('Name').fill(`${p}-ts`);
+  await tsForm.getByLabel('Description').fill('copies to the sensor');
+  await tsForm.getByLabel('Port (where copies go)').selectOption({ label: `${p}-mon (mon0)` });
+  await tsForm.getByRole('button', { name: 'Create tap service' }).click();
+  const tsRow = page.locator('#tap_services-table tbody tr', { hasText: `${p}-ts` });
+  await tsRow.waitFor();
+  assert.match(await tsRow.innerText(), new RegExp(`${p}-mon \\(mon0\\)`));
+
+  step('a bad VLAN filter shows the API message next to the field');
+  const tfForm = page.locator('#tap_flow-form');
+  await tfForm.getByLabel('Name').fill(`${p}-tf`);
+  await tfForm.getByLabel('Source port').selectOption({ label: `${p}-src (cap0)` });
+  await tfForm.getByLabel('Tap service').selectOption({ label: `${p}-ts` });
+  await tfForm.getByLabel('Direction').selectOption('IN');
+  const vlan = tfForm.getByLabel('VLAN filter');
+  await vlan.fill('10-20,');
+  await tfForm.getByRole('button', { name: 'Create tap flow' }).click();
+  const vlanError = page.locator('#tf-vlan-error');
+  const msg = await until('the VLAN filter error', async () => {
+    const t = await vlanError.innerText();
+    return /vlan_filter/.test(t) && t;
+  });
+  assert.match(msg, /Invalid input for vlan_filter/);
+  assert.equal(await vlan.getAttribute('aria-invalid'), 'true');
+  // The message is the input's accessible description too.
+  assert.equal(await vlan.getAttribute('aria-describedby'), 'tf-vlan-error');
+  assert.equal(await page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf` }).count(), 0);
+  await shot(page, 'crud-vlan-error');
+
+  step('a good VLAN filter creates the flow');
+  await vlan.fill('10-20,30');
+  await tfForm.getByRole('button', { name: 'Create tap flow' }).click();
+  const tfRow = page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf` });
+  await tfRow.waitFor();
+  const tfText = await tfRow.innerText();
+  assert.match(tfText, /IN/);
+  assert.match(tfText, /10-20,30/);
+  assert.equal(await vlanError.innerText(), '');
+  assert.equal(await vlan.getAttribute('aria-invalid'), null);
+
+  step('the API holds what the forms sent');
+  const ports = (await api('GET', '/v2.0/ports')).ports;
+  const mon = ports.find((x) => x.name === `${p}-mon`);
+  const src = ports.find((x) => x.name === `${p}-src`);
+  assert.deepEqual(mon['binding:profile'], { interface: 'mon0' });
+  assert.equal(src.mac_address, 'fa:16:3e:00:00:10');
+  const ts = (await api('GET', '/v2.0/taas/tap_services')).tap_services.find((x) => x.name === `${p}-ts`);
+  assert.equal(ts.port_id, mon.id);
+  assert.equal(ts.description, 'copies to the sensor');
+  const tf = (await api('GET', '/v2.0/taas/tap_flows')).tap_flows.find((x) => x.name === `${p}-tf`);
+  assert.equal(tf.source_port, src.id);
+  assert.equal(tf.tap_service_id, ts.id);
+  assert.equal(tf.direction, 'IN');
+  assert.equal(tf.vlan_filter, '10-20,30');
+  assert.equal((await api('GET', '/v2.0/ports')).ports.filter((x) => x.name === `${p}-badmac`).length, 0);
+  await shot(page, 'crud-manage');
+
+  step('rename the flow');
+  await tfRow.getByRole('button', { name: `Edit tap flow ${p}-tf` }).click();
+  assert.equal(await vlan.isDisabled(), true, 'vlan_filter cannot change after create');
+  await tfForm.getByLabel('Name').fill(`${p}-tf-renamed`);
+  await tfForm.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf-renamed` }).waitFor();
+  await until('the form back in create mode', async () => (await tfForm.locator('legend').innerText()) === 'Create tap flow');
+
+  step('the overview shows the service and its flow');
+  await nav(page, 'Overview');
+  const card = page.locator('article.service', { has: page.getByRole('heading', { name: `${p}-ts` }) });
+  await card.waitFor();
+  assert.match(await card.innerText(), new RegExp(`${p}-tf-renamed`));
+  assert.match(await card.innerText(), /10-20,30/);
+  await shot(page, 'crud-overview');
+
+  step('delete a port with two clicks');
+  await nav(page, 'Manage');
+  await portForm.getByLabel('Name').fill(`${p}-gone`);
+  await portForm.getByRole('button', { name: 'Create port' }).click();
+  await portRow(`${p}-gone`).waitFor();
+  await portRow(`${p}-gone`).getByRole('button', { name: `Delete port ${p}-gone` }).click();
+  await portRow(`${p}-gone`).getByRole('button', { name: `Confirm delete port ${p}-gone` }).click();
+  await until('the port to leave the list', async () => (await portRow(`${p}-gone`).count()) === 0);
+  assert.equal((await api('GET', '/v2.0/ports')).ports.filter((x) => x.name === `${p}-gone`).length, 0);
+
+  step('delete the flow and the service');
+  const tfRenamed = page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf-renamed` });
+  await tfRenamed.getByRole('button', { name: `Delete tap flow ${p}-tf-renamed` }).click();
+  await tfRenamed.getByRole('button', { name: `Confirm delete tap flow ${p}-tf-renamed` }).click();
+  await until('the flow to leave the list', async () => (await tfRenamed.count()) === 0);
+  await tsRow.getByRole('button', { name: `Delete tap service ${p}-ts` }).click();
+  await tsRow.getByRole('button', { name: `Confirm delete tap service ${p}-ts` }).click();
+  await until('the service to leave the list', async () => (await tsRow.count()) === 0);
+
+  // The API answered the bad MAC and VLAN with 400s, which Chromium logs.
+  checkProblems(page, [/status of 400/]);
+});

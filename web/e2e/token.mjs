@@ -1,0 +1,79 @@
+// Token mode: the dashboard asks for a token before showing anything,
+// rejects a wrong one, sends the right one on every call, shows only that
+// project's resources (and updates them by polling, as EventSource cannot
+// send the token), and forgets the token on sign-out.
+
+import assert from 'node:assert/strict';
+import { BASE, run, newPage, checkProblems, until, shot, step, api, nav } from './lib.mjs';
+
+const tokenA = process.env.TAAS_TOKEN_A;
+const tokenB = process.env.TAAS_TOKEN_B;
+assert.ok(tokenA && tokenB, 'TAAS_TOKEN_A and TAAS_TOKEN_B name two members of different projects');
+
+await run(async (browser) => {
+  const p = `tok-${process.pid}`;
+  const make = async (tok, who) => {
+    const net = (await api('GET', '/v2.0/networks', undefined, tok)).networks[0];
+    const port = (await api('POST', '/v2.0/ports', { port: { name: `${p}-${who}-port`, network_id: net.id } }, tok)).port;
+    const ts = (await api('POST', '/v2.0/taas/tap_services', { tap_service: { name: `${p}-${who}-ts`, port_id: port.id } }, tok)).tap_service;
+    return { port, ts };
+  };
+  await make(tokenA, 'a');
+  await make(tokenB, 'b');
+
+  const page = await newPage(browser);
+  await page.goto(`${BASE}/ui/`);
+
+  step('the dashboard asks for a token');
+  const dialog = page.getByRole('dialog', { name: 'Token required' });
+  await dialog.waitFor();
+  assert.equal(await page.locator('article.service').count(), 0, 'nothing shown before a token');
+  await shot(page, 'token-dialog');
+
+  step('a wrong token is refused');
+  await dialog.getByLabel('Token').fill('not-a-token');
+  await dialog.getByRole('button', { name: 'Sign in' }).click();
+  await until('the refusal', async () => /did not accept/.test(await page.locator('#token-error').innerText()));
+  assert.ok(await dialog.isVisible());
+
+  step("the right token shows that project's resources only");
+  await dialog.getByLabel('Token').fill(tokenA);
+  await dialog.getByRole('button', { name: 'Sign in' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+  const cardA = page.locator('article.service', { has: page.getByRole('heading', { name: `${p}-a-ts` }) });
+  await cardA.waitFor();
+  await nav(page, 'Manage');
+  await page.locator('#ports-table tbody tr', { hasText: `${p}-a-port` }).waitFor();
+  const body = await page.locator('main').innerText();
+  assert.ok(!body.includes(`${p}-b-`), "project B's resources are hidden");
+  assert.match(await page.locator('#live').innerText(), /polling/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('taas.token')), tokenA);
+
+  step('changes made elsewhere appear without a reload (polling)');
+  const later = await make(tokenA, 'a2');
+  await page.locator('#tap_services-table tbody tr', { hasText: `${p}-a2-ts` }).waitFor();
+  await make(tokenB, 'b2');
+  await page.waitForTimeout(2500); // two polling rounds: B's new service must still not show
+  assert.ok(!(await page.locator('main').innerText()).includes(`${p}-b`), "project B's resources are hidden");
+  assert.ok(later.ts.id);
+
+  step('what the dashboard creates belongs to the project');
+  const tsForm = page.locator('#tap_service-form');
+  await tsForm.getByLabel('Name').fill(`${p}-a3-ts`);
+  await tsForm.getByLabel('Port (where copies go)').selectOption({ label: `${p}-a-port` });
+  await tsForm.getByRole('button', { name: 'Create tap service' }).click();
+  await page.locator('#tap_services-table tbody tr', { hasText: `${p}-a3-ts` }).waitFor();
+  const seenByB = (await api('GET', '/v2.0/taas/tap_services', undefined, tokenB)).tap_services.map((s) => s.name);
+  assert.ok(!seenByB.includes(`${p}-a3-ts`), 'B cannot see what A created');
+  const seenByA = (await api('GET', '/v2.0/taas/tap_services', undefined, tokenA)).tap_services.map((s) => s.name);
+  assert.ok(seenByA.includes(`${p}-a3-ts`));
+  await shot(page, 'token-manage');
+
+  step('sign out forgets the token');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await dialog.waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('taas.token')), null);
+
+  // Without a token every API call is a 401, which Chromium logs.
+  checkProblems(page, [/status of 401/]);
+});
