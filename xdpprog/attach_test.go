@@ -2,7 +2,6 @@ package xdpprog
 
 import (
 	"errors"
-	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -109,53 +108,62 @@ func received(t *testing.T, fd int, srcs ...[6]byte) int {
 	}
 }
 
-func testAttachVeth(t *testing.T, mode Mode, action Action) {
-	p := testutil.Prefix(t)
-	ns := testutil.Netns(t, p+"ns")
-	// No IPv6 on the pair: no router solicitations or MLD reports to count.
-	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw",
-		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
-	a, b := p+"a", p+"b"
-	testutil.Veth(t, a, b, testutil.VethOpts{NetnsA: ns, NetnsB: ns})
+// testVeth is a veth pair a <-> b alone in a namespace of its own.
+type testVeth struct {
+	ns, a, b string
+	// ai and bi are the ends' interface indexes inside ns.
+	ai, bi int
+	nl     *netlink.Handle // in ns
+}
 
-	nsh, err := netns.GetFromName(ns)
+// vethInNetns creates a namespace holding a veth pair, with IPv6 off so
+// that the kernel sends no router solicitations or MLD reports the counters
+// would see. Everything goes when t ends.
+func vethInNetns(t *testing.T) *testVeth {
+	p := testutil.Prefix(t)
+	v := &testVeth{ns: p + "ns", a: p + "a", b: p + "b"}
+	testutil.Netns(t, v.ns)
+	testutil.Run(t, "ip", "netns", "exec", v.ns, "sysctl", "-qw",
+		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
+	testutil.Veth(t, v.a, v.b, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns})
+	nsh, err := netns.GetFromName(v.ns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nsh.Close()
-	nl, err := netlink.NewHandleAt(nsh)
+	if v.nl, err = netlink.NewHandleAt(nsh); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.nl.Close)
+	v.ai, v.bi = v.link(t, v.a).Attrs().Index, v.link(t, v.b).Attrs().Index
+	return v
+}
+
+func (v *testVeth) link(t *testing.T, name string) netlink.Link {
+	t.Helper()
+	l, err := v.nl.LinkByName(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nl.Close()
-	xdpOf := func() *netlink.LinkXdp {
-		l, err := nl.LinkByName(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l.Attrs().Xdp
-	}
+	return l
+}
+
+func testAttachVeth(t *testing.T, mode Mode, action Action) {
+	v := vethInNetns(t)
+	a, b := v.a, v.b
 
 	var c *Capture
 	var sock, rsock int
 	var second error
-	err = inNetns(ns, func() error {
-		la, err := net.InterfaceByName(a)
-		if err != nil {
+	err := inNetns(v.ns, func() (err error) {
+		if c, err = Attach(v.bi, Config{Unmatched: action, Mode: mode}); err != nil {
 			return err
 		}
-		lb, err := net.InterfaceByName(b)
-		if err != nil {
+		_, second = Attach(v.bi, Config{Mode: mode})
+		if sock, err = packetSocket(v.ai, false); err != nil {
 			return err
 		}
-		if c, err = Attach(lb.Index, Config{Unmatched: action, Mode: mode}); err != nil {
-			return err
-		}
-		_, second = Attach(lb.Index, Config{Mode: mode})
-		if sock, err = packetSocket(la.Index, false); err != nil {
-			return err
-		}
-		rsock, err = packetSocket(lb.Index, true)
+		rsock, err = packetSocket(v.bi, true)
 		return err
 	})
 	if c != nil {
@@ -167,7 +175,7 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	defer unix.Close(sock)
 	defer unix.Close(rsock)
 
-	if x := xdpOf(); x == nil || !x.Attached {
+	if x := v.link(t, b).Attrs().Xdp; x == nil || !x.Attached {
 		t.Fatalf("link %s: no XDP program attached after Attach (%+v)", b, x)
 	}
 	if second == nil {
@@ -227,7 +235,7 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if x := xdpOf(); x != nil && x.Attached {
+	if x := v.link(t, b).Attrs().Xdp; x != nil && x.Attached {
 		t.Errorf("link %s: XDP program %d still attached after Close", b, x.ProgId)
 	}
 }

@@ -29,14 +29,7 @@ func BenchmarkProgram(b *testing.B) {
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
-			c := load(b, Config{Unmatched: bc.action})
-			if err := c.SetFilter(standardFilter()); err != nil {
-				b.Fatal(err)
-			}
-			if err := c.SetSocket(0, xskFD(b)); err != nil {
-				b.Fatal(err)
-			}
-			m := newModel(standardFilter(), Config{Unmatched: bc.action}, true)
+			c, m := loadFiltered(b, Config{Unmatched: bc.action}, standardFilter())
 			want, _ := m.run(bc.frame)
 			b.ResetTimer()
 			v, per, err := c.objs.XdpCapture.Benchmark(bc.frame, b.N, b.ResetTimer)

@@ -2,7 +2,6 @@ package xdpprog
 
 import (
 	"bytes"
-	"net"
 	"testing"
 	"time"
 
@@ -24,36 +23,25 @@ func TestRedirectToSocket(t *testing.T) {
 }
 
 func testRedirectToSocket(t *testing.T, mode Mode) {
-	p := testutil.Prefix(t)
-	ns := testutil.Netns(t, p+"ns")
-	testutil.Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw",
-		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
-	a, b := p+"a", p+"b"
-	testutil.Veth(t, a, b, testutil.VethOpts{NetnsA: ns, NetnsB: ns})
+	v := vethInNetns(t)
 	// Room for a frame one byte larger than the socket's UMEM chunk takes.
-	for _, l := range []string{a, b} {
-		testutil.Run(t, "ip", "-n", ns, "link", "set", l, "mtu", "2000")
+	for _, l := range []string{v.a, v.b} {
+		if err := v.nl.LinkSetMTU(v.link(t, l), 2000); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	var c *Capture
 	var s *xsk.Socket
 	var sock int
-	err := inNetns(ns, func() error {
-		la, err := net.InterfaceByName(a)
-		if err != nil {
+	err := inNetns(v.ns, func() (err error) {
+		if s, err = xsk.Open(v.bi, 0, xsk.Config{RxOnly: true, NumFrames: 256, FillSize: 256, RxSize: 256}); err != nil {
 			return err
 		}
-		lb, err := net.InterfaceByName(b)
-		if err != nil {
+		if c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode, MaxFrame: s.MaxRxFrame()}); err != nil {
 			return err
 		}
-		if s, err = xsk.Open(lb.Index, 0, xsk.Config{RxOnly: true, NumFrames: 256, FillSize: 256, RxSize: 256}); err != nil {
-			return err
-		}
-		if c, err = Attach(lb.Index, Config{Unmatched: Drop, Mode: mode, MaxFrame: s.MaxRxFrame()}); err != nil {
-			return err
-		}
-		sock, err = packetSocket(la.Index, false)
+		sock, err = packetSocket(v.ai, false)
 		return err
 	})
 	if s != nil {
@@ -90,7 +78,7 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 	for i := range n {
 		for _, fr := range [][]byte{wanted[i%len(wanted)], unwanted[i%len(unwanted)]} {
 			if _, err := unix.Write(sock, fr); err != nil {
-				t.Fatalf("send on %s: %v", a, err)
+				t.Fatalf("send on %s: %v", v.a, err)
 			}
 		}
 	}

@@ -193,34 +193,35 @@ func Attach(ifindex int, cfg Config) (*Capture, error) {
 // queue: frames of that queue that pass the filter are redirected to it.
 // The socket must be bound to the same interface and queue.
 func (c *Capture) SetSocket(queue int, fd int) error {
-	if queue < 0 || queue >= MaxQueues {
-		return fmt.Errorf("set xsk of queue %d: queue out of range 0..%d", queue, MaxQueues-1)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return fmt.Errorf("set xsk of queue %d: %w", queue, ErrClosed)
-	}
-	if err := c.objs.Xsks.Update(uint32(queue), uint32(fd), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set xsk of queue %d: %w", queue, err)
-	}
-	return nil
+	return c.withSlot("set xsk", queue, func(key uint32) error {
+		return c.objs.Xsks.Update(key, uint32(fd), ebpf.UpdateAny)
+	})
 }
 
 // ClearSocket empties the XSKMAP slot of queue; its wanted frames are then
 // counted as redirect_failed and get the unmatched action. Clearing an empty
 // slot is not an error.
 func (c *Capture) ClearSocket(queue int) error {
+	return c.withSlot("clear xsk", queue, func(key uint32) error {
+		if err := c.objs.Xsks.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	})
+}
+
+// withSlot checks queue and runs fn on its XSKMAP key with c.mu held.
+func (c *Capture) withSlot(op string, queue int, fn func(key uint32) error) error {
 	if queue < 0 || queue >= MaxQueues {
-		return fmt.Errorf("clear xsk of queue %d: queue out of range 0..%d", queue, MaxQueues-1)
+		return fmt.Errorf("%s of queue %d: queue out of range 0..%d", op, queue, MaxQueues-1)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return fmt.Errorf("clear xsk of queue %d: %w", queue, ErrClosed)
+		return fmt.Errorf("%s of queue %d: %w", op, queue, ErrClosed)
 	}
-	if err := c.objs.Xsks.Delete(uint32(queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("clear xsk of queue %d: %w", queue, err)
+	if err := fn(uint32(queue)); err != nil {
+		return fmt.Errorf("%s of queue %d: %w", op, queue, err)
 	}
 	return nil
 }

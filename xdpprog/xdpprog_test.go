@@ -177,6 +177,20 @@ func checkFrame(t *testing.T, c *Capture, m *model, frame []byte, wantVerdict ui
 	}
 }
 
+// loadFiltered loads the program with cfg and filter f and a socket in
+// slot 0, and returns it with the model of the same state.
+func loadFiltered(t testing.TB, cfg Config, f Filter) (*Capture, *model) {
+	t.Helper()
+	c := load(t, cfg)
+	if err := c.SetFilter(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetSocket(0, xskFD(t)); err != nil {
+		t.Fatal(err)
+	}
+	return c, newModel(f, cfg, true)
+}
+
 func standardFilter() Filter {
 	var vlans VLANSet
 	vlans.Add(0)
@@ -235,16 +249,7 @@ func TestVerdicts(t *testing.T) {
 		{"truncated tag of nobody's frame", func(t testing.TB) []byte { return frame(t, macOther, macOther, q, 46, 16) }, outTruncatedTag},
 	}
 	for _, action := range []Action{Pass, Drop} {
-		cfg := Config{Unmatched: action}
-		c := load(t, cfg)
-		f := standardFilter()
-		if err := c.SetFilter(f); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SetSocket(0, xskFD(t)); err != nil {
-			t.Fatal(err)
-		}
-		m := newModel(f, cfg, true)
+		c, m := loadFiltered(t, Config{Unmatched: action}, standardFilter())
 		for _, tc := range cases {
 			t.Run(action.String()+"/"+tc.name, func(t *testing.T) {
 				want := action.verdict()
@@ -290,16 +295,9 @@ func TestRedirectFailedWithoutSocket(t *testing.T) {
 
 func TestMulticastOff(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
-	c := load(t, Config{})
 	f := standardFilter()
 	f.Multicast = false
-	if err := c.SetFilter(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetSocket(0, xskFD(t)); err != nil {
-		t.Fatal(err)
-	}
-	m := newModel(f, Config{}, true)
+	c, m := loadFiltered(t, Config{}, f)
 	checkFrame(t, c, m, frame(t, macBcast, macOther, nil, 46, 0), xdpPass, outUnmatched)
 	checkFrame(t, c, m, frame(t, macMcast, macOther, nil, 46, 0), xdpPass, outUnmatched)
 	// A broadcast from a wanted source is still wanted by its source MAC.
@@ -308,15 +306,8 @@ func TestMulticastOff(t *testing.T) {
 
 func TestAllVLANsByDefault(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
-	c := load(t, Config{})
-	f := Filter{MACs: map[[6]byte]Want{macA: WantSrc}} // VLANs nil: every VID
-	if err := c.SetFilter(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetSocket(0, xskFD(t)); err != nil {
-		t.Fatal(err)
-	}
-	m := newModel(f, Config{}, true)
+	// VLANs nil: every VID.
+	c, m := loadFiltered(t, Config{}, Filter{MACs: map[[6]byte]Want{macA: WantSrc}})
 	for _, vid := range []uint16{0, 1, 63, 64, 4094, 4095} {
 		tags := []tag{{0x8100, vid}}
 		if vid == 0 {
@@ -328,16 +319,7 @@ func TestAllVLANsByDefault(t *testing.T) {
 
 func TestOversize(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
-	cfg := Config{Unmatched: Drop, MaxFrame: 100}
-	c := load(t, cfg)
-	f := standardFilter()
-	if err := c.SetFilter(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetSocket(0, xskFD(t)); err != nil {
-		t.Fatal(err)
-	}
-	m := newModel(f, cfg, true)
+	c, m := loadFiltered(t, Config{Unmatched: Drop, MaxFrame: 100}, standardFilter())
 	checkFrame(t, c, m, frame(t, macOther, macA, nil, 100-14, 0), xdpRedirect, outRedirected)
 	checkFrame(t, c, m, frame(t, macOther, macA, nil, 101-14, 0), xdpDrop, outOversize)
 	checkFrame(t, c, m, frame(t, macOther, macA, nil, 1500, 0), xdpDrop, outOversize)
