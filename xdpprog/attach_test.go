@@ -116,16 +116,17 @@ type testVeth struct {
 	nl     *netlink.Handle // in ns
 }
 
-// vethInNetns creates a namespace holding a veth pair, with IPv6 off so
-// that the kernel sends no router solicitations or MLD reports the counters
-// would see. Everything goes when t ends.
-func vethInNetns(t *testing.T) *testVeth {
+// vethInNetns creates a namespace holding a veth pair with this many RX and
+// TX queues per end, with IPv6 off so that the kernel sends no router
+// solicitations or MLD reports the counters would see. Everything goes when
+// t ends.
+func vethInNetns(t *testing.T, queues int) *testVeth {
 	p := testutil.Prefix(t)
 	v := &testVeth{ns: p + "ns", a: p + "a", b: p + "b"}
 	testutil.Netns(t, v.ns)
 	testutil.Run(t, "ip", "netns", "exec", v.ns, "sysctl", "-qw",
 		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
-	testutil.Veth(t, v.a, v.b, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns})
+	testutil.Veth(t, v.a, v.b, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns, Queues: queues})
 	nsh, err := netns.GetFromName(v.ns)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func (v *testVeth) link(t *testing.T, name string) netlink.Link {
 }
 
 func testAttachVeth(t *testing.T, mode Mode, action Action) {
-	v := vethInNetns(t)
+	v := vethInNetns(t, 1)
 	a, b := v.a, v.b
 
 	var c *Capture

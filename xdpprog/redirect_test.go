@@ -23,7 +23,7 @@ func TestRedirectToSocket(t *testing.T) {
 }
 
 func testRedirectToSocket(t *testing.T, mode Mode) {
-	v := vethInNetns(t)
+	v := vethInNetns(t, 1)
 	// Room for a frame one byte larger than the socket's UMEM chunk takes.
 	for _, l := range []string{v.a, v.b} {
 		if err := v.nl.LinkSetMTU(v.link(t, l), 2000); err != nil {
