@@ -263,10 +263,11 @@ func (s *Socket) setTxBudget(fd int) {
 	if s.cfg.TxBudget < 0 {
 		return
 	}
-	b := s.cfg.TxBudget
-	if b < kernelTxBatch {
-		// The kernel refuses budgets below its own batch.
-		b = kernelTxBatch
+	b := s.cfg.TxBudget // capped at TxSize by setDefaults
+	if b <= kernelTxBatch {
+		// Nothing to raise; the kernel also refuses budgets above the TX
+		// ring size (EACCES), which a ring of 16 would be.
+		return
 	}
 	err := unix.SetsockoptInt(fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, b)
 	switch {
@@ -366,7 +367,10 @@ func (s *Socket) FreeFrames() int { return s.pool.len() }
 
 // Fill tops the fill ring up from the frame pool so the kernel has frames to
 // receive into, and returns how many it added. Call it once per batch, after
-// Free. On a TxOnly socket it does nothing.
+// Free. It never puts more than FillSize frames in the ring, so with the
+// defaults (4096 frames, fill ring 2048) half the UMEM stays free for RX
+// frames the caller holds and for AllocTx. On a TxOnly socket it does
+// nothing.
 func (s *Socket) Fill() int {
 	if s.rx == nil {
 		return 0
