@@ -56,6 +56,27 @@ func (a Action) String() string {
 	}
 }
 
+// MarshalText gives the config-file spelling: "pass" or "drop".
+func (a Action) MarshalText() ([]byte, error) {
+	if a > Drop {
+		return nil, fmt.Errorf("unmatched action %v: want pass or drop", a)
+	}
+	return []byte(a.String()), nil
+}
+
+// UnmarshalText parses "pass" or "drop"; config files and flags use it.
+func (a *Action) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "pass":
+		*a = Pass
+	case "drop":
+		*a = Drop
+	default:
+		return fmt.Errorf("unmatched action %q: want pass or drop", b)
+	}
+	return nil
+}
+
 // verdict is the XDP return code of a.
 func (a Action) verdict() uint32 {
 	if a == Drop {
@@ -84,6 +105,27 @@ func (m Mode) String() string {
 	default:
 		return fmt.Sprintf("Mode(%d)", uint8(m))
 	}
+}
+
+// MarshalText gives the config-file spelling: "native" or "generic".
+func (m Mode) MarshalText() ([]byte, error) {
+	if m > Generic {
+		return nil, fmt.Errorf("xdp mode %v: want native or generic", m)
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText parses "native" or "generic"; config files and flags use it.
+func (m *Mode) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "native":
+		*m = Native
+	case "generic":
+		*m = Generic
+	default:
+		return fmt.Errorf("xdp mode %q: want native or generic", b)
+	}
+	return nil
 }
 
 // Config is the per-interface setting of one program instance. The zero

@@ -484,3 +484,34 @@ func TestCounterNames(t *testing.T) {
 		t.Errorf("Each allocates %v times per call, want 0", n)
 	}
 }
+
+func TestTextSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		v    interface {
+			UnmarshalText([]byte) error
+			MarshalText() ([]byte, error)
+		}
+	}{{"pass", new(Action)}, {"drop", new(Action)}, {"native", new(Mode)}, {"generic", new(Mode)}} {
+		if err := tc.v.UnmarshalText([]byte(tc.text)); err != nil {
+			t.Errorf("UnmarshalText(%q) = %v", tc.text, err)
+		}
+		if b, err := tc.v.MarshalText(); err != nil || string(b) != tc.text {
+			t.Errorf("MarshalText() after UnmarshalText(%q) = %q, %v", tc.text, b, err)
+		}
+	}
+	for _, bad := range []string{"", "PASS", "accept", "skb"} {
+		if err := new(Action).UnmarshalText([]byte(bad)); err == nil {
+			t.Errorf("Action.UnmarshalText(%q) = nil, want an error", bad)
+		}
+		if err := new(Mode).UnmarshalText([]byte(bad)); err == nil {
+			t.Errorf("Mode.UnmarshalText(%q) = nil, want an error", bad)
+		}
+	}
+	if _, err := Action(5).MarshalText(); err == nil {
+		t.Error("Action(5).MarshalText() = nil error, want one")
+	}
+	if _, err := Mode(5).MarshalText(); err == nil {
+		t.Error("Mode(5).MarshalText() = nil error, want one")
+	}
+}
