@@ -5,11 +5,12 @@
 // what the user typed.
 
 import assert from 'node:assert/strict';
-import { BASE, run, newPage, checkProblems, until, shot, step, api, nav } from './lib.mjs';
+import { BASE, run, newPage, checkProblems, until, shot, step, api, nav, metric } from './lib.mjs';
 
 await run(async (browser) => {
   const page = await newPage(browser);
   const p = `e2e-${process.pid}`; // names unique to this run
+  const mac = `fa:16:3e:${(process.pid & 0xffffff).toString(16).padStart(6, '0').match(/../g).join(':')}`;
 
   step('a browser asking for / is sent to the dashboard');
   await page.goto(`${BASE}/`);
@@ -27,11 +28,11 @@ await run(async (browser) => {
   assert.match(await portRow(`${p}-mon`).innerText(), /mon0/);
 
   await portForm.getByLabel('Name').fill(`${p}-src`);
-  await portForm.getByLabel('MAC address').fill('fa:16:3e:00:00:10');
+  await portForm.getByLabel('MAC address').fill(mac);
   await portForm.getByLabel('Interface').fill('cap0');
   await portForm.getByRole('button', { name: 'Create port' }).click();
   await portRow(`${p}-src`).waitFor();
-  assert.match(await portRow(`${p}-src`).innerText(), /cap0[\s\S]*fa:16:3e:00:00:10/);
+  assert.match(await portRow(`${p}-src`).innerText(), new RegExp(`cap0[\\s\\S]*${mac}`));
 
   step('a bad MAC address shows the API message next to its field');
   await portForm.getByLabel('Name').fill(`${p}-badmac`);
@@ -90,7 +91,7 @@ await run(async (browser) => {
   const mon = ports.find((x) => x.name === `${p}-mon`);
   const src = ports.find((x) => x.name === `${p}-src`);
   assert.deepEqual(mon['binding:profile'], { interface: 'mon0' });
-  assert.equal(src.mac_address, 'fa:16:3e:00:00:10');
+  assert.equal(src.mac_address, mac);
   const ts = (await api('GET', '/v2.0/taas/tap_services')).tap_services.find((x) => x.name === `${p}-ts`);
   assert.equal(ts.port_id, mon.id);
   assert.equal(ts.description, 'copies to the sensor');
@@ -117,6 +118,15 @@ await run(async (browser) => {
   assert.match(await card.innerText(), new RegExp(`${p}-tf-renamed`));
   assert.match(await card.innerText(), /10-20,30/);
   await shot(page, 'crud-overview');
+
+  step('a change made elsewhere appears without a reload (server-sent events)');
+  assert.equal(await page.locator('#live').innerText(), 'live', 'the events stream is connected');
+  const t0 = Date.now();
+  await api('PUT', `/v2.0/taas/tap_services/${ts.id}`, { tap_service: { name: `${p}-ts-elsewhere` } });
+  await page.getByRole('heading', { name: `${p}-ts-elsewhere` }).waitFor();
+  metric('ui_change_latency_ms', Date.now() - t0, 'ms');
+  await api('PUT', `/v2.0/taas/tap_services/${ts.id}`, { tap_service: { name: `${p}-ts` } });
+  await page.getByRole('heading', { name: `${p}-ts`, exact: true }).waitFor();
 
   step('delete a port with two clicks');
   await nav(page, 'Manage');

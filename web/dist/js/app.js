@@ -63,7 +63,17 @@ async function refreshLists() {
   st.services = s.tap_services || [];
   st.flows = f.tap_flows || [];
   st.portsByID = new Map(st.ports.map((x) => [x.id, x]));
+  showProject();
   render();
+}
+
+// showProject names the token's project in the top bar, as far as the
+// resources it sees tell (the API has no "who am I").
+function showProject() {
+  const el = $('#project');
+  const projects = new Set([...st.ports, ...st.services, ...st.flows].map((x) => x.project_id).filter(Boolean));
+  el.hidden = !api.token() || projects.size !== 1;
+  el.textContent = projects.size === 1 ? `project ${[...projects][0]}` : '';
 }
 
 async function refreshStats() {

@@ -223,6 +223,11 @@ function options(select, items, none) {
   if (items.some((x) => x.id === prev)) select.value = prev;
 }
 
+// orEmpty stands in a one-cell row saying so when a table has no rows.
+function orEmpty(rows, cols, text) {
+  return rows.length ? rows : [h('tr', {}, h('td', { colspan: cols, class: 'empty' }, text))];
+}
+
 export function renderManage(st) {
   const ifaceOf = (p) => (p['binding:profile'] && p['binding:profile'].interface) || '';
   const portText = (p) => `${label(p)}${ifaceOf(p) ? ` (${ifaceOf(p)})` : ''}`;
@@ -241,17 +246,17 @@ export function renderManage(st) {
   }
 
   const R = resources;
-  replaceRows($('#ports-table tbody'), st.ports.map((p) => h('tr', { 'data-id': p.id },
+  replaceRows($('#ports-table tbody'), orEmpty(st.ports.map((p) => h('tr', { 'data-id': p.id },
     h('th', { scope: 'row', 'data-label': 'Name' }, label(p)),
     td('Interface', ifaceOf(p) || '–'),
     td('MAC address', h('code', {}, p.mac_address || '')),
     td('Network', label(netByID.get(p.network_id) || { id: p.network_id })),
     td('Admin', p.admin_state_up === false ? 'down' : 'up'),
     idCell(p.id),
-    actions(R.port, p))), JSON.stringify(st.ports));
+    actions(R.port, p))), 7, 'No ports yet.'), JSON.stringify(st.ports));
 
   const statusSig = (arr) => arr.map((x) => { const s = st.statusOf(x); return [x, s.status, s.reason]; });
-  replaceRows($('#tap_services-table tbody'), st.services.map((s) => {
+  replaceRows($('#tap_services-table tbody'), orEmpty(st.services.map((s) => {
     const port = st.portsByID.get(s.port_id);
     const ss = st.statusOf(s);
     return h('tr', { 'data-id': s.id },
@@ -261,9 +266,9 @@ export function renderManage(st) {
       td('Description', s.description || ''),
       idCell(s.id),
       actions(R.tap_service, s));
-  }), JSON.stringify([statusSig(st.services), st.ports]));
+  }), 6, 'No tap services yet.'), JSON.stringify([statusSig(st.services), st.ports]));
 
-  replaceRows($('#tap_flows-table tbody'), st.flows.map((f) => {
+  replaceRows($('#tap_flows-table tbody'), orEmpty(st.flows.map((f) => {
     const src = st.portsByID.get(f.source_port);
     const svc = st.services.find((s) => s.id === f.tap_service_id);
     const fs = st.statusOf(f);
@@ -276,5 +281,5 @@ export function renderManage(st) {
       td('Status', statusBadge(fs.status, fs.reason)),
       idCell(f.id),
       actions(R.tap_flow, f));
-  }), JSON.stringify([statusSig(st.flows), st.ports, st.services]));
+  }), 8, 'No tap flows yet.'), JSON.stringify([statusSig(st.flows), st.ports, st.services]));
 }
