@@ -319,10 +319,9 @@ func readPackets(t testing.TB, fd int, want int, deadline time.Time, into map[ui
 	}
 }
 
-// transmit sends frames through s with AllocTx, Frame, Transmit and Kick,
-// and returns how many went on the TX ring.
-func transmit(t testing.TB, s *xsk.Socket, frames [][]byte) int {
-	t.Helper()
+// queue puts frames on s's TX ring with AllocTx, Frame and Transmit, frees
+// what did not fit, and returns how many went on the ring.
+func queue(s *xsk.Socket, frames [][]byte) int {
 	descs := make([]xsk.Desc, len(frames))
 	n := s.AllocTx(descs)
 	for i := range descs[:n] {
@@ -330,10 +329,26 @@ func transmit(t testing.TB, s *xsk.Socket, frames [][]byte) int {
 	}
 	m := s.Transmit(descs[:n])
 	s.Free(descs[m:n])
+	return m
+}
+
+// transmit queues frames and kicks, and returns how many went on the ring.
+func transmit(t testing.TB, s *xsk.Socket, frames [][]byte) int {
+	t.Helper()
+	m := queue(s, frames)
 	if err := s.Kick(); err != nil {
 		t.Fatalf("Kick: %v", err)
 	}
 	return m
+}
+
+// seqFrames returns n 60-byte test frames numbered from 0.
+func seqFrames(n int) [][]byte {
+	fs := make([][]byte, n)
+	for i := range fs {
+		fs[i] = testFrame(macA, macB, uint32(i), 60)
+	}
+	return fs
 }
 
 // TestTransmit sends frames of many sizes with AllocTx/Transmit/Kick,
@@ -405,13 +420,7 @@ func TestKickLinkDownAndGone(t *testing.T) {
 		return fs
 	}
 	kick := func(fs [][]byte) error {
-		descs := make([]xsk.Desc, len(fs))
-		n := s.AllocTx(descs)
-		for i := range descs[:n] {
-			descs[i].Len = uint32(copy(s.Frame(descs[i]), fs[i]))
-		}
-		m := s.Transmit(descs[:n])
-		s.Free(descs[m:n])
+		queue(s, fs)
 		return s.Kick()
 	}
 	if err := kick(frames(0)); err != nil {
@@ -492,15 +501,8 @@ func TestTxBudget(t *testing.T) {
 					t.Fatalf("TxBudget() = %d, want %d", s.TxBudget(), tc.budget)
 				}
 			}
-			descs := make([]xsk.Desc, batch)
-			if n := s.AllocTx(descs); n != batch {
-				t.Fatalf("AllocTx = %d, want %d", n, batch)
-			}
-			for i := range descs {
-				descs[i].Len = uint32(copy(s.Frame(descs[i]), testFrame(macA, macB, uint32(i), 60)))
-			}
-			if n := s.Transmit(descs); n != batch {
-				t.Fatalf("Transmit = %d, want %d", n, batch)
+			if n := queue(s, seqFrames(batch)); n != batch {
+				t.Fatalf("%d frames went on the TX ring, want %d", n, batch)
 			}
 			// One raw sendto(2), as Kick makes it, to see what one call sends.
 			err := unix.Sendto(s.FD(), nil, unix.MSG_DONTWAIT, nil)
@@ -829,15 +831,8 @@ func TestKickSmallCompletionRing(t *testing.T) {
 	v.dropAll(t, v.ib)
 	const batch = 200
 	s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 256, CompletionSize: 32, TxSize: 256})
-	descs := make([]xsk.Desc, batch)
-	if n := s.AllocTx(descs); n != batch {
-		t.Fatalf("AllocTx = %d, want %d", n, batch)
-	}
-	for i := range descs {
-		descs[i].Len = uint32(copy(s.Frame(descs[i]), testFrame(macA, macB, uint32(i), 60)))
-	}
-	if n := s.Transmit(descs); n != batch {
-		t.Fatalf("Transmit = %d, want %d", n, batch)
+	if n := queue(s, seqFrames(batch)); n != batch {
+		t.Fatalf("%d frames went on the TX ring, want %d", n, batch)
 	}
 	// Kick gives up after a few calls without progress; a worker kicks
 	// again next batch. Bound the batches.
