@@ -1,0 +1,147 @@
+// Command taasd is the mirror appliance: the Neutron TaaS API on an
+// embedded SQLite database, and the data plane that realises it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/taas-appliance/taas/control"
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// config is everything taasd is started with: flags (and, later, the
+// configuration file) fill it; run builds the components from it.
+type config struct {
+	Listen         string // API address, host:port
+	DB             string // SQLite database file
+	Auth           string // noauth or token
+	Tokens         string // tokens file for auth token
+	MaxTapServices int    // 0: no cap
+	Dataplane      string // none or xdp
+	LogLevel       string // debug, info, warn or error
+}
+
+// parseFlags fills a config from the command line.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("taasd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9696", "API `address` (host:port)")
+	fs.StringVar(&cfg.DB, "db", "taas.db", "SQLite database `file` (created if missing)")
+	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth or token")
+	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
+	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
+	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, nil
+}
+
+// validate checks what flags alone can get wrong.
+func (c config) validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %w", c.Listen, err)
+	}
+	if c.DB == "" {
+		return errors.New("--db: empty path")
+	}
+	switch c.Auth {
+	case control.AuthNoauth:
+		if c.Tokens != "" {
+			return errors.New("--tokens needs --auth token")
+		}
+	case control.AuthToken:
+		if c.Tokens == "" {
+			return errors.New("--auth token needs --tokens FILE")
+		}
+	default:
+		return fmt.Errorf("--auth %q: want noauth or token", c.Auth)
+	}
+	if c.MaxTapServices < 0 {
+		return fmt.Errorf("--max-tap-services %d: want 0 (no cap) or more", c.MaxTapServices)
+	}
+	if c.Dataplane != "none" && c.Dataplane != "xdp" {
+		return fmt.Errorf("--dataplane %q: want none or xdp", c.Dataplane)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = cfg.validate()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "taasd:", err)
+		os.Exit(2)
+	}
+	level, _ := parseLevel(cfg.LogLevel) // validated above
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error("taasd stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run builds the components from cfg and serves until ctx ends.
+func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Logger: logger}
+	if cfg.Auth == control.AuthToken {
+		t, err := control.LoadTokens(cfg.Tokens)
+		if err != nil {
+			return err
+		}
+		ccfg.Tokens = t
+	}
+	st, err := store.Open(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ccfg.Store = st
+	dp, closeDP, err := newDataPlane(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer closeDP()
+	ccfg.DataPlane = dp
+	srv, err := control.New(ccfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx, ln)
+}

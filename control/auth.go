@@ -1,0 +1,145 @@
+package control
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Auth modes of Config.Auth.
+const (
+	// AuthNoauth trusts X-Project-Id/X-Roles when present, and otherwise
+	// makes the caller admin in Config.DefaultProject (upstream's noauth).
+	AuthNoauth = "noauth"
+	// AuthToken maps X-Auth-Token (or "Authorization: Bearer") to an
+	// identity through Config.Tokens and answers 401 without a known token.
+	AuthToken = "token"
+)
+
+// Identity is who a request acts as.
+type Identity struct {
+	ProjectID string
+	Roles     []string
+	// Admin is role "admin" (upstream's context_is_admin): sees and acts on
+	// every project.
+	Admin bool
+}
+
+func newIdentity(project string, roles []string) Identity {
+	return Identity{ProjectID: project, Roles: roles, Admin: slices.Contains(roles, "admin")}
+}
+
+// scope is the project store queries are limited to: "" (all) for admins.
+func (id Identity) scope() string {
+	if id.Admin {
+		return ""
+	}
+	return id.ProjectID
+}
+
+// member is upstream's ADMIN_OR_PROJECT_MEMBER (2025.2 defaults), the rule
+// of every tap service and tap flow operation and of port writes; the
+// project half is enforced by scoping.
+func (id Identity) member() bool { return id.Admin || slices.Contains(id.Roles, "member") }
+
+// reader is ADMIN_OR_PROJECT_READER, the rule of port and network reads.
+func (id Identity) reader() bool { return id.member() || slices.Contains(id.Roles, "reader") }
+
+// Tokens maps a bearer token to the identity it authenticates.
+type Tokens map[string]Identity
+
+// LoadTokens reads a tokens file: one "TOKEN PROJECT_ID ROLE[,ROLE...]"
+// per line, separated by blanks; '#' starts a comment line. Errors name
+// the file and line.
+func LoadTokens(path string) (Tokens, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokens file: %w", err)
+	}
+	defer f.Close()
+	t := Tokens{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 3 {
+			return nil, fmt.Errorf("%s:%d: want \"TOKEN PROJECT_ID ROLE[,ROLE...]\", got %d fields", path, n, len(fields))
+		}
+		if _, dup := t[fields[0]]; dup {
+			return nil, fmt.Errorf("%s:%d: token defined twice", path, n)
+		}
+		var roles []string
+		for _, r := range strings.Split(fields[2], ",") {
+			if r == "" {
+				return nil, fmt.Errorf("%s:%d: empty role in %q", path, n, fields[2])
+			}
+			roles = append(roles, r)
+		}
+		t[fields[0]] = newIdentity(fields[1], roles)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("tokens file %s: %w", path, err)
+	}
+	if len(t) == 0 {
+		return nil, fmt.Errorf("%s: no tokens", path)
+	}
+	return t, nil
+}
+
+const identityKey = "taas.identity"
+
+// authenticate resolves the caller's identity and stores it for the
+// handlers (see identity).
+func (s *Server) authenticate(c *fiber.Ctx) error {
+	var id Identity
+	switch s.cfg.Auth {
+	case AuthToken:
+		tok := c.Get("X-Auth-Token")
+		if tok == "" {
+			tok, _ = strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+		}
+		if tok == "" && c.Path() == "/v2.0/taas/events" {
+			// A browser's EventSource cannot set headers.
+			tok = c.Query("token")
+		}
+		var ok bool
+		if id, ok = s.cfg.Tokens[tok]; !ok || tok == "" {
+			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="taasd"`)
+			return &neutronError{Status: http.StatusUnauthorized, Type: "HTTPUnauthorized",
+				Message: "Authentication required"}
+		}
+	default:
+		project := c.Get("X-Project-Id")
+		if project == "" {
+			id = newIdentity(s.cfg.DefaultProject, []string{"admin", "member", "reader"})
+			break
+		}
+		// A caller naming its project without roles is a member of it:
+		// curl users should not need to know about roles.
+		roles := []string{"member", "reader"}
+		if h := c.Get("X-Roles"); h != "" {
+			roles = roles[:0]
+			for _, r := range strings.Split(h, ",") {
+				if r = strings.TrimSpace(r); r != "" {
+					roles = append(roles, r)
+				}
+			}
+		}
+		id = newIdentity(project, roles)
+	}
+	c.Locals(identityKey, id)
+	return c.Next()
+}
+
+func identity(c *fiber.Ctx) Identity {
+	id, _ := c.Locals(identityKey).(Identity)
+	return id
+}

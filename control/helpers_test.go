@@ -1,0 +1,203 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// defaultNetwork is the id of the shared network migration 0002 creates.
+const defaultNetwork = "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"
+
+// testServer is a real taasd control plane: a SQLite file in t.TempDir()
+// and the fiber app listening on a loopback port.
+type testServer struct {
+	t    testing.TB
+	srv  *Server
+	st   *store.Store
+	base string
+}
+
+// startServer starts the server with cfg (Store is filled in) and stops it
+// when t ends.
+func startServer(t testing.TB, cfg Config) *testServer {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "taas.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = st
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(rctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("server did not stop within 30s")
+		}
+		st.Close()
+	})
+	return &testServer{t: t, srv: srv, st: st, base: "http://" + ln.Addr().String()}
+}
+
+// response is one HTTP answer, its body decoded when it is JSON.
+type response struct {
+	status int
+	header http.Header
+	raw    string
+	body   map[string]any
+}
+
+// client does not follow redirects: tests check them.
+var client = &http.Client{Timeout: 30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// do sends a request; headers are "Key: value" strings.
+func (ts *testServer) do(method, path, body string, headers ...string) response {
+	ts.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ts.base+path, rd)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		ts.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if len(raw) > 0 {
+		// Not every answer is an object (none should fail to decode).
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			ts.t.Fatalf("%s %s: body is not a JSON object: %v\n%s", method, path, err, raw)
+		}
+	}
+	return r
+}
+
+// must sends a request and fails the test unless the status is want; it
+// returns the object under key (or the whole body when key is "").
+func (ts *testServer) must(want int, method, path, body string, key string, headers ...string) map[string]any {
+	ts.t.Helper()
+	r := ts.do(method, path, body, headers...)
+	if r.status != want {
+		ts.t.Fatalf("%s %s %s = %d %s, want %d", method, path, body, r.status, r.raw, want)
+	}
+	if key == "" {
+		return r.body
+	}
+	m, ok := r.body[key].(map[string]any)
+	if !ok {
+		ts.t.Fatalf("%s %s: no object %q in %s", method, path, key, r.raw)
+	}
+	return m
+}
+
+func (ts *testServer) list(path, key string, headers ...string) []map[string]any {
+	ts.t.Helper()
+	body := ts.must(200, "GET", path, "", "", headers...)
+	raw, ok := body[key].([]any)
+	if !ok {
+		ts.t.Fatalf("GET %s: no list %q in %v", path, key, body)
+	}
+	out := make([]map[string]any, len(raw))
+	for i, e := range raw {
+		out[i] = e.(map[string]any)
+	}
+	return out
+}
+
+// jsonBody marshals v for a request body.
+func jsonBody(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// createPort creates a port on the default network and returns its id.
+func (ts *testServer) createPort(name, iface, mac string, headers ...string) string {
+	ts.t.Helper()
+	p := map[string]any{"name": name, "network_id": defaultNetwork}
+	if iface != "" {
+		p["binding:profile"] = map[string]any{"interface": iface}
+	}
+	if mac != "" {
+		p["mac_address"] = mac
+	}
+	return ts.must(201, "POST", "/v2.0/ports", jsonBody(map[string]any{"port": p}), "port", headers...)["id"].(string)
+}
+
+func (ts *testServer) createService(name, port string, headers ...string) string {
+	ts.t.Helper()
+	body := jsonBody(map[string]any{"tap_service": map[string]any{"name": name, "port_id": port}})
+	return ts.must(201, "POST", "/v2.0/taas/tap_services", body, "tap_service", headers...)["id"].(string)
+}
+
+func (ts *testServer) createFlow(name, svc, src, dir string, vlan any, headers ...string) string {
+	ts.t.Helper()
+	f := map[string]any{"name": name, "tap_service_id": svc, "source_port": src, "direction": dir}
+	if vlan != nil {
+		f["vlan_filter"] = vlan
+	}
+	body := jsonBody(map[string]any{"tap_flow": f})
+	return ts.must(201, "POST", "/v2.0/taas/tap_flows", body, "tap_flow", headers...)["id"].(string)
+}
+
+// neutronError checks that r carries a well-formed NeutronError body and
+// returns its type and message.
+func neutronErr(t testing.TB, r response) (typ, msg string) {
+	t.Helper()
+	ne, ok := r.body["NeutronError"].(map[string]any)
+	if !ok {
+		t.Fatalf("status %d: no NeutronError in %s", r.status, r.raw)
+	}
+	if d, ok := ne["detail"].(string); !ok || d != "" {
+		t.Errorf("NeutronError detail = %v, want \"\"", ne["detail"])
+	}
+	typ, _ = ne["type"].(string)
+	msg, _ = ne["message"].(string)
+	return typ, msg
+}

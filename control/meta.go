@@ -1,0 +1,73 @@
+package control
+
+import (
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// extension is one entry of /v2.0/extensions.
+type extension struct {
+	Name        string   `json:"name"`
+	Alias       string   `json:"alias"`
+	Description string   `json:"description"`
+	Updated     string   `json:"updated"`
+	Links       []string `json:"links"`
+}
+
+// extensions are what the appliance advertises: upstream's two TaaS
+// aliases with upstream's strings, and its own stats/events extension.
+// tap-mirror is not implemented, so not advertised.
+var extensions = []extension{
+	{Name: "Neutron Tap as a Service", Alias: "taas",
+		Description: "Neutron Tap as a Service Extension.", Updated: "2015-01-14T10:00:00-00:00", Links: []string{}},
+	{Name: "VLAN filtering for Neutron Tap as a Service", Alias: "taas-vlan-filter",
+		Description: "Neutron Tap as a Service Extension for filtering VLANs.", Updated: "2018-01-14T10:00:00-00:00",
+		Links: []string{}},
+	{Name: "TaaS data-plane statistics", Alias: "taas-stats",
+		Description: "Per-interface, per-tap-service and per-tap-flow counters of the appliance's data plane, " +
+			"with each service's and flow's status reason, at GET /v2.0/taas/stats; and a server-sent event " +
+			"stream of changes at GET /v2.0/taas/events.",
+		Updated: "2026-11-24T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS change events", Alias: "taas-events",
+		Description: "Server-sent events (text/event-stream) at GET /v2.0/taas/events: one event per create, " +
+			"update, delete or status change of a port, tap service or tap flow the caller may see.",
+		Updated: "2026-11-24T00:00:00-00:00", Links: []string{}},
+}
+
+// root is the version document keystoneauth and openstacksdk discover the
+// API with. A browser (Accept: text/html) is sent to the dashboard when
+// one is mounted.
+func (s *Server) root(c *fiber.Ctx) error {
+	if s.cfg.Mount != nil && strings.Contains(c.Get(fiber.HeaderAccept), "text/html") {
+		return c.Redirect("/ui/", fiber.StatusFound)
+	}
+	return renderJSON(c, fiber.StatusOK, map[string]any{"versions": []any{map[string]any{
+		"id": "v2.0", "status": "CURRENT",
+		"links": []any{map[string]string{"rel": "self", "href": c.BaseURL() + "/v2.0/"}},
+	}}})
+}
+
+func (s *Server) v2root(c *fiber.Ctx) error {
+	var res []any
+	for _, r := range [][2]string{{"network", "networks"}, {"subnet", "subnets"}, {"subnetpool", "subnetpools"},
+		{"port", "ports"}} {
+		res = append(res, map[string]any{"name": r[0], "collection": r[1],
+			"links": []any{map[string]string{"rel": "self", "href": c.BaseURL() + "/v2.0/" + r[1]}}})
+	}
+	return renderJSON(c, fiber.StatusOK, map[string]any{"resources": res})
+}
+
+func (s *Server) listExtensions(c *fiber.Ctx) error {
+	return renderJSON(c, fiber.StatusOK, map[string]any{"extensions": extensions})
+}
+
+func (s *Server) showExtension(c *fiber.Ctx) error {
+	alias := c.Params("alias")
+	for _, e := range extensions {
+		if e.Alias == alias {
+			return renderJSON(c, fiber.StatusOK, map[string]any{"extension": e})
+		}
+	}
+	return notFound("HTTPNotFound", "Extension with alias %s does not exist", alias)
+}

@@ -1,0 +1,125 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// neutronError is an error with the HTTP status and the NeutronError body
+// upstream answers with. Handlers return it; errorHandler renders it.
+type neutronError struct {
+	Status  int
+	Type    string // the upstream exception class name
+	Message string
+	// notImplemented renders the body under "NotImplementedError" instead of
+	// "NeutronError", as upstream does for a driver's NotImplementedError.
+	notImplemented bool
+}
+
+func (e *neutronError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
+
+// badRequest is webob's HTTPBadRequest, which every body and query
+// validation failure upstream raises.
+func badRequest(format string, a ...any) *neutronError {
+	return &neutronError{Status: http.StatusBadRequest, Type: "HTTPBadRequest", Message: fmt.Sprintf(format, a...)}
+}
+
+func invalidInput(attr, reason string) *neutronError {
+	return badRequest("Invalid input for %s. Reason: %s.", attr, reason)
+}
+
+func notFound(typ, format string, a ...any) *neutronError {
+	return &neutronError{Status: http.StatusNotFound, Type: typ, Message: fmt.Sprintf(format, a...)}
+}
+
+func forbidden(typ, msg string) *neutronError {
+	return &neutronError{Status: http.StatusForbidden, Type: typ, Message: msg}
+}
+
+func conflict(typ, msg string) *neutronError {
+	return &neutronError{Status: http.StatusConflict, Type: typ, Message: msg}
+}
+
+// The messages below are upstream's, to the character (note the two
+// spaces in "Tap Service  %s"): clients print them to users.
+func errTapServiceNotFound(id string) error {
+	return notFound("TapServiceNotFound", "Tap Service  %s does not exist", id)
+}
+
+func errTapFlowNotFound(id string) error {
+	return notFound("TapFlowNotFound", "Tap Flow  %s does not exist", id)
+}
+
+func errPortNotFound(id string) error {
+	return notFound("PortNotFound", "Port %s could not be found.", id)
+}
+
+func errNetworkNotFound(id string) error {
+	return notFound("NetworkNotFound", "Network %s could not be found.", id)
+}
+
+func errPolicy(action string) error {
+	return forbidden("PolicyNotAuthorized", action+" is disallowed by policy")
+}
+
+var errResourceNotFound = notFound("HTTPNotFound", "The resource could not be found.")
+
+type errorBody struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+	Detail  string `json:"detail"`
+}
+
+// errorHandler is the app's only writer of error bodies: it maps every
+// error a handler or fiber itself returns to a status and a NeutronError
+// body. Anything it does not recognise is an internal error: logged, and
+// answered with upstream's generic 500 text.
+func errorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		var (
+			ne *neutronError
+			fe *fiber.Error
+		)
+		switch {
+		case errors.As(err, &ne):
+		case errors.As(err, &fe):
+			ne = fiberError(fe)
+		default:
+			log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+			ne = &neutronError{Status: http.StatusInternalServerError, Type: "HTTPInternalServerError",
+				Message: "Request Failed: internal server error while processing your request."}
+		}
+		key := "NeutronError"
+		if ne.notImplemented {
+			key = "NotImplementedError"
+		}
+		body, jerr := json.Marshal(map[string]errorBody{key: {Type: ne.Type, Message: ne.Message}})
+		if jerr != nil {
+			return jerr
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(ne.Status).Send(body)
+	}
+}
+
+// fiberError maps fiber's own errors (no route, wrong method, body too
+// large, unreadable request) to webob's classes.
+func fiberError(fe *fiber.Error) *neutronError {
+	switch fe.Code {
+	case http.StatusNotFound:
+		return errResourceNotFound
+	case http.StatusMethodNotAllowed:
+		return &neutronError{Status: fe.Code, Type: "HTTPMethodNotAllowed",
+			Message: "The server could not comply with the request since it is either malformed or otherwise incorrect."}
+	case http.StatusRequestEntityTooLarge:
+		return &neutronError{Status: fe.Code, Type: "HTTPRequestEntityTooLarge", Message: "Request is too large."}
+	case http.StatusBadRequest:
+		return badRequest("%s", fe.Message)
+	}
+	return &neutronError{Status: fe.Code, Type: "HTTPError", Message: fe.Message}
+}

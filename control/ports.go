@@ -1,0 +1,257 @@
+package control
+
+import (
+	"context"
+	"errors"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// Ports and networks: the minimum of Neutron's core API that the TaaS
+// workflow needs (openstack port create, tap service --port NAME).
+
+func portView(p store.Port) item {
+	profile := map[string]any{}
+	status := "DOWN"
+	if p.Interface != "" {
+		profile["interface"] = p.Interface
+		if p.AdminStateUp {
+			status = "ACTIVE"
+		}
+	}
+	return item{"id": p.ID, "tenant_id": p.ProjectID, "project_id": p.ProjectID, "name": p.Name,
+		"description": p.Description, "network_id": p.NetworkID, "mac_address": p.MACAddress,
+		"admin_state_up": p.AdminStateUp, "status": status, "device_owner": p.DeviceOwner, "device_id": p.DeviceID,
+		"port_security_enabled": p.PortSecurityEnabled, "binding:host_id": p.HostID, "binding:profile": profile,
+		"fixed_ips": []any{}}
+}
+
+func networkView(n store.Network) item {
+	return item{"id": n.ID, "tenant_id": n.ProjectID, "project_id": n.ProjectID, "name": n.Name,
+		"description": n.Description, "admin_state_up": n.AdminStateUp, "status": "ACTIVE", "shared": n.Shared,
+		"mtu": n.MTU, "subnets": []any{}, "router:external": false}
+}
+
+// profileIface is binding:profile's interface ("" for {} or null).
+func profileIface(v any) string {
+	m, _ := v.(map[string]any)
+	s, _ := m["interface"].(string)
+	return s
+}
+
+func errMACInUse(network, mac string) error {
+	return conflict("MacAddressInUse", "Unable to complete operation for network "+network+
+		". The mac address "+mac+" is in use.")
+}
+
+func (s *Server) listPorts(c *fiber.Ctx) error {
+	id := identity(c)
+	var items []item
+	if id.reader() {
+		ps, err := s.st.ListPorts(c.Context(), id.scope())
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			items = append(items, portView(p))
+		}
+	}
+	return renderList(c, portRes, items)
+}
+
+func (s *Server) showPort(c *fiber.Ctx) error {
+	id := identity(c)
+	p, err := s.st.GetPort(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) || err == nil && !id.reader() {
+		return errPortNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	return renderOne(c, fiber.StatusOK, portRes, portView(p))
+}
+
+func (s *Server) createPort(c *fiber.Ctx) error {
+	id := identity(c)
+	if !id.member() {
+		return errPolicy("create_port")
+	}
+	ms, bulk, err := portRes.decodeBody(c.Body(), true, id)
+	if err != nil {
+		return err
+	}
+	var out []store.Port
+	for _, m := range ms {
+		p, err := s.createOnePort(c.Context(), id, m)
+		if err != nil {
+			for _, done := range out {
+				if _, _, derr := s.st.DeletePort(c.Context(), "", done.ID); derr != nil {
+					s.log.Error("undo bulk create", "port_id", done.ID, "err", derr)
+				}
+			}
+			return err
+		}
+		out = append(out, p)
+	}
+	var evs []Event
+	var items []item
+	for _, p := range out {
+		evs = append(evs, Event{Resource: "port", ID: p.ID, Action: "create", ProjectID: p.ProjectID})
+		items = append(items, portView(p))
+	}
+	s.afterChange(evs...)
+	if bulk {
+		return renderJSON(c, fiber.StatusCreated, map[string]any{portRes.plural: items})
+	}
+	return renderOne(c, fiber.StatusCreated, portRes, items[0])
+}
+
+func (s *Server) createOnePort(ctx context.Context, id Identity, m map[string]any) (store.Port, error) {
+	netID := canonicalUUID(getStr(m, "network_id"))
+	if _, err := s.st.GetNetwork(ctx, id.scope(), netID); errors.Is(err, store.ErrNotFound) {
+		return store.Port{}, errNetworkNotFound(getStr(m, "network_id"))
+	} else if err != nil {
+		return store.Port{}, err
+	}
+	p := store.Port{ID: newID(), ProjectID: getStr(m, "project_id"), NetworkID: netID, Name: getStr(m, "name"),
+		Description: getStr(m, "description"), MACAddress: normalMAC(m["mac_address"]),
+		AdminStateUp: m["admin_state_up"].(bool), DeviceOwner: getStr(m, "device_owner"),
+		DeviceID: getStr(m, "device_id"), PortSecurityEnabled: m["port_security_enabled"].(bool),
+		HostID: getStr(m, "binding:host_id"), Interface: profileIface(m["binding:profile"])}
+	switch err := s.st.CreatePort(ctx, p); {
+	case errors.Is(err, store.ErrConflict):
+		return p, errMACInUse(netID, p.MACAddress)
+	case errors.Is(err, store.ErrNotFound):
+		return p, errNetworkNotFound(netID)
+	case err != nil:
+		return p, err
+	}
+	return p, nil
+}
+
+func (s *Server) updatePort(c *fiber.Ctx) error {
+	id := identity(c)
+	ms, _, err := portRes.decodeBody(c.Body(), false, id)
+	if err != nil {
+		return err
+	}
+	if !id.member() {
+		return errPortNotFound(c.Params("id"))
+	}
+	m := ms[0]
+	p, err := s.st.UpdatePort(c.Context(), id.scope(), c.Params("id"), func(p *store.Port) error {
+		for k, v := range m {
+			switch k {
+			case "name":
+				p.Name = v.(string)
+			case "description":
+				p.Description = v.(string)
+			case "admin_state_up":
+				p.AdminStateUp = v.(bool)
+			case "mac_address":
+				p.MACAddress = normalMAC(v)
+			case "device_id":
+				p.DeviceID = v.(string)
+			case "device_owner":
+				p.DeviceOwner = v.(string)
+			case "port_security_enabled":
+				p.PortSecurityEnabled = v.(bool)
+			case "binding:host_id":
+				p.HostID = v.(string)
+			case "binding:profile":
+				p.Interface = profileIface(v)
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errPortNotFound(c.Params("id"))
+	case errors.Is(err, store.ErrConflict):
+		return errMACInUse(p.NetworkID, p.MACAddress)
+	case err != nil:
+		return err
+	}
+	s.afterChange(Event{Resource: "port", ID: p.ID, Action: "update", ProjectID: p.ProjectID})
+	return renderOne(c, fiber.StatusOK, portRes, portView(p))
+}
+
+// deletePort deletes the port and, as upstream's port-delete callback,
+// the tap services on it with their flows and the flows it is the source
+// of.
+func (s *Server) deletePort(c *fiber.Ctx) error {
+	if err := noBody(c); err != nil {
+		return err
+	}
+	id := identity(c)
+	if !id.member() {
+		return errPortNotFound(c.Params("id"))
+	}
+	p, d, err := s.st.DeletePort(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return errPortNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	evs := flowDeleted(d.Flows)
+	for _, r := range d.Services {
+		evs = append(evs, Event{Resource: "tap_service", ID: r.ID, Action: "delete", ProjectID: r.ProjectID})
+	}
+	evs = append(evs, Event{Resource: "port", ID: p.ID, Action: "delete", ProjectID: p.ProjectID})
+	s.afterChange(evs...)
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Server) listNetworks(c *fiber.Ctx) error {
+	id := identity(c)
+	ns, err := s.st.ListNetworks(c.Context(), id.scope())
+	if err != nil {
+		return err
+	}
+	items := make([]item, 0, len(ns))
+	for _, n := range ns {
+		items = append(items, networkView(n))
+	}
+	return renderList(c, networkRes, items)
+}
+
+func (s *Server) showNetwork(c *fiber.Ctx) error {
+	id := identity(c)
+	n, err := s.st.GetNetwork(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return errNetworkNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	return renderOne(c, fiber.StatusOK, networkRes, networkView(n))
+}
+
+func (s *Server) createNetwork(c *fiber.Ctx) error {
+	id := identity(c)
+	if !id.member() {
+		return errPolicy("create_network")
+	}
+	ms, bulk, err := networkRes.decodeBody(c.Body(), true, id)
+	if err != nil {
+		return err
+	}
+	if bulk {
+		return badRequest("Bulk operation not supported")
+	}
+	m := ms[0]
+	if m["shared"].(bool) && !id.Admin {
+		return errPolicy("create_network:shared")
+	}
+	n := store.Network{ID: newID(), ProjectID: getStr(m, "project_id"), Name: getStr(m, "name"),
+		Description: getStr(m, "description"), AdminStateUp: m["admin_state_up"].(bool), Shared: m["shared"].(bool),
+		MTU: 1500}
+	if err := s.st.CreateNetwork(c.Context(), n); err != nil {
+		return err
+	}
+	s.afterChange(Event{Resource: "network", ID: n.ID, Action: "create", ProjectID: n.ProjectID})
+	return renderOne(c, fiber.StatusCreated, networkRes, networkView(n))
+}

@@ -1,0 +1,180 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// Config configures the control plane. The zero value of each field means
+// its default.
+type Config struct {
+	// Store is the opened database. Required.
+	Store *store.Store
+	// DataPlane realises the plans; nil means NullDataPlane.
+	DataPlane DataPlane
+	// Auth is AuthNoauth (default) or AuthToken.
+	Auth string
+	// Tokens are the bearer tokens of AuthToken (see LoadTokens).
+	Tokens Tokens
+	// DefaultProject is the project of noauth callers that name none;
+	// default "default".
+	DefaultProject string
+	// MaxTapServices caps the number of tap services across all projects
+	// (409 TapServiceLimitReached beyond); 0 means no cap.
+	MaxTapServices int
+	// Heartbeat is the interval of the events stream's keep-alive comment;
+	// default 15s.
+	Heartbeat time.Duration
+	// Mount, when set, adds the dashboard's routes (web.Mount): it is called
+	// before the API's routes, so its middleware on "/" sees requests first.
+	// With a dashboard mounted, GET / from a browser (Accept: text/html) is
+	// redirected to /ui/.
+	Mount func(app *fiber.App)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate checks c and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("control: no store")
+	}
+	if c.DataPlane == nil {
+		c.DataPlane = NullDataPlane{}
+	}
+	switch c.Auth {
+	case "":
+		c.Auth = AuthNoauth
+	case AuthNoauth:
+	case AuthToken:
+		if len(c.Tokens) == 0 {
+			return errors.New("control: auth token needs tokens")
+		}
+	default:
+		return fmt.Errorf("control: auth %q: want %s or %s", c.Auth, AuthNoauth, AuthToken)
+	}
+	if c.DefaultProject == "" {
+		c.DefaultProject = "default"
+	}
+	if c.MaxTapServices < 0 {
+		return fmt.Errorf("control: max tap services %d: want 0 (no cap) or more", c.MaxTapServices)
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Server is the control plane: the fiber app with every route, the
+// reconciler and the event hub. Its goroutines: fiber's (one per
+// connection), the reconciler's (Run), and one per events stream.
+type Server struct {
+	cfg   Config
+	st    *store.Store
+	log   *slog.Logger
+	app   *fiber.App
+	hub   *hub
+	rec   *Reconciler
+	done  chan struct{}
+	close sync.Once
+}
+
+// New builds the server; nothing runs until Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "control")
+	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{})}
+	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
+	s.app = fiber.New(fiber.Config{
+		ErrorHandler:          errorHandler(log),
+		DisableStartupMessage: true,
+		// "/v2.0" and "/v2.0/" differ upstream; ids are case-sensitive.
+		StrictRouting: true,
+		CaseSensitive: true,
+		// Handlers keep request values (ids, names) past the handler in
+		// events and logs; Immutable copies them instead of aliasing
+		// fasthttp's reused buffers.
+		Immutable:   true,
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 120 * time.Second,
+	})
+	s.routes()
+	return s, nil
+}
+
+// App is the fiber app, for components that add routes of their own (the
+// broker's /metrics). Add them before Run; they get no authentication
+// unless they use s.Authenticate.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Authenticate is the middleware that resolves the caller's identity, for
+// routes added through App that need it.
+func (s *Server) Authenticate(c *fiber.Ctx) error { return s.authenticate(c) }
+
+// Reconciler is the server's reconciler (tests call Sync on it).
+func (s *Server) Reconciler() *Reconciler { return s.rec }
+
+// Run serves on ln and runs the reconciler until ctx ends, then shuts down
+// gracefully: event streams end, in-flight requests finish (up to 10s).
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	rctx, cancel := context.WithCancel(context.Background())
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		s.rec.Run(rctx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	s.log.Info("listening", "addr", ln.Addr().String(), "auth", s.cfg.Auth)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.close.Do(func() { close(s.done) })
+	s.hub.close()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if serr := s.app.ShutdownWithContext(sctx); serr != nil && err == nil {
+		err = fmt.Errorf("shut down http: %w", serr)
+	}
+	cancel()
+	<-recDone
+	s.log.Info("stopped")
+	return err
+}
+
+// afterChange publishes events and triggers a reconcile pass: the request
+// never waits for the data plane.
+func (s *Server) afterChange(evs ...Event) {
+	s.hub.publish(evs...)
+	s.rec.Trigger()
+}
+
+func newID() string { return uuid.NewString() }
+
+// requestID sets upstream's X-Openstack-Request-Id on every response, and
+// strips the .json suffix upstream accepts on every URL.
+func requestID(c *fiber.Ctx) error {
+	c.Set("X-Openstack-Request-Id", "req-"+uuid.NewString())
+	if p := c.Path(); strings.HasSuffix(p, ".json") && len(p) > len("/v2.0/.json") {
+		c.Path(strings.TrimSuffix(p, ".json"))
+	}
+	return c.Next()
+}

@@ -1,0 +1,474 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Every method taking a project scopes the query to it: a row of another
+// project is ErrNotFound. The empty project means "every project" (admin).
+
+// Network is a Neutron network: the minimum ports need.
+type Network struct {
+	ID           string
+	ProjectID    string
+	Name         string
+	Description  string
+	AdminStateUp bool
+	Shared       bool
+	MTU          int
+}
+
+// Port is a Neutron port. Interface is binding:profile's "interface": the
+// netdev its traffic is seen on or copies are sent to; "" when unbound.
+type Port struct {
+	ID                  string
+	ProjectID           string
+	NetworkID           string
+	Name                string
+	Description         string
+	MACAddress          string
+	AdminStateUp        bool
+	DeviceOwner         string
+	DeviceID            string
+	PortSecurityEnabled bool
+	HostID              string
+	Interface           string
+}
+
+// TapService delivers copies to its port's interface.
+type TapService struct {
+	ID           string
+	ProjectID    string
+	Name         string
+	Description  string
+	PortID       string
+	Status       string
+	StatusReason string
+}
+
+// TapFlow copies a source port's traffic into a tap service. VLANFilter is
+// nil for the API's null.
+type TapFlow struct {
+	ID           string
+	ProjectID    string
+	Name         string
+	Description  string
+	TapServiceID string
+	SourcePort   string
+	Direction    string
+	VLANFilter   *string
+	Status       string
+	StatusReason string
+}
+
+// Ref names a row removed by a cascade, so callers can announce it.
+type Ref struct {
+	ID        string
+	ProjectID string
+}
+
+// Deleted lists what a delete removed besides the row asked for.
+type Deleted struct {
+	Services []Ref
+	Flows    []Ref
+}
+
+const networkCols = `id, project_id, name, description, admin_state_up, shared, mtu`
+
+func scanNetwork(sc interface{ Scan(...any) error }) (Network, error) {
+	var n Network
+	err := sc.Scan(&n.ID, &n.ProjectID, &n.Name, &n.Description, &n.AdminStateUp, &n.Shared, &n.MTU)
+	return n, err
+}
+
+// ListNetworks returns the networks of project and the shared ones.
+func (s *Store) ListNetworks(ctx context.Context, project string) ([]Network, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+networkCols+` FROM networks
+		WHERE ?1 = '' OR project_id = ?1 OR shared ORDER BY seq`, project)
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	defer rows.Close()
+	var out []Network
+	for rows.Next() {
+		n, err := scanNetwork(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list networks: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// GetNetwork returns one network visible to project.
+func (s *Store) GetNetwork(ctx context.Context, project, id string) (Network, error) {
+	n, err := scanNetwork(s.r.QueryRowContext(ctx, `SELECT `+networkCols+` FROM networks
+		WHERE id = ?2 AND (?1 = '' OR project_id = ?1 OR shared)`, project, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, ErrNotFound
+	}
+	if err != nil {
+		return n, fmt.Errorf("get network %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// CreateNetwork inserts n.
+func (s *Store) CreateNetwork(ctx context.Context, n Network) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO networks (`+networkCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		n.ID, n.ProjectID, n.Name, n.Description, b2i(n.AdminStateUp), b2i(n.Shared), n.MTU)
+	if err != nil {
+		return fmt.Errorf("insert network: %w", constraintErr(err))
+	}
+	return nil
+}
+
+const portCols = `id, project_id, network_id, name, description, mac_address, admin_state_up,
+	device_owner, device_id, port_security_enabled, host_id, iface`
+
+func scanPort(sc interface{ Scan(...any) error }) (Port, error) {
+	var p Port
+	err := sc.Scan(&p.ID, &p.ProjectID, &p.NetworkID, &p.Name, &p.Description, &p.MACAddress, &p.AdminStateUp,
+		&p.DeviceOwner, &p.DeviceID, &p.PortSecurityEnabled, &p.HostID, &p.Interface)
+	return p, err
+}
+
+// ListPorts returns the ports of project in creation order.
+func (s *Store) ListPorts(ctx context.Context, project string) ([]Port, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+portCols+` FROM ports
+		WHERE ?1 = '' OR project_id = ?1 ORDER BY seq`, project)
+	if err != nil {
+		return nil, fmt.Errorf("list ports: %w", err)
+	}
+	defer rows.Close()
+	var out []Port
+	for rows.Next() {
+		p, err := scanPort(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list ports: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// GetPort returns one port of project.
+func (s *Store) GetPort(ctx context.Context, project, id string) (Port, error) {
+	return getPort(ctx, s.r, project, id)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func getPort(ctx context.Context, q queryer, project, id string) (Port, error) {
+	p, err := scanPort(q.QueryRowContext(ctx, `SELECT `+portCols+` FROM ports
+		WHERE id = ?2 AND (?1 = '' OR project_id = ?1)`, project, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("get port %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// CreatePort inserts p. A MAC already on the network is ErrConflict; a
+// network that does not exist is ErrNotFound.
+func (s *Store) CreatePort(ctx context.Context, p Port) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO ports (`+portCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.ProjectID, p.NetworkID, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp),
+		p.DeviceOwner, p.DeviceID, b2i(p.PortSecurityEnabled), p.HostID, p.Interface)
+	if err != nil {
+		return fmt.Errorf("insert port: %w", constraintErr(err))
+	}
+	return nil
+}
+
+// UpdatePort reads the port, lets fn change it and writes it back, in one
+// transaction. fn's error aborts the update and is returned as is.
+func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Port) error) (Port, error) {
+	var p Port
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if p, err = getPort(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if err := fn(&p); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE ports SET name = ?, description = ?, mac_address = ?,
+			admin_state_up = ?, device_owner = ?, device_id = ?, port_security_enabled = ?, host_id = ?, iface = ?
+			WHERE id = ?`, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp), p.DeviceOwner, p.DeviceID,
+			b2i(p.PortSecurityEnabled), p.HostID, p.Interface, p.ID)
+		if err != nil {
+			return fmt.Errorf("update port %s: %w", id, constraintErr(err))
+		}
+		return nil
+	})
+	return p, err
+}
+
+// DeletePort deletes the port of project with, as upstream's port-delete
+// callback does, the tap services on it (and their flows) and the flows
+// whose source it is. It returns what the cascade removed.
+func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Deleted, error) {
+	var (
+		p Port
+		d Deleted
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if p, err = getPort(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if d.Services, err = refs(ctx, tx, `SELECT id, project_id FROM tap_services WHERE port_id = ?`, id); err != nil {
+			return err
+		}
+		if d.Flows, err = refs(ctx, tx, `SELECT f.id, f.project_id FROM tap_flows f
+			JOIN tap_services s ON s.id = f.tap_service_id
+			WHERE f.source_port = ?1 OR s.port_id = ?1`, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("delete port %s: %w", id, err)
+		}
+		return nil
+	})
+	return p, d, err
+}
+
+func refs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]Ref, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Ref
+	for rows.Next() {
+		var r Ref
+		if err := rows.Scan(&r.ID, &r.ProjectID); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+const serviceCols = `id, project_id, name, description, port_id, status, status_reason`
+
+func scanService(sc interface{ Scan(...any) error }) (TapService, error) {
+	var t TapService
+	err := sc.Scan(&t.ID, &t.ProjectID, &t.Name, &t.Description, &t.PortID, &t.Status, &t.StatusReason)
+	return t, err
+}
+
+// ListTapServices returns the tap services of project in creation order.
+func (s *Store) ListTapServices(ctx context.Context, project string) ([]TapService, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+serviceCols+` FROM tap_services
+		WHERE ?1 = '' OR project_id = ?1 ORDER BY seq`, project)
+	if err != nil {
+		return nil, fmt.Errorf("list tap services: %w", err)
+	}
+	defer rows.Close()
+	var out []TapService
+	for rows.Next() {
+		t, err := scanService(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tap services: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// GetTapService returns one tap service of project.
+func (s *Store) GetTapService(ctx context.Context, project, id string) (TapService, error) {
+	return getService(ctx, s.r, project, id)
+}
+
+func getService(ctx context.Context, q queryer, project, id string) (TapService, error) {
+	t, err := scanService(q.QueryRowContext(ctx, `SELECT `+serviceCols+` FROM tap_services
+		WHERE id = ?2 AND (?1 = '' OR project_id = ?1)`, project, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("get tap service %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// CreateTapService inserts t. With max > 0 it fails with ErrLimitReached
+// when max tap services exist already. A port deleted meanwhile is
+// ErrNotFound.
+func (s *Store) CreateTapService(ctx context.Context, t TapService, max int) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if max > 0 {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tap_services`).Scan(&n); err != nil {
+				return fmt.Errorf("count tap services: %w", err)
+			}
+			if n >= max {
+				return ErrLimitReached
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tap_services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, t.ProjectID, t.Name, t.Description, t.PortID, t.Status, t.StatusReason)
+		if err != nil {
+			return fmt.Errorf("insert tap service: %w", constraintErr(err))
+		}
+		return nil
+	})
+}
+
+// UpdateTapService reads the service, lets fn change it and writes name
+// and description back, in one transaction.
+func (s *Store) UpdateTapService(ctx context.Context, project, id string, fn func(*TapService) error) (TapService, error) {
+	var t TapService
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if t, err = getService(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if err := fn(&t); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET name = ?, description = ? WHERE id = ?`,
+			t.Name, t.Description, t.ID); err != nil {
+			return fmt.Errorf("update tap service %s: %w", id, err)
+		}
+		return nil
+	})
+	return t, err
+}
+
+// DeleteTapService deletes the service of project and its flows, which it
+// returns.
+func (s *Store) DeleteTapService(ctx context.Context, project, id string) (TapService, Deleted, error) {
+	var (
+		t TapService
+		d Deleted
+	)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if t, err = getService(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if d.Flows, err = refs(ctx, tx, `SELECT id, project_id FROM tap_flows WHERE tap_service_id = ?`, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tap_services WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("delete tap service %s: %w", id, err)
+		}
+		return nil
+	})
+	return t, d, err
+}
+
+const flowCols = `id, project_id, name, description, tap_service_id, source_port, direction, vlan_filter,
+	status, status_reason`
+
+func scanFlow(sc interface{ Scan(...any) error }) (TapFlow, error) {
+	var (
+		f  TapFlow
+		vf sql.NullString
+	)
+	err := sc.Scan(&f.ID, &f.ProjectID, &f.Name, &f.Description, &f.TapServiceID, &f.SourcePort, &f.Direction, &vf,
+		&f.Status, &f.StatusReason)
+	if vf.Valid {
+		f.VLANFilter = &vf.String
+	}
+	return f, err
+}
+
+// ListTapFlows returns the tap flows of project in creation order.
+func (s *Store) ListTapFlows(ctx context.Context, project string) ([]TapFlow, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+flowCols+` FROM tap_flows
+		WHERE ?1 = '' OR project_id = ?1 ORDER BY seq`, project)
+	if err != nil {
+		return nil, fmt.Errorf("list tap flows: %w", err)
+	}
+	defer rows.Close()
+	var out []TapFlow
+	for rows.Next() {
+		f, err := scanFlow(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tap flows: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// GetTapFlow returns one tap flow of project.
+func (s *Store) GetTapFlow(ctx context.Context, project, id string) (TapFlow, error) {
+	return getFlow(ctx, s.r, project, id)
+}
+
+func getFlow(ctx context.Context, q queryer, project, id string) (TapFlow, error) {
+	f, err := scanFlow(q.QueryRowContext(ctx, `SELECT `+flowCols+` FROM tap_flows
+		WHERE id = ?2 AND (?1 = '' OR project_id = ?1)`, project, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return f, ErrNotFound
+	}
+	if err != nil {
+		return f, fmt.Errorf("get tap flow %s: %w", id, err)
+	}
+	return f, nil
+}
+
+// CreateTapFlow inserts f. A service or source port deleted meanwhile is
+// ErrNotFound.
+func (s *Store) CreateTapFlow(ctx context.Context, f TapFlow) error {
+	var vf sql.NullString
+	if f.VLANFilter != nil {
+		vf = sql.NullString{String: *f.VLANFilter, Valid: true}
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO tap_flows (`+flowCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		f.ID, f.ProjectID, f.Name, f.Description, f.TapServiceID, f.SourcePort, f.Direction, vf, f.Status, f.StatusReason)
+	if err != nil {
+		return fmt.Errorf("insert tap flow: %w", constraintErr(err))
+	}
+	return nil
+}
+
+// UpdateTapFlow reads the flow, lets fn change it and writes name and
+// description back, in one transaction.
+func (s *Store) UpdateTapFlow(ctx context.Context, project, id string, fn func(*TapFlow) error) (TapFlow, error) {
+	var f TapFlow
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if f, err = getFlow(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if err := fn(&f); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tap_flows SET name = ?, description = ? WHERE id = ?`,
+			f.Name, f.Description, f.ID); err != nil {
+			return fmt.Errorf("update tap flow %s: %w", id, err)
+		}
+		return nil
+	})
+	return f, err
+}
+
+// DeleteTapFlow deletes the flow of project.
+func (s *Store) DeleteTapFlow(ctx context.Context, project, id string) (TapFlow, error) {
+	var f TapFlow
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if f, err = getFlow(ctx, tx, project, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tap_flows WHERE id = ?`, id); err != nil {
+			return fmt.Errorf("delete tap flow %s: %w", id, err)
+		}
+		return nil
+	})
+	return f, err
+}

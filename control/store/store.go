@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// Sentinels callers branch on. Every store error that is not one of these
+// is an internal failure.
+var (
+	// ErrNotFound: the row does not exist or is not visible to the project.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a uniqueness rule (a port's MAC on its network) forbids it.
+	ErrConflict = errors.New("conflict")
+	// ErrLimitReached: the configured cap on tap services is reached.
+	ErrLimitReached = errors.New("limit reached")
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the appliance's configuration database. It is safe for
+// concurrent use.
+type Store struct {
+	// w is the only connection that writes. SQLite serialises writers
+	// anyway; one connection with _txlock=immediate makes them queue in
+	// database/sql instead of spinning in the busy handler.
+	w *sql.DB
+	// r serves reads. In WAL mode readers never block the writer or each
+	// other, so a few connections let lists run in parallel (2 cores here).
+	r *sql.DB
+}
+
+// Open opens (creating if needed) the database at path and applies every
+// migration not yet recorded in schema_migrations.
+func Open(ctx context.Context, path string) (*Store, error) {
+	// synchronous=FULL: a commit is on disk before the API answers, so an
+	// acknowledged change survives kill -9 and power loss alike.
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_foreign_keys", "on")
+	q.Set("_synchronous", "FULL")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	s := &Store{w: w}
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	q.Set("_query_only", "1")
+	q.Del("_txlock")
+	r, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	s.r = r
+	return s, nil
+}
+
+// Close closes both pools.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// migrate applies migrations/NNNN_*.sql in order, each in its own
+// transaction, recording it in schema_migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		num, _, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return fmt.Errorf("migration %s: name is not NNNN_what.sql", base)
+		}
+		if err := s.applyMigration(ctx, version, name, base); err != nil {
+			return fmt.Errorf("migration %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, version int, path, base string) error {
+	body, err := migrations.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (?, ?)`, version, base); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Migrations lists the applied migrations by version, for tests and
+// `taasd check`.
+func (s *Store) Migrations(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// tx runs fn in one immediate (write) transaction.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback() //nolint:errcheck // the error from fn is the one to report
+		return err
+	}
+	return tx.Commit()
+}
+
+// constraintErr maps SQLite constraint failures to the sentinels: a
+// dangling reference is ErrNotFound (the parent went away meanwhile), a
+// duplicate is ErrConflict.
+func constraintErr(err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+		switch se.ExtendedCode {
+		case sqlite3.ErrConstraintForeignKey:
+			return fmt.Errorf("%w: %v", ErrNotFound, err)
+		case sqlite3.ErrConstraintUnique, sqlite3.ErrConstraintPrimaryKey:
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		}
+	}
+	return err
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

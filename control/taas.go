@@ -1,0 +1,331 @@
+package control
+
+import (
+	"context"
+	"errors"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// Tap services and tap flows: upstream's rules of §3 and §4 of taas-api.md.
+// Deletion is immediate (204) whatever the status: PENDING_DELETE is not
+// used, since the data plane drops a service or flow with the next plan.
+
+func serviceView(t store.TapService) item {
+	return item{"id": t.ID, "tenant_id": t.ProjectID, "project_id": t.ProjectID, "name": t.Name,
+		"description": t.Description, "port_id": t.PortID, "status": t.Status}
+}
+
+func flowView(f store.TapFlow) item {
+	var vf any
+	if f.VLANFilter != nil {
+		vf = *f.VLANFilter
+	}
+	return item{"id": f.ID, "tenant_id": f.ProjectID, "project_id": f.ProjectID, "name": f.Name,
+		"description": f.Description, "tap_service_id": f.TapServiceID, "source_port": f.SourcePort,
+		"direction": f.Direction, "status": f.Status, "vlan_filter": vf}
+}
+
+// noBody rejects a DELETE with a body, as upstream does.
+func noBody(c *fiber.Ctx) error {
+	if len(c.Body()) > 0 {
+		return badRequest("Request body is not supported in DELETE.")
+	}
+	return nil
+}
+
+func (s *Server) listTapServices(c *fiber.Ctx) error {
+	id := identity(c)
+	var items []item
+	if id.member() {
+		ts, err := s.st.ListTapServices(c.Context(), id.scope())
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			items = append(items, serviceView(t))
+		}
+	}
+	return renderList(c, tapServiceRes, items)
+}
+
+func (s *Server) showTapService(c *fiber.Ctx) error {
+	id := identity(c)
+	t, err := s.st.GetTapService(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) || err == nil && !id.member() {
+		return errTapServiceNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	return renderOne(c, fiber.StatusOK, tapServiceRes, serviceView(t))
+}
+
+// createTapServices creates one tap service, or several from a bulk body;
+// a bulk create that fails part-way deletes what it created (upstream's
+// emulated bulk), and announces nothing.
+func (s *Server) createTapServices(c *fiber.Ctx) error {
+	id := identity(c)
+	if !id.member() {
+		return errPolicy("create_tap_service")
+	}
+	ms, bulk, err := tapServiceRes.decodeBody(c.Body(), true, id)
+	if err != nil {
+		return err
+	}
+	var out []store.TapService
+	for _, m := range ms {
+		t, err := s.createTapService(c.Context(), id, m)
+		if err != nil {
+			for _, done := range out {
+				if _, _, derr := s.st.DeleteTapService(c.Context(), "", done.ID); derr != nil {
+					s.log.Error("undo bulk create", "tap_service_id", done.ID, "err", derr)
+				}
+			}
+			return err
+		}
+		out = append(out, t)
+	}
+	var evs []Event
+	var items []item
+	for _, t := range out {
+		evs = append(evs, Event{Resource: "tap_service", ID: t.ID, Action: "create", ProjectID: t.ProjectID})
+		items = append(items, serviceView(t))
+	}
+	s.afterChange(evs...)
+	if bulk {
+		return renderJSON(c, fiber.StatusCreated, map[string]any{tapServiceRes.plural: items})
+	}
+	return renderOne(c, fiber.StatusCreated, tapServiceRes, items[0])
+}
+
+func (s *Server) createTapService(ctx context.Context, id Identity, m map[string]any) (store.TapService, error) {
+	portID := canonicalUUID(getStr(m, "port_id"))
+	port, err := s.st.GetPort(ctx, id.scope(), portID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.TapService{}, errPortNotFound(getStr(m, "port_id"))
+	}
+	if err != nil {
+		return store.TapService{}, err
+	}
+	project := getStr(m, "project_id")
+	if port.ProjectID != project {
+		return store.TapService{}, forbidden("PortDoesNotBelongToTenant", "The specified port does not belong to the tenant")
+	}
+	t := store.TapService{ID: newID(), ProjectID: project, Name: getStr(m, "name"),
+		Description: getStr(m, "description"), PortID: portID, Status: "DOWN"}
+	switch err := s.st.CreateTapService(ctx, t, s.cfg.MaxTapServices); {
+	case errors.Is(err, store.ErrLimitReached):
+		return t, conflict("TapServiceLimitReached", "Reached the maximum quota for Tap Services")
+	case errors.Is(err, store.ErrNotFound):
+		return t, errPortNotFound(portID)
+	case err != nil:
+		return t, err
+	}
+	return t, nil
+}
+
+func (s *Server) updateTapService(c *fiber.Ctx) error {
+	id := identity(c)
+	ms, _, err := tapServiceRes.decodeBody(c.Body(), false, id)
+	if err != nil {
+		return err
+	}
+	if !id.member() {
+		return errTapServiceNotFound(c.Params("id"))
+	}
+	m := ms[0]
+	t, err := s.st.UpdateTapService(c.Context(), id.scope(), c.Params("id"), func(t *store.TapService) error {
+		if v, ok := m["name"]; ok {
+			t.Name = v.(string)
+		}
+		if v, ok := m["description"]; ok {
+			t.Description = v.(string)
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return errTapServiceNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	s.afterChange(Event{Resource: "tap_service", ID: t.ID, Action: "update", ProjectID: t.ProjectID})
+	return renderOne(c, fiber.StatusOK, tapServiceRes, serviceView(t))
+}
+
+func (s *Server) deleteTapService(c *fiber.Ctx) error {
+	if err := noBody(c); err != nil {
+		return err
+	}
+	id := identity(c)
+	if !id.member() {
+		return errTapServiceNotFound(c.Params("id"))
+	}
+	t, d, err := s.st.DeleteTapService(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return errTapServiceNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	evs := flowDeleted(d.Flows)
+	s.afterChange(append(evs, Event{Resource: "tap_service", ID: t.ID, Action: "delete", ProjectID: t.ProjectID})...)
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func flowDeleted(refs []store.Ref) []Event {
+	var evs []Event
+	for _, r := range refs {
+		evs = append(evs, Event{Resource: "tap_flow", ID: r.ID, Action: "delete", ProjectID: r.ProjectID})
+	}
+	return evs
+}
+
+func (s *Server) listTapFlows(c *fiber.Ctx) error {
+	id := identity(c)
+	var items []item
+	if id.member() {
+		fs, err := s.st.ListTapFlows(c.Context(), id.scope())
+		if err != nil {
+			return err
+		}
+		items = make([]item, 0, len(fs))
+		for _, f := range fs {
+			items = append(items, flowView(f))
+		}
+	}
+	return renderList(c, tapFlowRes, items)
+}
+
+func (s *Server) showTapFlow(c *fiber.Ctx) error {
+	id := identity(c)
+	f, err := s.st.GetTapFlow(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) || err == nil && !id.member() {
+		return errTapFlowNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	return renderOne(c, fiber.StatusOK, tapFlowRes, flowView(f))
+}
+
+func (s *Server) createTapFlows(c *fiber.Ctx) error {
+	id := identity(c)
+	if !id.member() {
+		return errPolicy("create_tap_flow")
+	}
+	ms, bulk, err := tapFlowRes.decodeBody(c.Body(), true, id)
+	if err != nil {
+		return err
+	}
+	var out []store.TapFlow
+	for _, m := range ms {
+		f, err := s.createTapFlow(c.Context(), id, m)
+		if err != nil {
+			for _, done := range out {
+				if _, derr := s.st.DeleteTapFlow(c.Context(), "", done.ID); derr != nil {
+					s.log.Error("undo bulk create", "tap_flow_id", done.ID, "err", derr)
+				}
+			}
+			return err
+		}
+		out = append(out, f)
+	}
+	var evs []Event
+	var items []item
+	for _, f := range out {
+		evs = append(evs, Event{Resource: "tap_flow", ID: f.ID, Action: "create", ProjectID: f.ProjectID})
+		items = append(items, flowView(f))
+	}
+	s.afterChange(evs...)
+	if bulk {
+		return renderJSON(c, fiber.StatusCreated, map[string]any{tapFlowRes.plural: items})
+	}
+	return renderOne(c, fiber.StatusCreated, tapFlowRes, items[0])
+}
+
+func (s *Server) createTapFlow(ctx context.Context, id Identity, m map[string]any) (store.TapFlow, error) {
+	svcID := canonicalUUID(getStr(m, "tap_service_id"))
+	svc, err := s.st.GetTapService(ctx, id.scope(), svcID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.TapFlow{}, errTapServiceNotFound(getStr(m, "tap_service_id"))
+	}
+	if err != nil {
+		return store.TapFlow{}, err
+	}
+	project := getStr(m, "project_id")
+	if svc.ProjectID != project {
+		return store.TapFlow{}, forbidden("TapServiceNotBelongToTenant", "Specified Tap Service does not belong to the tenant")
+	}
+	// Upstream's plugin leaves the source port unchecked; its reference
+	// driver answers 404 for a port the caller cannot see, and so do we.
+	srcID := canonicalUUID(getStr(m, "source_port"))
+	if _, err := s.st.GetPort(ctx, id.scope(), srcID); errors.Is(err, store.ErrNotFound) {
+		return store.TapFlow{}, errPortNotFound(getStr(m, "source_port"))
+	} else if err != nil {
+		return store.TapFlow{}, err
+	}
+	f := store.TapFlow{ID: newID(), ProjectID: project, Name: getStr(m, "name"), Description: getStr(m, "description"),
+		TapServiceID: svcID, SourcePort: srcID, Direction: getStr(m, "direction"), Status: "DOWN"}
+	if vf, ok := m["vlan_filter"].(string); ok {
+		f.VLANFilter = &vf
+	}
+	if err := s.st.CreateTapFlow(ctx, f); errors.Is(err, store.ErrNotFound) {
+		// The service or the port went away since we looked.
+		return f, errTapServiceNotFound(svcID)
+	} else if err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+func (s *Server) updateTapFlow(c *fiber.Ctx) error {
+	id := identity(c)
+	ms, _, err := tapFlowRes.decodeBody(c.Body(), false, id)
+	if err != nil {
+		return err
+	}
+	if !id.member() {
+		return errTapFlowNotFound(c.Params("id"))
+	}
+	m := ms[0]
+	f, err := s.st.UpdateTapFlow(c.Context(), id.scope(), c.Params("id"), func(f *store.TapFlow) error {
+		if v, ok := m["name"]; ok {
+			f.Name = v.(string)
+		}
+		if v, ok := m["description"]; ok {
+			f.Description = v.(string)
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return errTapFlowNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	s.afterChange(Event{Resource: "tap_flow", ID: f.ID, Action: "update", ProjectID: f.ProjectID})
+	return renderOne(c, fiber.StatusOK, tapFlowRes, flowView(f))
+}
+
+func (s *Server) deleteTapFlow(c *fiber.Ctx) error {
+	if err := noBody(c); err != nil {
+		return err
+	}
+	id := identity(c)
+	if !id.member() {
+		return errTapFlowNotFound(c.Params("id"))
+	}
+	f, err := s.st.DeleteTapFlow(c.Context(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return errTapFlowNotFound(c.Params("id"))
+	}
+	if err != nil {
+		return err
+	}
+	s.afterChange(Event{Resource: "tap_flow", ID: f.ID, Action: "delete", ProjectID: f.ProjectID})
+	return c.SendStatus(fiber.StatusNoContent)
+}

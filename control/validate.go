@@ -1,0 +1,282 @@
+package control
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"regexp"
+	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// The validators mirror neutron-lib's: each returns the "Reason" of
+// "Invalid input for <attr>. Reason: <reason>." or "" when v is valid. v is
+// a value as decodeJSON produced it (string, json.Number, bool, nil,
+// []any, map[string]any). The texts are upstream's.
+
+// pyStr formats v as Python's "%s" would, since upstream's messages embed
+// the rejected value that way ('None', 'True', "['a']").
+func pyStr(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "None"
+	case string:
+		return x
+	case bool:
+		if x {
+			return "True"
+		}
+		return "False"
+	case json.Number:
+		return x.String()
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = pyRepr(e)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = pyRepr(k) + ": " + pyRepr(x[k])
+		}
+		return "{" + strings.Join(parts, ", ") + "}"
+	}
+	return fmt.Sprint(v)
+}
+
+func pyRepr(v any) string {
+	if s, ok := v.(string); ok {
+		return "'" + s + "'"
+	}
+	return pyStr(v)
+}
+
+// validString is type:string with an optional maximum length in
+// characters (0: none).
+func validString(v any, max int) string {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Sprintf("'%s' is not a valid string", pyStr(v))
+	}
+	if max > 0 && utf8.RuneCountInString(s) > max {
+		return fmt.Sprintf("'%s' exceeds maximum length of %d", s, max)
+	}
+	return ""
+}
+
+// validNameString is neutron-lib >= 4.0's type:name_string: a string of
+// printable characters from the Basic Multilingual Plane that neither
+// starts nor ends with a space. Python's `$` lets one final "\n" through;
+// so does this.
+func validNameString(v any, max int) string {
+	if r := validString(v, max); r != "" {
+		return r
+	}
+	s := v.(string)
+	if !isNameString(s) {
+		return fmt.Sprintf("'%s' is not a valid string", s)
+	}
+	return ""
+}
+
+func isNameString(s string) bool {
+	s = strings.TrimSuffix(s, "\n")
+	if s == "" {
+		return true
+	}
+	if !utf8.ValidString(s) || strings.HasPrefix(s, " ") || strings.HasSuffix(s, " ") {
+		return false
+	}
+	for _, r := range s {
+		if r > 0xFFFF {
+			return false
+		}
+		// Printable: any assigned letter, mark, number, punctuation or
+		// symbol, and the plain space; not controls, formats, private
+		// use, surrogates, unassigned code points or other separators.
+		if r != ' ' && !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) {
+			return false
+		}
+	}
+	return true
+}
+
+// vlanFilterRe is upstream's RANGE_REGEX. Go's `$` matches only at the end,
+// so unlike Python's re.match no trailing newline slips through: the data
+// plane parses the stored string and must never see one.
+var vlanFilterRe = regexp.MustCompile(`^([0-9]+(-[0-9]+)?)(,([0-9]+(-[0-9]+)?))*$`)
+
+// validVLANFilter is type:regex_or_none with RANGE_REGEX, plus the DB
+// length limit (1024) as a 400 instead of upstream's DB error.
+func validVLANFilter(v any) string {
+	if v == nil {
+		return ""
+	}
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Sprintf("'%s' is not a valid input", pyStr(v))
+	}
+	if utf8.RuneCountInString(s) > 1024 {
+		return fmt.Sprintf("'%s' exceeds maximum length of 1024", s)
+	}
+	if !vlanFilterRe.MatchString(s) {
+		return fmt.Sprintf("'%s' is not a valid input", s)
+	}
+	return ""
+}
+
+// validUUID is type:uuid, which accepts what oslo's is_uuid_like accepts:
+// 32 hex digits in any case, with dashes anywhere, optional braces and
+// "urn:"/"uuid:" prefixes.
+func validUUID(v any) string {
+	s, ok := v.(string)
+	if !ok || canonicalUUID(s) == "" {
+		return fmt.Sprintf("'%s' is not a valid UUID", pyStr(v))
+	}
+	return ""
+}
+
+// canonicalUUID returns s in the canonical lowercase 8-4-4-4-12 form, or ""
+// when s is not uuid-like. References are stored canonical so lookups and
+// cascades match however the client spelled them.
+func canonicalUUID(s string) string {
+	s = strings.ReplaceAll(s, "urn:", "")
+	s = strings.ReplaceAll(s, "uuid:", "")
+	s = strings.Trim(s, "{}")
+	s = strings.ToLower(strings.ReplaceAll(s, "-", ""))
+	if len(s) != 32 {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return ""
+		}
+	}
+	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+}
+
+// validValues is type:values.
+func validValues(v any, values ...string) string {
+	if s, ok := v.(string); ok {
+		for _, x := range values {
+			if s == x {
+				return ""
+			}
+		}
+	}
+	return fmt.Sprintf("%s is not in valid_values", pyStr(v))
+}
+
+// validMAC is type:mac_address: any form net.ParseMAC reads as 6 bytes,
+// except all-zero and broadcast (neutron-lib's INVALID_MAC_ADDRESSES).
+func validMAC(v any) string {
+	if normalMAC(v) == "" {
+		return fmt.Sprintf("'%s' is not a valid MAC address", pyStr(v))
+	}
+	return ""
+}
+
+// normalMAC returns v as lowercase xx:xx:xx:xx:xx:xx, or "" if invalid.
+func normalMAC(v any) string {
+	s, ok := v.(string)
+	if !ok || strings.TrimSpace(s) != s {
+		return ""
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return ""
+	}
+	m := hw.String()
+	if m == "00:00:00:00:00:00" || m == "ff:ff:ff:ff:ff:ff" {
+		return ""
+	}
+	return m
+}
+
+// generateMAC returns a random MAC with Neutron's default base_mac prefix
+// fa:16:3e.
+func generateMAC() string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// validNetdev says whether s is a name Linux accepts for a network device
+// (dev_valid_name): 1-15 bytes, not "." or "..", no '/', ':' or whitespace.
+func validNetdev(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '/', c == ':', c == 0, c == ' ', c >= '\t' && c <= '\r':
+			return false
+		}
+	}
+	return true
+}
+
+// validBindingProfile is binding:profile: a dict (null is {}) whose only
+// key is "interface", a netdev name.
+func validBindingProfile(v any) string {
+	if v == nil {
+		return ""
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Sprintf("'%s' is not a dictionary", pyStr(v))
+	}
+	var extra []string
+	for k := range m {
+		if k != "interface" {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return "Unexpected keys supplied: " + strings.Join(extra, ", ")
+	}
+	if iface, ok := m["interface"]; ok {
+		s, isStr := iface.(string)
+		if !isStr || !validNetdev(s) {
+			return fmt.Sprintf("'%s' is not a valid network interface name", pyStr(iface))
+		}
+	}
+	return ""
+}
+
+// toBool is converters.convert_to_boolean: booleans, 0/1 and the strings
+// true/false/1/0 in any case.
+func toBool(v any) (bool, bool) {
+	switch x := v.(type) {
+	case bool:
+		return x, true
+	case json.Number:
+		switch x.String() {
+		case "0":
+			return false, true
+		case "1":
+			return true, true
+		}
+	case string:
+		switch strings.ToLower(x) {
+		case "true", "1":
+			return true, true
+		case "false", "0":
+			return false, true
+		}
+	}
+	return false, false
+}
