@@ -98,6 +98,7 @@ func TestConfigValidate(t *testing.T) {
 		{"frame size 1024", Config{FrameSize: 1024}, "FrameSize"},
 		{"ring not power of two", Config{RxSize: 1000}, "powers of two"},
 		{"negative ring", Config{TxSize: -4}, "powers of two"},
+		{"huge ring", Config{FillSize: 1 << 21}, "powers of two"},
 		{"negative frames", Config{NumFrames: -1}, "NumFrames"},
 		{"headroom too big", Config{Headroom: 1800}, "Headroom"},
 		{"budget below -1", Config{TxBudget: -2}, "TxBudget"},
@@ -346,4 +347,29 @@ func BenchmarkRingBatch(b *testing.B) {
 		forwardBatch(s, rxd, txd, frames)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+}
+
+// FuzzConfig checks that Validate accepts only configurations Open can
+// build: powers of two, a frame that holds the copy-mode headroom, and no
+// panic on any input.
+func FuzzConfig(f *testing.F) {
+	f.Add(0, 0, 0, 0, 0, 0, 0, 0, false, false)
+	f.Add(4096, 4096, 128, 64, 64, 64, 64, 256, true, false)
+	f.Add(-1, 3000, 2000, 3, 0, 0, 1<<31, -2, true, true)
+	f.Fuzz(func(t *testing.T, frames, size, head, fill, comp, rx, tx, budget int, rxOnly, txOnly bool) {
+		c := Config{NumFrames: frames, FrameSize: size, Headroom: head, FillSize: fill, CompletionSize: comp,
+			RxSize: rx, TxSize: tx, TxBudget: budget, RxOnly: rxOnly, TxOnly: txOnly}
+		if c.Validate() != nil {
+			return
+		}
+		c.setDefaults()
+		pow2 := func(v int) bool { return v > 0 && v&(v-1) == 0 }
+		if c.NumFrames <= 0 || c.TxSize > maxRingSize || !pow2(c.FrameSize) || !pow2(c.FillSize) || !pow2(c.CompletionSize) ||
+			!pow2(c.RxSize) || !pow2(c.TxSize) || c.TxBudget > c.TxSize || (c.RxOnly && c.TxOnly) {
+			t.Fatalf("Validate accepted %+v", c)
+		}
+		if room := c.FrameSize - xdpPacketHeadroom - c.Headroom; room < 64 {
+			t.Fatalf("Validate accepted %+v: %d bytes of room per frame", c, room)
+		}
+	})
 }

@@ -19,6 +19,9 @@ const (
 	// kernelTxBatch is what copy-mode TX sends per sendto(2) when
 	// XDP_MAX_TX_SKB_BUDGET is not set (TX_BATCH_SIZE in net/xdp/xsk.c).
 	kernelTxBatch = 32
+	// maxRingSize bounds ring sizes far above any use (the rings are
+	// mapped and locked memory).
+	maxRingSize = 1 << 20
 	// xdpPacketHeadroom is what copy mode puts before each received frame.
 	xdpPacketHeadroom = unix.XDP_PACKET_HEADROOM
 )
@@ -72,7 +75,7 @@ func (c *Config) setDefaults() {
 // Validate reports the first field of c (after defaults) that is out of range.
 func (c Config) Validate() error {
 	c.setDefaults()
-	pow2 := func(v int) bool { return v > 0 && v&(v-1) == 0 }
+	pow2 := func(v int) bool { return v > 0 && v <= maxRingSize && v&(v-1) == 0 }
 	switch {
 	case c.NumFrames < 0 || c.NumFrames > 1<<22:
 		return fmt.Errorf("xsk config: NumFrames %d out of range 1..%d", c.NumFrames, 1<<22)
@@ -81,8 +84,8 @@ func (c Config) Validate() error {
 	case c.Headroom < 0 || c.Headroom > c.FrameSize-xdpPacketHeadroom-64:
 		return fmt.Errorf("xsk config: Headroom %d leaves no room in a %d-byte frame", c.Headroom, c.FrameSize)
 	case !pow2(c.FillSize), !pow2(c.CompletionSize), !pow2(c.RxSize), !pow2(c.TxSize):
-		return fmt.Errorf("xsk config: ring sizes %d/%d/%d/%d (fill/completion/rx/tx) must be powers of two",
-			c.FillSize, c.CompletionSize, c.RxSize, c.TxSize)
+		return fmt.Errorf("xsk config: ring sizes %d/%d/%d/%d (fill/completion/rx/tx) must be powers of two up to %d",
+			c.FillSize, c.CompletionSize, c.RxSize, c.TxSize, maxRingSize)
 	case c.TxBudget < -1:
 		return fmt.Errorf("xsk config: TxBudget %d must be -1, 0 or positive", c.TxBudget)
 	case c.RxOnly && c.TxOnly:
