@@ -67,6 +67,37 @@ func (s *VLANSet) Len() int {
 	return n
 }
 
+// hintWords is the number of 64-bit words of the MAC hint bitmap of one
+// direction; keep equal to HINT_WORDS in xdp.c.
+const hintWords = 1024
+
+// macHints are the prefilter bitmaps in front of the macs map: the bit
+// macHint(mac) of the first half is set for every MAC wanted as a source,
+// of the second half for every MAC wanted as a destination.
+type macHints [2 * hintWords]uint64
+
+// macHint is a 16-bit multiplicative hash of a MAC; keep equal to mac_hint
+// in xdp.c.
+func macHint(a [6]byte) uint32 {
+	x := uint64(a[0]) | uint64(a[1])<<8 | uint64(a[2])<<16 | uint64(a[3])<<24 | uint64(a[4])<<32 | uint64(a[5])<<40
+	return uint32((x * 0x9E3779B97F4A7C15) >> 48)
+}
+
+// hintsOf returns the hint bitmaps of a set of MAC wants.
+func hintsOf(macs map[[6]byte]Want) *macHints {
+	h := new(macHints)
+	for mac, w := range macs {
+		bit := macHint(mac)
+		if w&WantSrc != 0 {
+			h[bit>>6] |= 1 << (bit & 63)
+		}
+		if w&WantDst != 0 {
+			h[hintWords+bit>>6] |= 1 << (bit & 63)
+		}
+	}
+	return h
+}
+
 // allVLANs is the bitmap of a nil Filter.VLANs.
 var allVLANs = func() (s VLANSet) {
 	for i := range s {
@@ -80,9 +111,10 @@ var allVLANs = func() (s VLANSet) {
 // never stops traffic that it does not touch (DESIGN.md).
 //
 // It runs in two phases. Widen: every map entry becomes old|new (new MAC
-// entries are inserted, wants OR-ed, multicast set if either wants it, VLAN
-// words OR-ed). Narrow: every entry becomes new (wants replaced, removed MACs
-// deleted, multicast and VLAN words set to the new values). After each single
+// entries are inserted, wants OR-ed, then their hint bits set, multicast set
+// if either wants it, VLAN words OR-ed). Narrow: every entry becomes new
+// (wants replaced, removed MACs deleted, then hint words, multicast and VLAN
+// words set to the new values). After each single
 // map write the filter keeps at least what old∩new keeps. A hash map update
 // swaps a whole element under RCU, so a reader sees the old or the new Want,
 // never a mix. An array update is a plain copy that a reader on another CPU
@@ -115,6 +147,14 @@ func (c *Capture) setFilterLocked(f Filter) error {
 			}
 		}
 	}
+	hints := hintsOf(f.MACs)
+	for i := range hints {
+		if w := c.hints[i] | hints[i]; w != c.hints[i] {
+			if err := c.putHintWord(i, w); err != nil {
+				return err
+			}
+		}
+	}
 	if f.Multicast && !c.multicast {
 		if err := c.putMulticast(true); err != nil {
 			return err
@@ -143,6 +183,13 @@ func (c *Capture) setFilterLocked(f Filter) error {
 			}
 		}
 	}
+	for i := range hints {
+		if hints[i] != c.hints[i] {
+			if err := c.putHintWord(i, hints[i]); err != nil {
+				return err
+			}
+		}
+	}
 	if !f.Multicast && c.multicast {
 		if err := c.putMulticast(false); err != nil {
 			return err
@@ -160,7 +207,7 @@ func (c *Capture) setFilterLocked(f Filter) error {
 
 func macKey(mac [6]byte) xdpMacKey { return xdpMacKey{Addr: mac} }
 
-// putMAC, putMulticast and putVLANWord write one map entry and record it in
+// putMAC, putHintWord, putMulticast and putVLANWord write one map entry and record it in
 // c, so that after an error c still says what the kernel holds.
 func (c *Capture) putMAC(mac [6]byte, w Want) error {
 	if err := c.objs.Macs.Update(macKey(mac), uint32(w), ebpf.UpdateAny); err != nil {
@@ -180,6 +227,15 @@ func (c *Capture) putMulticast(on bool) error {
 		return fmt.Errorf("set xdp filter: multicast: %w", err)
 	}
 	c.multicast = on
+	c.wrote()
+	return nil
+}
+
+func (c *Capture) putHintWord(i int, w uint64) error {
+	if err := c.objs.Hints.Update(uint32(i), w, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set xdp filter: mac hint word %d: %w", i, err)
+	}
+	c.hints[i] = w
 	c.wrote()
 	return nil
 }

@@ -129,6 +129,16 @@ func checkMaps(t *testing.T, step string, c *Capture, m *model) {
 			t.Errorf("%s: vlans[%d] = %#x, want %#x", step, i, word, m.vlans[i])
 		}
 	}
+	hints := hintsOf(m.macs)
+	for i := range hints {
+		var word uint64
+		if err := c.objs.Hints.Lookup(uint32(i), &word); err != nil {
+			t.Fatal(err)
+		}
+		if word != hints[i] {
+			t.Errorf("%s: hints[%d] = %#x, want %#x", step, i, word, hints[i])
+		}
+	}
 	var mc uint32
 	if err := c.objs.Settings.Lookup(settingMulticast, &mc); err != nil {
 		t.Fatal(err)
@@ -174,4 +184,23 @@ func TestSetFilterFull(t *testing.T) {
 	if err := c.objs.Macs.Lookup(xdpMacKey{Addr: [6]byte{2, 1, 0, 0, 0, 0}}, &w); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("lookup of a removed MAC: %v, want ErrKeyNotExist", err)
 	}
+}
+
+// TestHintCollision checks the prefilter's false positives: a MAC whose
+// hint bit is set by a wanted MAC must still be unmatched by the exact
+// lookup, and a MAC wanted only as a destination must not pass as a source.
+func TestHintCollision(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	var twin [6]byte
+	for i := 0; ; i++ {
+		twin = [6]byte{0x02, 0x99, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+		if macHint(twin) == macHint(macA) {
+			break
+		}
+	}
+	c, m := loadFiltered(t, Config{Unmatched: Drop}, standardFilter())
+	checkFrame(t, c, m, frame(t, macOther, macA, nil, 46, 0), xdpRedirect, outRedirected)
+	checkFrame(t, c, m, frame(t, macOther, twin, nil, 46, 0), xdpDrop, outUnmatched)
+	checkFrame(t, c, m, frame(t, macOther, macB, nil, 46, 0), xdpDrop, outUnmatched)
+	checkFrame(t, c, m, frame(t, twin, macOther, nil, 46, 0), xdpDrop, outUnmatched)
 }

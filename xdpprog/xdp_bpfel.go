@@ -37,6 +37,7 @@ type xdpMacKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpMapHints       = "hints"
 	xdpMapMacs        = "macs"
 	xdpMapSettings    = "settings"
 	xdpMapStats       = "stats"
@@ -94,6 +95,7 @@ type xdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
+	Hints    *ebpf.MapSpec `ebpf:"hints"`
 	Macs     *ebpf.MapSpec `ebpf:"macs"`
 	Settings *ebpf.MapSpec `ebpf:"settings"`
 	Stats    *ebpf.MapSpec `ebpf:"stats"`
@@ -127,6 +129,7 @@ func (o *xdpObjects) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
+	Hints    *ebpf.Map `ebpf:"hints"`
 	Macs     *ebpf.Map `ebpf:"macs"`
 	Settings *ebpf.Map `ebpf:"settings"`
 	Stats    *ebpf.Map `ebpf:"stats"`
@@ -136,6 +139,7 @@ type xdpMaps struct {
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
+		m.Hints,
 		m.Macs,
 		m.Settings,
 		m.Stats,

@@ -169,6 +169,7 @@ type Capture struct {
 	// What the kernel maps hold now, so SetFilter writes only differences.
 	macs      map[[6]byte]Want
 	multicast bool
+	hints     macHints
 	vlans     VLANSet
 	percpu    []xdpCounters // scratch for Counters
 	closed    bool
