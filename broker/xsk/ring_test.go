@@ -268,3 +268,34 @@ func FuzzRing(f *testing.F) {
 		}
 	})
 }
+
+func TestFixOffsets(t *testing.T) {
+	v2 := unix.XDPMmapOffsets{Rx: unix.XDPRingOffset{Producer: 0, Consumer: 64, Desc: 192, Flags: 128}}
+	got := v2
+	if err := fixOffsets(&got, unsafe.Sizeof(got)); err != nil || got != v2 {
+		t.Errorf("fixOffsets(v2) = %+v, %v; want it unchanged", got, err)
+	}
+
+	// A v1 kernel packs {producer, consumer, desc} x 4 and has no flags:
+	// libxdp puts the flags right after the consumer index.
+	var v1 unix.XDPMmapOffsets
+	raw := (*[16]uint64)(unsafe.Pointer(&v1))
+	for i := 0; i < 12; i++ {
+		raw[i] = uint64(1000*(i/3) + 8*(i%3))
+	}
+	if err := fixOffsets(&v1, 96); err != nil {
+		t.Fatal(err)
+	}
+	want := unix.XDPMmapOffsets{
+		Rx: unix.XDPRingOffset{Producer: 0, Consumer: 8, Desc: 16, Flags: 12},
+		Tx: unix.XDPRingOffset{Producer: 1000, Consumer: 1008, Desc: 1016, Flags: 1012},
+		Fr: unix.XDPRingOffset{Producer: 2000, Consumer: 2008, Desc: 2016, Flags: 2012},
+		Cr: unix.XDPRingOffset{Producer: 3000, Consumer: 3008, Desc: 3016, Flags: 3012},
+	}
+	if v1 != want {
+		t.Errorf("fixOffsets(v1) = %+v, want %+v", v1, want)
+	}
+	if err := fixOffsets(&v1, 40); err == nil {
+		t.Error("fixOffsets(40 bytes) = nil, want an error")
+	}
+}

@@ -302,19 +302,29 @@ func mmapOffsets(fd int) (unix.XDPMmapOffsets, error) {
 	if err != nil {
 		return off, fmt.Errorf("get mmap offsets: %w", err)
 	}
+	if err := fixOffsets(&off, n); err != nil {
+		return off, fmt.Errorf("get mmap offsets: %w", err)
+	}
+	return off, nil
+}
+
+// fixOffsets turns what the kernel wrote into off (n bytes) into the v2
+// layout: a v1 answer is four {producer, consumer, desc} triples packed at
+// the start of off.
+func fixOffsets(off *unix.XDPMmapOffsets, n uintptr) error {
 	const v1 = 4 * 3 * 8
 	switch n {
-	case unsafe.Sizeof(off):
+	case unsafe.Sizeof(*off):
 	case v1:
-		o1 := *(*[4][3]uint64)(unsafe.Pointer(&off))
+		o1 := *(*[4][3]uint64)(unsafe.Pointer(off))
 		for i, r := range []*unix.XDPRingOffset{&off.Rx, &off.Tx, &off.Fr, &off.Cr} {
 			r.Producer, r.Consumer, r.Desc = o1[i][0], o1[i][1], o1[i][2]
 			r.Flags = r.Consumer + 4
 		}
 	default:
-		return off, fmt.Errorf("get mmap offsets: unexpected size %d", n)
+		return fmt.Errorf("unexpected size %d", n)
 	}
-	return off, nil
+	return nil
 }
 
 func setsockopt(fd, opt int, p unsafe.Pointer, n uintptr) error {
