@@ -1,0 +1,196 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/broker"
+)
+
+// recordingDataPlane is a test double of DataPlane: it records the plans it
+// is given and reports what the test decides. A double, not the real
+// broker: the broker needs root, AF_XDP and veths, and the broker engineer
+// tests it end to end; here we test what control hands it and writes back.
+type recordingDataPlane struct {
+	mu    sync.Mutex
+	plans []*broker.Plan
+	// ifaceUp decides a status: services and flows whose Iface is listed
+	// here are ACTIVE, others DOWN "link down".
+	ifaceUp map[string]bool
+	err     error
+	stats   broker.Stats
+	links   chan struct{}
+}
+
+func newRecorder() *recordingDataPlane {
+	return &recordingDataPlane{ifaceUp: map[string]bool{}, links: make(chan struct{}, 1)}
+}
+
+func (d *recordingDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Report, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.plans = append(d.plans, p)
+	if d.err != nil {
+		return broker.Report{}, d.err
+	}
+	r := broker.Report{Version: p.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	status := func(iface string) broker.Status {
+		if d.ifaceUp[iface] {
+			return broker.Status{State: broker.StateActive}
+		}
+		return broker.Status{State: broker.StateDown, Reason: "link down"}
+	}
+	for _, s := range p.Services {
+		r.Services[s.ID] = status(s.Iface)
+	}
+	for _, f := range p.Flows {
+		r.Flows[f.ID] = status(f.Iface)
+	}
+	return r, nil
+}
+
+func (d *recordingDataPlane) Stats() broker.Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+func (d *recordingDataPlane) LinkEvents() <-chan struct{} { return d.links }
+
+func (d *recordingDataPlane) set(fn func(d *recordingDataPlane)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fn(d)
+}
+
+func (d *recordingDataPlane) last() *broker.Plan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.plans[len(d.plans)-1]
+}
+
+func (d *recordingDataPlane) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.plans)
+}
+
+func TestReconcilerPlanAndStatus(t *testing.T) {
+	dp := newRecorder()
+	dp.ifaceUp["mon0"] = true
+	dp.ifaceUp["veth0"] = true
+	ts := startServer(t, Config{DataPlane: dp})
+	ctx := context.Background()
+	src := ts.createPort("src", "veth0", "fa:16:3e:aa:bb:cc")
+	unbound := ts.createPort("unbound", "", "fa:16:3e:00:00:02")
+	mon := ts.createPort("mon", "mon0", "")
+	svc := ts.createService("s", mon)
+	fIn := ts.createFlow("in", svc, src, "IN", "10-20,30")
+	fBoth := ts.createFlow("both", svc, unbound, "BOTH", nil)
+	if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := dp.last()
+	if len(p.Services) != 1 || p.Services[0] != (broker.Service{ID: svc, Iface: "mon0"}) {
+		t.Errorf("plan services = %+v", p.Services)
+	}
+	want := map[string]broker.Flow{
+		fIn: {ID: fIn, ServiceID: svc, SourcePortID: src, Iface: "veth0", MAC: [6]byte{0xfa, 0x16, 0x3e, 0xaa, 0xbb, 0xcc},
+			Direction: broker.DirIn, VLANFilter: "10-20,30"},
+		fBoth: {ID: fBoth, ServiceID: svc, SourcePortID: unbound, Iface: "", MAC: [6]byte{0xfa, 0x16, 0x3e, 0, 0, 2},
+			Direction: broker.DirBoth},
+	}
+	if len(p.Flows) != 2 {
+		t.Fatalf("plan flows = %+v, want 2", p.Flows)
+	}
+	for _, f := range p.Flows {
+		if f != want[f.ID] {
+			t.Errorf("plan flow = %+v, want %+v", f, want[f.ID])
+		}
+	}
+	if s := ts.must(200, "GET", "/v2.0/taas/tap_services/"+svc, "", "tap_service"); s["status"] != "ACTIVE" {
+		t.Errorf("service status = %v, want ACTIVE", s["status"])
+	}
+	if f := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+fIn, "", "tap_flow"); f["status"] != "ACTIVE" {
+		t.Errorf("flow in status = %v, want ACTIVE", f["status"])
+	}
+	if f := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+fBoth, "", "tap_flow"); f["status"] != "DOWN" {
+		t.Errorf("unbound flow status = %v, want DOWN", f["status"])
+	}
+	// The reason is in the stats extension, not on the resource.
+	st := ts.must(200, "GET", "/v2.0/taas/stats", "", "taas_stats")
+	for _, e := range st["tap_flows"].([]any) {
+		m := e.(map[string]any)
+		if m["id"] == fBoth && (m["status"] != "DOWN" || m["status_reason"] != "link down") {
+			t.Errorf("stats of unbound flow = %v, want DOWN link down", m)
+		}
+	}
+
+	// Link goes down: a LinkEvents value alone brings the status to DOWN.
+	before := dp.count()
+	dp.set(func(d *recordingDataPlane) { d.ifaceUp["mon0"] = false })
+	dp.links <- struct{}{}
+	waitFor(t, "service DOWN after link event", func() bool {
+		return dp.count() > before && ts.must(200, "GET", "/v2.0/taas/tap_services/"+svc, "", "tap_service")["status"] == "DOWN"
+	})
+
+	// Binding a port through the API reaches the plan.
+	ts.must(200, "PUT", "/v2.0/ports/"+unbound, `{"port": {"binding:profile": {"interface": "veth0"}}}`, "port")
+	if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range dp.last().Flows {
+		if f.ID == fBoth && f.Iface != "veth0" {
+			t.Errorf("after binding, flow iface = %q, want veth0", f.Iface)
+		}
+	}
+
+	// Apply failing marks everything ERROR with the reason.
+	dp.set(func(d *recordingDataPlane) { d.err = errors.New("boom") })
+	if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+fIn, "", "tap_flow"); f["status"] != "ERROR" {
+		t.Errorf("flow status after Apply error = %v, want ERROR", f["status"])
+	}
+}
+
+// TestReconcilerCoalescesAndNull: a burst of changes gives far fewer passes
+// than changes, and NullDataPlane leaves everything DOWN "no data plane".
+func TestReconcilerCoalescesAndNull(t *testing.T) {
+	ts := startServer(t, Config{})
+	mon := ts.createPort("mon", "mon0", "")
+	svc := ts.createService("s", mon)
+	if err := ts.srv.Reconciler().Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := ts.must(200, "GET", "/v2.0/taas/stats", "", "taas_stats")
+	s := st["tap_services"].([]any)[0].(map[string]any)
+	if s["id"] != svc || s["status"] != "DOWN" || s["status_reason"] != "no data plane" {
+		t.Errorf("stats service = %v, want DOWN no data plane", s)
+	}
+
+	r := newReconciler(ts.st, NullDataPlane{}, ts.srv.log, newHub())
+	for range 100 {
+		r.Trigger()
+	}
+	if n := len(r.trigger); n != 1 {
+		t.Errorf("100 triggers left %d pending passes, want 1", n)
+	}
+}
+
+// waitFor polls cond (every 10ms, up to 20s: never a timing assertion,
+// only a bound on a hang).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
