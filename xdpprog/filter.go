@@ -148,24 +148,16 @@ func (c *Capture) setFilterLocked(f Filter) error {
 		}
 	}
 	hints := hintsOf(f.MACs)
-	for i := range hints {
-		if w := c.hints[i] | hints[i]; w != c.hints[i] {
-			if err := c.putHintWord(i, w); err != nil {
-				return err
-			}
-		}
+	if err := c.putWords(c.objs.Hints, "mac hint", c.hints[:], hints[:], true); err != nil {
+		return err
 	}
 	if f.Multicast && !c.multicast {
 		if err := c.putMulticast(true); err != nil {
 			return err
 		}
 	}
-	for i := range next {
-		if w := c.vlans[i] | next[i]; w != c.vlans[i] {
-			if err := c.putVLANWord(i, w); err != nil {
-				return err
-			}
-		}
+	if err := c.putWords(c.objs.Vlans, "vlan", c.vlans[:], next[:], true); err != nil {
+		return err
 	}
 	// Narrow.
 	for mac, old := range c.macs {
@@ -183,32 +175,22 @@ func (c *Capture) setFilterLocked(f Filter) error {
 			}
 		}
 	}
-	for i := range hints {
-		if hints[i] != c.hints[i] {
-			if err := c.putHintWord(i, hints[i]); err != nil {
-				return err
-			}
-		}
+	if err := c.putWords(c.objs.Hints, "mac hint", c.hints[:], hints[:], false); err != nil {
+		return err
 	}
 	if !f.Multicast && c.multicast {
 		if err := c.putMulticast(false); err != nil {
 			return err
 		}
 	}
-	for i := range next {
-		if next[i] != c.vlans[i] {
-			if err := c.putVLANWord(i, next[i]); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return c.putWords(c.objs.Vlans, "vlan", c.vlans[:], next[:], false)
 }
 
 func macKey(mac [6]byte) xdpMacKey { return xdpMacKey{Addr: mac} }
 
-// putMAC, putHintWord, putMulticast and putVLANWord write one map entry and record it in
-// c, so that after an error c still says what the kernel holds.
+// putMAC, putMulticast and putWords write map entries one at a time and
+// record each in c, so that after an error c still says what the kernel
+// holds.
 func (c *Capture) putMAC(mac [6]byte, w Want) error {
 	if err := c.objs.Macs.Update(macKey(mac), uint32(w), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("set xdp filter: mac %x: %w", mac, err)
@@ -231,21 +213,23 @@ func (c *Capture) putMulticast(on bool) error {
 	return nil
 }
 
-func (c *Capture) putHintWord(i int, w uint64) error {
-	if err := c.objs.Hints.Update(uint32(i), w, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set xdp filter: mac hint word %d: %w", i, err)
+// putWords brings the array map m of 64-bit words, which cur mirrors, to
+// want, writing only the words that change: to cur|want when widen is set,
+// else to want.
+func (c *Capture) putWords(m *ebpf.Map, what string, cur, want []uint64, widen bool) error {
+	for i, w := range want {
+		if widen {
+			w |= cur[i]
+		}
+		if w == cur[i] {
+			continue
+		}
+		if err := m.Update(uint32(i), w, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("set xdp filter: %s word %d: %w", what, i, err)
+		}
+		cur[i] = w
+		c.wrote()
 	}
-	c.hints[i] = w
-	c.wrote()
-	return nil
-}
-
-func (c *Capture) putVLANWord(i int, w uint64) error {
-	if err := c.objs.Vlans.Update(uint32(i), w, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("set xdp filter: vlan word %d: %w", i, err)
-	}
-	c.vlans[i] = w
-	c.wrote()
 	return nil
 }
 

@@ -3,6 +3,7 @@ package xdpprog
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -45,36 +46,22 @@ const (
 	Drop
 )
 
-func (a Action) String() string {
-	switch a {
-	case Pass:
-		return "pass"
-	case Drop:
-		return "drop"
-	default:
-		return fmt.Sprintf("Action(%d)", uint8(a))
-	}
-}
+// actionNames and modeNames are the String and config-file spellings.
+var (
+	actionNames = []string{Pass: "pass", Drop: "drop"}
+	modeNames   = []string{Native: "native", Generic: "generic"}
+)
+
+func (a Action) String() string { return enumString("Action", actionNames, uint8(a)) }
 
 // MarshalText gives the config-file spelling: "pass" or "drop".
 func (a Action) MarshalText() ([]byte, error) {
-	if a > Drop {
-		return nil, fmt.Errorf("unmatched action %v: want pass or drop", a)
-	}
-	return []byte(a.String()), nil
+	return enumMarshal("unmatched action", actionNames, uint8(a))
 }
 
 // UnmarshalText parses "pass" or "drop"; config files and flags use it.
 func (a *Action) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "pass":
-		*a = Pass
-	case "drop":
-		*a = Drop
-	default:
-		return fmt.Errorf("unmatched action %q: want pass or drop", b)
-	}
-	return nil
+	return enumUnmarshal("unmatched action", actionNames, b, (*uint8)(a))
 }
 
 // verdict is the XDP return code of a.
@@ -96,36 +83,38 @@ const (
 	Generic
 )
 
-func (m Mode) String() string {
-	switch m {
-	case Native:
-		return "native"
-	case Generic:
-		return "generic"
-	default:
-		return fmt.Sprintf("Mode(%d)", uint8(m))
-	}
-}
+func (m Mode) String() string { return enumString("Mode", modeNames, uint8(m)) }
 
 // MarshalText gives the config-file spelling: "native" or "generic".
-func (m Mode) MarshalText() ([]byte, error) {
-	if m > Generic {
-		return nil, fmt.Errorf("xdp mode %v: want native or generic", m)
-	}
-	return []byte(m.String()), nil
-}
+func (m Mode) MarshalText() ([]byte, error) { return enumMarshal("xdp mode", modeNames, uint8(m)) }
 
 // UnmarshalText parses "native" or "generic"; config files and flags use it.
 func (m *Mode) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "native":
-		*m = Native
-	case "generic":
-		*m = Generic
-	default:
-		return fmt.Errorf("xdp mode %q: want native or generic", b)
+	return enumUnmarshal("xdp mode", modeNames, b, (*uint8)(m))
+}
+
+func enumString(typ string, names []string, v uint8) string {
+	if int(v) < len(names) {
+		return names[v]
 	}
-	return nil
+	return fmt.Sprintf("%s(%d)", typ, v)
+}
+
+func enumMarshal(what string, names []string, v uint8) ([]byte, error) {
+	if int(v) >= len(names) {
+		return nil, fmt.Errorf("%s %d: want %s", what, v, strings.Join(names, " or "))
+	}
+	return []byte(names[v]), nil
+}
+
+func enumUnmarshal(what string, names []string, b []byte, v *uint8) error {
+	for i, n := range names {
+		if string(b) == n {
+			*v = uint8(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: want %s", what, b, strings.Join(names, " or "))
 }
 
 // Config is the per-interface setting of one program instance. The zero
@@ -145,11 +134,11 @@ type Config struct {
 
 // Validate reports a setting out of range.
 func (c Config) Validate() error {
-	if c.Unmatched > Drop {
-		return fmt.Errorf("unmatched action %v: want pass or drop", c.Unmatched)
+	if _, err := c.Unmatched.MarshalText(); err != nil {
+		return err
 	}
-	if c.Mode > Generic {
-		return fmt.Errorf("xdp mode %v: want native or generic", c.Mode)
+	if _, err := c.Mode.MarshalText(); err != nil {
+		return err
 	}
 	if c.MaxFrame < 0 || c.MaxFrame > 1<<16 {
 		return fmt.Errorf("max frame %d bytes: want 0..65536", c.MaxFrame)
