@@ -667,20 +667,31 @@ func TestKernelPathNoAllocs(t *testing.T) {
 }
 
 // BenchmarkTransmit64 measures AF_XDP copy-mode TX of 60-byte frames (64 B
-// on the wire with FCS) into a veth whose peer drops them in XDP, in
-// batches of 64 with one Kick each. Reports Mpps.
+// on the wire with FCS) into a veth whose peer drops them in XDP, one Kick
+// per batch, for batch sizes and TX budgets (gotcha 3). Reports Mpps and
+// sendto(2) calls per batch.
 func BenchmarkTransmit64(b *testing.B) {
 	testutil.RequireRoot(b, needXSK)
+	for _, bc := range []struct{ batch, budget int }{{64, -1}, {64, 256}, {256, -1}, {256, 256}} {
+		name := fmt.Sprintf("batch=%d/budget=%d", bc.batch, bc.budget)
+		if bc.budget < 0 {
+			name = fmt.Sprintf("batch=%d/budget=kernel", bc.batch)
+		}
+		b.Run(name, func(b *testing.B) { benchTransmit(b, bc.batch, bc.budget) })
+	}
+}
+
+func benchTransmit(b *testing.B, batch, budget int) {
 	v := newVethPair(b, 1, 0)
 	v.dropAll(b, v.ib)
-	s := v.open(b, v.ia, 0, xsk.Config{TxOnly: true})
+	s := v.open(b, v.ia, 0, xsk.Config{TxOnly: true, TxBudget: budget})
 	frame := testFrame(macA, macB, 1, 60)
-	descs := make([]xsk.Desc, 64)
+	descs := make([]xsk.Desc, batch)
 	b.ReportAllocs()
 	b.ResetTimer()
-	sent := 0
+	sent, batches := 0, 0
 	for sent < b.N {
-		n := s.AllocTx(descs[:min(64, b.N-sent)])
+		n := s.AllocTx(descs[:min(batch, b.N-sent)])
 		for i := range descs[:n] {
 			descs[i].Len = uint32(copy(s.Frame(descs[i]), frame))
 		}
@@ -690,6 +701,7 @@ func BenchmarkTransmit64(b *testing.B) {
 			b.Fatal(err)
 		}
 		sent += m
+		batches++
 	}
 	for deadline := time.Now().Add(time.Second); s.TxPending() > 0 && time.Now().Before(deadline); {
 		if err := s.Kick(); err != nil {
@@ -699,7 +711,7 @@ func BenchmarkTransmit64(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(sent)/b.Elapsed().Seconds()/1e6, "Mpps")
 	st, _ := s.Stats()
-	b.ReportMetric(float64(st.Kicks)/float64(max(sent, 1))*64, "sendto/batch")
+	b.ReportMetric(float64(st.Kicks)/float64(max(batches, 1)), "sendto/batch")
 }
 
 // TestStatsFromAnotherGoroutine reads Stats while the owner sends: the

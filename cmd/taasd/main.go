@@ -28,6 +28,10 @@ type config struct {
 	MaxTapServices int    // 0: no cap
 	Dataplane      string // none or xdp
 	LogLevel       string // debug, info, warn or error
+
+	// --version and --config (configfile.go, check.go).
+	Version bool        // print the version and exit
+	File    *fileConfig // the configuration file; nil without --config
 }
 
 // parseFlags fills a config from the command line.
@@ -42,11 +46,21 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
+	configPath := fs.String("config", "", "configuration `file` (TOML, see deploy/taasd.toml); flags given here override it")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *configPath != "" {
+		fc, err := loadConfigFile(*configPath)
+		if err != nil {
+			return cfg, err
+		}
+		fc.apply(&cfg, visited(fs))
+		cfg.File = fc
 	}
 	return cfg, nil
 }
@@ -92,8 +106,15 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(runCheck(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil && cfg.Version {
+		fmt.Println("taasd", version)
 		return
 	}
 	if err == nil {
@@ -104,7 +125,7 @@ func main() {
 		os.Exit(2)
 	}
 	level, _ := parseLevel(cfg.LogLevel) // validated above
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(os.Stderr, level, cfg.logFormat())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, logger); err != nil {
