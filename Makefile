@@ -4,20 +4,28 @@ GO      ?= go
 BIN     := bin
 LISTEN  ?= 127.0.0.1:9696
 DB      ?= $(CURDIR)/var/taas.db
+# taasd --version: `git describe`, or "dev" outside a git checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run test test-short vet generate fuzz clean
+.PHONY: all build run lab test test-short vet generate fuzz clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-# API-only run on an embedded SQLite under the repo (no data plane needs root).
-run: build
-	@mkdir -p $(dir $(DB))
-	$(BIN)/taasd --listen $(LISTEN) --db $(DB)
+# The README's run command. As root: the lab (perf/lab/lab.sh): VM namespaces
+# on a bridge with a SPAN copy into taasd's capture interface, a monitor
+# namespace, taasd with the XDP data plane on var/lab/taas.db, a sample tap
+# service and flow, a ping; Ctrl-C removes it all. Not root: taasd API-only
+# on $(DB), and the script says why. LAB_ARGS: see perf/lab/lab.sh --help.
+run: lab
+
+lab: build
+	@perf/lab/lab.sh --bin $(BIN)/taasd --listen $(LISTEN) --db $(DB) $(LAB_ARGS)
 
 vet:
 	$(GO) vet ./...

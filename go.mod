@@ -3,6 +3,7 @@ module github.com/taas-appliance/taas
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/andybalholm/brotli v1.1.0 // indirect
 	github.com/cilium/ebpf v0.22.0 // indirect
 	github.com/gofiber/fiber/v2 v2.52.15 // indirect

@@ -26,6 +26,7 @@ usage: perf/lab/lab.sh [options]
   --bin PATH        the taasd binary (default bin/taasd; `make run` builds it)
   --state DIR       where the lab keeps taasd's config, database and log
                     (default var/lab; removed on exit)
+  --db PATH         the database of the API-only run when not root (default var/taas.db)
   --dataplane M     xdp (default) or none
   --direction D     the sample tap flow's direction: IN, OUT or BOTH (default BOTH)
   --ping-count N    echo requests vm-a sends, one every 0.5 s (default 7200: an hour)
@@ -37,6 +38,7 @@ prefix=""
 listen=127.0.0.1:9696
 bin=$repo/bin/taasd
 state=$repo/var/lab
+db=$repo/var/taas.db
 dataplane=xdp
 direction=BOTH
 ping_count=7200
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--listen) listen=$2; shift 2 ;;
 	--bin) bin=$2; shift 2 ;;
 	--state) state=$2; shift 2 ;;
+	--db) db=$2; shift 2 ;;
 	--dataplane) dataplane=$2; shift 2 ;;
 	--direction) direction=$2; shift 2 ;;
 	--ping-count) ping_count=$2; shift 2 ;;
@@ -76,10 +79,10 @@ done
 if [ "$(id -u)" -ne 0 ]; then
 	say "not root: the lab needs CAP_NET_ADMIN to create namespaces, veths and tc rules,"
 	say "and the data plane needs CAP_BPF and CAP_NET_RAW for XDP and AF_XDP sockets."
-	say "starting taasd API-only (--dataplane none) on $api with $state/taas.db;"
+	say "starting taasd API-only (--dataplane none) on $api with $db;"
 	say "run it as root (sudo make run) for the whole lab. Ctrl-C stops it."
-	mkdir -p "$state"
-	exec "$bin" --listen "$listen" --db "$state/taas.db" --dataplane none
+	mkdir -p "$(dirname "$db")"
+	exec "$bin" --listen "$listen" --db "$db" --dataplane none
 fi
 
 ns_a=${prefix}vm-a

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/taas-appliance/taas/internal/netdev"
+)
+
+// fileConfig is taasd's configuration file, TOML, as deploy/taasd.toml
+// documents it field by field. Every field is optional; a flag given on the
+// command line wins over the file (see applyFile). Unknown keys are errors, so
+// a misspelt key never silently does nothing.
+type fileConfig struct {
+	// Listen is the API and dashboard address, host:port (--listen).
+	Listen string `toml:"listen"`
+	// DB is the SQLite database file (--db).
+	DB string `toml:"db"`
+	// Dataplane is "xdp" or "none" (--dataplane).
+	Dataplane string `toml:"dataplane"`
+	// MaxTapServices caps the number of tap services; 0 means no cap
+	// (--max-tap-services).
+	MaxTapServices int `toml:"max_tap_services"`
+
+	Auth       authFile    `toml:"auth"`
+	Log        logFile     `toml:"log"`
+	Broker     brokerFile  `toml:"broker"`
+	Interfaces []ifaceFile `toml:"interfaces"`
+
+	// path is where the file was read from, for messages.
+	path string
+	// meta says which keys the file set, so that a zero value written in the
+	// file still overrides a default.
+	meta toml.MetaData
+}
+
+// authFile is the [auth] table.
+type authFile struct {
+	// Mode is "noauth" or "token" (--auth).
+	Mode string `toml:"mode"`
+	// Tokens is the token file, needed when Mode is "token" (--tokens).
+	Tokens string `toml:"tokens"`
+}
+
+// logFile is the [log] table.
+type logFile struct {
+	// Level is debug, info, warn or error (--log-level).
+	Level string `toml:"level"`
+	// Format is "text" (default) or "json".
+	Format string `toml:"format"`
+}
+
+// brokerFile is the [broker] table: data-plane tuning, used with
+// dataplane = "xdp".
+type brokerFile struct {
+	// BatchSize is the number of descriptors a worker takes per batch,
+	// 64 to 256; 0 means the broker's default (256).
+	BatchSize int `toml:"batch_size"`
+	// FrameSize is the UMEM chunk size in bytes, 2048 or 4096; 0 means
+	// 2048. Frames longer than a chunk holds (1792 bytes with 2048) are
+	// counted oversize and not copied: use 4096 for jumbo frames.
+	FrameSize int `toml:"frame_size"`
+	// BusyPoll makes workers spin instead of sleeping in poll(2); only
+	// worth it with a core to spare (afxdp-notes gotcha 8).
+	BusyPoll bool `toml:"busy_poll"`
+	// CPUs pins the workers to these CPUs, round robin; empty means no
+	// pinning.
+	CPUs []int `toml:"cpus"`
+}
+
+// ifaceFile is one [[interfaces]] entry: a netdev of the appliance.
+type ifaceFile struct {
+	// Name is the netdev, e.g. "eth1".
+	Name string `toml:"name"`
+	// Role is "capture" (a SPAN/TAP feed taasd reads) or "monitor" (where
+	// copies go).
+	Role string `toml:"role"`
+	// Queues is how many RX queues of a capture interface get a worker,
+	// from queue 0; 0 means all of them.
+	Queues int `toml:"queues"`
+	// Unmatched is what the XDP program does with a frame on a capture
+	// interface that no flow wants: "pass" (to the kernel, the default) or
+	// "drop".
+	Unmatched string `toml:"unmatched"`
+}
+
+// Roles of an interface in the file.
+const (
+	roleCapture = "capture"
+	roleMonitor = "monitor"
+)
+
+// maxQueues bounds [[interfaces]].queues: the XSKMAP of a capture
+// interface has this many slots (xdpprog.MaxQueues).
+const maxQueues = 64
+
+// loadConfigFile reads and validates the configuration file at path. The
+// error names the file and, for each problem, the field.
+func loadConfigFile(path string) (*fileConfig, error) {
+	fc := &fileConfig{path: path}
+	md, err := toml.DecodeFile(path, fc)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("config %s: line %d: %s", path, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	fc.meta = md
+	if err := fc.Validate(); err != nil {
+		// One line per problem, each naming the file and the field.
+		lines := strings.Split(err.Error(), "\n")
+		for i, l := range lines {
+			lines[i] = fmt.Sprintf("config %s: %s", path, l)
+		}
+		return nil, errors.New(strings.Join(lines, "\n"))
+	}
+	return fc, nil
+}
+
+// parseConfig decodes and validates a configuration held in memory; tests
+// and the fuzz target use it.
+func parseConfig(text string) (*fileConfig, error) {
+	fc := &fileConfig{path: "(inline)"}
+	md, err := toml.Decode(text, fc)
+	if err != nil {
+		return nil, err
+	}
+	fc.meta = md
+	return fc, fc.Validate()
+}
+
+// isSet reports whether the file set key (dotted, e.g. "auth.mode").
+func (fc *fileConfig) isSet(key string) bool {
+	return fc != nil && fc.meta.IsDefined(strings.Split(key, ".")...)
+}
+
+// Validate checks every field and reports every problem, one per line, each
+// naming its field: `interfaces[1].unmatched: must be pass or drop, got "foo"`.
+func (fc *fileConfig) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	for _, k := range fc.meta.Undecoded() {
+		// Keys inside [[interfaces]] carry no index here: "interfaces.foo".
+		errs = append(errs, fmt.Errorf("%s: unknown key", k))
+	}
+
+	if fc.isSet("listen") {
+		if err := checkListen(fc.Listen); err != nil {
+			bad("listen", "%v", err)
+		}
+	}
+	if fc.isSet("db") && strings.TrimSpace(fc.DB) == "" {
+		bad("db", "must not be empty")
+	}
+	if fc.isSet("dataplane") {
+		oneOf(bad, "dataplane", fc.Dataplane, "xdp", "none")
+	}
+	if fc.MaxTapServices < 0 {
+		bad("max_tap_services", "must be 0 (no cap) or more, got %d", fc.MaxTapServices)
+	}
+
+	if fc.isSet("auth.mode") {
+		oneOf(bad, "auth.mode", fc.Auth.Mode, "noauth", "token")
+	}
+	if fc.isSet("auth.tokens") && strings.TrimSpace(fc.Auth.Tokens) == "" {
+		bad("auth.tokens", "must not be empty")
+	}
+	if fc.Auth.Mode == "token" && !fc.isSet("auth.tokens") {
+		bad("auth.tokens", `required when auth.mode is "token"`)
+	}
+	if fc.Auth.Mode == "noauth" && fc.isSet("auth.tokens") {
+		bad("auth.tokens", `only used when auth.mode is "token"`)
+	}
+
+	if fc.isSet("log.level") {
+		oneOf(bad, "log.level", fc.Log.Level, "debug", "info", "warn", "error")
+	}
+	if fc.isSet("log.format") {
+		oneOf(bad, "log.format", fc.Log.Format, "text", "json")
+	}
+
+	if b := fc.Broker.BatchSize; b != 0 && (b < 64 || b > 256) {
+		bad("broker.batch_size", "must be 0 (default) or 64 to 256, got %d", b)
+	}
+	if f := fc.Broker.FrameSize; f != 0 && f != 2048 && f != 4096 {
+		bad("broker.frame_size", "must be 0 (default), 2048 or 4096, got %d", f)
+	}
+	seenCPU := map[int]bool{}
+	for i, c := range fc.Broker.CPUs {
+		field := fmt.Sprintf("broker.cpus[%d]", i)
+		switch {
+		case c < 0:
+			bad(field, "must be a CPU number (0 or more), got %d", c)
+		case seenCPU[c]:
+			bad(field, "CPU %d listed twice", c)
+		}
+		seenCPU[c] = true
+	}
+
+	seen := map[string]int{}
+	for i, ifc := range fc.Interfaces {
+		field := func(name string) string { return fmt.Sprintf("interfaces[%d].%s", i, name) }
+		if err := netdev.CheckName(ifc.Name); err != nil {
+			bad(field("name"), "%v", err)
+		} else if j, dup := seen[ifc.Name]; dup {
+			bad(field("name"), "%q already listed as interfaces[%d]", ifc.Name, j)
+		} else {
+			seen[ifc.Name] = i
+		}
+		switch ifc.Role {
+		case roleCapture:
+			if ifc.Queues < 0 || ifc.Queues > maxQueues {
+				bad(field("queues"), "must be 0 (all) to %d, got %d", maxQueues, ifc.Queues)
+			}
+			if ifc.Unmatched != "" {
+				oneOf(bad, field("unmatched"), ifc.Unmatched, "pass", "drop")
+			}
+		case roleMonitor:
+			if ifc.Queues != 0 {
+				bad(field("queues"), "only for role %q", roleCapture)
+			}
+			if ifc.Unmatched != "" {
+				bad(field("unmatched"), "only for role %q", roleCapture)
+			}
+		case "":
+			bad(field("role"), "required: capture or monitor")
+		default:
+			bad(field("role"), "must be capture or monitor, got %q", ifc.Role)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// oneOf reports field through bad unless v is one of allowed.
+func oneOf(bad func(field, format string, args ...any), field, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	last := len(allowed) - 1
+	bad(field, "must be %s or %s, got %q", strings.Join(allowed[:last], ", "), allowed[last], v)
+}
+
+// checkListen accepts host:port with a numeric port; an empty host listens
+// on every address.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port must be a number from 0 to 65535, got %q", port)
+	}
+	if strings.ContainsAny(host, " \t/") {
+		return fmt.Errorf("host must be an address or a name, got %q", host)
+	}
+	return nil
+}
+
+// apply copies every key the file set into cfg, except those whose flag was
+// given on the command line (set holds flag names, from flag.Visit): flags
+// override the file.
+func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
+	str := func(key, flagName string, dst *string, v string) {
+		if fc.isSet(key) && !set[flagName] {
+			*dst = v
+		}
+	}
+	str("listen", "listen", &cfg.Listen, fc.Listen)
+	str("db", "db", &cfg.DB, fc.DB)
+	str("dataplane", "dataplane", &cfg.Dataplane, fc.Dataplane)
+	str("auth.mode", "auth", &cfg.Auth, fc.Auth.Mode)
+	str("auth.tokens", "tokens", &cfg.Tokens, fc.Auth.Tokens)
+	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
+	if fc.isSet("max_tap_services") && !set["max-tap-services"] {
+		cfg.MaxTapServices = fc.MaxTapServices
+	}
+}
+
+// visited returns the names of the flags fs was given.
+func visited(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// newLogger is taasd's logger: text (the default) or JSON lines on w.
+func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// logFormat is log.format from the file, "" (text) without one.
+func (c config) logFormat() string {
+	if c.File == nil {
+		return ""
+	}
+	return c.File.Log.Format
+}

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestParseConfig covers every field: a valid value of each, and every error
+// Validate reports, each naming its field.
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		text string
+		want []string // substrings of the error, one per problem; none: valid
+	}{
+		{"empty file", "", nil},
+		{"every field", `
+listen = "0.0.0.0:9696"
+db = "/var/lib/taasd/taas.db"
+dataplane = "xdp"
+max_tap_services = 10
+[auth]
+mode = "token"
+tokens = "/etc/taasd/tokens"
+[log]
+level = "debug"
+format = "json"
+[broker]
+batch_size = 128
+frame_size = 2048
+busy_poll = true
+cpus = [1, 0]
+[[interfaces]]
+name = "eth1"
+role = "capture"
+queues = 2
+unmatched = "drop"
+[[interfaces]]
+name = "eth2"
+role = "capture"
+unmatched = "pass"
+[[interfaces]]
+name = "eth3"
+role = "monitor"
+`, nil},
+		{"listen, empty host", `listen = ":9696"`, nil},
+		{"listen, IPv6", `listen = "[::1]:9696"`, nil},
+		{"listen, no port", `listen = "127.0.0.1"`, []string{`listen: must be host:port, got "127.0.0.1"`}},
+		{"listen, bad port", `listen = "127.0.0.1:http"`, []string{`listen: port must be a number from 0 to 65535, got "http"`}},
+		{"listen, port too big", `listen = "127.0.0.1:70000"`, []string{`listen: port must be a number`}},
+		{"listen, bad host", `listen = "a b:1"`, []string{`listen: host must be an address or a name`}},
+		{"db, empty", `db = ""`, []string{"db: must not be empty"}},
+		{"dataplane, bad", `dataplane = "dpdk"`, []string{`dataplane: must be xdp or none, got "dpdk"`}},
+		{"dataplane, none", `dataplane = "none"`, nil},
+		{"max_tap_services, negative", `max_tap_services = -1`, []string{"max_tap_services: must be 0 (no cap) or more, got -1"}},
+		{"auth.mode, bad", "[auth]\nmode = \"keystone\"", []string{`auth.mode: must be noauth or token, got "keystone"`}},
+		{"auth.mode token without tokens", "[auth]\nmode = \"token\"", []string{`auth.tokens: required when auth.mode is "token"`}},
+		{"auth.tokens with noauth", "[auth]\nmode = \"noauth\"\ntokens = \"/x\"", []string{`auth.tokens: only used when auth.mode is "token"`}},
+		{"auth.tokens, empty", "[auth]\nmode = \"token\"\ntokens = \"\"", []string{"auth.tokens: must not be empty"}},
+		{"log.level, bad", "[log]\nlevel = \"verbose\"", []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
+		{"log.format, bad", "[log]\nformat = \"xml\"", []string{`log.format: must be text or json, got "xml"`}},
+		{"broker.batch_size, negative", "[broker]\nbatch_size = -1", []string{"broker.batch_size: must be 0 (default) or 64 to 256, got -1"}},
+		{"broker.batch_size, too small", "[broker]\nbatch_size = 32", []string{"broker.batch_size: must be 0 (default) or 64 to 256, got 32"}},
+		{"broker.batch_size, too big", "[broker]\nbatch_size = 512", []string{"broker.batch_size: must be 0 (default) or 64 to 256, got 512"}},
+		{"broker.frame_size, 4096", "[broker]\nframe_size = 4096", nil},
+		{"broker.frame_size, bad", "[broker]\nframe_size = 3000", []string{"broker.frame_size: must be 0 (default), 2048 or 4096, got 3000"}},
+		{"broker.cpus, negative", "[broker]\ncpus = [-1]", []string{"broker.cpus[0]: must be a CPU number (0 or more), got -1"}},
+		{"broker.cpus, twice", "[broker]\ncpus = [1, 1]", []string{"broker.cpus[1]: CPU 1 listed twice"}},
+		{"interfaces, no name", "[[interfaces]]\nrole = \"monitor\"", []string{"interfaces[0].name: empty"}},
+		{"interfaces, long name", "[[interfaces]]\nname = \"abcdefghijklmnop\"\nrole = \"monitor\"", []string{"interfaces[0].name: \"abcdefghijklmnop\" is longer than 15 bytes"}},
+		{"interfaces, bad name", "[[interfaces]]\nname = \"eth0:1\"\nrole = \"monitor\"", []string{"interfaces[0].name: \"eth0:1\" must not contain"}},
+		{"interfaces, duplicate", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"monitor\"",
+			[]string{`interfaces[1].name: "eth1" already listed as interfaces[0]`}},
+		{"interfaces, no role", "[[interfaces]]\nname = \"eth1\"", []string{"interfaces[0].role: required: capture or monitor"}},
+		{"interfaces, bad role", "[[interfaces]]\nname = \"eth1\"\nrole = \"span\"", []string{`interfaces[0].role: must be capture or monitor, got "span"`}},
+		{"interfaces, negative queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = -1", []string{"interfaces[0].queues: must be 0 (all) to 64, got -1"}},
+		{"interfaces, too many queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = 65", []string{"interfaces[0].queues: must be 0 (all) to 64, got 65"}},
+		{"interfaces, bad unmatched", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth2\"\nrole = \"capture\"\nunmatched = \"foo\"",
+			[]string{`interfaces[1].unmatched: must be pass or drop, got "foo"`}},
+		{"interfaces, monitor with queues", "[[interfaces]]\nname = \"eth2\"\nrole = \"monitor\"\nqueues = 2", []string{`interfaces[0].queues: only for role "capture"`}},
+		{"interfaces, monitor with unmatched", "[[interfaces]]\nname = \"eth2\"\nrole = \"monitor\"\nunmatched = \"drop\"", []string{`interfaces[0].unmatched: only for role "capture"`}},
+		{"unknown top-level key", `lisen = "x"`, []string{"lisen: unknown key"}},
+		{"unknown table key", "[log]\nlevle = \"info\"", []string{"log.levle: unknown key"}},
+		{"unknown interface key", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nunmached = \"drop\"", []string{"interfaces.unmached: unknown key"}},
+		{"unknown table", "[database]\npath = \"x\"", []string{"database: unknown key", "database.path: unknown key"}},
+		{"every problem at once", "dataplane = \"x\"\n[log]\nlevel = \"x\"\n[[interfaces]]\nname = \"\"\nrole = \"x\"",
+			[]string{"dataplane:", "log.level:", "interfaces[0].name:", "interfaces[0].role:"}},
+		{"wrong type", `listen = 9696`, []string{"listen", "incompatible types"}},
+		{"wrong type in interface", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = \"all\"", []string{"interfaces.queues", "incompatible types"}},
+		{"syntax error", `listen = "127.0.0.1:9696`, []string{"line 1", "unexpected EOF"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.text)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("parseConfig(%q) = %v, want nil", tc.text, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("parseConfig(%q) = nil, want errors %q", tc.text, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("parseConfig(%q) = %q, want it to contain %q", tc.text, err, w)
+				}
+			}
+			// Validate's problems come one per line, each naming its field.
+			if strings.HasPrefix(tc.name, "every problem") || strings.HasPrefix(tc.name, "unknown table") {
+				if lines := strings.Count(err.Error(), "\n") + 1; lines != len(tc.want) {
+					t.Errorf("parseConfig(%q): %d lines for %d problems:\n%v", tc.text, lines, len(tc.want), err)
+				}
+			}
+		})
+	}
+}
+
+// TestLoadConfigFile checks the file-level wrapping: the path in every
+// message, a syntax error with its line, a missing file.
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.toml", "listen = \"127.0.0.1:1\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n")
+	fc, err := loadConfigFile(good)
+	if err != nil {
+		t.Fatalf("loadConfigFile(good) = %v", err)
+	}
+	if fc.Listen != "127.0.0.1:1" || len(fc.Interfaces) != 1 || fc.Interfaces[0].Name != "eth1" {
+		t.Errorf("loadConfigFile(good) = %+v", fc)
+	}
+
+	for _, tc := range []struct {
+		name, path string
+		want       []string
+	}{
+		{"syntax error has its line", write("syntax.toml", "listen = \"x:1\"\n\nlog = [\n"), []string{"syntax.toml: line 3:"}},
+		{"invalid names the file and the field", write("bad.toml", "dataplane = \"x\"\n"), []string{"bad.toml: dataplane: must be xdp or none"}},
+		{"missing file", filepath.Join(dir, "nope.toml"), []string{"nope.toml", "no such file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadConfigFile(tc.path)
+			if err == nil {
+				t.Fatalf("loadConfigFile(%s) = nil, want an error", tc.path)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("loadConfigFile(%s) = %q, want it to contain %q", tc.path, err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestExampleConfig: deploy/taasd.toml, the documented example, is valid and
+// mentions every field of the file format, as does the README.
+func TestExampleConfig(t *testing.T) {
+	const example = "../../deploy/taasd.toml"
+	fc, err := loadConfigFile(example)
+	if err != nil {
+		t.Fatalf("the example config: %v", err)
+	}
+	if len(fc.Interfaces) != 2 || fc.Interfaces[0].Role != roleCapture || fc.Interfaces[1].Role != roleMonitor {
+		t.Errorf("the example's interfaces = %+v, want a capture and a monitor", fc.Interfaces)
+	}
+	text, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range tomlKeys(reflect.TypeFor[fileConfig](), "") {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(text), leaf) {
+			t.Errorf("deploy/taasd.toml does not document %s", key)
+		}
+		if !strings.Contains(string(readme), "`"+key+"`") {
+			t.Errorf("README.md does not document `%s`", key)
+		}
+	}
+}
+
+// tomlKeys lists the dotted keys of a config struct type, tables included.
+func tomlKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for f := range typ.Fields() {
+		tag := f.Tag.Get("toml")
+		if tag == "" {
+			continue
+		}
+		key := prefix + tag
+		keys = append(keys, key)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			keys = append(keys, tomlKeys(ft, key+".")...)
+		}
+	}
+	return keys
+}
+
+// TestApply: a key set in the file fills the config unless its flag was
+// given; a key the file leaves out keeps the flag default.
+func TestApply(t *testing.T) {
+	fc, err := parseConfig(`
+listen = "0.0.0.0:1"
+db = "/x.db"
+dataplane = "xdp"
+max_tap_services = 0
+[auth]
+mode = "token"
+tokens = "/t"
+[log]
+level = "debug"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := config{Listen: "127.0.0.1:9696", DB: "taas.db", Auth: "noauth", MaxTapServices: 5, Dataplane: "none", LogLevel: "info"}
+
+	got := defaults
+	fc.apply(&got, nil)
+	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug"}
+	if got != want {
+		t.Errorf("apply, no flags = %+v, want %+v", got, want)
+	}
+
+	// Flags given on the command line win; their values are already in cfg.
+	got = defaults
+	got.Listen, got.Auth, got.MaxTapServices = "127.0.0.1:2", "noauth", 7
+	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true})
+	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug"}
+	if got != want {
+		t.Errorf("apply, flags set = %+v, want %+v", got, want)
+	}
+
+	// Keys the file leaves out keep the defaults.
+	empty, err := parseConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = defaults
+	empty.apply(&got, nil)
+	if got != defaults {
+		t.Errorf("apply, empty file = %+v, want the defaults %+v", got, defaults)
+	}
+}
+
+// FuzzParseConfig: any text either fails with an error or yields a config
+// whose every interface is usable; it never panics.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("")
+	f.Add("listen = \"127.0.0.1:9696\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nunmatched = \"drop\"\n")
+	f.Add("[auth]\nmode = \"token\"\ntokens = \"/t\"\n[broker]\ncpus = [0, 1]\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		fc, err := parseConfig(text)
+		if err != nil {
+			return
+		}
+		for i, ifc := range fc.Interfaces {
+			if ifc.Role != roleCapture && ifc.Role != roleMonitor {
+				t.Fatalf("interfaces[%d].role %q accepted", i, ifc.Role)
+			}
+			if ifc.Name == "" || len(ifc.Name) > 15 {
+				t.Fatalf("interfaces[%d].name %q accepted", i, ifc.Name)
+			}
+			if ifc.Queues < 0 || ifc.Queues > maxQueues {
+				t.Fatalf("interfaces[%d].queues %d accepted", i, ifc.Queues)
+			}
+		}
+		if fc.MaxTapServices < 0 {
+			t.Fatalf("max_tap_services %d accepted", fc.MaxTapServices)
+		}
+	})
+}
+
+// TestParseFlagsConfig: --config loads the file into the flag config, and
+// a flag given on the command line beats the file's field.
+func TestParseFlagsConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "taasd.toml")
+	text := "listen = \"0.0.0.0:1\"\ndb = \"/var/lib/taasd/taas.db\"\n[log]\nlevel = \"debug\"\nformat = \"json\"\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseFlags([]string{"--config", path, "--listen", "127.0.0.1:5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:5" || cfg.DB != "/var/lib/taasd/taas.db" || cfg.LogLevel != "debug" || cfg.logFormat() != "json" {
+		t.Errorf("parseFlags(--config, --listen) = %+v, want listen from the flag, db and log from the file", cfg)
+	}
+	if cfg.File == nil || cfg.File.path != path {
+		t.Errorf("parseFlags: File = %+v, want the file read from %s", cfg.File, path)
+	}
+
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nunmatched = \"foo\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = parseFlags([]string{"--config", bad}, io.Discard)
+	if want := `config ` + bad + `: interfaces[0].unmatched: must be pass or drop, got "foo"`; err == nil || err.Error() != want {
+		t.Errorf("parseFlags(--config bad) = %v, want %q", err, want)
+	}
+}
+
+// TestVersionAndCheckCommand builds taasd with the Makefile's -ldflags and
+// runs `taasd --version` and `taasd check --help`.
+func TestVersionAndCheckCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds taasd: not in -short")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "taasd")
+	if out, err := exec.Command(gobin, "build", "-ldflags", "-X main.version=v0.0.0-test", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil || string(out) != "taasd v0.0.0-test\n" {
+		t.Errorf("taasd --version = %q, %v; want \"taasd v0.0.0-test\\n\"", out, err)
+	}
+	out, err = exec.Command(bin, "check", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "usage: taasd check [--config FILE]") {
+		t.Errorf("taasd check --help = %q, %v; want the usage and exit status 0", out, err)
+	}
+}
