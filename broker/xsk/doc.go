@@ -11,8 +11,9 @@
 // puts FD into an XSKMAP, see xdpprog), start goroutines, lock, log, or
 // allocate on the per-batch calls (Fill, Receive, Free, AllocTx, Transmit,
 // Kick, Complete, Poll). Nothing here panics on a kernel error: a link that
-// goes down or disappears comes back as an error from Kick or Poll and as
-// counters in Stats.
+// goes down (ENETDOWN) or disappears (ENXIO) comes back as an error from
+// Kick and as counters in Stats. Poll does not notice a deleted link: the
+// broker learns that from netlink, closes the socket and opens a new one.
 //
 // Goroutines: a Socket is used by one goroutine at a time (the worker that
 // owns it); it has no locks. Stats and FD may be called from any goroutine:

@@ -1,3 +1,10 @@
+// The life of a frame in a Socket (each arrow is one batched call):
+//
+//  1. pool -> Fill -> fill ring -> kernel copies a received frame in -> RX ring
+//  2. RX ring -> Receive -> caller reads Frame(d) -> Free -> pool
+//  3. pool -> AllocTx -> caller writes Frame(d) -> Transmit -> TX ring -> Kick
+//  4. kernel sends, the peer frees the skb -> completion ring -> Complete -> pool
+
 package xsk
 
 import (
