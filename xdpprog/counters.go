@@ -53,6 +53,10 @@ func (c *Capture) Counters() (Counters, error) {
 	if c.closed {
 		return Counters{}, fmt.Errorf("read xdp counters: %w", ErrClosed)
 	}
+	return c.countersLocked()
+}
+
+func (c *Capture) countersLocked() (Counters, error) {
 	if err := c.objs.Stats.Lookup(uint32(0), &c.percpu); err != nil {
 		return Counters{}, fmt.Errorf("read xdp counters: %w", err)
 	}

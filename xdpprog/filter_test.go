@@ -199,8 +199,8 @@ func TestHintCollision(t *testing.T) {
 		}
 	}
 	c, m := loadFiltered(t, Config{Unmatched: Drop}, standardFilter())
-	checkFrame(t, c, m, frame(t, macOther, macA, nil, 46, 0), xdpRedirect, outRedirected)
-	checkFrame(t, c, m, frame(t, macOther, twin, nil, 46, 0), xdpDrop, outUnmatched)
-	checkFrame(t, c, m, frame(t, macOther, macB, nil, 46, 0), xdpDrop, outUnmatched)
-	checkFrame(t, c, m, frame(t, twin, macOther, nil, 46, 0), xdpDrop, outUnmatched)
+	checkFrame(t, c, m, frame(t, macOther, macA, nil, 46, 0), xdpRedirect, Redirected)
+	checkFrame(t, c, m, frame(t, macOther, twin, nil, 46, 0), xdpDrop, Unmatched)
+	checkFrame(t, c, m, frame(t, macOther, macB, nil, 46, 0), xdpDrop, Unmatched)
+	checkFrame(t, c, m, frame(t, twin, macOther, nil, 46, 0), xdpDrop, Unmatched)
 }

@@ -14,17 +14,6 @@ type model struct {
 	socket    bool // the queue's XSKMAP slot holds a socket
 }
 
-// Outcomes: the counter that one frame bumps besides seen.
-const (
-	outRedirected     = "redirected"
-	outRedirectFailed = "redirect_failed"
-	outUnmatched      = "unmatched"
-	outVLANFiltered   = "vlan_filtered"
-	outRunt           = "runt"
-	outTruncatedTag   = "truncated_tag"
-	outOversize       = "oversize"
-)
-
 func newModel(f Filter, cfg Config, socket bool) *model {
 	m := &model{macs: map[[6]byte]Want{}, multicast: f.Multicast, vlans: allVLANs,
 		action: cfg.Unmatched, maxFrame: cfg.MaxFrame, socket: socket}
@@ -41,19 +30,19 @@ func newModel(f Filter, cfg Config, socket bool) *model {
 
 func isVLAN(etherType uint16) bool { return etherType == 0x8100 || etherType == 0x88a8 }
 
-// run returns the XDP verdict and the outcome counter for frame.
-func (m *model) run(frame []byte) (uint32, string) {
+// run returns the XDP verdict and the outcome for frame.
+func (m *model) run(frame []byte) (uint32, Outcome) {
 	if len(frame) < 14 {
-		return m.action.verdict(), outRunt
+		return m.action.verdict(), Runt
 	}
 	var vid uint16
 	if isVLAN(binary.BigEndian.Uint16(frame[12:])) {
 		if len(frame) < 18 {
-			return m.action.verdict(), outTruncatedTag
+			return m.action.verdict(), TruncatedTag
 		}
 		vid = binary.BigEndian.Uint16(frame[14:]) & 0x0fff
 		if isVLAN(binary.BigEndian.Uint16(frame[16:])) && len(frame) < 22 {
-			return m.action.verdict(), outTruncatedTag
+			return m.action.verdict(), TruncatedTag
 		}
 	}
 	var dst, src [6]byte
@@ -62,13 +51,13 @@ func (m *model) run(frame []byte) (uint32, string) {
 	want := m.macs[src]&WantSrc != 0 || m.macs[dst]&WantDst != 0 || (dst[0]&1 != 0 && m.multicast)
 	switch {
 	case !want:
-		return m.action.verdict(), outUnmatched
+		return m.action.verdict(), Unmatched
 	case !m.vlans.Has(vid):
-		return m.action.verdict(), outVLANFiltered
+		return m.action.verdict(), VLANFiltered
 	case m.maxFrame != 0 && len(frame) > m.maxFrame:
-		return m.action.verdict(), outOversize
+		return m.action.verdict(), Oversize
 	case !m.socket:
-		return m.action.verdict(), outRedirectFailed
+		return m.action.verdict(), RedirectFailed
 	}
-	return xdpRedirect, outRedirected
+	return xdpRedirect, Redirected
 }

@@ -27,7 +27,7 @@ func TestSocketPerQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	fr := frame(t, macOther, macA, nil, 46, 0)
-	want := map[uint32]string{0: outRedirected, 1: outRedirectFailed, 2: outRedirected, 3: outRedirectFailed}
+	want := map[uint32]Outcome{0: Redirected, 1: RedirectFailed, 2: Redirected, 3: RedirectFailed}
 	got := map[uint32]uint32{}
 	// The kernel looks the ingress interface up in the caller's namespace.
 	err := inNetns(v.ns, func() error {
@@ -46,7 +46,7 @@ func TestSocketPerQueue(t *testing.T) {
 	}
 	for q, outcome := range want {
 		wv := xdpRedirect
-		if outcome != outRedirected {
+		if outcome != Redirected {
 			wv = xdpDrop
 		}
 		if got[q] != wv {

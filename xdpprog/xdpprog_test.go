@@ -130,10 +130,10 @@ func runFrame(t testing.TB, c *Capture, frame []byte) (uint32, map[string]uint64
 
 // wantDelta is how the counters move for one frame with this verdict and
 // outcome.
-func wantDelta(verdict uint32, outcome string) map[string]uint64 {
+func wantDelta(verdict uint32, outcome Outcome) map[string]uint64 {
 	d := counterMap(Counters{})
 	d["seen"] = 1
-	d[outcome] = 1
+	d[outcome.String()] = 1
 	switch verdict {
 	case xdpPass:
 		d["passed"] = 1
@@ -159,7 +159,7 @@ func verdictName(v uint32) string {
 
 // checkFrame runs frame through the program and asserts the verdict and
 // counters the model predicts, and that the model predicts want.
-func checkFrame(t *testing.T, c *Capture, m *model, frame []byte, wantVerdict uint32, wantOutcome string) {
+func checkFrame(t *testing.T, c *Capture, m *model, frame []byte, wantVerdict uint32, wantOutcome Outcome) {
 	t.Helper()
 	mv, mo := m.run(frame)
 	if mv != wantVerdict || mo != wantOutcome {
@@ -174,6 +174,9 @@ func checkFrame(t *testing.T, c *Capture, m *model, frame []byte, wantVerdict ui
 		if delta[name] != n {
 			t.Errorf("xdp_capture(% x): counter %s moved by %d, want %d", frame, name, delta[name], n)
 		}
+	}
+	if o, err := c.Run(frame); err != nil || o != wantOutcome {
+		t.Errorf("Run(% x) = %v, %v; want %v", frame, o, err, wantOutcome)
 	}
 }
 
@@ -209,51 +212,51 @@ func TestVerdicts(t *testing.T) {
 	cases := []struct {
 		name    string
 		frame   func(t testing.TB) []byte
-		outcome string
+		outcome Outcome
 	}{
-		{"untagged src wanted", func(t testing.TB) []byte { return frame(t, macOther, macA, nil, 46, 0) }, outRedirected},
-		{"untagged dst wanted", func(t testing.TB) []byte { return frame(t, macB, macOther, nil, 46, 0) }, outRedirected},
-		{"both ways as src", func(t testing.TB) []byte { return frame(t, macOther, macC, nil, 46, 0) }, outRedirected},
-		{"both ways as dst", func(t testing.TB) []byte { return frame(t, macC, macOther, nil, 46, 0) }, outRedirected},
-		{"src wanted only as dst", func(t testing.TB) []byte { return frame(t, macOther, macB, nil, 46, 0) }, outUnmatched},
-		{"dst wanted only as src", func(t testing.TB) []byte { return frame(t, macA, macOther, nil, 46, 0) }, outUnmatched},
-		{"nobody's frame", func(t testing.TB) []byte { return frame(t, macOther, macOther, nil, 46, 0) }, outUnmatched},
-		{"broadcast", func(t testing.TB) []byte { return frame(t, macBcast, macOther, nil, 46, 0) }, outRedirected},
-		{"multicast", func(t testing.TB) []byte { return frame(t, macMcast, macOther, nil, 46, 0) }, outRedirected},
-		{"exactly an ethernet header", func(t testing.TB) []byte { return frame(t, macOther, macA, nil, 0, 14) }, outRedirected},
-		{"802.1Q wanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 0) }, outRedirected},
-		{"802.1Q vid in range", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 150}}, 46, 0) }, outRedirected},
-		{"802.1Q unwanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 11}}, 46, 0) }, outVLANFiltered},
-		{"802.1Q vid 4095", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 4095}}, 46, 0) }, outVLANFiltered},
-		{"802.1Q unwanted vid and mac", func(t testing.TB) []byte { return frame(t, macOther, macOther, []tag{{0x8100, 11}}, 46, 0) }, outUnmatched},
-		{"802.1ad wanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x88a8, 10}}, 46, 0) }, outRedirected},
+		{"untagged src wanted", func(t testing.TB) []byte { return frame(t, macOther, macA, nil, 46, 0) }, Redirected},
+		{"untagged dst wanted", func(t testing.TB) []byte { return frame(t, macB, macOther, nil, 46, 0) }, Redirected},
+		{"both ways as src", func(t testing.TB) []byte { return frame(t, macOther, macC, nil, 46, 0) }, Redirected},
+		{"both ways as dst", func(t testing.TB) []byte { return frame(t, macC, macOther, nil, 46, 0) }, Redirected},
+		{"src wanted only as dst", func(t testing.TB) []byte { return frame(t, macOther, macB, nil, 46, 0) }, Unmatched},
+		{"dst wanted only as src", func(t testing.TB) []byte { return frame(t, macA, macOther, nil, 46, 0) }, Unmatched},
+		{"nobody's frame", func(t testing.TB) []byte { return frame(t, macOther, macOther, nil, 46, 0) }, Unmatched},
+		{"broadcast", func(t testing.TB) []byte { return frame(t, macBcast, macOther, nil, 46, 0) }, Redirected},
+		{"multicast", func(t testing.TB) []byte { return frame(t, macMcast, macOther, nil, 46, 0) }, Redirected},
+		{"exactly an ethernet header", func(t testing.TB) []byte { return frame(t, macOther, macA, nil, 0, 14) }, Redirected},
+		{"802.1Q wanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 0) }, Redirected},
+		{"802.1Q vid in range", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 150}}, 46, 0) }, Redirected},
+		{"802.1Q unwanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 11}}, 46, 0) }, VLANFiltered},
+		{"802.1Q vid 4095", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x8100, 4095}}, 46, 0) }, VLANFiltered},
+		{"802.1Q unwanted vid and mac", func(t testing.TB) []byte { return frame(t, macOther, macOther, []tag{{0x8100, 11}}, 46, 0) }, Unmatched},
+		{"802.1ad wanted vid", func(t testing.TB) []byte { return frame(t, macOther, macA, []tag{{0x88a8, 10}}, 46, 0) }, Redirected},
 		{"QinQ outer wanted inner not", func(t testing.TB) []byte {
 			return frame(t, macOther, macA, []tag{{0x88a8, 10}, {0x8100, 11}}, 46, 0)
-		}, outRedirected},
+		}, Redirected},
 		{"QinQ inner wanted outer not", func(t testing.TB) []byte {
 			return frame(t, macOther, macA, []tag{{0x88a8, 11}, {0x8100, 10}}, 46, 0)
-		}, outVLANFiltered},
+		}, VLANFiltered},
 		{"double 802.1Q outer wanted", func(t testing.TB) []byte {
 			return frame(t, macOther, macA, []tag{{0x8100, 150}, {0x8100, 11}}, 46, 0)
-		}, outRedirected},
-		{"tag cut after TPID", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 14) }, outTruncatedTag},
-		{"tag cut inside TCI", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 15) }, outTruncatedTag},
-		{"tag cut before inner type", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 17) }, outTruncatedTag},
-		{"tag whole, nothing after", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 18) }, outRedirected},
+		}, Redirected},
+		{"tag cut after TPID", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 14) }, TruncatedTag},
+		{"tag cut inside TCI", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 15) }, TruncatedTag},
+		{"tag cut before inner type", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 17) }, TruncatedTag},
+		{"tag whole, nothing after", func(t testing.TB) []byte { return frame(t, macOther, macA, q, 46, 18) }, Redirected},
 		{"QinQ inner tag cut", func(t testing.TB) []byte {
 			return frame(t, macOther, macA, []tag{{0x88a8, 10}, {0x8100, 11}}, 46, 21)
-		}, outTruncatedTag},
+		}, TruncatedTag},
 		{"QinQ inner tag whole", func(t testing.TB) []byte {
 			return frame(t, macOther, macA, []tag{{0x88a8, 10}, {0x8100, 11}}, 46, 22)
-		}, outRedirected},
-		{"truncated tag of nobody's frame", func(t testing.TB) []byte { return frame(t, macOther, macOther, q, 46, 16) }, outTruncatedTag},
+		}, Redirected},
+		{"truncated tag of nobody's frame", func(t testing.TB) []byte { return frame(t, macOther, macOther, q, 46, 16) }, TruncatedTag},
 	}
 	for _, action := range []Action{Pass, Drop} {
 		c, m := loadFiltered(t, Config{Unmatched: action}, standardFilter())
 		for _, tc := range cases {
 			t.Run(action.String()+"/"+tc.name, func(t *testing.T) {
 				want := action.verdict()
-				if tc.outcome == outRedirected {
+				if tc.outcome == Redirected {
 					want = xdpRedirect
 				}
 				checkFrame(t, c, m, tc.frame(t), want, tc.outcome)
@@ -274,21 +277,21 @@ func TestRedirectFailedWithoutSocket(t *testing.T) {
 			}
 			m := newModel(f, cfg, false)
 			fr := frame(t, macOther, macA, nil, 46, 0)
-			checkFrame(t, c, m, fr, action.verdict(), outRedirectFailed)
+			checkFrame(t, c, m, fr, action.verdict(), RedirectFailed)
 
 			// A socket set then cleared leaves the slot empty again.
 			if err := c.SetSocket(0, xskFD(t)); err != nil {
 				t.Fatal(err)
 			}
 			m.socket = true
-			checkFrame(t, c, m, fr, xdpRedirect, outRedirected)
+			checkFrame(t, c, m, fr, xdpRedirect, Redirected)
 			for range 2 { // clearing an empty slot is not an error
 				if err := c.ClearSocket(0); err != nil {
 					t.Fatal(err)
 				}
 			}
 			m.socket = false
-			checkFrame(t, c, m, fr, action.verdict(), outRedirectFailed)
+			checkFrame(t, c, m, fr, action.verdict(), RedirectFailed)
 		})
 	}
 }
@@ -298,10 +301,10 @@ func TestMulticastOff(t *testing.T) {
 	f := standardFilter()
 	f.Multicast = false
 	c, m := loadFiltered(t, Config{}, f)
-	checkFrame(t, c, m, frame(t, macBcast, macOther, nil, 46, 0), xdpPass, outUnmatched)
-	checkFrame(t, c, m, frame(t, macMcast, macOther, nil, 46, 0), xdpPass, outUnmatched)
+	checkFrame(t, c, m, frame(t, macBcast, macOther, nil, 46, 0), xdpPass, Unmatched)
+	checkFrame(t, c, m, frame(t, macMcast, macOther, nil, 46, 0), xdpPass, Unmatched)
 	// A broadcast from a wanted source is still wanted by its source MAC.
-	checkFrame(t, c, m, frame(t, macBcast, macA, nil, 46, 0), xdpRedirect, outRedirected)
+	checkFrame(t, c, m, frame(t, macBcast, macA, nil, 46, 0), xdpRedirect, Redirected)
 }
 
 func TestAllVLANsByDefault(t *testing.T) {
@@ -313,18 +316,18 @@ func TestAllVLANsByDefault(t *testing.T) {
 		if vid == 0 {
 			tags = nil
 		}
-		checkFrame(t, c, m, frame(t, macOther, macA, tags, 46, 0), xdpRedirect, outRedirected)
+		checkFrame(t, c, m, frame(t, macOther, macA, tags, 46, 0), xdpRedirect, Redirected)
 	}
 }
 
 func TestOversize(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
 	c, m := loadFiltered(t, Config{Unmatched: Drop, MaxFrame: 100}, standardFilter())
-	checkFrame(t, c, m, frame(t, macOther, macA, nil, 100-14, 0), xdpRedirect, outRedirected)
-	checkFrame(t, c, m, frame(t, macOther, macA, nil, 101-14, 0), xdpDrop, outOversize)
-	checkFrame(t, c, m, frame(t, macOther, macA, nil, 1500, 0), xdpDrop, outOversize)
+	checkFrame(t, c, m, frame(t, macOther, macA, nil, 100-14, 0), xdpRedirect, Redirected)
+	checkFrame(t, c, m, frame(t, macOther, macA, nil, 101-14, 0), xdpDrop, Oversize)
+	checkFrame(t, c, m, frame(t, macOther, macA, nil, 1500, 0), xdpDrop, Oversize)
 	// An unwanted big frame is unmatched first: oversize counts only loss.
-	checkFrame(t, c, m, frame(t, macOther, macOther, nil, 1500, 0), xdpDrop, outUnmatched)
+	checkFrame(t, c, m, frame(t, macOther, macOther, nil, 1500, 0), xdpDrop, Unmatched)
 }
 
 // TestRuntsNeverReachXDP documents why the runt path of xdp_capture is only
@@ -340,10 +343,13 @@ func TestRuntsNeverReachXDP(t *testing.T) {
 		if !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("run xdp program on %d bytes: err = %v, want EINVAL", n, err)
 		}
+		if _, err := c.Run(make([]byte, n)); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("Run(%d bytes) = %v, want EINVAL", n, err)
+		}
 	}
 	m := newModel(Filter{}, Config{Unmatched: Drop}, true)
 	for n := 0; n < 14; n++ {
-		if v, o := m.run(make([]byte, n)); v != xdpDrop || o != outRunt {
+		if v, o := m.run(make([]byte, n)); v != xdpDrop || o != Runt {
 			t.Errorf("model.run(%d bytes) = %s, %s; want XDP_DROP, runt", n, verdictName(v), o)
 		}
 	}
@@ -407,6 +413,9 @@ func TestClosed(t *testing.T) {
 	}
 	if err := c.SetSocket(0, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("SetSocket after Close = %v, want ErrClosed", err)
+	}
+	if _, err := c.Run(make([]byte, 60)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close = %v, want ErrClosed", err)
 	}
 	if _, err := c.Counters(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Counters after Close = %v, want ErrClosed", err)
@@ -513,5 +522,16 @@ func TestTextSpellings(t *testing.T) {
 	}
 	if _, err := Mode(5).MarshalText(); err == nil {
 		t.Error("Mode(5).MarshalText() = nil error, want one")
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	for o, want := range []string{"redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt", "truncated_tag", "oversize", "Outcome(7)"} {
+		if got := Outcome(o).String(); got != want {
+			t.Errorf("Outcome(%d).String() = %q, want %q", o, got, want)
+		}
+		if got, want := Outcome(o).Kept(), o <= 1; got != want {
+			t.Errorf("Outcome(%d).Kept() = %v, want %v", o, got, want)
+		}
 	}
 }
