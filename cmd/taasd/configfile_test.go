@@ -6,9 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // TestParseConfig covers every field: a valid value of each, and every error
@@ -325,14 +326,7 @@ func TestVersionAndCheckCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds taasd: not in -short")
 	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "taasd")
-	if out, err := exec.Command(gobin, "build", "-ldflags", "-X main.version=v0.0.0-test", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.BuildTaasd(t, "-ldflags", "-X main.version=v0.0.0-test")
 	out, err := exec.Command(bin, "--version").CombinedOutput()
 	if err != nil || string(out) != "taasd v0.0.0-test\n" {
 		t.Errorf("taasd --version = %q, %v; want \"taasd v0.0.0-test\\n\"", out, err)

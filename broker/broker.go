@@ -1,0 +1,451 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/xdpprog"
+)
+
+// Broker is the data plane. Apply realises a Plan: it attaches the XDP
+// program to every capture interface the plan names, opens one AF_XDP
+// socket and starts one worker per RX queue, opens a TX socket on every
+// monitor interface, and swaps compiled tables in atomically. Interfaces
+// that a new plan still uses keep their programs, sockets and workers, so a
+// change never interrupts traffic it does not touch.
+//
+// Its methods are safe for concurrent use; Apply calls are serialised.
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	events chan struct{}
+	watch  *linkWatch
+
+	// mu serialises Apply, Stats and Close, and guards the fields below.
+	mu       sync.Mutex
+	captures map[string]*capture
+	monitors map[string]*output
+	// Stable counter slots: a flow or service keeps its slot for the
+	// broker's lifetime, so its counters survive plan swaps.
+	flowSlots map[string]int32
+	svcSlots  map[string]int32
+	// retired holds the counters of workers, sockets and programs that were
+	// torn down, so that totals never go backwards.
+	retired  counterSet
+	retIface map[string]*ifaceTotals
+	plan     *Plan // last applied, for Stats
+	closed   bool
+}
+
+// capture is one capture interface: its XDP program, its RX sockets and
+// workers, and the table they classify against.
+type capture struct {
+	name    string
+	ifindex int
+	prog    *xdpprog.Capture
+	workers []*worker
+	table   atomic.Pointer[table]
+}
+
+// New starts a broker with no plan: nothing is attached until Apply. It
+// starts watching links at once so that LinkEvents works from the start.
+func New(cfg Config) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	b := &Broker{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "broker"),
+		events:    make(chan struct{}, 1),
+		captures:  map[string]*capture{},
+		monitors:  map[string]*output{},
+		flowSlots: map[string]int32{},
+		svcSlots:  map[string]int32{},
+		retIface:  map[string]*ifaceTotals{},
+	}
+	w, err := startLinkWatch(b.notify, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.watch = w
+	return b, nil
+}
+
+// LinkEvents delivers a value (coalesced) whenever an interface the current
+// plan uses appears, disappears, goes up or down, or a worker stops on a
+// socket error: the reconciler then calls Apply again.
+func (b *Broker) LinkEvents() <-chan struct{} { return b.events }
+
+func (b *Broker) notify() {
+	select {
+	case b.events <- struct{}{}:
+	default: // one pending event covers this one
+	}
+}
+
+// linkState is what Apply needs to know of one netdev.
+type linkState struct {
+	exists   bool
+	ifindex  int
+	up       bool
+	downWhy  string // why it is not up, when exists
+	rxQueues int
+	stats    *netlink.LinkStatistics
+}
+
+func lookupLink(name string) (linkState, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return linkState{}, nil
+		}
+		return linkState{}, fmt.Errorf("look up interface %s: %w", name, err)
+	}
+	a := l.Attrs()
+	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, stats: a.Statistics}
+	switch {
+	case a.Flags&net.FlagUp == 0:
+		st.downWhy = fmt.Sprintf("interface %s is down", name)
+	case a.OperState == netlink.OperDown || a.OperState == netlink.OperLowerLayerDown:
+		st.downWhy = fmt.Sprintf("interface %s has no carrier", name)
+	default:
+		st.up = true
+	}
+	return st, nil
+}
+
+// Apply realises p and reports every service's and flow's status. It only
+// fails when the broker is closed or ctx ends: what cannot be realised is
+// reported DOWN or ERROR with its reason, and the rest runs.
+func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Report{}, errors.New("apply plan: broker closed")
+	}
+	if err := ctx.Err(); err != nil {
+		return Report{}, fmt.Errorf("apply plan %d: %w", p.Version, err)
+	}
+	b.plan = p
+	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}}
+
+	links := map[string]linkState{}
+	linkErr := map[string]error{}
+	look := func(name string) linkState {
+		if st, ok := links[name]; ok {
+			return st
+		}
+		st, err := lookupLink(name)
+		if err != nil {
+			linkErr[name] = err
+		}
+		links[name] = st
+		return st
+	}
+	watched := map[string]bool{}
+
+	// 1. Monitors: keep, reopen (new ifindex) or open.
+	monStatus := map[string]Status{}
+	wantMon := map[string]bool{}
+	for _, s := range p.Services {
+		if s.Iface == "" || wantMon[s.Iface] {
+			continue
+		}
+		wantMon[s.Iface] = true
+		watched[s.Iface] = true
+		monStatus[s.Iface] = b.realiseMonitor(s.Iface, look(s.Iface), linkErr[s.Iface])
+	}
+
+	// 2. Services: slots and status.
+	for _, s := range p.Services {
+		b.svcSlot(s.ID)
+		st := Status{State: StateDown, Reason: "tap service's port has no interface binding"}
+		if s.Iface != "" {
+			st = monStatus[s.Iface]
+		}
+		rep.Services[s.ID] = st
+	}
+
+	// 3. Flows, grouped by capture interface.
+	byIface := map[string][]compiledFlow{}
+	flowIface := map[string]string{}
+	for _, f := range p.Flows {
+		slot := b.flowSlot(f.ID)
+		if f.Iface == "" {
+			rep.Flows[f.ID] = Status{State: StateDown, Reason: fmt.Sprintf("port %s has no interface binding", f.SourcePortID)}
+			continue
+		}
+		vlans, err := ParseVLANFilter(f.VLANFilter)
+		if err != nil {
+			rep.Flows[f.ID] = Status{State: StateError, Reason: err.Error()}
+			continue
+		}
+		if _, ok := rep.Services[f.ServiceID]; !ok {
+			rep.Flows[f.ID] = Status{State: StateError, Reason: fmt.Sprintf("tap service %s is not in the plan", f.ServiceID)}
+			continue
+		}
+		watched[f.Iface] = true
+		byIface[f.Iface] = append(byIface[f.Iface], compiledFlow{mac: macKey(f.MAC), dir: f.Direction, slot: slot,
+			svc: b.svcSlot(f.ServiceID), vlans: vlans})
+		flowIface[f.ID] = f.Iface
+	}
+	b.watch.setWatched(watched)
+
+	// 4. Captures: keep, rebuild or attach; then swap tables and filters.
+	outputOf := map[int32]*output{}
+	for _, s := range p.Services {
+		if o := b.monitors[s.Iface]; s.Iface != "" && o != nil {
+			outputOf[b.svcSlots[s.ID]] = o
+		}
+	}
+	flowSlots, svcSlots := int32(len(b.flowSlots)), int32(len(b.svcSlots))
+	capStatus := map[string]Status{}
+	for name, flows := range byIface {
+		st := b.realiseCapture(name, look(name), linkErr[name])
+		if c := b.captures[name]; c != nil {
+			t := buildTable(p.Version, flows, func(slot int32) *output { return outputOf[slot] }, flowSlots, svcSlots)
+			c.table.Store(t)
+			if err := c.prog.SetFilter(xdpFilter(flows)); err != nil {
+				st = Status{State: StateError, Reason: fmt.Sprintf("set xdp filter of %s: %v", name, err)}
+			}
+		}
+		capStatus[name] = st
+	}
+	for _, f := range p.Flows {
+		name, ok := flowIface[f.ID]
+		if !ok {
+			continue
+		}
+		rep.Flows[f.ID] = flowStatus(capStatus[name], f.ServiceID, rep.Services[f.ServiceID])
+	}
+
+	// 5. Tear down what the plan no longer uses.
+	for name, c := range b.captures {
+		if _, ok := byIface[name]; !ok {
+			b.teardownCapture(c)
+		}
+	}
+	for name, o := range b.monitors {
+		if !wantMon[name] {
+			b.closeMonitor(o)
+		}
+	}
+	b.log.Debug("plan applied", "plan_version", p.Version, "captures", len(b.captures), "monitors", len(b.monitors))
+	return rep, nil
+}
+
+// flowStatus combines the status of a flow's capture interface and of its
+// service: an error wins over down, the capture's reason over the service's.
+func flowStatus(capture Status, svcID string, svc Status) Status {
+	viaSvc := Status{State: svc.State, Reason: fmt.Sprintf("tap service %s: %s", svcID, svc.Reason)}
+	switch {
+	case capture.State == StateError:
+		return capture
+	case svc.State == StateError:
+		return viaSvc
+	case capture.State == StateDown:
+		return capture
+	case svc.State == StateDown:
+		return viaSvc
+	}
+	return Status{State: StateActive}
+}
+
+func (b *Broker) flowSlot(id string) int32 {
+	s, ok := b.flowSlots[id]
+	if !ok {
+		s = int32(len(b.flowSlots))
+		b.flowSlots[id] = s
+	}
+	return s
+}
+
+func (b *Broker) svcSlot(id string) int32 {
+	s, ok := b.svcSlots[id]
+	if !ok {
+		s = int32(len(b.svcSlots))
+		b.svcSlots[id] = s
+	}
+	return s
+}
+
+// realiseMonitor makes b.monitors[name] match the link and returns the
+// monitor's status.
+func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
+	o := b.monitors[name]
+	if lerr != nil {
+		return Status{State: StateError, Reason: lerr.Error()}
+	}
+	if o != nil && (!ls.exists || o.ifindex != ls.ifindex) {
+		b.closeMonitor(o)
+		o = nil
+	}
+	if !ls.exists {
+		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+	}
+	if o == nil {
+		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames})
+		if err != nil {
+			return Status{State: StateError, Reason: fmt.Sprintf("open monitor %s: %v", name, err)}
+		}
+		o = &output{name: name, ifindex: ls.ifindex, sock: s}
+		b.monitors[name] = o
+		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
+	}
+	o.up.Store(ls.up)
+	if !ls.up {
+		return Status{State: StateDown, Reason: ls.downWhy}
+	}
+	return Status{State: StateActive}
+}
+
+func (b *Broker) closeMonitor(o *output) {
+	b.retireOutput(o)
+	if err := o.close(); err != nil {
+		b.log.Error("close monitor", "iface", o.name, "err", err)
+	}
+	delete(b.monitors, o.name)
+	b.log.Info("monitor closed", "iface", o.name)
+}
+
+// realiseCapture makes b.captures[name] match the link and returns the
+// capture's status.
+func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
+	if lerr != nil {
+		return Status{State: StateError, Reason: lerr.Error()}
+	}
+	c := b.captures[name]
+	if c != nil && (!ls.exists || c.ifindex != ls.ifindex || c.anyDead()) {
+		b.teardownCapture(c)
+		c = nil
+	}
+	if !ls.exists {
+		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+	}
+	if c == nil {
+		var err error
+		if c, err = b.attach(name, ls); err != nil {
+			return Status{State: StateError, Reason: err.Error()}
+		}
+		b.captures[name] = c
+	}
+	if !ls.up {
+		return Status{State: StateDown, Reason: ls.downWhy}
+	}
+	return Status{State: StateActive}
+}
+
+// attach loads the XDP program on the capture interface, opens a socket per
+// RX queue and starts the workers.
+func (b *Broker) attach(name string, ls linkState) (*capture, error) {
+	ic := b.cfg.iface(name)
+	unmatched, _ := unmatchedAction(ic.Unmatched) // validated in New
+	queues := ic.Queues
+	if queues == 0 {
+		queues = max(ls.rxQueues, 1)
+	}
+	if queues > xdpprog.MaxQueues {
+		return nil, fmt.Errorf("attach %s: %d queues, at most %d", name, queues, xdpprog.MaxQueues)
+	}
+	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames}
+	maxFrame := b.cfg.FrameSize - 256
+	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp to %s: %w", name, err)
+	}
+	c := &capture{name: name, ifindex: ls.ifindex, prog: prog}
+	for q := 0; q < queues; q++ {
+		s, err := xsk.Open(ls.ifindex, q, scfg)
+		if err != nil {
+			b.teardownCapture(c)
+			return nil, fmt.Errorf("open capture socket of %s: %w", name, err)
+		}
+		cpu := -1
+		if len(b.cfg.CPUs) > 0 {
+			cpu = b.cfg.CPUs[(len(b.allWorkers())+q)%len(b.cfg.CPUs)]
+		}
+		w := newWorker(c, s, q, &b.cfg, cpu)
+		c.workers = append(c.workers, w)
+		go w.run(b.notify)
+		if err := prog.SetSocket(q, s.FD()); err != nil {
+			b.teardownCapture(c)
+			return nil, fmt.Errorf("attach %s: %w", name, err)
+		}
+	}
+	b.log.Info("capture attached", "iface", name, "ifindex", ls.ifindex, "queues", queues, "unmatched", unmatched)
+	return c, nil
+}
+
+func (c *capture) anyDead() bool {
+	for _, w := range c.workers {
+		if w.dead.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Broker) allWorkers() []*worker {
+	var ws []*worker
+	for _, c := range b.captures {
+		ws = append(ws, c.workers...)
+	}
+	return ws
+}
+
+// teardownCapture stops the capture's workers, keeps their counters, and
+// closes its sockets and program.
+func (b *Broker) teardownCapture(c *capture) {
+	for q := range c.workers {
+		// The program is closed below anyway; a failure here only means
+		// frames of this queue are counted redirect_failed meanwhile.
+		_ = c.prog.ClearSocket(q)
+	}
+	for _, w := range c.workers {
+		w.stop.Store(true)
+	}
+	for _, w := range c.workers {
+		<-w.done
+	}
+	b.retireCapture(c)
+	for _, w := range c.workers {
+		if err := w.sock.Close(); err != nil && !errors.Is(err, xsk.ErrClosed) {
+			b.log.Error("close capture socket", "iface", c.name, "queue", w.queue, "err", err)
+		}
+	}
+	if err := c.prog.Close(); err != nil {
+		b.log.Error("detach xdp", "iface", c.name, "err", err)
+	}
+	if b.captures[c.name] == c {
+		delete(b.captures, c.name)
+	}
+	b.log.Info("capture detached", "iface", c.name)
+}
+
+// Close tears everything down; the broker cannot be used afterwards.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.watch.stop()
+	for _, c := range b.captures {
+		b.teardownCapture(c)
+	}
+	for _, o := range b.monitors {
+		b.closeMonitor(o)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/taas-appliance/taas/xdpprog"
+)
+
+// unmatchedAction maps IfaceConfig.Unmatched to the XDP program's action.
+func unmatchedAction(s string) (xdpprog.Action, error) {
+	switch s {
+	case "", "pass":
+		return xdpprog.Pass, nil
+	case "drop":
+		return xdpprog.Drop, nil
+	}
+	return xdpprog.Pass, fmt.Errorf("unmatched %q: want pass or drop", s)
+}
+
+// xdpDrops are the XDP program's counters that count frames a flow may have
+// wanted and that did not reach a socket; the others (passed, unmatched...)
+// are not losses.
+var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true}
+
+// ifaceTotals are the counters of torn-down incarnations of an interface
+// (a capture detached when its link went away, a monitor reopened): Stats
+// adds them so that totals never go backwards.
+type ifaceTotals struct {
+	role            string
+	drops, counters map[string]uint64
+}
+
+func (b *Broker) totals(name, role string) *ifaceTotals {
+	t := b.retIface[name]
+	if t == nil || t.role != role {
+		t = &ifaceTotals{role: role, drops: map[string]uint64{}, counters: map[string]uint64{}}
+		b.retIface[name] = t
+	}
+	return t
+}
+
+// captureCounters adds the live counters of c to drops and counters.
+func captureCounters(c *capture, drops, counters map[string]uint64) {
+	if xc, err := c.prog.Counters(); err == nil {
+		xc.Each(func(name string, v uint64) {
+			if xdpDrops[name] || (name == "dropped") {
+				drops["xdp_"+name] += v
+			} else {
+				counters["xdp_"+name] += v
+			}
+		})
+	}
+	for _, w := range c.workers {
+		for i := range w.wctr {
+			if workerCounterIsDrop[i] {
+				drops[workerCounterNames[i]] += w.wctr[i].Load()
+			} else {
+				counters[workerCounterNames[i]] += w.wctr[i].Load()
+			}
+		}
+		// A closed socket still reports its own counters with ErrClosed.
+		st, _ := w.sock.Stats()
+		st.Each(func(name string, v uint64, drop bool) {
+			if drop {
+				drops[name] += v
+			} else {
+				counters[name] += v
+			}
+		})
+	}
+}
+
+// outputCounters adds the live counters of o to drops and counters.
+func outputCounters(o *output, drops, counters map[string]uint64) {
+	for i := range o.ctr {
+		if outputCounterIsDrop[i] {
+			drops[outputCounterNames[i]] += o.ctr[i].Load()
+		} else {
+			counters[outputCounterNames[i]] += o.ctr[i].Load()
+		}
+	}
+	if o.sock != nil {
+		st, _ := o.sock.Stats()
+		st.Each(func(name string, v uint64, drop bool) {
+			if drop {
+				drops[name] += v
+			} else {
+				counters[name] += v
+			}
+		})
+	}
+}
+
+// retireCapture keeps the counters of c, whose workers have stopped.
+func (b *Broker) retireCapture(c *capture) {
+	t := b.totals(c.name, "capture")
+	captureCounters(c, t.drops, t.counters)
+	for _, w := range c.workers {
+		addSet(&b.retired, w.ctr.Load())
+	}
+}
+
+func (b *Broker) retireOutput(o *output) {
+	t := b.totals(o.name, "monitor")
+	outputCounters(o, t.drops, t.counters)
+}
+
+// addSet adds src's counters into dst (both owned by b.mu's holder or
+// frozen).
+func addSet(dst, src *counterSet) {
+	g := dst.grown(int32(len(src.flows)), int32(len(src.svcs)))
+	if g != dst {
+		*dst = counterSet{flows: g.flows, svcs: g.svcs}
+	}
+	for i := range src.flows {
+		dst.flows[i].pkts.Add(src.flows[i].pkts.Load())
+		dst.flows[i].bytes.Add(src.flows[i].bytes.Load())
+	}
+	for i := range src.svcs {
+		dst.svcs[i].pkts.Add(src.svcs[i].pkts.Load())
+		dst.svcs[i].bytes.Add(src.svcs[i].bytes.Load())
+		for d := range src.svcs[i].drops {
+			dst.svcs[i].drops[d].Add(src.svcs[i].drops[d].Load())
+		}
+	}
+}
+
+// Stats returns a snapshot of every counter of the interfaces, services and
+// flows of the last applied plan, summed over workers and CPUs and over
+// earlier incarnations of each interface.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := Stats{UnixNano: time.Now().UnixNano()}
+	if b.plan == nil {
+		return st
+	}
+	st.PlanVersion = b.plan.Version
+	sets := []*counterSet{&b.retired}
+	for _, c := range b.captures {
+		for _, w := range c.workers {
+			sets = append(sets, w.ctr.Load())
+		}
+	}
+	iface := func(name, role string, queues int, add func(d, c map[string]uint64)) IfaceStats {
+		is := IfaceStats{Name: name, Role: role, Queues: queues, Drops: map[string]uint64{}, Counters: map[string]uint64{}}
+		if ls, err := lookupLink(name); err == nil && ls.exists {
+			is.LinkUp = ls.up
+			if ls.stats != nil {
+				is.RxPackets, is.RxBytes = ls.stats.RxPackets, ls.stats.RxBytes
+				is.TxPackets, is.TxBytes = ls.stats.TxPackets, ls.stats.TxBytes
+			}
+		}
+		if t := b.retIface[name]; t != nil && t.role == role {
+			for k, v := range t.drops {
+				is.Drops[k] += v
+			}
+			for k, v := range t.counters {
+				is.Counters[k] += v
+			}
+		}
+		if add != nil {
+			add(is.Drops, is.Counters)
+		}
+		return is
+	}
+	seen := map[string]bool{}
+	for _, f := range b.plan.Flows {
+		if f.Iface == "" || seen["c/"+f.Iface] {
+			continue
+		}
+		seen["c/"+f.Iface] = true
+		c := b.captures[f.Iface]
+		var add func(d, c map[string]uint64)
+		queues := 0
+		if c != nil {
+			add = func(d, cs map[string]uint64) { captureCounters(c, d, cs) }
+			queues = len(c.workers)
+		}
+		st.Interfaces = append(st.Interfaces, iface(f.Iface, "capture", queues, add))
+	}
+	for _, s := range b.plan.Services {
+		if s.Iface == "" || seen["m/"+s.Iface] {
+			continue
+		}
+		seen["m/"+s.Iface] = true
+		o := b.monitors[s.Iface]
+		var add func(d, c map[string]uint64)
+		queues := 0
+		if o != nil {
+			add = func(d, cs map[string]uint64) { outputCounters(o, d, cs) }
+			queues = 1
+		}
+		st.Interfaces = append(st.Interfaces, iface(s.Iface, "monitor", queues, add))
+	}
+	sort.Slice(st.Interfaces, func(i, j int) bool {
+		a, c := st.Interfaces[i], st.Interfaces[j]
+		return a.Role < c.Role || (a.Role == c.Role && a.Name < c.Name)
+	})
+	for _, s := range b.plan.Services {
+		ss := ServiceStats{ID: s.ID, Drops: map[string]uint64{}}
+		for d := range numServiceDrops {
+			ss.Drops[d.String()] = 0
+		}
+		if slot, ok := b.svcSlots[s.ID]; ok {
+			for _, set := range sets {
+				if int(slot) >= len(set.svcs) {
+					continue
+				}
+				c := &set.svcs[slot]
+				ss.DeliveredPackets += c.pkts.Load()
+				ss.DeliveredBytes += c.bytes.Load()
+				for d := range numServiceDrops {
+					ss.Drops[d.String()] += c.drops[d].Load()
+				}
+			}
+		}
+		st.Services = append(st.Services, ss)
+	}
+	for _, f := range b.plan.Flows {
+		fs := FlowStats{ID: f.ID}
+		if slot, ok := b.flowSlots[f.ID]; ok {
+			for _, set := range sets {
+				if int(slot) < len(set.flows) {
+					fs.MatchedPackets += set.flows[slot].pkts.Load()
+					fs.MatchedBytes += set.flows[slot].bytes.Load()
+				}
+			}
+		}
+		st.Flows = append(st.Flows, fs)
+	}
+	return st
+}

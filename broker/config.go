@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/netdev"
+)
+
+// Config shapes the broker. The zero value is valid: every capture
+// interface on all of its RX queues, unmatched frames passed to the kernel,
+// batches of 256, 2048-byte UMEM frames, workers that sleep in poll(2).
+type Config struct {
+	// Logger receives lifecycle logs (attach, detach, plan applied); nil
+	// discards them. Nothing is logged per frame.
+	Logger *slog.Logger
+	// Interfaces hold per-interface settings of capture interfaces; an
+	// interface a plan names that is not listed gets the defaults.
+	Interfaces []IfaceConfig
+	// BatchSize is the most RX descriptors a worker takes per batch: 64 to
+	// 256, default 256 (afxdp-notes: 64 with the kernel's TX budget halved
+	// throughput).
+	BatchSize int
+	// FrameSize is the UMEM chunk size in bytes, 2048 (default) or 4096.
+	// With 2048 the largest frame captured is 1792 bytes (gotcha 6); larger
+	// ones are counted as oversize by the XDP program.
+	FrameSize int
+	// NumFrames is the number of UMEM frames of each socket; default 4096.
+	NumFrames int
+	// BusyPoll makes workers spin on their RX ring instead of sleeping in
+	// poll(2). Default false: on a 2-core machine one core serves NAPI and
+	// a spinning worker next to it collapses throughput (gotcha 8).
+	BusyPoll bool
+	// CPUs, when not empty, pins worker i to CPUs[i % len(CPUs)].
+	CPUs []int
+	// PollTimeout bounds how long an idle worker sleeps before it checks
+	// whether it must stop; default 100ms.
+	PollTimeout time.Duration
+}
+
+// IfaceConfig is the setting of one capture interface.
+type IfaceConfig struct {
+	// Name is the netdev name.
+	Name string
+	// Queues is the number of RX queues (0..Queues-1) that get a socket and
+	// a worker; 0 means every RX queue of the netdev.
+	Queues int
+	// Unmatched is what the XDP program does with frames no flow wants:
+	// "pass" (default, empty) to the kernel stack, or "drop".
+	Unmatched string
+}
+
+// Defaults of the zero fields of Config.
+const (
+	DefaultBatchSize   = 256
+	DefaultPollTimeout = 100 * time.Millisecond
+)
+
+func (c *Config) setDefaults() {
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.FrameSize == 0 {
+		c.FrameSize = 2048
+	}
+	if c.PollTimeout == 0 {
+		c.PollTimeout = DefaultPollTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first setting out of range.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if c.BatchSize < 64 || c.BatchSize > 256 {
+		return fmt.Errorf("broker config: batch size %d: want 64..256", c.BatchSize)
+	}
+	if c.FrameSize != 2048 && c.FrameSize != 4096 {
+		return fmt.Errorf("broker config: frame size %d: want 2048 or 4096", c.FrameSize)
+	}
+	if c.NumFrames < 0 || (c.NumFrames != 0 && c.NumFrames < 2*c.BatchSize) {
+		return fmt.Errorf("broker config: %d frames: want 0 (default) or at least twice the batch size", c.NumFrames)
+	}
+	if c.PollTimeout < 0 {
+		return fmt.Errorf("broker config: poll timeout %v: want positive", c.PollTimeout)
+	}
+	for _, cpu := range c.CPUs {
+		if cpu < 0 {
+			return fmt.Errorf("broker config: cpu %d: want 0 or more", cpu)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ic := range c.Interfaces {
+		if err := netdev.CheckName(ic.Name); err != nil {
+			return fmt.Errorf("broker config: interface %q: %w", ic.Name, err)
+		}
+		if seen[ic.Name] {
+			return fmt.Errorf("broker config: interface %q listed twice", ic.Name)
+		}
+		seen[ic.Name] = true
+		if ic.Queues < 0 {
+			return fmt.Errorf("broker config: interface %s: queues %d: want 0 (all) or more", ic.Name, ic.Queues)
+		}
+		if _, err := unmatchedAction(ic.Unmatched); err != nil {
+			return fmt.Errorf("broker config: interface %s: %w", ic.Name, err)
+		}
+	}
+	return nil
+}
+
+// iface returns the setting of the interface name, or the defaults.
+func (c *Config) iface(name string) IfaceConfig {
+	for _, ic := range c.Interfaces {
+		if ic.Name == name {
+			return ic
+		}
+	}
+	return IfaceConfig{Name: name}
+}

@@ -1,0 +1,112 @@
+package broker
+
+import "sync/atomic"
+
+// Counters live with the goroutine that bumps them: each worker has its own
+// counterSet indexed by stable flow and service slots, and Stats sums them.
+// A worker replaces its set with a larger copy when a plan brings new slots
+// (at a plan swap, never per frame); a reader that still holds the old set
+// sees the values it had when copied, so totals never go backwards.
+
+type flowCounter struct {
+	pkts, bytes atomic.Uint64
+}
+
+type serviceCounter struct {
+	pkts, bytes atomic.Uint64
+	drops       [numServiceDrops]atomic.Uint64
+}
+
+// serviceDrop is why a copy for a service was not sent.
+type serviceDrop uint8
+
+const (
+	// dropNoTxFrame: the monitor's UMEM had no free frame (its completions
+	// lag, gotcha 4).
+	dropNoTxFrame serviceDrop = iota
+	// dropTxRingFull: the monitor's TX ring was full.
+	dropTxRingFull
+	// dropMonitorDown: the service's monitor interface is missing or down.
+	dropMonitorDown
+	numServiceDrops
+)
+
+var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down"}
+
+func (d serviceDrop) String() string { return serviceDropNames[d] }
+
+// counterSet is one worker's per-flow and per-service counters.
+type counterSet struct {
+	flows []flowCounter
+	svcs  []serviceCounter
+}
+
+// grown returns a set with room for the slots, copying c's values, or c when
+// it is large enough.
+func (c *counterSet) grown(flowSlots, svcSlots int32) *counterSet {
+	if int(flowSlots) <= len(c.flows) && int(svcSlots) <= len(c.svcs) {
+		return c
+	}
+	n := &counterSet{
+		flows: make([]flowCounter, max(int(flowSlots), len(c.flows))*2),
+		svcs:  make([]serviceCounter, max(int(svcSlots), len(c.svcs))*2),
+	}
+	for i := range c.flows {
+		n.flows[i].pkts.Store(c.flows[i].pkts.Load())
+		n.flows[i].bytes.Store(c.flows[i].bytes.Load())
+	}
+	for i := range c.svcs {
+		n.svcs[i].pkts.Store(c.svcs[i].pkts.Load())
+		n.svcs[i].bytes.Store(c.svcs[i].bytes.Load())
+		for d := range c.svcs[i].drops {
+			n.svcs[i].drops[d].Store(c.svcs[i].drops[d].Load())
+		}
+	}
+	return n
+}
+
+// workerCounter names a worker's per-frame counters that are not per flow.
+type workerCounter uint8
+
+const (
+	wcFrames workerCounter = iota
+	wcBytes
+	wcBatches
+	wcUnwanted // classified, wanted by no flow (the XDP filter is a superset)
+	wcRunt
+	wcTruncatedTag
+	wcOversize // larger than the monitor's TX frame
+	wcPollErrors
+	numWorkerCounters
+)
+
+var workerCounterNames = [numWorkerCounters]string{
+	"frames", "bytes", "batches", "unwanted", "runt", "truncated_tag", "oversize", "poll_errors",
+}
+
+// workerCounterIsDrop says which worker counters count lost frames.
+var workerCounterIsDrop = [numWorkerCounters]bool{
+	wcUnwanted: false, wcRunt: true, wcTruncatedTag: true, wcOversize: true,
+}
+
+// outputCounter names an output's counters.
+type outputCounter uint8
+
+const (
+	ocCopies outputCounter = iota // frames put on the TX ring
+	ocBytes
+	ocNoTxFrame
+	ocTxRingFull
+	ocKickErrors
+	ocMonitorDown
+	ocBatches
+	numOutputCounters
+)
+
+var outputCounterNames = [numOutputCounters]string{
+	"copies", "copy_bytes", "no_free_tx_frame", "tx_ring_full", "kick_errors", "monitor_down", "tx_batches",
+}
+
+var outputCounterIsDrop = [numOutputCounters]bool{
+	ocNoTxFrame: true, ocTxRingFull: true, ocKickErrors: true, ocMonitorDown: true,
+}

@@ -1,0 +1,93 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// linkWatch follows netlink link messages and calls notify when an
+// interface the current plan uses appears, disappears, or changes its
+// ifindex, admin state or operational state. Other messages (our own XDP
+// attach, statistics, unrelated links) are ignored, so a reconcile pass
+// never triggers itself. One goroutine reads the netlink socket.
+type linkWatch struct {
+	notify func()
+	log    *slog.Logger
+	done   chan struct{}
+	exited chan struct{}
+
+	mu      sync.Mutex
+	watched map[string]bool
+	last    map[string]linkKey
+}
+
+type linkKey struct {
+	index int
+	up    bool
+	oper  netlink.LinkOperState
+}
+
+func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
+	lw := &linkWatch{notify: notify, log: log, done: make(chan struct{}), exited: make(chan struct{}),
+		watched: map[string]bool{}, last: map[string]linkKey{}}
+	ch := make(chan netlink.LinkUpdate, 64)
+	err := netlink.LinkSubscribeWithOptions(ch, lw.done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) {
+			// The subscription may have lost messages: reconcile anyway.
+			log.Warn("link watch", "err", err)
+			notify()
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	go lw.run(ch)
+	return lw, nil
+}
+
+func (lw *linkWatch) run(ch <-chan netlink.LinkUpdate) {
+	defer close(lw.exited)
+	for u := range ch {
+		a := u.Link.Attrs()
+		k := linkKey{index: a.Index, up: a.Flags&net.FlagUp != 0, oper: a.OperState}
+		lw.mu.Lock()
+		changed := false
+		if lw.watched[a.Name] {
+			prev, had := lw.last[a.Name]
+			if u.Header.Type == unix.RTM_DELLINK {
+				changed = true
+				delete(lw.last, a.Name)
+			} else {
+				changed = !had || prev != k
+				lw.last[a.Name] = k
+			}
+		}
+		lw.mu.Unlock()
+		if changed {
+			lw.notify()
+		}
+	}
+}
+
+// setWatched replaces the set of interface names that matter.
+func (lw *linkWatch) setWatched(names map[string]bool) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	lw.watched = names
+	for n := range lw.last {
+		if !names[n] {
+			delete(lw.last, n)
+		}
+	}
+}
+
+// stop ends the subscription and waits for the goroutine.
+func (lw *linkWatch) stop() {
+	close(lw.done)
+	<-lw.exited
+}

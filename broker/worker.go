@@ -1,0 +1,270 @@
+package broker
+
+// The hot path, one worker per (capture interface, RX queue):
+//
+//  1. rx ring:  Receive up to BatchSize descriptors (poll(2) when idle)
+//  2. plan:     load the capture's table once per batch
+//  3. classify: parse dst/src/outer VID, match flows, dedupe per service
+//  4. gather:   append each copy to its output's list
+//  5. fan-out:  per output, under its mutex once per batch: AllocTx, memcpy,
+//               Transmit, one Kick, reap completions
+//  6. fill:     Free the RX frames and refill the fill ring once
+//
+// Nothing here allocates, locks (except step 5's per-batch mutex), logs or
+// builds an error per frame; allocation and benchmark tests prove it.
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taas-appliance/taas/broker/xsk"
+)
+
+// copyRef is one copy to send: the RX descriptor index in the batch and the
+// local service index it is for.
+type copyRef struct {
+	desc int32
+	svc  int32
+}
+
+// worker drains one RX socket. Only its goroutine touches the socket's
+// rings and its scratch arrays; others read its counters.
+type worker struct {
+	cap    *capture
+	sock   *xsk.Socket
+	queue  int
+	cpu    int // -1: not pinned
+	busy   bool
+	pollTO time.Duration
+
+	stop atomic.Bool
+	dead atomic.Bool // exited on its own (socket error)
+	done chan struct{}
+
+	ctr  atomic.Pointer[counterSet]
+	wctr [numWorkerCounters]atomic.Uint64
+
+	// Scratch, owned by the goroutine.
+	descs  []xsk.Desc
+	txd    []xsk.Desc
+	gather [][]copyRef
+	cls    classifier
+	tab    *table
+}
+
+func newWorker(c *capture, s *xsk.Socket, queue int, cfg *Config, cpu int) *worker {
+	w := &worker{cap: c, sock: s, queue: queue, cpu: cpu, busy: cfg.BusyPoll, pollTO: cfg.PollTimeout,
+		done: make(chan struct{}), descs: make([]xsk.Desc, cfg.BatchSize), txd: make([]xsk.Desc, cfg.BatchSize)}
+	w.ctr.Store(&counterSet{})
+	return w
+}
+
+// run is the worker's goroutine. notify is called (without blocking) when
+// it exits on its own, so the broker rebuilds it.
+func (w *worker) run(notify func()) {
+	defer close(w.done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if w.cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		// Pinning is an optimisation: a CPU that is not allowed leaves the
+		// worker where the scheduler puts it, which still works.
+		_ = unix.SchedSetaffinity(0, &set)
+	}
+	w.sock.Fill()
+	for !w.stop.Load() {
+		if w.batch() > 0 {
+			continue
+		}
+		if w.busy {
+			continue
+		}
+		if _, err := w.sock.Poll(w.pollTO); err != nil {
+			// The socket is unusable (its interface went away): stop and
+			// let the next Apply rebuild the capture.
+			w.wctr[wcPollErrors].Add(1)
+			w.dead.Store(true)
+			notify()
+			return
+		}
+	}
+}
+
+// batch receives and forwards one batch and returns its size.
+func (w *worker) batch() int {
+	n := w.sock.Receive(w.descs)
+	if n == 0 {
+		return 0
+	}
+	t := w.cap.table.Load()
+	if t != w.tab {
+		w.swap(t)
+	}
+	ctr := w.ctr.Load()
+	descs := w.descs[:n]
+	var bytes uint64
+	if t != nil {
+		var h frameHeader
+		for i := range descs {
+			b := w.sock.Frame(descs[i])
+			bytes += uint64(len(b))
+			switch parseFrame(b, &h) {
+			case parseRunt:
+				w.wctr[wcRunt].Add(1)
+				continue
+			case parseTruncatedTag:
+				w.wctr[wcTruncatedTag].Add(1)
+				continue
+			}
+			hits := w.cls.classify(t, &h, uint64(len(b)), ctr)
+			if len(hits) == 0 {
+				w.wctr[wcUnwanted].Add(1)
+				continue
+			}
+			for _, s := range hits {
+				ts := &t.services[s]
+				if ts.out < 0 {
+					ctr.svcs[ts.slot].drops[dropMonitorDown].Add(1)
+					continue
+				}
+				w.gather[ts.out] = append(w.gather[ts.out], copyRef{desc: int32(i), svc: s})
+			}
+		}
+		for o := range t.outputs {
+			if len(w.gather[o]) > 0 {
+				w.send(t, t.outputs[o], w.gather[o], ctr)
+				w.gather[o] = w.gather[o][:0]
+			}
+		}
+	} else {
+		for i := range descs {
+			bytes += uint64(descs[i].Len)
+		}
+		w.wctr[wcUnwanted].Add(uint64(n)) // a nil plan drops everything
+	}
+	w.wctr[wcFrames].Add(uint64(n))
+	w.wctr[wcBytes].Add(bytes)
+	w.wctr[wcBatches].Add(1)
+	w.sock.Free(descs)
+	w.sock.Fill()
+	return n
+}
+
+// swap adopts a new table: counter and scratch arrays grow here, never per
+// frame.
+func (w *worker) swap(t *table) {
+	w.tab = t
+	if t == nil {
+		return
+	}
+	w.cls.resize(t)
+	if c := w.ctr.Load(); c != nil {
+		if g := c.grown(t.flowSlots, t.svcSlots); g != c {
+			w.ctr.Store(g)
+		}
+	}
+	for len(w.gather) < len(t.outputs) {
+		w.gather = append(w.gather, nil)
+	}
+	// A frame can go to every service of an output once.
+	perOut := make([]int, len(t.outputs))
+	for _, s := range t.services {
+		if s.out >= 0 {
+			perOut[s.out]++
+		}
+	}
+	for o, k := range perOut {
+		if need := k * len(w.descs); cap(w.gather[o]) < need {
+			w.gather[o] = make([]copyRef, 0, need)
+		}
+	}
+}
+
+// send copies the gathered frames into o's TX frames and sends them with one
+// kick, holding o's mutex once for the whole batch.
+func (w *worker) send(t *table, o *output, refs []copyRef, ctr *counterSet) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sock == nil || !o.up.Load() {
+		o.ctr[ocMonitorDown].Add(uint64(len(refs)))
+		for _, r := range refs {
+			ctr.svcs[t.services[r.svc].slot].drops[dropMonitorDown].Add(1)
+		}
+		return
+	}
+	for len(refs) > 0 {
+		chunk := refs[:min(len(refs), len(w.txd))]
+		refs = refs[len(chunk):]
+		w.sendChunk(t, o, chunk, ctr)
+	}
+}
+
+// sendChunk sends at most len(w.txd) copies; o.mu is held.
+func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet) {
+	s := o.sock
+	txd := w.txd[:len(refs)]
+	k := s.AllocTx(txd)
+	for j := 0; j < k; j++ {
+		src := w.sock.Frame(w.descs[refs[j].desc])
+		dst := s.Frame(txd[j])
+		// The monitor's TX frame (FrameSize - UMEM headroom) is always
+		// larger than a received frame (FrameSize - 256, gotcha 6).
+		txd[j].Len = uint32(copy(dst, src))
+	}
+	sent := s.Transmit(txd[:k])
+	if sent < k {
+		s.Free(txd[sent:k])
+	}
+	if err := s.Kick(); err != nil {
+		o.ctr[ocKickErrors].Add(1)
+	}
+	s.Complete()
+	o.ctr[ocCopies].Add(uint64(sent))
+	o.ctr[ocTxRingFull].Add(uint64(k - sent))
+	o.ctr[ocNoTxFrame].Add(uint64(len(refs) - k))
+	o.ctr[ocBatches].Add(1)
+	var bytes uint64
+	for j, r := range refs {
+		sc := &ctr.svcs[t.services[r.svc].slot]
+		switch {
+		case j < sent:
+			sc.pkts.Add(1)
+			sc.bytes.Add(uint64(txd[j].Len))
+			bytes += uint64(txd[j].Len)
+		case j < k:
+			sc.drops[dropTxRingFull].Add(1)
+		default:
+			sc.drops[dropNoTxFrame].Add(1)
+		}
+	}
+	o.ctr[ocBytes].Add(bytes)
+}
+
+// output is one monitor interface's TX socket, shared by every worker that
+// sends to it; a worker holds mu for a whole batch, never per frame.
+type output struct {
+	name    string
+	ifindex int
+	up      atomic.Bool
+	ctr     [numOutputCounters]atomic.Uint64
+
+	mu   sync.Mutex
+	sock *xsk.Socket // nil once closed
+}
+
+// close stops sends (waiting for a batch in flight) and closes the socket.
+func (o *output) close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sock == nil {
+		return nil
+	}
+	err := o.sock.Close()
+	o.sock = nil
+	return err
+}
