@@ -16,6 +16,7 @@ import (
 
 	"github.com/taas-appliance/taas/control"
 	"github.com/taas-appliance/taas/control/store"
+	"github.com/taas-appliance/taas/web"
 )
 
 // config is everything taasd is started with: flags (and, later, the
@@ -136,7 +137,7 @@ func main() {
 
 // run builds the components from cfg and serves until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Logger: logger}
+	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Logger: logger, Mount: web.Mount}
 	if cfg.Auth == control.AuthToken {
 		t, err := control.LoadTokens(cfg.Tokens)
 		if err != nil {

@@ -1,14 +1,16 @@
 // Token mode: the dashboard asks for a token before showing anything,
 // rejects a wrong one, sends the right one on every call, shows only that
-// project's resources (and updates them by polling, as EventSource cannot
-// send the token), and forgets the token on sign-out.
+// project's resources, stays live (the event stream takes the token as
+// ?token=, since EventSource cannot send headers; without EventSource it
+// polls), and forgets the token on sign-out.
 
 import assert from 'node:assert/strict';
 import { BASE, run, newPage, checkProblems, until, shot, step, api, nav } from './lib.mjs';
 
 const tokenA = process.env.TAAS_TOKEN_A;
 const tokenB = process.env.TAAS_TOKEN_B;
-assert.ok(tokenA && tokenB, 'TAAS_TOKEN_A and TAAS_TOKEN_B name two members of different projects');
+const projectA = process.env.TAAS_PROJECT_A;
+assert.ok(tokenA && tokenB && projectA, 'TAAS_TOKEN_A and TAAS_TOKEN_B are members of two projects; A of TAAS_PROJECT_A');
 
 await run(async (browser) => {
   const p = `tok-${process.pid}`;
@@ -46,10 +48,11 @@ await run(async (browser) => {
   await page.locator('#ports-table tbody tr', { hasText: `${p}-a-port` }).waitFor();
   const body = await page.locator('main').innerText();
   assert.ok(!body.includes(`${p}-b-`), "project B's resources are hidden");
-  assert.match(await page.locator('#live').innerText(), /polling/);
+  await until('the event stream', async () => (await page.locator('#live').innerText()) === 'live');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('taas.token')), tokenA);
+  assert.equal(await page.locator('#project').innerText(), `project ${projectA}`);
 
-  step('changes made elsewhere appear without a reload (polling)');
+  step('changes made elsewhere appear without a reload (events)');
   const later = await make(tokenA, 'a2');
   await page.locator('#tap_services-table tbody tr', { hasText: `${p}-a2-ts` }).waitFor();
   await make(tokenB, 'b2');
@@ -73,6 +76,19 @@ await run(async (browser) => {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await dialog.waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('taas.token')), null);
+
+  step('a browser without EventSource polls, and still sees changes');
+  const old = await newPage(browser);
+  await old.addInitScript(() => { delete window.EventSource; });
+  await old.goto(`${BASE}/ui/#/manage`);
+  const dlg = old.getByRole('dialog', { name: 'Token required' });
+  await dlg.getByLabel('Token').fill(tokenA);
+  await dlg.getByRole('button', { name: 'Sign in' }).click();
+  await dlg.waitFor({ state: 'hidden' });
+  await until('polling', async () => (await old.locator('#live').innerText()) === 'live (polling)');
+  await make(tokenA, 'a4');
+  await old.locator('#tap_services-table tbody tr', { hasText: `${p}-a4-ts` }).waitFor();
+  checkProblems(old, [/status of 401/]);
 
   // Without a token every API call is a 401, which Chromium logs.
   checkProblems(page, [/status of 401/]);

@@ -6,8 +6,9 @@
 // 2. /v2.0/taas/stats is fetched every second: two snapshots give the rates,
 //    and its entries carry the live status and status_reason;
 // 3. the current view renders from that state.
-// In token mode EventSource cannot send X-Auth-Token, so the lists are
-// polled more often instead.
+// EventSource cannot send X-Auth-Token: in token mode the stream gets the
+// token as ?token= (taasd accepts that on this one URL), and if the stream
+// fails the lists are polled every 2 s instead.
 
 import * as api from './api.js';
 import { $, $$ } from './dom.js';
@@ -33,7 +34,9 @@ const st = {
   },
 };
 
-let events = null;       // the EventSource while it is connected
+let stream = null;       // the EventSource, connecting or open
+let events = false;      // whether the stream is open
+let retryTimer = 0;
 let listsTimer = 0;
 let authWanted = false;
 let statsFailing = false;
@@ -125,26 +128,40 @@ async function refresh() {
 }
 
 // Server-sent events: any event means something changed (a resource or a
-// status), so the lists are fetched again, at most every 200 ms.
+// status), so the lists are fetched again, at most every 200 ms. While the
+// stream is down (refused, reconnecting) the lists are polled instead.
 function connectEvents() {
-  if (api.token() || events || typeof EventSource === 'undefined') return;
-  const es = new EventSource('/v2.0/taas/events');
+  if (typeof EventSource === 'undefined') return;
+  if (stream) stream.close();
+  stream = null;
+  events = false;
+  clearTimeout(retryTimer);
+  if (authWanted) return; // signing in calls this again
+  const t = api.token();
+  const es = new EventSource(t ? `/v2.0/taas/events?token=${encodeURIComponent(t)}` : '/v2.0/taas/events');
+  stream = es;
   let pending = 0;
   const onEvent = () => {
     if (pending) return;
     pending = setTimeout(() => { pending = 0; refresh(); }, 200);
   };
-  es.onopen = () => { events = es; showLive(); scheduleLists(); };
+  es.onopen = () => {
+    if (stream !== es) return;
+    events = true;
+    showLive();
+    scheduleLists();
+    refresh(); // what changed while the stream was down
+  };
   es.onmessage = onEvent;
-  for (const name of ['change', 'status', 'port', 'network', 'tap_service', 'tap_flow']) es.addEventListener(name, onEvent);
   es.onerror = () => {
+    if (stream !== es) return;
+    events = false;
+    showLive();
+    scheduleLists();
     if (es.readyState === EventSource.CLOSED) {
-      // The server refused the stream (404 before the API has it, 401):
-      // poll instead, and try again later.
-      events = null;
-      showLive();
-      scheduleLists();
-      setTimeout(connectEvents, 15000);
+      // Refused (401, 404): the browser gives up; try again later.
+      stream = null;
+      retryTimer = setTimeout(connectEvents, 15000);
     }
   };
 }
@@ -197,7 +214,8 @@ function initAuth() {
     authWanted = false;
     $('#token-dialog').close();
     $('#signout').hidden = false;
-    if (events) { events.close(); events = null; }
+    // (Re)connect the stream with the token.
+    connectEvents();
     showLive();
     scheduleLists();
     toast('Signed in.');

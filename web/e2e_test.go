@@ -1,0 +1,219 @@
+//go:build !no_ui
+
+package web
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The browser tests: the real taasd (built from ./cmd/taasd, on a loopback
+// port, with a temporary SQLite file) driven through its dashboard by
+// Debian's headless Chromium, which the scripts in e2e/ control through
+// playwright-core. Screenshots land in e2e/artifacts/.
+
+const chromiumPath = "/usr/bin/chromium"
+
+// browserTools returns node's path, or skips t when node or Chromium is
+// missing (CI installs both: .ci/apt-packages.txt). playwright-core missing
+// is a failure with the command that installs it, not a skip.
+func browserTools(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("browser tests need node (Debian package nodejs): not found in PATH")
+	}
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("browser tests need Chromium (Debian package chromium): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core", "package.json")); err != nil {
+		t.Fatalf("playwright-core is not installed in web/e2e: run .ci/setup.d/50-web.sh (npm ci): %v", err)
+	}
+	return node
+}
+
+// artifactsDir is where the scripts save screenshots, kept after the test
+// so they can be looked at (CI collects them).
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("e2e", "artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+var taasdBin struct {
+	path string
+	err  error
+}
+
+// buildTaasd builds the daemon once per test binary.
+func buildTaasd(t *testing.T) string {
+	t.Helper()
+	if taasdBin.path == "" && taasdBin.err == nil {
+		dir, err := os.MkdirTemp("", "taasd-web-e2e-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, "taasd")
+		cmd := exec.Command("go", "build", "-o", bin, "../cmd/taasd")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			taasdBin.err = fmt.Errorf("go build ../cmd/taasd: %v\n%s", err, out)
+		} else {
+			taasdBin.path = bin
+		}
+	}
+	if taasdBin.err != nil {
+		t.Fatal(taasdBin.err)
+	}
+	return taasdBin.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if taasdBin.path != "" {
+		os.RemoveAll(filepath.Dir(taasdBin.path))
+	}
+	os.Exit(code)
+}
+
+// freeLoopbackAddr returns a 127.0.0.1 port nothing listens on right now.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// startTaasd runs taasd with args (plus --listen and --db) until t ends and
+// returns its base URL once it answers.
+func startTaasd(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := buildTaasd(t)
+	addr := freeLoopbackAddr(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "taasd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"--listen", addr, "--db", filepath.Join(dir, "taas.db")}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		// Stop only the process this test started, by its pid.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(logPath); err == nil {
+				t.Logf("taasd log:\n%s", b)
+			}
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(base + "/")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("taasd %s exited: %v\n%s", strings.Join(args, " "), err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("taasd did not answer on %s within 30s (last: %v)\n%s", base, err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runScript runs one e2e/<name>.mjs against base with extra environment,
+// logs its output, and fails t unless it exits 0 having printed PASS.
+func runScript(t *testing.T, node, name, base string, env ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, name+".mjs")
+	cmd.Dir = "e2e"
+	cmd.Env = append(os.Environ(), append([]string{
+		"TAAS_URL=" + base,
+		"TAAS_ARTIFACTS=" + artifactsDir(t),
+		"CHROMIUM=" + chromiumPath,
+	}, env...)...)
+	out, err := cmd.CombinedOutput()
+	passed := false
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		line := sc.Text()
+		t.Log(line)
+		if line == "PASS" {
+			passed = true
+		}
+	}
+	if err != nil || !passed {
+		t.Fatalf("node %s.mjs: %v (PASS printed: %v)", name, err, passed)
+	}
+}
+
+func TestBrowser(t *testing.T) {
+	node := browserTools(t)
+	t.Logf("screenshots: %s", artifactsDir(t))
+
+	t.Run("noauth", func(t *testing.T) {
+		base := startTaasd(t, "--dataplane", "none")
+		// Sequential: each script drives its own Chromium, and the machine
+		// CI runs on has two cores.
+		for _, name := range []string{"crud", "narrow"} {
+			t.Run(name, func(t *testing.T) { runScript(t, node, name, base) })
+		}
+	})
+
+	t.Run("token", func(t *testing.T) {
+		tokens := filepath.Join(t.TempDir(), "tokens")
+		err := os.WriteFile(tokens, []byte("# token project roles\n"+
+			"tok-alpha-0123 project-alpha member,reader\n"+
+			"tok-bravo-4567 project-bravo member,reader\n"), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := startTaasd(t, "--dataplane", "none", "--auth", "token", "--tokens", tokens)
+		runScript(t, node, "token", base,
+			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha", "TAAS_TOKEN_B=tok-bravo-4567")
+	})
+}
