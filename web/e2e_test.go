@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,4 +217,25 @@ func TestBrowser(t *testing.T) {
 		runScript(t, node, "token", base,
 			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha", "TAAS_TOKEN_B=tok-bravo-4567")
 	})
+}
+
+// TestModel runs the unit tests of the dashboard's pure functions (rates,
+// number formatting, which field an API error names) under node's test
+// runner; they need no browser.
+func TestModel(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("the dashboard's unit tests need node (Debian package nodejs): not found in PATH")
+	}
+	cmd := exec.Command(node, "--test", "model.test.mjs")
+	cmd.Dir = "e2e"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test model.test.mjs: %v\n%s", err, out)
+	}
+	// A file that fails to load runs no test and still exits 0 on some
+	// node versions: insist on passes and no failures.
+	if !regexp.MustCompile(`(?m)^# pass [1-9]`).Match(out) || !strings.Contains(string(out), "# fail 0") {
+		t.Fatalf("node --test model.test.mjs: want passing tests and no failures:\n%s", out)
+	}
 }

@@ -1,0 +1,81 @@
+// Unit tests of the dashboard's pure functions (web/dist/js/model.js), run
+// by node's own test runner: `node --test model.test.mjs` (TestModel in
+// web/e2e_test.go runs it in make test).
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { rates, si, bits, sumDrops, errorAttr, label } from '../dist/js/model.js';
+
+const snap = (sec, o = {}) => ({
+  time_unix_nano: sec * 1e9,
+  interfaces: [{ name: 'cap0', rx_packets: o.rx ?? 0, rx_bytes: (o.rx ?? 0) * 100, tx_packets: 0, tx_bytes: 0, drops: o.ifDrops ?? {} }],
+  tap_services: [{ id: 's1', delivered_packets: o.del ?? 0, delivered_bytes: (o.del ?? 0) * 64, drops: o.drops ?? {} }],
+  tap_flows: [{ id: 'f1', matched_packets: o.m ?? 0, matched_bytes: (o.m ?? 0) * 64 }],
+});
+
+test('rates over two snapshots', () => {
+  const r = rates(snap(10, { rx: 1000, del: 100, m: 50, drops: { tx_full: 4 } }),
+    snap(12, { rx: 3000, del: 500, m: 250, drops: { tx_full: 10, no_frame: 2 } }));
+  assert.equal(r.dt, 2);
+  assert.equal(r.ifaces.get('cap0').rxPps, 1000);
+  assert.equal(r.ifaces.get('cap0').rxBps, 1000 * 100 * 8);
+  assert.equal(r.services.get('s1').pps, 200);
+  assert.equal(r.services.get('s1').bps, 200 * 64 * 8);
+  assert.deepEqual(r.services.get('s1').drops, { tx_full: 3, no_frame: 1 });
+  assert.equal(r.services.get('s1').dropPps, 4);
+  assert.equal(r.flows.get('f1').pps, 100);
+});
+
+test('a counter that went backwards counts as zero', () => {
+  const r = rates(snap(10, { del: 500 }), snap(11, { del: 20 }));
+  assert.equal(r.services.get('s1').pps, 0);
+});
+
+test('no rates without two snapshots, or without time passing', () => {
+  assert.equal(rates(null, snap(1)).dt, 0);
+  assert.equal(rates(snap(0), snap(0)).services.size, 0); // the null data plane reports time 0
+  assert.equal(rates(snap(5), snap(4)).dt, 0);
+});
+
+test('something new appears only once it has two snapshots', () => {
+  const prev = snap(1);
+  const cur = snap(2);
+  cur.tap_services.push({ id: 's2', delivered_packets: 9, delivered_bytes: 9, drops: {} });
+  assert.equal(rates(prev, cur).services.has('s2'), false);
+});
+
+test('si and bits', () => {
+  for (const [n, want] of [[0, '0'], [7, '7'], [2.5, '2.5'], [950, '950'], [1000, '1.00 k'], [45_600_000, '45.6 M'], [undefined, '–']]) {
+    assert.equal(si(n), want, `si(${n})`);
+  }
+  assert.equal(bits(950), '950 bit/s');
+  assert.equal(bits(1_230_000), '1.23 Mbit/s');
+  assert.equal(bits(undefined), '–');
+});
+
+test('sumDrops', () => {
+  assert.equal(sumDrops({ a: 1, b: 2 }), 3);
+  assert.equal(sumDrops(undefined), 0);
+});
+
+test('errorAttr finds the field a Neutron message is about', () => {
+  const cases = [
+    [{ message: "Invalid input for vlan_filter. Reason: '10-20,' is not a valid input." }, 'vlan_filter'],
+    [{ message: "Invalid input for binding:profile. Reason: Unexpected keys supplied: x." }, 'binding:profile'],
+    [{ message: "Failed to parse request. Required attribute 'direction' not specified" }, 'direction'],
+    [{ message: "Unrecognized attribute(s) 'colour, size'" }, 'colour'],
+    [{ message: 'Cannot update read-only attribute port_id' }, 'port_id'],
+    [{ message: "Attribute 'status' not allowed in POST" }, 'status'],
+    [{ type: 'PortNotFound', message: 'Port x could not be found.' }, 'source_port port_id'],
+    [{ type: 'TapServiceNotFound', message: 'Tap Service  x does not exist' }, 'tap_service_id'],
+    [{ type: 'MacAddressInUse', message: 'The mac address fa:16:3e:00:00:01 is in use.' }, 'mac_address'],
+    [{ type: 'HTTPConflict', message: 'Something else' }, ''],
+  ];
+  for (const [err, want] of cases) assert.equal(errorAttr(err), want, err.message);
+});
+
+test('label', () => {
+  assert.equal(label({ name: 'web', id: 'abcdef0123' }), 'web');
+  assert.equal(label({ name: '', id: 'abcdef0123' }), 'abcdef01');
+  assert.equal(label(undefined), '?');
+});
