@@ -7,16 +7,17 @@
 //   2. parse Ethernet and up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8);
 //      a runt (< 14 bytes) or a truncated tag is counted and unmatched
 //   3. early filter: keep what some flow MAY want (the broker classifies
-//      exactly in userspace): src MAC wanted as a source, dst MAC wanted as a
-//      destination, or a broadcast/multicast destination when some IN flow
-//      exists; and the outer VID (0 untagged) in the VLAN bitmap
+//      exactly in userspace): a broadcast/multicast destination when some IN
+//      flow exists, src MAC wanted as a source, or dst MAC wanted as a
+//      destination (a hint bitmap answers most misses without the hash
+//      lookup); and the outer VID (0 untagged) in the VLAN bitmap
 //   4. a wanted frame larger than the UMEM chunk is counted (oversize)
 //   5. redirect to the XSKMAP slot of the frame's RX queue
 // Everything not redirected gets the interface's unmatched action (PASS or
 // DROP). Every frame lands in exactly one outcome counter, so
 // seen == redirected + redirect_failed + unmatched + vlan_filtered + runt +
 //         truncated_tag + oversize.
-// Userspace (xdpprog/xdpprog.go) owns the maps and updates them in place.
+// Userspace (xdpprog/filter.go) owns the maps and updates them in place.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
