@@ -1,0 +1,125 @@
+package control
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// The seed corpora are in testdata/fuzz/<Target>; `make fuzz` explores.
+
+// vlanFilterOK is an independent reading of RANGE_REGEX: comma-separated
+// items, each digits or digits-digits.
+func vlanFilterOK(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, item := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(item, "-")
+		if !allDigits(lo) || isRange && !allDigits(hi) {
+			return false
+		}
+	}
+	return true
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzVLANFilter(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validVLANFilter(s) == ""
+		want := vlanFilterOK(s) && utf8.RuneCountInString(s) <= 1024
+		if got != want {
+			t.Errorf("validVLANFilter(%q) valid = %v, want %v", s, got, want)
+		}
+	})
+}
+
+func FuzzUUID(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		c := canonicalUUID(s)
+		if (validUUID(s) == "") != (c != "") {
+			t.Fatalf("validUUID(%q) and canonicalUUID = %q disagree", s, c)
+		}
+		if c == "" {
+			return
+		}
+		if len(c) != 36 || canonicalUUID(c) != c || strings.ToLower(c) != c {
+			t.Errorf("canonicalUUID(%q) = %q, not a fixed point in canonical form", s, c)
+		}
+		if strings.ReplaceAll(c, "-", "") != strings.ToLower(strings.ReplaceAll(strings.Trim(
+			strings.ReplaceAll(strings.ReplaceAll(s, "urn:", ""), "uuid:", ""), "{}"), "-", "")) {
+			t.Errorf("canonicalUUID(%q) = %q lost or invented digits", s, c)
+		}
+	})
+}
+
+func FuzzNameString(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		if validNameString(s, 255) != "" {
+			return
+		}
+		body := strings.TrimSuffix(s, "\n")
+		if strings.HasPrefix(body, " ") || strings.HasSuffix(body, " ") || !utf8.ValidString(s) ||
+			utf8.RuneCountInString(s) > 255 {
+			t.Errorf("name %q accepted", s)
+		}
+		for _, r := range body {
+			if r < 0x20 || r == 0x7f || r == '\t' || r > 0xFFFF {
+				t.Errorf("name %q with %U accepted", s, r)
+			}
+		}
+	})
+}
+
+// FuzzDecodeBody feeds any bytes to the body processing of every resource,
+// for create and update, as admin and as a member: it must never panic, and
+// either fail with a 400 NeutronError or produce items whose project is
+// set consistently and whose values passed their validators.
+func FuzzDecodeBody(f *testing.F) {
+	ids := []Identity{newIdentity("default", []string{"admin"}), newIdentity("p1", []string{"member"})}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, r := range []*resource{tapServiceRes, tapFlowRes, portRes, networkRes} {
+			for _, create := range []bool{true, false} {
+				for _, id := range ids {
+					items, _, err := r.decodeBody(body, create, id)
+					if err != nil {
+						var ne *neutronError
+						if !errors.As(err, &ne) || ne.Status != 400 || ne.Message == "" {
+							t.Fatalf("%s decodeBody(%q) error %v, want a 400 NeutronError", r.singular, body, err)
+						}
+						continue
+					}
+					for _, m := range items {
+						if create && (m["project_id"] == nil || pyStr(m["project_id"]) != pyStr(m["tenant_id"])) {
+							t.Fatalf("%s decodeBody(%q): project_id %v tenant_id %v", r.singular, body, m["project_id"], m["tenant_id"])
+						}
+						if !id.Admin && create && m["project_id"] != id.ProjectID {
+							t.Fatalf("member created in project %v", m["project_id"])
+						}
+						for k, v := range m {
+							a := r.attr(k)
+							if a == nil {
+								t.Fatalf("%s: unknown attribute %q accepted", r.singular, k)
+							}
+							if a.check != nil && !a.boolean && a.check(v) != "" {
+								t.Fatalf("%s: %s = %v accepted", r.singular, k, v)
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
