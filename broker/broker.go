@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker/xsk"
 	"github.com/taas-appliance/taas/xdpprog"
@@ -366,6 +367,12 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	c := &capture{name: name, ifindex: ls.ifindex, prog: prog}
 	for q := 0; q < queues; q++ {
 		s, err := xsk.Open(ls.ifindex, q, scfg)
+		if err != nil && ic.Queues == 0 && q > 0 && errors.Is(err, unix.EINVAL) {
+			// IFLA_NUM_RX_QUEUES counts allocated queues; a veth made
+			// without numrxqueues has fewer real ones, and binding past
+			// them says EINVAL: all real queues have a socket.
+			break
+		}
 		if err != nil {
 			b.teardownCapture(c)
 			return nil, fmt.Errorf("open capture socket of %s: %w", name, err)
@@ -382,7 +389,7 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 			return nil, fmt.Errorf("attach %s: %w", name, err)
 		}
 	}
-	b.log.Info("capture attached", "iface", name, "ifindex", ls.ifindex, "queues", queues, "unmatched", unmatched)
+	b.log.Info("capture attached", "iface", name, "ifindex", ls.ifindex, "queues", len(c.workers), "unmatched", unmatched)
 	return c, nil
 }
 

@@ -1,0 +1,264 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/packettest"
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+const rootWhy = "CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN for namespaces, veth pairs, XDP and AF_XDP"
+
+// MACs of the source ports of the root tests.
+var (
+	hwA     = packettest.MustMAC("02:00:00:00:00:0a")
+	hwB     = packettest.MustMAC("02:00:00:00:00:0b")
+	hwC     = packettest.MustMAC("02:00:00:00:00:0c")
+	hwBcast = packettest.MustMAC("ff:ff:ff:ff:ff:ff")
+	hwMcast = packettest.MustMAC("01:00:5e:00:00:01")
+)
+
+func mac6(hw net.HardwareAddr) (m [6]byte) { copy(m[:], hw); return m }
+
+// topo is a capture interface (P+"cap", in the test's namespace) fed from a
+// "span" namespace, and monitor interfaces P+"mon<i>" whose peers sit in
+// namespaces where captures read what the broker sends.
+type topo struct {
+	p      string
+	span   string
+	capIf  string
+	inject *packettest.Injector
+	mons   []string
+	caps   []*packettest.Capture
+}
+
+func newTopo(t *testing.T, monitors, queues int) *topo {
+	t.Helper()
+	testutil.RequireRoot(t, rootWhy)
+	p := testutil.Prefix(t)
+	tp := &topo{p: p, span: testutil.Netns(t, p+"span"), capIf: p + "cap"}
+	testutil.Veth(t, tp.capIf, p+"capp", testutil.VethOpts{NetnsB: tp.span, Queues: queues})
+	for i := 0; i < monitors; i++ {
+		ns := testutil.Netns(t, fmt.Sprintf("%smon%d", p, i))
+		name := fmt.Sprintf("%smon%d", p, i)
+		testutil.Veth(t, name, name+"p", testutil.VethOpts{NetnsB: ns})
+		tp.mons = append(tp.mons, name)
+		tp.caps = append(tp.caps, packettest.NewCapture(t, ns, name+"p", packettest.IsTest))
+	}
+	tp.inject = packettest.NewInjector(t, tp.span, p+"capp")
+	return tp
+}
+
+// send injects frames into the capture interface.
+func (tp *topo) send(t *testing.T, frames ...[]byte) {
+	t.Helper()
+	for _, f := range frames {
+		if err := tp.inject.Send(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (tp *topo) reset() {
+	for _, c := range tp.caps {
+		c.Reset()
+	}
+}
+
+// newBroker starts a broker and checks, when the test ends, that closing it
+// leaves no goroutine or file descriptor behind.
+func newBroker(t *testing.T, cfg Config) *Broker {
+	t.Helper()
+	goroutines, fds := runtime.NumGoroutine(), countFDs(t)
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > goroutines {
+			buf := make([]byte, 1<<16)
+			t.Errorf("%d goroutines after Close, %d before\n%s", n, goroutines, buf[:runtime.Stack(buf, true)])
+		}
+		if n := countFDs(t); n > fds {
+			t.Errorf("%d file descriptors after Close, %d before", n, fds)
+		}
+	})
+	return b
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func apply(t *testing.T, b *Broker, p *Plan) Report {
+	t.Helper()
+	r, err := b.Apply(context.Background(), p)
+	if err != nil {
+		t.Fatalf("Apply(%d): %v", p.Version, err)
+	}
+	return r
+}
+
+func wantActive(t *testing.T, r Report) {
+	t.Helper()
+	for id, s := range r.Services {
+		if s.State != StateActive {
+			t.Fatalf("service %s: %v %q, want ACTIVE", id, s.State, s.Reason)
+		}
+	}
+	for id, s := range r.Flows {
+		if s.State != StateActive {
+			t.Fatalf("flow %s: %v %q, want ACTIVE", id, s.State, s.Reason)
+		}
+	}
+}
+
+// expect waits for the monitor capture to hold exactly the frames of seqs,
+// each once and byte-identical to what was sent.
+func expect(t *testing.T, c *packettest.Capture, what string, sent map[uint32][]byte, seqs ...uint32) {
+	t.Helper()
+	got := c.WaitN(len(seqs), 10*time.Second)
+	got = c.Quiet(200*time.Millisecond, 3*time.Second)
+	var gotSeqs []uint32
+	for _, f := range got {
+		s, _ := packettest.Seq(f)
+		gotSeqs = append(gotSeqs, s)
+		if want, ok := sent[s]; ok && !bytes.Equal(f, want) {
+			t.Errorf("%s: frame %d differs:\n got %x\nwant %x", what, s, f, want)
+		}
+	}
+	slices.Sort(gotSeqs)
+	if !slices.Equal(gotSeqs, seqs) {
+		t.Fatalf("%s: got frames %v, want %v", what, gotSeqs, seqs)
+	}
+}
+
+func TestBrokerClassifiesAndFansOut(t *testing.T) {
+	tp := newTopo(t, 2, 1)
+	b := newBroker(t, Config{})
+	a, c := mac6(hwA), mac6(hwC)
+	svcs := []Service{{ID: "s0", Iface: tp.mons[0]}, {ID: "s1", Iface: tp.mons[1]}}
+	type frameSpec struct {
+		dst, src net.HardwareAddr
+		tags     []packettest.Tag
+	}
+	dot1q := func(v uint16) []packettest.Tag { return []packettest.Tag{{TPID: 0x8100, VID: v}} }
+	qinq := func(o, i uint16) []packettest.Tag {
+		return []packettest.Tag{{TPID: 0x88a8, VID: o}, {TPID: 0x8100, VID: i}}
+	}
+	cases := []struct {
+		name   string
+		flows  []Flow
+		frames []frameSpec // seq = index + 1
+		mon0   []uint32
+		mon1   []uint32
+	}{
+		{
+			name:   "out",
+			flows:  []Flow{{ID: "f", ServiceID: "s0", MAC: a, Direction: DirOut}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}, {hwBcast, hwB, nil}, {hwBcast, hwA, nil}},
+			mon0:   []uint32{1, 4},
+		},
+		{
+			name:   "in",
+			flows:  []Flow{{ID: "f", ServiceID: "s0", MAC: a, Direction: DirIn}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}, {hwBcast, hwB, nil}, {hwBcast, hwA, nil}, {hwMcast, hwB, nil}, {hwMcast, hwA, nil}},
+			mon0:   []uint32{2, 3, 5},
+		},
+		{
+			name:   "both",
+			flows:  []Flow{{ID: "f", ServiceID: "s0", MAC: a, Direction: DirBoth}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}, {hwBcast, hwB, nil}, {hwBcast, hwA, nil}, {hwB, hwC, nil}},
+			mon0:   []uint32{1, 2, 3, 4},
+		},
+		{
+			name:  "vlan ranges with 0 and a qinq outer tag",
+			flows: []Flow{{ID: "f", ServiceID: "s0", MAC: a, Direction: DirBoth, VLANFilter: "0,100-200"}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwB, hwA, dot1q(150)}, {hwB, hwA, dot1q(99)},
+				{hwB, hwA, qinq(150, 5)}, {hwB, hwA, qinq(5, 150)}, {hwB, hwA, dot1q(200)}},
+			mon0: []uint32{1, 2, 4, 6},
+		},
+		{
+			name: "one copy per service when several flows match",
+			flows: []Flow{{ID: "f1", ServiceID: "s0", MAC: a, Direction: DirOut}, {ID: "f2", ServiceID: "s0", MAC: a, Direction: DirBoth},
+				{ID: "f3", ServiceID: "s0", MAC: a, Direction: DirOut, VLANFilter: "0"}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}},
+			mon0:   []uint32{1, 2},
+		},
+		{
+			name:   "fan-out to two monitors",
+			flows:  []Flow{{ID: "f1", ServiceID: "s0", MAC: a, Direction: DirOut}, {ID: "f2", ServiceID: "s1", MAC: a, Direction: DirBoth}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}},
+			mon0:   []uint32{1},
+			mon1:   []uint32{1, 2},
+		},
+		{
+			name:   "two sources into one service",
+			flows:  []Flow{{ID: "f1", ServiceID: "s0", MAC: a, Direction: DirOut}, {ID: "f2", ServiceID: "s0", MAC: c, Direction: DirOut}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwB, hwC, nil}, {hwB, hwB, nil}},
+			mon0:   []uint32{1, 2},
+		},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := &Plan{Version: uint64(i + 1), Services: svcs}
+			for _, f := range tc.flows {
+				// Fresh IDs per case, so the counters checked below are this
+				// case's alone.
+				f.ID = fmt.Sprintf("%d-%s", i, f.ID)
+				f.Iface, f.SourcePortID = tp.capIf, "port-"+f.ID
+				plan.Flows = append(plan.Flows, f)
+			}
+			wantActive(t, apply(t, b, plan))
+			tp.reset()
+			sent := map[uint32][]byte{}
+			for j, fs := range tc.frames {
+				seq := uint32(j + 1)
+				sent[seq] = packettest.Frame(fs.dst, fs.src, fs.tags, seq, 60+4*len(fs.tags))
+				tp.send(t, sent[seq])
+			}
+			expect(t, tp.caps[0], tp.mons[0], sent, tc.mon0...)
+			expect(t, tp.caps[1], tp.mons[1], sent, tc.mon1...)
+		})
+	}
+
+	// The counters saw it all: the last case's flows matched and its
+	// service delivered.
+	st := b.Stats()
+	var delivered uint64
+	for _, s := range st.Services {
+		if s.ID == "s0" {
+			delivered = s.DeliveredPackets
+		}
+	}
+	if delivered == 0 {
+		t.Errorf("Stats: service s0 delivered nothing: %+v", st.Services)
+	}
+	for _, f := range st.Flows {
+		if f.MatchedPackets != 1 {
+			t.Errorf("Stats: flow %s matched %d, want 1 (two sources case)", f.ID, f.MatchedPackets)
+		}
+	}
+	if len(st.Interfaces) != 3 {
+		t.Errorf("Stats: %d interfaces, want 3: %+v", len(st.Interfaces), st.Interfaces)
+	}
+}
