@@ -240,3 +240,31 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 		t.Errorf("link %s: XDP program %d still attached after Close", b, x.ProgId)
 	}
 }
+
+// TestCloseAfterLinkDeleted: a capture interface can vanish under an
+// attached program (the broker sees it as a link event); the Capture must
+// still read its counters and close cleanly.
+func TestCloseAfterLinkDeleted(t *testing.T) {
+	testutil.RequireRoot(t, needVeth)
+	v := vethInNetns(t, 1)
+	var c *Capture
+	err := inNetns(v.ns, func() (err error) {
+		c, err = Attach(v.bi, Config{Mode: Generic})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.nl.LinkDel(v.link(t, v.a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.nl.LinkByName(v.b); err == nil {
+		t.Fatalf("link %s still exists after deleting its peer", v.b)
+	}
+	if _, err := c.Counters(); err != nil {
+		t.Errorf("Counters after the link went away: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close after the link went away: %v", err)
+	}
+}
