@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestFlags(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	for _, tc := range []struct {
+		args []string
+		want string // "" = valid
+	}{
+		{nil, ""},
+		{[]string{"--listen", "127.0.0.1:0", "--db", "x.db", "--max-tap-services", "3", "--log-level", "debug"}, ""},
+		{[]string{"--auth", "token", "--tokens", tokens}, ""},
+		{[]string{"--auth", "token"}, "--auth token needs --tokens FILE"},
+		{[]string{"--tokens", tokens}, "--tokens needs --auth token"},
+		{[]string{"--auth", "keystone"}, `--auth "keystone"`},
+		{[]string{"--listen", "9696"}, `--listen "9696"`},
+		{[]string{"--max-tap-services", "-1"}, "--max-tap-services -1"},
+		{[]string{"--dataplane", "dpdk"}, `--dataplane "dpdk"`},
+		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"--db", ""}, "--db: empty path"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if err == nil {
+			err = cfg.validate()
+		}
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("taasd %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	cfg, _ := parseFlags(nil, io.Discard)
+	if cfg.Listen != "127.0.0.1:9696" || cfg.Auth != "noauth" || cfg.Dataplane != "none" || cfg.DB != "taas.db" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+}
+
+// buildTaasd compiles the real binary into dir.
+func buildTaasd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "taasd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freePort reserves a loopback port for the daemon.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startTaasd starts the binary and waits until it answers; it is killed
+// (by its pid) when the test ends if still running.
+func startTaasd(t *testing.T, bin, addr, db string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "--listen", addr, "--db", db)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // the exit is checked by whoever kills it
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill() //nolint:errcheck // already dying is fine
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+			return cmd
+		}
+		select {
+		case <-exited:
+			t.Fatalf("taasd exited before answering:\n%s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("taasd did not answer within 60s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func call(t *testing.T, method, url, body string, want int) map[string]any {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d %s, want %d", method, url, resp.StatusCode, raw, want)
+	}
+	var m map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// TestRestartAfterKill writes state through the real binary, kills it
+// with SIGKILL right after the last acknowledged write, restarts it on the
+// same database and reads everything back.
+func TestRestartAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildTaasd(t, dir)
+	db := filepath.Join(dir, "taas.db")
+	addr := freePort(t)
+	cmd := startTaasd(t, bin, addr, db)
+	base := "http://" + addr
+
+	port := call(t, "POST", base+"/v2.0/ports", `{"port": {"name": "mon", "network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "binding:profile": {"interface": "mon0"}}}`, 201)["port"].(map[string]any)
+	svc := call(t, "POST", base+"/v2.0/taas/tap_services", fmt.Sprintf(`{"tap_service": {"name": "ids", "port_id": %q}}`, port["id"]), 201)["tap_service"].(map[string]any)
+	var flows []string
+	for i := range 20 {
+		f := call(t, "POST", base+"/v2.0/taas/tap_flows", fmt.Sprintf(`{"tap_flow": {"name": "f%d", "tap_service_id": %q, "source_port": %q, "direction": "IN", "vlan_filter": "%d"}}`, i, svc["id"], port["id"], i), 201)
+		flows = append(flows, f["tap_flow"].(map[string]any)["id"].(string))
+	}
+	call(t, "PUT", base+"/v2.0/taas/tap_services/"+svc["id"].(string), `{"tap_service": {"description": "last write"}}`, 200)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ { // wait for the old process to release the port
+		if c, err := net.Dial("tcp", addr); err != nil {
+			break
+		} else {
+			c.Close()
+		}
+		if i > 1000 {
+			t.Fatal("killed taasd still listening")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(db); err != nil {
+		t.Fatal(err)
+	}
+
+	startTaasd(t, bin, addr, db)
+	got := call(t, "GET", base+"/v2.0/taas/tap_services/"+svc["id"].(string), "", 200)["tap_service"].(map[string]any)
+	if got["description"] != "last write" || got["name"] != "ids" || got["port_id"] != port["id"] {
+		t.Errorf("service after restart = %v", got)
+	}
+	list := call(t, "GET", base+"/v2.0/taas/tap_flows", "", 200)["tap_flows"].([]any)
+	if len(list) != len(flows) {
+		t.Fatalf("%d flows after restart, want %d", len(list), len(flows))
+	}
+	for i, e := range list {
+		f := e.(map[string]any)
+		if f["id"] != flows[i] || f["vlan_filter"] != fmt.Sprint(i) {
+			t.Errorf("flow %d after restart = %v", i, f)
+		}
+	}
+	p := call(t, "GET", base+"/v2.0/ports/"+port["id"].(string), "", 200)["port"].(map[string]any)
+	if p["mac_address"] != port["mac_address"] || p["binding:profile"].(map[string]any)["interface"] != "mon0" {
+		t.Errorf("port after restart = %v, want %v", p, port)
+	}
+}

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+const defaultNetwork = "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestMigrations: a new database gets every migration once, in order, and
+// reopening applies nothing twice (the default network stays single).
+func TestMigrations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "taas.db")
+	s := open(t, path)
+	got, err := s.Migrations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql]" {
+		t.Errorf("Migrations = %v", got)
+	}
+	s.Close()
+	s = open(t, path)
+	nets, err := s.ListNetworks(ctx, "anyone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].ID != defaultNetwork || nets[0].Name != "appliance" || !nets[0].Shared {
+		t.Errorf("networks after reopen = %+v, want the one shared network", nets)
+	}
+	var mode string
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q %v, want wal", mode, err)
+	}
+	var fk int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+		t.Errorf("foreign_keys = %d %v, want 1", fk, err)
+	}
+}
+
+// TestCascadeAndScope: deleting a port removes the services on it, their
+// flows and the flows it sources, and reports them; other projects see
+// nothing.
+func TestCascadeAndScope(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	mk := func(id, mac string) Port {
+		p := Port{ID: id, ProjectID: "a", NetworkID: defaultNetwork, MACAddress: mac, AdminStateUp: true}
+		if err := s.CreatePort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	mon, src, other := mk("p-mon", "fa:16:3e:00:00:01"), mk("p-src", "fa:16:3e:00:00:02"), mk("p-oth", "fa:16:3e:00:00:03")
+	if err := s.CreatePort(ctx, Port{ID: "dup", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:01"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("duplicate MAC: %v, want ErrConflict", err)
+	}
+	if err := s.CreatePort(ctx, Port{ID: "x", ProjectID: "a", NetworkID: "nope", MACAddress: "fa:16:3e:00:00:09"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown network: %v, want ErrNotFound", err)
+	}
+	for _, ts := range []TapService{{ID: "s1", ProjectID: "a", PortID: mon.ID, Status: "DOWN"}, {ID: "s2", ProjectID: "a", PortID: other.ID, Status: "DOWN"}} {
+		if err := s.CreateTapService(ctx, ts, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateTapService(ctx, TapService{ID: "s3", ProjectID: "a", PortID: mon.ID}, 2); !errors.Is(err, ErrLimitReached) {
+		t.Errorf("third service with max 2: %v, want ErrLimitReached", err)
+	}
+	vf := "1-5"
+	for _, f := range []TapFlow{
+		{ID: "f1", ProjectID: "a", TapServiceID: "s1", SourcePort: src.ID, Direction: "IN", VLANFilter: &vf},
+		{ID: "f2", ProjectID: "a", TapServiceID: "s2", SourcePort: src.ID, Direction: "OUT"},
+		{ID: "f3", ProjectID: "a", TapServiceID: "s2", SourcePort: other.ID, Direction: "BOTH"},
+	} {
+		if err := s.CreateTapFlow(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateTapFlow(ctx, TapFlow{ID: "f4", ProjectID: "a", TapServiceID: "gone", SourcePort: src.ID, Direction: "IN"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("flow into a missing service: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetTapFlow(ctx, "b", "f1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("project b reads a's flow: %v, want ErrNotFound", err)
+	}
+	if f, err := s.GetTapFlow(ctx, "a", "f1"); err != nil || *f.VLANFilter != "1-5" {
+		t.Errorf("GetTapFlow = %+v %v", f, err)
+	}
+	_, d, err := s.DeletePort(ctx, "a", src.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Services) != 0 || len(d.Flows) != 2 {
+		t.Errorf("deleting the source port removed %+v, want flows f1 f2", d)
+	}
+	_, d, err = s.DeletePort(ctx, "", mon.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Services) != 1 || d.Services[0].ID != "s1" {
+		t.Errorf("deleting the monitor port removed %+v, want s1", d)
+	}
+	flows, _ := s.ListTapFlows(ctx, "")
+	svcs, _ := s.ListTapServices(ctx, "")
+	if len(flows) != 1 || flows[0].ID != "f3" || len(svcs) != 1 || svcs[0].ID != "s2" {
+		t.Errorf("left: services %+v flows %+v, want s2 and f3", svcs, flows)
+	}
+	_, d, err = s.DeleteTapService(ctx, "a", "s2")
+	if err != nil || len(d.Flows) != 1 {
+		t.Errorf("DeleteTapService = %+v %v, want f3 removed", d, err)
+	}
+}
+
+// TestStatuses: SetStatuses writes, Desired reads the join.
+func TestStatuses(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	if err := s.CreatePort(ctx, Port{ID: "p", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:01", Interface: "eth1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTapService(ctx, TapService{ID: "s", ProjectID: "a", PortID: "p", Status: "DOWN"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTapFlow(ctx, TapFlow{ID: "f", ProjectID: "a", TapServiceID: "s", SourcePort: "p", Direction: "BOTH", Status: "DOWN"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetStatuses(ctx, map[string]Status{"s": {"ACTIVE", ""}, "gone": {"ACTIVE", ""}},
+		map[string]Status{"f": {"ERROR", "boom"}}); err != nil {
+		t.Fatal(err)
+	}
+	svcs, flows, err := s.Desired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || svcs[0].Iface != "eth1" || svcs[0].Status != (Status{"ACTIVE", ""}) {
+		t.Errorf("desired services = %+v", svcs)
+	}
+	if len(flows) != 1 || flows[0].MAC != "fa:16:3e:00:00:01" || flows[0].VLANFilter != "" || flows[0].Status != (Status{"ERROR", "boom"}) {
+		t.Errorf("desired flows = %+v", flows)
+	}
+}
