@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // The browser tests: the real taasd (built from ./cmd/taasd, on a loopback
@@ -57,41 +59,6 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
-var taasdBin struct {
-	path string
-	err  error
-}
-
-// buildTaasd builds the daemon once per test binary.
-func buildTaasd(t *testing.T) string {
-	t.Helper()
-	if taasdBin.path == "" && taasdBin.err == nil {
-		dir, err := os.MkdirTemp("", "taasd-web-e2e-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bin := filepath.Join(dir, "taasd")
-		cmd := exec.Command("go", "build", "-o", bin, "../cmd/taasd")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			taasdBin.err = fmt.Errorf("go build ../cmd/taasd: %v\n%s", err, out)
-		} else {
-			taasdBin.path = bin
-		}
-	}
-	if taasdBin.err != nil {
-		t.Fatal(taasdBin.err)
-	}
-	return taasdBin.path
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if taasdBin.path != "" {
-		os.RemoveAll(filepath.Dir(taasdBin.path))
-	}
-	os.Exit(code)
-}
-
 // freeLoopbackAddr returns a 127.0.0.1 port nothing listens on right now.
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
@@ -104,11 +71,10 @@ func freeLoopbackAddr(t *testing.T) string {
 	return addr
 }
 
-// startTaasd runs taasd with args (plus --listen and --db) until t ends and
-// returns its base URL once it answers.
-func startTaasd(t *testing.T, args ...string) string {
+// startTaasd runs the taasd binary bin with args (plus --listen and --db)
+// until t ends, and returns its base URL once it answers.
+func startTaasd(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	bin := buildTaasd(t)
 	addr := freeLoopbackAddr(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "taasd.log")
@@ -165,8 +131,11 @@ func startTaasd(t *testing.T, args ...string) string {
 }
 
 // runScript runs one e2e/<name>.mjs against base with extra environment,
-// logs its output, and fails t unless it exits 0 having printed PASS.
-func runScript(t *testing.T, node, name, base string, env ...string) {
+// logs its output, and fails t unless it exits 0 having printed PASS. A
+// line "ACTION <name>" from the script runs actions[name] and answers "OK"
+// (or "ERR <error>") on its stdin: the script asks, the test acts on the
+// network it owns.
+func runScript(t *testing.T, node, name, base string, env []string, actions map[string]func() error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -177,16 +146,40 @@ func runScript(t *testing.T, node, name, base string, env ...string) {
 		"TAAS_ARTIFACTS=" + artifactsDir(t),
 		"CHROMIUM=" + chromiumPath,
 	}, env...)...)
-	out, err := cmd.CombinedOutput()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
 	passed := false
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := sc.Text()
 		t.Log(line)
-		if line == "PASS" {
+		switch {
+		case line == "PASS":
 			passed = true
+		case strings.HasPrefix(line, "ACTION "):
+			answer := "OK"
+			if act, ok := actions[strings.TrimPrefix(line, "ACTION ")]; !ok {
+				answer = "ERR no such action"
+			} else if err := act(); err != nil {
+				answer = "ERR " + strings.ReplaceAll(err.Error(), "\n", " ")
+			}
+			fmt.Fprintln(stdin, answer)
 		}
 	}
+	r.Close()
+	stdin.Close()
+	err = cmd.Wait()
 	if err != nil || !passed {
 		t.Fatalf("node %s.mjs: %v (PASS printed: %v)", name, err, passed)
 	}
@@ -194,14 +187,15 @@ func runScript(t *testing.T, node, name, base string, env ...string) {
 
 func TestBrowser(t *testing.T) {
 	node := browserTools(t)
+	bin := testutil.BuildTaasd(t)
 	t.Logf("screenshots: %s", artifactsDir(t))
 
 	t.Run("noauth", func(t *testing.T) {
-		base := startTaasd(t, "--dataplane", "none")
+		base := startTaasd(t, bin, "--dataplane", "none")
 		// Sequential: each script drives its own Chromium, and the machine
 		// CI runs on has two cores.
 		for _, name := range []string{"crud", "narrow"} {
-			t.Run(name, func(t *testing.T) { runScript(t, node, name, base) })
+			t.Run(name, func(t *testing.T) { runScript(t, node, name, base, nil, nil) })
 		}
 	})
 
@@ -213,9 +207,9 @@ func TestBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		base := startTaasd(t, "--dataplane", "none", "--auth", "token", "--tokens", tokens)
-		runScript(t, node, "token", base,
-			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha", "TAAS_TOKEN_B=tok-bravo-4567")
+		base := startTaasd(t, bin, "--dataplane", "none", "--auth", "token", "--tokens", tokens)
+		runScript(t, node, "token", base, []string{
+			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha", "TAAS_TOKEN_B=tok-bravo-4567"}, nil)
 	})
 }
 

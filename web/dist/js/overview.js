@@ -70,10 +70,10 @@ function renderIfaces(st) {
       td('Role', i.role),
       td('Link', h('span', { class: `status status-${i.link_up ? 'active' : 'down'}`, 'data-field': 'link' },
         h('span', { class: 'badge' }, i.link_up ? 'UP' : 'DOWN'))),
-      td('RX pkt/s', rate(r.rxPps), 'num'),
-      td('RX bit/s', r.rxBps === undefined ? '–' : bits(r.rxBps), 'num'),
-      td('TX pkt/s', rate(r.txPps), 'num'),
-      td('TX bit/s', r.txBps === undefined ? '–' : bits(r.txBps), 'num'),
+      td('RX pkt/s', num('rx-pps', rate(r.rxPps), r.rxPps), 'num'),
+      td('RX bit/s', num('rx-bps', r.rxBps === undefined ? '–' : bits(r.rxBps), r.rxBps), 'num'),
+      td('TX pkt/s', num('tx-pps', rate(r.txPps), r.txPps), 'num'),
+      td('TX bit/s', num('tx-bps', r.txBps === undefined ? '–' : bits(r.txBps), r.txBps), 'num'),
       td('Drops/s', h('span', { title: reasons || 'no drops' }, rate(r.dropPps), reasons ? ` (${reasons})` : ''), 'num'),
     );
   });
@@ -131,11 +131,19 @@ function kv(name, field) {
   return h('div', {}, h('dt', {}, name), h('dd', { 'data-field': field }, '–'));
 }
 
-function setField(root, field, content) {
+// setField shows content in the element of root named data-field=field;
+// raw, when given, is kept in data-value (the number before formatting,
+// which the browser tests read).
+function setField(root, field, content, raw) {
   const el = root.querySelector(`[data-field="${field}"]`);
   if (content instanceof Node) el.replaceChildren(content);
   else if (el.textContent !== content) el.textContent = content;
+  if (raw !== undefined) el.dataset.value = String(raw);
+  else delete el.dataset.value;
 }
+
+// num is a cell or span that shows a formatted number and keeps the raw one.
+const num = (field, text, raw) => h('span', { 'data-field': field, 'data-value': raw }, text);
 
 function updateServiceCard(card, svc, st) {
   const s = st.statusOf(svc);
@@ -150,11 +158,11 @@ function updateServiceCard(card, svc, st) {
     badge.replaceChildren(statusBadge(s.status, s.reason));
   }
   setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}`);
-  setField(card, 'delivered-pps', r ? si(r.pps) : '–');
-  setField(card, 'delivered-bps', r ? bits(r.bps) : '–');
-  setField(card, 'dropped-pps', r ? si(r.dropPps) : '–');
-  setField(card, 'delivered-packets', ss ? si(ss.delivered_packets) : '–');
-  setField(card, 'dropped-packets', ss ? si(sumDrops(ss.drops)) : '–');
+  setField(card, 'delivered-pps', r ? si(r.pps) : '–', r && r.pps);
+  setField(card, 'delivered-bps', r ? bits(r.bps) : '–', r && r.bps);
+  setField(card, 'dropped-pps', r ? si(r.dropPps) : '–', r && r.dropPps);
+  setField(card, 'delivered-packets', ss ? si(ss.delivered_packets) : '–', ss && ss.delivered_packets);
+  setField(card, 'dropped-packets', ss ? si(sumDrops(ss.drops)) : '–', ss && sumDrops(ss.drops));
   const reasons = ss ? Object.entries(ss.drops || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${si(v)}`) : [];
   setField(card, 'drops', reasons.length ? reasons.join(', ') : 'none');
 
@@ -171,9 +179,9 @@ function updateServiceCard(card, svc, st) {
       td('Direction', f.direction),
       td('VLAN filter', f.vlan_filter === null || f.vlan_filter === undefined ? 'all' : f.vlan_filter),
       td('Status', statusBadge(fs.status, fs.reason)),
-      td('Matched pkt/s', h('span', { 'data-field': 'matched-pps' }, fr ? si(fr.pps) : '–'), 'num'),
-      td('Matched bit/s', fr ? bits(fr.bps) : '–', 'num'),
-      td('Matched packets', h('span', { 'data-field': 'matched-packets' }, fst ? si(fst.matched_packets) : '–'), 'num'),
+      td('Matched pkt/s', num('matched-pps', fr ? si(fr.pps) : '–', fr && fr.pps), 'num'),
+      td('Matched bit/s', num('matched-bps', fr ? bits(fr.bps) : '–', fr && fr.bps), 'num'),
+      td('Matched packets', num('matched-packets', fst ? si(fst.matched_packets) : '–', fst && fst.matched_packets), 'num'),
     );
   });
   if (rows.length === 0) {
