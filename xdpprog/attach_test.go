@@ -2,6 +2,7 @@ package xdpprog
 
 import (
 	"errors"
+	"strings"
 	"runtime"
 	"testing"
 	"time"
@@ -266,5 +267,23 @@ func TestCloseAfterLinkDeleted(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("Close after the link went away: %v", err)
+	}
+}
+
+func TestAttachErrors(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	for _, ifindex := range []int{0, -1, 1 << 30} {
+		c, err := Attach(ifindex, Config{})
+		if err == nil {
+			c.Close()
+			t.Errorf("Attach(%d) = nil error, want one", ifindex)
+			continue
+		}
+		if !strings.Contains(err.Error(), "attach xdp to ifindex") {
+			t.Errorf("Attach(%d) = %q, want the ifindex named", ifindex, err)
+		}
+	}
+	if _, err := Attach(1, Config{Mode: 7}); err == nil {
+		t.Error("Attach with an unknown mode = nil error, want one")
 	}
 }

@@ -179,25 +179,31 @@ func Load(cfg Config) (*Capture, error) {
 	if err := loadXdpObjects(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
-	settings := []struct {
-		slot, value uint32
-	}{
-		{settingAction, cfg.Unmatched.verdict()},
-		{settingMulticast, 0},
-		{settingMaxFrame, uint32(cfg.MaxFrame)},
-	}
-	for _, s := range settings {
-		if err := c.objs.Settings.Update(s.slot, s.value, ebpf.UpdateAny); err != nil {
-			c.objs.Close()
-			return nil, fmt.Errorf("write xdp setting %d: %w", s.slot, err)
-		}
-	}
-	// Filter{} wants every VLAN (nil VLANs): the bitmap starts full.
-	if err := c.setFilterLocked(Filter{}); err != nil {
-		c.objs.Close()
+	if err := c.init(); err != nil {
+		// The init error is the one to report; closing fresh objects only
+		// releases file descriptors.
+		_ = c.objs.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// init writes the settings of c.cfg and the filter Filter{} into fresh maps.
+func (c *Capture) init() error {
+	settings := []struct {
+		slot, value uint32
+	}{
+		{settingAction, c.cfg.Unmatched.verdict()},
+		{settingMulticast, 0},
+		{settingMaxFrame, uint32(c.cfg.MaxFrame)},
+	}
+	for _, s := range settings {
+		if err := c.objs.Settings.Update(s.slot, s.value, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write xdp setting %d: %w", s.slot, err)
+		}
+	}
+	// Filter{} wants every VLAN (nil VLANs): the bitmap starts full.
+	return c.setFilterLocked(Filter{})
 }
 
 // Attach loads a fresh instance of the program and attaches it to the
@@ -214,7 +220,8 @@ func Attach(ifindex int, cfg Config) (*Capture, error) {
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: c.objs.XdpCapture, Interface: ifindex, Flags: flags})
 	if err != nil {
-		c.objs.Close()
+		// The attach error is the one to report; c was never attached.
+		_ = c.Close()
 		return nil, fmt.Errorf("attach xdp to ifindex %d (%v mode): %w", ifindex, cfg.Mode, err)
 	}
 	c.link = l
