@@ -2,8 +2,8 @@ package xdpprog
 
 import (
 	"errors"
-	"strings"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
