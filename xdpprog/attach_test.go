@@ -2,7 +2,6 @@ package xdpprog
 
 import (
 	"errors"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,43 +14,6 @@ import (
 )
 
 const needVeth = "CAP_NET_ADMIN and CAP_BPF for netns, veth and XDP attach"
-
-// inNetns runs fn on an OS thread switched into the named namespace.
-// Sockets and links fn creates stay in that namespace after it returns. If
-// the thread cannot be switched back it is left locked, so the runtime
-// retires it instead of reusing it.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
 
 // packetSocket opens an AF_PACKET socket on the link with this index, in
 // the namespace of the calling thread: it sends raw frames, and with
@@ -157,7 +119,7 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	var c *Capture
 	var sock, rsock int
 	var second error
-	err := inNetns(v.ns, func() (err error) {
+	err := testutil.InNetns(v.ns, func() (err error) {
 		if c, err = Attach(v.bi, Config{Unmatched: action, Mode: mode}); err != nil {
 			return err
 		}
@@ -249,7 +211,7 @@ func TestCloseAfterLinkDeleted(t *testing.T) {
 	testutil.RequireRoot(t, needVeth)
 	v := vethInNetns(t, 1)
 	var c *Capture
-	err := inNetns(v.ns, func() (err error) {
+	err := testutil.InNetns(v.ns, func() (err error) {
 		c, err = Attach(v.bi, Config{Mode: Generic})
 		return err
 	})

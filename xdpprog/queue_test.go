@@ -30,7 +30,7 @@ func TestSocketPerQueue(t *testing.T) {
 	want := map[uint32]Outcome{0: Redirected, 1: RedirectFailed, 2: Redirected, 3: RedirectFailed}
 	got := map[uint32]uint32{}
 	// The kernel looks the ingress interface up in the caller's namespace.
-	err := inNetns(v.ns, func() error {
+	err := testutil.InNetns(v.ns, func() error {
 		for q := range uint32(4) {
 			ctx := xdpMD{DataEnd: uint32(len(fr)), IngressIfindex: uint32(v.bi), RxQueueIndex: q}
 			verdict, err := c.objs.XdpCapture.Run(&ebpf.RunOptions{Data: fr, Context: ctx})

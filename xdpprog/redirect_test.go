@@ -34,7 +34,7 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 	var c *Capture
 	var s *xsk.Socket
 	var sock int
-	err := inNetns(v.ns, func() (err error) {
+	err := testutil.InNetns(v.ns, func() (err error) {
 		if s, err = xsk.Open(v.bi, 0, xsk.Config{RxOnly: true, NumFrames: 256, FillSize: 256, RxSize: 256}); err != nil {
 			return err
 		}
