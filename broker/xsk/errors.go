@@ -20,6 +20,12 @@ func (notSupportedError) NotSupported() bool { return true }
 // ErrClosed is returned by calls on a closed Socket.
 var ErrClosed = errors.New("xsk socket closed")
 
+// ErrUnbound says the socket's interface is gone (unregistered): the kernel
+// unbound the socket and it will never send or receive again. Close it and
+// open a new one on the interface's new ifindex when it is back. Poll
+// returns it wrapped around ENETDOWN, Kick as a *KickError with ENXIO.
+var ErrUnbound = errors.New("xsk socket unbound: its interface is gone")
+
 // KickError is what Kick returns when the kernel refuses to send for a reason
 // retrying does not fix: ENETDOWN (the link is down), ENXIO (the link was
 // deleted or the socket is unbound), and any errno not expected. It unwraps to
@@ -31,6 +37,10 @@ type KickError struct {
 func (e *KickError) Error() string { return "xsk kick: " + e.Errno.Error() }
 
 func (e *KickError) Unwrap() error { return e.Errno }
+
+// Is makes errors.Is(err, ErrUnbound) true for ENXIO: the kernel says it when
+// the socket is no longer bound to an interface.
+func (e *KickError) Is(target error) bool { return target == ErrUnbound && e.Errno == unix.ENXIO }
 
 // Kick errors for the errnos a monitor link produces are built once, so that
 // a link flapping under load does not allocate per batch.

@@ -276,8 +276,11 @@ func TestErrNotSupported(t *testing.T) {
 		t.Error("errors.Is(wrapped, ErrNotSupported) = false")
 	}
 	var ke *KickError
-	if e := kickError(unix.ENETDOWN); !errors.Is(e, unix.ENETDOWN) || !errors.As(e, &ke) {
-		t.Errorf("kickError(ENETDOWN) = %v: not a *KickError wrapping ENETDOWN", e)
+	if e := kickError(unix.ENETDOWN); !errors.Is(e, unix.ENETDOWN) || !errors.As(e, &ke) || errors.Is(e, ErrUnbound) {
+		t.Errorf("kickError(ENETDOWN) = %v: want a *KickError wrapping ENETDOWN, not ErrUnbound", e)
+	}
+	if e := kickError(unix.ENXIO); !errors.Is(e, unix.ENXIO) || !errors.Is(e, ErrUnbound) {
+		t.Errorf("kickError(ENXIO) = %v: want it to wrap ENXIO and match ErrUnbound", e)
 	}
 }
 

@@ -457,12 +457,14 @@ func TestKickLinkDownAndGone(t *testing.T) {
 
 	testutil.Run(t, "ip", "-n", v.ns, "link", "del", v.a)
 	err = kick(frames(200))
-	if !errors.Is(err, unix.ENXIO) && !errors.Is(err, unix.ENETDOWN) {
-		t.Fatalf("Kick on a deleted link = %v, want a *KickError wrapping ENXIO (or ENETDOWN)", err)
+	if !errors.Is(err, unix.ENXIO) {
+		t.Fatalf("Kick on a deleted link = %v, want a *KickError wrapping ENXIO", err)
 	}
-	t.Logf("Kick on a deleted link: %v", err)
-	if _, err := s.Poll(10 * time.Millisecond); err != nil {
-		t.Logf("Poll on a deleted link: %v", err)
+	if !errors.Is(err, xsk.ErrUnbound) {
+		t.Errorf("Kick on a deleted link = %v, want errors.Is(err, ErrUnbound)", err)
+	}
+	if _, err := s.Poll(10 * time.Millisecond); !errors.Is(err, xsk.ErrUnbound) {
+		t.Errorf("Poll on a deleted link = %v, want ErrUnbound", err)
 	}
 	st, err := s.Stats()
 	if err != nil {
@@ -918,9 +920,10 @@ func TestKickSmallCompletionRing(t *testing.T) {
 	t.Logf("%d frames through a 32-entry completion ring: %d sendto calls, %d retries", batch, st.Kicks, st.KickRetries)
 }
 
-// TestReceiveLinkGone deletes the link under an RX socket that has frames
-// in its rings: the calls keep working on what is there, nothing panics,
-// and Close releases everything.
+// TestReceiveLinkGone deletes the link under an RX socket while the caller
+// holds received frames: they stay readable, the calls keep working,
+// nothing panics, Poll reports the socket unbound, and Close releases
+// everything.
 func TestReceiveLinkGone(t *testing.T) {
 	testutil.RequireRoot(t, needXSK)
 	v := newVethPair(t, 1, 0)
@@ -928,24 +931,46 @@ func TestReceiveLinkGone(t *testing.T) {
 	v.redirectToSockets(t, v.ia, s)
 	s.Fill()
 	pk := v.packetSocket(t, v.ib)
-	for i := uint32(0); i < 4; i++ {
-		if _, err := unix.Write(pk, testFrame(macB, macA, i, 60)); err != nil {
+	sent := make([][]byte, 4)
+	for i := range sent {
+		sent[i] = testFrame(macB, macA, uint32(i), 60+i)
+		if _, err := unix.Write(pk, sent[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Wait (bounded) until the frames sit on the RX ring, then pull the link.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if ok, err := s.Poll(0); err != nil || ok {
-			break
+	// Take the frames (bounded in time) and hold them over the deletion.
+	held := make([]xsk.Desc, 0, 4)
+	descs := make([]xsk.Desc, 4)
+	for deadline := time.Now().Add(5 * time.Second); len(held) < 4 && time.Now().Before(deadline); {
+		if _, err := s.Poll(10 * time.Millisecond); err != nil {
+			t.Fatal(err)
 		}
+		held = append(held, descs[:s.Receive(descs[:4-len(held)])]...)
+	}
+	if len(held) != 4 {
+		t.Fatalf("received %d of 4 frames", len(held))
 	}
 	testutil.Run(t, "ip", "-n", v.ns, "link", "del", v.a)
-	got := receiveAll(t, s, 4, time.Now().Add(time.Second))
-	if len(got) != 4 {
-		t.Errorf("received %d of the 4 frames already on the ring, want 4", len(got))
+	for _, d := range held {
+		f := s.Frame(d)
+		seq, ok := frameSeq(f)
+		if !ok || seq >= 4 || !bytes.Equal(f, sent[seq]) {
+			t.Errorf("held frame after the link was deleted = %x, want one of the frames sent", head(f))
+		}
 	}
-	if _, err := s.Poll(10 * time.Millisecond); err != nil {
-		t.Logf("Poll after the link was deleted: %v", err)
+	s.Free(held)
+	if n := s.Fill(); n != 4 {
+		t.Errorf("Fill after the link was deleted = %d, want 4 (the freed frames)", n)
+	}
+	if n := s.Receive(descs); n != 0 {
+		t.Errorf("Receive after the link was deleted = %d, want 0", n)
+	}
+	// The kernel unbinds the socket when the link is unregistered: Poll
+	// reports it once its wait times out, and keeps reporting it.
+	for i := 0; i < 2; i++ {
+		if _, err := s.Poll(10 * time.Millisecond); !errors.Is(err, xsk.ErrUnbound) || !errors.Is(err, unix.ENETDOWN) {
+			t.Errorf("Poll %d after the link was deleted = %v, want ErrUnbound wrapping ENETDOWN", i, err)
+		}
 	}
 	if _, err := s.Stats(); err != nil {
 		t.Errorf("Stats after the link was deleted: %v", err)

@@ -128,6 +128,9 @@ type Socket struct {
 	txBudget  int   // effective budget of one sendto(2)
 	budgetErr error // why TxBudget could not be set, or nil
 	pollFDs   [1]unix.PollFd
+	soErr     int32 // getsockopt(SO_ERROR) result, a field so it does not escape
+	soErrLen  uint32
+	sockErr   error // sticky: the socket was unbound (its link is gone)
 	ctr       counters
 }
 
@@ -611,11 +614,16 @@ func (s *Socket) TxNeedsWakeup() bool {
 // Poll waits up to timeout for the RX ring to have descriptors (poll(2) with
 // POLLIN; a negative timeout waits forever, 0 does not wait). An interrupted
 // poll returns false and no error. Errors on the socket (POLLERR, POLLNVAL)
-// come back as errors; a link that goes away does not wake Poll, so bound
-// the timeout.
+// come back as errors. A deleted link does not wake poll(2); Poll notices it
+// when the wait times out and from then on returns an error wrapping
+// ErrUnbound (and ENETDOWN): close the socket and open a new one when the
+// link is back. Bound the timeout so that happens.
 func (s *Socket) Poll(timeout time.Duration) (readable bool, err error) {
 	if s.fd.Load() < 0 {
 		return false, ErrClosed
+	}
+	if s.sockErr != nil {
+		return false, s.sockErr
 	}
 	ms := -1
 	if timeout >= 0 {
@@ -630,13 +638,32 @@ func (s *Socket) Poll(timeout time.Duration) (readable bool, err error) {
 		return false, err
 	}
 	if n == 0 {
-		return false, nil
+		// Only an idle socket pays for this syscall.
+		return false, s.checkUnbound()
 	}
 	re := s.pollFDs[0].Revents
 	if re&(unix.POLLERR|unix.POLLNVAL) != 0 {
 		return false, errPollSocket
 	}
 	return re&unix.POLLIN != 0, nil
+}
+
+// checkUnbound reads SO_ERROR: when the interface is unregistered the kernel
+// unbinds the socket and sets its error to ENETDOWN, and nothing else shows
+// it to a reader (poll(2) on an unbound socket reports no event). SO_ERROR
+// clears the error, so the answer is kept.
+func (s *Socket) checkUnbound() error {
+	s.soErr, s.soErrLen = 0, 4
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd.Load()), unix.SOL_SOCKET, unix.SO_ERROR,
+		uintptr(unsafe.Pointer(&s.soErr)), uintptr(unsafe.Pointer(&s.soErrLen)), 0)
+	if e != 0 {
+		return fmt.Errorf("xsk poll: get SO_ERROR: %w", e)
+	}
+	if s.soErr != 0 {
+		s.sockErr = fmt.Errorf("xsk poll on ifindex %d queue %d: %w: %w", s.ifindex, s.queueID, ErrUnbound, unix.Errno(s.soErr))
+		return s.sockErr
+	}
+	return nil
 }
 
 var errPollSocket = errors.New("xsk poll: socket error (POLLERR or POLLNVAL)")
