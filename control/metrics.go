@@ -1,0 +1,101 @@
+package control
+
+import (
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MetricsHandler serves the data plane's counters in the Prometheus text
+// format (GET /metrics), with the Go runtime's and the process's. Each
+// scrape reads one DataPlane.Stats snapshot; nothing is kept between
+// scrapes, so the broker's counters stay the only source of truth.
+func MetricsHandler(dp DataPlane) fiber.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&statsCollector{dp: dp},
+	)
+	return adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+}
+
+// Metric descriptions. Names follow Prometheus conventions: a _total suffix
+// on counters, labels for interface, role, reason and resource id.
+var (
+	ifaceLabels = []string{"iface", "role"}
+
+	descPlanVersion = prometheus.NewDesc("taas_plan_version", "Version of the plan the data plane last applied.", nil, nil)
+	descLinkUp      = prometheus.NewDesc("taas_interface_up", "1 when the interface exists and is up.", ifaceLabels, nil)
+	descQueues      = prometheus.NewDesc("taas_interface_queues", "Queues with an AF_XDP socket.", ifaceLabels, nil)
+	descRxPackets   = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
+	descRxBytes     = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
+	descTxPackets   = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
+	descTxBytes     = prometheus.NewDesc("taas_interface_tx_bytes_total", "Bytes the kernel sent on the interface.", ifaceLabels, nil)
+	descIfaceDrops  = prometheus.NewDesc("taas_interface_drops_total",
+		"Frames lost on the interface's data path, by reason (XDP program, AF_XDP socket, TX).",
+		append(ifaceLabels, "reason"), nil)
+	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
+		"Data-path counters of the interface that are not losses (redirected, received, sent...).",
+		append(ifaceLabels, "counter"), nil)
+	descSvcPackets = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
+	descSvcBytes   = prometheus.NewDesc("taas_tap_service_delivered_bytes_total", "Bytes of copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
+	descSvcDrops   = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", []string{"tap_service_id", "reason"}, nil)
+	descFlowPkts   = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+	descFlowBytes  = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+)
+
+// statsCollector turns one broker.Stats snapshot into metrics per scrape.
+type statsCollector struct {
+	dp DataPlane
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descRxPackets, descRxBytes,
+		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
+		descFlowPkts, descFlowBytes} {
+		ch <- d
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.dp.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descPlanVersion, float64(st.PlanVersion))
+	for _, is := range st.Interfaces {
+		up := 0.0
+		if is.LinkUp {
+			up = 1
+		}
+		gauge(descLinkUp, up, is.Name, is.Role)
+		gauge(descQueues, float64(is.Queues), is.Name, is.Role)
+		counter(descRxPackets, is.RxPackets, is.Name, is.Role)
+		counter(descRxBytes, is.RxBytes, is.Name, is.Role)
+		counter(descTxPackets, is.TxPackets, is.Name, is.Role)
+		counter(descTxBytes, is.TxBytes, is.Name, is.Role)
+		for reason, v := range is.Drops {
+			counter(descIfaceDrops, v, is.Name, is.Role, reason)
+		}
+		for name, v := range is.Counters {
+			counter(descIfaceEvents, v, is.Name, is.Role, name)
+		}
+	}
+	for _, s := range st.Services {
+		counter(descSvcPackets, s.DeliveredPackets, s.ID)
+		counter(descSvcBytes, s.DeliveredBytes, s.ID)
+		for reason, v := range s.Drops {
+			counter(descSvcDrops, v, s.ID, reason)
+		}
+	}
+	for _, f := range st.Flows {
+		counter(descFlowPkts, f.MatchedPackets, f.ID)
+		counter(descFlowBytes, f.MatchedBytes, f.ID)
+	}
+}
