@@ -2,18 +2,27 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
+	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control"
 )
 
 // newDataPlane builds the data plane --dataplane names, and what closes it.
-// The broker engineer wires "xdp" here.
-func newDataPlane(_ context.Context, cfg config, _ *slog.Logger) (control.DataPlane, func(), error) {
+// With "xdp" it is the AF_XDP broker; the reconciler applies the store's
+// plan to it at start-up, so the data plane is rebuilt from the store alone.
+func newDataPlane(_ context.Context, cfg config, logger *slog.Logger) (control.DataPlane, func(), error) {
 	switch cfg.Dataplane {
 	case "xdp":
-		return nil, nil, errors.New("--dataplane xdp: not wired yet")
+		b, err := broker.New(cfg.brokerConfig(logger))
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, func() {
+			if err := b.Close(); err != nil {
+				logger.Error("close data plane", "err", err)
+			}
+		}, nil
 	default:
 		return control.NullDataPlane{}, func() {}, nil
 	}

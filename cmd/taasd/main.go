@@ -161,6 +161,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Prometheus scrapes without a token, as is usual for /metrics.
+	srv.App().Get("/metrics", control.MetricsHandler(dp))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
