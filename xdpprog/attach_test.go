@@ -1,38 +1,18 @@
 package xdpprog
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 const needVeth = "CAP_NET_ADMIN and CAP_BPF for netns, veth and XDP attach"
-
-// packetSocket opens an AF_PACKET socket on the link with this index, in
-// the namespace of the calling thread: it sends raw frames, and with
-// receive set it also receives every frame the link's stack sees.
-func packetSocket(ifindex int, receive bool) (int, error) {
-	var proto uint16
-	if receive {
-		proto = htons(unix.ETH_P_ALL)
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(proto))
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
 
 // TestAttachVeth attaches the program to one end of a veth pair inside a
 // namespace of its own, sends raw frames from the other end, and checks that
@@ -43,30 +23,6 @@ func TestAttachVeth(t *testing.T) {
 	for _, mode := range []Mode{Native, Generic} {
 		for _, action := range []Action{Pass, Drop} {
 			t.Run(mode.String()+"/"+action.String(), func(t *testing.T) { testAttachVeth(t, mode, action) })
-		}
-	}
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// received counts the frames waiting on a packet socket whose source MAC is
-// one of srcs.
-func received(t *testing.T, fd int, srcs ...[6]byte) int {
-	t.Helper()
-	buf := make([]byte, 2048)
-	n := 0
-	for {
-		m, _, err := unix.Recvfrom(fd, buf, 0)
-		if errors.Is(err, unix.EAGAIN) {
-			return n
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, src := range srcs {
-			if m >= 12 && [6]byte(buf[6:12]) == src {
-				n++
-			}
 		}
 	}
 }
@@ -117,18 +73,13 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	a, b := v.a, v.b
 
 	var c *Capture
-	var sock, rsock int
 	var second error
 	err := testutil.InNetns(v.ns, func() (err error) {
 		if c, err = Attach(v.bi, Config{Unmatched: action, Mode: mode}); err != nil {
 			return err
 		}
 		_, second = Attach(v.bi, Config{Mode: mode})
-		if sock, err = packetSocket(v.ai, false); err != nil {
-			return err
-		}
-		rsock, err = packetSocket(v.bi, true)
-		return err
+		return nil
 	})
 	if c != nil {
 		t.Cleanup(func() { c.Close() }) // a no-op after the Close below
@@ -136,8 +87,11 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(sock)
-	defer unix.Close(rsock)
+	inj := packettest.NewInjector(t, v.ns, a)
+	// What b's stack sees of the test's frames: XDP runs before its taps.
+	stack := packettest.NewCapture(t, v.ns, b, func(fr []byte) bool {
+		return len(fr) >= 12 && ([6]byte(fr[6:12]) == macA || [6]byte(fr[6:12]) == macOther)
+	})
 
 	if x := v.link(t, b).Attrs().Xdp; x == nil || !x.Attached {
 		t.Fatalf("link %s: no XDP program attached after Attach (%+v)", b, x)
@@ -158,7 +112,7 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	wrongVLAN := frame(t, macOther, macA, []tag{{0x8100, 7}}, 46, 0)
 	for range n {
 		for _, fr := range [][]byte{wanted, unwanted, wrongVLAN} {
-			if _, err := unix.Write(sock, fr); err != nil {
+			if err := inj.Send(fr); err != nil {
 				t.Fatalf("send on %s: %v", a, err)
 			}
 		}
@@ -182,18 +136,14 @@ func testAttachVeth(t *testing.T, mode Mode, action Action) {
 	if got != want {
 		t.Errorf("counters after %d each of wanted, unwanted and wrong-VLAN frames (no socket, %v) = %+v, want %+v", n, action, got, want)
 	}
-	// XDP runs before the stack's packet taps: once every frame is counted,
-	// a dropped frame can no longer show up there; passed ones arrive.
-	stack := received(t, rsock, macA, macOther)
+	// XDP runs before the stack's packet taps: passed frames arrive there,
+	// dropped ones never do.
 	if action == Pass {
-		for deadline := time.Now().Add(10 * time.Second); stack < 3*n && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			stack += received(t, rsock, macA, macOther)
+		if got := len(stack.WaitN(3*n, 10*time.Second)); got != 3*n {
+			t.Errorf("the stack of %s saw %d of %d passed frames", b, got, 3*n)
 		}
-		if stack != 3*n {
-			t.Errorf("the stack of %s saw %d of %d passed frames", b, stack, 3*n)
-		}
-	} else if stack != 0 {
-		t.Errorf("the stack of %s saw %d frames, want 0 (all dropped by XDP)", b, stack)
+	} else if got := len(stack.Quiet(200*time.Millisecond, 2*time.Second)); got != 0 {
+		t.Errorf("the stack of %s saw %d frames, want 0 (all dropped by XDP)", b, got)
 	}
 
 	if err := c.Close(); err != nil {

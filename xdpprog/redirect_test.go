@@ -5,9 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -33,15 +32,11 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 
 	var c *Capture
 	var s *xsk.Socket
-	var sock int
 	err := testutil.InNetns(v.ns, func() (err error) {
 		if s, err = xsk.Open(v.bi, 0, xsk.Config{RxOnly: true, NumFrames: 256, FillSize: 256, RxSize: 256}); err != nil {
 			return err
 		}
-		if c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode, MaxFrame: s.MaxRxFrame()}); err != nil {
-			return err
-		}
-		sock, err = packetSocket(v.ai, false)
+		c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode, MaxFrame: s.MaxRxFrame()})
 		return err
 	})
 	if s != nil {
@@ -51,7 +46,7 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 		t.Cleanup(func() { c.Close() })
 	}
 	testutil.SkipIfNotSupported(t, err)
-	defer unix.Close(sock)
+	inj := packettest.NewInjector(t, v.ns, v.a)
 
 	if err := c.SetSocket(0, s.FD()); err != nil {
 		t.Fatal(err)
@@ -77,7 +72,7 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 	}
 	for i := range n {
 		for _, fr := range [][]byte{wanted[i%len(wanted)], unwanted[i%len(unwanted)]} {
-			if _, err := unix.Write(sock, fr); err != nil {
+			if err := inj.Send(fr); err != nil {
 				t.Fatalf("send on %s: %v", v.a, err)
 			}
 		}
