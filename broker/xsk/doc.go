@@ -16,9 +16,10 @@
 // broker learns that from netlink, closes the socket and opens a new one.
 //
 // Goroutines: a Socket is used by one goroutine at a time (the worker that
-// owns it); it has no locks. Stats and FD may be called from any goroutine:
-// the counters they read are atomics. Close must not race with the owner's
-// calls: stop the worker first.
+// owns it); its per-batch calls take no locks. Stats and FD may be called
+// from any goroutine, also while another closes the socket: the counters are
+// atomics, and Close waits for a Stats call in progress. Close must not race
+// with the owner's calls: stop the worker first.
 //
 // Frames: the UMEM is NumFrames chunks of FrameSize bytes (a power of two,
 // 2048 or 4096). In copy mode (the only mode veth offers, afxdp-notes gotcha

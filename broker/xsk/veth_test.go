@@ -979,3 +979,39 @@ func TestReceiveLinkGone(t *testing.T) {
 		t.Errorf("Close after the link was deleted: %v", err)
 	}
 }
+
+// TestStatsDuringClose calls Stats from another goroutine while the socket
+// is closed: it must return the counters and either nil or ErrClosed, never
+// read a closed (or reused) FD.
+func TestStatsDuringClose(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	for i := 0; i < 20; i++ {
+		s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 64})
+		errc := make(chan error, 1)
+		started := make(chan struct{})
+		go func() {
+			for n := 0; ; n++ {
+				if n == 1 {
+					close(started)
+				}
+				_, err := s.Stats()
+				if errors.Is(err, xsk.ErrClosed) {
+					errc <- nil
+					return
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+		<-started
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("Stats during Close = %v, want nil or ErrClosed", err)
+		}
+	}
+}

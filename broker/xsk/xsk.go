@@ -10,6 +10,7 @@ package xsk
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -112,6 +113,9 @@ type Desc struct {
 // Socket is one AF_XDP socket bound to one (interface, queue) in copy mode,
 // with its own UMEM. See the package doc for who may call what.
 type Socket struct {
+	// closeMu keeps Close from closing the FD while Stats, from another
+	// goroutine, uses it. The owner's per-batch calls never take it.
+	closeMu   sync.RWMutex
 	fd        atomic.Int32 // -1 once closed
 	ifindex   int
 	queueID   int
@@ -669,10 +673,15 @@ func (s *Socket) checkUnbound() error {
 var errPollSocket = errors.New("xsk poll: socket error (POLLERR or POLLNVAL)")
 
 // Stats reads the kernel's XDP_STATISTICS and this package's counters. It
-// may be called from any goroutine while the owner works the rings.
+// may be called from any goroutine while the owner works the rings, and
+// concurrently with Close (then it returns the counters and ErrClosed).
 func (s *Socket) Stats() (Statistics, error) {
 	var st Statistics
 	s.ctr.load(&st)
+	// Hold off Close while the FD is in use: a closed FD number can be
+	// reused at once, by another socket whose statistics we would read.
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
 	fd := s.fd.Load()
 	if fd < 0 {
 		return st, ErrClosed
@@ -703,11 +712,13 @@ func (s *Socket) Close() error {
 func (s *Socket) release() error {
 	var errs []error
 	// Close the socket first: the kernel stops using the UMEM and rings.
+	s.closeMu.Lock()
 	if fd := s.fd.Swap(-1); fd >= 0 {
 		if err := unix.Close(int(fd)); err != nil {
 			errs = append(errs, fmt.Errorf("close xsk fd: %w", err))
 		}
 	}
+	s.closeMu.Unlock()
 	for _, m := range s.ringMaps {
 		if err := unix.Munmap(m); err != nil {
 			errs = append(errs, fmt.Errorf("munmap ring: %w", err))
