@@ -13,7 +13,7 @@ import (
 // A capture worker: one socket per (interface, RX queue), its FD in the
 // XDP program's XSKMAP, then a batched loop. The frames are read in place
 // and freed once per batch; Fill refills the ring once per batch.
-func Example_receive() {
+func ExampleOpen() {
 	const ifindex, queue = 2, 0
 	s, err := xsk.Open(ifindex, queue, xsk.Config{RxOnly: true})
 	if errors.Is(err, xsk.ErrNotSupported) {
@@ -49,7 +49,7 @@ func Example_receive() {
 // the TX ring and kick once per batch. Frames come back to the pool on
 // completion (AllocTx reaps the completion ring when the pool runs short).
 // A link that goes down is an error from Kick, never a panic.
-func Example_transmit() {
+func ExampleSocket_Kick() {
 	const ifindex = 3
 	s, err := xsk.Open(ifindex, 0, xsk.Config{TxOnly: true})
 	if err != nil {
