@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"syscall"
 	"testing"
 
@@ -533,5 +534,63 @@ func TestOutcome(t *testing.T) {
 		if got, want := Outcome(o).Kept(), o <= 1; got != want {
 			t.Errorf("Outcome(%d).Kept() = %v, want %v", o, got, want)
 		}
+	}
+}
+
+// TestCountersSumOverCPUs runs the program pinned to each CPU in turn, so
+// that every CPU's slot of the per-CPU counters holds frames, and checks
+// that Counters adds them all up.
+func TestCountersSumOverCPUs(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, _ := loadFiltered(t, Config{}, standardFilter())
+	fr := frame(t, macOther, macA, nil, 46, 0)
+	const repeat = 100
+	var cpus []int
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := range runtime.NumCPU() {
+		if set.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	for _, cpu := range cpus {
+		errc := make(chan error, 1)
+		go func() {
+			// The thread keeps its pinning and dies with this goroutine.
+			runtime.LockOSThread()
+			var one unix.CPUSet
+			one.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				errc <- err
+				return
+			}
+			_, err := c.objs.XdpCapture.Run(&ebpf.RunOptions{Data: fr, Repeat: repeat})
+			errc <- err
+		}()
+		if err := <-errc; err != nil {
+			t.Fatalf("run on CPU %d: %v", cpu, err)
+		}
+	}
+	var per []xdpCounters
+	if err := c.objs.Stats.Lookup(uint32(0), &per); err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, cpu := range cpus {
+		if per[cpu].Redirected < repeat {
+			t.Errorf("CPU %d counted %d redirects, want >= %d", cpu, per[cpu].Redirected, repeat)
+		}
+	}
+	for _, p := range per {
+		sum += p.Redirected
+	}
+	got, err := c.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Redirected != sum || got.Seen != sum {
+		t.Errorf("Counters() = %+v, want redirected = seen = %d (the sum over %d CPUs)", got, sum, len(per))
 	}
 }
