@@ -1,0 +1,86 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchServer is a server with one service, a source port and n flows,
+// created in one bulk request.
+func benchServer(b *testing.B, n int) (*testServer, string, string) {
+	ts := startServer(b, Config{})
+	src := ts.createPort("src", "cap0", "")
+	svc := ts.createService("s", ts.createPort("mon", "mon0", ""))
+	if n > 0 {
+		var items []any
+		for i := range n {
+			items = append(items, map[string]any{"name": fmt.Sprint("f", i), "tap_service_id": svc,
+				"source_port": src, "direction": "BOTH", "vlan_filter": "10-20,30"})
+		}
+		ts.must(201, "POST", "/v2.0/taas/tap_flows", jsonBody(map[string]any{"tap_flows": items}), "")
+	}
+	return ts, svc, src
+}
+
+// BenchmarkListTapFlows1000 lists 1,000 tap flows over real HTTP on
+// loopback, from GOMAXPROCS parallel clients; it reports requests/s.
+//
+//	go test -run '^$' -bench ListTapFlows1000 -benchtime 5s ./control/
+func BenchmarkListTapFlows1000(b *testing.B) {
+	ts, _, _ := benchServer(b, 1000)
+	url := ts.base + "/v2.0/taas/tap_flows"
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		c := &http.Client{}
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || n < 1000*250 {
+				b.Errorf("GET tap_flows = %d, %d bytes", resp.StatusCode, n)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}
+
+// BenchmarkCreateTapFlow creates tap flows one after another over real
+// HTTP and reports the p50 and p99 latency of a create (each one commits
+// to SQLite with synchronous=FULL before it is answered).
+//
+//	go test -run '^$' -bench CreateTapFlow -benchtime 2000x ./control/
+func BenchmarkCreateTapFlow(b *testing.B) {
+	ts, svc, src := benchServer(b, 0)
+	body := fmt.Sprintf(`{"tap_flow": {"tap_service_id": %q, "source_port": %q, "direction": "IN", "vlan_filter": "100-200"}}`, svc, src)
+	c := &http.Client{}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		resp, err := c.Post(ts.base+"/v2.0/taas/tap_flows", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			b.Fatalf("POST tap_flows = %d", resp.StatusCode)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
