@@ -121,6 +121,10 @@ var allVLANs = func() (s VLANSet) {
 // may see half done; that is still fine because every bit that is set in
 // both the old and the new value is set in every byte of either, so a torn
 // read can only hide bits that are changing.
+//
+// On an error the maps hold a state between the old and the new filter
+// (what Capture records matches the kernel); calling SetFilter again with
+// the wanted filter completes the change.
 func (c *Capture) SetFilter(f Filter) error {
 	if len(f.MACs) > MaxMACs {
 		return fmt.Errorf("set xdp filter: %d MACs, at most %d", len(f.MACs), MaxMACs)
