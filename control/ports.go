@@ -74,38 +74,14 @@ func (s *Server) showPort(c *fiber.Ctx) error {
 }
 
 func (s *Server) createPort(c *fiber.Ctx) error {
-	id := identity(c)
-	if !id.member() {
-		return errPolicy("create_port")
-	}
-	ms, bulk, err := portRes.decodeBody(c.Body(), true, id)
-	if err != nil {
-		return err
-	}
-	var out []store.Port
-	for _, m := range ms {
-		p, err := s.createOnePort(c.Context(), id, m)
-		if err != nil {
-			for _, done := range out {
-				if _, _, derr := s.st.DeletePort(c.Context(), "", done.ID); derr != nil {
-					s.log.Error("undo bulk create", "port_id", done.ID, "err", derr)
-				}
-			}
+	return createAll(s, c, portRes, "create_port", s.createOnePort,
+		func(ctx context.Context, p store.Port) error {
+			_, _, err := s.st.DeletePort(ctx, "", p.ID)
 			return err
-		}
-		out = append(out, p)
-	}
-	var evs []Event
-	var items []item
-	for _, p := range out {
-		evs = append(evs, Event{Resource: "port", ID: p.ID, Action: "create", ProjectID: p.ProjectID})
-		items = append(items, portView(p))
-	}
-	s.afterChange(evs...)
-	if bulk {
-		return renderJSON(c, fiber.StatusCreated, map[string]any{portRes.plural: items})
-	}
-	return renderOne(c, fiber.StatusCreated, portRes, items[0])
+		},
+		func(p store.Port) (item, Event) {
+			return portView(p), Event{Resource: "port", ID: p.ID, Action: "create", ProjectID: p.ProjectID}
+		})
 }
 
 func (s *Server) createOnePort(ctx context.Context, id Identity, m map[string]any) (store.Port, error) {

@@ -28,6 +28,46 @@ func flowView(f store.TapFlow) item {
 		"direction": f.Direction, "status": f.Status, "vlan_filter": vf}
 }
 
+// createAll answers a create of r: one resource, or several from a bulk
+// body. create makes one from its validated attributes; a bulk create that
+// fails part-way undoes what it made (upstream's emulated bulk) and
+// announces nothing.
+func createAll[T any](s *Server, c *fiber.Ctx, r *resource, action string,
+	create func(context.Context, Identity, map[string]any) (T, error),
+	undo func(context.Context, T) error, view func(T) (item, Event)) error {
+	id := identity(c)
+	if !id.member() {
+		return errPolicy(action)
+	}
+	ms, bulk, err := r.decodeBody(c.Body(), true, id)
+	if err != nil {
+		return err
+	}
+	var done []T
+	for _, m := range ms {
+		v, err := create(c.Context(), id, m)
+		if err != nil {
+			for _, d := range done {
+				if uerr := undo(c.Context(), d); uerr != nil {
+					s.log.Error("undo bulk create", "resource", r.singular, "err", uerr)
+				}
+			}
+			return err
+		}
+		done = append(done, v)
+	}
+	items := make([]item, len(done))
+	evs := make([]Event, len(done))
+	for i, d := range done {
+		items[i], evs[i] = view(d)
+	}
+	s.afterChange(evs...)
+	if bulk {
+		return renderJSON(c, fiber.StatusCreated, map[string]any{r.plural: items})
+	}
+	return renderOne(c, fiber.StatusCreated, r, items[0])
+}
+
 // noBody rejects a DELETE with a body, as upstream does.
 func noBody(c *fiber.Ctx) error {
 	if len(c.Body()) > 0 {
@@ -63,42 +103,15 @@ func (s *Server) showTapService(c *fiber.Ctx) error {
 	return renderOne(c, fiber.StatusOK, tapServiceRes, serviceView(t))
 }
 
-// createTapServices creates one tap service, or several from a bulk body;
-// a bulk create that fails part-way deletes what it created (upstream's
-// emulated bulk), and announces nothing.
 func (s *Server) createTapServices(c *fiber.Ctx) error {
-	id := identity(c)
-	if !id.member() {
-		return errPolicy("create_tap_service")
-	}
-	ms, bulk, err := tapServiceRes.decodeBody(c.Body(), true, id)
-	if err != nil {
-		return err
-	}
-	var out []store.TapService
-	for _, m := range ms {
-		t, err := s.createTapService(c.Context(), id, m)
-		if err != nil {
-			for _, done := range out {
-				if _, _, derr := s.st.DeleteTapService(c.Context(), "", done.ID); derr != nil {
-					s.log.Error("undo bulk create", "tap_service_id", done.ID, "err", derr)
-				}
-			}
+	return createAll(s, c, tapServiceRes, "create_tap_service", s.createTapService,
+		func(ctx context.Context, t store.TapService) error {
+			_, _, err := s.st.DeleteTapService(ctx, "", t.ID)
 			return err
-		}
-		out = append(out, t)
-	}
-	var evs []Event
-	var items []item
-	for _, t := range out {
-		evs = append(evs, Event{Resource: "tap_service", ID: t.ID, Action: "create", ProjectID: t.ProjectID})
-		items = append(items, serviceView(t))
-	}
-	s.afterChange(evs...)
-	if bulk {
-		return renderJSON(c, fiber.StatusCreated, map[string]any{tapServiceRes.plural: items})
-	}
-	return renderOne(c, fiber.StatusCreated, tapServiceRes, items[0])
+		},
+		func(t store.TapService) (item, Event) {
+			return serviceView(t), Event{Resource: "tap_service", ID: t.ID, Action: "create", ProjectID: t.ProjectID}
+		})
 }
 
 func (s *Server) createTapService(ctx context.Context, id Identity, m map[string]any) (store.TapService, error) {
@@ -213,38 +226,14 @@ func (s *Server) showTapFlow(c *fiber.Ctx) error {
 }
 
 func (s *Server) createTapFlows(c *fiber.Ctx) error {
-	id := identity(c)
-	if !id.member() {
-		return errPolicy("create_tap_flow")
-	}
-	ms, bulk, err := tapFlowRes.decodeBody(c.Body(), true, id)
-	if err != nil {
-		return err
-	}
-	var out []store.TapFlow
-	for _, m := range ms {
-		f, err := s.createTapFlow(c.Context(), id, m)
-		if err != nil {
-			for _, done := range out {
-				if _, derr := s.st.DeleteTapFlow(c.Context(), "", done.ID); derr != nil {
-					s.log.Error("undo bulk create", "tap_flow_id", done.ID, "err", derr)
-				}
-			}
+	return createAll(s, c, tapFlowRes, "create_tap_flow", s.createTapFlow,
+		func(ctx context.Context, f store.TapFlow) error {
+			_, err := s.st.DeleteTapFlow(ctx, "", f.ID)
 			return err
-		}
-		out = append(out, f)
-	}
-	var evs []Event
-	var items []item
-	for _, f := range out {
-		evs = append(evs, Event{Resource: "tap_flow", ID: f.ID, Action: "create", ProjectID: f.ProjectID})
-		items = append(items, flowView(f))
-	}
-	s.afterChange(evs...)
-	if bulk {
-		return renderJSON(c, fiber.StatusCreated, map[string]any{tapFlowRes.plural: items})
-	}
-	return renderOne(c, fiber.StatusCreated, tapFlowRes, items[0])
+		},
+		func(f store.TapFlow) (item, Event) {
+			return flowView(f), Event{Resource: "tap_flow", ID: f.ID, Action: "create", ProjectID: f.ProjectID}
+		})
 }
 
 func (s *Server) createTapFlow(ctx context.Context, id Identity, m map[string]any) (store.TapFlow, error) {
