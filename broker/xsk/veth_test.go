@@ -358,8 +358,26 @@ func seqFrames(n int) [][]byte {
 // checks that every frame comes back on the completion ring.
 func TestTransmit(t *testing.T) {
 	testutil.RequireRoot(t, needXSK)
+	tests := []struct {
+		name string
+		cfg  xsk.Config
+	}{
+		{"tx only", xsk.Config{TxOnly: true, NumFrames: 256}},
+		{"without need_wakeup", xsk.Config{TxOnly: true, NumFrames: 256, NoNeedWakeup: true}},
+		// RX and TX share the UMEM: Fill keeps FillSize frames, the rest
+		// serve AllocTx.
+		{"rx and tx", xsk.Config{NumFrames: 512, FillSize: 256}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testTransmit(t, tc.cfg) })
+	}
+}
+
+func testTransmit(t *testing.T, cfg xsk.Config) {
 	v := newVethPair(t, 1, 0)
-	s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 256})
+	s := v.open(t, v.ia, 0, cfg)
+	s.Fill()
+	wantFree := s.FreeFrames() // all but the fill ring's
 	pk := v.packetSocket(t, v.ib)
 
 	sizes := []int{60, 64, 65, 128, 333, 1000, 1514}
@@ -388,15 +406,15 @@ func TestTransmit(t *testing.T) {
 		}
 	}
 	// Every frame comes back once the peer freed its skb (gotcha 4).
-	for deadline := time.Now().Add(5 * time.Second); s.FreeFrames() < 256 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); s.FreeFrames() < wantFree && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		s.Complete()
 	}
 	st, err := s.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Transmitted != uint64(len(sent)) || st.Completed != uint64(len(sent)) || s.FreeFrames() != 256 {
-		t.Errorf("Transmitted %d, Completed %d, FreeFrames %d; want %d, %d, 256", st.Transmitted, st.Completed, s.FreeFrames(), len(sent), len(sent))
+	if st.Transmitted != uint64(len(sent)) || st.Completed != uint64(len(sent)) || s.FreeFrames() != wantFree {
+		t.Errorf("Transmitted %d, Completed %d, FreeFrames %d; want %d, %d, %d", st.Transmitted, st.Completed, s.FreeFrames(), len(sent), len(sent), wantFree)
 	}
 	if st.TxInvalidDescs != 0 || st.KickErrNetDown+st.KickErrNxio+st.KickErrOther != 0 || st.BadFree != 0 {
 		t.Errorf("stats %+v: want no invalid descriptors, kick errors or bad frees", st)
