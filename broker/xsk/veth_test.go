@@ -1033,3 +1033,84 @@ func TestStatsDuringClose(t *testing.T) {
 		}
 	}
 }
+
+// TestMemlock checks gotcha 7: without CAP_IPC_LOCK the UMEM is charged to
+// RLIMIT_MEMLOCK, and a limit too small for it is an error that names the
+// limit, not a crash. It drops CAP_IPC_LOCK on one locked OS thread only
+// (capabilities are per thread) and lets that thread die with its
+// goroutine, and lowers RLIMIT_MEMLOCK for the process only while it runs.
+func TestMemlock(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+		t.Fatal(err)
+	}
+	// Root may raise the hard limit; Cleanup puts the old one back.
+	large := unix.Rlimit{Cur: 64 << 20, Max: max(old.Max, 64<<20)}
+	t.Cleanup(func() {
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &old); err != nil {
+			t.Errorf("restore RLIMIT_MEMLOCK: %v", err)
+		}
+	})
+	cfg := xsk.Config{TxOnly: true, NumFrames: 1024} // 2 MiB of UMEM
+	type result struct{ small, large error }
+	resc := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, with its capability dropped and its
+		// namespace changed, exits with the goroutine.
+		runtime.LockOSThread()
+		var r result
+		fail := func(err error) { r.small = err; r.large = err; resc <- r }
+		ns, err := netnsFD(v.ns)
+		if err != nil {
+			fail(err)
+			return
+		}
+		defer unix.Close(ns)
+		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
+			fail(err)
+			return
+		}
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			fail(err)
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_IPC_LOCK
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			fail(err)
+			return
+		}
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: 64 << 10, Max: old.Max}); err != nil {
+			fail(err)
+			return
+		}
+		s, err := xsk.Open(v.ia, 0, cfg)
+		if err == nil {
+			s.Close()
+		}
+		r.small = err
+		if err := unix.Setrlimit(unix.RLIMIT_MEMLOCK, &large); err != nil {
+			fail(err)
+			return
+		}
+		s, r.large = xsk.Open(v.ia, 0, cfg)
+		if r.large == nil {
+			r.large = s.Close()
+		}
+		resc <- r
+	}()
+	r := <-resc
+	if r.small == nil || !strings.Contains(r.small.Error(), "RLIMIT_MEMLOCK") || !errors.Is(r.small, unix.ENOBUFS) {
+		t.Errorf("Open of a 2 MiB UMEM under a 64 KiB RLIMIT_MEMLOCK without CAP_IPC_LOCK = %v, want ENOBUFS naming RLIMIT_MEMLOCK", r.small)
+	}
+	if r.large != nil {
+		t.Errorf("Open under a 64 MiB RLIMIT_MEMLOCK without CAP_IPC_LOCK = %v, want success", r.large)
+	}
+}
+
+func netnsFD(name string) (int, error) {
+	return unix.Open("/var/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+}
