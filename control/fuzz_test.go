@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -120,6 +121,24 @@ func FuzzDecodeBody(f *testing.F) {
 					}
 				}
 			}
+		}
+	})
+}
+
+// FuzzAppendJSONString checks the hand-written list encoder against
+// encoding/json: both must decode to the same string.
+func FuzzAppendJSONString(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		var got, want string
+		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
+			t.Fatalf("appendJSONString(%q) = %s: %v", s, appendJSONString(nil, s), err)
+		}
+		b, _ := json.Marshal(s)
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("appendJSONString(%q) decodes to %q, encoding/json to %q", s, got, want)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -86,11 +87,108 @@ func renderList(c *fiber.Ctx, r *resource, items []item) error {
 	for i := range items {
 		items[i] = selectFields(items[i], fields)
 	}
-	body := map[string]any{r.plural: items}
-	if len(links) > 0 {
-		body[r.plural+"_links"] = links
+	// Encoded by hand: encoding/json's reflection over a thousand maps was
+	// 40% of listing 1,000 flows (see BenchmarkListTapFlows1000).
+	buf := make([]byte, 0, 64+len(items)*320)
+	buf = append(buf, `{"`...)
+	buf = append(buf, r.plural...)
+	buf = append(buf, `":[`...)
+	var scratch []string
+	for i, it := range items {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var err error
+		if buf, scratch, err = appendItem(buf, it, scratch); err != nil {
+			return err
+		}
 	}
-	return renderJSON(c, fiber.StatusOK, body)
+	buf = append(buf, ']')
+	if len(links) > 0 {
+		lb, err := json.Marshal(links)
+		if err != nil {
+			return err
+		}
+		buf = append(buf, `,"`...)
+		buf = append(buf, r.plural...)
+		buf = append(buf, `_links":`...)
+		buf = append(buf, lb...)
+	}
+	buf = append(buf, '}')
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(fiber.StatusOK).Send(buf)
+}
+
+// appendItem appends it as a JSON object with sorted keys, as
+// encoding/json would; keys is scratch space, returned for reuse.
+func appendItem(buf []byte, it item, keys []string) ([]byte, []string, error) {
+	keys = keys[:0]
+	for k := range it {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	buf = append(buf, '{')
+	for i, k := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, k)
+		buf = append(buf, ':')
+		switch v := it[k].(type) {
+		case string:
+			buf = appendJSONString(buf, v)
+		case bool:
+			buf = strconv.AppendBool(buf, v)
+		case nil:
+			buf = append(buf, "null"...)
+		case int:
+			buf = strconv.AppendInt(buf, int64(v), 10)
+		default:
+			b, err := json.Marshal(v)
+			if err != nil {
+				return buf, keys, fmt.Errorf("encode %s: %w", k, err)
+			}
+			buf = append(buf, b...)
+		}
+	}
+	return append(buf, '}'), keys, nil
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD, as
+// encoding/json does.
+func appendJSONString(buf []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	buf = append(buf, '"')
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\':
+				buf = append(buf, '\\', b)
+			case b == '\n':
+				buf = append(buf, '\\', 'n')
+			case b == '\r':
+				buf = append(buf, '\\', 'r')
+			case b == '\t':
+				buf = append(buf, '\\', 't')
+			case b < 0x20:
+				buf = append(buf, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			default:
+				buf = append(buf, b)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, `\ufffd`...)
+		} else {
+			buf = append(buf, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(buf, '"')
 }
 
 // filter keeps the items matching every filter key (AND) with any of its
