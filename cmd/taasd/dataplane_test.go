@@ -1,0 +1,401 @@
+package main
+
+// End-to-end tests of issue 3 as a user would try it: taasd with
+// --dataplane xdp on a real SQLite file, driven over HTTP on loopback;
+// ports bound to veth interfaces in test namespaces; crafted frames
+// injected on the capture side; copies read by tcpdump and by AF_PACKET in
+// the monitor namespace and compared byte for byte.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/taas-appliance/taas/internal/packettest"
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+const e2eRootWhy = "CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN for namespaces, veth pairs, XDP and AF_XDP"
+
+// defaultNetwork is the shared network taasd creates on first start.
+const defaultNetwork = "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"
+
+// xdpDaemon is one in-process run of the daemon.
+type xdpDaemon struct {
+	url  string
+	stop func()
+}
+
+// startXDPDaemon runs taasd with the xdp data plane on db until stop (or the
+// end of the test).
+func startXDPDaemon(t *testing.T, db string) *xdpDaemon {
+	t.Helper()
+	addr := freePort(t)
+	cfg := config{Listen: addr, DB: db, Auth: "noauth", Dataplane: "xdp", LogLevel: "debug"}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, logger) }()
+	d := &xdpDaemon{url: "http://" + addr}
+	stopped := false
+	d.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("taasd: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("taasd did not stop within 30s")
+		}
+	}
+	t.Cleanup(d.stop)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(d.url + "/")
+		if err == nil {
+			resp.Body.Close()
+			return d
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("taasd exited at start: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("taasd not serving on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// call sends a JSON request and decodes the JSON answer into out (when not
+// nil), failing the test unless the status is want.
+func (d *xdpDaemon) call(t *testing.T, method, path string, body any, want int, out any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, d.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d, want %d: %s", method, path, resp.StatusCode, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+}
+
+func (d *xdpDaemon) createPort(t *testing.T, name, mac, iface string) string {
+	t.Helper()
+	var out struct{ Port struct{ ID string } }
+	d.call(t, "POST", "/v2.0/ports", map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork,
+		"mac_address": mac, "binding:profile": map[string]string{"interface": iface}}}, 201, &out)
+	return out.Port.ID
+}
+
+func (d *xdpDaemon) createService(t *testing.T, name, portID string) string {
+	t.Helper()
+	var out struct {
+		TapService struct{ ID string } `json:"tap_service"`
+	}
+	d.call(t, "POST", "/v2.0/taas/tap_services", map[string]any{"tap_service": map[string]any{"name": name, "port_id": portID}}, 201, &out)
+	return out.TapService.ID
+}
+
+func (d *xdpDaemon) createFlow(t *testing.T, name, svcID, portID, dir string, vlanFilter any) string {
+	t.Helper()
+	var out struct {
+		TapFlow struct{ ID string } `json:"tap_flow"`
+	}
+	d.call(t, "POST", "/v2.0/taas/tap_flows", map[string]any{"tap_flow": map[string]any{"name": name, "tap_service_id": svcID,
+		"source_port": portID, "direction": dir, "vlan_filter": vlanFilter}}, 201, &out)
+	return out.TapFlow.ID
+}
+
+// waitStatus polls a tap service or flow until its status is want.
+func (d *xdpDaemon) waitStatus(t *testing.T, kind, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var out map[string]map[string]any
+		d.call(t, "GET", "/v2.0/taas/"+kind+"s/"+id, nil, 200, &out)
+		got, _ := out[kind]["status"].(string)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: status %s, want %s", kind, id, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// taasStats is the part of GET /v2.0/taas/stats the tests read.
+type taasStats struct {
+	TaasStats struct {
+		PlanVersion uint64 `json:"plan_version"`
+		TapFlows    []struct {
+			ID             string `json:"id"`
+			MatchedPackets uint64 `json:"matched_packets"`
+			StatusReason   string `json:"status_reason"`
+		} `json:"tap_flows"`
+		TapServices []struct {
+			ID               string `json:"id"`
+			DeliveredPackets uint64 `json:"delivered_packets"`
+			StatusReason     string `json:"status_reason"`
+		} `json:"tap_services"`
+	} `json:"taas_stats"`
+}
+
+func (d *xdpDaemon) stats(t *testing.T) taasStats {
+	t.Helper()
+	var st taasStats
+	d.call(t, "GET", "/v2.0/taas/stats", nil, 200, &st)
+	return st
+}
+
+// waitApplied waits until the data plane has applied a plan: after a
+// restart the statuses in the store are still those of the last run.
+func (d *xdpDaemon) waitApplied(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for d.stats(t).TaasStats.PlanVersion == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the data plane applied no plan within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tcpdumpIn captures on ifname in netns into a pcap file until stop, which
+// returns the crafted frames it saw (tcpdump puts VLAN tags back).
+func tcpdumpIn(t *testing.T, netns, ifname string) (stop func(n int) [][]byte) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), ifname+".pcap")
+	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-Z", "root", "-i", ifname, "--immediate-mode", "-U", "-s", "0", "-w", file, "-Q", "in")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	pid := cmd.Process.Pid
+	waited := false
+	wait := func() {
+		if !waited {
+			waited = true
+			_ = cmd.Process.Signal(syscall.SIGINT) // pid of the tcpdump we started
+			_ = cmd.Wait()
+		}
+	}
+	t.Cleanup(wait)
+	// tcpdump says "listening on" once its socket is open.
+	buf := make([]byte, 4096)
+	var seen []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(seen, []byte("listening on")) {
+		n, err := stderr.Read(buf)
+		seen = append(seen, buf[:n]...)
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("tcpdump (pid %d) did not start: %v: %s", pid, err, seen)
+		}
+	}
+	var rest bytes.Buffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&rest, stderr); close(copied) }()
+	read := func() [][]byte {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		r, err := pcapgo.NewReader(f)
+		if err != nil {
+			return nil // header not written yet
+		}
+		var frames [][]byte
+		for {
+			data, _, err := r.ReadPacketData()
+			if err != nil {
+				break // the end, or a record tcpdump is still writing
+			}
+			if packettest.IsTest(data) {
+				frames = append(frames, slices.Clone(data))
+			}
+		}
+		return frames
+	}
+	// stop waits (boundedly) for n crafted frames to be written, so that
+	// stopping tcpdump does not race with its writing, then stops it.
+	return func(n int) [][]byte {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for len(read()) < n && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		wait()
+		<-copied
+		frames := read()
+		if len(frames) < n {
+			t.Logf("tcpdump: %s%s", seen, rest.String())
+		}
+		return frames
+	}
+}
+
+func seqsOf(frames [][]byte) []uint32 {
+	var s []uint32
+	for _, f := range frames {
+		n, _ := packettest.Seq(f)
+		s = append(s, n)
+	}
+	slices.Sort(s)
+	return s
+}
+
+func TestDataplaneEndToEnd(t *testing.T) {
+	testutil.RequireRoot(t, e2eRootWhy)
+	p := testutil.Prefix(t)
+	span, monNS := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
+	capIf, monIf := p+"cap", p+"mon"
+	testutil.Veth(t, capIf, capIf+"p", testutil.VethOpts{NetnsB: span})
+	testutil.Veth(t, monIf, monIf+"p", testutil.VethOpts{NetnsB: monNS})
+	inject := packettest.NewInjector(t, span, capIf+"p")
+	capture := packettest.NewCapture(t, monNS, monIf+"p", packettest.IsTest)
+
+	db := filepath.Join(t.TempDir(), "taas.db")
+	d := startXDPDaemon(t, db)
+	vmA, vmB := "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b"
+	hwA, hwB := packettest.MustMAC(vmA), packettest.MustMAC(vmB)
+	srcPort := d.createPort(t, "vm-a", vmA, capIf)
+	monPort := d.createPort(t, "monitor", "fa:16:3e:00:00:99", monIf)
+	svc := d.createService(t, "svc", monPort)
+	flow := d.createFlow(t, "out-vlan", svc, srcPort, "OUT", "0,10-20")
+	d.waitStatus(t, "tap_service", svc, "ACTIVE")
+	d.waitStatus(t, "tap_flow", flow, "ACTIVE")
+
+	// Frames of vm-a: OUT untagged, OUT VLAN 15, OUT VLAN 30 (filtered),
+	// IN (not this flow's direction).
+	sent := map[uint32][]byte{
+		1: packettest.Frame(hwB, hwA, nil, 1, 60),
+		2: packettest.Frame(hwB, hwA, []packettest.Tag{{TPID: 0x8100, VID: 15}}, 2, 64),
+		3: packettest.Frame(hwB, hwA, []packettest.Tag{{TPID: 0x8100, VID: 30}}, 3, 64),
+		4: packettest.Frame(hwA, hwB, nil, 4, 60),
+	}
+	stopDump := tcpdumpIn(t, monNS, monIf+"p")
+	for s := uint32(1); s <= 4; s++ {
+		if err := inject.Send(sent[s]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	capture.WaitN(2, 10*time.Second)
+	got := capture.Quiet(200*time.Millisecond, 3*time.Second)
+	dumped := stopDump(2)
+	for name, frames := range map[string][][]byte{"AF_PACKET": got, "tcpdump": dumped} {
+		if s := seqsOf(frames); !slices.Equal(s, []uint32{1, 2}) {
+			t.Fatalf("%s at the monitor saw frames %v, want [1 2]", name, s)
+		}
+		for _, f := range frames {
+			n, _ := packettest.Seq(f)
+			if !bytes.Equal(f, sent[n]) {
+				t.Errorf("%s: frame %d differs:\n got %x\nwant %x", name, n, f, sent[n])
+			}
+		}
+	}
+
+	// The counters, through the API's JSON and Prometheus.
+	stats := d.stats(t)
+	resp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("taas_tap_flow_matched_packets_total{tap_flow_id=%q} 2\n", flow); !strings.Contains(string(metrics), want) {
+		t.Errorf("GET /metrics lacks %q", want)
+	}
+
+	// Monitor link down: DOWN with the reason; up: ACTIVE and traffic again,
+	// without a restart.
+	testutil.Run(t, "ip", "link", "set", monIf, "down")
+	d.waitStatus(t, "tap_service", svc, "DOWN")
+	d.waitStatus(t, "tap_flow", flow, "DOWN")
+	stats = d.stats(t)
+	if ss := stats.TaasStats.TapServices; len(ss) != 1 || ss[0].StatusReason != fmt.Sprintf("interface %s is down", monIf) {
+		t.Errorf("taas_stats tap_services after monitor down = %+v, want reason %q", ss, fmt.Sprintf("interface %s is down", monIf))
+	}
+	testutil.Run(t, "ip", "link", "set", monIf, "up")
+	d.waitStatus(t, "tap_service", svc, "ACTIVE")
+	d.waitStatus(t, "tap_flow", flow, "ACTIVE")
+	capture.Reset()
+	sent[5] = packettest.Frame(hwB, hwA, nil, 5, 60)
+	if err := inject.Send(sent[5]); err != nil {
+		t.Fatal(err)
+	}
+	if s := seqsOf(capture.WaitN(1, 10*time.Second)); !slices.Equal(s, []uint32{5}) {
+		t.Fatalf("after monitor down/up the monitor saw %v, want [5]", s)
+	}
+
+	// Restart: the data plane is rebuilt from the store alone.
+	d.stop()
+	d = startXDPDaemon(t, db)
+	d.waitApplied(t)
+	d.waitStatus(t, "tap_flow", flow, "ACTIVE")
+	capture.Reset()
+	sent[6] = packettest.Frame(hwB, hwA, nil, 6, 60)
+	if err := inject.Send(sent[6]); err != nil {
+		t.Fatal(err)
+	}
+	if s := seqsOf(capture.WaitN(1, 10*time.Second)); !slices.Equal(s, []uint32{6}) {
+		t.Fatalf("after a restart the monitor saw %v, want [6]", s)
+	}
+
+	// Deleting the flow stops the copies; the service stays.
+	d.call(t, "DELETE", "/v2.0/taas/tap_flows/"+flow, nil, 204, nil)
+	capture.Reset()
+	if err := inject.Send(packettest.Frame(hwB, hwA, nil, 7, 60)); err != nil {
+		t.Fatal(err)
+	}
+	if got := capture.Quiet(500*time.Millisecond, 3*time.Second); len(got) != 0 {
+		t.Fatalf("after deleting the flow the monitor saw %v", seqsOf(got))
+	}
+}
