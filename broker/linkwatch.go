@@ -38,6 +38,11 @@ func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
 	ch := make(chan netlink.LinkUpdate, 64)
 	err := netlink.LinkSubscribeWithOptions(ch, lw.done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
+			select {
+			case <-lw.done:
+				return // stop closed the socket under the reader
+			default:
+			}
 			// The subscription may have lost messages: reconcile anyway.
 			log.Warn("link watch", "err", err)
 			notify()
