@@ -172,6 +172,10 @@ func (d *xdpDaemon) waitStatus(t *testing.T, kind, id, want string) {
 type taasStats struct {
 	TaasStats struct {
 		PlanVersion uint64 `json:"plan_version"`
+		Interfaces  []struct {
+			Name string `json:"name"`
+			Role string `json:"role"`
+		} `json:"interfaces"`
 		TapFlows    []struct {
 			ID             string `json:"id"`
 			MatchedPackets uint64 `json:"matched_packets"`
@@ -391,6 +395,19 @@ func TestDataplaneEndToEnd(t *testing.T) {
 
 	// Deleting the flow stops the copies; the service stays.
 	d.call(t, "DELETE", "/v2.0/taas/tap_flows/"+flow, nil, 204, nil)
+	// The reconciler applies the deletion after the API answers; the
+	// capture interface leaves the data plane's stats when it has.
+	deadline := time.Now().Add(20 * time.Second)
+	for captured := true; captured; {
+		captured = false
+		for _, is := range d.stats(t).TaasStats.Interfaces {
+			captured = captured || is.Name == capIf
+		}
+		if captured && time.Now().After(deadline) {
+			t.Fatalf("%s still captured 20s after its only flow was deleted", capIf)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	capture.Reset()
 	if err := inject.Send(packettest.Frame(hwB, hwA, nil, 7, 60)); err != nil {
 		t.Fatal(err)
