@@ -110,7 +110,12 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
 	}
 	r.hub.publish(evs...)
-	r.log.Debug("plan applied", "plan_version", plan.Version, "tap_services", len(plan.Services),
+	// Info only when something changed: every API write triggers a pass.
+	level := slog.LevelDebug
+	if len(evs) > 0 {
+		level = slog.LevelInfo
+	}
+	r.log.Log(ctx, level, "plan applied", "plan_version", plan.Version, "tap_services", len(plan.Services),
 		"tap_flows", len(plan.Flows), "status_changes", len(evs))
 	return nil
 }

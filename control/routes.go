@@ -2,6 +2,7 @@ package control
 
 import (
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
 )
 
 type route struct {
@@ -18,6 +19,9 @@ func (s *Server) routes() {
 	const (
 		get, post, put, del = fiber.MethodGet, fiber.MethodPost, fiber.MethodPut, fiber.MethodDelete
 	)
+	// A handler bug answers 500 with a NeutronError body instead of
+	// taking the process down.
+	s.app.Use(recover.New())
 	s.app.Use(requestID)
 	if s.cfg.Mount != nil {
 		s.cfg.Mount(s.app)
