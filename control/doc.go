@@ -4,4 +4,16 @@
 // policy, and the reconciler that turns the store's desired state into a
 // broker.Plan and writes realised status back. It never touches descriptors
 // or rings; it sees the data plane only through the DataPlane interface.
+//
+// Files: routes.go lists every route; body.go and validate.go process
+// request bodies in Neutron's order with its texts; query.go does filters,
+// fields, sorting and pagination; neutronerr.go is the one error handler;
+// auth.go the identity and policy; taas.go, ports.go the handlers;
+// reconcile.go the reconciler; stats.go and events.go the taas-stats
+// extension and the server-sent events stream. control/store owns SQLite.
+//
+// Goroutines: fiber's (one per connection; an events stream keeps its
+// connection's), and the reconciler's, started by Server.Run. Passes are
+// triggered after every write and never run on a request's path;
+// publishing an event never blocks.
 package control
