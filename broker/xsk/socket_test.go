@@ -118,6 +118,27 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+func TestOpenBadArguments(t *testing.T) {
+	tests := []struct {
+		name           string
+		ifindex, queue int
+		cfg            Config
+		want           string
+	}{
+		{"ifindex 0", 0, 0, Config{}, "out of range"},
+		{"negative queue", 1, -1, Config{}, "out of range"},
+		{"bad config", 1, 0, Config{FrameSize: 1000}, "FrameSize"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(tc.ifindex, tc.queue, tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open(%d, %d, %+v) = %v, %v; want an error mentioning %q", tc.ifindex, tc.queue, tc.cfg, s, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestSocketRxPath(t *testing.T) {
 	s := newFakeSocket(t, Config{NumFrames: 16, FillSize: 8, RxSize: 8, RxOnly: true})
 	if n := s.Fill(); n != 8 {

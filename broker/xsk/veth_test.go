@@ -564,8 +564,18 @@ func TestMultiQueue(t *testing.T) {
 		}
 		return err
 	})
-	if err == nil {
-		t.Error("Open on queue 2 of a two-queue veth succeeded, want an error")
+	if !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Open on queue 2 of a two-queue veth = %v, want EINVAL", err)
+	}
+	err = testutil.InNetns(v.ns, func() error {
+		s, err := xsk.Open(1<<20, 0, xsk.Config{RxOnly: true, NumFrames: 64})
+		if err == nil {
+			s.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, unix.ENODEV) {
+		t.Errorf("Open on a missing ifindex = %v, want ENODEV", err)
 	}
 	// A queue takes one socket (without a shared UMEM).
 	err = testutil.InNetns(v.ns, func() error {

@@ -150,6 +150,9 @@ func Open(ifindex, queueID int, cfg Config) (*Socket, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if ifindex <= 0 || queueID < 0 {
+		return nil, fmt.Errorf("open xsk: ifindex %d / queue %d out of range", ifindex, queueID)
+	}
 	cfg.setDefaults()
 	s := &Socket{ifindex: ifindex, queueID: queueID, cfg: cfg, txBudget: kernelTxBatch}
 	s.fd.Store(-1)
@@ -257,8 +260,13 @@ func (s *Socket) open() error {
 		if errors.Is(err, unix.EBUSY) && time.Since(start) < bindRetryFor {
 			continue
 		}
-		if errors.Is(err, unix.EBUSY) {
+		switch {
+		case errors.Is(err, unix.EBUSY):
 			return fmt.Errorf("bind: queue in use by another AF_XDP socket: %w", err)
+		case errors.Is(err, unix.ENODEV):
+			return fmt.Errorf("bind: no interface with this index in the socket's namespace: %w", err)
+		case errors.Is(err, unix.EINVAL):
+			return fmt.Errorf("bind: queue beyond the interface's queues?: %w", err)
 		}
 		return fmt.Errorf("bind: %w", err)
 	}
