@@ -354,6 +354,13 @@ func TestMeta(t *testing.T) {
 		t.Errorf("browser GET / = %d Location %q, want 302 /ui/", r.status, r.header.Get("Location"))
 	}
 	ts.must(200, "GET", "/v2.0/", "", "")
+	// HEAD answers 405 on collections and items, as upstream (fiber's Get
+	// would have answered it).
+	for _, p := range []string{"/v2.0/taas/tap_services", "/v2.0/taas/tap_flows/" + defaultNetwork, "/v2.0/ports", "/"} {
+		if r := ts.do("HEAD", p, ""); r.status != 405 {
+			t.Errorf("HEAD %s = %d, want 405", p, r.status)
+		}
+	}
 	exts := ts.list("/v2.0/extensions", "extensions")
 	byAlias := map[string]map[string]any{}
 	for _, e := range exts {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,14 +26,22 @@ type testServer struct {
 	srv  *Server
 	st   *store.Store
 	base string
+	// stop shuts the server down and closes the store; idempotent.
+	stop func()
 }
 
 // startServer starts the server with cfg (Store is filled in) and stops it
 // when t ends.
 func startServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
+	return startServerAt(t, filepath.Join(t.TempDir(), "taas.db"), cfg)
+}
+
+// startServerAt is startServer on the database file path.
+func startServerAt(t testing.TB, path string, cfg Config) *testServer {
+	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "taas.db"))
+	st, err := store.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,19 +60,24 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(rctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("server did not stop within 30s")
+	ts := &testServer{t: t, srv: srv, st: st, base: "http://" + ln.Addr().String()}
+	var once sync.Once
+	ts.stop = func() { once.Do(func() { stopServer(t, cancel, done, st) }) }
+	t.Cleanup(func() { ts.stop() })
+	return ts
+}
+
+func stopServer(t testing.TB, cancel context.CancelFunc, done chan error, st *store.Store) {
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
 		}
-		st.Close()
-	})
-	return &testServer{t: t, srv: srv, st: st, base: "http://" + ln.Addr().String()}
+	case <-time.After(30 * time.Second):
+		t.Errorf("server did not stop within 30s")
+	}
+	st.Close()
 }
 
 // response is one HTTP answer, its body decoded when it is JSON.

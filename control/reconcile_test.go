@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -179,6 +180,27 @@ func TestReconcilerCoalescesAndNull(t *testing.T) {
 	}
 	if n := len(r.trigger); n != 1 {
 		t.Errorf("100 triggers left %d pending passes, want 1", n)
+	}
+}
+
+// TestReconcilerRebuildsAtStart: a server started on an existing database
+// hands the data plane the whole stored state before any API call, so the
+// data plane after a restart is rebuilt from the store alone.
+func TestReconcilerRebuildsAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "taas.db")
+	first := startServerAt(t, path, Config{})
+	src := first.createPort("src", "cap0", "fa:16:3e:00:00:33")
+	svc := first.createService("s", first.createPort("mon", "mon0", ""))
+	flow := first.createFlow("f", svc, src, "OUT", "7")
+	first.stop()
+
+	dp := newRecorder()
+	startServerAt(t, path, Config{DataPlane: dp})
+	waitFor(t, "the start-up pass", func() bool { return dp.count() > 0 })
+	p := dp.last()
+	if len(p.Services) != 1 || p.Services[0].ID != svc || len(p.Flows) != 1 || p.Flows[0].ID != flow ||
+		p.Flows[0].Direction != broker.DirOut || p.Flows[0].VLANFilter != "7" || p.Flows[0].Iface != "cap0" {
+		t.Errorf("start-up plan = %+v", p)
 	}
 }
 
