@@ -362,7 +362,14 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	maxFrame := b.cfg.FrameSize - 256
 	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {
-		return nil, fmt.Errorf("attach xdp to %s: %w", name, err)
+		// A netdev without native XDP still captures in generic mode,
+		// slower but working.
+		var gerr error
+		prog, gerr = xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame, Mode: xdpprog.Generic})
+		if gerr != nil {
+			return nil, fmt.Errorf("attach xdp to %s: %w", name, errors.Join(err, gerr))
+		}
+		b.log.Warn("native xdp refused, capturing in generic mode", "iface", name, "err", err)
 	}
 	c := &capture{name: name, ifindex: ls.ifindex, prog: prog}
 	for q := 0; q < queues; q++ {

@@ -5,4 +5,17 @@
 // the per-output TX batching, the counters, and the watch on link state.
 // It knows nothing of HTTP or SQL: control hands it a Plan and reads back a
 // Report and Stats. It never imports control, fiber or database/sql.
+//
+// Goroutines: one worker per (capture interface, RX queue), started by
+// Apply and stopped by the Apply that no longer needs it (or by Close); one
+// netlink reader for the link watch, from New to Close. Apply, Stats and
+// Close run in the caller's goroutine and are serialised by one mutex;
+// workers never take it. The only lock a worker takes is the mutex of a
+// monitor's TX socket, once per batch per monitor.
+//
+// A frame's path: the XDP program (xdpprog) redirects what some flow may
+// want to the socket of its RX queue; the worker parses its MACs and outer
+// VID, matches flows in the capture interface's table (direction, VLAN
+// set), sends each service at most one copy, and counts per flow and per
+// service. worker.go has the step-by-step sketch.
 package broker

@@ -42,7 +42,8 @@ type worker struct {
 	pollTO time.Duration
 
 	stop atomic.Bool
-	dead atomic.Bool // exited on its own (socket error)
+	dead atomic.Bool  // exited on its own (socket error)
+	tid  atomic.Int32 // OS thread of the worker, for CPU accounting
 	done chan struct{}
 
 	ctr  atomic.Pointer[counterSet]
@@ -68,13 +69,17 @@ func newWorker(c *capture, s *xsk.Socket, queue int, cfg *Config, cpu int) *work
 func (w *worker) run(notify func()) {
 	defer close(w.done)
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	w.tid.Store(int32(unix.Gettid()))
 	if w.cpu >= 0 {
 		var set unix.CPUSet
 		set.Set(w.cpu)
 		// Pinning is an optimisation: a CPU that is not allowed leaves the
-		// worker where the scheduler puts it, which still works.
+		// worker where the scheduler puts it, which still works. The thread
+		// stays locked so that the runtime retires it, pinned, when the
+		// worker ends, instead of lending it to other goroutines.
 		_ = unix.SchedSetaffinity(0, &set)
+	} else {
+		defer runtime.UnlockOSThread()
 	}
 	w.sock.Fill()
 	for !w.stop.Load() {

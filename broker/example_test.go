@@ -1,0 +1,38 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/taas-appliance/taas/broker"
+)
+
+// A broker realises a plan: copies of what port fa:16:3e:00:00:0a sends on
+// eth1 go out of eth2. Apply reports each service's and flow's status;
+// run it again (with the same or a new plan) on every LinkEvents value.
+func ExampleBroker_Apply() {
+	b, err := broker.New(broker.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	plan := &broker.Plan{Version: 1,
+		Services: []broker.Service{{ID: "svc", Iface: "eth2"}},
+		Flows: []broker.Flow{{ID: "flow", ServiceID: "svc", SourcePortID: "port", Iface: "eth1",
+			MAC: [6]byte{0xfa, 0x16, 0x3e, 0, 0, 0x0a}, Direction: broker.DirOut, VLANFilter: "0,100-199"}}}
+	rep, err := b.Apply(context.Background(), plan)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(rep.Flows["flow"].State, rep.Flows["flow"].Reason)
+}
+
+func ExampleParseVLANFilter() {
+	set, err := broker.ParseVLANFilter("0,100-199,5000")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(set.Has(0), set.Has(150), set.Has(200), set.Len())
+	// Output: true true false 101
+}
