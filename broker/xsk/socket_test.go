@@ -61,15 +61,16 @@ func kernelRx(s *Socket, frames ...[]byte) int {
 	return n
 }
 
-// kernelTx plays copy-mode transmit: it takes every descriptor off the TX
-// ring, returns the frames' bytes and puts their addresses on the completion
-// ring.
+// kernelTx plays copy-mode transmit: it takes descriptors off the TX ring
+// while the completion ring has room (the kernel reserves a completion slot
+// before it sends), returns the frames' bytes and puts their addresses on
+// the completion ring.
 func kernelTx(s *Socket) [][]byte {
 	t, c := s.tx, &s.comp
 	tcons, tprod := atomic.LoadUint32(t.consumer), atomic.LoadUint32(t.producer)
-	cprod := atomic.LoadUint32(c.producer)
+	cprod, ccons := atomic.LoadUint32(c.producer), atomic.LoadUint32(c.consumer)
 	var out [][]byte
-	for ; tcons != tprod; tcons++ {
+	for ; tcons != tprod && cprod-ccons < c.size; tcons++ {
 		d := t.descs[tcons&t.mask]
 		out = append(out, bytes.Clone(s.umem[d.Addr:d.Addr+uint64(d.Len)]))
 		c.addrs[cprod&c.mask] = d.Addr
@@ -346,8 +347,8 @@ func forwardBatch(s *Socket, rxd, txd []Desc, frames [][]byte) {
 func drainTx(s *Socket) {
 	t, c := s.tx, &s.comp
 	tcons, tprod := atomic.LoadUint32(t.consumer), atomic.LoadUint32(t.producer)
-	cprod := atomic.LoadUint32(c.producer)
-	for ; tcons != tprod; tcons++ {
+	cprod, ccons := atomic.LoadUint32(c.producer), atomic.LoadUint32(c.consumer)
+	for ; tcons != tprod && cprod-ccons < c.size; tcons++ {
 		c.addrs[cprod&c.mask] = t.descs[tcons&t.mask].Addr
 		cprod++
 	}
@@ -394,6 +395,86 @@ func FuzzConfig(f *testing.F) {
 		}
 		if room := c.FrameSize - xdpPacketHeadroom - c.Headroom; room < 64 {
 			t.Fatalf("Validate accepted %+v: %d bytes of room per frame", c, room)
+		}
+	})
+}
+
+// FuzzSocketAccounting drives a fake socket through random interleavings of
+// every ring call and the kernel's side, and checks after each step that
+// every UMEM frame is in exactly one place: the pool, a ring, or the
+// caller's hands. A lost frame starves the pool; a doubled one would be
+// written by two owners at once.
+func FuzzSocketAccounting(f *testing.F) {
+	f.Add([]byte{0, 0x39, 0x1a, 0x23, 0x2c, 0x25, 6, 7})
+	f.Add([]byte{0x24, 0x1d, 6, 0x7f, 0, 0x79, 0x7a, 0x3b, 7, 0x24, 0x25, 6, 7, 0x3c})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		const frames = 16
+		s := newFakeSocket(t, Config{NumFrames: frames, FillSize: 8, RxSize: 4, TxSize: 4, CompletionSize: 8})
+		var heldRx, heldTx []Desc
+		rxFrame := []byte{1, 2, 3}
+		for step, op := range ops {
+			k := int(op>>3)%8 + 1
+			switch op & 7 {
+			case 0:
+				s.Fill()
+			case 1:
+				batch := make([][]byte, k)
+				for i := range batch {
+					batch[i] = rxFrame
+				}
+				kernelRx(s, batch...)
+			case 2:
+				d := make([]Desc, k)
+				heldRx = append(heldRx, d[:s.Receive(d)]...)
+			case 3:
+				n := min(k, len(heldRx))
+				s.Free(heldRx[:n])
+				heldRx = heldRx[n:]
+			case 4:
+				d := make([]Desc, k)
+				heldTx = append(heldTx, d[:s.AllocTx(d)]...)
+			case 5:
+				n := s.Transmit(heldTx[:min(k, len(heldTx))])
+				heldTx = heldTx[n:]
+			case 6:
+				kernelTx(s)
+			case 7:
+				s.Complete()
+			}
+			// Where is every frame?
+			owner := make(map[uint64]string)
+			place := func(where string, addr uint64) {
+				i := addr / 2048
+				if prev, ok := owner[i]; ok {
+					t.Fatalf("step %d (op %#x): frame %d is both in %s and in %s", step, op, i, prev, where)
+				}
+				owner[i] = where
+			}
+			for _, a := range s.pool.stack[:s.pool.top] {
+				place("pool", a)
+			}
+			for r, name := range map[*addrRing]string{&s.fill: "fill ring", &s.comp: "completion ring"} {
+				for i := atomic.LoadUint32(r.consumer); i != atomic.LoadUint32(r.producer); i++ {
+					place(name, r.addrs[i&r.mask])
+				}
+			}
+			for r, name := range map[*descRing]string{s.rx: "rx ring", s.tx: "tx ring"} {
+				for i := atomic.LoadUint32(r.consumer); i != atomic.LoadUint32(r.producer); i++ {
+					place(name, r.descs[i&r.mask].Addr)
+				}
+			}
+			for _, d := range heldRx {
+				place("caller (rx)", d.Addr)
+			}
+			for _, d := range heldTx {
+				place("caller (tx)", d.Addr)
+			}
+			if len(owner) != frames {
+				t.Fatalf("step %d (op %#x): %d frames accounted for, want %d", step, op, len(owner), frames)
+			}
+			if st := stats(s); st.BadFree != 0 {
+				t.Fatalf("step %d: BadFree = %d", step, st.BadFree)
+			}
 		}
 	})
 }
