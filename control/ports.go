@@ -50,7 +50,7 @@ func (s *Server) listPorts(c *fiber.Ctx) error {
 	id := identity(c)
 	var items []item
 	if id.reader() {
-		ps, err := s.st.ListPorts(c.Context(), id.scope())
+		ps, err := s.st.ListPorts(c.UserContext(), id.scope())
 		if err != nil {
 			return err
 		}
@@ -63,7 +63,7 @@ func (s *Server) listPorts(c *fiber.Ctx) error {
 
 func (s *Server) showPort(c *fiber.Ctx) error {
 	id := identity(c)
-	p, err := s.st.GetPort(c.Context(), id.scope(), c.Params("id"))
+	p, err := s.st.GetPort(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) || err == nil && !id.reader() {
 		return errPortNotFound(c.Params("id"))
 	}
@@ -117,7 +117,7 @@ func (s *Server) updatePort(c *fiber.Ctx) error {
 		return errPortNotFound(c.Params("id"))
 	}
 	m := ms[0]
-	p, err := s.st.UpdatePort(c.Context(), id.scope(), c.Params("id"), func(p *store.Port) error {
+	p, err := s.st.UpdatePort(c.UserContext(), id.scope(), c.Params("id"), func(p *store.Port) error {
 		for k, v := range m {
 			switch k {
 			case "name":
@@ -165,7 +165,7 @@ func (s *Server) deletePort(c *fiber.Ctx) error {
 	if !id.member() {
 		return errPortNotFound(c.Params("id"))
 	}
-	p, d, err := s.st.DeletePort(c.Context(), id.scope(), c.Params("id"))
+	p, d, err := s.st.DeletePort(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return errPortNotFound(c.Params("id"))
 	}
@@ -183,7 +183,7 @@ func (s *Server) deletePort(c *fiber.Ctx) error {
 
 func (s *Server) listNetworks(c *fiber.Ctx) error {
 	id := identity(c)
-	ns, err := s.st.ListNetworks(c.Context(), id.scope())
+	ns, err := s.st.ListNetworks(c.UserContext(), id.scope())
 	if err != nil {
 		return err
 	}
@@ -196,7 +196,7 @@ func (s *Server) listNetworks(c *fiber.Ctx) error {
 
 func (s *Server) showNetwork(c *fiber.Ctx) error {
 	id := identity(c)
-	n, err := s.st.GetNetwork(c.Context(), id.scope(), c.Params("id"))
+	n, err := s.st.GetNetwork(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return errNetworkNotFound(c.Params("id"))
 	}
@@ -225,7 +225,7 @@ func (s *Server) createNetwork(c *fiber.Ctx) error {
 	n := store.Network{ID: newID(), ProjectID: getStr(m, "project_id"), Name: getStr(m, "name"),
 		Description: getStr(m, "description"), AdminStateUp: m["admin_state_up"].(bool), Shared: m["shared"].(bool),
 		MTU: 1500}
-	if err := s.st.CreateNetwork(c.Context(), n); err != nil {
+	if err := s.st.CreateNetwork(c.UserContext(), n); err != nil {
 		return err
 	}
 	s.afterChange(Event{Resource: "network", ID: n.ID, Action: "create", ProjectID: n.ProjectID})

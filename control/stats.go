@@ -38,7 +38,9 @@ func (s *Server) stats(c *fiber.Ctx) error {
 	if !id.member() {
 		return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 	}
-	ctx := c.Context()
+	// UserContext, not the fasthttp RequestCtx: database/sql watches the
+	// context from another goroutine, and fasthttp reuses RequestCtx.
+	ctx := c.UserContext()
 	// Read the store first: a resource created after the snapshot then
 	// shows zero counters rather than going missing.
 	svcs, err := s.st.ListTapServices(ctx, id.scope())

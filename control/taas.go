@@ -45,10 +45,10 @@ func createAll[T any](s *Server, c *fiber.Ctx, r *resource, action string,
 	}
 	var done []T
 	for _, m := range ms {
-		v, err := create(c.Context(), id, m)
+		v, err := create(c.UserContext(), id, m)
 		if err != nil {
 			for _, d := range done {
-				if uerr := undo(c.Context(), d); uerr != nil {
+				if uerr := undo(c.UserContext(), d); uerr != nil {
 					s.log.Error("undo bulk create", "resource", r.singular, "err", uerr)
 				}
 			}
@@ -80,7 +80,7 @@ func (s *Server) listTapServices(c *fiber.Ctx) error {
 	id := identity(c)
 	var items []item
 	if id.member() {
-		ts, err := s.st.ListTapServices(c.Context(), id.scope())
+		ts, err := s.st.ListTapServices(c.UserContext(), id.scope())
 		if err != nil {
 			return err
 		}
@@ -93,7 +93,7 @@ func (s *Server) listTapServices(c *fiber.Ctx) error {
 
 func (s *Server) showTapService(c *fiber.Ctx) error {
 	id := identity(c)
-	t, err := s.st.GetTapService(c.Context(), id.scope(), c.Params("id"))
+	t, err := s.st.GetTapService(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) || err == nil && !id.member() {
 		return errTapServiceNotFound(c.Params("id"))
 	}
@@ -150,7 +150,7 @@ func (s *Server) updateTapService(c *fiber.Ctx) error {
 		return errTapServiceNotFound(c.Params("id"))
 	}
 	m := ms[0]
-	t, err := s.st.UpdateTapService(c.Context(), id.scope(), c.Params("id"), func(t *store.TapService) error {
+	t, err := s.st.UpdateTapService(c.UserContext(), id.scope(), c.Params("id"), func(t *store.TapService) error {
 		if v, ok := m["name"]; ok {
 			t.Name = v.(string)
 		}
@@ -177,7 +177,7 @@ func (s *Server) deleteTapService(c *fiber.Ctx) error {
 	if !id.member() {
 		return errTapServiceNotFound(c.Params("id"))
 	}
-	t, d, err := s.st.DeleteTapService(c.Context(), id.scope(), c.Params("id"))
+	t, d, err := s.st.DeleteTapService(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return errTapServiceNotFound(c.Params("id"))
 	}
@@ -201,7 +201,7 @@ func (s *Server) listTapFlows(c *fiber.Ctx) error {
 	id := identity(c)
 	var items []item
 	if id.member() {
-		fs, err := s.st.ListTapFlows(c.Context(), id.scope())
+		fs, err := s.st.ListTapFlows(c.UserContext(), id.scope())
 		if err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (s *Server) listTapFlows(c *fiber.Ctx) error {
 
 func (s *Server) showTapFlow(c *fiber.Ctx) error {
 	id := identity(c)
-	f, err := s.st.GetTapFlow(c.Context(), id.scope(), c.Params("id"))
+	f, err := s.st.GetTapFlow(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) || err == nil && !id.member() {
 		return errTapFlowNotFound(c.Params("id"))
 	}
@@ -281,7 +281,7 @@ func (s *Server) updateTapFlow(c *fiber.Ctx) error {
 		return errTapFlowNotFound(c.Params("id"))
 	}
 	m := ms[0]
-	f, err := s.st.UpdateTapFlow(c.Context(), id.scope(), c.Params("id"), func(f *store.TapFlow) error {
+	f, err := s.st.UpdateTapFlow(c.UserContext(), id.scope(), c.Params("id"), func(f *store.TapFlow) error {
 		if v, ok := m["name"]; ok {
 			f.Name = v.(string)
 		}
@@ -308,7 +308,7 @@ func (s *Server) deleteTapFlow(c *fiber.Ctx) error {
 	if !id.member() {
 		return errTapFlowNotFound(c.Params("id"))
 	}
-	f, err := s.st.DeleteTapFlow(c.Context(), id.scope(), c.Params("id"))
+	f, err := s.st.DeleteTapFlow(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) {
 		return errTapFlowNotFound(c.Params("id"))
 	}
