@@ -2,7 +2,6 @@ package xsk_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -19,18 +18,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 const needXSK = "CAP_NET_ADMIN, CAP_BPF and CAP_IPC_LOCK for netns, veth, XDP and AF_XDP sockets"
 
-// testEtherType marks the test's own frames (IEEE local experimental), so
-// anything else the stack emits on the pair is ignored.
-const testEtherType = 0x88b5
-
+// The test frames are packettest's (EtherType 0x88b5, a sequence number),
+// so anything else the stack emits on the pair is ignored.
 var (
-	macA = [6]byte{0x02, 0, 0, 0, 0, 0xa}
-	macB = [6]byte{0x02, 0, 0, 0, 0, 0xb}
+	macA = packettest.MustMAC("02:00:00:00:00:0a")
+	macB = packettest.MustMAC("02:00:00:00:00:0b")
 )
 
 // vethPair is a veth pair a <-> b, both ends in a namespace of the test's
@@ -49,7 +47,7 @@ func newVethPair(t testing.TB, queues int, mtu int) vethPair {
 	testutil.Run(t, "ip", "netns", "exec", v.ns, "sysctl", "-qw",
 		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1")
 	testutil.Veth(t, v.a, v.b, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns, Queues: queues,
-		MACA: net.HardwareAddr(macA[:]).String(), MACB: net.HardwareAddr(macB[:]).String()})
+		MACA: macA.String(), MACB: macB.String()})
 	if mtu > 0 {
 		for _, l := range []string{v.a, v.b} {
 			testutil.Run(t, "ip", "-n", v.ns, "link", "set", l, "mtu", fmt.Sprint(mtu))
@@ -154,53 +152,6 @@ func (v vethPair) dropAll(t testing.TB, ifindex int) {
 	v.attach(t, ifindex, prog)
 }
 
-// packetSocket opens a non-blocking AF_PACKET socket on ifindex in the
-// pair's namespace; it sends raw frames and receives every frame of the
-// test's EtherType. Closed when t ends.
-func (v vethPair) packetSocket(t testing.TB, ifindex int) int {
-	t.Helper()
-	fd := -1
-	err := testutil.InNetns(v.ns, func() (err error) {
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(htons(testEtherType)))
-		if err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(testEtherType)})
-	})
-	if err != nil {
-		t.Fatalf("packet socket on ifindex %d: %v", ifindex, err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// testFrame builds frame seq of size bytes: Ethernet header with the test
-// EtherType, the sequence number, then a pattern that depends on both, so a
-// frame delivered in the wrong place or with wrong bytes shows.
-func testFrame(src, dst [6]byte, seq uint32, size int) []byte {
-	f := make([]byte, size)
-	copy(f[0:6], dst[:])
-	copy(f[6:12], src[:])
-	binary.BigEndian.PutUint16(f[12:14], testEtherType)
-	binary.BigEndian.PutUint32(f[14:18], seq)
-	for i := 18; i < size; i++ {
-		f[i] = byte(uint32(i)*7 + seq)
-	}
-	return f
-}
-
-func frameSeq(f []byte) (uint32, bool) {
-	if len(f) < 18 || binary.BigEndian.Uint16(f[12:14]) != testEtherType {
-		return 0, false
-	}
-	return binary.BigEndian.Uint32(f[14:18]), true
-}
-
 // receiveAll runs the RX loop (Fill, Poll, Receive, Frame, Free) on s
 // until want frames of the test's EtherType arrived or the deadline passed,
 // and returns them by sequence number. The loop is bounded in time; what
@@ -217,7 +168,7 @@ func receiveAll(t testing.TB, s *xsk.Socket, want int, deadline time.Time) map[u
 		n := s.Receive(descs)
 		for _, d := range descs[:n] {
 			f := s.Frame(d)
-			if seq, ok := frameSeq(f); ok {
+			if seq, ok := packettest.Seq(f); ok {
 				if _, dup := got[seq]; dup {
 					t.Errorf("frame %d received twice", seq)
 				}
@@ -262,7 +213,7 @@ func testReceive(t *testing.T, frameSize, mtu, biggest int, overflow bool) {
 	if biggest > s.MaxRxFrame() {
 		t.Fatalf("test frame of %d bytes > MaxRxFrame %d", biggest, s.MaxRxFrame())
 	}
-	pk := v.packetSocket(t, v.ib)
+	inj := packettest.NewInjector(t, v.ns, v.b)
 
 	sizes := []int{60, 61, 64, 100, 128, 512, 1000, 1514, biggest}
 	sent := make(map[uint32][]byte)
@@ -272,9 +223,9 @@ func testReceive(t *testing.T, frameSize, mtu, biggest int, overflow bool) {
 	for round := 0; round < 8; round++ {
 		window := make(map[uint32][]byte)
 		for i := 0; i < 32; i++ {
-			f := testFrame(macB, macA, seq, sizes[int(seq)%len(sizes)])
-			if _, err := unix.Write(pk, f); err != nil {
-				t.Fatalf("send frame %d (%d bytes) from %s: %v", seq, len(f), v.b, err)
+			f := packettest.Frame(macA, macB, nil, seq, sizes[int(seq)%len(sizes)])
+			if err := inj.Send(f); err != nil {
+				t.Fatalf("frame %d from %s: %v", seq, v.b, err)
 			}
 			window[seq], sent[seq] = f, f
 			seq++
@@ -299,9 +250,9 @@ func testReceive(t *testing.T, frameSize, mtu, biggest int, overflow bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := testFrame(macB, macA, seq, s.MaxRxFrame()+1)
-	if _, err := unix.Write(pk, big); err != nil {
-		t.Fatalf("send %d-byte frame: %v", len(big), err)
+	big := packettest.Frame(macA, macB, nil, seq, s.MaxRxFrame()+1)
+	if err := inj.Send(big); err != nil {
+		t.Fatal(err)
 	}
 	var after xsk.Statistics
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -325,24 +276,19 @@ func testReceive(t *testing.T, frameSize, mtu, biggest int, overflow bool) {
 
 func head(b []byte) []byte { return b[:min(len(b), 20)] }
 
-// readPacket reads frames of the test EtherType from a non-blocking packet
-// socket until want arrived or the deadline passed.
-func readPackets(t testing.TB, fd int, want int, deadline time.Time, into map[uint32][]byte) {
+// bySeq indexes frames by their sequence number; a frame seen twice is an
+// error (nothing here may duplicate one).
+func bySeq(t testing.TB, frames [][]byte) map[uint32][]byte {
 	t.Helper()
-	buf := make([]byte, 4096)
-	for len(into) < want && time.Now().Before(deadline) {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if errors.Is(err, unix.EAGAIN) {
-			time.Sleep(time.Millisecond)
-			continue
+	m := make(map[uint32][]byte, len(frames))
+	for _, f := range frames {
+		seq, _ := packettest.Seq(f)
+		if _, dup := m[seq]; dup {
+			t.Errorf("frame %d seen twice", seq)
 		}
-		if err != nil {
-			t.Fatalf("recvfrom: %v", err)
-		}
-		if seq, ok := frameSeq(buf[:n]); ok {
-			into[seq] = bytes.Clone(buf[:n])
-		}
+		m[seq] = f
 	}
+	return m
 }
 
 // queue puts frames on s's TX ring with AllocTx, Frame and Transmit, frees
@@ -372,7 +318,7 @@ func transmit(t testing.TB, s *xsk.Socket, frames [][]byte) int {
 func seqFrames(n int) [][]byte {
 	fs := make([][]byte, n)
 	for i := range fs {
-		fs[i] = testFrame(macA, macB, uint32(i), 60)
+		fs[i] = packettest.Frame(macB, macA, nil, uint32(i), 60)
 	}
 	return fs
 }
@@ -402,25 +348,25 @@ func testTransmit(t *testing.T, cfg xsk.Config) {
 	s := v.open(t, v.ia, 0, cfg)
 	s.Fill()
 	wantFree := s.FreeFrames() // all but the fill ring's
-	pk := v.packetSocket(t, v.ib)
+	capture := packettest.NewCapture(t, v.ns, v.b, packettest.IsTest)
 
 	sizes := []int{60, 64, 65, 128, 333, 1000, 1514}
 	sent := make(map[uint32][]byte)
-	got := make(map[uint32][]byte)
 	seq := uint32(0)
 	const windows, per = 16, 64
 	for w := 0; w < windows; w++ {
 		frames := make([][]byte, per)
 		for i := range frames {
-			frames[i] = testFrame(macA, macB, seq, sizes[int(seq)%len(sizes)])
+			frames[i] = packettest.Frame(macB, macA, nil, seq, sizes[int(seq)%len(sizes)])
 			sent[seq] = frames[i]
 			seq++
 		}
 		if n := transmit(t, s, frames); n != per {
 			t.Fatalf("window %d: %d of %d frames went on the TX ring (free frames %d)", w, n, per, s.FreeFrames())
 		}
-		readPackets(t, pk, len(sent), time.Now().Add(5*time.Second), got)
+		capture.WaitN(len(sent), 5*time.Second)
 	}
+	got := bySeq(t, capture.Frames())
 	if len(got) != len(sent) {
 		t.Fatalf("peer received %d frames, want %d", len(got), len(sent))
 	}
@@ -455,11 +401,11 @@ func TestKickLinkDownAndGone(t *testing.T) {
 	testutil.RequireRoot(t, needXSK)
 	v := newVethPair(t, 1, 0)
 	s := v.open(t, v.ia, 0, xsk.Config{TxOnly: true, NumFrames: 256})
-	pk := v.packetSocket(t, v.ib)
+	capture := packettest.NewCapture(t, v.ns, v.b, packettest.IsTest)
 	frames := func(base uint32) [][]byte {
 		fs := make([][]byte, 8)
 		for i := range fs {
-			fs[i] = testFrame(macA, macB, base+uint32(i), 60)
+			fs[i] = packettest.Frame(macB, macA, nil, base+uint32(i), 60)
 		}
 		return fs
 	}
@@ -489,8 +435,7 @@ func TestKickLinkDownAndGone(t *testing.T) {
 	if p := s.TxPending(); p != 0 {
 		t.Errorf("TxPending = %d after the link came back, want 0", p)
 	}
-	got := make(map[uint32][]byte)
-	readPackets(t, pk, 16, time.Now().Add(5*time.Second), got)
+	got := bySeq(t, capture.WaitN(16, 5*time.Second))
 	for _, sq := range []uint32{0, 7, 100, 107} {
 		if _, ok := got[sq]; !ok {
 			t.Errorf("frame %d never reached the peer (got %d frames)", sq, len(got))
@@ -616,7 +561,7 @@ func TestMultiQueue(t *testing.T) {
 		tx := v.open(t, v.ib, q, xsk.Config{TxOnly: true, NumFrames: 64})
 		frames := make([][]byte, 20)
 		for i := range frames {
-			frames[i] = testFrame(macB, macA, uint32(q*1000+i), 60+q)
+			frames[i] = packettest.Frame(macA, macB, nil, uint32(q*1000+i), 60+q)
 		}
 		rx[q].Fill()
 		if n := transmit(t, tx, frames); n != len(frames) {
@@ -743,7 +688,7 @@ func TestKernelPathNoAllocs(t *testing.T) {
 	s := v.open(t, v.ia, 0, xsk.Config{NumFrames: 512})
 	descs := make([]xsk.Desc, 32)
 	rxd := make([]xsk.Desc, 32)
-	frame := testFrame(macA, macB, 1, 60)
+	frame := packettest.Frame(macB, macA, nil, 1, 60)
 	var kickErr error
 	allocs := testing.AllocsPerRun(100, func() {
 		n := s.AllocTx(descs)
@@ -790,7 +735,7 @@ func benchTransmit(b *testing.B, batch, budget int) {
 	v := newVethPair(b, 1, 0)
 	v.dropAll(b, v.ib)
 	s := v.open(b, v.ia, 0, xsk.Config{TxOnly: true, TxBudget: budget})
-	frame := testFrame(macA, macB, 1, 60)
+	frame := packettest.Frame(macB, macA, nil, 1, 60)
 	descs := make([]xsk.Desc, batch)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -847,7 +792,7 @@ func TestStatsFromAnotherGoroutine(t *testing.T) {
 		}
 	}()
 	<-started // reads overlap the sends below
-	frames := [][]byte{testFrame(macA, macB, 1, 60), testFrame(macA, macB, 2, 60)}
+	frames := [][]byte{packettest.Frame(macB, macA, nil, 1, 60), packettest.Frame(macB, macA, nil, 2, 60)}
 	for i := 0; i < 200; i++ {
 		transmit(t, s, frames)
 	}
@@ -881,7 +826,7 @@ func BenchmarkForward64(b *testing.B) {
 	stop := make(chan struct{})
 	genDone := make(chan error, 1)
 	go func() {
-		frame := testFrame(macB, macA, 1, 60)
+		frame := packettest.Frame(macA, macB, nil, 1, 60)
 		descs := make([]xsk.Desc, 64)
 		for {
 			select {
@@ -982,11 +927,11 @@ func TestReceiveLinkGone(t *testing.T) {
 	s := v.open(t, v.ia, 0, xsk.Config{RxOnly: true, NumFrames: 256})
 	v.redirectToSockets(t, v.ia, s)
 	s.Fill()
-	pk := v.packetSocket(t, v.ib)
+	inj := packettest.NewInjector(t, v.ns, v.b)
 	sent := make([][]byte, 4)
 	for i := range sent {
-		sent[i] = testFrame(macB, macA, uint32(i), 60+i)
-		if _, err := unix.Write(pk, sent[i]); err != nil {
+		sent[i] = packettest.Frame(macA, macB, nil, uint32(i), 60+i)
+		if err := inj.Send(sent[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1005,7 +950,7 @@ func TestReceiveLinkGone(t *testing.T) {
 	testutil.Run(t, "ip", "-n", v.ns, "link", "del", v.a)
 	for _, d := range held {
 		f := s.Frame(d)
-		seq, ok := frameSeq(f)
+		seq, ok := packettest.Seq(f)
 		if !ok || seq >= 4 || !bytes.Equal(f, sent[seq]) {
 			t.Errorf("held frame after the link was deleted = %x, want one of the frames sent", head(f))
 		}
