@@ -172,6 +172,10 @@ func TestWorkflow(t *testing.T) {
 		t.Errorf("created tap_flow = %v, want vlan_filter echoed, status DOWN, 10 keys", flowIn)
 	}
 	flowOut := ts.createFlow("db-out", svcID, src2, "OUT", nil)
+	// tap_flow.name stays type:string (a tab is fine) where tap_service.name
+	// is name_string (TestBadInput rejects the tab there).
+	tab := ts.createFlow("a\tb", svcID, src2, "OUT", nil)
+	ts.must(204, "DELETE", "/v2.0/taas/tap_flows/"+tab, "", "")
 	if f := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+flowOut, "", "tap_flow"); f["vlan_filter"] != nil {
 		t.Errorf("vlan_filter = %v, want null", f["vlan_filter"])
 	}
