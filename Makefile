@@ -10,7 +10,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run lab test test-short vet generate fuzz clean
+.PHONY: all build run lab test test-short vet generate fuzz clean bench
 
 all: build
 
@@ -26,6 +26,14 @@ run: lab
 
 lab: build
 	@perf/lab/lab.sh --bin $(BIN)/taasd --listen $(LISTEN) --db $(DB) $(LAB_ARGS)
+
+# The side-by-side benchmark (root, ~10 minutes; never part of `make test`):
+# taasd, tc mirred, daemonlogger and netsniff-ng on the same generated
+# traffic, then the control plane. Writes perf/results/latest.* and the
+# README's table. BENCH_ARGS: see `bin/taas-bench -h`.
+bench: build
+	$(GO) build -o $(BIN)/ ./perf/cmd/...
+	$(BIN)/taas-bench --taasd $(BIN)/taasd $(BENCH_ARGS)
 
 vet:
 	$(GO) vet ./...

@@ -1,0 +1,387 @@
+package perf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Scenario is one benchmark case, run the same way for every peer.
+type Scenario struct {
+	Name string
+	// Size is the L2 frame size without FCS (60 is "64 B" on the wire).
+	Size   int
+	Fanout int
+	// Select: one frame in Select is from the source port (wanted); the
+	// others come from MACs no one wants. 0 and 1 mean every frame.
+	Select int
+	// Churn creates and deletes another flow, on a second source MAC that
+	// makes up every other frame, while the wanted flow runs.
+	Churn bool
+	// Load is the offered rate as a fraction of the peer's own median
+	// "64B" delivered rate in the same run; 0 sends flat out.
+	Load float64
+	// Seconds of traffic per repetition; 0 means BenchConfig.Seconds.
+	Seconds time.Duration
+}
+
+// Scenarios are the issue's cases, in the order they run (Load needs "64B"
+// first).
+var Scenarios = []Scenario{
+	{Name: "64B", Size: 60, Fanout: 1},
+	{Name: "1518B", Size: 1514, Fanout: 1},
+	{Name: "fanout4", Size: 60, Fanout: 4},
+	{Name: "select1of6", Size: 60, Fanout: 1, Select: 6},
+	{Name: "lossless80", Size: 60, Fanout: 1, Load: 0.8, Seconds: 10 * time.Second},
+	{Name: "churn", Size: 60, Fanout: 1, Select: 2, Churn: true, Load: 0.5, Seconds: 5 * time.Second},
+}
+
+// MACs of the benchmark's traffic.
+var (
+	benchPortMAC  = net.HardwareAddr{0xfa, 0x16, 0x3e, 0xbe, 0x00, 0x01}
+	benchChurnMAC = net.HardwareAddr{0xfa, 0x16, 0x3e, 0xbe, 0x00, 0x02}
+	benchDstMAC   = net.HardwareAddr{0xfa, 0x16, 0x3e, 0xbe, 0x00, 0xff}
+)
+
+// BenchConfig is one `make bench` run.
+type BenchConfig struct {
+	Peers     []Peer
+	Scenarios []Scenario
+	// Reps per scenario; 0 means 3.
+	Reps int
+	// Seconds of traffic per repetition; 0 means 3 s.
+	Seconds time.Duration
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Rep is one repetition's measurement.
+type Rep struct {
+	OfferedFrames   uint64  `json:"offered_frames"`
+	WantedCopies    uint64  `json:"wanted_copies"`
+	DeliveredCopies uint64  `json:"delivered_copies"`
+	DeliveredBytes  uint64  `json:"delivered_bytes"`
+	Seconds         float64 `json:"seconds"`
+	OfferedMpps     float64 `json:"offered_mpps"`
+	DeliveredMpps   float64 `json:"delivered_mpps"`
+	Gbps            float64 `json:"gbps"`
+	LossPct         float64 `json:"loss_pct"`
+	CPUPct          float64 `json:"cpu_pct"`
+	// PeerReported is what the peer itself counted as delivered (taasd's
+	// tap service counters), to cross-check the sinks' count.
+	PeerReported  *uint64 `json:"peer_reported,omitempty"`
+	ConfigChanges int     `json:"config_changes,omitempty"`
+}
+
+// Row is one peer × scenario: medians over the repetitions, with min and
+// max, and the repetitions themselves.
+type Row struct {
+	Peer      string `json:"peer"`
+	Scenario  string `json:"scenario"`
+	FrameSize int    `json:"frame_size"` // on the wire, with FCS
+	Fanout    int    `json:"fanout"`
+	Layout    string `json:"layout"`
+	// TargetMpps is the paced rate for Load scenarios, 0 for flat out.
+	TargetMpps       float64 `json:"target_mpps,omitempty"`
+	OfferedMpps      float64 `json:"offered_mpps"`
+	DeliveredMpps    float64 `json:"delivered_mpps"`
+	DeliveredMppsMin float64 `json:"delivered_mpps_min"`
+	DeliveredMppsMax float64 `json:"delivered_mpps_max"`
+	Gbps             float64 `json:"gbps"`
+	GbpsMin          float64 `json:"gbps_min"`
+	GbpsMax          float64 `json:"gbps_max"`
+	LossPct          float64 `json:"loss_pct"`
+	LossPctMin       float64 `json:"loss_pct_min"`
+	LossPctMax       float64 `json:"loss_pct_max"`
+	// CPUPct is the busy time of both CPUs (generator included), in % of
+	// one core (0-200), median over repetitions.
+	CPUPct float64 `json:"cpu_pct"`
+	Reps   []Rep   `json:"reps"`
+}
+
+// RunBench measures every peer on every scenario on lab, the peers one
+// after another on the same traffic. A peer that fails a scenario is logged
+// and the run goes on; ctx ends it early (the rows so far are returned).
+func RunBench(ctx context.Context, lab *Lab, c BenchConfig) ([]Row, error) {
+	if c.Reps == 0 {
+		c.Reps = 3
+	}
+	if c.Seconds == 0 {
+		c.Seconds = 3 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	var rows []Row
+	var errs []error
+	for _, p := range c.Peers {
+		base := 0.0 // this peer's 64B median delivered Mpps
+		for _, sc := range c.Scenarios {
+			if ctx.Err() != nil {
+				return rows, errors.Join(append(errs, ctx.Err())...)
+			}
+			rate := 0.0
+			if sc.Load > 0 {
+				if base == 0 {
+					fmt.Fprintf(c.Log, "%s %s: skipped, no 64B figure to scale\n", p.Name(), sc.Name)
+					continue
+				}
+				rate = sc.Load * base * 1e6
+			}
+			row, err := runScenario(ctx, lab, p, sc, rate, c)
+			if errors.Is(err, ErrNoChurn) {
+				fmt.Fprintf(c.Log, "%s %s: not applicable (%v)\n", p.Name(), sc.Name, err)
+				continue
+			}
+			if err != nil {
+				fmt.Fprintf(c.Log, "%s %s: FAILED: %v\n", p.Name(), sc.Name, err)
+				errs = append(errs, fmt.Errorf("%s %s: %w", p.Name(), sc.Name, err))
+				continue
+			}
+			if sc.Name == "64B" {
+				base = row.DeliveredMpps
+			}
+			fmt.Fprintf(c.Log, "%-12s %-11s offered %6.3f Mpps  delivered %6.3f Mpps (%.3f-%.3f)  %6.2f Gbit/s  loss %6.2f%%  cpu %3.0f%%\n",
+				p.Name(), sc.Name, row.OfferedMpps, row.DeliveredMpps, row.DeliveredMppsMin, row.DeliveredMppsMax, row.Gbps, row.LossPct, row.CPUPct)
+			rows = append(rows, row)
+		}
+	}
+	return rows, errors.Join(errs...)
+}
+
+func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float64, c BenchConfig) (row Row, err error) {
+	if sc.Churn {
+		// Ask first, before any setup: a peer without runtime changes
+		// answers at once.
+		if _, err := p.Churn(canceled()); errors.Is(err, ErrNoChurn) {
+			return Row{}, err
+		}
+	}
+	s := Setup{Lab: lab, Fanout: sc.Fanout, PortMAC: benchPortMAC, Filter: sc.Select > 1}
+	tr := Traffic{Size: sc.Size, SrcMACs: []net.HardwareAddr{benchPortMAC}, DstMACs: []net.HardwareAddr{benchDstMAC}}
+	if sc.Churn {
+		s.ChurnMAC = benchChurnMAC
+		tr.SrcMACs = append(tr.SrcMACs, benchChurnMAC)
+	} else {
+		for i := 1; i < sc.Select; i++ {
+			tr.SrcMACs = append(tr.SrcMACs, net.HardwareAddr{0x02, 0xbe, 0, 0, 0, byte(i)})
+		}
+	}
+	every := uint64(len(tr.SrcMACs)) // one frame in every is wanted
+	if err := p.Start(ctx, s); err != nil {
+		return Row{}, errors.Join(err, p.Stop())
+	}
+	defer func() { err = errors.Join(err, p.Stop()) }()
+	if err := warmUp(ctx, lab, tr, sc.Fanout); err != nil {
+		return Row{}, fmt.Errorf("warm-up: %w", err)
+	}
+	secs := sc.Seconds
+	if secs == 0 {
+		secs = c.Seconds
+	}
+	row = Row{Peer: p.Name(), Scenario: sc.Name, FrameSize: sc.Size + 4, Fanout: sc.Fanout, Layout: p.Layout(), TargetMpps: rate / 1e6}
+	for range c.Reps {
+		r, err := measure(ctx, lab, p, tr, sc, rate, secs, every)
+		if err != nil {
+			return Row{}, err
+		}
+		row.Reps = append(row.Reps, r)
+	}
+	summarise(&row)
+	return row, nil
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// warmUp sends a little traffic until every monitor in use has received
+// some (the peer is ready), for at most 10 s, then zeroes the sinks.
+func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := Generate(ctx, Config{Iface: lab.Gen, Netns: lab.GenNS, Traffic: tr, Count: 2000, Rate: 200e3, CPU: genCPU}); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+		ready := true
+		for _, s := range lab.Sinks[:fanout] {
+			if f, _, err := s.Count(); err != nil || f == 0 {
+				ready = false
+			}
+		}
+		if ready {
+			return lab.ResetSinks()
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errors.New("no frame reached the monitors in 10 s")
+		}
+	}
+}
+
+// settle waits until the sinks stop counting (the peer has sent all it
+// still held: netsniff-ng's 64 MiB ring takes a while), checking every
+// 100 ms, for at most 5 s.
+func settle(ctx context.Context, lab *Lab) error {
+	last := ^uint64(0)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
+		n, _, err := lab.Delivered(len(lab.Sinks))
+		if err != nil {
+			return err
+		}
+		if n == last {
+			return nil
+		}
+		last = n
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ctx.Err()
+}
+
+func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rate float64, secs time.Duration, every uint64) (Rep, error) {
+	// Frames of the previous repetition still queued in the peer must not
+	// count in this one.
+	if err := settle(ctx, lab); err != nil {
+		return Rep{}, err
+	}
+	if err := lab.ResetSinks(); err != nil {
+		return Rep{}, err
+	}
+	before, reported, err := p.Reported(ctx)
+	if err != nil {
+		return Rep{}, err
+	}
+	var (
+		wg       sync.WaitGroup
+		changes  int
+		churnErr error
+	)
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	if sc.Churn {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			changes, churnErr = p.Churn(churnCtx)
+		}()
+	}
+	cpu0, err := readCPU()
+	if err != nil {
+		stopChurn()
+		return Rep{}, err
+	}
+	res, err := Generate(ctx, Config{Iface: lab.Gen, Netns: lab.GenNS, Traffic: tr, Duration: secs, Rate: rate, CPU: genCPU, Realtime: rate > 0})
+	// The rate is what arrived while the generator ran; loss is counted
+	// once the peer has drained what it still holds.
+	inWindow, inWindowBytes, derr := lab.Delivered(sc.Fanout)
+	cpu1, cerr := readCPU()
+	stopChurn()
+	wg.Wait()
+	if err := errors.Join(err, derr, cerr); err != nil {
+		return Rep{}, err
+	}
+	if churnErr != nil {
+		return Rep{}, fmt.Errorf("churn: %w", churnErr)
+	}
+	if err := settle(ctx, lab); err != nil {
+		return Rep{}, err
+	}
+	// Churn: only monitor 0, the untouched flow's, counts.
+	frames, bytes, err := lab.Delivered(sc.Fanout)
+	if err != nil {
+		return Rep{}, err
+	}
+	wanted := (res.Frames + every - 1) / every * uint64(sc.Fanout)
+	s := res.Elapsed.Seconds()
+	r := Rep{
+		OfferedFrames:   res.Frames,
+		WantedCopies:    wanted,
+		DeliveredCopies: frames,
+		DeliveredBytes:  bytes,
+		Seconds:         s,
+		OfferedMpps:     res.Mpps(),
+		DeliveredMpps:   float64(inWindow) / s / 1e6,
+		Gbps:            float64(inWindowBytes) * 8 / s / 1e9,
+		CPUPct:          cpu1.busyPct(cpu0),
+		ConfigChanges:   changes,
+	}
+	if wanted > 0 {
+		r.LossPct = 100 * (1 - float64(frames)/float64(wanted))
+	}
+	if reported {
+		after, _, err := p.Reported(ctx)
+		if err != nil {
+			return Rep{}, err
+		}
+		d := after - before
+		r.PeerReported = &d
+	}
+	return r, nil
+}
+
+func summarise(row *Row) {
+	pick := func(f func(Rep) float64) (med, lo, hi float64) {
+		v := make([]float64, len(row.Reps))
+		for i, r := range row.Reps {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		n := len(v)
+		med = v[n/2]
+		if n%2 == 0 {
+			med = (v[n/2-1] + v[n/2]) / 2
+		}
+		return med, v[0], v[n-1]
+	}
+	row.OfferedMpps, _, _ = pick(func(r Rep) float64 { return r.OfferedMpps })
+	row.DeliveredMpps, row.DeliveredMppsMin, row.DeliveredMppsMax = pick(func(r Rep) float64 { return r.DeliveredMpps })
+	row.Gbps, row.GbpsMin, row.GbpsMax = pick(func(r Rep) float64 { return r.Gbps })
+	row.LossPct, row.LossPctMin, row.LossPctMax = pick(func(r Rep) float64 { return r.LossPct })
+	row.CPUPct, _, _ = pick(func(r Rep) float64 { return r.CPUPct })
+}
+
+// cpuTimes is the first line of /proc/stat: jiffies over all CPUs.
+type cpuTimes struct{ busy, total uint64 }
+
+func readCPU() (cpuTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var t cpuTimes
+	for i, s := range f[1:9] { // user..steal; guest time is already in user
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("/proc/stat: %w", err)
+		}
+		t.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += v
+		}
+	}
+	return t, nil
+}
+
+// busyPct is the busy share of all CPUs since before, in % of one core.
+func (t cpuTimes) busyPct(before cpuTimes) float64 {
+	dt := t.total - before.total
+	if dt == 0 {
+		return 0
+	}
+	return 100 * float64(t.busy-before.busy) / float64(dt) * float64(runtime.NumCPU())
+}

@@ -1,0 +1,214 @@
+package perf
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Lab is the benchmark's own topology: the generator's end of a veth in
+// namespace GenNS feeds the capture interface Cap in the root namespace,
+// where every peer (taasd, tc, daemonlogger, netsniff-ng) reads; each
+// monitor interface Mons[i] in the root namespace is a veth whose other end,
+// in SinkNS, has a counting XDP sink. Only this process's own namespaces and
+// links are touched, all named with Prefix, and Close removes them.
+//
+//	[GenNS] Gen ==veth==> Cap --(peer under test)--> Mons[i] ==veth==> [SinkNS] sink i
+type Lab struct {
+	Prefix        string
+	GenNS, SinkNS string
+	Gen, Cap      string
+	Mons          []string
+	Sinks         []*Sink
+}
+
+// NewLabPrefix returns a random prefix for a lab's names: 5 bytes, so that
+// interface names and their NAPI thread names stay short.
+func NewLabPrefix() string {
+	var b [2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "b" + hex.EncodeToString(b[:])
+}
+
+// NewLab builds a lab with monitors monitor links. On error it removes what
+// it built.
+func NewLab(prefix string, monitors int) (l *Lab, err error) {
+	l = &Lab{Prefix: prefix, GenNS: prefix + "gen", SinkNS: prefix + "snk", Gen: prefix + "g", Cap: prefix + "c"}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, l.Close())
+			l = nil
+		}
+	}()
+	for _, ns := range []string{l.GenNS, l.SinkNS} {
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return l, err
+		}
+		// No IPv6 on the lab's links: nothing but the generator's frames
+		// reaches the counters.
+		if err := run("ip", "netns", "exec", ns, "sysctl", "-qw",
+			"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+			return l, err
+		}
+	}
+	if err := l.pair(l.Gen, l.GenNS, l.Cap); err != nil {
+		return l, err
+	}
+	for i := range monitors {
+		mon := fmt.Sprintf("%sm%d", prefix, i)
+		if err := l.pair(mon+"s", l.SinkNS, mon); err != nil {
+			return l, err
+		}
+		l.Mons = append(l.Mons, mon)
+		s, err := AttachSink(l.SinkNS, mon+"s")
+		if err != nil {
+			return l, err
+		}
+		l.Sinks = append(l.Sinks, s)
+	}
+	return l, nil
+}
+
+// pair makes a veth nsEnd (moved into ns) <-> rootEnd, both up, with IPv6
+// off on the root end.
+func (l *Lab) pair(nsEnd, ns, rootEnd string) error {
+	if err := run("ip", "link", "add", rootEnd, "type", "veth", "peer", "name", nsEnd, "netns", ns); err != nil {
+		return err
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+rootEnd+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("disable ipv6 on %s: %w", rootEnd, err)
+	}
+	if err := run("ip", "link", "set", rootEnd, "up"); err != nil {
+		return err
+	}
+	return run("ip", "-n", ns, "link", "set", nsEnd, "up")
+}
+
+// ResetSinks zeroes every monitor's sink.
+func (l *Lab) ResetSinks() error {
+	var errs []error
+	for _, s := range l.Sinks {
+		errs = append(errs, s.Reset())
+	}
+	return errors.Join(errs...)
+}
+
+// Delivered sums the first n sinks' counters.
+func (l *Lab) Delivered(n int) (frames, bytes uint64, err error) {
+	for _, s := range l.Sinks[:n] {
+		f, b, err := s.Count()
+		if err != nil {
+			return 0, 0, err
+		}
+		frames += f
+		bytes += b
+	}
+	return frames, bytes, nil
+}
+
+// CapNAPI switches the capture interface's NAPI to a kernel thread pinned
+// to cpu (threaded NAPI), or back to softirq context when cpu < 0.
+func (l *Lab) CapNAPI(cpu int) error {
+	on := "0"
+	if cpu >= 0 {
+		on = "1"
+	}
+	if err := os.WriteFile("/sys/class/net/"+l.Cap+"/threaded", []byte(on), 0o644); err != nil {
+		return fmt.Errorf("threaded napi on %s: %w", l.Cap, err)
+	}
+	if cpu < 0 {
+		return nil
+	}
+	pids, err := threadsNamed("napi/" + l.Cap + "-")
+	if err != nil {
+		return err
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("threaded napi on %s: no napi thread found", l.Cap)
+	}
+	for _, pid := range pids {
+		if err := run("taskset", "-pc", strconv.Itoa(cpu), strconv.Itoa(pid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// threadsNamed lists the pids of kernel threads whose comm starts with
+// prefix (comm is cut at 15 bytes).
+func threadsNamed(prefix string) ([]int, error) {
+	if len(prefix) > 15 {
+		prefix = prefix[:15]
+	}
+	comms, err := filepath.Glob("/proc/[0-9]*/comm")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, c := range comms {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue // the task exited since the glob
+		}
+		if strings.HasPrefix(string(b), prefix) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// Close detaches the sinks and deletes the namespaces, which deletes every
+// veth of the lab with them (each pair has one end inside).
+func (l *Lab) Close() error {
+	var errs []error
+	for _, s := range l.Sinks {
+		errs = append(errs, s.Close())
+	}
+	l.Sinks = nil
+	for _, ns := range []string{l.GenNS, l.SinkNS} {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			errs = append(errs, run("ip", "netns", "del", ns))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// run runs a command and returns an error with its output when it fails.
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// stopProcess ends a process this package started: SIGTERM, then SIGKILL
+// if it is still there after a second.
+func stopProcess(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil || cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM) // it may have exited already
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // its exit status after SIGTERM says nothing useful
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}

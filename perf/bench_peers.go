@@ -1,0 +1,311 @@
+package perf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Setup is what a peer realises for one scenario: copy every frame whose
+// source MAC is PortMAC from the lab's capture interface to its first
+// Fanout monitors.
+type Setup struct {
+	Lab    *Lab
+	Fanout int
+	// PortMAC is the source port's MAC: frames from it are wanted.
+	PortMAC net.HardwareAddr
+	// Filter is true when the traffic also holds frames no one wants, so
+	// the peer must select on PortMAC (without it a peer may copy all).
+	Filter bool
+	// ChurnMAC is the MAC of the flow that Churn creates and deletes,
+	// copied to monitor 1; nil outside the churn scenario.
+	ChurnMAC net.HardwareAddr
+}
+
+// ErrNoChurn is what Churn returns for a peer whose configuration cannot
+// change while it runs (restarting it would lose frames by design).
+var ErrNoChurn = errors.New("no runtime configuration changes")
+
+// Peer is one mirroring implementation under test.
+type Peer interface {
+	Name() string
+	// Layout says where its work runs, for the report.
+	Layout() string
+	// Start sets it up for s; Stop undoes it.
+	Start(ctx context.Context, s Setup) error
+	Stop() error
+	// Churn changes the configuration (the ChurnMAC flow) as fast as it
+	// can until ctx ends, and returns how many changes it made.
+	Churn(ctx context.Context) (int, error)
+	// Reported returns what the peer itself counts as delivered copies
+	// (ok false when it counts nothing).
+	Reported(ctx context.Context) (n uint64, ok bool, err error)
+}
+
+// CPU placement on this 2-core machine (afxdp-notes.md gotcha 8): the
+// generator always runs on genCPU; peers get peerCPU.
+const (
+	genCPU  = 0
+	peerCPU = 1
+)
+
+// TC mirrors with kernel tc: clsact ingress filters on the capture interface
+// with `mirred egress mirror` actions.
+type TC struct {
+	s Setup
+}
+
+func (p *TC) Name() string { return "tc-mirred" }
+func (p *TC) Layout() string {
+	return fmt.Sprintf("capture NAPI threaded, pinned to CPU %d (tc runs there); generator on CPU %d", peerCPU, genCPU)
+}
+
+func (p *TC) Start(_ context.Context, s Setup) error {
+	p.s = s
+	// GRO on gives the veth a NAPI context (gotcha 10), which can then be
+	// threaded and pinned.
+	if err := run("ethtool", "-K", s.Lab.Cap, "gro", "on"); err != nil {
+		return err
+	}
+	if err := s.Lab.CapNAPI(peerCPU); err != nil {
+		return err
+	}
+	if err := run("tc", "qdisc", "add", "dev", s.Lab.Cap, "clsact"); err != nil {
+		return err
+	}
+	args := []string{"filter", "add", "dev", s.Lab.Cap, "ingress", "prio", "1", "protocol", "all", "u32"}
+	if s.Filter || s.ChurnMAC != nil {
+		args = append(args, u32SrcMAC(s.PortMAC)...)
+	} else {
+		args = append(args, "match", "u32", "0", "0")
+	}
+	for _, m := range s.Lab.Mons[:s.Fanout] {
+		args = append(args, "action", "mirred", "egress", "mirror", "dev", m)
+	}
+	return run("tc", args...)
+}
+
+// u32SrcMAC matches a source MAC with u32, the classifier this kernel has
+// (no flower, no matchall): at ingress offsets are from the network header,
+// so the source MAC sits at -8.
+func u32SrcMAC(mac net.HardwareAddr) []string {
+	hi := fmt.Sprintf("0x%02x%02x%02x%02x", mac[0], mac[1], mac[2], mac[3])
+	lo := fmt.Sprintf("0x%02x%02x", mac[4], mac[5])
+	return []string{"match", "u32", hi, "0xffffffff", "at", "-8", "match", "u16", lo, "0xffff", "at", "-4"}
+}
+
+func (p *TC) Churn(ctx context.Context) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		args := append([]string{"filter", "add", "dev", p.s.Lab.Cap, "ingress", "prio", "2", "protocol", "all", "u32"},
+			u32SrcMAC(p.s.ChurnMAC)...)
+		if err := run("tc", append(args, "action", "mirred", "egress", "mirror", "dev", p.s.Lab.Mons[1])...); err != nil {
+			return n, err
+		}
+		if err := run("tc", "filter", "del", "dev", p.s.Lab.Cap, "ingress", "prio", "2"); err != nil {
+			return n, err
+		}
+		n += 2
+	}
+	return n, nil
+}
+
+func (p *TC) Stop() error {
+	// The qdisc is absent when Start failed before adding it.
+	_ = run("tc", "qdisc", "del", "dev", p.s.Lab.Cap, "clsact")
+	return p.s.Lab.CapNAPI(-1)
+}
+
+func (p *TC) Reported(context.Context) (uint64, bool, error) { return 0, false, nil }
+
+// procPeer is a userspace mirror run as one process per monitor
+// (daemonlogger and netsniff-ng copy one input to one output).
+type procPeer struct {
+	name string
+	// argv returns the command line copying cap to mon, selecting on
+	// filter (a pcap expression, "" for none).
+	argv  func(cap, mon, filter string) []string
+	procs []*exec.Cmd
+	logs  []*os.File
+	dir   string
+}
+
+// Daemonlogger is daemonlogger -i CAP -o MON, one process per monitor.
+func Daemonlogger(logDir string) Peer {
+	return &procPeer{name: "daemonlogger", dir: logDir, argv: func(cap, mon, filter string) []string {
+		a := []string{"taskset", "-c", strconv.Itoa(peerCPU), "daemonlogger", "-i", cap, "-o", mon}
+		if filter != "" {
+			a = append(a, filter)
+		}
+		return a
+	}}
+}
+
+// NetsniffNG is netsniff-ng --in CAP --out MON -S 64MiB (gotcha 15), one
+// process per monitor.
+func NetsniffNG(logDir string) Peer {
+	return &procPeer{name: "netsniff-ng", dir: logDir, argv: func(cap, mon, filter string) []string {
+		a := []string{"netsniff-ng", "--in", cap, "--out", mon, "-S", "64MiB", "--silent", "--bind-cpu", strconv.Itoa(peerCPU)}
+		if filter != "" {
+			a = append(a, "--filter", filter)
+		}
+		return a
+	}}
+}
+
+func (p *procPeer) Name() string { return p.name }
+func (p *procPeer) Layout() string {
+	return fmt.Sprintf("process(es) pinned to CPU %d; capture NAPI in softirq on the generator's CPU %d", peerCPU, genCPU)
+}
+
+func (p *procPeer) Start(_ context.Context, s Setup) error {
+	if err := run("ethtool", "-K", s.Lab.Cap, "gro", "on"); err != nil {
+		return err
+	}
+	filter := ""
+	if s.Filter {
+		filter = "ether src " + s.PortMAC.String()
+	}
+	for i, m := range s.Lab.Mons[:s.Fanout] {
+		argv := p.argv(s.Lab.Cap, m, filter)
+		log, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("%s-%d.log", p.name, i)))
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			log.Close()
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		p.procs = append(p.procs, cmd)
+		p.logs = append(p.logs, log)
+	}
+	return nil
+}
+
+func (p *procPeer) Churn(context.Context) (int, error) { return 0, ErrNoChurn }
+
+func (p *procPeer) Stop() error {
+	for _, c := range p.procs {
+		stopProcess(c)
+	}
+	var errs []error
+	for _, l := range p.logs {
+		errs = append(errs, l.Close())
+	}
+	p.procs, p.logs = nil, nil
+	return errors.Join(errs...)
+}
+
+func (p *procPeer) Reported(context.Context) (uint64, bool, error) { return 0, false, nil }
+
+// Taasd is the appliance: taasd --dataplane xdp, configured through its API
+// (ports bound to the lab's interfaces, a tap service per monitor, one tap
+// flow per service from the capture port, direction OUT).
+type Taasd struct {
+	Bin string // taasd binary
+	Dir string // scratch directory for its database, config and log
+	// BusyPoll and BatchSize tune its workers ([broker] in its config).
+	BusyPoll  bool
+	BatchSize int
+
+	cmd      *exec.Cmd
+	log      *os.File
+	api      API
+	s        Setup
+	churnSvc string
+	churnSrc string
+}
+
+func (p *Taasd) Name() string { return "taasd" }
+func (p *Taasd) Layout() string {
+	mode := "poll(2)"
+	if p.BusyPoll {
+		mode = "busy poll"
+	}
+	return fmt.Sprintf("workers pinned to CPU %d (%s); capture NAPI + XDP in softirq on the generator's CPU %d", peerCPU, mode, genCPU)
+}
+
+func (p *Taasd) Start(ctx context.Context, s Setup) error {
+	p.s = s
+	dir, err := os.MkdirTemp(p.Dir, "taasd-")
+	if err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\n\n"+
+		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n", peerCPU, p.BusyPoll, p.BatchSize, s.Lab.Cap)
+	for _, m := range s.Lab.Mons {
+		conf += fmt.Sprintf("\n[[interfaces]]\nname = %q\nrole = \"monitor\"\n", m)
+	}
+	cfgPath := filepath.Join(dir, "taasd.toml")
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	p.cmd, p.log, p.api, err = startTaasd(ctx, p.Bin, dir, "--config", cfgPath, "--dataplane", "xdp", "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	src, err := p.api.CreatePort(ctx, "bench-src", s.PortMAC.String(), s.Lab.Cap)
+	if err != nil {
+		return err
+	}
+	for i, m := range s.Lab.Mons[:max(s.Fanout, 2)] {
+		port, err := p.api.CreatePort(ctx, "bench-mon"+strconv.Itoa(i), "", m)
+		if err != nil {
+			return err
+		}
+		svc, err := p.api.CreateService(ctx, "bench-svc"+strconv.Itoa(i), port)
+		if err != nil {
+			return err
+		}
+		if i < s.Fanout {
+			if _, err := p.api.CreateFlow(ctx, "bench-flow"+strconv.Itoa(i), src, svc, "OUT"); err != nil {
+				return err
+			}
+		} else {
+			p.churnSvc = svc
+		}
+	}
+	if s.ChurnMAC != nil {
+		if p.churnSrc, err = p.api.CreatePort(ctx, "bench-churn", s.ChurnMAC.String(), s.Lab.Cap); err != nil {
+			return err
+		}
+	}
+	return p.api.WaitFlowsActive(ctx, 15*time.Second)
+}
+
+func (p *Taasd) Churn(ctx context.Context) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		id, err := p.api.CreateFlow(context.Background(), "churn", p.churnSrc, p.churnSvc, "OUT")
+		if err != nil {
+			return n, err
+		}
+		if err := p.api.DeleteFlow(context.Background(), id); err != nil {
+			return n, err
+		}
+		n += 2
+	}
+	return n, nil
+}
+
+func (p *Taasd) Reported(ctx context.Context) (uint64, bool, error) {
+	n, err := p.api.ServiceDelivered(ctx)
+	return n, err == nil, err
+}
+
+func (p *Taasd) Stop() error {
+	stopProcess(p.cmd)
+	p.cmd = nil
+	if p.log != nil {
+		return p.log.Close()
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package perf
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// TestBenchSmoke runs every peer briefly on the bench's own lab: each must
+// deliver frames to its monitor (counted by the sink) in the 64B scenario,
+// and tc and taasd must keep delivering the untouched flow during churn.
+// Loss is logged, not asserted: on a loaded 2-core machine a starved
+// thread drops frames whatever the peer does (tests never fail on timing);
+// `make bench` measures it.
+func TestBenchSmoke(t *testing.T) {
+	testutil.RequireRoot(t, "CAP_NET_ADMIN and CAP_BPF for namespaces, veths, XDP and AF_XDP")
+	lab, err := NewLab(NewLabPrefix(), 2)
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("remove lab: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	peers := []Peer{
+		&Taasd{Bin: testutil.BuildTaasd(t), Dir: dir},
+		&TC{},
+		Daemonlogger(dir),
+		NetsniffNG(dir),
+	}
+	smoke64 := Scenario{Name: "64B", Size: 60, Fanout: 1}
+	churn := Scenario{Name: "churn", Size: 60, Fanout: 1, Select: 2, Churn: true, Seconds: 500 * time.Millisecond}
+	for _, p := range peers {
+		t.Run(p.Name(), func(t *testing.T) {
+			// Paced well below any peer's capacity: every frame must arrive.
+			row, err := runScenario(context.Background(), lab, p, smoke64, 20e3, BenchConfig{Reps: 1, Seconds: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("64B: %v", err)
+			}
+			r := row.Reps[0]
+			t.Logf("64B at 20 kpps: %+v", r)
+			if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
+				t.Errorf("64B: sink counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
+			}
+			if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
+				t.Errorf("64B: peer reports %d delivered, the sink counted %d", *r.PeerReported, r.DeliveredCopies)
+			}
+			row, err = runScenario(context.Background(), lab, p, churn, 20e3, BenchConfig{Reps: 1})
+			if err == ErrNoChurn {
+				return
+			}
+			if err != nil {
+				t.Fatalf("churn: %v", err)
+			}
+			r = row.Reps[0]
+			t.Logf("churn at 20 kpps: %+v", r)
+			if r.ConfigChanges == 0 {
+				t.Errorf("churn: no configuration change made")
+			}
+			if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
+				t.Errorf("churn: untouched flow got %d of %d frames", r.DeliveredCopies, r.WantedCopies)
+			}
+		})
+	}
+}
+
+// TestResultsWrite checks the files a run writes and the README update.
+func TestResultsWrite(t *testing.T) {
+	rep := Rep{OfferedFrames: 100, WantedCopies: 100, DeliveredCopies: 90, DeliveredMpps: 0.9, LossPct: 10, Seconds: 1}
+	res := Results{Start: "2026-11-24T16:00:00Z", Host: "test host", Rows: []Row{
+		{Peer: "taasd", Scenario: "64B", FrameSize: 64, Fanout: 1, Reps: []Rep{rep}},
+		{Peer: "tc-mirred", Scenario: "64B", FrameSize: 64, Fanout: 1, Reps: []Rep{rep, rep, rep}},
+	}}
+	for i := range res.Rows {
+		summarise(&res.Rows[i])
+	}
+	if got := res.Rows[1].LossPct; got != 10 {
+		t.Errorf("summarise: median loss %v%%, want 10%%", got)
+	}
+	dir := t.TempDir()
+	if err := res.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"latest.json", "latest.md", "latest.svg"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || !strings.Contains(string(b), "tc-mirred") {
+			t.Errorf("%s: %v, or no tc-mirred in it", f, err)
+		}
+	}
+	readme := filepath.Join(dir, "README.md")
+	os.WriteFile(readme, []byte("# x\n"+readmeStart+"\nold\n"+readmeEnd+"\ntail\n"), 0o644)
+	if err := UpdateReadme(readme, "NEW TABLE\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(readme)
+	if s := string(b); !strings.Contains(s, "NEW TABLE") || strings.Contains(s, "old") || !strings.HasSuffix(s, readmeEnd+"\ntail\n") {
+		t.Errorf("UpdateReadme wrote %q", s)
+	}
+	if err := UpdateReadme(filepath.Join(dir, "latest.md"), "x"); err == nil {
+		t.Errorf("UpdateReadme on a file without markers: nil error")
+	}
+}

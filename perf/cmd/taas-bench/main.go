@@ -1,0 +1,182 @@
+// Command taas-bench is `make bench`: it builds a lab of its own
+// (namespaces and veths named with a random prefix), measures taasd, kernel
+// tc mirred, daemonlogger and netsniff-ng one after another on the same
+// generated traffic, then the control plane, and writes
+// perf/results/latest.{json,md,svg} and the README's table. It removes its
+// lab on success, on failure and on Ctrl-C, and gives up after --timeout.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/taas-appliance/taas/perf"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "taas-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		taasd, out, peers, scenarios, readme string
+		reps, clients                        int
+		seconds, timeout                     time.Duration
+		control, busyPoll                    bool
+		batch                                int
+	)
+	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
+	flag.StringVar(&out, "out", "perf/results", "directory for latest.json, latest.md and latest.svg")
+	flag.StringVar(&readme, "readme", "README.md", "README whose benchmark table to replace (empty: leave it)")
+	flag.StringVar(&peers, "peers", "taasd,tc-mirred,daemonlogger,netsniff-ng", "peers to measure, in order")
+	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,fanout4,select1of6,lossless80,churn)")
+	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
+	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
+	flag.DurationVar(&timeout, "timeout", 14*time.Minute, "give up (and clean up) after this long")
+	flag.BoolVar(&control, "control", true, "also run the control-plane benchmark")
+	flag.IntVar(&clients, "clients", 8, "concurrent clients in the control-plane benchmark")
+	flag.BoolVar(&busyPoll, "busy-poll", true, "taasd workers busy-poll (they have CPU 1 to themselves)")
+	flag.IntVar(&batch, "batch", 256, "taasd worker batch size")
+	flag.Parse()
+
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: namespaces, veths and XDP")
+	}
+	if err := ensureTools(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "taas-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	cfg := perf.BenchConfig{Reps: reps, Seconds: seconds, Log: os.Stdout}
+	for _, name := range strings.Split(peers, ",") {
+		switch name {
+		case "taasd":
+			cfg.Peers = append(cfg.Peers, &perf.Taasd{Bin: taasd, Dir: dir, BusyPoll: busyPoll, BatchSize: batch})
+		case "tc-mirred":
+			cfg.Peers = append(cfg.Peers, &perf.TC{})
+		case "daemonlogger":
+			cfg.Peers = append(cfg.Peers, perf.Daemonlogger(dir))
+		case "netsniff-ng":
+			cfg.Peers = append(cfg.Peers, perf.NetsniffNG(dir))
+		default:
+			return fmt.Errorf("--peers: unknown peer %q", name)
+		}
+	}
+	cfg.Scenarios = perf.Scenarios
+	if scenarios != "" {
+		cfg.Scenarios = nil
+		for _, name := range strings.Split(scenarios, ",") {
+			found := false
+			for _, sc := range perf.Scenarios {
+				if sc.Name == name {
+					cfg.Scenarios = append(cfg.Scenarios, sc)
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("--scenarios: unknown scenario %q", name)
+			}
+		}
+	}
+
+	res := perf.Results{Start: time.Now().UTC().Format(time.RFC3339), Host: host()}
+	fmt.Printf("taas-bench: %s\n", res.Host)
+	lab, err := perf.NewLab(perf.NewLabPrefix(), 4)
+	if err != nil {
+		return err
+	}
+	rows, benchErr := perf.RunBench(ctx, lab, cfg)
+	res.Rows = rows
+	if err := lab.Close(); err != nil {
+		benchErr = errors.Join(benchErr, fmt.Errorf("remove lab: %w", err))
+	}
+	if control && ctx.Err() == nil {
+		cdir, err := os.MkdirTemp(dir, "control-")
+		if err != nil {
+			return err
+		}
+		c, err := perf.RunControlBench(ctx, taasd, cdir, clients, 5*time.Second)
+		if err != nil {
+			benchErr = errors.Join(benchErr, fmt.Errorf("control plane: %w", err))
+		}
+		for _, r := range c {
+			fmt.Printf("control      %-22s %d clients: %d requests, %.0f/s, p50 %.2f ms, p99 %.2f ms, %d errors\n",
+				r.Op, r.Clients, r.Requests, r.PerSecond, r.P50ms, r.P99ms, r.Errors)
+		}
+		res.Control = c
+	}
+	if len(res.Rows) > 0 {
+		if err := res.Write(out); err != nil {
+			return errors.Join(benchErr, err)
+		}
+		fmt.Printf("taas-bench: wrote %s/latest.{json,md,svg}\n", out)
+		if readme != "" {
+			if err := perf.UpdateReadme(readme, res.Markdown()); err != nil {
+				return errors.Join(benchErr, err)
+			}
+		}
+	}
+	return benchErr
+}
+
+// ensureTools installs the Debian packages of the peers when missing.
+func ensureTools() error {
+	var missing []string
+	for bin, pkg := range map[string]string{"daemonlogger": "daemonlogger", "netsniff-ng": "netsniff-ng", "tc": "iproute2", "ethtool": "ethtool", "taskset": "util-linux"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	fmt.Println("taas-bench: installing", missing)
+	cmd := exec.Command("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, missing...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("apt-get install %v: %w", missing, err)
+	}
+	return nil
+}
+
+// host describes the machine and its load for the results.
+func host() string {
+	load, _ := os.ReadFile("/proc/loadavg") // best effort: only a label
+	var u syscall.Utsname
+	_ = syscall.Uname(&u)
+	rel := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel = append(rel, byte(c))
+	}
+	f := strings.Fields(string(load))
+	la := "?"
+	if len(f) >= 3 {
+		la = strings.Join(f[:3], " ")
+	}
+	return fmt.Sprintf("Linux %s, %d vCPUs, load average %s at start", rel, runtime.NumCPU(), la)
+}
