@@ -388,6 +388,10 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 		if len(b.cfg.CPUs) > 0 {
 			cpu = b.cfg.CPUs[(len(b.allWorkers())+q)%len(b.cfg.CPUs)]
 		}
+		// Fill before the socket is in the XSKMAP: frames redirected to a
+		// socket with an empty fill ring are lost (gotcha 5), and the
+		// worker's goroutine may start late on a busy machine.
+		s.Fill()
 		w := newWorker(c, s, q, &b.cfg, cpu)
 		c.workers = append(c.workers, w)
 		go w.run(b.notify)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -145,44 +146,68 @@ func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
 		Flows: []Flow{{ID: "steady", ServiceID: "s0", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
 	wantActive(t, apply(t, b, base))
 
-	const total = 3000
+	// Churn in the background: other flows on the same capture interface
+	// and MACs, another service on a second monitor that appears and
+	// disappears, a plan every few milliseconds.
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	sendErr := make(chan error, 1)
+	churnErr := make(chan error, 1)
+	plans := 0
 	go func() {
 		defer wg.Done()
-		for i := uint32(1); i <= total; i++ {
-			if err := tp.inject.Send(packettest.Frame(hwB, hwA, nil, i, 60)); err != nil {
-				sendErr <- err
+		version := uint64(1)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			version++
+			// Other flows come and go every plan; the second monitor's
+			// service (and with it its TX socket) every tenth.
+			p := &Plan{Version: version, Services: base.Services, Flows: base.Flows}
+			if i%10 != 9 {
+				p.Services = append([]Service{{ID: "x", Iface: tp.mons[1]}}, base.Services...)
+			}
+			if i%2 == 0 {
+				p.Flows = append([]Flow{
+					{ID: fmt.Sprintf("in%d", i), ServiceID: "x", Iface: tp.capIf, MAC: mac6(hwB), Direction: DirIn},
+					{ID: fmt.Sprintf("both%d", i), ServiceID: "s0", Iface: tp.capIf, MAC: mac6(hwC), Direction: DirBoth, VLANFilter: "5"},
+				}, base.Flows...)
+			}
+			if _, err := b.Apply(context.Background(), p); err != nil {
+				churnErr <- err
 				return
 			}
-			if i%20 == 0 {
-				time.Sleep(time.Millisecond) // stay far below veth's 256-frame ring (gotcha 11)
-			}
+			plans++
+			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	// Churn: other flows on the same capture interface and MAC, another
-	// service on a second monitor that appears and disappears.
-	version := uint64(1)
-	for i := 0; i < 40; i++ {
-		version++
-		p := &Plan{Version: version, Services: base.Services, Flows: base.Flows}
-		if i%2 == 0 {
-			p = &Plan{Version: version,
-				Services: append([]Service{{ID: fmt.Sprintf("x%d", i), Iface: tp.mons[1]}}, base.Services...),
-				Flows: append([]Flow{
-					{ID: fmt.Sprintf("in%d", i), ServiceID: fmt.Sprintf("x%d", i), Iface: tp.capIf, MAC: mac6(hwB), Direction: DirIn},
-					{ID: fmt.Sprintf("both%d", i), ServiceID: "s0", Iface: tp.capIf, MAC: mac6(hwC), Direction: DirBoth, VLANFilter: "5"},
-				}, base.Flows...)}
+	// The steady stream goes in chunks, each sent once the previous one
+	// arrived: a starved worker on a loaded machine then slows the test
+	// down instead of overflowing rings, so a loss can only be the churn's.
+	const total, chunk = 3000, 100
+	for sent := 0; sent < total; sent += chunk {
+		for i := sent + 1; i <= sent+chunk; i++ {
+			if err := tp.inject.Send(packettest.Frame(hwB, hwA, nil, uint32(i), 60)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		apply(t, b, p)
-		time.Sleep(5 * time.Millisecond)
+		if got := tp.caps[0].WaitN(sent+chunk, 10*time.Second); len(got) < sent+chunk {
+			t.Errorf("steady flow under churn: %d of %d frames arrived (stats %+v)", len(got), sent+chunk, b.Stats().Interfaces)
+			break
+		}
 	}
+	close(stop)
 	wg.Wait()
 	select {
-	case err := <-sendErr:
+	case err := <-churnErr:
 		t.Fatal(err)
 	default:
+	}
+	if plans < 10 {
+		t.Fatalf("only %d plans applied during the stream, want at least 10", plans)
 	}
 	got := tp.caps[0].WaitN(total, 20*time.Second)
 	got = tp.caps[0].Quiet(300*time.Millisecond, 5*time.Second)

@@ -81,7 +81,6 @@ func (w *worker) run(notify func()) {
 	} else {
 		defer runtime.UnlockOSThread()
 	}
-	w.sock.Fill()
 	for !w.stop.Load() {
 		if w.batch() > 0 {
 			continue
