@@ -36,6 +36,10 @@ type Config struct {
 	CPU int
 	// Batch is the kernel's live-frames batch (frames per flush); 0 means 64.
 	Batch uint32
+	// AFXDP sends with an AF_XDP socket instead of XDP live frames (the
+	// fallback; Generate also falls back by itself when the kernel cannot
+	// run live frames).
+	AFXDP bool
 	// Realtime runs the generating thread as SCHED_FIFO (priority 1), so
 	// that pacing wakeups are not delayed behind other work on a busy
 	// machine (sleeps of 1 ms took 20+ ms here under a load of 12).
@@ -137,7 +141,13 @@ func generateLocked(ctx context.Context, c Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("iface %s: %w", c.Iface, err)
 	}
+	if c.AFXDP {
+		return generateXSK(ctx, ifc.Index, c)
+	}
 	g, err := newGen(ifc.Index, c.Traffic)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return generateXSK(ctx, ifc.Index, c)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("iface %s: %w", c.Iface, err)
 	}

@@ -124,18 +124,21 @@ func readPcap(t *testing.T, file string) [][]byte {
 func TestGenerateCount(t *testing.T) {
 	testutil.RequireRoot(t, whyRoot)
 	for _, tc := range []struct {
-		name string
-		tr   Traffic
+		name  string
+		tr    Traffic
+		afxdp bool
 	}{
-		{"untagged 60", Traffic{}},
+		{"untagged 60", Traffic{}, false},
 		{"dot1q 1514 macs flows", Traffic{
 			Size:    1514,
 			SrcMACs: []net.HardwareAddr{{2, 0, 0, 0, 0, 1}, {0xfa, 0x16, 0x3e, 0, 0, 1}},
 			DstMACs: []net.HardwareAddr{{0xfa, 0x16, 0x3e, 0, 0, 1}, {2, 0, 0, 0, 0, 2}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
 			VLANs:   VIDRange{100, 103},
 			Flows:   6,
-		}},
-		{"qinq 128", Traffic{Size: 128, VLANs: VIDRange{10, 12}, OuterTag: true, Outer: VIDRange{300, 301}}},
+		}, false},
+		{"qinq 128", Traffic{Size: 128, VLANs: VIDRange{10, 12}, OuterTag: true, Outer: VIDRange{300, 301}}, false},
+		{"afxdp qinq 1514", Traffic{Size: 1514, VLANs: VIDRange{10, 12}, OuterTag: true, Outer: VIDRange{300, 301}, Flows: 4}, true},
+		{"afxdp 60", Traffic{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, gen, rx := genLink(t)
@@ -146,7 +149,7 @@ func TestGenerateCount(t *testing.T) {
 			const count, sample = 5000, 48
 			wait := startTcpdump(t, ns, rx, sample)
 			before := rxPackets(t, ns, rx)
-			r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Traffic: tc.tr, Count: count, Rate: 200e3, CPU: -1})
+			r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Traffic: tc.tr, Count: count, Rate: 200e3, CPU: -1, AFXDP: tc.afxdp})
 			testutil.SkipIfNotSupported(t, err)
 			t.Logf("%v", r)
 			if r.Frames != count {
