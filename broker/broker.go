@@ -358,7 +358,12 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	if queues > xdpprog.MaxQueues {
 		return nil, fmt.Errorf("attach %s: %d queues, at most %d", name, queues, xdpprog.MaxQueues)
 	}
-	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames}
+	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames,
+		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
+	if scfg.NumFrames == 0 {
+		// Enough frames for a full fill ring and a full RX ring at once.
+		scfg.NumFrames = 2 * b.cfg.RxRingSize
+	}
 	maxFrame := b.cfg.FrameSize - 256
 	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {

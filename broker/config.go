@@ -26,8 +26,15 @@ type Config struct {
 	// With 2048 the largest frame captured is 1792 bytes (gotcha 6); larger
 	// ones are counted as oversize by the XDP program.
 	FrameSize int
-	// NumFrames is the number of UMEM frames of each socket; default 4096.
+	// NumFrames is the number of UMEM frames of each socket; default 4096
+	// for a monitor's TX socket and twice RxRingSize for a capture socket.
 	NumFrames int
+	// RxRingSize is the size of a capture socket's fill and RX rings, a
+	// power of two; default 4096. Larger rings ride out longer stalls of a
+	// worker (preemption on a shared core) before frames are lost to a full
+	// RX ring or an empty fill ring (gotcha 5), at 2*RxRingSize UMEM frames
+	// (16 MiB of 2048-byte frames by default) per capture queue.
+	RxRingSize int
 	// BusyPoll makes workers spin on their RX ring instead of sleeping in
 	// poll(2). Default false: on a 2-core machine one core serves NAPI and
 	// a spinning worker next to it collapses throughput (gotcha 8).
@@ -55,6 +62,7 @@ type IfaceConfig struct {
 const (
 	DefaultBatchSize   = 256
 	DefaultPollTimeout = 100 * time.Millisecond
+	DefaultRxRingSize  = 4096
 )
 
 func (c *Config) setDefaults() {
@@ -63,6 +71,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FrameSize == 0 {
 		c.FrameSize = 2048
+	}
+	if c.RxRingSize == 0 {
+		c.RxRingSize = DefaultRxRingSize
 	}
 	if c.PollTimeout == 0 {
 		c.PollTimeout = DefaultPollTimeout
@@ -83,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.NumFrames < 0 || (c.NumFrames != 0 && c.NumFrames < 2*c.BatchSize) {
 		return fmt.Errorf("broker config: %d frames: want 0 (default) or at least twice the batch size", c.NumFrames)
+	}
+	if c.RxRingSize < 64 || c.RxRingSize > 1<<16 || c.RxRingSize&(c.RxRingSize-1) != 0 {
+		return fmt.Errorf("broker config: rx ring size %d: want a power of two from 64 to 65536", c.RxRingSize)
 	}
 	if c.PollTimeout < 0 {
 		return fmt.Errorf("broker config: poll timeout %v: want positive", c.PollTimeout)
