@@ -262,20 +262,17 @@ func flowStatus(capture Status, svcID string, svc Status) Status {
 	return Status{State: StateActive}
 }
 
-func (b *Broker) flowSlot(id string) int32 {
-	s, ok := b.flowSlots[id]
-	if !ok {
-		s = int32(len(b.flowSlots))
-		b.flowSlots[id] = s
-	}
-	return s
-}
+func (b *Broker) flowSlot(id string) int32 { return slotOf(b.flowSlots, id) }
 
-func (b *Broker) svcSlot(id string) int32 {
-	s, ok := b.svcSlots[id]
+func (b *Broker) svcSlot(id string) int32 { return slotOf(b.svcSlots, id) }
+
+// slotOf returns id's counter slot in slots, giving it the next free one
+// the first time.
+func slotOf(slots map[string]int32, id string) int32 {
+	s, ok := slots[id]
 	if !ok {
-		s = int32(len(b.svcSlots))
-		b.svcSlots[id] = s
+		s = int32(len(slots))
+		slots[id] = s
 	}
 	return s
 }

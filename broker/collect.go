@@ -22,7 +22,16 @@ func unmatchedAction(s string) (xdpprog.Action, error) {
 // xdpDrops are the XDP program's counters that count frames a flow may have
 // wanted and that did not reach a socket; the others (passed, unmatched...)
 // are not losses.
-var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true}
+var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true, "dropped": true}
+
+// addCounter adds v to the drops or the counters map of an IfaceStats.
+func addCounter(drops, counters map[string]uint64, name string, v uint64, drop bool) {
+	if drop {
+		drops[name] += v
+	} else {
+		counters[name] += v
+	}
+}
 
 // ifaceTotals are the counters of torn-down incarnations of an interface
 // (a capture detached when its link went away, a monitor reopened): Stats
@@ -44,52 +53,26 @@ func (b *Broker) totals(name, role string) *ifaceTotals {
 // captureCounters adds the live counters of c to drops and counters.
 func captureCounters(c *capture, drops, counters map[string]uint64) {
 	if xc, err := c.prog.Counters(); err == nil {
-		xc.Each(func(name string, v uint64) {
-			if xdpDrops[name] || (name == "dropped") {
-				drops["xdp_"+name] += v
-			} else {
-				counters["xdp_"+name] += v
-			}
-		})
+		xc.Each(func(name string, v uint64) { addCounter(drops, counters, "xdp_"+name, v, xdpDrops[name]) })
 	}
 	for _, w := range c.workers {
 		for i := range w.wctr {
-			if workerCounterIsDrop[i] {
-				drops[workerCounterNames[i]] += w.wctr[i].Load()
-			} else {
-				counters[workerCounterNames[i]] += w.wctr[i].Load()
-			}
+			addCounter(drops, counters, workerCounterNames[i], w.wctr[i].Load(), workerCounterIsDrop[i])
 		}
 		// A closed socket still reports its own counters with ErrClosed.
 		st, _ := w.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) {
-			if drop {
-				drops[name] += v
-			} else {
-				counters[name] += v
-			}
-		})
+		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 
 // outputCounters adds the live counters of o to drops and counters.
 func outputCounters(o *output, drops, counters map[string]uint64) {
 	for i := range o.ctr {
-		if outputCounterIsDrop[i] {
-			drops[outputCounterNames[i]] += o.ctr[i].Load()
-		} else {
-			counters[outputCounterNames[i]] += o.ctr[i].Load()
-		}
+		addCounter(drops, counters, outputCounterNames[i], o.ctr[i].Load(), outputCounterIsDrop[i])
 	}
 	if o.sock != nil {
 		st, _ := o.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) {
-			if drop {
-				drops[name] += v
-			} else {
-				counters[name] += v
-			}
-		})
+		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 
@@ -107,24 +90,13 @@ func (b *Broker) retireOutput(o *output) {
 	outputCounters(o, t.drops, t.counters)
 }
 
-// addSet adds src's counters into dst (both owned by b.mu's holder or
-// frozen).
+// addSet adds src's counters into dst, growing dst as needed; dst is
+// b.retired, guarded by b.mu.
 func addSet(dst, src *counterSet) {
-	g := dst.grown(int32(len(src.flows)), int32(len(src.svcs)))
-	if g != dst {
+	if g := dst.grown(int32(len(src.flows)), int32(len(src.svcs))); g != dst {
 		*dst = counterSet{flows: g.flows, svcs: g.svcs}
 	}
-	for i := range src.flows {
-		dst.flows[i].pkts.Add(src.flows[i].pkts.Load())
-		dst.flows[i].bytes.Add(src.flows[i].bytes.Load())
-	}
-	for i := range src.svcs {
-		dst.svcs[i].pkts.Add(src.svcs[i].pkts.Load())
-		dst.svcs[i].bytes.Add(src.svcs[i].bytes.Load())
-		for d := range src.svcs[i].drops {
-			dst.svcs[i].drops[d].Add(src.svcs[i].drops[d].Load())
-		}
-	}
+	dst.add(src)
 }
 
 // Stats returns a snapshot of every counter of the interfaces, services and
@@ -172,12 +144,10 @@ func (b *Broker) Stats() Stats {
 			continue
 		}
 		seen["c/"+f.Iface] = true
-		c := b.captures[f.Iface]
 		var add func(d, c map[string]uint64)
 		queues := 0
-		if c != nil {
-			add = func(d, cs map[string]uint64) { captureCounters(c, d, cs) }
-			queues = len(c.workers)
+		if c := b.captures[f.Iface]; c != nil {
+			add, queues = func(d, cs map[string]uint64) { captureCounters(c, d, cs) }, len(c.workers)
 		}
 		st.Interfaces = append(st.Interfaces, iface(f.Iface, "capture", queues, add))
 	}
@@ -186,12 +156,10 @@ func (b *Broker) Stats() Stats {
 			continue
 		}
 		seen["m/"+s.Iface] = true
-		o := b.monitors[s.Iface]
 		var add func(d, c map[string]uint64)
 		queues := 0
-		if o != nil {
-			add = func(d, cs map[string]uint64) { outputCounters(o, d, cs) }
-			queues = 1
+		if o := b.monitors[s.Iface]; o != nil {
+			add, queues = func(d, cs map[string]uint64) { outputCounters(o, d, cs) }, 1
 		}
 		st.Interfaces = append(st.Interfaces, iface(s.Iface, "monitor", queues, add))
 	}

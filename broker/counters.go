@@ -51,18 +51,23 @@ func (c *counterSet) grown(flowSlots, svcSlots int32) *counterSet {
 		flows: make([]flowCounter, max(int(flowSlots), len(c.flows))*2),
 		svcs:  make([]serviceCounter, max(int(svcSlots), len(c.svcs))*2),
 	}
-	for i := range c.flows {
-		n.flows[i].pkts.Store(c.flows[i].pkts.Load())
-		n.flows[i].bytes.Store(c.flows[i].bytes.Load())
+	n.add(c)
+	return n
+}
+
+// add adds src's counters into c, which must be at least as large.
+func (c *counterSet) add(src *counterSet) {
+	for i := range src.flows {
+		c.flows[i].pkts.Add(src.flows[i].pkts.Load())
+		c.flows[i].bytes.Add(src.flows[i].bytes.Load())
 	}
-	for i := range c.svcs {
-		n.svcs[i].pkts.Store(c.svcs[i].pkts.Load())
-		n.svcs[i].bytes.Store(c.svcs[i].bytes.Load())
-		for d := range c.svcs[i].drops {
-			n.svcs[i].drops[d].Store(c.svcs[i].drops[d].Load())
+	for i := range src.svcs {
+		c.svcs[i].pkts.Add(src.svcs[i].pkts.Load())
+		c.svcs[i].bytes.Add(src.svcs[i].bytes.Load())
+		for d := range src.svcs[i].drops {
+			c.svcs[i].drops[d].Add(src.svcs[i].drops[d].Load())
 		}
 	}
-	return n
 }
 
 // workerCounter names a worker's per-frame counters that are not per flow.
