@@ -20,9 +20,9 @@ func unmatchedAction(s string) (xdpprog.Action, error) {
 }
 
 // xdpDrops are the XDP program's counters that count frames a flow may have
-// wanted and that did not reach a socket; the others (passed, unmatched...)
-// are not losses.
-var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true, "dropped": true}
+// wanted and that did not reach a socket; the others are not losses
+// (unmatched frames are passed or dropped by design, per interface).
+var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true}
 
 // addCounter adds v to the drops or the counters map of an IfaceStats.
 func addCounter(drops, counters map[string]uint64, name string, v uint64, drop bool) {
