@@ -134,6 +134,19 @@ func (r Results) goals() string {
 		x := w.DeliveredMpps / t64.DeliveredMpps
 		fmt.Fprintf(&b, "- 1→4: %.3f M copies/s = %.2f× the 1→1 figure; goal ≥ 0.8×: %s\n", w.DeliveredMpps, x, mark(x >= 0.8))
 	}
+	var own, sink uint64
+	for _, w := range r.Rows {
+		for _, rep := range w.Reps {
+			if w.Peer == "taasd" && rep.PeerReported != nil {
+				own += *rep.PeerReported
+				sink += rep.DeliveredCopies
+			}
+		}
+	}
+	if sink > 0 {
+		fmt.Fprintf(&b, "- cross-check: taasd's own tap-service counters say %d copies delivered over all runs, the monitor sinks counted %d (%+.3f%%)\n",
+			own, sink, 100*(float64(own)-float64(sink))/float64(sink))
+	}
 	if w, ok := r.find("taasd", "churn"); ok {
 		var lost uint64
 		changes := 0
