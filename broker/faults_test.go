@@ -38,19 +38,29 @@ func TestBrokerLinkDownUpAndInterfaceGone(t *testing.T) {
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
 	wantActive(t, apply(t, b, plan))
 	seq := uint32(0)
-	roundTrip := func(what string) {
+	// roundTrip sends one frame and expects it at the monitor, after the
+	// frames of stale (queued on the TX ring while the link was down).
+	roundTrip := func(what string, stale ...uint32) {
 		t.Helper()
+		// The kernel activates a link's qdisc only when its operational
+		// state turns UP, a moment after the carrier: until then the span
+		// end drops what the injector sends.
+		testutil.WaitOperUp(t, tp.span, tp.p+"capp")
 		tp.reset()
 		seq++
 		f := packettest.Frame(hwB, hwA, nil, seq, 60)
 		tp.send(t, f)
-		expect(t, tp.caps[0], what, map[uint32][]byte{seq: f}, seq)
+		expect(t, tp.caps[0], what, map[uint32][]byte{seq: f}, append([]uint32{seq}, stale...)...)
 	}
 	roundTrip("before any fault")
 
 	// Monitor link down: the service and its flow go DOWN with the reason,
 	// copies are counted, never sent, and nothing crashes.
 	testutil.Run(t, "ip", "link", "set", tp.mons[0], "down")
+	// Before the next Apply the worker still sends: the kernel refuses the
+	// kick with ENETDOWN, which is counted, not fatal.
+	tp.send(t, packettest.Frame(hwB, hwA, nil, 999, 60))
+	waitCounter(t, "kick_errors", func() uint64 { return ifaceDrop(b, tp.mons[0], "kick_errors") }, 1)
 	r := waitStatus(t, b, plan, "service DOWN after monitor down", func(r Report) bool { return r.Services["s"].State == StateDown })
 	if want := fmt.Sprintf("interface %s is down", tp.mons[0]); r.Services["s"].Reason != want ||
 		r.Flows["f"].State != StateDown || !strings.Contains(r.Flows["f"].Reason, want) {
@@ -63,7 +73,9 @@ func TestBrokerLinkDownUpAndInterfaceGone(t *testing.T) {
 	waitStatus(t, b, plan, "ACTIVE after monitor up", func(r Report) bool {
 		return r.Services["s"].State == StateActive && r.Flows["f"].State == StateActive
 	})
-	roundTrip("after monitor down and up")
+	// Frame 999 waited on the TX ring and goes out with the next kick;
+	// frame 1000, sent once the link was known down, was never queued.
+	roundTrip("after monitor down and up", 999)
 
 	// Capture link down and up.
 	testutil.Run(t, "ip", "link", "set", tp.capIf, "down")

@@ -14,6 +14,7 @@ package broker
 // builds an error per frame; allocation and benchmark tests prove it.
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -226,6 +227,12 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	}
 	if err := s.Kick(); err != nil {
 		o.ctr[ocKickErrors].Add(1)
+		// The link is down or gone: what is on the TX ring goes out when
+		// it is back (or never); stop queueing more until the next Apply
+		// sees the link up, so that at most this batch is stale.
+		if errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENXIO) {
+			o.up.Store(false)
+		}
 	}
 	s.Complete()
 	o.ctr[ocCopies].Add(uint64(sent))
