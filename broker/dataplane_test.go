@@ -54,6 +54,7 @@ func newTopo(t *testing.T, monitors, queues int) *topo {
 		tp.caps = append(tp.caps, packettest.NewCapture(t, ns, name+"p", packettest.IsTest))
 	}
 	tp.inject = packettest.NewInjector(t, tp.span, p+"capp")
+	testutil.WaitOperUp(t, tp.span, p+"capp")
 	return tp
 }
 

@@ -176,7 +176,7 @@ type taasStats struct {
 			Name string `json:"name"`
 			Role string `json:"role"`
 		} `json:"interfaces"`
-		TapFlows    []struct {
+		TapFlows []struct {
 			ID             string `json:"id"`
 			MatchedPackets uint64 `json:"matched_packets"`
 			StatusReason   string `json:"status_reason"`
@@ -304,6 +304,7 @@ func TestDataplaneEndToEnd(t *testing.T) {
 	testutil.Veth(t, capIf, capIf+"p", testutil.VethOpts{NetnsB: span})
 	testutil.Veth(t, monIf, monIf+"p", testutil.VethOpts{NetnsB: monNS})
 	inject := packettest.NewInjector(t, span, capIf+"p")
+	testutil.WaitOperUp(t, span, capIf+"p")
 	capture := packettest.NewCapture(t, monNS, monIf+"p", packettest.IsTest)
 
 	db := filepath.Join(t.TempDir(), "taas.db")
