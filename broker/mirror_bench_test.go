@@ -51,6 +51,9 @@ const runFor = 4 * time.Second
 // ring sizes: go test -bench Mirror -args -mirror.ring 2048
 var mirrorRing = flag.Int("mirror.ring", 0, "BenchmarkMirror: broker RxRingSize (0 = default)")
 
+// mirrorBusy sets broker.Config.BusyPoll in BenchmarkMirror.
+var mirrorBusy = flag.Bool("mirror.busy", false, "BenchmarkMirror: busy-poll workers instead of poll(2)")
+
 func benchMirror(b *testing.B, size int, sinkMode string, rate float64) {
 	testutil.RequireRoot(b, "CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN for namespaces, veth pairs, XDP and AF_XDP")
 	p := testutil.Prefix(b)
@@ -68,7 +71,7 @@ func benchMirror(b *testing.B, size int, sinkMode string, rate float64) {
 			fmt.Sprintf("echo 1 > /sys/class/net/%smonp/queues/rx-0/rps_cpus", p))
 	}
 
-	br, err := broker.New(broker.Config{CPUs: []int{1}, RxRingSize: *mirrorRing})
+	br, err := broker.New(broker.Config{CPUs: []int{1}, RxRingSize: *mirrorRing, BusyPoll: *mirrorBusy})
 	if err != nil {
 		b.Fatal(err)
 	}
