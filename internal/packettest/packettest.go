@@ -1,8 +1,3 @@
-// Package packettest injects and captures raw Ethernet frames with AF_PACKET
-// sockets inside test network namespaces, for tests of the data plane (the
-// broker's, perf's and the dashboard's). Captured frames get their VLAN tag
-// back from PACKET_AUXDATA (afxdp-notes gotcha 12), so they compare byte
-// for byte with what was sent. Test-only; no production code imports it.
 package packettest
 
 import (

@@ -1,0 +1,9 @@
+// Package packettest injects and captures raw Ethernet frames with AF_PACKET
+// sockets inside test network namespaces, for tests of the data plane (the
+// broker's, perf's and the dashboard's). Captured frames get their VLAN tag
+// back from PACKET_AUXDATA (afxdp-notes gotcha 12), so they compare byte
+// for byte with what was sent. Test-only; no production code imports it.
+//
+// Goroutines: each Capture reads its socket in one goroutine until the test
+// ends (t.Cleanup stops it); an Injector has none.
+package packettest
