@@ -3,10 +3,13 @@ package broker
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
@@ -271,30 +274,62 @@ func TestBrokerOversizeAndTruncated(t *testing.T) {
 	waitCounter(t, "xdp_truncated_tag", func() uint64 { return ifaceDrop(b, tp.capIf, "xdp_truncated_tag") }, 1)
 }
 
-// A two-queue capture interface gets a socket and a worker per queue.
+// A two-queue capture interface gets a socket and a worker per queue, and
+// each worker forwards the frames of its queue: XPS on the span end maps
+// CPU i to TX queue i, which veth turns into RX queue i of the capture end,
+// and the test sends from each CPU in turn.
 func TestBrokerMultiQueue(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs to steer frames to 2 queues")
+	}
 	tp := newTopo(t, 1, 2)
+	for q := 0; q < 2; q++ {
+		testutil.Run(t, "ip", "netns", "exec", tp.span, "sh", "-c",
+			fmt.Sprintf("echo %x > /sys/class/net/%scapp/queues/tx-%d/xps_cpus", 1<<q, tp.p, q))
+	}
 	b := newBroker(t, Config{})
 	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirBoth}}}
 	wantActive(t, apply(t, b, plan))
-	var queues int
-	for _, is := range b.Stats().Interfaces {
-		if is.Name == tp.capIf {
-			queues = is.Queues
-		}
-	}
-	if queues != 2 {
-		t.Fatalf("capture %s has %d queues with a worker, want 2", tp.capIf, queues)
-	}
 	sent := map[uint32][]byte{}
 	var seqs []uint32
-	for i := uint32(1); i <= 50; i++ {
-		sent[i] = packettest.Frame(hwB, hwA, nil, i, 60)
-		seqs = append(seqs, i)
-		tp.send(t, sent[i])
+	for cpu := 0; cpu < 2; cpu++ {
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // the thread ends with the goroutine, pinned
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				errc <- err
+				return
+			}
+			for i := 1; i <= 25; i++ {
+				seq := uint32(cpu*100 + i)
+				f := packettest.Frame(hwB, hwA, nil, seq, 60)
+				if err := tp.inject.Send(f); err != nil {
+					errc <- err
+					return
+				}
+				sent[seq] = f
+				seqs = append(seqs, seq)
+			}
+			errc <- nil
+		}()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 	expect(t, tp.caps[0], "two queues", sent, seqs...)
+	b.mu.Lock()
+	c := b.captures[tp.capIf]
+	var perQueue []uint64
+	for _, w := range c.workers {
+		perQueue = append(perQueue, w.wctr[wcFrames].Load())
+	}
+	b.mu.Unlock()
+	if len(perQueue) != 2 || perQueue[0] == 0 || perQueue[1] == 0 {
+		t.Fatalf("frames per queue worker = %v, want both queues used", perQueue)
+	}
 }
 
 func waitCounter(t *testing.T, what string, get func() uint64, atLeast uint64) {
