@@ -369,3 +369,25 @@ func ifaceDrop(b *Broker, name, reason string) uint64 {
 	}
 	return 0
 }
+
+// When realising fails (here: a second broker on interfaces the first one
+// holds), the flow and service are ERROR with the kernel's reason, the
+// broker keeps running, and the first broker's traffic is untouched.
+func TestBrokerRealiseFailureIsError(t *testing.T) {
+	tp := newTopo(t, 1, 1)
+	first := newBroker(t, Config{})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
+		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+	wantActive(t, apply(t, first, plan))
+	second := newBroker(t, Config{})
+	r := apply(t, second, plan)
+	if s := r.Services["s"]; s.State != StateError || !strings.Contains(s.Reason, "open monitor "+tp.mons[0]) {
+		t.Errorf("second broker's service = %+v, want ERROR opening the monitor", s)
+	}
+	if s := r.Flows["f"]; s.State != StateError || !strings.Contains(s.Reason, "attach xdp to "+tp.capIf) {
+		t.Errorf("second broker's flow = %+v, want ERROR attaching xdp", s)
+	}
+	f := packettest.Frame(hwB, hwA, nil, 1, 60)
+	tp.send(t, f)
+	expect(t, tp.caps[0], "first broker after the second failed", map[uint32][]byte{1: f}, 1)
+}
