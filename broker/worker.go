@@ -89,7 +89,8 @@ func (w *worker) run(notify func()) {
 		if w.busy {
 			continue
 		}
-		if _, err := w.sock.Poll(w.pollTO); err != nil {
+		readable, err := w.sock.Poll(w.pollTO)
+		if err != nil {
 			// The socket is unusable (its interface went away): stop and
 			// let the next Apply rebuild the capture.
 			w.wctr[wcPollErrors].Add(1)
@@ -97,6 +98,29 @@ func (w *worker) run(notify func()) {
 			notify()
 			return
 		}
+		if !readable {
+			w.flushIdle()
+		}
+	}
+}
+
+// flushIdle kicks the outputs that still hold descriptors on their TX ring
+// (a Kick gives up when the peer stalls; what is left goes with the next
+// one) and reaps their completions, so an idle capture does not leave its
+// last copies waiting for the next frame.
+func (w *worker) flushIdle() {
+	if w.tab == nil {
+		return
+	}
+	for _, o := range w.tab.outputs {
+		o.mu.Lock()
+		if o.sock != nil && o.sock.TxPending() > 0 {
+			if err := o.sock.Kick(); err != nil {
+				o.ctr[ocKickErrors].Add(1)
+			}
+			o.sock.Complete()
+		}
+		o.mu.Unlock()
 	}
 }
 
