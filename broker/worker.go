@@ -114,7 +114,7 @@ func (w *worker) flushIdle() {
 	}
 	for _, o := range w.tab.outputs {
 		o.mu.Lock()
-		if o.sock != nil && o.sock.TxPending() > 0 {
+		if o.sock != nil && o.up.Load() && o.sock.TxPending() > 0 {
 			if err := o.sock.Kick(); err != nil {
 				o.ctr[ocKickErrors].Add(1)
 			}
