@@ -275,14 +275,6 @@ func (g *gen) run(ctx context.Context, c Config) (Result, error) {
 	if batch == 0 {
 		batch = 64
 	}
-	// Pacing is a token bucket refilled by the clock: a chunk of about
-	// 1 ms of frames per syscall, then sleep until the schedule catches up.
-	// Sleeping per chunk rather than per frame is what lets it hold rates of
-	// millions of frames per second.
-	chunk := uint64(flatOutChunk)
-	if c.Rate > 0 {
-		chunk = uint64(max(1, min(c.Rate/1000, flatOutChunk)))
-	}
 	opts := ebpf.RunOptions{
 		Data:      g.frame,
 		Flags:     unix.BPF_F_TEST_XDP_LIVE_FRAMES,
@@ -290,33 +282,22 @@ func (g *gen) run(ctx context.Context, c Config) (Result, error) {
 	}
 	var sent uint64
 	start := time.Now()
-	deadline := start.Add(c.Duration)
-	// due is when the bucket holds the next chunk's tokens. It never lags
-	// the clock by more than maxLag: after a long stall the generator sends
-	// one burst of at most maxLag's worth, not everything it missed.
-	due := start
-	const maxLag = 5 * time.Millisecond
+	var deadline time.Time
+	if c.Duration > 0 {
+		deadline = start.Add(c.Duration)
+	}
+	pace := newPacer(c.Rate, flatOutChunk, start)
 	for {
-		now := time.Now()
-		if c.Count > 0 && sent >= c.Count || c.Duration > 0 && !now.Before(deadline) || ctx.Err() != nil {
+		if c.Count > 0 && sent >= c.Count || !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
-		n := chunk
+		limit := ^uint64(0)
 		if c.Count > 0 {
-			n = min(n, c.Count-sent)
+			limit = c.Count - sent
 		}
-		if c.Rate > 0 {
-			if now.Sub(due) > maxLag {
-				due = now.Add(-maxLag)
-			}
-			if d := due.Sub(now); d > 0 {
-				if c.Duration > 0 && due.After(deadline) {
-					sleep(deadline.Sub(now))
-					break
-				}
-				sleep(d)
-			}
-			due = due.Add(time.Duration(float64(n) / c.Rate * float64(time.Second)))
+		n, ok := pace.next(limit, deadline)
+		if !ok {
+			break
 		}
 		opts.Repeat = uint32(n)
 		if _, err := g.objs.Pktgen.Run(&opts); err != nil {
@@ -336,21 +317,6 @@ func (g *gen) run(ctx context.Context, c Config) (Result, error) {
 		return Result{}, err
 	}
 	return Result{Frames: frames, Bytes: bytes, Elapsed: elapsed}, nil
-}
-
-// sleep blocks the locked thread in nanosleep(2). time.Sleep on a locked
-// goroutine waits for the scheduler to hand the thread back, which took
-// ~25 ms per sleep on this kind of VM and broke pacing.
-func sleep(d time.Duration) {
-	ts := unix.NsecToTimespec(int64(d))
-	for {
-		err := unix.Nanosleep(&ts, &ts)
-		if err != unix.EINTR {
-			// Nanosleep fails only with EINTR (retried with the remainder)
-			// or EINVAL for a negative time, which d never is.
-			return
-		}
-	}
 }
 
 // setFIFO makes the calling thread SCHED_FIFO at prio.

@@ -185,8 +185,8 @@ func TestGeneratePacing(t *testing.T) {
 	r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Duration: 500 * time.Millisecond, Rate: rate, CPU: -1, Realtime: true})
 	testutil.SkipIfNotSupported(t, err)
 	t.Logf("asked %.0f pps, held %.0f pps (%v)", rate, float64(r.Frames)/r.Elapsed.Seconds(), r)
-	// At most one chunk (1 ms of frames) plus the bucket's 5 ms burst ahead.
-	if limit := rate*r.Elapsed.Seconds() + rate*0.006 + 1; float64(r.Frames) > limit {
+	// Never ahead of the clock by more than the bucket (bucketDepth frames).
+	if limit := rate*r.Elapsed.Seconds() + bucketDepth + 1; float64(r.Frames) > limit {
 		t.Errorf("Generate sent %d frames in %v at %v pps, above the bucket's limit %.0f", r.Frames, r.Elapsed, rate, limit)
 	}
 	if r.Frames == 0 {

@@ -31,35 +31,27 @@ func generateXSK(ctx context.Context, ifindex int, c Config) (Result, error) {
 
 	const batch = 64
 	descs := make([]xsk.Desc, batch)
-	chunk := uint64(batch)
-	if c.Rate > 0 {
-		chunk = uint64(max(1, min(c.Rate/1000, batch)))
-	}
 	var (
 		queued, done, bytes uint64
 		next                int // index into frames of the next frame
 	)
 	start := time.Now()
-	deadline := start.Add(c.Duration)
-	due := start
-	const maxLag = 5 * time.Millisecond
+	var deadline time.Time
+	if c.Duration > 0 {
+		deadline = start.Add(c.Duration)
+	}
+	pace := newPacer(c.Rate, batch, start)
 	for {
-		now := time.Now()
-		if c.Count > 0 && queued >= c.Count || c.Duration > 0 && !now.Before(deadline) || ctx.Err() != nil {
+		if c.Count > 0 && queued >= c.Count || !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
-		n := chunk
+		limit := ^uint64(0)
 		if c.Count > 0 {
-			n = min(n, c.Count-queued)
+			limit = c.Count - queued
 		}
-		if c.Rate > 0 {
-			if now.Sub(due) > maxLag {
-				due = now.Add(-maxLag)
-			}
-			if d := due.Sub(now); d > 0 {
-				sleep(d)
-			}
-			due = due.Add(time.Duration(float64(n) / c.Rate * float64(time.Second)))
+		n, ok := pace.next(limit, deadline)
+		if !ok {
+			break
 		}
 		got := s.AllocTx(descs[:n])
 		for i := range got {
