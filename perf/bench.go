@@ -78,8 +78,14 @@ type Rep struct {
 	CPUPct          float64 `json:"cpu_pct"`
 	// PeerReported is what the peer itself counted as delivered (taasd's
 	// tap service counters), to cross-check the sinks' count.
-	PeerReported  *uint64 `json:"peer_reported,omitempty"`
-	ConfigChanges int     `json:"config_changes,omitempty"`
+	PeerReported *uint64 `json:"peer_reported,omitempty"`
+	// MonitorTxDropped is how many copies the monitor links dropped (kernel
+	// tx_dropped): handed over by the peer, never reaching the sink.
+	MonitorTxDropped uint64 `json:"monitor_tx_dropped"`
+	// PeerDrops are the peer's own drop counters that rose during the
+	// repetition, by "role:reason".
+	PeerDrops     map[string]uint64 `json:"peer_drops,omitempty"`
+	ConfigChanges int               `json:"config_changes,omitempty"`
 }
 
 // Row is one peer × scenario: medians over the repetitions, with min and
@@ -262,6 +268,10 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 	if err != nil {
 		return Rep{}, err
 	}
+	txDropped0, err := lab.MonitorTxDropped()
+	if err != nil {
+		return Rep{}, err
+	}
 	var (
 		wg       sync.WaitGroup
 		changes  int
@@ -301,19 +311,24 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 	if err != nil {
 		return Rep{}, err
 	}
+	txDropped1, err := lab.MonitorTxDropped()
+	if err != nil {
+		return Rep{}, err
+	}
 	wanted := (res.Frames + every - 1) / every * uint64(sc.Fanout)
 	s := res.Elapsed.Seconds()
 	r := Rep{
-		OfferedFrames:   res.Frames,
-		WantedCopies:    wanted,
-		DeliveredCopies: frames,
-		DeliveredBytes:  bytes,
-		Seconds:         s,
-		OfferedMpps:     res.Mpps(),
-		DeliveredMpps:   float64(inWindow) / s / 1e6,
-		Gbps:            float64(inWindowBytes) * 8 / s / 1e9,
-		CPUPct:          cpu1.busyPct(cpu0),
-		ConfigChanges:   changes,
+		OfferedFrames:    res.Frames,
+		WantedCopies:     wanted,
+		DeliveredCopies:  frames,
+		DeliveredBytes:   bytes,
+		Seconds:          s,
+		OfferedMpps:      res.Mpps(),
+		DeliveredMpps:    float64(inWindow) / s / 1e6,
+		Gbps:             float64(inWindowBytes) * 8 / s / 1e9,
+		CPUPct:           cpu1.busyPct(cpu0),
+		ConfigChanges:    changes,
+		MonitorTxDropped: txDropped1 - txDropped0,
 	}
 	if wanted > 0 {
 		r.LossPct = 100 * (1 - float64(frames)/float64(wanted))
@@ -323,8 +338,16 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 		if err != nil {
 			return Rep{}, err
 		}
-		d := after - before
+		d := after.Delivered - before.Delivered
 		r.PeerReported = &d
+		for k, v := range after.Drops {
+			if v > before.Drops[k] {
+				if r.PeerDrops == nil {
+					r.PeerDrops = map[string]uint64{}
+				}
+				r.PeerDrops[k] = v - before.Drops[k]
+			}
+		}
 	}
 	return r, nil
 }

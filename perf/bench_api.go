@@ -142,22 +142,43 @@ func (a API) WaitFlowsActive(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// ServiceDelivered sums taasd's own delivered_packets over every tap
-// service (GET /v2.0/taas/stats): the cross-check of the sinks' count.
-func (a API) ServiceDelivered(ctx context.Context) (uint64, error) {
+// PeerCounts is what a peer counts itself: copies it delivered, and its
+// drops by "role:reason" (capture, monitor, service).
+type PeerCounts struct {
+	Delivered uint64
+	Drops     map[string]uint64
+}
+
+// Counts reads taasd's own counters (GET /v2.0/taas/stats): delivered
+// packets summed over every tap service, the cross-check of the sinks'
+// count, and every drop counter.
+func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 	var out struct {
 		Stats struct {
+			Interfaces []struct {
+				Role  string            `json:"role"`
+				Drops map[string]uint64 `json:"drops"`
+			} `json:"interfaces"`
 			Services []struct {
-				DeliveredPackets uint64 `json:"delivered_packets"`
+				DeliveredPackets uint64            `json:"delivered_packets"`
+				Drops            map[string]uint64 `json:"drops"`
 			} `json:"tap_services"`
 		} `json:"taas_stats"`
 	}
 	if err := a.Do(ctx, http.MethodGet, "/v2.0/taas/stats", nil, &out); err != nil {
-		return 0, err
+		return PeerCounts{}, err
 	}
-	var n uint64
+	c := PeerCounts{Drops: map[string]uint64{}}
+	for _, i := range out.Stats.Interfaces {
+		for k, v := range i.Drops {
+			c.Drops[i.Role+":"+k] += v
+		}
+	}
 	for _, s := range out.Stats.Services {
-		n += s.DeliveredPackets
+		c.Delivered += s.DeliveredPackets
+		for k, v := range s.Drops {
+			c.Drops["service:"+k] += v
+		}
 	}
-	return n, nil
+	return c, nil
 }

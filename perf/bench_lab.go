@@ -116,6 +116,25 @@ func (l *Lab) Delivered(n int) (frames, bytes uint64, err error) {
 	return frames, bytes, nil
 }
 
+// MonitorTxDropped sums the kernel's tx_dropped counters of the monitor
+// interfaces: copies a peer handed to a monitor link that the link could not
+// pass on (a veth drops when its peer's 256-frame ring is full).
+func (l *Lab) MonitorTxDropped() (uint64, error) {
+	var n uint64
+	for _, m := range l.Mons {
+		b, err := os.ReadFile("/sys/class/net/" + m + "/statistics/tx_dropped")
+		if err != nil {
+			return 0, err
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("tx_dropped of %s: %w", m, err)
+		}
+		n += v
+	}
+	return n, nil
+}
+
 // CapNAPI switches the capture interface's NAPI to a kernel thread pinned
 // to cpu (threaded NAPI), or back to softirq context when cpu < 0.
 func (l *Lab) CapNAPI(cpu int) error {

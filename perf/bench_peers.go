@@ -43,9 +43,9 @@ type Peer interface {
 	// Churn changes the configuration (the ChurnMAC flow) as fast as it
 	// can until ctx ends, and returns how many changes it made.
 	Churn(ctx context.Context) (int, error)
-	// Reported returns what the peer itself counts as delivered copies
-	// (ok false when it counts nothing).
-	Reported(ctx context.Context) (n uint64, ok bool, err error)
+	// Reported returns what the peer itself counts (ok false when it
+	// counts nothing).
+	Reported(ctx context.Context) (c PeerCounts, ok bool, err error)
 }
 
 // CPU placement on this 2-core machine (afxdp-notes.md gotcha 8): the
@@ -122,7 +122,7 @@ func (p *TC) Stop() error {
 	return p.s.Lab.CapNAPI(-1)
 }
 
-func (p *TC) Reported(context.Context) (uint64, bool, error) { return 0, false, nil }
+func (p *TC) Reported(context.Context) (PeerCounts, bool, error) { return PeerCounts{}, false, nil }
 
 // procPeer is a userspace mirror run as one process per monitor
 // (daemonlogger and netsniff-ng copy one input to one output).
@@ -204,7 +204,9 @@ func (p *procPeer) Stop() error {
 	return errors.Join(errs...)
 }
 
-func (p *procPeer) Reported(context.Context) (uint64, bool, error) { return 0, false, nil }
+func (p *procPeer) Reported(context.Context) (PeerCounts, bool, error) {
+	return PeerCounts{}, false, nil
+}
 
 // Taasd is the appliance: taasd --dataplane xdp, configured through its API
 // (ports bound to the lab's interfaces, a tap service per monitor, one tap
@@ -296,9 +298,9 @@ func (p *Taasd) Churn(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (p *Taasd) Reported(ctx context.Context) (uint64, bool, error) {
-	n, err := p.api.ServiceDelivered(ctx)
-	return n, err == nil, err
+func (p *Taasd) Reported(ctx context.Context) (PeerCounts, bool, error) {
+	c, err := p.api.Counts(ctx)
+	return c, err == nil, err
 }
 
 func (p *Taasd) Stop() error {

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -65,6 +67,34 @@ func (r Results) Markdown() string {
 	}
 	if g := r.goals(); g != "" {
 		b.WriteString("\nGoals for taasd (this run):\n\n" + g)
+	}
+	var drops strings.Builder
+	for _, w := range r.Rows {
+		sum := map[string]uint64{}
+		for _, rep := range w.Reps {
+			for k, v := range rep.PeerDrops {
+				sum[k] += v
+			}
+		}
+		var tx uint64
+		for _, rep := range w.Reps {
+			tx += rep.MonitorTxDropped
+		}
+		if tx > 0 {
+			sum["kernel:monitor_tx_dropped"] = tx
+		}
+		if len(sum) == 0 {
+			continue
+		}
+		keys := slices.Sorted(maps.Keys(sum))
+		fmt.Fprintf(&drops, "- %s %s:", w.Peer, w.Scenario)
+		for _, k := range keys {
+			fmt.Fprintf(&drops, " %s %d", k, sum[k])
+		}
+		drops.WriteString("\n")
+	}
+	if drops.Len() > 0 {
+		b.WriteString("\nWhere the loss happened, summed over the repetitions: the peer's own drop counters, and the\nkernel's tx_dropped of the monitor links (copies handed over that never reached the sink):\n\n" + drops.String())
 	}
 	if len(r.Control) > 0 {
 		b.WriteString("\nControl plane (taasd API over loopback, concurrent clients):\n\n")
