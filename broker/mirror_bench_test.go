@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/internal/testutil"
 	"github.com/taas-appliance/taas/perf"
@@ -40,7 +42,7 @@ func BenchmarkMirror(b *testing.B) {
 	}
 	// Paced runs: the loss at a given offered rate, without the overload
 	// of a flat-out generator sharing CPU 0 with the capture NAPI.
-	for _, rate := range []float64{0.8e6, 1e6, 1.2e6} {
+	for _, rate := range []float64{0.8e6, 1e6, 1.2e6, 1.4e6} {
 		b.Run(fmt.Sprintf("stack/64B/%.1fMpps", rate/1e6), func(b *testing.B) { benchMirror(b, 60, "stack", rate) })
 	}
 }
@@ -97,6 +99,7 @@ func benchMirror(b *testing.B, size int, sinkMode string, rate float64) {
 			}
 		}
 		tx0 := monTx(b, br, p+"mon")
+		b.Logf("worker threads %v, benchmark thread %d", broker.WorkerTIDs(br), unix.Gettid())
 		cpu0 := threadsCPU(b, broker.WorkerTIDs(br))
 		stat0 := cpuStat(b)
 		res, err := perf.Generate(context.Background(), perf.Config{Iface: p + "gen", Netns: span, CPU: 0, Duration: runFor, Rate: rate, Realtime: rate > 0,
