@@ -289,7 +289,7 @@ cat <<EOF
   The appliance is up.
     dashboard:        http://$listen/ui/
     mirrored traffic: ip netns exec $ns_mon tcpdump -eni eth0
-    the SPAN feed:    tcpdump -eni $cap icmp
+    the SPAN feed:    ip netns exec $ns_sw tcpdump -eni span0 icmp
     the API:          curl -s $api/v2.0/taas/tap_flows | jq
     the CLI:          openstack --os-auth-type none --os-endpoint $api tap flow list
     metrics:          curl -s $api/metrics | grep taas_
