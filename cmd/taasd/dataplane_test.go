@@ -417,3 +417,86 @@ func TestDataplaneEndToEnd(t *testing.T) {
 		t.Fatalf("after deleting the flow the monitor saw %v", seqsOf(got))
 	}
 }
+
+// TestDataplaneWithOpenstackCLI is the issue as a user tries it: the real
+// Debian `openstack` client creates the ports, the tap service and an IN
+// flow with a VLAN filter against taasd --dataplane xdp, shows the flow
+// ACTIVE, and the copies arrive at the monitor.
+func TestDataplaneWithOpenstackCLI(t *testing.T) {
+	testutil.RequireRoot(t, e2eRootWhy)
+	bin, err := exec.LookPath("openstack")
+	if err != nil {
+		t.Skip("openstack CLI not installed (apt-get install python3-openstackclient python3-neutron-taas; .ci/run does)")
+	}
+	p := testutil.Prefix(t)
+	span, monNS := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
+	capIf, monIf := p+"cap", p+"mon"
+	testutil.Veth(t, capIf, capIf+"p", testutil.VethOpts{NetnsB: span})
+	testutil.Veth(t, monIf, monIf+"p", testutil.VethOpts{NetnsB: monNS})
+	inject := packettest.NewInjector(t, span, capIf+"p")
+	testutil.WaitOperUp(t, span, capIf+"p")
+	capture := packettest.NewCapture(t, monNS, monIf+"p", packettest.IsTest)
+	d := startXDPDaemon(t, filepath.Join(t.TempDir(), "taas.db"))
+
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "OS_") {
+			env = append(env, e)
+		}
+	}
+	cli := func(args ...string) map[string]any {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"--os-auth-type", "none", "--os-endpoint", d.url}, append(args, "-f", "json")...)...)
+		cmd.Env = env
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		}
+		var v map[string]any
+		if err := json.Unmarshal(out, &v); err != nil {
+			t.Fatalf("openstack %s: %v in %s", strings.Join(args, " "), err, out)
+		}
+		return v
+	}
+	cli("port", "create", "--network", "appliance", "--disable-port-security", "--mac-address", "fa:16:3e:00:00:0a",
+		"--binding-profile", "interface="+capIf, "vm-a")
+	cli("port", "create", "--network", "appliance", "--binding-profile", "interface="+monIf, "monitor")
+	cli("tap", "service", "create", "--name", "ids", "--port", "monitor")
+	flow := cli("tap", "flow", "create", "--name", "vm-a-in", "--port", "vm-a", "--tap-service", "ids",
+		"--direction", "IN", "--vlan-filter", "10-20")
+	id, _ := flow["ID"].(string)
+	if id == "" {
+		t.Fatalf("tap flow create printed %v", flow)
+	}
+	d.waitStatus(t, "tap_flow", id, "ACTIVE")
+	if got := cli("tap", "flow", "show", id); got["Status"] != "ACTIVE" {
+		t.Fatalf("openstack tap flow show = %v, want Status ACTIVE", got)
+	}
+
+	hwA, hwB := packettest.MustMAC("fa:16:3e:00:00:0a"), packettest.MustMAC("fa:16:3e:00:00:0b")
+	tag := func(v uint16) []packettest.Tag { return []packettest.Tag{{TPID: 0x8100, VID: v}} }
+	sent := map[uint32][]byte{
+		1: packettest.Frame(hwA, hwB, tag(15), 1, 64),                                     // IN, VLAN 15
+		2: packettest.Frame(hwA, hwB, nil, 2, 60),                                         // IN, untagged: filtered
+		3: packettest.Frame(hwB, hwA, tag(15), 3, 64),                                     // OUT: not this flow
+		4: packettest.Frame(packettest.MustMAC("ff:ff:ff:ff:ff:ff"), hwB, tag(20), 4, 64), // broadcast IN
+	}
+	for s := uint32(1); s <= 4; s++ {
+		if err := inject.Send(sent[s]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	capture.WaitN(2, 10*time.Second)
+	got := capture.Quiet(200*time.Millisecond, 3*time.Second)
+	if s := seqsOf(got); !slices.Equal(s, []uint32{1, 4}) {
+		t.Fatalf("monitor saw frames %v, want [1 4]", s)
+	}
+	for _, f := range got {
+		n, _ := packettest.Seq(f)
+		if !bytes.Equal(f, sent[n]) {
+			t.Errorf("frame %d differs:\n got %x\nwant %x", n, f, sent[n])
+		}
+	}
+}
