@@ -292,7 +292,7 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
 	}
 	if o == nil {
-		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames})
+		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.monitorFrames()})
 		if err != nil {
 			return Status{State: StateError, Reason: fmt.Sprintf("open monitor %s: %v", name, err)}
 		}
@@ -355,12 +355,8 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	if queues > xdpprog.MaxQueues {
 		return nil, fmt.Errorf("attach %s: %d queues, at most %d", name, queues, xdpprog.MaxQueues)
 	}
-	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.NumFrames,
+	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.captureFrames(),
 		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
-	if scfg.NumFrames == 0 {
-		// Enough frames for a full fill ring and a full RX ring at once.
-		scfg.NumFrames = 2 * b.cfg.RxRingSize
-	}
 	maxFrame := b.cfg.FrameSize - 256
 	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {

@@ -320,3 +320,19 @@ func FuzzParseVLANFilter(f *testing.F) {
 		}
 	})
 }
+
+func TestSocketMemory(t *testing.T) {
+	for _, tc := range []struct {
+		cfg              Config
+		capture, monitor int
+	}{
+		{Config{}, 8192 * 2048, 4096 * 2048},
+		{Config{FrameSize: 4096, RxRingSize: 1024}, 2048 * 4096, 4096 * 4096},
+		{Config{NumFrames: 1024}, 1024 * 2048, 1024 * 2048},
+	} {
+		c, m := tc.cfg.SocketMemory()
+		if c != tc.capture || m != tc.monitor {
+			t.Errorf("%+v.SocketMemory() = %d, %d, want %d, %d", tc.cfg, c, m, tc.capture, tc.monitor)
+		}
+	}
+}

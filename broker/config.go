@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/taas-appliance/taas/broker/xsk"
 	"github.com/taas-appliance/taas/internal/netdev"
 )
 
@@ -123,6 +124,32 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// SocketMemory is the UMEM, in bytes, that one capture socket (there is one
+// per capture RX queue) and one monitor socket (one per monitor interface)
+// lock, as Apply opens them: what RLIMIT_MEMLOCK must cover without
+// CAP_IPC_LOCK (gotcha 7). Rings add a little.
+func (c Config) SocketMemory() (capture, monitor int) {
+	c.setDefaults()
+	return c.captureFrames() * c.FrameSize, c.monitorFrames() * c.FrameSize
+}
+
+// captureFrames is the UMEM frames of a capture socket: enough for a full
+// fill ring and a full RX ring at once, unless NumFrames says otherwise.
+func (c *Config) captureFrames() int {
+	if c.NumFrames != 0 {
+		return c.NumFrames
+	}
+	return 2 * c.RxRingSize
+}
+
+// monitorFrames is the UMEM frames of a monitor's TX socket.
+func (c *Config) monitorFrames() int {
+	if c.NumFrames != 0 {
+		return c.NumFrames
+	}
+	return xsk.DefaultNumFrames
 }
 
 // iface returns the setting of the interface name, or the defaults.
