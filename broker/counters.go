@@ -80,18 +80,17 @@ const (
 	wcUnwanted // classified, wanted by no flow (the XDP filter is a superset)
 	wcRunt
 	wcTruncatedTag
-	wcOversize // larger than the monitor's TX frame
 	wcPollErrors
 	numWorkerCounters
 )
 
 var workerCounterNames = [numWorkerCounters]string{
-	"frames", "bytes", "batches", "unwanted", "runt", "truncated_tag", "oversize", "poll_errors",
+	"frames", "bytes", "batches", "unwanted", "runt", "truncated_tag", "poll_errors",
 }
 
 // workerCounterIsDrop says which worker counters count lost frames.
 var workerCounterIsDrop = [numWorkerCounters]bool{
-	wcUnwanted: false, wcRunt: true, wcTruncatedTag: true, wcOversize: true,
+	wcUnwanted: false, wcRunt: true, wcTruncatedTag: true,
 }
 
 // outputCounter names an output's counters.
