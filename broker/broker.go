@@ -241,7 +241,8 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.closeMonitor(o)
 		}
 	}
-	b.log.Debug("plan applied", "plan_version", p.Version, "captures", len(b.captures), "monitors", len(b.monitors))
+	b.log.Info("plan applied", "plan_version", p.Version, "tap_services", len(p.Services), "tap_flows", len(p.Flows),
+		"captures", len(b.captures), "monitors", len(b.monitors))
 	return rep, nil
 }
 
