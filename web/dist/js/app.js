@@ -18,6 +18,7 @@ import { initManage, renderManage } from './manage.js';
 
 const STATS_EVERY_MS = 1000;
 const LISTS_EVERY_MS = 5000; // with events; 2 s without
+const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
 
 const st = {
   networks: [], ports: [], services: [], flows: [],
@@ -29,8 +30,16 @@ const st = {
   // resource's stored one, and carries the reason when it is not ACTIVE.
   statusOf(x) {
     const live = this.serviceStats.get(x.id) || this.flowStats.get(x.id);
-    if (live && live.status) return { status: live.status, reason: live.status_reason || '' };
-    return { status: x.status, reason: x.status_reason || '' };
+    if (live && live.status) return { status: live.status, reason: this.named(live.status_reason || '') };
+    return { status: x.status, reason: this.named(x.status_reason || '') };
+  },
+  // named replaces the ids in a status reason with the names people gave
+  // ("tap service 0369...: interface mon0 is down" -> "tap service ids: ...").
+  named(text) {
+    return text.replace(UUID, (id) => {
+      const r = this.portsByID.get(id) || this.services.find((s) => s.id === id) || this.flows.find((f) => f.id === id);
+      return r && r.name ? r.name : id;
+    });
   },
 };
 

@@ -187,7 +187,7 @@ function updateServiceCard(card, svc, st) {
   if (rows.length === 0) {
     rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No tap flows feed this service.')));
   }
-  card.querySelector('tbody').replaceChildren(...rows);
+  card.querySelector('table.flows tbody').replaceChildren(...rows);
   drawChart(card, svc);
 }
 
@@ -202,9 +202,9 @@ function drawChart(card, svc) {
     c.plot = new uPlot({
       width,
       height: 160,
-      // A fixed window that slides: the last HISTORY seconds, however few
-      // samples there are yet.
-      scales: { x: { time: true, range: (u, min, max) => [max - HISTORY, max] }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.1)] } },
+      // A window that slides with the newest sample: as much history as
+      // there is, at least a minute and at most HISTORY seconds.
+      scales: { x: { time: true, range: (u, min, max) => [max - Math.min(HISTORY, Math.max(60, max - min)), max] }, y: { range: (u, min, max) => [0, Math.max(10, max * 1.1)] } },
       axes: [{}, { size: 56, values: (u, vals) => vals.map((v) => si(v)) }],
       series: [
         {},

@@ -1,0 +1,96 @@
+// The dashboard with the real data plane (TestBrowserDataPlane, as root):
+// frames flow into the capture interface from the test's namespace; the
+// flow turns ACTIVE and its counters rise on the page; the test takes the
+// monitor link down and the flow and its service turn DOWN, with the
+// reason, without a reload; the link comes back and so does ACTIVE.
+//
+// The Go test owns the network: this script asks it to act by printing
+// "ACTION <name>" and waits for "OK" (or "ERR <why>") on stdin.
+
+import assert from 'node:assert/strict';
+import readline from 'node:readline';
+import { BASE, run, newPage, checkProblems, until, shot, step, api, metric } from './lib.mjs';
+
+const captureIface = process.env.TAAS_CAPTURE_IFACE;
+const monitorIface = process.env.TAAS_MONITOR_IFACE;
+const sourceMAC = process.env.TAAS_SOURCE_MAC;
+assert.ok(captureIface && monitorIface && sourceMAC, 'TAAS_CAPTURE_IFACE, TAAS_MONITOR_IFACE and TAAS_SOURCE_MAC are set');
+
+const rl = readline.createInterface({ input: process.stdin });
+const stdin = rl[Symbol.asyncIterator]();
+
+async function action(name) {
+  console.log(`ACTION ${name}`);
+  const { value, done } = await stdin.next();
+  if (done || value !== 'OK') throw new Error(`ACTION ${name}: ${done ? 'no answer' : value}`);
+}
+
+// value reads the raw number behind a formatted one (data-value), or NaN.
+async function value(locator) {
+  const v = await locator.getAttribute('data-value');
+  return v === null ? NaN : Number(v);
+}
+
+await run(async (browser) => {
+  step('ports, a tap service and a flow on the test interfaces');
+  const net = (await api('GET', '/v2.0/networks')).networks[0];
+  const src = (await api('POST', '/v2.0/ports', { port: {
+    name: 'dp-src', network_id: net.id, mac_address: sourceMAC, 'binding:profile': { interface: captureIface } } })).port;
+  const mon = (await api('POST', '/v2.0/ports', { port: {
+    name: 'dp-mon', network_id: net.id, 'binding:profile': { interface: monitorIface } } })).port;
+  const ts = (await api('POST', '/v2.0/taas/tap_services', { tap_service: { name: 'dp-ts', port_id: mon.id } })).tap_service;
+  const tf = (await api('POST', '/v2.0/taas/tap_flows', { tap_flow: {
+    name: 'dp-tf', source_port: src.id, tap_service_id: ts.id, direction: 'BOTH' } })).tap_flow;
+
+  const page = await newPage(browser);
+  await page.goto(`${BASE}/ui/#/overview`);
+  const card = page.locator(`article.service[data-id="${ts.id}"]`);
+  const flowRow = card.locator(`tr[data-id="${tf.id}"]`);
+  const flowStatus = flowRow.locator('[data-status]');
+  const svcStatus = card.locator('.card-head [data-status]');
+
+  step('the flow is realised');
+  await until('the flow ACTIVE on the page', async () => (await flowStatus.getAttribute('data-status')) === 'ACTIVE', 30_000);
+  assert.equal(await svcStatus.getAttribute('data-status'), 'ACTIVE');
+
+  step('with frames flowing, the counters rise');
+  const matched = flowRow.locator('[data-field="matched-packets"]');
+  const first = await until('matched packets', async () => { const v = await value(matched); return v > 0 && v; });
+  await until('matched packets to rise', async () => (await value(matched)) > first);
+  await until('a matched rate', async () => (await value(flowRow.locator('[data-field="matched-pps"]'))) > 0);
+  const delivered = card.locator('[data-field="delivered-packets"]');
+  const d1 = await until('delivered packets', async () => { const v = await value(delivered); return v > 0 && v; });
+  await until('delivered packets to rise', async () => (await value(delivered)) > d1);
+  await until('a delivered rate', async () => (await value(card.locator('[data-field="delivered-pps"]'))) > 0);
+  const capRow = page.locator(`#ifaces-table tr[data-iface="${captureIface}"]`);
+  const monRow = page.locator(`#ifaces-table tr[data-iface="${monitorIface}"]`);
+  await until('an RX rate on the capture interface', async () => (await value(capRow.locator('[data-field="rx-pps"]'))) > 0);
+  assert.equal(await monRow.locator('[data-field="link"]').innerText(), 'UP');
+  metric('ui_matched_pps', await value(flowRow.locator('[data-field="matched-pps"]')), 'pkt/s');
+  await page.waitForTimeout(3000); // a few seconds of chart
+  await shot(page, 'dataplane-flowing');
+
+  step('the monitor link goes down: the flow turns DOWN without a reload');
+  const navigations = [];
+  page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations.push(f.url()); });
+  await action('link-down');
+  const t0 = Date.now();
+  await until('the flow DOWN on the page', async () => (await flowStatus.getAttribute('data-status')) === 'DOWN');
+  metric('ui_status_down_latency_ms', Date.now() - t0, 'ms');
+  await until('the service DOWN on the page', async () => (await svcStatus.getAttribute('data-status')) === 'DOWN');
+  const reason = await flowRow.locator('.reason').innerText();
+  assert.match(reason, new RegExp(monitorIface), 'a DOWN flow says why');
+  await until('the monitor link DOWN on the page', async () => (await monRow.locator('[data-field="link"]').innerText()) === 'DOWN');
+  assert.deepEqual(navigations, [], 'the page did not reload');
+  console.log(`reason shown: ${reason}`);
+  await shot(page, 'dataplane-link-down');
+
+  step('the link comes back: ACTIVE again');
+  await action('link-up');
+  const t1 = Date.now();
+  await until('the flow ACTIVE again', async () => (await flowStatus.getAttribute('data-status')) === 'ACTIVE', 30_000);
+  metric('ui_status_up_latency_ms', Date.now() - t1, 'ms');
+
+  checkProblems(page);
+});
+rl.close();
