@@ -61,6 +61,13 @@ func TestShellcheck(t *testing.T) {
 			t.Errorf("%s not among the scripts found: %q", want, scripts)
 		}
 	}
+	// Scripts are run directly (make run runs perf/lab/lab.sh): they must be
+	// executable, as git records them.
+	for _, s := range scripts {
+		if fi, err := os.Stat(s); err != nil || fi.Mode()&0o111 == 0 {
+			t.Errorf("%s is not executable (chmod +x, git update-index --chmod=+x): %v", s, err)
+		}
+	}
 	out, err := exec.Command(sc, append([]string{"--external-sources", "--severity=style"}, scripts...)...).CombinedOutput()
 	if err != nil {
 		t.Errorf("shellcheck %s: %v\n%s", strings.Join(scripts, " "), err, out)
