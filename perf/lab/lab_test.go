@@ -252,3 +252,92 @@ func TestLab(t *testing.T) {
 		t.Errorf("the lab's state directory %s is still there (%v)", state, err)
 	}
 }
+
+// TestLabNotRoot: run by an ordinary user, the lab creates nothing, says
+// why, and serves the API alone (taasd --dataplane none) until SIGINT.
+func TestLabNotRoot(t *testing.T) {
+	testutil.RequireRoot(t, "setpriv needs root to become another user")
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (util-linux; .ci/run installs it)")
+	}
+	// A directory user nobody can enter, with the binary and the database.
+	dir, err := os.MkdirTemp("", "taas-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	built, err := os.ReadFile(testutil.BuildTaasd(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "taasd")
+	if err := os.WriteFile(bin, built, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs("lab.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		"bash", script, "--bin", bin, "--db", filepath.Join(dir, "taas.db"), "--listen", fmt.Sprintf("127.0.0.1:%d", port))
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	out := watch(pr, "")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); pw.Close(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	// Bounded wait for the API; failing to answer within a minute is a hang.
+	api := fmt.Sprintf("http://127.0.0.1:%d/v2.0/", port)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(api)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s = %d, want 200", api, resp.StatusCode)
+			}
+			break
+		}
+		select {
+		case <-exited:
+			<-out.done
+			t.Fatalf("the lab exited: %v\n%s", waitErr, out)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API did not answer within a minute:\n%s", out)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("taasd did not stop within 30 s of SIGINT:\n%s", out)
+	}
+	<-out.done
+	for _, w := range []string{"lab: not root: the lab needs CAP_NET_ADMIN", "starting taasd API-only (--dataplane none)"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("the lab's output lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out.String(), "creating namespaces") {
+		t.Errorf("the lab tried to build the topology as an ordinary user:\n%s", out)
+	}
+	if waitErr != nil {
+		t.Errorf("taasd after SIGINT: %v, want a clean exit\n%s", waitErr, out)
+	}
+}
