@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,23 +58,11 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
-// freeLoopbackAddr returns a 127.0.0.1 port nothing listens on right now.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // startTaasd runs the taasd binary bin with args (plus --listen and --db)
 // until t ends, and returns its base URL once it answers.
 func startTaasd(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	addr := freeLoopbackAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "taasd.log")
 	logf, err := os.Create(logPath)

@@ -2,19 +2,11 @@
 
 package web
 
-import (
-	"embed"
-	"io/fs"
-)
+import "embed"
 
+// files are the dashboard's assets, under filesRoot.
+//
 //go:embed all:dist
-var dist embed.FS
+var files embed.FS
 
-func assets() fs.FS {
-	sub, err := fs.Sub(dist, "dist")
-	if err != nil {
-		// fs.Sub fails only on an invalid path, and "dist" is a constant.
-		panic(err)
-	}
-	return sub
-}
+const filesRoot = "dist"

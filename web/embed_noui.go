@@ -2,19 +2,11 @@
 
 package web
 
-import (
-	"embed"
-	"io/fs"
-)
+import "embed"
 
+// files is the one page a no_ui build serves, under filesRoot.
+//
 //go:embed noui
-var noUI embed.FS
+var files embed.FS
 
-func assets() fs.FS {
-	sub, err := fs.Sub(noUI, "noui")
-	if err != nil {
-		// fs.Sub fails only on an invalid path, and "noui" is a constant.
-		panic(err)
-	}
-	return sub
-}
+const filesRoot = "noui"

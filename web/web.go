@@ -1,6 +1,7 @@
 package web
 
 import (
+	"io/fs"
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
@@ -43,4 +44,14 @@ func handler() fiber.Handler {
 		c.Set(fiber.HeaderCacheControl, "no-cache")
 		return files(c)
 	}
+}
+
+// assets are the embedded files, rooted at filesRoot.
+func assets() fs.FS {
+	sub, err := fs.Sub(files, filesRoot)
+	if err != nil {
+		// fs.Sub fails only on an invalid path, and filesRoot is a constant.
+		panic(err)
+	}
+	return sub
 }
