@@ -77,6 +77,7 @@ async function refreshLists() {
   st.portsByID = new Map(st.ports.map((x) => [x.id, x]));
   showProject();
   render();
+  document.body.dataset.loaded = 'true'; // for tests: the lists are in
 }
 
 // showProject names the token's project in the top bar, as far as the
