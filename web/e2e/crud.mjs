@@ -50,6 +50,8 @@ await run(async (browser) => {
   await until('the MAC address error', async () => /mac_address/.test(await macError.innerText()));
   assert.equal(await portForm.getByLabel('MAC address').getAttribute('aria-invalid'), 'true');
   await portForm.getByLabel('MAC address').fill('');
+  assert.equal(await macError.innerText(), '', 'editing the field clears its error');
+  assert.equal(await portForm.getByLabel('MAC address').getAttribute('aria-invalid'), null);
   await portForm.getByLabel('Name').fill('');
 
   step('create a tap service on the monitor port');

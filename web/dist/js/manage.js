@@ -91,6 +91,11 @@ export function initManage(a) {
       const err = h('p', { class: 'field-error', id: `${input.id}-error` });
       input.setAttribute('aria-describedby', err.id);
       input.closest('.field').append(err);
+      // Editing a field settles its error: the next submit says anew.
+      input.addEventListener('input', () => {
+        err.textContent = '';
+        input.removeAttribute('aria-invalid');
+      });
     }
     form.addEventListener('submit', (ev) => { ev.preventDefault(); submit(res); });
     form.querySelector('.cancel').addEventListener('click', () => stopEditing(res));
