@@ -121,6 +121,16 @@ await run(async (browser) => {
   await page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf-renamed` }).waitFor();
   await until('the form back in create mode', async () => (await tfForm.locator('legend').innerText()) === 'Create tap flow');
 
+  step('rebind a port to another interface');
+  await portRow(`${p}-src`).getByRole('button', { name: `Edit port ${p}-src` }).click();
+  assert.equal(await portForm.getByLabel('MAC address').isDisabled(), true, 'the MAC cannot change after create');
+  await portForm.getByLabel('Interface').fill('cap1');
+  await portForm.getByRole('button', { name: 'Save' }).click();
+  await until('the new binding listed', async () => /cap1/.test(await portRow(`${p}-src`).innerText()));
+  const rebound = (await api('GET', `/v2.0/ports/${src.id}`)).port;
+  assert.deepEqual(rebound['binding:profile'], { interface: 'cap1' });
+  assert.equal(rebound.mac_address, mac);
+
   step('the overview shows the service and its flow');
   await nav(page, 'Overview');
   const card = page.locator('article.service', { has: page.getByRole('heading', { name: `${p}-ts` }) });
