@@ -128,6 +128,11 @@ func runScript(t *testing.T, node, name, base string, env []string, actions map[
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, name+".mjs")
 	cmd.Dir = "e2e"
+	// The script and the Chromium it starts share a process group of their
+	// own, so a script that hangs past the timeout is killed with its
+	// browser (by that group's id) instead of leaving Chromium behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Env = append(os.Environ(), append([]string{
 		"TAAS_URL=" + base,
 		"TAAS_ARTIFACTS=" + artifactsDir(t),
