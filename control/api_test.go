@@ -101,6 +101,7 @@ func TestBadInput(t *testing.T) {
 		{"sort_dir", "GET", "/v2.0/ports?sort_key=name&sort_dir=up", "", nil, 400, "HTTPBadRequest", "['up'] is invalid value for sort_dirs, valid value is 'asc' and 'desc'"},
 		{"bad limit", "GET", flows + "?limit=x", "", nil, 400, "BadRequest", "Bad limit request: Limit must be an integer 0 or greater and not 'x'."},
 		{"negative limit", "GET", flows + "?limit=-1", "", nil, 400, "BadRequest", "not '-1'."},
+		{"bad bool filter", "GET", "/v2.0/ports?admin_state_up=maybe", "", nil, 400, "InvalidInput", "Invalid input for operation: 'maybe' cannot be converted to boolean."},
 		{"port bad mac", "POST", "/v2.0/ports", portBody(`, "mac_address": "zz"`), nil, 400, "HTTPBadRequest", "Invalid input for mac_address. Reason: 'zz' is not a valid MAC address."},
 		{"port broadcast mac", "POST", "/v2.0/ports", portBody(`, "mac_address": "ff:ff:ff:ff:ff:ff"`), nil, 400, "HTTPBadRequest", "is not a valid MAC address."},
 		{"port duplicate mac", "POST", "/v2.0/ports", portBody(`, "mac_address": "FA:16:3E:00:00:01"`), nil, 409, "MacAddressInUse", "The mac address fa:16:3e:00:00:01 is in use."},

@@ -64,6 +64,9 @@ func renderList(c *fiber.Ctx, r *resource, items []item) error {
 		limit = n
 	}
 
+	if err := checkBoolFilters(r, q); err != nil {
+		return err
+	}
 	items = filter(items, r, q)
 	if len(keys) > 0 {
 		sort.SliceStable(items, func(i, j int) bool {
@@ -224,6 +227,23 @@ next:
 		out = append(out, it)
 	}
 	return out
+}
+
+// checkBoolFilters refuses a boolean attribute's filter value that
+// convert_to_boolean would refuse, as upstream converts filters first.
+func checkBoolFilters(r *resource, q url.Values) error {
+	for k, vs := range q {
+		if a := r.attr(k); reserved[k] || a == nil || !a.boolean {
+			continue
+		}
+		for _, v := range vs {
+			if _, ok := toBool(v); v != "" && !ok {
+				return &neutronError{Status: 400, Type: "InvalidInput",
+					Message: fmt.Sprintf("Invalid input for operation: '%s' cannot be converted to boolean.", v)}
+			}
+		}
+	}
+	return nil
 }
 
 func matches(v any, want []string) bool {
