@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/taas-appliance/taas/internal/netdev"
 )
 
 // The validators mirror neutron-lib's: each returns the "Reason" of
@@ -213,21 +215,6 @@ func generateMAC() string {
 	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
 }
 
-// validNetdev says whether s is a name Linux accepts for a network device
-// (dev_valid_name): 1-15 bytes, not "." or "..", no '/', ':' or whitespace.
-func validNetdev(s string) bool {
-	if s == "" || len(s) > 15 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '/', c == ':', c == 0, c == ' ', c >= '\t' && c <= '\r':
-			return false
-		}
-	}
-	return true
-}
-
 // validBindingProfile is binding:profile: a dict (null is {}) whose only
 // key is "interface", a netdev name.
 func validBindingProfile(v any) string {
@@ -250,7 +237,7 @@ func validBindingProfile(v any) string {
 	}
 	if iface, ok := m["interface"]; ok {
 		s, isStr := iface.(string)
-		if !isStr || !validNetdev(s) {
+		if !isStr || netdev.CheckName(s) != nil {
 			return fmt.Sprintf("'%s' is not a valid network interface name", pyStr(iface))
 		}
 	}
