@@ -44,7 +44,7 @@ type xdpDaemon struct {
 // end of the test).
 func startXDPDaemon(t *testing.T, db string) *xdpDaemon {
 	t.Helper()
-	addr := freePort(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	cfg := config{Listen: addr, DB: db, Auth: "noauth", Dataplane: "xdp", LogLevel: "debug"}
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 func TestFlags(t *testing.T) {
@@ -47,28 +49,6 @@ func TestFlags(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:9696" || cfg.Auth != "noauth" || cfg.Dataplane != "none" || cfg.DB != "taas.db" {
 		t.Errorf("defaults = %+v", cfg)
 	}
-}
-
-// buildTaasd compiles the real binary into dir.
-func buildTaasd(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "taasd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// freePort reserves a loopback port for the daemon.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startTaasd starts the binary and waits until it answers; it is killed
@@ -139,9 +119,9 @@ func call(t *testing.T, method, url, body string, want int) map[string]any {
 // same database and reads everything back.
 func TestRestartAfterKill(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildTaasd(t, dir)
+	bin := testutil.BuildTaasd(t)
 	db := filepath.Join(dir, "taas.db")
-	addr := freePort(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	cmd := startTaasd(t, bin, addr, db)
 	base := "http://" + addr
 
