@@ -45,9 +45,9 @@ func generateXSK(ctx context.Context, ifindex int, c Config) (Result, error) {
 		if c.Count > 0 && queued >= c.Count || !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
 			break
 		}
-		limit := ^uint64(0)
+		limit := uint64(batch) // descs holds one batch
 		if c.Count > 0 {
-			limit = c.Count - queued
+			limit = min(limit, c.Count-queued)
 		}
 		n, ok := pace.next(limit, deadline)
 		if !ok {
