@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,7 +169,7 @@ func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	churnErr := make(chan error, 1)
-	plans := 0
+	var plans atomic.Int64
 	go func() {
 		defer wg.Done()
 		version := uint64(1)
@@ -195,15 +196,20 @@ func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
 				churnErr <- err
 				return
 			}
-			plans++
+			plans.Add(1)
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
 	// The steady stream goes in chunks, each sent once the previous one
 	// arrived: a starved worker on a loaded machine then slows the test
 	// down instead of overflowing rings, so a loss can only be the churn's.
-	const total, chunk = 3000, 100
-	for sent := 0; sent < total; sent += chunk {
+	// At least 3000 frames, and as many more as it takes for the churn to
+	// apply 10 plans while they flow (a quiet machine sends 3000 frames
+	// faster than a loaded one applies plans), bounded at 30000.
+	const minFrames, maxFrames, chunk, minPlans = 3000, 30000, 100, 10
+	total := 0
+	for sent := 0; sent < maxFrames && (sent < minFrames || plans.Load() < minPlans); sent += chunk {
+		total = sent + chunk
 		for i := sent + 1; i <= sent+chunk; i++ {
 			if err := tp.inject.Send(packettest.Frame(hwB, hwA, nil, uint32(i), 60)); err != nil {
 				t.Fatal(err)
@@ -221,14 +227,14 @@ func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
 		t.Fatal(err)
 	default:
 	}
-	if plans < 10 {
-		t.Fatalf("only %d plans applied during the stream, want at least 10", plans)
+	if n := plans.Load(); n < minPlans {
+		t.Fatalf("only %d plans applied during %d frames, want at least %d", n, total, minPlans)
 	}
 	got := tp.caps[0].WaitN(total, 20*time.Second)
 	got = tp.caps[0].Quiet(300*time.Millisecond, 5*time.Second)
 	seen := make([]int, total+1)
 	for _, f := range got {
-		if s, ok := packettest.Seq(f); ok && s <= total {
+		if s, ok := packettest.Seq(f); ok && s <= uint32(total) {
 			seen[s]++
 		}
 	}
@@ -245,7 +251,7 @@ func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
 		t.Fatalf("steady flow under churn: %d of %d missing (first %v), %d duplicated (first %v); stats %+v",
 			len(missing), total, missing[:min(len(missing), 10)], len(dup), dup[:min(len(dup), 10)], b.Stats().Interfaces)
 	}
-	if got := flowMatched(b, "steady"); got != total {
+	if got := flowMatched(b, "steady"); got != uint64(total) {
 		t.Errorf("flow steady matched %d, want %d", got, total)
 	}
 }
