@@ -217,6 +217,8 @@ type Taasd struct {
 	// BusyPoll and BatchSize tune its workers ([broker] in its config).
 	BusyPoll  bool
 	BatchSize int
+	// RxRing is the capture sockets' fill/RX ring size (0: taasd's default).
+	RxRing int
 
 	cmd      *exec.Cmd
 	log      *os.File
@@ -232,7 +234,11 @@ func (p *Taasd) Layout() string {
 	if p.BusyPoll {
 		mode = "busy poll"
 	}
-	return fmt.Sprintf("workers pinned to CPU %d (%s); capture NAPI + XDP in softirq on the generator's CPU %d", peerCPU, mode, genCPU)
+	ring := "default"
+	if p.RxRing != 0 {
+		ring = fmt.Sprint(p.RxRing)
+	}
+	return fmt.Sprintf("workers pinned to CPU %d (%s, capture rx ring %s); capture NAPI + XDP in softirq on the generator's CPU %d", peerCPU, mode, ring, genCPU)
 }
 
 func (p *Taasd) Start(ctx context.Context, s Setup) error {
@@ -241,8 +247,8 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	if err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\n\n"+
-		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n", peerCPU, p.BusyPoll, p.BatchSize, s.Lab.Cap)
+	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\nrx_ring_size = %d\n\n"+
+		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n", peerCPU, p.BusyPoll, p.BatchSize, p.RxRing, s.Lab.Cap)
 	for _, m := range s.Lab.Mons {
 		conf += fmt.Sprintf("\n[[interfaces]]\nname = %q\nrole = \"monitor\"\n", m)
 	}

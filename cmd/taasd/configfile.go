@@ -68,6 +68,11 @@ type brokerFile struct {
 	// 2048. Frames longer than a chunk holds (1792 bytes with 2048) are
 	// counted oversize and not copied: use 4096 for jumbo frames.
 	FrameSize int `toml:"frame_size"`
+	// RxRingSize is the size of each capture socket's fill and RX rings,
+	// a power of two from 64 to 65536; 0 means the broker's default
+	// (4096). Larger rings absorb longer stalls of a worker (its core
+	// taken by something else) without loss, at 2 UMEM frames per entry.
+	RxRingSize int `toml:"rx_ring_size"`
 	// BusyPoll makes workers spin instead of sleeping in poll(2); only
 	// worth it with a core to spare (afxdp-notes gotcha 8).
 	BusyPoll bool `toml:"busy_poll"`
@@ -196,6 +201,9 @@ func (fc *fileConfig) Validate() error {
 	}
 	if f := fc.Broker.FrameSize; f != 0 && f != 2048 && f != 4096 {
 		bad("broker.frame_size", "must be 0 (default), 2048 or 4096, got %d", f)
+	}
+	if r := fc.Broker.RxRingSize; r != 0 && (r < 64 || r > 1<<16 || r&(r-1) != 0) {
+		bad("broker.rx_ring_size", "must be 0 (default) or a power of two from 64 to 65536, got %d", r)
 	}
 	seenCPU := map[int]bool{}
 	for i, c := range fc.Broker.CPUs {

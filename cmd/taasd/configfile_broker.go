@@ -18,6 +18,7 @@ func (c config) brokerConfig(logger *slog.Logger) broker.Config {
 	}
 	bc.BatchSize = fc.Broker.BatchSize
 	bc.FrameSize = fc.Broker.FrameSize
+	bc.RxRingSize = fc.Broker.RxRingSize
 	bc.BusyPoll = fc.Broker.BusyPoll
 	bc.CPUs = fc.Broker.CPUs
 	for _, ifc := range fc.Interfaces {

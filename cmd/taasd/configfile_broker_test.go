@@ -15,6 +15,7 @@ func TestBrokerConfig(t *testing.T) {
 [broker]
 batch_size = 128
 frame_size = 4096
+rx_ring_size = 8192
 busy_poll = true
 cpus = [1]
 [[interfaces]]
@@ -33,7 +34,7 @@ role = "capture"
 		t.Fatal(err)
 	}
 	got := config{File: fc}.brokerConfig(nil)
-	want := broker.Config{BatchSize: 128, FrameSize: 4096, BusyPoll: true, CPUs: []int{1}, Interfaces: []broker.IfaceConfig{
+	want := broker.Config{BatchSize: 128, FrameSize: 4096, RxRingSize: 8192, BusyPoll: true, CPUs: []int{1}, Interfaces: []broker.IfaceConfig{
 		{Name: "eth1", Queues: 2, Unmatched: "drop"},
 		{Name: "eth3"},
 	}}
