@@ -296,16 +296,33 @@ func seqsOf(frames [][]byte) []uint32 {
 	return s
 }
 
-func TestDataplaneEndToEnd(t *testing.T) {
-	testutil.RequireRoot(t, e2eRootWhy)
+// e2eTopo is the end-to-end tests' topology: capture interface capIf,
+// whose peer in a span namespace is where frames are injected, and monitor
+// interface monIf, whose peer in namespace monNS is where copies are
+// captured. Everything goes when the test ends.
+type e2eTopo struct {
+	monNS, capIf, monIf string
+	inject              *packettest.Injector
+	capture             *packettest.Capture
+}
+
+func newE2ETopo(t *testing.T) e2eTopo {
+	t.Helper()
 	p := testutil.Prefix(t)
 	span, monNS := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
-	capIf, monIf := p+"cap", p+"mon"
-	testutil.Veth(t, capIf, capIf+"p", testutil.VethOpts{NetnsB: span})
-	testutil.Veth(t, monIf, monIf+"p", testutil.VethOpts{NetnsB: monNS})
-	inject := packettest.NewInjector(t, span, capIf+"p")
-	testutil.WaitOperUp(t, span, capIf+"p")
-	capture := packettest.NewCapture(t, monNS, monIf+"p", packettest.IsTest)
+	tp := e2eTopo{monNS: monNS, capIf: p + "cap", monIf: p + "mon"}
+	testutil.Veth(t, tp.capIf, tp.capIf+"p", testutil.VethOpts{NetnsB: span})
+	testutil.Veth(t, tp.monIf, tp.monIf+"p", testutil.VethOpts{NetnsB: monNS})
+	tp.inject = packettest.NewInjector(t, span, tp.capIf+"p")
+	testutil.WaitOperUp(t, span, tp.capIf+"p")
+	tp.capture = packettest.NewCapture(t, monNS, tp.monIf+"p", packettest.IsTest)
+	return tp
+}
+
+func TestDataplaneEndToEnd(t *testing.T) {
+	testutil.RequireRoot(t, e2eRootWhy)
+	tp := newE2ETopo(t)
+	monNS, capIf, monIf, inject, capture := tp.monNS, tp.capIf, tp.monIf, tp.inject, tp.capture
 
 	db := filepath.Join(t.TempDir(), "taas.db")
 	d := startXDPDaemon(t, db)
@@ -428,14 +445,8 @@ func TestDataplaneWithOpenstackCLI(t *testing.T) {
 	if err != nil {
 		t.Skip("openstack CLI not installed (apt-get install python3-openstackclient python3-neutron-taas; .ci/run does)")
 	}
-	p := testutil.Prefix(t)
-	span, monNS := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
-	capIf, monIf := p+"cap", p+"mon"
-	testutil.Veth(t, capIf, capIf+"p", testutil.VethOpts{NetnsB: span})
-	testutil.Veth(t, monIf, monIf+"p", testutil.VethOpts{NetnsB: monNS})
-	inject := packettest.NewInjector(t, span, capIf+"p")
-	testutil.WaitOperUp(t, span, capIf+"p")
-	capture := packettest.NewCapture(t, monNS, monIf+"p", packettest.IsTest)
+	tp := newE2ETopo(t)
+	capIf, monIf, inject, capture := tp.capIf, tp.monIf, tp.inject, tp.capture
 	d := startXDPDaemon(t, filepath.Join(t.TempDir(), "taas.db"))
 
 	var env []string
