@@ -213,9 +213,15 @@ func canceled() context.Context {
 }
 
 // warmUp sends a little traffic until every monitor in use has received
-// some (the peer is ready), for at most 10 s, then zeroes the sinks.
+// some (the peer is ready), for at most 10 s. Its frames carry a mark of
+// their own, so none that the peer still holds counts in a measurement.
 func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
 	deadline := time.Now().Add(10 * time.Second)
+	mark, err := lab.NewMark()
+	if err != nil {
+		return err
+	}
+	tr.Mark = mark
 	for {
 		if _, err := Generate(ctx, Config{Iface: lab.Gen, Netns: lab.GenNS, Traffic: tr, Count: 2000, Rate: 200e3, CPU: genCPU}); err != nil {
 			return err
@@ -228,7 +234,7 @@ func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
 			}
 		}
 		if ready {
-			return lab.ResetSinks()
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return errors.New("no frame reached the monitors in 10 s")
@@ -236,20 +242,25 @@ func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
 	}
 }
 
-// settle waits until the sinks stop counting (the peer has sent all it
-// still held: netsniff-ng's 64 MiB ring takes a while), checking every
+// settle waits until the sinks have counted nothing new for half a second
+// (the peer has sent all it still held: netsniff-ng's 64 MiB ring takes a
+// while, daemonlogger's libpcap hands over whole blocks), checking every
 // 100 ms, for at most 5 s.
 func settle(ctx context.Context, lab *Lab) error {
-	last := ^uint64(0)
+	const quiet = 5 // samples in a row without a new frame
+	last, same := ^uint64(0), 0
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
 		n, _, err := lab.Delivered(len(lab.Sinks))
 		if err != nil {
 			return err
 		}
 		if n == last {
-			return nil
+			if same++; same == quiet {
+				return nil
+			}
+		} else {
+			last, same = n, 0
 		}
-		last = n
 		time.Sleep(100 * time.Millisecond)
 	}
 	return ctx.Err()
@@ -261,9 +272,11 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 	if err := settle(ctx, lab); err != nil {
 		return Rep{}, err
 	}
-	if err := lab.ResetSinks(); err != nil {
+	mark, err := lab.NewMark()
+	if err != nil {
 		return Rep{}, err
 	}
+	tr.Mark = mark
 	before, reported, err := p.Reported(ctx)
 	if err != nil {
 		return Rep{}, err

@@ -28,6 +28,7 @@ type Lab struct {
 	Gen, Cap      string
 	Mons          []string
 	Sinks         []*Sink
+	mark          byte // the sinks' current mark (Traffic.Mark)
 }
 
 // NewLabPrefix returns a random prefix for a lab's names: 5 bytes, so that
@@ -94,13 +95,17 @@ func (l *Lab) pair(nsEnd, ns, rootEnd string) error {
 	return run("ip", "-n", ns, "link", "set", nsEnd, "up")
 }
 
-// ResetSinks zeroes every monitor's sink.
-func (l *Lab) ResetSinks() error {
+// NewMark starts a new count: it gives every sink a mark it has not had
+// recently (1-255, in turn) and zeroes it. Traffic sent with the returned
+// Traffic.Mark counts from now on; frames of earlier marks that a peer
+// still delivers are dropped uncounted.
+func (l *Lab) NewMark() (byte, error) {
+	l.mark = l.mark%255 + 1
 	var errs []error
 	for _, s := range l.Sinks {
-		errs = append(errs, s.Reset())
+		errs = append(errs, s.SetMark(l.mark), s.Reset())
 	}
-	return errors.Join(errs...)
+	return l.mark, errors.Join(errs...)
 }
 
 // Delivered sums the first n sinks' counters.

@@ -194,14 +194,21 @@ func TestGeneratePacing(t *testing.T) {
 	}
 }
 
-// TestGenerateFlatOutAndSink sends flat out for a short time into a peer with
-// the counting sink, and checks that the sink counted every frame offered.
-func TestGenerateFlatOutAndSink(t *testing.T) {
+// sinkLink is genLink with a counting sink on the receiving end.
+func sinkLink(t *testing.T) (ns, gen string, s *Sink) {
+	t.Helper()
 	testutil.RequireRoot(t, whyRoot)
 	ns, gen, rx := genLink(t)
 	s, err := AttachSink(ns, rx)
 	testutil.SkipIfNotSupported(t, err)
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
+	return ns, gen, s
+}
+
+// TestGenerateFlatOutAndSink sends flat out for a short time into a peer with
+// the counting sink, and checks that the sink counted every frame offered.
+func TestGenerateFlatOutAndSink(t *testing.T) {
+	ns, gen, s := sinkLink(t)
 	r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Duration: 300 * time.Millisecond, CPU: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -221,5 +228,48 @@ func TestGenerateFlatOutAndSink(t *testing.T) {
 	}
 	if frames, _, _ := s.Count(); frames != 0 {
 		t.Errorf("after Reset the sink counts %d frames", frames)
+	}
+}
+
+// TestSinkMark checks that a sink with a mark counts only the frames that
+// carry it in their last byte, whatever their size and tags, and that mark 0
+// counts everything again.
+func TestSinkMark(t *testing.T) {
+	ns, gen, s := sinkLink(t)
+	send := func(tr Traffic, n uint64) {
+		t.Helper()
+		r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Traffic: tr, Count: n, CPU: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Frames != n {
+			t.Fatalf("Generate sent %d frames, asked %d", r.Frames, n)
+		}
+	}
+	for _, tr := range []Traffic{
+		{},
+		{Size: 1514, Flows: 3},
+		{Size: 61, VLANs: VIDRange{10, 12}, OuterTag: true},
+	} {
+		if err := s.SetMark(9); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reset(); err != nil {
+			t.Fatal(err)
+		}
+		tr.Mark = 7
+		send(tr, 100)
+		tr.Mark = 9
+		send(tr, 50)
+		if frames, _, _ := s.Count(); frames != 50 {
+			t.Errorf("size %d: sink with mark 9 counted %d frames, want the 50 marked 9 (of 150)", tr.Size, frames)
+		}
+		if err := s.SetMark(0); err != nil {
+			t.Fatal(err)
+		}
+		send(tr, 10)
+		if frames, _, _ := s.Count(); frames != 60 {
+			t.Errorf("size %d: sink without a mark counted %d frames in all, want 50+10", tr.Size, frames)
+		}
 	}
 }

@@ -52,6 +52,16 @@ struct {
 #define CNT_SENT 0
 #define CNT_SINK 1
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sink_mark SEC(".maps");
+
+/* Longest frame the sink looks into for a mark (jumbo frames included). */
+#define SINK_MAX_LEN 16384
+
 /* Set at load time (RewriteConstants); the verifier sees them as constants. */
 volatile const __u32 out_ifindex;
 volatile const __u32 nflows;
@@ -108,8 +118,26 @@ int pktgen(struct xdp_md *ctx)
 SEC("xdp")
 int sink(struct xdp_md *ctx)
 {
-	__u32 key = CNT_SINK;
-	struct counter *c = bpf_map_lookup_elem(&counters, &key);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0, key = CNT_SINK;
+	__u32 *mark = bpf_map_lookup_elem(&sink_mark, &zero);
+	struct counter *c;
+
+	if (mark && *mark) {
+		__u64 len = end - data;
+		__u8 *last;
+
+		if (len < 1 || len > SINK_MAX_LEN)
+			return XDP_DROP;
+		/* The mask keeps the offset a bounded scalar: clang would
+		 * otherwise fold "- 1" into the packet pointer, which the
+		 * verifier refuses (negative offset). */
+		last = data + ((len - 1) & (SINK_MAX_LEN - 1));
+		if ((void *)(last + 1) > end || *last != (__u8)*mark)
+			return XDP_DROP;
+	}
+	c = bpf_map_lookup_elem(&counters, &key);
 	if (c) {
 		c->packets++;
 		c->bytes += ctx->data_end - ctx->data;

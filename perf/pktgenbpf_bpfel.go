@@ -35,6 +35,7 @@ type pktgenBPFFlow struct {
 const (
 	pktgenBPFMapCounters   = "counters"
 	pktgenBPFMapFlows      = "flows"
+	pktgenBPFMapSinkMark   = "sink_mark"
 	pktgenBPFProgPktgen    = "pktgen"
 	pktgenBPFProgSink      = "sink"
 	pktgenBPFVarNflows     = "nflows"
@@ -96,6 +97,7 @@ type pktgenBPFProgramSpecs struct {
 type pktgenBPFMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Flows    *ebpf.MapSpec `ebpf:"flows"`
+	SinkMark *ebpf.MapSpec `ebpf:"sink_mark"`
 }
 
 // pktgenBPFVariableSpecs contains global variables before they are loaded into the kernel.
@@ -131,12 +133,14 @@ func (o *pktgenBPFObjects) Close() error {
 type pktgenBPFMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Flows    *ebpf.Map `ebpf:"flows"`
+	SinkMark *ebpf.Map `ebpf:"sink_mark"`
 }
 
 func (m *pktgenBPFMaps) Close() error {
 	return _PktgenBPFClose(
 		m.Counters,
 		m.Flows,
+		m.SinkMark,
 	)
 }
 

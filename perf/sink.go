@@ -62,6 +62,12 @@ func (s *Sink) Reset() error {
 	return s.objs.Counters.Put(cntSink, zero)
 }
 
+// SetMark makes the sink count only frames whose last byte is mark (see
+// Traffic.Mark); 0 counts every frame.
+func (s *Sink) SetMark(mark byte) error {
+	return s.objs.SinkMark.Put(uint32(0), uint32(mark))
+}
+
 // Close detaches the sink and releases its maps.
 func (s *Sink) Close() error {
 	return errors.Join(s.link.Close(), s.objs.Close())

@@ -42,6 +42,9 @@ type Traffic struct {
 	// Flows is the number of distinct UDP source ports (1024 + i), used
 	// round-robin; 0 means 1.
 	Flows int
+	// Mark, when not 0, is written into the last byte of every frame: a
+	// Sink set to the same mark counts these frames and no others.
+	Mark byte
 }
 
 // VIDRange is an inclusive VLAN ID range; the zero value means "no tag".
@@ -209,6 +212,9 @@ func (t Traffic) template() ([]byte, frameLayout, error) {
 	payload := make([]byte, max(t.Size-hdr, 0))
 	for i := range payload {
 		payload[i] = byte(i)
+	}
+	if t.Mark != 0 {
+		payload[len(payload)-1] = t.Mark // every header stack leaves >= 10 payload bytes
 	}
 	ls = append(ls, ip, udp, gopacket.Payload(payload))
 	buf := gopacket.NewSerializeBuffer()
