@@ -5,8 +5,9 @@ import "fmt"
 // Counters are the program's counters summed over CPUs; they only grow while
 // the program is loaded. Every frame counts in Seen and in exactly one
 // outcome: Redirected, RedirectFailed, Unmatched, VLANFiltered, Runt,
-// TruncatedTag or Oversize. Passed and Dropped count the verdicts of frames
-// that were not redirected.
+// TruncatedTag, Oversize, or, on the fast path (SetFast), FastRedirected,
+// FastFailed or FastNoOutput. Passed and Dropped count the verdicts of
+// frames that were not redirected.
 type Counters struct {
 	// Seen is every frame the program ran on.
 	Seen uint64
@@ -28,6 +29,14 @@ type Counters struct {
 	// Passed and Dropped count the unmatched action taken.
 	Passed  uint64
 	Dropped uint64
+	// FastRedirected frames were decided in the kernel and their copies
+	// handed to a DEVMAP (one per service).
+	FastRedirected uint64
+	// FastFailed frames were decided but bpf_redirect_map refused them.
+	FastFailed uint64
+	// FastNoOutput frames matched flows none of whose services had a usable
+	// monitor.
+	FastNoOutput uint64
 }
 
 // Each calls fn with every counter's stable snake_case name (what metrics
@@ -44,6 +53,9 @@ func (c *Counters) Each(fn func(name string, v uint64)) {
 	fn("oversize", c.Oversize)
 	fn("passed", c.Passed)
 	fn("dropped", c.Dropped)
+	fn("fast_redirected", c.FastRedirected)
+	fn("fast_failed", c.FastFailed)
+	fn("fast_no_output", c.FastNoOutput)
 }
 
 // Counters returns the program's counters summed over CPUs.
@@ -72,6 +84,9 @@ func (c *Capture) countersLocked() (Counters, error) {
 		s.Oversize += p.Oversize
 		s.Passed += p.Passed
 		s.Dropped += p.Dropped
+		s.FastRedirected += p.FastRedirected
+		s.FastFailed += p.FastFailed
+		s.FastNoOutput += p.FastNoOutput
 	}
 	return s, nil
 }

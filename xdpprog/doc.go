@@ -9,7 +9,12 @@
 //   - SetFilter changes the early filter in place, never turning away a
 //     frame that both the old and the new filter keep;
 //   - Counters reads the per-CPU counters, summed; Run asks the loaded
-//     program what it makes of one frame (tests of other packages).
+//     program what it makes of one frame (tests of other packages);
+//   - SetFast loads a FastTable, the broker's classification tabulated by
+//     (VLAN class, source port, destination port): the program then decides
+//     each frame itself and sends its copies through a DEVMAP (one monitor)
+//     or a BPF_F_BROADCAST output set (several), swapping generations
+//     atomically; FastFlow / FastService read its per-CPU slot counters.
 //
 // The program parses Ethernet and up to two VLAN tags, keeps only what some
 // flow may want (MAC want bits behind a hint bitmap, multicast, outer-VID

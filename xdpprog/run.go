@@ -17,16 +17,21 @@ const (
 	Runt
 	TruncatedTag
 	Oversize
+	FastRedirected
+	FastFailed
+	FastNoOutput
 )
 
 var outcomeNames = []string{Redirected: "redirected", RedirectFailed: "redirect_failed", Unmatched: "unmatched",
-	VLANFiltered: "vlan_filtered", Runt: "runt", TruncatedTag: "truncated_tag", Oversize: "oversize"}
+	VLANFiltered: "vlan_filtered", Runt: "runt", TruncatedTag: "truncated_tag", Oversize: "oversize",
+	FastRedirected: "fast_redirected", FastFailed: "fast_failed", FastNoOutput: "fast_no_output"}
 
 // String is the outcome's counter name.
 func (o Outcome) String() string { return enumString("Outcome", outcomeNames, uint8(o)) }
 
 // Kept reports whether the early filter kept the frame for userspace: it
-// was redirected, or would have been had its queue had a socket.
+// was redirected, or would have been had its queue had a socket. Fast-path
+// outcomes are not Kept: the kernel decided those frames.
 func (o Outcome) Kept() bool { return o == Redirected || o == RedirectFailed }
 
 // Run runs the loaded program once on frame with BPF_PROG_TEST_RUN, as if
@@ -61,6 +66,9 @@ func (c *Capture) Run(frame []byte) (Outcome, error) {
 		Runt:           after.Runt - before.Runt,
 		TruncatedTag:   after.TruncatedTag - before.TruncatedTag,
 		Oversize:       after.Oversize - before.Oversize,
+		FastRedirected: after.FastRedirected - before.FastRedirected,
+		FastFailed:     after.FastFailed - before.FastFailed,
+		FastNoOutput:   after.FastNoOutput - before.FastNoOutput,
 	} {
 		if n == 1 {
 			return Outcome(o), nil

@@ -13,10 +13,20 @@
 //      lookup); and the outer VID (0 untagged) in the VLAN bitmap
 //   4. a wanted frame larger than the UMEM chunk is counted (oversize)
 //   5. redirect to the XSKMAP slot of the frame's RX queue
+// or, when the broker loaded a fast table (SETTING_FAST), instead of 3-5:
+//   3f. look up the exact decision of (generation, VLAN class of the outer
+//       VID, port id of the source MAC, port id of the destination MAC or
+//       MCAST): which flows match and which services get a copy
+//   4f. a frame larger than the UMEM chunk is oversize on this path too, so
+//       that monitors see the same frames whichever path the broker chose
+//   5f. count the flows and services, then redirect through a DEVMAP: one
+//       copy to one monitor, or BPF_F_BROADCAST over the decision's output
+//       set (one DEVMAP_HASH entry per copy) for several
 // Everything not redirected gets the interface's unmatched action (PASS or
 // DROP). Every frame lands in exactly one outcome counter, so
 // seen == redirected + redirect_failed + unmatched + vlan_filtered + runt +
-//         truncated_tag + oversize.
+//         truncated_tag + oversize + fast_redirected + fast_failed +
+//         fast_no_output.
 // Userspace (xdpprog/filter.go) owns the maps and updates them in place.
 
 #include <linux/bpf.h>
@@ -37,7 +47,23 @@
 #define SETTING_ACTION 0    // XDP_PASS or XDP_DROP for unmatched frames
 #define SETTING_MULTICAST 1 // 1: broadcast/multicast destinations wanted
 #define SETTING_MAX_FRAME 2 // largest frame that fits a UMEM chunk; 0: no limit
-#define SETTINGS 3
+#define SETTING_FAST 3      // 1: decide and copy in the kernel (fast tables)
+#define SETTING_GEN 4       // the live generation of the fast tables, 0 or 1
+#define SETTINGS 5
+
+// Sizes of the fast tables; keep equal to xdpprog/fast.go. Hash maps hold two
+// generations: the broker writes the next one beside the live one, flips
+// SETTING_GEN, then deletes the old one.
+#define VIDS 4096
+#define FAST_PORTS 8192      // 2 x MaxFastPorts
+#define FAST_DECISIONS 16384 // 2 x MaxFastDecisions
+#define FAST_SLOTS 1024      // flow and service counter slots
+#define DEC_FLOWS 8          // flows one decision counts
+#define DEC_SVCS 8           // services one decision counts
+#define OUT_SETS 256         // output sets (the last slot is never used: see fast.go)
+#define SET_SIZE 64          // copies of one output set
+#define MCAST_ID 0xffffffff  // destination "port id" of a group address
+#define SVC_DOWN 0x8000      // service slot flag: its monitor is unavailable
 
 // counters is one CPU's slot of the per-CPU counters map. Each frame bumps
 // seen, exactly one outcome field, and passed or dropped when the program's
@@ -53,6 +79,45 @@ struct counters {
 	__u64 oversize;        // wanted, larger than a UMEM chunk
 	__u64 passed;
 	__u64 dropped;
+	__u64 fast_redirected; // copies sent in the kernel through a DEVMAP
+	__u64 fast_failed;     // decided, but bpf_redirect_map refused
+	__u64 fast_no_output;  // decided, but no service had a usable monitor
+};
+
+struct port_key {
+	__u32 gen;
+	__u8 addr[ETH_ALEN];
+	__u8 pad[2];
+};
+
+struct decision_key {
+	__u32 gen;
+	__u32 vclass;
+	__u32 src; // port id, 0: not a port
+	__u32 dst; // port id, 0: not a port, MCAST_ID: group address
+};
+
+// decision is what the broker's classifier makes of every frame with the
+// key's VLAN class, source and destination.
+struct decision {
+	__u32 target;  // nout == 1: fast_tx key (monitor ifindex); > 1: fast_sets slot
+	__u16 nout;    // copies
+	__u8 nflows;
+	__u8 nsvcs;
+	__u16 flows[DEC_FLOWS]; // flow counter slots
+	__u16 svcs[DEC_SVCS];   // service counter slots, SVC_DOWN flagged
+};
+
+struct flow_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct svc_counter {
+	__u64 packets; // copies handed to the DEVMAP
+	__u64 bytes;
+	__u64 down;   // no usable monitor (monitor_down)
+	__u64 failed; // bpf_redirect_map refused (redirect_failed)
 };
 
 struct mac_key {
@@ -107,6 +172,67 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
+// fast_vids maps gen * VIDS + outer VID to its VLAN class: VIDs that every
+// flow of the interface treats alike share a class.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * VIDS);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_vids SEC(".maps");
+
+// fast_ports maps (gen, MAC) to the port id of a source port's MAC.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FAST_PORTS);
+	__type(key, struct port_key);
+	__type(value, __u32);
+} fast_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FAST_DECISIONS);
+	__type(key, struct decision_key);
+	__type(value, struct decision);
+} fast_decisions SEC(".maps");
+
+// fast_tx holds every monitor a one-copy decision sends to, keyed by its
+// ifindex.
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_tx SEC(".maps");
+
+// fast_sets holds one DEVMAP_HASH per output set of several copies: entry i
+// is copy i's monitor, so two services on one monitor are two entries.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, OUT_SETS);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+		__uint(max_entries, SET_SIZE);
+		__type(key, __u32);
+		__type(value, __u32);
+	});
+} fast_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FAST_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_counter);
+} fast_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FAST_SLOTS);
+	__type(key, __u32);
+	__type(value, struct svc_counter);
+} fast_svcs SEC(".maps");
+
 static __always_inline __u32 setting(__u32 slot) {
 	__u32 *v = bpf_map_lookup_elem(&settings, &slot);
 	return v ? *v : 0;
@@ -147,6 +273,82 @@ static __always_inline int unmatched(struct counters *c) {
 	return XDP_PASS;
 }
 
+// port_id is the fast-table port id of addr in generation gen, 0 if none.
+static __always_inline __u32 port_id(__u32 gen, const __u8 *addr) {
+	struct port_key k = {.gen = gen};
+	__builtin_memcpy(k.addr, addr, ETH_ALEN);
+	__u32 *id = bpf_map_lookup_elem(&fast_ports, &k);
+	return id ? *id : 0;
+}
+
+// fast decides the frame in the kernel (steps 3f-5f above).
+static __always_inline int fast(struct counters *c, struct ethhdr *eth, __u16 vid, __u64 len) {
+	__u32 gen = setting(SETTING_GEN) & 1;
+	__u32 vk = gen * VIDS + vid;
+	__u32 *vclass = bpf_map_lookup_elem(&fast_vids, &vk);
+	if (!vclass) {
+		c->unmatched++;
+		return unmatched(c);
+	}
+	struct decision_key dk = {.gen = gen, .vclass = *vclass, .src = port_id(gen, eth->h_source)};
+	dk.dst = (eth->h_dest[0] & 1) ? MCAST_ID : port_id(gen, eth->h_dest);
+	struct decision *d = bpf_map_lookup_elem(&fast_decisions, &dk);
+	if (!d) {
+		c->unmatched++;
+		return unmatched(c);
+	}
+	__u32 max = setting(SETTING_MAX_FRAME);
+	if (max && len > max) {
+		c->oversize++;
+		return unmatched(c);
+	}
+	for (int i = 0; i < DEC_FLOWS; i++) {
+		if (i >= d->nflows)
+			break;
+		__u32 slot = d->flows[i];
+		struct flow_counter *fc = bpf_map_lookup_elem(&fast_flows, &slot);
+		if (fc) {
+			fc->packets++;
+			fc->bytes += len;
+		}
+	}
+	int ret = XDP_ABORTED;
+	if (d->nout == 1) {
+		ret = bpf_redirect_map(&fast_tx, d->target, 0);
+	} else if (d->nout > 1) {
+		__u32 target = d->target;
+		void *set = bpf_map_lookup_elem(&fast_sets, &target);
+		if (set)
+			ret = bpf_redirect_map(set, 0, BPF_F_BROADCAST);
+	}
+	int ok = ret == XDP_REDIRECT;
+	for (int i = 0; i < DEC_SVCS; i++) {
+		if (i >= d->nsvcs)
+			break;
+		__u32 slot = d->svcs[i] & ~SVC_DOWN;
+		struct svc_counter *sc = bpf_map_lookup_elem(&fast_svcs, &slot);
+		if (!sc)
+			continue;
+		if (d->svcs[i] & SVC_DOWN) {
+			sc->down++;
+		} else if (ok) {
+			sc->packets++;
+			sc->bytes += len;
+		} else {
+			sc->failed++;
+		}
+	}
+	if (ok) {
+		c->fast_redirected++;
+		return XDP_REDIRECT;
+	}
+	if (d->nout == 0)
+		c->fast_no_output++;
+	else
+		c->fast_failed++;
+	return unmatched(c);
+}
+
 SEC("xdp")
 int xdp_capture(struct xdp_md *ctx) {
 	void *data = (void *)(long)ctx->data;
@@ -179,6 +381,9 @@ int xdp_capture(struct xdp_md *ctx) {
 			return unmatched(c);
 		}
 	}
+
+	if (setting(SETTING_FAST))
+		return fast(c, eth, vid, data_end - data);
 
 	int want = ((eth->h_dest[0] & 1) && setting(SETTING_MULTICAST)) || wants(eth->h_source, WANT_SRC) ||
 		   wants(eth->h_dest, WANT_DST);

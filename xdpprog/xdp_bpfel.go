@@ -25,6 +25,33 @@ type xdpCounters struct {
 	Oversize       uint64
 	Passed         uint64
 	Dropped        uint64
+	FastRedirected uint64
+	FastFailed     uint64
+	FastNoOutput   uint64
+}
+
+type xdpDecision struct {
+	_      structs.HostLayout
+	Target uint32
+	Nout   uint16
+	Nflows uint8
+	Nsvcs  uint8
+	Flows  [8]uint16
+	Svcs   [8]uint16
+}
+
+type xdpDecisionKey struct {
+	_      structs.HostLayout
+	Gen    uint32
+	Vclass uint32
+	Src    uint32
+	Dst    uint32
+}
+
+type xdpFlowCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
 }
 
 type xdpMacKey struct {
@@ -33,17 +60,39 @@ type xdpMacKey struct {
 	Pad  [2]uint8
 }
 
+type xdpPortKey struct {
+	_    structs.HostLayout
+	Gen  uint32
+	Addr [6]uint8
+	Pad  [2]uint8
+}
+
+type xdpSvcCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	Down    uint64
+	Failed  uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	xdpMapHints       = "hints"
-	xdpMapMacs        = "macs"
-	xdpMapSettings    = "settings"
-	xdpMapStats       = "stats"
-	xdpMapVlans       = "vlans"
-	xdpMapXsks        = "xsks"
-	xdpProgXdpCapture = "xdp_capture"
+	xdpMapFastDecisions = "fast_decisions"
+	xdpMapFastFlows     = "fast_flows"
+	xdpMapFastPorts     = "fast_ports"
+	xdpMapFastSets      = "fast_sets"
+	xdpMapFastSvcs      = "fast_svcs"
+	xdpMapFastTx        = "fast_tx"
+	xdpMapFastVids      = "fast_vids"
+	xdpMapHints         = "hints"
+	xdpMapMacs          = "macs"
+	xdpMapSettings      = "settings"
+	xdpMapStats         = "stats"
+	xdpMapVlans         = "vlans"
+	xdpMapXsks          = "xsks"
+	xdpProgXdpCapture   = "xdp_capture"
 )
 
 // loadXdp returns the embedded CollectionSpec for xdp.
@@ -95,12 +144,19 @@ type xdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
-	Hints    *ebpf.MapSpec `ebpf:"hints"`
-	Macs     *ebpf.MapSpec `ebpf:"macs"`
-	Settings *ebpf.MapSpec `ebpf:"settings"`
-	Stats    *ebpf.MapSpec `ebpf:"stats"`
-	Vlans    *ebpf.MapSpec `ebpf:"vlans"`
-	Xsks     *ebpf.MapSpec `ebpf:"xsks"`
+	FastDecisions *ebpf.MapSpec `ebpf:"fast_decisions"`
+	FastFlows     *ebpf.MapSpec `ebpf:"fast_flows"`
+	FastPorts     *ebpf.MapSpec `ebpf:"fast_ports"`
+	FastSets      *ebpf.MapSpec `ebpf:"fast_sets"`
+	FastSvcs      *ebpf.MapSpec `ebpf:"fast_svcs"`
+	FastTx        *ebpf.MapSpec `ebpf:"fast_tx"`
+	FastVids      *ebpf.MapSpec `ebpf:"fast_vids"`
+	Hints         *ebpf.MapSpec `ebpf:"hints"`
+	Macs          *ebpf.MapSpec `ebpf:"macs"`
+	Settings      *ebpf.MapSpec `ebpf:"settings"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Vlans         *ebpf.MapSpec `ebpf:"vlans"`
+	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
 
 // xdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -129,16 +185,30 @@ func (o *xdpObjects) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
-	Hints    *ebpf.Map `ebpf:"hints"`
-	Macs     *ebpf.Map `ebpf:"macs"`
-	Settings *ebpf.Map `ebpf:"settings"`
-	Stats    *ebpf.Map `ebpf:"stats"`
-	Vlans    *ebpf.Map `ebpf:"vlans"`
-	Xsks     *ebpf.Map `ebpf:"xsks"`
+	FastDecisions *ebpf.Map `ebpf:"fast_decisions"`
+	FastFlows     *ebpf.Map `ebpf:"fast_flows"`
+	FastPorts     *ebpf.Map `ebpf:"fast_ports"`
+	FastSets      *ebpf.Map `ebpf:"fast_sets"`
+	FastSvcs      *ebpf.Map `ebpf:"fast_svcs"`
+	FastTx        *ebpf.Map `ebpf:"fast_tx"`
+	FastVids      *ebpf.Map `ebpf:"fast_vids"`
+	Hints         *ebpf.Map `ebpf:"hints"`
+	Macs          *ebpf.Map `ebpf:"macs"`
+	Settings      *ebpf.Map `ebpf:"settings"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Vlans         *ebpf.Map `ebpf:"vlans"`
+	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
+		m.FastDecisions,
+		m.FastFlows,
+		m.FastPorts,
+		m.FastSets,
+		m.FastSvcs,
+		m.FastTx,
+		m.FastVids,
 		m.Hints,
 		m.Macs,
 		m.Settings,

@@ -161,6 +161,7 @@ type Capture struct {
 	hints     macHints
 	vlans     VLANSet
 	percpu    []xdpCounters // scratch for Counters
+	fast      fastState     // the fast tables (fast.go)
 	closed    bool
 	// afterWrite, when set (by tests), runs after every single map write of
 	// SetFilter, to check the filter in each intermediate state.
@@ -176,6 +177,10 @@ func Load(cfg Config) (*Capture, error) {
 		return nil, err
 	}
 	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}}
+	c.fast.sets, c.fast.tx = map[string]uint32{}, map[int]bool{}
+	for g := range c.fast.ports {
+		c.fast.ports[g], c.fast.decs[g] = map[[6]byte]uint32{}, map[FastKey]Decision{}
+	}
 	if err := loadXdpObjects(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}

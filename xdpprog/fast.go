@@ -1,0 +1,517 @@
+package xdpprog
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// The fast path decides copies inside the XDP program and sends them with
+// bpf_redirect_map to a DEVMAP, instead of redirecting to an AF_XDP socket:
+// on veth, copy-mode AF_XDP TX builds one skb per copy in the kernel and tops
+// out near 1 Mpps, where an in-kernel redirect measured 2.6 Mpps (issues 3
+// and 4, team/perf.md). The broker tabulates its own classifier into a
+// FastTable; the program only looks the answer up.
+
+// Limits of one FastTable, fixed by the map sizes in xdp.c. A table beyond
+// them is refused with ErrFastLimit and the broker keeps the AF_XDP path.
+const (
+	// MaxFastPorts is the most source-port MACs of one table.
+	MaxFastPorts = 4096
+	// MaxFastDecisions is the most decisions of one table.
+	MaxFastDecisions = 8192
+	// MaxFastSlots bounds flow and service counter slots: 0..MaxFastSlots-1.
+	MaxFastSlots = 1024
+	// MaxDecisionFlows and MaxDecisionServices bound what one frame matches.
+	MaxDecisionFlows    = 8
+	MaxDecisionServices = 8
+	// MaxOutputSets is the most distinct multi-copy output sets of one
+	// table (two generations and the barrier slot share 256 map slots).
+	MaxOutputSets = 127
+	// MaxSetCopies is the most copies of one frame.
+	MaxSetCopies = 64
+	// MaxFastMonitors is the most monitors of one-copy decisions (two
+	// generations share the 256-entry fast_tx DEVMAP).
+	MaxFastMonitors = 128
+	// MulticastPort is the destination port id of a group address.
+	MulticastPort = 0xffffffff
+)
+
+// Settings slots of the fast path; keep equal to SETTING_FAST / SETTING_GEN.
+const (
+	settingFast uint32 = 3
+	settingGen  uint32 = 4
+	// vids, svcDown, outSets: keep equal to VIDS, SVC_DOWN, OUT_SETS.
+	vids    = 4096
+	svcDown = 0x8000
+	outSets = 256
+	// barrierSlot is a fast_sets slot never used: deleting it makes the
+	// kernel wait for every running program (synchronize_rcu, which the
+	// syscall does after any change to a map-of-maps).
+	barrierSlot = outSets - 1
+)
+
+// ErrFastLimit wraps the reason a FastTable does not fit the program.
+var ErrFastLimit = errors.New("fast table exceeds the xdp program's limits")
+
+// FastTable is the complete in-kernel decision of one capture interface:
+// for every (VLAN class of the outer VID, source port, destination port),
+// which flows match and which monitors get a copy. A key without a decision
+// means no flow wants the frame (it gets the unmatched action).
+type FastTable struct {
+	// VIDClass is the VLAN class of each outer VID (0: untagged).
+	VIDClass [vids]uint32
+	// Ports maps a source port's MAC to its port id, 1 or more (0 is "not
+	// a port", MulticastPort a group destination).
+	Ports map[[6]byte]uint32
+	// Decisions of the table.
+	Decisions map[FastKey]Decision
+}
+
+// FastKey is what the program looks a frame up by.
+type FastKey struct {
+	VIDClass uint32
+	// Src is the port id of the source MAC, 0 when it is no port's.
+	Src uint32
+	// Dst is the port id of the destination MAC, 0 when it is no port's,
+	// MulticastPort for a group address.
+	Dst uint32
+}
+
+// Decision is what becomes of a frame.
+type Decision struct {
+	// Outputs holds one monitor ifindex per copy: a monitor twice gets two
+	// copies (two services on it).
+	Outputs []int
+	// Flows are the counter slots of the flows the frame matches.
+	Flows []uint16
+	// Services are the services the frame goes to, each once.
+	Services []DecisionService
+}
+
+// DecisionService is one service of a decision.
+type DecisionService struct {
+	// Slot is the service's counter slot.
+	Slot uint16
+	// Down says its monitor is unavailable: the copy is counted, not sent.
+	Down bool
+}
+
+// FastFlowCounter and FastServiceCounter are counters of one slot, summed
+// over CPUs; they only grow while the program is loaded.
+type FastFlowCounter struct{ Packets, Bytes uint64 }
+
+type FastServiceCounter struct {
+	// Packets and Bytes were handed to the DEVMAP.
+	Packets, Bytes uint64
+	// Down copies had no usable monitor; Failed copies were refused by
+	// bpf_redirect_map.
+	Down, Failed uint64
+}
+
+// fastState mirrors what the fast maps of a Capture hold, so SetFast writes
+// only differences and can always complete an interrupted change.
+type fastState struct {
+	on      bool
+	gen     uint32                  // the live generation
+	vidInit [2]bool                 // vids[g] mirrors the kernel
+	vids    [2][vids]uint32         // fast_vids, per generation
+	ports   [2]map[[6]byte]uint32   // fast_ports, per generation
+	decs    [2]map[FastKey]Decision // fast_decisions, per generation
+	sets    map[string]uint32       // output set (setKey) -> fast_sets slot
+	tx      map[int]bool            // fast_tx keys
+	// scratch for per-CPU lookups
+	flowPC []xdpFlowCounter
+	svcPC  []xdpSvcCounter
+}
+
+var innerSpec struct {
+	once sync.Once
+	spec *ebpf.MapSpec
+	err  error
+}
+
+// setSpec is the spec of one output set, the inner map of fast_sets.
+func setSpec() (*ebpf.MapSpec, error) {
+	innerSpec.once.Do(func() {
+		cs, err := loadXdp()
+		if err != nil {
+			innerSpec.err = fmt.Errorf("load xdp spec: %w", err)
+			return
+		}
+		innerSpec.spec = cs.Maps["fast_sets"].InnerMap
+	})
+	return innerSpec.spec, innerSpec.err
+}
+
+// check reports the first limit t exceeds, wrapping ErrFastLimit.
+func (t *FastTable) check() error {
+	limit := func(format string, a ...any) error {
+		return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), ErrFastLimit)
+	}
+	if len(t.Ports) > MaxFastPorts {
+		return limit("%d ports, at most %d", len(t.Ports), MaxFastPorts)
+	}
+	if len(t.Decisions) > MaxFastDecisions {
+		return limit("%d decisions, at most %d", len(t.Decisions), MaxFastDecisions)
+	}
+	sets, mons := map[string]bool{}, map[int]bool{}
+	for _, d := range t.Decisions {
+		switch {
+		case len(d.Flows) > MaxDecisionFlows:
+			return limit("a frame matches %d flows, at most %d", len(d.Flows), MaxDecisionFlows)
+		case len(d.Services) > MaxDecisionServices:
+			return limit("a frame goes to %d services, at most %d", len(d.Services), MaxDecisionServices)
+		case len(d.Outputs) > MaxSetCopies:
+			return limit("a frame has %d copies, at most %d", len(d.Outputs), MaxSetCopies)
+		case len(d.Outputs) == 1:
+			mons[d.Outputs[0]] = true
+		case len(d.Outputs) > 1:
+			sets[setKey(d.Outputs)] = true
+		}
+		for _, s := range d.Flows {
+			if s >= MaxFastSlots {
+				return limit("flow counter slot %d, at most %d", s, MaxFastSlots-1)
+			}
+		}
+		for _, s := range d.Services {
+			if s.Slot >= MaxFastSlots {
+				return limit("service counter slot %d, at most %d", s.Slot, MaxFastSlots-1)
+			}
+		}
+	}
+	if len(sets) > MaxOutputSets {
+		return limit("%d output sets, at most %d", len(sets), MaxOutputSets)
+	}
+	if len(mons) > MaxFastMonitors {
+		return limit("%d monitors, at most %d", len(mons), MaxFastMonitors)
+	}
+	return nil
+}
+
+// setKey is the canonical name of a multiset of output ifindexes.
+func setKey(outs []int) string {
+	s := slices.Clone(outs)
+	slices.Sort(s)
+	var b strings.Builder
+	for _, o := range s {
+		b.WriteString(strconv.Itoa(o))
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+// FastOn reports whether the program decides frames in the kernel.
+func (c *Capture) FastOn() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fast.on
+}
+
+// SetFast makes the program decide frames with t in the kernel instead of
+// redirecting them to the AF_XDP sockets; nil goes back to the sockets.
+//
+// The change is atomic for every frame: the new table is written beside the
+// live one as the other generation, one settings word flips the program to
+// it, the kernel waits until no program can still be using the old
+// generation, and only then is the old one deleted. A frame is decided
+// wholly by the old or wholly by the new table, so a change never drops or
+// duplicates frames it does not touch. A table beyond the limits is refused
+// with an error wrapping ErrFastLimit before anything is written.
+func (c *Capture) SetFast(t *FastTable) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("set fast table: %w", ErrClosed)
+	}
+	if t == nil {
+		return c.fastOffLocked()
+	}
+	if err := t.check(); err != nil {
+		return fmt.Errorf("set fast table: %w", err)
+	}
+	if err := c.setFastLocked(t); err != nil {
+		return fmt.Errorf("set fast table: %w", err)
+	}
+	return nil
+}
+
+func (c *Capture) setFastLocked(t *FastTable) error {
+	f := &c.fast
+	next := f.gen ^ 1
+	// 1. Outputs the new table needs, next to those the live one uses.
+	need := map[string]bool{}
+	needTx := map[int]bool{}
+	for _, d := range t.Decisions {
+		switch len(d.Outputs) {
+		case 0:
+		case 1:
+			needTx[d.Outputs[0]] = true
+		default:
+			need[setKey(d.Outputs)] = true
+			if err := c.putSetLocked(d.Outputs); err != nil {
+				return err
+			}
+		}
+	}
+	for ifindex := range needTx {
+		if !f.tx[ifindex] {
+			if err := c.objs.FastTx.Update(uint32(ifindex), uint32(ifindex), ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("monitor ifindex %d: %w", ifindex, err)
+			}
+			f.tx[ifindex] = true
+		}
+	}
+	// 2. The next generation: VLAN classes, ports, decisions.
+	if err := c.writeGenLocked(next, t); err != nil {
+		return err
+	}
+	// 3. Flip, then wait out every program that read the old generation.
+	if err := c.objs.Settings.Update(settingGen, next, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("flip generation: %w", err)
+	}
+	f.gen = next
+	if !f.on {
+		if err := c.objs.Settings.Update(settingFast, uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("turn fast path on: %w", err)
+		}
+		f.on = true
+	}
+	if err := c.barrierLocked(); err != nil {
+		return err
+	}
+	// 4. Delete the old generation and the outputs only it used.
+	if err := c.writeGenLocked(next^1, &FastTable{}); err != nil {
+		return err
+	}
+	return c.dropOutputsLocked(need, needTx)
+}
+
+// putSetLocked makes sure an output set of outs exists in fast_sets.
+func (c *Capture) putSetLocked(outs []int) error {
+	f := &c.fast
+	key := setKey(outs)
+	if _, ok := f.sets[key]; ok {
+		return nil
+	}
+	slot := -1
+	used := map[uint32]bool{}
+	for _, s := range f.sets {
+		used[s] = true
+	}
+	for s := uint32(0); s < barrierSlot; s++ {
+		if !used[s] {
+			slot = int(s)
+			break
+		}
+	}
+	if slot < 0 {
+		return fmt.Errorf("no free output set slot: %w", ErrFastLimit)
+	}
+	spec, err := setSpec()
+	if err != nil {
+		return err
+	}
+	m, err := ebpf.NewMap(spec.Copy())
+	if err != nil {
+		return fmt.Errorf("create output set: %w", err)
+	}
+	// fast_sets holds its own reference to the inner map; ours goes.
+	defer m.Close()
+	for i, ifindex := range outs {
+		if err := m.Update(uint32(i), uint32(ifindex), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("output set copy %d to ifindex %d: %w", i, ifindex, err)
+		}
+	}
+	if err := c.objs.FastSets.Update(uint32(slot), m, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("output set slot %d: %w", slot, err)
+	}
+	f.sets[key] = uint32(slot)
+	return nil
+}
+
+// writeGenLocked brings generation g of the fast maps to t, writing and
+// deleting only what differs from the mirror.
+func (c *Capture) writeGenLocked(g uint32, t *FastTable) error {
+	f := &c.fast
+	if len(t.Ports) > 0 || len(t.Decisions) > 0 {
+		for v := range t.VIDClass {
+			if f.vidInit[g] && f.vids[g][v] == t.VIDClass[v] {
+				continue
+			}
+			if err := c.objs.FastVids.Update(g*vids+uint32(v), t.VIDClass[v], ebpf.UpdateAny); err != nil {
+				f.vidInit[g] = false
+				return fmt.Errorf("vlan class of vid %d: %w", v, err)
+			}
+			f.vids[g][v] = t.VIDClass[v]
+		}
+		f.vidInit[g] = true
+	}
+	for mac, id := range t.Ports {
+		if old, ok := f.ports[g][mac]; ok && old == id {
+			continue
+		}
+		if err := c.objs.FastPorts.Update(xdpPortKey{Gen: g, Addr: mac}, id, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("port %x: %w", mac, err)
+		}
+		f.ports[g][mac] = id
+	}
+	for mac := range f.ports[g] {
+		if _, ok := t.Ports[mac]; ok {
+			continue
+		}
+		if err := c.objs.FastPorts.Delete(xdpPortKey{Gen: g, Addr: mac}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete port %x: %w", mac, err)
+		}
+		delete(f.ports[g], mac)
+	}
+	for k, d := range t.Decisions {
+		v, err := c.decisionValueLocked(d)
+		if err != nil {
+			return err
+		}
+		if err := c.objs.FastDecisions.Update(decisionKey(g, k), v, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("decision %+v: %w", k, err)
+		}
+		f.decs[g][k] = d
+	}
+	for k := range f.decs[g] {
+		if _, ok := t.Decisions[k]; ok {
+			continue
+		}
+		if err := c.objs.FastDecisions.Delete(decisionKey(g, k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete decision %+v: %w", k, err)
+		}
+		delete(f.decs[g], k)
+	}
+	return nil
+}
+
+func decisionKey(g uint32, k FastKey) xdpDecisionKey {
+	return xdpDecisionKey{Gen: g, Vclass: k.VIDClass, Src: k.Src, Dst: k.Dst}
+}
+
+// decisionValueLocked is the kernel form of d; its output set exists.
+func (c *Capture) decisionValueLocked(d Decision) (xdpDecision, error) {
+	v := xdpDecision{Nout: uint16(len(d.Outputs)), Nflows: uint8(len(d.Flows)), Nsvcs: uint8(len(d.Services))}
+	switch len(d.Outputs) {
+	case 0:
+	case 1:
+		v.Target = uint32(d.Outputs[0])
+	default:
+		slot, ok := c.fast.sets[setKey(d.Outputs)]
+		if !ok {
+			return v, fmt.Errorf("output set %v not written", d.Outputs)
+		}
+		v.Target = slot
+	}
+	copy(v.Flows[:], d.Flows)
+	for i, s := range d.Services {
+		v.Svcs[i] = s.Slot
+		if s.Down {
+			v.Svcs[i] |= svcDown
+		}
+	}
+	return v, nil
+}
+
+// barrierLocked returns once no program that started before it runs: the
+// kernel runs synchronize_rcu after any change to a map-of-maps, and an XDP
+// program runs inside one RCU read-side section (redirect flush included).
+func (c *Capture) barrierLocked() error {
+	if err := c.objs.FastSets.Delete(uint32(barrierSlot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
+}
+
+// dropOutputsLocked deletes output sets and fast_tx entries not in keep.
+func (c *Capture) dropOutputsLocked(keep map[string]bool, keepTx map[int]bool) error {
+	f := &c.fast
+	for key, slot := range f.sets {
+		if keep[key] {
+			continue
+		}
+		if err := c.objs.FastSets.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete output set %d: %w", slot, err)
+		}
+		delete(f.sets, key)
+	}
+	for ifindex := range f.tx {
+		if keepTx[ifindex] {
+			continue
+		}
+		if err := c.objs.FastTx.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete monitor ifindex %d: %w", ifindex, err)
+		}
+		delete(f.tx, ifindex)
+	}
+	return nil
+}
+
+// fastOffLocked sends frames to the sockets again and empties the tables.
+func (c *Capture) fastOffLocked() error {
+	f := &c.fast
+	if f.on {
+		if err := c.objs.Settings.Update(settingFast, uint32(0), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("turn fast path off: %w", err)
+		}
+		f.on = false
+		if err := c.barrierLocked(); err != nil {
+			return err
+		}
+	}
+	for g := range uint32(2) {
+		if err := c.writeGenLocked(g, &FastTable{}); err != nil {
+			return fmt.Errorf("clear fast table: %w", err)
+		}
+	}
+	if err := c.dropOutputsLocked(nil, nil); err != nil {
+		return fmt.Errorf("clear fast table: %w", err)
+	}
+	return nil
+}
+
+// FastFlow returns the counters of flow counter slot, summed over CPUs.
+func (c *Capture) FastFlow(slot uint16) (FastFlowCounter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return FastFlowCounter{}, fmt.Errorf("read fast flow counter %d: %w", slot, ErrClosed)
+	}
+	if err := c.objs.FastFlows.Lookup(uint32(slot), &c.fast.flowPC); err != nil {
+		return FastFlowCounter{}, fmt.Errorf("read fast flow counter %d: %w", slot, err)
+	}
+	var s FastFlowCounter
+	for _, p := range c.fast.flowPC {
+		s.Packets += p.Packets
+		s.Bytes += p.Bytes
+	}
+	return s, nil
+}
+
+// FastService returns the counters of service counter slot, summed over
+// CPUs.
+func (c *Capture) FastService(slot uint16) (FastServiceCounter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return FastServiceCounter{}, fmt.Errorf("read fast service counter %d: %w", slot, ErrClosed)
+	}
+	if err := c.objs.FastSvcs.Lookup(uint32(slot), &c.fast.svcPC); err != nil {
+		return FastServiceCounter{}, fmt.Errorf("read fast service counter %d: %w", slot, err)
+	}
+	var s FastServiceCounter
+	for _, p := range c.fast.svcPC {
+		s.Packets += p.Packets
+		s.Bytes += p.Bytes
+		s.Down += p.Down
+		s.Failed += p.Failed
+	}
+	return s, nil
+}

@@ -1,0 +1,71 @@
+package xdpprog
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// TestFastDecides runs the loaded program on frames against a fast table:
+// a decided frame counts its flows and services and is redirected (one copy
+// or a broadcast set), a frame whose services are down is counted, a frame
+// no decision covers is unmatched, and SetFast(nil) goes back to the early
+// filter. lo (ifindex 1) stands in for monitors: BPF_PROG_TEST_RUN does not
+// deliver the redirect.
+func TestFastDecides(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1, macB: 2}, Decisions: map[FastKey]Decision{
+		{VIDClass: 0, Src: 1, Dst: 0}:             {Outputs: []int{1}, Flows: []uint16{3}, Services: []DecisionService{{Slot: 5}}},
+		{VIDClass: 0, Src: 1, Dst: 2}:             {Outputs: []int{1, 1}, Flows: []uint16{3, 4}, Services: []DecisionService{{Slot: 5}, {Slot: 6}}},
+		{VIDClass: 0, Src: 0, Dst: MulticastPort}: {Flows: []uint16{4}, Services: []DecisionService{{Slot: 6, Down: true}}},
+	}}
+	tab.VIDClass[10] = 1                 // VID 10 is wanted by no decision
+	for round := 0; round < 2; round++ { // the second round flips the generation with the same table
+		if err := c.SetFast(tab); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name  string
+			frame []byte
+			want  Outcome
+		}{
+			{"out of A", frame(t, macOther, macA, nil, 46, 0), FastRedirected},
+			{"A to B: two copies", frame(t, macB, macA, nil, 46, 0), FastRedirected},
+			{"broadcast from elsewhere: service down", frame(t, macBcast, macOther, nil, 46, 0), FastNoOutput},
+			{"out of A on VID 10: no decision", frame(t, macOther, macA, []tag{{0x8100, 10}}, 46, 0), Unmatched},
+			{"C to C", frame(t, macOther, macOther, nil, 46, 0), Unmatched},
+		}
+		for _, tc := range cases {
+			if o, err := c.Run(tc.frame); err != nil || o != tc.want {
+				t.Errorf("round %d: Run(%s) = %v, %v; want %v", round, tc.name, o, err, tc.want)
+			}
+		}
+	}
+	f3, _ := c.FastFlow(3)
+	f4, _ := c.FastFlow(4)
+	s5, _ := c.FastService(5)
+	s6, _ := c.FastService(6)
+	if f3.Packets != 4 || f4.Packets != 4 || s5.Packets != 4 || s6.Packets != 2 || s6.Down != 2 || f3.Bytes != 240 {
+		t.Errorf("counters: flow3 %+v flow4 %+v svc5 %+v svc6 %+v; want 4, 4, 4, 2+2 down", f3, f4, s5, s6)
+	}
+	if n := len(c.fast.sets); n != 1 {
+		t.Errorf("%d output sets, want 1 (reused across generations)", n)
+	}
+	if err := c.SetFast(nil); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := c.Run(frame(t, macOther, macA, nil, 46, 0)); err != nil || o != Unmatched {
+		t.Errorf("after SetFast(nil): Run = %v, %v; want unmatched (empty early filter)", o, err)
+	}
+	if len(c.fast.sets) != 0 || len(c.fast.tx) != 0 || len(c.fast.decs[0])+len(c.fast.decs[1]) != 0 {
+		t.Errorf("after SetFast(nil): state %+v, want empty", c.fast)
+	}
+	big := &FastTable{Decisions: map[FastKey]Decision{{}: {Flows: make([]uint16, MaxDecisionFlows+1)}}}
+	if err := c.SetFast(big); !errors.Is(err, ErrFastLimit) {
+		t.Errorf("SetFast(%d flows per decision) = %v, want ErrFastLimit", MaxDecisionFlows+1, err)
+	}
+}
