@@ -54,6 +54,7 @@ type capture struct {
 	prog    *xdpprog.Capture
 	workers []*worker
 	table   atomic.Pointer[table]
+	fast    fastCapture // guarded by Broker.mu
 }
 
 // New starts a broker with no plan: nothing is attached until Apply. It
@@ -219,6 +220,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			if err := c.prog.SetFilter(xdpFilter(flows)); err != nil {
 				st = Status{State: StateError, Reason: fmt.Sprintf("set xdp filter of %s: %v", name, err)}
 			}
+			b.applyFast(c, t, flows)
 		}
 		capStatus[name] = st
 	}

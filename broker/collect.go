@@ -80,6 +80,7 @@ func outputCounters(o *output, drops, counters map[string]uint64) {
 func (b *Broker) retireCapture(c *capture) {
 	t := b.totals(c.name, "capture")
 	captureCounters(c, t.drops, t.counters)
+	b.harvestFast(c, nil, nil)
 	for _, w := range c.workers {
 		addSet(&b.retired, w.ctr.Load())
 	}
@@ -93,9 +94,7 @@ func (b *Broker) retireOutput(o *output) {
 // addSet adds src's counters into dst, growing dst as needed; dst is
 // b.retired, guarded by b.mu.
 func addSet(dst, src *counterSet) {
-	if g := dst.grown(int32(len(src.flows)), int32(len(src.svcs))); g != dst {
-		*dst = counterSet{flows: g.flows, svcs: g.svcs}
-	}
+	dst.ensure(int32(len(src.flows)), int32(len(src.svcs)))
 	dst.add(src)
 }
 
@@ -110,7 +109,7 @@ func (b *Broker) Stats() Stats {
 		return st
 	}
 	st.PlanVersion = b.plan.Version
-	sets := []*counterSet{&b.retired}
+	sets := []*counterSet{&b.retired, b.fastCounters()}
 	for _, c := range b.captures {
 		for _, w := range c.workers {
 			sets = append(sets, w.ctr.Load())
@@ -146,10 +145,18 @@ func (b *Broker) Stats() Stats {
 		seen["c/"+f.Iface] = true
 		var add func(d, c map[string]uint64)
 		queues := 0
-		if c := b.captures[f.Iface]; c != nil {
+		c := b.captures[f.Iface]
+		if c != nil {
 			add, queues = func(d, cs map[string]uint64) { captureCounters(c, d, cs) }, len(c.workers)
 		}
-		st.Interfaces = append(st.Interfaces, iface(f.Iface, "capture", queues, add))
+		is := iface(f.Iface, "capture", queues, add)
+		if c != nil {
+			is.Path, is.PathReason = pathUserspace, c.fast.why
+			if c.fast.on {
+				is.Path = pathFast
+			}
+		}
+		st.Interfaces = append(st.Interfaces, is)
 	}
 	for _, s := range b.plan.Services {
 		if s.Iface == "" || seen["m/"+s.Iface] {

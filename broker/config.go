@@ -42,6 +42,13 @@ type Config struct {
 	BusyPoll bool
 	// CPUs, when not empty, pins worker i to CPUs[i % len(CPUs)].
 	CPUs []int
+	// FastPath lets the XDP program of a capture interface decide frames
+	// and send their copies in the kernel (DEVMAP redirect, no AF_XDP
+	// copy), whenever its plan fits the program's tables and its monitors
+	// take redirected frames; otherwise, and when false, frames go through
+	// the AF_XDP workers. taasd turns it on by default ([broker]
+	// fast_path); the zero Config keeps the AF_XDP path.
+	FastPath bool
 	// PollTimeout bounds how long an idle worker sleeps before it checks
 	// whether it must stop; default 100ms.
 	PollTimeout time.Duration

@@ -28,10 +28,12 @@ const (
 	dropTxRingFull
 	// dropMonitorDown: the service's monitor interface is missing or down.
 	dropMonitorDown
+	// dropRedirectFailed: the fast path's bpf_redirect_map refused the copy.
+	dropRedirectFailed
 	numServiceDrops
 )
 
-var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down"}
+var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down", "redirect_failed"}
 
 func (d serviceDrop) String() string { return serviceDropNames[d] }
 
@@ -67,6 +69,24 @@ func (c *counterSet) add(src *counterSet) {
 		for d := range src.svcs[i].drops {
 			c.svcs[i].drops[d].Add(src.svcs[i].drops[d].Load())
 		}
+	}
+}
+
+// flowAt and svcAt return the counters of a slot, growing c to hold it;
+// only for sets that no worker bumps (b.retired, Stats' scratch).
+func (c *counterSet) flowAt(s int32) *flowCounter {
+	c.ensure(s+1, 0)
+	return &c.flows[s]
+}
+
+func (c *counterSet) svcAt(s int32) *serviceCounter {
+	c.ensure(0, s+1)
+	return &c.svcs[s]
+}
+
+func (c *counterSet) ensure(flowSlots, svcSlots int32) {
+	if g := c.grown(flowSlots, svcSlots); g != c {
+		*c = counterSet{flows: g.flows, svcs: g.svcs}
 	}
 }
 

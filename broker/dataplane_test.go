@@ -50,6 +50,9 @@ func newTopo(t *testing.T, monitors, queues int) *topo {
 		ns := testutil.Netns(t, fmt.Sprintf("%smon%d", p, i))
 		name := fmt.Sprintf("%smon%d", p, i)
 		testutil.Veth(t, name, name+"p", testutil.VethOpts{NetnsB: ns})
+		// The fast path's redirect into a veth needs XDP or GRO on its peer
+		// (gotcha 10); the AF_XDP path does not care.
+		testutil.Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", name+"p", "gro", "on")
 		tp.mons = append(tp.mons, name)
 		tp.caps = append(tp.caps, packettest.NewCapture(t, ns, name+"p", packettest.IsTest))
 	}
@@ -153,11 +156,44 @@ func expect(t *testing.T, c *packettest.Capture, what string, sent map[uint32][]
 	}
 }
 
-func TestBrokerClassifiesAndFansOut(t *testing.T) {
+// forEachPath runs test on the AF_XDP path and on the fast path: the same
+// frames must reach the same monitors byte for byte either way.
+func forEachPath(t *testing.T, test func(t *testing.T, fast bool)) {
+	for _, fast := range []bool{false, true} {
+		name := pathUserspace
+		if fast {
+			name = pathFast
+		}
+		t.Run(name, func(t *testing.T) { test(t, fast) })
+	}
+}
+
+// wantPath fails unless capture interface name takes the path asked for,
+// so that a fast-path test cannot pass on the AF_XDP fallback.
+func wantPath(t *testing.T, b *Broker, name string, fast bool) {
+	t.Helper()
+	want := pathUserspace
+	if fast {
+		want = pathFast
+	}
+	for _, is := range b.Stats().Interfaces {
+		if is.Name == name {
+			if is.Path != want {
+				t.Fatalf("capture %s takes path %q (%s), want %q", name, is.Path, is.PathReason, want)
+			}
+			return
+		}
+	}
+	t.Fatalf("no stats of capture %s", name)
+}
+
+func TestBrokerClassifiesAndFansOut(t *testing.T) { forEachPath(t, testBrokerClassifiesAndFansOut) }
+
+func testBrokerClassifiesAndFansOut(t *testing.T, fast bool) {
 	tp := newTopo(t, 2, 1)
-	b := newBroker(t, Config{})
+	b := newBroker(t, Config{FastPath: fast})
 	a, c := mac6(hwA), mac6(hwC)
-	svcs := []Service{{ID: "s0", Iface: tp.mons[0]}, {ID: "s1", Iface: tp.mons[1]}}
+	svcs := []Service{{ID: "s0", Iface: tp.mons[0]}, {ID: "s1", Iface: tp.mons[1]}, {ID: "s2", Iface: tp.mons[0]}}
 	type frameSpec struct {
 		dst, src net.HardwareAddr
 		tags     []packettest.Tag
@@ -213,6 +249,12 @@ func TestBrokerClassifiesAndFansOut(t *testing.T) {
 			mon1:   []uint32{1, 2},
 		},
 		{
+			name:   "two services on one monitor get a copy each",
+			flows:  []Flow{{ID: "f1", ServiceID: "s0", MAC: a, Direction: DirOut}, {ID: "f2", ServiceID: "s2", MAC: a, Direction: DirBoth}},
+			frames: []frameSpec{{hwB, hwA, nil}, {hwA, hwB, nil}},
+			mon0:   []uint32{1, 1, 2},
+		},
+		{
 			name:   "two sources into one service",
 			flows:  []Flow{{ID: "f1", ServiceID: "s0", MAC: a, Direction: DirOut}, {ID: "f2", ServiceID: "s0", MAC: c, Direction: DirOut}},
 			frames: []frameSpec{{hwB, hwA, nil}, {hwB, hwC, nil}, {hwB, hwB, nil}},
@@ -230,6 +272,7 @@ func TestBrokerClassifiesAndFansOut(t *testing.T) {
 				plan.Flows = append(plan.Flows, f)
 			}
 			wantActive(t, apply(t, b, plan))
+			wantPath(t, b, tp.capIf, fast)
 			tp.reset()
 			sent := map[uint32][]byte{}
 			for j, fs := range tc.frames {

@@ -19,6 +19,12 @@ type IfaceStats struct {
 	Role   string `json:"role"` // "capture" or "monitor"
 	LinkUp bool   `json:"link_up"`
 	Queues int    `json:"queues"`
+	// Path is how a capture interface's frames are decided and copied:
+	// "fast" (in the XDP program, copies sent by DEVMAP redirect) or
+	// "userspace" (AF_XDP workers); PathReason says why not fast. Empty
+	// for monitors.
+	Path       string `json:"path,omitempty"`
+	PathReason string `json:"path_reason,omitempty"`
 	// Kernel netdev counters, as ip -s link shows them.
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`

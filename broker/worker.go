@@ -286,6 +286,10 @@ type output struct {
 	name    string
 	ifindex int
 	up      atomic.Bool
+	// refused: the monitor cannot take frames redirected by the fast path
+	// (a veth whose peer has neither XDP nor GRO, gotcha 10); captures that
+	// send to it use the AF_XDP path.
+	refused atomic.Bool
 	ctr     [numOutputCounters]atomic.Uint64
 
 	mu   sync.Mutex
