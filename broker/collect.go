@@ -122,6 +122,12 @@ func (b *Broker) Stats() Stats {
 			if ls.stats != nil {
 				is.RxPackets, is.RxBytes = ls.stats.RxPackets, ls.stats.RxBytes
 				is.TxPackets, is.TxBytes = ls.stats.TxPackets, ls.stats.TxBytes
+				// The netdev's own drop counters: on veth, rx_dropped of a
+				// capture holds frames its 256-slot ring could not take
+				// (gotcha 11) and fast-path copies the kernel could not
+				// forward (monitor down); tx_dropped of a monitor holds
+				// redirected frames its peer refused (gotcha 10).
+				is.Drops["kernel_rx_dropped"], is.Drops["kernel_tx_dropped"] = ls.stats.RxDropped, ls.stats.TxDropped
 			}
 		}
 		if t := b.retIface[name]; t != nil && t.role == role {
