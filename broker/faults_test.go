@@ -172,7 +172,9 @@ func TestBrokerUnboundAndMissing(t *testing.T) {
 
 // Creating and deleting other flows, services and monitors while a steady
 // stream flows loses nothing of the untouched flow.
-func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) { forEachPath(t, testBrokerChurnKeepsUntouchedFlow) }
+func TestBrokerChurnKeepsUntouchedFlow(t *testing.T) {
+	forEachPath(t, testBrokerChurnKeepsUntouchedFlow)
+}
 
 func testBrokerChurnKeepsUntouchedFlow(t *testing.T, fast bool) {
 	tp := newTopo(t, 2, 1)
