@@ -76,7 +76,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return err
 	}
 	r.version++
-	plan := buildPlan(r.version, svcs, flows)
+	plan, held := buildPlan(r.version, svcs, flows)
 	report, err := r.dp.Apply(ctx, plan)
 	if err != nil {
 		// Nothing of this plan is known to be realised: say so on each.
@@ -89,6 +89,12 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		for _, f := range plan.Flows {
 			report.Flows[f.ID] = fail
 		}
+	}
+	for id, st := range held.Services {
+		report.Services[id] = st
+	}
+	for id, st := range held.Flows {
+		report.Flows[id] = st
 	}
 	changedSvcs, changedFlows := map[string]store.Status{}, map[string]store.Status{}
 	var evs []Event
@@ -129,14 +135,33 @@ func toStoreStatus(m map[string]broker.Status, id string) store.Status {
 }
 
 // buildPlan turns the desired state into the data plane's plan. Unbound
-// ports give an empty Iface; the data plane reports those DOWN.
-func buildPlan(version uint64, svcs []store.DesiredService, flows []store.DesiredFlow) *broker.Plan {
-	p := &broker.Plan{Version: version, Services: make([]broker.Service, 0, len(svcs)),
+// ports give an empty Iface; the data plane reports those DOWN. What sits on
+// an administratively down port (admin_state_up false, as Neutron means it:
+// the port passes no traffic) stays out of the plan: a service on such a
+// port, every flow into that service, and every flow whose source is such a
+// port. held gives their statuses, DOWN with the reason.
+func buildPlan(version uint64, svcs []store.DesiredService, flows []store.DesiredFlow) (p *broker.Plan, held broker.Report) {
+	p = &broker.Plan{Version: version, Services: make([]broker.Service, 0, len(svcs)),
 		Flows: make([]broker.Flow, 0, len(flows))}
+	held = broker.Report{Version: version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	downPort := map[string]string{} // service id -> its administratively down port
 	for _, s := range svcs {
+		if !s.PortUp {
+			held.Services[s.ID] = adminDown("port", s.PortID)
+			downPort[s.ID] = s.PortID
+			continue
+		}
 		p.Services = append(p.Services, broker.Service{ID: s.ID, Iface: s.Iface})
 	}
 	for _, f := range flows {
+		if !f.PortUp {
+			held.Flows[f.ID] = adminDown("source port", f.SourcePortID)
+			continue
+		}
+		if port, down := downPort[f.ServiceID]; down {
+			held.Flows[f.ID] = adminDown("tap service's port", port)
+			continue
+		}
 		bf := broker.Flow{ID: f.ID, ServiceID: f.ServiceID, SourcePortID: f.SourcePortID, Iface: f.Iface,
 			Direction: directions[f.Direction], VLANFilter: f.VLANFilter}
 		// The API validated and normalised the MAC; a bad one here would be
@@ -146,7 +171,11 @@ func buildPlan(version uint64, svcs []store.DesiredService, flows []store.Desire
 		}
 		p.Flows = append(p.Flows, bf)
 	}
-	return p
+	return p, held
+}
+
+func adminDown(what, portID string) broker.Status {
+	return broker.Status{State: broker.StateDown, Reason: fmt.Sprintf("%s %s is administratively down (admin_state_up is false)", what, portID)}
 }
 
 var directions = map[string]broker.Direction{"IN": broker.DirIn, "OUT": broker.DirOut, "BOTH": broker.DirBoth}

@@ -159,6 +159,92 @@ func TestReconcilerPlanAndStatus(t *testing.T) {
 	}
 }
 
+// TestReconcilerAdminDown: a port with admin_state_up false carries no
+// traffic, as in Neutron: the service on it and every flow into that service
+// leave the plan, so do flows sourced on it, each DOWN with the reason; the
+// port back up brings them back ACTIVE.
+func TestReconcilerAdminDown(t *testing.T) {
+	dp := newRecorder()
+	dp.ifaceUp["mon0"], dp.ifaceUp["mon1"], dp.ifaceUp["veth0"] = true, true, true
+	ts := startServer(t, Config{DataPlane: dp})
+	ctx := context.Background()
+	src := ts.createPort("src", "veth0", "fa:16:3e:aa:bb:01")
+	other := ts.createPort("other", "veth0", "fa:16:3e:aa:bb:02")
+	mon := ts.createPort("mon", "mon0", "")
+	mon1 := ts.createPort("mon1", "mon1", "")
+	svc := ts.createService("s", mon)
+	svc1 := ts.createService("s1", mon1)
+	fSrc := ts.createFlow("from-src", svc1, src, "BOTH", nil)
+	fOther := ts.createFlow("from-other", svc1, other, "BOTH", nil)
+	fIntoSvc := ts.createFlow("into-s", svc, other, "IN", nil)
+
+	status := func(kind, id string) (state, reason string) {
+		t.Helper()
+		st := ts.must(200, "GET", "/v2.0/taas/stats", "", "taas_stats")
+		for _, e := range st[kind].([]any) {
+			if m := e.(map[string]any); m["id"] == id {
+				return m["status"].(string), m["status_reason"].(string)
+			}
+		}
+		t.Fatalf("%s %s not in stats", kind, id)
+		return "", ""
+	}
+	inPlan := func(id string) bool {
+		p := dp.last()
+		for _, s := range p.Services {
+			if s.ID == id {
+				return true
+			}
+		}
+		for _, f := range p.Flows {
+			if f.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+
+	ts.must(200, "PUT", "/v2.0/ports/"+src, `{"port": {"admin_state_up": false}}`, "port")
+	ts.must(200, "PUT", "/v2.0/ports/"+mon, `{"port": {"admin_state_up": false}}`, "port")
+	if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ kind, id, reason string }{
+		{"tap_services", svc, "port " + mon + " is administratively down (admin_state_up is false)"},
+		{"tap_flows", fIntoSvc, "tap service's port " + mon + " is administratively down (admin_state_up is false)"},
+		{"tap_flows", fSrc, "source port " + src + " is administratively down (admin_state_up is false)"},
+	} {
+		if inPlan(c.id) {
+			t.Errorf("%s %s is in the plan with its port administratively down", c.kind, c.id)
+		}
+		if st, why := status(c.kind, c.id); st != "DOWN" || why != c.reason {
+			t.Errorf("%s %s: %s %q, want DOWN %q", c.kind, c.id, st, why, c.reason)
+		}
+	}
+	for _, id := range []string{svc1, fOther} {
+		if !inPlan(id) {
+			t.Errorf("%s left the plan, but none of its ports is down", id)
+		}
+	}
+	if st, _ := status("tap_flows", fOther); st != "ACTIVE" {
+		t.Errorf("flow from an enabled port: %s, want ACTIVE", st)
+	}
+
+	ts.must(200, "PUT", "/v2.0/ports/"+src, `{"port": {"admin_state_up": true}}`, "port")
+	ts.must(200, "PUT", "/v2.0/ports/"+mon, `{"port": {"admin_state_up": true}}`, "port")
+	if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ kind, id string }{{"tap_services", svc}, {"tap_flows", fIntoSvc}, {"tap_flows", fSrc}} {
+		if !inPlan(c.id) {
+			t.Errorf("%s %s not back in the plan with its port up", c.kind, c.id)
+		}
+		if st, why := status(c.kind, c.id); st != "ACTIVE" {
+			t.Errorf("%s %s after admin up: %s %q, want ACTIVE", c.kind, c.id, st, why)
+		}
+	}
+}
+
 // TestReconcilerCoalescesAndNull: a burst of changes gives far fewer passes
 // than changes, and NullDataPlane leaves everything DOWN "no data plane".
 func TestReconcilerCoalescesAndNull(t *testing.T) {

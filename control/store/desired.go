@@ -11,7 +11,9 @@ import (
 type DesiredService struct {
 	ID        string
 	ProjectID string
+	PortID    string
 	Iface     string
+	PortUp    bool // the port's admin_state_up
 	Status    Status
 }
 
@@ -23,6 +25,7 @@ type DesiredFlow struct {
 	ServiceID    string
 	SourcePortID string
 	Iface        string
+	PortUp       bool // the source port's admin_state_up
 	MAC          string
 	Direction    string
 	VLANFilter   string // "" for null
@@ -44,14 +47,14 @@ func (s *Store) Desired(ctx context.Context) ([]DesiredService, []DesiredFlow, e
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
 	var svcs []DesiredService
-	rows, err := tx.QueryContext(ctx, `SELECT s.id, s.project_id, p.iface, s.status, s.status_reason
+	rows, err := tx.QueryContext(ctx, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, s.status, s.status_reason
 		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read desired services: %w", err)
 	}
 	for rows.Next() {
 		var d DesiredService
-		if err := rows.Scan(&d.ID, &d.ProjectID, &d.Iface, &d.Status.State, &d.Status.Reason); err != nil {
+		if err := rows.Scan(&d.ID, &d.ProjectID, &d.PortID, &d.Iface, &d.PortUp, &d.Status.State, &d.Status.Reason); err != nil {
 			rows.Close()
 			return nil, nil, fmt.Errorf("read desired services: %w", err)
 		}
@@ -63,7 +66,7 @@ func (s *Store) Desired(ctx context.Context) ([]DesiredService, []DesiredFlow, e
 	}
 	var flows []DesiredFlow
 	rows, err = tx.QueryContext(ctx, `SELECT f.id, f.project_id, f.tap_service_id, f.source_port, p.iface,
-		p.mac_address, f.direction, coalesce(f.vlan_filter, ''), f.status, f.status_reason
+		p.admin_state_up, p.mac_address, f.direction, coalesce(f.vlan_filter, ''), f.status, f.status_reason
 		FROM tap_flows f JOIN ports p ON p.id = f.source_port ORDER BY f.seq`)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read desired flows: %w", err)
@@ -71,7 +74,7 @@ func (s *Store) Desired(ctx context.Context) ([]DesiredService, []DesiredFlow, e
 	defer rows.Close()
 	for rows.Next() {
 		var d DesiredFlow
-		if err := rows.Scan(&d.ID, &d.ProjectID, &d.ServiceID, &d.SourcePortID, &d.Iface, &d.MAC, &d.Direction,
+		if err := rows.Scan(&d.ID, &d.ProjectID, &d.ServiceID, &d.SourcePortID, &d.Iface, &d.PortUp, &d.MAC, &d.Direction,
 			&d.VLANFilter, &d.Status.State, &d.Status.Reason); err != nil {
 			return nil, nil, fmt.Errorf("read desired flows: %w", err)
 		}
