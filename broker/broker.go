@@ -29,6 +29,7 @@ type Broker struct {
 	log    *slog.Logger
 	events chan struct{}
 	watch  *linkWatch
+	rwatch *redirectWatch
 
 	// mu serialises Apply, Stats and Close, and guards the fields below.
 	mu       sync.Mutex
@@ -79,6 +80,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.watch = w
+	b.rwatch = startRedirectWatch(b.notify, b.log)
 	return b, nil
 }
 
@@ -238,6 +240,13 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.teardownCapture(c)
 		}
 	}
+	if b.cfg.FastPath {
+		mons := make([]*output, 0, len(b.monitors))
+		for _, o := range b.monitors {
+			mons = append(mons, o)
+		}
+		b.rwatch.setMonitors(mons)
+	}
 	for name, o := range b.monitors {
 		if !wantMon[name] {
 			b.closeMonitor(o)
@@ -304,6 +313,7 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
 	}
 	o.up.Store(ls.up)
+	checkRedirect(o, b.log)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
 	}
@@ -460,6 +470,7 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.watch.stop()
+	b.rwatch.stop()
 	for _, c := range b.captures {
 		b.teardownCapture(c)
 	}

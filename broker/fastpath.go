@@ -221,7 +221,7 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	}
 	for _, o := range t.outputs {
 		if o.refused.Load() {
-			return fmt.Sprintf("monitor %s cannot take redirected frames (veth peer without XDP or GRO: ethtool -K <peer of %s> gro on)", o.name, o.name)
+			return fmt.Sprintf("monitor %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.name, o.name)
 		}
 	}
 	var kerr error
