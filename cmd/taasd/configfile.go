@@ -76,6 +76,10 @@ type brokerFile struct {
 	// BusyPoll makes workers spin instead of sleeping in poll(2); only
 	// worth it with a core to spare (afxdp-notes gotcha 8).
 	BusyPoll bool `toml:"busy_poll"`
+	// FastPath lets the XDP program decide and copy frames in the kernel
+	// (DEVMAP redirect) wherever the plan fits it; false keeps every
+	// capture on the AF_XDP workers. Default true (absent = true).
+	FastPath bool `toml:"fast_path"`
 	// CPUs pins the workers to these CPUs, round robin; empty means no
 	// pinning.
 	CPUs []int `toml:"cpus"`

@@ -18,6 +18,7 @@ frame_size = 4096
 rx_ring_size = 8192
 busy_poll = true
 cpus = [1]
+fast_path = false
 [[interfaces]]
 name = "eth1"
 role = "capture"
@@ -44,7 +45,14 @@ role = "capture"
 	if err := got.Validate(); err != nil {
 		t.Errorf("brokerConfig().Validate() = %v", err)
 	}
-	if got := (config{}).brokerConfig(nil); !reflect.DeepEqual(got, broker.Config{}) {
-		t.Errorf("brokerConfig without a file = %+v, want the zero Config", got)
+	if got := (config{}).brokerConfig(nil); !reflect.DeepEqual(got, broker.Config{FastPath: true}) {
+		t.Errorf("brokerConfig without a file = %+v, want the zero Config with the fast path", got)
+	}
+	fc, err = parseConfig("[broker]\nbatch_size = 128\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (config{File: fc}).brokerConfig(nil); !got.FastPath {
+		t.Errorf("brokerConfig without fast_path = %+v, want FastPath (the default)", got)
 	}
 }
