@@ -8,7 +8,8 @@
 //
 // Goroutines: one worker per (capture interface, RX queue), started by
 // Apply and stopped by the Apply that no longer needs it (or by Close); one
-// netlink reader for the link watch, from New to Close. Apply, Stats and
+// netlink reader for the link watch and one poller of the monitors' XDP
+// features (redirectwatch.go), from New to Close. Apply, Stats and
 // Close run in the caller's goroutine and are serialised by one mutex;
 // workers never take it. The only lock a worker takes is the mutex of a
 // monitor's TX socket, once per batch per monitor.
@@ -18,4 +19,12 @@
 // VID, matches flows in the capture interface's table (direction, VLAN
 // set), sends each service at most one copy, and counts per flow and per
 // service. worker.go has the step-by-step sketch.
+//
+// The fast path (Config.FastPath, fastpath.go) skips userspace: Apply
+// tabulates the same table into the XDP program's decision maps, and the
+// program counts flows and services and sends the copies itself with
+// bpf_redirect_map (DEVMAP, BPF_F_BROADCAST for several). A capture whose
+// plan does not fit the program, or that copies to a monitor refusing
+// redirected frames, stays on the AF_XDP path; Stats says which path each
+// capture takes and why.
 package broker
