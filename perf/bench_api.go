@@ -182,3 +182,28 @@ func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 	}
 	return c, nil
 }
+
+// CapturePath reads how taasd decides the frames of capture interface
+// iface (GET /v2.0/taas/stats): "fast" (in the kernel) or "userspace", and
+// why not fast.
+func (a API) CapturePath(ctx context.Context, iface string) (path, reason string, err error) {
+	var out struct {
+		Stats struct {
+			Interfaces []struct {
+				Name       string `json:"name"`
+				Role       string `json:"role"`
+				Path       string `json:"path"`
+				PathReason string `json:"path_reason"`
+			} `json:"interfaces"`
+		} `json:"taas_stats"`
+	}
+	if err := a.Do(ctx, http.MethodGet, "/v2.0/taas/stats", nil, &out); err != nil {
+		return "", "", err
+	}
+	for _, i := range out.Stats.Interfaces {
+		if i.Name == iface && i.Role == "capture" {
+			return i.Path, i.PathReason, nil
+		}
+	}
+	return "", "", fmt.Errorf("capture interface %s not in taasd's stats", iface)
+}

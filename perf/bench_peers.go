@@ -219,6 +219,10 @@ type Taasd struct {
 	BatchSize int
 	// RxRing is the capture sockets' fill/RX ring size (0: taasd's default).
 	RxRing int
+	// AFXDP turns the in-kernel fast path off ([broker] fast_path = false):
+	// every frame then goes through the AF_XDP workers. The peer is named
+	// "taasd-afxdp", so both paths can be measured in one run.
+	AFXDP bool
 
 	cmd      *exec.Cmd
 	log      *os.File
@@ -228,18 +232,32 @@ type Taasd struct {
 	churnSrc string
 }
 
-func (p *Taasd) Name() string { return "taasd" }
+func (p *Taasd) Name() string {
+	if p.AFXDP {
+		return "taasd-afxdp"
+	}
+	return "taasd"
+}
 func (p *Taasd) Layout() string {
 	mode := "poll(2)"
-	if p.BusyPoll {
+	if p.busyPoll() {
 		mode = "busy poll"
 	}
 	ring := "default"
 	if p.RxRing != 0 {
 		ring = fmt.Sprint(p.RxRing)
 	}
-	return fmt.Sprintf("workers pinned to CPU %d (%s, capture rx ring %s); capture NAPI + XDP in softirq on the generator's CPU %d", peerCPU, mode, ring, genCPU)
+	workers := fmt.Sprintf("workers pinned to CPU %d (%s, capture rx ring %s)", peerCPU, mode, ring)
+	if p.AFXDP {
+		return fmt.Sprintf("AF_XDP path only: %s; capture NAPI + XDP in softirq on the generator's CPU %d", workers, genCPU)
+	}
+	return fmt.Sprintf("in-kernel fast path: capture NAPI threaded, pinned to CPU %d (its XDP program decides and redirects the copies there); %s, idle", peerCPU, workers)
 }
+
+// busyPoll is BusyPoll where workers have a core to spin on: on the fast
+// path the capture NAPI thread runs on the workers' CPU, and a spinning
+// worker beside it would starve it (afxdp-notes.md gotcha 8).
+func (p *Taasd) busyPoll() bool { return p.BusyPoll && p.AFXDP }
 
 func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	p.s = s
@@ -247,8 +265,19 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	if err != nil {
 		return err
 	}
-	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\nrx_ring_size = %d\n\n"+
-		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n", peerCPU, p.BusyPoll, p.BatchSize, p.RxRing, s.Lab.Cap)
+	if !p.AFXDP {
+		// GRO on gives the capture veth a NAPI context of its own (gotcha
+		// 10), which is threaded and pinned, as for tc.
+		if err := run("ethtool", "-K", s.Lab.Cap, "gro", "on"); err != nil {
+			return err
+		}
+		if err := s.Lab.CapNAPI(peerCPU); err != nil {
+			return err
+		}
+	}
+	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\nrx_ring_size = %d\nfast_path = %v\n\n"+
+		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n",
+		peerCPU, p.busyPoll(), p.BatchSize, p.RxRing, !p.AFXDP, s.Lab.Cap)
 	for _, m := range s.Lab.Mons {
 		conf += fmt.Sprintf("\n[[interfaces]]\nname = %q\nrole = \"monitor\"\n", m)
 	}
@@ -286,7 +315,18 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 			return err
 		}
 	}
-	return p.api.WaitFlowsActive(ctx, 15*time.Second)
+	if err := p.api.WaitFlowsActive(ctx, 15*time.Second); err != nil {
+		return err
+	}
+	// Measure the path the peer's name says, or say why not.
+	path, why, err := p.api.CapturePath(ctx, s.Lab.Cap)
+	if err != nil {
+		return err
+	}
+	if want := map[bool]string{false: "fast", true: "userspace"}[p.AFXDP]; path != want {
+		return fmt.Errorf("%s: capture %s is on the %q path, not %q: %s", p.Name(), s.Lab.Cap, path, want, why)
+	}
+	return nil
 }
 
 func (p *Taasd) Churn(ctx context.Context) (int, error) {
@@ -312,8 +352,13 @@ func (p *Taasd) Reported(ctx context.Context) (PeerCounts, bool, error) {
 func (p *Taasd) Stop() error {
 	stopProcess(p.cmd)
 	p.cmd = nil
-	if p.log != nil {
-		return p.log.Close()
+	var errs []error
+	if !p.AFXDP && p.s.Lab != nil {
+		errs = append(errs, p.s.Lab.CapNAPI(-1))
 	}
-	return nil
+	if p.log != nil {
+		errs = append(errs, p.log.Close())
+		p.log = nil
+	}
+	return errors.Join(errs...)
 }

@@ -26,9 +26,10 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("remove lab: %v", err)
 		}
 	})
-	dir := t.TempDir()
+	dir, bin := t.TempDir(), testutil.BuildTaasd(t)
 	peers := []Peer{
-		&Taasd{Bin: testutil.BuildTaasd(t), Dir: dir},
+		&Taasd{Bin: bin, Dir: dir},
+		&Taasd{Bin: bin, Dir: dir, AFXDP: true},
 		&TC{},
 		Daemonlogger(dir),
 		NetsniffNG(dir),

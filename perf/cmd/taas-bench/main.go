@@ -40,14 +40,14 @@ func run() error {
 	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
 	flag.StringVar(&out, "out", "perf/results", "directory for latest.json, latest.md and latest.svg")
 	flag.StringVar(&readme, "readme", "README.md", "README whose benchmark table to replace (empty: leave it)")
-	flag.StringVar(&peers, "peers", "taasd,tc-mirred,daemonlogger,netsniff-ng", "peers to measure, in order")
+	flag.StringVar(&peers, "peers", "taasd,tc-mirred,daemonlogger,netsniff-ng", "peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path)")
 	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,fanout4,select1of6,lossless80,churn)")
 	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
 	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
 	flag.DurationVar(&timeout, "timeout", 14*time.Minute, "give up (and clean up) after this long")
 	flag.BoolVar(&control, "control", true, "also run the control-plane benchmark")
 	flag.IntVar(&clients, "clients", 8, "concurrent clients in the control-plane benchmark")
-	flag.BoolVar(&busyPoll, "busy-poll", true, "taasd workers busy-poll (they have CPU 1 to themselves)")
+	flag.BoolVar(&busyPoll, "busy-poll", true, "taasd-afxdp workers busy-poll (they have CPU 1 to themselves; never on the fast path, whose NAPI thread runs there)")
 	flag.IntVar(&batch, "batch", 256, "taasd worker batch size")
 	// 16384 rather than taasd's default 4096: at 80 % of its maximum the
 	// default ring lost a few hundred frames in 3 x 10 s to worker stalls
@@ -75,8 +75,9 @@ func run() error {
 	cfg := perf.BenchConfig{Reps: reps, Seconds: seconds, Log: os.Stdout}
 	for _, name := range strings.Split(peers, ",") {
 		switch name {
-		case "taasd":
-			cfg.Peers = append(cfg.Peers, &perf.Taasd{Bin: taasd, Dir: dir, BusyPoll: busyPoll, BatchSize: batch, RxRing: rxRing})
+		case "taasd", "taasd-afxdp":
+			cfg.Peers = append(cfg.Peers, &perf.Taasd{Bin: taasd, Dir: dir, BusyPoll: busyPoll, BatchSize: batch, RxRing: rxRing,
+				AFXDP: name == "taasd-afxdp"})
 		case "tc-mirred":
 			cfg.Peers = append(cfg.Peers, &perf.TC{})
 		case "daemonlogger":
