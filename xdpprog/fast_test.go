@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -68,4 +70,63 @@ func TestFastDecides(t *testing.T) {
 	if err := c.SetFast(big); !errors.Is(err, ErrFastLimit) {
 		t.Errorf("SetFast(%d flows per decision) = %v, want ErrFastLimit", MaxDecisionFlows+1, err)
 	}
+}
+
+// TestFastSwapNeverMisses runs the program on one frame without pause on
+// another goroutine while SetFast swaps between two tables that decide the
+// frame under different port ids, VLAN classes and outputs: every run must
+// be redirected (the generation flip never exposes a half-written or
+// half-deleted table).
+func TestFastSwapNeverMisses(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	one := &FastTable{Ports: map[[6]byte]uint32{macA: 1}, Decisions: map[FastKey]Decision{
+		{Src: 1}: {Outputs: []int{1}, Flows: []uint16{0}, Services: []DecisionService{{Slot: 0}}},
+	}}
+	two := &FastTable{Ports: map[[6]byte]uint32{macA: 7, macB: 3}, Decisions: map[FastKey]Decision{
+		{VIDClass: 2, Src: 7, Dst: 3}: {Outputs: []int{1, 1}, Flows: []uint16{1}, Services: []DecisionService{{Slot: 1}, {Slot: 2}}},
+	}}
+	for v := range two.VIDClass {
+		two.VIDClass[v] = 2
+	}
+	if err := c.SetFast(one); err != nil {
+		t.Fatal(err)
+	}
+	f := frame(t, macB, macA, nil, 46, 0)
+	stop := make(chan struct{})
+	type result struct{ runs, missed int }
+	done := make(chan result)
+	go func() {
+		var r result
+		for {
+			select {
+			case <-stop:
+				done <- r
+				return
+			default:
+			}
+			ret, err := c.objs.XdpCapture.Run(&ebpf.RunOptions{Data: f})
+			if err != nil || ret != xdpRedirect {
+				r.missed++
+			}
+			r.runs++
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		for _, tab := range []*FastTable{two, one} {
+			if err := c.SetFast(tab); err != nil {
+				close(stop)
+				<-done
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	r := <-done
+	if r.missed > 0 || r.runs == 0 {
+		t.Fatalf("%d of %d runs during 200 table swaps not redirected", r.missed, r.runs)
+	}
+	t.Logf("%d runs during 200 table swaps, all redirected", r.runs)
 }
