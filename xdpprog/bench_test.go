@@ -65,3 +65,37 @@ func BenchmarkBaseline(b *testing.B) {
 	}
 	b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
 }
+
+// BenchmarkFast measures the fast path's decision per frame: port and
+// decision lookups, flow and service counters, bpf_redirect_map (to lo,
+// not delivered by test runs), for one copy and for a broadcast of four.
+func BenchmarkFast(b *testing.B) {
+	testutil.RequireRoot(b, needBPF)
+	svcs := []DecisionService{{Slot: 0}, {Slot: 1}, {Slot: 2}, {Slot: 3}}
+	cases := []struct {
+		name string
+		d    Decision
+	}{
+		{"one_copy", Decision{Outputs: []int{1}, Flows: []uint16{0}, Services: svcs[:1]}},
+		{"four_copies", Decision{Outputs: []int{1, 1, 1, 1}, Flows: []uint16{0}, Services: svcs}},
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := Load(Config{})
+			testutil.SkipIfNotSupported(b, err)
+			defer c.Close()
+			if err := c.SetFast(&FastTable{Ports: map[[6]byte]uint32{macA: 1}, Decisions: map[FastKey]Decision{{Src: 1}: bc.d}}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			v, per, err := c.objs.XdpCapture.Benchmark(frame(b, macOther, macA, nil, 46, 0), b.N, b.ResetTimer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v != xdpRedirect {
+				b.Fatalf("xdp_capture = %s, want redirect", verdictName(v))
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
+		})
+	}
+}
