@@ -28,8 +28,8 @@ const (
 )
 
 // maxFastCombos bounds the classifier runs of one compile: VLAN classes x
-// (ports+1) x (ports+2). Beyond it the table could not fit MaxFastDecisions
-// anyway in any realistic plan, and Apply must stay quick.
+// (4 x ports + 1). Beyond it the table could not fit MaxFastDecisions in
+// any realistic plan anyway, and Apply must stay quick.
 const maxFastCombos = 1 << 20
 
 // kslot is a flow's or service's counter slot in one capture's program,
@@ -89,12 +89,17 @@ type fastOutput struct {
 	usable  bool // the monitor exists and is up
 }
 
-// compileFast tabulates t into a FastTable. flowK and svcK give the kernel
-// counter slots of a local flow and a local service of t; outputOf the
-// monitor of a local service.
+// compileFast tabulates t into a FastTable (see xdpprog.FastTable for how
+// the program reads it). flowK and svcK give the kernel counter slots of a
+// local flow and a local service of t; outputOf the monitor of a local
+// service, whose index is also its bit in the service masks.
 func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, svcK func(s int32) uint16,
 	outputOf func(s int32) fastOutput) (*xdpprog.FastTable, error) {
-	ft := &xdpprog.FastTable{Ports: map[[6]byte]uint32{}, Decisions: map[xdpprog.FastKey]xdpprog.Decision{}}
+	if len(t.services) > xdpprog.MaxFastServices {
+		return nil, fmt.Errorf("%d services, at most %d", len(t.services), xdpprog.MaxFastServices)
+	}
+	ft := &xdpprog.FastTable{Ports: map[[6]byte]uint32{}, Decisions: map[xdpprog.FastKey]xdpprog.Decision{},
+		Copies: map[uint64]xdpprog.Copies{}}
 
 	// VLAN classes: VIDs that every flow wants or refuses alike share one,
 	// with the smallest such VID as its representative.
@@ -123,62 +128,102 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 		macs = append(macs, m)
 	}
 	slices.Sort(macs)
-	for i, m := range macs {
-		ft.Ports[unpackMAC(m)] = uint32(i + 1)
-	}
 	if len(macs) > xdpprog.MaxFastPorts {
 		return nil, fmt.Errorf("%d source ports, at most %d", len(macs), xdpprog.MaxFastPorts)
 	}
-	if n := len(reps) * (len(macs) + 1) * (len(macs) + 2); n > maxFastCombos {
-		return nil, fmt.Errorf("%d combinations of VLAN class, source and destination to tabulate, at most %d", n, maxFastCombos)
+	if n := len(reps) * (4*len(macs) + 1); n > maxFastCombos {
+		return nil, fmt.Errorf("%d combinations of VLAN class, port and side to tabulate, at most %d", n, maxFastCombos)
+	}
+	for i, m := range macs {
+		ft.Ports[unpackMAC(m)] = uint32(i + 1)
 	}
 	other := uint64(0x020000000000)
 	for t.ports[other] != nil {
 		other++
 	}
 	const bcast = uint64(0xffffffffffff)
-	srcs := append([]uint64{other}, macs...)
-	dsts := append([]uint64{other, bcast}, macs...)
-	id := func(m uint64) uint32 {
-		switch {
-		case m == bcast:
-			return xdpprog.MulticastPort
-		case m == other:
-			return 0
-		}
-		return ft.Ports[unpackMAC(m)]
-	}
 
 	var cls classifier
 	cls.resize(t)
 	ctr := (&counterSet{}).grown(t.flowSlots, t.svcSlots) // scratch: classify counts
-	for class, vid := range reps {
-		for _, src := range srcs {
-			for _, dst := range dsts {
-				h := frameHeader{src: src, dst: dst, vid: vid}
-				hits := cls.classify(t, &h, 0, ctr)
-				if len(hits) == 0 {
-					continue
-				}
-				var d xdpprog.Decision
-				for i := 0; i < t.nFlows; i++ {
-					if cls.flowStamp[i] == cls.gen {
-						d.Flows = append(d.Flows, flowK(i))
-					}
-				}
-				for _, s := range hits {
-					o := outputOf(s)
-					d.Services = append(d.Services, xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable})
-					if o.usable {
-						d.Outputs = append(d.Outputs, o.ifindex)
-					}
-				}
-				if len(ft.Decisions) == xdpprog.MaxFastDecisions {
-					return nil, fmt.Errorf("more than %d decisions", xdpprog.MaxFastDecisions)
-				}
-				ft.Decisions[xdpprog.FastKey{VIDClass: uint32(class), Src: id(src), Dst: id(dst)}] = d
+	// decide classifies one representative frame of key; sides collects the
+	// source-side (0) and destination-side (1) masks of the class.
+	var sides [2]map[uint64]bool
+	decide := func(key xdpprog.FastKey, src, dst uint64, side int) error {
+		h := frameHeader{src: src, dst: dst, vid: reps[key.VIDClass]}
+		hits := cls.classify(t, &h, 0, ctr)
+		if len(hits) == 0 {
+			return nil
+		}
+		var d xdpprog.Decision
+		for i := 0; i < t.nFlows; i++ {
+			if cls.flowStamp[i] == cls.gen {
+				d.Flows = append(d.Flows, flowK(i))
 			}
 		}
+		for _, s := range hits {
+			d.Services |= 1 << s
+		}
+		if len(ft.Decisions) == xdpprog.MaxFastDecisions {
+			return fmt.Errorf("more than %d decisions", xdpprog.MaxFastDecisions)
+		}
+		ft.Decisions[key] = d
+		ft.Copies[d.Services] = xdpprog.Copies{}
+		if side >= 0 {
+			sides[side][d.Services] = true
+		}
+		return nil
+	}
+	for class := range reps {
+		c := uint32(class)
+		sides = [2]map[uint64]bool{{}, {}}
+		if err := decide(xdpprog.FastKey{VIDClass: c, Dst: xdpprog.MulticastPort}, other, bcast, -1); err != nil {
+			return nil, err
+		}
+		for i, a := range macs {
+			id := uint32(i + 1)
+			for _, k := range []struct {
+				key      xdpprog.FastKey
+				src, dst uint64
+				side     int
+			}{
+				{xdpprog.FastKey{VIDClass: c, Src: id}, a, other, 0},
+				{xdpprog.FastKey{VIDClass: c, Dst: id}, other, a, 1},
+				{xdpprog.FastKey{VIDClass: c, Src: id, Dst: id}, a, a, -1},
+				{xdpprog.FastKey{VIDClass: c, Src: id, Dst: xdpprog.MulticastPort}, a, bcast, -1},
+			} {
+				if err := decide(k.key, k.src, k.dst, k.side); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if n := len(sides[0]) * len(sides[1]); n > 4*xdpprog.MaxFastCopies {
+			return nil, fmt.Errorf("%d unions of service sets in one VLAN class", n)
+		}
+		for a := range sides[0] {
+			for b := range sides[1] {
+				ft.Copies[a|b] = xdpprog.Copies{}
+			}
+		}
+	}
+	if len(ft.Copies) > xdpprog.MaxFastCopies {
+		return nil, fmt.Errorf("%d service sets, at most %d", len(ft.Copies), xdpprog.MaxFastCopies)
+	}
+
+	// The copies of each service set: one per service, in service order.
+	for mask := range ft.Copies {
+		var cp xdpprog.Copies
+		for s := int32(0); s < int32(len(t.services)); s++ {
+			if mask&(1<<s) == 0 {
+				continue
+			}
+			o := outputOf(s)
+			cp.Services = append(cp.Services, xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable})
+			if o.usable {
+				cp.Outputs = append(cp.Outputs, o.ifindex)
+			}
+		}
+		ft.Copies[mask] = cp
 	}
 	return ft, nil
 }

@@ -9,10 +9,10 @@ import (
 
 // FuzzCompileFastMatchesClassify checks the fast table against the one
 // classifier it is tabulated from: for flows and a frame from the fuzz
-// input, looking the frame up as the XDP program does (VLAN class, source
-// port id, destination port id or MulticastPort) gives exactly the flows
-// classify counts, the services it returns, and one output per service
-// whose monitor is usable.
+// input, looking the frame up as the XDP program does (its decisions by
+// VLAN class and port ids, their service masks ORed, the copies of the
+// mask) gives exactly the flows classify counts, the services it returns,
+// and one output per service whose monitor is usable.
 func FuzzCompileFastMatchesClassify(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 0, 0, 1, 2, 0, 10, 20, 1}, byte(0), byte(1), uint16(0))
 	f.Add([]byte{1, 1, 5, 5, 0, 1, 2, 5, 9, 3}, byte(4), byte(2), uint16(5))
@@ -77,31 +77,74 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 			}
 		}
 
-		key := xdpprog.FastKey{VIDClass: ft.VIDClass[h.vid], Src: ft.Ports[unpackMAC(h.src)]}
-		if isMulticast48(h.dst) {
-			key.Dst = xdpprog.MulticastPort
-		} else {
-			key.Dst = ft.Ports[unpackMAC(h.dst)]
+		// The program's lookup (xdp.c, fast()).
+		class, srcID := ft.VIDClass[h.vid], ft.Ports[unpackMAC(h.src)]
+		var keys []xdpprog.FastKey
+		switch dst := ft.Ports[unpackMAC(h.dst)]; {
+		case isMulticast48(h.dst):
+			keys = append(keys, xdpprog.FastKey{VIDClass: class, Src: srcID, Dst: xdpprog.MulticastPort})
+		case srcID != 0 && srcID == dst:
+			keys = append(keys, xdpprog.FastKey{VIDClass: class, Src: srcID, Dst: srcID})
+		default:
+			if srcID != 0 {
+				keys = append(keys, xdpprog.FastKey{VIDClass: class, Src: srcID})
+			}
+			if dst != 0 {
+				keys = append(keys, xdpprog.FastKey{VIDClass: class, Dst: dst})
+			}
 		}
-		d, ok := ft.Decisions[key]
-		if !ok {
+		var mask uint64
+		var gotFlows []uint16
+		for _, k := range keys {
+			if d, ok := ft.Decisions[k]; ok {
+				mask |= d.Services
+				gotFlows = append(gotFlows, d.Flows...)
+			}
+		}
+		cp, ok := ft.Copies[mask]
+		if mask == 0 || !ok {
 			if len(wantFlows) > 0 {
-				t.Fatalf("frame %+v: no decision for %+v, classify matches flows %v", h, key, wantFlows)
+				t.Fatalf("frame %+v: no copies for keys %+v (mask %#x), classify matches flows %v", h, keys, mask, wantFlows)
 			}
 			return
 		}
 		sortSvcs := func(s []xdpprog.DecisionService) {
 			slices.SortFunc(s, func(a, b xdpprog.DecisionService) int { return int(a.Slot) - int(b.Slot) })
 		}
-		slices.Sort(d.Flows)
+		gotSvcs := slices.Clone(cp.Services)
+		gotOuts := slices.Clone(cp.Outputs)
+		slices.Sort(gotFlows)
 		slices.Sort(wantFlows)
-		sortSvcs(d.Services)
+		sortSvcs(gotSvcs)
 		sortSvcs(wantSvcs)
-		slices.Sort(d.Outputs)
+		slices.Sort(gotOuts)
 		slices.Sort(wantOuts)
-		if !slices.Equal(d.Flows, wantFlows) || !slices.Equal(d.Services, wantSvcs) || !slices.Equal(d.Outputs, wantOuts) {
-			t.Fatalf("frame %+v, flows %+v: decision %+v, classify gives flows %v services %v outputs %v",
-				h, flows, d, wantFlows, wantSvcs, wantOuts)
+		if !slices.Equal(gotFlows, wantFlows) || !slices.Equal(gotSvcs, wantSvcs) || !slices.Equal(gotOuts, wantOuts) {
+			t.Fatalf("frame %+v, flows %+v: table gives flows %v services %v outputs %v, classify flows %v services %v outputs %v",
+				h, flows, gotFlows, gotSvcs, gotOuts, wantFlows, wantSvcs, wantOuts)
 		}
 	})
+}
+
+// The fast table grows with the ports, not with their pairs: 1000 ports
+// each with a BOTH flow into one service fit (a table by source and
+// destination pair would need a million decisions).
+func TestCompileFastIsLinearInPorts(t *testing.T) {
+	const ports = 1000
+	var flows []compiledFlow
+	for i := 0; i < ports; i++ {
+		flows = append(flows, compiledFlow{mac: 0xfa163e000000 + uint64(i), dir: DirBoth, slot: int32(i)})
+	}
+	mon := &output{name: "m", ifindex: 10}
+	mon.up.Store(true)
+	tbl := buildTable(1, flows, func(int32) *output { return mon }, ports, 1)
+	ft, err := compileFast(tbl, make([]*xdpprog.VLANSet, ports), func(i int) uint16 { return uint16(i) },
+		func(int32) uint16 { return 0 }, func(int32) fastOutput { return fastOutput{ifindex: 10, usable: true} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ft.Decisions) > 4*ports+1 || len(ft.Copies) != 1 {
+		t.Errorf("compileFast(%d BOTH ports, one service) = %d decisions, %d copies; want at most %d, 1",
+			ports, len(ft.Decisions), len(ft.Copies), 4*ports+1)
+	}
 }

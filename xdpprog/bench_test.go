@@ -74,17 +74,20 @@ func BenchmarkFast(b *testing.B) {
 	svcs := []DecisionService{{Slot: 0}, {Slot: 1}, {Slot: 2}, {Slot: 3}}
 	cases := []struct {
 		name string
-		d    Decision
+		mask uint64
+		cp   Copies
 	}{
-		{"one_copy", Decision{Outputs: []int{1}, Flows: []uint16{0}, Services: svcs[:1]}},
-		{"four_copies", Decision{Outputs: []int{1, 1, 1, 1}, Flows: []uint16{0}, Services: svcs}},
+		{"one_copy", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}},
+		{"four_copies", 0b1111, Copies{Outputs: []int{1, 1, 1, 1}, Services: svcs}},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			c, err := Load(Config{})
 			testutil.SkipIfNotSupported(b, err)
 			defer c.Close()
-			if err := c.SetFast(&FastTable{Ports: map[[6]byte]uint32{macA: 1}, Decisions: map[FastKey]Decision{{Src: 1}: bc.d}}); err != nil {
+			if err := c.SetFast(&FastTable{Ports: map[[6]byte]uint32{macA: 1},
+				Decisions: map[FastKey]Decision{{Src: 1}: {Services: bc.mask, Flows: []uint16{0}}},
+				Copies:    map[uint64]Copies{bc.mask: bc.cp}}); err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()

@@ -17,6 +17,14 @@ import (
 // out near 1 Mpps, where an in-kernel redirect measured 2.6 Mpps (issues 3
 // and 4, team/perf.md). The broker tabulates its own classifier into a
 // FastTable; the program only looks the answer up.
+//
+// The table stays linear in the ports: a unicast frame between two ports is
+// decided by the source port's side (its OUT flows) and the destination
+// port's side (its IN flows), each a decision with its flows and a bitmask
+// of services; the program ORs the masks, so a service both sides want
+// gets one copy, and looks the copies up by mask. Only a group destination
+// (IN excludes the port's own broadcast) and a frame from a port to itself
+// need a decision of their own.
 
 // Limits of one FastTable, fixed by the map sizes in xdp.c. A table beyond
 // them is refused with ErrFastLimit and the broker keeps the AF_XDP path.
@@ -25,6 +33,10 @@ const (
 	MaxFastPorts = 4096
 	// MaxFastDecisions is the most decisions of one table.
 	MaxFastDecisions = 8192
+	// MaxFastCopies is the most distinct service masks of one table.
+	MaxFastCopies = 8192
+	// MaxFastServices is the most services of one capture: bits of a mask.
+	MaxFastServices = 64
 	// MaxFastSlots bounds flow and service counter slots: 0..MaxFastSlots-1.
 	MaxFastSlots = 1024
 	// MaxDecisionFlows and MaxDecisionServices bound what one frame matches.
@@ -59,10 +71,21 @@ const (
 // ErrFastLimit wraps the reason a FastTable does not fit the program.
 var ErrFastLimit = errors.New("fast table exceeds the xdp program's limits")
 
-// FastTable is the complete in-kernel decision of one capture interface:
-// for every (VLAN class of the outer VID, source port, destination port),
-// which flows match and which monitors get a copy. A key without a decision
-// means no flow wants the frame (it gets the unmatched action).
+// FastTable is the complete in-kernel decision of one capture interface.
+// The program looks a frame of VLAN class c from source port s to
+// destination port d up as:
+//
+//   - d a group address: Decisions[{c, s, MulticastPort}] (s 0: no port's);
+//   - s == d, a port: Decisions[{c, s, s}];
+//   - otherwise: Decisions[{c, s, 0}] (when s is a port) and
+//     Decisions[{c, 0, d}] (when d is a port), their flows added and their
+//     service masks ORed;
+//
+// then the copies of the mask: Copies[mask] (written into each decision
+// too, so one side costs no second lookup). No decision, or no copies for
+// the mask, means no flow
+// wants the frame (it gets the unmatched action). check refuses a table
+// whose masks of one class can OR into a mask Copies lacks.
 type FastTable struct {
 	// VIDClass is the VLAN class of each outer VID (0: untagged).
 	VIDClass [vids]uint32
@@ -71,26 +94,37 @@ type FastTable struct {
 	Ports map[[6]byte]uint32
 	// Decisions of the table.
 	Decisions map[FastKey]Decision
+	// Copies by service mask.
+	Copies map[uint64]Copies
 }
 
-// FastKey is what the program looks a frame up by.
+// FastKey is what the program looks a decision up by.
 type FastKey struct {
 	VIDClass uint32
-	// Src is the port id of the source MAC, 0 when it is no port's.
+	// Src is the port id of the source MAC, 0 for a destination-side
+	// decision or a group destination from no port.
 	Src uint32
-	// Dst is the port id of the destination MAC, 0 when it is no port's,
-	// MulticastPort for a group address.
+	// Dst is the port id of the destination MAC, 0 for a source-side
+	// decision, MulticastPort for a group address.
 	Dst uint32
 }
 
-// Decision is what becomes of a frame.
+// Decision is what the classifier makes of the frames of a key.
 type Decision struct {
+	// Services is the mask of the services the frames go to: bit i is the
+	// capture's service i (the broker numbers them), at most
+	// MaxFastServices.
+	Services uint64
+	// Flows are the counter slots of the flows the frames match.
+	Flows []uint16
+}
+
+// Copies are the copies of a frame that goes to a set of services.
+type Copies struct {
 	// Outputs holds one monitor ifindex per copy: a monitor twice gets two
 	// copies (two services on it).
 	Outputs []int
-	// Flows are the counter slots of the flows the frame matches.
-	Flows []uint16
-	// Services are the services the frame goes to, each once.
+	// Services are the services of the mask, each once.
 	Services []DecisionService
 }
 
@@ -123,6 +157,7 @@ type fastState struct {
 	vids    [2][vids]uint32         // fast_vids, per generation
 	ports   [2]map[[6]byte]uint32   // fast_ports, per generation
 	decs    [2]map[FastKey]Decision // fast_decisions, per generation
+	copies  [2]map[uint64]Copies    // fast_copies, per generation
 	sets    map[string]uint32       // output set (setKey) -> fast_sets slot
 	tx      map[int]bool            // fast_tx keys
 	// scratch for per-CPU lookups
@@ -160,11 +195,50 @@ func (t *FastTable) check() error {
 	if len(t.Decisions) > MaxFastDecisions {
 		return limit("%d decisions, at most %d", len(t.Decisions), MaxFastDecisions)
 	}
+	if len(t.Copies) > MaxFastCopies {
+		return limit("%d service sets, at most %d", len(t.Copies), MaxFastCopies)
+	}
+	// Per class, the masks of each side, to check their unions have copies.
+	type sides struct{ src, dst map[uint64]bool }
+	classes := map[uint32]*sides{}
+	for k, d := range t.Decisions {
+		if len(d.Flows) > MaxDecisionFlows {
+			return limit("a frame matches %d flows on one side, at most %d", len(d.Flows), MaxDecisionFlows)
+		}
+		for _, s := range d.Flows {
+			if s >= MaxFastSlots {
+				return limit("flow counter slot %d, at most %d", s, MaxFastSlots-1)
+			}
+		}
+		if _, ok := t.Copies[d.Services]; !ok {
+			return fmt.Errorf("decision %+v: no copies for services %#x", k, d.Services)
+		}
+		if k.Dst == MulticastPort || k.Src == k.Dst {
+			continue
+		}
+		sd := classes[k.VIDClass]
+		if sd == nil {
+			sd = &sides{src: map[uint64]bool{}, dst: map[uint64]bool{}}
+			classes[k.VIDClass] = sd
+		}
+		if k.Dst == 0 {
+			sd.src[d.Services] = true
+		} else {
+			sd.dst[d.Services] = true
+		}
+	}
+	for c, sd := range classes {
+		for a := range sd.src {
+			for b := range sd.dst {
+				if _, ok := t.Copies[a|b]; !ok {
+					return fmt.Errorf("class %d: no copies for services %#x | %#x", c, a, b)
+				}
+			}
+		}
+	}
 	sets, mons := map[string]bool{}, map[int]bool{}
-	for _, d := range t.Decisions {
+	for _, d := range t.Copies {
 		switch {
-		case len(d.Flows) > MaxDecisionFlows:
-			return limit("a frame matches %d flows, at most %d", len(d.Flows), MaxDecisionFlows)
 		case len(d.Services) > MaxDecisionServices:
 			return limit("a frame goes to %d services, at most %d", len(d.Services), MaxDecisionServices)
 		case len(d.Outputs) > MaxSetCopies:
@@ -173,11 +247,6 @@ func (t *FastTable) check() error {
 			mons[d.Outputs[0]] = true
 		case len(d.Outputs) > 1:
 			sets[setKey(d.Outputs)] = true
-		}
-		for _, s := range d.Flows {
-			if s >= MaxFastSlots {
-				return limit("flow counter slot %d, at most %d", s, MaxFastSlots-1)
-			}
 		}
 		for _, s := range d.Services {
 			if s.Slot >= MaxFastSlots {
@@ -247,7 +316,7 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 	// 1. Outputs the new table needs, next to those the live one uses.
 	need := map[string]bool{}
 	needTx := map[int]bool{}
-	for _, d := range t.Decisions {
+	for _, d := range t.Copies {
 		switch len(d.Outputs) {
 		case 0:
 		case 1:
@@ -339,7 +408,7 @@ func (c *Capture) putSetLocked(outs []int) error {
 // deleting only what differs from the mirror.
 func (c *Capture) writeGenLocked(g uint32, t *FastTable) error {
 	f := &c.fast
-	if len(t.Ports) > 0 || len(t.Decisions) > 0 {
+	if len(t.Decisions) > 0 {
 		for v := range t.VIDClass {
 			if f.vidInit[g] && f.vids[g][v] == t.VIDClass[v] {
 				continue
@@ -352,53 +421,59 @@ func (c *Capture) writeGenLocked(g uint32, t *FastTable) error {
 		}
 		f.vidInit[g] = true
 	}
-	for mac, id := range t.Ports {
-		if old, ok := f.ports[g][mac]; ok && old == id {
-			continue
-		}
-		if err := c.objs.FastPorts.Update(xdpPortKey{Gen: g, Addr: mac}, id, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("port %x: %w", mac, err)
-		}
-		f.ports[g][mac] = id
+	err := syncGen(c.objs.FastPorts, "port", f.ports[g], t.Ports,
+		func(mac [6]byte) any { return xdpPortKey{Gen: g, Addr: mac} },
+		func(id uint32) (any, error) { return id, nil })
+	if err != nil {
+		return err
 	}
-	for mac := range f.ports[g] {
-		if _, ok := t.Ports[mac]; ok {
-			continue
-		}
-		if err := c.objs.FastPorts.Delete(xdpPortKey{Gen: g, Addr: mac}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete port %x: %w", mac, err)
-		}
-		delete(f.ports[g], mac)
+	// Copies before the decisions that lead to them, so that a generation
+	// being written is never half usable; it is not live yet anyway.
+	err = syncGen(c.objs.FastCopies, "copies of services", f.copies[g], t.Copies,
+		func(m uint64) any { return xdpCopiesKey{Gen: g, Svcs: m} },
+		func(cp Copies) (any, error) { return c.copiesValueLocked(cp) })
+	if err != nil {
+		return err
 	}
-	for k, d := range t.Decisions {
-		v, err := c.decisionValueLocked(d)
+	return syncGen(c.objs.FastDecisions, "decision", f.decs[g], t.Decisions,
+		func(k FastKey) any { return xdpDecisionKey{Gen: g, Vclass: k.VIDClass, Src: k.Src, Dst: k.Dst} },
+		func(d Decision) (any, error) {
+			cp, err := c.copiesValueLocked(t.Copies[d.Services])
+			v := xdpDecision{Svcs: d.Services, Nflows: uint8(len(d.Flows)), Cp: cp}
+			copy(v.Flows[:], d.Flows)
+			return v, err
+		})
+}
+
+// syncGen brings the entries of one generation of hash map m, which have
+// mirrors, to want: it writes every entry of want (with its kernel key and
+// value) and deletes the others, recording each change in have.
+func syncGen[K comparable, V any](m *ebpf.Map, what string, have, want map[K]V, key func(K) any, val func(V) (any, error)) error {
+	for k, v := range want {
+		kv, err := val(v)
 		if err != nil {
 			return err
 		}
-		if err := c.objs.FastDecisions.Update(decisionKey(g, k), v, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("decision %+v: %w", k, err)
+		if err := m.Update(key(k), kv, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("%s %v: %w", what, k, err)
 		}
-		f.decs[g][k] = d
+		have[k] = v
 	}
-	for k := range f.decs[g] {
-		if _, ok := t.Decisions[k]; ok {
+	for k := range have {
+		if _, ok := want[k]; ok {
 			continue
 		}
-		if err := c.objs.FastDecisions.Delete(decisionKey(g, k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete decision %+v: %w", k, err)
+		if err := m.Delete(key(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s %v: %w", what, k, err)
 		}
-		delete(f.decs[g], k)
+		delete(have, k)
 	}
 	return nil
 }
 
-func decisionKey(g uint32, k FastKey) xdpDecisionKey {
-	return xdpDecisionKey{Gen: g, Vclass: k.VIDClass, Src: k.Src, Dst: k.Dst}
-}
-
-// decisionValueLocked is the kernel form of d; its output set exists.
-func (c *Capture) decisionValueLocked(d Decision) (xdpDecision, error) {
-	v := xdpDecision{Nout: uint16(len(d.Outputs)), Nflows: uint8(len(d.Flows)), Nsvcs: uint8(len(d.Services))}
+// copiesValueLocked is the kernel form of d; its output set exists.
+func (c *Capture) copiesValueLocked(d Copies) (xdpCopies, error) {
+	v := xdpCopies{Nout: uint16(len(d.Outputs)), Nsvcs: uint8(len(d.Services))}
 	switch len(d.Outputs) {
 	case 0:
 	case 1:
@@ -410,7 +485,6 @@ func (c *Capture) decisionValueLocked(d Decision) (xdpDecision, error) {
 		}
 		v.Target = slot
 	}
-	copy(v.Flows[:], d.Flows)
 	for i, s := range d.Services {
 		v.Svcs[i] = s.Slot
 		if s.Down {

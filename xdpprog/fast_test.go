@@ -20,11 +20,20 @@ func TestFastDecides(t *testing.T) {
 	c, err := Load(Config{})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
-	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1, macB: 2}, Decisions: map[FastKey]Decision{
-		{VIDClass: 0, Src: 1, Dst: 0}:             {Outputs: []int{1}, Flows: []uint16{3}, Services: []DecisionService{{Slot: 5}}},
-		{VIDClass: 0, Src: 1, Dst: 2}:             {Outputs: []int{1, 1}, Flows: []uint16{3, 4}, Services: []DecisionService{{Slot: 5}, {Slot: 6}}},
-		{VIDClass: 0, Src: 0, Dst: MulticastPort}: {Flows: []uint16{4}, Services: []DecisionService{{Slot: 6, Down: true}}},
-	}}
+	// A's OUT flow 3 goes to service bit 0 (slot 5); B's IN flow 4 to bits
+	// 0 and 1 (slot 6, the same monitor: a second copy); a broadcast from
+	// elsewhere to bit 2 (slot 7, monitor down).
+	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1, macB: 2},
+		Decisions: map[FastKey]Decision{
+			{VIDClass: 0, Src: 1, Dst: 0}:             {Services: 0b001, Flows: []uint16{3}},
+			{VIDClass: 0, Src: 0, Dst: 2}:             {Services: 0b011, Flows: []uint16{4}},
+			{VIDClass: 0, Src: 0, Dst: MulticastPort}: {Services: 0b100, Flows: []uint16{4}},
+		},
+		Copies: map[uint64]Copies{
+			0b001: {Outputs: []int{1}, Services: []DecisionService{{Slot: 5}}},
+			0b011: {Outputs: []int{1, 1}, Services: []DecisionService{{Slot: 5}, {Slot: 6}}},
+			0b100: {Services: []DecisionService{{Slot: 7, Down: true}}},
+		}}
 	tab.VIDClass[10] = 1                 // VID 10 is wanted by no decision
 	for round := 0; round < 2; round++ { // the second round flips the generation with the same table
 		if err := c.SetFast(tab); err != nil {
@@ -36,7 +45,8 @@ func TestFastDecides(t *testing.T) {
 			want  Outcome
 		}{
 			{"out of A", frame(t, macOther, macA, nil, 46, 0), FastRedirected},
-			{"A to B: two copies", frame(t, macB, macA, nil, 46, 0), FastRedirected},
+			{"A to B: both sides, two copies", frame(t, macB, macA, nil, 46, 0), FastRedirected},
+			{"B to elsewhere: no side", frame(t, macOther, macB, nil, 46, 0), Unmatched},
 			{"broadcast from elsewhere: service down", frame(t, macBcast, macOther, nil, 46, 0), FastNoOutput},
 			{"out of A on VID 10: no decision", frame(t, macOther, macA, []tag{{0x8100, 10}}, 46, 0), Unmatched},
 			{"C to C", frame(t, macOther, macOther, nil, 46, 0), Unmatched},
@@ -51,8 +61,9 @@ func TestFastDecides(t *testing.T) {
 	f4, _ := c.FastFlow(4)
 	s5, _ := c.FastService(5)
 	s6, _ := c.FastService(6)
-	if f3.Packets != 4 || f4.Packets != 4 || s5.Packets != 4 || s6.Packets != 2 || s6.Down != 2 || f3.Bytes != 240 {
-		t.Errorf("counters: flow3 %+v flow4 %+v svc5 %+v svc6 %+v; want 4, 4, 4, 2+2 down", f3, f4, s5, s6)
+	s7, _ := c.FastService(7)
+	if f3.Packets != 4 || f4.Packets != 4 || s5.Packets != 4 || s6.Packets != 2 || s7.Down != 2 || f3.Bytes != 240 {
+		t.Errorf("counters: flow3 %+v flow4 %+v svc5 %+v svc6 %+v svc7 %+v; want 4, 4, 4, 2, 2 down", f3, f4, s5, s6, s7)
 	}
 	if n := len(c.fast.sets); n != 1 {
 		t.Errorf("%d output sets, want 1 (reused across generations)", n)
@@ -63,12 +74,20 @@ func TestFastDecides(t *testing.T) {
 	if o, err := c.Run(frame(t, macOther, macA, nil, 46, 0)); err != nil || o != Unmatched {
 		t.Errorf("after SetFast(nil): Run = %v, %v; want unmatched (empty early filter)", o, err)
 	}
-	if len(c.fast.sets) != 0 || len(c.fast.tx) != 0 || len(c.fast.decs[0])+len(c.fast.decs[1]) != 0 {
+	f := &c.fast
+	if len(f.sets) != 0 || len(f.tx) != 0 || len(f.decs[0])+len(f.decs[1])+len(f.copies[0])+len(f.copies[1])+len(f.ports[0])+len(f.ports[1]) != 0 {
 		t.Errorf("after SetFast(nil): state %+v, want empty", c.fast)
 	}
-	big := &FastTable{Decisions: map[FastKey]Decision{{}: {Flows: make([]uint16, MaxDecisionFlows+1)}}}
+	big := &FastTable{Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1, Flows: make([]uint16, MaxDecisionFlows+1)}},
+		Copies: map[uint64]Copies{1: {}}}
 	if err := c.SetFast(big); !errors.Is(err, ErrFastLimit) {
 		t.Errorf("SetFast(%d flows per decision) = %v, want ErrFastLimit", MaxDecisionFlows+1, err)
+	}
+	// Sides of one class whose union has no copies: refused, not a limit.
+	holes := &FastTable{Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1}, {Dst: 2}: {Services: 2}},
+		Copies: map[uint64]Copies{1: {}, 2: {}}}
+	if err := c.SetFast(holes); err == nil || errors.Is(err, ErrFastLimit) {
+		t.Errorf("SetFast(union without copies) = %v, want an error that is not ErrFastLimit", err)
 	}
 }
 
@@ -82,12 +101,19 @@ func TestFastSwapNeverMisses(t *testing.T) {
 	c, err := Load(Config{})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
-	one := &FastTable{Ports: map[[6]byte]uint32{macA: 1}, Decisions: map[FastKey]Decision{
-		{Src: 1}: {Outputs: []int{1}, Flows: []uint16{0}, Services: []DecisionService{{Slot: 0}}},
-	}}
-	two := &FastTable{Ports: map[[6]byte]uint32{macA: 7, macB: 3}, Decisions: map[FastKey]Decision{
-		{VIDClass: 2, Src: 7, Dst: 3}: {Outputs: []int{1, 1}, Flows: []uint16{1}, Services: []DecisionService{{Slot: 1}, {Slot: 2}}},
-	}}
+	one := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
+		Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1, Flows: []uint16{0}}},
+		Copies:    map[uint64]Copies{1: {Outputs: []int{1}, Services: []DecisionService{{Slot: 0}}}}}
+	two := &FastTable{Ports: map[[6]byte]uint32{macA: 7, macB: 3},
+		Decisions: map[FastKey]Decision{
+			{VIDClass: 2, Src: 7}: {Services: 0b01, Flows: []uint16{1}},
+			{VIDClass: 2, Dst: 3}: {Services: 0b10, Flows: []uint16{2}},
+		},
+		Copies: map[uint64]Copies{
+			0b01: {Outputs: []int{1}, Services: []DecisionService{{Slot: 1}}},
+			0b10: {Outputs: []int{1}, Services: []DecisionService{{Slot: 2}}},
+			0b11: {Outputs: []int{1, 1}, Services: []DecisionService{{Slot: 1}, {Slot: 2}}},
+		}}
 	for v := range two.VIDClass {
 		two.VIDClass[v] = 2
 	}

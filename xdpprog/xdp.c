@@ -14,14 +14,21 @@
 //   4. a wanted frame larger than the UMEM chunk is counted (oversize)
 //   5. redirect to the XSKMAP slot of the frame's RX queue
 // or, when the broker loaded a fast table (SETTING_FAST), instead of 3-5:
-//   3f. look up the exact decision of (generation, VLAN class of the outer
-//       VID, port id of the source MAC, port id of the destination MAC or
-//       MCAST): which flows match and which services get a copy
+//   3f. look up what the broker's classifier decided for (generation, VLAN
+//       class of the outer VID, port id of the source MAC, port id of the
+//       destination MAC): a source-side decision (the source port's OUT
+//       flows) and a destination-side one (the destination port's IN
+//       flows), or one whole decision for a group destination or a frame
+//       from a port to itself; each holds its flows and a bitmask of the
+//       capture's services
 //   4f. a frame larger than the UMEM chunk is oversize on this path too, so
 //       that monitors see the same frames whichever path the broker chose
-//   5f. count the flows and services, then redirect through a DEVMAP: one
-//       copy to one monitor, or BPF_F_BROADCAST over the decision's output
-//       set (one DEVMAP_HASH entry per copy) for several
+//   5f. look up the copies of the union of the services (each service once),
+//       count flows and services, then redirect through a DEVMAP: one copy
+//       to one monitor, or BPF_F_BROADCAST over an output set (one
+//       DEVMAP_HASH entry per copy) for several
+// Tables stay linear in the ports: decisions per port and side, copies per
+// distinct service mask.
 // Everything not redirected gets the interface's unmatched action (PASS or
 // DROP). Every frame lands in exactly one outcome counter, so
 // seen == redirected + redirect_failed + unmatched + vlan_filtered + runt +
@@ -58,8 +65,9 @@
 #define FAST_PORTS 8192      // 2 x MaxFastPorts
 #define FAST_DECISIONS 16384 // 2 x MaxFastDecisions
 #define FAST_SLOTS 1024      // flow and service counter slots
+#define FAST_COPIES 16384    // 2 x MaxFastCopies
 #define DEC_FLOWS 8          // flows one decision counts
-#define DEC_SVCS 8           // services one decision counts
+#define DEC_SVCS 8           // services one frame goes to
 #define OUT_SETS 256         // output sets (the last slot is never used: see fast.go)
 #define SET_SIZE 64          // copies of one output set
 #define MCAST_ID 0xffffffff  // destination "port id" of a group address
@@ -93,19 +101,34 @@ struct port_key {
 struct decision_key {
 	__u32 gen;
 	__u32 vclass;
-	__u32 src; // port id, 0: not a port
-	__u32 dst; // port id, 0: not a port, MCAST_ID: group address
+	__u32 src; // port id, 0: any source (a destination-side decision)
+	__u32 dst; // port id, 0: any destination (a source-side decision), MCAST_ID: group address
 };
 
-// decision is what the broker's classifier makes of every frame with the
-// key's VLAN class, source and destination.
-struct decision {
-	__u32 target;  // nout == 1: fast_tx key (monitor ifindex); > 1: fast_sets slot
-	__u16 nout;    // copies
-	__u8 nflows;
+// copies are the copies of a frame that goes to a set of services.
+struct copies {
+	__u32 target; // nout == 1: fast_tx key (monitor ifindex); > 1: fast_sets slot
+	__u16 nout;   // copies sent
 	__u8 nsvcs;
+	__u8 pad;
+	__u16 svcs[DEC_SVCS]; // service counter slots, SVC_DOWN flagged
+};
+
+// decision is what the broker's classifier makes of the frames of a key:
+// the flows they match and the services (bits: the capture's service
+// indices) they go to.
+struct decision {
+	__u64 svcs;
+	__u8 nflows;
+	__u8 pad;
 	__u16 flows[DEC_FLOWS]; // flow counter slots
-	__u16 svcs[DEC_SVCS];   // service counter slots, SVC_DOWN flagged
+	struct copies cp;       // the copies of svcs: no second lookup for one side
+};
+
+struct copies_key {
+	__u32 gen;
+	__u32 pad;
+	__u64 svcs;
 };
 
 struct flow_counter {
@@ -196,6 +219,13 @@ struct {
 	__type(value, struct decision);
 } fast_decisions SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FAST_COPIES);
+	__type(key, struct copies_key);
+	__type(value, struct copies);
+} fast_copies SEC(".maps");
+
 // fast_tx holds every monitor a one-copy decision sends to, keyed by its
 // ifindex.
 struct {
@@ -281,27 +311,14 @@ static __always_inline __u32 port_id(__u32 gen, const __u8 *addr) {
 	return id ? *id : 0;
 }
 
-// fast decides the frame in the kernel (steps 3f-5f above).
-static __always_inline int fast(struct counters *c, struct ethhdr *eth, __u16 vid, __u64 len) {
-	__u32 gen = setting(SETTING_GEN) & 1;
-	__u32 vk = gen * VIDS + vid;
-	__u32 *vclass = bpf_map_lookup_elem(&fast_vids, &vk);
-	if (!vclass) {
-		c->unmatched++;
-		return unmatched(c);
-	}
-	struct decision_key dk = {.gen = gen, .vclass = *vclass, .src = port_id(gen, eth->h_source)};
-	dk.dst = (eth->h_dest[0] & 1) ? MCAST_ID : port_id(gen, eth->h_dest);
-	struct decision *d = bpf_map_lookup_elem(&fast_decisions, &dk);
-	if (!d) {
-		c->unmatched++;
-		return unmatched(c);
-	}
-	__u32 max = setting(SETTING_MAX_FRAME);
-	if (max && len > max) {
-		c->oversize++;
-		return unmatched(c);
-	}
+static __always_inline struct decision *decision(__u32 gen, __u32 vclass, __u32 src, __u32 dst) {
+	struct decision_key k = {.gen = gen, .vclass = vclass, .src = src, .dst = dst};
+	return bpf_map_lookup_elem(&fast_decisions, &k);
+}
+
+static __always_inline void count_flows(struct decision *d, __u64 len) {
+	if (!d)
+		return;
 	for (int i = 0; i < DEC_FLOWS; i++) {
 		if (i >= d->nflows)
 			break;
@@ -312,24 +329,72 @@ static __always_inline int fast(struct counters *c, struct ethhdr *eth, __u16 vi
 			fc->bytes += len;
 		}
 	}
+}
+
+// fast decides the frame in the kernel (steps 3f-5f above).
+static __always_inline int fast(struct counters *c, struct ethhdr *eth, __u16 vid, __u64 len) {
+	__u32 gen = setting(SETTING_GEN) & 1;
+	__u32 vk = gen * VIDS + vid;
+	__u32 *vclass = bpf_map_lookup_elem(&fast_vids, &vk);
+	if (!vclass) {
+		c->unmatched++;
+		return unmatched(c);
+	}
+	__u32 class = *vclass;
+	__u32 src = port_id(gen, eth->h_source);
+	struct decision *d1 = 0, *d2 = 0;
+	if (eth->h_dest[0] & 1) {
+		d1 = decision(gen, class, src, MCAST_ID);
+	} else {
+		__u32 dst = port_id(gen, eth->h_dest);
+		if (src && src == dst) {
+			d1 = decision(gen, class, src, src);
+		} else {
+			if (src)
+				d1 = decision(gen, class, src, 0);
+			if (dst)
+				d2 = decision(gen, class, 0, dst);
+		}
+	}
+	// One side: its own copies. Both: the copies of the union.
+	struct copies *cp = 0;
+	if (d1 && d2) {
+		struct copies_key ck = {.gen = gen, .svcs = d1->svcs | d2->svcs};
+		cp = bpf_map_lookup_elem(&fast_copies, &ck);
+	} else if (d1) {
+		cp = &d1->cp;
+	} else if (d2) {
+		cp = &d2->cp;
+	}
+	if (!cp) {
+		c->unmatched++;
+		return unmatched(c);
+	}
+	__u32 max = setting(SETTING_MAX_FRAME);
+	if (max && len > max) {
+		c->oversize++;
+		return unmatched(c);
+	}
+	count_flows(d1, len);
+	count_flows(d2, len);
 	int ret = XDP_ABORTED;
-	if (d->nout == 1) {
-		ret = bpf_redirect_map(&fast_tx, d->target, 0);
-	} else if (d->nout > 1) {
-		__u32 target = d->target;
+	if (cp->nout == 1) {
+		ret = bpf_redirect_map(&fast_tx, cp->target, 0);
+	} else if (cp->nout > 1) {
+		__u32 target = cp->target;
 		void *set = bpf_map_lookup_elem(&fast_sets, &target);
 		if (set)
 			ret = bpf_redirect_map(set, 0, BPF_F_BROADCAST);
 	}
 	int ok = ret == XDP_REDIRECT;
 	for (int i = 0; i < DEC_SVCS; i++) {
-		if (i >= d->nsvcs)
+		if (i >= cp->nsvcs)
 			break;
-		__u32 slot = d->svcs[i] & ~SVC_DOWN;
+		__u32 slot = cp->svcs[i] & ~SVC_DOWN;
 		struct svc_counter *sc = bpf_map_lookup_elem(&fast_svcs, &slot);
 		if (!sc)
 			continue;
-		if (d->svcs[i] & SVC_DOWN) {
+		if (cp->svcs[i] & SVC_DOWN) {
 			sc->down++;
 		} else if (ok) {
 			sc->packets++;
@@ -342,7 +407,7 @@ static __always_inline int fast(struct counters *c, struct ethhdr *eth, __u16 vi
 		c->fast_redirected++;
 		return XDP_REDIRECT;
 	}
-	if (d->nout == 0)
+	if (cp->nout == 0)
 		c->fast_no_output++;
 	else
 		c->fast_failed++;

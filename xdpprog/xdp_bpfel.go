@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpCopies struct {
+	_      structs.HostLayout
+	Target uint32
+	Nout   uint16
+	Nsvcs  uint8
+	Pad    uint8
+	Svcs   [8]uint16
+}
+
+type xdpCopiesKey struct {
+	_    structs.HostLayout
+	Gen  uint32
+	Pad  uint32
+	Svcs uint64
+}
+
 type xdpCounters struct {
 	_              structs.HostLayout
 	Seen           uint64
@@ -32,12 +48,13 @@ type xdpCounters struct {
 
 type xdpDecision struct {
 	_      structs.HostLayout
-	Target uint32
-	Nout   uint16
+	Svcs   uint64
 	Nflows uint8
-	Nsvcs  uint8
+	Pad    uint8
 	Flows  [8]uint16
-	Svcs   [8]uint16
+	_      [2]byte
+	Cp     xdpCopies
+	_      [4]byte
 }
 
 type xdpDecisionKey struct {
@@ -79,6 +96,7 @@ type xdpSvcCounter struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpMapFastCopies    = "fast_copies"
 	xdpMapFastDecisions = "fast_decisions"
 	xdpMapFastFlows     = "fast_flows"
 	xdpMapFastPorts     = "fast_ports"
@@ -144,6 +162,7 @@ type xdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
+	FastCopies    *ebpf.MapSpec `ebpf:"fast_copies"`
 	FastDecisions *ebpf.MapSpec `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.MapSpec `ebpf:"fast_flows"`
 	FastPorts     *ebpf.MapSpec `ebpf:"fast_ports"`
@@ -185,6 +204,7 @@ func (o *xdpObjects) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
+	FastCopies    *ebpf.Map `ebpf:"fast_copies"`
 	FastDecisions *ebpf.Map `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.Map `ebpf:"fast_flows"`
 	FastPorts     *ebpf.Map `ebpf:"fast_ports"`
@@ -202,6 +222,7 @@ type xdpMaps struct {
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
+		m.FastCopies,
 		m.FastDecisions,
 		m.FastFlows,
 		m.FastPorts,

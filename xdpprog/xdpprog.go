@@ -179,7 +179,7 @@ func Load(cfg Config) (*Capture, error) {
 	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}}
 	c.fast.sets, c.fast.tx = map[string]uint32{}, map[int]bool{}
 	for g := range c.fast.ports {
-		c.fast.ports[g], c.fast.decs[g] = map[[6]byte]uint32{}, map[FastKey]Decision{}
+		c.fast.ports[g], c.fast.decs[g], c.fast.copies[g] = map[[6]byte]uint32{}, map[FastKey]Decision{}, map[uint64]Copies{}
 	}
 	if err := loadXdpObjects(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
