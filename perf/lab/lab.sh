@@ -72,8 +72,8 @@ case $dataplane in xdp | none) ;; *) die "--dataplane $dataplane: must be xdp or
 [ -x "$bin" ] || die "$bin not found: run make build (or make run) first"
 
 api=http://$listen
-for tool in ip tc curl jq ping sysctl; do
-	command -v "$tool" >/dev/null || die "$tool not found: apt-get install iproute2 curl jq iputils-ping procps"
+for tool in ip tc curl jq ping sysctl ethtool; do
+	command -v "$tool" >/dev/null || die "$tool not found: apt-get install iproute2 curl jq iputils-ping procps ethtool"
 done
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -197,6 +197,10 @@ ip link add name "$mon" type veth peer name eth0 netns "$ns_mon"
 noipv6 "$mon"
 ip link set "$mon" up
 ip -n "$ns_mon" link set eth0 up
+# GRO on the monitor's end lets a veth take frames redirected by XDP
+# (afxdp-notes.md gotcha 10): taasd then copies in the kernel (its fast
+# path) instead of through AF_XDP; a physical monitor NIC needs nothing.
+ip netns exec "$ns_mon" ethtool -K eth0 gro on >/dev/null
 
 # The SPAN port: every frame the bridge receives on a VM's port is mirrored
 # into span0 once (ingress only, so no frame is copied twice).
@@ -273,6 +277,12 @@ if [ "$dataplane" = xdp ]; then
 	done
 fi
 say "tap flow status: $status"
+if [ "$dataplane" = xdp ]; then
+	path=$(apicall GET /v2.0/taas/stats | jq -r --arg c "$cap" \
+		'.taas_stats.interfaces[] | select(.name == $c and .role == "capture")
+		| if (.path_reason // "") != "" then "\(.path) (\(.path_reason))" else .path end')
+	say "data path of $cap: $path"
+fi
 if [ "$status" != ACTIVE ]; then
 	say "the flow is not ACTIVE: nothing will reach the monitor; see $state/taasd.log"
 	say "and: curl -s $api/v2.0/taas/stats | jq .taas_stats.tap_flows"

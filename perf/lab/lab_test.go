@@ -213,6 +213,11 @@ func TestLab(t *testing.T) {
 		t.Errorf("GET /v2.0/taas/tap_flows = %+v, %v; want one ACTIVE flow", flows, err)
 	}
 
+	// With GRO on the monitor's end, taasd copies in the kernel.
+	if !regexp.MustCompile(`lab: data path of ` + p + `cap0: fast`).MatchString(out.String()) {
+		t.Errorf("the lab does not report the fast path for %scap0:\n%s", p, out)
+	}
+
 	// The SPAN feed carries the ping: echo requests from vm-a, replies from vm-b.
 	request := regexp.MustCompile(`fa:16:3e:00:00:0a > fa:16:3e:00:00:0b, .*10\.0\.0\.1 > 10\.0\.0\.2: ICMP echo request`)
 	reply := regexp.MustCompile(`fa:16:3e:00:00:0b > fa:16:3e:00:00:0a, .*10\.0\.0\.2 > 10\.0\.0\.1: ICMP echo reply`)
