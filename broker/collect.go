@@ -157,9 +157,9 @@ func (b *Broker) Stats() Stats {
 		}
 		is := iface(f.Iface, "capture", queues, add)
 		if c != nil {
-			is.Path, is.PathReason = pathUserspace, c.fast.why
+			is.Path, is.PathReason = PathUserspace, c.fast.why
 			if c.fast.on {
-				is.Path = pathFast
+				is.Path = PathFast
 			}
 		}
 		st.Interfaces = append(st.Interfaces, is)

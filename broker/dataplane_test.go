@@ -160,9 +160,9 @@ func expect(t *testing.T, c *packettest.Capture, what string, sent map[uint32][]
 // frames must reach the same monitors byte for byte either way.
 func forEachPath(t *testing.T, test func(t *testing.T, fast bool)) {
 	for _, fast := range []bool{false, true} {
-		name := pathUserspace
+		name := PathUserspace
 		if fast {
-			name = pathFast
+			name = PathFast
 		}
 		t.Run(name, func(t *testing.T) { test(t, fast) })
 	}
@@ -172,9 +172,9 @@ func forEachPath(t *testing.T, test func(t *testing.T, fast bool)) {
 // so that a fast-path test cannot pass on the AF_XDP fallback.
 func wantPath(t *testing.T, b *Broker, name string, fast bool) {
 	t.Helper()
-	want := pathUserspace
+	want := PathUserspace
 	if fast {
-		want = pathFast
+		want = PathFast
 	}
 	for _, is := range b.Stats().Interfaces {
 		if is.Name == name {

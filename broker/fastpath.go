@@ -21,10 +21,10 @@ import (
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
-// Paths a capture interface's frames take; IfaceStats.Path spells them.
+// Paths a capture interface's frames take, as IfaceStats.Path spells them.
 const (
-	pathFast      = "fast"
-	pathUserspace = "userspace"
+	PathFast      = "fast"
+	PathUserspace = "userspace"
 )
 
 // maxFastCombos bounds the classifier runs of one compile: VLAN classes x

@@ -139,7 +139,7 @@ func TestBrokerFastMonitorRefusingRedirect(t *testing.T) {
 		waitStatus(t, b, plan, "path after gro "+step.gro, func(Report) bool {
 			for _, is := range b.Stats().Interfaces {
 				if is.Name == tp.capIf {
-					return (is.Path == pathFast) == step.fast
+					return (is.Path == PathFast) == step.fast
 				}
 			}
 			return false

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/taas-appliance/taas/broker"
 )
 
 // MetricsHandler serves the data plane's counters in the Prometheus text
@@ -30,11 +32,14 @@ var (
 	descPlanVersion = prometheus.NewDesc("taas_plan_version", "Version of the plan the data plane last applied.", nil, nil)
 	descLinkUp      = prometheus.NewDesc("taas_interface_up", "1 when the interface exists and is up.", ifaceLabels, nil)
 	descQueues      = prometheus.NewDesc("taas_interface_queues", "Queues with an AF_XDP socket.", ifaceLabels, nil)
-	descRxPackets   = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
-	descRxBytes     = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
-	descTxPackets   = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
-	descTxBytes     = prometheus.NewDesc("taas_interface_tx_bytes_total", "Bytes the kernel sent on the interface.", ifaceLabels, nil)
-	descIfaceDrops  = prometheus.NewDesc("taas_interface_drops_total",
+	descFastPath    = prometheus.NewDesc("taas_interface_fast_path",
+		"1 when the capture interface's frames are decided and copied in the kernel (XDP fast path), 0 when they go through the AF_XDP workers.",
+		[]string{"iface"}, nil)
+	descRxPackets  = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
+	descRxBytes    = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
+	descTxPackets  = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
+	descTxBytes    = prometheus.NewDesc("taas_interface_tx_bytes_total", "Bytes the kernel sent on the interface.", ifaceLabels, nil)
+	descIfaceDrops = prometheus.NewDesc("taas_interface_drops_total",
 		"Frames lost on the interface's data path, by reason (XDP program, AF_XDP socket, TX).",
 		append(ifaceLabels, "reason"), nil)
 	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
@@ -53,7 +58,7 @@ type statsCollector struct {
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descRxPackets, descRxBytes,
+	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
 		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
 		descFlowPkts, descFlowBytes} {
 		ch <- d
@@ -76,6 +81,13 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descLinkUp, up, is.Name, is.Role)
 		gauge(descQueues, float64(is.Queues), is.Name, is.Role)
+		if is.Path != "" {
+			fast := 0.0
+			if is.Path == broker.PathFast {
+				fast = 1
+			}
+			gauge(descFastPath, fast, is.Name)
+		}
 		counter(descRxPackets, is.RxPackets, is.Name, is.Role)
 		counter(descRxBytes, is.RxBytes, is.Name, is.Role)
 		counter(descTxPackets, is.TxPackets, is.Name, is.Role)

@@ -19,7 +19,7 @@ type fixedStats struct{ NullDataPlane }
 func (fixedStats) Stats() broker.Stats {
 	return broker.Stats{
 		PlanVersion: 7,
-		Interfaces: []broker.IfaceStats{{Name: "cap0", Role: "capture", LinkUp: true, Queues: 2, RxPackets: 11,
+		Interfaces: []broker.IfaceStats{{Name: "cap0", Role: "capture", LinkUp: true, Queues: 2, RxPackets: 11, Path: "fast",
 			Drops: map[string]uint64{"xdp_oversize": 3}, Counters: map[string]uint64{"xdp_redirected": 9}}},
 		Services: []broker.ServiceStats{{ID: "svc-1", DeliveredPackets: 5, DeliveredBytes: 300,
 			Drops: map[string]uint64{"no_free_tx_frame": 1}}},
@@ -42,6 +42,7 @@ func TestMetricsHandler(t *testing.T) {
 		"taas_plan_version 7",
 		`taas_interface_up{iface="cap0",role="capture"} 1`,
 		`taas_interface_queues{iface="cap0",role="capture"} 2`,
+		`taas_interface_fast_path{iface="cap0"} 1`,
 		`taas_interface_rx_packets_total{iface="cap0",role="capture"} 11`,
 		`taas_interface_drops_total{iface="cap0",reason="xdp_oversize",role="capture"} 3`,
 		`taas_interface_events_total{counter="xdp_redirected",iface="cap0",role="capture"} 9`,
