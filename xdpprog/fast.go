@@ -3,6 +3,8 @@ package xdpprog
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,9 +64,10 @@ const (
 	vids    = 4096
 	svcDown = 0x8000
 	outSets = 256
-	// barrierSlot is a fast_sets slot never used: deleting it makes the
-	// kernel wait for every running program (synchronize_rcu, which the
-	// syscall does after any change to a map-of-maps).
+	// barrierSlot is a fast_sets slot no decision uses: writing it makes
+	// the kernel wait for every running program (the syscall runs
+	// synchronize_rcu after a successful change to a map-of-maps; since
+	// Linux 6.8 only a successful one, so deleting an empty slot does not).
 	barrierSlot = outSets - 1
 )
 
@@ -158,7 +161,9 @@ type fastState struct {
 	ports   [2]map[[6]byte]uint32   // fast_ports, per generation
 	decs    [2]map[FastKey]Decision // fast_decisions, per generation
 	copies  [2]map[uint64]Copies    // fast_copies, per generation
-	sets    map[string]uint32       // output set (setKey) -> fast_sets slot
+	sets    map[string]uint32       // output set (setKey) -> fast_sets slot, live or cached
+	live    map[string]bool         // the output sets the live generation uses
+	barrier *ebpf.Map               // an empty output set, written to barrierSlot
 	tx      map[int]bool            // fast_tx keys
 	// scratch for per-CPU lookups
 	flowPC []xdpFlowCounter
@@ -312,6 +317,11 @@ func (c *Capture) SetFast(t *FastTable) error {
 
 func (c *Capture) setFastLocked(t *FastTable) error {
 	f := &c.fast
+	if f.on && f.live != nil && c.isLiveLocked(t) {
+		// The reconciler re-applies unchanged plans (link events): no
+		// writes, and no grace period to wait for.
+		return nil
+	}
 	next := f.gen ^ 1
 	// 1. Outputs the new table needs, next to those the live one uses.
 	need := map[string]bool{}
@@ -323,7 +333,11 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 			needTx[d.Outputs[0]] = true
 		default:
 			need[setKey(d.Outputs)] = true
-			if err := c.putSetLocked(d.Outputs); err != nil {
+		}
+	}
+	for _, d := range t.Copies {
+		if len(d.Outputs) > 1 {
+			if err := c.putSetLocked(d.Outputs, need); err != nil {
 				return err
 			}
 		}
@@ -354,15 +368,29 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 	if err := c.barrierLocked(); err != nil {
 		return err
 	}
-	// 4. Delete the old generation and the outputs only it used.
+	// 4. Delete the old generation and the monitors only it used. Output
+	// sets stay cached for a later table: every change of fast_sets costs
+	// a grace period (synchronize_rcu), about half of an Apply's time when
+	// a set came and went with each plan.
+	f.live = need // non-nil from the first table on
 	if err := c.writeGenLocked(next^1, &FastTable{}); err != nil {
 		return err
 	}
-	return c.dropOutputsLocked(need, needTx)
+	return c.dropTxLocked(needTx)
 }
 
-// putSetLocked makes sure an output set of outs exists in fast_sets.
-func (c *Capture) putSetLocked(outs []int) error {
+// isLiveLocked reports whether the live generation already holds t.
+func (c *Capture) isLiveLocked(t *FastTable) bool {
+	f := &c.fast
+	g := f.gen
+	return f.vidInit[g] && f.vids[g] == t.VIDClass && maps.Equal(f.ports[g], t.Ports) &&
+		reflect.DeepEqual(f.decs[g], t.Decisions) && reflect.DeepEqual(f.copies[g], t.Copies)
+}
+
+// putSetLocked makes sure an output set of outs exists in fast_sets,
+// evicting a cached set that neither the live generation nor need uses
+// when no slot is free.
+func (c *Capture) putSetLocked(outs []int, need map[string]bool) error {
 	f := &c.fast
 	key := setKey(outs)
 	if _, ok := f.sets[key]; ok {
@@ -378,6 +406,19 @@ func (c *Capture) putSetLocked(outs []int) error {
 			slot = int(s)
 			break
 		}
+	}
+	for k, s := range f.sets {
+		if slot >= 0 {
+			break
+		}
+		if need[k] || f.live[k] {
+			continue
+		}
+		if err := c.objs.FastSets.Delete(s); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("evict output set %d: %w", s, err)
+		}
+		delete(f.sets, k)
+		slot = int(s)
 	}
 	if slot < 0 {
 		return fmt.Errorf("no free output set slot: %w", ErrFastLimit)
@@ -495,27 +536,41 @@ func (c *Capture) copiesValueLocked(d Copies) (xdpCopies, error) {
 }
 
 // barrierLocked returns once no program that started before it runs: the
-// kernel runs synchronize_rcu after any change to a map-of-maps, and an XDP
-// program runs inside one RCU read-side section (redirect flush included).
+// kernel runs synchronize_rcu after a successful change to a map-of-maps,
+// and an XDP program runs inside one RCU read-side section (redirect flush
+// included). TestFastSwapNeverMisses fails without it.
 func (c *Capture) barrierLocked() error {
-	if err := c.objs.FastSets.Delete(uint32(barrierSlot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if c.fast.barrier == nil {
+		spec, err := setSpec()
+		if err != nil {
+			return err
+		}
+		if c.fast.barrier, err = ebpf.NewMap(spec.Copy()); err != nil {
+			return fmt.Errorf("create barrier map: %w", err)
+		}
+	}
+	if err := c.objs.FastSets.Update(uint32(barrierSlot), c.fast.barrier, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("wait for running programs: %w", err)
 	}
 	return nil
 }
 
-// dropOutputsLocked deletes output sets and fast_tx entries not in keep.
-func (c *Capture) dropOutputsLocked(keep map[string]bool, keepTx map[int]bool) error {
+// dropSetsLocked deletes every output set; no generation may use them.
+func (c *Capture) dropSetsLocked() error {
 	f := &c.fast
 	for key, slot := range f.sets {
-		if keep[key] {
-			continue
-		}
 		if err := c.objs.FastSets.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete output set %d: %w", slot, err)
 		}
 		delete(f.sets, key)
 	}
+	f.live = nil
+	return nil
+}
+
+// dropTxLocked deletes the fast_tx entries not in keepTx.
+func (c *Capture) dropTxLocked(keepTx map[int]bool) error {
+	f := &c.fast
 	for ifindex := range f.tx {
 		if keepTx[ifindex] {
 			continue
@@ -545,7 +600,7 @@ func (c *Capture) fastOffLocked() error {
 			return fmt.Errorf("clear fast table: %w", err)
 		}
 	}
-	if err := c.dropOutputsLocked(nil, nil); err != nil {
+	if err := errors.Join(c.dropSetsLocked(), c.dropTxLocked(nil)); err != nil {
 		return fmt.Errorf("clear fast table: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package xdpprog
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -35,7 +36,7 @@ func TestFastDecides(t *testing.T) {
 			0b100: {Services: []DecisionService{{Slot: 7, Down: true}}},
 		}}
 	tab.VIDClass[10] = 1                 // VID 10 is wanted by no decision
-	for round := 0; round < 2; round++ { // the second round flips the generation with the same table
+	for round := 0; round < 2; round++ { // the second round applies the same table again: nothing to write
 		if err := c.SetFast(tab); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +67,10 @@ func TestFastDecides(t *testing.T) {
 		t.Errorf("counters: flow3 %+v flow4 %+v svc5 %+v svc6 %+v svc7 %+v; want 4, 4, 4, 2, 2 down", f3, f4, s5, s6, s7)
 	}
 	if n := len(c.fast.sets); n != 1 {
-		t.Errorf("%d output sets, want 1 (reused across generations)", n)
+		t.Errorf("%d output sets, want 1", n)
+	}
+	if c.fast.gen != 1 {
+		t.Errorf("generation %d after the same table twice, want 1 (written once)", c.fast.gen)
 	}
 	if err := c.SetFast(nil); err != nil {
 		t.Fatal(err)
@@ -155,4 +159,52 @@ func TestFastSwapNeverMisses(t *testing.T) {
 		t.Fatalf("%d of %d runs during 200 table swaps not redirected", r.missed, r.runs)
 	}
 	t.Logf("%d runs during 200 table swaps, all redirected", r.runs)
+}
+
+// TestFastOutputSetsCachedAndEvicted swaps through more distinct output
+// sets than fast_sets has slots: sets are kept for reuse across tables and
+// evicted only when a new one needs the room, never one the live table
+// uses, and every table decides the frame.
+func TestFastOutputSetsCachedAndEvicted(t *testing.T) {
+	testutil.RequireRoot(t, needVeth)
+	v := vethInNetns(t, 1)
+	err := testutil.InNetns(v.ns, func() error {
+		c, err := Load(Config{})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// Distinct multisets of the pair's two ifindexes: i copies to a and
+		// j to b, 2 <= i+j <= 40.
+		tables := 0
+		for n := 2; n <= 40 && tables < 2*MaxOutputSets+10; n++ {
+			for i := 0; i <= n && tables < 2*MaxOutputSets+10; i++ {
+				var outs []int
+				for k := 0; k < n; k++ {
+					if k < i {
+						outs = append(outs, v.ai)
+					} else {
+						outs = append(outs, v.bi)
+					}
+				}
+				tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
+					Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1, Flows: []uint16{0}}},
+					Copies:    map[uint64]Copies{1: {Outputs: outs, Services: []DecisionService{{Slot: 0}}}}}
+				if err := c.SetFast(tab); err != nil {
+					return fmt.Errorf("table %d: %w", tables, err)
+				}
+				if o, err := c.Run(frame(t, macOther, macA, nil, 46, 0)); err != nil || o != FastRedirected {
+					return fmt.Errorf("table %d: Run = %v, %v; want fast_redirected", tables, o, err)
+				}
+				tables++
+			}
+		}
+		if n := len(c.fast.sets); n < 2 || n > outSets-1 {
+			return fmt.Errorf("%d output sets cached after %d tables, want 2..%d", n, tables, outSets-1)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

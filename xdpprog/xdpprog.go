@@ -292,6 +292,11 @@ func (c *Capture) Close() error {
 	if err := c.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp objects: %w", err))
 	}
+	if c.fast.barrier != nil {
+		if err := c.fast.barrier.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close barrier map: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
