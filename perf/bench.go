@@ -266,6 +266,12 @@ func settle(ctx context.Context, lab *Lab) error {
 	return ctx.Err()
 }
 
+// burstPeer is a Peer that takes paced traffic in bursts larger than the
+// generator's default (Config.Burst).
+type burstPeer interface {
+	PacedBurst() uint64
+}
+
 func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rate float64, secs time.Duration, every uint64) (Rep, error) {
 	// Frames of the previous repetition still queued in the peer must not
 	// count in this one.
@@ -303,7 +309,11 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 		stopChurn()
 		return Rep{}, err
 	}
-	res, err := Generate(ctx, Config{Iface: lab.Gen, Netns: lab.GenNS, Traffic: tr, Duration: secs, Rate: rate, CPU: genCPU, Realtime: rate > 0})
+	gc := Config{Iface: lab.Gen, Netns: lab.GenNS, Traffic: tr, Duration: secs, Rate: rate, CPU: genCPU, Realtime: rate > 0}
+	if b, ok := p.(burstPeer); ok {
+		gc.Burst = b.PacedBurst()
+	}
+	res, err := Generate(ctx, gc)
 	// The rate is what arrived while the generator ran; loss is counted
 	// once the peer has drained what it still holds.
 	inWindow, inWindowBytes, derr := lab.Delivered(sc.Fanout)

@@ -251,12 +251,23 @@ func (p *Taasd) Layout() string {
 	if p.AFXDP {
 		return fmt.Sprintf("AF_XDP path only: %s; capture NAPI + XDP in softirq on the generator's CPU %d", workers, genCPU)
 	}
-	return fmt.Sprintf("in-kernel fast path: capture NAPI threaded, pinned to CPU %d (its XDP program decides and redirects the copies there); %s, idle", peerCPU, workers)
+	return fmt.Sprintf("in-kernel fast path: capture NAPI + XDP (which decides and redirects the copies) in softirq on the generator's CPU %d, paced traffic in 1 ms bursts; %s, idle", genCPU, workers)
 }
 
-// busyPoll is BusyPoll where workers have a core to spin on: on the fast
-// path the capture NAPI thread runs on the workers' CPU, and a spinning
-// worker beside it would starve it (afxdp-notes.md gotcha 8).
+// PacedBurst: on the fast path the capture's XDP program runs in the
+// generator's own softirq and drains the veth ring before the next frames
+// come, so paced traffic may come in large bursts, which lets the
+// generator pace at the rates this path reaches (burstPeer).
+func (p *Taasd) PacedBurst() uint64 {
+	if p.AFXDP {
+		return 0
+	}
+	return 4096
+}
+
+// busyPoll is BusyPoll where workers have frames to spin for: on the fast
+// path they get none, and a spinning worker would only take CPU 1 from
+// the monitors' and taasd's other work (afxdp-notes.md gotcha 8).
 func (p *Taasd) busyPoll() bool { return p.BusyPoll && p.AFXDP }
 
 func (p *Taasd) Start(ctx context.Context, s Setup) error {
@@ -264,16 +275,6 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	dir, err := os.MkdirTemp(p.Dir, "taasd-")
 	if err != nil {
 		return err
-	}
-	if !p.AFXDP {
-		// GRO on gives the capture veth a NAPI context of its own (gotcha
-		// 10), which is threaded and pinned, as for tc.
-		if err := run("ethtool", "-K", s.Lab.Cap, "gro", "on"); err != nil {
-			return err
-		}
-		if err := s.Lab.CapNAPI(peerCPU); err != nil {
-			return err
-		}
 	}
 	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\nrx_ring_size = %d\nfast_path = %v\n\n"+
 		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n",
@@ -353,9 +354,6 @@ func (p *Taasd) Stop() error {
 	stopProcess(p.cmd)
 	p.cmd = nil
 	var errs []error
-	if !p.AFXDP && p.s.Lab != nil {
-		errs = append(errs, p.s.Lab.CapNAPI(-1))
-	}
 	if p.log != nil {
 		errs = append(errs, p.log.Close())
 		p.log = nil

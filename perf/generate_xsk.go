@@ -40,7 +40,7 @@ func generateXSK(ctx context.Context, ifindex int, c Config) (Result, error) {
 	if c.Duration > 0 {
 		deadline = start.Add(c.Duration)
 	}
-	pace := newPacer(c.Rate, batch, start)
+	pace := newPacer(c.Rate, batch, 0, start) // Burst is for live frames; the TX ring bounds these
 	for {
 		if c.Count > 0 && queued >= c.Count || !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
 			break

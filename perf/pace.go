@@ -13,24 +13,43 @@ import (
 // than millisecond bursts that a peer on another CPU would drop at the
 // ring. A stall longer than the bucket loses its tokens: the run then
 // offers less than asked, and says so.
+//
+// A larger burst (Config.Burst) suits a receiver that drains the ring in
+// the generator's own softirq, before the next frames are sent: bigger
+// chunks mean fewer BPF_PROG_RUN calls, each of which costs a page pool
+// set-up, so the pacer reaches higher rates.
 type pacer struct {
-	rate   float64 // frames per second; 0: flat out
-	chunk  uint64
-	due    time.Time // when the bucket holds one chunk
-	maxLag time.Duration
+	rate     float64 // frames per second; 0: flat out
+	chunk    uint64
+	chunkMax uint64
+	due      time.Time // when the bucket holds one chunk
+	maxLag   time.Duration
 }
 
-// Paced chunk and bucket sizes, in frames.
+// Paced chunk and bucket sizes, in frames, for the default burst, and the
+// largest burst Config takes.
 const (
 	pacedChunkMax = 128
 	bucketDepth   = 224
+	MaxBurst      = 1 << 14
 )
 
-func newPacer(rate float64, flatOut uint64, start time.Time) *pacer {
-	p := &pacer{rate: rate, chunk: flatOut, due: start}
+// newPacer paces at rate (0: flat out in chunks of flatOut), in chunks of
+// at most burst frames (0: pacedChunkMax) lasting about 100 us, or 1 ms
+// for a burst above the default.
+func newPacer(rate float64, flatOut, burst uint64, start time.Time) *pacer {
+	p := &pacer{rate: rate, chunk: flatOut, due: start, chunkMax: flatOut}
 	if rate > 0 {
-		p.chunk = uint64(max(1, min(rate/10000, pacedChunkMax)))
-		p.maxLag = p.span(bucketDepth - p.chunk)
+		depth, span := uint64(bucketDepth), rate/10000
+		p.chunkMax = pacedChunkMax
+		switch {
+		case burst > pacedChunkMax:
+			p.chunkMax, depth, span = burst, burst+burst/2, rate/1000
+		case burst > 0:
+			p.chunkMax = burst
+		}
+		p.chunk = uint64(max(1, min(span, float64(p.chunkMax))))
+		p.maxLag = p.span(depth - p.chunk)
 	}
 	return p
 }
@@ -42,7 +61,7 @@ func (p *pacer) span(n uint64) time.Duration {
 
 // next blocks until the bucket holds a chunk and returns how many frames
 // may go now: at least a chunk, more if the wakeup came late, never more
-// than pacedChunkMax (flat out: the flat-out chunk) or limit. It returns
+// than the burst (flat out: the flat-out chunk) or limit. It returns
 // false, without waiting, when the next chunk falls after deadline (zero:
 // none).
 func (p *pacer) next(limit uint64, deadline time.Time) (uint64, bool) {
@@ -65,7 +84,7 @@ func (p *pacer) next(limit uint64, deadline time.Time) (uint64, bool) {
 	if late := now.Sub(p.due); late > 0 {
 		n += uint64(late.Seconds() * p.rate)
 	}
-	n = min(n, pacedChunkMax, limit)
+	n = min(n, p.chunkMax, limit)
 	p.due = p.due.Add(p.span(n))
 	return n, true
 }

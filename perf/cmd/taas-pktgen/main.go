@@ -49,6 +49,7 @@ func run() error {
 	flag.IntVar(&c.Traffic.Flows, "flows", 1, fmt.Sprintf("distinct UDP source ports, 1-%d", perf.MaxFlows))
 	flag.IntVar(&c.CPU, "cpu", -1, "pin the generator to this CPU (-1: unpinned)")
 	flag.UintVar(&batch, "batch", 64, "frames per kernel flush (live frames batch), 1-256")
+	flag.Uint64Var(&c.Burst, "burst", 0, fmt.Sprintf("most frames a paced run sends at once (0: 128, chunks of 100 us; larger, up to %d: 1 ms chunks, for a receiver on the generator's CPU)", perf.MaxBurst))
 	flag.BoolVar(&c.AFXDP, "afxdp", false, "send with an AF_XDP socket (the ~1 Mpps fallback) instead of XDP live frames")
 	flag.BoolVar(&c.Realtime, "rt", false, "run the generating thread SCHED_FIFO, so pacing holds on a busy machine")
 	flag.BoolVar(&asJSON, "json", false, "print the result as JSON")
