@@ -273,8 +273,9 @@ type burstPeer interface {
 }
 
 func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rate float64, secs time.Duration, every uint64) (Rep, error) {
-	// Frames of the previous repetition still queued in the peer must not
-	// count in this one.
+	// Let the peer drain what it still holds of the previous repetition:
+	// those frames would load this one (the new mark keeps them out of its
+	// count).
 	if err := settle(ctx, lab); err != nil {
 		return Rep{}, err
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/taas-appliance/taas/broker"
 )
 
 // Setup is what a peer realises for one scenario: copy every frame whose
@@ -324,7 +326,11 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	if err != nil {
 		return err
 	}
-	if want := map[bool]string{false: "fast", true: "userspace"}[p.AFXDP]; path != want {
+	want := broker.PathFast
+	if p.AFXDP {
+		want = broker.PathUserspace
+	}
+	if path != want {
 		return fmt.Errorf("%s: capture %s is on the %q path, not %q: %s", p.Name(), s.Lab.Cap, path, want, why)
 	}
 	return nil
@@ -353,10 +359,10 @@ func (p *Taasd) Reported(ctx context.Context) (PeerCounts, bool, error) {
 func (p *Taasd) Stop() error {
 	stopProcess(p.cmd)
 	p.cmd = nil
-	var errs []error
-	if p.log != nil {
-		errs = append(errs, p.log.Close())
-		p.log = nil
+	if p.log == nil {
+		return nil
 	}
-	return errors.Join(errs...)
+	err := p.log.Close()
+	p.log = nil
+	return err
 }
