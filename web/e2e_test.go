@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,63 +57,11 @@ func artifactsDir(t *testing.T) string {
 	return dir
 }
 
-// startTaasd runs the taasd binary bin with args (plus --listen and --db)
-// until t ends, and returns its base URL once it answers.
+// startTaasd runs the taasd binary bin with args until t ends, and returns
+// its base URL once it answers.
 func startTaasd(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	addr := testutil.FreeLoopbackAddr(t)
-	dir := t.TempDir()
-	logPath := filepath.Join(dir, "taasd.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args = append([]string{"--listen", addr, "--db", filepath.Join(dir, "taas.db")}, args...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		// Stop only the process this test started, by its pid.
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("taasd log:\n%s", b)
-			}
-		}
-	})
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get(base + "/")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("taasd %s exited: %v\n%s", strings.Join(args, " "), err, b)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("taasd did not answer on %s within 30s (last: %v)\n%s", base, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testutil.StartTaasd(t, bin, args...).URL
 }
 
 // runScript runs one e2e/<name>.mjs against base with extra environment,

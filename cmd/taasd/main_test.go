@@ -1,19 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -51,45 +46,6 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// startTaasd starts the binary and waits until it answers; it is killed
-// (by its pid) when the test ends if still running.
-func startTaasd(t *testing.T, bin, addr, db string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(bin, "--listen", addr, "--db", db)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // the exit is checked by whoever kills it
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill() //nolint:errcheck // already dying is fine
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/")
-		if err == nil {
-			resp.Body.Close()
-			return cmd
-		}
-		select {
-		case <-exited:
-			t.Fatalf("taasd exited before answering:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("taasd did not answer within 60s:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func call(t *testing.T, method, url, body string, want int) map[string]any {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -121,9 +77,8 @@ func TestRestartAfterKill(t *testing.T) {
 	dir := t.TempDir()
 	bin := testutil.BuildTaasd(t)
 	db := filepath.Join(dir, "taas.db")
-	addr := testutil.FreeLoopbackAddr(t)
-	cmd := startTaasd(t, bin, addr, db)
-	base := "http://" + addr
+	d := testutil.StartTaasd(t, bin, "--db", db)
+	base := d.URL
 
 	port := call(t, "POST", base+"/v2.0/ports", `{"port": {"name": "mon", "network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "binding:profile": {"interface": "mon0"}}}`, 201)["port"].(map[string]any)
 	svc := call(t, "POST", base+"/v2.0/taas/tap_services", fmt.Sprintf(`{"tap_service": {"name": "ids", "port_id": %q}}`, port["id"]), 201)["tap_service"].(map[string]any)
@@ -133,25 +88,12 @@ func TestRestartAfterKill(t *testing.T) {
 		flows = append(flows, f["tap_flow"].(map[string]any)["id"].(string))
 	}
 	call(t, "PUT", base+"/v2.0/taas/tap_services/"+svc["id"].(string), `{"tap_service": {"description": "last write"}}`, 200)
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ { // wait for the old process to release the port
-		if c, err := net.Dial("tcp", addr); err != nil {
-			break
-		} else {
-			c.Close()
-		}
-		if i > 1000 {
-			t.Fatal("killed taasd still listening")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	d.Kill(t)
 	if _, err := os.Stat(db); err != nil {
 		t.Fatal(err)
 	}
 
-	startTaasd(t, bin, addr, db)
+	d.Restart(t)
 	got := call(t, "GET", base+"/v2.0/taas/tap_services/"+svc["id"].(string), "", 200)["tap_service"].(map[string]any)
 	if got["description"] != "last write" || got["name"] != "ids" || got["port_id"] != port["id"] {
 		t.Errorf("service after restart = %v", got)

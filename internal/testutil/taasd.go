@@ -1,0 +1,174 @@
+package testutil
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Taasd is one run of the taasd binary that a test started. It is stopped
+// (SIGTERM, then SIGKILL after 15 s), by its own pid, when the test ends.
+type Taasd struct {
+	// URL is the API's base, "http://" + Addr.
+	URL, Addr string
+	// DB is the SQLite file; LogPath what the process writes (stdout and
+	// stderr).
+	DB, LogPath string
+	// Args are the arguments it was started with, --listen and --db included.
+	Args []string
+	Cmd  *exec.Cmd
+
+	bin    string
+	exited chan struct{}
+	err    error // the exit error, once exited is closed
+}
+
+// StartTaasd runs the taasd binary bin (see BuildTaasd) with args until the
+// test ends, and returns once GET / answers 200. It adds --listen (a free
+// loopback port) and --db (in a temporary directory) unless args name them;
+// given as flags they override a --config file's. A start that fails, or
+// takes over 60 s, fails the test with the log.
+func StartTaasd(t testing.TB, bin string, args ...string) *Taasd {
+	t.Helper()
+	dir := t.TempDir()
+	has := func(flag string) bool {
+		return slices.ContainsFunc(args, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") })
+	}
+	d := &Taasd{bin: bin, LogPath: filepath.Join(dir, "taasd.log")}
+	if !has("--listen") {
+		d.Addr = FreeLoopbackAddr(t)
+		args = append([]string{"--listen", d.Addr}, args...)
+	}
+	if !has("--db") {
+		d.DB = filepath.Join(dir, "taas.db")
+		args = append([]string{"--db", d.DB}, args...)
+	}
+	for i, a := range args {
+		if i+1 < len(args) && a == "--listen" {
+			d.Addr = args[i+1]
+		}
+		if i+1 < len(args) && a == "--db" {
+			d.DB = args[i+1]
+		}
+	}
+	d.URL = "http://" + d.Addr
+	d.Args = args
+	d.start(t)
+	return d
+}
+
+func (d *Taasd) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Cmd = exec.Command(d.bin, d.Args...)
+	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
+	if err := d.Cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start taasd: %v", err)
+	}
+	d.exited = make(chan struct{})
+	go func() {
+		d.err = d.Cmd.Wait()
+		logf.Close()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.exited:
+		default:
+			// Only the process this test started, by its pid.
+			_ = d.Cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.exited:
+			case <-time.After(15 * time.Second):
+				_ = d.Cmd.Process.Kill()
+				<-d.exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("taasd %s log:\n%s", strings.Join(d.Args, " "), d.Logs())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := http.Get(d.URL + "/")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("taasd %s exited before answering: %v\n%s", strings.Join(d.Args, " "), d.err, d.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("taasd did not answer on %s within 60s (last: %v)\n%s", d.URL, err, d.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pid is the process id.
+func (d *Taasd) Pid() int { return d.Cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (d *Taasd) Signal(sig os.Signal) error { return d.Cmd.Process.Signal(sig) }
+
+// Exited is closed once the process has exited and been reaped.
+func (d *Taasd) Exited() <-chan struct{} { return d.exited }
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (d *Taasd) Kill(t testing.TB) {
+	t.Helper()
+	if err := d.Cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("kill taasd: %v", err)
+	}
+	<-d.exited
+}
+
+// Stop sends SIGTERM and waits up to 15 s; it returns the exit error (nil
+// for a clean exit 0) and fails the test if the process did not exit.
+func (d *Taasd) Stop(t testing.TB) error {
+	t.Helper()
+	if err := d.Cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("stop taasd: %v", err)
+	}
+	select {
+	case <-d.exited:
+		return d.err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("taasd did not exit within 15s of SIGTERM\n%s", d.Logs())
+		return nil
+	}
+}
+
+// Restart starts the binary again with the same arguments (database and
+// address), once the previous process has exited, and returns the new run.
+func (d *Taasd) Restart(t testing.TB) *Taasd {
+	t.Helper()
+	<-d.exited
+	n := &Taasd{URL: d.URL, Addr: d.Addr, DB: d.DB, LogPath: d.LogPath, Args: d.Args, bin: d.bin}
+	n.start(t)
+	return n
+}
+
+// Logs is what the process has written so far (every run sharing LogPath).
+func (d *Taasd) Logs() string {
+	b, err := os.ReadFile(d.LogPath)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	return string(b)
+}
