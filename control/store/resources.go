@@ -105,7 +105,11 @@ func (s *Store) ListNetworks(ctx context.Context, project string) ([]Network, er
 
 // GetNetwork returns one network visible to project.
 func (s *Store) GetNetwork(ctx context.Context, project, id string) (Network, error) {
-	n, err := scanNetwork(s.r.QueryRowContext(ctx, `SELECT `+networkCols+` FROM networks
+	return getNetwork(ctx, s.r, project, id)
+}
+
+func getNetwork(ctx context.Context, q queryer, project, id string) (Network, error) {
+	n, err := scanNetwork(q.QueryRowContext(ctx, `SELECT `+networkCols+` FROM networks
 		WHERE id = ?2 AND (?1 = '' OR project_id = ?1 OR shared)`, project, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, ErrNotFound
@@ -160,7 +164,9 @@ func (s *Store) GetPort(ctx context.Context, project, id string) (Port, error) {
 	return getPort(ctx, s.r, project, id)
 }
 
+// queryer is what *sql.DB (the read pool) and *sql.Tx share.
 type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
@@ -176,16 +182,9 @@ func getPort(ctx context.Context, q queryer, project, id string) (Port, error) {
 	return p, nil
 }
 
-// CreatePort inserts p. A MAC already on the network is ErrConflict; a
-// network that does not exist is ErrNotFound.
+// CreatePort inserts p in a transaction of its own (see Tx.CreatePort).
 func (s *Store) CreatePort(ctx context.Context, p Port) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO ports (`+portCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.ProjectID, p.NetworkID, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp),
-		p.DeviceOwner, p.DeviceID, b2i(p.PortSecurityEnabled), p.HostID, p.Interface)
-	if err != nil {
-		return fmt.Errorf("insert port: %w", constraintErr(err))
-	}
-	return nil
+	return s.Write(ctx, func(tx *Tx) error { return tx.CreatePort(p) })
 }
 
 // UpdatePort reads the port, lets fn change it and writes it back, in one
@@ -302,27 +301,10 @@ func getService(ctx context.Context, q queryer, project, id string) (TapService,
 	return t, nil
 }
 
-// CreateTapService inserts t. With max > 0 it fails with ErrLimitReached
-// when max tap services exist already. A port deleted meanwhile is
-// ErrNotFound.
+// CreateTapService inserts t in a transaction of its own (see
+// Tx.CreateTapService).
 func (s *Store) CreateTapService(ctx context.Context, t TapService, max int) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if max > 0 {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM tap_services`).Scan(&n); err != nil {
-				return fmt.Errorf("count tap services: %w", err)
-			}
-			if n >= max {
-				return ErrLimitReached
-			}
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO tap_services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			t.ID, t.ProjectID, t.Name, t.Description, t.PortID, t.Status, t.StatusReason)
-		if err != nil {
-			return fmt.Errorf("insert tap service: %w", constraintErr(err))
-		}
-		return nil
-	})
+	return s.Write(ctx, func(tx *Tx) error { return tx.CreateTapService(t, max) })
 }
 
 // UpdateTapService reads the service, lets fn change it and writes name
@@ -421,19 +403,10 @@ func getFlow(ctx context.Context, q queryer, project, id string) (TapFlow, error
 	return f, nil
 }
 
-// CreateTapFlow inserts f. A service or source port deleted meanwhile is
-// ErrNotFound.
+// CreateTapFlow inserts f in a transaction of its own (see
+// Tx.CreateTapFlow).
 func (s *Store) CreateTapFlow(ctx context.Context, f TapFlow) error {
-	var vf sql.NullString
-	if f.VLANFilter != nil {
-		vf = sql.NullString{String: *f.VLANFilter, Valid: true}
-	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO tap_flows (`+flowCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		f.ID, f.ProjectID, f.Name, f.Description, f.TapServiceID, f.SourcePort, f.Direction, vf, f.Status, f.StatusReason)
-	if err != nil {
-		return fmt.Errorf("insert tap flow: %w", constraintErr(err))
-	}
-	return nil
+	return s.Write(ctx, func(tx *Tx) error { return tx.CreateTapFlow(f) })
 }
 
 // UpdateTapFlow reads the flow, lets fn change it and writes name and

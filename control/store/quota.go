@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// Quota resources, named as Neutron's quota engine names them (the keys of
+// {"quota": {...}} and of the OverQuota message).
+const (
+	QuotaPort       = "port"
+	QuotaTapService = "tap_service"
+	QuotaTapFlow    = "tap_flow"
+)
+
+// QuotaResources lists every quota resource in the order answers list them.
+var QuotaResources = []string{QuotaPort, QuotaTapService, QuotaTapFlow}
+
+// quotaTables maps a quota resource to the table whose rows it counts.
+var quotaTables = map[string]string{
+	QuotaPort:       "ports",
+	QuotaTapService: "tap_services",
+	QuotaTapFlow:    "tap_flows",
+}
+
+// Limits maps a quota resource to its limit; -1 is unlimited.
+type Limits map[string]int
+
+// Count returns how many rows of resource project has, the rows this
+// transaction inserted included.
+func (t *Tx) Count(resource, project string) (int, error) {
+	return count(t.ctx, t.tx, resource, project)
+}
+
+// QuotaOverrides returns the limits set for project; resources without an
+// override are absent.
+func (t *Tx) QuotaOverrides(project string) (Limits, error) {
+	return overrides(t.ctx, t.tx, project)
+}
+
+// Usage returns, per quota resource, how many rows project has.
+func (s *Store) Usage(ctx context.Context, project string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, r := range QuotaResources {
+		n, err := count(ctx, s.r, r, project)
+		if err != nil {
+			return nil, err
+		}
+		out[r] = n
+	}
+	return out, nil
+}
+
+// QuotaOverrides returns the limits set for project.
+func (s *Store) QuotaOverrides(ctx context.Context, project string) (Limits, error) {
+	return overrides(ctx, s.r, project)
+}
+
+// ListQuotaOverrides returns the overrides of every project that has one,
+// by project, and the projects in order.
+func (s *Store) ListQuotaOverrides(ctx context.Context) (map[string]Limits, []string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT project_id, resource, hard_limit FROM quotas ORDER BY project_id, resource`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list quotas: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Limits{}
+	var order []string
+	for rows.Next() {
+		var (
+			project, resource string
+			limit             int
+		)
+		if err := rows.Scan(&project, &resource, &limit); err != nil {
+			return nil, nil, fmt.Errorf("list quotas: %w", err)
+		}
+		if out[project] == nil {
+			out[project] = Limits{}
+			order = append(order, project)
+		}
+		out[project][resource] = limit
+	}
+	return out, order, rows.Err()
+}
+
+// SetQuotas sets the overrides of project for the resources in l, in one
+// transaction. A non-nil check is called with each resource, its new limit
+// and what project uses of it; its error aborts the update.
+func (s *Store) SetQuotas(ctx context.Context, project string, l Limits, check func(resource string, limit, used int) error) error {
+	return s.Write(ctx, func(tx *Tx) error {
+		for _, r := range QuotaResources {
+			limit, ok := l[r]
+			if !ok {
+				continue
+			}
+			if check != nil {
+				used, err := tx.Count(r, project)
+				if err != nil {
+					return err
+				}
+				if err := check(r, limit, used); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.tx.ExecContext(ctx, `INSERT INTO quotas (project_id, resource, hard_limit) VALUES (?, ?, ?)
+				ON CONFLICT (project_id, resource) DO UPDATE SET hard_limit = excluded.hard_limit`, project, r, limit); err != nil {
+				return fmt.Errorf("set quota %s of %s: %w", r, project, err)
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteQuotas removes every override of project, which gets the defaults
+// back. ErrNotFound: project had none.
+func (s *Store) DeleteQuotas(ctx context.Context, project string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM quotas WHERE project_id = ?`, project)
+	if err != nil {
+		return fmt.Errorf("delete quotas of %s: %w", project, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("delete quotas of %s: %w", project, err)
+	} else if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func count(ctx context.Context, q queryer, resource, project string) (int, error) {
+	table, ok := quotaTables[resource]
+	if !ok {
+		return 0, fmt.Errorf("count %s: not a quota resource", resource)
+	}
+	var n int
+	// The project_id index of each table makes this a range count.
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE project_id = ?`, project).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count %s of %s: %w", table, project, err)
+	}
+	return n, nil
+}
+
+func overrides(ctx context.Context, q queryer, project string) (Limits, error) {
+	rows, err := q.QueryContext(ctx, `SELECT resource, hard_limit FROM quotas WHERE project_id = ?`, project)
+	if err != nil {
+		return nil, fmt.Errorf("quotas of %s: %w", project, err)
+	}
+	defer rows.Close()
+	l := Limits{}
+	for rows.Next() {
+		var (
+			r string
+			n int
+		)
+		if err := rows.Scan(&r, &n); err != nil {
+			return nil, fmt.Errorf("quotas of %s: %w", project, err)
+		}
+		l[r] = n
+	}
+	return l, rows.Err()
+}

@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+// TestWrite: a Write whose fn fails leaves nothing, a conflicting insert
+// inside it undoes only itself, and its rows are invisible to readers
+// until it commits.
+func TestWrite(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	boom := errors.New("boom")
+	err := s.Write(ctx, func(tx *Tx) error {
+		for i := range 3 {
+			if err := tx.CreatePort(Port{ID: fmt.Sprint("p", i), ProjectID: "a", NetworkID: defaultNetwork,
+				MACAddress: fmt.Sprintf("fa:16:3e:00:00:%02x", i)}); err != nil {
+				return err
+			}
+		}
+		if n, err := tx.Count(QuotaPort, "a"); err != nil || n != 3 {
+			t.Errorf("Count inside the transaction = %d %v, want 3", n, err)
+		}
+		if ps, err := s.ListPorts(ctx, ""); err != nil || len(ps) != 0 {
+			t.Errorf("a reader sees %d ports %v before commit, want 0", len(ps), err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Write = %v, want fn's error", err)
+	}
+	if ps, err := s.ListPorts(ctx, ""); err != nil || len(ps) != 0 {
+		t.Errorf("after a failed Write: %d ports %v, want 0", len(ps), err)
+	}
+	err = s.Write(ctx, func(tx *Tx) error {
+		p := Port{ID: "a1", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:01"}
+		if err := tx.CreatePort(p); err != nil {
+			return err
+		}
+		p.ID = "a2"
+		if err := tx.CreatePort(p); !errors.Is(err, ErrConflict) {
+			t.Errorf("same MAC twice: %v, want ErrConflict", err)
+		}
+		p.MACAddress = "fa:16:3e:00:00:02"
+		return tx.CreatePort(p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := s.ListPorts(ctx, ""); err != nil || len(ps) != 2 {
+		t.Errorf("after a retried insert: %d ports %v, want 2", len(ps), err)
+	}
+}
+
+// TestQuotaOverrides: set, list, read and delete a project's overrides.
+func TestQuotaOverrides(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	if err := s.DeleteQuotas(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteQuotas without overrides = %v, want ErrNotFound", err)
+	}
+	if err := s.SetQuotas(ctx, "a", Limits{QuotaPort: 5, QuotaTapFlow: -1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetQuotas(ctx, "a", Limits{QuotaPort: 7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetQuotas(ctx, "b", Limits{QuotaTapService: 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := s.SetQuotas(ctx, "c", Limits{QuotaTapService: 1}, func(string, int, int) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("SetQuotas with a refusing check = %v, want its error", err)
+	}
+	all, order, err := s.ListQuotaOverrides(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(order, all); got != "[a b] map[a:map[port:7 tap_flow:-1] b:map[tap_service:0]]" {
+		t.Errorf("ListQuotaOverrides = %s", got)
+	}
+	if err := s.DeleteQuotas(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.QuotaOverrides(ctx, "a"); err != nil || len(l) != 0 {
+		t.Errorf("overrides after delete = %v %v, want none", l, err)
+	}
+}
