@@ -92,7 +92,8 @@ var portRes = &resource{
 		attr{name: "description", post: true, put: true, def: constant(""), check: str(255)},
 		attr{name: "network_id", post: true, required: true, check: validUUID},
 		attr{name: "admin_state_up", post: true, put: true, def: constant(true), boolean: true},
-		attr{name: "mac_address", post: true, put: true, def: func() any { return generateMAC() }, check: validMAC},
+		// No default: createOnePort generates it, and retries on collision.
+		attr{name: "mac_address", post: true, put: true, check: validMAC},
 		attr{name: "device_id", post: true, put: true, def: constant(""), check: str(255)},
 		attr{name: "device_owner", post: true, put: true, def: constant(""), check: str(255)},
 		readOnlyStatus,
@@ -141,6 +142,19 @@ func decodeJSON(b []byte) (any, error) {
 	return v, nil
 }
 
+// decodeObject parses a body that must be one JSON object.
+func decodeObject(raw []byte) (map[string]any, error) {
+	v, err := decodeJSON(raw)
+	if err != nil {
+		return nil, badRequest("Body contains invalid data")
+	}
+	body, ok := v.(map[string]any)
+	if !ok {
+		return nil, badRequest("Body contains invalid data")
+	}
+	return body, nil
+}
+
 // decodeBody processes a POST or PUT body the way Neutron's
 // prepare_request_body does, in its order, so the first failure reported
 // is upstream's. It returns one attribute map per resource (several for a
@@ -150,13 +164,9 @@ func (r *resource) decodeBody(raw []byte, create bool, id Identity) (items []map
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, false, errNoBody(r)
 	}
-	v, err := decodeJSON(raw)
+	body, err := decodeObject(raw)
 	if err != nil {
-		return nil, false, badRequest("Body contains invalid data")
-	}
-	body, ok := v.(map[string]any)
-	if !ok {
-		return nil, false, badRequest("Body contains invalid data")
+		return nil, false, err
 	}
 	if list, ok := body[r.plural]; ok && create {
 		l, ok := list.([]any)

@@ -16,13 +16,20 @@ type extension struct {
 }
 
 // extensions are what the appliance advertises: upstream's two TaaS
-// aliases with upstream's strings, and its own stats/events extension.
+// aliases with upstream's strings, Neutron's quota extensions, and its own
+// stats/events extension.
 // tap-mirror is not implemented, so not advertised.
 var extensions = []extension{
 	{Name: "Neutron Tap as a Service", Alias: "taas",
 		Description: "Neutron Tap as a Service Extension.", Updated: "2015-01-14T10:00:00-00:00", Links: []string{}},
 	{Name: "VLAN filtering for Neutron Tap as a Service", Alias: "taas-vlan-filter",
 		Description: "Neutron Tap as a Service Extension for filtering VLANs.", Updated: "2018-01-14T10:00:00-00:00",
+		Links: []string{}},
+	{Name: "Quota management support", Alias: "quotas",
+		Description: "Expose functions for quotas management per project", Updated: "2012-07-29T10:00:00-00:00",
+		Links: []string{}},
+	{Name: "Quota details management support", Alias: "quota_details",
+		Description: "Expose functions for quotas usage statistics per project", Updated: "2017-02-10T10:00:00-00:00",
 		Links: []string{}},
 	{Name: "TaaS data-plane statistics", Alias: "taas-stats",
 		Description: "Per-interface, per-tap-service and per-tap-flow counters of the appliance's data plane, " +

@@ -44,6 +44,17 @@ func (s *Server) routes() {
 		{put, "/v2.0/ports/:id", s.updatePort},
 		{del, "/v2.0/ports/:id", s.deletePort},
 
+		// The quotas extension; the fixed paths before /:id.
+		{get, "/v2.0/quotas", s.listQuotas},
+		{post, "/v2.0/quotas", s.createQuota},
+		{get, "/v2.0/quotas/project", s.quotaProject("project")},
+		{get, "/v2.0/quotas/tenant", s.quotaProject("tenant")},
+		{get, "/v2.0/quotas/:id", s.showQuota},
+		{put, "/v2.0/quotas/:id", s.updateQuota},
+		{del, "/v2.0/quotas/:id", s.deleteQuota},
+		{get, "/v2.0/quotas/:id/default", s.showDefaultQuota},
+		{get, "/v2.0/quotas/:id/details", s.showQuotaDetails},
+
 		{get, "/v2.0/taas/stats", s.stats},
 		{get, "/v2.0/taas/events", s.events},
 	}

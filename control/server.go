@@ -33,6 +33,9 @@ type Config struct {
 	// MaxTapServices caps the number of tap services across all projects
 	// (409 TapServiceLimitReached beyond); 0 means no cap.
 	MaxTapServices int
+	// Quotas are the default per-project limits (409 OverQuota beyond),
+	// which admins override per project through /v2.0/quotas.
+	Quotas Quotas
 	// Heartbeat is the interval of the events stream's keep-alive comment;
 	// default 15s.
 	Heartbeat time.Duration
@@ -43,6 +46,10 @@ type Config struct {
 	Mount func(app *fiber.App)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+
+	// newMAC generates the MAC of a port created without one; default
+	// generateMAC. Tests make collisions likely through it.
+	newMAC func() string
 }
 
 // Validate checks c and fills in defaults.
@@ -70,11 +77,17 @@ func (c *Config) Validate() error {
 	if c.MaxTapServices < 0 {
 		return fmt.Errorf("control: max tap services %d: want 0 (no cap) or more", c.MaxTapServices)
 	}
+	if err := c.Quotas.validate(); err != nil {
+		return err
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.newMAC == nil {
+		c.newMAC = generateMAC
 	}
 	return nil
 }

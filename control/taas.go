@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"errors"
 
 	"github.com/gofiber/fiber/v2"
@@ -29,12 +28,13 @@ func flowView(f store.TapFlow) item {
 }
 
 // createAll answers a create of r: one resource, or several from a bulk
-// body. create makes one from its validated attributes; a bulk create that
-// fails part-way undoes what it made (upstream's emulated bulk) and
-// announces nothing.
+// body. Every item is checked (quota first, as upstream reserves quota
+// before it creates) and inserted by create in one write transaction, so a
+// bulk is all or nothing and invisible to other clients until it commits;
+// only then does the data plane hear of it and the events stream announce
+// it (issue 9).
 func createAll[T any](s *Server, c *fiber.Ctx, r *resource, action string,
-	create func(context.Context, Identity, map[string]any) (T, error),
-	undo func(context.Context, T) error, view func(T) (item, Event)) error {
+	create func(*store.Tx, Identity, map[string]any) (T, error), view func(T) (item, Event)) error {
 	id := identity(c)
 	if !id.member() {
 		return errPolicy(action)
@@ -43,18 +43,23 @@ func createAll[T any](s *Server, c *fiber.Ctx, r *resource, action string,
 	if err != nil {
 		return err
 	}
-	var done []T
-	for _, m := range ms {
-		v, err := create(c.UserContext(), id, m)
-		if err != nil {
-			for _, d := range done {
-				if uerr := undo(c.UserContext(), d); uerr != nil {
-					s.log.Error("undo bulk create", "resource", r.singular, "err", uerr)
-				}
-			}
+	done := make([]T, 0, len(ms))
+	err = s.st.Write(c.UserContext(), func(tx *store.Tx) error {
+		done = done[:0]
+		if err := s.checkQuota(tx, r.singular, ms); err != nil {
 			return err
 		}
-		done = append(done, v)
+		for _, m := range ms {
+			v, err := create(tx, id, m)
+			if err != nil {
+				return err
+			}
+			done = append(done, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	items := make([]item, len(done))
 	evs := make([]Event, len(done))
@@ -105,18 +110,14 @@ func (s *Server) showTapService(c *fiber.Ctx) error {
 
 func (s *Server) createTapServices(c *fiber.Ctx) error {
 	return createAll(s, c, tapServiceRes, "create_tap_service", s.createTapService,
-		func(ctx context.Context, t store.TapService) error {
-			_, _, err := s.st.DeleteTapService(ctx, "", t.ID)
-			return err
-		},
 		func(t store.TapService) (item, Event) {
 			return serviceView(t), Event{Resource: "tap_service", ID: t.ID, Action: "create", ProjectID: t.ProjectID}
 		})
 }
 
-func (s *Server) createTapService(ctx context.Context, id Identity, m map[string]any) (store.TapService, error) {
+func (s *Server) createTapService(tx *store.Tx, id Identity, m map[string]any) (store.TapService, error) {
 	portID := canonicalUUID(getStr(m, "port_id"))
-	port, err := s.st.GetPort(ctx, id.scope(), portID)
+	port, err := tx.GetPort(id.scope(), portID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.TapService{}, errPortNotFound(getStr(m, "port_id"))
 	}
@@ -129,7 +130,7 @@ func (s *Server) createTapService(ctx context.Context, id Identity, m map[string
 	}
 	t := store.TapService{ID: newID(), ProjectID: project, Name: getStr(m, "name"),
 		Description: getStr(m, "description"), PortID: portID, Status: "DOWN"}
-	switch err := s.st.CreateTapService(ctx, t, s.cfg.MaxTapServices); {
+	switch err := tx.CreateTapService(t, s.cfg.MaxTapServices); {
 	case errors.Is(err, store.ErrLimitReached):
 		return t, conflict("TapServiceLimitReached", "Reached the maximum quota for Tap Services")
 	case errors.Is(err, store.ErrNotFound):
@@ -227,18 +228,14 @@ func (s *Server) showTapFlow(c *fiber.Ctx) error {
 
 func (s *Server) createTapFlows(c *fiber.Ctx) error {
 	return createAll(s, c, tapFlowRes, "create_tap_flow", s.createTapFlow,
-		func(ctx context.Context, f store.TapFlow) error {
-			_, err := s.st.DeleteTapFlow(ctx, "", f.ID)
-			return err
-		},
 		func(f store.TapFlow) (item, Event) {
 			return flowView(f), Event{Resource: "tap_flow", ID: f.ID, Action: "create", ProjectID: f.ProjectID}
 		})
 }
 
-func (s *Server) createTapFlow(ctx context.Context, id Identity, m map[string]any) (store.TapFlow, error) {
+func (s *Server) createTapFlow(tx *store.Tx, id Identity, m map[string]any) (store.TapFlow, error) {
 	svcID := canonicalUUID(getStr(m, "tap_service_id"))
-	svc, err := s.st.GetTapService(ctx, id.scope(), svcID)
+	svc, err := tx.GetTapService(id.scope(), svcID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.TapFlow{}, errTapServiceNotFound(getStr(m, "tap_service_id"))
 	}
@@ -252,7 +249,7 @@ func (s *Server) createTapFlow(ctx context.Context, id Identity, m map[string]an
 	// Upstream's plugin leaves the source port unchecked; its reference
 	// driver answers 404 for a port the caller cannot see, and so do we.
 	srcID := canonicalUUID(getStr(m, "source_port"))
-	if _, err := s.st.GetPort(ctx, id.scope(), srcID); errors.Is(err, store.ErrNotFound) {
+	if _, err := tx.GetPort(id.scope(), srcID); errors.Is(err, store.ErrNotFound) {
 		return store.TapFlow{}, errPortNotFound(getStr(m, "source_port"))
 	} else if err != nil {
 		return store.TapFlow{}, err
@@ -262,8 +259,8 @@ func (s *Server) createTapFlow(ctx context.Context, id Identity, m map[string]an
 	if vf, ok := m["vlan_filter"].(string); ok {
 		f.VLANFilter = &vf
 	}
-	if err := s.st.CreateTapFlow(ctx, f); errors.Is(err, store.ErrNotFound) {
-		// The service or the port went away since we looked.
+	if err := tx.CreateTapFlow(f); errors.Is(err, store.ErrNotFound) {
+		// Not reached: the transaction saw both rows.
 		return f, errTapServiceNotFound(svcID)
 	} else if err != nil {
 		return f, err
