@@ -142,3 +142,24 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzQuotaBody: decodeQuotaBody never panics, fails only with a 400
+// NeutronError, and what it accepts are known resources within
+// [-1, 2^31-1].
+func FuzzQuotaBody(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		l, _, err := decodeQuotaBody(raw)
+		if err != nil {
+			var ne *neutronError
+			if !errors.As(err, &ne) || ne.Status != 400 {
+				t.Fatalf("decodeQuotaBody(%q) = %v, want a 400 NeutronError", raw, err)
+			}
+			return
+		}
+		for r, n := range l {
+			if !isQuotaResource(r) || n < -1 || n > maxQuota {
+				t.Errorf("decodeQuotaBody(%q) accepted %s = %d", raw, r, n)
+			}
+		}
+	})
+}

@@ -1,0 +1,179 @@
+package control
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Identities of the quota tests: members of p1, p2 and p3, and an admin.
+var (
+	asP1    = []string{"X-Project-Id: p1"}
+	asP2    = []string{"X-Project-Id: p2"}
+	asAdmin = []string{"X-Project-Id: adm", "X-Roles: admin"}
+)
+
+// TestQuotaAPI runs the /v2.0/quotas API and the quota checks of creates
+// through one scenario table, in order: each row may depend on the rows
+// before it.
+func TestQuotaAPI(t *testing.T) {
+	ts := startServer(t, Config{Quotas: Quotas{Port: 3, TapService: 1, TapFlow: 2}})
+	port := func(name string) string {
+		return jsonBody(map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork}})
+	}
+	mon := ts.createPort("mon", "mon0", "", asP1...)
+	src := ts.createPort("src", "cap0", "", asP1...)
+	svc := ts.createService("s", mon, asP1...)
+	flows := func(n int) string {
+		var items []any
+		for i := range n {
+			items = append(items, map[string]any{"name": fmt.Sprint("f", i), "tap_service_id": svc,
+				"source_port": src, "direction": "IN"})
+		}
+		return jsonBody(map[string]any{"tap_flows": items})
+	}
+	const (
+		p1     = "/v2.0/quotas/p1"
+		defs   = `"quota":{"port":3,"tap_flow":2,"tap_service":1}`
+		overQ  = "Quota exceeded for resources: ['%s']."
+		denied = " is disallowed by policy"
+	)
+	tests := []struct {
+		name         string
+		method, path string
+		body         string
+		headers      []string
+		status       int
+		want         string // a substring of the body
+	}{
+		{"member reads own", "GET", p1, "", asP1, 200, defs},
+		{"member reads own defaults", "GET", p1 + "/default", "", asP1, 200, defs},
+		{"member reads own details", "GET", p1 + "/details", "", asP1, 200, `"port":{"limit":3,"reserved":0,"used":2}`},
+		{"member's project", "GET", "/v2.0/quotas/project", "", asP1, 200, `{"project":{"project_id":"p1"}}`},
+		{"member's tenant", "GET", "/v2.0/quotas/tenant", "", asP1, 200, `{"tenant":{"tenant_id":"p1"}}`},
+		{"member reads another", "GET", "/v2.0/quotas/p2", "", asP1, 403, "get_quota" + denied},
+		{"member reads another's details", "GET", "/v2.0/quotas/p2/details", "", asP1, 403, "get_quota" + denied},
+		{"member lists", "GET", "/v2.0/quotas", "", asP1, 403, "get_quota" + denied},
+		{"member updates own", "PUT", p1, `{"quota": {"port": 100}}`, asP1, 403, "update_quota" + denied},
+		{"member deletes own", "DELETE", p1, "", asP1, 403, "delete_quota" + denied},
+		{"admin reads p1", "GET", p1, "", asAdmin, 200, defs},
+		{"no overrides yet", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[]}`},
+		{"delete without override", "DELETE", p1, "", asAdmin, 404, "Quota for tenant p1 could not be found."},
+		{"post", "POST", "/v2.0/quotas", `{"quota": {}}`, asAdmin, 501, "POST requests are not supported on this resource."},
+		{"put no body", "PUT", p1, "", asAdmin, 400, "Resource body required"},
+		{"put not json", "PUT", p1, `{"quota"`, asAdmin, 400, "Body contains invalid data"},
+		{"put no quota", "PUT", p1, `{"port": 1}`, asAdmin, 400, "Unable to find 'quota' in request body"},
+		{"put unknown resource", "PUT", p1, `{"quota": {"network": 1, "port": 1}}`, asAdmin, 400, "Unrecognized attribute(s) 'network'"},
+		{"put not integer", "PUT", p1, `{"quota": {"port": "many"}}`, asAdmin, 400, "Invalid input for operation: 'many' is not an integer."},
+		{"put null", "PUT", p1, `{"quota": {"port": null}}`, asAdmin, 400, "'None' is not an integer."},
+		{"put too small", "PUT", p1, `{"quota": {"tap_flow": -2}}`, asAdmin, 400, "Invalid input for tap_flow. Reason: '-2' is too small - must be at least '-1'."},
+		{"put too large", "PUT", p1, `{"quota": {"port": 2147483648}}`, asAdmin, 400, "Reason: '2147483648' is too large - must be no larger than '2147483647'."},
+		{"put below usage with check_limit", "PUT", p1, `{"quota": {"port": 1, "check_limit": true}}`, asAdmin, 400, "Quota limit 1 for port must be greater than or equal to already used 2"},
+		{"nothing changed by bad puts", "GET", p1, "", asAdmin, 200, defs},
+
+		// Creates against the defaults: 3 ports, 1 service, 2 flows.
+		{"third port", "POST", "/v2.0/ports", port("p3"), asP1, 201, `"name":"p3"`},
+		{"fourth port", "POST", "/v2.0/ports", port("p4"), asP1, 409, fmt.Sprintf(overQ, "port")},
+		{"another project's ports count apart", "POST", "/v2.0/ports", port("q1"), asP2, 201, `"project_id":"p2"`},
+		{"admin creating for p1 counts for p1", "POST", "/v2.0/ports", `{"port": {"network_id": "` + defaultNetwork + `", "project_id": "p1"}}`, asAdmin, 409, fmt.Sprintf(overQ, "port")},
+		{"second service", "POST", "/v2.0/taas/tap_services", `{"tap_service": {"port_id": "` + mon + `"}}`, asP1, 409, fmt.Sprintf(overQ, "tap_service")},
+		{"bulk beyond the quota", "POST", "/v2.0/taas/tap_flows", flows(3), asP1, 409, fmt.Sprintf(overQ, "tap_flow")},
+		{"refused bulk created nothing", "GET", p1 + "/details", "", asP1, 200, `"tap_flow":{"limit":2,"reserved":0,"used":0}`},
+		{"quota before other errors", "POST", "/v2.0/taas/tap_flows", strings.Replace(flows(3), svc, "00000000-0000-4000-8000-000000000000", 1), asP1, 409, fmt.Sprintf(overQ, "tap_flow")},
+		{"bulk up to the quota", "POST", "/v2.0/taas/tap_flows", flows(2), asP1, 201, `"tap_flows":[`},
+		{"one more flow", "POST", "/v2.0/taas/tap_flows", flows(1), asP1, 409, fmt.Sprintf(overQ, "tap_flow")},
+
+		// Overrides.
+		{"raise p1", "PUT", p1, `{"quota": {"port": "10", "tap_flow": -1, "force": true}}`, asAdmin, 200, `"quota":{"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[{"port":10,"project_id":"p1","tap_flow":-1,"tap_service":1,"tenant_id":"p1"}]}`},
+		{"member sees the override", "GET", p1, "", asP1, 200, `"quota":{"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"defaults unchanged", "GET", p1 + "/default", "", asP1, 200, defs},
+		{"fourth port now", "POST", "/v2.0/ports", port("p4"), asP1, 201, `"name":"p4"`},
+		{"unlimited flows", "POST", "/v2.0/taas/tap_flows", flows(20), asP1, 201, `"tap_flows":[`},
+		{"p2 keeps the defaults", "GET", "/v2.0/quotas/p2", "", asP2, 200, defs},
+		{"lower below usage", "PUT", p1, `{"quota": {"port": 1}}`, asAdmin, 200, `"port":1`},
+		{"over after lowering", "POST", "/v2.0/ports", port("p5"), asP1, 409, fmt.Sprintf(overQ, "port")},
+		{"reset", "DELETE", p1, "", asAdmin, 204, ""},
+		{"defaults again", "GET", p1, "", asP1, 200, defs},
+		{"none listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[]}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ts.do(tc.method, tc.path, tc.body, tc.headers...)
+			if r.status != tc.status {
+				t.Fatalf("%s %s %s = %d %s, want %d", tc.method, tc.path, tc.body, r.status, r.raw, tc.status)
+			}
+			if r.status >= 400 {
+				if _, msg := neutronErr(t, r); !strings.Contains(msg, tc.want) {
+					t.Errorf("message %q, want %q", msg, tc.want)
+				}
+				return
+			}
+			if !strings.Contains(r.raw, tc.want) {
+				t.Errorf("body %s, want %s", r.raw, tc.want)
+			}
+		})
+	}
+}
+
+// TestQuotaDefaults: the zero Config has the generous defaults, and a
+// limit below -1 is refused at start.
+func TestQuotaDefaults(t *testing.T) {
+	ts := startServer(t, Config{})
+	r := ts.do("GET", "/v2.0/quotas/default", "")
+	if want := `{"quota":{"port":10000,"tap_flow":10000,"tap_service":1000}}`; strings.TrimSpace(r.raw) != want {
+		t.Errorf("GET own quota = %s, want %s", r.raw, want)
+	}
+	for _, q := range []Quotas{{Port: -2}, {TapService: -5}, {TapFlow: 1 << 31}} {
+		cfg := Config{Store: ts.st, Quotas: q}
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("Validate(Quotas %+v) = nil, want an error", q)
+		}
+	}
+}
+
+// TestQuotaConcurrency: clients racing to create single flows and bulks
+// never take a project beyond its quota; the count happens inside the
+// write transaction.
+func TestQuotaConcurrency(t *testing.T) {
+	const limit, clients, each = 25, 8, 6
+	ts := startServer(t, Config{Quotas: Quotas{TapFlow: limit}})
+	mon := ts.createPort("mon", "mon0", "", asP1...)
+	src := ts.createPort("src", "cap0", "", asP1...)
+	svc := ts.createService("s", mon, asP1...)
+	var created, refused atomic.Int64
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				f := map[string]any{"tap_service_id": svc, "source_port": src, "direction": "OUT", "project_id": "p1"}
+				body := jsonBody(map[string]any{"tap_flow": f})
+				n := int64(1)
+				if i%2 == 1 { // every other request is a bulk of 2
+					body, n = jsonBody(map[string]any{"tap_flows": []any{f, f}}), 2
+				}
+				status, m, err := post(ts, "/v2.0/taas/tap_flows", body)
+				switch {
+				case err != nil:
+					t.Error(err)
+				case status == 201:
+					created.Add(n)
+				case status == 409:
+					refused.Add(n)
+				default:
+					t.Errorf("client %d: POST = %d %v", w, status, m)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := len(ts.list("/v2.0/taas/tap_flows?project_id=p1", "tap_flows"))
+	t.Logf("%d flows created, %d refused, %d listed, quota %d", created.Load(), refused.Load(), got, limit)
+	if int64(got) != created.Load() || got > limit || got < limit-1 {
+		t.Errorf("%d flows listed, %d answered 201, quota %d: want the quota filled (a bulk of 2 may leave one)", got, created.Load(), limit)
+	}
+}
