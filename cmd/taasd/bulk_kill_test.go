@@ -1,0 +1,131 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// TestKillDuringBulks kills the real binary (SIGKILL) while clients send
+// big bulk creates, restarts it on the same database, and checks that each
+// bulk is there whole or not at all, and that every bulk answered 201 is
+// there (issue 9: 150 bulks killed mid-way had left partial rows). Each
+// bulk creates its ports in a project of its own, so a project's port
+// count tells the bulk's fate.
+func TestKillDuringBulks(t *testing.T) {
+	const (
+		rounds  = 2
+		clients = 4
+		size    = 1000
+	)
+	bin := testutil.BuildTaasd(t)
+	d := testutil.StartTaasd(t, bin, "--dataplane", "none", "--log-level", "warn")
+	hc := &http.Client{Timeout: 60 * time.Second}
+	sent := map[string]bool{}  // projects a bulk was sent for
+	acked := map[string]bool{} // projects whose bulk was answered 201
+	for round := range rounds {
+		var (
+			mu       sync.Mutex
+			inFlight int
+			wg       sync.WaitGroup
+		)
+		firstAck := make(chan struct{}, clients*100)
+		for w := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < 100; j++ {
+					project := fmt.Sprintf("r%d-c%d-b%d", round, w, j)
+					var items []any
+					for i := range size {
+						items = append(items, map[string]any{"name": fmt.Sprint(project, "-", i),
+							"network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "project_id": project})
+					}
+					body, err := json.Marshal(map[string]any{"ports": items})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					sent[project] = true
+					inFlight++
+					mu.Unlock()
+					resp, err := hc.Post(d.URL+"/v2.0/ports", "application/json", strings.NewReader(string(body)))
+					if err != nil {
+						return // killed: this bulk's fate is unknown
+					}
+					io.Copy(io.Discard, resp.Body) //nolint:errcheck // the status decides
+					resp.Body.Close()
+					if resp.StatusCode != 201 {
+						t.Errorf("bulk %s = %d", project, resp.StatusCode)
+						return
+					}
+					mu.Lock()
+					acked[project] = true
+					inFlight--
+					mu.Unlock()
+					firstAck <- struct{}{}
+				}
+			}()
+		}
+		// Kill once a few bulks have committed, while the others are in
+		// flight.
+		for range 3 {
+			select {
+			case <-firstAck:
+			case <-time.After(60 * time.Second):
+				t.Fatal("no bulk answered within 60s")
+			}
+		}
+		time.Sleep(time.Duration(50+round*70) * time.Millisecond)
+		d.Kill(t)
+		wg.Wait()
+		t.Logf("round %d: killed with %d bulks in flight; %d sent, %d answered 201 so far", round, inFlight, len(sent), len(acked))
+		d = d.Restart(t)
+	}
+
+	resp, err := hc.Get(d.URL + "/v2.0/ports?fields=project_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Ports []struct {
+			ProjectID string `json:"project_id"`
+		} `json:"ports"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, p := range list.Ports {
+		count[p.ProjectID]++
+	}
+	whole, absent := 0, 0
+	for project := range sent {
+		switch n := count[project]; {
+		case n == size:
+			whole++
+		case n == 0 && acked[project]:
+			t.Errorf("bulk %s was answered 201 and is gone after kill -9", project)
+		case n == 0:
+			absent++
+		default:
+			t.Errorf("bulk %s: %d of %d ports after kill -9, want all or none", project, n, size)
+		}
+	}
+	for project := range count {
+		if !sent[project] {
+			t.Errorf("ports of project %s, which no bulk was sent for", project)
+		}
+	}
+	t.Logf("after %d kills: %d bulks whole (%d answered 201), %d absent, of %d sent", rounds, whole, len(acked), absent, len(sent))
+}
