@@ -129,3 +129,30 @@ func TestKillDuringBulks(t *testing.T) {
 	}
 	t.Logf("after %d kills: %d bulks whole (%d answered 201), %d absent, of %d sent", rounds, whole, len(acked), absent, len(sent))
 }
+
+// TestQuotaFlags: the --quota-* flags reach the API as the defaults.
+func TestQuotaFlags(t *testing.T) {
+	d := testutil.StartTaasd(t, testutil.BuildTaasd(t), "--dataplane", "none", "--quota-port", "2",
+		"--quota-tap-flow", "-1")
+	body := `{"port": {"network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"}}`
+	for i, want := range []int{201, 201, 409} {
+		resp, err := http.Post(d.URL+"/v2.0/ports", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || want == 409 && !strings.Contains(string(raw), "Quota exceeded for resources: ['port'].") {
+			t.Errorf("port %d = %d %s, want %d", i, resp.StatusCode, raw, want)
+		}
+	}
+	resp, err := http.Get(d.URL + "/v2.0/quotas/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `{"quota":{"port":2,"tap_flow":-1,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
+		t.Errorf("GET quotas = %s, want %s", raw, want)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ type fileConfig struct {
 	MaxTapServices int `toml:"max_tap_services"`
 
 	Auth       authFile    `toml:"auth"`
+	Quotas     quotasFile  `toml:"quotas"`
 	Log        logFile     `toml:"log"`
 	Broker     brokerFile  `toml:"broker"`
 	Interfaces []ifaceFile `toml:"interfaces"`
@@ -48,6 +50,18 @@ type authFile struct {
 	Mode string `toml:"mode"`
 	// Tokens is the token file, needed when Mode is "token" (--tokens).
 	Tokens string `toml:"tokens"`
+}
+
+// quotasFile is the [quotas] table: the per-project limits every project
+// has unless an admin overrides them (PUT /v2.0/quotas/{project_id}). Each
+// is a count; 0 means the default, -1 unlimited.
+type quotasFile struct {
+	// Port: ports per project (--quota-port); default 10000.
+	Port int `toml:"port"`
+	// TapService: tap services per project (--quota-tap-service); default 1000.
+	TapService int `toml:"tap_service"`
+	// TapFlow: tap flows per project (--quota-tap-flow); default 10000.
+	TapFlow int `toml:"tap_flow"`
 }
 
 // logFile is the [log] table.
@@ -180,6 +194,15 @@ func (fc *fileConfig) Validate() error {
 		bad("max_tap_services", "must be 0 (no cap) or more, got %d", fc.MaxTapServices)
 	}
 
+	for _, q := range []struct {
+		key string
+		v   int
+	}{{"quotas.port", fc.Quotas.Port}, {"quotas.tap_service", fc.Quotas.TapService}, {"quotas.tap_flow", fc.Quotas.TapFlow}} {
+		if q.v < -1 || q.v > math.MaxInt32 {
+			bad(q.key, "must be -1 (unlimited), 0 (default) or up to %d, got %d", math.MaxInt32, q.v)
+		}
+	}
+
 	if fc.isSet("auth.mode") {
 		oneOf(bad, "auth.mode", fc.Auth.Mode, "noauth", "token")
 	}
@@ -298,9 +321,15 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	str("auth.mode", "auth", &cfg.Auth, fc.Auth.Mode)
 	str("auth.tokens", "tokens", &cfg.Tokens, fc.Auth.Tokens)
 	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
-	if fc.isSet("max_tap_services") && !set["max-tap-services"] {
-		cfg.MaxTapServices = fc.MaxTapServices
+	num := func(key, flagName string, dst *int, v int) {
+		if fc.isSet(key) && !set[flagName] {
+			*dst = v
+		}
 	}
+	num("max_tap_services", "max-tap-services", &cfg.MaxTapServices, fc.MaxTapServices)
+	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
+	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)
+	num("quotas.tap_flow", "quota-tap-flow", &cfg.Quotas.TapFlow, fc.Quotas.TapFlow)
 }
 
 // visited returns the names of the flags fs was given.

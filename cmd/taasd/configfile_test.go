@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/taas-appliance/taas/control"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -26,6 +27,10 @@ listen = "0.0.0.0:9696"
 db = "/var/lib/taasd/taas.db"
 dataplane = "xdp"
 max_tap_services = 10
+[quotas]
+port = 500
+tap_service = -1
+tap_flow = 0
 [auth]
 mode = "token"
 tokens = "/etc/taasd/tokens"
@@ -60,6 +65,8 @@ role = "monitor"
 		{"dataplane, bad", `dataplane = "dpdk"`, []string{`dataplane: must be xdp or none, got "dpdk"`}},
 		{"dataplane, none", `dataplane = "none"`, nil},
 		{"max_tap_services, negative", `max_tap_services = -1`, []string{"max_tap_services: must be 0 (no cap) or more, got -1"}},
+		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1"}},
+		{"quotas, unknown resource", "[quotas]\nnetwork = 1", []string{"quotas.network: unknown key"}},
 		{"auth.mode, bad", "[auth]\nmode = \"keystone\"", []string{`auth.mode: must be noauth or token, got "keystone"`}},
 		{"auth.mode token without tokens", "[auth]\nmode = \"token\"", []string{`auth.tokens: required when auth.mode is "token"`}},
 		{"auth.tokens with noauth", "[auth]\nmode = \"noauth\"\ntokens = \"/x\"", []string{`auth.tokens: only used when auth.mode is "token"`}},
@@ -225,6 +232,9 @@ listen = "0.0.0.0:1"
 db = "/x.db"
 dataplane = "xdp"
 max_tap_services = 0
+[quotas]
+port = 50
+tap_flow = -1
 [auth]
 mode = "token"
 tokens = "/t"
@@ -238,16 +248,18 @@ level = "debug"
 
 	got := defaults
 	fc.apply(&got, nil)
-	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug"}
+	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
+		Quotas: control.Quotas{Port: 50, TapFlow: -1}}
 	if got != want {
 		t.Errorf("apply, no flags = %+v, want %+v", got, want)
 	}
 
 	// Flags given on the command line win; their values are already in cfg.
 	got = defaults
-	got.Listen, got.Auth, got.MaxTapServices = "127.0.0.1:2", "noauth", 7
-	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true})
-	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug"}
+	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port = "127.0.0.1:2", "noauth", 7, 9
+	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true})
+	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug",
+		Quotas: control.Quotas{Port: 9, TapFlow: -1}}
 	if got != want {
 		t.Errorf("apply, flags set = %+v, want %+v", got, want)
 	}

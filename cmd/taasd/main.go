@@ -22,13 +22,14 @@ import (
 // config is everything taasd is started with: flags (and, later, the
 // configuration file) fill it; run builds the components from it.
 type config struct {
-	Listen         string // API address, host:port
-	DB             string // SQLite database file
-	Auth           string // noauth or token
-	Tokens         string // tokens file for auth token
-	MaxTapServices int    // 0: no cap
-	Dataplane      string // none or xdp
-	LogLevel       string // debug, info, warn or error
+	Listen         string         // API address, host:port
+	DB             string         // SQLite database file
+	Auth           string         // noauth or token
+	Tokens         string         // tokens file for auth token
+	MaxTapServices int            // 0: no cap
+	Quotas         control.Quotas // per-project defaults; 0: control's default, -1: unlimited
+	Dataplane      string         // none or xdp
+	LogLevel       string         // debug, info, warn or error
 
 	// --version and --config (configfile.go, check.go).
 	Version bool        // print the version and exit
@@ -45,6 +46,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth or token")
 	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
 	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
+	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project (409 OverQuota beyond); 0 = default (10000), -1 = unlimited")
+	fs.IntVar(&cfg.Quotas.TapService, "quota-tap-service", 0, "tap services per project; 0 = default (1000), -1 = unlimited")
+	fs.IntVar(&cfg.Quotas.TapFlow, "quota-tap-flow", 0, "tap flows per project; 0 = default (10000), -1 = unlimited")
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
@@ -88,6 +92,14 @@ func (c config) validate() error {
 	}
 	if c.MaxTapServices < 0 {
 		return fmt.Errorf("--max-tap-services %d: want 0 (no cap) or more", c.MaxTapServices)
+	}
+	for _, q := range []struct {
+		flag string
+		v    int
+	}{{"--quota-port", c.Quotas.Port}, {"--quota-tap-service", c.Quotas.TapService}, {"--quota-tap-flow", c.Quotas.TapFlow}} {
+		if q.v < -1 {
+			return fmt.Errorf("%s %d: want -1 (unlimited), 0 (default) or more", q.flag, q.v)
+		}
 	}
 	if c.Dataplane != "none" && c.Dataplane != "xdp" {
 		return fmt.Errorf("--dataplane %q: want none or xdp", c.Dataplane)
@@ -137,7 +149,8 @@ func main() {
 
 // run builds the components from cfg and serves until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
-	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Logger: logger, Mount: web.Mount}
+	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Quotas: cfg.Quotas, Logger: logger,
+		Mount: web.Mount}
 	if cfg.Auth == control.AuthToken {
 		t, err := control.LoadTokens(cfg.Tokens)
 		if err != nil {

@@ -27,6 +27,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--auth", "keystone"}, `--auth "keystone"`},
 		{[]string{"--listen", "9696"}, `--listen "9696"`},
 		{[]string{"--max-tap-services", "-1"}, "--max-tap-services -1"},
+		{[]string{"--quota-port", "-1", "--quota-tap-service", "5", "--quota-tap-flow", "0"}, ""},
+		{[]string{"--quota-tap-flow", "-2"}, "--quota-tap-flow -2"},
 		{[]string{"--dataplane", "dpdk"}, `--dataplane "dpdk"`},
 		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--db", ""}, "--db: empty path"},
