@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"slices"
 )
 
 // Quota resources, named as Neutron's quota engine names them (the keys of
@@ -16,18 +19,11 @@ const (
 // QuotaResources lists every quota resource in the order answers list them.
 var QuotaResources = []string{QuotaPort, QuotaTapService, QuotaTapFlow}
 
-// quotaTables maps a quota resource to the table whose rows it counts.
-var quotaTables = map[string]string{
-	QuotaPort:       "ports",
-	QuotaTapService: "tap_services",
-	QuotaTapFlow:    "tap_flows",
-}
-
 // Limits maps a quota resource to its limit; -1 is unlimited.
 type Limits map[string]int
 
 // Count returns how many rows of resource project has, the rows this
-// transaction inserted included.
+// transaction inserted included: quota_usages, which triggers keep.
 func (t *Tx) Count(resource, project string) (int, error) {
 	return count(t.ctx, t.tx, resource, project)
 }
@@ -127,14 +123,17 @@ func (s *Store) DeleteQuotas(ctx context.Context, project string) error {
 }
 
 func count(ctx context.Context, q queryer, resource, project string) (int, error) {
-	table, ok := quotaTables[resource]
-	if !ok {
+	if !slices.Contains(QuotaResources, resource) {
 		return 0, fmt.Errorf("count %s: not a quota resource", resource)
 	}
 	var n int
-	// The project_id index of each table makes this a range count.
-	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE project_id = ?`, project).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count %s of %s: %w", table, project, err)
+	err := q.QueryRowContext(ctx, `SELECT in_use FROM quota_usages WHERE project_id = ? AND resource = ?`,
+		project, resource).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count %s of %s: %w", resource, project, err)
 	}
 	return n, nil
 }

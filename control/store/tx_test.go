@@ -90,3 +90,61 @@ func TestQuotaOverrides(t *testing.T) {
 		t.Errorf("overrides after delete = %v %v, want none", l, err)
 	}
 }
+
+// TestUsage: the usage the triggers keep follows creates, rolled-back
+// creates and cascaded deletes, per project.
+func TestUsage(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	for _, project := range []string{"a", "b"} {
+		err := s.Write(ctx, func(tx *Tx) error {
+			for i := range 3 {
+				id := fmt.Sprint(project, "p", i)
+				if err := tx.CreatePort(Port{ID: id, ProjectID: project, NetworkID: defaultNetwork,
+					MACAddress: fmt.Sprintf("fa:16:3e:%s:00:%02x", map[string]string{"a": "0a", "b": "0b"}[project], i)}); err != nil {
+					return err
+				}
+			}
+			if err := tx.CreateTapService(TapService{ID: project + "s", ProjectID: project, PortID: project + "p0"}, 0); err != nil {
+				return err
+			}
+			for i := range 2 {
+				if err := tx.CreateTapFlow(TapFlow{ID: fmt.Sprint(project, "f", i), ProjectID: project,
+					TapServiceID: project + "s", SourcePort: fmt.Sprint(project, "p", i+1), Direction: "IN"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	boom := errors.New("boom")
+	if err := s.Write(ctx, func(tx *Tx) error {
+		if err := tx.CreatePort(Port{ID: "gone", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:99"}); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	// Deleting a's monitor port cascades to its service and both flows;
+	// deleting b's source port p1 to one flow.
+	if _, _, err := s.DeletePort(ctx, "a", "ap0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeletePort(ctx, "b", "bp1"); err != nil {
+		t.Fatal(err)
+	}
+	for project, want := range map[string]string{"a": "map[port:2 tap_flow:0 tap_service:0]",
+		"b": "map[port:2 tap_flow:1 tap_service:1]", "c": "map[port:0 tap_flow:0 tap_service:0]"} {
+		u, err := s.Usage(ctx, project)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(u) != want {
+			t.Errorf("Usage(%s) = %v, want %s", project, u, want)
+		}
+	}
+}
