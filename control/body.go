@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // attr is one row of a resource's attribute map, as neutron-lib declares
@@ -128,8 +129,12 @@ func errNoBody(r *resource) error {
 
 // decodeJSON parses a whole body as one JSON value, numbers kept as
 // json.Number so that 1.0 and "1" stay distinguishable. Trailing data is
-// an error, as in Python's json.loads.
+// an error, as in Python's json.loads, and so is invalid UTF-8, which
+// encoding/json would silently replace with U+FFFD.
 func decodeJSON(b []byte) (any, error) {
+	if !utf8.Valid(b) {
+		return nil, errors.New("invalid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any

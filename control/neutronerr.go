@@ -102,24 +102,35 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		if jerr != nil {
 			return jerr
 		}
+		setRequestID(c)
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Status(ne.Status).Send(body)
 	}
 }
 
-// fiberError maps fiber's own errors (no route, wrong method, body too
-// large, unreadable request) to webob's classes.
+var errMethodNotAllowed = &neutronError{Status: http.StatusMethodNotAllowed, Type: "HTTPMethodNotAllowed",
+	Message: "The server could not comply with the request since it is either malformed or otherwise incorrect."}
+
+// fiberError maps fiber's own errors (no route, wrong method) and those
+// fasthttp finds while reading a request (body or headers too large, a
+// malformed request, a timeout) to webob's classes.
 func fiberError(fe *fiber.Error) *neutronError {
 	switch fe.Code {
 	case http.StatusNotFound:
 		return errResourceNotFound
 	case http.StatusMethodNotAllowed:
-		return &neutronError{Status: fe.Code, Type: "HTTPMethodNotAllowed",
-			Message: "The server could not comply with the request since it is either malformed or otherwise incorrect."}
+		return errMethodNotAllowed
 	case http.StatusRequestEntityTooLarge:
 		return &neutronError{Status: fe.Code, Type: "HTTPRequestEntityTooLarge", Message: "Request is too large."}
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return &neutronError{Status: fe.Code, Type: "HTTPRequestHeaderFieldsTooLarge",
+			Message: "The request header fields were too large."}
+	case http.StatusRequestTimeout:
+		return &neutronError{Status: fe.Code, Type: "HTTPRequestTimeout",
+			Message: "The server has waited too long for the request to be sent by the client."}
 	case http.StatusBadRequest:
-		return badRequest("%s", fe.Message)
+		// fasthttp's message quotes the request's bytes: not echoed back.
+		return badRequest("The server could not comply with the request since it is either malformed or otherwise incorrect.")
 	}
 	return &neutronError{Status: fe.Code, Type: "HTTPError", Message: fe.Message}
 }

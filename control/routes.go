@@ -23,6 +23,7 @@ func (s *Server) routes() {
 	// taking the process down.
 	s.app.Use(recover.New())
 	s.app.Use(requestID)
+	s.app.Use(s.bodyLimits)
 	if s.cfg.Mount != nil {
 		s.cfg.Mount(s.app)
 	}

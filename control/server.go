@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"golang.org/x/net/netutil"
 
 	"github.com/taas-appliance/taas/control/store"
 )
@@ -39,6 +40,9 @@ type Config struct {
 	// Heartbeat is the interval of the events stream's keep-alive comment;
 	// default 15s.
 	Heartbeat time.Duration
+	// Limits bound what requests may cost (bodies, decoding, connections);
+	// each zero field means its default.
+	Limits Limits
 	// Mount, when set, adds the dashboard's routes (web.Mount): it is called
 	// before the API's routes, so its middleware on "/" sees requests first.
 	// With a dashboard mounted, GET / from a browser (Accept: text/html) is
@@ -80,6 +84,9 @@ func (c *Config) Validate() error {
 	if err := c.Quotas.validate(); err != nil {
 		return err
 	}
+	if err := c.Limits.validate(); err != nil {
+		return err
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
@@ -104,6 +111,10 @@ type Server struct {
 	rec   *Reconciler
 	done  chan struct{}
 	close sync.Once
+	// decodes holds a token per request whose body is being handled
+	// (bodyLimits); release returns their memory once they are done.
+	decodes chan struct{}
+	release *time.Timer
 }
 
 // New builds the server; nothing runs until Run.
@@ -112,7 +123,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "control")
-	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{})}
+	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
+		decodes: make(chan struct{}, cfg.Limits.MaxDecodes)}
+	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
+	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
 	s.app = fiber.New(fiber.Config{
 		ErrorHandler:          errorHandler(log),
@@ -126,7 +140,16 @@ func New(cfg Config) (*Server, error) {
 		Immutable:   true,
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second,
+		// Bodies over the limit get 413 before they are read; headers over
+		// maxHeaderSize get 431 (issue 9).
+		BodyLimit:      cfg.Limits.MaxBodySize,
+		ReadBufferSize: maxHeaderSize,
+		// No route takes multipart forms; fasthttp would parse them before
+		// any handler could refuse them.
+		DisablePreParseMultipartForm: true,
 	})
+	srv := s.app.Server()
+	srv.Handler = s.guard(srv.Handler)
 	s.routes()
 	return s, nil
 }
@@ -153,6 +176,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.rec.Run(rctx)
 	}()
 	errc := make(chan error, 1)
+	// Connections beyond the limit wait in the kernel's backlog: fasthttp's
+	// own Concurrency limit would answer them a text/plain 503.
+	ln = netutil.LimitListener(ln, s.cfg.Limits.MaxConnections)
 	go func() { errc <- s.app.Listener(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "auth", s.cfg.Auth)
 	var err error
@@ -169,6 +195,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	<-recDone
+	s.release.Stop()
 	s.log.Info("stopped")
 	return err
 }
@@ -185,9 +212,21 @@ func newID() string { return uuid.NewString() }
 // requestID sets upstream's X-Openstack-Request-Id on every response, and
 // strips the .json suffix upstream accepts on every URL.
 func requestID(c *fiber.Ctx) error {
-	c.Set("X-Openstack-Request-Id", "req-"+uuid.NewString())
+	setRequestID(c)
 	if p := c.Path(); strings.HasSuffix(p, ".json") && len(p) > len("/v2.0/.json") {
 		c.Path(strings.TrimSuffix(p, ".json"))
 	}
 	return c.Next()
+}
+
+// headerRequestID is upstream's request id header.
+const headerRequestID = "X-Openstack-Request-Id"
+
+// setRequestID gives the response a request id unless it has one: errors
+// that fasthttp finds before any middleware runs get theirs from
+// errorHandler.
+func setRequestID(c *fiber.Ctx) {
+	if len(c.Response().Header.Peek(headerRequestID)) == 0 {
+		c.Set(headerRequestID, "req-"+uuid.NewString())
+	}
 }
