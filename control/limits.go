@@ -108,9 +108,15 @@ const largeBody = 64 << 10
 // with a body are handled at once. Bodies themselves are bounded by
 // fasthttp (MaxBodySize) before any handler runs.
 func (s *Server) bodyLimits(c *fiber.Ctx) error {
-	body := c.Body()
+	// fasthttp's own buffer: c.Body would copy it (Immutable), and guard
+	// has refused compressed bodies, so it is what handlers decode.
+	body := c.Request().Body()
 	if len(body) == 0 {
 		return c.Next()
+	}
+	if len(body) >= largeBody {
+		// Rejected or not, reading it cost memory.
+		defer s.release.Reset(releaseAfter)
 	}
 	if err := checkJSONShape(body, s.cfg.Limits); err != nil {
 		return err
@@ -130,12 +136,7 @@ func (s *Server) bodyLimits(c *fiber.Ctx) error {
 			return errBusy
 		}
 	}
-	defer func() {
-		<-s.decodes
-		if len(body) >= largeBody {
-			s.release.Reset(releaseAfter)
-		}
-	}()
+	defer func() { <-s.decodes }()
 	return c.Next()
 }
 

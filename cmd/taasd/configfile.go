@@ -10,9 +10,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/taas-appliance/taas/control"
 	"github.com/taas-appliance/taas/internal/netdev"
 )
 
@@ -35,6 +37,7 @@ type fileConfig struct {
 	Quotas     quotasFile  `toml:"quotas"`
 	Log        logFile     `toml:"log"`
 	Broker     brokerFile  `toml:"broker"`
+	Limits     limitsFile  `toml:"limits"`
 	Interfaces []ifaceFile `toml:"interfaces"`
 
 	// path is where the file was read from, for messages.
@@ -97,6 +100,29 @@ type brokerFile struct {
 	// CPUs pins the workers to these CPUs, round robin; empty means no
 	// pinning.
 	CPUs []int `toml:"cpus"`
+}
+
+// limitsFile is the [limits] table: what requests may cost (control.Limits,
+// whose comments give the defaults). Every 0 means the default.
+type limitsFile struct {
+	// MaxBodySize is the largest request body, in bytes.
+	MaxBodySize int `toml:"max_body_size"`
+	// MaxBulkItems is the most resources one bulk create may list.
+	MaxBulkItems int `toml:"max_bulk_items"`
+	// MaxJSONDepth is the deepest nesting a body may have, at most 512.
+	MaxJSONDepth int `toml:"max_json_depth"`
+	// MaxJSONValues is the most JSON values a body may hold.
+	MaxJSONValues int `toml:"max_json_values"`
+	// MaxDecodes is how many requests with a body are handled at once.
+	MaxDecodes int `toml:"max_decodes"`
+	// DecodeWaitMS is how long, in milliseconds, a request with a body
+	// waits for its turn before 503.
+	DecodeWaitMS int `toml:"decode_wait_ms"`
+	// MaxConnections is how many connections are served at once.
+	MaxConnections int `toml:"max_connections"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit in MiB; 0 means
+	// none.
+	MemoryLimitMiB int `toml:"memory_limit_mib"`
 }
 
 // ifaceFile is one [[interfaces]] entry: a netdev of the appliance.
@@ -244,6 +270,29 @@ func (fc *fileConfig) Validate() error {
 		seenCPU[c] = true
 	}
 
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"max_body_size", fc.Limits.MaxBodySize}, {"max_bulk_items", fc.Limits.MaxBulkItems},
+		{"max_json_depth", fc.Limits.MaxJSONDepth}, {"max_json_values", fc.Limits.MaxJSONValues},
+		{"max_decodes", fc.Limits.MaxDecodes}, {"decode_wait_ms", fc.Limits.DecodeWaitMS},
+		{"max_connections", fc.Limits.MaxConnections}, {"memory_limit_mib", fc.Limits.MemoryLimitMiB},
+	} {
+		if f.v < 0 {
+			bad("limits."+f.key, "must be 0 (default) or more, got %d", f.v)
+		}
+	}
+	if d := fc.Limits.MaxJSONDepth; d > 512 {
+		bad("limits.max_json_depth", "must be at most 512, got %d", d)
+	}
+	if n := fc.Limits.MaxBodySize; n > 0 && n < 4096 {
+		bad("limits.max_body_size", "must be 0 (default) or 4096 bytes or more, got %d", n)
+	}
+	if m := fc.Limits.MemoryLimitMiB; m > 0 && m < 64 {
+		bad("limits.memory_limit_mib", "must be 0 (none) or 64 or more, got %d", m)
+	}
+
 	seen := map[string]int{}
 	for i, ifc := range fc.Interfaces {
 		field := func(name string) string { return fmt.Sprintf("interfaces[%d].%s", i, name) }
@@ -330,6 +379,11 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
 	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)
 	num("quotas.tap_flow", "quota-tap-flow", &cfg.Quotas.TapFlow, fc.Quotas.TapFlow)
+	l := fc.Limits
+	cfg.Limits = control.Limits{MaxBodySize: l.MaxBodySize, MaxBulkItems: l.MaxBulkItems,
+		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,
+		DecodeWait: time.Duration(l.DecodeWaitMS) * time.Millisecond, MaxConnections: l.MaxConnections}
+	cfg.MemoryLimit = int64(l.MemoryLimitMiB) << 20
 }
 
 // visited returns the names of the flags fs was given.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/taas-appliance/taas/control"
@@ -30,6 +31,12 @@ type config struct {
 	Quotas         control.Quotas // per-project defaults; 0: control's default, -1: unlimited
 	Dataplane      string         // none or xdp
 	LogLevel       string         // debug, info, warn or error
+
+	// Limits bound what requests may cost ([limits] in the file).
+	Limits control.Limits
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (debug.SetMemoryLimit); 0 leaves the runtime's default (none).
+	MemoryLimit int64
 
 	// --version and --config (configfile.go, check.go).
 	Version bool        // print the version and exit
@@ -150,7 +157,10 @@ func main() {
 // run builds the components from cfg and serves until ctx ends.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Quotas: cfg.Quotas, Logger: logger,
-		Mount: web.Mount}
+		Mount: web.Mount, Limits: cfg.Limits}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	if cfg.Auth == control.AuthToken {
 		t, err := control.LoadTokens(cfg.Tokens)
 		if err != nil {
