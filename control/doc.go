@@ -10,10 +10,13 @@
 // fields, sorting and pagination; neutronerr.go is the one error handler;
 // auth.go the identity and policy; taas.go, ports.go the handlers;
 // reconcile.go the reconciler; stats.go and events.go the taas-stats
-// extension and the server-sent events stream. control/store owns SQLite.
+// extension and the server-sent events stream; limits.go bounds what a
+// request may cost and screens what fasthttp parsed. control/store owns
+// SQLite.
 //
 // Goroutines: fiber's (one per connection; an events stream keeps its
 // connection's), and the reconciler's, started by Server.Run. Passes are
 // triggered after every write and never run on a request's path;
-// publishing an event never blocks.
+// publishing an event never blocks. A timer's goroutine returns memory to
+// the kernel a second after the last large body (limits.go).
 package control

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // rawResponse is what a raw TCP exchange got back.
@@ -385,7 +386,7 @@ func shapeOf(b []byte) (depth, values, bulk int, err error) {
 // FuzzCheckJSONShape checks the allocation-free scan against encoding/json:
 // for any valid JSON, it rejects exactly the bodies whose depth, values or
 // bulk items exceed the limits; for any bytes it never panics, and its
-// errors are 400 NeutronErrors.
+// errors are 400 NeutronErrors. decodeJSON refuses invalid UTF-8.
 func FuzzCheckJSONShape(f *testing.F) {
 	l := Limits{MaxBulkItems: 3, MaxJSONDepth: 4, MaxJSONValues: 12}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -396,7 +397,11 @@ func FuzzCheckJSONShape(f *testing.F) {
 				t.Fatalf("checkJSONShape(%q) = %v, want a 400 NeutronError", b, err)
 			}
 		}
-		if _, derr := decodeJSON(b); derr != nil {
+		_, derr := decodeJSON(b)
+		if !utf8.Valid(b) && derr == nil {
+			t.Fatalf("decodeJSON(%q) accepted invalid UTF-8", b)
+		}
+		if derr != nil {
 			return
 		}
 		depth, values, bulk, serr := shapeOf(b)
