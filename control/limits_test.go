@@ -414,3 +414,38 @@ func FuzzCheckJSONShape(f *testing.F) {
 		}
 	})
 }
+
+// wideBody is a 1 MiB bulk body of tiny objects, the shape that costs the
+// most to decode per byte.
+func wideBody() []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"tap_services": [`)
+	for b.Len() < 1<<20-16 {
+		b.WriteString(`{"a":"\"x"},`)
+	}
+	b.WriteString(`{}]}`)
+	return b.Bytes()
+}
+
+// TestCheckJSONShapeAllocs: the scan runs before anything is bounded, so
+// it must not allocate (a rejected body allocates its error only).
+func TestCheckJSONShapeAllocs(t *testing.T) {
+	l := Limits{MaxBulkItems: 1 << 30, MaxJSONDepth: 512, MaxJSONValues: 1 << 30}
+	for _, b := range [][]byte{wideBody(), []byte(nested(512)), []byte(`{"a": [1, "b", true, null, {"c": -1e5}]}`)} {
+		if n := testing.AllocsPerRun(10, func() { _ = checkJSONShape(b, l) }); n != 0 {
+			t.Errorf("checkJSONShape(%.30s...) allocates %v times, want 0", b, n)
+		}
+	}
+}
+
+func BenchmarkCheckJSONShape(b *testing.B) {
+	body := wideBody()
+	l := Limits{MaxBulkItems: 1 << 30, MaxJSONDepth: 32, MaxJSONValues: 1 << 30}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := checkJSONShape(body, l); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
