@@ -183,15 +183,26 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	// 3. Flows, grouped by capture interface.
 	byIface := map[string][]compiledFlow{}
 	flowIface := map[string]string{}
+	flowNote := map[string]string{} // the reason an ACTIVE flow shows
 	for _, f := range p.Flows {
 		slot := b.flowSlot(f.ID)
-		if f.Iface == "" {
-			rep.Flows[f.ID] = Status{State: StateDown, Reason: fmt.Sprintf("port %s has no interface binding", f.SourcePortID)}
-			continue
-		}
 		vlans, err := ParseVLANFilter(f.VLANFilter)
 		if err != nil {
 			rep.Flows[f.ID] = Status{State: StateError, Reason: err.Error()}
+			continue
+		}
+		// A filter that matches no VID is the user's choice and lasts as
+		// long as the flow: say so before anything transient.
+		vst := vlanStatus(f.VLANFilter, vlans)
+		if vst.State != StateActive {
+			rep.Flows[f.ID] = vst
+			continue
+		}
+		if vst.Reason != "" {
+			flowNote[f.ID] = vst.Reason
+		}
+		if f.Iface == "" {
+			rep.Flows[f.ID] = Status{State: StateDown, Reason: fmt.Sprintf("port %s has no interface binding", f.SourcePortID)}
 			continue
 		}
 		if _, ok := rep.Services[f.ServiceID]; !ok {
@@ -231,7 +242,11 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		if !ok {
 			continue
 		}
-		rep.Flows[f.ID] = flowStatus(capStatus[name], f.ServiceID, rep.Services[f.ServiceID])
+		st := flowStatus(capStatus[name], f.ServiceID, rep.Services[f.ServiceID])
+		if st.State == StateActive {
+			st.Reason = flowNote[f.ID]
+		}
+		rep.Flows[f.ID] = st
 	}
 
 	// 5. Tear down what the plan no longer uses.
