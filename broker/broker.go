@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -52,6 +53,9 @@ type Broker struct {
 type capture struct {
 	name    string
 	ifindex int
+	// frame is the largest frame the link brings (Broker.captureFrame),
+	// as of the last Apply.
+	frame   int
 	prog    *xdpprog.Capture
 	workers []*worker
 	table   atomic.Pointer[table]
@@ -103,6 +107,7 @@ type linkState struct {
 	up       bool
 	downWhy  string // why it is not up, when exists
 	rxQueues int
+	mtu      int
 	stats    *netlink.LinkStatistics
 }
 
@@ -116,7 +121,7 @@ func lookupLink(name string) (linkState, error) {
 		return linkState{}, fmt.Errorf("look up interface %s: %w", name, err)
 	}
 	a := l.Attrs()
-	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, stats: a.Statistics}
+	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, stats: a.Statistics}
 	switch {
 	case a.Flags&net.FlagUp == 0:
 		st.downWhy = fmt.Sprintf("interface %s is down", name)
@@ -126,6 +131,58 @@ func lookupLink(name string) (linkState, error) {
 		st.up = true
 	}
 	return st, nil
+}
+
+// l2Overhead is what a netdev carries beyond its MTU: the Ethernet header
+// and one VLAN tag, as the kernel's own checks allow (is_skb_forwardable,
+// xdp_ok_fwd_dev: mtu + hard_header_len + VLAN_HLEN).
+const l2Overhead = 14 + 4
+
+// largestFrame is the largest frame, in bytes, netdev ls carries, or 0 when
+// its MTU is unknown.
+func (ls linkState) largestFrame() int {
+	if ls.mtu <= 0 {
+		return 0
+	}
+	return ls.mtu + l2Overhead
+}
+
+// maxFrame is the largest frame a capture interface passes on: larger ones
+// do not fit a UMEM chunk and the XDP program counts them xdp_oversize, on
+// both paths.
+func (b *Broker) maxFrame() int { return b.cfg.FrameSize - 256 }
+
+// captureFrame is the largest frame a capture on ls can bring to a monitor.
+func (b *Broker) captureFrame(ls linkState) int {
+	if f := ls.largestFrame(); f > 0 && f < b.maxFrame() {
+		return f
+	}
+	return b.maxFrame()
+}
+
+// mtuStatus reports ERROR when monitor mon cannot carry the largest copy a
+// capture of caps can bring. ERROR, not DOWN: the service is set up and
+// copies that fit still go out, but the others are lost until an operator
+// raises the MTU (or lowers the capture's); DOWN is for what waits on
+// something outside (a link, a binding) and means nothing is sent. Issue 9:
+// such a monitor used to show ACTIVE while the kernel dropped every copy.
+func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(string) linkState) Status {
+	carry := ml.largestFrame()
+	if carry == 0 {
+		return Status{State: StateActive}
+	}
+	for _, c := range caps {
+		cl := look(c)
+		if !cl.exists {
+			continue
+		}
+		if need := b.captureFrame(cl); need > carry {
+			return Status{State: StateError, Reason: fmt.Sprintf(
+				"monitor %s (MTU %d) cannot carry the copies of capture %s (frames up to %d bytes): copies over %d bytes are dropped (monitor_mtu); raise the MTU of %s to %d",
+				mon, ml.mtu, c, need, carry, mon, need-l2Overhead)}
+		}
+	}
+	return Status{State: StateActive}
 }
 
 // Apply realises p and reports every service's and flow's status. It only
@@ -183,7 +240,8 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	// 3. Flows, grouped by capture interface.
 	byIface := map[string][]compiledFlow{}
 	flowIface := map[string]string{}
-	flowNote := map[string]string{} // the reason an ACTIVE flow shows
+	flowNote := map[string]string{}  // the reason an ACTIVE flow shows
+	svcCaps := map[string][]string{} // service id -> capture interfaces of its flows
 	for _, f := range p.Flows {
 		slot := b.flowSlot(f.ID)
 		vlans, err := ParseVLANFilter(f.VLANFilter)
@@ -210,11 +268,23 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			continue
 		}
 		watched[f.Iface] = true
+		if !slices.Contains(svcCaps[f.ServiceID], f.Iface) {
+			svcCaps[f.ServiceID] = append(svcCaps[f.ServiceID], f.Iface)
+		}
 		byIface[f.Iface] = append(byIface[f.Iface], compiledFlow{mac: macKey(f.MAC), dir: f.Direction, slot: slot,
 			svc: b.svcSlot(f.ServiceID), vlans: vlans})
 		flowIface[f.ID] = f.Iface
 	}
 	b.watch.setWatched(watched)
+
+	// 3b. A monitor must carry the largest copy its services' captures
+	// can bring.
+	for _, s := range p.Services {
+		if st := rep.Services[s.ID]; st.State == StateActive {
+			slices.Sort(svcCaps[s.ID])
+			rep.Services[s.ID] = b.mtuStatus(s.Iface, look(s.Iface), svcCaps[s.ID], look)
+		}
+	}
 
 	// 4. Captures: keep, rebuild or attach; then swap tables and filters.
 	outputOf := map[int32]*output{}
@@ -328,6 +398,7 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
 	}
 	o.up.Store(ls.up)
+	o.maxLen.Store(uint32(ls.largestFrame()))
 	checkRedirect(o, b.log)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
@@ -365,6 +436,7 @@ func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
 		}
 		b.captures[name] = c
 	}
+	c.frame = b.captureFrame(ls)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
 	}
@@ -385,7 +457,7 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	}
 	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.captureFrames(),
 		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
-	maxFrame := b.cfg.FrameSize - 256
+	maxFrame := b.maxFrame()
 	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {
 		// A netdev without native XDP still captures in generic mode,

@@ -118,7 +118,7 @@ func (b *Broker) Stats() Stats {
 	iface := func(name, role string, queues int, add func(d, c map[string]uint64)) IfaceStats {
 		is := IfaceStats{Name: name, Role: role, Queues: queues, Drops: map[string]uint64{}, Counters: map[string]uint64{}}
 		if ls, err := lookupLink(name); err == nil && ls.exists {
-			is.LinkUp = ls.up
+			is.LinkUp, is.MTU = ls.up, ls.mtu
 			if ls.stats != nil {
 				is.RxPackets, is.RxBytes = ls.stats.RxPackets, ls.stats.RxBytes
 				is.TxPackets, is.TxBytes = ls.stats.TxPackets, ls.stats.TxBytes

@@ -12,7 +12,7 @@ import (
 
 // linkWatch follows netlink link messages and calls notify when an
 // interface the current plan uses appears, disappears, or changes its
-// ifindex, admin state or operational state. Other messages (our own XDP
+// ifindex, admin state, operational state or MTU. Other messages (our own XDP
 // attach, statistics, unrelated links) are ignored, so a reconcile pass
 // never triggers itself. One goroutine reads the netlink socket.
 type linkWatch struct {
@@ -30,6 +30,7 @@ type linkKey struct {
 	index int
 	up    bool
 	oper  netlink.LinkOperState
+	mtu   int
 }
 
 func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
@@ -59,7 +60,7 @@ func (lw *linkWatch) run(ch <-chan netlink.LinkUpdate) {
 	defer close(lw.exited)
 	for u := range ch {
 		a := u.Link.Attrs()
-		k := linkKey{index: a.Index, up: a.Flags&net.FlagUp != 0, oper: a.OperState}
+		k := linkKey{index: a.Index, up: a.Flags&net.FlagUp != 0, oper: a.OperState, mtu: a.MTU}
 		lw.mu.Lock()
 		changed := false
 		if lw.watched[a.Name] {

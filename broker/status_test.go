@@ -1,6 +1,133 @@
 package broker
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/packettest"
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// statusOnEvent applies plan after each link event, as the reconciler
+// does, until check accepts the report: unlike waitStatus it never
+// re-applies on a timer, so it fails when the broker misses a change.
+func statusOnEvent(t *testing.T, b *Broker, plan *Plan, what string, check func(Report) bool) Report {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	var r Report
+	for {
+		select {
+		case <-b.LinkEvents():
+		case <-deadline:
+			t.Fatalf("%s: no link event brought it; last report %+v", what, r)
+		}
+		if r = apply(t, b, plan); check(r) {
+			return r
+		}
+	}
+}
+
+// drainEvents empties the broker's event channel, so that the next event
+// statusOnEvent sees comes from what the test does next.
+func drainEvents(b *Broker) {
+	for {
+		select {
+		case <-b.LinkEvents():
+		default:
+			return
+		}
+	}
+}
+
+func setMTU(t *testing.T, tp *topo, mtu int) {
+	t.Helper()
+	m := fmt.Sprint(mtu)
+	testutil.Run(t, "ip", "link", "set", tp.mons[0], "mtu", m)
+	testutil.Run(t, "ip", "-n", tp.p+"mon0", "link", "set", tp.mons[0]+"p", "mtu", m)
+}
+
+func serviceDelivered(b *Broker, id string) uint64 {
+	for _, s := range b.Stats().Services {
+		if s.ID == id {
+			return s.DeliveredPackets
+		}
+	}
+	return 0
+}
+
+// A monitor whose MTU is smaller than the capture's frames: the service
+// and flow are ERROR with the reason, frames that fit still go out, the
+// copies that do not are counted as monitor_mtu drops and never as
+// delivered, on both paths (issue 9: it showed ACTIVE with rising
+// delivered_packets while the kernel dropped every copy). Raising the MTU
+// makes it ACTIVE again through the link event alone.
+func TestBrokerMonitorMTU(t *testing.T) { forEachPath(t, testBrokerMonitorMTU) }
+
+func testBrokerMonitorMTU(t *testing.T, fast bool) {
+	tp := newTopo(t, 1, 1)
+	// Both ends, as an operator lowers a link's MTU: a veth drops what its
+	// receiving end's MTU cannot take.
+	setMTU(t, tp, 1000)
+	b := newBroker(t, Config{FastPath: fast})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
+		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+	r := apply(t, b, plan)
+	if s := r.Services["s"]; s.State != StateError || !strings.Contains(s.Reason, fmt.Sprintf("monitor %s (MTU 1000)", tp.mons[0])) ||
+		!strings.Contains(s.Reason, "capture "+tp.capIf) {
+		t.Fatalf("service with a 1000-byte MTU monitor = %+v, want ERROR naming the monitor's MTU and the capture", s)
+	}
+	if f := r.Flows["f"]; f.State != StateError || !strings.Contains(f.Reason, "MTU 1000") {
+		t.Fatalf("flow into it = %+v, want ERROR with the monitor's MTU", f)
+	}
+	// The fast path cannot count per copy what the kernel drops after the
+	// redirect: the AF_XDP path takes over and counts.
+	wantPath(t, b, tp.capIf, false)
+
+	const small, big = 5, 5
+	sent := map[uint32][]byte{}
+	var want []uint32
+	for i := uint32(1); i <= small+big; i++ {
+		size := 60
+		if i > small {
+			size = 1400 // over 1000 + 18, under the capture's 1518
+		} else {
+			want = append(want, i)
+		}
+		sent[i] = packettest.Frame(hwB, hwA, nil, i, size)
+		tp.send(t, sent[i])
+	}
+	expect(t, tp.caps[0], "monitor MTU 1000", sent, want...)
+	waitCounter(t, "monitor_mtu drops", func() uint64 { return serviceDrops(b, "s", "monitor_mtu") }, big)
+	t.Logf("service after %d small and %d big frames: delivered %d, monitor_mtu %d; monitor %s: copies %d, kernel_tx_dropped %d",
+		small, big, serviceDelivered(b, "s"), serviceDrops(b, "s", "monitor_mtu"), tp.mons[0],
+		ifaceCounter(b, tp.mons[0], "copies"), ifaceDrop(b, tp.mons[0], "kernel_tx_dropped"))
+	if got := serviceDelivered(b, "s"); got != small {
+		t.Errorf("delivered_packets = %d, want %d (only the frames that fit)", got, small)
+	}
+	if got := serviceDrops(b, "s", "monitor_mtu"); got != big {
+		t.Errorf("monitor_mtu drops = %d, want %d", got, big)
+	}
+	if got := ifaceDrop(b, tp.mons[0], "monitor_mtu"); got != big {
+		t.Errorf("monitor %s monitor_mtu drops = %d, want %d", tp.mons[0], got, big)
+	}
+	if got := ifaceDrop(b, tp.mons[0], "kernel_tx_dropped"); got != 0 {
+		t.Errorf("monitor %s kernel_tx_dropped = %d, want 0: nothing the kernel drops was sent", tp.mons[0], got)
+	}
+
+	// Raised back: ACTIVE (and the fast path) from the MTU's link event.
+	drainEvents(b)
+	setMTU(t, tp, 1500)
+	statusOnEvent(t, b, plan, "ACTIVE after the MTU is raised", func(r Report) bool {
+		return r.Services["s"].State == StateActive && r.Flows["f"].State == StateActive
+	})
+	wantPath(t, b, tp.capIf, fast)
+	tp.reset()
+	f := packettest.Frame(hwB, hwA, nil, 100, 1400)
+	tp.send(t, f)
+	expect(t, tp.caps[0], "after the MTU is raised", map[uint32][]byte{100: f}, 100)
+}
 
 // Never-matching VLAN filters are accepted but the flow says so: DOWN when
 // nothing can match, ACTIVE with a note when part of it can.
