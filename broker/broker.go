@@ -44,8 +44,11 @@ type Broker struct {
 	// torn down, so that totals never go backwards.
 	retired  counterSet
 	retIface map[string]*ifaceTotals
-	plan     *Plan // last applied, for Stats
-	closed   bool
+	// lastIndex is the ifindex each interface of the plan had when last
+	// seen, to tell a rename from a deletion.
+	lastIndex map[string]int
+	plan      *Plan // last applied, for Stats
+	closed    bool
 }
 
 // capture is one capture interface: its XDP program, its RX sockets and
@@ -78,6 +81,7 @@ func New(cfg Config) (*Broker, error) {
 		flowSlots: map[string]int32{},
 		svcSlots:  map[string]int32{},
 		retIface:  map[string]*ifaceTotals{},
+		lastIndex: map[string]int{},
 	}
 	w, err := startLinkWatch(b.notify, b.log)
 	if err != nil {
@@ -102,13 +106,15 @@ func (b *Broker) notify() {
 
 // linkState is what Apply needs to know of one netdev.
 type linkState struct {
-	exists   bool
-	ifindex  int
-	up       bool
-	downWhy  string // why it is not up, when exists
-	rxQueues int
-	mtu      int
-	stats    *netlink.LinkStatistics
+	exists  bool
+	ifindex int
+	up      bool
+	downWhy string // why it is not up, when exists
+	// missingWhy is why it does not exist, when it does not.
+	missingWhy string
+	rxQueues   int
+	mtu        int
+	stats      *netlink.LinkStatistics
 }
 
 func lookupLink(name string) (linkState, error) {
@@ -131,6 +137,44 @@ func lookupLink(name string) (linkState, error) {
 		st.up = true
 	}
 	return st, nil
+}
+
+// missingWhy says why interface name does not exist. A binding names an
+// interface; when the link that had the name was renamed, the broker does
+// not follow it by ifindex: the name is what the admin bound, whatever now
+// carries the old link may be anything (a repurposed port, another
+// tenant's feed), and mirroring traffic the configuration no longer names
+// is the unsafe failure for a security product. So the capture or monitor
+// is detached from the renamed link, the status names the new name, and a
+// link that takes the bound name again is attached to (issue 9).
+func (b *Broker) missingWhy(name string) string {
+	why := fmt.Sprintf("interface %s does not exist", name)
+	idx, ok := b.lastIndex[name]
+	if !ok {
+		return why
+	}
+	l, err := netlink.LinkByIndex(idx)
+	if err != nil || l.Attrs().Name == name {
+		return why // gone, or the lookup raced a rename back
+	}
+	return fmt.Sprintf("%s: renamed to %s (ifindex %d), which taasd does not follow (bind the port to %s, or rename it back)",
+		why, l.Attrs().Name, idx, l.Attrs().Name)
+}
+
+// pruneLastIndex forgets the interfaces plan p does not name.
+func (b *Broker) pruneLastIndex(p *Plan) {
+	keep := map[string]bool{}
+	for _, s := range p.Services {
+		keep[s.Iface] = true
+	}
+	for _, f := range p.Flows {
+		keep[f.Iface] = true
+	}
+	for name := range b.lastIndex {
+		if !keep[name] {
+			delete(b.lastIndex, name)
+		}
+	}
 }
 
 // l2Overhead is what a netdev carries beyond its MTU: the Ethernet header
@@ -197,6 +241,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return Report{}, fmt.Errorf("apply plan %d: %w", p.Version, err)
 	}
+	defer b.pruneLastIndex(p)
 	b.plan = p
 	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}}
 
@@ -209,6 +254,12 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		st, err := lookupLink(name)
 		if err != nil {
 			linkErr[name] = err
+		}
+		if !st.exists && err == nil {
+			st.missingWhy = b.missingWhy(name)
+		}
+		if st.exists {
+			b.lastIndex[name] = st.ifindex
 		}
 		links[name] = st
 		return st
@@ -275,7 +326,13 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			svc: b.svcSlot(f.ServiceID), vlans: vlans})
 		flowIface[f.ID] = f.Iface
 	}
-	b.watch.setWatched(watched)
+	indexes := map[int]string{}
+	for name := range watched {
+		if ls := look(name); ls.exists {
+			indexes[ls.ifindex] = name
+		}
+	}
+	b.watch.setWatched(watched, indexes)
 
 	// 3b. A monitor must carry the largest copy its services' captures
 	// can bring.
@@ -386,7 +443,7 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		o = nil
 	}
 	if !ls.exists {
-		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+		return Status{State: StateDown, Reason: ls.missingWhy}
 	}
 	if o == nil {
 		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.monitorFrames()})
@@ -427,7 +484,7 @@ func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
 		c = nil
 	}
 	if !ls.exists {
-		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+		return Status{State: StateDown, Reason: ls.missingWhy}
 	}
 	if c == nil {
 		var err error

@@ -2,9 +2,14 @@ package broker
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
@@ -127,6 +132,104 @@ func testBrokerMonitorMTU(t *testing.T, fast bool) {
 	f := packettest.Frame(hwB, hwA, nil, 100, 1400)
 	tp.send(t, f)
 	expect(t, tp.caps[0], "after the MTU is raised", map[uint32][]byte{100: f}, 100)
+}
+
+// xdpAttached reports whether an XDP program is attached to link name.
+func xdpAttached(t *testing.T, name string) bool {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("look up %s: %v", name, err)
+	}
+	return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+}
+
+// A capture interface renamed while frames flow: the broker notices from
+// the rename's own link event, detaches from the renamed link (no XDP
+// program left on it, nothing mirrored from it), and the flow is DOWN
+// naming the new name; when a link takes the bound name again it is
+// captured again. Issue 9: the flow stayed DOWN "interface is down" while
+// the program, still on the renamed link, mirrored its frames.
+func TestBrokerCaptureRenamed(t *testing.T) { forEachPath(t, testBrokerCaptureRenamed) }
+
+func testBrokerCaptureRenamed(t *testing.T, fast bool) {
+	tp := newTopo(t, 1, 1)
+	renamed := tp.p + "ren"
+	t.Cleanup(func() {
+		// The pair goes with either end; when the test fails between the
+		// renames the original name's cleanup finds nothing.
+		_ = exec.Command("ip", "link", "del", renamed).Run()
+	})
+	b := newBroker(t, Config{FastPath: fast})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
+		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, tp.capIf, fast)
+
+	// A frame every 2 ms from the span side, at most 20000 or 60 s.
+	var seq atomic.Uint32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deadline := time.Now().Add(60 * time.Second)
+		for i := 0; i < 20000 && time.Now().Before(deadline); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			// A send may fail while the span end's peer is renamed
+			// down; the frame is simply not sent.
+			_ = tp.inject.Send(packettest.Frame(hwB, hwA, nil, seq.Add(1), 60))
+		}
+	}()
+	stopSender := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopSender)
+	if got := tp.caps[0].WaitN(20, 10*time.Second); len(got) < 20 {
+		t.Fatalf("before the rename: %d frames at the monitor, want 20", len(got))
+	}
+
+	// A running link cannot be renamed: down, rename, up, as an operator does.
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", tp.capIf, "down")
+	testutil.Run(t, "ip", "link", "set", tp.capIf, "name", renamed)
+	testutil.Run(t, "ip", "link", "set", renamed, "up")
+	r := statusOnEvent(t, b, plan, "flow DOWN naming the rename", func(r Report) bool {
+		return strings.Contains(r.Flows["f"].Reason, "renamed to "+renamed)
+	})
+	if f := r.Flows["f"]; f.State != StateDown || !strings.HasPrefix(f.Reason, fmt.Sprintf("interface %s does not exist: renamed to %s", tp.capIf, renamed)) {
+		t.Fatalf("flow after the rename = %+v, want DOWN naming both names", f)
+	}
+	if xdpAttached(t, renamed) {
+		t.Fatalf("an XDP program is still attached to %s after the rename", renamed)
+	}
+	testutil.WaitOperUp(t, tp.span, tp.p+"capp")
+	tp.reset()
+	start, before := time.Now(), seq.Load()
+	waitCounter(t, "frames sent to the renamed link", func() uint64 { return uint64(seq.Load() - before) }, 50)
+	if got := tp.caps[0].Quiet(200*time.Millisecond, 3*time.Second); len(got) > 0 {
+		t.Fatalf("from the renamed link: %d frames mirrored of %d sent, want none", len(got), seq.Load()-before)
+	}
+	t.Logf("renamed %s: %d frames sent in %v, none mirrored", renamed, seq.Load()-before, time.Since(start).Round(time.Millisecond))
+
+	// Renamed back: the bound name exists again, and is captured again.
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", renamed, "down")
+	testutil.Run(t, "ip", "link", "set", renamed, "name", tp.capIf)
+	testutil.Run(t, "ip", "link", "set", tp.capIf, "up")
+	statusOnEvent(t, b, plan, "ACTIVE once the name is back", func(r Report) bool { return r.Flows["f"].State == StateActive })
+	if !xdpAttached(t, tp.capIf) {
+		t.Fatalf("no XDP program on %s once it has its name back", tp.capIf)
+	}
+	wantPath(t, b, tp.capIf, fast)
+	testutil.WaitOperUp(t, tp.span, tp.p+"capp")
+	tp.reset()
+	if got := tp.caps[0].WaitN(20, 10*time.Second); len(got) < 20 {
+		t.Fatalf("after renaming back: %d frames at the monitor, want 20", len(got))
+	}
+	stopSender()
 }
 
 // Never-matching VLAN filters are accepted but the flow says so: DOWN when
