@@ -47,6 +47,8 @@ type Broker struct {
 	// lastIndex is the ifindex each interface of the plan had when last
 	// seen, to tell a rename from a deletion.
 	lastIndex map[string]int
+	// delivered is the delivered_packets each service slot last showed.
+	delivered map[int32]uint64
 	plan      *Plan // last applied, for Stats
 	closed    bool
 }
@@ -82,6 +84,7 @@ func New(cfg Config) (*Broker, error) {
 		svcSlots:  map[string]int32{},
 		retIface:  map[string]*ifaceTotals{},
 		lastIndex: map[string]int{},
+		delivered: map[int32]uint64{},
 	}
 	w, err := startLinkWatch(b.notify, b.log)
 	if err != nil {
@@ -242,6 +245,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		return Report{}, fmt.Errorf("apply plan %d: %w", p.Version, err)
 	}
 	defer b.pruneLastIndex(p)
+	b.harvestKernelDrops()
 	b.plan = p
 	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}}
 
@@ -451,6 +455,9 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 			return Status{State: StateError, Reason: fmt.Sprintf("open monitor %s: %v", name, err)}
 		}
 		o = &output{name: name, ifindex: ls.ifindex, sock: s}
+		if ls.stats != nil {
+			o.kernelSeen = ls.stats.TxDropped
+		}
 		b.monitors[name] = o
 		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
 	}

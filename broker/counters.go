@@ -33,10 +33,14 @@ const (
 	// dropMonitorMTU: the copy is larger than the monitor's MTU carries;
 	// the kernel would drop it after the send (issue 9), so it is not sent.
 	dropMonitorMTU
+	// dropKernel: the copy was handed to the kernel, which dropped it on
+	// the way out of the monitor (its kernel_tx_dropped); only b.retired
+	// holds these, and Stats takes them out of the delivered count.
+	dropKernel
 	numServiceDrops
 )
 
-var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down", "redirect_failed", "monitor_mtu"}
+var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down", "redirect_failed", "monitor_mtu", "kernel_dropped"}
 
 func (d serviceDrop) String() string { return serviceDropNames[d] }
 

@@ -305,6 +305,9 @@ type output struct {
 	// tables copy it.
 	maxLen atomic.Uint32
 	ctr    [numOutputCounters]atomic.Uint64
+	// kernelSeen is the netdev's tx_dropped when last harvested
+	// (Broker.harvestKernelDrops); guarded by Broker.mu.
+	kernelSeen uint64
 
 	mu   sync.Mutex
 	sock *xsk.Socket // nil once closed
