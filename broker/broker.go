@@ -117,6 +117,7 @@ type linkState struct {
 	missingWhy string
 	rxQueues   int
 	mtu        int
+	peerMTU    int // of a veth's peer, 0 when not a veth or unknown
 	stats      *netlink.LinkStatistics
 }
 
@@ -130,7 +131,8 @@ func lookupLink(name string) (linkState, error) {
 		return linkState{}, fmt.Errorf("look up interface %s: %w", name, err)
 	}
 	a := l.Attrs()
-	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, stats: a.Statistics}
+	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, peerMTU: peerMTUOf(l),
+		stats: a.Statistics}
 	switch {
 	case a.Flags&net.FlagUp == 0:
 		st.downWhy = fmt.Sprintf("interface %s is down", name)
@@ -199,6 +201,23 @@ func (ls linkState) largestFrame() int {
 // both paths.
 func (b *Broker) maxFrame() int { return b.cfg.FrameSize - 256 }
 
+// carries is the largest frame in bytes monitor ls carries: its own MTU's,
+// or its veth peer's when smaller. 0 when unknown.
+func (ls linkState) carries() int {
+	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+		return ls.peerMTU + l2Overhead
+	}
+	return ls.largestFrame()
+}
+
+// mtuText describes the MTU that limits monitor ls, for reasons.
+func (ls linkState) mtuText() string {
+	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+		return fmt.Sprintf("MTU %d, its veth peer's %d", ls.mtu, ls.peerMTU)
+	}
+	return fmt.Sprintf("MTU %d", ls.mtu)
+}
+
 // captureFrame is the largest frame a capture on ls can bring to a monitor.
 func (b *Broker) captureFrame(ls linkState) int {
 	if f := ls.largestFrame(); f > 0 && f < b.maxFrame() {
@@ -214,7 +233,7 @@ func (b *Broker) captureFrame(ls linkState) int {
 // something outside (a link, a binding) and means nothing is sent. Issue 9:
 // such a monitor used to show ACTIVE while the kernel dropped every copy.
 func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(string) linkState) Status {
-	carry := ml.largestFrame()
+	carry := ml.carries()
 	if carry == 0 {
 		return Status{State: StateActive}
 	}
@@ -225,8 +244,8 @@ func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(st
 		}
 		if need := b.captureFrame(cl); need > carry {
 			return Status{State: StateError, Reason: fmt.Sprintf(
-				"monitor %s (MTU %d) cannot carry the copies of capture %s (frames up to %d bytes): copies over %d bytes are dropped (monitor_mtu); raise the MTU of %s to %d",
-				mon, ml.mtu, c, need, carry, mon, need-l2Overhead)}
+				"monitor %s (%s) cannot carry the copies of capture %s (frames up to %d bytes): copies over %d bytes are dropped (monitor_mtu); raise the MTU of %s to %d",
+				mon, ml.mtuText(), c, need, carry, mon, need-l2Overhead)}
 		}
 	}
 	return Status{State: StateActive}
@@ -386,13 +405,11 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.teardownCapture(c)
 		}
 	}
-	if b.cfg.FastPath {
-		mons := make([]*output, 0, len(b.monitors))
-		for _, o := range b.monitors {
-			mons = append(mons, o)
-		}
-		b.rwatch.setMonitors(mons)
+	mons := make([]*output, 0, len(b.monitors))
+	for _, o := range b.monitors {
+		mons = append(mons, o)
 	}
+	b.rwatch.setMonitors(mons, b.cfg.FastPath)
 	for name, o := range b.monitors {
 		if !wantMon[name] {
 			b.closeMonitor(o)
@@ -462,7 +479,8 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
 	}
 	o.up.Store(ls.up)
-	o.maxLen.Store(uint32(ls.largestFrame()))
+	o.maxLen.Store(uint32(ls.carries()))
+	o.peerMTU.Store(int32(ls.peerMTU))
 	checkRedirect(o, b.log)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}

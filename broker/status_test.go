@@ -46,11 +46,16 @@ func drainEvents(b *Broker) {
 	}
 }
 
-func setMTU(t *testing.T, tp *topo, mtu int) {
+// setMTU sets the MTU of the first monitor's own end and of its peer;
+// 0 leaves one as it is.
+func setMTU(t *testing.T, tp *topo, own, peer int) {
 	t.Helper()
-	m := fmt.Sprint(mtu)
-	testutil.Run(t, "ip", "link", "set", tp.mons[0], "mtu", m)
-	testutil.Run(t, "ip", "-n", tp.p+"mon0", "link", "set", tp.mons[0]+"p", "mtu", m)
+	if own > 0 {
+		testutil.Run(t, "ip", "link", "set", tp.mons[0], "mtu", fmt.Sprint(own))
+	}
+	if peer > 0 {
+		testutil.Run(t, "ip", "-n", tp.p+"mon0", "link", "set", tp.mons[0]+"p", "mtu", fmt.Sprint(peer))
+	}
 }
 
 func serviceDelivered(b *Broker, id string) uint64 {
@@ -104,7 +109,7 @@ func testBrokerMonitorMTU(t *testing.T, fast bool) {
 	tp := newTopo(t, 1, 1)
 	// Both ends, as an operator lowers a link's MTU: a veth drops what its
 	// receiving end's MTU cannot take.
-	setMTU(t, tp, 1000)
+	setMTU(t, tp, 1000, 1000)
 	b := newBroker(t, Config{FastPath: fast})
 	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
@@ -129,9 +134,19 @@ func testBrokerMonitorMTU(t *testing.T, fast bool) {
 		t.Errorf("monitor %s kernel_tx_dropped = %d, want 0: nothing the kernel drops was sent", tp.mons[0], got)
 	}
 
-	// Raised back: ACTIVE (and the fast path) from the MTU's link event.
+	// The monitor's own end raised (a link event), its veth peer's not:
+	// the peer, in another namespace, limits it as much.
 	drainEvents(b)
-	setMTU(t, tp, 1500)
+	setMTU(t, tp, 1500, 0)
+	statusOnEvent(t, b, plan, "ERROR naming the peer's MTU", func(r Report) bool {
+		return r.Services["s"].State == StateError && strings.Contains(r.Services["s"].Reason, "(MTU 1500, its veth peer's 1000)")
+	})
+	wantPath(t, b, tp.capIf, false)
+
+	// The peer raised: no link event here, the monitor watch notices.
+	// ACTIVE, and the fast path, again.
+	drainEvents(b)
+	setMTU(t, tp, 0, 1500)
 	statusOnEvent(t, b, plan, "ACTIVE after the MTU is raised", func(r Report) bool {
 		return r.Services["s"].State == StateActive && r.Flows["f"].State == StateActive
 	})
@@ -143,8 +158,8 @@ func testBrokerMonitorMTU(t *testing.T, fast bool) {
 }
 
 // What the kernel drops after the hand-off is a drop, not a delivery: here
-// the monitor's own MTU is fine but its veth peer's is not, which taasd
-// cannot see, so the kernel drops the big copies (veth_xmit on the AF_XDP
+// the monitor's own MTU is fine but its veth peer's is not, and taasd is
+// kept from reading the peer's, so the kernel drops the big copies (veth_xmit on the AF_XDP
 // path, veth_xdp_xmit on the fast path) and counts them in the monitor's
 // tx_dropped; the monitor's only service counts them kernel_dropped.
 func TestBrokerKernelDropsNotDelivered(t *testing.T) {
@@ -153,7 +168,11 @@ func TestBrokerKernelDropsNotDelivered(t *testing.T) {
 
 func testBrokerKernelDropsNotDelivered(t *testing.T, fast bool) {
 	tp := newTopo(t, 1, 1)
-	testutil.Run(t, "ip", "-n", tp.p+"mon0", "link", "set", tp.mons[0]+"p", "mtu", "1000")
+	// As when the peer cannot be read (a peer beyond a NIC, a kernel
+	// without IFLA_TARGET_NETNSID): the kernel's drops are all there is.
+	peerMTUOf = func(netlink.Link) int { return 0 }
+	t.Cleanup(func() { peerMTUOf = vethPeerMTU })
+	setMTU(t, tp, 0, 1000)
 	b := newBroker(t, Config{FastPath: fast})
 	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}

@@ -304,7 +304,10 @@ type output struct {
 	// Ethernet header and one VLAN tag), 0 when unknown; Apply sets it and
 	// tables copy it.
 	maxLen atomic.Uint32
-	ctr    [numOutputCounters]atomic.Uint64
+	// peerMTU is the MTU of a veth monitor's peer as Apply saw it, 0 when
+	// not a veth; redirectWatch reports a change.
+	peerMTU atomic.Int32
+	ctr     [numOutputCounters]atomic.Uint64
 	// kernelSeen is the netdev's tx_dropped when last harvested
 	// (Broker.harvestKernelDrops); guarded by Broker.mu.
 	kernelSeen uint64
