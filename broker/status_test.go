@@ -306,3 +306,47 @@ func TestVLANStatus(t *testing.T) {
 		})
 	}
 }
+
+// A monitor interface renamed: its service is DOWN naming the new name,
+// nothing is sent to the renamed link, and the bound name back brings the
+// service back.
+func TestBrokerMonitorRenamed(t *testing.T) { forEachPath(t, testBrokerMonitorRenamed) }
+
+func testBrokerMonitorRenamed(t *testing.T, fast bool) {
+	tp := newTopo(t, 1, 1)
+	mon, renamed := tp.mons[0], tp.p+"ren"
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", renamed).Run() })
+	b := newBroker(t, Config{FastPath: fast})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: mon}},
+		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+	wantActive(t, apply(t, b, plan))
+
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", mon, "down")
+	testutil.Run(t, "ip", "link", "set", mon, "name", renamed)
+	testutil.Run(t, "ip", "link", "set", renamed, "up")
+	r := statusOnEvent(t, b, plan, "service DOWN naming the rename", func(r Report) bool {
+		return strings.Contains(r.Services["s"].Reason, "renamed to "+renamed)
+	})
+	if s := r.Services["s"]; s.State != StateDown || !strings.HasPrefix(s.Reason, fmt.Sprintf("interface %s does not exist: renamed to %s", mon, renamed)) {
+		t.Fatalf("service after its monitor's rename = %+v, want DOWN naming both names", s)
+	}
+	testutil.WaitOperUp(t, tp.p+"mon0", mon+"p")
+	tp.reset()
+	tp.send(t, packettest.Frame(hwB, hwA, nil, 1, 60))
+	waitCounter(t, "monitor_down drops", func() uint64 { return serviceDrops(b, "s", "monitor_down") }, 1)
+	if got := tp.caps[0].Quiet(200*time.Millisecond, 3*time.Second); len(got) > 0 {
+		t.Fatalf("the renamed monitor got %d frames, want none", len(got))
+	}
+
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", renamed, "down")
+	testutil.Run(t, "ip", "link", "set", renamed, "name", mon)
+	testutil.Run(t, "ip", "link", "set", mon, "up")
+	statusOnEvent(t, b, plan, "ACTIVE once the name is back", func(r Report) bool { return r.Services["s"].State == StateActive })
+	wantPath(t, b, tp.capIf, fast)
+	testutil.WaitOperUp(t, tp.p+"mon0", mon+"p")
+	f := packettest.Frame(hwB, hwA, nil, 2, 60)
+	tp.send(t, f)
+	expect(t, tp.caps[0], "monitor renamed back", map[uint32][]byte{2: f}, 2)
+}
