@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -43,8 +44,13 @@ type Broker struct {
 	// torn down, so that totals never go backwards.
 	retired  counterSet
 	retIface map[string]*ifaceTotals
-	plan     *Plan // last applied, for Stats
-	closed   bool
+	// lastIndex is the ifindex each interface of the plan had when last
+	// seen, to tell a rename from a deletion.
+	lastIndex map[string]int
+	// delivered is the delivered_packets each service slot last showed.
+	delivered map[int32]uint64
+	plan      *Plan // last applied, for Stats
+	closed    bool
 }
 
 // capture is one capture interface: its XDP program, its RX sockets and
@@ -52,6 +58,9 @@ type Broker struct {
 type capture struct {
 	name    string
 	ifindex int
+	// frame is the largest frame the link brings (Broker.captureFrame),
+	// as of the last Apply.
+	frame   int
 	prog    *xdpprog.Capture
 	workers []*worker
 	table   atomic.Pointer[table]
@@ -74,6 +83,8 @@ func New(cfg Config) (*Broker, error) {
 		flowSlots: map[string]int32{},
 		svcSlots:  map[string]int32{},
 		retIface:  map[string]*ifaceTotals{},
+		lastIndex: map[string]int{},
+		delivered: map[int32]uint64{},
 	}
 	w, err := startLinkWatch(b.notify, b.log)
 	if err != nil {
@@ -98,12 +109,16 @@ func (b *Broker) notify() {
 
 // linkState is what Apply needs to know of one netdev.
 type linkState struct {
-	exists   bool
-	ifindex  int
-	up       bool
-	downWhy  string // why it is not up, when exists
-	rxQueues int
-	stats    *netlink.LinkStatistics
+	exists  bool
+	ifindex int
+	up      bool
+	downWhy string // why it is not up, when exists
+	// missingWhy is why it does not exist, when it does not.
+	missingWhy string
+	rxQueues   int
+	mtu        int
+	peerMTU    int // of a veth's peer, 0 when not a veth or unknown
+	stats      *netlink.LinkStatistics
 }
 
 func lookupLink(name string) (linkState, error) {
@@ -116,7 +131,8 @@ func lookupLink(name string) (linkState, error) {
 		return linkState{}, fmt.Errorf("look up interface %s: %w", name, err)
 	}
 	a := l.Attrs()
-	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, stats: a.Statistics}
+	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, peerMTU: peerMTUOf(l),
+		stats: a.Statistics}
 	switch {
 	case a.Flags&net.FlagUp == 0:
 		st.downWhy = fmt.Sprintf("interface %s is down", name)
@@ -126,6 +142,113 @@ func lookupLink(name string) (linkState, error) {
 		st.up = true
 	}
 	return st, nil
+}
+
+// missingWhy says why interface name does not exist. A binding names an
+// interface; when the link that had the name was renamed, the broker does
+// not follow it by ifindex: the name is what the admin bound, whatever now
+// carries the old link may be anything (a repurposed port, another
+// tenant's feed), and mirroring traffic the configuration no longer names
+// is the unsafe failure for a security product. So the capture or monitor
+// is detached from the renamed link, the status names the new name, and a
+// link that takes the bound name again is attached to (issue 9).
+func (b *Broker) missingWhy(name string) string {
+	why := fmt.Sprintf("interface %s does not exist", name)
+	idx, ok := b.lastIndex[name]
+	if !ok {
+		return why
+	}
+	l, err := netlink.LinkByIndex(idx)
+	if err != nil || l.Attrs().Name == name {
+		return why // gone, or the lookup raced a rename back
+	}
+	return fmt.Sprintf("%s: renamed to %s (ifindex %d), which taasd does not follow (bind the port to %s, or rename it back)",
+		why, l.Attrs().Name, idx, l.Attrs().Name)
+}
+
+// pruneLastIndex forgets the interfaces plan p does not name.
+func (b *Broker) pruneLastIndex(p *Plan) {
+	keep := map[string]bool{}
+	for _, s := range p.Services {
+		keep[s.Iface] = true
+	}
+	for _, f := range p.Flows {
+		keep[f.Iface] = true
+	}
+	for name := range b.lastIndex {
+		if !keep[name] {
+			delete(b.lastIndex, name)
+		}
+	}
+}
+
+// l2Overhead is what a netdev carries beyond its MTU: the Ethernet header
+// and one VLAN tag, as the kernel's own checks allow (is_skb_forwardable,
+// xdp_ok_fwd_dev: mtu + hard_header_len + VLAN_HLEN).
+const l2Overhead = 14 + 4
+
+// largestFrame is the largest frame, in bytes, netdev ls carries, or 0 when
+// its MTU is unknown.
+func (ls linkState) largestFrame() int {
+	if ls.mtu <= 0 {
+		return 0
+	}
+	return ls.mtu + l2Overhead
+}
+
+// maxFrame is the largest frame a capture interface passes on: larger ones
+// do not fit a UMEM chunk and the XDP program counts them xdp_oversize, on
+// both paths.
+func (b *Broker) maxFrame() int { return b.cfg.FrameSize - 256 }
+
+// carries is the largest frame in bytes monitor ls carries: its own MTU's,
+// or its veth peer's when smaller. 0 when unknown.
+func (ls linkState) carries() int {
+	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+		return ls.peerMTU + l2Overhead
+	}
+	return ls.largestFrame()
+}
+
+// mtuText describes the MTU that limits monitor ls, for reasons.
+func (ls linkState) mtuText() string {
+	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+		return fmt.Sprintf("MTU %d, its veth peer's %d", ls.mtu, ls.peerMTU)
+	}
+	return fmt.Sprintf("MTU %d", ls.mtu)
+}
+
+// captureFrame is the largest frame a capture on ls can bring to a monitor.
+func (b *Broker) captureFrame(ls linkState) int {
+	if f := ls.largestFrame(); f > 0 && f < b.maxFrame() {
+		return f
+	}
+	return b.maxFrame()
+}
+
+// mtuStatus reports ERROR when monitor mon cannot carry the largest copy a
+// capture of caps can bring. ERROR, not DOWN: the service is set up and
+// copies that fit still go out, but the others are lost until an operator
+// raises the MTU (or lowers the capture's); DOWN is for what waits on
+// something outside (a link, a binding) and means nothing is sent. Issue 9:
+// such a monitor used to show ACTIVE while the kernel dropped every copy.
+func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(string) linkState) Status {
+	carry := ml.carries()
+	if carry == 0 {
+		return Status{State: StateActive}
+	}
+	for _, c := range caps {
+		cl := look(c)
+		if !cl.exists {
+			continue
+		}
+		if need := b.captureFrame(cl); need > carry {
+			return Status{State: StateError, Reason: fmt.Sprintf(
+				"monitor %s (%s) cannot carry the copies of capture %s (frames up to %d bytes): copies over %d bytes are dropped (monitor_mtu); raise the MTU of %s to %d",
+				mon, ml.mtuText(), c, need, carry, mon, need-l2Overhead)}
+		}
+	}
+	return Status{State: StateActive}
 }
 
 // Apply realises p and reports every service's and flow's status. It only
@@ -140,6 +263,8 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	if err := ctx.Err(); err != nil {
 		return Report{}, fmt.Errorf("apply plan %d: %w", p.Version, err)
 	}
+	defer b.pruneLastIndex(p)
+	b.harvestKernelDrops()
 	b.plan = p
 	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}}
 
@@ -152,6 +277,12 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		st, err := lookupLink(name)
 		if err != nil {
 			linkErr[name] = err
+		}
+		if !st.exists && err == nil {
+			st.missingWhy = b.missingWhy(name)
+		}
+		if st.exists {
+			b.lastIndex[name] = st.ifindex
 		}
 		links[name] = st
 		return st
@@ -183,15 +314,27 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	// 3. Flows, grouped by capture interface.
 	byIface := map[string][]compiledFlow{}
 	flowIface := map[string]string{}
+	flowNote := map[string]string{}  // the reason an ACTIVE flow shows
+	svcCaps := map[string][]string{} // service id -> capture interfaces of its flows
 	for _, f := range p.Flows {
 		slot := b.flowSlot(f.ID)
-		if f.Iface == "" {
-			rep.Flows[f.ID] = Status{State: StateDown, Reason: fmt.Sprintf("port %s has no interface binding", f.SourcePortID)}
-			continue
-		}
 		vlans, err := ParseVLANFilter(f.VLANFilter)
 		if err != nil {
 			rep.Flows[f.ID] = Status{State: StateError, Reason: err.Error()}
+			continue
+		}
+		// A filter that matches no VID is the user's choice and lasts as
+		// long as the flow: say so before anything transient.
+		vst := vlanStatus(f.VLANFilter, vlans)
+		if vst.State != StateActive {
+			rep.Flows[f.ID] = vst
+			continue
+		}
+		if vst.Reason != "" {
+			flowNote[f.ID] = vst.Reason
+		}
+		if f.Iface == "" {
+			rep.Flows[f.ID] = Status{State: StateDown, Reason: fmt.Sprintf("port %s has no interface binding", f.SourcePortID)}
 			continue
 		}
 		if _, ok := rep.Services[f.ServiceID]; !ok {
@@ -199,11 +342,29 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			continue
 		}
 		watched[f.Iface] = true
+		if !slices.Contains(svcCaps[f.ServiceID], f.Iface) {
+			svcCaps[f.ServiceID] = append(svcCaps[f.ServiceID], f.Iface)
+		}
 		byIface[f.Iface] = append(byIface[f.Iface], compiledFlow{mac: macKey(f.MAC), dir: f.Direction, slot: slot,
 			svc: b.svcSlot(f.ServiceID), vlans: vlans})
 		flowIface[f.ID] = f.Iface
 	}
-	b.watch.setWatched(watched)
+	indexes := map[int]string{}
+	for name := range watched {
+		if ls := look(name); ls.exists {
+			indexes[ls.ifindex] = name
+		}
+	}
+	b.watch.setWatched(watched, indexes)
+
+	// 3b. A monitor must carry the largest copy its services' captures
+	// can bring.
+	for _, s := range p.Services {
+		if st := rep.Services[s.ID]; st.State == StateActive {
+			slices.Sort(svcCaps[s.ID])
+			rep.Services[s.ID] = b.mtuStatus(s.Iface, look(s.Iface), svcCaps[s.ID], look)
+		}
+	}
 
 	// 4. Captures: keep, rebuild or attach; then swap tables and filters.
 	outputOf := map[int32]*output{}
@@ -231,7 +392,11 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		if !ok {
 			continue
 		}
-		rep.Flows[f.ID] = flowStatus(capStatus[name], f.ServiceID, rep.Services[f.ServiceID])
+		st := flowStatus(capStatus[name], f.ServiceID, rep.Services[f.ServiceID])
+		if st.State == StateActive {
+			st.Reason = flowNote[f.ID]
+		}
+		rep.Flows[f.ID] = st
 	}
 
 	// 5. Tear down what the plan no longer uses.
@@ -240,13 +405,11 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.teardownCapture(c)
 		}
 	}
-	if b.cfg.FastPath {
-		mons := make([]*output, 0, len(b.monitors))
-		for _, o := range b.monitors {
-			mons = append(mons, o)
-		}
-		b.rwatch.setMonitors(mons)
+	mons := make([]*output, 0, len(b.monitors))
+	for _, o := range b.monitors {
+		mons = append(mons, o)
 	}
+	b.rwatch.setMonitors(mons, b.cfg.FastPath)
 	for name, o := range b.monitors {
 		if !wantMon[name] {
 			b.closeMonitor(o)
@@ -301,7 +464,7 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 		o = nil
 	}
 	if !ls.exists {
-		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+		return Status{State: StateDown, Reason: ls.missingWhy}
 	}
 	if o == nil {
 		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.monitorFrames()})
@@ -309,10 +472,15 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 			return Status{State: StateError, Reason: fmt.Sprintf("open monitor %s: %v", name, err)}
 		}
 		o = &output{name: name, ifindex: ls.ifindex, sock: s}
+		if ls.stats != nil {
+			o.kernelSeen = ls.stats.TxDropped
+		}
 		b.monitors[name] = o
 		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
 	}
 	o.up.Store(ls.up)
+	o.maxLen.Store(uint32(ls.carries()))
+	o.peerMTU.Store(int32(ls.peerMTU))
 	checkRedirect(o, b.log)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
@@ -341,7 +509,7 @@ func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
 		c = nil
 	}
 	if !ls.exists {
-		return Status{State: StateDown, Reason: fmt.Sprintf("interface %s does not exist", name)}
+		return Status{State: StateDown, Reason: ls.missingWhy}
 	}
 	if c == nil {
 		var err error
@@ -350,6 +518,7 @@ func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
 		}
 		b.captures[name] = c
 	}
+	c.frame = b.captureFrame(ls)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
 	}
@@ -370,7 +539,7 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	}
 	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.captureFrames(),
 		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
-	maxFrame := b.cfg.FrameSize - 256
+	maxFrame := b.maxFrame()
 	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {
 		// A netdev without native XDP still captures in generic mode,

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
@@ -98,6 +100,46 @@ func addSet(dst, src *counterSet) {
 	dst.add(src)
 }
 
+// harvestKernelDrops moves what the kernel dropped on the way out of each
+// monitor since the last harvest (its tx_dropped: a veth whose peer's MTU
+// or ring cannot take the copy, in veth_xmit on the AF_XDP path and in
+// veth_xdp_xmit on the fast path) into the kernel_dropped drops of the
+// monitor's tap service, so that Stats does not count them delivered
+// (issue 9). The kernel does not say whose copy it dropped: when the
+// monitor serves several services of the plan, the drops show on the
+// monitor's kernel_tx_dropped only. Apply calls it before it replaces the
+// plan, Stats before it reads; b.mu is held.
+func (b *Broker) harvestKernelDrops() {
+	if b.plan == nil || len(b.monitors) == 0 {
+		return
+	}
+	svcOf := map[string]int32{}
+	shared := map[string]bool{}
+	for _, s := range b.plan.Services {
+		if _, ok := svcOf[s.Iface]; ok {
+			shared[s.Iface] = true
+		}
+		svcOf[s.Iface] = b.svcSlots[s.ID]
+	}
+	for name, o := range b.monitors {
+		l, err := netlink.LinkByIndex(o.ifindex)
+		if err != nil || l.Attrs().Statistics == nil || l.Attrs().Name != name {
+			continue // gone or renamed: the next Apply closes it
+		}
+		cur := l.Attrs().Statistics.TxDropped
+		d := cur - o.kernelSeen
+		if cur < o.kernelSeen {
+			d = 0 // counters reset (a driver reload): start again
+		}
+		o.kernelSeen = cur
+		slot, ok := svcOf[name]
+		if d == 0 || !ok || shared[name] {
+			continue
+		}
+		b.retired.svcAt(slot).drops[dropKernel].Add(d)
+	}
+}
+
 // Stats returns a snapshot of every counter of the interfaces, services and
 // flows of the last applied plan, summed over workers and CPUs and over
 // earlier incarnations of each interface.
@@ -109,6 +151,7 @@ func (b *Broker) Stats() Stats {
 		return st
 	}
 	st.PlanVersion = b.plan.Version
+	b.harvestKernelDrops()
 	sets := []*counterSet{&b.retired, b.fastCounters()}
 	for _, c := range b.captures {
 		for _, w := range c.workers {
@@ -118,7 +161,7 @@ func (b *Broker) Stats() Stats {
 	iface := func(name, role string, queues int, add func(d, c map[string]uint64)) IfaceStats {
 		is := IfaceStats{Name: name, Role: role, Queues: queues, Drops: map[string]uint64{}, Counters: map[string]uint64{}}
 		if ls, err := lookupLink(name); err == nil && ls.exists {
-			is.LinkUp = ls.up
+			is.LinkUp, is.MTU = ls.up, ls.mtu
 			if ls.stats != nil {
 				is.RxPackets, is.RxBytes = ls.stats.RxPackets, ls.stats.RxBytes
 				is.TxPackets, is.TxBytes = ls.stats.TxPackets, ls.stats.TxBytes
@@ -197,6 +240,17 @@ func (b *Broker) Stats() Stats {
 					ss.Drops[d.String()] += c.drops[d].Load()
 				}
 			}
+		}
+		// Copies the kernel dropped after the hand-off were counted
+		// delivered when handed over; their size is not known, so
+		// delivered_bytes still holds them. A copy is counted and dropped
+		// at slightly different moments, so the difference may dip by the
+		// copies in flight: the high-water mark keeps the counter from
+		// going backwards (Prometheus would read a reset).
+		if slot, ok := b.svcSlots[s.ID]; ok {
+			d := ss.DeliveredPackets - min(ss.Drops[dropKernel.String()], ss.DeliveredPackets)
+			d = max(d, b.delivered[slot])
+			b.delivered[slot], ss.DeliveredPackets = d, d
 		}
 		st.Services = append(st.Services, ss)
 	}

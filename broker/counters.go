@@ -30,10 +30,17 @@ const (
 	dropMonitorDown
 	// dropRedirectFailed: the fast path's bpf_redirect_map refused the copy.
 	dropRedirectFailed
+	// dropMonitorMTU: the copy is larger than the monitor's MTU carries;
+	// the kernel would drop it after the send (issue 9), so it is not sent.
+	dropMonitorMTU
+	// dropKernel: the copy was handed to the kernel, which dropped it on
+	// the way out of the monitor (its kernel_tx_dropped); only b.retired
+	// holds these, and Stats takes them out of the delivered count.
+	dropKernel
 	numServiceDrops
 )
 
-var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down", "redirect_failed"}
+var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full", "monitor_down", "redirect_failed", "monitor_mtu", "kernel_dropped"}
 
 func (d serviceDrop) String() string { return serviceDropNames[d] }
 
@@ -124,13 +131,14 @@ const (
 	ocKickErrors
 	ocMonitorDown
 	ocBatches
+	ocMonitorMTU // copies larger than the monitor carries, not sent
 	numOutputCounters
 )
 
 var outputCounterNames = [numOutputCounters]string{
-	"copies", "copy_bytes", "no_free_tx_frame", "tx_ring_full", "kick_errors", "monitor_down", "tx_batches",
+	"copies", "copy_bytes", "no_free_tx_frame", "tx_ring_full", "kick_errors", "monitor_down", "tx_batches", "monitor_mtu",
 }
 
 var outputCounterIsDrop = [numOutputCounters]bool{
-	ocNoTxFrame: true, ocTxRingFull: true, ocKickErrors: true, ocMonitorDown: true,
+	ocNoTxFrame: true, ocTxRingFull: true, ocKickErrors: true, ocMonitorDown: true, ocMonitorMTU: true,
 }

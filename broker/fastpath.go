@@ -264,9 +264,16 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	if !b.cfg.FastPath {
 		return "fast path off in the configuration"
 	}
-	for _, o := range t.outputs {
+	for i, o := range t.outputs {
 		if o.refused.Load() {
 			return fmt.Sprintf("monitor %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.name, o.name)
+		}
+		// The kernel drops a redirected frame larger than the monitor
+		// carries after the program counted it sent, silently for a
+		// broadcast to several monitors; the workers count it instead.
+		if m := t.outMax[i]; m > 0 && int(m) < c.frame {
+			return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path counts the copies that do not fit (monitor_mtu)",
+				o.name, m, c.name, c.frame)
 		}
 	}
 	var kerr error

@@ -148,6 +148,8 @@ func TestBrokerUnboundAndMissing(t *testing.T) {
 			{ID: "f-unbound", ServiceID: "missing", SourcePortID: "port-1", MAC: mac6(hwA), Direction: DirIn},
 			{ID: "f-missing", ServiceID: "unbound", SourcePortID: "port-2", Iface: p + "nocap", MAC: mac6(hwA), Direction: DirIn},
 			{ID: "f-badvlan", ServiceID: "unbound", SourcePortID: "port-3", Iface: p + "nocap", MAC: mac6(hwA), VLANFilter: "1,,2"},
+			// A filter that matches nothing says so whatever else is wrong.
+			{ID: "f-novlan", ServiceID: "missing", SourcePortID: "port-4", Iface: p + "nocap", MAC: mac6(hwA), VLANFilter: "10-5"},
 		}}
 	r := apply(t, b, plan)
 	want := map[string]Status{
@@ -155,6 +157,7 @@ func TestBrokerUnboundAndMissing(t *testing.T) {
 		"missing":   {StateDown, fmt.Sprintf("interface %snomon does not exist", p)},
 		"f-unbound": {StateDown, "port port-1 has no interface binding"},
 		"f-missing": {StateDown, fmt.Sprintf("interface %snocap does not exist", p)},
+		"f-novlan":  {StateDown, "vlan_filter 10-5 matches no VLAN id (0-4095)"},
 	}
 	for id, w := range want {
 		got, ok := r.Services[id]

@@ -11,8 +11,9 @@ import (
 )
 
 // linkWatch follows netlink link messages and calls notify when an
-// interface the current plan uses appears, disappears, or changes its
-// ifindex, admin state or operational state. Other messages (our own XDP
+// interface the current plan uses appears, disappears, is renamed (to or
+// from a name the plan uses), or changes its ifindex, admin state,
+// operational state or MTU. Other messages (our own XDP
 // attach, statistics, unrelated links) are ignored, so a reconcile pass
 // never triggers itself. One goroutine reads the netlink socket.
 type linkWatch struct {
@@ -23,6 +24,9 @@ type linkWatch struct {
 
 	mu      sync.Mutex
 	watched map[string]bool
+	// indexes are the ifindexes the watched names had at the last Apply: a
+	// message for one of them under another name is a rename away.
+	indexes map[int]string
 	last    map[string]linkKey
 }
 
@@ -30,11 +34,12 @@ type linkKey struct {
 	index int
 	up    bool
 	oper  netlink.LinkOperState
+	mtu   int
 }
 
 func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
 	lw := &linkWatch{notify: notify, log: log, done: make(chan struct{}), exited: make(chan struct{}),
-		watched: map[string]bool{}, last: map[string]linkKey{}}
+		watched: map[string]bool{}, indexes: map[int]string{}, last: map[string]linkKey{}}
 	ch := make(chan netlink.LinkUpdate, 64)
 	err := netlink.LinkSubscribeWithOptions(ch, lw.done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
@@ -59,9 +64,16 @@ func (lw *linkWatch) run(ch <-chan netlink.LinkUpdate) {
 	defer close(lw.exited)
 	for u := range ch {
 		a := u.Link.Attrs()
-		k := linkKey{index: a.Index, up: a.Flags&net.FlagUp != 0, oper: a.OperState}
+		k := linkKey{index: a.Index, up: a.Flags&net.FlagUp != 0, oper: a.OperState, mtu: a.MTU}
 		lw.mu.Lock()
 		changed := false
+		if was, ok := lw.indexes[a.Index]; ok && was != a.Name {
+			// Renamed away from a name the plan uses (issue 9): the
+			// name is gone, and what was attached to it must go too.
+			changed = true
+			delete(lw.indexes, a.Index)
+			delete(lw.last, was)
+		}
 		if lw.watched[a.Name] {
 			prev, had := lw.last[a.Name]
 			if u.Header.Type == unix.RTM_DELLINK {
@@ -79,11 +91,13 @@ func (lw *linkWatch) run(ch <-chan netlink.LinkUpdate) {
 	}
 }
 
-// setWatched replaces the set of interface names that matter.
-func (lw *linkWatch) setWatched(names map[string]bool) {
+// setWatched replaces the set of interface names that matter, with the
+// ifindexes of those that exist.
+func (lw *linkWatch) setWatched(names map[string]bool, indexes map[int]string) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	lw.watched = names
+	lw.indexes = indexes
 	for n := range lw.last {
 		if !names[n] {
 			delete(lw.last, n)

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// redirectWatch also re-reads the MTU of veth monitors' peers (peer.go).
+//
 // A monitor takes frames redirected by XDP only when its driver offers
 // ndo_xdp_xmit; a veth does only while its peer has an XDP program or GRO
 // on (afxdp-notes gotcha 10), and otherwise the kernel drops every copy at
@@ -104,6 +106,22 @@ func checkRedirect(o *output, log *slog.Logger) bool {
 	return true
 }
 
+// checkPeerMTU reports whether the MTU of veth monitor o's peer changed
+// since Apply read it: the peer's namespace sends us no link event.
+func checkPeerMTU(o *output, log *slog.Logger) bool {
+	l, err := netlink.LinkByIndex(o.ifindex)
+	if err != nil {
+		return false // gone: the link watch reports it
+	}
+	mtu := int32(peerMTUOf(l))
+	was := o.peerMTU.Swap(mtu) // the next Apply stores the same
+	if mtu == was {
+		return false
+	}
+	log.Info("mtu of the monitor's veth peer changed", "iface", o.name, "from", was, "to", mtu)
+	return true
+}
+
 // redirectWatch re-checks the monitors in the background; one goroutine.
 type redirectWatch struct {
 	notify func()
@@ -111,8 +129,9 @@ type redirectWatch struct {
 	done   chan struct{}
 	exited chan struct{}
 
-	mu   sync.Mutex
-	mons []*output // the monitors of the last Apply
+	mu       sync.Mutex
+	mons     []*output // the monitors of the last Apply
+	redirect bool      // check XDP features: the fast path is on
 }
 
 func startRedirectWatch(notify func(), log *slog.Logger) *redirectWatch {
@@ -121,11 +140,12 @@ func startRedirectWatch(notify func(), log *slog.Logger) *redirectWatch {
 	return rw
 }
 
-// setMonitors replaces the monitors to watch (Apply calls it).
-func (rw *redirectWatch) setMonitors(mons []*output) {
+// setMonitors replaces the monitors to watch (Apply calls it); redirect
+// says whether their XDP features matter.
+func (rw *redirectWatch) setMonitors(mons []*output, redirect bool) {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	rw.mons = mons
+	rw.mons, rw.redirect = mons, redirect
 }
 
 func (rw *redirectWatch) stop() {
@@ -144,11 +164,14 @@ func (rw *redirectWatch) run() {
 		case <-tick.C:
 		}
 		rw.mu.Lock()
-		mons := rw.mons
+		mons, redirect := rw.mons, rw.redirect
 		rw.mu.Unlock()
 		changed := false
 		for _, o := range mons {
-			changed = checkRedirect(o, rw.log) || changed
+			if redirect {
+				changed = checkRedirect(o, rw.log) || changed
+			}
+			changed = checkPeerMTU(o, rw.log) || changed
 		}
 		if changed {
 			rw.notify()

@@ -18,7 +18,10 @@ type IfaceStats struct {
 	Name   string `json:"name"`
 	Role   string `json:"role"` // "capture" or "monitor"
 	LinkUp bool   `json:"link_up"`
-	Queues int    `json:"queues"`
+	// MTU is the netdev's MTU in bytes; a monitor carries copies up to
+	// MTU + 18 (Ethernet header and one VLAN tag). 0 when the link is gone.
+	MTU    int `json:"mtu"`
+	Queues int `json:"queues"`
 	// Path is how a capture interface's frames are decided and copied:
 	// "fast" (in the XDP program, copies sent by DEVMAP redirect) or
 	// "userspace" (AF_XDP workers); PathReason says why not fast. Empty

@@ -22,6 +22,9 @@ type table struct {
 	// outputs are the distinct outputs of services, and nOutputs their
 	// count; tableService.out indexes it (-1: no output).
 	outputs []*output
+	// outMax[i] is outputs[i].maxLen when the table was built: an MTU
+	// change comes with a link event and a new table.
+	outMax []uint32
 	// flowSlots and svcSlots are the sizes the workers' counter arrays need.
 	flowSlots, svcSlots int32
 }
@@ -74,6 +77,7 @@ func buildTable(version uint64, flows []compiledFlow, outputOf func(svcSlot int3
 					oi = int32(len(t.outputs))
 					outIndex[o] = oi
 					t.outputs = append(t.outputs, o)
+					t.outMax = append(t.outMax, o.maxLen.Load())
 				}
 				ts.out = oi
 			}

@@ -42,6 +42,46 @@ func ParseVLANFilter(s string) (*xdpprog.VLANSet, error) {
 	return set, nil
 }
 
+// deadVLANParts returns the parts of a valid vlan_filter that match no VID
+// (a number above 4095, a reversed range), in order: the status of a flow
+// says so rather than staying silently ACTIVE (issue 9).
+func deadVLANParts(s string) []string {
+	var dead []string
+	if s == "" {
+		return nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, _ := parseVID(lo) // s parsed: ParseVLANFilter accepted it
+		b := a
+		if isRange {
+			b, _ = parseVID(hi)
+		}
+		if a > 4095 || b < a {
+			dead = append(dead, part)
+		}
+	}
+	return dead
+}
+
+// vlanStatus is the status a flow's valid vlan_filter s gives it, set the
+// parsed filter: DOWN when no VID can ever match, like a port that is
+// administratively down, since the flow copies nothing until the user
+// replaces it (vlan_filter is read-only); ACTIVE with a note naming the
+// parts that match nothing when others do; ACTIVE without a reason
+// otherwise. ERROR stays for what the appliance failed to realise.
+func vlanStatus(s string, set *xdpprog.VLANSet) Status {
+	dead := deadVLANParts(s)
+	if len(dead) == 0 {
+		return Status{State: StateActive}
+	}
+	if set != nil && set.Len() == 0 {
+		return Status{State: StateDown, Reason: fmt.Sprintf("vlan_filter %s matches no VLAN id (0-4095)", s)}
+	}
+	return Status{State: StateActive, Reason: fmt.Sprintf("vlan_filter part %s matches no VLAN id (0-4095); the rest is realised",
+		strings.Join(dead, ","))}
+}
+
 // parseVID parses one decimal number; values too large for any VID come back
 // as 4096 so that they match nothing, however many digits they have.
 func parseVID(s string) (uint32, error) {

@@ -4,7 +4,8 @@ package broker
 //
 //  1. rx ring:  Receive up to BatchSize descriptors (poll(2) when idle)
 //  2. plan:     load the capture's table once per batch
-//  3. classify: parse dst/src/outer VID, match flows, dedupe per service
+//  3. classify: parse dst/src/outer VID, match flows, dedupe per service;
+//               a copy larger than its monitor carries is counted, not sent
 //  4. gather:   append each copy to its output's list
 //  5. fan-out:  per output, under its mutex once per batch: AllocTx, memcpy,
 //               Transmit, one Kick, reap completions
@@ -161,6 +162,15 @@ func (w *worker) batch() int {
 					ctr.svcs[ts.slot].drops[dropMonitorDown].Add(1)
 					continue
 				}
+				if m := t.outMax[ts.out]; m > 0 && uint32(len(b)) > m {
+					// The kernel would drop it after the send and we
+					// would count it delivered (issue 9). Only a
+					// misconfigured monitor gets here, so the shared
+					// output counter is bumped per frame.
+					ctr.svcs[ts.slot].drops[dropMonitorMTU].Add(1)
+					t.outputs[ts.out].ctr[ocMonitorMTU].Add(1)
+					continue
+				}
 				w.gather[ts.out] = append(w.gather[ts.out], copyRef{desc: int32(i), svc: s})
 			}
 		}
@@ -290,7 +300,17 @@ type output struct {
 	// (a veth whose peer has neither XDP nor GRO, gotcha 10); captures that
 	// send to it use the AF_XDP path.
 	refused atomic.Bool
+	// maxLen is the largest frame in bytes the monitor carries (MTU plus
+	// Ethernet header and one VLAN tag), 0 when unknown; Apply sets it and
+	// tables copy it.
+	maxLen atomic.Uint32
+	// peerMTU is the MTU of a veth monitor's peer as Apply saw it, 0 when
+	// not a veth; redirectWatch reports a change.
+	peerMTU atomic.Int32
 	ctr     [numOutputCounters]atomic.Uint64
+	// kernelSeen is the netdev's tx_dropped when last harvested
+	// (Broker.harvestKernelDrops); guarded by Broker.mu.
+	kernelSeen uint64
 
 	mu   sync.Mutex
 	sock *xsk.Socket // nil once closed
