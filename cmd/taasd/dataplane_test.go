@@ -308,6 +308,13 @@ type e2eTopo struct {
 
 func newE2ETopo(t *testing.T) e2eTopo {
 	t.Helper()
+	return newE2ETopoKeep(t, packettest.IsTest)
+}
+
+// newE2ETopoKeep is newE2ETopo whose monitor capture records the frames
+// keep selects.
+func newE2ETopoKeep(t *testing.T, keep func([]byte) bool) e2eTopo {
+	t.Helper()
 	p := testutil.Prefix(t)
 	span, monNS := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
 	tp := e2eTopo{monNS: monNS, capIf: p + "cap", monIf: p + "mon"}
@@ -315,7 +322,7 @@ func newE2ETopo(t *testing.T) e2eTopo {
 	testutil.Veth(t, tp.monIf, tp.monIf+"p", testutil.VethOpts{NetnsB: monNS})
 	tp.inject = packettest.NewInjector(t, span, tp.capIf+"p")
 	testutil.WaitOperUp(t, span, tp.capIf+"p")
-	tp.capture = packettest.NewCapture(t, monNS, tp.monIf+"p", packettest.IsTest)
+	tp.capture = packettest.NewCapture(t, monNS, tp.monIf+"p", keep)
 	return tp
 }
 
