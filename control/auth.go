@@ -2,7 +2,9 @@ package control
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -17,7 +19,8 @@ const (
 	// makes the caller admin in Config.DefaultProject (upstream's noauth).
 	AuthNoauth = "noauth"
 	// AuthToken maps X-Auth-Token (or "Authorization: Bearer") to an
-	// identity through Config.Tokens and answers 401 without a known token.
+	// identity through Config.Tokens (or those of Server.SetTokens) and
+	// answers 401 without a known token.
 	AuthToken = "token"
 )
 
@@ -94,6 +97,56 @@ func LoadTokens(path string) (Tokens, error) {
 	return t, nil
 }
 
+// TokenChange says what SetTokens changed, in counts: logs never carry
+// the tokens themselves.
+type TokenChange struct {
+	// Added and Removed count tokens new to or gone from the set; Changed
+	// those whose project or roles differ; Total is the size of the new set.
+	Added, Removed, Changed, Total int
+}
+
+// SetTokens replaces the bearer tokens of AuthToken: every request
+// authenticated after it returns is checked against t, so a token missing
+// from t gets 401 at once (issue 9: SIGHUP reloads the tokens file).
+// Requests already past authentication finish as who they were. It fails,
+// keeping the tokens it had, without token auth or when t is empty.
+func (s *Server) SetTokens(t Tokens) (TokenChange, error) {
+	if s.cfg.Auth != AuthToken {
+		return TokenChange{}, fmt.Errorf("set tokens: auth is %s, not %s", s.cfg.Auth, AuthToken)
+	}
+	if len(t) == 0 {
+		return TokenChange{}, errors.New("set tokens: no tokens")
+	}
+	t = maps.Clone(t) // the caller's map may change after we return
+	old := s.currentTokens()
+	ch := TokenChange{Total: len(t)}
+	for tok, id := range t {
+		was, ok := old[tok]
+		switch {
+		case !ok:
+			ch.Added++
+		case was.ProjectID != id.ProjectID || !slices.Equal(was.Roles, id.Roles):
+			ch.Changed++
+		}
+	}
+	for tok := range old {
+		if _, ok := t[tok]; !ok {
+			ch.Removed++
+		}
+	}
+	s.tokens.Store(&t)
+	return ch, nil
+}
+
+// currentTokens is the token set requests are checked against: the last
+// SetTokens's, or Config.Tokens before any.
+func (s *Server) currentTokens() Tokens {
+	if t := s.tokens.Load(); t != nil {
+		return *t
+	}
+	return s.cfg.Tokens
+}
+
 const identityKey = "taas.identity"
 
 // authenticate resolves the caller's identity and stores it for the
@@ -111,7 +164,7 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 			tok = c.Query("token")
 		}
 		var ok bool
-		if id, ok = s.cfg.Tokens[tok]; !ok || tok == "" {
+		if id, ok = s.currentTokens()[tok]; !ok || tok == "" {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="taasd"`)
 			return &neutronError{Status: http.StatusUnauthorized, Type: "HTTPUnauthorized",
 				Message: "Authentication required"}

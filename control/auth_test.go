@@ -174,3 +174,57 @@ func TestMaxTapServices(t *testing.T) {
 	ts.must(204, "DELETE", "/v2.0/taas/tap_services/"+s1, "", "")
 	ts.createService("c", mon)
 }
+
+// TestSetTokens swaps the token set of a running server: a removed token
+// gets 401 on the next request, an added one works, a changed one acts as
+// its new project; the change is counted, and a refused swap keeps the set.
+func TestSetTokens(t *testing.T) {
+	toks, err := LoadTokens(writeTokens(t, "keep proj-a member\ngone proj-a member\nmoved proj-a member\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, Config{Auth: AuthToken, Tokens: toks})
+	monA := ts.createPort("mon-a", "", "", "X-Auth-Token: keep")
+	ts.createService("svc-a", monA, "X-Auth-Token: keep")
+	ts.must(200, "GET", "/v2.0/taas/tap_services", "", "", "X-Auth-Token: gone")
+
+	next, err := LoadTokens(writeTokens(t, "keep proj-a member\nmoved proj-b member\nnew proj-a reader,member\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := ts.srv.SetTokens(next)
+	if want := (TokenChange{Added: 1, Removed: 1, Changed: 1, Total: 3}); err != nil || ch != want {
+		t.Errorf("SetTokens = %+v, %v, want %+v", ch, err, want)
+	}
+	for _, tc := range []struct {
+		token    string
+		status   int
+		services int
+	}{
+		{"keep", 200, 1},
+		{"gone", 401, 0},
+		{"new", 200, 1},
+		{"moved", 200, 0}, // now in proj-b
+	} {
+		r := ts.do("GET", "/v2.0/taas/tap_services", "", "X-Auth-Token: "+tc.token)
+		if r.status != tc.status {
+			t.Errorf("GET with token %s after SetTokens = %d, want %d", tc.token, r.status, tc.status)
+			continue
+		}
+		if tc.status == 200 {
+			if l := ts.list("/v2.0/taas/tap_services", "tap_services", "X-Auth-Token: "+tc.token); len(l) != tc.services {
+				t.Errorf("token %s sees %d services, want %d", tc.token, len(l), tc.services)
+			}
+		}
+	}
+
+	if _, err := ts.srv.SetTokens(Tokens{}); err == nil {
+		t.Error("SetTokens(empty) = nil error")
+	}
+	ts.must(200, "GET", "/v2.0/taas/tap_services", "", "", "X-Auth-Token: new")
+
+	noauth := startServer(t, Config{})
+	if _, err := noauth.srv.SetTokens(next); err == nil || !strings.Contains(err.Error(), "auth is noauth") {
+		t.Errorf("SetTokens without token auth = %v, want an error", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -115,6 +116,8 @@ type Server struct {
 	// (bodyLimits); release returns their memory once they are done.
 	decodes chan struct{}
 	release *time.Timer
+	// tokens replaces cfg.Tokens once SetTokens has run (auth.go).
+	tokens atomic.Pointer[Tokens]
 }
 
 // New builds the server; nothing runs until Run.
