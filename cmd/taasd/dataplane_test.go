@@ -52,7 +52,7 @@ func startXDPDaemon(t *testing.T, db string) *xdpDaemon {
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, logger) }()
+	go func() { done <- run(ctx, cfg, logger, nil) }()
 	d := &xdpDaemon{url: "http://" + addr}
 	stopped := false
 	d.stop = func() {

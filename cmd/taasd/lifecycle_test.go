@@ -1,22 +1,145 @@
 package main
 
 // Tests of taasd's process lifecycle (issue 9), on the real binary started
-// by testutil.StartTaasd: what a restart costs the monitors.
+// by testutil.StartTaasd: SIGHUP reloads the tokens file, and what a
+// restart costs the monitors.
 
 import (
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
+
+// TestReload rewrites the tokens file of a running taasd and sends
+// SIGHUP: an added token works and a removed one gets 401 as soon as the
+// reload is logged; a file with a bad line keeps the previous tokens and
+// logs the line; the log gives counts, never tokens; taasd stays up.
+func TestReload(t *testing.T) {
+	bin := testutil.BuildTaasd(t)
+	t.Run("tokens", func(t *testing.T) { testReloadTokens(t, bin) })
+	t.Run("noauth", func(t *testing.T) { testReloadNoauth(t, bin) })
+}
+
+func testReloadTokens(t *testing.T, bin string) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	write := func(text string) {
+		t.Helper()
+		// As an operator should: a new file renamed over the old one.
+		if err := os.WriteFile(file+".new", []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tok-alpha-5f1e proj-a member\ntok-bravo-93c2 proj-b member\n")
+	d := testutil.StartTaasd(t, bin, "--auth", "token", "--tokens", file)
+	want := func(token string, status int) {
+		t.Helper()
+		if got := statusWithToken(t, d.URL, token); got != status {
+			t.Errorf("GET /v2.0/taas/tap_services with %s = %d, want %d", token, got, status)
+		}
+	}
+	want("tok-alpha-5f1e", 200)
+	want("tok-charlie-07ad", 401)
+
+	write("# alpha removed, charlie added\ntok-bravo-93c2 proj-b member\ntok-charlie-07ad proj-c member\n")
+	if err := d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "tokens reloaded", 1)
+	want("tok-alpha-5f1e", 401)
+	want("tok-bravo-93c2", 200)
+	want("tok-charlie-07ad", 200)
+	if line := logLine(d.Logs(), "tokens reloaded"); !strings.Contains(line, "tokens=2 added=1 removed=1 changed=0") {
+		t.Errorf("reload logged %q, want the counts tokens=2 added=1 removed=1 changed=0", line)
+	}
+
+	write("tok-bravo-93c2 proj-b member\ntok-delta-4b0e proj-d\n")
+	if err := d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "reload tokens: kept the previous tokens", 1)
+	if line := logLine(d.Logs(), "reload tokens"); !strings.Contains(line, "level=ERROR") || !strings.Contains(line, file+":2:") {
+		t.Errorf("a bad tokens file logged %q, want an error naming %s:2", line, file)
+	}
+	want("tok-charlie-07ad", 200)
+	want("tok-delta-4b0e", 401)
+	select {
+	case <-d.Exited():
+		t.Fatalf("taasd exited after SIGHUP:\n%s", d.Logs())
+	default:
+	}
+	for _, tok := range []string{"tok-alpha", "tok-bravo", "tok-charlie", "tok-delta"} {
+		if strings.Contains(d.Logs(), tok) {
+			t.Errorf("taasd logged token %s", tok)
+		}
+	}
+}
+
+// testReloadNoauth: SIGHUP to a noauth taasd only logs.
+func testReloadNoauth(t *testing.T, bin string) {
+	d := testutil.StartTaasd(t, bin)
+	if err := d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "SIGHUP: nothing to reload", 1)
+	if got := statusWithToken(t, d.URL, ""); got != 200 {
+		t.Errorf("GET after SIGHUP = %d, want 200", got)
+	}
+}
+
+func statusWithToken(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", url+"/v2.0/taas/tap_services", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitLog waits (up to 10 s) until taasd has logged substr n times.
+func waitLog(t *testing.T, d *testutil.Taasd, substr string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(d.Logs(), substr) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("taasd did not log %q %d times within 10s:\n%s", substr, n, d.Logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// logLine is the last line of logs that contains substr.
+func logLine(logs, substr string) string {
+	lines := strings.Split(logs, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], substr) {
+			return lines[i]
+		}
+	}
+	return ""
+}
 
 // The restart-loss measurement's traffic: a paced stream, bounded in rate,
 // count and time.

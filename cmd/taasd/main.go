@@ -146,16 +146,20 @@ func main() {
 	}
 	level, _ := parseLevel(cfg.LogLevel) // validated above
 	logger := newLogger(os.Stderr, level, cfg.logFormat())
+	// SIGHUP is caught from here on: its default would kill taasd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, logger); err != nil {
+	if err := run(ctx, cfg, logger, hup); err != nil {
 		logger.Error("taasd stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-// run builds the components from cfg and serves until ctx ends.
-func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+// run builds the components from cfg and serves until ctx ends. Each value
+// of hup (SIGHUP; nil in tests that need none) rereads the tokens file.
+func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Signal) error {
 	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Quotas: cfg.Quotas, Logger: logger,
 		Mount: web.Mount, Limits: cfg.Limits}
 	if cfg.MemoryLimit > 0 {
@@ -190,5 +194,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go serveReloads(rctx, hup, reloadHooks(cfg, srv, logger), logger)
 	return srv.Run(ctx, ln)
 }
