@@ -611,6 +611,7 @@ func (b *Broker) teardownCapture(c *capture) {
 	}
 	for _, w := range c.workers {
 		w.stop.Store(true)
+		w.sock.Wake() // not its poll timeout: taasd stops in ms (issue 9)
 	}
 	for _, w := range c.workers {
 		<-w.done

@@ -1097,3 +1097,54 @@ func TestMemlock(t *testing.T) {
 func netnsFD(name string) (int, error) {
 	return unix.Open("/var/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 }
+
+// TestWake: Wake ends a Poll that would otherwise sleep its whole timeout
+// (taasd's stop waited for that, issue 9), and a Wake before Poll makes the
+// next Poll return at once.
+func TestWake(t *testing.T) {
+	testutil.RequireRoot(t, needXSK)
+	v := newVethPair(t, 1, 0)
+	s := v.open(t, v.ia, 0, xsk.Config{NumFrames: 256, RxOnly: true})
+	s.Fill()
+	poll := func(timeout time.Duration) (bool, time.Duration) {
+		t.Helper()
+		type result struct {
+			readable bool
+			err      error
+		}
+		done := make(chan result, 1)
+		start := time.Now()
+		go func() {
+			r, err := s.Poll(timeout)
+			done <- result{r, err}
+		}()
+		select {
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("Poll(%v): %v", timeout, r.err)
+			}
+			return r.readable, time.Since(start)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Poll(%v) still sleeping after 10s", timeout)
+			return false, 0
+		}
+	}
+
+	go func() {
+		time.Sleep(20 * time.Millisecond) // most likely inside poll(2) by now
+		s.Wake()
+	}()
+	readable, took := poll(time.Minute)
+	t.Logf("Poll(1m) woken after %v", took)
+	if readable {
+		t.Error("woken Poll says readable, want false")
+	}
+	s.Wake()
+	if readable, _ := poll(time.Minute); readable {
+		t.Error("Poll after a pending Wake says readable, want false")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.Wake() // a closed socket ignores it
+}

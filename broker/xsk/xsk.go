@@ -8,6 +8,7 @@
 package xsk
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -113,10 +114,12 @@ type Desc struct {
 // Socket is one AF_XDP socket bound to one (interface, queue) in copy mode,
 // with its own UMEM. See the package doc for who may call what.
 type Socket struct {
-	// closeMu keeps Close from closing the FD while Stats, from another
-	// goroutine, uses it. The owner's per-batch calls never take it.
+	// closeMu keeps Close from closing the FDs while Stats or Wake, from
+	// another goroutine, uses them. The owner's per-batch calls never take it.
 	closeMu   sync.RWMutex
 	fd        atomic.Int32 // -1 once closed
+	wakeFD    int          // eventfd that ends a Poll (Wake), while hasWake
+	hasWake   bool         // false when TxOnly or closed: the zero Socket has none
 	ifindex   int
 	queueID   int
 	cfg       Config
@@ -129,10 +132,10 @@ type Socket struct {
 	rxRing    descRing
 	txRing    descRing
 	pool      *framePool
-	txBudget  int   // effective budget of one sendto(2)
-	budgetErr error // why TxBudget could not be set, or nil
-	pollFDs   [1]unix.PollFd
-	soErr     int32 // getsockopt(SO_ERROR) result, a field so it does not escape
+	txBudget  int            // effective budget of one sendto(2)
+	budgetErr error          // why TxBudget could not be set, or nil
+	pollFDs   [2]unix.PollFd // the socket, then wakeFD
+	soErr     int32          // getsockopt(SO_ERROR) result, a field so it does not escape
 	soErrLen  uint32
 	sockErr   error // sticky: the socket was unbound (its link is gone)
 	ctr       counters
@@ -272,6 +275,16 @@ func (s *Socket) open() error {
 	}
 	s.pool = newFramePool(cfg.NumFrames, cfg.FrameSize)
 	s.pollFDs[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	s.pollFDs[1] = unix.PollFd{Fd: -1} // poll(2) skips a negative fd
+	if !cfg.TxOnly {
+		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("eventfd: %w", err)
+		}
+		s.wakeFD, s.hasWake = efd, true
+		s.pollFDs[1].Fd = int32(efd)
+		s.pollFDs[1].Events = unix.POLLIN
+	}
 	return nil
 }
 
@@ -641,13 +654,19 @@ func (s *Socket) Poll(timeout time.Duration) (readable bool, err error) {
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
-	s.pollFDs[0].Revents = 0
+	s.pollFDs[0].Revents, s.pollFDs[1].Revents = 0, 0
 	n, err := unix.Poll(s.pollFDs[:], ms)
 	if err != nil {
 		if err == unix.EINTR {
 			return false, nil
 		}
 		return false, err
+	}
+	if s.pollFDs[1].Revents&unix.POLLIN != 0 {
+		// Woken: drain the eventfd so the next Poll waits again.
+		var b [8]byte
+		_, _ = unix.Read(s.wakeFD, b[:]) // EAGAIN: a concurrent Poll drained it
+		n--
 	}
 	if n == 0 {
 		// Only an idle socket pays for this syscall.
@@ -658,6 +677,23 @@ func (s *Socket) Poll(timeout time.Duration) (readable bool, err error) {
 		return false, errPollSocket
 	}
 	return re&unix.POLLIN != 0, nil
+}
+
+// Wake makes a Poll in progress, or else the next one, return at once
+// (false, nil), so that an owner sleeping in Poll notices it must stop
+// without waiting for its timeout: taasd's stop then takes milliseconds,
+// not a poll timeout per worker (issue 9). Any goroutine may call it; it
+// does nothing on a TxOnly or closed socket.
+func (s *Socket) Wake() {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if !s.hasWake {
+		return
+	}
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1) // eventfd adds a native-endian uint64
+	// EAGAIN means the counter is already non-zero: a wake is pending.
+	_, _ = unix.Write(s.wakeFD, one[:])
 }
 
 // checkUnbound reads SO_ERROR: when the interface is unregistered the kernel
@@ -725,6 +761,12 @@ func (s *Socket) release() error {
 		if err := unix.Close(int(fd)); err != nil {
 			errs = append(errs, fmt.Errorf("close xsk fd: %w", err))
 		}
+	}
+	if s.hasWake {
+		if err := unix.Close(s.wakeFD); err != nil {
+			errs = append(errs, fmt.Errorf("close xsk eventfd: %w", err))
+		}
+		s.hasWake = false
 	}
 	s.closeMu.Unlock()
 	for _, m := range s.ringMaps {
