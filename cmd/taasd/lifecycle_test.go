@@ -141,6 +141,68 @@ func logLine(logs, substr string) string {
 	return ""
 }
 
+// TestStop sends SIGTERM to taasd --dataplane xdp with a capture on the
+// AF_XDP path and an events stream open: it exits 0 within a bound, the
+// stream ends, and the log is clean (no warning or error) and ends with
+// how long the stop took. It prints the stop's phases from the log.
+func TestStop(t *testing.T) {
+	testutil.RequireRoot(t, e2eRootWhy)
+	tp := newE2ETopo(t)
+	td := testutil.StartTaasd(t, testutil.BuildTaasd(t), "--dataplane", "xdp", "--log-level", "debug")
+	d := &xdpDaemon{url: td.URL}
+	src := d.createPort(t, "vm-a", "fa:16:3e:00:00:0a", tp.capIf)
+	mon := d.createPort(t, "monitor", "fa:16:3e:00:00:99", tp.monIf)
+	flow := d.createFlow(t, "both", d.createService(t, "svc", mon), src, "BOTH", nil)
+	d.waitStatus(t, "tap_flow", flow, "ACTIVE")
+	resp, err := http.Get(td.URL + "/v2.0/taas/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	streamDone := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, resp.Body) // until taasd ends the stream
+		close(streamDone)
+	}()
+
+	before := len(td.Logs())
+	sent := time.Now()
+	if err := td.Stop(t); err != nil {
+		t.Errorf("taasd after SIGTERM: %v, want exit status 0", err)
+	}
+	took := time.Since(sent)
+	if took > 10*time.Second {
+		t.Errorf("taasd took %v to exit after SIGTERM, want well under 10s", took)
+	}
+	select {
+	case <-streamDone:
+	case <-time.After(5 * time.Second):
+		t.Error("the events stream was still open 5s after taasd exited")
+	}
+	logs := td.Logs()[before:]
+	for _, bad := range []string{"level=WARN", "level=ERROR"} {
+		if line := logLine(logs, bad); line != "" {
+			t.Errorf("stop logged %q", line)
+		}
+	}
+	if line := logLine(logs, "msg=\"taasd stopped\""); !strings.Contains(line, "took=") {
+		t.Errorf("the log does not end with how long the stop took:\n%s", logs)
+	}
+	phases := []string{"SIGTERM"}
+	at := []time.Time{sent}
+	for _, msg := range []string{"msg=stopped component=control", "msg=\"capture detached\"", "msg=\"monitor closed\"",
+		"msg=\"taasd stopped\""} {
+		ts, ok := strings.CutPrefix(logLine(logs, msg), "time=")
+		if tm, err := time.Parse(time.RFC3339Nano, strings.Fields(ts + " ")[0]); ok && err == nil {
+			phases, at = append(phases, msg), append(at, tm)
+		}
+	}
+	for i := 1; i < len(phases); i++ {
+		t.Logf("stop: %-40s +%5.1f ms", phases[i], at[i].Sub(at[i-1]).Seconds()*1000)
+	}
+	t.Logf("stop: SIGTERM to exit %.1f ms", took.Seconds()*1000)
+}
+
 // The restart-loss measurement's traffic: a paced stream, bounded in rate,
 // count and time.
 const (

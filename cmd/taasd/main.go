@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/taas-appliance/taas/control"
 	"github.com/taas-appliance/taas/control/store"
@@ -151,9 +153,19 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var stopping atomic.Pointer[time.Time]
+	context.AfterFunc(ctx, func() {
+		now := time.Now()
+		stopping.Store(&now)
+	})
 	if err := run(ctx, cfg, logger, hup); err != nil {
 		logger.Error("taasd stopped", "err", err)
 		os.Exit(1)
+	}
+	if t := stopping.Load(); t != nil {
+		// From the signal to here: HTTP drain, event streams, reconciler,
+		// data plane (workers, XDP detach) and database.
+		logger.Info("taasd stopped", "took", time.Since(*t).Round(time.Millisecond))
 	}
 }
 
