@@ -202,6 +202,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	}
 	// Prometheus scrapes without a token, as is usual for /metrics.
 	srv.App().Get("/metrics", control.MetricsHandler(dp))
+	// The stored plan runs before the API answers, so that its first
+	// answers carry this run's statuses, not those of the last run (issue
+	// 9). A failed pass is retried by the reconciler once it runs.
+	if err := srv.Reconciler().Sync(ctx); err != nil && ctx.Err() == nil {
+		logger.Error("apply the stored plan at start", "err", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
