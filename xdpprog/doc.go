@@ -14,7 +14,10 @@
 //     (VLAN class, source port, destination port): the program then decides
 //     each frame itself and sends its copies through a DEVMAP (one monitor)
 //     or a BPF_F_BROADCAST output set (several), swapping generations
-//     atomically; FastFlow / FastService read its per-CPU slot counters.
+//     atomically; FastFlow / FastService read its per-CPU slot counters;
+//   - Pin, AttachOver and Activate hand an attached program over to the
+//     next process without detaching it (handoff.go); RemovePin detaches
+//     what nobody took over.
 //
 // The program parses Ethernet and up to two VLAN tags, keeps only what some
 // flow may want (MAC want bits behind a hint bitmap, multicast, outer-VID

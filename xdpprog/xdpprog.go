@@ -155,6 +155,9 @@ type Capture struct {
 	mu   sync.Mutex
 	objs xdpObjects
 	link link.Link // nil until attached, and after Close
+	// pending: link was taken over (AttachOver) and still runs the previous
+	// owner's program until Activate.
+	pending bool
 	// What the kernel maps hold now, so SetFilter writes only differences.
 	macs      map[[6]byte]Want
 	multicast bool
@@ -273,8 +276,8 @@ func (c *Capture) withSlot(op string, queue int, fn func(key uint32) error) erro
 // ErrClosed is returned by methods of a closed Capture.
 var ErrClosed = errors.New("xdp capture closed")
 
-// Close detaches the program (when attached) and frees its maps. Closing
-// twice is not an error.
+// Close detaches the program (when attached, unless its link is pinned:
+// see Pin) and frees its maps. Closing twice is not an error.
 func (c *Capture) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
