@@ -384,6 +384,11 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 				st = Status{State: StateError, Reason: fmt.Sprintf("set xdp filter of %s: %v", name, err)}
 			}
 			b.applyFast(c, t, flows)
+			// A link taken over from the previous process runs its program
+			// until now: this one's tables are full (handoff.go).
+			if err := c.prog.Activate(); err != nil {
+				st = Status{State: StateError, Reason: fmt.Sprintf("attach xdp to %s: %v", name, err)}
+			}
 		}
 		capStatus[name] = st
 	}
@@ -415,6 +420,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.closeMonitor(o)
 		}
 	}
+	b.removeStalePins()
 	b.log.Info("plan applied", "plan_version", p.Version, "tap_services", len(p.Services), "tap_flows", len(p.Flows),
 		"captures", len(b.captures), "monitors", len(b.monitors))
 	return rep, nil
@@ -540,7 +546,7 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.captureFrames(),
 		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
 	maxFrame := b.maxFrame()
-	prog, err := xdpprog.Attach(ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
+	prog, err := b.attachProg(name, ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {
 		// A netdev without native XDP still captures in generic mode,
 		// slower but working.
@@ -631,8 +637,17 @@ func (b *Broker) teardownCapture(c *capture) {
 	b.log.Info("capture detached", "iface", c.name)
 }
 
-// Close tears everything down; the broker cannot be used afterwards.
-func (b *Broker) Close() error {
+// Close tears everything down, detaching every XDP program; the broker
+// cannot be used afterwards.
+func (b *Broker) Close() error { return b.close(false) }
+
+// Handoff is Close for a restart: the captures on the fast path stay
+// attached, pinned in Config.PinDir, and go on copying with their last
+// tables until the next broker's Apply takes them over (handoff.go). It is
+// Close without a PinDir.
+func (b *Broker) Handoff() error { return b.close(b.cfg.PinDir != "") }
+
+func (b *Broker) close(handoff bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -641,6 +656,9 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.watch.stop()
 	b.rwatch.stop()
+	if handoff {
+		b.pinFast()
+	}
 	for _, c := range b.captures {
 		b.teardownCapture(c)
 	}

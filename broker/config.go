@@ -52,6 +52,11 @@ type Config struct {
 	// PollTimeout bounds how long an idle worker sleeps before it checks
 	// whether it must stop; default 100ms.
 	PollTimeout time.Duration
+	// PinDir is a directory on a bpffs (such as /sys/fs/bpf/taasd) where
+	// Handoff pins the links of captures on the fast path, one file per
+	// interface, and where Apply takes them over (handoff.go). Empty (the
+	// default): no handoff; Handoff is Close.
+	PinDir string
 }
 
 // IfaceConfig is the setting of one capture interface.

@@ -27,4 +27,8 @@
 // plan does not fit the program, or that copies to a monitor refusing
 // redirected frames, stays on the AF_XDP path; Stats says which path each
 // capture takes and why.
+//
+// Close detaches everything. Handoff (Config.PinDir, handoff.go) leaves the
+// captures on the fast path attached and copying, pinned on a bpffs, for
+// the next broker's Apply to take over without a gap.
 package broker
