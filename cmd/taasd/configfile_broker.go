@@ -13,7 +13,7 @@ import (
 func (c config) brokerConfig(logger *slog.Logger) broker.Config {
 	// The fast path is taasd's default; the broker's zero Config keeps the
 	// AF_XDP path for library users who do not ask.
-	bc := broker.Config{Logger: logger, FastPath: true}
+	bc := broker.Config{Logger: logger, FastPath: true, PinDir: c.PinDir}
 	fc := c.File
 	if fc == nil {
 		return bc

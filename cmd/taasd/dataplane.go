@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/taas-appliance/taas/broker"
@@ -11,7 +12,9 @@ import (
 // newDataPlane builds the data plane --dataplane names, and what closes it.
 // With "xdp" it is the AF_XDP broker; the reconciler applies the store's
 // plan to it at start-up, so the data plane is rebuilt from the store alone.
-func newDataPlane(_ context.Context, cfg config, logger *slog.Logger) (control.DataPlane, func(), error) {
+// Its close hands the fast path off (broker.Handoff) when ctx ended with
+// errHandoff (SIGUSR2), and detaches everything otherwise.
+func newDataPlane(ctx context.Context, cfg config, logger *slog.Logger) (control.DataPlane, func(), error) {
 	switch cfg.Dataplane {
 	case "xdp":
 		b, err := broker.New(cfg.brokerConfig(logger))
@@ -19,7 +22,11 @@ func newDataPlane(_ context.Context, cfg config, logger *slog.Logger) (control.D
 			return nil, nil, err
 		}
 		return b, func() {
-			if err := b.Close(); err != nil {
+			closeDP := b.Close
+			if errors.Is(context.Cause(ctx), errHandoff) {
+				closeDP = b.Handoff
+			}
+			if err := closeDP(); err != nil {
 				logger.Error("close data plane", "err", err)
 			}
 		}, nil

@@ -218,24 +218,37 @@ const (
 // database), and counts the copies at the monitor: it prints how many
 // frames the restart lost and the gap in ms, on the AF_XDP path (the
 // monitor's peer takes no redirected frames) and on the fast path (GRO on
-// the peer, gotcha 10). It asserts only that the copies resume.
+// the peer, gotcha 10), and for a restart by SIGUSR2, which hands the fast
+// path off to the next taasd. It asserts that the copies resume, that the
+// program stays attached across a handoff and is taken over, and that
+// SIGTERM leaves no program attached.
 func TestRestartLoss(t *testing.T) {
 	testutil.RequireRoot(t, e2eRootWhy)
 	bin := testutil.BuildTaasd(t)
 	for _, tc := range []struct {
-		name string
-		fast bool
-	}{{"af_xdp", false}, {"fast", true}} {
-		t.Run(tc.name, func(t *testing.T) { measureRestartLoss(t, bin, tc.fast) })
+		name          string
+		fast, handoff bool
+	}{{"af_xdp", false, false}, {"fast", true, false}, {"fast_handoff", true, true}} {
+		t.Run(tc.name, func(t *testing.T) { measureRestartLoss(t, bin, tc.fast, tc.handoff) })
 	}
 }
 
-func measureRestartLoss(t *testing.T, bin string, fast bool) {
+// xdpAttached reports whether a program is attached to iface.
+func xdpAttached(t *testing.T, iface string) bool {
+	t.Helper()
+	return strings.Contains(testutil.Run(t, "ip", "-d", "link", "show", "dev", iface), "prog/xdp")
+}
+
+func measureRestartLoss(t *testing.T, bin string, fast, handoff bool) {
 	var mu sync.Mutex
 	got := make([]bool, lossMaxFrames)
+	dups := 0 // copies of a frame seen twice (two programs at a takeover)
 	keep := func(f []byte) bool {
 		if n, ok := packettest.Seq(f); ok && int(n) < lossMaxFrames {
 			mu.Lock()
+			if got[n] {
+				dups++
+			}
 			got[n] = true
 			mu.Unlock()
 		}
@@ -245,7 +258,8 @@ func measureRestartLoss(t *testing.T, bin string, fast bool) {
 	if fast {
 		testutil.Run(t, "ip", "netns", "exec", tp.monNS, "ethtool", "-K", tp.monIf+"p", "gro", "on")
 	}
-	td := testutil.StartTaasd(t, bin, "--dataplane", "xdp")
+	pinDir := testutil.BPFFS(t)
+	td := testutil.StartTaasd(t, bin, "--dataplane", "xdp", "--pin-dir", pinDir)
 	d := &xdpDaemon{url: td.URL}
 	vmA, vmB := "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b"
 	src := d.createPort(t, "vm-a", vmA, tp.capIf)
@@ -292,7 +306,22 @@ func measureRestartLoss(t *testing.T, bin string, fast bool) {
 
 	time.Sleep(lossBefore)
 	tTerm := time.Since(start)
-	if err := td.Stop(t); err != nil {
+	if handoff {
+		if err := td.Signal(syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-td.Exited():
+		case <-time.After(15 * time.Second):
+			t.Fatal("taasd did not exit within 15s of SIGUSR2")
+		}
+		if code := td.Cmd.ProcessState.ExitCode(); code != exitHandoff {
+			t.Errorf("taasd exited %d after SIGUSR2, want %d", code, exitHandoff)
+		}
+		if !xdpAttached(t, tp.capIf) {
+			t.Errorf("no program attached to %s after the handoff", tp.capIf)
+		}
+	} else if err := td.Stop(t); err != nil {
 		t.Errorf("taasd after SIGTERM: %v", err)
 	}
 	tExited := time.Since(start)
@@ -309,6 +338,18 @@ func measureRestartLoss(t *testing.T, bin string, fast bool) {
 	}
 	time.Sleep(300 * time.Millisecond) // the last copies reach the capture
 	n := int(nsent.Load())
+	if ents, err := os.ReadDir(pinDir); err == nil && len(ents) > 0 {
+		t.Errorf("%d pins left in %s after the restart, want every one taken over", len(ents), pinDir)
+	}
+	if handoff && !strings.Contains(td.Logs(), "capture taken over from the previous process") {
+		t.Errorf("the restarted taasd did not log the takeover")
+	}
+	if err := td.Stop(t); err != nil {
+		t.Errorf("taasd after SIGTERM: %v", err)
+	}
+	if xdpAttached(t, tp.capIf) {
+		t.Errorf("a program is still attached to %s after SIGTERM", tp.capIf)
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -323,22 +364,29 @@ func measureRestartLoss(t *testing.T, bin string, fast bool) {
 			gapFrom, gapLen = i-run+1, run
 		}
 	}
-	if gapFrom+gapLen == n {
+	if gapLen > 0 && gapFrom+gapLen == n {
 		t.Fatalf("no copies after frame %d of %d: taasd did not resume copying within %v", gapFrom, n, lossMaxTime)
 	}
-	gapStart := time.Duration(0)
+	gapStart, gapEnd := time.Duration(0), time.Duration(0)
 	if gapFrom > 0 {
 		gapStart = sent[gapFrom-1]
 	}
-	gapEnd := sent[gapFrom+gapLen]
+	if gapLen > 0 {
+		gapEnd = sent[gapFrom+gapLen]
+	} else {
+		gapStart = 0
+	}
 	path := "af_xdp"
 	if fast {
 		path = "fast"
 	}
+	if handoff {
+		path += " (SIGUSR2 handoff)"
+	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", d.Seconds()*1000) }
-	t.Logf("restart loss on the %s path at %d pps: %d of %d frames lost, %d in one gap of %s (%s to %s), %d elsewhere",
-		path, lossRate, n-copies, n, gapLen, ms(gapEnd-gapStart), ms(gapStart), ms(gapEnd), n-copies-gapLen)
-	t.Logf("timeline: SIGTERM at %s, exited at %s (stop took %s), serving again at %s (start took %s)",
+	t.Logf("restart loss on the %s path at %d pps: %d of %d frames lost, %d in the longest gap, of %s (%s to %s), %d elsewhere; %d copies twice",
+		path, lossRate, n-copies, n, gapLen, ms(gapEnd-gapStart), ms(gapStart), ms(gapEnd), n-copies-gapLen, dups)
+	t.Logf("timeline: signal at %s, exited at %s (stop took %s), serving again at %s (start took %s)",
 		ms(tTerm), ms(tExited), ms(tExited-tTerm), ms(tServing), ms(tServing-tExited))
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,7 @@ type config struct {
 	MaxTapServices int            // 0: no cap
 	Quotas         control.Quotas // per-project defaults; 0: control's default, -1: unlimited
 	Dataplane      string         // none or xdp
+	PinDir         string         // bpffs directory of the handoff (SIGUSR2); "" for none
 	LogLevel       string         // debug, info, warn or error
 
 	// Limits bound what requests may cost ([limits] in the file).
@@ -59,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Quotas.TapService, "quota-tap-service", 0, "tap services per project; 0 = default (1000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapFlow, "quota-tap-flow", 0, "tap flows per project; 0 = default (10000), -1 = unlimited")
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
+	fs.StringVar(&cfg.PinDir, "pin-dir", defaultPinDir, "bpffs `directory` where SIGUSR2 leaves the fast path attached for the next taasd; empty: SIGUSR2 stops as SIGTERM does")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
 	configPath := fs.String("config", "", "configuration `file` (TOML, see deploy/taasd.toml); flags given here override it")
@@ -110,6 +113,9 @@ func (c config) validate() error {
 			return fmt.Errorf("%s %d: want -1 (unlimited), 0 (default) or more", q.flag, q.v)
 		}
 	}
+	if c.PinDir != "" && !filepath.IsAbs(c.PinDir) {
+		return fmt.Errorf("--pin-dir %q: want an absolute path on a bpffs, or empty", c.PinDir)
+	}
 	if c.Dataplane != "none" && c.Dataplane != "xdp" {
 		return fmt.Errorf("--dataplane %q: want none or xdp", c.Dataplane)
 	}
@@ -151,7 +157,7 @@ func main() {
 	// SIGHUP is caught from here on: its default would kill taasd.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopContext()
 	defer stop()
 	var stopping atomic.Pointer[time.Time]
 	context.AfterFunc(ctx, func() {
@@ -165,7 +171,12 @@ func main() {
 	if t := stopping.Load(); t != nil {
 		// From the signal to here: HTTP drain, event streams, reconciler,
 		// data plane (workers, XDP detach) and database.
-		logger.Info("taasd stopped", "took", time.Since(*t).Round(time.Millisecond))
+		took := time.Since(*t).Round(time.Millisecond)
+		if errors.Is(context.Cause(ctx), errHandoff) {
+			logger.Info("taasd stopped for a restart", "took", took, "exit_status", exitHandoff)
+			os.Exit(exitHandoff)
+		}
+		logger.Info("taasd stopped", "took", took)
 	}
 }
 

@@ -32,6 +32,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--dataplane", "dpdk"}, `--dataplane "dpdk"`},
 		{[]string{"--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"--db", ""}, "--db: empty path"},
+		{[]string{"--pin-dir", "bpf"}, `--pin-dir "bpf"`},
+		{[]string{"--pin-dir", ""}, ""},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	} {
 		cfg, err := parseFlags(tc.args, io.Discard)
