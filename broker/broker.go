@@ -290,14 +290,24 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	watched := map[string]bool{}
 
 	// 1. Monitors: keep, reopen (new ifindex) or open.
+	// A monitor that feeds a capture back is closed and its services
+	// ERROR (loop.go).
 	monStatus := map[string]Status{}
 	wantMon := map[string]bool{}
+	loops := loopReasons(p)
 	for _, s := range p.Services {
 		if s.Iface == "" || wantMon[s.Iface] {
 			continue
 		}
-		wantMon[s.Iface] = true
 		watched[s.Iface] = true
+		if why, ok := loops[s.Iface]; ok {
+			if o := b.monitors[s.Iface]; o != nil {
+				b.closeMonitor(o)
+			}
+			monStatus[s.Iface] = Status{State: StateError, Reason: why}
+			continue
+		}
+		wantMon[s.Iface] = true
 		monStatus[s.Iface] = b.realiseMonitor(s.Iface, look(s.Iface), linkErr[s.Iface])
 	}
 

@@ -1,0 +1,53 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// TestFeedsBack checks the loop guard's view of real links: veth pairs, a
+// bridge, and a veth whose peer sits in another namespace.
+func TestFeedsBack(t *testing.T) {
+	testutil.RequireRoot(t, "CAP_NET_ADMIN for veth pairs, a bridge and a namespace")
+	p := testutil.Prefix(t)
+	other := testutil.Netns(t, p+"ns")
+	// a <-> b: a plain pair. c <-> d and e <-> f, with d and e ports of
+	// bridge br. x <-> y, y in another namespace.
+	testutil.Veth(t, p+"a", p+"b", testutil.VethOpts{})
+	testutil.Veth(t, p+"c", p+"d", testutil.VethOpts{})
+	testutil.Veth(t, p+"e", p+"f", testutil.VethOpts{})
+	testutil.Veth(t, p+"x", p+"y", testutil.VethOpts{NetnsB: other})
+	br := p + "br"
+	testutil.Run(t, "ip", "link", "add", br, "type", "bridge")
+	t.Cleanup(func() { testutil.Run(t, "ip", "link", "del", br) })
+	testutil.Run(t, "ip", "link", "set", p+"d", "master", br)
+	testutil.Run(t, "ip", "link", "set", p+"e", "master", br)
+
+	for _, tc := range []struct {
+		name, monitor, capture string
+		want                   string // substring of the reason; "" for none
+	}{
+		{"same interface", p + "a", p + "a", "is the capture interface itself"},
+		{"veth peer", p + "b", p + "a", "is the veth peer of capture interface " + p + "a"},
+		{"veth peer, other way", p + "a", p + "b", "is the veth peer of capture interface " + p + "b"},
+		{"same bridge", p + "e", p + "d", "are ports of the same bridge or bond"},
+		{"peer in the capture's bridge", p + "c", p + "e", "through its veth peer " + p + "d"},
+		{"port of the capture bridge", p + "d", br, "is a port of capture interface " + br},
+		{"unrelated", p + "a", p + "e", ""},
+		{"peer in another namespace", p + "x", p + "a", ""},
+		{"missing monitor", p + "zz", p + "a", ""},
+		{"missing capture", p + "a", p + "zz", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := FeedsBack(tc.monitor, tc.capture)
+			if err != nil {
+				t.Fatalf("FeedsBack(%s, %s): %v", tc.monitor, tc.capture, err)
+			}
+			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+				t.Errorf("FeedsBack(%s, %s) = %q, want %q", tc.monitor, tc.capture, got, tc.want)
+			}
+		})
+	}
+}
