@@ -196,3 +196,54 @@ func identity(c *fiber.Ctx) Identity {
 	id, _ := c.Locals(identityKey).(Identity)
 	return id
 }
+
+// adminOnlyPortAttrs are the port attributes only admins set, as in
+// neutron's default policies: the binding says where the port's traffic is
+// seen (binding:profile's interface), so a member who could set it could
+// read another project's traffic or inject into its monitor (issue 9).
+// mac_address is the network owner's on create and the admin's on update.
+var adminOnlyPortAttrs = []string{"mac_address", "binding:host_id", "binding:profile"}
+
+// portPolicy returns the PolicyNotAuthorized error for a port create or
+// update by id, or nil. set reports whether the request set an attribute:
+// on create, to a value other than its default (neutron's "explicitly
+// set"); on update, at all. ownsNetwork is whether the port's network
+// belongs to the caller's project.
+func portPolicy(id Identity, action string, ownsNetwork bool, set func(attr string) bool) error {
+	if id.Admin {
+		return nil
+	}
+	var denied []string
+	for _, a := range adminOnlyPortAttrs {
+		if a == "mac_address" && action == "create_port" && ownsNetwork {
+			continue
+		}
+		if set(a) {
+			denied = append(denied, a)
+		}
+	}
+	if len(denied) > 0 {
+		return errPolicy(action, denied...)
+	}
+	return nil
+}
+
+// MountMetrics adds GET /metrics serving h (MetricsHandler) with its
+// policy: in AuthToken mode it needs an admin token, since it names every
+// interface and resource of every project, unless Config.PublicMetrics
+// says Prometheus scrapes without one; in AuthNoauth mode it is open.
+func (s *Server) MountMetrics(h fiber.Handler) {
+	if s.cfg.Auth == AuthToken && !s.cfg.PublicMetrics {
+		s.app.Get("/metrics", s.authenticate, requireAdmin, h)
+		return
+	}
+	s.app.Get("/metrics", h)
+}
+
+// requireAdmin follows authenticate on admin-only routes.
+func requireAdmin(c *fiber.Ctx) error {
+	if !identity(c).Admin {
+		return errPolicy("get_metrics")
+	}
+	return c.Next()
+}

@@ -68,8 +68,8 @@ func TestTokenAuthIsolation(t *testing.T) {
 	}
 	ts.must(200, "GET", "/", "", "") // the version document needs no token
 
-	srcA := ts.createPort("src-a", "veth0", "", a)
-	monA := ts.createPort("mon-a", "mon0", "", a)
+	srcA := ts.createPortIn("proj-a", "src-a", "veth0", "", admin)
+	monA := ts.createPortIn("proj-a", "mon-a", "mon0", "", admin)
 	svcA := ts.createService("svc-a", monA, a)
 	flowA := ts.createFlow("flow-a", svcA, srcA, "BOTH", nil, a)
 	monB := ts.createPort("mon-b", "", "", b)
@@ -111,7 +111,7 @@ func TestTokenAuthIsolation(t *testing.T) {
 	}
 	ts.must(404, "GET", "/v2.0/taas/tap_services/"+svcA, "", "", reader)
 	r := ts.do("POST", "/v2.0/taas/tap_services", jsonBody(map[string]any{"tap_service": map[string]any{"port_id": monA}}), reader)
-	if typ, msg := neutronErr(t, r); r.status != 403 || typ != "PolicyNotAuthorized" || msg != "create_tap_service is disallowed by policy" {
+	if typ, msg := neutronErr(t, r); r.status != 403 || typ != "PolicyNotAuthorized" || msg != "rule:create_tap_service is disallowed by policy" {
 		t.Errorf("reader create = %d %s %q, want 403 PolicyNotAuthorized", r.status, typ, msg)
 	}
 	// Admin sees both projects and may act in A's project explicitly.

@@ -184,6 +184,20 @@ func (ts *testServer) createPort(name, iface, mac string, headers ...string) str
 	return ts.must(201, "POST", "/v2.0/ports", jsonBody(map[string]any{"port": p}), "port", headers...)["id"].(string)
 }
 
+// createPortIn is createPort as an admin (headers: the admin's; none is
+// noauth's admin) registering a port into project: only admins bind.
+func (ts *testServer) createPortIn(project, name, iface, mac string, headers ...string) string {
+	ts.t.Helper()
+	p := map[string]any{"name": name, "network_id": defaultNetwork, "project_id": project}
+	if iface != "" {
+		p["binding:profile"] = map[string]any{"interface": iface}
+	}
+	if mac != "" {
+		p["mac_address"] = mac
+	}
+	return ts.must(201, "POST", "/v2.0/ports", jsonBody(map[string]any{"port": p}), "port", headers...)["id"].(string)
+}
+
 func (ts *testServer) createService(name, port string, headers ...string) string {
 	ts.t.Helper()
 	body := jsonBody(map[string]any{"tap_service": map[string]any{"name": name, "port_id": port}})

@@ -63,8 +63,16 @@ func errNetworkNotFound(id string) error {
 	return notFound("NetworkNotFound", "Network %s could not be found.", id)
 }
 
-func errPolicy(action string) error {
-	return forbidden("PolicyNotAuthorized", action+" is disallowed by policy")
+// errPolicy is upstream's PolicyNotAuthorized for action, or for the
+// attributes of action the caller may not set, as neutron's policy engine
+// words the rule it checked: "rule:create_tap_service", "(rule:create_port
+// and rule:create_port:binding:profile)".
+func errPolicy(action string, attrs ...string) error {
+	rule := "rule:" + action
+	for _, a := range attrs {
+		rule = "(" + rule + " and rule:" + action + ":" + a + ")"
+	}
+	return forbidden("PolicyNotAuthorized", rule+" is disallowed by policy")
 }
 
 var errResourceNotFound = notFound("HTTPNotFound", "The resource could not be found.")

@@ -45,6 +45,14 @@ func errMACInUse(network, mac string) error {
 		". The mac address "+mac+" is in use.")
 }
 
+// errMACOnInterface is the 409 of a MAC already bound to the interface by
+// another port, of any network and project. Only admins bind, but the
+// message names neither that port nor its network either way.
+func errMACOnInterface(iface, mac string) error {
+	return conflict("MacAddressInUse", "Unable to complete operation for interface "+iface+
+		". The mac address "+mac+" is in use by another port bound to it.")
+}
+
 func (s *Server) listPorts(c *fiber.Ctx) error {
 	id := identity(c)
 	var items []item
@@ -92,9 +100,21 @@ func errMACGeneration(network string) error {
 
 func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (store.Port, error) {
 	netID := canonicalUUID(getStr(m, "network_id"))
-	if _, err := tx.GetNetwork(id.scope(), netID); errors.Is(err, store.ErrNotFound) {
+	network, err := tx.GetNetwork(id.scope(), netID)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Port{}, errNetworkNotFound(getStr(m, "network_id"))
 	} else if err != nil {
+		return store.Port{}, err
+	}
+	// mac_address has no default: present is "explicitly set".
+	_, given := m["mac_address"]
+	set := map[string]bool{"mac_address": given, "binding:host_id": getStr(m, "binding:host_id") != "",
+		"binding:profile": profileIface(m["binding:profile"]) != ""}
+	if err := portPolicy(id, "create_port", network.ProjectID == id.ProjectID,
+		func(a string) bool { return set[a] }); err != nil {
+		return store.Port{}, err
+	}
+	if err := s.checkBindable(profileIface(m["binding:profile"])); err != nil {
 		return store.Port{}, err
 	}
 	p := store.Port{ID: newID(), ProjectID: getStr(m, "project_id"), NetworkID: netID, Name: getStr(m, "name"),
@@ -102,7 +122,6 @@ func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (sto
 		AdminStateUp: m["admin_state_up"].(bool), DeviceOwner: getStr(m, "device_owner"),
 		DeviceID: getStr(m, "device_id"), PortSecurityEnabled: m["port_security_enabled"].(bool),
 		HostID: getStr(m, "binding:host_id"), Interface: profileIface(m["binding:profile"])}
-	_, given := m["mac_address"]
 	for try := 1; ; try++ {
 		if !given {
 			p.MACAddress = s.cfg.newMAC()
@@ -110,12 +129,16 @@ func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (sto
 		// A conflicting insert undoes only itself: the transaction, and
 		// the bulk's earlier items, stay.
 		err := tx.CreatePort(p)
+		// A generated MAC may be taken on the network or on the interface.
+		taken := errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrMACInUse)
 		switch {
 		case errors.Is(err, store.ErrConflict) && given:
 			return p, errMACInUse(netID, p.MACAddress)
-		case errors.Is(err, store.ErrConflict) && try < macRetries:
+		case errors.Is(err, store.ErrMACInUse) && given:
+			return p, errMACOnInterface(p.Interface, p.MACAddress)
+		case taken && try < macRetries:
 			continue
-		case errors.Is(err, store.ErrConflict):
+		case taken:
 			return p, errMACGeneration(netID)
 		case errors.Is(err, store.ErrNotFound):
 			return p, errNetworkNotFound(netID)
@@ -136,7 +159,12 @@ func (s *Server) updatePort(c *fiber.Ctx) error {
 		return errPortNotFound(c.Params("id"))
 	}
 	m := ms[0]
-	p, err := s.st.UpdatePort(c.UserContext(), id.scope(), c.Params("id"), func(p *store.Port) error {
+	if err := portPolicy(id, "update_port", false, func(a string) bool { _, ok := m[a]; return ok }); err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	p, err := s.st.UpdatePort(ctx, id.scope(), c.Params("id"), func(p *store.Port) error {
+		oldIface := p.Interface
 		for k, v := range m {
 			switch k {
 			case "name":
@@ -159,13 +187,20 @@ func (s *Server) updatePort(c *fiber.Ctx) error {
 				p.Interface = profileIface(v)
 			}
 		}
-		return nil
+		if p.Interface == oldIface {
+			return nil
+		}
+		// Inside the write transaction: no other write can add a use of
+		// the port or a binding meanwhile.
+		return s.checkRebind(ctx, *p)
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return errPortNotFound(c.Params("id"))
 	case errors.Is(err, store.ErrConflict):
 		return errMACInUse(p.NetworkID, p.MACAddress)
+	case errors.Is(err, store.ErrMACInUse):
+		return errMACOnInterface(p.Interface, p.MACAddress)
 	case err != nil:
 		return err
 	}
@@ -239,7 +274,7 @@ func (s *Server) createNetwork(c *fiber.Ctx) error {
 	}
 	m := ms[0]
 	if m["shared"].(bool) && !id.Admin {
-		return errPolicy("create_network:shared")
+		return errPolicy("create_network", "shared")
 	}
 	n := store.Network{ID: newID(), ProjectID: getStr(m, "project_id"), Name: getStr(m, "name"),
 		Description: getStr(m, "description"), AdminStateUp: m["admin_state_up"].(bool), Shared: m["shared"].(bool),

@@ -23,8 +23,8 @@ func TestQuotaAPI(t *testing.T) {
 	port := func(name string) string {
 		return jsonBody(map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork}})
 	}
-	mon := ts.createPort("mon", "mon0", "", asP1...)
-	src := ts.createPort("src", "cap0", "", asP1...)
+	mon := ts.createPortIn("p1", "mon", "mon0", "")
+	src := ts.createPortIn("p1", "src", "cap0", "")
 	svc := ts.createService("s", mon, asP1...)
 	flows := func(n int) string {
 		var items []any
@@ -140,8 +140,8 @@ func TestQuotaDefaults(t *testing.T) {
 func TestQuotaConcurrency(t *testing.T) {
 	const limit, clients, each = 25, 8, 6
 	ts := startServer(t, Config{Quotas: Quotas{TapFlow: limit}})
-	mon := ts.createPort("mon", "mon0", "", asP1...)
-	src := ts.createPort("src", "cap0", "", asP1...)
+	mon := ts.createPortIn("p1", "mon", "mon0", "")
+	src := ts.createPortIn("p1", "src", "cap0", "")
 	svc := ts.createService("s", mon, asP1...)
 	var created, refused atomic.Int64
 	var wg sync.WaitGroup

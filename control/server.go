@@ -38,6 +38,17 @@ type Config struct {
 	// Quotas are the default per-project limits (409 OverQuota beyond),
 	// which admins override per project through /v2.0/quotas.
 	Quotas Quotas
+	// Interfaces are the appliance's declared interfaces ([[interfaces]] of
+	// taasd's configuration), name to role (RoleCapture or RoleMonitor).
+	// When any is declared, ports can be bound only to these, and each is
+	// used only in its role: a tap service's port on a monitor, a tap
+	// flow's source port on a capture. Empty keeps the lab's behaviour (any
+	// netdev, any role) and logs a warning at start.
+	Interfaces map[string]string
+	// PublicMetrics serves GET /metrics (MountMetrics) to anybody in
+	// AuthToken mode too; by default it needs an admin token there, since
+	// it names every interface and resource.
+	PublicMetrics bool
 	// Heartbeat is the interval of the events stream's keep-alive comment;
 	// default 15s.
 	Heartbeat time.Duration
@@ -88,6 +99,11 @@ func (c *Config) Validate() error {
 	if err := c.Limits.validate(); err != nil {
 		return err
 	}
+	for name, role := range c.Interfaces {
+		if role != RoleCapture && role != RoleMonitor {
+			return fmt.Errorf("control: interface %s: role %q: want %s or %s", name, role, RoleCapture, RoleMonitor)
+		}
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 15 * time.Second
 	}
@@ -126,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("component", "control")
+	if len(cfg.Interfaces) > 0 {
+		cfg.DataPlane = roleGuard{DataPlane: cfg.DataPlane, roles: cfg.Interfaces}
+	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes)}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
@@ -154,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 	srv := s.app.Server()
 	srv.Handler = s.guard(srv.Handler)
 	s.routes()
+	s.checkInterfaces()
 	return s, nil
 }
 

@@ -7,10 +7,11 @@ import (
 )
 
 // The taas-stats extension: GET /v2.0/taas/stats answers
-// {"taas_stats": broker.Stats} limited to what the caller may see, with
-// each tap service and tap flow entry carrying its status and the reason
-// from the store. Services and flows the data plane does not report appear
-// with zero counters.
+// {"taas_stats": broker.Stats} limited to what the caller may see (a
+// member: its own tap services and flows; an admin: everything, with the
+// interfaces), each tap service and tap flow entry carrying its status and
+// the reason from the store. Services and flows the data plane does not
+// report appear with zero counters.
 
 type serviceStats struct {
 	broker.ServiceStats
@@ -51,23 +52,13 @@ func (s *Server) stats(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ports, err := s.st.ListPorts(ctx, id.scope())
-	if err != nil {
-		return err
-	}
 	snap := s.cfg.DataPlane.Stats()
 	out.UnixNano, out.PlanVersion = snap.UnixNano, snap.PlanVersion
-
-	ifaces := map[string]bool{}
-	for _, p := range ports {
-		if p.Interface != "" {
-			ifaces[p.Interface] = true
-		}
-	}
-	for _, is := range snap.Interfaces {
-		if id.Admin || ifaces[is.Name] {
-			out.Interfaces = append(out.Interfaces, is)
-		}
+	// The appliance's interfaces carry every project's traffic: their
+	// counters and names are the admin's (issue 9), even when a member's
+	// port is bound to one.
+	if id.Admin {
+		out.Interfaces = append(out.Interfaces, snap.Interfaces...)
 	}
 	svcCounters := map[string]broker.ServiceStats{}
 	for _, ss := range snap.Services {

@@ -128,6 +128,9 @@ func (s *Server) createTapService(tx *store.Tx, id Identity, m map[string]any) (
 	if port.ProjectID != project {
 		return store.TapService{}, forbidden("PortDoesNotBelongToTenant", "The specified port does not belong to the tenant")
 	}
+	if err := s.checkUse(tx.BoundInterfaces, port, RoleMonitor); err != nil {
+		return store.TapService{}, err
+	}
 	t := store.TapService{ID: newID(), ProjectID: project, Name: getStr(m, "name"),
 		Description: getStr(m, "description"), PortID: portID, Status: "DOWN"}
 	switch err := tx.CreateTapService(t, s.cfg.MaxTapServices); {
@@ -249,9 +252,13 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, m map[string]any) (sto
 	// Upstream's plugin leaves the source port unchecked; its reference
 	// driver answers 404 for a port the caller cannot see, and so do we.
 	srcID := canonicalUUID(getStr(m, "source_port"))
-	if _, err := tx.GetPort(id.scope(), srcID); errors.Is(err, store.ErrNotFound) {
+	src, err := tx.GetPort(id.scope(), srcID)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.TapFlow{}, errPortNotFound(getStr(m, "source_port"))
 	} else if err != nil {
+		return store.TapFlow{}, err
+	}
+	if err := s.checkUse(tx.BoundInterfaces, src, RoleCapture); err != nil {
 		return store.TapFlow{}, err
 	}
 	f := store.TapFlow{ID: newID(), ProjectID: project, Name: getStr(m, "name"), Description: getStr(m, "description"),

@@ -85,10 +85,13 @@ func TestRestartAfterKill(t *testing.T) {
 	base := d.URL
 
 	port := call(t, "POST", base+"/v2.0/ports", `{"port": {"name": "mon", "network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "binding:profile": {"interface": "mon0"}}}`, 201)["port"].(map[string]any)
+	// The flows' source is another port: a port both monitor and source
+	// would be a loop (issue 9).
+	src := call(t, "POST", base+"/v2.0/ports", `{"port": {"name": "src", "network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "binding:profile": {"interface": "cap0"}}}`, 201)["port"].(map[string]any)
 	svc := call(t, "POST", base+"/v2.0/taas/tap_services", fmt.Sprintf(`{"tap_service": {"name": "ids", "port_id": %q}}`, port["id"]), 201)["tap_service"].(map[string]any)
 	var flows []string
 	for i := range 20 {
-		f := call(t, "POST", base+"/v2.0/taas/tap_flows", fmt.Sprintf(`{"tap_flow": {"name": "f%d", "tap_service_id": %q, "source_port": %q, "direction": "IN", "vlan_filter": "%d"}}`, i, svc["id"], port["id"], i), 201)
+		f := call(t, "POST", base+"/v2.0/taas/tap_flows", fmt.Sprintf(`{"tap_flow": {"name": "f%d", "tap_service_id": %q, "source_port": %q, "direction": "IN", "vlan_filter": "%d"}}`, i, svc["id"], src["id"], i), 201)
 		flows = append(flows, f["tap_flow"].(map[string]any)["id"].(string))
 	}
 	call(t, "PUT", base+"/v2.0/taas/tap_services/"+svc["id"].(string), `{"tap_service": {"description": "last write"}}`, 200)

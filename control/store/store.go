@@ -24,6 +24,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrLimitReached: the configured cap on tap services is reached.
 	ErrLimitReached = errors.New("limit reached")
+	// ErrMACInUse: another port bound to the same interface has the MAC
+	// (migration 0003).
+	ErrMACInUse = errors.New("mac address in use on interface")
 )
 
 //go:embed migrations/*.sql
@@ -179,6 +182,10 @@ func constraintErr(err error) error {
 			return fmt.Errorf("%w: %v", ErrNotFound, err)
 		case sqlite3.ErrConstraintUnique, sqlite3.ErrConstraintPrimaryKey:
 			return fmt.Errorf("%w: %v", ErrConflict, err)
+		case sqlite3.ErrConstraintTrigger:
+			if strings.Contains(se.Error(), ErrMACInUse.Error()) {
+				return fmt.Errorf("%w: %v", ErrMACInUse, err)
+			}
 		}
 	}
 	return err

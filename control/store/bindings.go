@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// BoundInterfaces returns the interfaces in use in role, across every
+// project: of tap services' ports (monitors, services true) or of tap
+// flows' source ports (captures). Control checks a new binding against
+// them for loops. The query walks the ports, not the flows: a create must
+// not cost more with every flow.
+func (s *Store) BoundInterfaces(ctx context.Context, services bool) ([]string, error) {
+	return boundInterfaces(ctx, s.r, services)
+}
+
+// BoundInterfaces is Store.BoundInterfaces inside the transaction: it sees
+// what the transaction (a bulk's earlier items) wrote.
+func (t *Tx) BoundInterfaces(services bool) ([]string, error) {
+	return boundInterfaces(t.ctx, t.tx, services)
+}
+
+func boundInterfaces(ctx context.Context, q queryer, services bool) ([]string, error) {
+	use := `SELECT 1 FROM tap_flows f WHERE f.source_port = p.id`
+	if services {
+		use = `SELECT 1 FROM tap_services t WHERE t.port_id = p.id`
+	}
+	out, err := queryStrings(ctx, q, `SELECT DISTINCT p.iface FROM ports p WHERE p.iface != '' AND EXISTS (`+use+`) ORDER BY p.iface`)
+	if err != nil {
+		return nil, fmt.Errorf("list bound interfaces: %w", err)
+	}
+	return out, nil
+}
+
+// PortUse counts the tap services on port id and the tap flows whose
+// source it is, across every project.
+func (s *Store) PortUse(ctx context.Context, id string) (services, flows int, err error) {
+	err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM tap_services WHERE port_id = ?1),
+		(SELECT count(*) FROM tap_flows WHERE source_port = ?1)`, id).Scan(&services, &flows)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count uses of port %s: %w", id, err)
+	}
+	return services, flows, nil
+}
+
+func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
