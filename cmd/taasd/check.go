@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/broker/xsk"
 	"github.com/taas-appliance/taas/xdpprog"
 )
@@ -404,16 +405,23 @@ func checkInterfaces(fc *fileConfig) []checkResult {
 			Detail: "none configured: nothing to capture or deliver to",
 			Fix:    "list capture and monitor NICs under [[interfaces]] and run taasd check --config FILE"}}
 	}
+	var captures []string
+	for _, ifc := range fc.Interfaces {
+		if ifc.Role == roleCapture {
+			captures = append(captures, ifc.Name)
+		}
+	}
 	var rs []checkResult
 	for _, ifc := range fc.Interfaces {
-		rs = append(rs, checkInterface(ifc, fc.frameSize()))
+		rs = append(rs, checkInterface(ifc, fc.frameSize(), captures))
 	}
 	return rs
 }
 
 // checkInterface checks one interface; frameSize is the UMEM chunk size,
-// which bounds the frames a capture interface can deliver.
-func checkInterface(ifc ifaceFile, frameSize int) checkResult {
+// which bounds the frames a capture interface can deliver; a monitor is
+// checked for loops with captures.
+func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult {
 	r := checkResult{Name: fmt.Sprintf("%s %s", ifc.Role, ifc.Name)}
 	l, err := netlink.LinkByName(ifc.Name)
 	if err != nil {
@@ -462,6 +470,16 @@ func checkInterface(ifc ifaceFile, frameSize int) checkResult {
 		}
 	case roleMonitor:
 		notes = append(notes, fmt.Sprintf("%d TX queues", a.NumTxQueues))
+		for _, c := range captures {
+			why, err := broker.FeedsBack(ifc.Name, c)
+			if err != nil {
+				why = err.Error()
+			}
+			if why != "" {
+				worse(fail, "feeds a capture back: "+why+"; taasd refuses to send copies out of it",
+					fmt.Sprintf("use a monitor NIC that does not lead back into %s", c))
+			}
+		}
 	}
 	// Copy mode puts each frame 256 bytes (XDP headroom) into its chunk;
 	// a frame is the MTU plus an Ethernet header and two VLAN tags.

@@ -223,6 +223,14 @@ func TestCheckInterfaces(t *testing.T) {
 		})
 	}
 
+	// A monitor that is the veth peer of a capture closes a loop.
+	la, lb := p+"la", p+"lb"
+	testutil.Veth(t, la, lb, testutil.VethOpts{})
+	rs = check(ifaceFile{Name: la, Role: roleCapture}, ifaceFile{Name: lb, Role: roleMonitor})
+	if r := find(rs, "monitor "+lb); r.Verdict != fail || !strings.Contains(r.Detail, "is the veth peer of capture interface "+la) || r.Fix == "" {
+		t.Errorf("monitor on the capture's veth peer: %+v, want FAIL naming the loop, with a fix", r)
+	}
+
 	if rs := checkInterfaces(nil); len(rs) != 1 || rs[0].Verdict != warn {
 		t.Errorf("checkInterfaces(no config) = %+v, want one WARN", rs)
 	}

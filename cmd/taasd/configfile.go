@@ -53,6 +53,9 @@ type authFile struct {
 	Mode string `toml:"mode"`
 	// Tokens is the token file, needed when Mode is "token" (--tokens).
 	Tokens string `toml:"tokens"`
+	// PublicMetrics serves /metrics without a token in token mode; by
+	// default it needs an admin token there (--public-metrics).
+	PublicMetrics bool `toml:"public_metrics"`
 }
 
 // quotasFile is the [quotas] table: the per-project limits every project
@@ -370,6 +373,9 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	str("auth.mode", "auth", &cfg.Auth, fc.Auth.Mode)
 	str("auth.tokens", "tokens", &cfg.Tokens, fc.Auth.Tokens)
 	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
+	if fc.isSet("auth.public_metrics") && !set["public-metrics"] {
+		cfg.PublicMetrics = fc.Auth.PublicMetrics
+	}
 	num := func(key, flagName string, dst *int, v int) {
 		if fc.isSet(key) && !set[flagName] {
 			*dst = v
@@ -384,6 +390,19 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,
 		DecodeWait: time.Duration(l.DecodeWaitMS) * time.Millisecond, MaxConnections: l.MaxConnections}
 	cfg.MemoryLimit = int64(l.MemoryLimitMiB) << 20
+}
+
+// interfaces is the declared [[interfaces]], name to role, for
+// control.Config.Interfaces; nil without a file or without any.
+func (c config) interfaces() map[string]string {
+	if c.File == nil || len(c.File.Interfaces) == 0 {
+		return nil
+	}
+	m := map[string]string{}
+	for _, ifc := range c.File.Interfaces {
+		m[ifc.Name] = ifc.Role
+	}
+	return m
 }
 
 // visited returns the names of the flags fs was given.

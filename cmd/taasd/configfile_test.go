@@ -238,6 +238,7 @@ tap_flow = -1
 [auth]
 mode = "token"
 tokens = "/t"
+public_metrics = true
 [log]
 level = "debug"
 `)
@@ -248,7 +249,7 @@ level = "debug"
 
 	got := defaults
 	fc.apply(&got, nil)
-	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
+	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", PublicMetrics: true, MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
 		Quotas: control.Quotas{Port: 50, TapFlow: -1}}
 	if got != want {
 		t.Errorf("apply, no flags = %+v, want %+v", got, want)
@@ -257,7 +258,7 @@ level = "debug"
 	// Flags given on the command line win; their values are already in cfg.
 	got = defaults
 	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port = "127.0.0.1:2", "noauth", 7, 9
-	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true})
+	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true, "public-metrics": true})
 	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug",
 		Quotas: control.Quotas{Port: 9, TapFlow: -1}}
 	if got != want {

@@ -38,14 +38,30 @@ const defaultNetwork = "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"
 type xdpDaemon struct {
 	url  string
 	stop func()
+	// token is sent as X-Auth-Token when not empty (see as).
+	token string
+}
+
+// as is d calling with token.
+func (d *xdpDaemon) as(token string) *xdpDaemon {
+	c := *d
+	c.token = token
+	return &c
 }
 
 // startXDPDaemon runs taasd with the xdp data plane on db until stop (or the
 // end of the test).
 func startXDPDaemon(t *testing.T, db string) *xdpDaemon {
 	t.Helper()
+	return startXDPDaemonWith(t, config{DB: db, Auth: "noauth"})
+}
+
+// startXDPDaemonWith is startXDPDaemon with cfg's database, auth, tokens
+// and file.
+func startXDPDaemonWith(t *testing.T, cfg config) *xdpDaemon {
+	t.Helper()
 	addr := testutil.FreeLoopbackAddr(t)
-	cfg := config{Listen: addr, DB: db, Auth: "noauth", Dataplane: "xdp", LogLevel: "debug"}
+	cfg.Listen, cfg.Dataplane, cfg.LogLevel = addr, "xdp", "debug"
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +123,9 @@ func (d *xdpDaemon) call(t *testing.T, method, path string, body any, want int, 
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if d.token != "" {
+		req.Header.Set("X-Auth-Token", d.token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -125,9 +144,20 @@ func (d *xdpDaemon) call(t *testing.T, method, path string, body any, want int, 
 
 func (d *xdpDaemon) createPort(t *testing.T, name, mac, iface string) string {
 	t.Helper()
+	return d.createPortIn(t, "", name, mac, iface)
+}
+
+// createPortIn creates a bound port in project (the caller's when empty):
+// the admin's work.
+func (d *xdpDaemon) createPortIn(t *testing.T, project, name, mac, iface string) string {
+	t.Helper()
+	p := map[string]any{"name": name, "network_id": defaultNetwork, "mac_address": mac,
+		"binding:profile": map[string]string{"interface": iface}}
+	if project != "" {
+		p["project_id"] = project
+	}
 	var out struct{ Port struct{ ID string } }
-	d.call(t, "POST", "/v2.0/ports", map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork,
-		"mac_address": mac, "binding:profile": map[string]string{"interface": iface}}}, 201, &out)
+	d.call(t, "POST", "/v2.0/ports", map[string]any{"port": p}, 201, &out)
 	return out.Port.ID
 }
 

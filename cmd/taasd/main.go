@@ -32,6 +32,7 @@ type config struct {
 	Tokens         string         // tokens file for auth token
 	MaxTapServices int            // 0: no cap
 	Quotas         control.Quotas // per-project defaults; 0: control's default, -1: unlimited
+	PublicMetrics  bool           // /metrics without an admin token in token mode
 	Dataplane      string         // none or xdp
 	PinDir         string         // bpffs directory of the handoff (SIGUSR2); "" for none
 	LogLevel       string         // debug, info, warn or error
@@ -56,6 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.DB, "db", "taas.db", "SQLite database `file` (created if missing)")
 	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth or token")
 	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
+	fs.BoolVar(&cfg.PublicMetrics, "public-metrics", false, "serve /metrics without a token in --auth token mode (default: admin token required)")
 	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
 	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project (409 OverQuota beyond); 0 = default (10000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapService, "quota-tap-service", 0, "tap services per project; 0 = default (1000), -1 = unlimited")
@@ -184,7 +186,7 @@ func main() {
 // of hup (SIGHUP; nil in tests that need none) rereads the tokens file.
 func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Signal) error {
 	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Quotas: cfg.Quotas, Logger: logger,
-		Mount: web.Mount, Limits: cfg.Limits}
+		Mount: web.Mount, Limits: cfg.Limits, Interfaces: cfg.interfaces(), PublicMetrics: cfg.PublicMetrics}
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
@@ -211,8 +213,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	if err != nil {
 		return err
 	}
-	// Prometheus scrapes without a token, as is usual for /metrics.
-	srv.App().Get("/metrics", control.MetricsHandler(dp))
+	// An admin token in token mode, unless --public-metrics.
+	srv.MountMetrics(control.MetricsHandler(dp))
 	// The stored plan runs before the API answers, so that its first
 	// answers carry this run's statuses, not those of the last run (issue
 	// 9). A failed pass is retried by the reconciler once it runs.

@@ -251,6 +251,7 @@ apicall() {
 }
 
 net_id=$(apicall GET '/v2.0/networks?name=appliance' | jq -er '.networks[0].id')
+# Ports are registered as noauth's admin (no X-Project-Id): only admins bind.
 port() { # name mac interface
 	apicall POST /v2.0/ports "$(jq -nc --arg n "$1" --arg m "$2" --arg i "$3" --arg net "$net_id" \
 		'{port: {name: $n, network_id: $net, mac_address: $m, port_security_enabled: false,
