@@ -70,6 +70,13 @@ await run(async (browser) => {
   assert.ok(!seenByB.includes(`${p}-a3-ts`), 'B cannot see what A created');
   const seenByA = (await api('GET', '/v2.0/taas/tap_services', undefined, tokenA)).tap_services.map((s) => s.name);
   assert.ok(seenByA.includes(`${p}-a3-ts`));
+  step("a member renames its port: the form leaves the binding, the admin's, alone");
+  const portForm = page.locator('#port-form');
+  await page.locator('#ports-table tbody tr', { hasText: `${p}-a-port` })
+    .getByRole('button', { name: `Edit port ${p}-a-port` }).click();
+  await portForm.getByLabel('Name').fill(`${p}-a-port-renamed`);
+  await portForm.getByRole('button', { name: 'Save' }).click();
+  await page.locator('#ports-table tbody tr', { hasText: `${p}-a-port-renamed` }).waitFor();
   await shot(page, 'token-manage');
 
   step('sign out forgets the token');

@@ -19,10 +19,14 @@ const resources = {
         if (f.network_id.value) b.network_id = f.network_id.value;
         if (f.mac_address.value !== '') b.mac_address = f.mac_address.value;
       }
-      // An empty interface on update clears the binding; on create it is
-      // simply a port without one.
-      if (f.interface.value !== '') b['binding:profile'] = { interface: f.interface.value };
-      else if (editing) b['binding:profile'] = {};
+      // The binding is the admin's: the API refuses a member's request that
+      // names it, so an update sends it only when it changed (an empty
+      // interface then clears it). On create an empty one is simply a port
+      // without one.
+      const iface = f.interface.value;
+      if (editing ? iface !== (f.interface.dataset.bound || '') : iface !== '') {
+        b['binding:profile'] = iface !== '' ? { interface: iface } : {};
+      }
       b.admin_state_up = f.admin_state_up.checked;
       return b;
     },
@@ -31,6 +35,7 @@ const resources = {
       f.network_id.value = p.network_id || '';
       f.mac_address.value = p.mac_address || '';
       f.interface.value = (p['binding:profile'] && p['binding:profile'].interface) || '';
+      f.interface.dataset.bound = f.interface.value;
       f.admin_state_up.checked = p.admin_state_up !== false;
     },
   },
