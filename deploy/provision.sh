@@ -142,6 +142,24 @@ fi
 
 if [ "$start" = yes ]; then
 	systemctl enable taasd.service
-	systemctl restart taasd.service # started, or restarted on the new binary
+	if systemctl is-active --quiet taasd.service; then
+		# An upgrade: SIGUSR2 leaves the fast path's XDP programs attached and
+		# copying while the new binary starts (taasd exits 75, which the unit
+		# restarts); a plain restart would stop the copies for ~200 ms
+		# (README "Signals: reload, stop, restart").
+		old_pid=$(systemctl show -p MainPID --value taasd.service)
+		systemctl kill -s USR2 taasd.service
+		for _ in $(seq 1 60); do
+			new_pid=$(systemctl show -p MainPID --value taasd.service)
+			if [ "$new_pid" != 0 ] && [ "$new_pid" != "$old_pid" ] && systemctl is-active --quiet taasd.service; then
+				break
+			fi
+			sleep 0.5
+		done
+		systemctl is-active --quiet taasd.service ||
+			die "taasd did not come back after SIGUSR2: journalctl -u taasd"
+	else
+		systemctl start taasd.service
+	fi
 	say "taasd is running: systemctl status taasd; journalctl -u taasd"
 fi

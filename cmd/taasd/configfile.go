@@ -103,6 +103,10 @@ type brokerFile struct {
 	// CPUs pins the workers to these CPUs, round robin; empty means no
 	// pinning.
 	CPUs []int `toml:"cpus"`
+	// PinDir is the bpffs directory where SIGUSR2 leaves the fast path
+	// attached for the next taasd (--pin-dir); "" means SIGUSR2 stops as
+	// SIGTERM does. Default /sys/fs/bpf/taasd.
+	PinDir string `toml:"pin_dir"`
 }
 
 // limitsFile is the [limits] table: what requests may cost (control.Limits,
@@ -373,6 +377,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	str("auth.mode", "auth", &cfg.Auth, fc.Auth.Mode)
 	str("auth.tokens", "tokens", &cfg.Tokens, fc.Auth.Tokens)
 	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
+	str("broker.pin_dir", "pin-dir", &cfg.PinDir, fc.Broker.PinDir)
 	if fc.isSet("auth.public_metrics") && !set["public-metrics"] {
 		cfg.PublicMetrics = fc.Auth.PublicMetrics
 	}

@@ -241,16 +241,19 @@ tokens = "/t"
 public_metrics = true
 [log]
 level = "debug"
+[broker]
+pin_dir = ""
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defaults := config{Listen: "127.0.0.1:9696", DB: "taas.db", Auth: "noauth", MaxTapServices: 5, Dataplane: "none", LogLevel: "info"}
+	defaults := config{Listen: "127.0.0.1:9696", DB: "taas.db", Auth: "noauth", MaxTapServices: 5, Dataplane: "none", LogLevel: "info",
+		PinDir: defaultPinDir}
 
 	got := defaults
 	fc.apply(&got, nil)
 	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", PublicMetrics: true, MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
-		Quotas: control.Quotas{Port: 50, TapFlow: -1}}
+		Quotas: control.Quotas{Port: 50, TapFlow: -1}, PinDir: ""}
 	if got != want {
 		t.Errorf("apply, no flags = %+v, want %+v", got, want)
 	}
@@ -258,9 +261,10 @@ level = "debug"
 	// Flags given on the command line win; their values are already in cfg.
 	got = defaults
 	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port = "127.0.0.1:2", "noauth", 7, 9
-	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true, "public-metrics": true})
+	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true, "public-metrics": true,
+		"pin-dir": true})
 	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug",
-		Quotas: control.Quotas{Port: 9, TapFlow: -1}}
+		Quotas: control.Quotas{Port: 9, TapFlow: -1}, PinDir: defaultPinDir}
 	if got != want {
 		t.Errorf("apply, flags set = %+v, want %+v", got, want)
 	}
