@@ -18,8 +18,9 @@ import (
 // FeedsBack says how frames sent out of monitor would arrive on capture,
 // "" when it finds no way. It looks at this network namespace's links:
 // the same interface; the two ends of one veth pair; a monitor (or the
-// peer of a monitor veth) that is a port of the bridge or bond capture is a
-// port of, or of capture itself. An interface that does not exist feeds
+// peer of a monitor veth) that is a port of the bridge or bond capture (or
+// the peer of a capture veth) is a port of, or of capture itself, or that
+// is that bridge or bond. An interface that does not exist feeds
 // nothing back (yet): the caller checks again when it appears. Other
 // paths (tc mirred, routing) are not detected.
 func FeedsBack(monitor, capture string) (string, error) {
@@ -45,18 +46,30 @@ func FeedsBack(monitor, capture string) (string, error) {
 		}
 		ends = append(ends, peer)
 	}
+	// The capture receives what its veth peer is sent: a bridge or bond
+	// the peer is a port of forwards the monitor's copies to it.
+	cpeer, err := vethPeer(cl)
+	if err != nil {
+		return "", err
+	}
 	for _, e := range ends {
 		via := ""
 		if e != mon {
 			via = fmt.Sprintf(" through its veth peer %s", e.Name)
 		}
 		switch {
+		case cpeer != nil && cpeer.MasterIndex != 0 && e.Index == cpeer.MasterIndex:
+			return fmt.Sprintf("capture interface %s's veth peer %s is a port of monitor interface %s%s",
+				capture, cpeer.Name, monitor, via), nil
 		case e.MasterIndex == 0:
 		case e.MasterIndex == capt.Index:
 			return fmt.Sprintf("monitor interface %s%s is a port of capture interface %s", monitor, via, capture), nil
 		case e.MasterIndex == capt.MasterIndex:
 			return fmt.Sprintf("monitor interface %s%s and capture interface %s are ports of the same bridge or bond (ifindex %d)",
 				monitor, via, capture, e.MasterIndex), nil
+		case cpeer != nil && e.MasterIndex == cpeer.MasterIndex:
+			return fmt.Sprintf("monitor interface %s%s and capture interface %s's veth peer %s are ports of the same bridge or bond (ifindex %d)",
+				monitor, via, capture, cpeer.Name, e.MasterIndex), nil
 		}
 	}
 	return "", nil

@@ -13,17 +13,19 @@ func TestFeedsBack(t *testing.T) {
 	testutil.RequireRoot(t, "CAP_NET_ADMIN for veth pairs, a bridge and a namespace")
 	p := testutil.Prefix(t)
 	other := testutil.Netns(t, p+"ns")
-	// a <-> b: a plain pair. c <-> d and e <-> f, with d and e ports of
-	// bridge br. x <-> y, y in another namespace.
+	// a <-> b: a plain pair. c <-> d, e <-> f and g <-> h, with d, e and
+	// h ports of bridge br. x <-> y, y in another namespace.
 	testutil.Veth(t, p+"a", p+"b", testutil.VethOpts{})
 	testutil.Veth(t, p+"c", p+"d", testutil.VethOpts{})
 	testutil.Veth(t, p+"e", p+"f", testutil.VethOpts{})
+	testutil.Veth(t, p+"g", p+"h", testutil.VethOpts{})
 	testutil.Veth(t, p+"x", p+"y", testutil.VethOpts{NetnsB: other})
 	br := p + "br"
 	testutil.Run(t, "ip", "link", "add", br, "type", "bridge")
 	t.Cleanup(func() { testutil.Run(t, "ip", "link", "del", br) })
 	testutil.Run(t, "ip", "link", "set", p+"d", "master", br)
 	testutil.Run(t, "ip", "link", "set", p+"e", "master", br)
+	testutil.Run(t, "ip", "link", "set", p+"h", "master", br)
 
 	for _, tc := range []struct {
 		name, monitor, capture string
@@ -35,6 +37,11 @@ func TestFeedsBack(t *testing.T) {
 		{"same bridge", p + "e", p + "d", "are ports of the same bridge or bond"},
 		{"peer in the capture's bridge", p + "c", p + "e", "through its veth peer " + p + "d"},
 		{"port of the capture bridge", p + "d", br, "is a port of capture interface " + br},
+		// The bridge forwards what c sends (received on d) out of h, so g,
+		// h's peer, receives it: the lab's capture veth plugged into a
+		// bridge (5 of 5 broadcast frames came back in a namespace).
+		{"peer in the bridge of the capture's peer", p + "c", p + "g", "veth peer " + p + "h"},
+		{"bridge of the capture's peer", br, p + "g", "veth peer " + p + "h"},
 		{"unrelated", p + "a", p + "e", ""},
 		{"peer in another namespace", p + "x", p + "a", ""},
 		{"missing monitor", p + "zz", p + "a", ""},
