@@ -20,9 +20,11 @@ import (
 // the same interface; the two ends of one veth pair; a monitor (or the
 // peer of a monitor veth) that is a port of the bridge or bond capture (or
 // the peer of a capture veth) is a port of, or of capture itself, or that
-// is that bridge or bond. An interface that does not exist feeds
-// nothing back (yet): the caller checks again when it appears. Other
-// paths (tc mirred, routing) are not detected.
+// is that bridge or bond. A stacked monitor (macvlan, vlan, ipvlan) is
+// followed down to the device it sends out of. An interface that does not
+// exist feeds nothing back (yet): the caller checks again when it appears.
+// Other paths (tc mirred, routing, a bridge in another namespace) are not
+// detected.
 func FeedsBack(monitor, capture string) (string, error) {
 	if monitor == capture {
 		return fmt.Sprintf("monitor interface %s is the capture interface itself", monitor), nil
@@ -36,15 +38,36 @@ func FeedsBack(monitor, capture string) (string, error) {
 		return "", err
 	}
 	mon, capt := ml.Attrs(), cl.Attrs()
-	// The far ends of the monitor: where its frames arrive.
-	ends := []*netlink.LinkAttrs{mon}
-	if peer, err := vethPeer(ml); err != nil {
+	// The far ends of the monitor: where its frames arrive. A stacked
+	// device (macvlan, vlan, ipvlan) sends out of its lower device: 5 of
+	// 5 frames sent out of a macvlan on a capture's veth peer came back.
+	type end struct {
+		*netlink.LinkAttrs
+		via string
+	}
+	ends := []end{{mon, ""}}
+	out, via := ml, ""
+	for range 8 {
+		lower, err := lowerDevice(out)
+		if err != nil {
+			return "", err
+		}
+		if lower == nil {
+			break
+		}
+		out, via = lower, fmt.Sprintf(" through its lower device %s", lower.Attrs().Name)
+		if lower.Attrs().Index == capt.Index {
+			return fmt.Sprintf("monitor interface %s sends out of capture interface %s", monitor, capture), nil
+		}
+		ends = append(ends, end{lower.Attrs(), via})
+	}
+	if peer, err := vethPeer(out); err != nil {
 		return "", err
 	} else if peer != nil {
 		if peer.Index == capt.Index {
-			return fmt.Sprintf("monitor interface %s is the veth peer of capture interface %s", monitor, capture), nil
+			return fmt.Sprintf("monitor interface %s%s is the veth peer of capture interface %s", monitor, via, capture), nil
 		}
-		ends = append(ends, peer)
+		ends = append(ends, end{peer, fmt.Sprintf("%s through its veth peer %s", via, peer.Name)})
 	}
 	// The capture receives what its veth peer is sent: a bridge or bond
 	// the peer is a port of forwards the monitor's copies to it.
@@ -53,14 +76,11 @@ func FeedsBack(monitor, capture string) (string, error) {
 		return "", err
 	}
 	for _, e := range ends {
-		via := ""
-		if e != mon {
-			via = fmt.Sprintf(" through its veth peer %s", e.Name)
-		}
+		via := e.via
 		switch {
 		case cpeer != nil && cpeer.MasterIndex != 0 && e.Index == cpeer.MasterIndex:
-			return fmt.Sprintf("capture interface %s's veth peer %s is a port of monitor interface %s%s",
-				capture, cpeer.Name, monitor, via), nil
+			return fmt.Sprintf("monitor interface %s%s is the bridge or bond that capture interface %s's veth peer %s is a port of",
+				monitor, via, capture, cpeer.Name), nil
 		case e.MasterIndex == 0:
 		case e.MasterIndex == capt.Index:
 			return fmt.Sprintf("monitor interface %s%s is a port of capture interface %s", monitor, via, capture), nil
@@ -88,27 +108,47 @@ func link(name string) (netlink.Link, error) {
 	return l, nil
 }
 
+// lowerDevice returns the device a stacked link (macvlan, macvtap, vlan,
+// ipvlan, ipvtap) sends its frames out of, nil for other links and for a
+// lower device in another namespace.
+func lowerDevice(l netlink.Link) (netlink.Link, error) {
+	switch l.Type() {
+	case "macvlan", "macvtap", "vlan", "ipvlan", "ipvtap":
+		return linkOf(l, "lower device")
+	}
+	return nil, nil
+}
+
 // vethPeer returns the other end of a veth in this namespace, nil when v is
 // no veth or its peer lives in another namespace.
 func vethPeer(v netlink.Link) (*netlink.LinkAttrs, error) {
-	a := v.Attrs()
-	// IFLA_LINK of a veth is its peer's ifindex, in the namespace
-	// IFLA_LINK_NETNSID names when it is another one.
-	if v.Type() != "veth" || a.ParentIndex == 0 || a.NetNsID >= 0 {
+	if v.Type() != "veth" {
 		return nil, nil
 	}
-	l, err := netlink.LinkByIndex(a.ParentIndex)
+	l, err := linkOf(v, "veth peer")
+	if l == nil || err != nil || l.Type() != "veth" {
+		return nil, err
+	}
+	return l.Attrs(), nil
+}
+
+// linkOf returns the link l's IFLA_LINK names (a veth's peer, a stacked
+// device's lower device), nil when it has none, it is gone or it lives in
+// the namespace IFLA_LINK_NETNSID names.
+func linkOf(l netlink.Link, what string) (netlink.Link, error) {
+	a := l.Attrs()
+	if a.ParentIndex == 0 || a.NetNsID >= 0 {
+		return nil, nil
+	}
+	o, err := netlink.LinkByIndex(a.ParentIndex)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("look up veth peer of %s: %w", a.Name, err)
+		return nil, fmt.Errorf("look up %s of %s: %w", what, a.Name, err)
 	}
-	if l.Type() != "veth" {
-		return nil, nil
-	}
-	return l.Attrs(), nil
+	return o, nil
 }
 
 // loopReasons checks every monitor of p against every capture of p and

@@ -26,6 +26,10 @@ func TestFeedsBack(t *testing.T) {
 	testutil.Run(t, "ip", "link", "set", p+"d", "master", br)
 	testutil.Run(t, "ip", "link", "set", p+"e", "master", br)
 	testutil.Run(t, "ip", "link", "set", p+"h", "master", br)
+	// Macvlans (their frames leave through the lower device): m on b,
+	// the capture a's peer; n on c, whose peer d is a port of br.
+	testutil.Run(t, "ip", "link", "add", "link", p+"b", "name", p+"m", "type", "macvlan", "mode", "bridge")
+	testutil.Run(t, "ip", "link", "add", "link", p+"c", "name", p+"n", "type", "macvlan", "mode", "bridge")
 
 	for _, tc := range []struct {
 		name, monitor, capture string
@@ -42,7 +46,13 @@ func TestFeedsBack(t *testing.T) {
 		// bridge (5 of 5 broadcast frames came back in a namespace).
 		{"peer in the bridge of the capture's peer", p + "c", p + "g", "veth peer " + p + "h"},
 		{"bridge of the capture's peer", br, p + "g", "veth peer " + p + "h"},
+		// 5 of 5 broadcast frames sent out of a macvlan on a capture's
+		// veth peer came back in on the capture.
+		{"macvlan on the capture's veth peer", p + "m", p + "a", "through its lower device " + p + "b"},
+		{"macvlan on the capture's veth peer, capture is the peer", p + "m", p + "b", "sends out of capture interface " + p + "b"},
+		{"macvlan, lower's peer in the bridge of the capture's peer", p + "n", p + "g", "veth peer " + p + "h"},
 		{"unrelated", p + "a", p + "e", ""},
+		{"unrelated macvlan", p + "m", p + "e", ""},
 		{"peer in another namespace", p + "x", p + "a", ""},
 		{"missing monitor", p + "zz", p + "a", ""},
 		{"missing capture", p + "a", p + "zz", ""},
