@@ -13,7 +13,8 @@ import (
 // linkWatch follows netlink link messages and calls notify when an
 // interface the current plan uses appears, disappears, is renamed (to or
 // from a name the plan uses), or changes its ifindex, admin state,
-// operational state or MTU. Other messages (our own XDP
+// operational state or MTU, and when any link joins or leaves a bridge or
+// bond (the loop guard's input). Other messages (our own XDP
 // attach, statistics, unrelated links) are ignored, so a reconcile pass
 // never triggers itself. One goroutine reads the netlink socket.
 type linkWatch struct {
@@ -28,6 +29,11 @@ type linkWatch struct {
 	// message for one of them under another name is a rename away.
 	indexes map[int]string
 	last    map[string]linkKey
+	// masters are the bridge or bond (ifindex) of every link seen: a
+	// link enslaved or released anywhere may close a loop between a
+	// monitor and a capture (loop.go), e.g. the peers of their veths put
+	// into one bridge, with no watched link changing otherwise.
+	masters map[int]int
 }
 
 type linkKey struct {
@@ -39,7 +45,7 @@ type linkKey struct {
 
 func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
 	lw := &linkWatch{notify: notify, log: log, done: make(chan struct{}), exited: make(chan struct{}),
-		watched: map[string]bool{}, indexes: map[int]string{}, last: map[string]linkKey{}}
+		watched: map[string]bool{}, indexes: map[int]string{}, last: map[string]linkKey{}, masters: map[int]int{}}
 	ch := make(chan netlink.LinkUpdate, 64)
 	err := netlink.LinkSubscribeWithOptions(ch, lw.done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
@@ -73,6 +79,16 @@ func (lw *linkWatch) run(ch <-chan netlink.LinkUpdate) {
 			changed = true
 			delete(lw.indexes, a.Index)
 			delete(lw.last, was)
+		}
+		// A master change of any link: a link first seen with a master
+		// counts as one, an extra reconcile pass at most once per link.
+		if u.Header.Type == unix.RTM_DELLINK {
+			delete(lw.masters, a.Index)
+		} else if m, ok := lw.masters[a.Index]; m != a.MasterIndex && (ok || a.MasterIndex != 0) {
+			changed = true
+			lw.masters[a.Index] = a.MasterIndex
+		} else if !ok {
+			lw.masters[a.Index] = a.MasterIndex
 		}
 		if lw.watched[a.Name] {
 			prev, had := lw.last[a.Name]

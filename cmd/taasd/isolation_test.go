@@ -199,24 +199,32 @@ func TestDataplaneLoopGuard(t *testing.T) {
 		t.Errorf("tap service %s: status_reason %q, want %q", lsvc, reason, wantReason)
 	}
 
-	// One frame of the source into the capture, from its peer; count what
-	// the capture receives in the next second, then delete the pair, which
-	// bounds the test's traffic even if the guard failed.
-	testutil.WaitOperUp(t, "", lb)
-	before := rxPackets(t, la)
-	inj := packettest.NewInjector(t, "", lb)
-	if err := inj.Send(packettest.Frame(packettest.MustMAC("fa:16:3e:00:00:99"), packettest.MustMAC("fa:16:3e:00:00:1a"), nil, 1, 60)); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	got := rxPackets(t, la) - before
-	testutil.Run(t, "ip", "link", "del", la)
+	// One frame of the source into the capture, from its peer.
+	got := injectOne(t, lb, la, "fa:16:3e:00:00:1a")
 	t.Logf("one injected frame: %s received %d frames in 1 s (the unguarded loop made about 2.9 M/s)", la, got)
 	// The frame itself, and the odd IPv6 neighbour or MLD frame the kernel
 	// sends on a new link; a loop makes millions.
 	if got < 1 || got > 50 {
 		t.Errorf("%s received %d frames after one injected frame, want 1 (and the kernel's few)", la, got)
 	}
+}
+
+// injectOne sends one frame from srcMAC out of peer, the veth peer of
+// capture, and returns how many frames capture receives in the next
+// second; then it deletes the pair, which bounds the traffic even if a
+// loop guard failed.
+func injectOne(t *testing.T, peer, capture, srcMAC string) uint64 {
+	t.Helper()
+	testutil.WaitOperUp(t, "", peer)
+	before := rxPackets(t, capture)
+	inj := packettest.NewInjector(t, "", peer)
+	if err := inj.Send(packettest.Frame(packettest.MustMAC("fa:16:3e:00:00:99"), packettest.MustMAC(srcMAC), nil, 1, 60)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	got := rxPackets(t, capture) - before
+	testutil.Run(t, "ip", "link", "del", capture)
+	return got
 }
 
 // rxPackets is the kernel's rx_packets counter of a netdev of this
@@ -232,4 +240,38 @@ func rxPackets(t *testing.T, ifname string) uint64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestDataplaneLoopGuardEnslaved checks the loop guard when a loop closes
+// after the plan, with no link appearing or going down: the peers of the
+// capture and of the monitor veth become ports of one bridge. Enslaving a
+// link changes its master only, which the link watch did not follow, so
+// the monitor stayed open on a loop.
+func TestDataplaneLoopGuardEnslaved(t *testing.T) {
+	testutil.RequireRoot(t, e2eRootWhy)
+	p := testutil.Prefix(t)
+	d := startXDPDaemon(t, filepath.Join(t.TempDir(), "taas.db"))
+	ca, cb, ma, mb, br := p+"ca", p+"cb", p+"ma", p+"mb", p+"br"
+	testutil.Veth(t, ca, cb, testutil.VethOpts{})
+	testutil.Veth(t, ma, mb, testutil.VethOpts{})
+	testutil.Run(t, "ip", "link", "add", br, "type", "bridge")
+	t.Cleanup(func() { testutil.Run(t, "ip", "link", "del", br) })
+	testutil.Run(t, "ip", "link", "set", br, "up")
+	const vmMAC = "fa:16:3e:00:00:2a"
+	src := d.createPort(t, "src-e", vmMAC, ca)
+	svc := d.createService(t, "svc-e", d.createPort(t, "mon-e", "fa:16:3e:00:00:2b", ma))
+	flow := d.createFlow(t, "flow-e", svc, src, "OUT", nil)
+	d.waitStatus(t, "tap_service", svc, "ACTIVE")
+
+	testutil.Run(t, "ip", "link", "set", cb, "master", br)
+	testutil.Run(t, "ip", "link", "set", mb, "master", br)
+	d.waitStatus(t, "tap_service", svc, "ERROR")
+	d.waitStatus(t, "tap_flow", flow, "ERROR")
+
+	// One frame of the source into the capture, from its peer.
+	got := injectOne(t, cb, ca, vmMAC)
+	t.Logf("one injected frame: %s received %d frames in 1 s", ca, got)
+	if got < 1 || got > 50 {
+		t.Errorf("%s received %d frames after one injected frame, want 1 (and the kernel's few)", ca, got)
+	}
 }
