@@ -53,6 +53,26 @@ func (id Identity) member() bool { return id.Admin || slices.Contains(id.Roles, 
 // reader is ADMIN_OR_PROJECT_READER, the rule of port and network reads.
 func (id Identity) reader() bool { return id.member() || slices.Contains(id.Roles, "reader") }
 
+// same reports whether id and o are one project and one set of roles.
+func (id Identity) same(o Identity) bool {
+	return id.ProjectID == o.ProjectID && slices.Equal(id.Roles, o.Roles)
+}
+
+// stillValid returns a check of whether the request's token, as c
+// authenticated it, still names the identity id: SetTokens may have
+// removed or changed it since. The check is always true without token
+// auth.
+func (s *Server) stillValid(c *fiber.Ctx, id Identity) func() bool {
+	if s.cfg.Auth != AuthToken {
+		return func() bool { return true }
+	}
+	tok, _ := c.Locals(tokenKey).(string)
+	return func() bool {
+		cur, ok := s.currentTokens()[tok]
+		return ok && cur.same(id)
+	}
+}
+
 // Tokens maps a bearer token to the identity it authenticates.
 type Tokens map[string]Identity
 
@@ -108,7 +128,8 @@ type TokenChange struct {
 // SetTokens replaces the bearer tokens of AuthToken: every request
 // authenticated after it returns is checked against t, so a token missing
 // from t gets 401 at once (issue 9: SIGHUP reloads the tokens file).
-// Requests already past authentication finish as who they were. It fails,
+// Requests already past authentication finish as who they were, except an
+// events stream, which ends at its next event or heartbeat. It fails,
 // keeping the tokens it had, without token auth or when t is empty.
 func (s *Server) SetTokens(t Tokens) (TokenChange, error) {
 	if s.cfg.Auth != AuthToken {
@@ -125,7 +146,7 @@ func (s *Server) SetTokens(t Tokens) (TokenChange, error) {
 		switch {
 		case !ok:
 			ch.Added++
-		case was.ProjectID != id.ProjectID || !slices.Equal(was.Roles, id.Roles):
+		case !was.same(id):
 			ch.Changed++
 		}
 	}
@@ -147,7 +168,10 @@ func (s *Server) currentTokens() Tokens {
 	return s.cfg.Tokens
 }
 
-const identityKey = "taas.identity"
+const (
+	identityKey = "taas.identity"
+	tokenKey    = "taas.token"
+)
 
 // authenticate resolves the caller's identity and stores it for the
 // handlers (see identity).
@@ -169,6 +193,9 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 			return &neutronError{Status: http.StatusUnauthorized, Type: "HTTPUnauthorized",
 				Message: "Authentication required"}
 		}
+		// For a stream that outlives the request (events); fasthttp
+		// reuses the header buffer tok points into.
+		c.Locals(tokenKey, strings.Clone(tok))
 	default:
 		project := c.Get("X-Project-Id")
 		if project == "" {

@@ -95,9 +95,12 @@ func (h *hub) close() {
 // events streams the caller's events as server-sent events: one "data:"
 // line of JSON per event, and a comment line every heartbeat so proxies
 // and clients see the stream alive. The stream ends when the client goes
-// away (a write fails) or the server shuts down.
+// away (a write fails), the server shuts down, or SetTokens removes or
+// changes the caller's token (checked before every event and heartbeat: a
+// revoked member's open stream kept its project's events, issue 9).
 func (s *Server) events(c *fiber.Ctx) error {
 	id := identity(c)
+	valid := s.stillValid(c, id)
 	sub := s.hub.subscribe(id.scope())
 	if sub == nil {
 		return &neutronError{Status: fiber.StatusServiceUnavailable, Type: "ServiceUnavailable",
@@ -122,7 +125,7 @@ func (s *Server) events(c *fiber.Ctx) error {
 		for {
 			select {
 			case e, ok := <-sub.ch:
-				if !ok {
+				if !ok || !valid() {
 					return
 				}
 				b, err := json.Marshal(e)
@@ -133,6 +136,9 @@ func (s *Server) events(c *fiber.Ctx) error {
 				w.Write(b)              //nolint:errcheck
 				w.WriteString("\n\n")   //nolint:errcheck
 			case <-tick.C:
+				if !valid() {
+					return
+				}
 				w.WriteString(": heartbeat\n\n") //nolint:errcheck // Flush reports write errors
 			case <-s.done:
 				return

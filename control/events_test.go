@@ -20,6 +20,7 @@ type stream struct {
 	events []Event
 	beats  int
 	cancel context.CancelFunc
+	ended  chan struct{} // closed when the server ends the stream
 }
 
 func openStream(t *testing.T, ts *testServer, headers ...string) *stream {
@@ -40,9 +41,10 @@ func openStream(t *testing.T, ts *testServer, headers ...string) *stream {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("GET events = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	s := &stream{cancel: cancel}
+	s := &stream{cancel: cancel, ended: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
+		defer close(s.ended)
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
 		first := true
@@ -117,6 +119,59 @@ func TestEvents(t *testing.T) {
 		if e.ID != theirs {
 			t.Errorf("project other received %+v about a resource of another project", e)
 		}
+	}
+}
+
+// TestEventsTokenChanged checks that a stream lasts only as long as its
+// token: SetTokens removing the token, or moving it to another project or
+// role, ends the stream before the next event, so a revoked member stops
+// receiving its former project's events.
+func TestEventsTokenChanged(t *testing.T) {
+	toks, err := LoadTokens(writeTokens(t, "adm proj-x admin\nkeep proj-a member\ngone proj-a member\n"+
+		"moved proj-a member\nreader proj-a member\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, Config{Auth: AuthToken, Tokens: toks, Heartbeat: 50 * time.Millisecond})
+	streams := map[string]*stream{}
+	for _, tok := range []string{"keep", "gone", "moved", "reader"} {
+		streams[tok] = openStream(t, ts, "X-Auth-Token: "+tok)
+	}
+	next, err := LoadTokens(writeTokens(t, "adm proj-x admin\nkeep proj-a member\nmoved proj-b member\n"+
+		"reader proj-a reader\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.srv.SetTokens(next); err != nil {
+		t.Fatal(err)
+	}
+	port := ts.createPortIn("proj-a", "after", "", "", "X-Auth-Token: adm")
+	waitFor(t, "the kept token's event", func() bool { return streams["keep"].has("port", port, "create") })
+	for _, tc := range []struct {
+		token string
+		ends  bool
+	}{
+		{"keep", false},
+		{"gone", true},
+		{"moved", true},
+		{"reader", true},
+	} {
+		t.Run(tc.token, func(t *testing.T) {
+			s := streams[tc.token]
+			if got := s.has("port", port, "create"); got != !tc.ends {
+				t.Errorf("stream of token %s has the event after SetTokens = %v, want %v", tc.token, got, !tc.ends)
+			}
+			select {
+			case <-s.ended:
+				if !tc.ends {
+					t.Errorf("stream of token %s ended, want it open", tc.token)
+				}
+			case <-time.After(2 * time.Second):
+				if tc.ends {
+					t.Errorf("stream of token %s still open 2 s after SetTokens, want it ended", tc.token)
+				}
+			}
+		})
 	}
 }
 
