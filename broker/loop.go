@@ -21,7 +21,8 @@ import (
 // peer of a monitor veth) that is a port of the bridge or bond capture (or
 // the peer of a capture veth) is a port of, or of capture itself, or that
 // is that bridge or bond. A stacked monitor (macvlan, vlan, ipvlan) is
-// followed down to the device it sends out of. An interface that does not
+// followed down to the device it sends out of, a stacked capture down to
+// the device it receives from. An interface that does not
 // exist feeds nothing back (yet): the caller checks again when it appears.
 // Other paths (tc mirred, routing, a bridge in another namespace) are not
 // detected.
@@ -46,15 +47,12 @@ func FeedsBack(monitor, capture string) (string, error) {
 		via string
 	}
 	ends := []end{{mon, ""}}
+	mlow, err := lowerChain(ml)
+	if err != nil {
+		return "", err
+	}
 	out, via := ml, ""
-	for range 8 {
-		lower, err := lowerDevice(out)
-		if err != nil {
-			return "", err
-		}
-		if lower == nil {
-			break
-		}
+	for _, lower := range mlow {
 		out, via = lower, fmt.Sprintf(" through its lower device %s", lower.Attrs().Name)
 		if lower.Attrs().Index == capt.Index {
 			return fmt.Sprintf("monitor interface %s sends out of capture interface %s", monitor, capture), nil
@@ -69,18 +67,35 @@ func FeedsBack(monitor, capture string) (string, error) {
 		}
 		ends = append(ends, end{peer, fmt.Sprintf("%s through its veth peer %s", via, peer.Name)})
 	}
-	// The capture receives what its veth peer is sent: a bridge or bond
-	// the peer is a port of forwards the monitor's copies to it.
-	cpeer, err := vethPeer(cl)
+	// A stacked capture (a macvlan) receives what reaches its lower
+	// device; the capture receives what its (lower device's) veth peer is
+	// sent, and a bridge or bond the peer is a port of forwards the
+	// monitor's copies to it.
+	clow, err := lowerChain(cl)
 	if err != nil {
 		return "", err
 	}
+	in, cpeerOf := cl, ""
+	for _, lower := range clow {
+		in, cpeerOf = lower, fmt.Sprintf("'s lower device %s", lower.Attrs().Name)
+	}
+	cpeer, err := vethPeer(in)
+	if err != nil {
+		return "", err
+	}
+	if cpeer != nil {
+		cpeerOf = fmt.Sprintf("capture interface %s%s's veth peer %s", capture, cpeerOf, cpeer.Name)
+	}
 	for _, e := range ends {
 		via := e.via
+		for _, l := range clow {
+			if e.Index == l.Attrs().Index {
+				return fmt.Sprintf("monitor interface %s%s is the lower device of capture interface %s", monitor, via, capture), nil
+			}
+		}
 		switch {
 		case cpeer != nil && cpeer.MasterIndex != 0 && e.Index == cpeer.MasterIndex:
-			return fmt.Sprintf("monitor interface %s%s is the bridge or bond that capture interface %s's veth peer %s is a port of",
-				monitor, via, capture, cpeer.Name), nil
+			return fmt.Sprintf("monitor interface %s%s is the bridge or bond that %s is a port of", monitor, via, cpeerOf), nil
 		case e.MasterIndex == 0:
 		case e.MasterIndex == capt.Index:
 			return fmt.Sprintf("monitor interface %s%s is a port of capture interface %s", monitor, via, capture), nil
@@ -88,8 +103,8 @@ func FeedsBack(monitor, capture string) (string, error) {
 			return fmt.Sprintf("monitor interface %s%s and capture interface %s are ports of the same bridge or bond (ifindex %d)",
 				monitor, via, capture, e.MasterIndex), nil
 		case cpeer != nil && e.MasterIndex == cpeer.MasterIndex:
-			return fmt.Sprintf("monitor interface %s%s and capture interface %s's veth peer %s are ports of the same bridge or bond (ifindex %d)",
-				monitor, via, capture, cpeer.Name, e.MasterIndex), nil
+			return fmt.Sprintf("monitor interface %s%s and %s are ports of the same bridge or bond (ifindex %d)",
+				monitor, via, cpeerOf, e.MasterIndex), nil
 		}
 	}
 	return "", nil
@@ -106,6 +121,21 @@ func link(name string) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up interface %s: %w", name, err)
 	}
 	return l, nil
+}
+
+// lowerChain follows a stacked link down its lower devices, at most 8
+// deep: the last is the device its frames leave by and arrive on.
+func lowerChain(l netlink.Link) ([]netlink.Link, error) {
+	var out []netlink.Link
+	for range 8 {
+		lower, err := lowerDevice(l)
+		if lower == nil || err != nil {
+			return out, err
+		}
+		out = append(out, lower)
+		l = lower
+	}
+	return out, nil
 }
 
 // lowerDevice returns the device a stacked link (macvlan, macvtap, vlan,

@@ -51,6 +51,10 @@ func TestFeedsBack(t *testing.T) {
 		{"macvlan on the capture's veth peer", p + "m", p + "a", "through its lower device " + p + "b"},
 		{"macvlan on the capture's veth peer, capture is the peer", p + "m", p + "b", "sends out of capture interface " + p + "b"},
 		{"macvlan, lower's peer in the bridge of the capture's peer", p + "n", p + "g", "veth peer " + p + "h"},
+		// A macvlan capture receives what reaches its lower device.
+		{"capture macvlan on the monitor's veth peer", p + "a", p + "m", "is the lower device of capture interface " + p + "m"},
+		{"capture macvlan, lower's peer in the monitor's peer's bridge", p + "f", p + "n",
+			"capture interface " + p + "n's lower device " + p + "c's veth peer " + p + "d"},
 		{"unrelated", p + "a", p + "e", ""},
 		{"unrelated macvlan", p + "m", p + "e", ""},
 		{"peer in another namespace", p + "x", p + "a", ""},
