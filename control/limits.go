@@ -282,7 +282,7 @@ func (s *Server) guard(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		case ferr != nil:
 			err = ferr
 			fc.SetConnectionClose()
-		case !plainEncoding(fc.Request.Header.ContentEncoding()):
+		case !plainEncoding(&fc.Request.Header):
 			err = errContentEncoding
 		}
 		if err == nil {
@@ -328,9 +328,18 @@ func checkFraming(h *fasthttp.RequestHeader) error {
 var errContentEncoding = &neutronError{Status: http.StatusUnsupportedMediaType, Type: "HTTPUnsupportedMediaType",
 	Message: "Request bodies must not be compressed (Content-Encoding)."}
 
-// plainEncoding reports whether a Content-Encoding header leaves the body
-// as it is.
-func plainEncoding(enc []byte) bool {
-	enc = bytes.TrimSpace(enc)
-	return len(enc) == 0 || bytes.EqualFold(enc, []byte("identity"))
+// plainEncoding reports whether every Content-Encoding header of h leaves
+// the body as it is. Each one counts: fasthttp's ContentEncoding answers
+// the first, while fiber's Ctx.Body inflates by the last, so checking one
+// let "identity" then "gzip" through to an unbounded inflate.
+func plainEncoding(h *fasthttp.RequestHeader) bool {
+	plain := true
+	h.VisitAll(func(k, v []byte) {
+		if !bytes.EqualFold(k, []byte(fiber.HeaderContentEncoding)) {
+			return
+		}
+		v = bytes.TrimSpace(v)
+		plain = plain && (len(v) == 0 || bytes.EqualFold(v, []byte("identity")))
+	})
+	return plain
 }
