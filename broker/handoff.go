@@ -56,8 +56,9 @@ func (b *Broker) pinFast() {
 	}
 }
 
-// removeStalePins detaches every program still pinned in Config.PinDir:
-// Apply has taken over those of the plan's captures.
+// removeStalePins detaches every capture program still pinned in
+// Config.PinDir: Apply has taken over those of the plan's captures. Links
+// of other programs pinned there are left alone (xdpprog.ErrNotCapture).
 func (b *Broker) removeStalePins() {
 	if b.cfg.PinDir == "" {
 		return
@@ -72,7 +73,14 @@ func (b *Broker) removeStalePins() {
 		return
 	}
 	for _, e := range ents {
-		if err := xdpprog.RemovePin(filepath.Join(b.cfg.PinDir, e.Name())); err != nil {
+		err := xdpprog.RemovePin(filepath.Join(b.cfg.PinDir, e.Name()))
+		if errors.Is(err, xdpprog.ErrNotCapture) {
+			// Another program's link: not ours to detach, nor to
+			// complain about at every Apply.
+			b.log.Debug("pin left alone: not a capture's", "pin", e.Name())
+			continue
+		}
+		if err != nil {
 			b.log.Error("detach a pinned capture", "iface", e.Name(), "err", err)
 			continue
 		}

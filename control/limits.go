@@ -264,8 +264,9 @@ func checkJSONShape(b []byte, l Limits) error {
 // front may read differently than fasthttp does (request smuggling): two
 // different Content-Length headers (fasthttp keeps the last), or
 // Transfer-Encoding with Content-Length (fasthttp lets chunked win), which
-// get 400 and the connection closed, since where their body ends is in
-// doubt; and compressed bodies, which fiber's Ctx.Body would inflate
+// get 400, or a Transfer-Encoding other than one "chunked" (fasthttp reads
+// any as chunked), which gets 501, each with the connection closed, since
+// where their body ends is in doubt; and compressed bodies, which fiber's Ctx.Body would inflate
 // without a bound (a 1 MiB gzip body inflates to 1 GiB), so 415 as
 // upstream's webob does not decode them either.
 func (s *Server) guard(next fasthttp.RequestHandler) fasthttp.RequestHandler {
@@ -282,7 +283,7 @@ func (s *Server) guard(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		case ferr != nil:
 			err = ferr
 			fc.SetConnectionClose()
-		case !plainEncoding(fc.Request.Header.ContentEncoding()):
+		case !plainEncoding(&fc.Request.Header):
 			err = errContentEncoding
 		}
 		if err == nil {
@@ -297,14 +298,17 @@ func (s *Server) guard(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	}
 }
 
-// checkFraming rejects conflicting Content-Length headers, and
+// checkFraming rejects conflicting Content-Length headers,
 // Transfer-Encoding together with Content-Length (RFC 9112 6.3: a server
-// ought to handle that as an error and close the connection).
+// ought to handle that as an error and close the connection), and any
+// Transfer-Encoding but one "chunked" (501, as RFC 9112 6.1 asks of a
+// coding the server does not understand).
 func checkFraming(h *fasthttp.RequestHeader) error {
 	var (
 		cl       []byte
 		conflict bool
-		te       bool
+		te       int  // Transfer-Encoding headers
+		chunked  bool // the only one says chunked
 	)
 	h.VisitAllInOrder(func(k, v []byte) {
 		switch {
@@ -313,24 +317,41 @@ func checkFraming(h *fasthttp.RequestHeader) error {
 			conflict = conflict || cl != nil && !bytes.Equal(cl, v)
 			cl = append(cl[:0], v...)
 		case bytes.EqualFold(k, []byte(fiber.HeaderTransferEncoding)):
-			te = true
+			te++
+			chunked = bytes.EqualFold(bytes.TrimSpace(v), []byte("chunked"))
 		}
 	})
 	switch {
 	case conflict:
 		return badRequest("Request has conflicting Content-Length headers")
-	case te && cl != nil:
+	case te > 0 && cl != nil:
 		return badRequest("Request has both Transfer-Encoding and Content-Length")
+	case te > 1 || te == 1 && !chunked:
+		// fasthttp reads any Transfer-Encoding as chunked alone; a proxy
+		// in front may apply the other codings it names (RFC 9112 6.1).
+		return errTransferEncoding
 	}
 	return nil
 }
 
+var errTransferEncoding = &neutronError{Status: http.StatusNotImplemented, Type: "HTTPNotImplemented",
+	Message: "Request has a Transfer-Encoding other than chunked."}
+
 var errContentEncoding = &neutronError{Status: http.StatusUnsupportedMediaType, Type: "HTTPUnsupportedMediaType",
 	Message: "Request bodies must not be compressed (Content-Encoding)."}
 
-// plainEncoding reports whether a Content-Encoding header leaves the body
-// as it is.
-func plainEncoding(enc []byte) bool {
-	enc = bytes.TrimSpace(enc)
-	return len(enc) == 0 || bytes.EqualFold(enc, []byte("identity"))
+// plainEncoding reports whether every Content-Encoding header of h leaves
+// the body as it is. Each one counts: fasthttp's ContentEncoding answers
+// the first, while fiber's Ctx.Body inflates by the last, so checking one
+// let "identity" then "gzip" through to an unbounded inflate.
+func plainEncoding(h *fasthttp.RequestHeader) bool {
+	plain := true
+	h.VisitAll(func(k, v []byte) {
+		if !bytes.EqualFold(k, []byte(fiber.HeaderContentEncoding)) {
+			return
+		}
+		v = bytes.TrimSpace(v)
+		plain = plain && (len(v) == 0 || bytes.EqualFold(v, []byte("identity")))
+	})
+	return plain
 }

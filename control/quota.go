@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"net/http"
 	"sort"
 	"strconv"
@@ -294,12 +295,12 @@ func decodeQuotaBody(raw []byte) (l store.Limits, checkLimit bool, err error) {
 				Message: fmt.Sprintf("Invalid input for operation: '%s' is not an integer.", pyStr(x))}
 		}
 		switch {
-		case n < -1:
-			return nil, false, invalidInput(r, fmt.Sprintf("'%d' is too small - must be at least '-1'", n))
-		case n > maxQuota:
-			return nil, false, invalidInput(r, fmt.Sprintf("'%d' is too large - must be no larger than '%d'", n, maxQuota))
+		case n.Cmp(big.NewInt(-1)) < 0:
+			return nil, false, invalidInput(r, fmt.Sprintf("'%s' is too small - must be at least '-1'", n))
+		case n.Cmp(big.NewInt(maxQuota)) > 0:
+			return nil, false, invalidInput(r, fmt.Sprintf("'%s' is too large - must be no larger than '%d'", n, maxQuota))
 		}
-		l[r] = int(n)
+		l[r] = int(n.Int64())
 	}
 	return l, checkLimit, nil
 }
@@ -314,28 +315,48 @@ func isQuotaResource(k string) bool {
 }
 
 // pyInt converts v as Python's int() would the decoded JSON value: an
-// integer, a finite float (truncated), a boolean, or a string holding a
-// decimal integer with optional blanks around it. Integers beyond int64
-// are clamped to ±2^62, which the range check refuses anyway.
-func pyInt(v any) (int64, bool) {
+// integer of any size, a finite float (truncated), a boolean, or a string
+// holding a decimal integer with optional blanks around it. The result is
+// exact, so that a refusal quotes the number as upstream does, up to
+// maxExactDigits digits: a longer integer (whose decimal conversion costs
+// quadratic time) is clamped to ±2^62, which the range check refuses.
+func pyInt(v any) (*big.Int, bool) {
 	switch x := v.(type) {
 	case json.Number:
-		if n, err := x.Int64(); err == nil {
+		if n, ok := parseBigInt(x.String()); ok {
 			return n, true
 		}
 		f, err := strconv.ParseFloat(x.String(), 64)
 		if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsInf(f, 0) || math.IsNaN(f) {
-			return 0, false
+			return nil, false
 		}
-		return int64(max(min(f, 1<<62), -(1 << 62))), true
+		n, _ := big.NewFloat(f).Int(nil)
+		return n, true
 	case bool:
 		if x {
-			return 1, true
+			return big.NewInt(1), true
 		}
-		return 0, true
+		return big.NewInt(0), true
 	case string:
-		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
-		return n, err == nil
+		return parseBigInt(strings.TrimSpace(x))
 	}
-	return 0, false
+	return nil, false
+}
+
+// maxExactDigits is the longest integer text pyInt converts exactly.
+const maxExactDigits = 64
+
+// parseBigInt parses s as a decimal integer with an optional sign.
+func parseBigInt(s string) (*big.Int, bool) {
+	if len(s) <= maxExactDigits {
+		return new(big.Int).SetString(s, 10)
+	}
+	digits := strings.TrimLeft(s, "+-")
+	if len(s)-len(digits) > 1 || digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return nil, false
+	}
+	if s[0] == '-' {
+		return big.NewInt(-(1 << 62)), true
+	}
+	return big.NewInt(1 << 62), true
 }

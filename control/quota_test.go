@@ -70,6 +70,13 @@ func TestQuotaAPI(t *testing.T) {
 		{"put null", "PUT", p1, `{"quota": {"port": null}}`, asAdmin, 400, "'None' is not an integer."},
 		{"put too small", "PUT", p1, `{"quota": {"tap_flow": -2}}`, asAdmin, 400, "Invalid input for tap_flow. Reason: '-2' is too small - must be at least '-1'."},
 		{"put too large", "PUT", p1, `{"quota": {"port": 2147483648}}`, asAdmin, 400, "Reason: '2147483648' is too large - must be no larger than '2147483647'."},
+		{"put beyond int64", "PUT", p1, `{"quota": {"port": 99999999999999999999999}}`, asAdmin, 400, "Reason: '99999999999999999999999' is too large - must be no larger than '2147483647'."},
+		{"put huge float", "PUT", p1, `{"quota": {"port": 1e30}}`, asAdmin, 400, "Reason: '1000000000000000019884624838656' is too large"},
+		{"put below int64", "PUT", p1, `{"quota": {"tap_flow": -99999999999999999999999}}`, asAdmin, 400, "Reason: '-99999999999999999999999' is too small - must be at least '-1'."},
+		{"put 100000 digits", "PUT", p1, `{"quota": {"port": "` + strings.Repeat("9", 100000) + `"}}`, asAdmin, 400, "is too large - must be no larger than '2147483647'."},
+		{"put 100000 digits, two signs", "PUT", p1, `{"quota": {"port": "-+` + strings.Repeat("9", 100000) + `"}}`, asAdmin, 400, "is not an integer."},
+		{"put underflowing float", "PUT", "/v2.0/quotas/p3", `{"quota": {"port": 1e-400}}`, asAdmin, 200, `"port":0`},
+		{"reset p3", "DELETE", "/v2.0/quotas/p3", "", asAdmin, 204, ""},
 		{"put below usage with check_limit", "PUT", p1, `{"quota": {"port": 1, "check_limit": true}}`, asAdmin, 400, "Quota limit 1 for port must be greater than or equal to already used 2"},
 		{"nothing changed by bad puts", "GET", p1, "", asAdmin, 200, defs},
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -74,6 +75,11 @@ func takePinned(path string, ifindex int) (link.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load pinned xdp link %s: %w", path, err)
 	}
+	if !isCapture(l) {
+		// Another program's: left pinned, and attached.
+		_ = l.Close()
+		return nil, nil
+	}
 	if err := l.Unpin(); err != nil {
 		_ = l.Close() // still pinned: closing the FD changes nothing
 		return nil, fmt.Errorf("unpin xdp link %s: %w", path, err)
@@ -107,8 +113,30 @@ func (c *Capture) Activate() error {
 	return nil
 }
 
-// RemovePin detaches the program whose link is pinned at path, and removes
-// the pin; without a pin it does nothing.
+// ErrNotCapture: a pin is another program's link, which RemovePin and
+// AttachOver leave alone.
+var ErrNotCapture = errors.New("not a capture's xdp link")
+
+// isCapture reports whether l is an XDP link running a capture program
+// (its name is the object's), as opposed to another program's link pinned
+// in the same directory.
+func isCapture(l link.Link) bool {
+	info, err := l.Info()
+	if err != nil || info.Type != link.XDPType {
+		return false
+	}
+	p, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	pi, err := p.Info()
+	return err == nil && pi.Name == xdpProgXdpCapture
+}
+
+// RemovePin detaches the capture program whose link is pinned at path, and
+// removes the pin; without a pin it does nothing. Another program's link is
+// left pinned and attached: ErrNotCapture.
 func RemovePin(path string) error {
 	l, err := link.LoadPinnedLink(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
@@ -116,6 +144,10 @@ func RemovePin(path string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("load pinned xdp link %s: %w", path, err)
+	}
+	if !isCapture(l) {
+		_ = l.Close() // still pinned: closing the FD changes nothing
+		return fmt.Errorf("remove pin %s: %w", path, ErrNotCapture)
 	}
 	if err := l.Unpin(); err != nil {
 		_ = l.Close() // still pinned: the error above is the one to report

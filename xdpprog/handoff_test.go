@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -115,5 +119,50 @@ func TestHandoff(t *testing.T) {
 	}
 	if err := RemovePin(pin); err != nil {
 		t.Errorf("RemovePin without a pin = %v, want nil", err)
+	}
+
+	// Another program's link pinned in the same directory (an operator
+	// who gave --pin-dir /sys/fs/bpf): RemovePin and AttachOver leave it
+	// pinned and attached.
+	foreign := filepath.Join(dir, "foreign")
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Name: "not_taasd", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	inNS(func() error {
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: v.bi})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		return l.Pin(foreign)
+	})
+	t.Cleanup(func() {
+		if l, err := link.LoadPinnedLink(foreign, nil); err == nil {
+			_ = l.Unpin()
+			_ = l.Close()
+		}
+	})
+	want := progID(v.b)
+	if err := RemovePin(foreign); !errors.Is(err, ErrNotCapture) {
+		t.Errorf("RemovePin of another program's link = %v, want ErrNotCapture", err)
+	}
+	inNS(func() error {
+		c, taken, err := AttachOver(v.bi, Config{}, foreign)
+		if err == nil {
+			c.Close()
+		}
+		if taken {
+			t.Error("AttachOver took over another program's link")
+		}
+		return nil
+	})
+	if _, err := os.Stat(foreign); err != nil {
+		t.Errorf("another program's pin: %v, want it left", err)
+	}
+	if got := progID(v.b); got != want || got == 0 {
+		t.Errorf("program on %s = %d, want the other program, %d, still attached", v.b, got, want)
 	}
 }

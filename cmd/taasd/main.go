@@ -166,7 +166,7 @@ func main() {
 		now := time.Now()
 		stopping.Store(&now)
 	})
-	if err := run(ctx, cfg, logger, hup); err != nil {
+	if err := stopErr(ctx, run(ctx, cfg, logger, hup)); err != nil {
 		logger.Error("taasd stopped", "err", err)
 		os.Exit(1)
 	}

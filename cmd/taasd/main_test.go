@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -118,5 +120,38 @@ func TestRestartAfterKill(t *testing.T) {
 	p := call(t, "GET", base+"/v2.0/ports/"+port["id"].(string), "", 200)["port"].(map[string]any)
 	if p["mac_address"] != port["mac_address"] || p["binding:profile"].(map[string]any)["interface"] != "mon0" {
 		t.Errorf("port after restart = %v, want %v", p, port)
+	}
+}
+
+// TestStopDuringStartup: a stop signal that cancels run before it serves
+// (here before it opens the database) is a clean stop, exit 0 (or 75 for
+// SIGUSR2), not "taasd stopped" at level ERROR and exit 1; other failures
+// stay failures.
+func TestStopDuringStartup(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cause   error // nil: not cancelled
+		db      string
+		wantErr bool
+	}{
+		{name: "SIGTERM", cause: errStop},
+		{name: "SIGUSR2", cause: errHandoff},
+		{name: "no signal, bad database", db: "/dev/null/taas.db", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			if tc.cause != nil {
+				cancel(tc.cause)
+			}
+			cfg := config{Listen: testutil.FreeLoopbackAddr(t), DB: tc.db, Auth: "noauth", Dataplane: "none", LogLevel: "info"}
+			if cfg.DB == "" {
+				cfg.DB = filepath.Join(t.TempDir(), "taas.db")
+			}
+			err := stopErr(ctx, run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil))
+			if (err != nil) != tc.wantErr {
+				t.Errorf("run = %v, want an error: %v", err, tc.wantErr)
+			}
+		})
 	}
 }

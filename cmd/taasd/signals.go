@@ -51,3 +51,15 @@ func stopContext() (context.Context, func()) {
 		cancel(context.Canceled)
 	}
 }
+
+// stopErr is run's error as main reports it: a stop signal that arrives
+// while taasd is still starting cancels what it was doing (a migration in
+// its transaction, the first plan), which is the stop asked for, not a
+// failure to log as an error and exit 1 with.
+func stopErr(ctx context.Context, err error) error {
+	cause := context.Cause(ctx)
+	if errors.Is(err, context.Canceled) && (errors.Is(cause, errStop) || errors.Is(cause, errHandoff)) {
+		return nil
+	}
+	return err
+}
