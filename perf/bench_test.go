@@ -45,6 +45,19 @@ func TestBenchSmoke(t *testing.T) {
 			}
 			r := row.Reps[0]
 			t.Logf("64B at 20 kpps: %+v", r)
+			if r.DeliveredCopies == 0 {
+				// netsniff-ng, with the other test packages loading both
+				// cores, twice forwarded its warm-up and then nothing of
+				// the run for over 5 s (2 of 8 full-suite runs, never
+				// alone). A peer that does not work fails the second try
+				// too; one that was stalled once is logged.
+				t.Logf("64B: no copy of %d arrived; trying once more with the peer restarted", r.WantedCopies)
+				if row, err = runScenario(context.Background(), lab, p, smoke64, 20e3, BenchConfig{Reps: 1, Seconds: 500 * time.Millisecond}); err != nil {
+					t.Fatalf("64B, second try: %v", err)
+				}
+				r = row.Reps[0]
+				t.Logf("64B at 20 kpps, second try: %+v", r)
+			}
 			if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
 				t.Errorf("64B: sink counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
 			}
