@@ -279,7 +279,15 @@ func (s *Server) createNetwork(c *fiber.Ctx) error {
 	n := store.Network{ID: newID(), ProjectID: getStr(m, "project_id"), Name: getStr(m, "name"),
 		Description: getStr(m, "description"), AdminStateUp: m["admin_state_up"].(bool), Shared: m["shared"].(bool),
 		MTU: 1500}
-	if err := s.st.CreateNetwork(c.UserContext(), n); err != nil {
+	// The quota counts inside the insert's write transaction, as for the
+	// other resources (createAll): concurrent creates cannot overshoot.
+	err = s.st.Write(c.UserContext(), func(tx *store.Tx) error {
+		if err := s.checkQuota(tx, networkRes.singular, ms); err != nil {
+			return err
+		}
+		return tx.CreateNetwork(n)
+	})
+	if err != nil {
 		return err
 	}
 	s.afterChange(Event{Resource: "network", ID: n.ID, Action: "create", ProjectID: n.ProjectID})

@@ -24,6 +24,11 @@ import (
 // Quotas are the default limit of each resource per project. Each field
 // is a count; 0 means the default given, -1 unlimited.
 type Quotas struct {
+	// Network: networks per project; default 1,000. Neutron's is 100; a
+	// network costs little here, and ports need none of their own (the
+	// shared default network serves them), so the limit only stops a
+	// runaway script (issue 9).
+	Network int
 	// Port: ports per project; default 10,000.
 	Port int
 	// TapService: tap services per project; default 1,000.
@@ -35,7 +40,7 @@ type Quotas struct {
 // DefaultQuotas are the limits of Quotas' zero fields: generous enough for
 // every deployment we know of, small enough that a runaway script stops
 // long before the database or a plan grows unwieldy.
-var DefaultQuotas = Quotas{Port: 10000, TapService: 1000, TapFlow: 10000}
+var DefaultQuotas = Quotas{Network: 1000, Port: 10000, TapService: 1000, TapFlow: 10000}
 
 // maxQuota is the largest limit, Neutron's DB_INTEGER_MAX_VALUE.
 const maxQuota = math.MaxInt32
@@ -46,8 +51,8 @@ func (q *Quotas) validate() error {
 		name string
 		v    *int
 		def  int
-	}{{"port", &q.Port, DefaultQuotas.Port}, {"tap_service", &q.TapService, DefaultQuotas.TapService},
-		{"tap_flow", &q.TapFlow, DefaultQuotas.TapFlow}} {
+	}{{"network", &q.Network, DefaultQuotas.Network}, {"port", &q.Port, DefaultQuotas.Port},
+		{"tap_service", &q.TapService, DefaultQuotas.TapService}, {"tap_flow", &q.TapFlow, DefaultQuotas.TapFlow}} {
 		switch {
 		case *f.v == 0:
 			*f.v = f.def
@@ -60,7 +65,8 @@ func (q *Quotas) validate() error {
 
 // limits returns q keyed by quota resource.
 func (q Quotas) limits() store.Limits {
-	return store.Limits{store.QuotaPort: q.Port, store.QuotaTapService: q.TapService, store.QuotaTapFlow: q.TapFlow}
+	return store.Limits{store.QuotaNetwork: q.Network, store.QuotaPort: q.Port, store.QuotaTapService: q.TapService,
+		store.QuotaTapFlow: q.TapFlow}
 }
 
 // effective is the defaults with a project's overrides applied.

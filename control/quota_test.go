@@ -19,9 +19,12 @@ var (
 // through one scenario table, in order: each row may depend on the rows
 // before it.
 func TestQuotaAPI(t *testing.T) {
-	ts := startServer(t, Config{Quotas: Quotas{Port: 3, TapService: 1, TapFlow: 2}})
+	ts := startServer(t, Config{Quotas: Quotas{Network: 2, Port: 3, TapService: 1, TapFlow: 2}})
 	port := func(name string) string {
 		return jsonBody(map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork}})
+	}
+	network := func(name string, attrs ...string) string {
+		return `{"network": {"name": "` + name + `"` + strings.Join(attrs, "") + `}}`
 	}
 	mon := ts.createPortIn("p1", "mon", "mon0", "")
 	src := ts.createPortIn("p1", "src", "cap0", "")
@@ -36,7 +39,7 @@ func TestQuotaAPI(t *testing.T) {
 	}
 	const (
 		p1     = "/v2.0/quotas/p1"
-		defs   = `"quota":{"port":3,"tap_flow":2,"tap_service":1}`
+		defs   = `"quota":{"network":2,"port":3,"tap_flow":2,"tap_service":1}`
 		overQ  = "Quota exceeded for resources: ['%s']."
 		denied = " is disallowed by policy"
 	)
@@ -65,7 +68,7 @@ func TestQuotaAPI(t *testing.T) {
 		{"put no body", "PUT", p1, "", asAdmin, 400, "Resource body required"},
 		{"put not json", "PUT", p1, `{"quota"`, asAdmin, 400, "Body contains invalid data"},
 		{"put no quota", "PUT", p1, `{"port": 1}`, asAdmin, 400, "Unable to find 'quota' in request body"},
-		{"put unknown resource", "PUT", p1, `{"quota": {"network": 1, "port": 1}}`, asAdmin, 400, "Unrecognized attribute(s) 'network'"},
+		{"put unknown resources", "PUT", p1, `{"quota": {"subnet": 1, "port": 1, "router": 1}}`, asAdmin, 400, "Unrecognized attribute(s) 'router, subnet'"},
 		{"put not integer", "PUT", p1, `{"quota": {"port": "many"}}`, asAdmin, 400, "Invalid input for operation: 'many' is not an integer."},
 		{"put null", "PUT", p1, `{"quota": {"port": null}}`, asAdmin, 400, "'None' is not an integer."},
 		{"put too small", "PUT", p1, `{"quota": {"tap_flow": -2}}`, asAdmin, 400, "Invalid input for tap_flow. Reason: '-2' is too small - must be at least '-1'."},
@@ -80,7 +83,17 @@ func TestQuotaAPI(t *testing.T) {
 		{"put below usage with check_limit", "PUT", p1, `{"quota": {"port": 1, "check_limit": true}}`, asAdmin, 400, "Quota limit 1 for port must be greater than or equal to already used 2"},
 		{"nothing changed by bad puts", "GET", p1, "", asAdmin, 200, defs},
 
-		// Creates against the defaults: 3 ports, 1 service, 2 flows.
+		// Creates against the defaults: 2 networks, 3 ports, 1 service,
+		// 2 flows. The shared default network is project default's.
+		{"first network", "POST", "/v2.0/networks", network("n1"), asP1, 201, `"name":"n1"`},
+		{"second network", "POST", "/v2.0/networks", network("n2"), asP1, 201, `"name":"n2"`},
+		{"third network", "POST", "/v2.0/networks", network("n3"), asP1, 409, fmt.Sprintf(overQ, "network")},
+		{"policy before quota", "POST", "/v2.0/networks", network("n3", `, "shared": true`), asP1, 403, "rule:create_network:shared)" + denied},
+		{"admin creating a network for p1 counts for p1", "POST", "/v2.0/networks", network("n3", `, "project_id": "p1"`), asAdmin, 409, fmt.Sprintf(overQ, "network")},
+		{"another project's networks count apart", "POST", "/v2.0/networks", network("q1"), asP2, 201, `"project_id":"p2"`},
+		{"network usage", "GET", p1 + "/details", "", asP1, 200, `"network":{"limit":2,"reserved":0,"used":2}`},
+		{"refused network created nothing", "GET", "/v2.0/networks?name=n3", "", asAdmin, 200, `{"networks":[]}`},
+		{"network below usage with check_limit", "PUT", p1, `{"quota": {"network": 1, "check_limit": true}}`, asAdmin, 400, "Quota limit 1 for network must be greater than or equal to already used 2"},
 		{"third port", "POST", "/v2.0/ports", port("p3"), asP1, 201, `"name":"p3"`},
 		{"fourth port", "POST", "/v2.0/ports", port("p4"), asP1, 409, fmt.Sprintf(overQ, "port")},
 		{"another project's ports count apart", "POST", "/v2.0/ports", port("q1"), asP2, 201, `"project_id":"p2"`},
@@ -93,9 +106,10 @@ func TestQuotaAPI(t *testing.T) {
 		{"one more flow", "POST", "/v2.0/taas/tap_flows", flows(1), asP1, 409, fmt.Sprintf(overQ, "tap_flow")},
 
 		// Overrides.
-		{"raise p1", "PUT", p1, `{"quota": {"port": "10", "tap_flow": -1, "force": true}}`, asAdmin, 200, `"quota":{"port":10,"tap_flow":-1,"tap_service":1}`},
-		{"listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[{"port":10,"project_id":"p1","tap_flow":-1,"tap_service":1,"tenant_id":"p1"}]}`},
-		{"member sees the override", "GET", p1, "", asP1, 200, `"quota":{"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"raise p1", "PUT", p1, `{"quota": {"network": 3, "port": "10", "tap_flow": -1, "force": true}}`, asAdmin, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[{"network":3,"port":10,"project_id":"p1","tap_flow":-1,"tap_service":1,"tenant_id":"p1"}]}`},
+		{"member sees the override", "GET", p1, "", asP1, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"third network now", "POST", "/v2.0/networks", network("n3"), asP1, 201, `"name":"n3"`},
 		{"defaults unchanged", "GET", p1 + "/default", "", asP1, 200, defs},
 		{"fourth port now", "POST", "/v2.0/ports", port("p4"), asP1, 201, `"name":"p4"`},
 		{"unlimited flows", "POST", "/v2.0/taas/tap_flows", flows(20), asP1, 201, `"tap_flows":[`},
@@ -130,10 +144,10 @@ func TestQuotaAPI(t *testing.T) {
 func TestQuotaDefaults(t *testing.T) {
 	ts := startServer(t, Config{})
 	r := ts.do("GET", "/v2.0/quotas/default", "")
-	if want := `{"quota":{"port":10000,"tap_flow":10000,"tap_service":1000}}`; strings.TrimSpace(r.raw) != want {
+	if want := `{"quota":{"network":1000,"port":10000,"tap_flow":10000,"tap_service":1000}}`; strings.TrimSpace(r.raw) != want {
 		t.Errorf("GET own quota = %s, want %s", r.raw, want)
 	}
-	for _, q := range []Quotas{{Port: -2}, {TapService: -5}, {TapFlow: 1 << 31}} {
+	for _, q := range []Quotas{{Network: -2}, {Port: -2}, {TapService: -5}, {TapFlow: 1 << 31}} {
 		cfg := Config{Store: ts.st, Quotas: q}
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Validate(Quotas %+v) = nil, want an error", q)
@@ -141,47 +155,63 @@ func TestQuotaDefaults(t *testing.T) {
 	}
 }
 
-// TestQuotaConcurrency: clients racing to create single flows and bulks
+// TestQuotaConcurrency: clients racing to create single items and bulks
 // never take a project beyond its quota; the count happens inside the
 // write transaction.
 func TestQuotaConcurrency(t *testing.T) {
 	const limit, clients, each = 25, 8, 6
-	ts := startServer(t, Config{Quotas: Quotas{TapFlow: limit}})
+	ts := startServer(t, Config{Quotas: Quotas{Network: limit, TapFlow: limit}})
 	mon := ts.createPortIn("p1", "mon", "mon0", "")
 	src := ts.createPortIn("p1", "src", "cap0", "")
 	svc := ts.createService("s", mon, asP1...)
-	var created, refused atomic.Int64
-	var wg sync.WaitGroup
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				f := map[string]any{"tap_service_id": svc, "source_port": src, "direction": "OUT", "project_id": "p1"}
-				body := jsonBody(map[string]any{"tap_flow": f})
-				n := int64(1)
-				if i%2 == 1 { // every other request is a bulk of 2
-					body, n = jsonBody(map[string]any{"tap_flows": []any{f, f}}), 2
-				}
-				status, m, err := post(ts, "/v2.0/taas/tap_flows", body)
-				switch {
-				case err != nil:
-					t.Error(err)
-				case status == 201:
-					created.Add(n)
-				case status == 409:
-					refused.Add(n)
-				default:
-					t.Errorf("client %d: POST = %d %v", w, status, m)
-				}
+	flow := map[string]any{"tap_service_id": svc, "source_port": src, "direction": "OUT", "project_id": "p1"}
+	tests := []struct {
+		name, path, list string
+		// body is the i-th request's body and how many items it creates.
+		body func(i int) (string, int64)
+	}{
+		{"tap flows", "/v2.0/taas/tap_flows", "/v2.0/taas/tap_flows?project_id=p1", func(i int) (string, int64) {
+			if i%2 == 1 { // every other request is a bulk of 2
+				return jsonBody(map[string]any{"tap_flows": []any{flow, flow}}), 2
 			}
-		}()
+			return jsonBody(map[string]any{"tap_flow": flow}), 1
+		}},
+		// Networks have no bulk create.
+		{"networks", "/v2.0/networks", "/v2.0/networks?project_id=p1", func(int) (string, int64) {
+			return `{"network": {"project_id": "p1"}}`, 1
+		}},
 	}
-	wg.Wait()
-	client.CloseIdleConnections() // see TestFailedBulkLeavesNothing
-	got := len(ts.list("/v2.0/taas/tap_flows?project_id=p1", "tap_flows"))
-	t.Logf("%d flows created, %d refused, %d listed, quota %d", created.Load(), refused.Load(), got, limit)
-	if int64(got) != created.Load() || got > limit || got < limit-1 {
-		t.Errorf("%d flows listed, %d answered 201, quota %d: want the quota filled (a bulk of 2 may leave one)", got, created.Load(), limit)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var created, refused atomic.Int64
+			var wg sync.WaitGroup
+			for w := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						body, n := tc.body(i)
+						status, m, err := post(ts, tc.path, body)
+						switch {
+						case err != nil:
+							t.Error(err)
+						case status == 201:
+							created.Add(n)
+						case status == 409:
+							refused.Add(n)
+						default:
+							t.Errorf("client %d: POST %s = %d %v", w, tc.path, status, m)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			client.CloseIdleConnections() // see TestFailedBulkLeavesNothing
+			got := len(ts.list(tc.list, tc.path[strings.LastIndex(tc.path, "/")+1:]))
+			t.Logf("%d created, %d refused, %d listed, quota %d", created.Load(), refused.Load(), got, limit)
+			if int64(got) != created.Load() || got > limit || got < limit-1 {
+				t.Errorf("%d listed, %d answered 201, quota %d: want the quota filled (a bulk of 2 may leave one)", got, created.Load(), limit)
+			}
+		})
 	}
 }

@@ -133,17 +133,25 @@ func TestKillDuringBulks(t *testing.T) {
 // TestQuotaFlags: the --quota-* flags reach the API as the defaults.
 func TestQuotaFlags(t *testing.T) {
 	d := testutil.StartTaasd(t, testutil.BuildTaasd(t), "--dataplane", "none", "--quota-port", "2",
-		"--quota-tap-flow", "-1")
-	body := `{"port": {"network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"}}`
-	for i, want := range []int{201, 201, 409} {
-		resp, err := http.Post(d.URL+"/v2.0/ports", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want || want == 409 && !strings.Contains(string(raw), "Quota exceeded for resources: ['port'].") {
-			t.Errorf("port %d = %d %s, want %d", i, resp.StatusCode, raw, want)
+		"--quota-tap-flow", "-1", "--quota-network", "2")
+	// Project default (a noauth caller's) has the shared network already.
+	for _, tc := range []struct {
+		resource, path, body string
+		want                 []int // the statuses of successive creates
+	}{
+		{"port", "/v2.0/ports", `{"port": {"network_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10"}}`, []int{201, 201, 409}},
+		{"network", "/v2.0/networks", `{"network": {"name": "n"}}`, []int{201, 409}},
+	} {
+		for i, want := range tc.want {
+			resp, err := http.Post(d.URL+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want || want == 409 && !strings.Contains(string(raw), "Quota exceeded for resources: ['"+tc.resource+"'].") {
+				t.Errorf("%s %d = %d %s, want %d", tc.resource, i, resp.StatusCode, raw, want)
+			}
 		}
 	}
 	resp, err := http.Get(d.URL + "/v2.0/quotas/default")
@@ -152,7 +160,7 @@ func TestQuotaFlags(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := `{"quota":{"port":2,"tap_flow":-1,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
+	if want := `{"quota":{"network":2,"port":2,"tap_flow":-1,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
 		t.Errorf("GET quotas = %s, want %s", raw, want)
 	}
 }

@@ -62,6 +62,8 @@ type authFile struct {
 // has unless an admin overrides them (PUT /v2.0/quotas/{project_id}). Each
 // is a count; 0 means the default, -1 unlimited.
 type quotasFile struct {
+	// Network: networks per project (--quota-network); default 1000.
+	Network int `toml:"network"`
 	// Port: ports per project (--quota-port); default 10000.
 	Port int `toml:"port"`
 	// TapService: tap services per project (--quota-tap-service); default 1000.
@@ -230,7 +232,8 @@ func (fc *fileConfig) Validate() error {
 	for _, q := range []struct {
 		key string
 		v   int
-	}{{"quotas.port", fc.Quotas.Port}, {"quotas.tap_service", fc.Quotas.TapService}, {"quotas.tap_flow", fc.Quotas.TapFlow}} {
+	}{{"quotas.network", fc.Quotas.Network}, {"quotas.port", fc.Quotas.Port}, {"quotas.tap_service", fc.Quotas.TapService},
+		{"quotas.tap_flow", fc.Quotas.TapFlow}} {
 		if q.v < -1 || q.v > math.MaxInt32 {
 			bad(q.key, "must be -1 (unlimited), 0 (default) or up to %d, got %d", math.MaxInt32, q.v)
 		}
@@ -387,6 +390,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 		}
 	}
 	num("max_tap_services", "max-tap-services", &cfg.MaxTapServices, fc.MaxTapServices)
+	num("quotas.network", "quota-network", &cfg.Quotas.Network, fc.Quotas.Network)
 	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
 	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)
 	num("quotas.tap_flow", "quota-tap-flow", &cfg.Quotas.TapFlow, fc.Quotas.TapFlow)

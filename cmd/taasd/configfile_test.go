@@ -28,6 +28,7 @@ db = "/var/lib/taasd/taas.db"
 dataplane = "xdp"
 max_tap_services = 10
 [quotas]
+network = 20
 port = 500
 tap_service = -1
 tap_flow = 0
@@ -65,8 +66,8 @@ role = "monitor"
 		{"dataplane, bad", `dataplane = "dpdk"`, []string{`dataplane: must be xdp or none, got "dpdk"`}},
 		{"dataplane, none", `dataplane = "none"`, nil},
 		{"max_tap_services, negative", `max_tap_services = -1`, []string{"max_tap_services: must be 0 (no cap) or more, got -1"}},
-		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1"}},
-		{"quotas, unknown resource", "[quotas]\nnetwork = 1", []string{"quotas.network: unknown key"}},
+		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648\nnetwork = -3", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1", "quotas.network: must be -1 (unlimited), 0 (default) or up to 2147483647, got -3"}},
+		{"quotas, unknown resource", "[quotas]\nsubnet = 1", []string{"quotas.subnet: unknown key"}},
 		{"auth.mode, bad", "[auth]\nmode = \"keystone\"", []string{`auth.mode: must be noauth or token, got "keystone"`}},
 		{"auth.mode token without tokens", "[auth]\nmode = \"token\"", []string{`auth.tokens: required when auth.mode is "token"`}},
 		{"auth.tokens with noauth", "[auth]\nmode = \"noauth\"\ntokens = \"/x\"", []string{`auth.tokens: only used when auth.mode is "token"`}},
@@ -233,6 +234,7 @@ db = "/x.db"
 dataplane = "xdp"
 max_tap_services = 0
 [quotas]
+network = 4
 port = 50
 tap_flow = -1
 [auth]
@@ -253,16 +255,16 @@ pin_dir = ""
 	got := defaults
 	fc.apply(&got, nil)
 	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", PublicMetrics: true, MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
-		Quotas: control.Quotas{Port: 50, TapFlow: -1}, PinDir: ""}
+		Quotas: control.Quotas{Network: 4, Port: 50, TapFlow: -1}, PinDir: ""}
 	if got != want {
 		t.Errorf("apply, no flags = %+v, want %+v", got, want)
 	}
 
 	// Flags given on the command line win; their values are already in cfg.
 	got = defaults
-	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port = "127.0.0.1:2", "noauth", 7, 9
+	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port, got.Quotas.Network = "127.0.0.1:2", "noauth", 7, 9, 0
 	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true, "public-metrics": true,
-		"pin-dir": true})
+		"pin-dir": true, "quota-network": true})
 	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug",
 		Quotas: control.Quotas{Port: 9, TapFlow: -1}, PinDir: defaultPinDir}
 	if got != want {

@@ -59,7 +59,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
 	fs.BoolVar(&cfg.PublicMetrics, "public-metrics", false, "serve /metrics without a token in --auth token mode (default: admin token required)")
 	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
-	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project (409 OverQuota beyond); 0 = default (10000), -1 = unlimited")
+	fs.IntVar(&cfg.Quotas.Network, "quota-network", 0, "networks per project (409 OverQuota beyond); 0 = default (1000), -1 = unlimited")
+	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project; 0 = default (10000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapService, "quota-tap-service", 0, "tap services per project; 0 = default (1000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapFlow, "quota-tap-flow", 0, "tap flows per project; 0 = default (10000), -1 = unlimited")
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
@@ -110,7 +111,8 @@ func (c config) validate() error {
 	for _, q := range []struct {
 		flag string
 		v    int
-	}{{"--quota-port", c.Quotas.Port}, {"--quota-tap-service", c.Quotas.TapService}, {"--quota-tap-flow", c.Quotas.TapFlow}} {
+	}{{"--quota-network", c.Quotas.Network}, {"--quota-port", c.Quotas.Port}, {"--quota-tap-service", c.Quotas.TapService},
+		{"--quota-tap-flow", c.Quotas.TapFlow}} {
 		if q.v < -1 {
 			return fmt.Errorf("%s %d: want -1 (unlimited), 0 (default) or more", q.flag, q.v)
 		}

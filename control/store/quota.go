@@ -11,13 +11,14 @@ import (
 // Quota resources, named as Neutron's quota engine names them (the keys of
 // {"quota": {...}} and of the OverQuota message).
 const (
+	QuotaNetwork    = "network"
 	QuotaPort       = "port"
 	QuotaTapService = "tap_service"
 	QuotaTapFlow    = "tap_flow"
 )
 
 // QuotaResources lists every quota resource in the order answers list them.
-var QuotaResources = []string{QuotaPort, QuotaTapService, QuotaTapFlow}
+var QuotaResources = []string{QuotaNetwork, QuotaPort, QuotaTapService, QuotaTapFlow}
 
 // Limits maps a quota resource to its limit; -1 is unlimited.
 type Limits map[string]int

@@ -122,12 +122,7 @@ func getNetwork(ctx context.Context, q queryer, project, id string) (Network, er
 
 // CreateNetwork inserts n.
 func (s *Store) CreateNetwork(ctx context.Context, n Network) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO networks (`+networkCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		n.ID, n.ProjectID, n.Name, n.Description, b2i(n.AdminStateUp), b2i(n.Shared), n.MTU)
-	if err != nil {
-		return fmt.Errorf("insert network: %w", constraintErr(err))
-	}
-	return nil
+	return s.Write(ctx, func(tx *Tx) error { return tx.CreateNetwork(n) })
 }
 
 const portCols = `id, project_id, network_id, name, description, mac_address, admin_state_up,

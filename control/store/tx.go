@@ -43,6 +43,16 @@ func (t *Tx) GetTapService(project, id string) (TapService, error) {
 	return getService(t.ctx, t.tx, project, id)
 }
 
+// CreateNetwork inserts n.
+func (t *Tx) CreateNetwork(n Network) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO networks (`+networkCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		n.ID, n.ProjectID, n.Name, n.Description, b2i(n.AdminStateUp), b2i(n.Shared), n.MTU)
+	if err != nil {
+		return fmt.Errorf("insert network: %w", constraintErr(err))
+	}
+	return nil
+}
+
 // CreatePort inserts p. A MAC already on the network is ErrConflict, and
 // the transaction stays usable (SQLite undoes the statement only), so the
 // caller may retry with another MAC; a network that does not exist is

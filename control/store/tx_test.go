@@ -137,14 +137,58 @@ func TestUsage(t *testing.T) {
 	if _, _, err := s.DeletePort(ctx, "b", "bp1"); err != nil {
 		t.Fatal(err)
 	}
-	for project, want := range map[string]string{"a": "map[port:2 tap_flow:0 tap_service:0]",
-		"b": "map[port:2 tap_flow:1 tap_service:1]", "c": "map[port:0 tap_flow:0 tap_service:0]"} {
+	if err := s.CreateNetwork(ctx, Network{ID: "bn", ProjectID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	for project, want := range map[string]string{"a": "map[network:0 port:2 tap_flow:0 tap_service:0]",
+		"b": "map[network:1 port:2 tap_flow:1 tap_service:1]", "c": "map[network:0 port:0 tap_flow:0 tap_service:0]",
+		"default": "map[network:1 port:0 tap_flow:0 tap_service:0]"} {
 		u, err := s.Usage(ctx, project)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if fmt.Sprint(u) != want {
 			t.Errorf("Usage(%s) = %v, want %s", project, u, want)
+		}
+	}
+}
+
+// TestNetworkUsageOnOldDatabase: migration 0005 counts the networks a
+// database from before it holds, per project, and the triggers count
+// those created and deleted after it.
+func TestNetworkUsageOnOldDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "taas.db")
+	// Build the database as 0004 left it, with networks of two projects.
+	s := open(t, path)
+	if _, err := s.w.ExecContext(ctx, `DROP TRIGGER networks_usage_insert; DROP TRIGGER networks_usage_delete;
+		DELETE FROM quota_usages WHERE resource = 'network'; DELETE FROM schema_migrations WHERE version = 5`); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []Network{{ID: "a1", ProjectID: "a"}, {ID: "a2", ProjectID: "a"}, {ID: "b1", ProjectID: "b"}} {
+		if err := s.CreateNetwork(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u, err := s.Usage(ctx, "a"); err != nil || u[QuotaNetwork] != 0 {
+		t.Fatalf("Usage(a) before 0005 = %v %v, want no networks counted", u, err)
+	}
+	s.Close()
+
+	s = open(t, path)
+	if err := s.CreateNetwork(ctx, Network{ID: "b2", ProjectID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM networks WHERE id = 'a1'`); err != nil {
+		t.Fatal(err)
+	}
+	for project, want := range map[string]int{"a": 1, "b": 2, "default": 1, "c": 0} {
+		u, err := s.Usage(ctx, project)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u[QuotaNetwork] != want {
+			t.Errorf("Usage(%s)[network] = %d, want %d", project, u[QuotaNetwork], want)
 		}
 	}
 }
