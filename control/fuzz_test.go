@@ -3,6 +3,8 @@ package control
 import (
 	"encoding/json"
 	"errors"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -163,3 +165,33 @@ func FuzzQuotaBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnquote checks unquote against net/url where that accepts the
+// escapes, and otherwise that only well-formed escapes change.
+func FuzzUnquote(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := unquote(s)
+		if want, err := url.PathUnescape(s); err == nil && got != want {
+			t.Fatalf("unquote(%q) = %q, want %q as url.PathUnescape", s, got, want)
+		}
+		if len(got) > len(s) {
+			t.Fatalf("unquote(%q) = %q, longer", s, got)
+		}
+		// Split at the well-formed escapes, the rest must come out as is.
+		var want strings.Builder
+		for i := 0; i < len(s); i++ {
+			if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+				b, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+				want.WriteByte(byte(b))
+				i += 2
+				continue
+			}
+			want.WriteByte(s[i])
+		}
+		if got != want.String() {
+			t.Errorf("unquote(%q) = %q, want %q", s, got, want.String())
+		}
+	})
+}
+
+func isHex(c byte) bool { return strings.IndexByte("0123456789abcdefABCDEF", c) >= 0 }

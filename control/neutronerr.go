@@ -138,7 +138,7 @@ func fiberError(fe *fiber.Error) *neutronError {
 			Message: "The server has waited too long for the request to be sent by the client."}
 	case http.StatusBadRequest:
 		// fasthttp's message quotes the request's bytes: not echoed back.
-		return badRequest("The server could not comply with the request since it is either malformed or otherwise incorrect.")
+		return errMalformed
 	}
 	return &neutronError{Status: fe.Code, Type: "HTTPError", Message: fe.Message}
 }

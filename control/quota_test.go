@@ -1,7 +1,9 @@
 package control
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,14 +45,7 @@ func TestQuotaAPI(t *testing.T) {
 		overQ  = "Quota exceeded for resources: ['%s']."
 		denied = " is disallowed by policy"
 	)
-	tests := []struct {
-		name         string
-		method, path string
-		body         string
-		headers      []string
-		status       int
-		want         string // a substring of the body
-	}{
+	tests := []scenario{
 		{"member reads own", "GET", p1, "", asP1, 200, defs},
 		{"member reads own defaults", "GET", p1 + "/default", "", asP1, 200, defs},
 		{"member reads own details", "GET", p1 + "/details", "", asP1, 200, `"port":{"limit":3,"reserved":0,"used":2}`},
@@ -120,23 +115,7 @@ func TestQuotaAPI(t *testing.T) {
 		{"defaults again", "GET", p1, "", asP1, 200, defs},
 		{"none listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[]}`},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := ts.do(tc.method, tc.path, tc.body, tc.headers...)
-			if r.status != tc.status {
-				t.Fatalf("%s %s %s = %d %s, want %d", tc.method, tc.path, tc.body, r.status, r.raw, tc.status)
-			}
-			if r.status >= 400 {
-				if _, msg := neutronErr(t, r); !strings.Contains(msg, tc.want) {
-					t.Errorf("message %q, want %q", msg, tc.want)
-				}
-				return
-			}
-			if !strings.Contains(r.raw, tc.want) {
-				t.Errorf("body %s, want %s", r.raw, tc.want)
-			}
-		})
-	}
+	ts.runScenarios(t, tests)
 }
 
 // TestQuotaDefaults: the zero Config has the generous defaults, and a
@@ -213,5 +192,38 @@ func TestQuotaConcurrency(t *testing.T) {
 				t.Errorf("%d listed, %d answered 201, quota %d: want the quota filled (a bulk of 2 may leave one)", got, created.Load(), limit)
 			}
 		})
+	}
+}
+
+// TestQuotaPathDecoded: the project of a quota URL is percent-decoded, as
+// upstream's WSGI server decodes PATH_INFO: PUT /v2.0/quotas/a%20b sets
+// project "a b" (issue 9: it set "a%20b"). Rows run in order.
+func TestQuotaPathDecoded(t *testing.T) {
+	ts := startServer(t, Config{})
+	asAB := []string{"X-Project-Id: a b"}
+	put := `{"quota": {"port": 5}}`
+	tests := []scenario{
+		{"set a b", "PUT", "/v2.0/quotas/a%20b", put, asAdmin, 200, `"port":5`},
+		{"listed decoded", "GET", "/v2.0/quotas", "", asAdmin, 200, `"project_id":"a b"`},
+		{"read decoded", "GET", "/v2.0/quotas/a%20b/details", "", asAdmin, 200, `"port":{"limit":5,`},
+		{"a b's member reads it", "GET", "/v2.0/quotas/a%20b", "", asAB, 200, `"port":5`},
+		{"lowercase hex", "GET", "/v2.0/quotas/a%2fb", "", asAdmin, 404, "The resource could not be found."},
+		{"decoded once", "GET", "/v2.0/quotas/a%2520b", "", asAdmin, 200, `"port":10000`},
+		{"fixed path encoded", "GET", "/v2.0/quotas/%70roject", "", asAB, 200, `{"project":{"project_id":"a b"}}`},
+		{"encoded slash splits", "PUT", "/v2.0/quotas/a%2Fb", put, asAdmin, 404, "The resource could not be found."},
+		{"encoded slash before default", "GET", "/v2.0/quotas/a%20b%2Fdefault", "", asAdmin, 200, `"port":10000`},
+		{"plus stays", "PUT", "/v2.0/quotas/a+b", put, asAdmin, 200, `"port":5`},
+		{"percent sign", "PUT", "/v2.0/quotas/100%25", put, asAdmin, 200, `"port":5`},
+		{"bad escape stays", "PUT", "/v2.0/quotas/a%zz%2", put, asAdmin, 200, `"port":5`},
+		{"all listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `"project_id":"100%"`},
+		{"not UTF-8", "PUT", "/v2.0/quotas/%FF", put, asAdmin, 400, "malformed or otherwise incorrect"},
+		{"NUL", "PUT", "/v2.0/quotas/a%00", put, asAdmin, 200, `"port":5`},
+		{"delete decoded", "DELETE", "/v2.0/quotas/a%20b", "", asAdmin, 204, ""},
+		{"deleted", "DELETE", "/v2.0/quotas/a%20b", "", asAdmin, 404, "Quota for tenant a b could not be found."},
+	}
+	ts.runScenarios(t, tests)
+	_, order, err := ts.st.ListQuotaOverrides(context.Background())
+	if want := []string{"100%", "a\x00", "a%zz%2", "a+b"}; err != nil || !slices.Equal(order, want) {
+		t.Errorf("projects with overrides = %q %v, want %q", order, err, want)
 	}
 }

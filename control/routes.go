@@ -22,6 +22,9 @@ func (s *Server) routes() {
 	// A handler bug answers 500 with a NeutronError body instead of
 	// taking the process down.
 	s.app.Use(recover.New())
+	// First after recover: everything after it, the .json suffix,
+	// authentication and the routes, sees the decoded path.
+	s.app.Use(unescapePath)
 	s.app.Use(requestID)
 	s.app.Use(s.bodyLimits)
 	if s.cfg.Mount != nil {
