@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"os"
@@ -76,10 +77,20 @@ func (s *Server) stillValid(c *fiber.Ctx, id Identity) func() bool {
 // Tokens maps a bearer token to the identity it authenticates.
 type Tokens map[string]Identity
 
+// knownRoles are the roles the API's rules test; any other grants nothing.
+var knownRoles = []string{"admin", "member", "reader"}
+
 // LoadTokens reads a tokens file: one "TOKEN PROJECT_ID ROLE[,ROLE...]"
 // per line, separated by blanks; '#' starts a comment line. Errors name
-// the file and line.
-func LoadTokens(path string) (Tokens, error) {
+// the file and line. A role other than knownRoles is accepted, since
+// Keystone deployments define their own, but it grants nothing here, so
+// each line with one logs a warning on log (default slog.Default())
+// naming the file, the line and the roles (issue 9: "Admin" or "_member_"
+// used to pass silently). The token itself is never logged.
+func LoadTokens(path string, log *slog.Logger) (Tokens, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokens file: %w", err)
@@ -99,12 +110,19 @@ func LoadTokens(path string) (Tokens, error) {
 		if _, dup := t[fields[0]]; dup {
 			return nil, fmt.Errorf("%s:%d: token defined twice", path, n)
 		}
-		var roles []string
+		var roles, unknown []string
 		for _, r := range strings.Split(fields[2], ",") {
 			if r == "" {
 				return nil, fmt.Errorf("%s:%d: empty role in %q", path, n, fields[2])
 			}
 			roles = append(roles, r)
+			if !slices.Contains(knownRoles, r) {
+				unknown = append(unknown, r)
+			}
+		}
+		if len(unknown) > 0 {
+			log.Warn("tokens file: role unknown to taasd, it grants nothing (known: admin, member, reader)",
+				"file", path, "line", n, "role", strings.Join(unknown, ","))
 		}
 		t[fields[0]] = newIdentity(fields[1], roles)
 	}

@@ -1,8 +1,11 @@
 package control
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -18,7 +21,7 @@ func writeTokens(t *testing.T, text string) string {
 
 func TestLoadTokens(t *testing.T) {
 	good := writeTokens(t, "# comment\n\nsecret-a proj-a member,reader\nsecret-admin admin-proj admin\n")
-	toks, err := LoadTokens(good)
+	toks, err := LoadTokens(good, nil)
 	if err != nil {
 		t.Fatalf("LoadTokens: %v", err)
 	}
@@ -35,14 +38,62 @@ func TestLoadTokens(t *testing.T) {
 		{"no tokens", "# nothing\n", "no tokens"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := LoadTokens(writeTokens(t, tc.text))
+			_, err := LoadTokens(writeTokens(t, tc.text), nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("LoadTokens(%q) = %v, want error containing %q", tc.text, err, tc.want)
 			}
 		})
 	}
-	if _, err := LoadTokens(filepath.Join(t.TempDir(), "missing")); err == nil {
+	if _, err := LoadTokens(filepath.Join(t.TempDir(), "missing"), nil); err == nil {
 		t.Errorf("LoadTokens(missing file) = nil error")
+	}
+}
+
+// TestLoadTokensUnknownRoles: a line whose roles include one the API does
+// not know is loaded as it is, and logs one warning naming the file, the
+// line and its unknown roles, never the token.
+func TestLoadTokensUnknownRoles(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []string // per warning: "line=N role=R"
+	}{
+		{"known roles only", "t1 p admin\nt2 p member,reader\n", nil},
+		{"capitalised", "t1 p Admin\n", []string{"line=1 role=Admin"}},
+		{"legacy _member_ with member", "# c\n\nt1 p member,_member_\n", []string{"line=3 role=_member_"}},
+		{"two unknown on a line, one warning", "t1 p reader\nt2 p auditor,member,ops\n", []string{"line=2 role=auditor,ops"}},
+		{"a warning per line", "t1 p x\nt2 p admin\nt3 p y\n", []string{"line=1 role=x", "line=3 role=y"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			path := writeTokens(t, tc.text)
+			toks, err := LoadTokens(path, slog.New(slog.NewTextHandler(&buf, nil)))
+			if err != nil {
+				t.Fatalf("LoadTokens(%q) = %v, want the tokens", tc.text, err)
+			}
+			// Kept as written: Keystone roles may be custom.
+			if id := toks["t1"]; id.Admin != (id.Roles[0] == "admin") {
+				t.Errorf("t1 = %+v: admin only for role admin", id)
+			}
+			var got []string
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				if line == "" {
+					continue
+				}
+				if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "file="+path+" ") {
+					t.Errorf("logged %q, want a warning naming file=%s", line, path)
+				}
+				for tok := range toks {
+					if strings.Contains(line, tok+" ") {
+						t.Errorf("logged %q: it names token %s", line, tok)
+					}
+				}
+				_, attrs, _ := strings.Cut(line, " line=")
+				got = append(got, "line="+attrs)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("LoadTokens(%q) warned %q, want %q", tc.text, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -50,7 +101,7 @@ func TestLoadTokens(t *testing.T) {
 // isolated from each other (404, empty lists), readers kept out of tap
 // resources, admin seeing everything.
 func TestTokenAuthIsolation(t *testing.T) {
-	toks, err := LoadTokens(writeTokens(t, "ta proj-a member\ntb proj-b member\ntr proj-a reader\ntadmin ops admin\n"))
+	toks, err := LoadTokens(writeTokens(t, "ta proj-a member\ntb proj-b member\ntr proj-a reader\ntadmin ops admin\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +230,7 @@ func TestMaxTapServices(t *testing.T) {
 // gets 401 on the next request, an added one works, a changed one acts as
 // its new project; the change is counted, and a refused swap keeps the set.
 func TestSetTokens(t *testing.T) {
-	toks, err := LoadTokens(writeTokens(t, "keep proj-a member\ngone proj-a member\nmoved proj-a member\n"))
+	toks, err := LoadTokens(writeTokens(t, "keep proj-a member\ngone proj-a member\nmoved proj-a member\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +239,7 @@ func TestSetTokens(t *testing.T) {
 	ts.createService("svc-a", monA, "X-Auth-Token: keep")
 	ts.must(200, "GET", "/v2.0/taas/tap_services", "", "", "X-Auth-Token: gone")
 
-	next, err := LoadTokens(writeTokens(t, "keep proj-a member\nmoved proj-b member\nnew proj-a reader,member\n"))
+	next, err := LoadTokens(writeTokens(t, "keep proj-a member\nmoved proj-b member\nnew proj-a reader,member\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,7 +128,7 @@ func TestEvents(t *testing.T) {
 // receiving its former project's events.
 func TestEventsTokenChanged(t *testing.T) {
 	toks, err := LoadTokens(writeTokens(t, "adm proj-x admin\nkeep proj-a member\ngone proj-a member\n"+
-		"moved proj-a member\nreader proj-a member\n"))
+		"moved proj-a member\nreader proj-a member\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestEventsTokenChanged(t *testing.T) {
 		streams[tok] = openStream(t, ts, "X-Auth-Token: "+tok)
 	}
 	next, err := LoadTokens(writeTokens(t, "adm proj-x admin\nkeep proj-a member\nmoved proj-b member\n"+
-		"reader proj-a reader\n"))
+		"reader proj-a reader\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func runIsoCases(t *testing.T, ts *testServer, cases []isoCase) {
 
 func startIsoServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	toks, err := LoadTokens(writeTokens(t, isoTokens))
+	toks, err := LoadTokens(writeTokens(t, isoTokens), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestMemberVisibility(t *testing.T) {
 		{"public", true, map[string]int{"": 200, hA: 200, hAdmin: 200}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			toks, err := LoadTokens(writeTokens(t, isoTokens))
+			toks, err := LoadTokens(writeTokens(t, isoTokens), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

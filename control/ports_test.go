@@ -69,7 +69,7 @@ func TestPanicIsA500(t *testing.T) {
 // TestEventsTokenQuery: in token mode the events stream takes ?token=
 // (EventSource cannot send headers), and nothing else does.
 func TestEventsTokenQuery(t *testing.T) {
-	toks, err := LoadTokens(writeTokens(t, "tk proj member\n"))
+	toks, err := LoadTokens(writeTokens(t, "tk proj member\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,9 @@ import (
 // TestReload rewrites the tokens file of a running taasd and sends
 // SIGHUP: an added token works and a removed one gets 401 as soon as the
 // reload is logged; a file with a bad line keeps the previous tokens and
-// logs the line; the log gives counts, never tokens; taasd stays up.
+// logs the line; a role taasd does not know is a warning naming the file,
+// line and role, at start and at reload; the log gives counts, never
+// tokens; taasd stays up.
 func TestReload(t *testing.T) {
 	bin := testutil.BuildTaasd(t)
 	t.Run("tokens", func(t *testing.T) { testReloadTokens(t, bin) })
@@ -44,8 +46,13 @@ func testReloadTokens(t *testing.T, bin string) {
 			t.Fatal(err)
 		}
 	}
-	write("tok-alpha-5f1e proj-a member\ntok-bravo-93c2 proj-b member\n")
+	const unknownRole = "tokens file: role unknown to taasd"
+	write("tok-alpha-5f1e proj-a member\ntok-bravo-93c2 proj-b member,_member_\n")
 	d := testutil.StartTaasd(t, bin, "--auth", "token", "--tokens", file)
+	if line := logLine(d.Logs(), unknownRole); !strings.Contains(line, "level=WARN") ||
+		!strings.Contains(line, "file="+file+" line=2 role=_member_") {
+		t.Errorf("start with role _member_ logged %q, want a warning naming %s line 2", line, file)
+	}
 	want := func(token string, status int) {
 		t.Helper()
 		if got := statusWithToken(t, d.URL, token); got != status {
@@ -55,7 +62,7 @@ func testReloadTokens(t *testing.T, bin string) {
 	want("tok-alpha-5f1e", 200)
 	want("tok-charlie-07ad", 401)
 
-	write("# alpha removed, charlie added\ntok-bravo-93c2 proj-b member\ntok-charlie-07ad proj-c member\n")
+	write("# alpha removed, charlie added\ntok-bravo-93c2 proj-b member,_member_\ntok-charlie-07ad proj-c member,auditor\n")
 	if err := d.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +72,12 @@ func testReloadTokens(t *testing.T, bin string) {
 	want("tok-charlie-07ad", 200)
 	if line := logLine(d.Logs(), "tokens reloaded"); !strings.Contains(line, "tokens=2 added=1 removed=1 changed=0") {
 		t.Errorf("reload logged %q, want the counts tokens=2 added=1 removed=1 changed=0", line)
+	}
+	if n := strings.Count(d.Logs(), unknownRole); n != 3 {
+		t.Errorf("%d warnings of unknown roles after the reload, want 3 (line 2 at start, lines 2 and 3 at reload)", n)
+	}
+	if line := logLine(d.Logs(), unknownRole); !strings.Contains(line, "file="+file+" line=3 role=auditor") {
+		t.Errorf("reload with role auditor logged %q, want a warning naming %s line 3", line, file)
 	}
 
 	write("tok-bravo-93c2 proj-b member\ntok-delta-4b0e proj-d\n")

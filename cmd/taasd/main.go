@@ -193,7 +193,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
 	if cfg.Auth == control.AuthToken {
-		t, err := control.LoadTokens(cfg.Tokens)
+		t, err := control.LoadTokens(cfg.Tokens, logger)
 		if err != nil {
 			return err
 		}

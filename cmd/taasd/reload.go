@@ -21,7 +21,7 @@ func reloadHooks(cfg config, srv *control.Server, logger *slog.Logger) []reloadH
 	var hooks []reloadHook
 	if cfg.Auth == control.AuthToken {
 		hooks = append(hooks, reloadHook{what: "tokens", fn: func() error {
-			t, err := control.LoadTokens(cfg.Tokens)
+			t, err := control.LoadTokens(cfg.Tokens, logger)
 			if err != nil {
 				return err
 			}
