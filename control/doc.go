@@ -11,8 +11,8 @@
 // auth.go the identity and policy; taas.go, ports.go the handlers;
 // reconcile.go the reconciler; stats.go and events.go the taas-stats
 // extension and the server-sent events stream; limits.go bounds what a
-// request may cost and screens what fasthttp parsed. control/store owns
-// SQLite.
+// request may cost and screens what fasthttp parsed; connlimit.go shares
+// the connection slots among clients. control/store owns SQLite.
 //
 // Goroutines: fiber's (one per connection; an events stream keeps its
 // connection's), and the reconciler's, started by Server.Run. Passes are

@@ -40,10 +40,21 @@ type Limits struct {
 	// DecodeWait is how long a request with a body waits for its turn;
 	// default 2s.
 	DecodeWait time.Duration
-	// MaxConnections is how many connections are served at once; more wait
-	// in the listen backlog until one closes. Default 128. Each holds up to
-	// MaxBodySize while its body is read.
+	// MaxConnections is how many connections are served at once. Default
+	// 128. Each holds up to MaxBodySize while its body is read. When all
+	// are taken, the idlest idle connection is closed to make room; only
+	// when none is idle does a new one wait in the listen backlog
+	// (connlimit.go).
 	MaxConnections int
+	// MaxConnectionsPerIP is how many of them one client address (an IPv6
+	// client's /64) may hold; default MaxConnections/4 (32), at most
+	// MaxConnections. Beyond it, that address's idlest idle connection is
+	// closed to make room, or the new one is closed at once.
+	MaxConnectionsPerIP int
+	// HeaderTimeout is how long a connection may take to send a request's
+	// line and headers, from its first byte (from its accept for the first
+	// request); default 10s. The body then has bodyTimeout.
+	HeaderTimeout time.Duration
 }
 
 // Defaults of Limits.
@@ -55,7 +66,12 @@ const (
 	DefaultMaxDecodes     = 4
 	DefaultDecodeWait     = 2 * time.Second
 	DefaultMaxConnections = 128
+	DefaultHeaderTimeout  = 10 * time.Second
 )
+
+// bodyTimeout is how long a request's body may take to arrive once its
+// headers have.
+const bodyTimeout = 30 * time.Second
 
 // maxHeaderSize bounds the request line and headers together: a larger
 // request gets 431. Neutron's max_header_line is 16 KiB; keystone's Fernet
@@ -91,6 +107,21 @@ func (l *Limits) validate() error {
 	}
 	if l.DecodeWait == 0 {
 		l.DecodeWait = DefaultDecodeWait
+	}
+	switch {
+	case l.MaxConnectionsPerIP < 0:
+		return fmt.Errorf("control: max connections per ip %d: want 0 (default) or more", l.MaxConnectionsPerIP)
+	case l.MaxConnectionsPerIP > l.MaxConnections:
+		return fmt.Errorf("control: max connections per ip %d: want at most max connections (%d)",
+			l.MaxConnectionsPerIP, l.MaxConnections)
+	case l.MaxConnectionsPerIP == 0:
+		l.MaxConnectionsPerIP = max(l.MaxConnections/4, 1)
+	}
+	if l.HeaderTimeout < 0 {
+		return fmt.Errorf("control: header timeout %v: want 0 (default) or more", l.HeaderTimeout)
+	}
+	if l.HeaderTimeout == 0 {
+		l.HeaderTimeout = DefaultHeaderTimeout
 	}
 	return nil
 }

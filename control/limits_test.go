@@ -254,43 +254,30 @@ func TestBodyLimitsBusy(t *testing.T) {
 	ts.must(201, "POST", "/v2.0/networks", body, "network")
 }
 
-// TestMaxConnections opens MaxConnections keep-alive connections: the next
-// one is not served until one of them closes.
+// TestMaxConnections holds MaxConnections busy connections (half-sent
+// requests: idle ones would be reclaimed, TestConnLimitReclaimIdle): the
+// next one is not served until one of them closes.
 func TestMaxConnections(t *testing.T) {
-	ts := startServer(t, Config{Limits: Limits{MaxConnections: 2}})
-	const get = "GET / HTTP/1.1\r\nHost: taasd\r\n\r\n"
-	first := ts.rawDo(get)
-	ts.rawDo(get)
+	ts := startServer(t, Config{Limits: Limits{MaxConnections: 2, MaxConnectionsPerIP: 2, HeaderTimeout: time.Minute}})
+	first := dialFrom(t, ts, "127.0.0.1")
+	first.half()
+	dialFrom(t, ts, "127.0.0.1").half()
+	waitBusy(t, ts, 2)
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, get); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	if err := conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	if res, err := http.ReadResponse(br, nil); err == nil {
-		t.Fatalf("third connection served (%d) while two are open", res.StatusCode)
+	third := dialFrom(t, ts, "127.0.0.2")
+	if res, err := third.get(300 * time.Millisecond); err == nil {
+		t.Fatalf("third connection served (%d) while two are busy", res.StatusCode)
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
 		t.Fatalf("third connection: %v, want no answer yet", err)
 	}
 	// Closing one lets the third in.
-	if _, err := first.next("GET / HTTP/1.1\r\nHost: taasd\r\nConnection: close\r\n\r\n"); err != nil {
+	if err := first.conn.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.ReadResponse(br, nil)
+	res, err := third.readWithin(20 * time.Second)
 	if err != nil {
 		t.Fatalf("third connection after one closed: %v", err)
 	}
-	res.Body.Close()
 	if res.StatusCode != 200 {
 		t.Errorf("third connection = %d, want 200", res.StatusCode)
 	}
@@ -304,11 +291,21 @@ func TestLimitsValidate(t *testing.T) {
 		err  string
 	}{
 		{"defaults", Limits{}, Limits{MaxBodySize: 1 << 20, MaxBulkItems: 1000, MaxJSONDepth: 32, MaxJSONValues: 20000,
-			MaxDecodes: 4, DecodeWait: 2 * time.Second, MaxConnections: 128}, ""},
+			MaxDecodes: 4, DecodeWait: 2 * time.Second, MaxConnections: 128, MaxConnectionsPerIP: 32,
+			HeaderTimeout: 10 * time.Second}, ""},
 		{"kept", Limits{MaxBodySize: 4096, MaxBulkItems: 1, MaxJSONDepth: 512, MaxJSONValues: 10, MaxDecodes: 1,
-			DecodeWait: time.Millisecond, MaxConnections: 1},
+			DecodeWait: time.Millisecond, MaxConnections: 1, MaxConnectionsPerIP: 1, HeaderTimeout: time.Millisecond},
 			Limits{MaxBodySize: 4096, MaxBulkItems: 1, MaxJSONDepth: 512, MaxJSONValues: 10, MaxDecodes: 1,
-				DecodeWait: time.Millisecond, MaxConnections: 1}, ""},
+				DecodeWait: time.Millisecond, MaxConnections: 1, MaxConnectionsPerIP: 1, HeaderTimeout: time.Millisecond}, ""},
+		{"per ip a quarter", Limits{MaxConnections: 1000}, Limits{MaxBodySize: 1 << 20, MaxBulkItems: 1000, MaxJSONDepth: 32,
+			MaxJSONValues: 20000, MaxDecodes: 4, DecodeWait: 2 * time.Second, MaxConnections: 1000, MaxConnectionsPerIP: 250,
+			HeaderTimeout: 10 * time.Second}, ""},
+		{"per ip at least 1", Limits{MaxConnections: 3}, Limits{MaxBodySize: 1 << 20, MaxBulkItems: 1000, MaxJSONDepth: 32,
+			MaxJSONValues: 20000, MaxDecodes: 4, DecodeWait: 2 * time.Second, MaxConnections: 3, MaxConnectionsPerIP: 1,
+			HeaderTimeout: 10 * time.Second}, ""},
+		{"negative per ip", Limits{MaxConnectionsPerIP: -1}, Limits{}, "max connections per ip -1"},
+		{"per ip above max", Limits{MaxConnectionsPerIP: 129}, Limits{}, "max connections per ip 129: want at most max connections (128)"},
+		{"negative header timeout", Limits{HeaderTimeout: -time.Second}, Limits{}, "header timeout -1s"},
 		{"negative body", Limits{MaxBodySize: -1}, Limits{}, "max body size -1"},
 		{"negative decodes", Limits{MaxDecodes: -1}, Limits{}, "max decodes -1"},
 		{"negative wait", Limits{DecodeWait: -time.Second}, Limits{}, "decode wait -1s"},

@@ -13,14 +13,16 @@ import (
 // MetricsHandler serves the data plane's counters in the Prometheus text
 // format (GET /metrics), with the Go runtime's and the process's. Each
 // scrape reads one DataPlane.Stats snapshot; nothing is kept between
-// scrapes, so the broker's counters stay the only source of truth.
-func MetricsHandler(dp DataPlane) fiber.Handler {
+// scrapes, so the broker's counters stay the only source of truth. More
+// collectors, such as Server.ConnMetrics, are served with them.
+func MetricsHandler(dp DataPlane, more ...prometheus.Collector) fiber.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&statsCollector{dp: dp},
 	)
+	reg.MustRegister(more...)
 	return adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 }
 

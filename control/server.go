@@ -13,7 +13,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"golang.org/x/net/netutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/taas-appliance/taas/control/store"
 )
@@ -134,6 +135,8 @@ type Server struct {
 	release *time.Timer
 	// tokens replaces cfg.Tokens once SetTokens has run (auth.go).
 	tokens atomic.Pointer[Tokens]
+	// conns shares the connection slots among clients (connlimit.go).
+	conns *connLimiter
 }
 
 // New builds the server; nothing runs until Run.
@@ -146,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.DataPlane = roleGuard{DataPlane: cfg.DataPlane, roles: cfg.Interfaces}
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
-		decodes: make(chan struct{}, cfg.Limits.MaxDecodes)}
+		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
@@ -159,8 +162,11 @@ func New(cfg Config) (*Server, error) {
 		// Handlers keep request values (ids, names) past the handler in
 		// events and logs; Immutable copies them instead of aliasing
 		// fasthttp's reused buffers.
-		Immutable:   true,
-		ReadTimeout: 30 * time.Second,
+		Immutable: true,
+		// A request head must come within HeaderTimeout, so that a
+		// half-sent one cannot hold a slot for long (issue 9);
+		// headerReceived then gives the body bodyTimeout.
+		ReadTimeout: cfg.Limits.HeaderTimeout,
 		IdleTimeout: 120 * time.Second,
 		// Bodies over the limit get 413 before they are read; headers over
 		// maxHeaderSize get 431 (issue 9).
@@ -172,6 +178,8 @@ func New(cfg Config) (*Server, error) {
 	})
 	srv := s.app.Server()
 	srv.Handler = s.guard(srv.Handler)
+	srv.HeaderReceived = headerReceived
+	srv.ConnState = s.conns.connState
 	s.routes()
 	s.checkInterfaces()
 	return s, nil
@@ -186,6 +194,17 @@ func (s *Server) App() *fiber.App { return s.app }
 // routes added through App that need it.
 func (s *Server) Authenticate(c *fiber.Ctx) error { return s.authenticate(c) }
 
+// ConnMetrics collects the API's connection counters (connlimit.go), for
+// MetricsHandler.
+func (s *Server) ConnMetrics() prometheus.Collector { return s.conns }
+
+// headerReceived is fasthttp's HeaderReceived hook: once a request's head
+// is in, its body gets bodyTimeout (the server's ReadTimeout is the
+// HeaderTimeout).
+func headerReceived(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
+}
+
 // Reconciler is the server's reconciler (tests call Sync on it).
 func (s *Server) Reconciler() *Reconciler { return s.rec }
 
@@ -199,9 +218,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		s.rec.Run(rctx)
 	}()
 	errc := make(chan error, 1)
-	// Connections beyond the limit wait in the kernel's backlog: fasthttp's
-	// own Concurrency limit would answer them a text/plain 503.
-	ln = netutil.LimitListener(ln, s.cfg.Limits.MaxConnections)
+	// Connections beyond the limit wait in the kernel's backlog, unless an
+	// idle one can be closed to make room: fasthttp's own Concurrency limit
+	// would answer them a text/plain 503.
+	ln = s.conns.listener(ln)
 	go func() { errc <- s.app.Listener(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "auth", s.cfg.Auth)
 	var err error
