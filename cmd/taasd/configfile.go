@@ -129,6 +129,12 @@ type limitsFile struct {
 	DecodeWaitMS int `toml:"decode_wait_ms"`
 	// MaxConnections is how many connections are served at once.
 	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP is how many of them one client address (an IPv6
+	// client's /64) may hold, at most max_connections.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// HeaderTimeoutMS is how long, in milliseconds, a connection may take
+	// to send a request's line and headers.
+	HeaderTimeoutMS int `toml:"header_timeout_ms"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit in MiB; 0 means
 	// none.
 	MemoryLimitMiB int `toml:"memory_limit_mib"`
@@ -288,6 +294,7 @@ func (fc *fileConfig) Validate() error {
 		{"max_json_depth", fc.Limits.MaxJSONDepth}, {"max_json_values", fc.Limits.MaxJSONValues},
 		{"max_decodes", fc.Limits.MaxDecodes}, {"decode_wait_ms", fc.Limits.DecodeWaitMS},
 		{"max_connections", fc.Limits.MaxConnections}, {"memory_limit_mib", fc.Limits.MemoryLimitMiB},
+		{"max_connections_per_ip", fc.Limits.MaxConnectionsPerIP}, {"header_timeout_ms", fc.Limits.HeaderTimeoutMS},
 	} {
 		if f.v < 0 {
 			bad("limits."+f.key, "must be 0 (default) or more, got %d", f.v)
@@ -298,6 +305,13 @@ func (fc *fileConfig) Validate() error {
 	}
 	if n := fc.Limits.MaxBodySize; n > 0 && n < 4096 {
 		bad("limits.max_body_size", "must be 0 (default) or 4096 bytes or more, got %d", n)
+	}
+	maxConns := fc.Limits.MaxConnections
+	if maxConns == 0 {
+		maxConns = control.DefaultMaxConnections
+	}
+	if n := fc.Limits.MaxConnectionsPerIP; n > maxConns {
+		bad("limits.max_connections_per_ip", "must be at most max_connections (%d), got %d", maxConns, n)
 	}
 	if m := fc.Limits.MemoryLimitMiB; m > 0 && m < 64 {
 		bad("limits.memory_limit_mib", "must be 0 (none) or 64 or more, got %d", m)
@@ -397,7 +411,8 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	l := fc.Limits
 	cfg.Limits = control.Limits{MaxBodySize: l.MaxBodySize, MaxBulkItems: l.MaxBulkItems,
 		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,
-		DecodeWait: time.Duration(l.DecodeWaitMS) * time.Millisecond, MaxConnections: l.MaxConnections}
+		DecodeWait: time.Duration(l.DecodeWaitMS) * time.Millisecond, MaxConnections: l.MaxConnections,
+		MaxConnectionsPerIP: l.MaxConnectionsPerIP, HeaderTimeout: time.Duration(l.HeaderTimeoutMS) * time.Millisecond}
 	cfg.MemoryLimit = int64(l.MemoryLimitMiB) << 20
 }
 

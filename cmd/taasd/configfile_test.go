@@ -308,6 +308,13 @@ func FuzzParseConfig(f *testing.F) {
 		if fc.MaxTapServices < 0 {
 			t.Fatalf("max_tap_services %d accepted", fc.MaxTapServices)
 		}
+		maxConns := fc.Limits.MaxConnections
+		if maxConns == 0 {
+			maxConns = control.DefaultMaxConnections
+		}
+		if fc.Limits.MaxConnectionsPerIP > maxConns || fc.Limits.HeaderTimeoutMS < 0 {
+			t.Fatalf("limits %+v accepted", fc.Limits)
+		}
 	})
 }
 
