@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -120,9 +121,16 @@ func TestMemoryBoundUnderFlood(t *testing.T) {
 		statuses = map[string]int{}
 		wg       sync.WaitGroup
 	)
-	tr := &http.Transport{MaxConnsPerHost: clients, MaxIdleConnsPerHost: clients}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	// The clients come from 4 loopback addresses, 16 from each: one
+	// address may hold only max_connections_per_ip (32) connections.
+	const sources = 4
+	var hcs []*http.Client
+	for a := range sources {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+a))}}
+		tr := &http.Transport{DialContext: d.DialContext, MaxConnsPerHost: clients / sources, MaxIdleConnsPerHost: clients / sources}
+		defer tr.CloseIdleConnections()
+		hcs = append(hcs, &http.Client{Transport: tr, Timeout: 30 * time.Second})
+	}
 	start := time.Now()
 	deadline := start.Add(floodFor)
 	for i := range clients {
@@ -139,7 +147,7 @@ func TestMemoryBoundUnderFlood(t *testing.T) {
 				req.Header.Set("X-Project-Id", "p1")
 				req.Header.Set("X-Roles", "member")
 				key := ""
-				res, err := hc.Do(req)
+				res, err := hcs[i%sources].Do(req)
 				if err != nil {
 					key = "error"
 				} else {
@@ -155,7 +163,9 @@ func TestMemoryBoundUnderFlood(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(start)
-	tr.CloseIdleConnections()
+	for _, hc := range hcs {
+		hc.CloseIdleConnections()
+	}
 	peak := procStatus(t, pid, "VmHWM")["VmHWM"]
 	var keys []string
 	total := 0
