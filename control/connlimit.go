@@ -31,7 +31,9 @@ import (
 //     ReadTimeout; headerReceived then gives the body bodyTimeout).
 //
 // A connection is idle from its accept until the first byte of a request,
-// and again from its response until the first byte of the next: an idle
+// and again, once its response is written, from when the server reads it
+// for the next request with nothing left over from the last read (a
+// request pipelined behind another is busy) until a byte comes: an idle
 // connection holds no request, so closing it loses nothing (a client that
 // sends on it at that moment sees what an IdleTimeout would have done).
 //
@@ -70,8 +72,12 @@ type limitedConn struct {
 	idleSince atomic.Int64
 	// served: a response has been written (an idle connection is then a
 	// keep-alive one, whose read timeout is the IdleTimeout).
-	served  atomic.Bool
-	release sync.Once
+	served atomic.Bool
+	// awaiting: a response has been written and no byte of the next
+	// request read since; the next Read, if fasthttp has none left over
+	// (a pipelined request), waits for one, idle.
+	awaiting atomic.Bool
+	release  sync.Once
 }
 
 const evicted = -1
@@ -200,15 +206,20 @@ func (l *connLimiter) signal() {
 }
 
 // connState is fasthttp's Server.ConnState hook: a connection whose
-// response is written is idle until the next request's first byte.
+// response is written awaits the next request, which may already be in
+// fasthttp's buffer (pipelined): then StateActive comes without a Read,
+// and the connection stays busy. Only Read marks it idle.
 func (l *connLimiter) connState(c net.Conn, st fasthttp.ConnState) {
 	lc, ok := c.(*limitedConn)
-	if !ok || st != fasthttp.StateIdle {
+	if !ok {
 		return
 	}
-	lc.served.Store(true)
-	if lc.idleSince.CompareAndSwap(0, time.Now().UnixNano()) {
-		l.signal()
+	switch st {
+	case fasthttp.StateIdle:
+		lc.served.Store(true)
+		lc.awaiting.Store(true)
+	case fasthttp.StateActive:
+		lc.awaiting.Store(false)
 	}
 }
 
@@ -221,10 +232,20 @@ func (c *limitedConn) Read(b []byte) (int, error) {
 	if s == evicted {
 		return 0, errReclaimed
 	}
+	if s == 0 && c.awaiting.Swap(false) {
+		// fasthttp has read all it had and waits for the next request
+		// (it reads the connection only when its buffer is empty).
+		if now := time.Now().UnixNano(); c.idleSince.CompareAndSwap(0, now) {
+			s = now
+			c.l.signal()
+		}
+	}
 	n, err := c.Conn.Read(b)
-	if n > 0 && s > 0 {
-		// Busy, unless it was reclaimed meanwhile.
-		c.idleSince.CompareAndSwap(s, 0)
+	if n > 0 && s > 0 && !c.idleSince.CompareAndSwap(s, 0) {
+		// Reclaimed while the bytes came: its slot is gone, so the
+		// request is not served (no answer, as when an IdleTimeout ends
+		// a connection a request was just sent on).
+		return 0, errReclaimed
 	}
 	if err != nil && n == 0 {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {

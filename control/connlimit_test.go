@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -333,5 +336,63 @@ func TestHostOf(t *testing.T) {
 		if got := hostOf(tc.addr).String(); got != tc.want {
 			t.Errorf("hostOf(%v) = %s, want %s", tc.addr, got, tc.want)
 		}
+	}
+}
+
+// TestConnLimitPipelinedBusy: a request that came pipelined behind another
+// (here an events stream) is busy while it is handled, although fasthttp
+// reads it from its buffer without reading the connection: reclaiming it
+// freed its slot while it went on streaming, uncounted (any client could
+// so hold connections beyond max_connections), and left the idle
+// connection open.
+func TestConnLimitPipelinedBusy(t *testing.T) {
+	ts := startServer(t, Config{Limits: Limits{MaxConnections: 2, MaxConnectionsPerIP: 2}})
+	stream := dialFrom(t, ts, "127.0.0.1")
+	if _, err := io.WriteString(stream.conn, rawGet+"GET /v2.0/taas/events HTTP/1.1\r\nHost: taasd\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := stream.readWithin(10 * time.Second); err != nil || res.StatusCode != 200 {
+		t.Fatalf("first pipelined request: %v, %v", res, err)
+	}
+	res, err := http.ReadResponse(stream.br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("events stream: %v, %v", res, err)
+	}
+	idle := idleFrom(t, ts, "127.0.0.2", 1)
+	t.Logf("new client with one slot idle, one streaming, answered in %v", dialFrom(t, ts, "127.0.0.3").mustGet())
+	if !idle.closedByServer(10 * time.Second) {
+		t.Fatal("the idle connection is still open: the streaming one was reclaimed")
+	}
+}
+
+// racingConn is a connection whose Read lets its limiter reclaim it (as
+// Accept may, on another goroutine) before the bytes of a request come.
+type racingConn struct {
+	net.Conn
+	l *connLimiter
+}
+
+func (c racingConn) Read(b []byte) (int, error) {
+	c.l.mu.Lock()
+	c.l.reclaimLocked(netip.Prefix{}, false)
+	c.l.mu.Unlock()
+	return copy(b, rawGet), nil
+}
+
+// TestConnLimitReclaimedWhileReading: bytes that come on an idle
+// connection just as it is reclaimed are not handed to fasthttp: the
+// connection lost its slot, and a request served on it would be served
+// uncounted.
+func TestConnLimitReclaimedWhileReading(t *testing.T) {
+	l := newConnLimiter(Limits{MaxConnections: 1, MaxConnectionsPerIP: 1}, slog.New(slog.DiscardHandler))
+	server, client := net.Pipe()
+	t.Cleanup(func() { server.Close(); client.Close() })
+	lc := l.admit(racingConn{Conn: server, l: l}, netip.Prefix{}, nil)
+	n, err := lc.Read(make([]byte, 64))
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Read of a connection reclaimed meanwhile = %d, %v; want 0, a timeout", n, err)
+	}
+	if got := l.reclaimed.Load(); got != 1 {
+		t.Errorf("reclaimed = %d, want 1", got)
 	}
 }
