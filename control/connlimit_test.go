@@ -396,3 +396,69 @@ func TestConnLimitReclaimedWhileReading(t *testing.T) {
 		t.Errorf("reclaimed = %d, want 1", got)
 	}
 }
+
+// TestWriteTimeoutFreesSlot: a client that pipelines requests and never
+// reads the answers loses its slot after WriteTimeout. Found by review:
+// without a write timeout it held the slot for good, so that
+// max_connections / max_connections_per_ip such hosts held every slot.
+func TestWriteTimeoutFreesSlot(t *testing.T) {
+	ts := startServer(t, Config{Limits: Limits{MaxConnections: 2, MaxConnectionsPerIP: 1,
+		WriteTimeout: 300 * time.Millisecond}})
+	stuck := dialFrom(t, ts, "127.0.0.1")
+	if err := stuck.conn.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	// 20000 answers of a few KiB each: far more than the socket buffers
+	// hold, so the server's writes block. The server stops reading once
+	// they do, so the write runs on until the test closes the connection.
+	pipelined := strings.Repeat("GET /v2.0/extensions HTTP/1.1\r\nHost: taasd\r\n\r\n", 20000)
+	go io.WriteString(stuck.conn, pipelined) //nolint:errcheck // ends with the connection
+	waitBusy(t, ts, 1)
+	// Let the server fill the socket buffers and block in a write.
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	for deadline := start.Add(10 * time.Second); ; {
+		res, err := dialFrom(t, ts, "127.0.0.1").get(time.Second)
+		if err == nil && res.StatusCode == 200 {
+			t.Logf("a new connection from the stuck client's address was answered after %v", time.Since(start))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the address's one slot is still held 10 s after its client stopped reading (last: %v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestEventsOutliveWriteTimeout: an events stream moves its write deadline
+// on at every heartbeat, so it lasts far beyond WriteTimeout while its
+// reader reads.
+func TestEventsOutliveWriteTimeout(t *testing.T) {
+	ts := startServer(t, Config{Heartbeat: 50 * time.Millisecond, Limits: Limits{WriteTimeout: 200 * time.Millisecond}})
+	c := dialFrom(t, ts, "127.0.0.1")
+	if _, err := io.WriteString(c.conn, "GET /v2.0/taas/events HTTP/1.1\r\nHost: taasd\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(c.br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("events: %v, %v", res, err)
+	}
+	// Closing the body would drain an endless stream: the connection's
+	// cleanup ends it.
+	br := bufio.NewReader(res.Body)
+	heartbeats := 0
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond; {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("events stream ended after %v and %d heartbeats (write timeout 200ms): %v",
+				time.Since(start), heartbeats, err)
+		}
+		if strings.HasPrefix(line, ": heartbeat") {
+			heartbeats++
+		}
+	}
+	t.Logf("%d heartbeats in 1.5 s on a stream with a 200 ms write timeout", heartbeats)
+}

@@ -115,11 +115,21 @@ func (s *Server) events(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
 	heartbeat := s.cfg.Heartbeat
+	// The server's write deadline covers one response; a stream moves it
+	// on before each flush, so it lasts while its reader reads. A reader
+	// that stops is cut off once the deadline passes.
+	conn, writeTimeout := c.Context().Conn(), s.cfg.Limits.WriteTimeout
+	flush := func(w *bufio.Writer) error {
+		if err := conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer s.hub.unsubscribe(sub)
 		tick := time.NewTicker(heartbeat)
 		defer tick.Stop()
-		if _, err := w.WriteString(": taasd events\n\n"); err != nil || w.Flush() != nil {
+		if _, err := w.WriteString(": taasd events\n\n"); err != nil || flush(w) != nil {
 			return
 		}
 		for {
@@ -143,7 +153,7 @@ func (s *Server) events(c *fiber.Ctx) error {
 			case <-s.done:
 				return
 			}
-			if err := w.Flush(); err != nil {
+			if err := flush(w); err != nil {
 				return
 			}
 		}

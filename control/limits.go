@@ -55,6 +55,11 @@ type Limits struct {
 	// line and headers, from its first byte (from its accept for the first
 	// request); default 10s. The body then has bodyTimeout.
 	HeaderTimeout time.Duration
+	// WriteTimeout is how long writing one response may take; default 60s.
+	// A client that stops reading (pipelined requests whose answers it
+	// never takes) would otherwise hold its slot for good; an events
+	// stream moves its deadline on at every event and heartbeat.
+	WriteTimeout time.Duration
 }
 
 // Defaults of Limits.
@@ -67,6 +72,7 @@ const (
 	DefaultDecodeWait     = 2 * time.Second
 	DefaultMaxConnections = 128
 	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultWriteTimeout   = 60 * time.Second
 )
 
 // bodyTimeout is how long a request's body may take to arrive once its
@@ -122,6 +128,12 @@ func (l *Limits) validate() error {
 	}
 	if l.HeaderTimeout == 0 {
 		l.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if l.WriteTimeout < 0 {
+		return fmt.Errorf("control: write timeout %v: want 0 (default) or more", l.WriteTimeout)
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = DefaultWriteTimeout
 	}
 	return nil
 }

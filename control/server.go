@@ -168,6 +168,9 @@ func New(cfg Config) (*Server, error) {
 		// headerReceived then gives the body bodyTimeout.
 		ReadTimeout: cfg.Limits.HeaderTimeout,
 		IdleTimeout: 120 * time.Second,
+		// A client that never reads its answers loses its slot after
+		// WriteTimeout instead of holding it for good (issue 9 review).
+		WriteTimeout: cfg.Limits.WriteTimeout,
 		// Bodies over the limit get 413 before they are read; headers over
 		// maxHeaderSize get 431 (issue 9).
 		BodyLimit:      cfg.Limits.MaxBodySize,
