@@ -135,6 +135,9 @@ type limitsFile struct {
 	// HeaderTimeoutMS is how long, in milliseconds, a connection may take
 	// to send a request's line and headers.
 	HeaderTimeoutMS int `toml:"header_timeout_ms"`
+	// WriteTimeoutMS is how long, in milliseconds, writing one answer may
+	// take before the connection is closed (events streams move it on).
+	WriteTimeoutMS int `toml:"write_timeout_ms"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit in MiB; 0 means
 	// none.
 	MemoryLimitMiB int `toml:"memory_limit_mib"`
@@ -295,6 +298,7 @@ func (fc *fileConfig) Validate() error {
 		{"max_decodes", fc.Limits.MaxDecodes}, {"decode_wait_ms", fc.Limits.DecodeWaitMS},
 		{"max_connections", fc.Limits.MaxConnections}, {"memory_limit_mib", fc.Limits.MemoryLimitMiB},
 		{"max_connections_per_ip", fc.Limits.MaxConnectionsPerIP}, {"header_timeout_ms", fc.Limits.HeaderTimeoutMS},
+		{"write_timeout_ms", fc.Limits.WriteTimeoutMS},
 	} {
 		if f.v < 0 {
 			bad("limits."+f.key, "must be 0 (default) or more, got %d", f.v)
@@ -412,7 +416,8 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	cfg.Limits = control.Limits{MaxBodySize: l.MaxBodySize, MaxBulkItems: l.MaxBulkItems,
 		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,
 		DecodeWait: time.Duration(l.DecodeWaitMS) * time.Millisecond, MaxConnections: l.MaxConnections,
-		MaxConnectionsPerIP: l.MaxConnectionsPerIP, HeaderTimeout: time.Duration(l.HeaderTimeoutMS) * time.Millisecond}
+		MaxConnectionsPerIP: l.MaxConnectionsPerIP, HeaderTimeout: time.Duration(l.HeaderTimeoutMS) * time.Millisecond,
+		WriteTimeout: time.Duration(l.WriteTimeoutMS) * time.Millisecond}
 	cfg.MemoryLimit = int64(l.MemoryLimitMiB) << 20
 }
 

@@ -224,6 +224,7 @@ decode_wait_ms = 500
 max_connections = 64
 max_connections_per_ip = 64
 header_timeout_ms = 2500
+write_timeout_ms = 30000
 memory_limit_mib = 512`, nil},
 		{"per ip within the default max", "[limits]\nmax_connections_per_ip = 128", nil},
 		{"per ip above max", "[limits]\nmax_connections = 64\nmax_connections_per_ip = 65", []string{
@@ -233,6 +234,8 @@ memory_limit_mib = 512`, nil},
 		{"negative per ip and header timeout", "[limits]\nmax_connections_per_ip = -1\nheader_timeout_ms = -1", []string{
 			"limits.max_connections_per_ip: must be 0 (default) or more, got -1",
 			"limits.header_timeout_ms: must be 0 (default) or more, got -1"}},
+		{"negative write timeout", "[limits]\nwrite_timeout_ms = -1", []string{
+			"limits.write_timeout_ms: must be 0 (default) or more, got -1"}},
 		{"zeros are defaults", "[limits]\nmax_body_size = 0\nmemory_limit_mib = 0", nil},
 		{"negative", "[limits]\nmax_decodes = -1\ndecode_wait_ms = -5", []string{
 			"limits.max_decodes: must be 0 (default) or more, got -1", "limits.decode_wait_ms: must be 0 (default) or more, got -5"}},
@@ -256,14 +259,15 @@ memory_limit_mib = 512`, nil},
 
 	fc, err := parseConfig("[limits]\nmax_body_size = 65536\nmax_bulk_items = 10\nmax_json_depth = 8\nmax_json_values = 100\n" +
 		"max_decodes = 2\ndecode_wait_ms = 500\nmax_connections = 64\nmax_connections_per_ip = 8\nheader_timeout_ms = 2500\n" +
-		"memory_limit_mib = 512")
+		"write_timeout_ms = 30000\nmemory_limit_mib = 512")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var cfg config
 	fc.apply(&cfg, nil)
 	want := control.Limits{MaxBodySize: 65536, MaxBulkItems: 10, MaxJSONDepth: 8, MaxJSONValues: 100, MaxDecodes: 2,
-		DecodeWait: 500 * time.Millisecond, MaxConnections: 64, MaxConnectionsPerIP: 8, HeaderTimeout: 2500 * time.Millisecond}
+		DecodeWait: 500 * time.Millisecond, MaxConnections: 64, MaxConnectionsPerIP: 8, HeaderTimeout: 2500 * time.Millisecond,
+		WriteTimeout: 30 * time.Second}
 	if cfg.Limits != want || cfg.MemoryLimit != 512<<20 {
 		t.Errorf("apply: Limits %+v, MemoryLimit %d; want %+v, %d", cfg.Limits, cfg.MemoryLimit, want, 512<<20)
 	}
