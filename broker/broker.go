@@ -201,10 +201,14 @@ func (ls linkState) largestFrame() int {
 // both paths.
 func (b *Broker) maxFrame() int { return b.cfg.FrameSize - 256 }
 
+// peerLimits says whether monitor ls's veth peer has the smaller MTU,
+// which then limits what ls carries.
+func (ls linkState) peerLimits() bool { return ls.peerMTU > 0 && ls.peerMTU < ls.mtu }
+
 // carries is the largest frame in bytes monitor ls carries: its own MTU's,
 // or its veth peer's when smaller. 0 when unknown.
 func (ls linkState) carries() int {
-	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+	if ls.peerLimits() {
 		return ls.peerMTU + l2Overhead
 	}
 	return ls.largestFrame()
@@ -212,7 +216,7 @@ func (ls linkState) carries() int {
 
 // mtuText describes the MTU that limits monitor ls, for reasons.
 func (ls linkState) mtuText() string {
-	if ls.peerMTU > 0 && ls.peerMTU < ls.mtu {
+	if ls.peerLimits() {
 		return fmt.Sprintf("MTU %d, its veth peer's %d", ls.mtu, ls.peerMTU)
 	}
 	return fmt.Sprintf("MTU %d", ls.mtu)

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -22,14 +20,7 @@ func TestBrokerHandoff(t *testing.T) {
 	pin := filepath.Join(dir, tp.capIf)
 	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
-	attached := func() bool {
-		t.Helper()
-		l, err := netlink.LinkByName(tp.capIf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
-	}
+	attached := func() bool { return xdpAttached(t, tp.capIf) }
 	pinned := func() bool {
 		_, err := os.Stat(pin)
 		return !errors.Is(err, os.ErrNotExist)

@@ -109,7 +109,6 @@ func repeated(item string, n int) string {
 // the others leave it open for the next request (issue 9).
 func TestHTTPHygiene(t *testing.T) {
 	ts := startServer(t, Config{})
-	const followUp = "GET / HTTP/1.1\r\nHost: taasd\r\n\r\n"
 	for _, tc := range []struct {
 		name    string
 		req     string
@@ -182,10 +181,10 @@ func TestHTTPHygiene(t *testing.T) {
 			if ct := r.header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q, want application/json", ct)
 			}
-			res, err := r.next(followUp)
+			res, err := r.next(rawGet)
 			switch {
 			case tc.closes && err == nil:
-				t.Errorf("connection still served %s after the error: %d", strings.TrimSpace(followUp), res.StatusCode)
+				t.Errorf("connection still served %s after the error: %d", strings.TrimSpace(rawGet), res.StatusCode)
 			case !tc.closes && err != nil:
 				t.Errorf("connection closed after the error: %v", err)
 			case !tc.closes && res.StatusCode != 200:

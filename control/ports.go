@@ -108,20 +108,21 @@ func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (sto
 	}
 	// mac_address has no default: present is "explicitly set".
 	_, given := m["mac_address"]
+	iface := profileIface(m["binding:profile"])
 	set := map[string]bool{"mac_address": given, "binding:host_id": getStr(m, "binding:host_id") != "",
-		"binding:profile": profileIface(m["binding:profile"]) != ""}
+		"binding:profile": iface != ""}
 	if err := portPolicy(id, "create_port", network.ProjectID == id.ProjectID,
 		func(a string) bool { return set[a] }); err != nil {
 		return store.Port{}, err
 	}
-	if err := s.checkBindable(profileIface(m["binding:profile"])); err != nil {
+	if err := s.checkBindable(iface); err != nil {
 		return store.Port{}, err
 	}
 	p := store.Port{ID: newID(), ProjectID: getStr(m, "project_id"), NetworkID: netID, Name: getStr(m, "name"),
 		Description: getStr(m, "description"), MACAddress: normalMAC(m["mac_address"]),
 		AdminStateUp: m["admin_state_up"].(bool), DeviceOwner: getStr(m, "device_owner"),
 		DeviceID: getStr(m, "device_id"), PortSecurityEnabled: m["port_security_enabled"].(bool),
-		HostID: getStr(m, "binding:host_id"), Interface: profileIface(m["binding:profile"])}
+		HostID: getStr(m, "binding:host_id"), Interface: iface}
 	for try := 1; ; try++ {
 		if !given {
 			p.MACAddress = s.cfg.newMAC()

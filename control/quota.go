@@ -1,12 +1,14 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/big"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -87,7 +89,7 @@ func errOverQuota(resource string) error {
 // whole. It counts inside the create's write transaction, so concurrent
 // creates cannot overshoot.
 func (s *Server) checkQuota(tx *store.Tx, resource string, ms []map[string]any) error {
-	if _, ok := s.cfg.Quotas.limits()[resource]; !ok {
+	if !isQuotaResource(resource) {
 		return nil
 	}
 	want := map[string]int{}
@@ -258,7 +260,7 @@ func (s *Server) createQuota(*fiber.Ctx) error {
 // must be a quota resource, and each limit converts as Python's int() and
 // lies in [-1, 2^31-1].
 func decodeQuotaBody(raw []byte) (l store.Limits, checkLimit bool, err error) {
-	if len(strings.TrimSpace(string(raw))) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, false, badRequest("Resource body required")
 	}
 	body, err := decodeObject(raw)
@@ -311,14 +313,7 @@ func decodeQuotaBody(raw []byte) (l store.Limits, checkLimit bool, err error) {
 	return l, checkLimit, nil
 }
 
-func isQuotaResource(k string) bool {
-	for _, r := range store.QuotaResources {
-		if k == r {
-			return true
-		}
-	}
-	return false
-}
+func isQuotaResource(k string) bool { return slices.Contains(store.QuotaResources, k) }
 
 // pyInt converts v as Python's int() would the decoded JSON value: an
 // integer of any size, a finite float (truncated), a boolean, or a string

@@ -45,7 +45,6 @@ func createAll[T any](s *Server, c *fiber.Ctx, r *resource, action string,
 	}
 	done := make([]T, 0, len(ms))
 	err = s.st.Write(c.UserContext(), func(tx *store.Tx) error {
-		done = done[:0]
 		if err := s.checkQuota(tx, r.singular, ms); err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -80,7 +79,7 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 		})
 	}
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM ports WHERE mac_address = ? AND iface = 'cap0'`, mac).Scan(&n); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM ports WHERE mac_address = ? AND iface = 'cap0'`, mac).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 2 {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,25 +37,27 @@ type Taasd struct {
 func StartTaasd(t testing.TB, bin string, args ...string) *Taasd {
 	t.Helper()
 	dir := t.TempDir()
-	has := func(flag string) bool {
-		return slices.ContainsFunc(args, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") })
+	// flag returns the value args give flag, as "--flag V" or "--flag=V".
+	flag := func(name string) (string, bool) {
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v, true
+			}
+			if a == name && i+1 < len(args) {
+				return args[i+1], true
+			}
+		}
+		return "", false
 	}
 	d := &Taasd{bin: bin, LogPath: filepath.Join(dir, "taasd.log")}
-	if !has("--listen") {
+	var ok bool
+	if d.Addr, ok = flag("--listen"); !ok {
 		d.Addr = FreeLoopbackAddr(t)
 		args = append([]string{"--listen", d.Addr}, args...)
 	}
-	if !has("--db") {
+	if d.DB, ok = flag("--db"); !ok {
 		d.DB = filepath.Join(dir, "taas.db")
 		args = append([]string{"--db", d.DB}, args...)
-	}
-	for i, a := range args {
-		if i+1 < len(args) && a == "--listen" {
-			d.Addr = args[i+1]
-		}
-		if i+1 < len(args) && a == "--db" {
-			d.DB = args[i+1]
-		}
 	}
 	d.URL = "http://" + d.Addr
 	d.Args = args
