@@ -121,7 +121,11 @@ type linkState struct {
 	stats      *netlink.LinkStatistics
 }
 
-func lookupLink(name string) (linkState, error) {
+// lookupLink reads netdev name; with peer, also the MTU of a veth's peer,
+// one more netlink request (into the peer's namespace), which only a
+// monitor's realisation needs: Stats, called every second by a dashboard,
+// does without.
+func lookupLink(name string, peer bool) (linkState, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -131,8 +135,10 @@ func lookupLink(name string) (linkState, error) {
 		return linkState{}, fmt.Errorf("look up interface %s: %w", name, err)
 	}
 	a := l.Attrs()
-	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, peerMTU: peerMTUOf(l),
-		stats: a.Statistics}
+	st := linkState{exists: true, ifindex: a.Index, rxQueues: a.NumRxQueues, mtu: a.MTU, stats: a.Statistics}
+	if peer {
+		st.peerMTU = peerMTUOf(l)
+	}
 	switch {
 	case a.Flags&net.FlagUp == 0:
 		st.downWhy = fmt.Sprintf("interface %s is down", name)
@@ -278,7 +284,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		if st, ok := links[name]; ok {
 			return st
 		}
-		st, err := lookupLink(name)
+		st, err := lookupLink(name, true)
 		if err != nil {
 			linkErr[name] = err
 		}
@@ -332,14 +338,14 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	svcCaps := map[string][]string{} // service id -> capture interfaces of its flows
 	for _, f := range p.Flows {
 		slot := b.flowSlot(f.ID)
-		vlans, err := ParseVLANFilter(f.VLANFilter)
+		vlans, dead, err := parseVLANFilter(f.VLANFilter)
 		if err != nil {
 			rep.Flows[f.ID] = Status{State: StateError, Reason: err.Error()}
 			continue
 		}
 		// A filter that matches no VID is the user's choice and lasts as
 		// long as the flow: say so before anything transient.
-		vst := vlanStatus(f.VLANFilter, vlans)
+		vst := vlanStatus(f.VLANFilter, vlans, dead)
 		if vst.State != StateActive {
 			rep.Flows[f.ID] = vst
 			continue

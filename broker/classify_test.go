@@ -311,7 +311,7 @@ func FuzzParseVLANFilter(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		set, err := ParseVLANFilter(s)
+		set, dead, err := parseVLANFilter(s)
 		if err != nil || set == nil {
 			return
 		}
@@ -319,7 +319,7 @@ func FuzzParseVLANFilter(f *testing.F) {
 			t.Fatalf("ParseVLANFilter(%q) has %d VIDs", s, set.Len())
 		}
 		// The status agrees with the set: DOWN exactly when it is empty.
-		if st := vlanStatus(s, set); (st.State == StateDown) != (set.Len() == 0) {
+		if st := vlanStatus(s, set, dead); (st.State == StateDown) != (set.Len() == 0) {
 			t.Fatalf("vlanStatus(%q) = %+v with %d VIDs", s, st, set.Len())
 		}
 	})

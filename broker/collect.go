@@ -160,7 +160,7 @@ func (b *Broker) Stats() Stats {
 	}
 	iface := func(name, role string, queues int, add func(d, c map[string]uint64)) IfaceStats {
 		is := IfaceStats{Name: name, Role: role, Queues: queues, Drops: map[string]uint64{}, Counters: map[string]uint64{}}
-		if ls, err := lookupLink(name); err == nil && ls.exists {
+		if ls, err := lookupLink(name, false); err == nil && ls.exists {
 			is.LinkUp, is.MTU = ls.up, ls.mtu
 			if ls.stats != nil {
 				is.RxPackets, is.RxBytes = ls.stats.RxPackets, ls.stats.RxBytes

@@ -296,11 +296,11 @@ func TestVLANStatus(t *testing.T) {
 		{"10-5,20,5000", Status{StateActive, "vlan_filter part 10-5,5000 matches no VLAN id (0-4095); the rest is realised"}},
 	} {
 		t.Run(tc.filter, func(t *testing.T) {
-			set, err := ParseVLANFilter(tc.filter)
+			set, dead, err := parseVLANFilter(tc.filter)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := vlanStatus(tc.filter, set); got != tc.want {
+			if got := vlanStatus(tc.filter, set, dead); got != tc.want {
 				t.Errorf("vlanStatus(%q) = %+v, want %+v", tc.filter, got, tc.want)
 			}
 		})

@@ -15,63 +15,49 @@ import (
 // API accepts them (upstream's RANGE_REGEX does), so they are not errors.
 // Anything else that is not the API's syntax is an error.
 func ParseVLANFilter(s string) (*xdpprog.VLANSet, error) {
+	set, _, err := parseVLANFilter(s)
+	return set, err
+}
+
+// parseVLANFilter is ParseVLANFilter that also returns the parts that match
+// no VID (a number above 4095, a reversed range), in order: the status of a
+// flow says so rather than staying silently ACTIVE (issue 9).
+func parseVLANFilter(s string) (set *xdpprog.VLANSet, dead []string, err error) {
 	if s == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	set := new(xdpprog.VLANSet)
+	set = new(xdpprog.VLANSet)
 	for _, part := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		a, err := parseVID(lo)
 		if err != nil {
-			return nil, fmt.Errorf("vlan_filter %q: %w", s, err)
+			return nil, nil, fmt.Errorf("vlan_filter %q: %w", s, err)
 		}
 		b := a
 		if isRange {
 			if b, err = parseVID(hi); err != nil {
-				return nil, fmt.Errorf("vlan_filter %q: %w", s, err)
+				return nil, nil, fmt.Errorf("vlan_filter %q: %w", s, err)
 			}
 		}
 		if a > 4095 || b < a {
-			continue // matches nothing
+			dead = append(dead, part) // matches nothing
+			continue
 		}
 		if b > 4095 {
 			b = 4095
 		}
 		set.AddRange(uint16(a), uint16(b))
 	}
-	return set, nil
+	return set, dead, nil
 }
 
-// deadVLANParts returns the parts of a valid vlan_filter that match no VID
-// (a number above 4095, a reversed range), in order: the status of a flow
-// says so rather than staying silently ACTIVE (issue 9).
-func deadVLANParts(s string) []string {
-	var dead []string
-	if s == "" {
-		return nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, _ := parseVID(lo) // s parsed: ParseVLANFilter accepted it
-		b := a
-		if isRange {
-			b, _ = parseVID(hi)
-		}
-		if a > 4095 || b < a {
-			dead = append(dead, part)
-		}
-	}
-	return dead
-}
-
-// vlanStatus is the status a flow's valid vlan_filter s gives it, set the
-// parsed filter: DOWN when no VID can ever match, like a port that is
+// vlanStatus is the status a flow's valid vlan_filter s gives it, set and
+// dead what parseVLANFilter made of it: DOWN when no VID can ever match, like a port that is
 // administratively down, since the flow copies nothing until the user
 // replaces it (vlan_filter is read-only); ACTIVE with a note naming the
 // parts that match nothing when others do; ACTIVE without a reason
 // otherwise. ERROR stays for what the appliance failed to realise.
-func vlanStatus(s string, set *xdpprog.VLANSet) Status {
-	dead := deadVLANParts(s)
+func vlanStatus(s string, set *xdpprog.VLANSet, dead []string) Status {
 	if len(dead) == 0 {
 		return Status{State: StateActive}
 	}

@@ -67,7 +67,9 @@ func (s *Server) stillValid(c *fiber.Ctx, id Identity) func() bool {
 	if s.cfg.Auth != AuthToken {
 		return func() bool { return true }
 	}
-	tok, _ := c.Locals(tokenKey).(string)
+	// Cloned: the stream outlives the request, and fasthttp reuses the
+	// header buffer the token may point into.
+	tok := strings.Clone(requestToken(c))
 	return func() bool {
 		cur, ok := s.currentTokens()[tok]
 		return ok && cur.same(id)
@@ -186,10 +188,21 @@ func (s *Server) currentTokens() Tokens {
 	return s.cfg.Tokens
 }
 
-const (
-	identityKey = "taas.identity"
-	tokenKey    = "taas.token"
-)
+const identityKey = "taas.identity"
+
+// requestToken is the bearer token c carries: X-Auth-Token, else
+// "Authorization: Bearer", else, for the events stream only, ?token= (a
+// browser's EventSource cannot set headers).
+func requestToken(c *fiber.Ctx) string {
+	tok := c.Get("X-Auth-Token")
+	if tok == "" {
+		tok, _ = strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+	}
+	if tok == "" && c.Path() == "/v2.0/taas/events" {
+		tok = c.Query("token")
+	}
+	return tok
+}
 
 // authenticate resolves the caller's identity and stores it for the
 // handlers (see identity).
@@ -197,23 +210,13 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 	var id Identity
 	switch s.cfg.Auth {
 	case AuthToken:
-		tok := c.Get("X-Auth-Token")
-		if tok == "" {
-			tok, _ = strings.CutPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
-		}
-		if tok == "" && c.Path() == "/v2.0/taas/events" {
-			// A browser's EventSource cannot set headers.
-			tok = c.Query("token")
-		}
+		tok := requestToken(c)
 		var ok bool
 		if id, ok = s.currentTokens()[tok]; !ok || tok == "" {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="taasd"`)
 			return &neutronError{Status: http.StatusUnauthorized, Type: "HTTPUnauthorized",
 				Message: "Authentication required"}
 		}
-		// For a stream that outlives the request (events); fasthttp
-		// reuses the header buffer tok points into.
-		c.Locals(tokenKey, strings.Clone(tok))
 	default:
 		project := c.Get("X-Project-Id")
 		if project == "" {

@@ -12,7 +12,10 @@
 // reconcile.go the reconciler; stats.go and events.go the taas-stats
 // extension and the server-sent events stream; limits.go bounds what a
 // request may cost and screens what fasthttp parsed; connlimit.go shares
-// the connection slots among clients. control/store owns SQLite.
+// the connection slots among clients; path.go decodes request paths as
+// Neutron does; quota.go is Neutron's quotas extension; roles.go checks
+// bindings against the declared interfaces' roles and mirror loops.
+// control/store owns SQLite.
 //
 // Goroutines: fiber's (one per connection; an events stream keeps its
 // connection's), and the reconciler's, started by Server.Run. Passes are
