@@ -66,7 +66,8 @@ func AttachOver(ifindex int, cfg Config, path string) (c *Capture, taken bool, e
 }
 
 // takePinned loads and unpins the link pinned at path: nil, nil when there
-// is none, or when it is not an XDP link on ifindex (it is then detached).
+// is none; when it runs another program (left pinned and attached); or
+// when it is our capture's but not on ifindex (then unpinned, so detached).
 func takePinned(path string, ifindex int) (link.Link, error) {
 	l, err := link.LoadPinnedLink(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
