@@ -276,7 +276,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	defer b.pruneLastIndex(p)
 	b.harvestKernelDrops()
 	b.plan = p
-	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}}
+	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}, Mirrors: map[string]Status{}}
 
 	links := map[string]linkState{}
 	linkErr := map[string]error{}

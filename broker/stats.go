@@ -11,6 +11,7 @@ type Stats struct {
 	Interfaces  []IfaceStats   `json:"interfaces"`
 	Services    []ServiceStats `json:"tap_services"`
 	Flows       []FlowStats    `json:"tap_flows"`
+	Mirrors     []MirrorStats  `json:"tap_mirrors"`
 }
 
 // IfaceStats are the counters of one capture or monitor interface.
@@ -54,4 +55,21 @@ type FlowStats struct {
 	ID             string `json:"id"`
 	MatchedPackets uint64 `json:"matched_packets"`
 	MatchedBytes   uint64 `json:"matched_bytes"`
+}
+
+// MirrorStats are the state and counters of one tap mirror. Tap mirrors
+// have no status attribute in the API, so their state is shown here.
+type MirrorStats struct {
+	ID     string `json:"id"`
+	Status string `json:"status"` // ACTIVE, DOWN or ERROR
+	Reason string `json:"status_reason,omitempty"`
+	// Uplink is the interface the copies leave through; empty while no
+	// route is known.
+	Uplink string `json:"uplink,omitempty"`
+	// Encapsulated copies sent, their bytes on the wire (outer headers
+	// included), and how many of them were truncated to fit the uplink.
+	EncapPackets     uint64            `json:"encapsulated_packets"`
+	EncapBytes       uint64            `json:"encapsulated_bytes"`
+	TruncatedPackets uint64            `json:"truncated_packets"`
+	Drops            map[string]uint64 `json:"drops"`
 }

@@ -28,12 +28,15 @@ type DataPlane interface {
 type NullDataPlane struct{}
 
 func (NullDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Report, error) {
-	r := broker.Report{Version: p.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	r := broker.Report{Version: p.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}, Mirrors: map[string]broker.Status{}}
 	for _, s := range p.Services {
 		r.Services[s.ID] = broker.Status{State: broker.StateDown, Reason: "no data plane"}
 	}
 	for _, f := range p.Flows {
 		r.Flows[f.ID] = broker.Status{State: broker.StateDown, Reason: "no data plane"}
+	}
+	for _, m := range p.Mirrors {
+		r.Mirrors[m.ID] = broker.Status{State: broker.StateDown, Reason: "no data plane"}
 	}
 	return r, nil
 }
