@@ -28,8 +28,6 @@ func newModel(f Filter, cfg Config, socket bool) *model {
 	return m
 }
 
-func isVLAN(etherType uint16) bool { return etherType == 0x8100 || etherType == 0x88a8 }
-
 // run returns the XDP verdict and the outcome for frame.
 func (m *model) run(frame []byte) (uint32, Outcome) {
 	if len(frame) < 14 {

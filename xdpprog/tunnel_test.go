@@ -1,0 +1,360 @@
+package xdpprog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/taas-appliance/taas/internal/packettest"
+)
+
+var (
+	tunPort   = [6]byte{0x02, 0, 0, 0, 0, 0x0a} // the mirrored port (macA)
+	tunUplink = [6]byte{0x02, 0, 0, 0, 0x01, 0x01}
+	tunNext   = [6]byte{0x02, 0, 0, 0, 0x01, 0x02}
+	tunSrc4   = netip.MustParseAddr("192.0.2.1")
+	tunDst4   = netip.MustParseAddr("198.51.100.7")
+	tunSrc6   = netip.MustParseAddr("2001:db8::1")
+	tunDst6   = netip.MustParseAddr("2001:db8:1::7")
+)
+
+// tunnelSpecs are the four formats on both families, MTU 1500.
+func tunnelSpecs() []TunnelSpec {
+	var specs []TunnelSpec
+	for _, fam := range [][2]netip.Addr{{tunSrc4, tunDst4}, {tunSrc6, tunDst6}} {
+		for _, e := range []struct {
+			encap Encap
+			id    uint32
+		}{{EncapGRE, 0xdeadbeef}, {EncapERSPAN2, 1023}, {EncapERSPAN3, 517}, {EncapVXLAN, 0xabcdef}} {
+			specs = append(specs, TunnelSpec{Encap: e.encap, ID: e.id, PortMAC: tunPort, SrcMAC: tunUplink,
+				DstMAC: tunNext, Src: fam[0], Dst: fam[1], MTU: 1500})
+		}
+	}
+	return specs
+}
+
+func specName(s TunnelSpec) string {
+	fam := "ipv4"
+	if s.Src.Is6() {
+		fam = "ipv6"
+	}
+	return s.Encap.String() + "/" + fam
+}
+
+// tunnelFrame is one inner frame of the tests: what it is and what the
+// outer headers must say of it.
+type tunnelFrame struct {
+	name    string
+	frame   []byte
+	egress  bool   // its source is the port
+	vlan    uint16 // outer VID, 0 untagged
+	trunc   bool   // longer than the tunnel carries at MTU 1500
+	payload []byte // after the EtherType (and tags): what tshark shows as data
+}
+
+func tunnelFrames() []tunnelFrame {
+	other := packettest.MustMAC("02:00:00:00:00:ee")
+	port := packettest.MustMAC("02:00:00:00:00:0a")
+	mk := func(name string, dst, src []byte, tags []packettest.Tag, size int, egress, trunc bool) tunnelFrame {
+		f := packettest.Frame(dst, src, tags, 7, size)
+		var vid uint16
+		if len(tags) > 0 {
+			vid = tags[0].VID
+		}
+		return tunnelFrame{name: name, frame: f, egress: egress, vlan: vid, trunc: trunc, payload: f[14+4*len(tags):]}
+	}
+	return []tunnelFrame{
+		mk("egress 64", other, port, nil, 60, true, false),
+		mk("ingress tagged", port, other, []packettest.Tag{{TPID: 0x8100, VID: 100}}, 200, false, false),
+		mk("egress truncated", other, port, nil, 1514, true, true),
+	}
+}
+
+// TestEncapsulateDecodes writes every format on both families into a pcap
+// and has tshark decode it: outer addresses, TTL/hop limit, DF, checksums,
+// key / session id / VNI, the sequence number, the ERSPAN III direction bit
+// and timestamp, the T bit on a truncated copy, and an inner frame that
+// decodes to the same addresses and payload bytes (cut where truncated).
+func TestEncapsulateDecodes(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("requires tshark")
+	}
+	const seq, ts = 0x01020304, 0x0a0b0c0d
+	fields := []string{"ip.src", "ip.dst", "ip.ttl", "ip.flags.df", "ip.checksum.status", "ipv6.src", "ipv6.dst",
+		"ipv6.hlim", "gre.key", "gre.sequence_number", "erspan.version", "erspan.spanid", "erspan.vlan",
+		"erspan.truncated", "erspan.direction", "erspan.timestamp", "erspan.encap", "erspan.gra",
+		"vxlan.vni", "udp.srcport", "udp.dstport", "udp.checksum.status", "eth.src", "eth.dst", "data.data"}
+	for _, s := range tunnelSpecs() {
+		t.Run(specName(s), func(t *testing.T) {
+			h, err := NewTunnelHeader(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frames := tunnelFrames()
+			path := filepath.Join(t.TempDir(), "tunnel.pcap")
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := pcapgo.NewWriter(f)
+			if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2048)
+			var lens []int
+			for _, fr := range frames {
+				n, trunc := h.Encapsulate(buf, fr.frame, seq, ts)
+				if trunc != fr.trunc || n > s.MTU+14 {
+					t.Fatalf("Encapsulate(%s) = %d, %v; want truncated %v, at most %d", fr.name, n, trunc, fr.trunc, s.MTU+14)
+				}
+				if inner := buf[h.Overhead():n]; !bytes.Equal(inner, fr.frame[:len(inner)]) {
+					t.Fatalf("Encapsulate(%s): inner frame differs", fr.name)
+				}
+				lens = append(lens, n-h.Overhead())
+				ci := gopacketCI(n)
+				if err := w.WritePacket(ci, buf[:n]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			rows := tshark(t, path, fields)
+			if len(rows) != len(frames) {
+				t.Fatalf("tshark decoded %d packets, want %d", len(rows), len(frames))
+			}
+			for i, fr := range frames {
+				checkDecoded(t, s, fr, lens[i], rows[i], seq, ts)
+			}
+		})
+	}
+}
+
+func gopacketCI(n int) (ci gopacket.CaptureInfo) {
+	ci.Timestamp = time.Unix(1700000000, 0)
+	ci.CaptureLength, ci.Length = n, n
+	return ci
+}
+
+// tshark returns, per packet of the pcap at path, the named fields (all
+// occurrences, comma-separated).
+func tshark(t *testing.T, path string, fields []string) []map[string]string {
+	t.Helper()
+	args := []string{"-r", path, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
+		"-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	cmd := exec.Command("tshark", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark: %v: %s", err, stderr.String())
+	}
+	var rows []map[string]string
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		vals := strings.Split(line, "\t")
+		row := map[string]string{}
+		for i, f := range fields {
+			if i < len(vals) {
+				row[f] = vals[i]
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func checkDecoded(t *testing.T, s TunnelSpec, fr tunnelFrame, inner int, row map[string]string, seq, ts uint32) {
+	t.Helper()
+	want := map[string]string{
+		"eth.src": fmt.Sprintf("%s,%s", mac(s.SrcMAC), mac([6]byte(fr.frame[6:12]))),
+		"eth.dst": fmt.Sprintf("%s,%s", mac(s.DstMAC), mac([6]byte(fr.frame[0:6]))),
+	}
+	if s.Src.Is4() {
+		want["ip.src"], want["ip.dst"] = s.Src.String(), s.Dst.String()
+		want["ip.ttl"], want["ip.flags.df"], want["ip.checksum.status"] = "64", "1", "1" // 1: good
+	} else {
+		want["ipv6.src"], want["ipv6.dst"], want["ipv6.hlim"] = s.Src.String(), s.Dst.String(), "64"
+	}
+	bit := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	switch s.Encap {
+	case EncapGRE:
+		want["gre.key"] = fmt.Sprintf("0x%08x", s.ID)
+		want["gre.sequence_number"] = ""
+	case EncapERSPAN2, EncapERSPAN3:
+		want["gre.key"] = ""
+		want["gre.sequence_number"] = fmt.Sprint(seq)
+		want["erspan.spanid"] = fmt.Sprint(s.ID)
+		want["erspan.vlan"] = fmt.Sprint(fr.vlan)
+		want["erspan.truncated"] = bit(fr.trunc)
+		if s.Encap == EncapERSPAN2 {
+			want["erspan.version"] = "1"
+			want["erspan.encap"] = "0"
+			if fr.vlan != 0 {
+				want["erspan.encap"] = "3"
+			}
+		} else {
+			want["erspan.version"] = "2"
+			want["erspan.direction"] = bit(fr.egress)
+			want["erspan.timestamp"] = fmt.Sprint(ts)
+			want["erspan.gra"] = "0"
+		}
+	case EncapVXLAN:
+		want["vxlan.vni"] = fmt.Sprint(s.ID)
+		want["udp.srcport"] = fmt.Sprint(VXLANSourcePort(s.ID))
+		want["udp.dstport"] = "4789"
+		if s.Src.Is6() {
+			want["udp.checksum.status"] = "1" // good
+		}
+	}
+	payload := fr.payload
+	if cut := len(fr.frame) - inner; cut > 0 {
+		payload = payload[:len(payload)-cut]
+	}
+	want["data.data"] = hex.EncodeToString(payload)
+	for f, w := range want {
+		if got := row[f]; got != w {
+			t.Errorf("%s: tshark %s = %q, want %q", fr.name, f, got, w)
+		}
+	}
+}
+
+func mac(m [6]byte) string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+// TestNewTunnelHeaderRefuses checks the validation of a spec.
+func TestNewTunnelHeaderRefuses(t *testing.T) {
+	ok := TunnelSpec{Encap: EncapGRE, Src: tunSrc4, Dst: tunDst4, MTU: 1500}
+	cases := []struct {
+		name string
+		edit func(*TunnelSpec)
+	}{
+		{"no encap", func(s *TunnelSpec) { s.Encap = 0 }},
+		{"unknown encap", func(s *TunnelSpec) { s.Encap = 5 }},
+		{"erspan2 session 1024", func(s *TunnelSpec) { s.Encap, s.ID = EncapERSPAN2, 1024 }},
+		{"erspan3 session 1024", func(s *TunnelSpec) { s.Encap, s.ID = EncapERSPAN3, 1024 }},
+		{"vxlan vni 2^24", func(s *TunnelSpec) { s.Encap, s.ID = EncapVXLAN, 1<<24 }},
+		{"mixed families", func(s *TunnelSpec) { s.Dst = tunDst6 }},
+		{"no addresses", func(s *TunnelSpec) { s.Src, s.Dst = netip.Addr{}, netip.Addr{} }},
+		{"v4-mapped v6", func(s *TunnelSpec) {
+			s.Src, s.Dst = netip.AddrFrom16(tunSrc4.As16()), netip.AddrFrom16(tunDst4.As16())
+		}},
+		{"mtu 575", func(s *TunnelSpec) { s.MTU = 575 }},
+		{"mtu 65536", func(s *TunnelSpec) { s.MTU = 65536 }},
+		{"ipv6 mtu 1279", func(s *TunnelSpec) { s.Src, s.Dst, s.MTU = tunSrc6, tunDst6, 1279 }},
+	}
+	if _, err := NewTunnelHeader(ok); err != nil {
+		t.Fatalf("NewTunnelHeader(%+v) = %v", ok, err)
+	}
+	for _, tc := range cases {
+		s := ok
+		tc.edit(&s)
+		if _, err := NewTunnelHeader(s); !errors.Is(err, ErrTunnelSpec) {
+			t.Errorf("NewTunnelHeader(%s) = %v, want ErrTunnelSpec", tc.name, err)
+		}
+	}
+}
+
+// TestEncapsulateFitsMTU checks lengths at the edge of the MTU, and that a
+// short dst gets nothing.
+func TestEncapsulateFitsMTU(t *testing.T) {
+	for _, s := range tunnelSpecs() {
+		h, err := NewTunnelHeader(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		for _, l := range []int{0, 1, 13, 60, h.MaxFrame() - 1, h.MaxFrame(), h.MaxFrame() + 1, 3000} {
+			n, trunc := h.Encapsulate(buf, make([]byte, l), 1, 1)
+			wantN := h.Overhead() + min(l, h.MaxFrame())
+			if n != wantN || trunc != (l > h.MaxFrame()) || n > s.MTU+14 {
+				t.Errorf("%s: Encapsulate(%d bytes) = %d, %v; want %d, %v", specName(s), l, n, trunc, wantN, l > h.MaxFrame())
+			}
+			ipLen := binary.BigEndian.Uint16(buf[16:])
+			if s.Src.Is6() {
+				ipLen = binary.BigEndian.Uint16(buf[18:]) + ipv6Len
+			}
+			if int(ipLen) != n-14 {
+				t.Errorf("%s: Encapsulate(%d bytes): ip length %d, want %d", specName(s), l, ipLen, n-14)
+			}
+		}
+		if n, _ := h.Encapsulate(buf[:h.Overhead()+59], make([]byte, 60), 1, 1); n != 0 {
+			t.Errorf("%s: Encapsulate into a short dst = %d, want 0", specName(s), n)
+		}
+	}
+}
+
+func TestEncapsulateAllocs(t *testing.T) {
+	h, err := NewTunnelHeader(tunnelSpecs()[7]) // vxlan over ipv6: the checksum too
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, fr := make([]byte, 2048), make([]byte, 1514)
+	if a := testing.AllocsPerRun(100, func() { h.Encapsulate(buf, fr, 1, 2) }); a != 0 {
+		t.Errorf("Encapsulate allocates %v times per call, want 0", a)
+	}
+}
+
+func TestERSPANTimestamp(t *testing.T) {
+	if got := ERSPANTimestamp(time.Unix(1, 5e5)); got != 10005 {
+		t.Errorf("ERSPANTimestamp(1.0005 s) = %d, want 10005", got)
+	}
+}
+
+// FuzzEncapsulate builds a header from fuzzed fields and encapsulates a
+// fuzzed frame: it never panics, writes nothing past n (the guard bytes
+// after it stay), and n <= MTU+14.
+func FuzzEncapsulate(f *testing.F) {
+	f.Add(uint8(EncapGRE), uint32(5), false, 1500, []byte("0123456789abcdef"), uint32(1), uint32(2), 100)
+	f.Add(uint8(EncapERSPAN3), uint32(5), true, 1280, make([]byte, 1400), uint32(1), uint32(2), 0)
+	f.Add(uint8(EncapVXLAN), uint32(1<<24-1), true, 1300, make([]byte, 1400), uint32(1), uint32(2), 0)
+	f.Add(uint8(EncapERSPAN2), uint32(1023), false, 576, make([]byte, 13), uint32(1), uint32(2), 10)
+	f.Fuzz(func(t *testing.T, encap uint8, id uint32, v6 bool, mtu int, frame []byte, seq, ts uint32, slack int) {
+		s := TunnelSpec{Encap: Encap(encap), ID: id, PortMAC: tunPort, Src: tunSrc4, Dst: tunDst4, MTU: mtu}
+		if v6 {
+			s.Src, s.Dst = tunSrc6, tunDst6
+		}
+		h, err := NewTunnelHeader(s)
+		if err != nil {
+			return
+		}
+		size := max(0, min(h.Overhead()+len(frame)+slack%64, 1<<17))
+		buf := make([]byte, size+16)
+		for i := range buf {
+			buf[i] = 0xa5
+		}
+		n, _ := h.Encapsulate(buf[:size], frame, seq, ts)
+		if n > s.MTU+14 || n > size {
+			t.Fatalf("Encapsulate = %d, MTU %d, dst %d bytes", n, s.MTU, size)
+		}
+		for i := max(n, size); i < len(buf); i++ {
+			if buf[i] != 0xa5 {
+				t.Fatalf("Encapsulate = %d wrote byte %d", n, i)
+			}
+		}
+		if n == 0 && size > 0 && buf[0] != 0xa5 {
+			t.Fatalf("Encapsulate = 0 wrote into dst")
+		}
+	})
+}
