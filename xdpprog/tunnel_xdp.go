@@ -11,14 +11,20 @@ import (
 )
 
 // The fast path's tunnels: a Copies output can be a tunnel as well as a
-// monitor. SetTunnel writes the tunnel's headers into the tunnels map and
-// loads its own instance of xdp_tunnel (tunnel_slot rewritten); the output
-// TunnelOutput(slot) is then a DEVMAP_HASH entry {uplink ifindex, that
-// program}, so the kernel runs the program on each copy before the uplink
-// sends it. See xdp.c, "Tunnels".
+// monitor. SetTunnel writes the tunnel's headers into the tunnels map; the
+// output TunnelOutput(slot) is then a DEVMAP_HASH entry {uplink ifindex,
+// xdp_tunnel}, so the kernel runs the program on each copy before the
+// uplink sends it: one instance for all tunnels in native mode, one per
+// tunnel in generic mode (see tunnelProgLocked). See xdp.c, "Tunnels".
 
 // MaxTunnels is the number of tunnel slots of a Capture: 0..MaxTunnels-1.
 const MaxTunnels = 256
+
+// UnknownTunnel is the counter slot (FastTunnel) of the copies whose tunnel
+// xdp_tunnel could not tell, counted Failed and dropped: in native mode,
+// copies without the capture program's metadata (a driver without XDP
+// metadata support).
+const UnknownTunnel = MaxTunnels
 
 // MaxTunnelCopies is the most tunnel outputs of one Copies, and they must
 // leave by distinct uplinks: the capture program tells xdp_tunnel which
@@ -62,7 +68,7 @@ type FastTunnelCounter struct {
 type tunnelState struct {
 	h      *TunnelHeader
 	uplink int
-	prog   *ebpf.Program
+	prog   *ebpf.Program // the slot's own (generic mode) or c.sharedTunnel
 }
 
 // tunnelValue is the kernel form of h sent through uplink.
@@ -81,9 +87,10 @@ func tunnelValue(h *TunnelHeader, uplink int) xdpTunnel {
 	return v
 }
 
-// loadTunnelProg loads an instance of xdp_tunnel for slot on the maps of
-// c, attached as attach: AttachXDPDevMap for a DEVMAP entry, AttachNone to
-// run it with BPF_PROG_RUN (which refuses DEVMAP programs).
+// loadTunnelProg loads an instance of xdp_tunnel for slot (UnknownTunnel:
+// the shared one) on the maps of c, attached as attach: AttachXDPDevMap for
+// a DEVMAP entry, AttachNone to run it with BPF_PROG_RUN (which refuses
+// DEVMAP programs). The verifier takes about 80 ms.
 func (c *Capture) loadTunnelProg(slot int, attach ebpf.AttachType) (*ebpf.Program, error) {
 	spec, err := loadXdp()
 	if err != nil {
@@ -161,7 +168,7 @@ func (c *Capture) SetTunnel(slot int, h *TunnelHeader, uplink int) error {
 	}
 	ts := c.tunnels[slot]
 	if ts == nil {
-		prog, err := c.loadTunnelProg(slot, ebpf.AttachXDPDevMap)
+		prog, err := c.tunnelProgLocked(slot)
 		if err != nil {
 			return fmt.Errorf("set tunnel %d: %w", slot, err)
 		}
@@ -179,6 +186,24 @@ func (c *Capture) SetTunnel(slot int, h *TunnelHeader, uplink int) error {
 		}
 	}
 	return nil
+}
+
+// tunnelProgLocked is the program for the DEVMAP entries of a new tunnel
+// slot. Native mode: one instance for every slot, loaded once (the slot
+// comes with each frame, tun_meta in xdp.c); generic mode keeps no
+// metadata, so each slot gets its own.
+func (c *Capture) tunnelProgLocked(slot int) (*ebpf.Program, error) {
+	if c.cfg.Mode == Generic {
+		return c.loadTunnelProg(slot, ebpf.AttachXDPDevMap)
+	}
+	if c.sharedTunnel == nil {
+		prog, err := c.loadTunnelProg(UnknownTunnel, ebpf.AttachXDPDevMap)
+		if err != nil {
+			return nil, err
+		}
+		c.sharedTunnel = prog
+	}
+	return c.sharedTunnel, nil
 }
 
 // ClearTunnel empties tunnel slot. The live FastTable must not send to it
@@ -204,14 +229,18 @@ func (c *Capture) ClearTunnel(slot int) error {
 		return fmt.Errorf("clear tunnel %d: %w", slot, err)
 	}
 	delete(c.tunnels, slot)
+	if ts.prog == c.sharedTunnel {
+		return nil
+	}
 	if err := ts.prog.Close(); err != nil {
 		return fmt.Errorf("clear tunnel %d: close program: %w", slot, err)
 	}
 	return nil
 }
 
-// FastTunnel returns the counters of tunnel slot, summed over CPUs. They
-// only grow while the program is loaded, across SetTunnel and ClearTunnel.
+// FastTunnel returns the counters of tunnel slot (or UnknownTunnel), summed
+// over CPUs. They only grow while the program is loaded, across SetTunnel
+// and ClearTunnel.
 func (c *Capture) FastTunnel(slot int) (FastTunnelCounter, error) {
 	var s FastTunnelCounter
 	err := sumPerCPU(c, c.objs.TunnelStats, "tunnel counter", uint32(slot), &c.fast.tunPC, func(p *xdpTunnelCounter) {
@@ -316,10 +345,18 @@ func (c *Capture) evictSetsLocked(out int) error {
 func (c *Capture) closeTunnelsLocked() error {
 	var errs []error
 	for slot, ts := range c.tunnels {
-		if err := ts.prog.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close tunnel %d program: %w", slot, err))
+		if ts.prog != c.sharedTunnel {
+			if err := ts.prog.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close tunnel %d program: %w", slot, err))
+			}
 		}
 		delete(c.tunnels, slot)
+	}
+	if c.sharedTunnel != nil {
+		if err := c.sharedTunnel.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the tunnel program: %w", err))
+		}
+		c.sharedTunnel = nil
 	}
 	return errors.Join(errs...)
 }

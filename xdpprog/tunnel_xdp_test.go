@@ -158,8 +158,17 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 // sequence number (4 bytes at Overhead-8 for ERSPAN II, Overhead-12 for
 // III) and ERSPAN III's timestamp (Overhead-8). The formats take turns on
 // the same slots: SetTunnel changes a tunnel in place under the live table.
+//
+// Native mode runs one xdp_tunnel for every slot (the slot comes in
+// tun_meta), generic mode one per slot; both must give the same bytes.
 func TestTunnelFastPath(t *testing.T) {
 	testutil.RequireRoot(t, needVeth)
+	for _, mode := range []Mode{Native, Generic} {
+		t.Run(mode.String(), func(t *testing.T) { testTunnelFastPath(t, mode) })
+	}
+}
+
+func testTunnelFastPath(t *testing.T, mode Mode) {
 	v := vethInNetns(t, 1)
 	p := testutil.Prefix(t)
 	ups, peers := []string{p + "u1", p + "u2"}, []string{p + "w1", p + "w2"}
@@ -190,17 +199,19 @@ func TestTunnelFastPath(t *testing.T) {
 	}
 	var c *Capture
 	err := testutil.InNetns(v.ns, func() (err error) {
-		c, err = Attach(v.bi, Config{Unmatched: Drop})
+		c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode})
 		return err
 	})
 	if c != nil {
 		t.Cleanup(func() { c.Close() })
 	}
 	testutil.SkipIfNotSupported(t, err)
-	// Threaded NAPI (veth has NAPI once XDP is attached): the burst below
-	// queues up while the capture's NAPI thread wakes, so one poll, and one
-	// DEVMAP flush, takes several frames.
-	testutil.Run(t, "ip", "netns", "exec", v.ns, "sh", "-c", "echo 1 > /sys/class/net/"+v.b+"/threaded")
+	if mode == Native {
+		// Threaded NAPI (veth has NAPI once XDP is attached): the burst
+		// below queues up while the capture's NAPI thread wakes, so one
+		// poll, and one DEVMAP flush, takes several frames.
+		testutil.Run(t, "ip", "netns", "exec", v.ns, "sh", "-c", "echo 1 > /sys/class/net/"+v.b+"/threaded")
+	}
 	inj := packettest.NewInjector(t, v.ns, v.a)
 	// DEVMAP entries name their ifindex in the writer's netns.
 	inNs := func(t *testing.T, fn func() error) {
@@ -331,6 +342,9 @@ func TestTunnelFastPath(t *testing.T) {
 				}
 			}
 		})
+	}
+	if u, err := c.FastTunnel(UnknownTunnel); err != nil || u != (FastTunnelCounter{}) {
+		t.Errorf("FastTunnel(UnknownTunnel) = %+v, %v; want nothing", u, err)
 	}
 	h, err := NewTunnelHeader(tunnelSpecs()[0])
 	if err != nil {

@@ -354,9 +354,9 @@ static __always_inline void count_flows(struct decision *d, __u64 len) {
 }
 
 // fast decides the frame in the kernel (steps 3f-5f above).
-// put_tun_meta writes the tunnel slots of cp as the frame's metadata. A
-// failure only costs native-mode frames their tunnel's own headers being
-// guessed from tunnel_slot; it is not expected (metadata fits any headroom).
+// put_tun_meta writes the tunnel slots of cp as the frame's metadata. It
+// fails only where the driver has no metadata support: in native mode the
+// tunnel copies are then counted failed (xdpprog.UnknownTunnel).
 static __always_inline void put_tun_meta(struct xdp_md *ctx, struct copies *cp) {
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct tun_meta)))
 		return;
@@ -529,13 +529,16 @@ int xdp_capture(struct xdp_md *ctx) {
 //
 // xdp_tunnel is the DEVMAP egress program of a tunnel output: the kernel
 // runs it on each copy redirected to the tunnel's fast_tx or fast_sets
-// entry, before the uplink transmits it. One instance per tunnel, loaded by
-// SetTunnel with tunnel_slot rewritten; the program only knows
-// ctx->egress_ifindex (the uplink, which several tunnels share), so in
-// native mode the capture program passes the slots of a frame's tunnel
-// copies in tun_meta, at most one per uplink (see tun_meta):
+// entry, before the uplink transmits it. It only knows ctx->egress_ifindex
+// (the uplink, which several tunnels share), so the capture program passes
+// the slots of a frame's tunnel copies in tun_meta, at most one per uplink.
+// That works in native mode, where one instance serves every tunnel
+// (tunnel_slot NO_TUNNEL); generic mode keeps no metadata but runs each
+// entry's own program, so there SetTunnel loads one instance per tunnel,
+// tunnel_slot rewritten (see tun_meta):
 //
-//   0. find the copy's tunnel slot (tun_meta, else tunnel_slot)
+//   0. find the copy's tunnel slot (tun_meta, else tunnel_slot; NO_TUNNEL:
+//      the copy is counted failed in that extra slot and dropped)
 //   1. read what the outer headers say of the frame: its outer VLAN tag
 //      (ERSPAN VLAN, COS, En) and whether its source is the port (ERSPAN III
 //      D bit)
@@ -552,6 +555,7 @@ int xdp_capture(struct xdp_md *ctx) {
 //      helper refused: the copy is dropped)
 
 #define TUNNELS 256
+#define NO_TUNNEL TUNNELS     // tunnel_slot of the shared instance; tunnel_stats counts its failures
 #define TUNNEL_KEY 0x80000000 // fast_tx key of tunnel slot 0; no ifindex reaches it
 #define TUN_HDR 76            // xdpprog.MaxTunnelOverhead, rounded up to 4
 #define TUN_MAX_FRAME 4096    // the longest frame the checksum loop covers
@@ -596,7 +600,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TUNNELS);
+	__uint(max_entries, TUNNELS + 1); // and NO_TUNNEL
 	__type(key, __u32);
 	__type(value, struct tunnel_counter);
 } tunnel_stats SEC(".maps");
@@ -610,7 +614,8 @@ struct {
 	__type(value, __u64);
 } clock_offset SEC(".maps");
 
-// tunnel_slot is rewritten per loaded instance; test_run is 1 in an
+// tunnel_slot is rewritten per loaded instance (NO_TUNNEL: the shared
+// instance of native mode); test_run is 1 in an
 // instance loaded as plain XDP for BPF_PROG_RUN, which may not read
 // egress_ifindex (the verifier skips the branch it prunes).
 volatile const __u32 tunnel_slot = 0;
@@ -697,9 +702,9 @@ int xdp_tunnel(struct xdp_md *ctx) {
 	struct tunnel_counter *tc = bpf_map_lookup_elem(&tunnel_stats, &slot);
 	struct tunnel *t = bpf_map_lookup_elem(&tunnels, &slot);
 	if (!tc)
-		return XDP_DROP; // cannot happen: slot < TUNNELS
+		return XDP_DROP; // cannot happen: slot <= NO_TUNNEL
 	if (!t || !t->encap)
-		goto fail;
+		goto fail; // NO_TUNNEL, or a cleared slot
 
 	// 1. What the headers say of the frame.
 	void *data = (void *)(long)ctx->data;

@@ -178,7 +178,10 @@ type Capture struct {
 	percpu    []xdpCounters        // scratch for Counters
 	fast      fastState            // the fast tables (fast.go)
 	tunnels   map[int]*tunnelState // by slot (tunnel_xdp.go)
-	closed    bool
+	// sharedTunnel is native mode's xdp_tunnel for every slot, loaded by
+	// the first SetTunnel.
+	sharedTunnel *ebpf.Program
+	closed       bool
 	// afterWrite, when set (by tests), runs after every single map write of
 	// SetFilter, to check the filter in each intermediate state.
 	afterWrite func()
