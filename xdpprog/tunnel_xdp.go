@@ -36,10 +36,6 @@ const MaxTunnelCopies = 4
 // ifindex is a positive int32, so no monitor key reaches it.
 const tunnelKey = 0x80000000
 
-// tunnelMaxFrame is the longest frame xdp_tunnel checksums whole
-// (TUN_MAX_FRAME): an XDP frame without fragments fits a page anyway.
-const tunnelMaxFrame = 4096
-
 // TunnelOutput is the Copies output of tunnel slot: put it in
 // Copies.Outputs like a monitor's ifindex.
 func TunnelOutput(slot int) int { return tunnelKey + slot }
@@ -147,12 +143,6 @@ func (c *Capture) SetTunnel(slot int, h *TunnelHeader, uplink int) error {
 	if h == nil || uplink <= 0 {
 		return fmt.Errorf("set tunnel %d: want a header and an uplink ifindex", slot)
 	}
-	if h.maxFrame > tunnelMaxFrame && h.spec.Encap == EncapVXLAN && h.l4 == ethLen+ipv6Len {
-		// The checksum loop stops there; a longer frame cannot come from
-		// XDP without fragments, but say so rather than send a bad sum.
-		return fmt.Errorf("set tunnel %d: mtu %d: at most %d over IPv6 vxlan: %w", slot, h.spec.MTU,
-			tunnelMaxFrame+ethLen+ipv6Len+udpLen+vxlanLen, ErrFastLimit)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -225,7 +215,7 @@ func (c *Capture) ClearTunnel(slot int) error {
 	if err := c.evictSetsLocked(out); err != nil {
 		return fmt.Errorf("clear tunnel %d: %w", slot, err)
 	}
-	if err := c.objs.Tunnels.Update(uint32(slot), xdpTunnel{}, ebpf.UpdateAny); err != nil {
+	if err := c.objs.Tunnels.Delete(uint32(slot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("clear tunnel %d: %w", slot, err)
 	}
 	delete(c.tunnels, slot)

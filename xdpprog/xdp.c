@@ -558,7 +558,7 @@ int xdp_capture(struct xdp_md *ctx) {
 #define NO_TUNNEL TUNNELS     // tunnel_slot of the shared instance; tunnel_stats counts its failures
 #define TUNNEL_KEY 0x80000000 // fast_tx key of tunnel slot 0; no ifindex reaches it
 #define TUN_HDR 76            // xdpprog.MaxTunnelOverhead, rounded up to 4
-#define TUN_MAX_FRAME 4096    // the longest frame the checksum loop covers
+#define TUN_MAX_FRAME 4096    // the checksum loop's 256-byte chunks cover this much
 
 // encapsulations; keep equal to xdpprog.Encap.
 #define ENCAP_GRE 1
@@ -584,8 +584,11 @@ struct tunnel_counter {
 	__u64 failed; // dropped: an adjust helper refused, or an empty slot
 };
 
+// tunnels is a hash, not an array, so that SetTunnel replaces a tunnel's
+// headers atomically: a hash update swaps in a new element, where an array
+// update copies over the value a running program may be reading.
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TUNNELS);
 	__type(key, __u32);
 	__type(value, struct tunnel);
@@ -640,9 +643,12 @@ static __always_inline __u32 which_tunnel(struct xdp_md *ctx) {
 	return tunnel_slot;
 }
 
+#define CSUM_TOO_LONG (1ULL << 63) // no sum reaches it
+
 // csum_frame returns the ones'-complement sum (not folded) of the bytes of
 // ctx's packet from off on, as 16-bit words in memory order (an odd last
-// byte padded with zero). A global function: the verifier checks it once,
+// byte padded with zero), or CSUM_TOO_LONG past TUN_MAX_FRAME + 255 bytes
+// (more than a linear XDP frame holds with 4 KB pages). A global function: the verifier checks it once,
 // not once per path of xdp_tunnel, which cut the program's load time.
 __attribute__((noinline)) __u64 csum_frame(struct xdp_md *ctx, __u32 off) {
 	void *p = (void *)(long)ctx->data + (off & 0x7f);
@@ -655,6 +661,8 @@ __attribute__((noinline)) __u64 csum_frame(struct xdp_md *ctx, __u32 off) {
 		s = bpf_csum_diff(0, 0, p, 256, s);
 		p += 256;
 	}
+	if (p + 256 <= end)
+		return CSUM_TOO_LONG;
 #define CHUNK(n)                                    \
 	if (p + (n) <= end) {                       \
 		s = bpf_csum_diff(0, 0, p, (n), s); \
@@ -783,8 +791,10 @@ int xdp_tunnel(struct xdp_md *ctx) {
 		__u16 udp = wire - (l4 - data);
 		*(__be16 *)(l4 + 4) = bpf_htons(udp);
 		if (t->v6) {
-			__u64 s = (__u64)t->csum + 2 * (__u64)bpf_htons(udp) + csum_frame(ctx, hlen);
-			__u16 c = ~csum_fold(s);
+			__u64 f = csum_frame(ctx, hlen);
+			if (f == CSUM_TOO_LONG)
+				goto fail;
+			__u16 c = ~csum_fold(f + t->csum + 2 * (__u64)bpf_htons(udp));
 			// The call may have moved the packet, as far as the
 			// verifier knows: find the UDP header again.
 			data = (void *)(long)ctx->data;
