@@ -59,8 +59,9 @@ func runTunnel(t *testing.T, prog *ebpf.Program, frame []byte) []byte {
 // loaded as plain XDP because test runs refuse DEVMAP programs) makes the
 // same bytes as Encapsulate with the same sequence number, except ERSPAN
 // III's timestamp (4 bytes at tsOffset: Overhead-8 .. Overhead-4), which
-// must lie between the clock before and after the run, give or take 1 s. The counters count
-// each copy, its bytes on the wire and the truncated ones.
+// must lie between the clock before and after the run, give or take 1 s.
+// The counters count each copy, its bytes on the wire and the truncated
+// ones.
 func TestTunnelXDPMatchesGo(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
 	c, err := Load(Config{})
@@ -157,8 +158,8 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 // must take each copy's tunnel from tun_meta), slot 2 by uplink 2; each
 // slot has its own id. Every copy the uplinks' peers receive must be what
 // Encapsulate makes of its frame with its slot's header, except the ERSPAN
-// sequence number (4 bytes at Overhead-8 for ERSPAN II, Overhead-12 for
-// III) and ERSPAN III's timestamp (Overhead-8). The formats take turns on
+// sequence number (4 bytes at Overhead-12 for ERSPAN II, Overhead-16 for
+// III) and ERSPAN III's timestamp (4 bytes at Overhead-8). The formats take turns on
 // the same slots: SetTunnel changes a tunnel in place under the live table.
 //
 // Native mode runs one xdp_tunnel for every slot (the slot comes in
