@@ -37,6 +37,25 @@ func tsOffset(h *TunnelHeader) int {
 	return h.l4 + greLen + 4
 }
 
+// testTunnel sets tunnel slot of c from spec s (uplink lo) and loads an
+// xdp_tunnel instance for it that BPF_PROG_RUN takes, closed when tb ends.
+func testTunnel(tb testing.TB, c *Capture, slot int, s TunnelSpec) (*TunnelHeader, *ebpf.Program) {
+	tb.Helper()
+	h, err := NewTunnelHeader(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.SetTunnel(slot, h, 1); err != nil {
+		tb.Fatal(err)
+	}
+	prog, err := c.loadTunnelProg(slot, ebpf.AttachNone)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+	return h, prog
+}
+
 // runTunnel runs prog (xdp_tunnel for some slot, loaded as plain XDP) on
 // frame and returns the copy it makes.
 func runTunnel(t *testing.T, prog *ebpf.Program, frame []byte) []byte {
@@ -69,18 +88,7 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	for slot, s := range tunnelXDPSpecs() {
 		t.Run(fmt.Sprintf("%s/mtu%d", specName(s), s.MTU), func(t *testing.T) {
-			h, err := NewTunnelHeader(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.SetTunnel(slot, h, 1); err != nil {
-				t.Fatal(err)
-			}
-			prog, err := c.loadTunnelProg(slot, ebpf.AttachNone)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prog.Close()
+			h, prog := testTunnel(t, c, slot, s)
 			var want FastTunnelCounter
 			buf := make([]byte, 4096)
 			for seq, fr := range append(tunnelFrames(), tunnelFrames()...) {
@@ -116,6 +124,32 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	}
 }
 
+// TestTunnelSeq sets a tunnel's ERSPAN sequence number just below the wrap
+// and checks the copies count on from it, through 0.
+func TestTunnelSeq(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	h, prog := testTunnel(t, c, 3, tunnelSpecs()[1]) // erspanv1/ipv4
+	if err := c.SetTunnelSeq(3, 0xfffffffe); err != nil {
+		t.Fatal(err)
+	}
+	fr := frame(t, macOther, macA, nil, 46, 0)
+	for _, want := range []uint32{0xfffffffe, 0xffffffff, 0} {
+		got := runTunnel(t, prog, fr)
+		if seq := binary.BigEndian.Uint32(got[h.l4+4:]); seq != want {
+			t.Errorf("sequence number %#x, want %#x", seq, want)
+		}
+	}
+	if seq, err := c.TunnelSeq(3); err != nil || seq != 1 {
+		t.Errorf("TunnelSeq(3) = %d, %v; want 1", seq, err)
+	}
+	if _, err := c.TunnelSeq(MaxTunnels); err == nil {
+		t.Errorf("TunnelSeq(%d) succeeded", MaxTunnels)
+	}
+}
+
 // TestTunnelXDPOddChecksum runs IPv6 VXLAN over frames of every length
 // from 14 to 600 bytes, so the checksum loop ends on each chunk size and on
 // an odd byte.
@@ -124,18 +158,7 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 	c, err := Load(Config{})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
-	h, err := NewTunnelHeader(tunnelSpecs()[7])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetTunnel(0, h, 1); err != nil {
-		t.Fatal(err)
-	}
-	prog, err := c.loadTunnelProg(0, ebpf.AttachNone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
+	h, prog := testTunnel(t, c, 0, tunnelSpecs()[7]) // vxlan/ipv6
 	full := frame(t, macOther, macA, nil, 600, 0)
 	for i := range full[14:] {
 		full[14+i] = byte(i*7 + 3)
