@@ -112,6 +112,7 @@ func (s *Store) SetQuotas(ctx context.Context, project string, l Limits, check f
 // back. ErrNotFound: project had none.
 func (s *Store) DeleteQuotas(ctx context.Context, project string) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM quotas WHERE project_id = ?`, project)
+	s.gen.Add(1)
 	if err != nil {
 		return fmt.Errorf("delete quotas of %s: %w", project, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 )
@@ -42,7 +43,18 @@ type Store struct {
 	// r serves reads. In WAL mode readers never block the writer or each
 	// other, so a few connections let lists run in parallel (2 cores here).
 	r *sql.DB
+	// gen counts committed writes (Generation).
+	gen atomic.Uint64
 }
+
+// Generation is a counter that every committed write of this Store bumps
+// after its commit and before the write method returns: a value read
+// after a write was acknowledged differs from every value read before its
+// commit, so whatever was computed from the database under one value may
+// be reused while Generation still returns it (control's list cache,
+// issue 10). Only this process writes the database; a write by another
+// process would not bump it.
+func (s *Store) Generation() uint64 { return s.gen.Load() }
 
 // Open opens (creating if needed) the database at path and applies every
 // migration not yet recorded in schema_migrations.
@@ -168,6 +180,9 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		tx.Rollback() //nolint:errcheck // the error from fn is the one to report
 		return err
 	}
+	// Bumped even when Commit fails: its outcome is then unknown, and a
+	// needless bump costs only a cache miss.
+	defer s.gen.Add(1)
 	return tx.Commit()
 }
 
