@@ -280,9 +280,3 @@ func (r *resource) processItem(m map[string]any, create bool, id Identity) error
 	}
 	return nil
 }
-
-// getStr returns m[k] as a string ("" when absent or null).
-func getStr(m map[string]any, k string) string {
-	s, _ := m[k].(string)
-	return s
-}

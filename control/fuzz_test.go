@@ -1,7 +1,6 @@
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"net/url"
 	"strconv"
@@ -127,22 +126,43 @@ func FuzzDecodeBody(f *testing.F) {
 	})
 }
 
-// FuzzAppendJSONString checks the hand-written list encoder against
-// encoding/json: both must decode to the same string.
-func FuzzAppendJSONString(f *testing.F) {
-	f.Fuzz(func(t *testing.T, s string) {
-		var got, want string
-		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
-			t.Fatalf("appendJSONString(%q) = %s: %v", s, appendJSONString(nil, s), err)
+// FuzzDecodeTyped: whatever body processing accepts decodes into the
+// resource's body struct, for create and update (a failure would be a
+// 500), and its project is the one processing settled on.
+func FuzzDecodeTyped(f *testing.F) {
+	ids := []Identity{newIdentity("default", []string{"admin"}), newIdentity("p1", []string{"member"})}
+	check := func(t *testing.T, r *resource, body []byte, into func(map[string]any) (string, error)) {
+		for _, create := range []bool{true, false} {
+			for _, id := range ids {
+				items, _, err := r.decodeBody(body, create, id)
+				if err != nil {
+					continue
+				}
+				for _, m := range items {
+					project, err := into(m)
+					if err != nil {
+						t.Fatalf("%s body %q: decodeInto: %v", r.singular, body, err)
+					}
+					if create && project != m["project_id"] {
+						t.Fatalf("%s body %q: project %q, processed %v", r.singular, body, project, m["project_id"])
+					}
+				}
+			}
 		}
-		b, _ := json.Marshal(s)
-		if err := json.Unmarshal(b, &want); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("appendJSONString(%q) decodes to %q, encoding/json to %q", s, got, want)
-		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		check(t, tapServiceRes, body, typedProject[serviceBody](tapServiceRes))
+		check(t, tapFlowRes, body, typedProject[flowBody](tapFlowRes))
+		check(t, portRes, body, typedProject[portBody](portRes))
+		check(t, networkRes, body, typedProject[networkBody](networkRes))
 	})
+}
+
+func typedProject[B any](r *resource) func(map[string]any) (string, error) {
+	return func(m map[string]any) (string, error) {
+		b, err := decodeInto[B](r, m)
+		return bodyProject(b), err
+	}
 }
 
 // FuzzQuotaBody: decodeQuotaBody never panics, fails only with a 400
