@@ -137,6 +137,8 @@ type Server struct {
 	tokens atomic.Pointer[Tokens]
 	// conns shares the connection slots among clients (connlimit.go).
 	conns *connLimiter
+	// lists caches rendered lists per store generation (listcache.go).
+	lists *listCache
 
 	// The collections, each served by the generic handlers (typed.go).
 	networks *kind[store.Network, networkBody, networkView]
@@ -159,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
+	s.lists = newListCache()
 	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
 	s.app = fiber.New(fiber.Config{
 		ErrorHandler:          errorHandler(log),

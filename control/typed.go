@@ -108,21 +108,25 @@ func (k *kind[T, B, V]) event(t T, action string) Event {
 	return Event{Resource: k.res.singular, ID: r.ID, Action: action, ProjectID: r.ProjectID}
 }
 
-// handleList answers GET on the collection: the caller's rows.
+// handleList answers GET on the collection: the caller's rows, from the
+// list cache while the store is unchanged.
 func (k *kind[T, B, V]) handleList(c *fiber.Ctx) error {
 	id := identity(c)
 	if !k.mayRead(id) {
 		return renderList(c, k.res, &listRows[V]{})
 	}
-	ts, err := k.list(c.UserContext(), id.scope())
-	if err != nil {
-		return err
-	}
-	vs := make([]V, len(ts))
-	for i, t := range ts {
-		vs[i] = k.view(t)
-	}
-	rows, err := newListRows(k.res, vs)
+	ctx := c.UserContext()
+	rows, err := loadRows(k.s.lists, k.s.st, listKey{k.res.plural, id.scope()}, func() (*listRows[V], error) {
+		ts, err := k.list(ctx, id.scope())
+		if err != nil {
+			return nil, err
+		}
+		vs := make([]V, len(ts))
+		for i, t := range ts {
+			vs[i] = k.view(t)
+		}
+		return newListRows(k.res, vs)
+	})
 	if err != nil {
 		return err
 	}
