@@ -133,7 +133,7 @@ func TestKillDuringBulks(t *testing.T) {
 // TestQuotaFlags: the --quota-* flags reach the API as the defaults.
 func TestQuotaFlags(t *testing.T) {
 	d := testutil.StartTaasd(t, testutil.BuildTaasd(t), "--dataplane", "none", "--quota-port", "2",
-		"--quota-tap-flow", "-1", "--quota-network", "2")
+		"--quota-tap-flow", "-1", "--quota-network", "2", "--quota-tap-mirror", "5")
 	// Project default (a noauth caller's) has the shared network already.
 	for _, tc := range []struct {
 		resource, path, body string
@@ -160,7 +160,7 @@ func TestQuotaFlags(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := `{"quota":{"network":2,"port":2,"tap_flow":-1,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
+	if want := `{"quota":{"network":2,"port":2,"tap_flow":-1,"tap_mirror":5,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
 		t.Errorf("GET quotas = %s, want %s", raw, want)
 	}
 }

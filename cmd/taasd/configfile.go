@@ -70,6 +70,8 @@ type quotasFile struct {
 	TapService int `toml:"tap_service"`
 	// TapFlow: tap flows per project (--quota-tap-flow); default 10000.
 	TapFlow int `toml:"tap_flow"`
+	// TapMirror: tap mirrors per project (--quota-tap-mirror); default 1000.
+	TapMirror int `toml:"tap_mirror"`
 }
 
 // logFile is the [log] table.
@@ -242,7 +244,7 @@ func (fc *fileConfig) Validate() error {
 		key string
 		v   int
 	}{{"quotas.network", fc.Quotas.Network}, {"quotas.port", fc.Quotas.Port}, {"quotas.tap_service", fc.Quotas.TapService},
-		{"quotas.tap_flow", fc.Quotas.TapFlow}} {
+		{"quotas.tap_flow", fc.Quotas.TapFlow}, {"quotas.tap_mirror", fc.Quotas.TapMirror}} {
 		if q.v < -1 || q.v > math.MaxInt32 {
 			bad(q.key, "must be -1 (unlimited), 0 (default) or up to %d, got %d", math.MaxInt32, q.v)
 		}
@@ -412,6 +414,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
 	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)
 	num("quotas.tap_flow", "quota-tap-flow", &cfg.Quotas.TapFlow, fc.Quotas.TapFlow)
+	num("quotas.tap_mirror", "quota-tap-mirror", &cfg.Quotas.TapMirror, fc.Quotas.TapMirror)
 	l := fc.Limits
 	cfg.Limits = control.Limits{MaxBodySize: l.MaxBodySize, MaxBulkItems: l.MaxBulkItems,
 		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,

@@ -15,10 +15,11 @@ const (
 	QuotaPort       = "port"
 	QuotaTapService = "tap_service"
 	QuotaTapFlow    = "tap_flow"
+	QuotaTapMirror  = "tap_mirror"
 )
 
 // QuotaResources lists every quota resource in the order answers list them.
-var QuotaResources = []string{QuotaNetwork, QuotaPort, QuotaTapService, QuotaTapFlow}
+var QuotaResources = []string{QuotaNetwork, QuotaPort, QuotaTapService, QuotaTapFlow, QuotaTapMirror}
 
 // Limits maps a quota resource to its limit; -1 is unlimited.
 type Limits map[string]int

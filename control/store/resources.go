@@ -74,6 +74,7 @@ type Ref struct {
 type Deleted struct {
 	Services []Ref
 	Flows    []Ref
+	Mirrors  []Ref
 }
 
 const networkCols = `id, project_id, name, description, admin_state_up, shared, mtu`
@@ -207,8 +208,9 @@ func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Por
 }
 
 // DeletePort deletes the port of project with, as upstream's port-delete
-// callback does, the tap services on it (and their flows) and the flows
-// whose source it is. It returns what the cascade removed.
+// callbacks do, the tap services on it (and their flows), the flows whose
+// source it is and the tap mirrors on it. It returns what the cascade
+// removed.
 func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Deleted, error) {
 	var (
 		p Port
@@ -225,6 +227,9 @@ func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Delet
 		if d.Flows, err = refs(ctx, tx, `SELECT f.id, f.project_id FROM tap_flows f
 			JOIN tap_services s ON s.id = f.tap_service_id
 			WHERE f.source_port = ?1 OR s.port_id = ?1`, id); err != nil {
+			return err
+		}
+		if d.Mirrors, err = refs(ctx, tx, `SELECT id, project_id FROM tap_mirrors WHERE port_id = ?`, id); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE id = ?`, id); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -113,6 +114,11 @@ func TestUsage(t *testing.T) {
 					TapServiceID: project + "s", SourcePort: fmt.Sprint(project, "p", i+1), Direction: "IN"}); err != nil {
 					return err
 				}
+				if err := tx.CreateTapMirror(TapMirror{ID: fmt.Sprint(project, "m", i), ProjectID: project,
+					PortID: fmt.Sprint(project, "p", i), Directions: Directions{{"IN", json.RawMessage(fmt.Sprint(i))}},
+					RemoteIP: "192.0.2.1", MirrorType: "gre"}, project); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -129,8 +135,8 @@ func TestUsage(t *testing.T) {
 	}); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	// Deleting a's monitor port cascades to its service and both flows;
-	// deleting b's source port p1 to one flow.
+	// Deleting a's monitor port cascades to its service, both flows and
+	// mirror m0; deleting b's source port p1 to one flow and mirror m1.
 	if _, _, err := s.DeletePort(ctx, "a", "ap0"); err != nil {
 		t.Fatal(err)
 	}
@@ -140,9 +146,10 @@ func TestUsage(t *testing.T) {
 	if err := s.CreateNetwork(ctx, Network{ID: "bn", ProjectID: "b"}); err != nil {
 		t.Fatal(err)
 	}
-	for project, want := range map[string]string{"a": "map[network:0 port:2 tap_flow:0 tap_service:0]",
-		"b": "map[network:1 port:2 tap_flow:1 tap_service:1]", "c": "map[network:0 port:0 tap_flow:0 tap_service:0]",
-		"default": "map[network:1 port:0 tap_flow:0 tap_service:0]"} {
+	for project, want := range map[string]string{"a": "map[network:0 port:2 tap_flow:0 tap_mirror:1 tap_service:0]",
+		"b":       "map[network:1 port:2 tap_flow:1 tap_mirror:1 tap_service:1]",
+		"c":       "map[network:0 port:0 tap_flow:0 tap_mirror:0 tap_service:0]",
+		"default": "map[network:1 port:0 tap_flow:0 tap_mirror:0 tap_service:0]"} {
 		u, err := s.Usage(ctx, project)
 		if err != nil {
 			t.Fatal(err)
