@@ -12,7 +12,8 @@ import (
 
 // Event is one change, as GET /v2.0/taas/events streams it.
 type Event struct {
-	// Resource is "port", "network", "tap_service" or "tap_flow".
+	// Resource is "port", "network", "tap_service", "tap_flow" or
+	// "tap_mirror".
 	Resource string `json:"resource"`
 	ID       string `json:"id"`
 	// Action is "create", "update", "delete" or "status" (the reconciler

@@ -2,6 +2,8 @@ package control
 
 import (
 	"errors"
+	"math/big"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -92,7 +94,7 @@ func FuzzNameString(f *testing.F) {
 func FuzzDecodeBody(f *testing.F) {
 	ids := []Identity{newIdentity("default", []string{"admin"}), newIdentity("p1", []string{"member"})}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, r := range []*resource{tapServiceRes, tapFlowRes, portRes, networkRes} {
+		for _, r := range []*resource{tapServiceRes, tapFlowRes, portRes, networkRes, tapMirrorRes} {
 			for _, create := range []bool{true, false} {
 				for _, id := range ids {
 					items, _, err := r.decodeBody(body, create, id)
@@ -155,6 +157,7 @@ func FuzzDecodeTyped(f *testing.F) {
 		check(t, tapFlowRes, body, typedProject[flowBody](tapFlowRes))
 		check(t, portRes, body, typedProject[portBody](portRes))
 		check(t, networkRes, body, typedProject[networkBody](networkRes))
+		check(t, tapMirrorRes, body, typedProject[mirrorBody](tapMirrorRes))
 	})
 }
 
@@ -215,3 +218,32 @@ func FuzzUnquote(f *testing.F) {
 }
 
 func isHex(c byte) bool { return strings.IndexByte("0123456789abcdefABCDEF", c) >= 0 }
+
+// FuzzIPAddress checks validIPAddress against net/netip: it accepts an
+// address exactly when netip reads it without a zone and, for IPv4, the
+// text is already in its canonical dotted form.
+func FuzzIPAddress(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validIPAddress(s) == ""
+		a, err := netip.ParseAddr(s)
+		want := err == nil && a.Zone() == "" && (strings.Contains(s, ":") || a.Is4() && a.String() == s)
+		if got != want {
+			t.Errorf("validIPAddress(%q) accepted = %v, want %v (%q)", s, got, want, validIPAddress(s))
+		}
+	})
+}
+
+// FuzzMirrorTunnel: validDirections accepts a direction's id given as a
+// string exactly when it is a decimal integer with blanks and one sign
+// around it, as Python's int() reads it.
+func FuzzMirrorTunnel(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validDirections(map[string]any{"IN": s}) == ""
+		// Base 10 takes no underscores, which Python's int() would: those
+		// are refused here.
+		_, want := new(big.Int).SetString(strings.TrimSpace(s), 10)
+		if got != want {
+			t.Errorf("directions {\"IN\": %q} accepted = %v, want %v", s, got, want)
+		}
+	})
+}

@@ -169,18 +169,14 @@ func TestListCacheConcurrentWrites(t *testing.T) {
 // TestListCacheIsolation: in token mode, whoever listed first, a caller's
 // list (with fields, filters, paging or sorting) holds only what its
 // project and roles may see: members of two projects, a reader of one and
-// the admin list each collection in turn, in both orders.
+// the admin list each collection in turn, in both orders (hR is the
+// reader of startMirrorServer).
 func TestListCacheIsolation(t *testing.T) {
-	toks, err := LoadTokens(writeTokens(t, isoTokens+"tr proj-a reader\n"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startServer(t, Config{Auth: AuthToken, Tokens: toks})
-	const hR = "X-Auth-Token: tr"
-	type owned struct{ ports, services, flows []string }
+	ts := startMirrorServer(t)
+	type owned struct{ ports, services, flows, mirrors []string }
 	mine := map[string]*owned{}
-	for _, p := range []struct{ project, who, capIf, monIf string }{
-		{"proj-a", hA, "cap0", "mon0"}, {"proj-b", hB, "cap1", "mon1"},
+	for _, p := range []struct{ project, who, capIf, monIf, tunnel string }{
+		{"proj-a", hA, "cap0", "mon0", "1"}, {"proj-b", hB, "cap1", "mon0", "2"},
 	} {
 		o := &owned{}
 		src := ts.createPortIn(p.project, p.project+"-src", p.capIf, "", hAdmin)
@@ -190,6 +186,7 @@ func TestListCacheIsolation(t *testing.T) {
 		for i := range 3 {
 			o.flows = append(o.flows, ts.createFlow(fmt.Sprint(p.project, "-f", i), svc, src, "IN", nil, p.who))
 		}
+		o.mirrors = []string{ts.createMirror(src, `{"IN": `+p.tunnel+`}`, "192.0.2.1", "gre", p.who)}
 		mine[p.project] = o
 	}
 	a, b := mine["proj-a"], mine["proj-b"]
@@ -197,13 +194,14 @@ func TestListCacheIsolation(t *testing.T) {
 	type caller struct {
 		name, header string
 		// sees: the ids of each collection this caller may list.
-		flows, services, ports []string
+		flows, services, ports, mirrors []string
 	}
 	callers := []caller{
-		{"member a", hA, a.flows, a.services, a.ports},
-		{"member b", hB, b.flows, b.services, b.ports},
-		{"reader a", hR, nil, nil, a.ports},
-		{"admin", hAdmin, union(a.flows, b.flows), union(a.services, b.services), union(a.ports, b.ports)},
+		{"member a", hA, a.flows, a.services, a.ports, a.mirrors},
+		{"member b", hB, b.flows, b.services, b.ports, b.mirrors},
+		{"reader a", hR, nil, nil, a.ports, a.mirrors},
+		{"admin", hAdmin, union(a.flows, b.flows), union(a.services, b.services), union(a.ports, b.ports),
+			union(a.mirrors, b.mirrors)},
 	}
 	queries := []string{"", "?fields=id&fields=name", "?fields=name&fields=id&limit=2", "?project_id=proj-a",
 		"?project_id=proj-b&fields=id", "?limit=1", "?limit=2&marker=" + a.flows[0], "?limit=2&marker=" + b.flows[0],
@@ -215,6 +213,7 @@ func TestListCacheIsolation(t *testing.T) {
 		{"/v2.0/taas/tap_flows", "tap_flows", func(c caller) []string { return c.flows }},
 		{"/v2.0/taas/tap_services", "tap_services", func(c caller) []string { return c.services }},
 		{"/v2.0/ports", "ports", func(c caller) []string { return c.ports }},
+		{"/v2.0/taas/tap_mirrors", "tap_mirrors", func(c caller) []string { return c.mirrors }},
 	} {
 		for _, q := range queries {
 			for _, order := range [][]caller{callers, reversed(callers)} {

@@ -111,11 +111,13 @@ func (s *Server) portKind() *kind[store.Port, portBody, portView] {
 		list: s.st.ListPorts, get: s.st.GetPort, view: newPortView,
 		ref:    func(p store.Port) store.Ref { return store.Ref{ID: p.ID, ProjectID: p.ProjectID} },
 		create: s.createPort, update: s.updatePort,
-		// As upstream's port-delete callback: the tap services on the port
-		// with their flows, and the flows it is the source of.
+		// As upstream's port-delete callbacks: the tap services on the port
+		// with their flows, and the flows it is the source of; and, where
+		// upstream leaves them dangling, the tap mirrors on it.
 		remove: func(ctx context.Context, project, id string) (store.Port, []Event, error) {
 			p, d, err := s.st.DeletePort(ctx, project, id)
-			return p, append(refEvents("tap_flow", d.Flows), refEvents("tap_service", d.Services)...), err
+			evs := append(refEvents("tap_flow", d.Flows), refEvents("tap_service", d.Services)...)
+			return p, append(evs, refEvents("tap_mirror", d.Mirrors)...), err
 		},
 	}
 }

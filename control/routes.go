@@ -76,6 +76,12 @@ func (s *Server) routes() {
 			route{get, prefix + "/tap_flows/:id", s.flows.handleShow},
 			route{put, prefix + "/tap_flows/:id", s.flows.handleUpdate},
 			route{del, prefix + "/tap_flows/:id", s.flows.handleDelete},
+
+			route{get, prefix + "/tap_mirrors", s.mirrors.handleList},
+			route{post, prefix + "/tap_mirrors", s.mirrors.handleCreate},
+			route{get, prefix + "/tap_mirrors/:id", s.mirrors.handleShow},
+			route{put, prefix + "/tap_mirrors/:id", s.mirrors.handleUpdate},
+			route{del, prefix + "/tap_mirrors/:id", s.mirrors.handleDelete},
 		)
 	}
 	for _, r := range list {

@@ -145,6 +145,7 @@ type Server struct {
 	ports    *kind[store.Port, portBody, portView]
 	services *kind[store.TapService, serviceBody, serviceView]
 	flows    *kind[store.TapFlow, flowBody, flowView]
+	mirrors  *kind[store.TapMirror, mirrorBody, mirrorView]
 }
 
 // New builds the server; nothing runs until Run.
@@ -163,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
 	s.lists = newListCache()
 	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
+	s.mirrors = s.mirrorKind()
 	s.app = fiber.New(fiber.Config{
 		ErrorHandler:          errorHandler(log),
 		DisableStartupMessage: true,

@@ -108,21 +108,30 @@ func rename[B interface{ names() namedBody }, T any](
 	}
 }
 
-func (s *Server) createTapService(tx *store.Tx, id Identity, b serviceBody) (store.TapService, error) {
-	portID := canonicalUUID(b.PortID)
-	port, err := tx.GetPort(id.scope(), portID)
+// ownPort returns the port a tap service or mirror of project is
+// created on, by the id as the body gave it: 404 when the caller cannot
+// see it, 403 when it is another project's, 400 when it is bound outside
+// role (checkUse).
+func (s *Server) ownPort(tx *store.Tx, id Identity, rawID, project, role, what string) (store.Port, error) {
+	port, err := tx.GetPort(id.scope(), canonicalUUID(rawID))
 	if errors.Is(err, store.ErrNotFound) {
-		return store.TapService{}, errPortNotFound(b.PortID)
+		return port, errPortNotFound(rawID)
 	}
+	if err != nil {
+		return port, err
+	}
+	if port.ProjectID != project {
+		return port, forbidden("PortDoesNotBelongToTenant", "The specified port does not belong to the tenant")
+	}
+	return port, s.checkUse(tx.BoundInterfaces, port, role, what)
+}
+
+func (s *Server) createTapService(tx *store.Tx, id Identity, b serviceBody) (store.TapService, error) {
+	port, err := s.ownPort(tx, id, b.PortID, b.ProjectID, RoleMonitor, useService)
 	if err != nil {
 		return store.TapService{}, err
 	}
-	if port.ProjectID != b.ProjectID {
-		return store.TapService{}, forbidden("PortDoesNotBelongToTenant", "The specified port does not belong to the tenant")
-	}
-	if err := s.checkUse(tx.BoundInterfaces, port, RoleMonitor); err != nil {
-		return store.TapService{}, err
-	}
+	portID := port.ID
 	t := store.TapService{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V,
 		Description: b.Description.V, PortID: portID, Status: "DOWN"}
 	switch err := tx.CreateTapService(t, s.cfg.MaxTapServices); {
@@ -173,7 +182,7 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 	} else if err != nil {
 		return store.TapFlow{}, err
 	}
-	if err := s.checkUse(tx.BoundInterfaces, src, RoleCapture); err != nil {
+	if err := s.checkUse(tx.BoundInterfaces, src, RoleCapture, useSource); err != nil {
 		return store.TapFlow{}, err
 	}
 	f := store.TapFlow{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,

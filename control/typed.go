@@ -39,6 +39,11 @@ type kind[T, B, V any] struct {
 	// ref names a row for events.
 	ref func(T) store.Ref
 
+	// forbidVisible answers a non-member's update or delete of a row it
+	// can read with 403 PolicyNotAuthorized instead of 404, as upstream
+	// does when the write rule fails on a row the caller may get (§2.11):
+	// tap mirrors, which readers may get.
+	forbidVisible bool
 	// noBulk refuses a bulk create (400 "Bulk operation not supported").
 	noBulk bool
 	// precheck, when set, checks a create's body before its transaction.
@@ -210,7 +215,7 @@ func (k *kind[T, B, V]) handleUpdate(c *fiber.Ctx) error {
 		return err
 	}
 	if !id.member() {
-		return k.notFound(c.Params("id"))
+		return k.refuse(c, id, "update")
 	}
 	t, err := k.update(c.UserContext(), id, c.Params("id"), bs[0])
 	if errors.Is(err, store.ErrNotFound) {
@@ -229,7 +234,7 @@ func (k *kind[T, B, V]) handleDelete(c *fiber.Ctx) error {
 	}
 	id := identity(c)
 	if !id.member() {
-		return k.notFound(c.Params("id"))
+		return k.refuse(c, id, "delete")
 	}
 	t, evs, err := k.remove(c.UserContext(), id.scope(), c.Params("id"))
 	if errors.Is(err, store.ErrNotFound) {
@@ -240,6 +245,21 @@ func (k *kind[T, B, V]) handleDelete(c *fiber.Ctx) error {
 	}
 	k.s.afterChange(append(evs, k.event(t, "delete"))...)
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// refuse answers a write by a caller that is no member: 404, or, with
+// forbidVisible, 403 when it may read the row.
+func (k *kind[T, B, V]) refuse(c *fiber.Ctx, id Identity, action string) error {
+	if k.forbidVisible && k.mayRead(id) {
+		_, err := k.get(c.UserContext(), id.scope(), c.Params("id"))
+		if err == nil {
+			return errPolicy(action + "_" + k.res.singular)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return k.notFound(c.Params("id"))
 }
 
 // projectBody is the project_id every body struct carries.
