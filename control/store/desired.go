@@ -89,7 +89,7 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Stat
 	if len(services) == 0 && len(flows) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for id, st := range services {
 			if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET status = ?, status_reason = ? WHERE id = ?`,
 				st.State, st.Reason, id); err != nil {
