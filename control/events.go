@@ -17,7 +17,8 @@ type Event struct {
 	Resource string `json:"resource"`
 	ID       string `json:"id"`
 	// Action is "create", "update", "delete" or "status" (the reconciler
-	// wrote a new status).
+	// wrote a new status; for a tap mirror, which has no stored status,
+	// found one).
 	Action string `json:"action"`
 	// Status is the new status, for "status" events.
 	Status    string `json:"status,omitempty"`

@@ -79,10 +79,10 @@ func orNone(names []string) string {
 }
 
 // checkUse checks that port p may be used in role, as what (in the
-// refusal): as a tap service's port (RoleMonitor), or a tap flow's source
-// or a tap mirror's port (RoleCapture). Its interface,
-// if bound, must be declared in that role (when any is declared), and no
-// interface in use or declared in the other role may close a loop with it.
+// refusal): as a tap service's port (RoleMonitor), or a tap flow's or tap
+// mirror's source (RoleCapture). Its interface, if bound, must be declared
+// in that role (when any is declared), and no interface in use or declared
+// in the other role may close a loop with it.
 // bound lists the interfaces in use (store.Store.BoundInterfaces, or the
 // create's transaction's). Inside a write transaction FeedsBack's netlink
 // look-ups (about 40 us per interface) are the one wait besides the
@@ -129,17 +129,17 @@ func loopErr(monitor, capture string) error {
 }
 
 // checkRebind checks a port's new interface binding against what uses the
-// port: its tap services need a monitor, the flows it is the source of a
-// capture.
+// port: its tap services need a monitor, the flows it is the source of
+// and the mirrors on it a capture.
 func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
 	if err := s.checkBindable(p.Interface); err != nil || p.Interface == "" {
 		return err
 	}
-	svcs, flows, err := s.st.PortUse(ctx, p.ID)
+	svcs, sources, err := s.st.PortUse(ctx, p.ID)
 	if err != nil {
 		return err
 	}
-	if svcs > 0 && flows > 0 {
+	if svcs > 0 && sources > 0 {
 		// An unbound port may be both; bound, it would be its own loop.
 		return loopErr(p.Interface, p.Interface)
 	}
@@ -149,7 +149,7 @@ func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
 			return err
 		}
 	}
-	if flows > 0 {
+	if sources > 0 {
 		return s.checkUse(bound, p, RoleCapture, useSource)
 	}
 	return nil
@@ -157,18 +157,19 @@ func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
 
 // roleGuard is the data plane behind declared interfaces: it keeps out
 // of every plan a tap service whose port is bound outside the declared
-// monitors, and a tap flow whose source is bound outside the declared
-// captures or whose service was kept out, and reports them ERROR with the
-// reason. Bindings made before the interfaces were declared (or by hand in
-// the database) thus never reach an undeclared netdev.
+// monitors, a tap flow or tap mirror whose source is bound outside the
+// declared captures, and a flow whose service was kept out, and reports
+// them ERROR with the reason. Bindings made before the interfaces were
+// declared (or by hand in the database) thus never reach an undeclared
+// netdev.
 type roleGuard struct {
 	DataPlane
 	roles map[string]string
 }
 
 func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, error) {
-	q := &broker.Plan{Version: p.Version}
-	held := broker.Report{Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	q := &broker.Plan{Version: p.Version, Uplinks: p.Uplinks}
+	held := broker.Report{Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}, Mirrors: map[string]broker.Status{}}
 	misplaced := func(iface, role string) string {
 		switch r, ok := g.roles[iface]; {
 		case iface == "" || r == role:
@@ -197,6 +198,13 @@ func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, er
 		}
 		q.Flows = append(q.Flows, f)
 	}
+	for _, m := range p.Mirrors {
+		if why := misplaced(m.Iface, RoleCapture); why != "" {
+			held.Mirrors[m.ID] = broker.Status{State: broker.StateError, Reason: why}
+			continue
+		}
+		q.Mirrors = append(q.Mirrors, m)
+	}
 	rep, err := g.DataPlane.Apply(ctx, q)
 	if err != nil {
 		return rep, err
@@ -206,6 +214,12 @@ func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, er
 	}
 	for id, st := range held.Flows {
 		rep.Flows[id] = st
+	}
+	if rep.Mirrors == nil {
+		rep.Mirrors = map[string]broker.Status{}
+	}
+	for id, st := range held.Mirrors {
+		rep.Mirrors[id] = st
 	}
 	return rep, nil
 }

@@ -43,7 +43,7 @@ type Config struct {
 	// taasd's configuration), name to role (RoleCapture or RoleMonitor).
 	// When any is declared, ports can be bound only to these, and each is
 	// used only in its role: a tap service's port on a monitor, a tap
-	// flow's source port on a capture. Empty keeps the lab's behaviour (any
+	// flow's or tap mirror's source port on a capture. Empty keeps the lab's behaviour (any
 	// netdev, any role) and logs a warning at start.
 	Interfaces map[string]string
 	// PublicMetrics serves GET /metrics (MountMetrics) to anybody in
@@ -161,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
-	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
+	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, nil)
 	s.lists = newListCache()
 	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
 	s.mirrors = s.mirrorKind()

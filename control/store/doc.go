@@ -3,5 +3,7 @@
 // tap services, tap flows and tap mirrors, and the status the reconciler
 // writes back. Every other package reaches the database through its methods, which take
 // a context first. It knows nothing of HTTP, Neutron bodies or the data
-// plane, and runs no goroutines of its own.
+// plane. It runs one goroutine, from Open to Close: the writer, which runs
+// every write transaction and commits the writes queued together once
+// (group commit, tx.go).
 package store

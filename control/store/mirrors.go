@@ -277,7 +277,7 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 // transaction.
 func (s *Store) UpdateTapMirror(ctx context.Context, project, id string, fn func(*TapMirror) error) (TapMirror, error) {
 	var m TapMirror
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if m, err = getMirror(ctx, tx, project, id); err != nil {
 			return err
@@ -297,7 +297,7 @@ func (s *Store) UpdateTapMirror(ctx context.Context, project, id string, fn func
 // DeleteTapMirror deletes the mirror of project.
 func (s *Store) DeleteTapMirror(ctx context.Context, project, id string) (TapMirror, error) {
 	var m TapMirror
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if m, err = getMirror(ctx, tx, project, id); err != nil {
 			return err

@@ -187,7 +187,7 @@ func (s *Store) CreatePort(ctx context.Context, p Port) error {
 // transaction. fn's error aborts the update and is returned as is.
 func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Port) error) (Port, error) {
 	var p Port
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if p, err = getPort(ctx, tx, project, id); err != nil {
 			return err
@@ -216,7 +216,7 @@ func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Delet
 		p Port
 		d Deleted
 	)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if p, err = getPort(ctx, tx, project, id); err != nil {
 			return err
@@ -311,7 +311,7 @@ func (s *Store) CreateTapService(ctx context.Context, t TapService, max int) err
 // and description back, in one transaction.
 func (s *Store) UpdateTapService(ctx context.Context, project, id string, fn func(*TapService) error) (TapService, error) {
 	var t TapService
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if t, err = getService(ctx, tx, project, id); err != nil {
 			return err
@@ -335,7 +335,7 @@ func (s *Store) DeleteTapService(ctx context.Context, project, id string) (TapSe
 		t TapService
 		d Deleted
 	)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if t, err = getService(ctx, tx, project, id); err != nil {
 			return err
@@ -413,7 +413,7 @@ func (s *Store) CreateTapFlow(ctx context.Context, f TapFlow) error {
 // description back, in one transaction.
 func (s *Store) UpdateTapFlow(ctx context.Context, project, id string, fn func(*TapFlow) error) (TapFlow, error) {
 	var f TapFlow
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if f, err = getFlow(ctx, tx, project, id); err != nil {
 			return err
@@ -433,7 +433,7 @@ func (s *Store) UpdateTapFlow(ctx context.Context, project, id string, fn func(*
 // DeleteTapFlow deletes the flow of project.
 func (s *Store) DeleteTapFlow(ctx context.Context, project, id string) (TapFlow, error) {
 	var f TapFlow
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if f, err = getFlow(ctx, tx, project, id); err != nil {
 			return err

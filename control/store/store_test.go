@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -124,7 +126,8 @@ func TestCascadeAndScope(t *testing.T) {
 	}
 }
 
-// TestStatuses: SetStatuses writes, Desired reads the join.
+// TestStatuses: SetStatuses writes, Desired reads the joins (a mirror's
+// with its port's interface and MAC).
 func TestStatuses(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
@@ -141,9 +144,19 @@ func TestStatuses(t *testing.T) {
 		map[string]Status{"f": {"ERROR", "boom"}}); err != nil {
 		t.Fatal(err)
 	}
-	svcs, flows, err := s.Desired(ctx)
+	if err := s.CreateTapMirror(ctx, TapMirror{ID: "m", ProjectID: "a", PortID: "p", Directions: Directions{{"OUT", json.RawMessage(`"9"`)}},
+		RemoteIP: "192.0.2.7", MirrorType: "vxlan"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Desired(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	svcs, flows := d.Services, d.Flows
+	want := DesiredMirror{ID: "m", ProjectID: "a", PortID: "p", Iface: "eth1", MAC: "fa:16:3e:00:00:01",
+		Directions: Directions{{"OUT", json.RawMessage(`"9"`)}}, RemoteIP: "192.0.2.7", MirrorType: "vxlan"}
+	if len(d.Mirrors) != 1 || !reflect.DeepEqual(d.Mirrors[0], want) {
+		t.Errorf("desired mirrors = %+v, want %+v", d.Mirrors, want)
 	}
 	if len(svcs) != 1 || svcs[0].Iface != "eth1" || svcs[0].Status != (Status{"ACTIVE", ""}) {
 		t.Errorf("desired services = %+v", svcs)
