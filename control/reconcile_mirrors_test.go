@@ -75,7 +75,8 @@ func TestBuildPlanMirrors(t *testing.T) {
 	}
 }
 
-// TestReconcilerMirrors: tap mirrors reach the data plane; their statuses, which the store does not keep, are the
+// TestReconcilerMirrors: tap mirrors reach the data plane with the
+// declared uplinks; their statuses, which the store does not keep, are the
 // reconciler's (MirrorStatuses), each change logged once; a mirror whose
 // port is bound outside the declared captures is kept out, ERROR.
 func TestReconcilerMirrors(t *testing.T) {
@@ -83,7 +84,7 @@ func TestReconcilerMirrors(t *testing.T) {
 	dp.ifaceUp["cap0"] = true
 	var logs testutil.LogBuffer
 	ts := startServer(t, Config{DataPlane: dp, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-		Interfaces: map[string]string{"cap0": RoleCapture, "mon0": RoleMonitor}})
+		Interfaces: map[string]string{"cap0": RoleCapture, "mon0": RoleMonitor, "up0": RoleUplink, "up1": RoleUplink}})
 	ctx := context.Background()
 	rec := ts.srv.Reconciler()
 	src := ts.createPort("src", "cap0", "fa:16:3e:00:00:0a")
@@ -114,6 +115,9 @@ func TestReconcilerMirrors(t *testing.T) {
 		RemoteIP: netip.MustParseAddr("198.51.100.9"), Tunnels: []broker.Tunnel{{Direction: broker.DirIn, ID: 101}, {Direction: broker.DirOut, ID: 102}}}
 	if len(p.Mirrors) != 1 || !reflect.DeepEqual(p.Mirrors[0], want) {
 		t.Errorf("plan mirrors = %+v, want only %+v", p.Mirrors, want)
+	}
+	if !reflect.DeepEqual(p.Uplinks, []string{"up0", "up1"}) {
+		t.Errorf("plan uplinks = %v, want [up0 up1]", p.Uplinks)
 	}
 	wantSt := map[string]broker.Status{"m1": {State: broker.StateActive},
 		"m2": {State: broker.StateError, Reason: "interface mon0 is a monitor interface, not a capture interface"}}

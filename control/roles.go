@@ -19,6 +19,11 @@ import (
 const (
 	RoleCapture = "capture"
 	RoleMonitor = "monitor"
+	// RoleUplink: tap mirrors' tunnelled copies leave through it (the
+	// kernel's route to the remote IP picks which). No port is bound to
+	// an uplink, and the loop guard treats it as a monitor, since copies
+	// go out of it.
+	RoleUplink = "uplink"
 )
 
 // What checkUse says a port is used as.
@@ -29,18 +34,21 @@ const (
 )
 
 // checkInterfaces logs, at start, what the declared interfaces allow: a
-// warning without any, an error for a declared monitor that feeds a
-// declared capture back (the API and the data plane refuse to use it).
+// warning without any, an error for a declared monitor or uplink that
+// feeds a declared capture back (the API and the data plane refuse to use
+// it).
 func (s *Server) checkInterfaces() {
 	if len(s.cfg.Interfaces) == 0 {
 		s.log.Warn("no [[interfaces]] declared: admins may bind ports to any netdev of the host, in any role")
 		return
 	}
-	for _, m := range s.declared(RoleMonitor) {
-		for _, c := range s.declared(RoleCapture) {
-			if why, err := broker.FeedsBack(m, c); err != nil || why != "" {
-				s.log.Error("declared monitor interface feeds a capture back: it will be refused", "iface", m,
-					"capture", c, "reason", why, "err", err)
+	for _, role := range []string{RoleMonitor, RoleUplink} {
+		for _, m := range s.declared(role) {
+			for _, c := range s.declared(RoleCapture) {
+				if why, err := broker.FeedsBack(m, c); err != nil || why != "" {
+					s.log.Error("declared "+role+" interface feeds a capture back: it will be refused", "iface", m,
+						"capture", c, "reason", why, "err", err)
+				}
 			}
 		}
 	}
@@ -59,12 +67,17 @@ func (s *Server) declared(role string) []string {
 }
 
 // checkBindable refuses an interface binding outside the declared
-// interfaces.
+// interfaces, and to an uplink.
 func (s *Server) checkBindable(iface string) error {
 	if iface == "" || len(s.cfg.Interfaces) == 0 {
 		return nil
 	}
-	if _, ok := s.cfg.Interfaces[iface]; ok {
+	switch role, ok := s.cfg.Interfaces[iface]; {
+	case ok && role == RoleUplink:
+		return badRequest("Interface %s is an uplink: tap mirrors' tunnels leave through it, and no port can be bound to it. "+
+			"Bind to a capture interface (%s) or a monitor interface (%s).", iface, orNone(s.declared(RoleCapture)),
+			orNone(s.declared(RoleMonitor)))
+	case ok:
 		return nil
 	}
 	return badRequest("Interface %s is not one of the appliance's interfaces: bind to a capture interface (%s) "+
@@ -82,7 +95,8 @@ func orNone(names []string) string {
 // refusal): as a tap service's port (RoleMonitor), or a tap flow's or tap
 // mirror's source (RoleCapture). Its interface, if bound, must be declared
 // in that role (when any is declared), and no interface in use or declared
-// in the other role may close a loop with it.
+// in the other role (for a capture, the uplinks too) may close a loop with
+// it.
 // bound lists the interfaces in use (store.Store.BoundInterfaces, or the
 // create's transaction's). Inside a write transaction FeedsBack's netlink
 // look-ups (about 40 us per interface) are the one wait besides the
@@ -100,11 +114,13 @@ func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.P
 	if err != nil {
 		return err
 	}
-	otherRole := RoleMonitor
 	if role == RoleMonitor {
-		otherRole = RoleCapture
+		other = append(other, s.declared(RoleCapture)...)
+	} else {
+		other = append(other, s.declared(RoleMonitor)...)
+		other = append(other, s.declared(RoleUplink)...)
 	}
-	for _, o := range append(other, s.declared(otherRole)...) {
+	for _, o := range other {
 		mon, capt := p.Interface, o
 		if role == RoleCapture {
 			mon, capt = o, p.Interface

@@ -149,8 +149,10 @@ type limitsFile struct {
 type ifaceFile struct {
 	// Name is the netdev, e.g. "eth1".
 	Name string `toml:"name"`
-	// Role is "capture" (a SPAN/TAP feed taasd reads) or "monitor" (where
-	// copies go).
+	// Role is "capture" (a SPAN/TAP feed taasd reads), "monitor" (where
+	// copies go) or "uplink" (where tap mirrors' tunnelled copies leave,
+	// the kernel's route to the remote IP choosing which; no port can be
+	// bound to it).
 	Role string `toml:"role"`
 	// Queues is how many RX queues of a capture interface get a worker,
 	// from queue 0; 0 means all of them.
@@ -165,6 +167,7 @@ type ifaceFile struct {
 const (
 	roleCapture = "capture"
 	roleMonitor = "monitor"
+	roleUplink  = "uplink"
 )
 
 // maxQueues bounds [[interfaces]].queues: the XSKMAP of a capture
@@ -341,7 +344,7 @@ func (fc *fileConfig) Validate() error {
 			if ifc.Unmatched != "" {
 				oneOf(bad, field("unmatched"), ifc.Unmatched, "pass", "drop")
 			}
-		case roleMonitor:
+		case roleMonitor, roleUplink:
 			if ifc.Queues != 0 {
 				bad(field("queues"), "only for role %q", roleCapture)
 			}
@@ -349,9 +352,9 @@ func (fc *fileConfig) Validate() error {
 				bad(field("unmatched"), "only for role %q", roleCapture)
 			}
 		case "":
-			bad(field("role"), "required: capture or monitor")
+			bad(field("role"), "required: capture, monitor or uplink")
 		default:
-			bad(field("role"), "must be capture or monitor, got %q", ifc.Role)
+			bad(field("role"), "must be capture, monitor or uplink, got %q", ifc.Role)
 		}
 	}
 	return errors.Join(errs...)

@@ -89,8 +89,11 @@ role = "monitor"
 		{"interfaces, bad name", "[[interfaces]]\nname = \"eth0:1\"\nrole = \"monitor\"", []string{"interfaces[0].name: \"eth0:1\" must not contain"}},
 		{"interfaces, duplicate", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"monitor\"",
 			[]string{`interfaces[1].name: "eth1" already listed as interfaces[0]`}},
-		{"interfaces, no role", "[[interfaces]]\nname = \"eth1\"", []string{"interfaces[0].role: required: capture or monitor"}},
-		{"interfaces, bad role", "[[interfaces]]\nname = \"eth1\"\nrole = \"span\"", []string{`interfaces[0].role: must be capture or monitor, got "span"`}},
+		{"interfaces, no role", "[[interfaces]]\nname = \"eth1\"", []string{"interfaces[0].role: required: capture, monitor or uplink"}},
+		{"interfaces, bad role", "[[interfaces]]\nname = \"eth1\"\nrole = \"span\"", []string{`interfaces[0].role: must be capture, monitor or uplink, got "span"`}},
+		{"interfaces, uplink", "[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"", nil},
+		{"interfaces, uplink with queues", "[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"\nqueues = 2\nunmatched = \"pass\"",
+			[]string{`interfaces[0].queues: only for role "capture"`, `interfaces[0].unmatched: only for role "capture"`}},
 		{"interfaces, negative queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = -1", []string{"interfaces[0].queues: must be 0 (all) to 64, got -1"}},
 		{"interfaces, too many queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = 65", []string{"interfaces[0].queues: must be 0 (all) to 64, got 65"}},
 		{"interfaces, bad unmatched", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth2\"\nrole = \"capture\"\nunmatched = \"foo\"",
@@ -298,7 +301,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		for i, ifc := range fc.Interfaces {
-			if ifc.Role != roleCapture && ifc.Role != roleMonitor {
+			if ifc.Role != roleCapture && ifc.Role != roleMonitor && ifc.Role != roleUplink {
 				t.Fatalf("interfaces[%d].role %q accepted", i, ifc.Role)
 			}
 			if ifc.Name == "" || len(ifc.Name) > 15 {
