@@ -88,17 +88,16 @@ func errOverQuota(resource string) error {
 }
 
 // checkQuota refuses, before anything is inserted, a create of resource
-// whose items would take a project beyond its limit: a bulk is refused
-// whole. It counts inside the create's write transaction, so concurrent
-// creates cannot overshoot.
-func (s *Server) checkQuota(tx *store.Tx, resource string, ms []map[string]any) error {
+// whose items (one per entry of itemProjects, its project) would take a
+// project beyond its limit: a bulk is refused whole. It counts inside the
+// create's write transaction, so concurrent creates cannot overshoot.
+func (s *Server) checkQuota(tx *store.Tx, resource string, itemProjects []string) error {
 	if !isQuotaResource(resource) {
 		return nil
 	}
 	want := map[string]int{}
 	var projects []string
-	for _, m := range ms {
-		p := getStr(m, "project_id")
+	for _, p := range itemProjects {
 		if want[p] == 0 {
 			projects = append(projects, p)
 		}

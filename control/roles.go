@@ -26,6 +26,13 @@ const (
 	RoleUplink = "uplink"
 )
 
+// What checkUse says a port is used as.
+const (
+	useService = "a tap service's port"
+	useSource  = "a tap flow's source port"
+	useMirror  = "a tap mirror's port"
+)
+
 // checkInterfaces logs, at start, what the declared interfaces allow: a
 // warning without any, an error for a declared monitor or uplink that
 // feeds a declared capture back (the API and the data plane refuse to use
@@ -84,21 +91,21 @@ func orNone(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// checkUse checks that port p may be used in role: as a tap service's
-// port (RoleMonitor) or a tap flow's or tap mirror's source (RoleCapture).
-// Its interface, if bound, must be declared in that role (when any is
-// declared), and no interface in use or declared in the other role (for a
-// capture, the uplinks too) may close a loop with it.
+// checkUse checks that port p may be used in role, as what (in the
+// refusal): as a tap service's port (RoleMonitor), or a tap flow's or tap
+// mirror's source (RoleCapture). Its interface, if bound, must be declared
+// in that role (when any is declared), and no interface in use or declared
+// in the other role (for a capture, the uplinks too) may close a loop with
+// it.
 // bound lists the interfaces in use (store.Store.BoundInterfaces, or the
 // create's transaction's). Inside a write transaction FeedsBack's netlink
 // look-ups (about 40 us per interface) are the one wait besides the
 // database.
-func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role string) error {
+func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role, what string) error {
 	if p.Interface == "" {
 		return nil
 	}
 	if r, ok := s.cfg.Interfaces[p.Interface]; ok && r != role {
-		what := map[string]string{RoleMonitor: "a tap service's port", RoleCapture: "a tap flow's source port"}[role]
 		return badRequest("Port %s is bound to %s, a %s interface: %s must be bound to a %s interface.",
 			p.ID, p.Interface, r, what, role)
 	}
@@ -154,12 +161,12 @@ func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
 	}
 	bound := func(services bool) ([]string, error) { return s.st.BoundInterfaces(ctx, services) }
 	if svcs > 0 {
-		if err := s.checkUse(bound, p, RoleMonitor); err != nil {
+		if err := s.checkUse(bound, p, RoleMonitor, useService); err != nil {
 			return err
 		}
 	}
 	if sources > 0 {
-		return s.checkUse(bound, p, RoleCapture)
+		return s.checkUse(bound, p, RoleCapture, useSource)
 	}
 	return nil
 }

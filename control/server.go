@@ -138,6 +138,15 @@ type Server struct {
 	tokens atomic.Pointer[Tokens]
 	// conns shares the connection slots among clients (connlimit.go).
 	conns *connLimiter
+	// lists caches rendered lists per store generation (listcache.go).
+	lists *listCache
+
+	// The collections, each served by the generic handlers (typed.go).
+	networks *kind[store.Network, networkBody, networkView]
+	ports    *kind[store.Port, portBody, portView]
+	services *kind[store.TapService, serviceBody, serviceView]
+	flows    *kind[store.TapFlow, flowBody, flowView]
+	mirrors  *kind[store.TapMirror, mirrorBody, mirrorView]
 }
 
 // New builds the server; nothing runs until Run.
@@ -154,6 +163,9 @@ func New(cfg Config) (*Server, error) {
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, s.declared(RoleUplink))
+	s.lists = newListCache()
+	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
+	s.mirrors = s.mirrorKind()
 	s.app = fiber.New(fiber.Config{
 		ErrorHandler:          errorHandler(log),
 		DisableStartupMessage: true,

@@ -58,7 +58,18 @@ type Store struct {
 	closeOnce sync.Once
 	// batches counts the write transactions the writer began.
 	batches atomic.Uint64
+	// gen counts committed writes (Generation).
+	gen atomic.Uint64
 }
+
+// Generation is a counter that every committed write of this Store bumps
+// after its commit and before the write method returns: a value read
+// after a write was acknowledged differs from every value read before its
+// commit, so whatever was computed from the database under one value may
+// be reused while Generation still returns it (control's list cache,
+// issue 10). Only this process writes the database; a write by another
+// process would not bump it.
+func (s *Store) Generation() uint64 { return s.gen.Load() }
 
 // Open opens (creating if needed) the database at path and applies every
 // migration not yet recorded in schema_migrations.

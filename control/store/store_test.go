@@ -165,3 +165,48 @@ func TestStatuses(t *testing.T) {
 		t.Errorf("desired flows = %+v", flows)
 	}
 }
+
+// TestGeneration: every write method bumps Generation before it returns,
+// and reads do not (control caches lists under it, issue 10).
+func TestGeneration(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	port := Port{ID: "11111111-1111-1111-1111-111111111111", ProjectID: "p", NetworkID: defaultNetwork,
+		MACAddress: "fa:16:3e:00:00:01"}
+	svc := TapService{ID: "22222222-2222-2222-2222-222222222222", ProjectID: "p", PortID: port.ID, Status: "DOWN"}
+	flow := TapFlow{ID: "33333333-3333-3333-3333-333333333333", ProjectID: "p", TapServiceID: svc.ID,
+		SourcePort: port.ID, Direction: "IN", Status: "DOWN"}
+	tests := []struct {
+		name  string
+		write bool
+		run   func() error
+	}{
+		{"create network", true, func() error {
+			return s.CreateNetwork(ctx, Network{ID: "44444444-4444-4444-4444-444444444444", ProjectID: "p"})
+		}},
+		{"create port", true, func() error { return s.CreatePort(ctx, port) }},
+		{"list ports", false, func() error { _, err := s.ListPorts(ctx, ""); return err }},
+		{"create tap service", true, func() error { return s.CreateTapService(ctx, svc, 0) }},
+		{"create tap flow", true, func() error { return s.CreateTapFlow(ctx, flow) }},
+		{"list tap flows", false, func() error { _, err := s.ListTapFlows(ctx, ""); return err }},
+		{"set statuses", true, func() error {
+			return s.SetStatuses(ctx, nil, map[string]Status{flow.ID: {State: "ACTIVE"}})
+		}},
+		{"update tap flow", true, func() error {
+			_, err := s.UpdateTapFlow(ctx, "", flow.ID, func(f *TapFlow) error { f.Name = "x"; return nil })
+			return err
+		}},
+		{"set quotas", true, func() error { return s.SetQuotas(ctx, "p", Limits{QuotaPort: 5}, nil) }},
+		{"delete quotas", true, func() error { return s.DeleteQuotas(ctx, "p") }},
+		{"delete port", true, func() error { _, _, err := s.DeletePort(ctx, "", port.ID); return err }},
+	}
+	for _, tc := range tests {
+		before := s.Generation()
+		if err := tc.run(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if changed := s.Generation() != before; changed != tc.write {
+			t.Errorf("%s: Generation changed = %v, want %v", tc.name, changed, tc.write)
+		}
+	}
+}

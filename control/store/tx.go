@@ -173,7 +173,9 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 			r.finish(err)
 			return nil
 		}
-		if err := tx.Commit(); err != nil {
+		err := tx.Commit()
+		s.gen.Add(1) // before any caller hears of the commit (Generation)
+		if err != nil {
 			r.finish(fmt.Errorf("commit: %w", err))
 			return nil
 		}
@@ -215,6 +217,10 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 		return rest
 	}
 	err = tx.Commit()
+	// Bumped before any caller hears of the commit, and even when it
+	// failed: its outcome is then unknown, and a needless bump costs only a
+	// cache miss (Generation).
+	s.gen.Add(1)
 	if err != nil {
 		err = fmt.Errorf("commit: %w", err)
 	}
