@@ -105,6 +105,9 @@ func TestEvents(t *testing.T) {
 	svc := ts.createService("s", mon)
 	ts.must(200, "PUT", "/v2.0/taas/tap_services/"+svc, `{"tap_service": {"name": "t"}}`, "tap_service")
 	theirs := ts.createPort("theirs", "", "", "X-Project-Id: other")
+	// The reconciler rests between passes: a service deleted at once might
+	// never have a status.
+	waitFor(t, "the service's status event", func() bool { return all.has("tap_service", svc, "status") })
 	ts.must(204, "DELETE", "/v2.0/ports/"+mon, "", "")
 
 	waitFor(t, "admin stream events", func() bool {

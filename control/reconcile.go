@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control/store"
@@ -65,13 +66,28 @@ func (r *Reconciler) Trigger() {
 }
 
 // Run passes once, then whenever triggered or a link changes, until ctx
-// ends.
+// ends. Between two passes it rests minRest, or twice as long as the
+// last pass took if that is longer (up to maxRest): a pass reads the
+// whole desired state, and under a burst of creates (issue 10: 8 clients
+// creating thousands of flows) back-to-back passes took one of the two
+// cores and doubled the creates' latency. Triggers meanwhile coalesce
+// into the next pass, so a status follows a change within a rest and a
+// pass.
 func (r *Reconciler) Run(ctx context.Context) {
 	links := r.dp.LinkEvents()
+	rest := time.NewTimer(0)
+	defer rest.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rest.C:
+		}
+		start := time.Now()
 		if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
 			r.log.Error("reconcile", "err", err)
 		}
+		rest.Reset(min(max(minRest, 2*time.Since(start)), maxRest))
 		select {
 		case <-ctx.Done():
 			return
@@ -83,6 +99,12 @@ func (r *Reconciler) Run(ctx context.Context) {
 		}
 	}
 }
+
+// Run's rest between passes.
+const (
+	minRest = 25 * time.Millisecond
+	maxRest = 250 * time.Millisecond
+)
 
 // Sync runs one pass now and returns when its statuses are written: after
 // it, the store reflects what the data plane made of every change committed

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control/store"
@@ -148,5 +149,31 @@ func TestReconcilerMirrors(t *testing.T) {
 	}
 	if st := pass(); len(st) != 1 || len(dp.last().Mirrors) != 0 {
 		t.Errorf("after deleting m1: statuses %+v, plan mirrors %+v; want m2's only and none", st, dp.last().Mirrors)
+	}
+}
+
+// TestReconcilerRests: under a stream of triggers Run's passes start at
+// least minRest apart, and the last trigger still gets its pass.
+func TestReconcilerRests(t *testing.T) {
+	ts := startServer(t, Config{})
+	dp := newRecorder()
+	r := newReconciler(ts.st, dp, ts.srv.log, newHub(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); r.Run(ctx) }()
+	for range 200 { // about 200 ms of triggers, one a millisecond
+		r.Trigger()
+		time.Sleep(time.Millisecond)
+	}
+	last := dp.count()
+	r.Trigger()
+	waitFor(t, "a pass after the last trigger", func() bool { return dp.count() > last })
+	cancel()
+	<-done
+	elapsed, n := time.Since(start), dp.count()
+	t.Logf("%d passes in %v of triggers", n, elapsed.Round(time.Millisecond))
+	if most := int(elapsed/minRest) + 1; n > most {
+		t.Errorf("%d passes in %v, want at most %d (one per %v)", n, elapsed, most, minRest)
 	}
 }

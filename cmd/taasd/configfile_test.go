@@ -295,6 +295,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("")
 	f.Add("listen = \"127.0.0.1:9696\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nunmatched = \"drop\"\n")
 	f.Add("[auth]\nmode = \"token\"\ntokens = \"/t\"\n[broker]\ncpus = [0, 1]\n")
+	f.Add("[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"\n[quotas]\ntap_mirror = -1\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		fc, err := parseConfig(text)
 		if err != nil {
