@@ -264,6 +264,11 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	if !b.cfg.FastPath {
 		return "fast path off in the configuration"
 	}
+	if t.tunnels {
+		// The DEVMAP egress program that encapsulates is not wired yet:
+		// the workers do it (mirror.go).
+		return "tap mirror"
+	}
 	for i, o := range t.outputs {
 		if o.refused.Load() {
 			return fmt.Sprintf("monitor %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.name, o.name)
