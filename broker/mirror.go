@@ -88,10 +88,11 @@ func (b *Broker) realiseMirrors(p *Plan, look func(string) linkState, linkErr ma
 	byIface := map[string][]compiledFlow{}
 	status := map[string]Status{}
 	resolved := map[netip.Addr]resolution{}
+	nc := neighCache{}
 	upStatus := map[string]Status{}
 	states := map[string]mirrorState{}
 	for _, m := range p.Mirrors {
-		st, res := b.mirrorRoute(m, p.Uplinks, look, linkErr, caps, resolved, upStatus)
+		st, res := b.mirrorRoute(m, p.Uplinks, look, linkErr, caps, resolved, nc, upStatus)
 		ms := mirrorState{res: res}
 		var tuns []*tunnel
 		for _, tn := range m.Tunnels {
@@ -140,7 +141,7 @@ func (b *Broker) realiseMirrors(p *Plan, look func(string) linkState, linkErr ma
 // Apply) and realises its uplink (through upStatus); it returns the
 // mirror's status and the resolution.
 func (b *Broker) mirrorRoute(m Mirror, uplinks []string, look func(string) linkState, linkErr map[string]error,
-	caps []string, resolved map[netip.Addr]resolution, upStatus map[string]Status) (Status, resolution) {
+	caps []string, resolved map[netip.Addr]resolution, nc neighCache, upStatus map[string]Status) (Status, resolution) {
 	if _, ok := encapOf(m.Type); !ok {
 		return Status{State: StateError, Reason: fmt.Sprintf("mirror type %d is not supported", m.Type)}, resolution{}
 	}
@@ -153,7 +154,7 @@ func (b *Broker) mirrorRoute(m Mirror, uplinks []string, look func(string) linkS
 	remote := m.RemoteIP.Unmap()
 	res, ok := resolved[remote]
 	if !ok {
-		res = resolve(remote, uplinks, true)
+		res = resolve(remote, uplinks, true, nc)
 		resolved[remote] = res
 	}
 	if res.uplink == "" || !slices.Contains(uplinks, res.uplink) {
@@ -217,7 +218,10 @@ func (b *Broker) mirrorStats(p *Plan, sets []*counterSet) []MirrorStats {
 		}
 		st, ok := b.mirrors[m.ID]
 		if ok {
-			ms.Status, ms.Reason, ms.Uplink = st.status.State.String(), st.status.Reason, st.res.uplink
+			ms.Status, ms.Reason = st.status.State.String(), st.status.Reason
+			if slices.Contains(p.Uplinks, st.res.uplink) {
+				ms.Uplink = st.res.uplink
+			}
 		}
 		for _, slot := range st.slots {
 			for _, set := range sets {

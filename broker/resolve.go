@@ -49,8 +49,9 @@ const usableNeigh = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELA
 // resolve asks the kernel how remote is reached. uplinks are the interfaces
 // copies may leave through. With nudge, an unresolved next hop is handed to
 // the kernel to resolve (NTF_USE: the kernel sends its own ARP or ND
-// probe; no packet of ours is sent).
-func resolve(remote netip.Addr, uplinks []string, nudge bool) resolution {
+// probe; no packet of ours is sent). nc holds the neighbour tables read
+// so far by the caller's pass, so that many mirrors read each once.
+func resolve(remote netip.Addr, uplinks []string, nudge bool, nc neighCache) resolution {
 	rs, err := netlink.RouteGet(remote.AsSlice())
 	if err != nil || len(rs) == 0 {
 		why := fmt.Sprintf("no route to %s", remote)
@@ -101,7 +102,7 @@ func resolve(remote netip.Addr, uplinks []string, nudge bool) resolution {
 	if gw, ok := addrOf(rt.Gw, remote); ok {
 		res.nextHop = gw
 	}
-	mac, ok, err := neighbour(res.ifindex, res.nextHop)
+	mac, ok, err := nc.lookup(res.ifindex, res.nextHop)
 	switch {
 	case err != nil:
 		res.why = fmt.Sprintf("neighbour %s on %s: %v", res.nextHop, a.Name, err)
@@ -151,16 +152,25 @@ func downUplinks(uplinks []string) string {
 	return fmt.Sprintf("; uplink %s is down", strings.Join(down, ", "))
 }
 
-// neighbour returns the link-layer address of ip on ifindex when the
-// kernel holds a usable one.
-func neighbour(ifindex int, ip netip.Addr) ([6]byte, bool, error) {
+// neighCache is the neighbour tables one pass of resolutions has read, by
+// ifindex and family.
+type neighCache map[[2]int][]netlink.Neigh
+
+// lookup returns the link-layer address of ip on ifindex when the kernel
+// holds a usable one.
+func (nc neighCache) lookup(ifindex int, ip netip.Addr) ([6]byte, bool, error) {
 	family := netlink.FAMILY_V4
 	if ip.Is6() {
 		family = netlink.FAMILY_V6
 	}
-	ns, err := netlink.NeighList(ifindex, family)
-	if err != nil {
-		return [6]byte{}, false, err
+	key := [2]int{ifindex, family}
+	ns, ok := nc[key]
+	if !ok {
+		var err error
+		if ns, err = netlink.NeighList(ifindex, family); err != nil {
+			return [6]byte{}, false, err
+		}
+		nc[key] = ns
 	}
 	for _, n := range ns {
 		a, ok := netip.AddrFromSlice(n.IP)
@@ -240,35 +250,71 @@ func (r *resolver) run(routes <-chan netlink.RouteUpdate, neighs <-chan netlink.
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
 	for {
-		nudge := false
+		nudge, dirty := false, false
 		select {
-		case _, ok := <-routes:
+		case u, ok := <-routes:
 			if !ok {
 				// Both subscriptions end together, when done is closed.
 				for range neighs {
 				}
 				return
 			}
-		case _, ok := <-neighs:
+			dirty = r.routeMatters(u)
+		case u, ok := <-neighs:
 			if !ok {
 				for range routes {
 				}
 				return
 			}
+			dirty = r.neighMatters(u)
 		case <-t.C:
 			nudge = true
 		}
 		// One check covers a burst of messages.
 		for drained := false; !drained; {
 			select {
-			case <-routes:
-			case <-neighs:
+			case u := <-routes:
+				dirty = dirty || r.routeMatters(u)
+			case u := <-neighs:
+				dirty = dirty || r.neighMatters(u)
 			default:
 				drained = true
 			}
 		}
-		r.check(nudge)
+		if nudge || dirty {
+			r.check(nudge)
+		}
 	}
+}
+
+// routeMatters says whether a route message may change how a wanted
+// remote IP resolves: its prefix holds one. Others (a router's full
+// table churning) wait for the tick, which compares everything anyway.
+func (r *resolver) routeMatters(u netlink.RouteUpdate) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ip := range r.want {
+		if u.Dst == nil || u.Dst.Contains(ip.AsSlice()) {
+			return true
+		}
+	}
+	return false
+}
+
+// neighMatters says whether a neighbour message is about a wanted next hop.
+func (r *resolver) neighMatters(u netlink.NeighUpdate) bool {
+	a, ok := netip.AddrFromSlice(u.IP)
+	if !ok {
+		return false // a bridge's FDB entry
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, res := range r.want {
+		if res.ifindex == u.LinkIndex && res.nextHop == a.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // check resolves every wanted remote IP again and notifies once when any
@@ -282,8 +328,9 @@ func (r *resolver) check(nudge bool) {
 	uplinks := r.uplinks
 	r.mu.Unlock()
 	changed := false
+	nc := neighCache{}
 	for ip, old := range want {
-		now := resolve(ip, uplinks, nudge)
+		now := resolve(ip, uplinks, nudge, nc)
 		if now != old {
 			changed = true
 		}
