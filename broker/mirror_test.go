@@ -147,7 +147,7 @@ func TestMirrorEncapsulation(t *testing.T) {
 			version++
 			plan := l.mirrorPlan(version, tc.typ, remote, tc.in, tc.out)
 			waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
-			var decap []func() string
+			var decap []func(int, func([]byte) bool) string
 			if tc.typ == TunnelVXLAN {
 				for _, vni := range []uint32{tc.in, tc.out} {
 					vx := fmt.Sprintf("%svx%d", l.p, vni%100)
@@ -180,9 +180,7 @@ func TestMirrorEncapsulation(t *testing.T) {
 			frame(301, hwBcast, hwA, nil, 60, DirOut)
 			frame(302, hwBcast, hwB, nil, 60, DirIn)
 			frame(303, hwC, hwB, nil, 60, 0)
-			waitCounter(t, "encapsulated packets", func() uint64 { return mirrorCounter(b, "m", "encapsulated") }, uint64(len(dirOf)))
-			time.Sleep(300 * time.Millisecond) // the last copies cross the router
-			file := stop()
+			file := stop(len(dirOf), encapTest(overhead(tc.typ, tc.v6)))
 
 			raw := packettest.ReadPcap(t, file)
 			rows := packettest.TsharkFields(t, file, "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "gre.key", "gre.sequence_number",
@@ -264,8 +262,14 @@ func TestMirrorEncapsulation(t *testing.T) {
 				t.Fatalf("collector got mirrored frames %v, want %v in order", got, wantSeqs)
 			}
 			for i, stopVX := range decap {
-				frames := packettest.ReadPcap(t, stopVX())
 				d := []Direction{DirIn, DirOut}[i]
+				n := 0
+				for _, dd := range dirOf {
+					if dd == d {
+						n++
+					}
+				}
+				frames := packettest.ReadPcap(t, stopVX(n, packettest.IsTest))
 				var got []uint32
 				for _, f := range frames {
 					seq, _ := packettest.Seq(f)
@@ -316,9 +320,15 @@ func mirrorCounter(b *Broker, id, what string) uint64 {
 	return m.Drops[what]
 }
 
-// encapsulated returns a Capture keep function for GRE-over-IPv4 copies
-// (42 bytes of outer headers) of crafted frames.
-func greV4Test(f []byte) bool { return len(f) > 42 && f[23] == 47 && packettest.IsTest(f[42:]) }
+// greV4Test is a Capture keep function for GRE-over-IPv4 copies (42 bytes
+// of outer headers) of crafted frames.
+func greV4Test(f []byte) bool { return encapTest(42)(f) && f[23] == 47 }
+
+// encapTest returns a Capture keep function for copies of crafted frames
+// behind oh bytes of outer headers.
+func encapTest(oh int) func([]byte) bool {
+	return func(f []byte) bool { return len(f) > oh && packettest.IsTest(f[oh:]) }
+}
 
 // nextHopMAC is the next hop's MAC the last Apply built mirror id's
 // headers with.
@@ -436,8 +446,15 @@ func TestMirrorFaults(t *testing.T) {
 	testutil.Run(t, "ip", "-n", l.rtNS, "addr", "add", l.spare4.String()+"/29", "dev", l.rtIf)
 	up("next hop answers")
 
+	// A session id ERSPAN cannot carry (10 bits): ERROR, not sent.
+	bad := l.mirrorPlan(2, TunnelERSPANv1, l.col4, 1, 2000)
+	r = apply(t, b, bad)
+	if st := r.Mirrors["m"]; st.State != StateError || !strings.Contains(st.Reason, "2000") {
+		t.Fatalf("erspan session 2000: mirror %v %q, want ERROR naming the id", st.State, st.Reason)
+	}
+
 	// Port unbound.
-	unbound := l.mirrorPlan(2, TunnelGRE, l.col4, 1, 2)
+	unbound := l.mirrorPlan(3, TunnelGRE, l.col4, 1, 2)
 	unbound.Mirrors[0].Iface = ""
 	r = apply(t, b, unbound)
 	if st := r.Mirrors["m"]; st.State != StateDown || !strings.Contains(st.Reason, "no interface binding") {
@@ -462,9 +479,7 @@ func TestMirrorTruncates(t *testing.T) {
 			before := mirrorStats(b, "m")
 			small, big := packettest.Frame(hwB, hwA, nil, 1, 100), packettest.Frame(hwB, hwA, nil, 2, 1000)
 			l.send(t, small, big)
-			waitCounter(t, "encapsulated", func() uint64 { return mirrorCounter(b, "m", "encapsulated") }, before.EncapPackets+2)
-			time.Sleep(300 * time.Millisecond) // the copies cross the router
-			file := stop()
+			file := stop(2, encapTest(overhead(typ, false)))
 			oh := overhead(typ, false)
 			all := packettest.ReadPcap(t, file)
 			decoded := packettest.TsharkFields(t, file, "ip.len", "erspan.truncated")
@@ -474,7 +489,7 @@ func TestMirrorTruncates(t *testing.T) {
 			var frames [][]byte
 			var rows []map[string]string
 			for i, f := range all {
-				if len(f) > oh && packettest.IsTest(f[oh:]) {
+				if encapTest(oh)(f) {
 					frames, rows = append(frames, f), append(rows, decoded[i])
 				}
 			}

@@ -3,6 +3,7 @@ package packettest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -16,9 +17,10 @@ import (
 )
 
 // Tcpdump captures what ifname in netns receives that matches filter into
-// a pcap file; stop ends it (the tcpdump this started, by pid) and returns
-// the file.
-func Tcpdump(t testing.TB, netns, ifname, filter string) (stop func() string) {
+// a pcap file. stop waits (at most 10 s) until the file holds n frames
+// that keep accepts, ends the tcpdump this started (by pid) and returns the
+// file: a tcpdump stopped early loses what it has not written yet.
+func Tcpdump(t testing.TB, netns, ifname, filter string) (stop func(n int, keep func([]byte) bool) string) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), ifname+".pcap")
 	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-Z", "root", "-i", ifname, "-n", "--immediate-mode", "-U",
@@ -50,29 +52,53 @@ func Tcpdump(t testing.TB, netns, ifname, filter string) (stop func() string) {
 		}
 	}
 	go func() { _, _ = io.Copy(io.Discard, stderr) }() // so tcpdump never blocks on it
-	return func() string { wait(); return file }
+	return func(n int, keep func([]byte) bool) string {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			frames, _ := readPcap(file) // a record being written ends the read early
+			k := 0
+			for _, f := range frames {
+				if keep(f) {
+					k++
+				}
+			}
+			if k >= n {
+				break
+			}
+		}
+		wait()
+		return file
+	}
 }
 
 // ReadPcap returns the frames of a pcap file.
 func ReadPcap(t testing.TB, file string) [][]byte {
 	t.Helper()
-	f, err := os.Open(file)
+	frames, err := readPcap(file)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return frames
+}
+
+// readPcap returns the frames of a pcap file, and those before an error.
+func readPcap(file string) ([][]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	r, err := pcapgo.NewReader(f)
 	if err != nil {
-		t.Fatalf("read %s: %v", file, err)
+		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
 	var frames [][]byte
 	for {
 		b, _, err := r.ReadPacketData()
 		if errors.Is(err, io.EOF) {
-			return frames
+			return frames, nil
 		}
 		if err != nil {
-			t.Fatalf("read %s: %v", file, err)
+			return frames, fmt.Errorf("read %s: %w", file, err)
 		}
 		frames = append(frames, b)
 	}
