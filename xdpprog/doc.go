@@ -15,6 +15,14 @@
 //     each frame itself and sends its copies through a DEVMAP (one monitor)
 //     or a BPF_F_BROADCAST output set (several), swapping generations
 //     atomically; FastFlow / FastService read its per-CPU slot counters;
+//   - NewTunnelHeader builds a tap mirror's tunnel headers (GRE, ERSPAN II
+//     and III, VXLAN over IPv4 or IPv6) and Encapsulate puts them in front
+//     of a copy, truncated to the uplink's MTU, for the AF_XDP workers;
+//     SetTunnel gives the same tunnel to the fast path: TunnelOutput(slot)
+//     is then an output of Copies, whose copies the kernel encapsulates
+//     byte for byte alike (xdp_tunnel, the DEVMAP entry's own program,
+//     pushes the headers with bpf_xdp_adjust_head); FastTunnel reads its
+//     counters (tunnel.go, tunnel_xdp.go);
 //   - Pin, AttachOver and Activate hand an attached program over to the
 //     next process without detaching it (handoff.go); RemovePin detaches
 //     what nobody took over.

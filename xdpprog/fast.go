@@ -124,8 +124,9 @@ type Decision struct {
 
 // Copies are the copies of a frame that goes to a set of services.
 type Copies struct {
-	// Outputs holds one monitor ifindex per copy: a monitor twice gets two
-	// copies (two services on it).
+	// Outputs holds one output per copy: a monitor's ifindex, or
+	// TunnelOutput(slot) of a tunnel set with SetTunnel. An output twice
+	// gets two copies (two services on it).
 	Outputs []int
 	// Services are the services of the mask, each once.
 	Services []DecisionService
@@ -161,13 +162,33 @@ type fastState struct {
 	ports   [2]map[[6]byte]uint32   // fast_ports, per generation
 	decs    [2]map[FastKey]Decision // fast_decisions, per generation
 	copies  [2]map[uint64]Copies    // fast_copies, per generation
-	sets    map[string]uint32       // output set (setKey) -> fast_sets slot, live or cached
+	sets    map[string]*outSet      // output set (setKey) -> its fast_sets slot, live or cached
 	live    map[string]bool         // the output sets the live generation uses
 	barrier *ebpf.Map               // an empty output set, written to barrierSlot
 	tx      map[int]bool            // fast_tx keys
 	// scratch for per-CPU lookups
 	flowPC []xdpFlowCounter
 	svcPC  []xdpSvcCounter
+	tunPC  []xdpTunnelCounter
+}
+
+// outSet is one output set in fast_sets. Its inner map stays open so that
+// SetTunnel can retarget a tunnel's entries in place.
+type outSet struct {
+	slot uint32
+	outs []int
+	m    *ebpf.Map
+}
+
+// liveUses reports whether an output set of the live generation sends to
+// out.
+func (f *fastState) liveUses(out int) bool {
+	for k := range f.live {
+		if set := f.sets[k]; set != nil && slices.Contains(set.outs, out) {
+			return true
+		}
+	}
+	return false
 }
 
 var innerSpec struct {
@@ -322,6 +343,11 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 		// writes, and no grace period to wait for.
 		return nil
 	}
+	for _, cp := range t.Copies {
+		if err := c.checkTunnelsLocked(cp, -1, 0); err != nil {
+			return err
+		}
+	}
 	next := f.gen ^ 1
 	// 1. Outputs the new table needs, next to those the live one uses.
 	need := map[string]bool{}
@@ -342,12 +368,16 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 			}
 		}
 	}
-	for ifindex := range needTx {
-		if !f.tx[ifindex] {
-			if err := c.objs.FastTx.Update(uint32(ifindex), uint32(ifindex), ebpf.UpdateAny); err != nil {
-				return fmt.Errorf("monitor ifindex %d: %w", ifindex, err)
+	for out := range needTx {
+		if !f.tx[out] {
+			v, err := c.outputValueLocked(out)
+			if err != nil {
+				return err
 			}
-			f.tx[ifindex] = true
+			if err := c.objs.FastTx.Update(uint32(out), v, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("output %#x: %w", out, err)
+			}
+			f.tx[out] = true
 		}
 	}
 	// 2. The next generation: VLAN classes, ports, decisions.
@@ -398,8 +428,8 @@ func (c *Capture) putSetLocked(outs []int, need map[string]bool) error {
 	}
 	slot := -1
 	used := map[uint32]bool{}
-	for _, s := range f.sets {
-		used[s] = true
+	for _, set := range f.sets {
+		used[set.slot] = true
 	}
 	for s := uint32(0); s < barrierSlot; s++ {
 		if !used[s] {
@@ -407,18 +437,17 @@ func (c *Capture) putSetLocked(outs []int, need map[string]bool) error {
 			break
 		}
 	}
-	for k, s := range f.sets {
+	for k, set := range f.sets {
 		if slot >= 0 {
 			break
 		}
 		if need[k] || f.live[k] {
 			continue
 		}
-		if err := c.objs.FastSets.Delete(s); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("evict output set %d: %w", s, err)
+		if err := c.deleteSetLocked(k); err != nil {
+			return fmt.Errorf("evict output set: %w", err)
 		}
-		delete(f.sets, k)
-		slot = int(s)
+		slot = int(set.slot)
 	}
 	if slot < 0 {
 		return fmt.Errorf("no free output set slot: %w", ErrFastLimit)
@@ -431,17 +460,37 @@ func (c *Capture) putSetLocked(outs []int, need map[string]bool) error {
 	if err != nil {
 		return fmt.Errorf("create output set: %w", err)
 	}
-	// fast_sets holds its own reference to the inner map; ours goes.
-	defer m.Close()
-	for i, ifindex := range outs {
-		if err := m.Update(uint32(i), uint32(ifindex), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("output set copy %d to ifindex %d: %w", i, ifindex, err)
+	for i, out := range outs {
+		v, err := c.outputValueLocked(out)
+		if err == nil {
+			err = m.Update(uint32(i), v, ebpf.UpdateAny)
+		}
+		if err != nil {
+			// The update error is the one to report; m was never used.
+			_ = m.Close()
+			return fmt.Errorf("output set copy %d to %#x: %w", i, out, err)
 		}
 	}
 	if err := c.objs.FastSets.Update(uint32(slot), m, ebpf.UpdateAny); err != nil {
+		_ = m.Close() // as above
 		return fmt.Errorf("output set slot %d: %w", slot, err)
 	}
-	f.sets[key] = uint32(slot)
+	f.sets[key] = &outSet{slot: uint32(slot), outs: slices.Clone(outs), m: m}
+	return nil
+}
+
+// deleteSetLocked deletes output set key from fast_sets and the cache.
+func (c *Capture) deleteSetLocked(key string) error {
+	f := &c.fast
+	set := f.sets[key]
+	if err := c.objs.FastSets.Delete(set.slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete output set %d: %w", set.slot, err)
+	}
+	delete(f.sets, key)
+	delete(f.live, key)
+	if err := set.m.Close(); err != nil {
+		return fmt.Errorf("close output set %d: %w", set.slot, err)
+	}
 	return nil
 }
 
@@ -520,16 +569,22 @@ func (c *Capture) copiesValueLocked(d Copies) (xdpCopies, error) {
 	case 1:
 		v.Target = uint32(d.Outputs[0])
 	default:
-		slot, ok := c.fast.sets[setKey(d.Outputs)]
+		set, ok := c.fast.sets[setKey(d.Outputs)]
 		if !ok {
 			return v, fmt.Errorf("output set %v not written", d.Outputs)
 		}
-		v.Target = slot
+		v.Target = set.slot
 	}
 	for i, s := range d.Services {
 		v.Svcs[i] = s.Slot
 		if s.Down {
 			v.Svcs[i] |= svcDown
+		}
+	}
+	for _, out := range d.Outputs {
+		if slot, ok := tunnelSlot(out); ok && int(v.Ntun) < len(v.Tun) {
+			v.Tun[v.Ntun] = uint16(slot)
+			v.Ntun++
 		}
 	}
 	return v, nil
@@ -557,28 +612,25 @@ func (c *Capture) barrierLocked() error {
 
 // dropSetsLocked deletes every output set; no generation may use them.
 func (c *Capture) dropSetsLocked() error {
-	f := &c.fast
-	for key, slot := range f.sets {
-		if err := c.objs.FastSets.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete output set %d: %w", slot, err)
-		}
-		delete(f.sets, key)
+	var errs []error
+	for key := range c.fast.sets {
+		errs = append(errs, c.deleteSetLocked(key))
 	}
-	f.live = nil
-	return nil
+	c.fast.live = nil
+	return errors.Join(errs...)
 }
 
 // dropTxLocked deletes the fast_tx entries not in keepTx.
 func (c *Capture) dropTxLocked(keepTx map[int]bool) error {
 	f := &c.fast
-	for ifindex := range f.tx {
-		if keepTx[ifindex] {
+	for out := range f.tx {
+		if keepTx[out] {
 			continue
 		}
-		if err := c.objs.FastTx.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete monitor ifindex %d: %w", ifindex, err)
+		if err := c.objs.FastTx.Delete(uint32(out)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete output %#x: %w", out, err)
 		}
-		delete(f.tx, ifindex)
+		delete(f.tx, out)
 	}
 	return nil
 }
@@ -608,39 +660,40 @@ func (c *Capture) fastOffLocked() error {
 
 // FastFlow returns the counters of flow counter slot, summed over CPUs.
 func (c *Capture) FastFlow(slot uint16) (FastFlowCounter, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return FastFlowCounter{}, fmt.Errorf("read fast flow counter %d: %w", slot, ErrClosed)
-	}
-	if err := c.objs.FastFlows.Lookup(uint32(slot), &c.fast.flowPC); err != nil {
-		return FastFlowCounter{}, fmt.Errorf("read fast flow counter %d: %w", slot, err)
-	}
 	var s FastFlowCounter
-	for _, p := range c.fast.flowPC {
+	err := sumPerCPU(c, c.objs.FastFlows, "fast flow counter", uint32(slot), &c.fast.flowPC, func(p *xdpFlowCounter) {
 		s.Packets += p.Packets
 		s.Bytes += p.Bytes
-	}
-	return s, nil
+	})
+	return s, err
 }
 
 // FastService returns the counters of service counter slot, summed over
 // CPUs.
 func (c *Capture) FastService(slot uint16) (FastServiceCounter, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return FastServiceCounter{}, fmt.Errorf("read fast service counter %d: %w", slot, ErrClosed)
-	}
-	if err := c.objs.FastSvcs.Lookup(uint32(slot), &c.fast.svcPC); err != nil {
-		return FastServiceCounter{}, fmt.Errorf("read fast service counter %d: %w", slot, err)
-	}
 	var s FastServiceCounter
-	for _, p := range c.fast.svcPC {
+	err := sumPerCPU(c, c.objs.FastSvcs, "fast service counter", uint32(slot), &c.fast.svcPC, func(p *xdpSvcCounter) {
 		s.Packets += p.Packets
 		s.Bytes += p.Bytes
 		s.Down += p.Down
 		s.Failed += p.Failed
+	})
+	return s, err
+}
+
+// sumPerCPU looks slot of per-CPU map m up into scratch and calls add on
+// each CPU's value, with c.mu held (scratch is c's).
+func sumPerCPU[T any](c *Capture, m *ebpf.Map, what string, slot uint32, scratch *[]T, add func(*T)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("read %s %d: %w", what, slot, ErrClosed)
 	}
-	return s, nil
+	if err := m.Lookup(slot, scratch); err != nil {
+		return fmt.Errorf("read %s %d: %w", what, slot, err)
+	}
+	for i := range *scratch {
+		add(&(*scratch)[i])
+	}
+	return nil
 }

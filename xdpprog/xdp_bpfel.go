@@ -13,13 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type xdpBpfDevmapVal struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	BpfProg struct {
+		_  structs.HostLayout
+		Fd int32
+	}
+}
+
 type xdpCopies struct {
 	_      structs.HostLayout
 	Target uint32
 	Nout   uint16
 	Nsvcs  uint8
-	Pad    uint8
+	Ntun   uint8
 	Svcs   [8]uint16
+	Tun    [4]uint16
 }
 
 type xdpCopiesKey struct {
@@ -92,10 +102,31 @@ type xdpSvcCounter struct {
 	Failed  uint64
 }
 
+type xdpTunnel struct {
+	_        structs.HostLayout
+	Hdr      [76]uint8
+	Len      uint16
+	MaxFrame uint16
+	Encap    uint8
+	V6       uint8
+	Port     [6]uint8
+	Csum     uint32
+	Uplink   uint32
+}
+
+type xdpTunnelCounter struct {
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	Truncated uint64
+	Failed    uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	xdpMapClockOffset   = "clock_offset"
 	xdpMapFastCopies    = "fast_copies"
 	xdpMapFastDecisions = "fast_decisions"
 	xdpMapFastFlows     = "fast_flows"
@@ -108,9 +139,15 @@ const (
 	xdpMapMacs          = "macs"
 	xdpMapSettings      = "settings"
 	xdpMapStats         = "stats"
+	xdpMapTunnelSeq     = "tunnel_seq"
+	xdpMapTunnelStats   = "tunnel_stats"
+	xdpMapTunnels       = "tunnels"
 	xdpMapVlans         = "vlans"
 	xdpMapXsks          = "xsks"
 	xdpProgXdpCapture   = "xdp_capture"
+	xdpProgXdpTunnel    = "xdp_tunnel"
+	xdpVarTestRun       = "test_run"
+	xdpVarTunnelSlot    = "tunnel_slot"
 )
 
 // loadXdp returns the embedded CollectionSpec for xdp.
@@ -156,12 +193,14 @@ type xdpSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpProgramSpecs struct {
 	XdpCapture *ebpf.ProgramSpec `ebpf:"xdp_capture"`
+	XdpTunnel  *ebpf.ProgramSpec `ebpf:"xdp_tunnel"`
 }
 
 // xdpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpMapSpecs struct {
+	ClockOffset   *ebpf.MapSpec `ebpf:"clock_offset"`
 	FastCopies    *ebpf.MapSpec `ebpf:"fast_copies"`
 	FastDecisions *ebpf.MapSpec `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.MapSpec `ebpf:"fast_flows"`
@@ -174,6 +213,9 @@ type xdpMapSpecs struct {
 	Macs          *ebpf.MapSpec `ebpf:"macs"`
 	Settings      *ebpf.MapSpec `ebpf:"settings"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	TunnelSeq     *ebpf.MapSpec `ebpf:"tunnel_seq"`
+	TunnelStats   *ebpf.MapSpec `ebpf:"tunnel_stats"`
+	Tunnels       *ebpf.MapSpec `ebpf:"tunnels"`
 	Vlans         *ebpf.MapSpec `ebpf:"vlans"`
 	Xsks          *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -182,6 +224,8 @@ type xdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpVariableSpecs struct {
+	TestRun    *ebpf.VariableSpec `ebpf:"test_run"`
+	TunnelSlot *ebpf.VariableSpec `ebpf:"tunnel_slot"`
 }
 
 // xdpObjects contains all objects after they have been loaded into the kernel.
@@ -204,6 +248,7 @@ func (o *xdpObjects) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpMaps struct {
+	ClockOffset   *ebpf.Map `ebpf:"clock_offset"`
 	FastCopies    *ebpf.Map `ebpf:"fast_copies"`
 	FastDecisions *ebpf.Map `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.Map `ebpf:"fast_flows"`
@@ -216,12 +261,16 @@ type xdpMaps struct {
 	Macs          *ebpf.Map `ebpf:"macs"`
 	Settings      *ebpf.Map `ebpf:"settings"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	TunnelSeq     *ebpf.Map `ebpf:"tunnel_seq"`
+	TunnelStats   *ebpf.Map `ebpf:"tunnel_stats"`
+	Tunnels       *ebpf.Map `ebpf:"tunnels"`
 	Vlans         *ebpf.Map `ebpf:"vlans"`
 	Xsks          *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *xdpMaps) Close() error {
 	return _XdpClose(
+		m.ClockOffset,
 		m.FastCopies,
 		m.FastDecisions,
 		m.FastFlows,
@@ -234,6 +283,9 @@ func (m *xdpMaps) Close() error {
 		m.Macs,
 		m.Settings,
 		m.Stats,
+		m.TunnelSeq,
+		m.TunnelStats,
+		m.Tunnels,
 		m.Vlans,
 		m.Xsks,
 	)
@@ -243,6 +295,8 @@ func (m *xdpMaps) Close() error {
 //
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpVariables struct {
+	TestRun    *ebpf.Variable `ebpf:"test_run"`
+	TunnelSlot *ebpf.Variable `ebpf:"tunnel_slot"`
 }
 
 // xdpPrograms contains all programs after they have been loaded into the kernel.
@@ -250,11 +304,13 @@ type xdpVariables struct {
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpPrograms struct {
 	XdpCapture *ebpf.Program `ebpf:"xdp_capture"`
+	XdpTunnel  *ebpf.Program `ebpf:"xdp_tunnel"`
 }
 
 func (p *xdpPrograms) Close() error {
 	return _XdpClose(
 		p.XdpCapture,
+		p.XdpTunnel,
 	)
 }
 

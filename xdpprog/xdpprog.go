@@ -146,6 +146,18 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// captureObjects are what a Capture loads: every map and the capture
+// program, not xdp_tunnel, whose instances SetTunnel loads per tunnel
+// (verifying it costs about 150 ms).
+type captureObjects struct {
+	xdpMaps
+	XdpCapture *ebpf.Program `ebpf:"xdp_capture"`
+}
+
+func (o *captureObjects) Close() error {
+	return errors.Join(o.XdpCapture.Close(), o.xdpMaps.Close())
+}
+
 // Capture is one instance of the XDP program with its own maps, loaded for
 // one capture interface and, after Attach, attached to it with a bpf_link.
 // Its methods are safe for concurrent use.
@@ -153,7 +165,7 @@ type Capture struct {
 	cfg Config
 
 	mu   sync.Mutex
-	objs xdpObjects
+	objs captureObjects
 	link link.Link // nil until attached, and after Close
 	// pending: link was taken over (AttachOver) and still runs the previous
 	// owner's program until Activate.
@@ -163,9 +175,13 @@ type Capture struct {
 	multicast bool
 	hints     macHints
 	vlans     VLANSet
-	percpu    []xdpCounters // scratch for Counters
-	fast      fastState     // the fast tables (fast.go)
-	closed    bool
+	percpu    []xdpCounters        // scratch for Counters
+	fast      fastState            // the fast tables (fast.go)
+	tunnels   map[int]*tunnelState // by slot (tunnel_xdp.go)
+	// sharedTunnel is native mode's xdp_tunnel for every slot, loaded by
+	// the first SetTunnel.
+	sharedTunnel *ebpf.Program
+	closed       bool
 	// afterWrite, when set (by tests), runs after every single map write of
 	// SetFilter, to check the filter in each intermediate state.
 	afterWrite func()
@@ -179,12 +195,16 @@ func Load(cfg Config) (*Capture, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}}
-	c.fast.sets, c.fast.tx = map[string]uint32{}, map[int]bool{}
+	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}, tunnels: map[int]*tunnelState{}}
+	c.fast.sets, c.fast.tx = map[string]*outSet{}, map[int]bool{}
 	for g := range c.fast.ports {
 		c.fast.ports[g], c.fast.decs[g], c.fast.copies[g] = map[[6]byte]uint32{}, map[FastKey]Decision{}, map[uint64]Copies{}
 	}
-	if err := loadXdpObjects(&c.objs, nil); err != nil {
+	spec, err := loadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp spec: %w", err)
+	}
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp program: %w", err)
 	}
 	if err := c.init(); err != nil {
@@ -209,6 +229,9 @@ func (c *Capture) init() error {
 		if err := c.objs.Settings.Update(s.slot, s.value, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("write xdp setting %d: %w", s.slot, err)
 		}
+	}
+	if err := c.writeClockLocked(); err != nil {
+		return err
 	}
 	// Filter{} wants every VLAN (nil VLANs): the bitmap starts full.
 	return c.setFilterLocked(Filter{})
@@ -291,6 +314,15 @@ func (c *Capture) Close() error {
 			errs = append(errs, fmt.Errorf("detach xdp: %w", err))
 		}
 		c.link = nil
+	}
+	if err := c.closeTunnelsLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	for key, set := range c.fast.sets {
+		if err := set.m.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close output set %d: %w", set.slot, err))
+		}
+		delete(c.fast.sets, key)
 	}
 	if err := c.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp objects: %w", err))
