@@ -475,8 +475,13 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.teardownCapture(c)
 		}
 	}
-	mons := make([]*output, 0, len(b.monitors))
+	// An uplink takes the fast path's redirected copies on the same terms
+	// as a monitor.
+	mons := make([]*output, 0, len(b.monitors)+len(b.uplinks))
 	for _, o := range b.monitors {
+		mons = append(mons, o)
+	}
+	for _, o := range b.uplinks {
 		mons = append(mons, o)
 	}
 	b.rwatch.setMonitors(mons, b.cfg.FastPath)
@@ -583,9 +588,13 @@ func (b *Broker) realiseOutput(role, name string, ls linkState, lerr error) Stat
 	o.up.Store(ls.up)
 	if role == roleMonitor {
 		o.maxLen.Store(uint32(ls.carries()))
-		o.peerMTU.Store(int32(ls.peerMTU))
-		checkRedirect(o, b.log)
+	} else {
+		// The kernel checks a redirected frame against the uplink's MTU
+		// before its DEVMAP program encapsulates (and truncates) it.
+		o.maxLen.Store(uint32(ls.largestFrame()))
 	}
+	o.peerMTU.Store(int32(ls.peerMTU))
+	checkRedirect(o, b.log)
 	if !ls.up {
 		return Status{State: StateDown, Reason: ls.downWhy}
 	}

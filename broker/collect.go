@@ -82,7 +82,7 @@ func outputCounters(o *output, drops, counters map[string]uint64) {
 func (b *Broker) retireCapture(c *capture) {
 	t := b.totals(c.name, "capture")
 	captureCounters(c, t.drops, t.counters)
-	b.harvestFast(c, nil, nil)
+	b.harvestFast(c, nil, nil, nil)
 	for _, w := range c.workers {
 		addSet(&b.retired, w.ctr.Load())
 	}

@@ -63,10 +63,13 @@ const (
 	// tdMirrorDown: the mirror could not send: no route, an unresolved
 	// neighbour, its uplink down (the mirror's status says which).
 	tdMirrorDown
+	// tdRedirectFailed: on the fast path, the kernel refused the redirect
+	// to the uplink or could not encapsulate the copy.
+	tdRedirectFailed
 	numTunnelDrops
 )
 
-var tunnelDropNames = [numTunnelDrops]string{"no_free_tx_frame", "tx_ring_full", "mirror_down"}
+var tunnelDropNames = [numTunnelDrops]string{"no_free_tx_frame", "tx_ring_full", "mirror_down", "redirect_failed"}
 
 func (d tunnelDrop) String() string { return tunnelDropNames[d] }
 
@@ -130,6 +133,11 @@ func (c *counterSet) flowAt(s int32) *flowCounter {
 func (c *counterSet) svcAt(s int32) *serviceCounter {
 	c.ensure(0, s+1)
 	return &c.svcs[s]
+}
+
+func (c *counterSet) tunAt(s int32) *tunnelCounter {
+	c.ensureTo(0, 0, s+1)
+	return &c.tuns[s]
 }
 
 func (c *counterSet) ensure(flowSlots, svcSlots int32) { c.ensureTo(flowSlots, svcSlots, 0) }

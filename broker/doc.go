@@ -26,8 +26,8 @@
 // whose copies the workers encapsulate (xdpprog.TunnelHeader) and send out
 // of the uplink the kernel's route to the remote IP names, with a TX-only
 // socket beside the uplink's own traffic. The outer headers come from the
-// kernel's route and neighbour tables (resolve.go); a capture with a
-// mirror takes the AF_XDP path.
+// kernel's route and neighbour tables (resolve.go). On the fast path the
+// uplink's DEVMAP entry runs xdpprog's tunnel program on the copy instead.
 //
 // The fast path (Config.FastPath, fastpath.go) skips userspace: Apply
 // tabulates the same table into the XDP program's decision maps, and the

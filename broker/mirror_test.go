@@ -2,8 +2,10 @@ package broker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
+	"github.com/taas-appliance/taas/xdpprog"
 )
 
 // mirrorLab is a capture topology (topo, no monitor) plus the way to a
@@ -30,8 +33,11 @@ type mirrorLab struct {
 	// gw4 and gw6 are the router's addresses on the uplink link, spare4 one
 	// nobody holds (an unreachable next hop).
 	gw4, gw6, spare4 netip.Addr
-	// col4 and col6 are the collector's addresses.
-	col4, col6 netip.Addr
+	// col4 and col6 are the collector's addresses, src4 and src6 the
+	// uplink's.
+	col4, col6, src4, src6 netip.Addr
+	// upMAC and rtMAC are the uplink's MAC and the router's on its link.
+	upMAC, rtMAC [6]byte
 }
 
 func newMirrorLab(t *testing.T, monitors int) *mirrorLab {
@@ -50,6 +56,7 @@ func newMirrorLab(t *testing.T, monitors int) *mirrorLab {
 	l.gw4, l.spare4 = netip.MustParseAddr(up(2)), netip.MustParseAddr(up(3))
 	l.gw6 = netip.MustParseAddr(up6(2))
 	l.col4, l.col6 = netip.MustParseAddr(co(2)), netip.MustParseAddr(co6(2))
+	l.src4, l.src6 = netip.MustParseAddr(up(1)), netip.MustParseAddr(up6(1))
 	rt := []string{"-n", l.rtNS}
 	cmds := [][]string{
 		{"addr", "add", up(1) + "/29", "dev", l.uplink},
@@ -65,9 +72,37 @@ func newMirrorLab(t *testing.T, monitors int) *mirrorLab {
 		testutil.Run(t, "ip", c...)
 	}
 	testutil.Run(t, "ip", "netns", "exec", l.rtNS, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+	// The fast path's redirect into the uplink veth needs GRO or XDP on
+	// its peer (gotcha 10).
+	testutil.Run(t, "ip", "netns", "exec", l.rtNS, "ethtool", "-K", l.rtIf, "gro", "on")
+	l.upMAC, l.rtMAC = linkMAC(t, "", l.uplink), linkMAC(t, l.rtNS, l.rtIf)
 	l.addRoutes(t)
 	testutil.WaitOperUp(t, "", l.uplink)
 	return l
+}
+
+// linkMAC is the MAC of link name in netns (empty: the test's own).
+func linkMAC(t *testing.T, netns, name string) (m [6]byte) {
+	t.Helper()
+	var hw net.HardwareAddr
+	get := func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err == nil {
+			hw = ifi.HardwareAddr
+		}
+		return err
+	}
+	var err error
+	if netns == "" {
+		err = get()
+	} else {
+		err = testutil.InNetns(netns, get)
+	}
+	if err != nil || len(hw) != 6 {
+		t.Fatalf("MAC of %s: %v %v", name, hw, err)
+	}
+	copy(m[:], hw)
+	return m
 }
 
 // addRoutes routes the collector's addresses through the router.
@@ -89,6 +124,14 @@ func (l *mirrorLab) addRoute4(t *testing.T) {
 func (l *mirrorLab) mirrorPlan(version uint64, typ TunnelType, remote netip.Addr, in, out uint32) *Plan {
 	return &Plan{Version: version, Uplinks: []string{l.uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
 		MAC: mac6(hwA), Type: typ, RemoteIP: remote, Tunnels: []Tunnel{{Direction: DirIn, ID: in}, {Direction: DirOut, ID: out}}}}}
+}
+
+// outPlan mirrors port A's OUT frames to the collector's IPv4 address,
+// tunnel id out.
+func (l *mirrorLab) outPlan(version uint64, typ TunnelType, out uint32) *Plan {
+	p := l.mirrorPlan(version, typ, l.col4, 0, out)
+	p.Mirrors[0].Tunnels = p.Mirrors[0].Tunnels[1:]
+	return p
 }
 
 func mirrorActive(r Report) bool { return r.Mirrors["m"].State == StateActive }
@@ -114,15 +157,25 @@ func overhead(typ TunnelType, v6 bool) int {
 }
 
 // TestMirrorEncapsulation mirrors a port's IN and OUT frames to a
-// collector behind a router in each encapsulation, over IPv4 and IPv6, and
-// checks with tshark what arrives: outer addresses, the tunnel id of each
-// direction, ERSPAN's direction bit and increasing sequence numbers, and
-// the inner frame byte-identical to the mirrored one. For VXLAN the
-// collector's kernel also decapsulates, and tcpdump on its VXLAN devices
-// sees the frames as sent.
-func TestMirrorEncapsulation(t *testing.T) {
+// collector behind a router in each encapsulation, over IPv4 and IPv6, on
+// both paths, and checks with tshark what arrives: outer addresses, the
+// tunnel id of each direction, ERSPAN's direction bit and increasing
+// sequence numbers, and the inner frame byte-identical to the mirrored
+// one; each copy is also byte for byte what xdpprog's encoder makes of
+// the frame with the sequence number and timestamp it carries, so both
+// paths put the same bytes on the wire. For VXLAN the collector's kernel
+// also decapsulates, and tcpdump on its VXLAN devices sees the frames as
+// sent.
+//
+// The fast path sends at most one tunnel copy of a frame per uplink (the
+// DEVMAP runs one egress program per device and bulk, xdpprog's
+// tun_meta), so a mirror with IN and OUT tunnels through one uplink takes
+// the AF_XDP path there; the fast runs mirror OUT over IPv4, IN over IPv6.
+func TestMirrorEncapsulation(t *testing.T) { forEachPath(t, testMirrorEncapsulation) }
+
+func testMirrorEncapsulation(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 0)
-	b := newBroker(t, Config{})
+	b := newBroker(t, Config{FastPath: fast})
 	var version uint64
 	for _, tc := range []struct {
 		typ     TunnelType
@@ -139,159 +192,218 @@ func TestMirrorEncapsulation(t *testing.T) {
 		{TunnelVXLAN, true, 6001, 6002},
 	} {
 		name := tc.typ.String() + "/ipv4"
-		remote, src := l.col4, "198.51.100."
 		if tc.v6 {
-			name, remote, src = tc.typ.String()+"/ipv6", l.col6, "2001:db8:"
+			name = tc.typ.String() + "/ipv6"
 		}
 		t.Run(name, func(t *testing.T) {
-			version++
-			plan := l.mirrorPlan(version, tc.typ, remote, tc.in, tc.out)
-			waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
-			var decap []func(int, func([]byte) bool) string
-			if tc.typ == TunnelVXLAN {
-				for _, vni := range []uint32{tc.in, tc.out} {
-					vx := fmt.Sprintf("%svx%d", l.p, vni%100)
-					testutil.Run(t, "ip", "-n", l.colNS, "link", "add", vx, "type", "vxlan", "id", strconv.Itoa(int(vni)),
-						"dstport", "4789", "local", remote.String())
-					testutil.Run(t, "ip", "-n", l.colNS, "link", "set", vx, "up")
-					t.Cleanup(func() { _ = exec.Command("ip", "-n", l.colNS, "link", "del", vx).Run() })
-					decap = append(decap, packettest.Tcpdump(t, l.colNS, vx, "ether proto 0x88b5 or (vlan and ether proto 0x88b5)"))
-				}
-			}
-			stop := packettest.Tcpdump(t, l.colNS, l.colIf, "ip proto 47 or ip6 proto 47 or udp dst port 4789")
-			// OUT frames (from A), IN frames (to A, and A's broadcast, which
-			// is OUT only), one tagged; frames of no direction of A.
-			sent := map[uint32][]byte{}
-			dirOf := map[uint32]Direction{}
-			var order []uint32
-			frame := func(seq uint32, dst, src []byte, tags []packettest.Tag, size int, d Direction) {
-				f := packettest.Frame(dst, src, tags, seq, size)
-				sent[seq], order = f, append(order, seq)
-				if d != 0 {
-					dirOf[seq] = d
-				}
-				l.send(t, f)
-			}
-			for i := uint32(0); i < 4; i++ {
-				frame(100+i, hwB, hwA, nil, 60+int(i)*100, DirOut)
-				frame(200+i, hwA, hwB, nil, 60, DirIn)
-			}
-			frame(300, hwB, hwA, []packettest.Tag{{TPID: 0x8100, VID: 42}}, 128, DirOut)
-			frame(301, hwBcast, hwA, nil, 60, DirOut)
-			frame(302, hwBcast, hwB, nil, 60, DirIn)
-			frame(303, hwC, hwB, nil, 60, 0)
-			file := stop(len(dirOf), encapTest(overhead(tc.typ, tc.v6)))
-
-			raw := packettest.ReadPcap(t, file)
-			rows := packettest.TsharkFields(t, file, "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "gre.key", "gre.sequence_number",
-				"erspan.version", "erspan.spanid", "erspan.direction", "vxlan.vni", "eth.src", "eth.dst")
-			if len(rows) != len(raw) {
-				t.Fatalf("tshark decoded %d frames of %d", len(rows), len(raw))
-			}
-			lastSeq := map[Direction]int{DirIn: -1, DirOut: -1}
-			var got []uint32
-			for i, f := range raw {
-				row := rows[i]
-				oh := overhead(tc.typ, tc.v6)
-				if len(f) < oh {
-					t.Fatalf("frame %d: %d bytes, shorter than the %d-byte outer headers", i, len(f), oh)
-				}
-				inner := f[oh:]
-				seq, ok := packettest.Seq(inner)
-				if !ok {
-					// The span namespace's own multicast (IPv6 router
-					// solicitations...) is IN for port A too.
-					continue
-				}
-				d := dirOf[seq]
-				if d == 0 {
-					t.Fatalf("frame %d: inner frame %d was not to be mirrored: %x", i, seq, inner)
-				}
-				got = append(got, seq)
-				if !bytes.Equal(inner, sent[seq]) {
-					t.Errorf("frame %d (seq %d): inner frame differs:\n got %x\nwant %x", i, seq, inner, sent[seq])
-				}
-				srcF, dstF := row["ip.src"], row["ip.dst"]
+			both := []Tunnel{{Direction: DirIn, ID: tc.in}, {Direction: DirOut, ID: tc.out}}
+			tunnels := both
+			if fast {
+				// OUT over IPv4, IN over IPv6: each direction of each
+				// encapsulation once.
+				tunnels = both[1:]
 				if tc.v6 {
-					srcF, dstF = row["ipv6.src"], row["ipv6.dst"]
-				}
-				if !strings.HasPrefix(srcF, src) || dstF != remote.String() {
-					t.Errorf("frame %d: outer %s -> %s, want %s... -> %s", i, srcF, dstF, src, remote)
-				}
-				id := tc.in
-				if d == DirOut {
-					id = tc.out
-				}
-				var gotID string
-				switch tc.typ {
-				case TunnelGRE:
-					gotID = row["gre.key"]
-				case TunnelVXLAN:
-					gotID = row["vxlan.vni"]
-				default:
-					gotID = row["erspan.spanid"]
-					n, err := strconv.Atoi(row["gre.sequence_number"])
-					if err != nil || n <= lastSeq[d] {
-						t.Errorf("frame %d: sequence number %q, after %d", i, row["gre.sequence_number"], lastSeq[d])
-					}
-					lastSeq[d] = n
-				}
-				if n, err := strconv.ParseUint(gotID, 0, 32); err != nil || uint32(n) != id {
-					t.Errorf("frame %d (seq %d, %v): tunnel id %q, want %d (tshark: %v)", i, seq, d, gotID, id, row)
-				}
-				if tc.typ == TunnelERSPANv3 {
-					// D: 0 ingress (into the port), 1 egress (out of it).
-					wantD := map[Direction]string{DirIn: "0", DirOut: "1"}[d]
-					if got := row["erspan.direction"]; got != wantD && got != map[string]string{"0": "False", "1": "True"}[wantD] {
-						t.Errorf("frame %d (%v): erspan direction %q, want %s", i, d, got, wantD)
-					}
-				}
-				// tshark found the inner Ethernet header where the frame is.
-				macs := strings.Split(row["eth.src"], ",")
-				if len(macs) < 2 || macs[len(macs)-1] != macString(sent[seq][6:12]) {
-					t.Errorf("frame %d: tshark's Ethernet sources %q, want the inner %s last", i, row["eth.src"], macString(sent[seq][6:12]))
+					tunnels = both[:1]
 				}
 			}
-			var wantSeqs []uint32
-			for _, s := range order {
-				if dirOf[s] != 0 {
-					wantSeqs = append(wantSeqs, s)
-				}
-			}
-			if fmt.Sprint(got) != fmt.Sprint(wantSeqs) {
-				t.Fatalf("collector got mirrored frames %v, want %v in order", got, wantSeqs)
-			}
-			for i, stopVX := range decap {
-				d := []Direction{DirIn, DirOut}[i]
-				n := 0
-				for _, dd := range dirOf {
-					if dd == d {
-						n++
-					}
-				}
-				frames := packettest.ReadPcap(t, stopVX(n, packettest.IsTest))
-				var got []uint32
-				for _, f := range frames {
-					seq, _ := packettest.Seq(f)
-					if !bytes.Equal(f, sent[seq]) {
-						t.Errorf("vxlan device of %v: frame %d differs:\n got %x\nwant %x", d, seq, f, sent[seq])
-					}
-					got = append(got, seq)
-				}
-				var wantSeqs []uint32
-				for _, s := range order {
-					if dirOf[s] == d {
-						wantSeqs = append(wantSeqs, s)
-					}
-				}
-				if fmt.Sprint(got) != fmt.Sprint(wantSeqs) {
-					t.Errorf("kernel vxlan device of VNI %d decapsulated %v, want %v", []uint32{tc.in, tc.out}[i], got, wantSeqs)
-				}
-			}
-			st := mirrorStats(b, "m")
-			t.Logf("%s: %d encapsulated, %d bytes, %d truncated, drops %v", name, st.EncapPackets, st.EncapBytes, st.TruncatedPackets, st.Drops)
+			version++
+			l.checkMirror(t, b, version, fast, tc.typ, tc.v6, tunnels)
 		})
 	}
+	if !fast {
+		return
+	}
+	// IN and OUT through one uplink: the AF_XDP path, saying why.
+	version++
+	waitStatus(t, b, l.mirrorPlan(version, TunnelGRE, l.col4, 1, 2), "mirror ACTIVE", mirrorActive)
+	for _, is := range b.Stats().Interfaces {
+		if is.Name == l.capIf && (is.Path != PathUserspace || !strings.Contains(is.PathReason, "tunnel")) {
+			t.Fatalf("IN and OUT tunnels through one uplink: path %q (%q), want userspace naming the tunnels", is.Path, is.PathReason)
+		}
+	}
+}
+
+// checkWire checks that each copy the uplink sent (frames, as the router
+// received them) is byte for byte what xdpprog's encoder makes of the
+// mirrored frame, with the ERSPAN sequence number and timestamp the copy
+// carries.
+func (l *mirrorLab) checkWire(t *testing.T, typ TunnelType, v6 bool, idOf map[Direction]uint32, sent map[uint32][]byte,
+	dirOf map[uint32]Direction, frames [][]byte) {
+	t.Helper()
+	src, remote, ip := l.src4, l.col4, 14+20
+	if v6 {
+		src, remote, ip = l.src6, l.col6, 14+40
+	}
+	oh := overhead(typ, v6)
+	enc, _ := encapOf(typ)
+	for i, f := range frames {
+		seq, _ := packettest.Seq(f[oh:])
+		d := dirOf[seq]
+		hdr, err := xdpprog.NewTunnelHeader(xdpprog.TunnelSpec{Encap: enc, ID: idOf[d], PortMAC: mac6(hwA),
+			SrcMAC: l.upMAC, DstMAC: l.rtMAC, Src: src, Dst: remote, MTU: 1500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var greSeq, ts uint32
+		if typ == TunnelERSPANv1 || typ == TunnelERSPANv3 {
+			greSeq = binary.BigEndian.Uint32(f[ip+4:])
+		}
+		if typ == TunnelERSPANv3 {
+			ts = binary.BigEndian.Uint32(f[ip+12:])
+		}
+		want := make([]byte, len(f)+xdpprog.MaxTunnelOverhead)
+		n, _ := hdr.Encapsulate(want, sent[seq], greSeq, ts)
+		if !bytes.Equal(f, want[:n]) {
+			t.Errorf("copy %d (frame %d): not the encoder's bytes:\n got %x\nwant %x", i, seq, f, want[:n])
+		}
+	}
+}
+
+// checkMirror mirrors port A's frames with tunnels (the remote is the
+// collector's IPv4 or IPv6 address) and checks every copy the collector
+// gets (see TestMirrorEncapsulation).
+func (l *mirrorLab) checkMirror(t *testing.T, b *Broker, version uint64, fast bool, typ TunnelType, v6 bool, tunnels []Tunnel) {
+	t.Helper()
+	remote, src := l.col4, l.src4
+	if v6 {
+		remote, src = l.col6, l.src6
+	}
+	plan := &Plan{Version: version, Uplinks: []string{l.uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
+		MAC: mac6(hwA), Type: typ, RemoteIP: remote, Tunnels: tunnels}}}
+	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
+	wantPath(t, b, l.capIf, fast)
+	idOf := map[Direction]uint32{}
+	for _, tn := range tunnels {
+		idOf[tn.Direction] = tn.ID
+	}
+	var decap []func(int, func([]byte) bool) string
+	var decapDirs []Direction
+	if typ == TunnelVXLAN {
+		for _, tn := range tunnels {
+			vx := fmt.Sprintf("%svx%d", l.p, tn.ID%100)
+			testutil.Run(t, "ip", "-n", l.colNS, "link", "add", vx, "type", "vxlan", "id", strconv.Itoa(int(tn.ID)),
+				"dstport", "4789", "local", remote.String())
+			testutil.Run(t, "ip", "-n", l.colNS, "link", "set", vx, "up")
+			t.Cleanup(func() { _ = exec.Command("ip", "-n", l.colNS, "link", "del", vx).Run() })
+			decap = append(decap, packettest.Tcpdump(t, l.colNS, vx, "ether proto 0x88b5 or (vlan and ether proto 0x88b5)"))
+			decapDirs = append(decapDirs, tn.Direction)
+		}
+	}
+	stop := packettest.Tcpdump(t, l.colNS, l.colIf, "ip proto 47 or ip6 proto 47 or udp dst port 4789")
+	oh := overhead(typ, v6)
+	// What the router receives is what the uplink sent (the router then
+	// rewrites the Ethernet header and the TTL).
+	wire := packettest.NewCapture(t, l.rtNS, l.rtIf, encapTest(oh))
+	// OUT frames (from A), IN frames (to A, and A's broadcast, which is OUT
+	// only), one tagged; frames of no direction of A.
+	sent := map[uint32][]byte{}
+	dirOf := map[uint32]Direction{}
+	var want []uint32
+	frame := func(seq uint32, dst, src []byte, tags []packettest.Tag, size int, d Direction) {
+		f := packettest.Frame(dst, src, tags, seq, size)
+		sent[seq] = f
+		if _, ok := idOf[d]; ok {
+			dirOf[seq] = d
+			want = append(want, seq)
+		}
+		l.send(t, f)
+	}
+	for i := uint32(0); i < 4; i++ {
+		frame(100+i, hwB, hwA, nil, 60+int(i)*100, DirOut)
+		frame(200+i, hwA, hwB, nil, 60, DirIn)
+	}
+	frame(300, hwB, hwA, []packettest.Tag{{TPID: 0x8100, VID: 42}}, 128, DirOut)
+	frame(301, hwBcast, hwA, nil, 60, DirOut)
+	frame(302, hwBcast, hwB, nil, 60, DirIn)
+	frame(303, hwC, hwB, nil, 60, 0)
+	file := stop(len(want), encapTest(oh))
+	l.checkWire(t, typ, v6, idOf, sent, dirOf, wire.WaitN(len(want), 10*time.Second))
+
+	raw := packettest.ReadPcap(t, file)
+	rows := packettest.TsharkFields(t, file, "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "gre.key", "gre.sequence_number",
+		"erspan.version", "erspan.spanid", "erspan.direction", "erspan.timestamp", "vxlan.vni", "eth.src", "eth.dst")
+	if len(rows) != len(raw) {
+		t.Fatalf("tshark decoded %d frames of %d", len(rows), len(raw))
+	}
+	lastSeq := map[Direction]int{DirIn: -1, DirOut: -1}
+	var got []uint32
+	for i, f := range raw {
+		row := rows[i]
+		if !encapTest(oh)(f) {
+			// The span namespace's own multicast (IPv6 router
+			// solicitations...) is IN for port A too.
+			continue
+		}
+		inner := f[oh:]
+		seq, _ := packettest.Seq(inner)
+		d, ok := dirOf[seq]
+		if !ok {
+			t.Fatalf("frame %d: inner frame %d was not to be mirrored: %x", i, seq, inner)
+		}
+		got = append(got, seq)
+		if !bytes.Equal(inner, sent[seq]) {
+			t.Errorf("frame %d (seq %d): inner frame differs:\n got %x\nwant %x", i, seq, inner, sent[seq])
+		}
+		srcF, dstF := row["ip.src"], row["ip.dst"]
+		if v6 {
+			srcF, dstF = row["ipv6.src"], row["ipv6.dst"]
+		}
+		if srcF != src.String() || dstF != remote.String() {
+			t.Errorf("frame %d: outer %s -> %s, want %s -> %s", i, srcF, dstF, src, remote)
+		}
+		var gotID string
+		switch typ {
+		case TunnelGRE:
+			gotID = row["gre.key"]
+		case TunnelVXLAN:
+			gotID = row["vxlan.vni"]
+		default:
+			gotID = row["erspan.spanid"]
+			n, err := strconv.Atoi(row["gre.sequence_number"])
+			if err != nil || n <= lastSeq[d] {
+				t.Errorf("frame %d: sequence number %q, after %d", i, row["gre.sequence_number"], lastSeq[d])
+			}
+			lastSeq[d] = n
+		}
+		if n, err := strconv.ParseUint(gotID, 0, 32); err != nil || uint32(n) != idOf[d] {
+			t.Errorf("frame %d (seq %d, %v): tunnel id %q, want %d (tshark: %v)", i, seq, d, gotID, idOf[d], row)
+		}
+		if typ == TunnelERSPANv3 {
+			// D: 0 ingress (into the port), 1 egress (out of it).
+			if got, want := row["erspan.direction"], map[Direction]string{DirIn: "0", DirOut: "1"}[d]; got != want &&
+				got != map[string]string{"0": "False", "1": "True"}[want] {
+				t.Errorf("frame %d (%v): erspan direction %q, want %s", i, d, got, want)
+			}
+		}
+		// tshark found the outer and the inner Ethernet headers.
+		if macs := strings.Split(row["eth.src"], ","); len(macs) != 2 || macs[1] != macString(sent[seq][6:12]) {
+			t.Errorf("frame %d: tshark's Ethernet sources %q, want the inner %s second", i, row["eth.src"], macString(sent[seq][6:12]))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("collector got mirrored frames %v, want %v in order", got, want)
+	}
+	for i, stopVX := range decap {
+		var wantVX []uint32
+		for _, s := range want {
+			if dirOf[s] == decapDirs[i] {
+				wantVX = append(wantVX, s)
+			}
+		}
+		var gotVX []uint32
+		for _, f := range packettest.ReadPcap(t, stopVX(len(wantVX), packettest.IsTest)) {
+			seq, _ := packettest.Seq(f)
+			if !bytes.Equal(f, sent[seq]) {
+				t.Errorf("vxlan device of %v: frame %d differs:\n got %x\nwant %x", decapDirs[i], seq, f, sent[seq])
+			}
+			gotVX = append(gotVX, seq)
+		}
+		if fmt.Sprint(gotVX) != fmt.Sprint(wantVX) {
+			t.Errorf("kernel vxlan device of %v decapsulated %v, want %v", decapDirs[i], gotVX, wantVX)
+		}
+	}
+	st := mirrorStats(b, "m")
+	t.Logf("%d encapsulated, %d bytes, %d truncated, drops %v", st.EncapPackets, st.EncapBytes, st.TruncatedPackets, st.Drops)
 }
 
 func macString(b []byte) string {
@@ -345,12 +457,15 @@ func nextHopMAC(b *Broker, id string) string {
 // neighbour resolved at the start, the next hop changing its MAC, the
 // route removed and re-added, the uplink set down and up, its carrier
 // lost, the remote unreachable (a next hop nobody answers for), and the
-// port unbound.
-func TestMirrorFaults(t *testing.T) {
+// port unbound. The mirror copies OUT only, so that the fast path keeps
+// it (one tunnel copy per frame and uplink).
+func TestMirrorFaults(t *testing.T) { forEachPath(t, testMirrorFaults) }
+
+func testMirrorFaults(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 0)
-	b := newBroker(t, Config{})
+	b := newBroker(t, Config{FastPath: fast})
 	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
-	plan := l.mirrorPlan(1, TunnelGRE, l.col4, 1, 2)
+	plan := l.outPlan(1, TunnelGRE, 2)
 	seq := uint32(0)
 	// roundTrip sends one OUT frame of A and waits for its copy at the
 	// collector: through the router, which takes only frames sent to its
@@ -390,6 +505,7 @@ func TestMirrorFaults(t *testing.T) {
 	up := func(what string) {
 		t.Helper()
 		statusOnEvent(t, b, plan, what, mirrorActive)
+		wantPath(t, b, l.capIf, fast)
 		if st := mirrorStats(b, "m"); st.Status != "ACTIVE" || st.Reason != "" || st.Uplink != l.uplink {
 			t.Fatalf("%s: stats say %s %q via %q, want ACTIVE via %s", what, st.Status, st.Reason, st.Uplink, l.uplink)
 		}
@@ -408,7 +524,13 @@ func TestMirrorFaults(t *testing.T) {
 	newMAC := "02:00:5e:10:00:99"
 	testutil.Run(t, "ip", "-n", l.rtNS, "link", "set", l.rtIf, "address", newMAC)
 	testutil.Run(t, "ip", "-n", l.rtNS, "neigh", "flush", "dev", l.rtIf)
-	testutil.Run(t, "ip", "netns", "exec", l.rtNS, "ping", "-c", "1", "-W", "2", l.gw4.Prev().String())
+	// The kernel takes a new MAC for a neighbour only once the entry is
+	// older than its locktime (1 s): the router asks again until answered.
+	for try := 0; try < 5; try++ {
+		if exec.Command("ip", "netns", "exec", l.rtNS, "ping", "-c", "1", "-W", "1", l.gw4.Prev().String()).Run() == nil {
+			break
+		}
+	}
 	statusOnEvent(t, b, plan, "new next-hop MAC", func(r Report) bool { return mirrorActive(r) && nextHopMAC(b, "m") == newMAC })
 	roundTrip("new next-hop MAC")
 
@@ -447,14 +569,14 @@ func TestMirrorFaults(t *testing.T) {
 	up("next hop answers")
 
 	// A session id ERSPAN cannot carry (10 bits): ERROR, not sent.
-	bad := l.mirrorPlan(2, TunnelERSPANv1, l.col4, 1, 2000)
+	bad := l.outPlan(2, TunnelERSPANv1, 2000)
 	r = apply(t, b, bad)
 	if st := r.Mirrors["m"]; st.State != StateError || !strings.Contains(st.Reason, "2000") {
 		t.Fatalf("erspan session 2000: mirror %v %q, want ERROR naming the id", st.State, st.Reason)
 	}
 
 	// Port unbound.
-	unbound := l.mirrorPlan(3, TunnelGRE, l.col4, 1, 2)
+	unbound := l.outPlan(3, TunnelGRE, 2)
 	unbound.Mirrors[0].Iface = ""
 	r = apply(t, b, unbound)
 	if st := r.Mirrors["m"]; st.State != StateDown || !strings.Contains(st.Reason, "no interface binding") {
@@ -462,22 +584,31 @@ func TestMirrorFaults(t *testing.T) {
 	}
 }
 
-// TestMirrorTruncates lowers the uplink's MTU below what the mirrored
-// frames need: the copies arrive cut to fit, the inner frame's first bytes
-// intact, ERSPAN's truncated bit set, each counted truncated and none
-// dropped.
-func TestMirrorTruncates(t *testing.T) {
+// TestMirrorTruncates gives the uplink and the capture an MTU of 600: a
+// frame of 610 bytes does not fit the uplink once encapsulated. Its copy
+// arrives cut to fit, the inner frame's first bytes intact, ERSPAN's
+// truncated bit set, counted truncated and not dropped, on both paths.
+// A capture that brings frames larger than the uplink carries takes the
+// AF_XDP path: the kernel checks a redirected copy against the uplink's
+// MTU before the tunnel's program can cut it.
+func TestMirrorTruncates(t *testing.T) { forEachPath(t, testMirrorTruncates) }
+
+func testMirrorTruncates(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 0)
-	b := newBroker(t, Config{})
+	b := newBroker(t, Config{FastPath: fast})
 	const mtu = 600
 	testutil.Run(t, "ip", "link", "set", l.uplink, "mtu", strconv.Itoa(mtu))
-	for i, typ := range []TunnelType{TunnelERSPANv1, TunnelGRE} {
+	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", strconv.Itoa(mtu))
+	var version uint64
+	for _, typ := range []TunnelType{TunnelERSPANv1, TunnelGRE} {
 		t.Run(typ.String(), func(t *testing.T) {
-			plan := l.mirrorPlan(uint64(i+1), typ, l.col4, 1, 2)
+			version++
+			plan := l.outPlan(version, typ, 2)
 			waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
+			wantPath(t, b, l.capIf, fast)
 			stop := packettest.Tcpdump(t, l.colNS, l.colIf, "ip proto 47")
 			before := mirrorStats(b, "m")
-			small, big := packettest.Frame(hwB, hwA, nil, 1, 100), packettest.Frame(hwB, hwA, nil, 2, 1000)
+			small, big := packettest.Frame(hwB, hwA, nil, 1, 100), packettest.Frame(hwB, hwA, nil, 2, 610)
 			l.send(t, small, big)
 			file := stop(2, encapTest(overhead(typ, false)))
 			oh := overhead(typ, false)
@@ -522,6 +653,21 @@ func TestMirrorTruncates(t *testing.T) {
 			}
 		})
 	}
+	if !fast {
+		return
+	}
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", "1500")
+	version++
+	plan := l.outPlan(version, TunnelGRE, 2)
+	statusOnEvent(t, b, plan, "capture MTU 1500", func(Report) bool {
+		for _, is := range b.Stats().Interfaces {
+			if is.Name == l.capIf {
+				return is.Path == PathUserspace && strings.Contains(is.PathReason, "uplink "+l.uplink)
+			}
+		}
+		return false
+	})
 }
 
 // TestMirrorUplinkLoop routes the collector through the capture interface
@@ -541,35 +687,38 @@ func TestMirrorUplinkLoop(t *testing.T) {
 	}
 }
 
-// TestMirrorBesideFlows puts a tap flow and a tap mirror on one capture
-// with the fast path allowed: the capture takes the AF_XDP path for the
-// mirror ("tap mirror"), the monitor and the collector both get their
-// copies, and once the mirror is gone the capture goes back to the fast
+// TestMirrorBesideFlows puts a tap flow and a tap mirror of the same port
+// on one capture, on both paths: one frame goes to the monitor and,
+// encapsulated, to the collector (on the fast path one broadcast over a
+// monitor and a tunnel). Once the mirror is gone the capture keeps its
 // path and the uplink's socket closes.
-func TestMirrorBesideFlows(t *testing.T) {
+func TestMirrorBesideFlows(t *testing.T) { forEachPath(t, testMirrorBesideFlows) }
+
+func testMirrorBesideFlows(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 1)
-	b := newBroker(t, Config{FastPath: true})
+	b := newBroker(t, Config{FastPath: fast})
 	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
-	plan := l.mirrorPlan(1, TunnelGRE, l.col4, 1, 2)
-	plan.Services = []Service{{ID: "s", Iface: l.mons[0]}}
-	plan.Flows = []Flow{{ID: "f", ServiceID: "s", SourcePortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Direction: DirOut}}
+	plan := &Plan{Version: 1, Uplinks: []string{l.uplink},
+		Services: []Service{{ID: "s", Iface: l.mons[0]}},
+		Flows:    []Flow{{ID: "f", ServiceID: "s", SourcePortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Direction: DirOut}},
+		Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Type: TunnelGRE, RemoteIP: l.col4,
+			Tunnels: []Tunnel{{Direction: DirOut, ID: 9}}}}}
 	r := waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 	wantActive(t, r)
-	for _, is := range b.Stats().Interfaces {
-		if is.Name == l.capIf && (is.Path != PathUserspace || is.PathReason != "tap mirror") {
-			t.Fatalf("capture path %q (%q), want userspace (tap mirror)", is.Path, is.PathReason)
-		}
-	}
+	wantPath(t, b, l.capIf, fast)
 	f := packettest.Frame(hwB, hwA, nil, 7, 60)
 	l.send(t, f)
 	expect(t, l.caps[0], "monitor", map[uint32][]byte{7: f}, 7)
 	if got := col.WaitN(1, 5*time.Second); len(got) != 1 || !bytes.Equal(got[0][42:], f) {
 		t.Fatalf("collector got %d copies, want 1 of frame 7", len(got))
 	}
+	if st := mirrorStats(b, "m"); st.EncapPackets != 1 || st.EncapBytes != uint64(42+len(f)) {
+		t.Fatalf("mirror counted %d copies, %d bytes; want 1, %d", st.EncapPackets, st.EncapBytes, 42+len(f))
+	}
 
 	plan2 := &Plan{Version: 2, Services: plan.Services, Flows: plan.Flows, Uplinks: plan.Uplinks}
 	wantActive(t, apply(t, b, plan2))
-	wantPath(t, b, l.capIf, true)
+	wantPath(t, b, l.capIf, fast)
 	b.mu.Lock()
 	open := len(b.uplinks)
 	b.mu.Unlock()
@@ -577,7 +726,11 @@ func TestMirrorBesideFlows(t *testing.T) {
 		t.Fatalf("%d uplink sockets open without a mirror, want 0", open)
 	}
 	l.caps[0].Reset()
+	col.Reset()
 	f = packettest.Frame(hwB, hwA, nil, 8, 60)
 	l.send(t, f)
-	expect(t, l.caps[0], "monitor on the fast path", map[uint32][]byte{8: f}, 8)
+	expect(t, l.caps[0], "monitor without the mirror", map[uint32][]byte{8: f}, 8)
+	if got := col.Quiet(200*time.Millisecond, time.Second); len(got) != 0 {
+		t.Fatalf("collector got %d copies after the mirror was removed", len(got))
+	}
 }
