@@ -57,6 +57,11 @@ func captureCounters(c *capture, drops, counters map[string]uint64) {
 	if xc, err := c.prog.Counters(); err == nil {
 		xc.Each(func(name string, v uint64) { addCounter(drops, counters, "xdp_"+name, v, xdpDrops[name]) })
 	}
+	// Tunnel copies of the fast path whose tunnel the kernel could not
+	// tell (a driver without XDP metadata), dropped.
+	if v, err := c.prog.FastTunnel(xdpprog.UnknownTunnel); err == nil {
+		addCounter(drops, counters, "xdp_tunnel_unknown", v.Failed, true)
+	}
 	for _, w := range c.workers {
 		for i := range w.wctr {
 			addCounter(drops, counters, workerCounterNames[i], w.wctr[i].Load(), workerCounterIsDrop[i])
