@@ -11,9 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
@@ -322,14 +324,56 @@ func TestERSPANTimestamp(t *testing.T) {
 	}
 }
 
+// fuzzTunnels is one program instance per fuzzing process with an
+// xdp_tunnel instance (for BPF_PROG_RUN) per format and family, loaded on
+// first use.
+var fuzzTunnels struct {
+	once  sync.Once
+	c     *Capture
+	progs map[int]*ebpf.Program // by slot
+	err   error
+}
+
+// fuzzTunnelRun runs xdp_tunnel on frame with h in slot and returns the
+// copy and the sequence number it should carry.
+func fuzzTunnelRun(t *testing.T, slot int, h *TunnelHeader, frame []byte) ([]byte, uint32) {
+	ft := &fuzzTunnels
+	ft.once.Do(func() {
+		ft.progs = map[int]*ebpf.Program{}
+		ft.c, ft.err = Load(Config{})
+	})
+	if ft.err != nil {
+		t.Fatal(ft.err)
+	}
+	if err := ft.c.SetTunnel(slot, h, 1); err != nil {
+		t.Fatal(err)
+	}
+	prog := ft.progs[slot]
+	if prog == nil {
+		var err error
+		if prog, err = ft.c.loadTunnelProg(slot, ebpf.AttachNone); err != nil {
+			t.Fatal(err)
+		}
+		ft.progs[slot] = prog
+	}
+	var seq uint32
+	if err := ft.c.objs.TunnelSeq.Lookup(uint32(slot), &seq); err != nil {
+		t.Fatal(err)
+	}
+	return runTunnel(t, prog, frame), seq
+}
+
 // FuzzEncapsulate builds a header from fuzzed fields and encapsulates a
 // fuzzed frame: it never panics, writes nothing past n (the guard bytes
-// after it stay), and n <= MTU+14.
+// after it stay), and n <= MTU+14. As root, xdp_tunnel must make the same
+// bytes of the frame (but ERSPAN III's timestamp) when the kernel takes it
+// as test input.
 func FuzzEncapsulate(f *testing.F) {
 	f.Add(uint8(EncapGRE), uint32(5), false, 1500, []byte("0123456789abcdef"), uint32(1), uint32(2), 100)
 	f.Add(uint8(EncapERSPAN3), uint32(5), true, 1280, make([]byte, 1400), uint32(1), uint32(2), 0)
 	f.Add(uint8(EncapVXLAN), uint32(1<<24-1), true, 1300, make([]byte, 1400), uint32(1), uint32(2), 0)
 	f.Add(uint8(EncapERSPAN2), uint32(1023), false, 576, make([]byte, 13), uint32(1), uint32(2), 10)
+	root := os.Geteuid() == 0
 	f.Fuzz(func(t *testing.T, encap uint8, id uint32, v6 bool, mtu int, frame []byte, seq, ts uint32, slack int) {
 		s := TunnelSpec{Encap: Encap(encap), ID: id, PortMAC: tunPort, Src: tunSrc4, Dst: tunDst4, MTU: mtu}
 		if v6 {
@@ -355,6 +399,23 @@ func FuzzEncapsulate(f *testing.F) {
 		}
 		if n == 0 && size > 0 && buf[0] != 0xa5 {
 			t.Fatalf("Encapsulate = 0 wrote into dst")
+		}
+		if !root || len(frame) < 14 || len(frame) > maxTestRun {
+			return
+		}
+		slot := int(s.Encap-1) * 2
+		if v6 {
+			slot++
+		}
+		got, seq := fuzzTunnelRun(t, slot, h, frame)
+		want := make([]byte, h.Overhead()+len(frame))
+		n, _ = h.Encapsulate(want, frame, seq, 0)
+		want = want[:n]
+		if off := tsOffset(h); off >= 0 && len(got) >= off+4 {
+			copy(want[off:off+4], got[off:off+4])
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("xdp_tunnel gives\n%x\nEncapsulate\n%x", got, want)
 		}
 	})
 }

@@ -376,3 +376,42 @@ func maskSeqTS(h *TunnelHeader, b []byte) {
 		}
 	}
 }
+
+// TestFastTunnelOutputsChecked checks what SetFast and SetTunnel refuse
+// about the tunnel outputs of one Copies: a tunnel not set, two tunnel
+// copies of a frame through one uplink, more than MaxTunnelCopies.
+func TestFastTunnelOutputsChecked(t *testing.T) {
+	c := &Capture{tunnels: map[int]*tunnelState{}}
+	for slot := range 6 {
+		c.tunnels[slot] = &tunnelState{uplink: 100 + slot}
+	}
+	c.tunnels[6] = &tunnelState{uplink: 100} // slot 0's uplink
+	outs := func(slots ...int) Copies {
+		var cp Copies
+		for _, s := range slots {
+			cp.Outputs = append(cp.Outputs, TunnelOutput(s))
+		}
+		return cp
+	}
+	cases := []struct {
+		name         string
+		cp           Copies
+		slot, uplink int // as if slot went through uplink
+		refuse       bool
+		limit        bool // the error wraps ErrFastLimit
+	}{
+		{"tunnel and monitors", Copies{Outputs: []int{100, TunnelOutput(0), 100}}, -1, 0, false, false},
+		{"four tunnels", outs(0, 1, 2, 3), -1, 0, false, false},
+		{"five tunnels", outs(0, 1, 2, 3, 4), -1, 0, true, true},
+		{"two on one uplink", outs(0, 6), -1, 0, true, true},
+		{"one moved onto another's uplink", outs(0, 1), 1, 100, true, true},
+		{"one moved away", outs(0, 6), 6, 200, false, false},
+		{"tunnel not set", outs(7), -1, 0, true, false},
+	}
+	for _, tc := range cases {
+		err := c.checkTunnelsLocked(tc.cp, tc.slot, tc.uplink)
+		if (err != nil) != tc.refuse || errors.Is(err, ErrFastLimit) != tc.limit {
+			t.Errorf("checkTunnels(%s) = %v, want refused %v (limit %v)", tc.name, err, tc.refuse, tc.limit)
+		}
+	}
+}
