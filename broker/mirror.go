@@ -154,8 +154,15 @@ func (b *Broker) mirrorRoute(m Mirror, uplinks []string, look func(string) linkS
 	remote := m.RemoteIP.Unmap()
 	res, ok := resolved[remote]
 	if !ok {
-		res = resolve(remote, uplinks, true, nc)
+		res = resolve(remote, uplinks, nc)
 		resolved[remote] = res
+		if res.unresolved {
+			// The kernel resolves it (its own ARP or ND); the resolver
+			// reports the answer.
+			if err := nudgeNeighbour(res.ifindex, res.nextHop); err != nil {
+				b.log.Warn("resolve neighbour", "remote_ip", remote, "err", err)
+			}
+		}
 	}
 	if res.uplink == "" || !slices.Contains(uplinks, res.uplink) {
 		return Status{State: StateDown, Reason: res.why}, res

@@ -35,8 +35,10 @@ type resolution struct {
 	// mtu is the route's MTU, or the uplink's when the route has none: the
 	// largest outer IP packet in bytes.
 	mtu int
-	// why is the reason the mirror cannot send, "" when usable.
-	why string
+	// why is the reason the mirror cannot send, "" when usable;
+	// unresolved says the next hop is known but not its MAC.
+	why        string
+	unresolved bool
 }
 
 func (r resolution) ok() bool { return r.why == "" }
@@ -47,11 +49,10 @@ const usableNeigh = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELA
 	netlink.NUD_PERMANENT | netlink.NUD_NOARP
 
 // resolve asks the kernel how remote is reached. uplinks are the interfaces
-// copies may leave through. With nudge, an unresolved next hop is handed to
-// the kernel to resolve (NTF_USE: the kernel sends its own ARP or ND
-// probe; no packet of ours is sent). nc holds the neighbour tables read
-// so far by the caller's pass, so that many mirrors read each once.
-func resolve(remote netip.Addr, uplinks []string, nudge bool, nc neighCache) resolution {
+// copies may leave through. nc holds the neighbour tables read so far by
+// the caller's pass, so that many mirrors read each once. An unresolved
+// next hop is the caller's to nudge (nudgeNeighbour).
+func resolve(remote netip.Addr, uplinks []string, nc neighCache) resolution {
 	rs, err := netlink.RouteGet(remote.AsSlice())
 	if err != nil || len(rs) == 0 {
 		why := fmt.Sprintf("no route to %s", remote)
@@ -108,11 +109,7 @@ func resolve(remote netip.Addr, uplinks []string, nudge bool, nc neighCache) res
 		res.why = fmt.Sprintf("neighbour %s on %s: %v", res.nextHop, a.Name, err)
 	case !ok:
 		res.why = fmt.Sprintf("neighbour %s on %s is unresolved", res.nextHop, a.Name)
-		if nudge {
-			if err := nudgeNeighbour(res.ifindex, res.nextHop); err != nil {
-				res.why += fmt.Sprintf(" (%v)", err)
-			}
-		}
+		res.unresolved = true
 	default:
 		res.dstMAC = mac
 	}
@@ -330,16 +327,19 @@ func (r *resolver) check(nudge bool) {
 	changed := false
 	nc := neighCache{}
 	for ip, old := range want {
-		now := resolve(ip, uplinks, nudge, nc)
+		now := resolve(ip, uplinks, nc)
 		if now != old {
 			changed = true
 		}
-		if nudge && now.ok() {
-			// Keep the next hop confirmed: nobody else sends to it from
-			// this host, so the kernel would let it go stale and never
-			// notice a new MAC. NTF_USE on a reachable entry does nothing.
+		if nudge && (now.ok() || now.unresolved) {
+			// Try an unresolved next hop again (it failed: the remote
+			// was unreachable), and keep a resolved one confirmed: nobody
+			// else sends to it from this host, so the kernel would let it
+			// go stale and never notice a new MAC. NTF_USE on a reachable
+			// entry only marks it used.
 			if err := nudgeNeighbour(now.ifindex, now.nextHop); err != nil {
-				r.log.Debug("nudge neighbour", "err", err)
+				// Every second: Apply warns once per plan instead.
+				r.log.Debug("resolve neighbour", "remote_ip", ip, "err", err)
 			}
 		}
 	}
