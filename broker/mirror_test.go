@@ -734,3 +734,45 @@ func testMirrorBesideFlows(t *testing.T, fast bool) {
 		t.Fatalf("collector got %d copies after the mirror was removed", len(got))
 	}
 }
+
+// TestMirrorHandoff: a capture whose mirror is on the fast path goes on
+// encapsulating to the collector with no broker running after a Handoff,
+// and after the next broker took it over, on either path.
+func TestMirrorHandoff(t *testing.T) {
+	l := newMirrorLab(t, 0)
+	dir := testutil.BPFFS(t)
+	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
+	plan := l.outPlan(1, TunnelGRE, 2)
+	seq := uint32(0)
+	roundTrip := func(what string) {
+		t.Helper()
+		col.Reset()
+		seq++
+		f := packettest.Frame(hwB, hwA, nil, seq, 60)
+		l.send(t, f)
+		got := col.WaitN(1, 5*time.Second)
+		if len(got) != 1 || !bytes.Equal(got[0][42:], f) {
+			t.Fatalf("%s: collector got %d copies, want frame %d", what, len(got), seq)
+		}
+	}
+	b1 := newBroker(t, Config{FastPath: true, PinDir: dir})
+	waitStatus(t, b1, plan, "mirror ACTIVE", mirrorActive)
+	wantPath(t, b1, l.capIf, true)
+	roundTrip("fast path")
+	if err := b1.Handoff(); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip("with no broker, after a handoff")
+
+	b2 := newBroker(t, Config{FastPath: true, PinDir: dir})
+	waitStatus(t, b2, plan, "mirror ACTIVE after the takeover", mirrorActive)
+	wantPath(t, b2, l.capIf, true)
+	roundTrip("after the takeover")
+	if err := b2.Handoff(); err != nil {
+		t.Fatal(err)
+	}
+	b3 := newBroker(t, Config{PinDir: dir})
+	waitStatus(t, b3, plan, "mirror ACTIVE on the AF_XDP path", mirrorActive)
+	wantPath(t, b3, l.capIf, false)
+	roundTrip("taken over by the AF_XDP path")
+}
