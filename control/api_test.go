@@ -93,9 +93,9 @@ func TestBadInput(t *testing.T) {
 		{"patch on item", "PATCH", flows + "/" + flow, `{"tap_flow": {}}`, nil, 405, "HTTPMethodNotAllowed", ""},
 		{"post on root", "POST", "/", "", nil, 405, "HTTPMethodNotAllowed", ""},
 		{"post on extensions", "POST", "/v2.0/extensions", "", nil, 404, "HTTPNotFound", "The resource could not be found."},
-		{"unknown extension", "GET", "/v2.0/extensions/tap-mirror", "", nil, 404, "HTTPNotFound", "Extension with alias tap-mirror does not exist"},
+		{"unknown extension", "GET", "/v2.0/extensions/tap-mirrors", "", nil, 404, "HTTPNotFound", "Extension with alias tap-mirrors does not exist"},
 		{"v2.0 without slash", "GET", "/v2.0", "", nil, 404, "HTTPNotFound", "The resource could not be found."},
-		{"unknown path", "GET", "/v2.0/taas/tap_mirrors", "", nil, 404, "HTTPNotFound", "The resource could not be found."},
+		{"unknown path", "GET", "/v2.0/taas/tap_mirror", "", nil, 404, "HTTPNotFound", "The resource could not be found."},
 		{"sort_key", "GET", services + "?sort_key=name&sort_dir=asc", "", nil, 400, "HTTPBadRequest", "['name'] is invalid attribute for sort_keys"},
 		{"sort_key count", "GET", flows + "?sort_key=name", "", nil, 400, "HTTPBadRequest", "The number of sort_keys and sort_dirs must be same"},
 		{"sort_dir", "GET", "/v2.0/ports?sort_key=name&sort_dir=up", "", nil, 400, "HTTPBadRequest", "['up'] is invalid value for sort_dirs, valid value is 'asc' and 'desc'"},
@@ -379,8 +379,22 @@ func TestMeta(t *testing.T) {
 		e["description"] != "Neutron Tap as a Service Extension for filtering VLANs." {
 		t.Errorf("taas-vlan-filter extension = %v", e)
 	}
-	if byAlias["tap-mirror"] != nil || byAlias["taas-stats"] == nil {
-		t.Errorf("extensions = %v: want taas-stats and no tap-mirror", byAlias)
+	if e := byAlias["tap-mirror"]; e == nil || e["name"] != "Tap as a Service GRE or ERSPAN mirror" ||
+		e["description"] != "Neutron Tap as a Service extension for GRE or ERSPAN mirroring." ||
+		e["updated"] != "2023-05-05T11:45:00-00:00" {
+		t.Errorf("tap-mirror extension = %v", e)
+	}
+	if e := byAlias["tap-mirror-both-direction"]; e == nil ||
+		e["name"] != "Tap as a Service mirror with BOTH direction support" ||
+		e["description"] != "Neutron Tap as a Service extension mirroring with support for BOTH direction." ||
+		e["updated"] != "2025-12-15T11:45:00-00:00" {
+		t.Errorf("tap-mirror-both-direction extension = %v", e)
+	}
+	if e := byAlias["taas-mirror-types"]; e == nil || !strings.Contains(e["description"].(string), "erspanv3") {
+		t.Errorf("taas-mirror-types extension = %v", e)
+	}
+	if byAlias["taas-stats"] == nil {
+		t.Errorf("extensions = %v: want taas-stats", byAlias)
 	}
 	if e := ts.must(200, "GET", "/v2.0/extensions/taas", "", "extension"); e["alias"] != "taas" {
 		t.Errorf("extension taas = %v", e)

@@ -86,6 +86,21 @@ var tapFlowRes = &resource{
 	)...),
 }
 
+var tapMirrorRes = &resource{
+	singular: "tap_mirror", plural: "tap_mirrors",
+	attrs: append([]attr{readOnlyID}, append(append([]attr{}, projectAttrs...),
+		attr{name: "name", post: true, put: true, def: constant(""), check: nameStr(255)},
+		attr{name: "description", post: true, put: true, def: constant(""), check: str(255)},
+		attr{name: "port_id", post: true, required: true, check: validUUID},
+		attr{name: "directions", post: true, required: true, check: validDirections},
+		attr{name: "remote_ip", post: true, required: true, check: validIPAddress},
+		// Upstream's erspanv1 and gre; erspanv3 and vxlan are ours
+		// (taas-mirror-types).
+		attr{name: "mirror_type", post: true, required: true, check: values(mirrorTypes...)},
+	)...),
+	sortable: map[string]bool{"tenant_id": true, "project_id": true},
+}
+
 var portRes = &resource{
 	singular: "port", plural: "ports",
 	attrs: append([]attr{readOnlyID}, append(append([]attr{}, projectAttrs...),
@@ -279,10 +294,4 @@ func (r *resource) processItem(m map[string]any, create bool, id Identity) error
 		}
 	}
 	return nil
-}
-
-// getStr returns m[k] as a string ("" when absent or null).
-func getStr(m map[string]any, k string) string {
-	s, _ := m[k].(string)
-	return s
 }

@@ -8,7 +8,12 @@
 // Files: routes.go lists every route; body.go and validate.go process
 // request bodies in Neutron's order with its texts; query.go does filters,
 // fields, sorting and pagination; neutronerr.go is the one error handler;
-// auth.go the identity and policy; taas.go, ports.go the handlers;
+// auth.go the identity and policy; typed.go the one generic handler set
+// (list, show, create, update, delete) over a kind per collection, whose
+// specific rules and views are in ports.go (networks, ports), taas.go (tap
+// services, tap flows) and mirrors.go (tap mirrors); view.go renders views
+// with encoding/json; listcache.go keeps rendered lists per store
+// generation;
 // reconcile.go the reconciler; stats.go and events.go the taas-stats
 // extension and the server-sent events stream; limits.go bounds what a
 // request may cost and screens what fasthttp parsed; connlimit.go shares

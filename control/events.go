@@ -12,11 +12,13 @@ import (
 
 // Event is one change, as GET /v2.0/taas/events streams it.
 type Event struct {
-	// Resource is "port", "network", "tap_service" or "tap_flow".
+	// Resource is "port", "network", "tap_service", "tap_flow" or
+	// "tap_mirror".
 	Resource string `json:"resource"`
 	ID       string `json:"id"`
 	// Action is "create", "update", "delete" or "status" (the reconciler
-	// wrote a new status).
+	// wrote a new status; for a tap mirror, which has no stored status,
+	// found one).
 	Action string `json:"action"`
 	// Status is the new status, for "status" events.
 	Status    string `json:"status,omitempty"`

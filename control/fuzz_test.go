@@ -1,8 +1,9 @@
 package control
 
 import (
-	"encoding/json"
 	"errors"
+	"math/big"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -93,7 +94,7 @@ func FuzzNameString(f *testing.F) {
 func FuzzDecodeBody(f *testing.F) {
 	ids := []Identity{newIdentity("default", []string{"admin"}), newIdentity("p1", []string{"member"})}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, r := range []*resource{tapServiceRes, tapFlowRes, portRes, networkRes} {
+		for _, r := range []*resource{tapServiceRes, tapFlowRes, portRes, networkRes, tapMirrorRes} {
 			for _, create := range []bool{true, false} {
 				for _, id := range ids {
 					items, _, err := r.decodeBody(body, create, id)
@@ -127,22 +128,44 @@ func FuzzDecodeBody(f *testing.F) {
 	})
 }
 
-// FuzzAppendJSONString checks the hand-written list encoder against
-// encoding/json: both must decode to the same string.
-func FuzzAppendJSONString(f *testing.F) {
-	f.Fuzz(func(t *testing.T, s string) {
-		var got, want string
-		if err := json.Unmarshal(appendJSONString(nil, s), &got); err != nil {
-			t.Fatalf("appendJSONString(%q) = %s: %v", s, appendJSONString(nil, s), err)
+// FuzzDecodeTyped: whatever body processing accepts decodes into the
+// resource's body struct, for create and update (a failure would be a
+// 500), and its project is the one processing settled on.
+func FuzzDecodeTyped(f *testing.F) {
+	ids := []Identity{newIdentity("default", []string{"admin"}), newIdentity("p1", []string{"member"})}
+	check := func(t *testing.T, r *resource, body []byte, into func(map[string]any) (string, error)) {
+		for _, create := range []bool{true, false} {
+			for _, id := range ids {
+				items, _, err := r.decodeBody(body, create, id)
+				if err != nil {
+					continue
+				}
+				for _, m := range items {
+					project, err := into(m)
+					if err != nil {
+						t.Fatalf("%s body %q: decodeInto: %v", r.singular, body, err)
+					}
+					if create && project != m["project_id"] {
+						t.Fatalf("%s body %q: project %q, processed %v", r.singular, body, project, m["project_id"])
+					}
+				}
+			}
 		}
-		b, _ := json.Marshal(s)
-		if err := json.Unmarshal(b, &want); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("appendJSONString(%q) decodes to %q, encoding/json to %q", s, got, want)
-		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		check(t, tapServiceRes, body, typedProject[serviceBody](tapServiceRes))
+		check(t, tapFlowRes, body, typedProject[flowBody](tapFlowRes))
+		check(t, portRes, body, typedProject[portBody](portRes))
+		check(t, networkRes, body, typedProject[networkBody](networkRes))
+		check(t, tapMirrorRes, body, typedProject[mirrorBody](tapMirrorRes))
 	})
+}
+
+func typedProject[B any](r *resource) func(map[string]any) (string, error) {
+	return func(m map[string]any) (string, error) {
+		b, err := decodeInto[B](r, m)
+		return bodyProject(b), err
+	}
 }
 
 // FuzzQuotaBody: decodeQuotaBody never panics, fails only with a 400
@@ -195,3 +218,32 @@ func FuzzUnquote(f *testing.F) {
 }
 
 func isHex(c byte) bool { return strings.IndexByte("0123456789abcdefABCDEF", c) >= 0 }
+
+// FuzzIPAddress checks validIPAddress against net/netip: it accepts an
+// address exactly when netip reads it without a zone and, for IPv4, the
+// text is already in its canonical dotted form.
+func FuzzIPAddress(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validIPAddress(s) == ""
+		a, err := netip.ParseAddr(s)
+		want := err == nil && a.Zone() == "" && (strings.Contains(s, ":") || a.Is4() && a.String() == s)
+		if got != want {
+			t.Errorf("validIPAddress(%q) accepted = %v, want %v (%q)", s, got, want, validIPAddress(s))
+		}
+	})
+}
+
+// FuzzMirrorTunnel: validDirections accepts a direction's id given as a
+// string exactly when it is a decimal integer with blanks and one sign
+// around it, as Python's int() reads it.
+func FuzzMirrorTunnel(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		got := validDirections(map[string]any{"IN": s}) == ""
+		// Base 10 takes no underscores, which Python's int() would: those
+		// are refused here.
+		_, want := new(big.Int).SetString(strings.TrimSpace(s), 10)
+		if got != want {
+			t.Errorf("directions {\"IN\": %q} accepted = %v, want %v", s, got, want)
+		}
+	})
+}

@@ -15,16 +15,26 @@ type extension struct {
 	Links       []string `json:"links"`
 }
 
-// extensions are what the appliance advertises: upstream's two TaaS
-// aliases with upstream's strings, Neutron's quota extensions, and its own
-// stats/events extension.
-// tap-mirror is not implemented, so not advertised.
+// extensions are what the appliance advertises: upstream's TaaS aliases
+// with upstream's strings, Neutron's quota extensions, and its own
+// stats, events and mirror types extensions.
 var extensions = []extension{
 	{Name: "Neutron Tap as a Service", Alias: "taas",
 		Description: "Neutron Tap as a Service Extension.", Updated: "2015-01-14T10:00:00-00:00", Links: []string{}},
 	{Name: "VLAN filtering for Neutron Tap as a Service", Alias: "taas-vlan-filter",
 		Description: "Neutron Tap as a Service Extension for filtering VLANs.", Updated: "2018-01-14T10:00:00-00:00",
 		Links: []string{}},
+	{Name: "Tap as a Service GRE or ERSPAN mirror", Alias: "tap-mirror",
+		Description: "Neutron Tap as a Service extension for GRE or ERSPAN mirroring.",
+		Updated:     "2023-05-05T11:45:00-00:00", Links: []string{}},
+	{Name: "Tap as a Service mirror with BOTH direction support", Alias: "tap-mirror-both-direction",
+		Description: "Neutron Tap as a Service extension mirroring with support for BOTH direction.",
+		Updated:     "2025-12-15T11:45:00-00:00", Links: []string{}},
+	{Name: "TaaS mirror types", Alias: "taas-mirror-types",
+		Description: "Tap mirrors also take mirror_type erspanv3 (ERSPAN type III) and vxlan, besides upstream's " +
+			"erspanv1 and gre. Each direction's tunnel id must fit its type: 0 to 2^32-1 for gre (the GRE key), " +
+			"0 to 1023 for erspanv1 and erspanv3 (the session id), 0 to 2^24-1 for vxlan (the VNI).",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
 	{Name: "Quota management support", Alias: "quotas",
 		Description: "Expose functions for quotas management per project", Updated: "2012-07-29T10:00:00-00:00",
 		Links: []string{}},
@@ -38,7 +48,7 @@ var extensions = []extension{
 		Updated: "2026-11-24T00:00:00-00:00", Links: []string{}},
 	{Name: "TaaS change events", Alias: "taas-events",
 		Description: "Server-sent events (text/event-stream) at GET /v2.0/taas/events: one event per create, " +
-			"update, delete or status change of a port, tap service or tap flow the caller may see.",
+			"update, delete or status change of a port, tap service, tap flow or tap mirror the caller may see.",
 		Updated: "2026-11-24T00:00:00-00:00", Links: []string{}},
 }
 

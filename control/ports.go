@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"errors"
 
 	"github.com/gofiber/fiber/v2"
@@ -11,33 +12,84 @@ import (
 // Ports and networks: the minimum of Neutron's core API that the TaaS
 // workflow needs (openstack port create, tap service --port NAME).
 
-func portView(p store.Port) item {
-	profile := map[string]any{}
+// portBody is a validated port body.
+type portBody struct {
+	projectBody
+	namedBody
+	NetworkID           string              `json:"network_id"`
+	AdminStateUp        opt[bool]           `json:"admin_state_up"`
+	MACAddress          opt[string]         `json:"mac_address"`
+	DeviceID            opt[string]         `json:"device_id"`
+	DeviceOwner         opt[string]         `json:"device_owner"`
+	PortSecurityEnabled opt[bool]           `json:"port_security_enabled"`
+	HostID              opt[string]         `json:"binding:host_id"`
+	Profile             opt[bindingProfile] `json:"binding:profile"`
+}
+
+// bindingProfile is binding:profile: the appliance's binding.
+type bindingProfile struct {
+	Interface string `json:"interface,omitempty"`
+}
+
+// portView is a port as the API shows it.
+type portView struct {
+	AdminStateUp        bool           `json:"admin_state_up"`
+	HostID              string         `json:"binding:host_id"`
+	Profile             bindingProfile `json:"binding:profile"`
+	Description         string         `json:"description"`
+	DeviceID            string         `json:"device_id"`
+	DeviceOwner         string         `json:"device_owner"`
+	FixedIPs            []struct{}     `json:"fixed_ips"`
+	ID                  string         `json:"id"`
+	MACAddress          string         `json:"mac_address"`
+	Name                string         `json:"name"`
+	NetworkID           string         `json:"network_id"`
+	PortSecurityEnabled bool           `json:"port_security_enabled"`
+	ProjectID           string         `json:"project_id"`
+	Status              string         `json:"status"`
+	TenantID            string         `json:"tenant_id"`
+}
+
+func newPortView(p store.Port) portView {
 	status := "DOWN"
-	if p.Interface != "" {
-		profile["interface"] = p.Interface
-		if p.AdminStateUp {
-			status = "ACTIVE"
-		}
+	if p.Interface != "" && p.AdminStateUp {
+		status = "ACTIVE"
 	}
-	return item{"id": p.ID, "tenant_id": p.ProjectID, "project_id": p.ProjectID, "name": p.Name,
-		"description": p.Description, "network_id": p.NetworkID, "mac_address": p.MACAddress,
-		"admin_state_up": p.AdminStateUp, "status": status, "device_owner": p.DeviceOwner, "device_id": p.DeviceID,
-		"port_security_enabled": p.PortSecurityEnabled, "binding:host_id": p.HostID, "binding:profile": profile,
-		"fixed_ips": []any{}}
+	return portView{ID: p.ID, TenantID: p.ProjectID, ProjectID: p.ProjectID, Name: p.Name,
+		Description: p.Description, NetworkID: p.NetworkID, MACAddress: p.MACAddress,
+		AdminStateUp: p.AdminStateUp, Status: status, DeviceOwner: p.DeviceOwner, DeviceID: p.DeviceID,
+		PortSecurityEnabled: p.PortSecurityEnabled, HostID: p.HostID, Profile: bindingProfile{Interface: p.Interface},
+		FixedIPs: []struct{}{}}
 }
 
-func networkView(n store.Network) item {
-	return item{"id": n.ID, "tenant_id": n.ProjectID, "project_id": n.ProjectID, "name": n.Name,
-		"description": n.Description, "admin_state_up": n.AdminStateUp, "status": "ACTIVE", "shared": n.Shared,
-		"mtu": n.MTU, "subnets": []any{}, "router:external": false}
+// networkBody is a validated network body.
+type networkBody struct {
+	projectBody
+	Name         string `json:"name"`
+	Description  string `json:"description"`
+	AdminStateUp bool   `json:"admin_state_up"`
+	Shared       bool   `json:"shared"`
 }
 
-// profileIface is binding:profile's interface ("" for {} or null).
-func profileIface(v any) string {
-	m, _ := v.(map[string]any)
-	s, _ := m["interface"].(string)
-	return s
+// networkView is a network as the API shows it.
+type networkView struct {
+	AdminStateUp   bool       `json:"admin_state_up"`
+	Description    string     `json:"description"`
+	ID             string     `json:"id"`
+	MTU            int        `json:"mtu"`
+	Name           string     `json:"name"`
+	ProjectID      string     `json:"project_id"`
+	RouterExternal bool       `json:"router:external"`
+	Shared         bool       `json:"shared"`
+	Status         string     `json:"status"`
+	Subnets        []struct{} `json:"subnets"`
+	TenantID       string     `json:"tenant_id"`
+}
+
+func newNetworkView(n store.Network) networkView {
+	return networkView{ID: n.ID, TenantID: n.ProjectID, ProjectID: n.ProjectID, Name: n.Name,
+		Description: n.Description, AdminStateUp: n.AdminStateUp, Status: "ACTIVE", Shared: n.Shared,
+		MTU: n.MTU, Subnets: []struct{}{}}
 }
 
 func errMACInUse(network, mac string) error {
@@ -53,38 +105,21 @@ func errMACOnInterface(iface, mac string) error {
 		". The mac address "+mac+" is in use by another port bound to it.")
 }
 
-func (s *Server) listPorts(c *fiber.Ctx) error {
-	id := identity(c)
-	var items []item
-	if id.reader() {
-		ps, err := s.st.ListPorts(c.UserContext(), id.scope())
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			items = append(items, portView(p))
-		}
+func (s *Server) portKind() *kind[store.Port, portBody, portView] {
+	return &kind[store.Port, portBody, portView]{
+		s: s, res: portRes, read: Identity.reader, notFound: errPortNotFound,
+		list: s.st.ListPorts, get: s.st.GetPort, view: newPortView,
+		ref:    func(p store.Port) store.Ref { return store.Ref{ID: p.ID, ProjectID: p.ProjectID} },
+		create: s.createPort, update: s.updatePort,
+		// As upstream's port-delete callbacks: the tap services on the port
+		// with their flows, and the flows it is the source of; and, where
+		// upstream leaves them dangling, the tap mirrors on it.
+		remove: func(ctx context.Context, project, id string) (store.Port, []Event, error) {
+			p, d, err := s.st.DeletePort(ctx, project, id)
+			evs := append(refEvents("tap_flow", d.Flows), refEvents("tap_service", d.Services)...)
+			return p, append(evs, refEvents("tap_mirror", d.Mirrors)...), err
+		},
 	}
-	return renderList(c, portRes, items)
-}
-
-func (s *Server) showPort(c *fiber.Ctx) error {
-	id := identity(c)
-	p, err := s.st.GetPort(c.UserContext(), id.scope(), c.Params("id"))
-	if errors.Is(err, store.ErrNotFound) || err == nil && !id.reader() {
-		return errPortNotFound(c.Params("id"))
-	}
-	if err != nil {
-		return err
-	}
-	return renderOne(c, fiber.StatusOK, portRes, portView(p))
-}
-
-func (s *Server) createPort(c *fiber.Ctx) error {
-	return createAll(s, c, portRes, "create_port", s.createOnePort,
-		func(p store.Port) (item, Event) {
-			return portView(p), Event{Resource: "port", ID: p.ID, Action: "create", ProjectID: p.ProjectID}
-		})
 }
 
 // macRetries is how many generated MACs a port create tries before it
@@ -98,18 +133,18 @@ func errMACGeneration(network string) error {
 		Message: "Unable to generate unique mac on network " + network + "."}
 }
 
-func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (store.Port, error) {
-	netID := canonicalUUID(getStr(m, "network_id"))
+func (s *Server) createPort(tx *store.Tx, id Identity, b portBody) (store.Port, error) {
+	netID := canonicalUUID(b.NetworkID)
 	network, err := tx.GetNetwork(id.scope(), netID)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Port{}, errNetworkNotFound(getStr(m, "network_id"))
+		return store.Port{}, errNetworkNotFound(b.NetworkID)
 	} else if err != nil {
 		return store.Port{}, err
 	}
 	// mac_address has no default: present is "explicitly set".
-	_, given := m["mac_address"]
-	iface := profileIface(m["binding:profile"])
-	set := map[string]bool{"mac_address": given, "binding:host_id": getStr(m, "binding:host_id") != "",
+	given := b.MACAddress.Set
+	iface := b.Profile.V.Interface
+	set := map[string]bool{"mac_address": given, "binding:host_id": b.HostID.V != "",
 		"binding:profile": iface != ""}
 	if err := portPolicy(id, "create_port", network.ProjectID == id.ProjectID,
 		func(a string) bool { return set[a] }); err != nil {
@@ -118,11 +153,11 @@ func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (sto
 	if err := s.checkBindable(iface); err != nil {
 		return store.Port{}, err
 	}
-	p := store.Port{ID: newID(), ProjectID: getStr(m, "project_id"), NetworkID: netID, Name: getStr(m, "name"),
-		Description: getStr(m, "description"), MACAddress: normalMAC(m["mac_address"]),
-		AdminStateUp: m["admin_state_up"].(bool), DeviceOwner: getStr(m, "device_owner"),
-		DeviceID: getStr(m, "device_id"), PortSecurityEnabled: m["port_security_enabled"].(bool),
-		HostID: getStr(m, "binding:host_id"), Interface: iface}
+	p := store.Port{ID: newID(), ProjectID: b.ProjectID, NetworkID: netID, Name: b.Name.V,
+		Description: b.Description.V, MACAddress: normalMAC(b.MACAddress.V),
+		AdminStateUp: b.AdminStateUp.V, DeviceOwner: b.DeviceOwner.V,
+		DeviceID: b.DeviceID.V, PortSecurityEnabled: b.PortSecurityEnabled.V,
+		HostID: b.HostID.V, Interface: iface}
 	for try := 1; ; try++ {
 		if !given {
 			p.MACAddress = s.cfg.newMAC()
@@ -150,43 +185,27 @@ func (s *Server) createOnePort(tx *store.Tx, id Identity, m map[string]any) (sto
 	}
 }
 
-func (s *Server) updatePort(c *fiber.Ctx) error {
-	id := identity(c)
-	ms, _, err := portRes.decodeBody(c.Body(), false, id)
-	if err != nil {
-		return err
+// updatePort applies a port update: admin-only attributes by policy, and
+// a new interface binding checked against what uses the port.
+func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b portBody) (store.Port, error) {
+	set := map[string]bool{"mac_address": b.MACAddress.Set, "binding:host_id": b.HostID.Set,
+		"binding:profile": b.Profile.Set}
+	if err := portPolicy(id, "update_port", false, func(a string) bool { return set[a] }); err != nil {
+		return store.Port{}, err
 	}
-	if !id.member() {
-		return errPortNotFound(c.Params("id"))
-	}
-	m := ms[0]
-	if err := portPolicy(id, "update_port", false, func(a string) bool { _, ok := m[a]; return ok }); err != nil {
-		return err
-	}
-	ctx := c.UserContext()
-	p, err := s.st.UpdatePort(ctx, id.scope(), c.Params("id"), func(p *store.Port) error {
+	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(p *store.Port) error {
 		oldIface := p.Interface
-		for k, v := range m {
-			switch k {
-			case "name":
-				p.Name = v.(string)
-			case "description":
-				p.Description = v.(string)
-			case "admin_state_up":
-				p.AdminStateUp = v.(bool)
-			case "mac_address":
-				p.MACAddress = normalMAC(v)
-			case "device_id":
-				p.DeviceID = v.(string)
-			case "device_owner":
-				p.DeviceOwner = v.(string)
-			case "port_security_enabled":
-				p.PortSecurityEnabled = v.(bool)
-			case "binding:host_id":
-				p.HostID = v.(string)
-			case "binding:profile":
-				p.Interface = profileIface(v)
-			}
+		b.apply(&p.Name, &p.Description)
+		setOpt(&p.AdminStateUp, b.AdminStateUp)
+		if b.MACAddress.Set {
+			p.MACAddress = normalMAC(b.MACAddress.V)
+		}
+		setOpt(&p.DeviceID, b.DeviceID)
+		setOpt(&p.DeviceOwner, b.DeviceOwner)
+		setOpt(&p.PortSecurityEnabled, b.PortSecurityEnabled)
+		setOpt(&p.HostID, b.HostID)
+		if b.Profile.Set {
+			p.Interface = b.Profile.V.Interface
 		}
 		if p.Interface == oldIface {
 			return nil
@@ -196,101 +215,37 @@ func (s *Server) updatePort(c *fiber.Ctx) error {
 		return s.checkRebind(ctx, *p)
 	})
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return errPortNotFound(c.Params("id"))
 	case errors.Is(err, store.ErrConflict):
-		return errMACInUse(p.NetworkID, p.MACAddress)
+		return p, errMACInUse(p.NetworkID, p.MACAddress)
 	case errors.Is(err, store.ErrMACInUse):
-		return errMACOnInterface(p.Interface, p.MACAddress)
-	case err != nil:
-		return err
+		return p, errMACOnInterface(p.Interface, p.MACAddress)
 	}
-	s.afterChange(Event{Resource: "port", ID: p.ID, Action: "update", ProjectID: p.ProjectID})
-	return renderOne(c, fiber.StatusOK, portRes, portView(p))
+	return p, err
 }
 
-// deletePort deletes the port and, as upstream's port-delete callback,
-// the tap services on it with their flows and the flows it is the source
-// of.
-func (s *Server) deletePort(c *fiber.Ctx) error {
-	if err := noBody(c); err != nil {
-		return err
+// setOpt sets *dst to o's value when the body named it.
+func setOpt[T any](dst *T, o opt[T]) {
+	if o.Set {
+		*dst = o.V
 	}
-	id := identity(c)
-	if !id.member() {
-		return errPortNotFound(c.Params("id"))
-	}
-	p, d, err := s.st.DeletePort(c.UserContext(), id.scope(), c.Params("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		return errPortNotFound(c.Params("id"))
-	}
-	if err != nil {
-		return err
-	}
-	evs := flowDeleted(d.Flows)
-	for _, r := range d.Services {
-		evs = append(evs, Event{Resource: "tap_service", ID: r.ID, Action: "delete", ProjectID: r.ProjectID})
-	}
-	evs = append(evs, Event{Resource: "port", ID: p.ID, Action: "delete", ProjectID: p.ProjectID})
-	s.afterChange(evs...)
-	return c.SendStatus(fiber.StatusNoContent)
 }
 
-func (s *Server) listNetworks(c *fiber.Ctx) error {
-	id := identity(c)
-	ns, err := s.st.ListNetworks(c.UserContext(), id.scope())
-	if err != nil {
-		return err
+func (s *Server) networkKind() *kind[store.Network, networkBody, networkView] {
+	return &kind[store.Network, networkBody, networkView]{
+		s: s, res: networkRes, notFound: errNetworkNotFound,
+		list: s.st.ListNetworks, get: s.st.GetNetwork, view: newNetworkView,
+		ref:    func(n store.Network) store.Ref { return store.Ref{ID: n.ID, ProjectID: n.ProjectID} },
+		noBulk: true,
+		precheck: func(id Identity, b networkBody) error {
+			if b.Shared && !id.Admin {
+				return errPolicy("create_network", "shared")
+			}
+			return nil
+		},
+		create: func(tx *store.Tx, _ Identity, b networkBody) (store.Network, error) {
+			n := store.Network{ID: newID(), ProjectID: b.ProjectID, Name: b.Name, Description: b.Description,
+				AdminStateUp: b.AdminStateUp, Shared: b.Shared, MTU: 1500}
+			return n, tx.CreateNetwork(n)
+		},
 	}
-	items := make([]item, 0, len(ns))
-	for _, n := range ns {
-		items = append(items, networkView(n))
-	}
-	return renderList(c, networkRes, items)
-}
-
-func (s *Server) showNetwork(c *fiber.Ctx) error {
-	id := identity(c)
-	n, err := s.st.GetNetwork(c.UserContext(), id.scope(), c.Params("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		return errNetworkNotFound(c.Params("id"))
-	}
-	if err != nil {
-		return err
-	}
-	return renderOne(c, fiber.StatusOK, networkRes, networkView(n))
-}
-
-func (s *Server) createNetwork(c *fiber.Ctx) error {
-	id := identity(c)
-	if !id.member() {
-		return errPolicy("create_network")
-	}
-	ms, bulk, err := networkRes.decodeBody(c.Body(), true, id)
-	if err != nil {
-		return err
-	}
-	if bulk {
-		return badRequest("Bulk operation not supported")
-	}
-	m := ms[0]
-	if m["shared"].(bool) && !id.Admin {
-		return errPolicy("create_network", "shared")
-	}
-	n := store.Network{ID: newID(), ProjectID: getStr(m, "project_id"), Name: getStr(m, "name"),
-		Description: getStr(m, "description"), AdminStateUp: m["admin_state_up"].(bool), Shared: m["shared"].(bool),
-		MTU: 1500}
-	// The quota counts inside the insert's write transaction, as for the
-	// other resources (createAll): concurrent creates cannot overshoot.
-	err = s.st.Write(c.UserContext(), func(tx *store.Tx) error {
-		if err := s.checkQuota(tx, networkRes.singular, ms); err != nil {
-			return err
-		}
-		return tx.CreateNetwork(n)
-	})
-	if err != nil {
-		return err
-	}
-	s.afterChange(Event{Resource: "network", ID: n.ID, Action: "create", ProjectID: n.ProjectID})
-	return renderOne(c, fiber.StatusCreated, networkRes, networkView(n))
 }

@@ -2,19 +2,18 @@ package control
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 )
 
-// item is one resource as the API shows it: attribute name -> value.
+// item is a resource the API shows without a view type (quotas):
+// attribute name -> value.
 type item = map[string]any
 
 // reserved query keys are not filters.
@@ -29,8 +28,13 @@ func queryValues(c *fiber.Ctx) url.Values {
 
 // renderList answers a list request with Neutron's conventions, applied in
 // its order: sort keys are checked, then filters, sorting and pagination
-// run on the rows the caller may see, and fields= trims what is left.
-func renderList(c *fiber.Ctx, r *resource, items []item) error {
+// run on the rows the caller may see, and fields= trims what is left. A
+// request without a query string gets the rendered answer as it is.
+func renderList[V any](c *fiber.Ctx, r *resource, rows *listRows[V]) error {
+	if len(c.Request().URI().QueryString()) == 0 && rows.whole != nil {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Status(fiber.StatusOK).Send(rows.whole)
+	}
 	q := queryValues(c)
 	keys, dirs := q["sort_key"], q["sort_dir"]
 	if len(keys) != len(dirs) {
@@ -67,13 +71,15 @@ func renderList(c *fiber.Ctx, r *resource, items []item) error {
 	if err := checkBoolFilters(r, q); err != nil {
 		return err
 	}
-	items = filter(items, r, q)
+	// The rows are shared: work on their indexes.
+	idx := filter(rows.views, r, q)
 	if len(keys) > 0 {
-		sort.SliceStable(items, func(i, j int) bool {
+		sort.SliceStable(idx, func(i, j int) bool {
+			a, b := rows.views[idx[i]], rows.views[idx[j]]
 			for n, k := range keys {
-				a, b := pyStr(items[i][k]), pyStr(items[j][k])
-				if a != b {
-					return (a < b) == (dirs[n] == "asc")
+				x, y := pyStr(attrOf(a, k)), pyStr(attrOf(b, k))
+				if x != y {
+					return (x < y) == (dirs[n] == "asc")
 				}
 			}
 			return false
@@ -81,124 +87,44 @@ func renderList(c *fiber.Ctx, r *resource, items []item) error {
 	}
 	var links []map[string]string
 	if limit > 0 {
-		items, links = paginate(c, q, items, limit)
-	}
-	if items == nil {
-		items = []item{} // an empty list, never null
+		idx, links = paginate(c, q, rows.views, idx, limit)
 	}
 	fields := q["fields"]
-	for i := range items {
-		items[i] = selectFields(items[i], fields)
-	}
-	// Encoded by hand: encoding/json's reflection over a thousand maps was
-	// 40% of listing 1,000 flows (see BenchmarkListTapFlows1000).
-	buf := make([]byte, 0, 64+len(items)*320)
-	buf = append(buf, `{"`...)
-	buf = append(buf, r.plural...)
-	buf = append(buf, `":[`...)
-	var scratch []string
-	for i, it := range items {
-		if i > 0 {
-			buf = append(buf, ',')
+	var buf bytes.Buffer
+	buf.WriteString(`{"` + r.plural + `":[`)
+	enc := newEncoder(&buf)
+	for n, i := range idx {
+		if n > 0 {
+			buf.WriteByte(',')
 		}
-		var err error
-		if buf, scratch, err = appendItem(buf, it, scratch); err != nil {
-			return err
-		}
-	}
-	buf = append(buf, ']')
-	if len(links) > 0 {
-		lb, err := json.Marshal(links)
-		if err != nil {
-			return err
-		}
-		buf = append(buf, `,"`...)
-		buf = append(buf, r.plural...)
-		buf = append(buf, `_links":`...)
-		buf = append(buf, lb...)
-	}
-	buf = append(buf, '}')
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Status(fiber.StatusOK).Send(buf)
-}
-
-// appendItem appends it as a JSON object with sorted keys, as
-// encoding/json would; keys is scratch space, returned for reuse.
-func appendItem(buf []byte, it item, keys []string) ([]byte, []string, error) {
-	keys = keys[:0]
-	for k := range it {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	buf = append(buf, '{')
-	for i, k := range keys {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = appendJSONString(buf, k)
-		buf = append(buf, ':')
-		switch v := it[k].(type) {
-		case string:
-			buf = appendJSONString(buf, v)
-		case bool:
-			buf = strconv.AppendBool(buf, v)
-		case nil:
-			buf = append(buf, "null"...)
-		case int:
-			buf = strconv.AppendInt(buf, int64(v), 10)
-		default:
-			b, err := json.Marshal(v)
-			if err != nil {
-				return buf, keys, fmt.Errorf("encode %s: %w", k, err)
-			}
-			buf = append(buf, b...)
-		}
-	}
-	return append(buf, '}'), keys, nil
-}
-
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced by U+FFFD, as
-// encoding/json does.
-func appendJSONString(buf []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	buf = append(buf, '"')
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			switch {
-			case b == '"' || b == '\\':
-				buf = append(buf, '\\', b)
-			case b == '\n':
-				buf = append(buf, '\\', 'n')
-			case b == '\r':
-				buf = append(buf, '\\', 'r')
-			case b == '\t':
-				buf = append(buf, '\\', 't')
-			case b < 0x20:
-				buf = append(buf, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
-			default:
-				buf = append(buf, b)
-			}
-			i++
+		sel, ok := selectFields(rows.views[i], fields)
+		if !ok {
+			buf.Write(rows.row(i))
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			buf = append(buf, `\ufffd`...)
-		} else {
-			buf = append(buf, s[i:i+size]...)
+		if err := enc.Encode(sel); err != nil {
+			return fmt.Errorf("encode %s: %w", r.singular, err)
 		}
-		i += size
+		buf.Truncate(buf.Len() - 1) // Encode's newline
 	}
-	return append(buf, '"')
+	buf.WriteByte(']')
+	if len(links) > 0 {
+		buf.WriteString(`,"` + r.plural + `_links":`)
+		if err := enc.Encode(links); err != nil {
+			return fmt.Errorf("encode links: %w", err)
+		}
+		buf.Truncate(buf.Len() - 1)
+	}
+	buf.WriteByte('}')
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(fiber.StatusOK).Send(buf.Bytes())
 }
 
-// filter keeps the items matching every filter key (AND) with any of its
-// values (OR). Keys that are not attributes, or whose values are lists or
-// dicts, are ignored, as upstream ignores non-column filters; empty values
-// are dropped.
-func filter(items []item, r *resource, q url.Values) []item {
+// filter returns the indexes of the views matching every filter key (AND)
+// with any of its values (OR). Keys that are not attributes, or whose
+// values are lists or dicts, are ignored, as upstream ignores non-column
+// filters; empty values are dropped.
+func filter[V any](views []V, r *resource, q url.Values) []int {
 	type cond struct {
 		key  string
 		vals []string
@@ -213,18 +139,15 @@ func filter(items []item, r *resource, q url.Values) []item {
 			conds = append(conds, cond{k, vs})
 		}
 	}
-	if len(conds) == 0 {
-		return items
-	}
-	out := items[:0:0]
+	out := make([]int, 0, len(views))
 next:
-	for _, it := range items {
+	for i := range views {
 		for _, cd := range conds {
-			if !matches(it[cd.key], cd.vals) {
+			if !matches(attrOf(views[i], cd.key), cd.vals) {
 				continue next
 			}
 		}
-		out = append(out, it)
+		out = append(out, i)
 	}
 	return out
 }
@@ -259,7 +182,7 @@ func matches(v any, want []string) bool {
 		return false
 	case int:
 		return slices.Contains(want, strconv.Itoa(x))
-	case []any, map[string]any:
+	case compound:
 		// Lists and dicts are not columns: the filter is ignored.
 		return true
 	}
@@ -267,15 +190,16 @@ func matches(v any, want []string) bool {
 	return false
 }
 
-// paginate is Neutron's emulated pagination: the page after (or, with
-// page_reverse, before) marker, and next/previous links whose href is the
-// request's with marker replaced. A marker that is not in the list gives
-// an empty page.
-func paginate(c *fiber.Ctx, q url.Values, items []item, limit int) ([]item, []map[string]string) {
+// paginate is Neutron's emulated pagination over the indexes idx of
+// views: the page after (or, with page_reverse, before) marker, and
+// next/previous links whose href is the request's with marker replaced. A
+// marker that is not in the list gives an empty page.
+func paginate[V any](c *fiber.Ctx, q url.Values, views []V, idx []int, limit int) ([]int, []map[string]string) {
 	reverse := strings.ToLower(q.Get("page_reverse")) == "true"
-	start, end := 0, len(items)
+	id := func(i int) any { return attrOf(views[i], "id") }
+	start, end := 0, len(idx)
 	if m := q.Get("marker"); m != "" {
-		i := slices.IndexFunc(items, func(it item) bool { return it["id"] == m })
+		i := slices.IndexFunc(idx, func(i int) bool { return id(i) == m })
 		if i < 0 {
 			return nil, nil
 		}
@@ -290,7 +214,7 @@ func paginate(c *fiber.Ctx, q url.Values, items []item, limit int) ([]item, []ma
 	} else {
 		end = min(start+limit, end)
 	}
-	page := items[start:end]
+	page := idx[start:end]
 	if len(page) == 0 {
 		return page, nil
 	}
@@ -309,46 +233,25 @@ func paginate(c *fiber.Ctx, q url.Values, items []item, limit int) ([]item, []ma
 	}
 	var links []map[string]string
 	if !(len(page) < limit && !reverse) {
-		links = append(links, map[string]string{"rel": "next", "href": href(page[len(page)-1]["id"], false)})
+		links = append(links, map[string]string{"rel": "next", "href": href(id(page[len(page)-1]), false)})
 	}
 	if !(len(page) < limit && reverse) {
-		links = append(links, map[string]string{"rel": "previous", "href": href(page[0]["id"], true)})
+		links = append(links, map[string]string{"rel": "previous", "href": href(id(page[0]), true)})
 	}
 	return page, links
 }
 
-// selectFields keeps only the requested attributes; unknown names are
-// dropped silently.
-func selectFields(it item, fields []string) item {
-	var keep []string
-	for _, f := range fields {
-		if f != "" {
-			keep = append(keep, f)
-		}
+// renderOne answers with {"<singular>": view}, honouring fields=.
+func renderOne(c *fiber.Ctx, status int, r *resource, v any) error {
+	if sel, ok := selectFields(v, queryValues(c)["fields"]); ok {
+		v = sel
 	}
-	if len(keep) == 0 {
-		return it
-	}
-	out := make(item, len(keep))
-	for _, f := range keep {
-		if v, ok := it[f]; ok {
-			out[f] = v
-		}
-	}
-	return out
-}
-
-// renderOne answers with {"<singular>": item}, honouring fields=.
-func renderOne(c *fiber.Ctx, status int, r *resource, it item) error {
-	return renderJSON(c, status, map[string]any{r.singular: selectFields(it, queryValues(c)["fields"])})
+	return renderJSON(c, status, map[string]any{r.singular: v})
 }
 
 func renderJSON(c *fiber.Ctx, status int, body any) error {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	// Python's json.dumps does not escape '&' in hrefs either.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(body); err != nil {
+	if err := newEncoder(&buf).Encode(body); err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)

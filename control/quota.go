@@ -37,12 +37,14 @@ type Quotas struct {
 	TapService int
 	// TapFlow: tap flows per project; default 10,000.
 	TapFlow int
+	// TapMirror: tap mirrors per project; default 1,000.
+	TapMirror int
 }
 
 // DefaultQuotas are the limits of Quotas' zero fields: generous enough for
 // every deployment we know of, small enough that a runaway script stops
 // long before the database or a plan grows unwieldy.
-var DefaultQuotas = Quotas{Network: 1000, Port: 10000, TapService: 1000, TapFlow: 10000}
+var DefaultQuotas = Quotas{Network: 1000, Port: 10000, TapService: 1000, TapFlow: 10000, TapMirror: 1000}
 
 // maxQuota is the largest limit, Neutron's DB_INTEGER_MAX_VALUE.
 const maxQuota = math.MaxInt32
@@ -54,7 +56,8 @@ func (q *Quotas) validate() error {
 		v    *int
 		def  int
 	}{{"network", &q.Network, DefaultQuotas.Network}, {"port", &q.Port, DefaultQuotas.Port},
-		{"tap_service", &q.TapService, DefaultQuotas.TapService}, {"tap_flow", &q.TapFlow, DefaultQuotas.TapFlow}} {
+		{"tap_service", &q.TapService, DefaultQuotas.TapService}, {"tap_flow", &q.TapFlow, DefaultQuotas.TapFlow},
+		{"tap_mirror", &q.TapMirror, DefaultQuotas.TapMirror}} {
 		switch {
 		case *f.v == 0:
 			*f.v = f.def
@@ -68,7 +71,7 @@ func (q *Quotas) validate() error {
 // limits returns q keyed by quota resource.
 func (q Quotas) limits() store.Limits {
 	return store.Limits{store.QuotaNetwork: q.Network, store.QuotaPort: q.Port, store.QuotaTapService: q.TapService,
-		store.QuotaTapFlow: q.TapFlow}
+		store.QuotaTapFlow: q.TapFlow, store.QuotaTapMirror: q.TapMirror}
 }
 
 // effective is the defaults with a project's overrides applied.
@@ -85,17 +88,16 @@ func errOverQuota(resource string) error {
 }
 
 // checkQuota refuses, before anything is inserted, a create of resource
-// whose items would take a project beyond its limit: a bulk is refused
-// whole. It counts inside the create's write transaction, so concurrent
-// creates cannot overshoot.
-func (s *Server) checkQuota(tx *store.Tx, resource string, ms []map[string]any) error {
+// whose items (one per entry of itemProjects, its project) would take a
+// project beyond its limit: a bulk is refused whole. It counts inside the
+// create's write transaction, so concurrent creates cannot overshoot.
+func (s *Server) checkQuota(tx *store.Tx, resource string, itemProjects []string) error {
 	if !isQuotaResource(resource) {
 		return nil
 	}
 	want := map[string]int{}
 	var projects []string
-	for _, m := range ms {
-		p := getStr(m, "project_id")
+	for _, p := range itemProjects {
 		if want[p] == 0 {
 			projects = append(projects, p)
 		}

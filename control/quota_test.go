@@ -21,7 +21,7 @@ var (
 // through one scenario table, in order: each row may depend on the rows
 // before it.
 func TestQuotaAPI(t *testing.T) {
-	ts := startServer(t, Config{Quotas: Quotas{Network: 2, Port: 3, TapService: 1, TapFlow: 2}})
+	ts := startServer(t, Config{Quotas: Quotas{Network: 2, Port: 3, TapService: 1, TapFlow: 2, TapMirror: 4}})
 	port := func(name string) string {
 		return jsonBody(map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork}})
 	}
@@ -41,7 +41,7 @@ func TestQuotaAPI(t *testing.T) {
 	}
 	const (
 		p1     = "/v2.0/quotas/p1"
-		defs   = `"quota":{"network":2,"port":3,"tap_flow":2,"tap_service":1}`
+		defs   = `"quota":{"network":2,"port":3,"tap_flow":2,"tap_mirror":4,"tap_service":1}`
 		overQ  = "Quota exceeded for resources: ['%s']."
 		denied = " is disallowed by policy"
 	)
@@ -101,9 +101,12 @@ func TestQuotaAPI(t *testing.T) {
 		{"one more flow", "POST", "/v2.0/taas/tap_flows", flows(1), asP1, 409, fmt.Sprintf(overQ, "tap_flow")},
 
 		// Overrides.
-		{"raise p1", "PUT", p1, `{"quota": {"network": 3, "port": "10", "tap_flow": -1, "force": true}}`, asAdmin, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_service":1}`},
-		{"listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[{"network":3,"port":10,"project_id":"p1","tap_flow":-1,"tap_service":1,"tenant_id":"p1"}]}`},
-		{"member sees the override", "GET", p1, "", asP1, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_service":1}`},
+		{"raise p1", "PUT", p1, `{"quota": {"network": 3, "port": "10", "tap_flow": -1, "force": true}}`, asAdmin, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_mirror":4,"tap_service":1}`},
+		{"listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `{"quotas":[{"network":3,"port":10,"project_id":"p1","tap_flow":-1,"tap_mirror":4,"tap_service":1,"tenant_id":"p1"}]}`},
+		{"member sees the override", "GET", p1, "", asP1, 200, `"quota":{"network":3,"port":10,"tap_flow":-1,"tap_mirror":4,"tap_service":1}`},
+		{"override tap_mirror", "PUT", "/v2.0/quotas/p3", `{"quota": {"tap_mirror": -1}}`, asAdmin, 200, `"tap_mirror":-1`},
+		{"tap_mirror usage", "GET", "/v2.0/quotas/p3/details", "", asAdmin, 200, `"tap_mirror":{"limit":-1,"reserved":0,"used":0}`},
+		{"reset p3 again", "DELETE", "/v2.0/quotas/p3", "", asAdmin, 204, ""},
 		{"third network now", "POST", "/v2.0/networks", network("n3"), asP1, 201, `"name":"n3"`},
 		{"defaults unchanged", "GET", p1 + "/default", "", asP1, 200, defs},
 		{"fourth port now", "POST", "/v2.0/ports", port("p4"), asP1, 201, `"name":"p4"`},
@@ -123,10 +126,10 @@ func TestQuotaAPI(t *testing.T) {
 func TestQuotaDefaults(t *testing.T) {
 	ts := startServer(t, Config{})
 	r := ts.do("GET", "/v2.0/quotas/default", "")
-	if want := `{"quota":{"network":1000,"port":10000,"tap_flow":10000,"tap_service":1000}}`; strings.TrimSpace(r.raw) != want {
+	if want := `{"quota":{"network":1000,"port":10000,"tap_flow":10000,"tap_mirror":1000,"tap_service":1000}}`; strings.TrimSpace(r.raw) != want {
 		t.Errorf("GET own quota = %s, want %s", r.raw, want)
 	}
-	for _, q := range []Quotas{{Network: -2}, {Port: -2}, {TapService: -5}, {TapFlow: 1 << 31}} {
+	for _, q := range []Quotas{{Network: -2}, {Port: -2}, {TapService: -5}, {TapFlow: 1 << 31}, {TapMirror: -2}} {
 		cfg := Config{Store: ts.st, Quotas: q}
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Validate(Quotas %+v) = nil, want an error", q)

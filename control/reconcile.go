@@ -5,16 +5,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control/store"
 )
 
 // Reconciler is the only bridge from the store's desired state to the data
-// plane: a pass reads every service and flow with its port's binding,
-// builds a broker.Plan, hands it to DataPlane.Apply and writes back each
-// status (and reason) that changed, announcing it as a "status" event.
+// plane: a pass reads every service, flow and tap mirror with its port's
+// binding, builds a broker.Plan, hands it to DataPlane.Apply and writes
+// back each status (and reason) that changed, announcing it as a "status"
+// event. Tap mirrors have no status in the store (upstream's have no status
+// attribute): the last pass's are kept in memory (MirrorStatuses), and a
+// change is logged once.
 //
 // Passes run in Run's goroutine: at start-up, after Trigger (every mutating
 // API call triggers; a burst of triggers coalesces into one pass), and on
@@ -25,16 +30,30 @@ type Reconciler struct {
 	dp  DataPlane
 	log *slog.Logger
 	hub *hub
+	// uplinks are the interfaces declared with role uplink, for every plan.
+	uplinks []string
 
 	trigger chan struct{}
 
 	// mu serialises passes and guards version.
 	mu      sync.Mutex
 	version uint64
+	// mirrors holds the last pass's tap mirror statuses, by id; the map
+	// is never changed once stored.
+	mirrors atomic.Pointer[map[string]broker.Status]
 }
 
-func newReconciler(st *store.Store, dp DataPlane, log *slog.Logger, h *hub) *Reconciler {
-	return &Reconciler{st: st, dp: dp, log: log, hub: h, trigger: make(chan struct{}, 1)}
+func newReconciler(st *store.Store, dp DataPlane, log *slog.Logger, h *hub, uplinks []string) *Reconciler {
+	return &Reconciler{st: st, dp: dp, log: log, hub: h, uplinks: uplinks, trigger: make(chan struct{}, 1)}
+}
+
+// MirrorStatuses returns the status of every tap mirror as the last pass
+// left it, by id; nil before the first pass. The map must not be changed.
+func (r *Reconciler) MirrorStatuses() map[string]broker.Status {
+	if m := r.mirrors.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 // Trigger asks for a pass soon and returns at once.
@@ -71,23 +90,28 @@ func (r *Reconciler) Run(ctx context.Context) {
 func (r *Reconciler) Sync(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	svcs, flows, err := r.st.Desired(ctx)
+	desired, err := r.st.Desired(ctx)
 	if err != nil {
 		return err
 	}
+	svcs, flows := desired.Services, desired.Flows
 	r.version++
-	plan, held := buildPlan(r.version, svcs, flows)
+	plan, held := buildPlan(r.version, desired, r.uplinks)
 	report, err := r.dp.Apply(ctx, plan)
 	if err != nil {
 		// Nothing of this plan is known to be realised: say so on each.
 		r.log.Error("apply plan", "plan_version", plan.Version, "err", err)
 		fail := broker.Status{State: broker.StateError, Reason: fmt.Sprintf("apply plan %d: %v", plan.Version, err)}
-		report = broker.Report{Version: plan.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+		report = broker.Report{Version: plan.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{},
+			Mirrors: map[string]broker.Status{}}
 		for _, s := range plan.Services {
 			report.Services[s.ID] = fail
 		}
 		for _, f := range plan.Flows {
 			report.Flows[f.ID] = fail
+		}
+		for _, m := range plan.Mirrors {
+			report.Mirrors[m.ID] = fail
 		}
 	}
 	for id, st := range held.Services {
@@ -95,6 +119,17 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	for id, st := range held.Flows {
 		report.Flows[id] = st
+	}
+	mirrors := make(map[string]broker.Status, len(desired.Mirrors))
+	for _, m := range desired.Mirrors {
+		st, ok := held.Mirrors[m.ID]
+		if !ok {
+			st, ok = report.Mirrors[m.ID]
+		}
+		if !ok {
+			st = broker.Status{State: broker.StateDown, Reason: "not reported by the data plane"}
+		}
+		mirrors[m.ID] = st
 	}
 	changedSvcs, changedFlows := map[string]store.Status{}, map[string]store.Status{}
 	var evs []Event
@@ -115,6 +150,17 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	if err := r.st.SetStatuses(ctx, changedSvcs, changedFlows); err != nil {
 		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
 	}
+	last := r.MirrorStatuses()
+	for _, m := range desired.Mirrors {
+		st := mirrors[m.ID]
+		if old, ok := last[m.ID]; ok && old == st {
+			continue
+		}
+		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: st.State.String(), ProjectID: m.ProjectID})
+		r.log.Info("tap mirror status", "tap_mirror_id", m.ID, "status", st.State.String(), "reason", st.Reason,
+			"plan_version", plan.Version)
+	}
+	r.mirrors.Store(&mirrors)
 	r.hub.publish(evs...)
 	// Info only when something changed: every API write triggers a pass.
 	level := slog.LevelDebug
@@ -122,7 +168,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		level = slog.LevelInfo
 	}
 	r.log.Log(ctx, level, "plan applied", "plan_version", plan.Version, "tap_services", len(plan.Services),
-		"tap_flows", len(plan.Flows), "status_changes", len(evs))
+		"tap_flows", len(plan.Flows), "tap_mirrors", len(plan.Mirrors), "status_changes", len(evs))
 	return nil
 }
 
@@ -138,14 +184,18 @@ func toStoreStatus(m map[string]broker.Status, id string) store.Status {
 // ports give an empty Iface; the data plane reports those DOWN. What sits on
 // an administratively down port (admin_state_up false, as Neutron means it:
 // the port passes no traffic) stays out of the plan: a service on such a
-// port, every flow into that service, and every flow whose source is such a
-// port. held gives their statuses, DOWN with the reason.
-func buildPlan(version uint64, svcs []store.DesiredService, flows []store.DesiredFlow) (p *broker.Plan, held broker.Report) {
-	p = &broker.Plan{Version: version, Services: make([]broker.Service, 0, len(svcs)),
-		Flows: make([]broker.Flow, 0, len(flows))}
-	held = broker.Report{Version: version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+// port, every flow into that service, every flow whose source is such a
+// port and every tap mirror on one. So does a mirror the data plane could
+// not use (a remote IP, type or tunnel id it cannot parse: a row the API
+// did not write). held gives their statuses, DOWN or ERROR with the reason.
+func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broker.Plan, held broker.Report) {
+	p = &broker.Plan{Version: version, Services: make([]broker.Service, 0, len(d.Services)),
+		Flows: make([]broker.Flow, 0, len(d.Flows)), Mirrors: make([]broker.Mirror, 0, len(d.Mirrors)),
+		Uplinks: uplinks}
+	held = broker.Report{Version: version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{},
+		Mirrors: map[string]broker.Status{}}
 	downPort := map[string]string{} // service id -> its administratively down port
-	for _, s := range svcs {
+	for _, s := range d.Services {
 		if !s.PortUp {
 			held.Services[s.ID] = adminDown("port", s.PortID)
 			downPort[s.ID] = s.PortID
@@ -153,7 +203,7 @@ func buildPlan(version uint64, svcs []store.DesiredService, flows []store.Desire
 		}
 		p.Services = append(p.Services, broker.Service{ID: s.ID, Iface: s.Iface})
 	}
-	for _, f := range flows {
+	for _, f := range d.Flows {
 		if !f.PortUp {
 			held.Flows[f.ID] = adminDown("source port", f.SourcePortID)
 			continue
@@ -162,16 +212,69 @@ func buildPlan(version uint64, svcs []store.DesiredService, flows []store.Desire
 			held.Flows[f.ID] = adminDown("tap service's port", port)
 			continue
 		}
-		bf := broker.Flow{ID: f.ID, ServiceID: f.ServiceID, SourcePortID: f.SourcePortID, Iface: f.Iface,
-			Direction: directions[f.Direction], VLANFilter: f.VLANFilter}
-		// The API validated and normalised the MAC; a bad one here would be
-		// a corrupt row, and the zero MAC then matches nothing.
-		if hw, err := net.ParseMAC(f.MAC); err == nil && len(hw) == 6 {
-			copy(bf.MAC[:], hw)
+		p.Flows = append(p.Flows, broker.Flow{ID: f.ID, ServiceID: f.ServiceID, SourcePortID: f.SourcePortID, Iface: f.Iface,
+			MAC: planMAC(f.MAC), Direction: directions[f.Direction], VLANFilter: f.VLANFilter})
+	}
+	for _, m := range d.Mirrors {
+		if !m.PortUp {
+			held.Mirrors[m.ID] = adminDown("port", m.PortID)
+			continue
 		}
-		p.Flows = append(p.Flows, bf)
+		bm, err := planMirror(m)
+		if err != nil {
+			held.Mirrors[m.ID] = broker.Status{State: broker.StateError, Reason: err.Error()}
+			continue
+		}
+		p.Mirrors = append(p.Mirrors, bm)
 	}
 	return p, held
+}
+
+// planMAC is a port's MAC for the plan. The API validated and normalised
+// it; a bad one here would be a corrupt row, and the zero MAC then matches
+// nothing.
+func planMAC(mac string) (out [6]byte) {
+	if hw, err := net.ParseMAC(mac); err == nil && len(hw) == 6 {
+		copy(out[:], hw)
+	}
+	return out
+}
+
+// planMirror is a tap mirror as the data plane sees it: its tunnels in the
+// order IN, OUT, BOTH, each id parsed from the value the API stored.
+func planMirror(m store.DesiredMirror) (broker.Mirror, error) {
+	bm := broker.Mirror{ID: m.ID, PortID: m.PortID, Iface: m.Iface, MAC: planMAC(m.MAC), Type: tunnelTypes[m.MirrorType]}
+	if bm.Type == 0 {
+		return bm, fmt.Errorf("mirror_type %q is not one the data plane knows", m.MirrorType)
+	}
+	var err error
+	if bm.RemoteIP, err = netip.ParseAddr(m.RemoteIP); err != nil {
+		return bm, fmt.Errorf("remote_ip %q: %v", m.RemoteIP, err)
+	}
+	for _, dir := range []string{"IN", "OUT", "BOTH"} {
+		for _, t := range m.Directions {
+			if t.Direction != dir {
+				continue
+			}
+			id, err := t.Uint32()
+			if err != nil {
+				return bm, err
+			}
+			bm.Tunnels = append(bm.Tunnels, broker.Tunnel{Direction: directions[dir], ID: id})
+		}
+	}
+	if len(bm.Tunnels) != len(m.Directions) {
+		return bm, fmt.Errorf("directions %s: only IN, OUT and BOTH are directions", mustJSON(m.Directions))
+	}
+	return bm, nil
+}
+
+func mustJSON(d store.Directions) string {
+	b, err := d.MarshalJSON()
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func adminDown(what, portID string) broker.Status {
@@ -179,3 +282,13 @@ func adminDown(what, portID string) broker.Status {
 }
 
 var directions = map[string]broker.Direction{"IN": broker.DirIn, "OUT": broker.DirOut, "BOTH": broker.DirBoth}
+
+// tunnelTypes maps a tap mirror's mirror_type to its encapsulation, by
+// the broker's own spellings.
+var tunnelTypes = func() map[string]broker.TunnelType {
+	m := map[string]broker.TunnelType{}
+	for t := broker.TunnelGRE; t <= broker.TunnelVXLAN; t++ {
+		m[t.String()] = t
+	}
+	return m
+}()

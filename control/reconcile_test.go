@@ -18,8 +18,8 @@ import (
 type recordingDataPlane struct {
 	mu    sync.Mutex
 	plans []*broker.Plan
-	// ifaceUp decides a status: services and flows whose Iface is listed
-	// here are ACTIVE, others DOWN "link down".
+	// ifaceUp decides a status: services, flows and mirrors whose Iface is
+	// listed here are ACTIVE, others DOWN "link down".
 	ifaceUp map[string]bool
 	err     error
 	stats   broker.Stats
@@ -37,7 +37,8 @@ func (d *recordingDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Re
 	if d.err != nil {
 		return broker.Report{}, d.err
 	}
-	r := broker.Report{Version: p.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	r := broker.Report{Version: p.Version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{},
+		Mirrors: map[string]broker.Status{}}
 	status := func(iface string) broker.Status {
 		if d.ifaceUp[iface] {
 			return broker.Status{State: broker.StateActive}
@@ -49,6 +50,9 @@ func (d *recordingDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Re
 	}
 	for _, f := range p.Flows {
 		r.Flows[f.ID] = status(f.Iface)
+	}
+	for _, m := range p.Mirrors {
+		r.Mirrors[m.ID] = status(m.Iface)
 	}
 	return r, nil
 }
@@ -260,7 +264,7 @@ func TestReconcilerCoalescesAndNull(t *testing.T) {
 		t.Errorf("stats service = %v, want DOWN no data plane", s)
 	}
 
-	r := newReconciler(ts.st, NullDataPlane{}, ts.srv.log, newHub())
+	r := newReconciler(ts.st, NullDataPlane{}, ts.srv.log, newHub(), nil)
 	for range 100 {
 		r.Trigger()
 	}

@@ -19,21 +19,36 @@ import (
 const (
 	RoleCapture = "capture"
 	RoleMonitor = "monitor"
+	// RoleUplink: tap mirrors' tunnelled copies leave through it (the
+	// kernel's route to the remote IP picks which). No port is bound to
+	// an uplink, and the loop guard treats it as a monitor, since copies
+	// go out of it.
+	RoleUplink = "uplink"
+)
+
+// What checkUse says a port is used as.
+const (
+	useService = "a tap service's port"
+	useSource  = "a tap flow's source port"
+	useMirror  = "a tap mirror's port"
 )
 
 // checkInterfaces logs, at start, what the declared interfaces allow: a
-// warning without any, an error for a declared monitor that feeds a
-// declared capture back (the API and the data plane refuse to use it).
+// warning without any, an error for a declared monitor or uplink that
+// feeds a declared capture back (the API and the data plane refuse to use
+// it).
 func (s *Server) checkInterfaces() {
 	if len(s.cfg.Interfaces) == 0 {
 		s.log.Warn("no [[interfaces]] declared: admins may bind ports to any netdev of the host, in any role")
 		return
 	}
-	for _, m := range s.declared(RoleMonitor) {
-		for _, c := range s.declared(RoleCapture) {
-			if why, err := broker.FeedsBack(m, c); err != nil || why != "" {
-				s.log.Error("declared monitor interface feeds a capture back: it will be refused", "iface", m,
-					"capture", c, "reason", why, "err", err)
+	for _, role := range []string{RoleMonitor, RoleUplink} {
+		for _, m := range s.declared(role) {
+			for _, c := range s.declared(RoleCapture) {
+				if why, err := broker.FeedsBack(m, c); err != nil || why != "" {
+					s.log.Error("declared "+role+" interface feeds a capture back: it will be refused", "iface", m,
+						"capture", c, "reason", why, "err", err)
+				}
 			}
 		}
 	}
@@ -52,12 +67,17 @@ func (s *Server) declared(role string) []string {
 }
 
 // checkBindable refuses an interface binding outside the declared
-// interfaces.
+// interfaces, and to an uplink.
 func (s *Server) checkBindable(iface string) error {
 	if iface == "" || len(s.cfg.Interfaces) == 0 {
 		return nil
 	}
-	if _, ok := s.cfg.Interfaces[iface]; ok {
+	switch role, ok := s.cfg.Interfaces[iface]; {
+	case ok && role == RoleUplink:
+		return badRequest("Interface %s is an uplink: tap mirrors' tunnels leave through it, and no port can be bound to it. "+
+			"Bind to a capture interface (%s) or a monitor interface (%s).", iface, orNone(s.declared(RoleCapture)),
+			orNone(s.declared(RoleMonitor)))
+	case ok:
 		return nil
 	}
 	return badRequest("Interface %s is not one of the appliance's interfaces: bind to a capture interface (%s) "+
@@ -71,20 +91,21 @@ func orNone(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// checkUse checks that port p may be used in role: as a tap service's
-// port (RoleMonitor) or a tap flow's source (RoleCapture). Its interface,
-// if bound, must be declared in that role (when any is declared), and no
-// interface in use or declared in the other role may close a loop with it.
+// checkUse checks that port p may be used in role, as what (in the
+// refusal): as a tap service's port (RoleMonitor), or a tap flow's or tap
+// mirror's source (RoleCapture). Its interface, if bound, must be declared
+// in that role (when any is declared), and no interface in use or declared
+// in the other role (for a capture, the uplinks too) may close a loop with
+// it.
 // bound lists the interfaces in use (store.Store.BoundInterfaces, or the
 // create's transaction's). Inside a write transaction FeedsBack's netlink
 // look-ups (about 40 us per interface) are the one wait besides the
 // database.
-func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role string) error {
+func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role, what string) error {
 	if p.Interface == "" {
 		return nil
 	}
 	if r, ok := s.cfg.Interfaces[p.Interface]; ok && r != role {
-		what := map[string]string{RoleMonitor: "a tap service's port", RoleCapture: "a tap flow's source port"}[role]
 		return badRequest("Port %s is bound to %s, a %s interface: %s must be bound to a %s interface.",
 			p.ID, p.Interface, r, what, role)
 	}
@@ -93,11 +114,13 @@ func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.P
 	if err != nil {
 		return err
 	}
-	otherRole := RoleMonitor
 	if role == RoleMonitor {
-		otherRole = RoleCapture
+		other = append(other, s.declared(RoleCapture)...)
+	} else {
+		other = append(other, s.declared(RoleMonitor)...)
+		other = append(other, s.declared(RoleUplink)...)
 	}
-	for _, o := range append(other, s.declared(otherRole)...) {
+	for _, o := range other {
 		mon, capt := p.Interface, o
 		if role == RoleCapture {
 			mon, capt = o, p.Interface
@@ -122,46 +145,47 @@ func loopErr(monitor, capture string) error {
 }
 
 // checkRebind checks a port's new interface binding against what uses the
-// port: its tap services need a monitor, the flows it is the source of a
-// capture.
+// port: its tap services need a monitor, the flows it is the source of
+// and the mirrors on it a capture.
 func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
 	if err := s.checkBindable(p.Interface); err != nil || p.Interface == "" {
 		return err
 	}
-	svcs, flows, err := s.st.PortUse(ctx, p.ID)
+	svcs, sources, err := s.st.PortUse(ctx, p.ID)
 	if err != nil {
 		return err
 	}
-	if svcs > 0 && flows > 0 {
+	if svcs > 0 && sources > 0 {
 		// An unbound port may be both; bound, it would be its own loop.
 		return loopErr(p.Interface, p.Interface)
 	}
 	bound := func(services bool) ([]string, error) { return s.st.BoundInterfaces(ctx, services) }
 	if svcs > 0 {
-		if err := s.checkUse(bound, p, RoleMonitor); err != nil {
+		if err := s.checkUse(bound, p, RoleMonitor, useService); err != nil {
 			return err
 		}
 	}
-	if flows > 0 {
-		return s.checkUse(bound, p, RoleCapture)
+	if sources > 0 {
+		return s.checkUse(bound, p, RoleCapture, useSource)
 	}
 	return nil
 }
 
 // roleGuard is the data plane behind declared interfaces: it keeps out
 // of every plan a tap service whose port is bound outside the declared
-// monitors, and a tap flow whose source is bound outside the declared
-// captures or whose service was kept out, and reports them ERROR with the
-// reason. Bindings made before the interfaces were declared (or by hand in
-// the database) thus never reach an undeclared netdev.
+// monitors, a tap flow or tap mirror whose source is bound outside the
+// declared captures, and a flow whose service was kept out, and reports
+// them ERROR with the reason. Bindings made before the interfaces were
+// declared (or by hand in the database) thus never reach an undeclared
+// netdev.
 type roleGuard struct {
 	DataPlane
 	roles map[string]string
 }
 
 func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, error) {
-	q := &broker.Plan{Version: p.Version}
-	held := broker.Report{Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}}
+	q := &broker.Plan{Version: p.Version, Uplinks: p.Uplinks}
+	held := broker.Report{Services: map[string]broker.Status{}, Flows: map[string]broker.Status{}, Mirrors: map[string]broker.Status{}}
 	misplaced := func(iface, role string) string {
 		switch r, ok := g.roles[iface]; {
 		case iface == "" || r == role:
@@ -190,6 +214,13 @@ func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, er
 		}
 		q.Flows = append(q.Flows, f)
 	}
+	for _, m := range p.Mirrors {
+		if why := misplaced(m.Iface, RoleCapture); why != "" {
+			held.Mirrors[m.ID] = broker.Status{State: broker.StateError, Reason: why}
+			continue
+		}
+		q.Mirrors = append(q.Mirrors, m)
+	}
 	rep, err := g.DataPlane.Apply(ctx, q)
 	if err != nil {
 		return rep, err
@@ -199,6 +230,12 @@ func (g roleGuard) Apply(ctx context.Context, p *broker.Plan) (broker.Report, er
 	}
 	for id, st := range held.Flows {
 		rep.Flows[id] = st
+	}
+	if rep.Mirrors == nil {
+		rep.Mirrors = map[string]broker.Status{}
+	}
+	for id, st := range held.Mirrors {
+		rep.Mirrors[id] = st
 	}
 	return rep, nil
 }

@@ -38,15 +38,15 @@ func (s *Server) routes() {
 		{get, "/v2.0/extensions", s.listExtensions},
 		{get, "/v2.0/extensions/:alias", s.showExtension},
 
-		{get, "/v2.0/networks", s.listNetworks},
-		{post, "/v2.0/networks", s.createNetwork},
-		{get, "/v2.0/networks/:id", s.showNetwork},
+		{get, "/v2.0/networks", s.networks.handleList},
+		{post, "/v2.0/networks", s.networks.handleCreate},
+		{get, "/v2.0/networks/:id", s.networks.handleShow},
 
-		{get, "/v2.0/ports", s.listPorts},
-		{post, "/v2.0/ports", s.createPort},
-		{get, "/v2.0/ports/:id", s.showPort},
-		{put, "/v2.0/ports/:id", s.updatePort},
-		{del, "/v2.0/ports/:id", s.deletePort},
+		{get, "/v2.0/ports", s.ports.handleList},
+		{post, "/v2.0/ports", s.ports.handleCreate},
+		{get, "/v2.0/ports/:id", s.ports.handleShow},
+		{put, "/v2.0/ports/:id", s.ports.handleUpdate},
+		{del, "/v2.0/ports/:id", s.ports.handleDelete},
 
 		// The quotas extension; the fixed paths before /:id.
 		{get, "/v2.0/quotas", s.listQuotas},
@@ -65,17 +65,23 @@ func (s *Server) routes() {
 	// Upstream's router also finds the TaaS collections without "taas/".
 	for _, prefix := range []string{"/v2.0/taas", "/v2.0"} {
 		list = append(list,
-			route{get, prefix + "/tap_services", s.listTapServices},
-			route{post, prefix + "/tap_services", s.createTapServices},
-			route{get, prefix + "/tap_services/:id", s.showTapService},
-			route{put, prefix + "/tap_services/:id", s.updateTapService},
-			route{del, prefix + "/tap_services/:id", s.deleteTapService},
+			route{get, prefix + "/tap_services", s.services.handleList},
+			route{post, prefix + "/tap_services", s.services.handleCreate},
+			route{get, prefix + "/tap_services/:id", s.services.handleShow},
+			route{put, prefix + "/tap_services/:id", s.services.handleUpdate},
+			route{del, prefix + "/tap_services/:id", s.services.handleDelete},
 
-			route{get, prefix + "/tap_flows", s.listTapFlows},
-			route{post, prefix + "/tap_flows", s.createTapFlows},
-			route{get, prefix + "/tap_flows/:id", s.showTapFlow},
-			route{put, prefix + "/tap_flows/:id", s.updateTapFlow},
-			route{del, prefix + "/tap_flows/:id", s.deleteTapFlow},
+			route{get, prefix + "/tap_flows", s.flows.handleList},
+			route{post, prefix + "/tap_flows", s.flows.handleCreate},
+			route{get, prefix + "/tap_flows/:id", s.flows.handleShow},
+			route{put, prefix + "/tap_flows/:id", s.flows.handleUpdate},
+			route{del, prefix + "/tap_flows/:id", s.flows.handleDelete},
+
+			route{get, prefix + "/tap_mirrors", s.mirrors.handleList},
+			route{post, prefix + "/tap_mirrors", s.mirrors.handleCreate},
+			route{get, prefix + "/tap_mirrors/:id", s.mirrors.handleShow},
+			route{put, prefix + "/tap_mirrors/:id", s.mirrors.handleUpdate},
+			route{del, prefix + "/tap_mirrors/:id", s.mirrors.handleDelete},
 		)
 	}
 	for _, r := range list {

@@ -40,10 +40,11 @@ type Config struct {
 	// which admins override per project through /v2.0/quotas.
 	Quotas Quotas
 	// Interfaces are the appliance's declared interfaces ([[interfaces]] of
-	// taasd's configuration), name to role (RoleCapture or RoleMonitor).
-	// When any is declared, ports can be bound only to these, and each is
-	// used only in its role: a tap service's port on a monitor, a tap
-	// flow's source port on a capture. Empty keeps the lab's behaviour (any
+	// taasd's configuration), name to role (RoleCapture, RoleMonitor or
+	// RoleUplink). When any is declared, ports can be bound only to these,
+	// never to an uplink, and each is used only in its role: a tap
+	// service's port on a monitor, a tap flow's or tap mirror's source port
+	// on a capture; the uplinks are where tap mirrors' tunnels may leave. Empty keeps the lab's behaviour (any
 	// netdev, any role) and logs a warning at start.
 	Interfaces map[string]string
 	// PublicMetrics serves GET /metrics (MountMetrics) to anybody in
@@ -101,8 +102,8 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for name, role := range c.Interfaces {
-		if role != RoleCapture && role != RoleMonitor {
-			return fmt.Errorf("control: interface %s: role %q: want %s or %s", name, role, RoleCapture, RoleMonitor)
+		if role != RoleCapture && role != RoleMonitor && role != RoleUplink {
+			return fmt.Errorf("control: interface %s: role %q: want %s, %s or %s", name, role, RoleCapture, RoleMonitor, RoleUplink)
 		}
 	}
 	if c.Heartbeat <= 0 {
@@ -137,6 +138,15 @@ type Server struct {
 	tokens atomic.Pointer[Tokens]
 	// conns shares the connection slots among clients (connlimit.go).
 	conns *connLimiter
+	// lists caches rendered lists per store generation (listcache.go).
+	lists *listCache
+
+	// The collections, each served by the generic handlers (typed.go).
+	networks *kind[store.Network, networkBody, networkView]
+	ports    *kind[store.Port, portBody, portView]
+	services *kind[store.TapService, serviceBody, serviceView]
+	flows    *kind[store.TapFlow, flowBody, flowView]
+	mirrors  *kind[store.TapMirror, mirrorBody, mirrorView]
 }
 
 // New builds the server; nothing runs until Run.
@@ -152,7 +162,10 @@ func New(cfg Config) (*Server, error) {
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
-	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub)
+	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, s.declared(RoleUplink))
+	s.lists = newListCache()
+	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
+	s.mirrors = s.mirrorKind()
 	s.app = fiber.New(fiber.Config{
 		ErrorHandler:          errorHandler(log),
 		DisableStartupMessage: true,

@@ -4,9 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -266,4 +270,100 @@ func toBool(v any) (bool, bool) {
 		}
 	}
 	return false, false
+}
+
+// validInteger is type:integer, which takes what Python's int() takes
+// without losing anything: a JSON integer, an integral float, or a string
+// holding a decimal integer (blanks and a sign around the digits); the
+// value stays as it was given. A boolean has its own text.
+func validInteger(v any) string {
+	if b, ok := v.(bool); ok {
+		return fmt.Sprintf("'%s' is not an integer:boolean", pyStr(b))
+	}
+	if !isPyInt(v) {
+		return fmt.Sprintf("'%s' is not an integer", pyStr(v))
+	}
+	return ""
+}
+
+func isPyInt(v any) bool {
+	switch x := v.(type) {
+	case json.Number:
+		if _, ok := parseBigInt(x.String()); ok {
+			return true
+		}
+		f, err := strconv.ParseFloat(x.String(), 64)
+		return err == nil && f == math.Trunc(f)
+	case string:
+		t := strings.TrimSpace(x)
+		if t != "" && (t[0] == '+' || t[0] == '-') {
+			t = t[1:]
+		}
+		return t != "" && strings.Trim(t, "0123456789") == ""
+	}
+	return false
+}
+
+// mirrorDirections are the keys of a tap mirror's directions: upstream's
+// IN and OUT, and BOTH of tap-mirror-both-direction.
+var mirrorDirections = []string{"BOTH", "IN", "OUT"}
+
+// validDirections is tap_mirror's directions: type:dict whose optional
+// keys are the directions, each a type:integer.
+func validDirections(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Sprintf("'%s' is not a dictionary", pyStr(v))
+	}
+	var extra []string
+	for k := range m {
+		if !slices.Contains(mirrorDirections, k) {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return "Unexpected keys supplied: " + strings.Join(extra, ", ")
+	}
+	for _, k := range mirrorDirections {
+		if x, ok := m[k]; ok {
+			if r := validInteger(x); r != "" {
+				return r
+			}
+		}
+	}
+	return ""
+}
+
+// validIPAddress is type:ip_address: an IPv6 address (no zone), or an
+// IPv4 address of four dotted decimals; leading zeros in an IPv4 address
+// are refused with the address to use instead, as upstream refuses them
+// (octal or decimal would be ambiguous).
+func validIPAddress(v any) string {
+	s, ok := v.(string)
+	if !ok || strings.ContainsAny(s, " \t\n\r\v\f") {
+		return fmt.Sprintf("'%s' is not a valid IP address", pyStr(v))
+	}
+	if strings.Contains(s, ":") {
+		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+			return fmt.Sprintf("'%s' is not a valid IP address", s)
+		}
+		return ""
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return fmt.Sprintf("'%s' is not a valid IP address", s)
+	}
+	norm := make([]string, 4)
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil || p == "" || strings.Trim(p, "0123456789") != "" || n > 255 {
+			return fmt.Sprintf("'%s' is not a valid IP address", s)
+		}
+		norm[i] = strconv.FormatUint(n, 10)
+	}
+	if n := strings.Join(norm, "."); n != s {
+		return fmt.Sprintf("'%s' is not an accepted IP address, '%s' is recommended", s, n)
+	}
+	return ""
 }

@@ -91,23 +91,9 @@ func TestKillDuringBulks(t *testing.T) {
 		d = d.Restart(t)
 	}
 
-	resp, err := hc.Get(d.URL + "/v2.0/ports?fields=project_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var list struct {
-		Ports []struct {
-			ProjectID string `json:"project_id"`
-		} `json:"ports"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&list)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	count := map[string]int{}
-	for _, p := range list.Ports {
-		count[p.ProjectID]++
+	for _, project := range portField(t, hc, d, "project_id") {
+		count[project]++
 	}
 	whole, absent := 0, 0
 	for project := range sent {
@@ -130,10 +116,32 @@ func TestKillDuringBulks(t *testing.T) {
 	t.Logf("after %d kills: %d bulks whole (%d answered 201), %d absent, of %d sent", rounds, whole, len(acked), absent, len(sent))
 }
 
+// portField lists one string field of every port d has.
+func portField(t *testing.T, hc *http.Client, d *testutil.Taasd, field string) []string {
+	t.Helper()
+	resp, err := hc.Get(d.URL + "/v2.0/ports?fields=" + field)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Ports []map[string]string `json:"ports"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, len(list.Ports))
+	for i, p := range list.Ports {
+		out[i] = p[field]
+	}
+	return out
+}
+
 // TestQuotaFlags: the --quota-* flags reach the API as the defaults.
 func TestQuotaFlags(t *testing.T) {
 	d := testutil.StartTaasd(t, testutil.BuildTaasd(t), "--dataplane", "none", "--quota-port", "2",
-		"--quota-tap-flow", "-1", "--quota-network", "2")
+		"--quota-tap-flow", "-1", "--quota-network", "2", "--quota-tap-mirror", "5")
 	// Project default (a noauth caller's) has the shared network already.
 	for _, tc := range []struct {
 		resource, path, body string
@@ -160,7 +168,7 @@ func TestQuotaFlags(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := `{"quota":{"network":2,"port":2,"tap_flow":-1,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
+	if want := `{"quota":{"network":2,"port":2,"tap_flow":-1,"tap_mirror":5,"tap_service":1000}}`; strings.TrimSpace(string(raw)) != want {
 		t.Errorf("GET quotas = %s, want %s", raw, want)
 	}
 }

@@ -384,14 +384,14 @@ func mib(n uint64) string {
 	return fmt.Sprintf("%d KiB", n>>10)
 }
 
-// queuesOf is the RX (capture) or TX (monitor) queue count of a netdev, 0
-// when it cannot be read.
+// queuesOf is the RX (capture) or TX (monitor, uplink) queue count of a
+// netdev, 0 when it cannot be read.
 func queuesOf(name, role string) int {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return 0
 	}
-	if role == roleMonitor {
+	if role != roleCapture {
 		return l.Attrs().NumTxQueues
 	}
 	return l.Attrs().NumRxQueues
@@ -419,8 +419,8 @@ func checkInterfaces(fc *fileConfig) []checkResult {
 }
 
 // checkInterface checks one interface; frameSize is the UMEM chunk size,
-// which bounds the frames a capture interface can deliver; a monitor is
-// checked for loops with captures.
+// which bounds the frames a capture interface can deliver; a monitor or an
+// uplink is checked for loops with captures.
 func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult {
 	r := checkResult{Name: fmt.Sprintf("%s %s", ifc.Role, ifc.Name)}
 	l, err := netlink.LinkByName(ifc.Name)
@@ -468,7 +468,7 @@ func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult
 			worse(warn, fmt.Sprintf("an XDP program (id %d) is attached", a.Xdp.ProgId),
 				fmt.Sprintf("if taasd is not running, find its owner (bpftool net) or detach it: ip link set dev %s xdp off", ifc.Name))
 		}
-	case roleMonitor:
+	case roleMonitor, roleUplink: // copies go out of either
 		notes = append(notes, fmt.Sprintf("%d TX queues", a.NumTxQueues))
 		for _, c := range captures {
 			why, err := broker.FeedsBack(ifc.Name, c)

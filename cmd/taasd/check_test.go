@@ -230,6 +230,11 @@ func TestCheckInterfaces(t *testing.T) {
 	if r := find(rs, "monitor "+lb); r.Verdict != fail || !strings.Contains(r.Detail, "is the veth peer of capture interface "+la) || r.Fix == "" {
 		t.Errorf("monitor on the capture's veth peer: %+v, want FAIL naming the loop, with a fix", r)
 	}
+	// So does an uplink: tunnelled copies go out of it.
+	rs = check(ifaceFile{Name: la, Role: roleCapture}, ifaceFile{Name: lb, Role: roleUplink})
+	if r := find(rs, "uplink "+lb); r.Verdict != fail || !strings.Contains(r.Detail, "is the veth peer of capture interface "+la) {
+		t.Errorf("uplink on the capture's veth peer: %+v, want FAIL naming the loop", r)
+	}
 
 	if rs := checkInterfaces(nil); len(rs) != 1 || rs[0].Verdict != warn {
 		t.Errorf("checkInterfaces(no config) = %+v, want one WARN", rs)
@@ -355,7 +360,7 @@ func TestRunCheck(t *testing.T) {
 	}{
 		{"unknown flag", []string{"--nope"}, "flag provided but not defined"},
 		{"extra argument", []string{"now"}, `unexpected argument "now"`},
-		{"bad config", []string{"--config", bad}, `interfaces[0].role: must be capture or monitor, got "span"`},
+		{"bad config", []string{"--config", bad}, `interfaces[0].role: must be capture, monitor or uplink, got "span"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

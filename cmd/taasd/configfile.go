@@ -70,6 +70,8 @@ type quotasFile struct {
 	TapService int `toml:"tap_service"`
 	// TapFlow: tap flows per project (--quota-tap-flow); default 10000.
 	TapFlow int `toml:"tap_flow"`
+	// TapMirror: tap mirrors per project (--quota-tap-mirror); default 1000.
+	TapMirror int `toml:"tap_mirror"`
 }
 
 // logFile is the [log] table.
@@ -147,8 +149,10 @@ type limitsFile struct {
 type ifaceFile struct {
 	// Name is the netdev, e.g. "eth1".
 	Name string `toml:"name"`
-	// Role is "capture" (a SPAN/TAP feed taasd reads) or "monitor" (where
-	// copies go).
+	// Role is "capture" (a SPAN/TAP feed taasd reads), "monitor" (where
+	// copies go) or "uplink" (where tap mirrors' tunnelled copies leave,
+	// the kernel's route to the remote IP choosing which; no port can be
+	// bound to it).
 	Role string `toml:"role"`
 	// Queues is how many RX queues of a capture interface get a worker,
 	// from queue 0; 0 means all of them.
@@ -163,6 +167,7 @@ type ifaceFile struct {
 const (
 	roleCapture = "capture"
 	roleMonitor = "monitor"
+	roleUplink  = "uplink"
 )
 
 // maxQueues bounds [[interfaces]].queues: the XSKMAP of a capture
@@ -242,7 +247,7 @@ func (fc *fileConfig) Validate() error {
 		key string
 		v   int
 	}{{"quotas.network", fc.Quotas.Network}, {"quotas.port", fc.Quotas.Port}, {"quotas.tap_service", fc.Quotas.TapService},
-		{"quotas.tap_flow", fc.Quotas.TapFlow}} {
+		{"quotas.tap_flow", fc.Quotas.TapFlow}, {"quotas.tap_mirror", fc.Quotas.TapMirror}} {
 		if q.v < -1 || q.v > math.MaxInt32 {
 			bad(q.key, "must be -1 (unlimited), 0 (default) or up to %d, got %d", math.MaxInt32, q.v)
 		}
@@ -339,7 +344,7 @@ func (fc *fileConfig) Validate() error {
 			if ifc.Unmatched != "" {
 				oneOf(bad, field("unmatched"), ifc.Unmatched, "pass", "drop")
 			}
-		case roleMonitor:
+		case roleMonitor, roleUplink:
 			if ifc.Queues != 0 {
 				bad(field("queues"), "only for role %q", roleCapture)
 			}
@@ -347,9 +352,9 @@ func (fc *fileConfig) Validate() error {
 				bad(field("unmatched"), "only for role %q", roleCapture)
 			}
 		case "":
-			bad(field("role"), "required: capture or monitor")
+			bad(field("role"), "required: capture, monitor or uplink")
 		default:
-			bad(field("role"), "must be capture or monitor, got %q", ifc.Role)
+			bad(field("role"), "must be capture, monitor or uplink, got %q", ifc.Role)
 		}
 	}
 	return errors.Join(errs...)
@@ -412,6 +417,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
 	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)
 	num("quotas.tap_flow", "quota-tap-flow", &cfg.Quotas.TapFlow, fc.Quotas.TapFlow)
+	num("quotas.tap_mirror", "quota-tap-mirror", &cfg.Quotas.TapMirror, fc.Quotas.TapMirror)
 	l := fc.Limits
 	cfg.Limits = control.Limits{MaxBodySize: l.MaxBodySize, MaxBulkItems: l.MaxBulkItems,
 		MaxJSONDepth: l.MaxJSONDepth, MaxJSONValues: l.MaxJSONValues, MaxDecodes: l.MaxDecodes,

@@ -32,6 +32,7 @@ network = 20
 port = 500
 tap_service = -1
 tap_flow = 0
+tap_mirror = 7
 [auth]
 mode = "token"
 tokens = "/etc/taasd/tokens"
@@ -66,7 +67,7 @@ role = "monitor"
 		{"dataplane, bad", `dataplane = "dpdk"`, []string{`dataplane: must be xdp or none, got "dpdk"`}},
 		{"dataplane, none", `dataplane = "none"`, nil},
 		{"max_tap_services, negative", `max_tap_services = -1`, []string{"max_tap_services: must be 0 (no cap) or more, got -1"}},
-		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648\nnetwork = -3", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1", "quotas.network: must be -1 (unlimited), 0 (default) or up to 2147483647, got -3"}},
+		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648\nnetwork = -3\ntap_mirror = -4", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1", "quotas.network: must be -1 (unlimited), 0 (default) or up to 2147483647, got -3", "quotas.tap_mirror: must be -1 (unlimited), 0 (default) or up to 2147483647, got -4"}},
 		{"quotas, unknown resource", "[quotas]\nsubnet = 1", []string{"quotas.subnet: unknown key"}},
 		{"auth.mode, bad", "[auth]\nmode = \"keystone\"", []string{`auth.mode: must be noauth or token, got "keystone"`}},
 		{"auth.mode token without tokens", "[auth]\nmode = \"token\"", []string{`auth.tokens: required when auth.mode is "token"`}},
@@ -88,8 +89,11 @@ role = "monitor"
 		{"interfaces, bad name", "[[interfaces]]\nname = \"eth0:1\"\nrole = \"monitor\"", []string{"interfaces[0].name: \"eth0:1\" must not contain"}},
 		{"interfaces, duplicate", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"monitor\"",
 			[]string{`interfaces[1].name: "eth1" already listed as interfaces[0]`}},
-		{"interfaces, no role", "[[interfaces]]\nname = \"eth1\"", []string{"interfaces[0].role: required: capture or monitor"}},
-		{"interfaces, bad role", "[[interfaces]]\nname = \"eth1\"\nrole = \"span\"", []string{`interfaces[0].role: must be capture or monitor, got "span"`}},
+		{"interfaces, no role", "[[interfaces]]\nname = \"eth1\"", []string{"interfaces[0].role: required: capture, monitor or uplink"}},
+		{"interfaces, bad role", "[[interfaces]]\nname = \"eth1\"\nrole = \"span\"", []string{`interfaces[0].role: must be capture, monitor or uplink, got "span"`}},
+		{"interfaces, uplink", "[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"", nil},
+		{"interfaces, uplink with queues", "[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"\nqueues = 2\nunmatched = \"pass\"",
+			[]string{`interfaces[0].queues: only for role "capture"`, `interfaces[0].unmatched: only for role "capture"`}},
 		{"interfaces, negative queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = -1", []string{"interfaces[0].queues: must be 0 (all) to 64, got -1"}},
 		{"interfaces, too many queues", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = 65", []string{"interfaces[0].queues: must be 0 (all) to 64, got 65"}},
 		{"interfaces, bad unmatched", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n[[interfaces]]\nname = \"eth2\"\nrole = \"capture\"\nunmatched = \"foo\"",
@@ -237,6 +241,7 @@ max_tap_services = 0
 network = 4
 port = 50
 tap_flow = -1
+tap_mirror = 3
 [auth]
 mode = "token"
 tokens = "/t"
@@ -255,7 +260,7 @@ pin_dir = ""
 	got := defaults
 	fc.apply(&got, nil)
 	want := config{Listen: "0.0.0.0:1", DB: "/x.db", Auth: "token", Tokens: "/t", PublicMetrics: true, MaxTapServices: 0, Dataplane: "xdp", LogLevel: "debug",
-		Quotas: control.Quotas{Network: 4, Port: 50, TapFlow: -1}, PinDir: ""}
+		Quotas: control.Quotas{Network: 4, Port: 50, TapFlow: -1, TapMirror: 3}, PinDir: ""}
 	if got != want {
 		t.Errorf("apply, no flags = %+v, want %+v", got, want)
 	}
@@ -263,10 +268,11 @@ pin_dir = ""
 	// Flags given on the command line win; their values are already in cfg.
 	got = defaults
 	got.Listen, got.Auth, got.MaxTapServices, got.Quotas.Port, got.Quotas.Network = "127.0.0.1:2", "noauth", 7, 9, 0
+	got.Quotas.TapMirror = 8
 	fc.apply(&got, map[string]bool{"listen": true, "auth": true, "max-tap-services": true, "quota-port": true, "public-metrics": true,
-		"pin-dir": true, "quota-network": true})
+		"pin-dir": true, "quota-network": true, "quota-tap-mirror": true})
 	want = config{Listen: "127.0.0.1:2", DB: "/x.db", Auth: "noauth", Tokens: "/t", MaxTapServices: 7, Dataplane: "xdp", LogLevel: "debug",
-		Quotas: control.Quotas{Port: 9, TapFlow: -1}, PinDir: defaultPinDir}
+		Quotas: control.Quotas{Port: 9, TapFlow: -1, TapMirror: 8}, PinDir: defaultPinDir}
 	if got != want {
 		t.Errorf("apply, flags set = %+v, want %+v", got, want)
 	}
@@ -295,7 +301,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		for i, ifc := range fc.Interfaces {
-			if ifc.Role != roleCapture && ifc.Role != roleMonitor {
+			if ifc.Role != roleCapture && ifc.Role != roleMonitor && ifc.Role != roleUplink {
 				t.Fatalf("interfaces[%d].role %q accepted", i, ifc.Role)
 			}
 			if ifc.Name == "" || len(ifc.Name) > 15 {

@@ -63,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project; 0 = default (10000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapService, "quota-tap-service", 0, "tap services per project; 0 = default (1000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.TapFlow, "quota-tap-flow", 0, "tap flows per project; 0 = default (10000), -1 = unlimited")
+	fs.IntVar(&cfg.Quotas.TapMirror, "quota-tap-mirror", 0, "tap mirrors per project; 0 = default (1000), -1 = unlimited")
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
 	fs.StringVar(&cfg.PinDir, "pin-dir", defaultPinDir, "bpffs `directory` where SIGUSR2 leaves the fast path attached for the next taasd; empty: SIGUSR2 stops as SIGTERM does")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -112,7 +113,7 @@ func (c config) validate() error {
 		flag string
 		v    int
 	}{{"--quota-network", c.Quotas.Network}, {"--quota-port", c.Quotas.Port}, {"--quota-tap-service", c.Quotas.TapService},
-		{"--quota-tap-flow", c.Quotas.TapFlow}} {
+		{"--quota-tap-flow", c.Quotas.TapFlow}, {"--quota-tap-mirror", c.Quotas.TapMirror}} {
 		if q.v < -1 {
 			return fmt.Errorf("%s %d: want -1 (unlimited), 0 (default) or more", q.flag, q.v)
 		}

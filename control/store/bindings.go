@@ -7,7 +7,7 @@ import (
 
 // BoundInterfaces returns the interfaces in use in role, across every
 // project: of tap services' ports (monitors, services true) or of tap
-// flows' source ports (captures). Control checks a new binding against
+// flows' source ports and tap mirrors' ports (captures). Control checks a new binding against
 // them for loops. The query walks the ports, not the flows: a create must
 // not cost more with every flow.
 func (s *Store) BoundInterfaces(ctx context.Context, services bool) ([]string, error) {
@@ -21,7 +21,8 @@ func (t *Tx) BoundInterfaces(services bool) ([]string, error) {
 }
 
 func boundInterfaces(ctx context.Context, q queryer, services bool) ([]string, error) {
-	use := `SELECT 1 FROM tap_flows f WHERE f.source_port = p.id`
+	use := `SELECT 1 FROM tap_flows f WHERE f.source_port = p.id
+		UNION ALL SELECT 1 FROM tap_mirrors m WHERE m.port_id = p.id`
 	if services {
 		use = `SELECT 1 FROM tap_services t WHERE t.port_id = p.id`
 	}
@@ -32,15 +33,17 @@ func boundInterfaces(ctx context.Context, q queryer, services bool) ([]string, e
 	return out, nil
 }
 
-// PortUse counts the tap services on port id and the tap flows whose
-// source it is, across every project.
-func (s *Store) PortUse(ctx context.Context, id string) (services, flows int, err error) {
+// PortUse counts, across every project, the tap services on port id and
+// its uses as a source: the tap flows whose source it is and the tap
+// mirrors on it (both need the port on a capture interface).
+func (s *Store) PortUse(ctx context.Context, id string) (services, sources int, err error) {
 	err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM tap_services WHERE port_id = ?1),
-		(SELECT count(*) FROM tap_flows WHERE source_port = ?1)`, id).Scan(&services, &flows)
+		(SELECT count(*) FROM tap_flows WHERE source_port = ?1) + (SELECT count(*) FROM tap_mirrors WHERE port_id = ?1)`,
+		id).Scan(&services, &sources)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count uses of port %s: %w", id, err)
 	}
-	return services, flows, nil
+	return services, sources, nil
 }
 
 func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {

@@ -32,6 +32,28 @@ type DesiredFlow struct {
 	Status       Status
 }
 
+// DesiredMirror is a tap mirror with what the data plane needs of its
+// port. It has no stored status: the reconciler keeps the data plane's.
+type DesiredMirror struct {
+	ID         string
+	ProjectID  string
+	PortID     string
+	Iface      string
+	PortUp     bool // the port's admin_state_up
+	MAC        string
+	Directions Directions
+	RemoteIP   string
+	MirrorType string
+}
+
+// DesiredState is everything the data plane should realise, read at one
+// point in time.
+type DesiredState struct {
+	Services []DesiredService
+	Flows    []DesiredFlow
+	Mirrors  []DesiredMirror
+}
+
 // Status is a realisation status as stored next to a service or flow.
 type Status struct {
 	State  string // ACTIVE, DOWN or ERROR
@@ -40,47 +62,65 @@ type Status struct {
 
 // Desired reads the whole desired state in one read transaction, so the
 // plan built from it is consistent.
-func (s *Store) Desired(ctx context.Context) ([]DesiredService, []DesiredFlow, error) {
+func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
+	var d DesiredState
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read desired state: %w", err)
+		return d, fmt.Errorf("read desired state: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	var svcs []DesiredService
-	rows, err := tx.QueryContext(ctx, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, s.status, s.status_reason
-		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`)
+	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, s.status, s.status_reason
+		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`,
+		func(sc scanner, x *DesiredService) error {
+			return sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Status.State, &x.Status.Reason)
+		})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read desired services: %w", err)
+		return d, fmt.Errorf("read desired services: %w", err)
 	}
-	for rows.Next() {
-		var d DesiredService
-		if err := rows.Scan(&d.ID, &d.ProjectID, &d.PortID, &d.Iface, &d.PortUp, &d.Status.State, &d.Status.Reason); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("read desired services: %w", err)
-		}
-		svcs = append(svcs, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read desired services: %w", err)
-	}
-	var flows []DesiredFlow
-	rows, err = tx.QueryContext(ctx, `SELECT f.id, f.project_id, f.tap_service_id, f.source_port, p.iface,
+	err = scanAll(ctx, tx, &d.Flows, `SELECT f.id, f.project_id, f.tap_service_id, f.source_port, p.iface,
 		p.admin_state_up, p.mac_address, f.direction, coalesce(f.vlan_filter, ''), f.status, f.status_reason
-		FROM tap_flows f JOIN ports p ON p.id = f.source_port ORDER BY f.seq`)
+		FROM tap_flows f JOIN ports p ON p.id = f.source_port ORDER BY f.seq`,
+		func(sc scanner, x *DesiredFlow) error {
+			return sc.Scan(&x.ID, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Iface, &x.PortUp, &x.MAC, &x.Direction,
+				&x.VLANFilter, &x.Status.State, &x.Status.Reason)
+		})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read desired flows: %w", err)
+		return d, fmt.Errorf("read desired flows: %w", err)
+	}
+	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
+		m.directions, m.remote_ip, m.mirror_type
+		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
+		func(sc scanner, x *DesiredMirror) error {
+			var dirs []byte
+			if err := sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP, &x.MirrorType); err != nil {
+				return err
+			}
+			return x.Directions.UnmarshalJSON(dirs)
+		})
+	if err != nil {
+		return d, fmt.Errorf("read desired tap mirrors: %w", err)
+	}
+	return d, nil
+}
+
+// scanner is what *sql.Row and *sql.Rows share.
+type scanner interface{ Scan(...any) error }
+
+// scanAll appends to out one T per row of query, filled by scan.
+func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan func(scanner, *T) error) error {
+	rows, err := q.QueryContext(ctx, query)
+	if err != nil {
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var d DesiredFlow
-		if err := rows.Scan(&d.ID, &d.ProjectID, &d.ServiceID, &d.SourcePortID, &d.Iface, &d.PortUp, &d.MAC, &d.Direction,
-			&d.VLANFilter, &d.Status.State, &d.Status.Reason); err != nil {
-			return nil, nil, fmt.Errorf("read desired flows: %w", err)
+		var x T
+		if err := scan(rows, &x); err != nil {
+			return err
 		}
-		flows = append(flows, d)
+		*out = append(*out, x)
 	}
-	return svcs, flows, rows.Err()
+	return rows.Err()
 }
 
 // SetStatuses writes the given statuses in one transaction. Rows deleted
@@ -89,7 +129,7 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Stat
 	if len(services) == 0 && len(flows) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for id, st := range services {
 			if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET status = ?, status_reason = ? WHERE id = ?`,
 				st.State, st.Reason, id); err != nil {

@@ -15,10 +15,11 @@ const (
 	QuotaPort       = "port"
 	QuotaTapService = "tap_service"
 	QuotaTapFlow    = "tap_flow"
+	QuotaTapMirror  = "tap_mirror"
 )
 
 // QuotaResources lists every quota resource in the order answers list them.
-var QuotaResources = []string{QuotaNetwork, QuotaPort, QuotaTapService, QuotaTapFlow}
+var QuotaResources = []string{QuotaNetwork, QuotaPort, QuotaTapService, QuotaTapFlow, QuotaTapMirror}
 
 // Limits maps a quota resource to its limit; -1 is unlimited.
 type Limits map[string]int
@@ -99,7 +100,7 @@ func (s *Store) SetQuotas(ctx context.Context, project string, l Limits, check f
 					return err
 				}
 			}
-			if _, err := tx.tx.ExecContext(ctx, `INSERT INTO quotas (project_id, resource, hard_limit) VALUES (?, ?, ?)
+			if _, err := tx.tx.ExecContext(tx.ctx, `INSERT INTO quotas (project_id, resource, hard_limit) VALUES (?, ?, ?)
 				ON CONFLICT (project_id, resource) DO UPDATE SET hard_limit = excluded.hard_limit`, project, r, limit); err != nil {
 				return fmt.Errorf("set quota %s of %s: %w", r, project, err)
 			}
@@ -111,16 +112,18 @@ func (s *Store) SetQuotas(ctx context.Context, project string, l Limits, check f
 // DeleteQuotas removes every override of project, which gets the defaults
 // back. ErrNotFound: project had none.
 func (s *Store) DeleteQuotas(ctx context.Context, project string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM quotas WHERE project_id = ?`, project)
-	if err != nil {
-		return fmt.Errorf("delete quotas of %s: %w", project, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete quotas of %s: %w", project, err)
-	} else if n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM quotas WHERE project_id = ?`, project)
+		if err != nil {
+			return fmt.Errorf("delete quotas of %s: %w", project, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("delete quotas of %s: %w", project, err)
+		} else if n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 }
 
 func count(ctx context.Context, q queryer, resource, project string) (int, error) {

@@ -74,6 +74,7 @@ type Ref struct {
 type Deleted struct {
 	Services []Ref
 	Flows    []Ref
+	Mirrors  []Ref
 }
 
 const networkCols = `id, project_id, name, description, admin_state_up, shared, mtu`
@@ -186,7 +187,7 @@ func (s *Store) CreatePort(ctx context.Context, p Port) error {
 // transaction. fn's error aborts the update and is returned as is.
 func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Port) error) (Port, error) {
 	var p Port
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if p, err = getPort(ctx, tx, project, id); err != nil {
 			return err
@@ -207,14 +208,15 @@ func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Por
 }
 
 // DeletePort deletes the port of project with, as upstream's port-delete
-// callback does, the tap services on it (and their flows) and the flows
-// whose source it is. It returns what the cascade removed.
+// callbacks do, the tap services on it (and their flows), the flows whose
+// source it is and the tap mirrors on it. It returns what the cascade
+// removed.
 func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Deleted, error) {
 	var (
 		p Port
 		d Deleted
 	)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if p, err = getPort(ctx, tx, project, id); err != nil {
 			return err
@@ -225,6 +227,9 @@ func (s *Store) DeletePort(ctx context.Context, project, id string) (Port, Delet
 		if d.Flows, err = refs(ctx, tx, `SELECT f.id, f.project_id FROM tap_flows f
 			JOIN tap_services s ON s.id = f.tap_service_id
 			WHERE f.source_port = ?1 OR s.port_id = ?1`, id); err != nil {
+			return err
+		}
+		if d.Mirrors, err = refs(ctx, tx, `SELECT id, project_id FROM tap_mirrors WHERE port_id = ?`, id); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM ports WHERE id = ?`, id); err != nil {
@@ -306,7 +311,7 @@ func (s *Store) CreateTapService(ctx context.Context, t TapService, max int) err
 // and description back, in one transaction.
 func (s *Store) UpdateTapService(ctx context.Context, project, id string, fn func(*TapService) error) (TapService, error) {
 	var t TapService
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if t, err = getService(ctx, tx, project, id); err != nil {
 			return err
@@ -330,7 +335,7 @@ func (s *Store) DeleteTapService(ctx context.Context, project, id string) (TapSe
 		t TapService
 		d Deleted
 	)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if t, err = getService(ctx, tx, project, id); err != nil {
 			return err
@@ -408,7 +413,7 @@ func (s *Store) CreateTapFlow(ctx context.Context, f TapFlow) error {
 // description back, in one transaction.
 func (s *Store) UpdateTapFlow(ctx context.Context, project, id string, fn func(*TapFlow) error) (TapFlow, error) {
 	var f TapFlow
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if f, err = getFlow(ctx, tx, project, id); err != nil {
 			return err
@@ -428,7 +433,7 @@ func (s *Store) UpdateTapFlow(ctx context.Context, project, id string, fn func(*
 // DeleteTapFlow deletes the flow of project.
 func (s *Store) DeleteTapFlow(ctx context.Context, project, id string) (TapFlow, error) {
 	var f TapFlow
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		if f, err = getFlow(ctx, tx, project, id); err != nil {
 			return err

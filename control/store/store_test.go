@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -30,7 +32,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql]" {
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql]" {
 		t.Errorf("Migrations = %v", got)
 	}
 	s.Close()
@@ -124,7 +126,8 @@ func TestCascadeAndScope(t *testing.T) {
 	}
 }
 
-// TestStatuses: SetStatuses writes, Desired reads the join.
+// TestStatuses: SetStatuses writes, Desired reads the joins (a mirror's
+// with its port's interface and MAC).
 func TestStatuses(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
@@ -141,14 +144,69 @@ func TestStatuses(t *testing.T) {
 		map[string]Status{"f": {"ERROR", "boom"}}); err != nil {
 		t.Fatal(err)
 	}
-	svcs, flows, err := s.Desired(ctx)
+	if err := s.CreateTapMirror(ctx, TapMirror{ID: "m", ProjectID: "a", PortID: "p", Directions: Directions{{"OUT", json.RawMessage(`"9"`)}},
+		RemoteIP: "192.0.2.7", MirrorType: "vxlan"}, "a"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Desired(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	svcs, flows := d.Services, d.Flows
+	want := DesiredMirror{ID: "m", ProjectID: "a", PortID: "p", Iface: "eth1", MAC: "fa:16:3e:00:00:01",
+		Directions: Directions{{"OUT", json.RawMessage(`"9"`)}}, RemoteIP: "192.0.2.7", MirrorType: "vxlan"}
+	if len(d.Mirrors) != 1 || !reflect.DeepEqual(d.Mirrors[0], want) {
+		t.Errorf("desired mirrors = %+v, want %+v", d.Mirrors, want)
 	}
 	if len(svcs) != 1 || svcs[0].Iface != "eth1" || svcs[0].Status != (Status{"ACTIVE", ""}) {
 		t.Errorf("desired services = %+v", svcs)
 	}
 	if len(flows) != 1 || flows[0].MAC != "fa:16:3e:00:00:01" || flows[0].VLANFilter != "" || flows[0].Status != (Status{"ERROR", "boom"}) {
 		t.Errorf("desired flows = %+v", flows)
+	}
+}
+
+// TestGeneration: every write method bumps Generation before it returns,
+// and reads do not (control caches lists under it, issue 10).
+func TestGeneration(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	port := Port{ID: "11111111-1111-1111-1111-111111111111", ProjectID: "p", NetworkID: defaultNetwork,
+		MACAddress: "fa:16:3e:00:00:01"}
+	svc := TapService{ID: "22222222-2222-2222-2222-222222222222", ProjectID: "p", PortID: port.ID, Status: "DOWN"}
+	flow := TapFlow{ID: "33333333-3333-3333-3333-333333333333", ProjectID: "p", TapServiceID: svc.ID,
+		SourcePort: port.ID, Direction: "IN", Status: "DOWN"}
+	tests := []struct {
+		name  string
+		write bool
+		run   func() error
+	}{
+		{"create network", true, func() error {
+			return s.CreateNetwork(ctx, Network{ID: "44444444-4444-4444-4444-444444444444", ProjectID: "p"})
+		}},
+		{"create port", true, func() error { return s.CreatePort(ctx, port) }},
+		{"list ports", false, func() error { _, err := s.ListPorts(ctx, ""); return err }},
+		{"create tap service", true, func() error { return s.CreateTapService(ctx, svc, 0) }},
+		{"create tap flow", true, func() error { return s.CreateTapFlow(ctx, flow) }},
+		{"list tap flows", false, func() error { _, err := s.ListTapFlows(ctx, ""); return err }},
+		{"set statuses", true, func() error {
+			return s.SetStatuses(ctx, nil, map[string]Status{flow.ID: {State: "ACTIVE"}})
+		}},
+		{"update tap flow", true, func() error {
+			_, err := s.UpdateTapFlow(ctx, "", flow.ID, func(f *TapFlow) error { f.Name = "x"; return nil })
+			return err
+		}},
+		{"set quotas", true, func() error { return s.SetQuotas(ctx, "p", Limits{QuotaPort: 5}, nil) }},
+		{"delete quotas", true, func() error { return s.DeleteQuotas(ctx, "p") }},
+		{"delete port", true, func() error { _, _, err := s.DeletePort(ctx, "", port.ID); return err }},
+	}
+	for _, tc := range tests {
+		before := s.Generation()
+		if err := tc.run(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if changed := s.Generation() != before; changed != tc.write {
+			t.Errorf("%s: Generation changed = %v, want %v", tc.name, changed, tc.write)
+		}
 	}
 }

@@ -3,29 +3,231 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
-// Tx is one write transaction, the unit in which a create checks what it
-// depends on (the port, the service, their owners, the quota) and inserts:
-// a bulk create runs every item in one Tx, so it commits whole or not at
-// all, and no other client sees (or builds on) a row of it before it
-// commits. Issue 9: a failing bulk used to be undone by deleting what it
-// had inserted, and the cascade took acknowledged flows of other clients
-// with it.
+// Tx is one write's share of a write transaction, the unit in which a
+// create checks what it depends on (the port, the service, their owners,
+// the quota) and inserts: a bulk create runs every item in one Tx, so it
+// commits whole or not at all, and no other client sees (or builds on) a
+// row of it before it commits. Issue 9: a failing bulk used to be undone by
+// deleting what it had inserted, and the cascade took acknowledged flows of
+// other clients with it.
 //
-// A Tx is valid only inside the function given to Write, on its goroutine.
+// A Tx is valid only inside the function given to Write.
 type Tx struct {
 	ctx context.Context
 	tx  *sql.Tx
 }
 
-// Write runs fn in one immediate transaction: it commits when fn returns
-// nil and rolls back otherwise, returning fn's error as is. Writers queue
-// for the one write connection, so fn must not wait for anything but the
-// database.
+// defaultMaxBatch bounds the Writes one commit carries. Every caller of a
+// batch waits for all of its fns and the one commit; 128 is far more than
+// the clients that queue during one fsync, so it only caps a burst.
+const defaultMaxBatch = 128
+
+// Write runs fn in a write transaction and returns fn's error as is, or
+// nil once what fn wrote is durable (synchronous=FULL: on disk, surviving
+// kill -9 and power loss). fn's writes are undone when it returns an error
+// (or panics: the panic is raised again in Write's caller).
+//
+// Group commit (issue 10: 8 clients creating flows waited 16 ms at p99,
+// one fsync each in a row): one writer goroutine takes the Writes queued
+// while it committed the last batch, runs each fn inside a SAVEPOINT of
+// one transaction, rolling back to it the work of an fn that fails, and
+// commits once for all. So one fn's error or panic never touches the
+// others' work, and no caller hears of success before the commit that
+// carries its writes is on disk. Were SQLite itself to abandon the
+// transaction (an I/O error, a full disk), the fns that had succeeded in it
+// get that error, and those not yet run run in the next one.
+//
+// A ctx cancelled before fn starts drops the Write (ctx's error); once fn
+// has started it runs to its end, on a context that keeps ctx's values but
+// is not cancelled: interrupting a statement mid-way would make SQLite roll
+// back the whole transaction, other callers' work with it. fn runs on the
+// writer goroutine while the other Writes wait, so it must not wait for
+// anything but the database, and must not call Write.
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	return s.tx(ctx, func(tx *sql.Tx) error { return fn(&Tx{ctx: ctx, tx: tx}) })
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	select {
+	case s.queue <- r:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqDropped) {
+			return ctx.Err()
+		}
+		<-r.done // the writer has it: wait for its outcome
+	case <-s.stopped:
+		if r.state.CompareAndSwap(reqQueued, reqDropped) {
+			return ErrClosed
+		}
+		<-r.done
+	}
+	if r.panicked != nil {
+		panic(r.panicked)
+	}
+	return r.err
+}
+
+// A writeReq is one Write on its way through the writer.
+type writeReq struct {
+	ctx context.Context
+	fn  func(*Tx) error
+	// state moves from reqQueued to reqTaken (the writer) or reqDropped
+	// (the caller, whose ctx ended): whoever moves it first decides.
+	state atomic.Int32
+	// err and panicked are the outcome, written before done is closed.
+	err      error
+	panicked any
+	done     chan struct{}
+}
+
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqDropped
+)
+
+func (r *writeReq) finish(err error) {
+	r.err = err
+	close(r.done)
+}
+
+// call runs the request's fn on tx; a panic is kept for the caller.
+func (r *writeReq) call(tx *sql.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.panicked = p
+			err = fmt.Errorf("write fn panicked: %v", p)
+		}
+	}()
+	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx})
+}
+
+// writer is the goroutine that runs every Write: it takes what is queued,
+// up to maxBatch, and commits it as one transaction, until quit.
+func (s *Store) writer() {
+	defer close(s.stopped)
+	batch := make([]*writeReq, 0, s.maxBatch)
+	for {
+		select {
+		case r := <-s.queue:
+			batch = append(batch[:0], r)
+		case <-s.quit:
+			return
+		}
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case r := <-s.queue:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		run := batch[:0]
+		for _, r := range batch {
+			if !r.state.CompareAndSwap(reqQueued, reqTaken) {
+				continue // its caller has given up and returned
+			}
+			if err := r.ctx.Err(); err != nil {
+				r.finish(err)
+				continue
+			}
+			run = append(run, r)
+		}
+		for len(run) > 0 {
+			run = s.commit(run)
+		}
+		clear(batch[:cap(batch)])
+	}
+}
+
+// commit runs the fns of run in one transaction, each in a savepoint when
+// there are several, and commits once. It answers at least one request,
+// every one it ran, and returns those it did not run because SQLite
+// abandoned the transaction.
+func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
+	s.batches.Add(1)
+	tx, err := s.w.BeginTx(context.Background(), nil)
+	if err != nil {
+		for _, r := range run {
+			r.finish(fmt.Errorf("begin write transaction: %w", err))
+		}
+		return nil
+	}
+	if len(run) == 1 { // nothing to keep apart: no savepoint
+		r := run[0]
+		if err := r.call(tx); err != nil {
+			tx.Rollback() //nolint:errcheck // fn's error is the one to report
+			r.finish(err)
+			return nil
+		}
+		err := tx.Commit()
+		s.gen.Add(1) // before any caller hears of the commit (Generation)
+		if err != nil {
+			r.finish(fmt.Errorf("commit: %w", err))
+			return nil
+		}
+		r.finish(nil)
+		return nil
+	}
+	var (
+		done  []*writeReq // run, succeeded, waiting for the commit
+		lost  error       // why SQLite abandoned the transaction
+		exec  = func(q string) error { _, err := tx.Exec(q); return err }
+		state = func(err error) error { return fmt.Errorf("write transaction abandoned: %w", err) }
+	)
+	for i, r := range run {
+		if err := exec(`SAVEPOINT w`); err != nil {
+			r.finish(state(err))
+			lost, rest = state(err), run[i+1:]
+			break
+		}
+		if err := r.call(tx); err != nil {
+			r.finish(err)
+			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
+				lost, rest = state(rerr), run[i+1:]
+				break
+			}
+			continue
+		}
+		if err := exec(`RELEASE w`); err != nil {
+			r.finish(state(err))
+			lost, rest = state(err), run[i+1:]
+			break
+		}
+		done = append(done, r)
+	}
+	if lost != nil {
+		tx.Rollback() //nolint:errcheck // lost is the error to report
+		for _, r := range done {
+			r.finish(lost)
+		}
+		return rest
+	}
+	err = tx.Commit()
+	// Bumped before any caller hears of the commit, and even when it
+	// failed: its outcome is then unknown, and a needless bump costs only a
+	// cache miss (Generation).
+	s.gen.Add(1)
+	if err != nil {
+		err = fmt.Errorf("commit: %w", err)
+	}
+	for _, r := range done {
+		r.finish(err)
+	}
+	return nil
 }
 
 // GetNetwork returns one network visible to project.

@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestWrite: a Write whose fn fails leaves nothing, a conflicting insert
@@ -113,6 +116,11 @@ func TestUsage(t *testing.T) {
 					TapServiceID: project + "s", SourcePort: fmt.Sprint(project, "p", i+1), Direction: "IN"}); err != nil {
 					return err
 				}
+				if err := tx.CreateTapMirror(TapMirror{ID: fmt.Sprint(project, "m", i), ProjectID: project,
+					PortID: fmt.Sprint(project, "p", i), Directions: Directions{{"IN", json.RawMessage(fmt.Sprint(i))}},
+					RemoteIP: "192.0.2.1", MirrorType: "gre"}, project); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -129,8 +137,8 @@ func TestUsage(t *testing.T) {
 	}); !errors.Is(err, boom) {
 		t.Fatal(err)
 	}
-	// Deleting a's monitor port cascades to its service and both flows;
-	// deleting b's source port p1 to one flow.
+	// Deleting a's monitor port cascades to its service, both flows and
+	// mirror m0; deleting b's source port p1 to one flow and mirror m1.
 	if _, _, err := s.DeletePort(ctx, "a", "ap0"); err != nil {
 		t.Fatal(err)
 	}
@@ -140,9 +148,10 @@ func TestUsage(t *testing.T) {
 	if err := s.CreateNetwork(ctx, Network{ID: "bn", ProjectID: "b"}); err != nil {
 		t.Fatal(err)
 	}
-	for project, want := range map[string]string{"a": "map[network:0 port:2 tap_flow:0 tap_service:0]",
-		"b": "map[network:1 port:2 tap_flow:1 tap_service:1]", "c": "map[network:0 port:0 tap_flow:0 tap_service:0]",
-		"default": "map[network:1 port:0 tap_flow:0 tap_service:0]"} {
+	for project, want := range map[string]string{"a": "map[network:0 port:2 tap_flow:0 tap_mirror:1 tap_service:0]",
+		"b":       "map[network:1 port:2 tap_flow:1 tap_mirror:1 tap_service:1]",
+		"c":       "map[network:0 port:0 tap_flow:0 tap_mirror:0 tap_service:0]",
+		"default": "map[network:1 port:0 tap_flow:0 tap_mirror:0 tap_service:0]"} {
 		u, err := s.Usage(ctx, project)
 		if err != nil {
 			t.Fatal(err)
@@ -190,5 +199,189 @@ func TestNetworkUsageOnOldDatabase(t *testing.T) {
 		if u[QuotaNetwork] != want {
 			t.Errorf("Usage(%s)[network] = %d, want %d", project, u[QuotaNetwork], want)
 		}
+	}
+}
+
+// holdWriter queues a Write whose fn waits for the returned release, so
+// that the Writes queued meanwhile go into the writer's next batch. It
+// returns once the writer runs that fn; wait returns the held Write's
+// error.
+func holdWriter(t *testing.T, s *Store) (release func(), wait func() error) {
+	t.Helper()
+	running, rel, res := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		res <- s.Write(context.Background(), func(tx *Tx) error {
+			close(running)
+			<-rel
+			return tx.CreatePort(Port{ID: "held", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:0f:00"})
+		})
+	}()
+	<-running
+	var once sync.Once
+	release = func() { once.Do(func() { close(rel) }) }
+	t.Cleanup(release)
+	return release, func() error { return <-res }
+}
+
+// waitQueued waits until n Writes are queued for the writer.
+func waitQueued(t *testing.T, s *Store, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(s.queue) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Writes queued after 10s, want %d", len(s.queue), n)
+		}
+	}
+}
+
+// TestGroupCommit: Writes queued while one commits share the next commit,
+// and each gets its own outcome: one fn's error, constraint violation or
+// panic undoes its own work only, and a Write whose ctx ends while it
+// waits returns at once and never runs.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	port := func(id, mac string) Port {
+		return Port{ID: id, ProjectID: "a", NetworkID: defaultNetwork, MACAddress: mac}
+	}
+	before := s.batches.Load()
+	release, held := holdWriter(t, s)
+
+	boom := errors.New("boom")
+	cases := []struct {
+		name string
+		fn   func(tx *Tx) error
+		want error // nil: committed
+		rows []string
+	}{
+		{"ok", func(tx *Tx) error { return tx.CreatePort(port("ok1", "fa:16:3e:00:00:01")) }, nil, []string{"ok1"}},
+		{"fails after a write", func(tx *Tx) error {
+			if err := tx.CreatePort(port("gone1", "fa:16:3e:00:00:02")); err != nil {
+				return err
+			}
+			return boom
+		}, boom, nil},
+		{"ok with two rows", func(tx *Tx) error {
+			if err := tx.CreatePort(port("ok2", "fa:16:3e:00:00:03")); err != nil {
+				return err
+			}
+			return tx.CreatePort(port("ok3", "fa:16:3e:00:00:04"))
+		}, nil, []string{"ok2", "ok3"}},
+		{"constraint after a write", func(tx *Tx) error {
+			if err := tx.CreatePort(port("gone2", "fa:16:3e:00:00:05")); err != nil {
+				return err
+			}
+			return tx.CreatePort(port("gone3", "fa:16:3e:00:00:01")) // ok1's MAC, in the batch before it
+		}, ErrConflict, nil},
+		{"sees the batch's earlier writes", func(tx *Tx) error {
+			if _, err := tx.GetPort("a", "ok1"); err != nil {
+				return err
+			}
+			return tx.CreatePort(port("ok4", "fa:16:3e:00:00:05")) // gone2's MAC: rolled back
+		}, nil, []string{"ok4"}},
+	}
+	errs := make([]error, len(cases))
+	var wg sync.WaitGroup
+	for i, tc := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Write(ctx, tc.fn)
+		}()
+		waitQueued(t, s, i+1) // keep the order of the table
+	}
+	// A panic, raised again in its caller.
+	wg.Add(1)
+	var panicked any
+	go func() {
+		defer wg.Done()
+		defer func() { panicked = recover() }()
+		s.Write(ctx, func(tx *Tx) error { //nolint:errcheck // it panics
+			if err := tx.CreatePort(port("gone4", "fa:16:3e:00:00:06")); err != nil {
+				return err
+			}
+			panic("fn panics")
+		})
+	}()
+	waitQueued(t, s, len(cases)+1)
+	// Cancelled while queued: returns at once, with the writer held.
+	cctx, cancel := context.WithCancel(ctx)
+	ran := false
+	cancelled := make(chan error)
+	go func() { cancelled <- s.Write(cctx, func(*Tx) error { ran = true; return nil }) }()
+	waitQueued(t, s, len(cases)+2)
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Errorf("Write cancelled while queued = %v, want context.Canceled", err)
+	}
+
+	release()
+	if err := held(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := s.batches.Load() - before; got != 2 {
+		t.Errorf("%d write transactions, want 2: the held one and one for every Write queued meanwhile", got)
+	}
+	var want []string
+	for i, tc := range cases {
+		if !errors.Is(errs[i], tc.want) || (tc.want == nil) != (errs[i] == nil) {
+			t.Errorf("%s: Write = %v, want %v", tc.name, errs[i], tc.want)
+		}
+		want = append(want, tc.rows...)
+	}
+	if panicked != "fn panics" {
+		t.Errorf("a panicking fn: the caller recovered %v, want its panic", panicked)
+	}
+	if ran {
+		t.Error("the cancelled Write's fn ran")
+	}
+	ps, err := s.ListPorts(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{}
+	for _, p := range ps {
+		got = append(got, p.ID)
+	}
+	want = append([]string{"held"}, want...)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ports after the batch = %v, want %v", got, want)
+	}
+	if u, err := s.Usage(ctx, "a"); err != nil || u[QuotaPort] != len(want) {
+		t.Errorf("port usage = %v %v, want %d", u, err, len(want))
+	}
+}
+
+// TestWriteAfterClose: a Write on a closed store, or queued when it
+// closes, fails with ErrClosed.
+func TestWriteAfterClose(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	release, held := holdWriter(t, s)
+	queued := make(chan error)
+	go func() { queued <- s.Write(context.Background(), func(*Tx) error { return nil }) }()
+	waitQueued(t, s, 1)
+	closed := make(chan error)
+	go func() { closed <- s.Close() }()
+	for {
+		select {
+		case <-s.quit:
+		default:
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		break
+	}
+	release()
+	if err := held(); err != nil {
+		t.Errorf("the Write running at Close = %v, want it committed", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-queued; !errors.Is(err, ErrClosed) && err != nil {
+		t.Errorf("a Write queued at Close = %v, want ErrClosed (or nil, had it been taken)", err)
+	}
+	if err := s.Write(context.Background(), func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
 	}
 }

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkCreateTapFlow8 creates tap flows from 8 goroutines, each Write
+// doing what the API's create does in its transaction (quota, service,
+// port and bound-interface look-ups, then the insert), with one commit
+// per Write (as before group commit) and with group commit. It reports
+// the p50 and p99 latency of a Write and the Writes per second.
+//
+//	go test -run '^$' -bench CreateTapFlow8 -benchtime 2000x ./control/store/
+func BenchmarkCreateTapFlow8(b *testing.B) {
+	const clients = 8
+	for _, mode := range []struct {
+		name     string
+		maxBatch int
+	}{{"commit-per-write", 1}, {"group-commit", defaultMaxBatch}} {
+		b.Run(mode.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := openStore(ctx, filepath.Join(b.TempDir(), "taas.db"), mode.maxBatch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			err = s.Write(ctx, func(tx *Tx) error {
+				for _, p := range []Port{{ID: "mon", Interface: "mon0", MACAddress: "fa:16:3e:00:00:01"},
+					{ID: "src", Interface: "cap0", MACAddress: "fa:16:3e:00:00:02"}} {
+					p.ProjectID, p.NetworkID = "a", defaultNetwork
+					if err := tx.CreatePort(p); err != nil {
+						return err
+					}
+				}
+				return tx.CreateTapService(TapService{ID: "svc", ProjectID: "a", PortID: "mon", Status: "DOWN"}, 0)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			lats := make([][]time.Duration, clients)
+			var (
+				next atomic.Int64
+				wg   sync.WaitGroup
+			)
+			batches := s.batches.Load()
+			b.ResetTimer()
+			start := time.Now()
+			for w := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+						t0 := time.Now()
+						err := s.Write(ctx, func(tx *Tx) error {
+							if _, err := tx.QuotaOverrides("a"); err != nil {
+								return err
+							}
+							if _, err := tx.Count(QuotaTapFlow, "a"); err != nil {
+								return err
+							}
+							if _, err := tx.GetTapService("a", "svc"); err != nil {
+								return err
+							}
+							if _, err := tx.GetPort("a", "src"); err != nil {
+								return err
+							}
+							if _, err := tx.BoundInterfaces(true); err != nil {
+								return err
+							}
+							return tx.CreateTapFlow(TapFlow{ID: fmt.Sprint("f", i), ProjectID: "a", TapServiceID: "svc",
+								SourcePort: "src", Direction: "IN", Status: "DOWN"})
+						})
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						lats[w] = append(lats[w], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			lat := slices.Concat(lats...)
+			if len(lat) == 0 {
+				return
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "writes/s")
+			b.ReportMetric(float64(len(lat))/float64(s.batches.Load()-batches), "writes/commit")
+		})
+	}
+}
