@@ -275,18 +275,7 @@ func BenchmarkTunnelProgram(b *testing.B) {
 		b.Run(fmt.Sprintf("drop/%d", size), func(b *testing.B) { once(b, drop, fr, xdpDrop) })
 	}
 	for slot, s := range tunnelSpecs() {
-		h, err := NewTunnelHeader(s)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := c.SetTunnel(slot, h, 1); err != nil {
-			b.Fatal(err)
-		}
-		prog, err := c.loadTunnelProg(slot, ebpf.AttachNone)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer prog.Close()
+		_, prog := testTunnel(b, c, slot, s)
 		for _, size := range []int{64, 1518} {
 			fr := frame(b, macOther, macA, nil, size-14, 0)
 			b.Run(fmt.Sprintf("%s/%d", specName(s), size), func(b *testing.B) { once(b, prog, fr, xdpPass) })

@@ -178,6 +178,26 @@ func (c *Capture) SetTunnel(slot int, h *TunnelHeader, uplink int) error {
 	return nil
 }
 
+// TunnelSeq returns the ERSPAN sequence number the next fast-path copy of
+// tunnel slot will carry, so that the AF_XDP workers can go on from it
+// when a capture leaves the fast path; SetTunnelSeq sets it, for the way
+// back. The kernel numbers the copies of all CPUs from one counter.
+func (c *Capture) TunnelSeq(slot int) (uint32, error) {
+	var seq uint32
+	err := c.withTunnelSeq("read", slot, func(k uint32) error { return c.objs.TunnelSeq.Lookup(k, &seq) })
+	return seq, err
+}
+
+// SetTunnelSeq sets the ERSPAN sequence number of the next fast-path copy
+// of tunnel slot (see TunnelSeq).
+func (c *Capture) SetTunnelSeq(slot int, seq uint32) error {
+	return c.withTunnelSeq("set", slot, func(k uint32) error { return c.objs.TunnelSeq.Update(k, seq, ebpf.UpdateAny) })
+}
+
+func (c *Capture) withTunnelSeq(op string, slot int, fn func(key uint32) error) error {
+	return c.withKey(op+" sequence number of tunnel", "slot", slot, MaxTunnels, fn)
+}
+
 // tunnelProgLocked is the program for the DEVMAP entries of a new tunnel
 // slot. Native mode: one instance for every slot, loaded once (the slot
 // comes with each frame, tun_meta in xdp.c); generic mode keeps no

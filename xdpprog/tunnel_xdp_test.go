@@ -37,6 +37,25 @@ func tsOffset(h *TunnelHeader) int {
 	return h.l4 + greLen + 4
 }
 
+// testTunnel sets tunnel slot of c from spec s (uplink lo) and loads an
+// xdp_tunnel instance for it that BPF_PROG_RUN takes, closed when tb ends.
+func testTunnel(tb testing.TB, c *Capture, slot int, s TunnelSpec) (*TunnelHeader, *ebpf.Program) {
+	tb.Helper()
+	h, err := NewTunnelHeader(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.SetTunnel(slot, h, 1); err != nil {
+		tb.Fatal(err)
+	}
+	prog, err := c.loadTunnelProg(slot, ebpf.AttachNone)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+	return h, prog
+}
+
 // runTunnel runs prog (xdp_tunnel for some slot, loaded as plain XDP) on
 // frame and returns the copy it makes.
 func runTunnel(t *testing.T, prog *ebpf.Program, frame []byte) []byte {
@@ -59,8 +78,9 @@ func runTunnel(t *testing.T, prog *ebpf.Program, frame []byte) []byte {
 // loaded as plain XDP because test runs refuse DEVMAP programs) makes the
 // same bytes as Encapsulate with the same sequence number, except ERSPAN
 // III's timestamp (4 bytes at tsOffset: Overhead-8 .. Overhead-4), which
-// must lie between the clock before and after the run. The counters count
-// each copy, its bytes on the wire and the truncated ones.
+// must lie between the clock before and after the run, give or take 1 s.
+// The counters count each copy, its bytes on the wire and the truncated
+// ones.
 func TestTunnelXDPMatchesGo(t *testing.T) {
 	testutil.RequireRoot(t, needBPF)
 	c, err := Load(Config{})
@@ -68,18 +88,7 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	for slot, s := range tunnelXDPSpecs() {
 		t.Run(fmt.Sprintf("%s/mtu%d", specName(s), s.MTU), func(t *testing.T) {
-			h, err := NewTunnelHeader(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.SetTunnel(slot, h, 1); err != nil {
-				t.Fatal(err)
-			}
-			prog, err := c.loadTunnelProg(slot, ebpf.AttachNone)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prog.Close()
+			h, prog := testTunnel(t, c, slot, s)
 			var want FastTunnelCounter
 			buf := make([]byte, 4096)
 			for seq, fr := range append(tunnelFrames(), tunnelFrames()...) {
@@ -91,8 +100,10 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 				if off := tsOffset(h); off >= 0 && len(got) >= off+4 {
 					ts := binary.BigEndian.Uint32(got[off:])
 					// The kernel's clock is boot time plus an offset read
-					// once: allow 1 ms (10 units) of skew.
-					if ts+10 < before || ts > after+10 {
+					// once, two clock reads apart, which a busy machine may
+					// preempt: allow 1 s (10000 units) of skew; a wrong
+					// unit or epoch is off by far more.
+					if ts+10000 < before || ts > after+10000 {
 						t.Errorf("%s: timestamp %d, want %d..%d", fr.name, ts, before, after)
 					}
 					binary.BigEndian.PutUint32(exp[off:], ts)
@@ -113,6 +124,32 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	}
 }
 
+// TestTunnelSeq sets a tunnel's ERSPAN sequence number just below the wrap
+// and checks the copies count on from it, through 0.
+func TestTunnelSeq(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	h, prog := testTunnel(t, c, 3, tunnelSpecs()[1]) // erspanv1/ipv4
+	if err := c.SetTunnelSeq(3, 0xfffffffe); err != nil {
+		t.Fatal(err)
+	}
+	fr := frame(t, macOther, macA, nil, 46, 0)
+	for _, want := range []uint32{0xfffffffe, 0xffffffff, 0} {
+		got := runTunnel(t, prog, fr)
+		if seq := binary.BigEndian.Uint32(got[h.l4+4:]); seq != want {
+			t.Errorf("sequence number %#x, want %#x", seq, want)
+		}
+	}
+	if seq, err := c.TunnelSeq(3); err != nil || seq != 1 {
+		t.Errorf("TunnelSeq(3) = %d, %v; want 1", seq, err)
+	}
+	if _, err := c.TunnelSeq(MaxTunnels); err == nil {
+		t.Errorf("TunnelSeq(%d) succeeded", MaxTunnels)
+	}
+}
+
 // TestTunnelXDPOddChecksum runs IPv6 VXLAN over frames of every length
 // from 14 to 600 bytes, so the checksum loop ends on each chunk size and on
 // an odd byte.
@@ -121,18 +158,7 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 	c, err := Load(Config{})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
-	h, err := NewTunnelHeader(tunnelSpecs()[7])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetTunnel(0, h, 1); err != nil {
-		t.Fatal(err)
-	}
-	prog, err := c.loadTunnelProg(0, ebpf.AttachNone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
+	h, prog := testTunnel(t, c, 0, tunnelSpecs()[7]) // vxlan/ipv6
 	full := frame(t, macOther, macA, nil, 600, 0)
 	for i := range full[14:] {
 		full[14+i] = byte(i*7 + 3)
@@ -155,8 +181,8 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 // must take each copy's tunnel from tun_meta), slot 2 by uplink 2; each
 // slot has its own id. Every copy the uplinks' peers receive must be what
 // Encapsulate makes of its frame with its slot's header, except the ERSPAN
-// sequence number (4 bytes at Overhead-8 for ERSPAN II, Overhead-12 for
-// III) and ERSPAN III's timestamp (Overhead-8). The formats take turns on
+// sequence number (4 bytes at Overhead-12 for ERSPAN II, Overhead-16 for
+// III) and ERSPAN III's timestamp (4 bytes at Overhead-8). The formats take turns on
 // the same slots: SetTunnel changes a tunnel in place under the live table.
 //
 // Native mode runs one xdp_tunnel for every slot (the slot comes in

@@ -353,7 +353,6 @@ static __always_inline void count_flows(struct decision *d, __u64 len) {
 	}
 }
 
-// fast decides the frame in the kernel (steps 3f-5f above).
 // put_tun_meta writes the tunnel slots of cp as the frame's metadata. It
 // fails only where the driver has no metadata support: in native mode the
 // tunnel copies are then counted failed (xdpprog.UnknownTunnel).
@@ -369,6 +368,7 @@ static __always_inline void put_tun_meta(struct xdp_md *ctx, struct copies *cp) 
 		m->tun[i] = cp->tun[i];
 }
 
+// fast decides the frame in the kernel (steps 3f-5f above).
 static __always_inline int fast(struct xdp_md *ctx, struct counters *c, struct ethhdr *eth, __u16 vid, __u64 len) {
 	__u32 gen = setting(SETTING_GEN) & 1;
 	__u32 vk = gen * VIDS + vid;

@@ -282,16 +282,22 @@ func (c *Capture) ClearSocket(queue int) error {
 
 // withSlot checks queue and runs fn on its XSKMAP key with c.mu held.
 func (c *Capture) withSlot(op string, queue int, fn func(key uint32) error) error {
-	if queue < 0 || queue >= MaxQueues {
-		return fmt.Errorf("%s of queue %d: queue out of range 0..%d", op, queue, MaxQueues-1)
+	return c.withKey(op+" of queue", "queue", queue, MaxQueues, fn)
+}
+
+// withKey checks that i is in 0..n-1 and runs fn on it with c.mu held;
+// errors read "<what> <i>: ...".
+func (c *Capture) withKey(what, noun string, i, n int, fn func(key uint32) error) error {
+	if i < 0 || i >= n {
+		return fmt.Errorf("%s %d: %s out of range 0..%d", what, i, noun, n-1)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return fmt.Errorf("%s of queue %d: %w", op, queue, ErrClosed)
+		return fmt.Errorf("%s %d: %w", what, i, ErrClosed)
 	}
-	if err := fn(uint32(queue)); err != nil {
-		return fmt.Errorf("%s of queue %d: %w", op, queue, err)
+	if err := fn(uint32(i)); err != nil {
+		return fmt.Errorf("%s %d: %w", what, i, err)
 	}
 	return nil
 }
