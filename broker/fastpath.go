@@ -321,9 +321,16 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 			continue
 		}
 		c.fast.tuns.limit = xdpprog.MaxTunnels
+		_, had := c.fast.tuns.of[tn.slot]
 		k, err := c.fast.tuns.get(tn.slot, func(k uint16) (xdpprog.FastTunnelCounter, error) { return c.prog.FastTunnel(int(k)) })
 		if err == nil {
 			err = c.prog.SetTunnel(int(k), tn.hdr, tn.out.ifindex)
+		}
+		if err == nil && !had {
+			// The kernel numbers on from the workers: a collector sees
+			// no jump when the capture changes path (copies the workers
+			// still send from their rings may repeat a few numbers).
+			err = c.prog.SetTunnelSeq(int(k), tn.seq.Load()+1)
 		}
 		if err != nil {
 			return fmt.Sprintf("tap mirror tunnel does not fit the fast path: %v", err)
@@ -431,6 +438,14 @@ func (b *Broker) harvestFast(c *capture, keepFlows, keepSvcs, keepTuns map[int32
 		}
 		if v, err := c.prog.FastTunnel(int(e.k)); err == nil {
 			addFastTunnel(b.retired.tunAt(s), v, e.base)
+		}
+		// The workers number on from the kernel, never backwards.
+		if next, err := c.prog.TunnelSeq(int(e.k)); err != nil {
+			b.log.Warn("read tunnel sequence number", "iface", c.name, "slot", e.k, "err", err)
+		} else if int(s) < len(b.tunSeqs) {
+			seq := b.tunSeqs[s]
+			for cur := seq.Load(); int32(next-1-cur) > 0 && !seq.CompareAndSwap(cur, next-1); cur = seq.Load() {
+			}
 		}
 		// The live table no longer sends to it (SetFast came first).
 		if err := c.prog.ClearTunnel(int(e.k)); err != nil {

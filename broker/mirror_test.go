@@ -776,3 +776,47 @@ func TestMirrorHandoff(t *testing.T) {
 	wantPath(t, b3, l.capIf, false)
 	roundTrip("taken over by the AF_XDP path")
 }
+
+// TestMirrorSeqAcrossPaths: an ERSPAN mirror's sequence numbers go on
+// from one path to the other when its capture changes path (here: its
+// MTU grows past the uplink's and shrinks back), with no jump at rest.
+func TestMirrorSeqAcrossPaths(t *testing.T) {
+	l := newMirrorLab(t, 0)
+	b := newBroker(t, Config{FastPath: true})
+	wire := packettest.NewCapture(t, l.rtNS, l.rtIf, encapTest(overhead(TunnelERSPANv1, false)))
+	plan := l.outPlan(1, TunnelERSPANv1, 2)
+	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
+	var seqs []uint32
+	n := uint32(0)
+	send := func(what string, fast bool) {
+		t.Helper()
+		wantPath(t, b, l.capIf, fast)
+		wire.Reset()
+		for i := 0; i < 3; i++ {
+			n++
+			l.send(t, packettest.Frame(hwB, hwA, nil, n, 60))
+		}
+		got := wire.WaitN(3, 5*time.Second)
+		if len(got) != 3 {
+			t.Fatalf("%s: router got %d copies, want 3", what, len(got))
+		}
+		for _, f := range got {
+			seqs = append(seqs, binary.BigEndian.Uint32(f[14+20+4:])) // GRE sequence number
+		}
+	}
+	send("fast path", true)
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", "1600")
+	statusOnEvent(t, b, plan, "capture MTU 1600", mirrorActive)
+	send("AF_XDP path", false)
+	drainEvents(b)
+	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", "1500")
+	statusOnEvent(t, b, plan, "capture MTU 1500", mirrorActive)
+	send("fast path again", true)
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("sequence numbers %v: want consecutive across the path changes", seqs)
+		}
+	}
+	t.Logf("sequence numbers %v", seqs)
+}
