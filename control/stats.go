@@ -4,14 +4,17 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/taas-appliance/taas/broker"
+	"github.com/taas-appliance/taas/control/store"
 )
 
 // The taas-stats extension: GET /v2.0/taas/stats answers
 // {"taas_stats": broker.Stats} limited to what the caller may see (a
-// member: its own tap services and flows; an admin: everything, with the
-// interfaces), each tap service and tap flow entry carrying its status and
-// the reason from the store. Services and flows the data plane does not
-// report appear with zero counters.
+// member: its own tap services, flows and mirrors; an admin: everything,
+// with the interfaces), each tap service and tap flow entry carrying its
+// status and the reason from the store, each tap mirror entry the
+// reconciler's (the store keeps none for mirrors: upstream's have no status
+// attribute, issue 10). Resources the data plane does not report appear
+// with zero counters.
 
 type serviceStats struct {
 	broker.ServiceStats
@@ -25,17 +28,27 @@ type flowStats struct {
 	StatusReason string `json:"status_reason"`
 }
 
+// mirrorStats shadows broker.MirrorStats' status fields: the status is the
+// reconciler's, which also covers mirrors kept out of the plan, and
+// status_reason is always present, as for services and flows.
+type mirrorStats struct {
+	broker.MirrorStats
+	Status       string `json:"status"`
+	StatusReason string `json:"status_reason"`
+}
+
 type taasStats struct {
 	UnixNano    int64               `json:"time_unix_nano"`
 	PlanVersion uint64              `json:"plan_version"`
 	Interfaces  []broker.IfaceStats `json:"interfaces"`
 	Services    []serviceStats      `json:"tap_services"`
 	Flows       []flowStats         `json:"tap_flows"`
+	Mirrors     []mirrorStats       `json:"tap_mirrors"`
 }
 
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
-	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}}
+	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}, Mirrors: []mirrorStats{}}
 	if !id.member() {
 		return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 	}
@@ -49,6 +62,10 @@ func (s *Server) stats(c *fiber.Ctx) error {
 		return err
 	}
 	flows, err := s.st.ListTapFlows(ctx, id.scope())
+	if err != nil {
+		return err
+	}
+	mirrors, err := s.st.ListTapMirrors(ctx, id.scope())
 	if err != nil {
 		return err
 	}
@@ -82,5 +99,37 @@ func (s *Server) stats(c *fiber.Ctx) error {
 		}
 		out.Flows = append(out.Flows, flowStats{FlowStats: fs, Status: f.Status, StatusReason: f.StatusReason})
 	}
+	out.Mirrors = s.mirrorStats(mirrors, snap.Mirrors, id.Admin)
 	return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 }
+
+// mirrorStats joins mirrors (from the store) with the data plane's
+// counters and the reconciler's statuses. A mirror created since the last
+// pass is DOWN until a pass hands it to the data plane. The uplink is an
+// appliance interface: admins only see its name (issue 9).
+func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.MirrorStats, admin bool) []mirrorStats {
+	out := make([]mirrorStats, 0, len(mirrors))
+	counters := make(map[string]broker.MirrorStats, len(reported))
+	for _, ms := range reported {
+		counters[ms.ID] = ms
+	}
+	statuses := s.rec.MirrorStatuses()
+	for _, m := range mirrors {
+		ms, ok := counters[m.ID]
+		if !ok {
+			ms = broker.MirrorStats{ID: m.ID, Drops: map[string]uint64{}}
+		}
+		if !admin {
+			ms.Uplink = ""
+		}
+		st, ok := statuses[m.ID]
+		if !ok {
+			st = broker.Status{State: broker.StateDown, Reason: notApplied}
+		}
+		out = append(out, mirrorStats{MirrorStats: ms, Status: st.State.String(), StatusReason: st.Reason})
+	}
+	return out
+}
+
+// notApplied is the reason of a tap mirror no reconciler pass has seen yet.
+const notApplied = "not yet handed to the data plane"
