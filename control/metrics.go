@@ -14,7 +14,8 @@ import (
 // format (GET /metrics), with the Go runtime's and the process's. Each
 // scrape reads one DataPlane.Stats snapshot; nothing is kept between
 // scrapes, so the broker's counters stay the only source of truth. More
-// collectors, such as Server.ConnMetrics, are served with them.
+// collectors, such as Server.ConnMetrics and Server.MirrorMetrics, are
+// served with them.
 func MetricsHandler(dp DataPlane, more ...prometheus.Collector) fiber.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
