@@ -315,3 +315,21 @@ func FuzzDirectionsOrder(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHideNames: hideNames never leaves a hidden name as a word of its
+// output, and changes nothing else: putting the names back where the mask
+// is gives the input.
+func FuzzHideNames(f *testing.F) {
+	f.Fuzz(func(t *testing.T, text, name string) {
+		if name == "" || strings.Contains(name, "\x00") || strings.Contains(text, "\x00") {
+			return
+		}
+		got := hideNames(text, []string{name}, "\x00")
+		if back := strings.ReplaceAll(got, "\x00", name); back != text {
+			t.Fatalf("hideNames(%q, %q) = %q: not the input with names masked", text, name, got)
+		}
+		if hideNames(got, []string{name}, "\x00") != got {
+			t.Errorf("hideNames(%q, %q) = %q still holds the name as a word", text, name, got)
+		}
+	})
+}

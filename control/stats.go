@@ -1,6 +1,11 @@
 package control
 
 import (
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/taas-appliance/taas/broker"
@@ -99,15 +104,21 @@ func (s *Server) stats(c *fiber.Ctx) error {
 		}
 		out.Flows = append(out.Flows, flowStats{FlowStats: fs, Status: f.Status, StatusReason: f.StatusReason})
 	}
-	out.Mirrors = s.mirrorStats(mirrors, snap.Mirrors, id.Admin)
+	var hidden []string // the uplinks' names, which members do not see
+	if !id.Admin {
+		hidden = s.uplinkNames(snap)
+	}
+	out.Mirrors = s.mirrorStats(mirrors, snap.Mirrors, hidden)
 	return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 }
 
 // mirrorStats joins mirrors (from the store) with the data plane's
 // counters and the reconciler's statuses. A mirror created since the last
-// pass is DOWN until a pass hands it to the data plane. The uplink is an
-// appliance interface: admins only see its name (issue 9).
-func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.MirrorStats, admin bool) []mirrorStats {
+// pass is DOWN until a pass hands it to the data plane. An uplink is an
+// appliance interface, bound to no port: only admins see its name (issue
+// 9), so for others (hidden lists the uplinks' names) the uplink field is
+// left out and the names in a reason are replaced by "<uplink>".
+func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.MirrorStats, hidden []string) []mirrorStats {
 	out := make([]mirrorStats, 0, len(mirrors))
 	counters := make(map[string]broker.MirrorStats, len(reported))
 	for _, ms := range reported {
@@ -119,12 +130,13 @@ func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.Mirror
 		if !ok {
 			ms = broker.MirrorStats{ID: m.ID, Drops: map[string]uint64{}}
 		}
-		if !admin {
-			ms.Uplink = ""
-		}
 		st, ok := statuses[m.ID]
 		if !ok {
 			st = broker.Status{State: broker.StateDown, Reason: notApplied}
+		}
+		if hidden != nil {
+			ms.Uplink = ""
+			st.Reason = hideNames(st.Reason, hidden, "<uplink>")
 		}
 		out = append(out, mirrorStats{MirrorStats: ms, Status: st.State.String(), StatusReason: st.Reason})
 	}
@@ -133,3 +145,50 @@ func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.Mirror
 
 // notApplied is the reason of a tap mirror no reconciler pass has seen yet.
 const notApplied = "not yet handed to the data plane"
+
+// uplinkNames are the names of every uplink: declared, in the snapshot's
+// interfaces, or reported by a mirror. Never nil.
+func (s *Server) uplinkNames(snap broker.Stats) []string {
+	names := append([]string{}, s.declared(RoleUplink)...)
+	for _, is := range snap.Interfaces {
+		if is.Role == RoleUplink {
+			names = append(names, is.Name)
+		}
+	}
+	for _, ms := range snap.Mirrors {
+		if ms.Uplink != "" {
+			names = append(names, ms.Uplink)
+		}
+	}
+	return names
+}
+
+// hideNames replaces each whole word of text that is one of names by
+// mask. A word is a run of the characters interface names are made of
+// here (letters, digits, '.', '_', '-', '@'), so up0 in "uplink up0 is
+// down" goes and up0 in up01 stays.
+func hideNames(text string, names []string, mask string) string {
+	inName := func(r rune) bool {
+		return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("._-@", r)
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		if !inName(r) {
+			b.WriteString(text[i : i+size])
+			i += size
+			continue
+		}
+		j := i + strings.IndexFunc(text[i:]+" ", func(r rune) bool { return !inName(r) })
+		// A sentence's full stop is not part of the name.
+		word := strings.TrimRight(text[i:j], ".")
+		if slices.Contains(names, word) {
+			b.WriteString(mask)
+		} else {
+			b.WriteString(word)
+		}
+		b.WriteString(text[i+len(word) : j])
+		i = j
+	}
+	return b.String()
+}

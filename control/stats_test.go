@@ -101,6 +101,12 @@ func TestStatsMirrors(t *testing.T) {
 			ts.must(200, "PUT", "/v2.0/ports/"+aPort, `{"port": {"admin_state_up": true}}`, "port", hAdmin)
 		},
 			"ACTIVE", ""},
+		// The uplink's name in a reason is the admin's too.
+		{"neighbour unresolved", func() {
+			dp.set(func(d *recordingDataPlane) {
+				d.mirrors = map[string]broker.Status{mA: {State: broker.StateDown, Reason: "neighbour 198.51.100.1 on up0 is unresolved"}}
+			})
+		}, "DOWN", "neighbour 198.51.100.1 on <uplink> is unresolved"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.change()
@@ -108,6 +114,10 @@ func TestStatsMirrors(t *testing.T) {
 			e := mirrorEntries(t, ts.do("GET", "/v2.0/taas/stats", "", hA))[mA]
 			if e["status"] != tc.status || e["status_reason"] != tc.reason || e["encapsulated_packets"] != 5.0 {
 				t.Errorf("mirror after %s = %v, want %s %q with its counters", tc.name, e, tc.status, tc.reason)
+			}
+			want := strings.ReplaceAll(tc.reason, "<uplink>", "up0")
+			if e := mirrorEntries(t, ts.do("GET", "/v2.0/taas/stats", "", hAdmin))[mA]; e["status_reason"] != want {
+				t.Errorf("admin's mirror after %s = %v, want reason %q", tc.name, e, want)
 			}
 		})
 	}
@@ -121,7 +131,7 @@ func TestStatsMirrorNotApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := srv.mirrorStats([]store.TapMirror{{ID: "m"}}, nil, true)
+	got := srv.mirrorStats([]store.TapMirror{{ID: "m"}}, nil, nil)
 	b, err := json.Marshal(got)
 	if err != nil {
 		t.Fatal(err)
@@ -130,5 +140,23 @@ func TestStatsMirrorNotApplied(t *testing.T) {
 		`"status":"DOWN","status_reason":"not yet handed to the data plane"}]`
 	if string(b) != want {
 		t.Errorf("mirrorStats before any pass = %s, want %s", b, want)
+	}
+}
+
+func TestHideNames(t *testing.T) {
+	names := []string{"up0", "eth0.100"}
+	for _, tc := range []struct{ in, want string }{
+		{"uplink up0 is down", "uplink <uplink> is down"},
+		{"neighbour 198.51.100.1 on up0 is unresolved", "neighbour 198.51.100.1 on <uplink> is unresolved"},
+		{"uplink up0 is down (no carrier); uplink eth0.100 is down.", "uplink <uplink> is down (no carrier); uplink <uplink> is down."},
+		{"route to 192.0.2.1 leaves through up01, which is not an uplink", "route to 192.0.2.1 leaves through up01, which is not an uplink"},
+		{"xup0 up0x eth0 eth0.1000", "xup0 up0x eth0 eth0.1000"},
+		{"up0", "<uplink>"},
+		{"", ""},
+		{"grüße up0…", "grüße <uplink>…"},
+	} {
+		if got := hideNames(tc.in, names, "<uplink>"); got != tc.want {
+			t.Errorf("hideNames(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
