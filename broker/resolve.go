@@ -203,7 +203,9 @@ func nudgeNeighbour(ifindex int, ip netip.Addr) error {
 // remote IPs of the current plan's mirrors, and calls notify when one no
 // longer resolves as Apply saw it. One goroutine reads the route and
 // neighbour subscriptions and a ticker; link changes of the uplinks come
-// through linkWatch. Every tick it also nudges the next hops that are
+// through linkWatch. A subscription that ends (a failed receive) is made
+// again with backoff (rewatch), and then everything checked; the ticker
+// goes on meanwhile. Every tick it also nudges the next hops that are
 // unresolved or not confirmed, so that a neighbour that fails (the remote
 // is unreachable) is tried again, and one that changes its MAC is noticed
 // once the kernel's probe sees the change.
@@ -226,54 +228,116 @@ type resolver struct {
 const resolveTick = time.Second
 
 func startResolver(notify func(), log *slog.Logger) (*resolver, error) {
-	r := &resolver{notify: notify, log: log, tick: resolveTick, done: make(chan struct{}), exited: make(chan struct{}),
-		want: map[netip.Addr]resolution{}}
+	return startResolverWith(notify, log, resolveTick, subscribeRouting)
+}
+
+// routingSubscribe starts subscriptions to route and neighbour messages
+// that closing done ends.
+type routingSubscribe func(done <-chan struct{}, onErr func(error)) (<-chan netlink.RouteUpdate, <-chan netlink.NeighUpdate, error)
+
+func subscribeRouting(done <-chan struct{}, onErr func(error)) (<-chan netlink.RouteUpdate, <-chan netlink.NeighUpdate, error) {
 	routes := make(chan netlink.RouteUpdate, 256)
 	neighs := make(chan netlink.NeighUpdate, 256)
-	onErr := watchErr(r.done, log, "route watch", notify)
-	if err := netlink.RouteSubscribeWithOptions(routes, r.done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return nil, fmt.Errorf("subscribe to route updates: %w", err)
+	err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
+		ErrorCallback: onErr, ReceiveBufferSize: watchRcvBuf, ReceiveBufferForceSize: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("subscribe to route updates: %w", err)
 	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, r.done, netlink.NeighSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		close(r.done)
-		return nil, fmt.Errorf("subscribe to neighbour updates: %w", err)
+	err = netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{
+		ErrorCallback: onErr, ReceiveBufferSize: watchRcvBuf, ReceiveBufferForceSize: true})
+	if err != nil {
+		// The caller closes done, which ends the route subscription:
+		// drain it meanwhile.
+		go func() {
+			for range routes {
+			}
+		}()
+		return nil, nil, fmt.Errorf("subscribe to neighbour updates: %w", err)
 	}
-	go r.run(routes, neighs)
+	return routes, neighs, nil
+}
+
+// startResolverWith is startResolver with the tick and the subscription to
+// use, which tests replace.
+func startResolverWith(notify func(), log *slog.Logger, tick time.Duration, subscribe routingSubscribe) (*resolver, error) {
+	r := &resolver{notify: notify, log: log, tick: tick, done: make(chan struct{}), exited: make(chan struct{}),
+		want: map[netip.Addr]resolution{}}
+	var (
+		routes <-chan netlink.RouteUpdate
+		neighs <-chan netlink.NeighUpdate
+	)
+	w := newRewatch("route watch", log, notify, func(done <-chan struct{}, onErr func(error)) error {
+		var err error
+		routes, neighs, err = subscribe(done, onErr)
+		return err
+	})
+	if err := w.subscribe(); err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(r.exited)
+		r.run(w, &routes, &neighs)
+	}()
 	return r, nil
 }
 
-func (r *resolver) run(routes <-chan netlink.RouteUpdate, neighs <-chan netlink.NeighUpdate) {
-	defer close(r.exited)
+// run reads the subscriptions w keeps in *routes and *neighs, and the
+// ticker, until stop.
+func (r *resolver) run(w *rewatch, routes *<-chan netlink.RouteUpdate, neighs *<-chan netlink.NeighUpdate) {
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
+	// lost ends a subscription whose channel closed (both channels end
+	// together) and schedules the next. The tick goes on meanwhile.
+	lost := func() {
+		w.lost()
+		drain(routes, neighs)
+	}
 	for {
 		nudge, dirty := false, false
 		select {
-		case u, ok := <-routes:
+		case u, ok := <-*routes:
 			if !ok {
-				// Both subscriptions end together, when done is closed.
-				for range neighs {
-				}
-				return
+				lost()
+				continue
 			}
 			dirty = r.routeMatters(u)
-		case u, ok := <-neighs:
+		case u, ok := <-*neighs:
 			if !ok {
-				for range routes {
-				}
-				return
+				lost()
+				continue
 			}
 			dirty = r.neighMatters(u)
+		case <-w.retry:
+			// Messages were lost meanwhile: check everything, and have
+			// the reconciler apply again.
+			if w.subscribe() == nil {
+				r.notify()
+				nudge = true
+			}
 		case <-t.C:
 			nudge = true
+		case <-r.done:
+			w.end()
+			drain(routes, neighs)
+			return
 		}
 		// One check covers a burst of messages.
 		for drained := false; !drained; {
 			select {
-			case u := <-routes:
-				dirty = dirty || r.routeMatters(u)
-			case u := <-neighs:
-				dirty = dirty || r.neighMatters(u)
+			case u, ok := <-*routes:
+				if !ok {
+					lost()
+					drained = true
+				} else {
+					dirty = dirty || r.routeMatters(u)
+				}
+			case u, ok := <-*neighs:
+				if !ok {
+					lost()
+					drained = true
+				} else {
+					dirty = dirty || r.neighMatters(u)
+				}
 			default:
 				drained = true
 			}
@@ -282,6 +346,25 @@ func (r *resolver) run(routes <-chan netlink.RouteUpdate, neighs <-chan netlink.
 			r.check(nudge)
 		}
 	}
+}
+
+// drain reads what the ended subscriptions still send until their
+// channels close, and forgets them: their reader closes them once its
+// socket, closed by the end of the subscription, fails to receive.
+func drain(routes *<-chan netlink.RouteUpdate, neighs *<-chan netlink.NeighUpdate) {
+	for rs, ns := *routes, *neighs; rs != nil || ns != nil; {
+		select {
+		case _, ok := <-rs:
+			if !ok {
+				rs = nil
+			}
+		case _, ok := <-ns:
+			if !ok {
+				ns = nil
+			}
+		}
+	}
+	*routes, *neighs = nil, nil
 }
 
 // routeMatters says whether a route message may change how a wanted
