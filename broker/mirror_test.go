@@ -820,3 +820,71 @@ func TestMirrorSeqAcrossPaths(t *testing.T) {
 	}
 	t.Logf("sequence numbers %v", seqs)
 }
+
+// TestMirrorNotUnicast gives mirrors remote IPs whose route is not a
+// unicast one, or whose next hop's neighbour entry is not a resolved
+// unicast MAC: each is DOWN with a reason naming why, and the kernel is not
+// asked to resolve a broadcast (its NOARP entry would carry ff:ff:ff:ff:ff:ff
+// and the copies would flood the uplink's segment).
+func TestMirrorNotUnicast(t *testing.T) {
+	l := newMirrorLab(t, 0)
+	b := newBroker(t, Config{})
+	bcast := l.src4.As4()
+	bcast[3] |= 7 // the uplink's /29
+	other4, other6 := l.col4.Next(), l.col6.Next()
+	// route replaces the route to dst (a host route) and removes it when
+	// the test ends: a blackhole is no uplink's, and outlives it.
+	route := func(typ string, dst netip.Addr, via ...string) {
+		ip := []string{"route"}
+		if dst.Is6() {
+			ip = []string{"-6", "route"}
+		}
+		pfx := netip.PrefixFrom(dst, dst.BitLen()).String()
+		args := append(append(slices.Clone(ip), "replace"), typ, pfx)
+		testutil.Run(t, "ip", append(args, via...)...)
+		t.Cleanup(func() { _ = exec.Command("ip", append(append(ip, "del"), pfx)...).Run() })
+	}
+	neigh := func(mac, nud string) {
+		testutil.Run(t, "ip", "neigh", "replace", l.spare4.String(), "lladdr", mac, "dev", l.uplink, "nud", nud)
+	}
+	// MCAST-TEST-NET (RFC 6676), routed to the uplink so that the answer
+	// does not depend on the host's routes.
+	mcast := netip.MustParseAddr("233.252.0.1")
+	cases := []struct {
+		name   string
+		setup  func()
+		remote netip.Addr
+		want   string
+	}{
+		{"subnet-directed broadcast", func() {}, netip.AddrFrom4(bcast), "is broadcast, not unicast"},
+		{"multicast", func() { route("unicast", mcast, "dev", l.uplink) }, mcast, "is multicast, not unicast"},
+		{"local", func() {}, l.src4, "is local, not unicast"},
+		{"blackhole", func() { route("blackhole", other4) }, other4, "is blackhole, not unicast"},
+		{"unreachable", func() { route("unreachable", other4) }, other4, "is unreachable, not unicast"},
+		{"prohibit", func() { route("prohibit", other4) }, other4, "is prohibit, not unicast"},
+		{"ipv6 blackhole", func() { route("blackhole", other6) }, other6, "is blackhole, not unicast"},
+		{"ipv6 prohibit", func() { route("prohibit", other6) }, other6, "is prohibit, not unicast"},
+		{"noarp next hop", func() {
+			route("unicast", other4, "via", l.spare4.String(), "dev", l.uplink)
+			neigh("ff:ff:ff:ff:ff:ff", "noarp")
+		}, other4, "is NOARP"},
+		{"group MAC next hop", func() {
+			route("unicast", other4, "via", l.spare4.String(), "dev", l.uplink)
+			neigh("01:00:5e:00:00:01", "permanent")
+		}, other4, "group MAC"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup()
+			r := apply(t, b, l.mirrorPlan(uint64(i+1), TunnelGRE, tc.remote, 1, 2))
+			st := r.Mirrors["m"]
+			if st.State != StateDown || !strings.Contains(st.Reason, tc.want) {
+				t.Fatalf("mirror to %s: %v %q, want DOWN, %q", tc.remote, st.State, st.Reason, tc.want)
+			}
+			t.Logf("%s: %s", tc.remote, st.Reason)
+		})
+	}
+	if out := testutil.Run(t, "ip", "neigh", "show", netip.AddrFrom4(bcast).String(), "dev", l.uplink); out != "" {
+		t.Errorf("the broadcast address has a neighbour entry: %s", out)
+	}
+}

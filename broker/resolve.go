@@ -9,6 +9,7 @@ package broker
 // applies again and the headers follow reality without a restart.
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // resolution is what the kernel's tables say about reaching one remote IP.
@@ -44,7 +46,8 @@ type resolution struct {
 func (r resolution) ok() bool { return r.why == "" }
 
 // usableNeigh are the neighbour states whose link-layer address the kernel
-// itself would send to.
+// itself would send to. resolve takes a NOARP one only on a point-to-point
+// uplink.
 const usableNeigh = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE |
 	netlink.NUD_PERMANENT | netlink.NUD_NOARP
 
@@ -55,13 +58,24 @@ const usableNeigh = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELA
 func resolve(remote netip.Addr, uplinks []string, nc neighCache) resolution {
 	rs, err := netlink.RouteGet(remote.AsSlice())
 	if err != nil || len(rs) == 0 {
+		if t, ok := routeErrType(err); ok {
+			return resolution{why: notUnicast(remote, t)}
+		}
 		why := fmt.Sprintf("no route to %s", remote)
-		if err != nil {
+		if err != nil && !errors.Is(err, unix.ENETUNREACH) {
 			why = fmt.Sprintf("no route to %s (%v)", remote, err)
 		}
 		return resolution{why: why + downUplinks(uplinks)}
 	}
 	rt := rs[0]
+	if rt.Type != unix.RTN_UNICAST {
+		// A broadcast (the uplink's subnet-directed one), multicast or
+		// local address would have the kernel's neighbour code answer
+		// with a group MAC or none: copies would flood the uplink's
+		// segment (review of issue 10). The route's interface is not
+		// named: an IPv6 blackhole leaves through lo.
+		return resolution{why: notUnicast(remote, rt.Type)}
+	}
 	l, err := netlink.LinkByIndex(rt.LinkIndex)
 	if err != nil {
 		return resolution{why: fmt.Sprintf("route to %s: look up interface %d: %v", remote, rt.LinkIndex, err)}
@@ -103,17 +117,60 @@ func resolve(remote netip.Addr, uplinks []string, nc neighCache) resolution {
 	if gw, ok := addrOf(rt.Gw, remote); ok {
 		res.nextHop = gw
 	}
-	mac, ok, err := nc.lookup(res.ifindex, res.nextHop)
+	n, err := nc.lookup(res.ifindex, res.nextHop)
+	p2p := a.Flags&net.FlagPointToPoint != 0
 	switch {
 	case err != nil:
 		res.why = fmt.Sprintf("neighbour %s on %s: %v", res.nextHop, a.Name, err)
-	case !ok:
+	case n == nil || n.State&usableNeigh == 0 || len(n.HardwareAddr) != 6:
 		res.why = fmt.Sprintf("neighbour %s on %s is unresolved", res.nextHop, a.Name)
 		res.unresolved = true
+	case n.State&netlink.NUD_NOARP != 0 && !p2p:
+		// The kernel makes a NOARP entry, with a broadcast or
+		// multicast MAC or the uplink's own, for what it does not
+		// resolve: on a point-to-point link the only one who hears it
+		// is the peer, anywhere else the segment or nobody.
+		res.why = fmt.Sprintf("neighbour %s on %s is NOARP (%s), not resolved: set a permanent one if it is right",
+			res.nextHop, a.Name, n.HardwareAddr)
+	case n.HardwareAddr[0]&1 != 0 && !p2p:
+		res.why = fmt.Sprintf("neighbour %s on %s has the group MAC %s, which would flood the segment",
+			res.nextHop, a.Name, n.HardwareAddr)
 	default:
-		res.dstMAC = mac
+		copy(res.dstMAC[:], n.HardwareAddr)
 	}
 	return res
+}
+
+// routeTypes name the kernel's route types (RTN_*) in reasons, as ip
+// route does.
+var routeTypes = map[int]string{
+	unix.RTN_UNSPEC: "unspec", unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",
+	unix.RTN_ANYCAST: "anycast", unix.RTN_MULTICAST: "multicast", unix.RTN_BLACKHOLE: "blackhole",
+	unix.RTN_UNREACHABLE: "unreachable", unix.RTN_PROHIBIT: "prohibit", unix.RTN_THROW: "throw", unix.RTN_NAT: "nat",
+}
+
+// notUnicast is the reason a mirror cannot use a route of type t.
+func notUnicast(remote netip.Addr, t int) string {
+	name, ok := routeTypes[t]
+	if !ok {
+		name = fmt.Sprintf("of type %d", t)
+	}
+	return fmt.Sprintf("route to %s is %s, not unicast", remote, name)
+}
+
+// routeErrType is the route type that made RTM_GETROUTE fail with err:
+// the kernel answers a lookup that ends on a blackhole, unreachable or
+// prohibit route with that route's error (fib_props) instead of the route.
+func routeErrType(err error) (int, bool) {
+	switch {
+	case errors.Is(err, unix.EINVAL):
+		return unix.RTN_BLACKHOLE, true
+	case errors.Is(err, unix.EHOSTUNREACH):
+		return unix.RTN_UNREACHABLE, true
+	case errors.Is(err, unix.EACCES):
+		return unix.RTN_PROHIBIT, true
+	}
+	return 0, false
 }
 
 // addrOf converts a netlink address to remote's family; false when ip is
@@ -153,9 +210,9 @@ func downUplinks(uplinks []string) string {
 // ifindex and family.
 type neighCache map[[2]int][]netlink.Neigh
 
-// lookup returns the link-layer address of ip on ifindex when the kernel
-// holds a usable one.
-func (nc neighCache) lookup(ifindex int, ip netip.Addr) ([6]byte, bool, error) {
+// lookup returns the kernel's neighbour entry of ip on ifindex, nil when
+// there is none.
+func (nc neighCache) lookup(ifindex int, ip netip.Addr) (*netlink.Neigh, error) {
 	family := netlink.FAMILY_V4
 	if ip.Is6() {
 		family = netlink.FAMILY_V6
@@ -165,23 +222,16 @@ func (nc neighCache) lookup(ifindex int, ip netip.Addr) ([6]byte, bool, error) {
 	if !ok {
 		var err error
 		if ns, err = netlink.NeighList(ifindex, family); err != nil {
-			return [6]byte{}, false, err
+			return nil, err
 		}
 		nc[key] = ns
 	}
-	for _, n := range ns {
-		a, ok := netip.AddrFromSlice(n.IP)
-		if !ok || a.Unmap() != ip {
-			continue
+	for i, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip {
+			return &ns[i], nil
 		}
-		if n.State&usableNeigh == 0 || len(n.HardwareAddr) != 6 {
-			return [6]byte{}, false, nil
-		}
-		var m [6]byte
-		copy(m[:], n.HardwareAddr)
-		return m, true, nil
 	}
-	return [6]byte{}, false, nil
+	return nil, nil
 }
 
 // nudgeNeighbour asks the kernel to resolve ip on ifindex, or to confirm a
