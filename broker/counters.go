@@ -66,10 +66,13 @@ const (
 	// tdRedirectFailed: on the fast path, the kernel refused the redirect
 	// to the uplink or could not encapsulate the copy.
 	tdRedirectFailed
+	// tdEncapFailed: on the AF_XDP path, the uplink's TX frame could not
+	// hold the encapsulated copy (compileMirrors prevents it).
+	tdEncapFailed
 	numTunnelDrops
 )
 
-var tunnelDropNames = [numTunnelDrops]string{"no_free_tx_frame", "tx_ring_full", "mirror_down", "redirect_failed"}
+var tunnelDropNames = [numTunnelDrops]string{"no_free_tx_frame", "tx_ring_full", "mirror_down", "redirect_failed", "encap_failed"}
 
 func (d tunnelDrop) String() string { return tunnelDropNames[d] }
 

@@ -109,7 +109,12 @@ func (b *Broker) realiseMirrors(p *Plan, look func(string) linkState, linkErr ma
 				st = Status{State: StateError, Reason: fmt.Sprintf("tunnel %s %d: %v", m.Type, tn.ID, err)}
 				continue
 			}
-			tuns[len(tuns)-1].hdr, tuns[len(tuns)-1].out = hdr, b.uplinks[res.uplink]
+			out := b.uplinks[res.uplink] // realised: st is ACTIVE
+			if why := encapRoom(out.sock.MaxTxFrame(), b.maxFrame(), hdr); why != "" {
+				st = Status{State: StateError, Reason: fmt.Sprintf("tunnel %s %d: uplink %s %s", m.Type, tn.ID, res.uplink, why)}
+				continue
+			}
+			tuns[len(tuns)-1].hdr, tuns[len(tuns)-1].out = hdr, out
 		}
 		if st.State != StateActive {
 			// Every copy is counted mirror_down until it can send.
@@ -257,4 +262,15 @@ func (b *Broker) usedUplinks() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// encapRoom says why an uplink's TX frames of txFrame bytes cannot hold a
+// copy of a received frame (at most rxFrame bytes) under hdr's outer
+// headers, "" when they can: the workers' Encapsulate would fail on it
+// (worker.go drops such a copy as encap_failed).
+func encapRoom(txFrame, rxFrame int, hdr *xdpprog.TunnelHeader) string {
+	if need := hdr.Overhead() + min(rxFrame, hdr.MaxFrame()); txFrame < need {
+		return fmt.Sprintf("TX frames hold %d bytes, a copy needs up to %d", txFrame, need)
+	}
+	return ""
 }

@@ -266,6 +266,9 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	s := o.sock
 	txd := w.txd[:len(refs)]
 	k := s.AllocTx(txd)
+	// filled counts the copies written; those that could not be are freed
+	// and dropped, and the rest moved down over them, in order.
+	filled := 0
 	for j := 0; j < k; j++ {
 		src := w.sock.Frame(w.descs[refs[j].desc])
 		dst := s.Frame(txd[j])
@@ -273,19 +276,30 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 			// Sequence numbers are taken under o.mu, so they increase
 			// on the wire in the order the copies are queued.
 			n, cut := tun.hdr.Encapsulate(dst, src, tun.seq.Add(1), w.ts)
+			if n == 0 {
+				// The TX frame cannot hold the copy. compileMirrors
+				// refuses an uplink whose frames are too small, so
+				// this is a bug: drop the copy rather than send an
+				// empty frame counted as sent.
+				s.Free(txd[j : j+1])
+				ctr.tuns[tun.slot].drops[tdEncapFailed].Add(1)
+				continue
+			}
 			txd[j].Len = uint32(n)
 			if cut {
 				ctr.tuns[tun.slot].truncated.Add(1)
 			}
-			continue
+		} else {
+			// The monitor's TX frame (FrameSize - UMEM headroom) is always
+			// larger than a received frame (FrameSize - 256, gotcha 6).
+			txd[j].Len = uint32(copy(dst, src))
 		}
-		// The monitor's TX frame (FrameSize - UMEM headroom) is always
-		// larger than a received frame (FrameSize - 256, gotcha 6).
-		txd[j].Len = uint32(copy(dst, src))
+		txd[filled], refs[filled] = txd[j], refs[j]
+		filled++
 	}
-	sent := s.Transmit(txd[:k])
-	if sent < k {
-		s.Free(txd[sent:k])
+	sent := s.Transmit(txd[:filled])
+	if sent < filled {
+		s.Free(txd[sent:filled])
 	}
 	if err := s.Kick(); err != nil {
 		o.ctr[ocKickErrors].Add(1)
@@ -298,11 +312,14 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	}
 	s.Complete()
 	o.ctr[ocCopies].Add(uint64(sent))
-	o.ctr[ocTxRingFull].Add(uint64(k - sent))
+	o.ctr[ocTxRingFull].Add(uint64(filled - sent))
 	o.ctr[ocNoTxFrame].Add(uint64(len(refs) - k))
 	o.ctr[ocBatches].Add(1)
 	var bytes uint64
 	for j, r := range refs {
+		if j >= filled && j < k {
+			continue // not written, counted above
+		}
 		if ts := &t.services[r.svc]; ts.tun != nil {
 			tc := &ctr.tuns[ts.slot]
 			switch {
@@ -310,7 +327,7 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 				tc.pkts.Add(1)
 				tc.bytes.Add(uint64(txd[j].Len))
 				bytes += uint64(txd[j].Len)
-			case j < k:
+			case j < filled:
 				tc.drops[tdTxRingFull].Add(1)
 			default:
 				tc.drops[tdNoTxFrame].Add(1)
@@ -323,7 +340,7 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 			sc.pkts.Add(1)
 			sc.bytes.Add(uint64(txd[j].Len))
 			bytes += uint64(txd[j].Len)
-		case j < k:
+		case j < filled:
 			sc.drops[dropTxRingFull].Add(1)
 		default:
 			sc.drops[dropNoTxFrame].Add(1)

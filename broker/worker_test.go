@@ -27,6 +27,13 @@ type rig struct {
 
 func newRig(t testing.TB, batch int, encap xdpprog.Encap) *rig {
 	t.Helper()
+	return newRigTx(t, batch, encap, xsk.Config{TxOnly: true})
+}
+
+// newRigTx is newRig with the monitor's (or uplink's) socket opened with
+// txCfg.
+func newRigTx(t testing.TB, batch int, encap xdpprog.Encap, txCfg xsk.Config) *rig {
+	t.Helper()
 	testutil.RequireRoot(t, rootWhy)
 	p := testutil.Prefix(t)
 	span, mon := testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
@@ -47,7 +54,7 @@ func newRig(t testing.TB, batch int, encap xdpprog.Encap) *rig {
 	rx, err := xsk.Open(ifindex(p+"cap"), 0, xsk.Config{RxOnly: true})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { rx.Close() })
-	tx, err := xsk.Open(ifindex(p+"mon"), 0, xsk.Config{TxOnly: true})
+	tx, err := xsk.Open(ifindex(p+"mon"), 0, txCfg)
 	testutil.SkipIfNotSupported(t, err)
 	o := &output{name: p + "mon", sock: tx}
 	o.up.Store(true)
@@ -146,6 +153,34 @@ func TestWorkerBatchAllocs(t *testing.T) {
 	}
 }
 
+// TestWorkerEncapFails gives the uplink's socket TX frames too small for
+// the copies (a UMEM headroom compileMirrors would refuse): every copy is
+// dropped as encap_failed and its TX frame freed, none sent as an empty
+// frame and counted as sent.
+func TestWorkerEncapFails(t *testing.T) {
+	const n = 8
+	r := newRigTx(t, n, xdpprog.EncapERSPAN3, xsk.Config{TxOnly: true, Headroom: 1024})
+	r.frame = packettest.Frame(hwB, hwA, nil, 1, 1200)
+	tx := r.w.cap.table.Load().services[0].tun.out.sock
+	free := tx.FreeFrames()
+	t.Logf("TX frames hold %d bytes, the copy of a %d-byte frame needs more", tx.MaxTxFrame(), len(r.frame))
+	r.load(t, n)
+	for done := 0; done < n; {
+		done += r.w.batch()
+	}
+	tc := &r.w.ctr.Load().tuns[0]
+	if got := tc.drops[tdEncapFailed].Load(); got != n {
+		t.Errorf("encap_failed = %d, want %d", got, n)
+	}
+	if got := tc.pkts.Load(); got != 0 {
+		t.Errorf("sent %d copies, want 0", got)
+	}
+	tx.Complete()
+	if got := tx.FreeFrames(); got != free {
+		t.Errorf("uplink has %d free TX frames, want %d", got, free)
+	}
+}
+
 // BenchmarkWorkerBatch is the cost of one batch of 256 60-byte frames
 // through the worker (one flow, one monitor; or one tap mirror's tunnel,
 // encapsulated), kernel copy-mode TX included; injecting the frames is
@@ -180,4 +215,37 @@ func benchWorkerBatch(b *testing.B, encap xdpprog.Encap) {
 	ns := float64(busy.Nanoseconds()) / float64(frames)
 	b.ReportMetric(ns, "ns/frame")
 	b.ReportMetric(1e3/ns, "Mpps/core")
+}
+
+// TestEncapRoom checks the plan-time guard that keeps the workers'
+// Encapsulate from failing: an uplink's TX frames must hold the outer
+// headers plus the largest received frame (or the header's truncation).
+func TestEncapRoom(t *testing.T) {
+	hdr := func(t *testing.T, mtu int) *xdpprog.TunnelHeader {
+		h, err := xdpprog.NewTunnelHeader(xdpprog.TunnelSpec{Encap: xdpprog.EncapERSPAN3, ID: 7, PortMAC: mac6(hwA),
+			SrcMAC: mac6(hwC), DstMAC: mac6(hwB), Src: netip.MustParseAddr("2001:db8::1"),
+			Dst: netip.MustParseAddr("2001:db8::2"), MTU: mtu})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name        string
+		tx, rx, mtu int
+		wantOK      bool
+	}{
+		{"default frames", 2048, 2048 - 256, 9000, true},
+		{"exactly enough", 1792 + xdpprog.MaxTunnelOverhead, 1792, 9000, true},
+		{"one byte short", 1792 + xdpprog.MaxTunnelOverhead - 1, 1792, 9000, false},
+		{"truncated to fit", 1400, 1792, 1280, true},
+		{"headroom", 1024, 1792, 1500, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why := encapRoom(tc.tx, tc.rx, hdr(t, tc.mtu))
+			if (why == "") != tc.wantOK {
+				t.Fatalf("encapRoom(%d, %d, mtu %d) = %q, want ok %v", tc.tx, tc.rx, tc.mtu, why, tc.wantOK)
+			}
+		})
+	}
 }
