@@ -306,3 +306,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRestAfter: passes take at most a fifth of a core under a stream of
+// triggers (issue 10), within minRest and maxRest.
+func TestRestAfter(t *testing.T) {
+	for _, tc := range []struct {
+		pass, want time.Duration
+	}{
+		{0, minRest},
+		{5 * time.Millisecond, minRest},
+		{10 * time.Millisecond, 40 * time.Millisecond},
+		{50 * time.Millisecond, 200 * time.Millisecond},
+		{time.Second, maxRest},
+	} {
+		if got := restAfter(tc.pass); got != tc.want {
+			t.Errorf("restAfter(%v) = %v, want %v", tc.pass, got, tc.want)
+		}
+	}
+}
