@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 )
 
@@ -125,23 +126,41 @@ func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan
 
 // SetStatuses writes the given statuses in one transaction. Rows deleted
 // meanwhile are skipped: their status no longer matters.
+//
+// It runs one UPDATE per distinct status and table, over the ids as a JSON
+// array: after a burst of creates a pass finds hundreds of new flows that
+// all take the same status, and one statement per row held the writer,
+// and the API's creates committing with it, about 12 us a row (issue 10).
 func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Status) error {
 	if len(services) == 0 && len(flows) == 0 {
 		return nil
 	}
 	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		for id, st := range services {
-			if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET status = ?, status_reason = ? WHERE id = ?`,
-				st.State, st.Reason, id); err != nil {
-				return fmt.Errorf("set status of tap service %s: %w", id, err)
-			}
+		if err := setStatuses(ctx, tx, "tap_services", services); err != nil {
+			return fmt.Errorf("set status of tap services: %w", err)
 		}
-		for id, st := range flows {
-			if _, err := tx.ExecContext(ctx, `UPDATE tap_flows SET status = ?, status_reason = ? WHERE id = ?`,
-				st.State, st.Reason, id); err != nil {
-				return fmt.Errorf("set status of tap flow %s: %w", id, err)
-			}
+		if err := setStatuses(ctx, tx, "tap_flows", flows); err != nil {
+			return fmt.Errorf("set status of tap flows: %w", err)
 		}
 		return nil
 	})
+}
+
+// setStatuses sets the status of the rows of table named by ids.
+func setStatuses(ctx context.Context, tx *sql.Tx, table string, ids map[string]Status) error {
+	byStatus := map[Status][]string{}
+	for id, st := range ids {
+		byStatus[st] = append(byStatus[st], id)
+	}
+	for st, ids := range byStatus {
+		list, err := json.Marshal(ids)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
+			WHERE id IN (SELECT value FROM json_each(?))`, st.State, st.Reason, string(list)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
