@@ -140,8 +140,14 @@ func TestStatuses(t *testing.T) {
 	if err := s.CreateTapFlow(ctx, TapFlow{ID: "f", ProjectID: "a", TapServiceID: "s", SourcePort: "p", Direction: "BOTH", Status: "DOWN"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"f2", "f3"} {
-		if err := s.CreateTapFlow(ctx, TapFlow{ID: id, ProjectID: "a", TapServiceID: "s", SourcePort: "p", Direction: "IN", Status: "DOWN"}); err != nil {
+	// f3 comes from another port: each flow carries its own source's
+	// binding, MAC and admin state.
+	if err := s.CreatePort(ctx, Port{ID: "q", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:02",
+		Interface: "eth2", AdminStateUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range [][2]string{{"f2", "p"}, {"f3", "q"}} {
+		if err := s.CreateTapFlow(ctx, TapFlow{ID: f[0], ProjectID: "a", TapServiceID: "s", SourcePort: f[1], Direction: "IN", Status: "DOWN"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -168,7 +174,8 @@ func TestStatuses(t *testing.T) {
 		t.Errorf("desired services = %+v", svcs)
 	}
 	if len(flows) != 3 || flows[0].MAC != "fa:16:3e:00:00:01" || flows[0].VLANFilter != "" || flows[0].Status != (Status{"ERROR", "boom"}) ||
-		flows[1].Status != (Status{"ACTIVE", ""}) || flows[2].Status != (Status{"ERROR", "boom"}) {
+		flows[1].Status != (Status{"ACTIVE", ""}) || flows[2].Status != (Status{"ERROR", "boom"}) ||
+		flows[0].Iface != "eth1" || flows[0].PortUp || flows[2].Iface != "eth2" || flows[2].MAC != "fa:16:3e:00:00:02" || !flows[2].PortUp {
 		t.Errorf("desired flows = %+v", flows)
 	}
 }
