@@ -307,16 +307,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestRestAfter: passes take at most a fifth of a core under a stream of
+// TestRestAfter: passes take at most a ninth of a core under a stream of
 // triggers (issue 10), within minRest and maxRest.
 func TestRestAfter(t *testing.T) {
 	for _, tc := range []struct {
 		pass, want time.Duration
 	}{
 		{0, minRest},
-		{5 * time.Millisecond, minRest},
-		{10 * time.Millisecond, 40 * time.Millisecond},
-		{50 * time.Millisecond, 200 * time.Millisecond},
+		{3 * time.Millisecond, minRest},
+		{10 * time.Millisecond, 80 * time.Millisecond},
+		{30 * time.Millisecond, 240 * time.Millisecond},
+		{40 * time.Millisecond, maxRest},
 		{time.Second, maxRest},
 	} {
 		if got := restAfter(tc.pass); got != tc.want {
