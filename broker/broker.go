@@ -31,15 +31,25 @@ type Broker struct {
 	events chan struct{}
 	watch  *linkWatch
 	rwatch *redirectWatch
+	// resolver follows the routes and neighbours of the mirrors' remote
+	// IPs (resolve.go).
+	resolver *resolver
 
 	// mu serialises Apply, Stats and Close, and guards the fields below.
 	mu       sync.Mutex
 	captures map[string]*capture
 	monitors map[string]*output
+	uplinks  map[string]*output
+	// mirrors is each mirror's state as the last Apply found it.
+	mirrors map[string]mirrorState
 	// Stable counter slots: a flow or service keeps its slot for the
 	// broker's lifetime, so its counters survive plan swaps.
 	flowSlots map[string]int32
 	svcSlots  map[string]int32
+	// tunSlots are the tunnels' (tunnelKey), and tunSeqs their sequence
+	// numbers by slot.
+	tunSlots map[string]int32
+	tunSeqs  []*atomic.Uint32
 	// retired holds the counters of workers, sockets and programs that were
 	// torn down, so that totals never go backwards.
 	retired  counterSet
@@ -80,6 +90,8 @@ func New(cfg Config) (*Broker, error) {
 		events:    make(chan struct{}, 1),
 		captures:  map[string]*capture{},
 		monitors:  map[string]*output{},
+		uplinks:   map[string]*output{},
+		tunSlots:  map[string]int32{},
 		flowSlots: map[string]int32{},
 		svcSlots:  map[string]int32{},
 		retIface:  map[string]*ifaceTotals{},
@@ -91,6 +103,12 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.watch = w
+	r, err := startResolver(b.notify, b.log)
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	b.resolver = r
 	b.rwatch = startRedirectWatch(b.notify, b.log)
 	return b, nil
 }
@@ -178,8 +196,11 @@ func (b *Broker) pruneLastIndex(p *Plan) {
 	for _, s := range p.Services {
 		keep[s.Iface] = true
 	}
-	for _, f := range p.Flows {
-		keep[f.Iface] = true
+	for _, name := range captureNames(p) {
+		keep[name] = true
+	}
+	for _, name := range p.Uplinks {
+		keep[name] = true
 	}
 	for name := range b.lastIndex {
 		if !keep[name] {
@@ -304,7 +325,8 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	// ERROR (loop.go).
 	monStatus := map[string]Status{}
 	wantMon := map[string]bool{}
-	loops := loopReasons(p)
+	caps := captureNames(p)
+	loops := loopReasons(p, caps)
 	for _, s := range p.Services {
 		if s.Iface == "" || wantMon[s.Iface] {
 			continue
@@ -312,7 +334,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		watched[s.Iface] = true
 		if why, ok := loops[s.Iface]; ok {
 			if o := b.monitors[s.Iface]; o != nil {
-				b.closeMonitor(o)
+				b.closeOutput(o)
 			}
 			monStatus[s.Iface] = Status{State: StateError, Reason: why}
 			continue
@@ -331,8 +353,21 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		rep.Services[s.ID] = st
 	}
 
-	// 3. Flows, grouped by capture interface.
-	byIface := map[string][]compiledFlow{}
+	// 2b. Mirrors: resolve their remote IPs, open their uplinks.
+	byIface, mirStatus := b.realiseMirrors(p, look, linkErr, caps)
+	for _, m := range p.Mirrors {
+		if m.Iface != "" {
+			watched[m.Iface] = true
+		}
+	}
+	if len(p.Mirrors) > 0 {
+		// An uplink going down or up changes the routes through it.
+		for _, u := range p.Uplinks {
+			watched[u] = true
+		}
+	}
+
+	// 3. Flows, grouped by capture interface, after the mirrors' tunnels.
 	flowIface := map[string]string{}
 	flowNote := map[string]string{}  // the reason an ACTIVE flow shows
 	svcCaps := map[string][]string{} // service id -> capture interfaces of its flows
@@ -412,6 +447,16 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		}
 		capStatus[name] = st
 	}
+	for _, m := range p.Mirrors {
+		st := mirStatus[m.ID]
+		if m.Iface != "" {
+			st = combineStatus(capStatus[m.Iface], st)
+		}
+		rep.Mirrors[m.ID] = st
+		ms := b.mirrors[m.ID]
+		ms.status = st
+		b.mirrors[m.ID] = ms
+	}
 	for _, f := range p.Flows {
 		name, ok := flowIface[f.ID]
 		if !ok {
@@ -430,37 +475,50 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			b.teardownCapture(c)
 		}
 	}
-	mons := make([]*output, 0, len(b.monitors))
+	// An uplink takes the fast path's redirected copies on the same terms
+	// as a monitor.
+	mons := make([]*output, 0, len(b.monitors)+len(b.uplinks))
 	for _, o := range b.monitors {
+		mons = append(mons, o)
+	}
+	for _, o := range b.uplinks {
 		mons = append(mons, o)
 	}
 	b.rwatch.setMonitors(mons, b.cfg.FastPath)
 	for name, o := range b.monitors {
 		if !wantMon[name] {
-			b.closeMonitor(o)
+			b.closeOutput(o)
 		}
 	}
 	b.removeStalePins()
 	b.log.Info("plan applied", "plan_version", p.Version, "tap_services", len(p.Services), "tap_flows", len(p.Flows),
-		"captures", len(b.captures), "monitors", len(b.monitors))
+		"tap_mirrors", len(p.Mirrors), "captures", len(b.captures), "monitors", len(b.monitors), "uplinks", len(b.uplinks))
 	return rep, nil
 }
 
 // flowStatus combines the status of a flow's capture interface and of its
 // service: an error wins over down, the capture's reason over the service's.
 func flowStatus(capture Status, svcID string, svc Status) Status {
-	viaSvc := Status{State: svc.State, Reason: fmt.Sprintf("tap service %s: %s", svcID, svc.Reason)}
+	own := Status{State: StateActive}
+	if svc.State != StateActive {
+		own = Status{State: svc.State, Reason: fmt.Sprintf("tap service %s: %s", svcID, svc.Reason)}
+	}
+	return combineStatus(capture, own)
+}
+
+// combineStatus combines the status of a capture interface with that of
+// what uses it (a flow's service, a mirror): an error wins over down, the
+// capture's reason over the other's.
+func combineStatus(capture, own Status) Status {
 	switch {
 	case capture.State == StateError:
 		return capture
-	case svc.State == StateError:
-		return viaSvc
+	case own.State == StateError:
+		return own
 	case capture.State == StateDown:
 		return capture
-	case svc.State == StateDown:
-		return viaSvc
 	}
-	return Status{State: StateActive}
+	return own
 }
 
 func (b *Broker) flowSlot(id string) int32 { return slotOf(b.flowSlots, id) }
@@ -478,15 +536,38 @@ func slotOf(slots map[string]int32, id string) int32 {
 	return s
 }
 
+// Output roles, as IfaceStats.Role spells them.
+const (
+	roleMonitor = "monitor"
+	roleUplink  = "uplink"
+)
+
+// outputs returns the open outputs of a role: b.monitors or b.uplinks.
+func (b *Broker) outputs(role string) map[string]*output {
+	if role == roleUplink {
+		return b.uplinks
+	}
+	return b.monitors
+}
+
 // realiseMonitor makes b.monitors[name] match the link and returns the
 // monitor's status.
 func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
-	o := b.monitors[name]
+	return b.realiseOutput(roleMonitor, name, ls, lerr)
+}
+
+// realiseOutput makes the output of role called name match the link and
+// returns its status. Monitors and uplinks alike get a TX-only socket on
+// queue 0: it sends beside the kernel's own traffic (an uplink's ARP, ND
+// and routed packets go on as before).
+func (b *Broker) realiseOutput(role, name string, ls linkState, lerr error) Status {
+	outs := b.outputs(role)
+	o := outs[name]
 	if lerr != nil {
 		return Status{State: StateError, Reason: lerr.Error()}
 	}
 	if o != nil && (!ls.exists || o.ifindex != ls.ifindex) {
-		b.closeMonitor(o)
+		b.closeOutput(o)
 		o = nil
 	}
 	if !ls.exists {
@@ -495,17 +576,23 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 	if o == nil {
 		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.monitorFrames()})
 		if err != nil {
-			return Status{State: StateError, Reason: fmt.Sprintf("open monitor %s: %v", name, err)}
+			return Status{State: StateError, Reason: fmt.Sprintf("open %s %s: %v", role, name, err)}
 		}
-		o = &output{name: name, ifindex: ls.ifindex, sock: s}
+		o = &output{name: name, role: role, ifindex: ls.ifindex, sock: s}
 		if ls.stats != nil {
 			o.kernelSeen = ls.stats.TxDropped
 		}
-		b.monitors[name] = o
-		b.log.Info("monitor opened", "iface", name, "ifindex", ls.ifindex)
+		outs[name] = o
+		b.log.Info(role+" opened", "iface", name, "ifindex", ls.ifindex)
 	}
 	o.up.Store(ls.up)
-	o.maxLen.Store(uint32(ls.carries()))
+	if role == roleMonitor {
+		o.maxLen.Store(uint32(ls.carries()))
+	} else {
+		// The kernel checks a redirected frame against the uplink's MTU
+		// before its DEVMAP program encapsulates (and truncates) it.
+		o.maxLen.Store(uint32(ls.largestFrame()))
+	}
 	o.peerMTU.Store(int32(ls.peerMTU))
 	checkRedirect(o, b.log)
 	if !ls.up {
@@ -514,13 +601,15 @@ func (b *Broker) realiseMonitor(name string, ls linkState, lerr error) Status {
 	return Status{State: StateActive}
 }
 
-func (b *Broker) closeMonitor(o *output) {
+// closeOutput closes a monitor's or an uplink's socket, keeping its
+// counters.
+func (b *Broker) closeOutput(o *output) {
 	b.retireOutput(o)
 	if err := o.close(); err != nil {
-		b.log.Error("close monitor", "iface", o.name, "err", err)
+		b.log.Error("close "+o.role, "iface", o.name, "err", err)
 	}
-	delete(b.monitors, o.name)
-	b.log.Info("monitor closed", "iface", o.name)
+	delete(b.outputs(o.role), o.name)
+	b.log.Info(o.role+" closed", "iface", o.name)
 }
 
 // realiseCapture makes b.captures[name] match the link and returns the
@@ -675,6 +764,7 @@ func (b *Broker) close(handoff bool) error {
 	}
 	b.closed = true
 	b.watch.stop()
+	b.resolver.stop()
 	b.rwatch.stop()
 	if handoff {
 		b.pinFast()
@@ -683,7 +773,10 @@ func (b *Broker) close(handoff bool) error {
 		b.teardownCapture(c)
 	}
 	for _, o := range b.monitors {
-		b.closeMonitor(o)
+		b.closeOutput(o)
+	}
+	for _, o := range b.uplinks {
+		b.closeOutput(o)
 	}
 	return nil
 }

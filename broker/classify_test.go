@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -338,5 +339,72 @@ func TestSocketMemory(t *testing.T) {
 		if c != tc.capture || m != tc.monitor {
 			t.Errorf("%+v.SocketMemory() = %d, %d, want %d, %d", tc.cfg, c, m, tc.capture, tc.monitor)
 		}
+	}
+}
+
+// TestClassifyTunnels puts a tap mirror's tunnels (IN, OUT, BOTH of port
+// A) beside a flow of A: each tunnel gets a frame at most once, with the
+// flows' direction semantics, apart from the service of the flow, and
+// tunnels count no flow matches.
+func TestClassifyTunnels(t *testing.T) {
+	a := macKey(macA)
+	tin, tout, tboth := &tunnel{slot: 0}, &tunnel{slot: 1}, &tunnel{slot: 2}
+	flows := []compiledFlow{
+		{mac: a, dir: DirOut, slot: 0, svc: 0},
+		{mac: a, dir: DirIn, slot: -1, tun: tin},
+		{mac: a, dir: DirOut, slot: -1, tun: tout},
+		{mac: a, dir: DirBoth, slot: -1, tun: tboth},
+	}
+	tab := testTable(flows[:1])
+	tab = buildTable(1, flows, func(int32) *output { return tab.outputs[0] }, 1, 1)
+	if tab.tunSlots != 3 || !tab.tunnels {
+		t.Fatalf("table: %d tunnel slots (tunnels %v), want 3", tab.tunSlots, tab.tunnels)
+	}
+	for _, tc := range []struct {
+		name     string
+		b        []byte
+		wantSvcs []string // "s0" or the tunnels
+	}{
+		{"A to B: OUT", frame(macB, macA, nil, 46), []string{"s0", "out", "both"}},
+		{"B to A: IN", frame(macA, macB, nil, 46), []string{"in", "both"}},
+		{"A to A: IN and OUT, BOTH once", frame(macA, macA, nil, 46), []string{"s0", "in", "out", "both"}},
+		{"broadcast from B: IN", frame(bcast, macB, nil, 46), []string{"in", "both"}},
+		{"broadcast from A: OUT only", frame(bcast, macA, nil, 46), []string{"s0", "out", "both"}},
+		{"B to C: none", frame(macC, macB, nil, 46), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c classifier
+			c.resize(tab)
+			ctr := (&counterSet{}).grownTo(tab.flowSlots, tab.svcSlots, tab.tunSlots)
+			var h frameHeader
+			if r := parseFrame(tc.b, &h); r != parseOK {
+				t.Fatalf("parseFrame = %v", r)
+			}
+			var got []string
+			for _, s := range c.classify(tab, &h, uint64(len(tc.b)), ctr) {
+				switch tab.services[s].tun {
+				case nil:
+					got = append(got, fmt.Sprintf("s%d", tab.services[s].slot))
+				case tin:
+					got = append(got, "in")
+				case tout:
+					got = append(got, "out")
+				case tboth:
+					got = append(got, "both")
+				}
+			}
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tc.wantSvcs))
+			if !slices.Equal(got, want) {
+				t.Fatalf("Classify(%s) = %v, want %v", tc.name, got, want)
+			}
+			wantFlow := uint64(0)
+			if slices.Contains(tc.wantSvcs, "s0") {
+				wantFlow = 1
+			}
+			if n := ctr.flows[0].pkts.Load(); n != wantFlow {
+				t.Errorf("Classify(%s): flow matched %d, want %d", tc.name, n, wantFlow)
+			}
+		})
 	}
 }

@@ -57,6 +57,11 @@ func captureCounters(c *capture, drops, counters map[string]uint64) {
 	if xc, err := c.prog.Counters(); err == nil {
 		xc.Each(func(name string, v uint64) { addCounter(drops, counters, "xdp_"+name, v, xdpDrops[name]) })
 	}
+	// Tunnel copies of the fast path whose tunnel the kernel could not
+	// tell (a driver without XDP metadata), dropped.
+	if v, err := c.prog.FastTunnel(xdpprog.UnknownTunnel); err == nil {
+		addCounter(drops, counters, "xdp_tunnel_unknown", v.Failed, true)
+	}
 	for _, w := range c.workers {
 		for i := range w.wctr {
 			addCounter(drops, counters, workerCounterNames[i], w.wctr[i].Load(), workerCounterIsDrop[i])
@@ -82,21 +87,21 @@ func outputCounters(o *output, drops, counters map[string]uint64) {
 func (b *Broker) retireCapture(c *capture) {
 	t := b.totals(c.name, "capture")
 	captureCounters(c, t.drops, t.counters)
-	b.harvestFast(c, nil, nil)
+	b.harvestFast(c, nil, nil, nil)
 	for _, w := range c.workers {
 		addSet(&b.retired, w.ctr.Load())
 	}
 }
 
 func (b *Broker) retireOutput(o *output) {
-	t := b.totals(o.name, "monitor")
+	t := b.totals(o.name, o.role)
 	outputCounters(o, t.drops, t.counters)
 }
 
 // addSet adds src's counters into dst, growing dst as needed; dst is
 // b.retired, guarded by b.mu.
 func addSet(dst, src *counterSet) {
-	dst.ensure(int32(len(src.flows)), int32(len(src.svcs)))
+	dst.ensureTo(int32(len(src.flows)), int32(len(src.svcs)), int32(len(src.tuns)))
 	dst.add(src)
 }
 
@@ -187,18 +192,14 @@ func (b *Broker) Stats() Stats {
 		return is
 	}
 	seen := map[string]bool{}
-	for _, f := range b.plan.Flows {
-		if f.Iface == "" || seen["c/"+f.Iface] {
-			continue
-		}
-		seen["c/"+f.Iface] = true
+	for _, name := range captureNames(b.plan) {
 		var add func(d, c map[string]uint64)
 		queues := 0
-		c := b.captures[f.Iface]
+		c := b.captures[name]
 		if c != nil {
 			add, queues = func(d, cs map[string]uint64) { captureCounters(c, d, cs) }, len(c.workers)
 		}
-		is := iface(f.Iface, "capture", queues, add)
+		is := iface(name, "capture", queues, add)
 		if c != nil {
 			is.Path, is.PathReason = PathUserspace, c.fast.why
 			if c.fast.on {
@@ -217,7 +218,11 @@ func (b *Broker) Stats() Stats {
 		if o := b.monitors[s.Iface]; o != nil {
 			add, queues = func(d, cs map[string]uint64) { outputCounters(o, d, cs) }, 1
 		}
-		st.Interfaces = append(st.Interfaces, iface(s.Iface, "monitor", queues, add))
+		st.Interfaces = append(st.Interfaces, iface(s.Iface, roleMonitor, queues, add))
+	}
+	for _, name := range b.usedUplinks() {
+		o := b.uplinks[name]
+		st.Interfaces = append(st.Interfaces, iface(name, roleUplink, 1, func(d, cs map[string]uint64) { outputCounters(o, d, cs) }))
 	}
 	sort.Slice(st.Interfaces, func(i, j int) bool {
 		a, c := st.Interfaces[i], st.Interfaces[j]
@@ -266,5 +271,6 @@ func (b *Broker) Stats() Stats {
 		}
 		st.Flows = append(st.Flows, fs)
 	}
+	st.Mirrors = b.mirrorStats(b.plan, sets)
 	return st
 }

@@ -44,21 +44,57 @@ var serviceDropNames = [numServiceDrops]string{"no_free_tx_frame", "tx_ring_full
 
 func (d serviceDrop) String() string { return serviceDropNames[d] }
 
-// counterSet is one worker's per-flow and per-service counters.
+// tunnelCounter counts one tunnel of a tap mirror (one direction of it):
+// encapsulated copies sent and their bytes on the wire, outer headers
+// included, how many were truncated to fit the uplink, and drops.
+type tunnelCounter struct {
+	pkts, bytes, truncated atomic.Uint64
+	drops                  [numTunnelDrops]atomic.Uint64
+}
+
+// tunnelDrop is why a tap mirror's copy was not sent.
+type tunnelDrop uint8
+
+const (
+	// tdNoTxFrame: the uplink's UMEM had no free frame.
+	tdNoTxFrame tunnelDrop = iota
+	// tdTxRingFull: the uplink's TX ring was full.
+	tdTxRingFull
+	// tdMirrorDown: the mirror could not send: no route, an unresolved
+	// neighbour, its uplink down (the mirror's status says which).
+	tdMirrorDown
+	// tdRedirectFailed: on the fast path, the kernel refused the redirect
+	// to the uplink or could not encapsulate the copy.
+	tdRedirectFailed
+	numTunnelDrops
+)
+
+var tunnelDropNames = [numTunnelDrops]string{"no_free_tx_frame", "tx_ring_full", "mirror_down", "redirect_failed"}
+
+func (d tunnelDrop) String() string { return tunnelDropNames[d] }
+
+// counterSet is one worker's per-flow, per-service and per-tunnel counters.
 type counterSet struct {
 	flows []flowCounter
 	svcs  []serviceCounter
+	tuns  []tunnelCounter
 }
 
 // grown returns a set with room for the slots, copying c's values, or c when
 // it is large enough.
 func (c *counterSet) grown(flowSlots, svcSlots int32) *counterSet {
-	if int(flowSlots) <= len(c.flows) && int(svcSlots) <= len(c.svcs) {
+	return c.grownTo(flowSlots, svcSlots, 0)
+}
+
+// grownTo is grown with tunnel slots too.
+func (c *counterSet) grownTo(flowSlots, svcSlots, tunSlots int32) *counterSet {
+	if int(flowSlots) <= len(c.flows) && int(svcSlots) <= len(c.svcs) && int(tunSlots) <= len(c.tuns) {
 		return c
 	}
 	n := &counterSet{
 		flows: make([]flowCounter, max(int(flowSlots), len(c.flows))*2),
 		svcs:  make([]serviceCounter, max(int(svcSlots), len(c.svcs))*2),
+		tuns:  make([]tunnelCounter, max(int(tunSlots), len(c.tuns))*2),
 	}
 	n.add(c)
 	return n
@@ -77,6 +113,14 @@ func (c *counterSet) add(src *counterSet) {
 			c.svcs[i].drops[d].Add(src.svcs[i].drops[d].Load())
 		}
 	}
+	for i := range src.tuns {
+		c.tuns[i].pkts.Add(src.tuns[i].pkts.Load())
+		c.tuns[i].bytes.Add(src.tuns[i].bytes.Load())
+		c.tuns[i].truncated.Add(src.tuns[i].truncated.Load())
+		for d := range src.tuns[i].drops {
+			c.tuns[i].drops[d].Add(src.tuns[i].drops[d].Load())
+		}
+	}
 }
 
 // flowAt and svcAt return the counters of a slot, growing c to hold it;
@@ -91,9 +135,16 @@ func (c *counterSet) svcAt(s int32) *serviceCounter {
 	return &c.svcs[s]
 }
 
-func (c *counterSet) ensure(flowSlots, svcSlots int32) {
-	if g := c.grown(flowSlots, svcSlots); g != c {
-		*c = counterSet{flows: g.flows, svcs: g.svcs}
+func (c *counterSet) tunAt(s int32) *tunnelCounter {
+	c.ensureTo(0, 0, s+1)
+	return &c.tuns[s]
+}
+
+func (c *counterSet) ensure(flowSlots, svcSlots int32) { c.ensureTo(flowSlots, svcSlots, 0) }
+
+func (c *counterSet) ensureTo(flowSlots, svcSlots, tunSlots int32) {
+	if g := c.grownTo(flowSlots, svcSlots, tunSlots); g != c {
+		*c = counterSet{flows: g.flows, svcs: g.svcs, tuns: g.tuns}
 	}
 }
 

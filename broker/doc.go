@@ -8,8 +8,9 @@
 //
 // Goroutines: one worker per (capture interface, RX queue), started by
 // Apply and stopped by the Apply that no longer needs it (or by Close); one
-// netlink reader for the link watch and one poller of the monitors' XDP
-// features (redirectwatch.go), from New to Close. Apply, Stats and
+// netlink reader for the link watch, one for the routes and neighbours of
+// the tap mirrors' remote IPs (the resolver, resolve.go) and one poller of
+// the monitors' XDP features (redirectwatch.go), from New to Close. Apply, Stats and
 // Close run in the caller's goroutine and are serialised by one mutex;
 // workers never take it. The only lock a worker takes is the mutex of a
 // monitor's TX socket, once per batch per monitor.
@@ -19,6 +20,14 @@
 // VID, matches flows in the capture interface's table (direction, VLAN
 // set), sends each service at most one copy, and counts per flow and per
 // service. worker.go has the step-by-step sketch.
+//
+// Tap mirrors (mirror.go) are compiled into the same table: each
+// direction of a mirror is a tunnel with the flows' direction semantics,
+// whose copies the workers encapsulate (xdpprog.TunnelHeader) and send out
+// of the uplink the kernel's route to the remote IP names, with a TX-only
+// socket beside the uplink's own traffic. The outer headers come from the
+// kernel's route and neighbour tables (resolve.go). On the fast path the
+// uplink's DEVMAP entry runs xdpprog's tunnel program on the copy instead.
 //
 // The fast path (Config.FastPath, fastpath.go) skips userspace: Apply
 // tabulates the same table into the XDP program's decision maps, and the

@@ -9,10 +9,14 @@ package broker
 // The program cannot run Go: Apply tabulates the capture's table (table.go,
 // the one classifier) for every (VLAN class, source port, destination port)
 // into an xdpprog.FastTable, by classifying one representative frame per
-// combination. What does not fit the program's limits, or needs a monitor
-// that cannot take redirected frames (afxdp-notes gotcha 10), stays on the
-// AF_XDP path for that capture interface; the reason is logged and shown in
-// Stats (IfaceStats.Path, PathReason).
+// combination. A tap mirror's tunnel is an output too: its uplink's DEVMAP
+// entry runs xdpprog's tunnel program (SetTunnel), which encapsulates the
+// copy as the workers do, byte for byte. What does not fit the program's
+// limits (among them: two tunnel copies of one frame through one uplink),
+// or needs a monitor or uplink that cannot take redirected frames
+// (afxdp-notes gotcha 10) or is smaller than the capture's frames, stays on
+// the AF_XDP path for that capture interface; the reason is logged and
+// shown in Stats (IfaceStats.Path, PathReason).
 
 import (
 	"fmt"
@@ -45,6 +49,8 @@ type kslots[C any] struct {
 	of   map[int32]kslot[C]
 	free []uint16
 	next uint16
+	// limit is the number of kernel slots; 0 means xdpprog.MaxFastSlots.
+	limit uint16
 }
 
 // get returns the kernel slot of global slot s, giving it one (its base
@@ -60,11 +66,11 @@ func (ks *kslots[C]) get(s int32, read func(k uint16) (C, error)) (uint16, error
 	switch {
 	case len(ks.free) > 0:
 		k, ks.free = ks.free[len(ks.free)-1], ks.free[:len(ks.free)-1]
-	case ks.next < xdpprog.MaxFastSlots:
+	case ks.next < ks.max():
 		k = ks.next
 		ks.next++
 	default:
-		return 0, fmt.Errorf("more than %d counter slots", xdpprog.MaxFastSlots)
+		return 0, fmt.Errorf("more than %d counter slots", ks.max())
 	}
 	base, err := read(k)
 	if err != nil {
@@ -75,13 +81,31 @@ func (ks *kslots[C]) get(s int32, read func(k uint16) (C, error)) (uint16, error
 	return k, nil
 }
 
+func (ks *kslots[C]) max() uint16 {
+	if ks.limit == 0 {
+		return xdpprog.MaxFastSlots
+	}
+	return ks.limit
+}
+
 // fastCapture is the fast-path state of one capture, guarded by Broker.mu.
+// Services and the tap mirrors' tunnels share the kernel's service counter
+// slots: a tunnel's key in svcs is -1 - its tunnel slot. tuns are the
+// kernel's tunnel slots (xdpprog.SetTunnel), by tunnel slot.
 type fastCapture struct {
 	on    bool   // the program decides frames
 	why   string // why not, when the config asked for the fast path
 	flows kslots[xdpprog.FastFlowCounter]
 	svcs  kslots[xdpprog.FastServiceCounter]
+	tuns  kslots[xdpprog.FastTunnelCounter]
 }
+
+// noFlowSlot is what compileFast's flowK returns for a tunnel's pseudo
+// flow, which has no flow counter.
+const noFlowSlot = 0xffff
+
+// tunSvcKey is the key of tunnel slot s in fastCapture.svcs.
+func tunSvcKey(s int32) int32 { return -1 - s }
 
 // fastOutput is what compileFast needs of one service's monitor.
 type fastOutput struct {
@@ -157,8 +181,11 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 		}
 		var d xdpprog.Decision
 		for i := 0; i < t.nFlows; i++ {
-			if cls.flowStamp[i] == cls.gen {
-				d.Flows = append(d.Flows, flowK(i))
+			if cls.flowStamp[i] != cls.gen {
+				continue
+			}
+			if k := flowK(i); k != noFlowSlot {
+				d.Flows = append(d.Flows, k)
 			}
 		}
 		for _, s := range hits {
@@ -255,7 +282,7 @@ func (b *Broker) applyFast(c *capture, t *table, flows []compiledFlow) {
 		return
 	}
 	c.fast.on, c.fast.why = false, why
-	b.harvestFast(c, nil, nil)
+	b.harvestFast(c, nil, nil, nil)
 }
 
 // fastRefusal loads t into c's program and returns "", or returns why c
@@ -266,18 +293,55 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	}
 	for i, o := range t.outputs {
 		if o.refused.Load() {
-			return fmt.Sprintf("monitor %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.name, o.name)
+			return fmt.Sprintf("%s %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.role, o.name, o.name)
 		}
 		// The kernel drops a redirected frame larger than the monitor
 		// carries after the program counted it sent, silently for a
 		// broadcast to several monitors; the workers count it instead.
+		// It checks a copy to an uplink before the tunnel's program can
+		// truncate it: the workers truncate it instead.
 		if m := t.outMax[i]; m > 0 && int(m) < c.frame {
+			if o.role == roleUplink {
+				return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
+					o.name, m, c.name, c.frame)
+			}
 			return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path counts the copies that do not fit (monitor_mtu)",
 				o.name, m, c.name, c.frame)
 		}
 	}
+	// Tunnels first: a table may send only to tunnels the program holds.
+	tunOut := map[int32]fastOutput{}
+	for s, ts := range t.services {
+		tn := ts.tun
+		if tn == nil {
+			continue
+		}
+		if tn.hdr == nil || tn.out == nil {
+			tunOut[int32(s)] = fastOutput{} // counted down in the kernel
+			continue
+		}
+		c.fast.tuns.limit = xdpprog.MaxTunnels
+		_, had := c.fast.tuns.of[tn.slot]
+		k, err := c.fast.tuns.get(tn.slot, func(k uint16) (xdpprog.FastTunnelCounter, error) { return c.prog.FastTunnel(int(k)) })
+		if err == nil {
+			err = c.prog.SetTunnel(int(k), tn.hdr, tn.out.ifindex)
+		}
+		if err == nil && !had {
+			// The kernel numbers on from the workers: a collector sees
+			// no jump when the capture changes path (copies the workers
+			// still send from their rings may repeat a few numbers).
+			err = c.prog.SetTunnelSeq(int(k), tn.seq.Load()+1)
+		}
+		if err != nil {
+			return fmt.Sprintf("tap mirror tunnel does not fit the fast path: %v", err)
+		}
+		tunOut[int32(s)] = fastOutput{ifindex: xdpprog.TunnelOutput(int(k)), usable: tn.out.up.Load()}
+	}
 	var kerr error
 	flowK := func(i int) uint16 {
+		if flows[i].slot < 0 {
+			return noFlowSlot // a tunnel counts on its own
+		}
 		k, err := c.fast.flows.get(flows[i].slot, c.prog.FastFlow)
 		if err != nil && kerr == nil {
 			kerr = err
@@ -285,7 +349,11 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		return k
 	}
 	svcK := func(s int32) uint16 {
-		k, err := c.fast.svcs.get(t.services[s].slot, c.prog.FastService)
+		key := t.services[s].slot
+		if t.services[s].tun != nil {
+			key = tunSvcKey(key)
+		}
+		k, err := c.fast.svcs.get(key, c.prog.FastService)
 		if err != nil && kerr == nil {
 			kerr = err
 		}
@@ -293,6 +361,9 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	}
 	outputOf := func(s int32) fastOutput {
 		ts := t.services[s]
+		if ts.tun != nil {
+			return tunOut[s]
+		}
 		if ts.out < 0 {
 			return fastOutput{}
 		}
@@ -317,23 +388,29 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		b.log.Info("capture on the fast path", "iface", c.name, "decisions", len(ft.Decisions))
 	}
 	c.fast.on, c.fast.why = true, ""
-	keepF, keepS := map[int32]bool{}, map[int32]bool{}
+	keepF, keepS, keepT := map[int32]bool{}, map[int32]bool{}, map[int32]bool{}
 	for _, f := range flows {
 		keepF[f.slot] = true
 	}
 	for _, s := range t.services {
+		if s.tun != nil {
+			keepS[tunSvcKey(s.slot)] = true
+			keepT[s.slot] = s.tun.hdr != nil && s.tun.out != nil
+			continue
+		}
 		keepS[s.slot] = true
 	}
-	b.harvestFast(c, keepF, keepS)
+	b.harvestFast(c, keepF, keepS, keepT)
 	return ""
 }
 
 // harvestFast moves the kernel counts of c's slots not in keepFlows /
-// keepSvcs (nil: all) into b.retired and frees their kernel slots. A frame
-// decided before the last table swap may still bump such a slot while this
-// runs; it is counted for whichever flow gets the slot next, at most a
-// handful per swap.
-func (b *Broker) harvestFast(c *capture, keepFlows, keepSvcs map[int32]bool) {
+// keepSvcs / keepTuns (nil: all) into b.retired and frees their kernel
+// slots, emptying the program's tunnels that go. A frame decided before
+// the last table swap may still bump such a slot while this runs; it is
+// counted for whichever flow gets the slot next, at most a handful per
+// swap.
+func (b *Broker) harvestFast(c *capture, keepFlows, keepSvcs, keepTuns map[int32]bool) {
 	for s, e := range c.fast.flows.of {
 		if keepFlows[s] {
 			continue
@@ -350,19 +427,59 @@ func (b *Broker) harvestFast(c *capture, keepFlows, keepSvcs map[int32]bool) {
 			continue
 		}
 		if v, err := c.prog.FastService(e.k); err == nil {
-			addFastService(b.retired.svcAt(s), v, e.base)
+			b.retired.addFastService(s, v, e.base)
 		}
 		delete(c.fast.svcs.of, s)
 		c.fast.svcs.free = append(c.fast.svcs.free, e.k)
 	}
+	for s, e := range c.fast.tuns.of {
+		if keepTuns[s] {
+			continue
+		}
+		if v, err := c.prog.FastTunnel(int(e.k)); err == nil {
+			addFastTunnel(b.retired.tunAt(s), v, e.base)
+		}
+		// The workers number on from the kernel, never backwards.
+		if next, err := c.prog.TunnelSeq(int(e.k)); err != nil {
+			b.log.Warn("read tunnel sequence number", "iface", c.name, "slot", e.k, "err", err)
+		} else if int(s) < len(b.tunSeqs) {
+			seq := b.tunSeqs[s]
+			for cur := seq.Load(); int32(next-1-cur) > 0 && !seq.CompareAndSwap(cur, next-1); cur = seq.Load() {
+			}
+		}
+		// The live table no longer sends to it (SetFast came first).
+		if err := c.prog.ClearTunnel(int(e.k)); err != nil {
+			b.log.Error("clear tunnel", "iface", c.name, "slot", e.k, "err", err)
+			continue // keep the slot: the next harvest tries again
+		}
+		delete(c.fast.tuns.of, s)
+		c.fast.tuns.free = append(c.fast.tuns.free, e.k)
+	}
 }
 
-// addFastService adds a kernel service counter, less its base, to sc.
-func addFastService(sc *serviceCounter, v, base xdpprog.FastServiceCounter) {
+// addFastService adds the kernel service counter of key (a service slot,
+// or a tunnel's tunSvcKey), less its base, to cs.
+func (cs *counterSet) addFastService(key int32, v, base xdpprog.FastServiceCounter) {
+	if key < 0 {
+		// A tunnel: what it sent is in its tunnel counter.
+		tc := cs.tunAt(tunSvcKey(key))
+		tc.drops[tdMirrorDown].Add(v.Down - base.Down)
+		tc.drops[tdRedirectFailed].Add(v.Failed - base.Failed)
+		return
+	}
+	sc := cs.svcAt(key)
 	sc.pkts.Add(v.Packets - base.Packets)
 	sc.bytes.Add(v.Bytes - base.Bytes)
 	sc.drops[dropMonitorDown].Add(v.Down - base.Down)
 	sc.drops[dropRedirectFailed].Add(v.Failed - base.Failed)
+}
+
+// addFastTunnel adds a kernel tunnel counter, less its base, to tc.
+func addFastTunnel(tc *tunnelCounter, v, base xdpprog.FastTunnelCounter) {
+	tc.pkts.Add(v.Packets - base.Packets)
+	tc.bytes.Add(v.Bytes - base.Bytes)
+	tc.truncated.Add(v.Truncated - base.Truncated)
+	tc.drops[tdRedirectFailed].Add(v.Failed - base.Failed)
 }
 
 // fastCounters adds the live kernel counts of every capture's slots into
@@ -378,7 +495,12 @@ func (b *Broker) fastCounters() *counterSet {
 		}
 		for s, e := range c.fast.svcs.of {
 			if v, err := c.prog.FastService(e.k); err == nil {
-				addFastService(cs.svcAt(s), v, e.base)
+				cs.addFastService(s, v, e.base)
+			}
+		}
+		for s, e := range c.fast.tuns.of {
+			if v, err := c.prog.FastTunnel(int(e.k)); err == nil {
+				addFastTunnel(cs.tunAt(s), v, e.base)
 			}
 		}
 	}

@@ -48,16 +48,7 @@ func startLinkWatch(notify func(), log *slog.Logger) (*linkWatch, error) {
 		watched: map[string]bool{}, indexes: map[int]string{}, last: map[string]linkKey{}, masters: map[int]int{}}
 	ch := make(chan netlink.LinkUpdate, 64)
 	err := netlink.LinkSubscribeWithOptions(ch, lw.done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case <-lw.done:
-				return // stop closed the socket under the reader
-			default:
-			}
-			// The subscription may have lost messages: reconcile anyway.
-			log.Warn("link watch", "err", err)
-			notify()
-		},
+		ErrorCallback: watchErr(lw.done, log, "link watch", notify),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to link updates: %w", err)
@@ -118,6 +109,20 @@ func (lw *linkWatch) setWatched(names map[string]bool, indexes map[int]string) {
 		if !names[n] {
 			delete(lw.last, n)
 		}
+	}
+}
+
+// watchErr is the ErrorCallback of a netlink subscription that done ends:
+// the subscription may have lost messages, so reconcile anyway.
+func watchErr(done <-chan struct{}, log *slog.Logger, what string, notify func()) func(error) {
+	return func(err error) {
+		select {
+		case <-done:
+			return // stop closed the socket under the reader
+		default:
+		}
+		log.Warn(what, "err", err)
+		notify()
 	}
 }
 

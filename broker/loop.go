@@ -3,7 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/vishvananda/netlink"
 )
@@ -181,15 +180,9 @@ func linkOf(l netlink.Link, what string) (netlink.Link, error) {
 	return o, nil
 }
 
-// loopReasons checks every monitor of p against every capture of p and
-// returns, per monitor, why it feeds a capture back.
-func loopReasons(p *Plan) map[string]string {
-	var caps []string
-	for _, f := range p.Flows {
-		if f.Iface != "" && !slices.Contains(caps, f.Iface) {
-			caps = append(caps, f.Iface)
-		}
-	}
+// loopReasons checks every monitor of p against caps, the capture
+// interfaces of p, and returns, per monitor, why it feeds a capture back.
+func loopReasons(p *Plan, caps []string) map[string]string {
 	out := map[string]string{}
 	seen := map[string]bool{}
 	for _, s := range p.Services {
@@ -197,17 +190,25 @@ func loopReasons(p *Plan) map[string]string {
 			continue
 		}
 		seen[s.Iface] = true
-		for _, c := range caps {
-			why, err := FeedsBack(s.Iface, c)
-			if err != nil {
-				// Unknown is not safe: keep the monitor closed.
-				why = fmt.Sprintf("loop check of %s: %v", s.Iface, err)
-			}
-			if why != "" {
-				out[s.Iface] = "loop refused: " + why
-				break
-			}
+		if why := feedsAny(s.Iface, caps); why != "" {
+			out[s.Iface] = why
 		}
 	}
 	return out
+}
+
+// feedsAny says how output (a monitor or an uplink) feeds one of caps
+// back, "loop refused: ..." or "" when it finds no way.
+func feedsAny(output string, caps []string) string {
+	for _, c := range caps {
+		why, err := FeedsBack(output, c)
+		if err != nil {
+			// Unknown is not safe: keep the output closed.
+			why = fmt.Sprintf("loop check of %s: %v", output, err)
+		}
+		if why != "" {
+			return "loop refused: " + why
+		}
+	}
+	return ""
 }

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,6 +55,13 @@ func BenchmarkMirror(b *testing.B) {
 		b.Run(path+"/xdpsink/64B/fanout4", func(b *testing.B) {
 			benchMirror(b, mirrorRun{fast: fast, size: 60, sink: "xdpsink", monitors: 4})
 		})
+		// A tap mirror instead of a flow: the copies are encapsulated and
+		// leave through an uplink, whose peer's xdpsink counts them.
+		for _, typ := range []broker.TunnelType{broker.TunnelGRE, broker.TunnelVXLAN} {
+			b.Run(fmt.Sprintf("%s/xdpsink/64B/%s", path, typ), func(b *testing.B) {
+				benchMirror(b, mirrorRun{fast: fast, size: 60, sink: "xdpsink", monitors: 1, tunnel: typ})
+			})
+		}
 		// Paced runs: the loss at a given offered rate, without the
 		// overload of a flat-out generator sharing CPU 0 with the capture
 		// NAPI.
@@ -81,6 +90,9 @@ type mirrorRun struct {
 	sink     string  // "xdpsink" or "stack"
 	rate     float64 // offered frames/s, 0 = flat out
 	monitors int     // services, one monitor each, all fed by the one flow's MAC
+	// tunnel, when set, makes the one monitor an uplink and the flow a tap
+	// mirror (OUT) in this encapsulation.
+	tunnel broker.TunnelType
 }
 
 const runFor = 4 * time.Second
@@ -142,8 +154,20 @@ func benchMirror(b *testing.B, run mirrorRun) {
 		plan.Services = append(plan.Services, broker.Service{ID: "s" + id, Iface: m})
 		plan.Flows = append(plan.Flows, broker.Flow{ID: "f" + id, ServiceID: "s" + id, SourcePortID: "p", Iface: p + "cap", MAC: mac, Direction: broker.DirOut})
 	}
+	if run.tunnel != 0 {
+		// The monitor is an uplink towards a collector behind a next hop
+		// whose MAC is known (the sink's): TEST-NET, in the veth alone.
+		peer := strings.Fields(testutil.Run(b, "ip", "-n", mons[0], "-o", "link", "show", mons[0]+"p"))
+		peerMAC := peer[slices.Index(peer, "link/ether")+1]
+		testutil.Run(b, "ip", "addr", "add", "198.51.100.253/30", "dev", mons[0])
+		testutil.Run(b, "ip", "neigh", "replace", "198.51.100.254", "lladdr", peerMAC, "dev", mons[0], "nud", "permanent")
+		testutil.Run(b, "ip", "route", "replace", "192.0.2.253/32", "via", "198.51.100.254", "dev", mons[0])
+		plan = &broker.Plan{Version: 1, Uplinks: mons[:1], Mirrors: []broker.Mirror{{ID: "m", PortID: "p", Iface: p + "cap",
+			MAC: mac, Type: run.tunnel, RemoteIP: netip.MustParseAddr("192.0.2.253"), Tunnels: []broker.Tunnel{{Direction: broker.DirOut, ID: 7}}}}}
+	}
 	rep, err := br.Apply(context.Background(), plan)
-	if err != nil || rep.Flows["f0"].State != broker.StateActive {
+	if err != nil || (run.tunnel == 0 && rep.Flows["f0"].State != broker.StateActive) ||
+		(run.tunnel != 0 && rep.Mirrors["m"].State != broker.StateActive) {
 		b.Fatalf("Apply: %v %+v", err, rep)
 	}
 	for _, is := range br.Stats().Interfaces {

@@ -98,10 +98,10 @@ func checkRedirect(o *output, log *slog.Logger) bool {
 		return false
 	}
 	if refused {
-		log.Warn("monitor does not take frames redirected by XDP; captures that copy to it use the AF_XDP path",
+		log.Warn(o.role+" does not take frames redirected by XDP; captures that copy to it use the AF_XDP path",
 			"iface", o.name, "fix", fmt.Sprintf("ethtool -K <peer of %s> gro on, or an XDP program on the peer", o.name))
 	} else {
-		log.Info("monitor takes frames redirected by XDP again", "iface", o.name)
+		log.Info(o.role+" takes frames redirected by XDP again", "iface", o.name)
 	}
 	return true
 }

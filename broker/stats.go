@@ -17,7 +17,7 @@ type Stats struct {
 // IfaceStats are the counters of one capture or monitor interface.
 type IfaceStats struct {
 	Name   string `json:"name"`
-	Role   string `json:"role"` // "capture" or "monitor"
+	Role   string `json:"role"` // "capture", "monitor" or "uplink"
 	LinkUp bool   `json:"link_up"`
 	// MTU is the netdev's MTU in bytes; a monitor carries copies up to
 	// MTU + 18 (Ethernet header and one VLAN tag). 0 when the link is gone.

@@ -25,13 +25,21 @@ type table struct {
 	// outMax[i] is outputs[i].maxLen when the table was built: an MTU
 	// change comes with a link event and a new table.
 	outMax []uint32
-	// flowSlots and svcSlots are the sizes the workers' counter arrays need.
-	flowSlots, svcSlots int32
+	// flowSlots, svcSlots and tunSlots are the sizes the workers' counter
+	// arrays need.
+	flowSlots, svcSlots, tunSlots int32
+	// tunnels says whether a service is a tunnel: the workers then read
+	// the clock once per batch for ERSPAN III timestamps.
+	tunnels bool
 }
 
+// tableService is where a local service's copies go: a monitor, or (tun
+// not nil) a tap mirror's tunnel through an uplink. slot is the service's
+// counter slot, or the tunnel's.
 type tableService struct {
 	slot int32
 	out  int32
+	tun  *tunnel
 }
 
 type portRules struct {
@@ -50,28 +58,48 @@ type flowRule struct {
 func (r *flowRule) wants(vid uint16) bool { return r.vlans == nil || r.vlans.Has(vid) }
 
 // compiledFlow is a flow of the plan with its parsed VLAN set, as Apply
-// hands it to buildTable.
+// hands it to buildTable. A tap mirror's tunnel is compiled as a flow of
+// its own (tun set, slot -1: no flow counters) into a service of its own:
+// the same direction semantics, and a frame goes to each tunnel at most
+// once.
 type compiledFlow struct {
 	mac   uint64
 	dir   Direction
 	slot  int32
 	svc   int32 // service slot
 	vlans *xdpprog.VLANSet
+	tun   *tunnel
 }
 
 // buildTable compiles the flows of one capture interface. outputOf gives
 // the output of a service slot (nil when its monitor is not available).
 func buildTable(version uint64, flows []compiledFlow, outputOf func(svcSlot int32) *output, flowSlots, svcSlots int32) *table {
 	t := &table{version: version, ports: map[uint64]*portRules{}, flowSlots: flowSlots, svcSlots: svcSlots}
-	svcIndex := map[int32]int32{}
+	type svcKey struct {
+		svc int32
+		tun *tunnel
+	}
+	svcIndex := map[svcKey]int32{}
 	outIndex := map[*output]int32{}
 	for i, f := range flows {
-		si, ok := svcIndex[f.svc]
+		key := svcKey{svc: f.svc, tun: f.tun}
+		if f.tun != nil {
+			key.svc = -1
+		}
+		si, ok := svcIndex[key]
 		if !ok {
 			si = int32(len(t.services))
-			svcIndex[f.svc] = si
+			svcIndex[key] = si
 			ts := tableService{slot: f.svc, out: -1}
-			if o := outputOf(f.svc); o != nil {
+			o := (*output)(nil)
+			if f.tun != nil {
+				ts.slot, ts.tun, o = f.tun.slot, f.tun, f.tun.out
+				t.tunSlots = max(t.tunSlots, f.tun.slot+1)
+				t.tunnels = true
+			} else {
+				o = outputOf(f.svc)
+			}
+			if o != nil {
 				oi, ok := outIndex[o]
 				if !ok {
 					oi = int32(len(t.outputs))
@@ -202,9 +230,11 @@ func (c *classifier) match(r *flowRule, vid uint16, n uint64, ctr *counterSet) {
 		return
 	}
 	c.flowStamp[r.flow] = c.gen
-	fc := &ctr.flows[r.slot]
-	fc.pkts.Add(1)
-	fc.bytes.Add(n)
+	if r.slot >= 0 { // a tunnel counts on its own, when sent
+		fc := &ctr.flows[r.slot]
+		fc.pkts.Add(1)
+		fc.bytes.Add(n)
+	}
 	if c.svcStamp[r.svc] != c.gen {
 		c.svcStamp[r.svc] = c.gen
 		c.hits = append(c.hits, r.svc)

@@ -4,11 +4,15 @@ package broker
 //
 //  1. rx ring:  Receive up to BatchSize descriptors (poll(2) when idle)
 //  2. plan:     load the capture's table once per batch
-//  3. classify: parse dst/src/outer VID, match flows, dedupe per service;
-//               a copy larger than its monitor carries is counted, not sent
-//  4. gather:   append each copy to its output's list
-//  5. fan-out:  per output, under its mutex once per batch: AllocTx, memcpy,
-//               Transmit, one Kick, reap completions
+//  3. classify: parse dst/src/outer VID, match flows and mirror tunnels,
+//               dedupe per service and tunnel; a copy larger than its
+//               monitor carries is counted, not sent
+//  4. gather:   append each copy to its output's list (a monitor, or the
+//               uplink of a tunnel)
+//  5. fan-out:  per output, under its mutex once per batch: AllocTx, memcpy
+//               (a tunnel's: outer headers, next sequence number, frame
+//               truncated to the uplink's MTU), Transmit, one Kick, reap
+//               completions
 //  6. fill:     Free the RX frames and refill the fill ring once
 //
 // Nothing here allocates, locks (except step 5's per-batch mutex), logs or
@@ -24,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/xdpprog"
 )
 
 // copyRef is one copy to send: the RX descriptor index in the batch and the
@@ -57,6 +62,7 @@ type worker struct {
 	gather [][]copyRef
 	cls    classifier
 	tab    *table
+	ts     uint32 // ERSPAN III timestamp of the batch
 }
 
 func newWorker(c *capture, s *xsk.Socket, queue int, cfg *Config, cpu int) *worker {
@@ -136,6 +142,9 @@ func (w *worker) batch() int {
 		w.swap(t)
 	}
 	ctr := w.ctr.Load()
+	if t != nil && t.tunnels {
+		w.ts = xdpprog.ERSPANTimestamp(time.Now())
+	}
 	descs := w.descs[:n]
 	var bytes uint64
 	if t != nil {
@@ -159,10 +168,15 @@ func (w *worker) batch() int {
 			for _, s := range hits {
 				ts := &t.services[s]
 				if ts.out < 0 {
-					ctr.svcs[ts.slot].drops[dropMonitorDown].Add(1)
+					if ts.tun != nil {
+						ctr.tuns[ts.slot].drops[tdMirrorDown].Add(1)
+					} else {
+						ctr.svcs[ts.slot].drops[dropMonitorDown].Add(1)
+					}
 					continue
 				}
-				if m := t.outMax[ts.out]; m > 0 && uint32(len(b)) > m {
+				// A tunnel truncates what its uplink cannot carry.
+				if m := t.outMax[ts.out]; ts.tun == nil && m > 0 && uint32(len(b)) > m {
 					// The kernel would drop it after the send and we
 					// would count it delivered (issue 9). Only a
 					// misconfigured monitor gets here, so the shared
@@ -203,7 +217,7 @@ func (w *worker) swap(t *table) {
 	}
 	w.cls.resize(t)
 	if c := w.ctr.Load(); c != nil {
-		if g := c.grown(t.flowSlots, t.svcSlots); g != c {
+		if g := c.grownTo(t.flowSlots, t.svcSlots, t.tunSlots); g != c {
 			w.ctr.Store(g)
 		}
 	}
@@ -232,7 +246,11 @@ func (w *worker) send(t *table, o *output, refs []copyRef, ctr *counterSet) {
 	if o.sock == nil || !o.up.Load() {
 		o.ctr[ocMonitorDown].Add(uint64(len(refs)))
 		for _, r := range refs {
-			ctr.svcs[t.services[r.svc].slot].drops[dropMonitorDown].Add(1)
+			if ts := &t.services[r.svc]; ts.tun != nil {
+				ctr.tuns[ts.slot].drops[tdMirrorDown].Add(1)
+			} else {
+				ctr.svcs[ts.slot].drops[dropMonitorDown].Add(1)
+			}
 		}
 		return
 	}
@@ -251,6 +269,16 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	for j := 0; j < k; j++ {
 		src := w.sock.Frame(w.descs[refs[j].desc])
 		dst := s.Frame(txd[j])
+		if tun := t.services[refs[j].svc].tun; tun != nil {
+			// Sequence numbers are taken under o.mu, so they increase
+			// on the wire in the order the copies are queued.
+			n, cut := tun.hdr.Encapsulate(dst, src, tun.seq.Add(1), w.ts)
+			txd[j].Len = uint32(n)
+			if cut {
+				ctr.tuns[tun.slot].truncated.Add(1)
+			}
+			continue
+		}
 		// The monitor's TX frame (FrameSize - UMEM headroom) is always
 		// larger than a received frame (FrameSize - 256, gotcha 6).
 		txd[j].Len = uint32(copy(dst, src))
@@ -275,6 +303,20 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	o.ctr[ocBatches].Add(1)
 	var bytes uint64
 	for j, r := range refs {
+		if ts := &t.services[r.svc]; ts.tun != nil {
+			tc := &ctr.tuns[ts.slot]
+			switch {
+			case j < sent:
+				tc.pkts.Add(1)
+				tc.bytes.Add(uint64(txd[j].Len))
+				bytes += uint64(txd[j].Len)
+			case j < k:
+				tc.drops[tdTxRingFull].Add(1)
+			default:
+				tc.drops[tdNoTxFrame].Add(1)
+			}
+			continue
+		}
 		sc := &ctr.svcs[t.services[r.svc].slot]
 		switch {
 		case j < sent:
@@ -290,10 +332,11 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 	o.ctr[ocBytes].Add(bytes)
 }
 
-// output is one monitor interface's TX socket, shared by every worker that
-// sends to it; a worker holds mu for a whole batch, never per frame.
+// output is one monitor's or uplink's TX socket, shared by every worker
+// that sends to it; a worker holds mu for a whole batch, never per frame.
 type output struct {
 	name    string
+	role    string // roleMonitor or roleUplink
 	ifindex int
 	up      atomic.Bool
 	// refused: the monitor cannot take frames redirected by the fast path

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"net"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 
 // rig is one capture queue and one monitor wired by hand, with the worker
 // driven synchronously by the test instead of its goroutine: the allocation
-// test and the benchmark measure exactly the per-batch path.
+// test and the benchmark measure exactly the per-batch path. With an encap,
+// the flow is a tap mirror's tunnel instead, whose copies the monitor
+// carries as if it were the uplink.
 type rig struct {
 	w      *worker
 	inject *packettest.Injector
@@ -21,7 +25,7 @@ type rig struct {
 	frame  []byte
 }
 
-func newRig(t testing.TB, batch int) *rig {
+func newRig(t testing.TB, batch int, encap xdpprog.Encap) *rig {
 	t.Helper()
 	testutil.RequireRoot(t, rootWhy)
 	p := testutil.Prefix(t)
@@ -54,6 +58,15 @@ func newRig(t testing.TB, batch int) *rig {
 	flows := []compiledFlow{{mac: macKey(mac6(hwA)), dir: DirBoth, slot: 0, svc: 0}}
 	if err := prog.SetFilter(xdpFilter(flows)); err != nil {
 		t.Fatal(err)
+	}
+	if encap != 0 {
+		hdr, err := xdpprog.NewTunnelHeader(xdpprog.TunnelSpec{Encap: encap, ID: 7, PortMAC: mac6(hwA),
+			SrcMAC: mac6(hwC), DstMAC: mac6(hwB), Src: netip.MustParseAddr("198.51.100.1"),
+			Dst: netip.MustParseAddr("192.0.2.1"), MTU: 1500})
+		if err != nil {
+			t.Fatal(err)
+		}
+		flows[0] = compiledFlow{mac: flows[0].mac, dir: DirBoth, slot: -1, tun: &tunnel{slot: 0, hdr: hdr, out: o, seq: new(atomic.Uint32)}}
 	}
 	c := &capture{name: p + "cap", prog: prog}
 	c.table.Store(buildTable(1, flows, func(int32) *output { return o }, 1, 1))
@@ -101,34 +114,55 @@ func (r *rig) settle(t testing.TB, redirected uint64) {
 }
 
 // TestWorkerBatchAllocs proves the per-batch path (receive, classify,
-// gather, copy into the monitor's UMEM, transmit, kick, complete, free,
-// fill) allocates nothing.
+// gather, copy into the monitor's UMEM or encapsulate into the uplink's,
+// transmit, kick, complete, free, fill) allocates nothing.
 func TestWorkerBatchAllocs(t *testing.T) {
-	const batch, runs = 64, 16
-	r := newRig(t, batch)
-	r.load(t, batch*(runs+1)) // AllocsPerRun runs once more to warm up
-	processed := 0
-	allocs := testing.AllocsPerRun(runs, func() {
-		for n := 0; n < batch; {
-			n += r.w.batch()
-		}
-		processed += batch
-	})
-	if allocs != 0 {
-		t.Fatalf("worker batch allocates %v times per %d-frame batch, want 0", allocs, batch)
-	}
-	if got := r.w.ctr.Load().svcs[0].pkts.Load(); got != uint64(processed) {
-		t.Fatalf("delivered %d copies, want %d", got, processed)
+	for _, tc := range []struct {
+		name  string
+		encap xdpprog.Encap
+	}{{"monitor", 0}, {"erspanv3", xdpprog.EncapERSPAN3}, {"vxlan", xdpprog.EncapVXLAN}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const batch, runs = 64, 16
+			r := newRig(t, batch, tc.encap)
+			r.load(t, batch*(runs+1)) // AllocsPerRun runs once more to warm up
+			processed := 0
+			allocs := testing.AllocsPerRun(runs, func() {
+				for n := 0; n < batch; {
+					n += r.w.batch()
+				}
+				processed += batch
+			})
+			if allocs != 0 {
+				t.Fatalf("worker batch allocates %v times per %d-frame batch, want 0", allocs, batch)
+			}
+			got := r.w.ctr.Load().svcs[0].pkts.Load()
+			if tc.encap != 0 {
+				got = r.w.ctr.Load().tuns[0].pkts.Load()
+			}
+			if got != uint64(processed) {
+				t.Fatalf("sent %d copies, want %d", got, processed)
+			}
+		})
 	}
 }
 
 // BenchmarkWorkerBatch is the cost of one batch of 256 60-byte frames
-// through the worker (one flow, one monitor), kernel copy-mode TX included;
-// injecting the frames is outside the measurement. It reports ns/frame and
-// the Mpps one core would sustain at that cost.
+// through the worker (one flow, one monitor; or one tap mirror's tunnel,
+// encapsulated), kernel copy-mode TX included; injecting the frames is
+// outside the measurement. It reports ns/frame and the Mpps one core would
+// sustain at that cost.
 func BenchmarkWorkerBatch(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		encap xdpprog.Encap
+	}{{"monitor", 0}, {"gre", xdpprog.EncapGRE}, {"erspanv3", xdpprog.EncapERSPAN3}, {"vxlan", xdpprog.EncapVXLAN}} {
+		b.Run(tc.name, func(b *testing.B) { benchWorkerBatch(b, tc.encap) })
+	}
+}
+
+func benchWorkerBatch(b *testing.B, encap xdpprog.Encap) {
 	const batch = 256
-	r := newRig(b, batch)
+	r := newRig(b, batch, encap)
 	b.ReportAllocs()
 	var busy time.Duration
 	frames := 0

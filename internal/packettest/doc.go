@@ -4,6 +4,11 @@
 // back from PACKET_AUXDATA (afxdp-notes gotcha 12), so they compare byte
 // for byte with what was sent. Test-only; no production code imports it.
 //
+// Tcpdump, ReadPcap and TsharkFields (tools.go) capture with tcpdump into a
+// pcap file, read it back, and decode it with tshark, for tests that check
+// what a real decoder makes of the bytes (tunnel encapsulations).
+//
 // Goroutines: each Capture reads its socket in one goroutine until the test
-// ends (t.Cleanup stops it); an Injector has none.
+// ends (t.Cleanup stops it); an Injector has none; each Tcpdump drains the
+// tcpdump's stderr in one until the tcpdump exits.
 package packettest
