@@ -60,6 +60,9 @@ type Store struct {
 	batches atomic.Uint64
 	// gen counts committed writes (Generation).
 	gen atomic.Uint64
+	// desiredFlows is the number of flows Desired read last, the
+	// capacity of the next read's slice.
+	desiredFlows atomic.Int64
 }
 
 // Generation is a counter that every committed write of this Store bumps
