@@ -193,7 +193,7 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 	if err := portPolicy(id, "update_port", false, func(a string) bool { return set[a] }); err != nil {
 		return store.Port{}, err
 	}
-	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(p *store.Port) error {
+	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(tx *store.Tx, p *store.Port) error {
 		oldIface := p.Interface
 		b.apply(&p.Name, &p.Description)
 		setOpt(&p.AdminStateUp, b.AdminStateUp)
@@ -210,9 +210,10 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 		if p.Interface == oldIface {
 			return nil
 		}
-		// Inside the write transaction: no other write can add a use of
-		// the port or a binding meanwhile.
-		return s.checkRebind(ctx, *p)
+		// Inside the write transaction, read through tx: no other write
+		// can add a use of the port or a binding meanwhile, and those
+		// added earlier in the batch are seen.
+		return s.checkRebind(tx, *p)
 	})
 	switch {
 	case errors.Is(err, store.ErrConflict):

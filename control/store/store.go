@@ -65,6 +65,10 @@ type Store struct {
 	desiredFlows atomic.Int64
 }
 
+// Queued returns how many Writes wait for the writer to take them: what a
+// test waits on to know the order in which Writes will run.
+func (s *Store) Queued() int { return len(s.queue) }
+
 // Generation is a counter that every committed write of this Store bumps
 // after its commit and before the write method returns: a value read
 // after a write was acknowledged differs from every value read before its

@@ -48,6 +48,12 @@ const defaultMaxBatch = 128
 // back the whole transaction, other callers' work with it. fn runs on the
 // writer goroutine while the other Writes wait, so it must not wait for
 // anything but the database, and must not call Write.
+//
+// Inside fn, read only through tx: the Store's own reads go to the read
+// pool, which sees the last commit and not the batch's earlier, still
+// uncommitted writes, so a check made there can pass against a use another
+// Write of the same batch just added (issue 10's review: a tap service
+// created on a port and a rebinding of it both succeeded).
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
