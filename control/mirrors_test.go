@@ -164,6 +164,53 @@ func TestTapMirrorAPI(t *testing.T) {
 }
 
 // TestTapMirrorPortDelete: deleting a port deletes its mirrors (upstream
+// TestTapMirrorRemoteIP: our rule on top of upstream's type:ip_address, a
+// unicast remote_ip: the appliance must not flood a tenant's copies onto
+// the uplink's segment (issue 10's review).
+func TestTapMirrorRemoteIP(t *testing.T) {
+	ts := startMirrorServer(t)
+	a1 := ts.createPortIn("proj-a", "a1", "cap0", "", hAdmin)
+	const must = ", and a tap mirror's remote_ip must be a unicast address."
+	var rows []scenario
+	for i, tc := range []struct {
+		ip     string
+		status int
+		want   string
+	}{
+		{"192.0.2.20", 201, `"remote_ip":"192.0.2.20"`},
+		{"198.51.100.255", 201, `"remote_ip":"198.51.100.255"`}, // a subnet's broadcast is not ours to know
+		{"2001:db8::20", 201, `"remote_ip":"2001:db8::20"`},
+		{"10.0.0.1", 201, `"remote_ip":"10.0.0.1"`},
+		{"0.0.0.0", 400, "Invalid input for remote_ip. Reason: '0.0.0.0' is the unspecified address" + must},
+		{"::", 400, "'::' is the unspecified address" + must},
+		{"0.1.2.3", 400, "'0.1.2.3' is a 'this network' address (0.0.0.0/8)" + must},
+		{"127.0.0.1", 400, "'127.0.0.1' is a loopback address" + must},
+		{"127.255.0.9", 400, "'127.255.0.9' is a loopback address" + must},
+		{"::1", 400, "'::1' is a loopback address" + must},
+		{"224.0.0.1", 400, "'224.0.0.1' is a multicast address" + must},
+		{"239.255.255.250", 400, "'239.255.255.250' is a multicast address" + must},
+		{"ff02::1", 400, "'ff02::1' is a multicast address" + must},
+		{"255.255.255.255", 400, "'255.255.255.255' is the limited broadcast address" + must},
+		{"240.0.0.1", 400, "'240.0.0.1' is a reserved address (240.0.0.0/4)" + must},
+		{"169.254.1.1", 400, "'169.254.1.1' is a link-local address, whose egress interface would be ambiguous without a zone" + must},
+		{"fe80::1", 400, "'fe80::1' is a link-local address"},
+		{"febf::1", 400, "'febf::1' is a link-local address"},
+		{"fec0::1", 201, `"remote_ip":"fec0::1"`}, // outside fe80::/10
+		{"::ffff:192.0.2.21", 400, "'::ffff:192.0.2.21' is an IPv4-mapped IPv6 address, '192.0.2.21' is recommended."},
+		{"::192.0.2.22", 400, "'::192.0.2.22' is an IPv4-compatible IPv6 address, '192.0.2.22' is recommended."},
+		{"::ffff:127.0.0.1", 400, "'::ffff:127.0.0.1' is a loopback address" + must},
+		{"::ffff:255.255.255.255", 400, "'::ffff:255.255.255.255' is the limited broadcast address" + must},
+		{"::224.0.0.1", 400, "'::224.0.0.1' is a multicast address" + must},
+		// type:ip_address's own refusals come first.
+		{"fe80::1%cap0", 400, "'fe80::1%cap0' is not a valid IP address."},
+		{"127.0.0.01", 400, "'127.0.0.01' is not an accepted IP address, '127.0.0.1' is recommended."},
+	} {
+		rows = append(rows, scenario{tc.ip, "POST", mirrors, mirrorJSON(a1, fmt.Sprintf(`{"IN": %d}`, 700+i), tc.ip, "gre"),
+			[]string{hA}, tc.status, tc.want})
+	}
+	ts.runScenarios(t, rows)
+}
+
 // leaves them dangling), announces them, and frees their tunnel ids.
 func TestTapMirrorPortDelete(t *testing.T) {
 	ts := startMirrorServer(t)
