@@ -32,13 +32,15 @@ var tunnelRange = map[string]struct {
 }
 
 // checkTunnelIDs refuses a direction id outside the range of the mirror
-// type (upstream checks none, and a data plane would truncate it).
+// type (upstream checks none, and a data plane would truncate it). The id
+// is printed as the 409 of a conflict prints it (MirrorTunnel.Text): "-1"
+// reads tunnel id -1.
 func checkTunnelIDs(mirrorType string, dirs store.Directions) error {
 	r := tunnelRange[mirrorType]
 	for _, t := range dirs {
 		if n, err := t.Uint32(); err != nil || n > r.max {
 			return invalidInput("directions", fmt.Sprintf("tunnel id %s of direction %s must be an integer from 0 to %d "+
-				"for mirror_type %s (%s)", t.ID, t.Direction, r.max, mirrorType, r.what))
+				"for mirror_type %s (%s)", t.Text(), t.Direction, r.max, mirrorType, r.what))
 		}
 	}
 	return nil

@@ -107,7 +107,20 @@ func TestTapMirrorAPI(t *testing.T) {
 		{"gre top", "POST", mirrors, mb(a1, `{"IN": 4294967295}`, "192.0.2.17", "gre"), a, 201, "4294967295"},
 		{"gre over", "POST", mirrors, mb(a1, `{"IN": 4294967296}`, "192.0.2.17", "gre"), a, 400,
 			"tunnel id 4294967296 of direction IN must be an integer from 0 to 4294967295 for mirror_type gre (the 32-bit GRE key)"},
-		{"gre negative", "POST", mirrors, mb(a1, `{"OUT": "-1"}`, "192.0.2.17", "gre"), a, 400, `tunnel id "-1" of direction OUT`},
+		{"gre negative", "POST", mirrors, mb(a1, `{"OUT": "-1"}`, "192.0.2.17", "gre"), a, 400,
+			"Invalid input for directions. Reason: tunnel id -1 of direction OUT must be an integer from 0 to 4294967295"},
+		{"gre negative number", "POST", mirrors, mb(a1, `{"OUT": -7}`, "192.0.2.17", "gre"), a, 400, "tunnel id -7 of direction OUT"},
+		{"gre string over", "POST", mirrors, mb(a1, `{"OUT": " 4294967296"}`, "192.0.2.17", "gre"), a, 400,
+			"tunnel id  4294967296 of direction OUT"},
+		// -0 is 0, as Python's int() reads it. Conflicts compare as
+		// upstream's stored JSON does: numbers by value (its json.loads
+		// reads -0 as 0), strings as sent.
+		{"minus zero", "POST", mirrors, mb(a1, `{"IN": -0}`, "192.0.2.17", "erspanv1"), a, 201, `"directions":{"IN":-0}`},
+		{"minus zero string", "POST", mirrors, mb(a1, `{"OUT": "-00"}`, "192.0.2.17", "erspanv3"), a, 201, `"directions":{"OUT":"-00"}`},
+		{"zero conflicts with minus zero", "POST", mirrors, mb(a2, `{"BOTH": 0}`, "192.0.2.17", "gre"), a, 409,
+			"Tap Mirror with tunnel_id 0 already exists"},
+		{"zero string beside minus zero string", "POST", mirrors, mb(a2, `{"BOTH": "0"}`, "192.0.2.17", "gre"), a, 201,
+			`"directions":{"BOTH":"0"}`},
 		{"erspanv1 top", "POST", mirrors, mb(a1, `{"IN": 1023}`, "192.0.2.17", "erspanv1"), a, 201, `"mirror_type":"erspanv1"`},
 		{"erspanv1 over", "POST", mirrors, mb(a1, `{"IN": 1024}`, "192.0.2.17", "erspanv1"), a, 400,
 			"from 0 to 1023 for mirror_type erspanv1 (the 10-bit ERSPAN session id)"},

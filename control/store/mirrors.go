@@ -135,7 +135,9 @@ func (t MirrorTunnel) Text() string {
 
 // Uint32 is the tunnel id as the data plane uses it (GRE key, ERSPAN
 // session, VXLAN VNI): a JSON integer or a string holding one, from 0 to
-// 2^32-1. Narrower fields are the data plane's to check.
+// 2^32-1, as Python's int() reads it: -0 (and "-0", "-00") is 0. Narrower
+// fields are the data plane's to check. Conflicts still compare the ids
+// as sent, so -0 and 0 are two ids there, as upstream.
 func (t MirrorTunnel) Uint32() (uint32, error) {
 	text := string(t.ID)
 	var s string
@@ -144,9 +146,12 @@ func (t MirrorTunnel) Uint32() (uint32, error) {
 		// plus sign around the digits.
 		text = strings.TrimPrefix(strings.TrimSpace(s), "+")
 	}
+	if len(text) > 1 && text[0] == '-' && strings.Trim(text[1:], "0") == "" {
+		text = "0"
+	}
 	n, err := strconv.ParseUint(text, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("tunnel id %s of direction %s: not an integer from 0 to %d", t.ID, t.Direction, uint32(1<<32-1))
+		return 0, fmt.Errorf("tunnel id %s of direction %s: not an integer from 0 to %d", t.Text(), t.Direction, uint32(1<<32-1))
 	}
 	return uint32(n), nil
 }

@@ -256,6 +256,8 @@ func TestTunnelUint32(t *testing.T) {
 		{`4294967295`, 1<<32 - 1, true}, {`"4294967295"`, 1<<32 - 1, true},
 		{`4294967296`, 0, false}, {`-1`, 0, false}, {`"x"`, 0, false}, {`1.5`, 0, false},
 		{`null`, 0, false}, {`true`, 0, false}, {`""`, 0, false}, {`1e2`, 0, false},
+		// Python's int() reads a negative zero as 0.
+		{`-0`, 0, true}, {`"-0"`, 0, true}, {`" -00 "`, 0, true}, {`"-"`, 0, false}, {`"--0"`, 0, false}, {`"-01"`, 0, false},
 	} {
 		got, err := MirrorTunnel{Direction: "IN", ID: json.RawMessage(tc.raw)}.Uint32()
 		if got != tc.want || (err == nil) != tc.ok {
