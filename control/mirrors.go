@@ -13,8 +13,9 @@ import (
 // key (GRE), session id (ERSPAN) or VNI (VXLAN) is the direction's id. It
 // has no status, as upstream. Beyond upstream (taas-mirror-types):
 // mirror_type erspanv3 and vxlan, each direction's id checked against the
-// range of its tunnel type, the port on the capture side, a tap_mirror
-// quota, and deleting the port deletes its mirrors (upstream leaves them).
+// range of its tunnel type, a unicast remote_ip, the port on the capture
+// side and a tap_mirror quota. Deleting the port deletes its mirrors, as
+// upstream's tap_mirror_plugin.handle_delete_port does.
 
 // mirrorTypes are the accepted mirror_type values.
 var mirrorTypes = []string{"erspanv1", "gre", "erspanv3", "vxlan"}

@@ -176,7 +176,6 @@ func TestTapMirrorAPI(t *testing.T) {
 	}
 }
 
-// TestTapMirrorPortDelete: deleting a port deletes its mirrors (upstream
 // TestTapMirrorRemoteIP: our rule on top of upstream's type:ip_address, a
 // unicast remote_ip: the appliance must not flood a tenant's copies onto
 // the uplink's segment (issue 10's review).
@@ -224,7 +223,9 @@ func TestTapMirrorRemoteIP(t *testing.T) {
 	ts.runScenarios(t, rows)
 }
 
-// leaves them dangling), announces them, and frees their tunnel ids.
+// TestTapMirrorPortDelete: deleting a port deletes its mirrors (as
+// upstream's tap_mirror_plugin.handle_delete_port does), announces them,
+// and frees their tunnel ids.
 func TestTapMirrorPortDelete(t *testing.T) {
 	ts := startMirrorServer(t)
 	p := ts.createPortIn("proj-a", "p", "cap0", "", hAdmin)

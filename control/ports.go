@@ -111,9 +111,10 @@ func (s *Server) portKind() *kind[store.Port, portBody, portView] {
 		list: s.st.ListPorts, get: s.st.GetPort, view: newPortView,
 		ref:    func(p store.Port) store.Ref { return store.Ref{ID: p.ID, ProjectID: p.ProjectID} },
 		create: s.createPort, update: s.updatePort,
-		// As upstream's port-delete callbacks: the tap services on the port
-		// with their flows, and the flows it is the source of; and, where
-		// upstream leaves them dangling, the tap mirrors on it.
+		// As upstream's port-delete callbacks (taas_plugin's and
+		// tap_mirror_plugin's handle_delete_port): the tap services on the
+		// port with their flows, the flows it is the source of, and the
+		// tap mirrors on it.
 		remove: func(ctx context.Context, project, id string) (store.Port, []Event, error) {
 			p, d, err := s.st.DeletePort(ctx, project, id)
 			evs := append(refEvents("tap_flow", d.Flows), refEvents("tap_service", d.Services)...)
