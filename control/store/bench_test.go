@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -171,6 +172,52 @@ func BenchmarkSetStatuses(b *testing.B) {
 			flows[fmt.Sprint("f", (i*200+j)%benchFlows)] = Status{"DOWN", fmt.Sprint("reason ", i)}
 		}
 		if err := s.SetStatuses(context.Background(), nil, flows); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTunnelCheckAdmin is an admin's tap mirror create (scope "":
+// every project's tunnel ids) among 10000 mirrors of 100 projects, two
+// tunnel ids each, rolled back so that every iteration checks the same
+// table. It reports the Write's mean latency.
+//
+//	go test -run '^$' -bench TunnelCheckAdmin ./control/store/
+func BenchmarkTunnelCheckAdmin(b *testing.B) {
+	const projects, mirrors = 100, 10000
+	ctx := context.Background()
+	s, err := openStore(ctx, filepath.Join(b.TempDir(), "taas.db"), defaultMaxBatch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	err = s.Write(ctx, func(tx *Tx) error {
+		for i := range projects {
+			if err := tx.CreatePort(Port{ID: fmt.Sprint("port", i), ProjectID: fmt.Sprint("p", i), NetworkID: defaultNetwork,
+				MACAddress: fmt.Sprintf("fa:16:3e:00:%02x:%02x", i/256, i%256)}); err != nil {
+				return err
+			}
+		}
+		_, err := tx.tx.ExecContext(tx.ctx, `WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x + 1 < ?2)
+			INSERT INTO tap_mirrors (id, project_id, port_id, directions, remote_ip, mirror_type)
+			SELECT 'm' || x, 'p' || (x % ?1), 'port' || (x % ?1), json_object('IN', x, 'OUT', CAST(x AS TEXT)), '192.0.2.1', 'gre'
+			FROM n`, projects, mirrors)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rollback := errors.New("roll back")
+	b.ResetTimer()
+	for i := range b.N {
+		m := TapMirror{ID: "new", ProjectID: "p0", PortID: "port0", RemoteIP: "192.0.2.2", MirrorType: "gre",
+			Directions: Directions{{Direction: "IN", ID: []byte(fmt.Sprint(mirrors + i))}}}
+		if err := s.Write(ctx, func(tx *Tx) error {
+			if err := tx.CreateTapMirror(m, ""); err != nil {
+				return err
+			}
+			return rollback
+		}); err != rollback {
 			b.Fatal(err)
 		}
 	}

@@ -240,7 +240,8 @@ func (s *Store) CreateTapMirror(ctx context.Context, m TapMirror, scope string) 
 // creator's project; "" for an admin: every project) already uses one of
 // its tunnel ids, in any direction: that is a *TunnelConflictError. Ids
 // compare as upstream compares them, raw: 101 and "101" differ, and one
-// mirror may use an id twice. The check runs in the transaction that
+// mirror may use an id twice. The check is an index lookup (migration
+// 0007's tap_mirror_tunnels), and runs in the transaction that
 // inserts, so two concurrent creates cannot both pass it. A port that does
 // not exist is ErrNotFound.
 func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
@@ -253,10 +254,13 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 		jtype string
 		atom  string
 	)
-	err = t.tx.QueryRowContext(t.ctx, `SELECT m.id, e.key, e.type, CAST(e.atom AS TEXT)
-		FROM tap_mirrors m, json_each(m.directions) e, json_each(?2) n
-		WHERE (?1 = '' OR m.project_id = ?1) AND e.type = n.type AND e.atom = n.atom
-		ORDER BY m.seq LIMIT 1`, scope, dirs).Scan(&c.MirrorID, &c.Tunnel.Direction, &jtype, &atom)
+	// One index lookup per new id in tap_mirror_tunnels (migration 0007),
+	// however many mirrors the scope holds.
+	err = t.tx.QueryRowContext(t.ctx, `SELECT m.id, e.direction, e.type, CAST(e.atom AS TEXT)
+		FROM json_each(?2) n JOIN tap_mirror_tunnels e INDEXED BY tap_mirror_tunnels_id ON e.type = n.type AND e.atom = n.atom
+		JOIN tap_mirrors m ON m.seq = e.mirror_seq
+		WHERE ?1 = '' OR e.project_id = ?1
+		ORDER BY e.mirror_seq LIMIT 1`, scope, dirs).Scan(&c.MirrorID, &c.Tunnel.Direction, &jtype, &atom)
 	switch {
 	case err == nil:
 		c.Tunnel.ID = json.RawMessage(atom)
