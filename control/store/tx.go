@@ -20,6 +20,7 @@ import (
 type Tx struct {
 	ctx context.Context
 	tx  *sql.Tx
+	s   *Store
 }
 
 // defaultMaxBatch bounds the Writes one commit carries. Every caller of a
@@ -110,14 +111,14 @@ func (r *writeReq) finish(err error) {
 }
 
 // call runs the request's fn on tx; a panic is kept for the caller.
-func (r *writeReq) call(tx *sql.Tx) (err error) {
+func (r *writeReq) call(s *Store, tx *sql.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.panicked = p
 			err = fmt.Errorf("write fn panicked: %v", p)
 		}
 	}()
-	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx})
+	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx, s: s})
 }
 
 // writer is the goroutine that runs every Write: it takes what is queued,
@@ -165,6 +166,8 @@ func (s *Store) writer() {
 // abandoned the transaction.
 func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	s.batches.Add(1)
+	// Whatever this transaction does to the quotas, its end settles it.
+	defer func() { s.quotaDirty = false }()
 	tx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		for _, r := range run {
@@ -174,7 +177,7 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	}
 	if len(run) == 1 { // nothing to keep apart: no savepoint
 		r := run[0]
-		if err := r.call(tx); err != nil {
+		if err := r.call(s, tx); err != nil {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
 			r.finish(err)
 			return nil
@@ -200,7 +203,7 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 			lost, rest = state(err), run[i+1:]
 			break
 		}
-		if err := r.call(tx); err != nil {
+		if err := r.call(s, tx); err != nil {
 			r.finish(err)
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
 				lost, rest = state(rerr), run[i+1:]
