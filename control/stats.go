@@ -14,8 +14,8 @@ import (
 
 // The taas-stats extension: GET /v2.0/taas/stats answers
 // {"taas_stats": broker.Stats} limited to what the caller may see (a
-// member: its own tap services, flows and mirrors; an admin: everything,
-// with the interfaces), each tap service and tap flow entry carrying its
+// member or a reader: its project's tap services, flows and mirrors; an
+// admin: everything, with the interfaces), each tap service and tap flow entry carrying its
 // status and the reason from the store, each tap mirror entry the
 // reconciler's (the store keeps none for mirrors: upstream's have no status
 // attribute, issue 10). Resources the data plane does not report appear
@@ -54,7 +54,10 @@ type taasStats struct {
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
 	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}, Mirrors: []mirrorStats{}}
-	if !id.member() {
+	// Readers see what members of their project see, read-only data:
+	// they list the project's tap mirrors, whose one status is here
+	// (issue 10's review).
+	if !id.reader() {
 		return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 	}
 	// UserContext, not the fasthttp RequestCtx: database/sql watches the
