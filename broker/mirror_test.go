@@ -350,8 +350,9 @@ func (l *mirrorLab) checkMirror(t *testing.T, b *Broker, version uint64, fast bo
 			t.Errorf("frame %d (seq %d, %v): tunnel id %q, want %d (tshark: %v)", i, seq, d, gotID, idOf[d], row)
 		}
 		if typ == TunnelERSPANv3 {
-			// D: 0 ingress (into the port), 1 egress (out of it).
-			if got, want := row["erspan.direction"], map[Direction]string{DirIn: "0", DirOut: "1"}[d]; got != want &&
+			// D is the switch port's view: OUT (sent by the VM) entered
+			// the port, ingress 0; IN (to the VM) left it, egress 1.
+			if got, want := row["erspan.direction"], map[Direction]string{DirIn: "1", DirOut: "0"}[d]; got != want &&
 				got != map[string]string{"0": "False", "1": "True"}[want] {
 				t.Errorf("frame %d (%v): erspan direction %q, want %s", i, d, got, want)
 			}

@@ -36,7 +36,8 @@ import (
 //   - EncapERSPAN3: ERSPAN Type III: GRE flags S, protocol 0x22EB, seq, then
 //     12 bytes: Ver 2, VLAN and COS as above, BSO 0, T, session id = ID;
 //     the timestamp ts; SGT 0, P 0, FT 0 (Ethernet), hardware id 0, D
-//     (0 ingress, 1 egress: the frame's source MAC is PortMAC), Gra 0
+//     (the switch port's view: 0 ingress, the frame's source MAC is
+//     PortMAC, sent by the VM; 1 egress, any other), Gra 0
 //     (100 µs: ts counts 100 µs units of the Unix time, mod 2^32, see
 //     ERSPANTimestamp; Linux's erspan device uses the same), O 0 (no
 //     optional subheader).
@@ -83,9 +84,10 @@ type TunnelSpec struct {
 	// ID is the GRE key, the ERSPAN session id (< 1024) or the VXLAN VNI
 	// (< 2^24).
 	ID uint32
-	// PortMAC is the mirrored port's MAC: a frame whose source is PortMAC
-	// left the port (ERSPAN III direction bit egress), any other entered it
-	// (ingress).
+	// PortMAC is the mirrored port's MAC. ERSPAN III's direction bit is
+	// the switch port's view (the ERSPAN draft's, Linux's and OVS's): a
+	// frame whose source is PortMAC entered the switch port from the VM
+	// (ingress), any other left it towards the VM (egress).
 	PortMAC [6]byte
 	// SrcMAC and DstMAC are the uplink's MAC and the next hop's MAC.
 	SrcMAC, DstMAC [6]byte
@@ -298,7 +300,9 @@ func (h *TunnelHeader) patch(b []byte, seq, ts uint32, truncated bool) {
 		binary.BigEndian.PutUint32(l4[8:], w)
 		if h.spec.Encap == EncapERSPAN3 {
 			binary.BigEndian.PutUint32(l4[12:], ts)
-			if len(frame) >= 12 && [6]byte(frame[6:12]) == h.spec.PortMAC {
+			// D is the switch port's view: what the port's VM sent
+			// entered the port (ingress, 0), the rest left it (egress).
+			if len(frame) < 12 || [6]byte(frame[6:12]) != h.spec.PortMAC {
 				l4[19] |= 0x08 // D: egress
 			}
 		}

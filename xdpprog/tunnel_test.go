@@ -61,7 +61,7 @@ func specName(s TunnelSpec) string {
 type tunnelFrame struct {
 	name    string
 	frame   []byte
-	egress  bool   // its source is the port
+	fromVM  bool   // its source is the port: ERSPAN III ingress
 	vlan    uint16 // outer VID, 0 untagged
 	trunc   bool   // longer than the tunnel carries at MTU 1500
 	payload []byte // after the EtherType (and tags): what tshark shows as data
@@ -70,18 +70,18 @@ type tunnelFrame struct {
 func tunnelFrames() []tunnelFrame {
 	other := packettest.MustMAC("02:00:00:00:00:ee")
 	port := packettest.MustMAC("02:00:00:00:00:0a")
-	mk := func(name string, dst, src []byte, tags []packettest.Tag, size int, egress, trunc bool) tunnelFrame {
+	mk := func(name string, dst, src []byte, tags []packettest.Tag, size int, fromVM, trunc bool) tunnelFrame {
 		f := packettest.Frame(dst, src, tags, 7, size)
 		var vid uint16
 		if len(tags) > 0 {
 			vid = tags[0].VID
 		}
-		return tunnelFrame{name: name, frame: f, egress: egress, vlan: vid, trunc: trunc, payload: f[14+4*len(tags):]}
+		return tunnelFrame{name: name, frame: f, fromVM: fromVM, vlan: vid, trunc: trunc, payload: f[14+4*len(tags):]}
 	}
 	return []tunnelFrame{
-		mk("egress 64", other, port, nil, 60, true, false),
-		mk("ingress tagged", port, other, []packettest.Tag{{TPID: 0x8100, VID: 100}}, 200, false, false),
-		mk("egress truncated", other, port, nil, 1514, true, true),
+		mk("from the vm 64", other, port, nil, 60, true, false),
+		mk("to the vm tagged", port, other, []packettest.Tag{{TPID: 0x8100, VID: 100}}, 200, false, false),
+		mk("from the vm truncated", other, port, nil, 1514, true, true),
 	}
 }
 
@@ -217,7 +217,7 @@ func checkDecoded(t *testing.T, s TunnelSpec, fr tunnelFrame, inner int, row map
 			}
 		} else {
 			want["erspan.version"] = "2"
-			want["erspan.direction"] = bit(fr.egress)
+			want["erspan.direction"] = bit(!fr.fromVM) // 1: egress, towards the VM
 			want["erspan.timestamp"] = fmt.Sprint(ts)
 			want["erspan.gra"] = "0"
 		}

@@ -262,7 +262,7 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 				Services: []DecisionService{{Slot: 0}, {Slot: 1}}},
 		}}
 	slotUplink := []int{upIndex[0], upIndex[0], upIndex[1], upIndex[0]}
-	// The slots of each frame of tunnelFrames: egress, ingress, egress.
+	// The slots of each frame of tunnelFrames: from the VM, to it, from it.
 	slotsOf := [][]int{{0}, {1, 2, 3}, {0}}
 	first := true
 	for _, s := range tunnelSpecs() {
@@ -291,7 +291,7 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 			for _, g := range got {
 				g.Reset()
 			}
-			frames := tunnelFrames() // egress, ingress (three copies), egress truncated
+			frames := tunnelFrames() // from the VM, to it (three copies), from it truncated
 			for _, fr := range frames {
 				if err := inj.Send(fr.frame); err != nil {
 					t.Fatal(err)

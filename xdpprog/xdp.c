@@ -782,9 +782,12 @@ int xdp_tunnel(struct xdp_md *ctx) {
 		if (t->encap == ENCAP_ERSPAN2)
 			vlan |= 3 << 11;
 	}
-	int egress = 1;
+	// ERSPAN III's D bit is the monitored switch port's view (draft-foschiano-erspan;
+	// Linux's and OVS's erspan_dir): a frame the port's VM sent entered the
+	// switch port, ingress (0); any other left it towards the VM, egress (1).
+	int from_port = 1;
 	for (int i = 0; i < ETH_ALEN; i++)
-		egress &= eth->h_source[i] == t->port[i];
+		from_port &= eth->h_source[i] == t->port[i];
 
 	// 2. Truncate.
 	__u32 len = data_end - data;
@@ -839,8 +842,8 @@ int xdp_tunnel(struct xdp_md *ctx) {
 			__u64 *off = bpf_map_lookup_elem(&clock_offset, &zero);
 			__u64 now = bpf_ktime_get_boot_ns() + (off ? *off : 0);
 			*(__be32 *)(l4 + 12) = bpf_htonl((__u32)(now / 100000));
-			if (egress)
-				*(__u8 *)(l4 + 19) |= 0x08;
+			if (!from_port)
+				*(__u8 *)(l4 + 19) |= 0x08; // D: egress
 		}
 	} else if (t->encap == ENCAP_VXLAN) {
 		__u16 udp = wire - (l4 - data);
