@@ -13,6 +13,7 @@ import (
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // tunnelXDPSpecs are tunnelSpecs plus each format at the smallest MTU of
@@ -442,5 +443,70 @@ func TestFastTunnelOutputsChecked(t *testing.T) {
 		if (err != nil) != tc.refuse || errors.Is(err, ErrFastLimit) != tc.limit {
 			t.Errorf("checkTunnels(%s) = %v, want refused %v (limit %v)", tc.name, err, tc.refuse, tc.limit)
 		}
+	}
+}
+
+// TestForeignMetadataStripped runs the capture program (BPF_PROG_RUN) on a
+// frame that arrives with metadata another XDP program left, as veth keeps
+// it for a frame redirected into it: none, 8 bytes of anything, another
+// capture's tun_meta naming tunnel 1 (a collector this frame must never
+// reach), 32 bytes. The frame goes to tunnel 0 only; whatever it brought,
+// it leaves with exactly our tun_meta naming tunnel 0.
+func TestForeignMetadataStripped(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	spec := tunnelSpecs()[0]
+	testTunnel(t, c, 0, spec)
+	testTunnel(t, c, 1, spec)
+	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
+		Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1, Flows: []uint16{0}}},
+		Copies:    map[uint64]Copies{1: {Outputs: []int{TunnelOutput(0)}, Services: []DecisionService{{Slot: 0}}}}}
+	if err := c.SetFast(tab); err != nil {
+		t.Fatal(err)
+	}
+	theirs := make([]byte, 20) // a tun_meta: magic, frame, ntun, tun[4], pad
+	binary.LittleEndian.PutUint32(theirs[0:], 0x54554e31)
+	binary.LittleEndian.PutUint16(theirs[8:], 1)
+	binary.LittleEndian.PutUint16(theirs[10:], 1)
+	fr := frame(t, macOther, macA, nil, 46, 0)
+	for _, tc := range []struct {
+		name string
+		meta []byte
+	}{
+		{"none", nil},
+		{"8 bytes", bytes.Repeat([]byte{0xa5}, 8)},
+		{"another capture's tun_meta", theirs},
+		{"32 bytes", bytes.Repeat([]byte{0x5a}, 32)},
+		{"252 bytes", bytes.Repeat([]byte{0x3c}, 252)}, // recent kernels
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := append(slices.Clone(tc.meta), fr...)
+			var ctxOut xdpMD
+			opts := &ebpf.RunOptions{Data: data, DataOut: make([]byte, len(data)+64),
+				Context: xdpMD{Data: uint32(len(tc.meta)), DataEnd: uint32(len(data))}, ContextOut: &ctxOut}
+			ret, err := c.objs.XdpCapture.Run(opts)
+			if errors.Is(err, unix.EINVAL) && len(tc.meta) > 32 {
+				t.Skipf("BPF_PROG_RUN here takes at most 32 bytes of metadata: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != xdpRedirect {
+				t.Fatalf("xdp_capture = %s, want redirect", verdictName(ret))
+			}
+			meta := opts.DataOut[:ctxOut.Data-ctxOut.DataMeta]
+			if len(meta) != 20 {
+				t.Fatalf("frame leaves with %d bytes of metadata, want 20 (a tun_meta): % x", len(meta), meta)
+			}
+			magic, ntun, slot := binary.LittleEndian.Uint32(meta), binary.LittleEndian.Uint16(meta[8:]), binary.LittleEndian.Uint16(meta[10:])
+			if magic != 0x54554e31 || ntun != 1 || slot != 0 {
+				t.Fatalf("tun_meta magic %#x, %d copies, first to tunnel %d; want %#x, 1, 0", magic, ntun, slot, 0x54554e31)
+			}
+			if got := opts.DataOut[len(meta) : ctxOut.DataEnd-ctxOut.DataMeta]; !bytes.Equal(got, fr) {
+				t.Fatalf("frame changed")
+			}
+		})
 	}
 }

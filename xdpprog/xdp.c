@@ -358,20 +358,45 @@ static __always_inline void count_flows(struct decision *d, __u64 len) {
 	}
 }
 
-// put_tun_meta writes the tunnel slots of cp as the frame's metadata. It
-// fails only where the driver has no metadata support: in native mode the
-// tunnel copies are then counted failed (xdpprog.UnknownTunnel).
-static __always_inline void put_tun_meta(struct xdp_md *ctx, struct copies *cp, __u32 frame) {
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct tun_meta)))
+// strip_meta removes the metadata a frame arrived with: veth keeps that of a
+// frame another XDP program redirected into it (another capture's
+// tun_meta, say), and xdp_tunnel must never read a foreign tunnel slot
+// from it (review of issue 10). Metadata comes in 4-byte units, at most 32
+// bytes (252 on recent kernels). Should it stay, put_tun_meta sees it and
+// fails closed.
+static __always_inline void strip_meta(struct xdp_md *ctx) {
+	void *meta = (void *)(long)ctx->data_meta;
+	void *data = (void *)(long)ctx->data;
+	if (meta >= data)
 		return;
+	for (int n = 4; n <= 252; n += 4) {
+		if (meta + n >= data) {
+			bpf_xdp_adjust_meta(ctx, n); // checked by put_tun_meta
+			return;
+		}
+	}
+}
+
+// put_tun_meta writes the tunnel slots of cp as the frame's metadata, which
+// must be exactly a tun_meta (which_tunnel checks it). Where the driver has
+// no metadata support the frame keeps none: in native mode the tunnel
+// copies are then counted failed (xdpprog.UnknownTunnel). It returns -1
+// when other metadata would stay in front of the frame: no copy may leave
+// with it.
+static __always_inline int put_tun_meta(struct xdp_md *ctx, struct copies *cp, __u32 frame) {
+	if ((void *)(long)ctx->data_meta < (void *)(long)ctx->data)
+		return -1; // cannot happen: xdp_capture stripped what was there
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct tun_meta)))
+		return 0;
 	struct tun_meta *m = (void *)(long)ctx->data_meta;
 	if ((void *)(m + 1) > (void *)(long)ctx->data)
-		return;
+		return -1; // cannot happen: the kernel just made it
 	m->magic = TUN_MAGIC;
 	m->frame = frame;
 	m->ntun = cp->ntun;
 	for (int i = 0; i < TUN_COPIES; i++)
 		m->tun[i] = cp->tun[i];
+	return 0;
 }
 
 // fast decides the frame in the kernel (steps 3f-5f above).
@@ -420,10 +445,10 @@ static __always_inline int fast(struct xdp_md *ctx, struct counters *c, struct e
 	}
 	count_flows(d1, len);
 	count_flows(d2, len);
-	if (cp->ntun)
-		put_tun_meta(ctx, cp, c->seen); // eth is invalid from here on
 	int ret = XDP_ABORTED;
-	if (cp->nout == 1) {
+	if (cp->ntun && put_tun_meta(ctx, cp, c->seen)) {
+		// Foreign metadata stays: fail closed, counted failed.
+	} else if (cp->nout == 1) { // eth is invalid from here on
 		ret = bpf_redirect_map(&fast_tx, cp->target, 0);
 	} else if (cp->nout > 1) {
 		__u32 target = cp->target;
@@ -461,6 +486,7 @@ static __always_inline int fast(struct xdp_md *ctx, struct counters *c, struct e
 
 SEC("xdp")
 int xdp_capture(struct xdp_md *ctx) {
+	strip_meta(ctx); // before any packet pointer is taken
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 zero = 0;
@@ -659,8 +685,13 @@ volatile const __u32 test_run = 0;
 static __always_inline __u32 which_tunnel(struct xdp_md *ctx) {
 	if (test_run)
 		return tunnel_slot;
+	// Exactly a tun_meta with our magic, or the frame's metadata is not
+	// ours: xdp_capture strips what a frame arrives with.
+	// (Metadata comes in 4-byte units: shorter than 24 bytes and not
+	// shorter than 20 is exactly 20.)
+	void *data = (void *)(long)ctx->data;
 	struct tun_meta *m = (void *)(long)ctx->data_meta;
-	if ((void *)(m + 1) > (void *)(long)ctx->data || m->magic != TUN_MAGIC)
+	if ((void *)(m + 1) > data || (void *)(m + 1) + 4 <= data || m->magic != TUN_MAGIC)
 		return tunnel_slot;
 	__u32 egress = ctx->egress_ifindex;
 	__u32 mine = 0; // bit i: the frame's copy i leaves by egress
