@@ -34,6 +34,9 @@ type Broker struct {
 	// resolver follows the routes and neighbours of the mirrors' remote
 	// IPs (resolve.go).
 	resolver *resolver
+	// clocks are the capture programs of the last Apply, whose ERSPAN III
+	// clocks the resolver's tick keeps in step (syncClocks).
+	clocks atomic.Pointer[[]*xdpprog.Capture]
 
 	// mu serialises Apply, Stats and Close, and guards the fields below.
 	mu       sync.Mutex
@@ -103,7 +106,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b.watch = w
-	r, err := startResolver(b.notify, b.log)
+	r, err := startResolver(b.notify, b.syncClocks, b.log)
 	if err != nil {
 		w.stop()
 		return nil, err
@@ -295,6 +298,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		return Report{}, fmt.Errorf("apply plan %d: %w", p.Version, err)
 	}
 	defer b.pruneLastIndex(p)
+	defer b.snapshotClocks()
 	b.harvestKernelDrops()
 	b.plan = p
 	rep := Report{Version: p.Version, Services: map[string]Status{}, Flows: map[string]Status{}, Mirrors: map[string]Status{}}
@@ -779,4 +783,33 @@ func (b *Broker) close(handoff bool) error {
 		b.closeOutput(o)
 	}
 	return nil
+}
+
+// snapshotClocks records the capture programs whose clocks syncClocks
+// keeps; b.mu is held.
+func (b *Broker) snapshotClocks() {
+	progs := make([]*xdpprog.Capture, 0, len(b.captures))
+	for _, c := range b.captures {
+		if c.prog != nil {
+			progs = append(progs, c.prog)
+		}
+	}
+	b.clocks.Store(&progs)
+}
+
+// syncClocks rewrites the clock offset of every capture program, on the
+// resolver's tick: the fast path's ERSPAN III timestamps follow a step of
+// the wall clock within a second. It runs without b.mu (Close holds it
+// while it stops the resolver), from the snapshot of the last Apply; a
+// program closed since says so, and the next Apply's snapshot drops it.
+func (b *Broker) syncClocks() {
+	p := b.clocks.Load()
+	if p == nil {
+		return
+	}
+	for _, prog := range *p {
+		if err := prog.SyncClock(); err != nil && !errors.Is(err, xdpprog.ErrClosed) {
+			b.log.Debug("sync xdp clock", "err", err)
+		}
+	}
 }

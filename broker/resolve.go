@@ -261,6 +261,10 @@ func nudgeNeighbour(ifindex int, ip netip.Addr) error {
 // once the kernel's probe sees the change.
 type resolver struct {
 	notify func()
+	// onTick, when set, runs on every tick (the broker resyncs its XDP
+	// programs' clocks); it must not take the broker's mutex, which
+	// stop's caller holds.
+	onTick func()
 	log    *slog.Logger
 	tick   time.Duration
 	done   chan struct{}
@@ -277,8 +281,8 @@ type resolver struct {
 // a second.
 const resolveTick = time.Second
 
-func startResolver(notify func(), log *slog.Logger) (*resolver, error) {
-	return startResolverWith(notify, log, resolveTick, subscribeRouting)
+func startResolver(notify, onTick func(), log *slog.Logger) (*resolver, error) {
+	return startResolverWith(notify, onTick, log, resolveTick, subscribeRouting)
 }
 
 // routingSubscribe starts subscriptions to route and neighbour messages
@@ -309,8 +313,8 @@ func subscribeRouting(done <-chan struct{}, onErr func(error)) (<-chan netlink.R
 
 // startResolverWith is startResolver with the tick and the subscription to
 // use, which tests replace.
-func startResolverWith(notify func(), log *slog.Logger, tick time.Duration, subscribe routingSubscribe) (*resolver, error) {
-	r := &resolver{notify: notify, log: log, tick: tick, done: make(chan struct{}), exited: make(chan struct{}),
+func startResolverWith(notify, onTick func(), log *slog.Logger, tick time.Duration, subscribe routingSubscribe) (*resolver, error) {
+	r := &resolver{notify: notify, onTick: onTick, log: log, tick: tick, done: make(chan struct{}), exited: make(chan struct{}),
 		want: map[netip.Addr]resolution{}}
 	var (
 		routes <-chan netlink.RouteUpdate
@@ -366,6 +370,9 @@ func (r *resolver) run(w *rewatch, routes *<-chan netlink.RouteUpdate, neighs *<
 			}
 		case <-t.C:
 			nudge = true
+			if r.onTick != nil {
+				r.onTick()
+			}
 		case <-r.done:
 			w.end()
 			drain(routes, neighs)

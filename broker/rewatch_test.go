@@ -118,7 +118,7 @@ func TestResolverResubscribes(t *testing.T) {
 	})
 	var logs testutil.LogBuffer
 	events, notify := notifyChan()
-	r, err := startResolverWith(notify, slog.New(slog.NewTextHandler(&logs, nil)), time.Hour,
+	r, err := startResolverWith(notify, nil, slog.New(slog.NewTextHandler(&logs, nil)), time.Hour,
 		func(done <-chan struct{}, onErr func(error)) (<-chan netlink.RouteUpdate, <-chan netlink.NeighUpdate, error) {
 			p, err := sub(done, onErr)
 			return p.routes, p.neighs, err
@@ -172,4 +172,18 @@ func TestLinkWatchResubscribes(t *testing.T) {
 
 	testutil.Run(t, "ip", "link", "set", l.uplink, "mtu", "1400")
 	waitNotify(t, events, "uplink MTU changed")
+}
+
+// TestResolverTicks checks the resolver runs its tick hook (the broker
+// keeps its XDP programs' clocks in step there) on every tick.
+func TestResolverTicks(t *testing.T) {
+	testutil.RequireRoot(t, "CAP_NET_ADMIN for netlink subscriptions")
+	var ticks atomic.Int32
+	r, err := startResolverWith(func() {}, func() { ticks.Add(1) }, slog.New(slog.DiscardHandler),
+		10*time.Millisecond, subscribeRouting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stop)
+	waitCalls(t, &ticks, 3)
 }

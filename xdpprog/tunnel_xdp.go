@@ -131,6 +131,23 @@ func (c *Capture) writeClockLocked() error {
 	return nil
 }
 
+// SyncClock writes the clock offset of the ERSPAN III timestamps again
+// (Load and SetTunnel write it too). XDP has only the boot clock: without
+// this, the fast path's timestamps stay off by however far the wall clock
+// was stepped since (NTP, an admin's date). The broker calls it every
+// second.
+func (c *Capture) SyncClock() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return fmt.Errorf("sync clock: %w", ErrClosed)
+	}
+	if err := c.writeClockLocked(); err != nil {
+		return fmt.Errorf("sync clock: %w", err)
+	}
+	return nil
+}
+
 // SetTunnel makes tunnel slot send through uplink (the ifindex of the
 // route's egress interface) with h's headers: a copy sent to
 // TunnelOutput(slot) is encapsulated in the kernel, byte for byte as

@@ -510,3 +510,40 @@ func TestForeignMetadataStripped(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncClock steps the program's idea of the wall clock back an hour,
+// as a stepped wall clock leaves it, and checks SyncClock brings it back.
+func TestSyncClock(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	offset := func() int64 {
+		var off uint64
+		if err := c.objs.ClockOffset.Lookup(uint32(0), &off); err != nil {
+			t.Fatal(err)
+		}
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+			t.Fatal(err)
+		}
+		return int64(off) - (time.Now().UnixNano() - ts.Nano()) // the error, in ns
+	}
+	var off uint64
+	if err := c.objs.ClockOffset.Lookup(uint32(0), &off); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.objs.ClockOffset.Update(uint32(0), off-uint64(time.Hour), ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if e := offset(); e > -int64(time.Minute) {
+		t.Fatalf("stepped clock off by %v, want about -1h", time.Duration(e))
+	}
+	if err := c.SyncClock(); err != nil {
+		t.Fatal(err)
+	}
+	if e := offset(); e < -int64(time.Second) || e > int64(time.Second) {
+		t.Fatalf("after SyncClock the clock is off by %v, want under 1 s", time.Duration(e))
+	}
+	t.Logf("after SyncClock: off by %v", time.Duration(offset()))
+}
