@@ -93,6 +93,18 @@ func (a API) CreateFlow(ctx context.Context, name, portID, serviceID, direction 
 	return out.TapFlow.ID, err
 }
 
+// CreateMirror creates a tap mirror of portID to remote in a mirror_type
+// tunnel, OUT frames only with tunnel id id, and returns its id.
+func (a API) CreateMirror(ctx context.Context, name, portID, mirrorType, remote string, id uint32) (string, error) {
+	var out struct {
+		TapMirror struct{ ID string } `json:"tap_mirror"`
+	}
+	err := a.Do(ctx, http.MethodPost, "/v2.0/taas/tap_mirrors", map[string]any{"tap_mirror": map[string]any{
+		"name": name, "port_id": portID, "mirror_type": mirrorType, "remote_ip": remote,
+		"directions": map[string]uint32{"OUT": id}}}, &out)
+	return out.TapMirror.ID, err
+}
+
 // DeleteFlow deletes a tap flow.
 func (a API) DeleteFlow(ctx context.Context, id string) error {
 	return a.Do(ctx, http.MethodDelete, "/v2.0/taas/tap_flows/"+id, nil, nil)
