@@ -12,12 +12,14 @@ import (
 // collector: the uplink Prefix+"up" in the test's namespace, its peer
 // RouterIf (Prefix+"upr") in namespace RouterNS, and the collector
 // CollectorIf (Prefix+"col") in namespace CollectorNS behind the router,
-// so that the next hop is not the collector. Addresses are TEST-NET (a
-// random /29 of 198.51.100.0/24 on the uplink link, a /30 of 192.0.2.0/24
-// behind the router, 2001:db8::/32 for IPv6) and every packet stays inside
-// the veths it made; the routes to the collector in the test's namespace
-// go with the uplink when the test ends. broker's mirror tests and
-// cmd/taasd's end-to-end tests build it.
+// so that the next hop is not the collector. Addresses are TEST-NET-2 (a
+// random /29 of 198.51.100.0/25 on the uplink link, the /30 at the same
+// offset in 198.51.100.128/25 behind the router, 2001:db8::/32 for IPv6)
+// and every packet stays inside the veths it made. Not TEST-NET-1: it may
+// be the host's own network (on the dev machine it is), and a route to a
+// collector there would take a real host's address. The routes to the
+// collector in the test's namespace go with the uplink when the test ends.
+// broker's mirror tests and cmd/taasd's end-to-end tests build it.
 type CollectorPath struct {
 	Uplink, RouterNS, CollectorNS, RouterIf, CollectorIf string
 	// Gw4 and Gw6 are the router's addresses on the uplink link, Spare4
@@ -40,9 +42,9 @@ func NewCollectorPath(t testing.TB, prefix string) *CollectorPath {
 		RouterIf: prefix + "upr", CollectorIf: prefix + "col"}
 	Veth(t, c.Uplink, c.RouterIf, VethOpts{NetnsB: c.RouterNS})
 	Veth(t, prefix+"rc", c.CollectorIf, VethOpts{NetnsA: c.RouterNS, NetnsB: c.CollectorNS})
-	n := rand.IntN(32)
+	n := rand.IntN(16)
 	up := func(host int) string { return fmt.Sprintf("198.51.100.%d", 8*n+host) }
-	co := func(host int) string { return fmt.Sprintf("192.0.2.%d", 4*(n+32)+host) }
+	co := func(host int) string { return fmt.Sprintf("198.51.100.%d", 128+8*n+host) }
 	up6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:a::%d", n+1, host) }
 	co6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:b::%d", n+1, host) }
 	c.Gw4, c.Spare4 = netip.MustParseAddr(up(2)), netip.MustParseAddr(up(3))
