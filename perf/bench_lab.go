@@ -28,10 +28,10 @@ import (
 //
 // Tunnelled copies leave by Uplink towards Remote, a collector behind a
 // router (so that the next hop is not the collector), whose link has the
-// counting sink Collector. Addresses are a random /28 of 192.0.2.16/28 to
-// 192.0.2.112/28 (TEST-NET-1; the tests use the upper half, the lab the
-// first /28); the route to Remote in the root namespace goes with the
-// uplink.
+// counting sink Collector. Addresses are a free /28 of 198.51.100.0/24
+// (TEST-NET-2; not TEST-NET-1, which may be the host's own network: a
+// route into it would take addresses of real hosts); the route to Remote in
+// the root namespace goes with the uplink.
 type Lab struct {
 	Prefix        string
 	GenNS, SinkNS string
@@ -106,13 +106,11 @@ func NewLab(prefix string, monitors int) (l *Lab, err error) {
 // addCollector builds the way to the collector: Uplink, the router and
 // the collector's link with its sink.
 func (l *Lab) addCollector() error {
-	var b [1]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	base, err := freeSlot()
+	if err != nil {
 		return err
 	}
-	// Slot 0 (192.0.2.0/28) is perf/lab/lab.sh's.
-	base := 16 * (1 + int(b[0]%7))
-	addr := func(host int) string { return fmt.Sprintf("192.0.2.%d", base+host) }
+	addr := func(host int) string { return fmt.Sprintf("198.51.100.%d", base+host) }
 	l.Local, l.Remote = addr(1), addr(10)
 	up, rc, col := l.Prefix+"ur", l.Prefix+"rc", l.Prefix+"cl"
 	if err := l.pair(up, l.RouterNS, l.Uplink); err != nil {
@@ -161,6 +159,31 @@ func (l *Lab) addCollector() error {
 	}
 	l.Collector = s
 	return nil
+}
+
+// freeSlot picks a /28 of 198.51.100.0/24 that no address of this
+// namespace is in (another lab's, perf/lab/lab.sh's), from a random one
+// on, and returns its first address's last byte.
+func freeSlot() (int, error) {
+	var b [1]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return 0, err
+	}
+	for i := range 16 {
+		base := 16 * ((int(b[0]) + i) % 16)
+		_, slot, _ := net.ParseCIDR(fmt.Sprintf("198.51.100.%d/28", base))
+		if !slices.ContainsFunc(addrs, func(a net.Addr) bool {
+			ip, ok := a.(*net.IPNet)
+			return ok && slot.Contains(ip.IP)
+		}) {
+			return base, nil
+		}
+	}
+	return 0, errors.New("no free /28 in 198.51.100.0/24 for the collector")
 }
 
 // interfaceIn looks up interface name in namespace netnsName.
