@@ -417,9 +417,6 @@ func (p *Taasd) Churn(ctx context.Context) (int, error) {
 }
 
 func (p *Taasd) Reported(ctx context.Context) (PeerCounts, bool, error) {
-	if p.s.Tunnel != "" {
-		return PeerCounts{}, false, nil // its tap services count nothing
-	}
 	c, err := p.api.Counts(ctx)
 	return c, err == nil, err
 }
