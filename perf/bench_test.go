@@ -12,6 +12,21 @@ import (
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
+// newTestLab builds a bench lab with monitors monitor links (as root;
+// the test is skipped otherwise) and removes it when t ends.
+func newTestLab(t *testing.T, monitors int) *Lab {
+	t.Helper()
+	testutil.RequireRoot(t, "CAP_NET_ADMIN and CAP_BPF for namespaces, veths, XDP and AF_XDP")
+	lab, err := NewLab(NewLabPrefix(), monitors)
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("remove lab: %v", err)
+		}
+	})
+	return lab
+}
+
 // TestBenchSmoke runs every peer briefly on the bench's own lab: each must
 // deliver frames to its monitor (counted by the sink) in the 64B scenario,
 // and tc and taasd must keep delivering the untouched flow during churn.
@@ -19,14 +34,7 @@ import (
 // thread drops frames whatever the peer does (tests never fail on timing);
 // `make bench` measures it.
 func TestBenchSmoke(t *testing.T) {
-	testutil.RequireRoot(t, "CAP_NET_ADMIN and CAP_BPF for namespaces, veths, XDP and AF_XDP")
-	lab, err := NewLab(NewLabPrefix(), 2)
-	testutil.SkipIfNotSupported(t, err)
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("remove lab: %v", err)
-		}
-	})
+	lab := newTestLab(t, 2)
 	dir, bin := t.TempDir(), testutil.BuildTaasd(t)
 	peers := []Peer{
 		&Taasd{Bin: bin, Dir: dir},
@@ -89,14 +97,7 @@ func TestBenchSmoke(t *testing.T) {
 // collector's sink behind the router, and the peers without tunnels say
 // so. Loss is logged, not asserted (see TestBenchSmoke).
 func TestBenchTunnelSmoke(t *testing.T) {
-	testutil.RequireRoot(t, "CAP_NET_ADMIN and CAP_BPF for namespaces, veths, XDP and AF_XDP")
-	lab, err := NewLab(NewLabPrefix(), 1)
-	testutil.SkipIfNotSupported(t, err)
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Errorf("remove lab: %v", err)
-		}
-	})
+	lab := newTestLab(t, 1)
 	dir, bin := t.TempDir(), testutil.BuildTaasd(t)
 	cfg := BenchConfig{Reps: 1, Seconds: 500 * time.Millisecond}
 	for _, sc := range []Scenario{{Name: "vxlan64B", Size: 60, Fanout: 1, Tunnel: "vxlan"},
