@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -24,6 +25,11 @@ type attr struct {
 	boolean bool
 	// check returns the validation failure reason, "" when valid.
 	check func(v any) string
+	// ordered: once valid, the value is kept as the JSON the client sent
+	// (a json.RawMessage), so that an object's keys keep their order; a
+	// map would come back sorted. A tap mirror's directions are echoed as
+	// upstream's json.dumps writes the dict it stored, keys as sent.
+	ordered bool
 }
 
 // resource describes one collection for body processing and listing.
@@ -92,7 +98,7 @@ var tapMirrorRes = &resource{
 		attr{name: "name", post: true, put: true, def: constant(""), check: nameStr(255)},
 		attr{name: "description", post: true, put: true, def: constant(""), check: str(255)},
 		attr{name: "port_id", post: true, required: true, check: validUUID},
-		attr{name: "directions", post: true, required: true, check: validDirections},
+		attr{name: "directions", post: true, required: true, check: validDirections, ordered: true},
 		attr{name: "remote_ip", post: true, required: true, check: validIPAddress},
 		// Upstream's erspanv1 and gre; erspanv3 and vxlan are ours
 		// (taas-mirror-types).
@@ -196,11 +202,22 @@ func (r *resource) decodeBody(raw []byte, create bool, id Identity) (items []map
 		if len(l) == 0 {
 			return nil, true, badRequest("Resources required")
 		}
-		for _, e := range l {
+		rawList := make([]json.RawMessage, len(l))
+		if r.hasOrdered() {
+			// The list decoded above, so this fails only on a bug.
+			if err := json.Unmarshal(rawMember(raw, r.plural), &rawList); err != nil || len(rawList) != len(l) {
+				return nil, true, fmt.Errorf("decode %s: %v", r.plural, err)
+			}
+		}
+		for i, e := range l {
 			// Bulk items may be bare or wrapped in the singular key.
 			m, ok := e.(map[string]any)
+			rawItem := rawList[i]
 			if inner, wrapped := m[r.singular]; ok && wrapped {
 				m, ok = inner.(map[string]any)
+				if rawItem != nil {
+					rawItem = rawMember(rawItem, r.singular)
+				}
 			}
 			if !ok {
 				return nil, true, badRequest("Object '%s' contains invalid data", r.singular)
@@ -208,6 +225,7 @@ func (r *resource) decodeBody(raw []byte, create bool, id Identity) (items []map
 			if err := r.processItem(m, create, id); err != nil {
 				return nil, true, err
 			}
+			r.keepOrder(m, rawItem)
 			items = append(items, m)
 		}
 		return items, true, nil
@@ -223,7 +241,37 @@ func (r *resource) decodeBody(raw []byte, create bool, id Identity) (items []map
 	if err := r.processItem(m, create, id); err != nil {
 		return nil, false, err
 	}
+	if r.hasOrdered() {
+		r.keepOrder(m, rawMember(raw, r.singular))
+	}
 	return []map[string]any{m}, false, nil
+}
+
+func (r *resource) hasOrdered() bool {
+	return slices.ContainsFunc(r.attrs, func(a attr) bool { return a.ordered })
+}
+
+// keepOrder replaces the value of each ordered attribute in m, validated,
+// by its JSON in rawItem (the item's object as sent).
+func (r *resource) keepOrder(m map[string]any, rawItem json.RawMessage) {
+	for _, a := range r.attrs {
+		if _, present := m[a.name]; present && a.ordered {
+			if v := rawMember(rawItem, a.name); v != nil {
+				m[a.name] = v
+			}
+		}
+	}
+}
+
+// rawMember is the JSON of obj's member key, nil when obj is not an
+// object or lacks it. A key given twice is its last value, as in
+// decodeJSON's map and Python's json.
+func rawMember(obj json.RawMessage, key string) json.RawMessage {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(obj, &members) != nil {
+		return nil
+	}
+	return members[key]
 }
 
 func (r *resource) processItem(m map[string]any, create bool, id Identity) error {

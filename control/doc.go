@@ -15,7 +15,9 @@
 // with encoding/json; listcache.go keeps rendered lists per store
 // generation;
 // reconcile.go the reconciler; stats.go and events.go the taas-stats
-// extension and the server-sent events stream; limits.go bounds what a
+// extension and the server-sent events stream; metrics.go /metrics (the
+// data plane's counters, the tap mirrors' status from the reconciler);
+// limits.go bounds what a
 // request may cost and screens what fasthttp parsed; connlimit.go shares
 // the connection slots among clients; path.go decodes request paths as
 // Neutron does; quota.go is Neutron's quotas extension; roles.go checks

@@ -1,10 +1,14 @@
 package control
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"net/netip"
 	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,6 +120,12 @@ func FuzzDecodeBody(f *testing.F) {
 							a := r.attr(k)
 							if a == nil {
 								t.Fatalf("%s: unknown attribute %q accepted", r.singular, k)
+							}
+							if a.ordered {
+								// Kept as sent: its value is the JSON.
+								if v, err = decodeJSON(v.(json.RawMessage)); err != nil {
+									t.Fatalf("%s: %s kept as %s, not JSON: %v", r.singular, k, m[k], err)
+								}
 							}
 							if a.check != nil && !a.boolean && a.check(v) != "" {
 								t.Fatalf("%s: %s = %v accepted", r.singular, k, v)
@@ -244,6 +254,82 @@ func FuzzMirrorTunnel(f *testing.F) {
 		_, want := new(big.Int).SetString(strings.TrimSpace(s), 10)
 		if got != want {
 			t.Errorf("directions {\"IN\": %q} accepted = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// FuzzDirectionsOrder: a tap_mirror body the API accepts keeps its
+// directions as sent: the body struct's keys in the order they first
+// appear in the request, each with its (last) value as written, and they
+// marshal back to that object.
+func FuzzDirectionsOrder(f *testing.F) {
+	admin := newIdentity("default", []string{"admin"})
+	f.Fuzz(func(t *testing.T, dirs []byte) {
+		body := []byte(`{"tap_mirror": {"port_id": "6a1c2c7e-4f1e-4d8a-9c55-3b1f0a7d2e10", "remote_ip": "192.0.2.1", ` +
+			`"mirror_type": "gre", "directions": ` + string(dirs) + `}}`)
+		items, _, err := tapMirrorRes.decodeBody(body, true, admin)
+		if err != nil {
+			return
+		}
+		b, err := decodeInto[mirrorBody](tapMirrorRes, items[0])
+		if err != nil {
+			t.Fatalf("directions %s: decodeInto: %v", dirs, err)
+		}
+		// The keys in order of first appearance, by a token walk.
+		dec := json.NewDecoder(bytes.NewReader(dirs))
+		dec.UseNumber()
+		var keys []string
+		if _, err := dec.Token(); err != nil {
+			t.Fatalf("directions %s accepted, not an object: %v", dirs, err)
+		}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k := tok.(string); !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []string
+		for _, d := range b.Directions {
+			got = append(got, d.Direction)
+		}
+		if !slices.Equal(got, keys) {
+			t.Errorf("directions %s: keys %v, want %v", dirs, got, keys)
+		}
+		out, err := b.Directions.MarshalJSON()
+		if err != nil {
+			t.Fatalf("directions %s: marshal: %v", dirs, err)
+		}
+		want, err := decodeJSON(dirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := decodeJSON(out); err != nil || !reflect.DeepEqual(back, want) {
+			t.Errorf("directions %s marshal to %s: %v, want %v", dirs, out, back, want)
+		}
+	})
+}
+
+// FuzzHideNames: hideNames never leaves a hidden name as a word of its
+// output, and changes nothing else: putting the names back where the mask
+// is gives the input.
+func FuzzHideNames(f *testing.F) {
+	f.Fuzz(func(t *testing.T, text, name string) {
+		if name == "" || strings.Contains(name, "\x00") || strings.Contains(text, "\x00") {
+			return
+		}
+		got := hideNames(text, []string{name}, "\x00")
+		if back := strings.ReplaceAll(got, "\x00", name); back != text {
+			t.Fatalf("hideNames(%q, %q) = %q: not the input with names masked", text, name, got)
+		}
+		if hideNames(got, []string{name}, "\x00") != got {
+			t.Errorf("hideNames(%q, %q) = %q still holds the name as a word", text, name, got)
 		}
 	})
 }

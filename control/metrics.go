@@ -14,7 +14,8 @@ import (
 // format (GET /metrics), with the Go runtime's and the process's. Each
 // scrape reads one DataPlane.Stats snapshot; nothing is kept between
 // scrapes, so the broker's counters stay the only source of truth. More
-// collectors, such as Server.ConnMetrics, are served with them.
+// collectors, such as Server.ConnMetrics and Server.MirrorMetrics, are
+// served with them.
 func MetricsHandler(dp DataPlane, more ...prometheus.Collector) fiber.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -52,6 +53,18 @@ var (
 	descSvcDrops   = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", []string{"tap_service_id", "reason"}, nil)
 	descFlowPkts   = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", []string{"tap_flow_id"}, nil)
 	descFlowBytes  = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+
+	mirrorLabels    = []string{"tap_mirror_id"}
+	descMirrorPkts  = prometheus.NewDesc("taas_tap_mirror_encapsulated_packets_total", "Encapsulated copies the tap mirror sent.", mirrorLabels, nil)
+	descMirrorBytes = prometheus.NewDesc("taas_tap_mirror_encapsulated_bytes_total",
+		"Bytes of the tap mirror's encapsulated copies on the wire, outer headers included.", mirrorLabels, nil)
+	descMirrorTrunc = prometheus.NewDesc("taas_tap_mirror_truncated_packets_total",
+		"Encapsulated copies of the tap mirror cut to fit the uplink (and sent).", mirrorLabels, nil)
+	descMirrorDrops = prometheus.NewDesc("taas_tap_mirror_drops_total", "Copies for the tap mirror that were not sent, by reason.",
+		append(mirrorLabels, "reason"), nil)
+	descMirrorStatus = prometheus.NewDesc("taas_tap_mirror_status",
+		"1 for the tap mirror's current status (ACTIVE, DOWN or ERROR; the reason is in taas/stats), 0 for the others.",
+		append(mirrorLabels, "status"), nil)
 )
 
 // statsCollector turns one broker.Stats snapshot into metrics per scrape.
@@ -62,7 +75,7 @@ type statsCollector struct {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
 		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
-		descFlowPkts, descFlowBytes} {
+		descFlowPkts, descFlowBytes, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
 		ch <- d
 	}
 }
@@ -111,5 +124,40 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, f := range st.Flows {
 		counter(descFlowPkts, f.MatchedPackets, f.ID)
 		counter(descFlowBytes, f.MatchedBytes, f.ID)
+	}
+	for _, m := range st.Mirrors {
+		counter(descMirrorPkts, m.EncapPackets, m.ID)
+		counter(descMirrorBytes, m.EncapBytes, m.ID)
+		counter(descMirrorTrunc, m.TruncatedPackets, m.ID)
+		for reason, v := range m.Drops {
+			counter(descMirrorDrops, v, m.ID, reason)
+		}
+	}
+}
+
+// mirrorStatusCollector serves taas_tap_mirror_status from the
+// reconciler's last pass: the store keeps no status for tap mirrors, and
+// the data plane does not see those the plan keeps out (a port
+// administratively down, a row it cannot use).
+type mirrorStatusCollector struct {
+	rec *Reconciler
+}
+
+// mirrorStates are the values of taas_tap_mirror_status's status label.
+// Every one gets a series per mirror (1 for the current, 0 for the
+// others), so that an alert on status="DOWN" == 1 sees a mirror come back.
+var mirrorStates = []broker.State{broker.StateActive, broker.StateDown, broker.StateError}
+
+func (c mirrorStatusCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMirrorStatus }
+
+func (c mirrorStatusCollector) Collect(ch chan<- prometheus.Metric) {
+	for id, st := range c.rec.MirrorStatuses() {
+		for _, s := range mirrorStates {
+			v := 0.0
+			if st.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descMirrorStatus, prometheus.GaugeValue, v, id, s.String())
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -24,20 +26,33 @@ func (fixedStats) Stats() broker.Stats {
 		Services: []broker.ServiceStats{{ID: "svc-1", DeliveredPackets: 5, DeliveredBytes: 300,
 			Drops: map[string]uint64{"no_free_tx_frame": 1}}},
 		Flows: []broker.FlowStats{{ID: "flow-1", MatchedPackets: 6, MatchedBytes: 360}},
+		Mirrors: []broker.MirrorStats{{ID: "mirror-1", Status: "ACTIVE", Uplink: "up0", EncapPackets: 8, EncapBytes: 1040,
+			TruncatedPackets: 2, Drops: map[string]uint64{"mirror_down": 4}}},
 	}
 }
 
-func TestMetricsHandler(t *testing.T) {
+// scrape serves h at /metrics through app.Test and returns the body.
+func scrape(t *testing.T, h fiber.Handler) string {
+	t.Helper()
 	app := fiber.New()
-	app.Get("/metrics", MetricsHandler(fixedStats{}))
+	app.Get("/metrics", h)
 	resp, err := app.Test(httptest.NewRequest("GET", "/metrics", nil), -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /metrics = %d: %s", resp.StatusCode, body)
 	}
+	return string(body)
+}
+
+func TestMetricsHandler(t *testing.T) {
+	body := scrape(t, MetricsHandler(fixedStats{}))
 	for _, want := range []string{
 		"taas_plan_version 7",
 		`taas_interface_up{iface="cap0",role="capture"} 1`,
@@ -51,10 +66,57 @@ func TestMetricsHandler(t *testing.T) {
 		`taas_tap_service_drops_total{reason="no_free_tx_frame",tap_service_id="svc-1"} 1`,
 		`taas_tap_flow_matched_packets_total{tap_flow_id="flow-1"} 6`,
 		`taas_tap_flow_matched_bytes_total{tap_flow_id="flow-1"} 360`,
+		`taas_tap_mirror_encapsulated_packets_total{tap_mirror_id="mirror-1"} 8`,
+		`taas_tap_mirror_encapsulated_bytes_total{tap_mirror_id="mirror-1"} 1040`,
+		`taas_tap_mirror_truncated_packets_total{tap_mirror_id="mirror-1"} 2`,
+		`taas_tap_mirror_drops_total{reason="mirror_down",tap_mirror_id="mirror-1"} 4`,
 		"go_goroutines",
 	} {
-		if !strings.Contains(string(body), want+"\n") && !strings.Contains(string(body), want+" ") {
+		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
 			t.Errorf("GET /metrics lacks %q", want)
 		}
+	}
+}
+
+// TestMirrorMetrics: taas_tap_mirror_status has a series per mirror and
+// status, 1 for the reconciler's current one, and follows a link going
+// down and back without a restart; mirrors the plan keeps out (a port
+// administratively down) have theirs too.
+func TestMirrorMetrics(t *testing.T) {
+	dp := newRecorder()
+	dp.ifaceUp["cap0"] = true
+	ts := startServer(t, Config{DataPlane: dp})
+	ctx := context.Background()
+	up := ts.createPort("src", "cap0", "")
+	down := ts.createPort("off", "cap0", "")
+	m := ts.createMirror(up, `{"IN": 1}`, "198.51.100.1", "gre")
+	held := ts.createMirror(down, `{"IN": 2}`, "198.51.100.1", "gre")
+	ts.must(200, "PUT", "/v2.0/ports/"+down, `{"port": {"admin_state_up": false}}`, "port")
+	h := MetricsHandler(dp, ts.srv.MirrorMetrics())
+	series := func(id, status string) string {
+		return fmt.Sprintf("taas_tap_mirror_status{status=%q,tap_mirror_id=%q} ", status, id)
+	}
+	for _, tc := range []struct {
+		name   string
+		linkUp bool
+		want   []string
+	}{
+		{"link up", true, []string{series(m, "ACTIVE") + "1", series(m, "DOWN") + "0", series(m, "ERROR") + "0",
+			series(held, "DOWN") + "1", series(held, "ACTIVE") + "0"}},
+		{"link down", false, []string{series(m, "ACTIVE") + "0", series(m, "DOWN") + "1", series(held, "DOWN") + "1"}},
+		{"link back", true, []string{series(m, "ACTIVE") + "1", series(m, "DOWN") + "0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp.set(func(d *recordingDataPlane) { d.ifaceUp["cap0"] = tc.linkUp })
+			if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			body := scrape(t, h)
+			for _, want := range tc.want {
+				if !strings.Contains(body, want+"\n") {
+					t.Errorf("GET /metrics lacks %q", want)
+				}
+			}
+		})
 	}
 }

@@ -195,3 +195,37 @@ func TestTapMirrorQuota(t *testing.T) {
 		t.Errorf("tap_mirror details = %v", d["tap_mirror"])
 	}
 }
+
+// TestTapMirrorDirectionsOrder: directions come back exactly as sent,
+// keys in the order given and each id as written (an int, a numeric
+// string), like upstream's json.dumps of the dict it stored, on every path
+// that renders a mirror: create, show, list (cached), fields= and update.
+func TestTapMirrorDirectionsOrder(t *testing.T) {
+	ts := startMirrorServer(t)
+	port := ts.createPortIn("proj-a", "a1", "cap0", "", hAdmin)
+	const want = `"directions":{"OUT":"7","IN":5}`
+	r := ts.do("POST", mirrors, mirrorJSON(port, `{"OUT": "7", "IN": 5}`, "192.0.2.10", "gre"), hA)
+	if r.status != 201 || !strings.Contains(r.raw, want) {
+		t.Fatalf("create = %d %s, want 201 with %s", r.status, r.raw, want)
+	}
+	id := r.body["tap_mirror"].(map[string]any)["id"].(string)
+	for _, tc := range []struct{ name, method, path, body string }{
+		{"show", "GET", mirrors + "/" + id, ""},
+		{"list", "GET", mirrors, ""},
+		{"list again (cached)", "GET", mirrors, ""},
+		{"list fields", "GET", mirrors + "?fields=directions&fields=id", ""},
+		{"show fields", "GET", mirrors + "/" + id + "?fields=directions", ""},
+		{"update", "PUT", mirrors + "/" + id, `{"tap_mirror": {"name": "renamed"}}`},
+		{"admin list", "GET", mirrors, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			who := hA
+			if tc.name == "admin list" {
+				who = hAdmin
+			}
+			if r := ts.do(tc.method, tc.path, tc.body, who); r.status != 200 || !strings.Contains(r.raw, want) {
+				t.Errorf("%s %s = %d %s, want 200 with %s", tc.method, tc.path, r.status, r.raw, want)
+			}
+		})
+	}
+}

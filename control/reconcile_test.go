@@ -23,6 +23,8 @@ type recordingDataPlane struct {
 	ifaceUp map[string]bool
 	err     error
 	stats   broker.Stats
+	// mirrors, when set, are the statuses Apply reports for those mirrors.
+	mirrors map[string]broker.Status
 	links   chan struct{}
 }
 
@@ -53,6 +55,9 @@ func (d *recordingDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Re
 	}
 	for _, m := range p.Mirrors {
 		r.Mirrors[m.ID] = status(m.Iface)
+		if st, ok := d.mirrors[m.ID]; ok {
+			r.Mirrors[m.ID] = st
+		}
 	}
 	return r, nil
 }

@@ -214,6 +214,10 @@ func (s *Server) Authenticate(c *fiber.Ctx) error { return s.authenticate(c) }
 // MetricsHandler.
 func (s *Server) ConnMetrics() prometheus.Collector { return s.conns }
 
+// MirrorMetrics collects each tap mirror's status as the reconciler last
+// saw it (metrics.go), for MetricsHandler.
+func (s *Server) MirrorMetrics() prometheus.Collector { return mirrorStatusCollector{rec: s.rec} }
+
 // headerReceived is fasthttp's HeaderReceived hook: once a request's head
 // is in, its body gets bodyTimeout (the server's ReadTimeout is the
 // HeaderTimeout).

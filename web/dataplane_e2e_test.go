@@ -4,6 +4,7 @@ package web
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +15,13 @@ import (
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
-// TestBrowserDataPlane runs taasd with the real data plane on a capture and
-// a monitor veth of its own, injects frames from the source port's MAC into
-// the capture side (at most 100 a second, for at most 3 minutes), and runs
-// e2e/dataplane.mjs: counters rise on the page, and taking the monitor link
-// down turns the flow DOWN without a reload.
+// TestBrowserDataPlane runs taasd with the real data plane on a capture, a
+// monitor and an uplink veth of its own, injects frames from the source
+// port's MAC into the capture side (at most 100 a second, for at most 3
+// minutes), and runs e2e/dataplane.mjs: counters rise on the page, and
+// taking the monitor link down turns the flow DOWN without a reload; a tap
+// mirror to the uplink's peer (a collector in a namespace of the test)
+// turns ACTIVE with rising counters, and DOWN and back with the uplink.
 func TestBrowserDataPlane(t *testing.T) {
 	testutil.RequireRoot(t, "CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN for namespaces, veth pairs, XDP and AF_XDP")
 	node := browserTools(t)
@@ -30,6 +33,17 @@ func TestBrowserDataPlane(t *testing.T) {
 	capIf, monIf := p+"cap", p+"mon"
 	testutil.Veth(t, capIf, p+"capp", testutil.VethOpts{NetnsB: span})
 	testutil.Veth(t, monIf, p+"monp", testutil.VethOpts{NetnsB: sensor})
+	// The collector is the uplink's peer, on a random /29 of TEST-NET-2.
+	collector := testutil.Netns(t, p+"col")
+	upIf, colIf := p+"up", p+"upp"
+	testutil.Veth(t, upIf, colIf, testutil.VethOpts{NetnsB: collector})
+	n := rand.IntN(32)
+	testutil.Run(t, "ip", "addr", "add", fmt.Sprintf("198.51.100.%d/29", 8*n+1), "dev", upIf)
+	remote := fmt.Sprintf("198.51.100.%d", 8*n+2)
+	testutil.Run(t, "ip", "-n", collector, "addr", "add", remote+"/29", "dev", colIf)
+	// A redirect into a veth needs GRO or XDP on its peer (the fast path).
+	testutil.Run(t, "ip", "netns", "exec", collector, "ethtool", "-K", colIf, "gro", "on")
+	testutil.WaitOperUp(t, "", upIf)
 
 	conf := filepath.Join(t.TempDir(), "taasd.toml")
 	err := os.WriteFile(conf, []byte(fmt.Sprintf(`dataplane = "xdp"
@@ -39,7 +53,10 @@ role = "capture"
 [[interfaces]]
 name = %q
 role = "monitor"
-`, capIf, monIf)), 0o644)
+[[interfaces]]
+name = %q
+role = "uplink"
+`, capIf, monIf, upIf)), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,16 +92,18 @@ role = "monitor"
 		t.Logf("injected %d frames", <-sent)
 	})
 
-	setLink := func(state string) func() error {
+	setLink := func(dev, state string) func() error {
 		return func() error {
-			out, err := exec.Command("ip", "link", "set", "dev", monIf, state).CombinedOutput()
+			out, err := exec.Command("ip", "link", "set", "dev", dev, state).CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("ip link set dev %s %s: %v: %s", monIf, state, err, out)
+				return fmt.Errorf("ip link set dev %s %s: %v: %s", dev, state, err, out)
 			}
 			return nil
 		}
 	}
 	runScript(t, node, "dataplane", base, []string{
 		"TAAS_CAPTURE_IFACE=" + capIf, "TAAS_MONITOR_IFACE=" + monIf, "TAAS_SOURCE_MAC=" + srcMAC.String(),
-	}, map[string]func() error{"link-down": setLink("down"), "link-up": setLink("up")})
+		"TAAS_UPLINK_IFACE=" + upIf, "TAAS_REMOTE_IP=" + remote,
+	}, map[string]func() error{"link-down": setLink(monIf, "down"), "link-up": setLink(monIf, "up"),
+		"uplink-down": setLink(upIf, "down"), "uplink-up": setLink(upIf, "up")})
 }

@@ -150,6 +150,21 @@ func TestBrowser(t *testing.T) {
 		runScript(t, node, "token", base, []string{
 			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha", "TAAS_TOKEN_B=tok-bravo-4567"}, nil)
 	})
+
+	t.Run("mirror", func(t *testing.T) {
+		tokens := filepath.Join(t.TempDir(), "tokens")
+		err := os.WriteFile(tokens, []byte("# token project roles\n"+
+			"tok-admin-89ab ops admin\n"+
+			"tok-alpha-0123 project-alpha member,reader\n"+
+			"tok-bravo-4567 project-bravo member,reader\n"), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := startTaasd(t, bin, "--dataplane", "none", "--auth", "token", "--tokens", tokens)
+		runScript(t, node, "mirror", base, []string{"TAAS_TOKEN_ADMIN=tok-admin-89ab",
+			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha",
+			"TAAS_TOKEN_B=tok-bravo-4567", "TAAS_PROJECT_B=project-bravo"}, nil)
+	})
 }
 
 // TestModel runs the unit tests of the dashboard's pure functions (rates,

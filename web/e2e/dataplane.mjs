@@ -2,7 +2,10 @@
 // frames flow into the capture interface from the test's namespace; the
 // flow turns ACTIVE and its counters rise on the page; the test takes the
 // monitor link down and the flow and its service turn DOWN, with the
-// reason, without a reload; the link comes back and so does ACTIVE.
+// reason, without a reload; the link comes back and so does ACTIVE. A tap
+// mirror of the source port to a collector behind the uplink turns ACTIVE,
+// names its uplink and counts its copies; the test takes the uplink down
+// and the mirror turns DOWN with the reason, then ACTIVE again.
 //
 // The Go test owns the network: this script asks it to act by printing
 // "ACTION <name>" and waits for "OK" (or "ERR <why>") on stdin.
@@ -14,7 +17,10 @@ import { BASE, run, newPage, checkProblems, until, shot, step, api, metric } fro
 const captureIface = process.env.TAAS_CAPTURE_IFACE;
 const monitorIface = process.env.TAAS_MONITOR_IFACE;
 const sourceMAC = process.env.TAAS_SOURCE_MAC;
-assert.ok(captureIface && monitorIface && sourceMAC, 'TAAS_CAPTURE_IFACE, TAAS_MONITOR_IFACE and TAAS_SOURCE_MAC are set');
+const uplinkIface = process.env.TAAS_UPLINK_IFACE;
+const remoteIP = process.env.TAAS_REMOTE_IP;
+assert.ok(captureIface && monitorIface && sourceMAC && uplinkIface && remoteIP,
+  'TAAS_CAPTURE_IFACE, TAAS_MONITOR_IFACE, TAAS_SOURCE_MAC, TAAS_UPLINK_IFACE and TAAS_REMOTE_IP are set');
 
 const rl = readline.createInterface({ input: process.stdin });
 const stdin = rl[Symbol.asyncIterator]();
@@ -90,6 +96,42 @@ await run(async (browser) => {
   const t1 = Date.now();
   await until('the flow ACTIVE again', async () => (await flowStatus.getAttribute('data-status')) === 'ACTIVE', 30_000);
   metric('ui_status_up_latency_ms', Date.now() - t1, 'ms');
+
+  step('a tap mirror to the collector: ACTIVE through the uplink, its counters rise');
+  const mirror = (await api('POST', '/v2.0/taas/tap_mirrors', { tap_mirror: {
+    name: 'dp-mirror', port_id: src.id, directions: { OUT: 101 }, remote_ip: remoteIP, mirror_type: 'gre' } })).tap_mirror;
+  const mRow = page.locator(`#mirrors-table tr[data-id="${mirror.id}"]`);
+  const mStatus = mRow.locator('[data-status]');
+  await until('the mirror ACTIVE on the page', async () => (await mStatus.getAttribute('data-status')) === 'ACTIVE', 30_000);
+  await until('the uplink named (an admin\'s view)', async () =>
+    (await mRow.locator('[data-field="tunnel"]').innerText()) === `gre to ${remoteIP} via ${uplinkIface}`);
+  const encap = mRow.locator('[data-field="encap-packets"]');
+  const e1 = await until('encapsulated packets', async () => { const v = await value(encap); return v > 0 && v; });
+  await until('encapsulated packets to rise', async () => (await value(encap)) > e1);
+  await until('an encapsulated rate', async () => (await value(mRow.locator('[data-field="encap-pps"]'))) > 0);
+  metric('ui_encap_pps', await value(mRow.locator('[data-field="encap-pps"]')), 'pkt/s');
+  const scraped = await (await fetch(`${BASE}/metrics`)).text();
+  const series = scraped.match(new RegExp(`^taas_tap_mirror_encapsulated_packets_total\\{tap_mirror_id="${mirror.id}"\\} (\\S+)$`, 'm'));
+  assert.ok(series && Number(series[1]) > 0, `/metrics counts the mirror's copies: ${series}`);
+  assert.ok(scraped.includes(`taas_tap_mirror_status{status="ACTIVE",tap_mirror_id="${mirror.id}"} 1`), '/metrics: the mirror ACTIVE');
+  await shot(page, 'dataplane-mirror');
+
+  step('the uplink goes down: the mirror turns DOWN with the reason, without a reload');
+  await action('uplink-down');
+  const t2 = Date.now();
+  await until('the mirror DOWN on the page', async () => (await mStatus.getAttribute('data-status')) === 'DOWN');
+  metric('ui_mirror_down_latency_ms', Date.now() - t2, 'ms');
+  const mReason = await mRow.locator('.reason').innerText();
+  assert.match(mReason, new RegExp(uplinkIface), 'a DOWN mirror says why');
+  console.log(`mirror reason shown: ${mReason}`);
+  assert.deepEqual(navigations, [], 'the page did not reload');
+  await shot(page, 'dataplane-mirror-down');
+
+  step('the uplink comes back: the mirror is ACTIVE again');
+  await action('uplink-up');
+  const t3 = Date.now();
+  await until('the mirror ACTIVE again', async () => (await mStatus.getAttribute('data-status')) === 'ACTIVE', 30_000);
+  metric('ui_mirror_up_latency_ms', Date.now() - t3, 'ms');
 
   checkProblems(page);
 });

@@ -4,13 +4,15 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { rates, si, bits, sumDrops, errorAttr, label } from '../dist/js/model.js';
+import { rates, si, bits, sumDrops, errorAttr, label, directionOf, directionsText } from '../dist/js/model.js';
 
 const snap = (sec, o = {}) => ({
   time_unix_nano: sec * 1e9,
   interfaces: [{ name: 'cap0', rx_packets: o.rx ?? 0, rx_bytes: (o.rx ?? 0) * 100, tx_packets: 0, tx_bytes: 0, drops: o.ifDrops ?? {} }],
   tap_services: [{ id: 's1', delivered_packets: o.del ?? 0, delivered_bytes: (o.del ?? 0) * 64, drops: o.drops ?? {} }],
   tap_flows: [{ id: 'f1', matched_packets: o.m ?? 0, matched_bytes: (o.m ?? 0) * 64 }],
+  tap_mirrors: [{ id: 'm1', encapsulated_packets: o.enc ?? 0, encapsulated_bytes: (o.enc ?? 0) * 114,
+    truncated_packets: o.trunc ?? 0, drops: o.mDrops ?? {} }],
 });
 
 test('rates over two snapshots', () => {
@@ -24,6 +26,18 @@ test('rates over two snapshots', () => {
   assert.deepEqual(r.services.get('s1').drops, { tx_full: 3, no_frame: 1 });
   assert.equal(r.services.get('s1').dropPps, 4);
   assert.equal(r.flows.get('f1').pps, 100);
+});
+
+test('tap mirror rates', () => {
+  const r = rates(snap(10, { enc: 100, trunc: 2, mDrops: { mirror_down: 5 } }),
+    snap(14, { enc: 900, trunc: 10, mDrops: { mirror_down: 9, tx_ring_full: 4 } }));
+  const m = r.mirrors.get('m1');
+  assert.equal(m.pps, 200);
+  assert.equal(m.bps, 200 * 114 * 8);
+  assert.equal(m.truncPps, 2);
+  assert.deepEqual(m.drops, { mirror_down: 1, tx_ring_full: 1 });
+  assert.equal(m.dropPps, 2);
+  assert.equal(rates(null, snap(1)).mirrors.size, 0);
 });
 
 test('a counter that went backwards counts as zero', () => {
@@ -69,6 +83,8 @@ test('errorAttr finds the field a Neutron message is about', () => {
     [{ type: 'PortNotFound', message: 'Port x could not be found.' }, 'source_port port_id'],
     [{ type: 'TapServiceNotFound', message: 'Tap Service  x does not exist' }, 'tap_service_id'],
     [{ type: 'MacAddressInUse', message: 'The mac address fa:16:3e:00:00:01 is in use.' }, 'mac_address'],
+    [{ type: 'TapMirrorTunnelConflict', message: 'Tap Mirror with tunnel_id 101 already exists' }, 'directions'],
+    [{ message: 'Invalid input for directions. Reason: tunnel id 5000 of direction OUT must be an integer from 0 to 1023' }, 'directions'],
     [{ type: 'HTTPConflict', message: 'Something else' }, ''],
   ];
   for (const [err, want] of cases) assert.equal(errorAttr(err), want, err.message);
@@ -78,4 +94,23 @@ test('label', () => {
   assert.equal(label({ name: 'web', id: 'abcdef0123' }), 'web');
   assert.equal(label({ name: '', id: 'abcdef0123' }), 'abcdef01');
   assert.equal(label(undefined), '?');
+});
+
+test('directionOf finds the direction a tap mirror error is about', () => {
+  const typed = { IN: '101', OUT: '5000', BOTH: 'abc' };
+  const cases = [
+    ['Invalid input for directions. Reason: tunnel id "5000" of direction OUT must be an integer from 0 to 1023', 'OUT'],
+    ['Tap Mirror with tunnel_id 101 already exists', 'IN'],
+    ["Invalid input for directions. Reason: 'abc' is not an integer.", 'BOTH'],
+    ['Tap Mirror with tunnel_id 7 already exists', ''],
+    ['Something else', ''],
+  ];
+  for (const [message, want] of cases) assert.equal(directionOf({ message }, typed), want, message);
+  assert.equal(directionOf({ message: 'Tap Mirror with tunnel_id  already exists' }, { IN: '' }), '', 'an empty field is named by nothing');
+});
+
+test('directionsText keeps the order and each id as the API holds it', () => {
+  assert.equal(directionsText({ OUT: '7', IN: 5 }), 'OUT "7", IN 5');
+  assert.equal(directionsText({}), 'none');
+  assert.equal(directionsText(undefined), 'none');
 });

@@ -1,10 +1,12 @@
 // The dashboard's entry point: state, the two views, and keeping them live.
 //
-// 1. lists (networks, ports, tap services, tap flows) are fetched at start,
+// 1. lists (networks, ports, tap services, tap flows, tap mirrors) are
+//    fetched at start,
 //    after every change made here, on every server-sent event from
 //    /v2.0/taas/events, and every few seconds as a backstop;
 // 2. /v2.0/taas/stats is fetched every second: two snapshots give the rates,
-//    and its entries carry the live status and status_reason;
+//    and its entries carry the live status and status_reason (tap mirrors
+//    have no other: the API gives them no status attribute);
 // 3. the current view renders from that state.
 // EventSource cannot send X-Auth-Token: in token mode the stream gets the
 // token as ?token= (taasd accepts that on this one URL), and if the stream
@@ -21,15 +23,15 @@ const LISTS_EVERY_MS = 5000; // with events; 2 s without
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/gi;
 
 const st = {
-  networks: [], ports: [], services: [], flows: [],
+  networks: [], ports: [], services: [], flows: [], mirrors: [],
   portsByID: new Map(),
   stats: null, prevStats: null,
-  serviceStats: new Map(), flowStats: new Map(),
+  serviceStats: new Map(), flowStats: new Map(), mirrorStats: new Map(),
   rates: rates(null, null),
   // statusOf prefers the live status of the stats extension over the
   // resource's stored one, and carries the reason when it is not ACTIVE.
   statusOf(x) {
-    const live = this.serviceStats.get(x.id) || this.flowStats.get(x.id);
+    const live = this.serviceStats.get(x.id) || this.flowStats.get(x.id) || this.mirrorStats.get(x.id);
     if (live && live.status) return { status: live.status, reason: this.named(live.status_reason || '') };
     return { status: x.status, reason: this.named(x.status_reason || '') };
   },
@@ -37,7 +39,8 @@ const st = {
   // ("tap service 0369...: interface mon0 is down" -> "tap service ids: ...").
   named(text) {
     return text.replace(UUID, (id) => {
-      const r = this.portsByID.get(id) || this.services.find((s) => s.id === id) || this.flows.find((f) => f.id === id);
+      const r = this.portsByID.get(id) || this.services.find((s) => s.id === id) || this.flows.find((f) => f.id === id)
+        || this.mirrors.find((m) => m.id === id);
       return r && r.name ? r.name : id;
     });
   },
@@ -67,13 +70,15 @@ function render() {
 }
 
 async function refreshLists() {
-  const [n, p, s, f] = await Promise.all([
+  const [n, p, s, f, m] = await Promise.all([
     api.list('networks'), api.list('ports'), api.list('taas/tap_services'), api.list('taas/tap_flows'),
+    api.list('taas/tap_mirrors'),
   ]);
   st.networks = n.networks || [];
   st.ports = p.ports || [];
   st.services = s.tap_services || [];
   st.flows = f.tap_flows || [];
+  st.mirrors = m.tap_mirrors || [];
   st.portsByID = new Map(st.ports.map((x) => [x.id, x]));
   showProject();
   render();
@@ -84,7 +89,7 @@ async function refreshLists() {
 // resources it sees tell (the API has no "who am I").
 function showProject() {
   const el = $('#project');
-  const projects = new Set([...st.ports, ...st.services, ...st.flows].map((x) => x.project_id).filter(Boolean));
+  const projects = new Set([...st.ports, ...st.services, ...st.flows, ...st.mirrors].map((x) => x.project_id).filter(Boolean));
   el.hidden = !api.token() || projects.size !== 1;
   el.textContent = projects.size === 1 ? `project ${[...projects][0]}` : '';
 }
@@ -97,6 +102,7 @@ async function refreshStats() {
   st.stats = cur;
   st.serviceStats = new Map((cur.tap_services || []).map((x) => [x.id, x]));
   st.flowStats = new Map((cur.tap_flows || []).map((x) => [x.id, x]));
+  st.mirrorStats = new Map((cur.tap_mirrors || []).map((x) => [x.id, x]));
   st.rates = rates(st.prevStats, cur);
   recordHistory(st);
   render();

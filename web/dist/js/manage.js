@@ -1,11 +1,11 @@
-// The manage view: create, update and delete ports, tap services and tap
-// flows. Each form sends what the user typed to the API as it is (the
+// The manage view: create, update and delete ports, tap services, tap
+// flows and tap mirrors. Each form sends what the user typed to the API as it is (the
 // browser validates nothing the API validates), and shows the API's
 // NeutronError message next to the field it names.
 
 import * as api from './api.js';
 import { h, $, $$, statusBadge, replaceRows } from './dom.js';
-import { errorAttr, label, shortID } from './model.js';
+import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID } from './model.js';
 
 // resources describes each form: where it posts, the wrapper key, the
 // attributes PUT may change, and how form values become a request body.
@@ -79,6 +79,38 @@ const resources = {
       f.vlan_filter.value = fl.vlan_filter || '';
     },
   },
+  tap_mirror: {
+    coll: 'taas/tap_mirrors', title: 'tap mirror',
+    body(f, editing) {
+      const b = {};
+      if (f.name.value !== '' || editing) b.name = f.name.value;
+      if (f.description.value !== '' || editing) b.description = f.description.value;
+      if (!editing) {
+        b.port_id = f.port_id.value;
+        b.mirror_type = f.mirror_type.value;
+        b.remote_ip = f.remote_ip.value;
+        // Each id as typed, a string, as the openstack client's
+        // --directions IN=101 sends it; the API keeps it so and owns the
+        // ranges. Empty leaves the direction out.
+        b.directions = {};
+        for (const d of DIRECTIONS) {
+          if (f[`dir_${d}`].value !== '') b.directions[d] = f[`dir_${d}`].value;
+        }
+      }
+      return b;
+    },
+    fill(f, m) {
+      f.name.value = m.name || '';
+      f.description.value = m.description || '';
+      f.port_id.value = m.port_id;
+      f.mirror_type.value = m.mirror_type;
+      f.remote_ip.value = m.remote_ip;
+      for (const d of DIRECTIONS) {
+        const v = (m.directions || {})[d];
+        f[`dir_${d}`].value = v === undefined ? '' : String(v);
+      }
+    },
+  },
 };
 
 let app; // set by initManage: {refresh, toast, state}
@@ -115,7 +147,15 @@ function clearErrors(form) {
 
 function showError(form, err) {
   const attrs = errorAttr(err).split(' ').filter(Boolean);
-  const input = attrs.map((a) => form.querySelector(`[data-attr="${a}"]:not(:disabled)`)).find(Boolean);
+  let input = attrs.map((a) => form.querySelector(`[data-attr="${a}"]:not(:disabled)`)).find(Boolean);
+  // A tap mirror's directions are one attribute in three inputs: the
+  // message goes next to the direction it is about.
+  const dirs = input && input.dataset.direction ? $$(`[data-attr="${input.dataset.attr}"]`, form) : [];
+  if (dirs.length) {
+    const typed = Object.fromEntries(dirs.map((el) => [el.dataset.direction, el.value]));
+    const d = directionOf(err, typed);
+    input = dirs.find((el) => el.dataset.direction === d) || input;
+  }
   if (input) {
     input.setAttribute('aria-invalid', 'true');
     $(`#${input.id}-error`).textContent = err.message;
@@ -248,6 +288,7 @@ export function renderManage(st) {
   options($('#ts-port'), portOpts, 'create a port first');
   options($('#tf-source'), portOpts, 'create a port first');
   options($('#tf-service'), st.services.map((s) => ({ id: s.id, text: label(s) })), 'create a tap service first');
+  options($('#tm-port'), portOpts, 'create a port first');
   const ifaces = ((st.stats && st.stats.interfaces) || []).map((i) => i.name);
   const dl = $('#iface-list');
   if (dl.dataset.sig !== ifaces.join()) {
@@ -292,4 +333,18 @@ export function renderManage(st) {
       idCell(f.id),
       actions(R.tap_flow, f));
   }), 8, 'No tap flows yet.'), JSON.stringify([statusSig(st.flows), st.ports, st.services]));
+
+  replaceRows($('#tap_mirrors-table tbody'), orEmpty(st.mirrors.map((m) => {
+    const port = st.portsByID.get(m.port_id);
+    const ms = st.statusOf(m);
+    return h('tr', { 'data-id': m.id },
+      h('th', { scope: 'row', 'data-label': 'Name' }, label(m)),
+      td('Port', port ? portText(port) : shortID(m.port_id)),
+      td('Type', m.mirror_type),
+      td('Remote IP', h('code', {}, m.remote_ip)),
+      td('Directions', h('code', { 'data-field': 'directions' }, directionsText(m.directions))),
+      td('Status', statusBadge(ms.status, ms.reason)),
+      idCell(m.id),
+      actions(R.tap_mirror, m));
+  }), 8, 'No tap mirrors yet.'), JSON.stringify([statusSig(st.mirrors), st.ports]));
 }

@@ -2,10 +2,11 @@
 // formatting, and which form field an API error is about. No DOM here.
 
 // rates turns two snapshots of /v2.0/taas/stats (counters that only grow)
-// into per-second rates keyed by interface name, service id and flow id.
+// into per-second rates keyed by interface name and service, flow and tap
+// mirror id.
 // A counter that went backwards (the daemon restarted) counts as 0.
 export function rates(prev, cur) {
-  const out = { dt: 0, ifaces: new Map(), services: new Map(), flows: new Map() };
+  const out = { dt: 0, ifaces: new Map(), services: new Map(), flows: new Map(), mirrors: new Map() };
   if (!prev || !cur) return out;
   const dt = (cur.time_unix_nano - prev.time_unix_nano) / 1e9;
   if (!(dt > 0)) return out;
@@ -51,6 +52,18 @@ export function rates(prev, cur) {
     out.flows.set(c.id, {
       pps: per(p.matched_packets, c.matched_packets),
       bps: 8 * per(p.matched_bytes, c.matched_bytes),
+    });
+  }
+  const pm = byKey(prev.tap_mirrors, 'id');
+  for (const c of cur.tap_mirrors || []) {
+    const p = pm.get(c.id);
+    if (!p) continue;
+    const d = dropRates(p.drops, c.drops);
+    out.mirrors.set(c.id, {
+      pps: per(p.encapsulated_packets, c.encapsulated_packets),
+      bps: 8 * per(p.encapsulated_bytes, c.encapsulated_bytes),
+      truncPps: per(p.truncated_packets, c.truncated_packets),
+      dropPps: d.total, drops: d.byReason,
     });
   }
   return out;
@@ -102,8 +115,36 @@ export function errorAttr(err) {
     MacAddressInUse: ['mac_address'],
     PortDoesNotBelongToTenant: ['port_id'],
     TapServiceNotBelongToTenant: ['tap_service_id'],
+    TapMirrorTunnelConflict: ['directions'],
   };
   return (byType[err.type] || []).join(' ');
+}
+
+// DIRECTIONS are a tap mirror's direction keys, in the order its form
+// sends them.
+export const DIRECTIONS = ['IN', 'OUT', 'BOTH'];
+
+// directionOf says which direction of a tap mirror's directions an API
+// error is about: the one its message names ("tunnel id 5000 of direction
+// OUT ..."), else the one whose id (typed) is the id a conflict names
+// ("Tap Mirror with tunnel_id 101 already exists") or the value a message
+// quotes ("'abc' is not an integer"); '' when none.
+export function directionOf(err, typed) {
+  const msg = err.message || '';
+  const named = msg.match(/\bdirection (IN|OUT|BOTH)\b/);
+  if (named) return named[1];
+  const given = DIRECTIONS.filter((d) => typed[d] !== undefined && typed[d] !== '');
+  const conflict = msg.match(/tunnel_id (.*) already exists/);
+  if (conflict) return given.find((d) => typed[d] === conflict[1]) || '';
+  // "Reason: 'abc' is not an integer."
+  return given.find((d) => msg.includes(`'${typed[d]}'`)) || '';
+}
+
+// directionsText shows a tap mirror's directions as the API holds them,
+// keys in its order and each id as sent: IN 101, OUT "102".
+export function directionsText(dirs) {
+  const parts = Object.entries(dirs || {}).map(([k, v]) => `${k} ${JSON.stringify(v)}`);
+  return parts.length ? parts.join(', ') : 'none';
 }
 
 // shortID is enough of a UUID to tell resources apart on screen.

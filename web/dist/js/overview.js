@@ -1,10 +1,11 @@
 // The overview: interfaces with link state and rates, then one card per tap
 // service with its status, delivered and dropped rates, a uPlot chart of the
-// last minutes, and its flows with their matched rates.
+// last minutes, and its flows with their matched rates; then the tap mirrors
+// with their state, reason and encapsulation rates.
 
 import uPlot from '../vendor/uPlot.esm.js';
 import { h, $, statusBadge, replaceRows } from './dom.js';
-import { si, bits, sumDrops, label, shortID } from './model.js';
+import { si, bits, sumDrops, label, shortID, directionsText } from './model.js';
 
 // HISTORY is how many one-second samples a service chart keeps: 5 minutes.
 const HISTORY = 300;
@@ -38,6 +39,7 @@ export function renderOverview(st) {
   renderSummary(st);
   renderIfaces(st);
   renderServices(st);
+  renderMirrors(st);
 }
 
 function renderSummary(st) {
@@ -53,6 +55,7 @@ function renderSummary(st) {
     item('interfaces up', `${up} / ${ifaces.length}`, 'ifaces-up'),
     item('tap services active', `${active(st.services)} / ${st.services.length}`, 'services-active'),
     item('tap flows active', `${active(st.flows)} / ${st.flows.length}`, 'flows-active'),
+    item('tap mirrors active', `${active(st.mirrors)} / ${st.mirrors.length}`, 'mirrors-active'),
     item('delivered pkt/s', st.rates.dt ? si(delivered) : '–', 'delivered-pps'),
     item('dropped pkt/s', st.rates.dt ? si(dropped) : '–', 'dropped-pps'),
   );
@@ -63,8 +66,6 @@ function renderIfaces(st) {
   $('#ifaces-empty').hidden = ifaces.length > 0;
   const rows = ifaces.map((i) => {
     const r = st.rates.ifaces.get(i.name) || {};
-    const reasons = Object.entries(r.drops || {}).filter(([, v]) => v > 0)
-      .map(([k, v]) => `${k}: ${si(v)}/s`).join(', ');
     return h('tr', { 'data-iface': i.name },
       h('th', { scope: 'row', 'data-label': 'Interface' }, i.name),
       td('Role', i.role),
@@ -74,12 +75,50 @@ function renderIfaces(st) {
       td('RX bit/s', num('rx-bps', r.rxBps === undefined ? '–' : bits(r.rxBps), r.rxBps), 'num'),
       td('TX pkt/s', num('tx-pps', rate(r.txPps), r.txPps), 'num'),
       td('TX bit/s', num('tx-bps', r.txBps === undefined ? '–' : bits(r.txBps), r.txBps), 'num'),
-      td('Drops/s', h('span', { title: reasons || 'no drops' }, rate(r.dropPps), reasons ? ` (${reasons})` : ''), 'num'),
+      td('Drops/s', dropText(r), 'num'),
     );
   });
   // Rates change every second; the table has no controls, so rebuilding it
   // cannot take focus away from anything.
   $('#ifaces-table tbody').replaceChildren(...rows);
+}
+
+// dropText is a drops-per-second figure followed by its reasons.
+function dropText(r) {
+  const reasons = Object.entries((r && r.drops) || {}).filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k}: ${si(v)}/s`).join(', ');
+  return h('span', { title: reasons || 'no drops', 'data-field': 'drops-pps', 'data-value': r && r.dropPps },
+    rate(r && r.dropPps), reasons ? ` (${reasons})` : '');
+}
+
+// renderMirrors lists the tap mirrors: where the copies go (the uplink
+// when taas/stats names it: for admins), the state with its reason, and
+// the encapsulation rates and total.
+function renderMirrors(st) {
+  $('#mirrors-empty').hidden = st.mirrors.length > 0;
+  const rows = st.mirrors.map((m) => {
+    const s = st.statusOf(m);
+    const src = st.portsByID.get(m.port_id);
+    const srcIface = src && src['binding:profile'] && src['binding:profile'].interface;
+    const ms = st.mirrorStats.get(m.id);
+    const r = st.rates.mirrors.get(m.id);
+    const uplink = ms && ms.uplink ? ` via ${ms.uplink}` : '';
+    return h('tr', { 'data-id': m.id },
+      h('th', { scope: 'row', 'data-label': 'Mirror' }, label(m)),
+      td('Source port', `${src ? label(src) : shortID(m.port_id)}${srcIface ? ` (${srcIface})` : ''}`),
+      td('Tunnel', [h('span', { 'data-field': 'tunnel' }, `${m.mirror_type} to ${m.remote_ip}${uplink}`),
+        h('br'), h('code', { 'data-field': 'directions' }, directionsText(m.directions))]),
+      td('Status', statusBadge(s.status, s.reason)),
+      td('Encap. pkt/s', num('encap-pps', r ? si(r.pps) : '–', r && r.pps), 'num'),
+      td('Encap. bit/s', num('encap-bps', r ? bits(r.bps) : '–', r && r.bps), 'num'),
+      td('Truncated pkt/s', num('truncated-pps', r ? si(r.truncPps) : '–', r && r.truncPps), 'num'),
+      td('Drops/s', dropText(r), 'num'),
+      td('Encap. packets', num('encap-packets', ms ? si(ms.encapsulated_packets) : '–', ms && ms.encapsulated_packets), 'num'),
+    );
+  });
+  // Like the interfaces' table: no controls, so rebuilding it every
+  // second takes focus from nothing.
+  $('#mirrors-table tbody').replaceChildren(...rows);
 }
 
 function renderServices(st) {
