@@ -32,6 +32,28 @@ func encapOf(oh int) func([]byte) bool {
 	return func(f []byte) bool { return len(f) > oh && packettest.IsTest(f[oh:]) }
 }
 
+// mirrorStats is tap mirror id's entry in the caller's taas/stats (ok
+// false when it has none).
+func (d *xdpDaemon) mirrorStats(t *testing.T, id string) (status string, encapsulated uint64, ok bool) {
+	t.Helper()
+	var st struct {
+		TaasStats struct {
+			TapMirrors []struct {
+				ID           string `json:"id"`
+				Status       string `json:"status"`
+				Encapsulated uint64 `json:"encapsulated_packets"`
+			} `json:"tap_mirrors"`
+		} `json:"taas_stats"`
+	}
+	d.call(t, "GET", "/v2.0/taas/stats", nil, 200, &st)
+	for _, m := range st.TaasStats.TapMirrors {
+		if m.ID == id {
+			return m.Status, m.Encapsulated, true
+		}
+	}
+	return "", 0, false
+}
+
 // createMirror creates a tap mirror of port to remote and returns its id.
 func (d *xdpDaemon) createMirror(t *testing.T, name, port, typ, remote string, dirs map[string]any) string {
 	t.Helper()
@@ -126,8 +148,8 @@ role = "uplink"
 
 	// waitCopies sends a frame of vm-a in direction dir every 100 ms until
 	// a copy of one arrives at the collector behind oh bytes of outer
-	// headers (the mirror is realised: taas/stats does not show mirrors),
-	// for at most 20 s, then waits for the last copies to arrive.
+	// headers (the mirror is realised, as a user sees it), for at most
+	// 20 s, then waits for the last copies to arrive.
 	waitCopies := func(t *testing.T, dir string, oh int) {
 		t.Helper()
 		c := packettest.NewCapture(t, col.CollectorNS, col.CollectorIf, encapOf(oh))
@@ -272,9 +294,14 @@ role = "uplink"
 	m := alice.createMirror(t, "kept", portA, "erspanv1", remote, map[string]any{"OUT": 9})
 	check(t, "erspanv1", map[string]uint32{"OUT": 9})
 
-	// The other project's member: not found, not deletable, and its own
-	// mirror may use the same tunnel id (ids are per visible mirrors), where
-	// alice's second one may not.
+	// The owner's taas/stats shows the mirror ACTIVE, its copies counted.
+	if st, n, ok := alice.mirrorStats(t, m); st != "ACTIVE" || n == 0 {
+		t.Errorf("proj-a's taas/stats: mirror %s %q with %d copies (listed %v), want ACTIVE and copies", m, st, n, ok)
+	}
+
+	// The other project's member: not found (taas/stats included), not
+	// deletable, and its own mirror may use the same tunnel id (ids are per
+	// visible mirrors), where alice's second one may not.
 	bob.call(t, "GET", "/v2.0/taas/tap_mirrors/"+m, nil, 404, nil)
 	bob.call(t, "DELETE", "/v2.0/taas/tap_mirrors/"+m, nil, 404, nil)
 	bob.call(t, "PUT", "/v2.0/taas/tap_mirrors/"+m, map[string]any{"tap_mirror": map[string]any{"name": "x"}}, 404, nil)
@@ -284,6 +311,9 @@ role = "uplink"
 	bob.call(t, "GET", "/v2.0/taas/tap_mirrors", nil, 200, &list)
 	if len(list.TapMirrors) != 0 {
 		t.Fatalf("proj-b lists %v, want no mirror", list.TapMirrors)
+	}
+	if _, _, ok := bob.mirrorStats(t, m); ok {
+		t.Errorf("proj-b's taas/stats lists proj-a's mirror %s", m)
 	}
 	var conflict map[string]map[string]string
 	alice.call(t, "POST", "/v2.0/taas/tap_mirrors", map[string]any{"tap_mirror": map[string]any{"port_id": portA,
@@ -301,6 +331,9 @@ role = "uplink"
 	td = td.Restart(t)
 	alice.call(t, "GET", "/v2.0/taas/tap_mirrors/"+m, nil, 200, nil)
 	check(t, "erspanv1", map[string]uint32{"OUT": 9})
+	if st, n, _ := alice.mirrorStats(t, m); st != "ACTIVE" || n == 0 {
+		t.Errorf("after the restart: mirror %s %q with %d copies, want ACTIVE and copies", m, st, n)
+	}
 
 	// Deleting the port deletes the mirror; the copies stop.
 	copies := packettest.NewCapture(t, col.CollectorNS, col.CollectorIf, encapOf(mirrorOverhead["erspanv1"]))
