@@ -378,12 +378,8 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 		if err != nil {
 			return Rep{}, err
 		}
-		// Through a tunnel no tap service counts the copies (and
-		// taas/stats shows no mirror): only the drops tell.
-		if sc.Tunnel == "" {
-			d := after.Delivered - before.Delivered
-			r.PeerReported = &d
-		}
+		d := after.Delivered - before.Delivered
+		r.PeerReported = &d
 		for k, v := range after.Drops {
 			if v > before.Drops[k] {
 				if r.PeerDrops == nil {

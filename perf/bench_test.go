@@ -113,6 +113,9 @@ func TestBenchTunnelSmoke(t *testing.T) {
 				if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
 					t.Errorf("collector sink counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
 				}
+				if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
+					t.Errorf("peer reports %d encapsulated, the collector's sink counted %d", *r.PeerReported, r.DeliveredCopies)
+				}
 				// Each copy carries VXLAN's 50 bytes of outer headers.
 				if want := r.DeliveredCopies * uint64(sc.Size+50); r.DeliveredBytes != want {
 					t.Errorf("collector sink counted %d bytes for %d copies, want %d", r.DeliveredBytes, r.DeliveredCopies, want)

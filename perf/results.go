@@ -178,7 +178,7 @@ func (r Results) goals() string {
 		}
 	}
 	if sink > 0 {
-		fmt.Fprintf(&b, "- cross-check: taasd's own tap-service counters say %d copies delivered over all runs, the monitor sinks counted %d (%+.3f%%)\n",
+		fmt.Fprintf(&b, "- cross-check: taasd's own tap-service and tap-mirror counters say %d copies delivered over all runs, the sinks counted %d (%+.3f%%)\n",
 			own, sink, 100*(float64(own)-float64(sink))/float64(sink))
 	}
 	if w, ok := r.find("taasd", "churn"); ok {
