@@ -11,9 +11,11 @@ package broker
 // into an xdpprog.FastTable, by classifying one representative frame per
 // combination. A tap mirror's tunnel is an output too: its uplink's DEVMAP
 // entry runs xdpprog's tunnel program (SetTunnel), which encapsulates the
-// copy as the workers do, byte for byte. What does not fit the program's
-// limits (among them: two tunnel copies of one frame through one uplink),
-// or needs a monitor or uplink that cannot take redirected frames
+// copy as the workers do, byte for byte, also when a frame has several
+// tunnel copies through one uplink (a mirror with IN and OUT ids, two
+// mirrored ports that talk to each other). What does not fit the program's
+// limits (among them: more than xdpprog.MaxTunnelCopies tunnel copies of
+// one frame), or needs a monitor or uplink that cannot take redirected frames
 // (afxdp-notes gotcha 10) or is smaller than the capture's frames, stays on
 // the AF_XDP path for that capture interface; the reason is logged and
 // shown in Stats (IfaceStats.Path, PathReason).

@@ -62,6 +62,16 @@ func BenchmarkMirror(b *testing.B) {
 				benchMirror(b, mirrorRun{fast: fast, size: 60, sink: "xdpsink", monitors: 1, tunnel: typ})
 			})
 		}
+		// The mirror has IN and OUT ids (the frames are OUT: one copy
+		// each); then the destination port is mirrored too (IN and OUT),
+		// so each frame has two tunnel copies through the one uplink.
+		b.Run(path+"/xdpsink/64B/gre-inout", func(b *testing.B) {
+			benchMirror(b, mirrorRun{fast: fast, size: 60, sink: "xdpsink", monitors: 1, tunnel: broker.TunnelGRE, inOut: true})
+		})
+		b.Run(path+"/xdpsink/64B/gre-2ports", func(b *testing.B) {
+			benchMirror(b, mirrorRun{fast: fast, size: 60, sink: "xdpsink", monitors: 1, tunnel: broker.TunnelGRE, inOut: true,
+				dstMirror: true})
+		})
 		// Paced runs: the loss at a given offered rate, without the
 		// overload of a flat-out generator sharing CPU 0 with the capture
 		// NAPI.
@@ -93,6 +103,9 @@ type mirrorRun struct {
 	// tunnel, when set, makes the one monitor an uplink and the flow a tap
 	// mirror (OUT) in this encapsulation.
 	tunnel broker.TunnelType
+	// inOut gives the tap mirror an IN id too; dstMirror mirrors the
+	// destination port as well (IN and OUT ids), through the same uplink.
+	inOut, dstMirror bool
 }
 
 const runFor = 4 * time.Second
@@ -164,6 +177,15 @@ func benchMirror(b *testing.B, run mirrorRun) {
 		testutil.Run(b, "ip", "route", "replace", "192.0.2.253/32", "via", "198.51.100.254", "dev", mons[0])
 		plan = &broker.Plan{Version: 1, Uplinks: mons[:1], Mirrors: []broker.Mirror{{ID: "m", PortID: "p", Iface: p + "cap",
 			MAC: mac, Type: run.tunnel, RemoteIP: netip.MustParseAddr("192.0.2.253"), Tunnels: []broker.Tunnel{{Direction: broker.DirOut, ID: 7}}}}}
+		if run.inOut {
+			plan.Mirrors[0].Tunnels = append(plan.Mirrors[0].Tunnels, broker.Tunnel{Direction: broker.DirIn, ID: 8})
+		}
+		if run.dstMirror {
+			m := plan.Mirrors[0]
+			m.ID, m.PortID, m.Tunnels = "m2", "q", []broker.Tunnel{{Direction: broker.DirIn, ID: 9}, {Direction: broker.DirOut, ID: 10}}
+			copy(m.MAC[:], dst)
+			plan.Mirrors = append(plan.Mirrors, m)
+		}
 	}
 	rep, err := br.Apply(context.Background(), plan)
 	if err != nil || (run.tunnel == 0 && rep.Flows["f0"].State != broker.StateActive) ||
@@ -222,8 +244,13 @@ func benchMirror(b *testing.B, run mirrorRun) {
 	s := elapsed.Seconds()
 	b.ReportMetric(float64(offered)/s/1e6, "offered_Mpps")
 	b.ReportMetric(float64(mirrored)/s/1e6, "mirrored_Mpps")
-	// Each offered frame owes one copy per monitor.
-	b.ReportMetric(100*(1-float64(mirrored)/float64(offered)/float64(run.monitors)), "loss_%")
+	// Each offered frame owes one copy per monitor (two tunnel copies
+	// with dstMirror).
+	per := run.monitors
+	if run.dstMirror {
+		per = 2
+	}
+	b.ReportMetric(100*(1-float64(mirrored)/float64(offered)/float64(per)), "loss_%")
 	b.ReportMetric(float64(bytes)*8/s/1e9, "mirrored_Gbit/s")
 	b.ReportMetric(100*workerCPU.Seconds()/s, "worker_cpu_%")
 	b.ReportMetric(cpuBusy[0]/float64(runs), "cpu0_busy_%")

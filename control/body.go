@@ -99,7 +99,8 @@ var tapMirrorRes = &resource{
 		attr{name: "description", post: true, put: true, def: constant(""), check: str(255)},
 		attr{name: "port_id", post: true, required: true, check: validUUID},
 		attr{name: "directions", post: true, required: true, check: validDirections, ordered: true},
-		attr{name: "remote_ip", post: true, required: true, check: validIPAddress},
+		// Ours on top of type:ip_address: a unicast address.
+		attr{name: "remote_ip", post: true, required: true, check: validRemoteIP},
 		// Upstream's erspanv1 and gre; erspanv3 and vxlan are ours
 		// (taas-mirror-types).
 		attr{name: "mirror_type", post: true, required: true, check: values(mirrorTypes...)},

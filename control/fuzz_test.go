@@ -231,7 +231,9 @@ func isHex(c byte) bool { return strings.IndexByte("0123456789abcdefABCDEF", c) 
 
 // FuzzIPAddress checks validIPAddress against net/netip: it accepts an
 // address exactly when netip reads it without a zone and, for IPv4, the
-// text is already in its canonical dotted form.
+// text is already in its canonical dotted form. validRemoteIP (a tap
+// mirror's remote_ip) accepts, of those, exactly netip's global unicast
+// addresses outside 0/8, 240/4 and IPv6's ::/96 and ::ffff:0:0/96.
 func FuzzIPAddress(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		got := validIPAddress(s) == ""
@@ -239,6 +241,12 @@ func FuzzIPAddress(f *testing.F) {
 		want := err == nil && a.Zone() == "" && (strings.Contains(s, ":") || a.Is4() && a.String() == s)
 		if got != want {
 			t.Errorf("validIPAddress(%q) accepted = %v, want %v (%q)", s, got, want, validIPAddress(s))
+		}
+		b := a.As16()
+		unicast := want && a.IsGlobalUnicast() && !a.Is4In6() && !(a.Is4() && (b[12] == 0 || b[12] >= 240)) &&
+			!(a.Is6() && [12]byte(b[:12]) == [12]byte{})
+		if got := validRemoteIP(s) == ""; got != unicast {
+			t.Errorf("validRemoteIP(%q) accepted = %v, want %v (%q)", s, got, unicast, validRemoteIP(s))
 		}
 	})
 }

@@ -186,6 +186,78 @@ func TestInterfaceRoles(t *testing.T) {
 	}
 }
 
+// TestRebindInOneBatch: a use of an unbound port and an admin's rebinding
+// of it that land in one group-commit batch: the rebinding, second, sees
+// the use and is refused (issue 10's review: its check read the last
+// commit, so both succeeded and the role guard was bypassed).
+func TestRebindInOneBatch(t *testing.T) {
+	ts := startIsoServer(t, Config{Interfaces: map[string]string{"cap0": RoleCapture, "mon0": RoleMonitor}})
+	mon := ts.createPortIn("proj-a", "mon", "mon0", "", hAdmin)
+	svc := ts.createService("svc", mon, hA)
+	for _, tc := range []struct {
+		name, use, rebind, want string
+	}{
+		{"tap service, then a capture binding",
+			`{"tap_service": {"port_id": "PORT"}}`, "cap0", "a tap service's port must be bound to a monitor interface"},
+		{"tap flow, then a monitor binding",
+			`{"tap_flow": {"tap_service_id": "` + svc + `", "source_port": "PORT", "direction": "IN"}}`, "mon0",
+			"a tap flow's source port must be bound to a capture interface"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := ts.createPortIn("proj-a", "p", "", "", hAdmin)
+			path := "/v2.0/taas/tap_services"
+			if strings.HasPrefix(tc.use, `{"tap_flow"`) {
+				path = "/v2.0/taas/tap_flows"
+			}
+			// Hold the writer, so that the two Writes queue in this order
+			// and share its next batch.
+			running, release, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+			go func() {
+				held <- ts.st.Write(context.Background(), func(*store.Tx) error { close(running); <-release; return nil })
+			}()
+			<-running
+			defer func() {
+				select {
+				case <-release:
+				default:
+					close(release)
+				}
+			}()
+			use, rebind := make(chan response, 1), make(chan response, 1)
+			go func() { use <- ts.do("POST", path, strings.ReplaceAll(tc.use, "PORT", port), hA) }()
+			waitQueued(t, ts.st, 1)
+			go func() {
+				rebind <- ts.do("PUT", "/v2.0/ports/"+port, `{"port": {"binding:profile": {"interface": "`+tc.rebind+`"}}}`, hAdmin)
+			}()
+			waitQueued(t, ts.st, 2)
+			close(release)
+			if err := <-held; err != nil {
+				t.Fatal(err)
+			}
+			u, r := <-use, <-rebind
+			if u.status != 201 {
+				t.Errorf("use of the unbound port = %d %s, want 201", u.status, u.raw)
+			}
+			if typ, msg := neutronErr(t, r); r.status != 400 || typ != "HTTPBadRequest" || !strings.Contains(msg, tc.want) {
+				t.Errorf("rebinding onto %s in the same batch = %d %s, want 400 %q", tc.rebind, r.status, r.raw, tc.want)
+			}
+			if p := ts.must(200, "GET", "/v2.0/ports/"+port, "", "port", hAdmin); p["binding:profile"].(map[string]any)["interface"] != nil {
+				t.Errorf("refused rebinding changed the port: %v", p["binding:profile"])
+			}
+		})
+	}
+}
+
+// waitQueued waits until n Writes are queued for st's writer.
+func waitQueued(t *testing.T, st *store.Store, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); st.Queued() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Writes queued after 10s, want %d", st.Queued(), n)
+		}
+	}
+}
+
 // TestLoopAtTheAPI: a port that would be both a monitor and a capture is
 // refused whichever comes second; the veth cases need root and run in
 // cmd/taasd's end-to-end test and broker's TestFeedsBack.

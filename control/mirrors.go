@@ -13,8 +13,9 @@ import (
 // key (GRE), session id (ERSPAN) or VNI (VXLAN) is the direction's id. It
 // has no status, as upstream. Beyond upstream (taas-mirror-types):
 // mirror_type erspanv3 and vxlan, each direction's id checked against the
-// range of its tunnel type, the port on the capture side, a tap_mirror
-// quota, and deleting the port deletes its mirrors (upstream leaves them).
+// range of its tunnel type, a unicast remote_ip, the port on the capture
+// side and a tap_mirror quota. Deleting the port deletes its mirrors, as
+// upstream's tap_mirror_plugin.handle_delete_port does.
 
 // mirrorTypes are the accepted mirror_type values.
 var mirrorTypes = []string{"erspanv1", "gre", "erspanv3", "vxlan"}
@@ -32,13 +33,15 @@ var tunnelRange = map[string]struct {
 }
 
 // checkTunnelIDs refuses a direction id outside the range of the mirror
-// type (upstream checks none, and a data plane would truncate it).
+// type (upstream checks none, and a data plane would truncate it). The id
+// is printed as the 409 of a conflict prints it (MirrorTunnel.Text): "-1"
+// reads tunnel id -1.
 func checkTunnelIDs(mirrorType string, dirs store.Directions) error {
 	r := tunnelRange[mirrorType]
 	for _, t := range dirs {
 		if n, err := t.Uint32(); err != nil || n > r.max {
 			return invalidInput("directions", fmt.Sprintf("tunnel id %s of direction %s must be an integer from 0 to %d "+
-				"for mirror_type %s (%s)", t.ID, t.Direction, r.max, mirrorType, r.what))
+				"for mirror_type %s (%s)", t.Text(), t.Direction, r.max, mirrorType, r.what))
 		}
 	}
 	return nil

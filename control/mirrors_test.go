@@ -107,7 +107,20 @@ func TestTapMirrorAPI(t *testing.T) {
 		{"gre top", "POST", mirrors, mb(a1, `{"IN": 4294967295}`, "192.0.2.17", "gre"), a, 201, "4294967295"},
 		{"gre over", "POST", mirrors, mb(a1, `{"IN": 4294967296}`, "192.0.2.17", "gre"), a, 400,
 			"tunnel id 4294967296 of direction IN must be an integer from 0 to 4294967295 for mirror_type gre (the 32-bit GRE key)"},
-		{"gre negative", "POST", mirrors, mb(a1, `{"OUT": "-1"}`, "192.0.2.17", "gre"), a, 400, `tunnel id "-1" of direction OUT`},
+		{"gre negative", "POST", mirrors, mb(a1, `{"OUT": "-1"}`, "192.0.2.17", "gre"), a, 400,
+			"Invalid input for directions. Reason: tunnel id -1 of direction OUT must be an integer from 0 to 4294967295"},
+		{"gre negative number", "POST", mirrors, mb(a1, `{"OUT": -7}`, "192.0.2.17", "gre"), a, 400, "tunnel id -7 of direction OUT"},
+		{"gre string over", "POST", mirrors, mb(a1, `{"OUT": " 4294967296"}`, "192.0.2.17", "gre"), a, 400,
+			"tunnel id  4294967296 of direction OUT"},
+		// -0 is 0, as Python's int() reads it. Conflicts compare as
+		// upstream's stored JSON does: numbers by value (its json.loads
+		// reads -0 as 0), strings as sent.
+		{"minus zero", "POST", mirrors, mb(a1, `{"IN": -0}`, "192.0.2.17", "erspanv1"), a, 201, `"directions":{"IN":-0}`},
+		{"minus zero string", "POST", mirrors, mb(a1, `{"OUT": "-00"}`, "192.0.2.17", "erspanv3"), a, 201, `"directions":{"OUT":"-00"}`},
+		{"zero conflicts with minus zero", "POST", mirrors, mb(a2, `{"BOTH": 0}`, "192.0.2.17", "gre"), a, 409,
+			"Tap Mirror with tunnel_id 0 already exists"},
+		{"zero string beside minus zero string", "POST", mirrors, mb(a2, `{"BOTH": "0"}`, "192.0.2.17", "gre"), a, 201,
+			`"directions":{"BOTH":"0"}`},
 		{"erspanv1 top", "POST", mirrors, mb(a1, `{"IN": 1023}`, "192.0.2.17", "erspanv1"), a, 201, `"mirror_type":"erspanv1"`},
 		{"erspanv1 over", "POST", mirrors, mb(a1, `{"IN": 1024}`, "192.0.2.17", "erspanv1"), a, 400,
 			"from 0 to 1023 for mirror_type erspanv1 (the 10-bit ERSPAN session id)"},
@@ -163,8 +176,56 @@ func TestTapMirrorAPI(t *testing.T) {
 	}
 }
 
-// TestTapMirrorPortDelete: deleting a port deletes its mirrors (upstream
-// leaves them dangling), announces them, and frees their tunnel ids.
+// TestTapMirrorRemoteIP: our rule on top of upstream's type:ip_address, a
+// unicast remote_ip: the appliance must not flood a tenant's copies onto
+// the uplink's segment (issue 10's review).
+func TestTapMirrorRemoteIP(t *testing.T) {
+	ts := startMirrorServer(t)
+	a1 := ts.createPortIn("proj-a", "a1", "cap0", "", hAdmin)
+	const must = ", and a tap mirror's remote_ip must be a unicast address."
+	var rows []scenario
+	for i, tc := range []struct {
+		ip     string
+		status int
+		want   string
+	}{
+		{"192.0.2.20", 201, `"remote_ip":"192.0.2.20"`},
+		{"198.51.100.255", 201, `"remote_ip":"198.51.100.255"`}, // a subnet's broadcast is not ours to know
+		{"2001:db8::20", 201, `"remote_ip":"2001:db8::20"`},
+		{"10.0.0.1", 201, `"remote_ip":"10.0.0.1"`},
+		{"0.0.0.0", 400, "Invalid input for remote_ip. Reason: '0.0.0.0' is the unspecified address" + must},
+		{"::", 400, "'::' is the unspecified address" + must},
+		{"0.1.2.3", 400, "'0.1.2.3' is a 'this network' address (0.0.0.0/8)" + must},
+		{"127.0.0.1", 400, "'127.0.0.1' is a loopback address" + must},
+		{"127.255.0.9", 400, "'127.255.0.9' is a loopback address" + must},
+		{"::1", 400, "'::1' is a loopback address" + must},
+		{"224.0.0.1", 400, "'224.0.0.1' is a multicast address" + must},
+		{"239.255.255.250", 400, "'239.255.255.250' is a multicast address" + must},
+		{"ff02::1", 400, "'ff02::1' is a multicast address" + must},
+		{"255.255.255.255", 400, "'255.255.255.255' is the limited broadcast address" + must},
+		{"240.0.0.1", 400, "'240.0.0.1' is a reserved address (240.0.0.0/4)" + must},
+		{"169.254.1.1", 400, "'169.254.1.1' is a link-local address, whose egress interface would be ambiguous without a zone" + must},
+		{"fe80::1", 400, "'fe80::1' is a link-local address"},
+		{"febf::1", 400, "'febf::1' is a link-local address"},
+		{"fec0::1", 201, `"remote_ip":"fec0::1"`}, // outside fe80::/10
+		{"::ffff:192.0.2.21", 400, "'::ffff:192.0.2.21' is an IPv4-mapped IPv6 address, '192.0.2.21' is recommended."},
+		{"::192.0.2.22", 400, "'::192.0.2.22' is an IPv4-compatible IPv6 address, '192.0.2.22' is recommended."},
+		{"::ffff:127.0.0.1", 400, "'::ffff:127.0.0.1' is a loopback address" + must},
+		{"::ffff:255.255.255.255", 400, "'::ffff:255.255.255.255' is the limited broadcast address" + must},
+		{"::224.0.0.1", 400, "'::224.0.0.1' is a multicast address" + must},
+		// type:ip_address's own refusals come first.
+		{"fe80::1%cap0", 400, "'fe80::1%cap0' is not a valid IP address."},
+		{"127.0.0.01", 400, "'127.0.0.01' is not an accepted IP address, '127.0.0.1' is recommended."},
+	} {
+		rows = append(rows, scenario{tc.ip, "POST", mirrors, mirrorJSON(a1, fmt.Sprintf(`{"IN": %d}`, 700+i), tc.ip, "gre"),
+			[]string{hA}, tc.status, tc.want})
+	}
+	ts.runScenarios(t, rows)
+}
+
+// TestTapMirrorPortDelete: deleting a port deletes its mirrors (as
+// upstream's tap_mirror_plugin.handle_delete_port does), announces them,
+// and frees their tunnel ids.
 func TestTapMirrorPortDelete(t *testing.T) {
 	ts := startMirrorServer(t)
 	p := ts.createPortIn("proj-a", "p", "cap0", "", hAdmin)

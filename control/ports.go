@@ -111,9 +111,10 @@ func (s *Server) portKind() *kind[store.Port, portBody, portView] {
 		list: s.st.ListPorts, get: s.st.GetPort, view: newPortView,
 		ref:    func(p store.Port) store.Ref { return store.Ref{ID: p.ID, ProjectID: p.ProjectID} },
 		create: s.createPort, update: s.updatePort,
-		// As upstream's port-delete callbacks: the tap services on the port
-		// with their flows, and the flows it is the source of; and, where
-		// upstream leaves them dangling, the tap mirrors on it.
+		// As upstream's port-delete callbacks (taas_plugin's and
+		// tap_mirror_plugin's handle_delete_port): the tap services on the
+		// port with their flows, the flows it is the source of, and the
+		// tap mirrors on it.
 		remove: func(ctx context.Context, project, id string) (store.Port, []Event, error) {
 			p, d, err := s.st.DeletePort(ctx, project, id)
 			evs := append(refEvents("tap_flow", d.Flows), refEvents("tap_service", d.Services)...)
@@ -193,7 +194,7 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 	if err := portPolicy(id, "update_port", false, func(a string) bool { return set[a] }); err != nil {
 		return store.Port{}, err
 	}
-	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(p *store.Port) error {
+	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(tx *store.Tx, p *store.Port) error {
 		oldIface := p.Interface
 		b.apply(&p.Name, &p.Description)
 		setOpt(&p.AdminStateUp, b.AdminStateUp)
@@ -210,9 +211,10 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 		if p.Interface == oldIface {
 			return nil
 		}
-		// Inside the write transaction: no other write can add a use of
-		// the port or a binding meanwhile.
-		return s.checkRebind(ctx, *p)
+		// Inside the write transaction, read through tx: no other write
+		// can add a use of the port or a binding meanwhile, and those
+		// added earlier in the batch are seen.
+		return s.checkRebind(tx, *p)
 	})
 	switch {
 	case errors.Is(err, store.ErrConflict):

@@ -66,13 +66,16 @@ func (r *Reconciler) Trigger() {
 }
 
 // Run passes once, then whenever triggered or a link changes, until ctx
-// ends. Between two passes it rests minRest, or twice as long as the
-// last pass took if that is longer (up to maxRest): a pass reads the
+// ends. Between two passes it rests minRest, or eight times as long as
+// the last pass took if that is longer (up to maxRest): a pass reads the
 // whole desired state, and under a burst of creates (issue 10: 8 clients
 // creating thousands of flows) back-to-back passes took one of the two
-// cores and doubled the creates' latency. Triggers meanwhile coalesce
-// into the next pass, so a status follows a change within a rest and a
-// pass.
+// cores and doubled the creates' latency; resting twice a pass still left
+// the passes a fifth of the creates' CPU, and their CPU added some 10 ms
+// to the creates' p99. So passes take at most a ninth of a core, whatever
+// a pass costs. Triggers meanwhile coalesce into the next pass, so a
+// status follows a change within a rest and a pass (maxRest and a pass at
+// most).
 func (r *Reconciler) Run(ctx context.Context) {
 	links := r.dp.LinkEvents()
 	rest := time.NewTimer(0)
@@ -87,7 +90,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 		if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
 			r.log.Error("reconcile", "err", err)
 		}
-		rest.Reset(min(max(minRest, 2*time.Since(start)), maxRest))
+		rest.Reset(restAfter(time.Since(start)))
 		select {
 		case <-ctx.Done():
 			return
@@ -105,6 +108,11 @@ const (
 	minRest = 25 * time.Millisecond
 	maxRest = 250 * time.Millisecond
 )
+
+// restAfter is Run's rest after a pass that took pass.
+func restAfter(pass time.Duration) time.Duration {
+	return min(max(minRest, 8*pass), maxRest)
+}
 
 // Sync runs one pass now and returns when its statuses are written: after
 // it, the store reflects what the data plane made of every change committed

@@ -48,7 +48,7 @@ func TestBuildPlanMirrors(t *testing.T) {
 		{"port down", func(m *store.DesiredMirror) { m.PortUp = false }, nil,
 			broker.Status{State: broker.StateDown, Reason: "port p is administratively down (admin_state_up is false)"}},
 		{"tunnel id too large", func(m *store.DesiredMirror) { m.Directions = dirs(`{"IN": "4294967296"}`) }, nil,
-			broker.Status{State: broker.StateError, Reason: `tunnel id "4294967296" of direction IN: not an integer from 0 to 4294967295`}},
+			broker.Status{State: broker.StateError, Reason: `tunnel id 4294967296 of direction IN: not an integer from 0 to 4294967295`}},
 		{"bad remote ip", func(m *store.DesiredMirror) { m.RemoteIP = "192.0.2.300" }, nil,
 			broker.Status{State: broker.StateError, Reason: `remote_ip "192.0.2.300": ParseAddr("192.0.2.300"): IPv4 field has value >255`}},
 		{"unknown type", func(m *store.DesiredMirror) { m.MirrorType = "erspanv2" }, nil,

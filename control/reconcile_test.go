@@ -311,3 +311,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRestAfter: passes take at most a ninth of a core under a stream of
+// triggers (issue 10), within minRest and maxRest.
+func TestRestAfter(t *testing.T) {
+	for _, tc := range []struct {
+		pass, want time.Duration
+	}{
+		{0, minRest},
+		{3 * time.Millisecond, minRest},
+		{10 * time.Millisecond, 80 * time.Millisecond},
+		{30 * time.Millisecond, 240 * time.Millisecond},
+		{40 * time.Millisecond, maxRest},
+		{time.Second, maxRest},
+	} {
+		if got := restAfter(tc.pass); got != tc.want {
+			t.Errorf("restAfter(%v) = %v, want %v", tc.pass, got, tc.want)
+		}
+	}
+}

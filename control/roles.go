@@ -97,10 +97,10 @@ func orNone(names []string) string {
 // in that role (when any is declared), and no interface in use or declared
 // in the other role (for a capture, the uplinks too) may close a loop with
 // it.
-// bound lists the interfaces in use (store.Store.BoundInterfaces, or the
-// create's transaction's). Inside a write transaction FeedsBack's netlink
-// look-ups (about 40 us per interface) are the one wait besides the
-// database.
+// bound lists the interfaces in use: the write transaction's
+// store.Tx.BoundInterfaces. Inside a write transaction FeedsBack's netlink
+// look-ups (about 60 us per pair) are the one wait besides the database;
+// feedsBack answers again from memory while no link changes.
 func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role, what string) error {
 	if p.Interface == "" {
 		return nil
@@ -125,7 +125,7 @@ func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.P
 		if role == RoleCapture {
 			mon, capt = o, p.Interface
 		}
-		if err := loopErr(mon, capt); err != nil {
+		if err := s.loopErr(mon, capt); err != nil {
 			return err
 		}
 	}
@@ -133,8 +133,8 @@ func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.P
 }
 
 // loopErr is the 400 for a monitor that feeds a capture back (issue 9).
-func loopErr(monitor, capture string) error {
-	why, err := broker.FeedsBack(monitor, capture)
+func (s *Server) loopErr(monitor, capture string) error {
+	why, err := s.feedsBack(monitor, capture)
 	if err != nil {
 		return err
 	}
@@ -144,29 +144,40 @@ func loopErr(monitor, capture string) error {
 	return nil
 }
 
+// feedsBack is broker.FeedsBack, answered from the memory of Run's loop
+// checker while no link changes: the same pairs are checked create after
+// create, inside the write transaction (issue 10).
+func (s *Server) feedsBack(monitor, capture string) (string, error) {
+	if lc := s.loops.Load(); lc != nil {
+		return lc.FeedsBack(monitor, capture)
+	}
+	return broker.FeedsBack(monitor, capture)
+}
+
 // checkRebind checks a port's new interface binding against what uses the
 // port: its tap services need a monitor, the flows it is the source of
-// and the mirrors on it a capture.
-func (s *Server) checkRebind(ctx context.Context, p store.Port) error {
+// and the mirrors on it a capture. It reads through tx, the update's
+// write transaction, which sees the uses that Writes earlier in its batch
+// added.
+func (s *Server) checkRebind(tx *store.Tx, p store.Port) error {
 	if err := s.checkBindable(p.Interface); err != nil || p.Interface == "" {
 		return err
 	}
-	svcs, sources, err := s.st.PortUse(ctx, p.ID)
+	svcs, sources, err := tx.PortUse(p.ID)
 	if err != nil {
 		return err
 	}
 	if svcs > 0 && sources > 0 {
 		// An unbound port may be both; bound, it would be its own loop.
-		return loopErr(p.Interface, p.Interface)
+		return s.loopErr(p.Interface, p.Interface)
 	}
-	bound := func(services bool) ([]string, error) { return s.st.BoundInterfaces(ctx, services) }
 	if svcs > 0 {
-		if err := s.checkUse(bound, p, RoleMonitor, useService); err != nil {
+		if err := s.checkUse(tx.BoundInterfaces, p, RoleMonitor, useService); err != nil {
 			return err
 		}
 	}
 	if sources > 0 {
-		return s.checkUse(bound, p, RoleCapture, useSource)
+		return s.checkUse(tx.BoundInterfaces, p, RoleCapture, useSource)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control/store"
 )
 
@@ -140,6 +141,9 @@ type Server struct {
 	conns *connLimiter
 	// lists caches rendered lists per store generation (listcache.go).
 	lists *listCache
+	// loops remembers loop checks while no link changes (feedsBack); set
+	// while Run runs.
+	loops atomic.Pointer[broker.LoopChecker]
 
 	// The collections, each served by the generic handlers (typed.go).
 	networks *kind[store.Network, networkBody, networkView]
@@ -237,6 +241,17 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		defer close(recDone)
 		s.rec.Run(rctx)
 	}()
+	if lc, err := broker.NewLoopChecker(); err != nil {
+		s.log.Warn("loop checks read the links on every create", "err", err)
+	} else {
+		s.loops.Store(lc)
+		defer func() {
+			s.loops.Store(nil)
+			if err := lc.Close(); err != nil {
+				s.log.Warn("close loop checker", "err", err)
+			}
+		}()
+	}
 	errc := make(chan error, 1)
 	// Connections beyond the limit wait in the kernel's backlog, unless an
 	// idle one can be closed to make room: fasthttp's own Concurrency limit

@@ -14,8 +14,9 @@ import (
 
 // The taas-stats extension: GET /v2.0/taas/stats answers
 // {"taas_stats": broker.Stats} limited to what the caller may see (a
-// member: its own tap services, flows and mirrors; an admin: everything,
-// with the interfaces), each tap service and tap flow entry carrying its
+// member: its project's tap services, flows and mirrors; a reader: its
+// project's tap mirrors; an
+// admin: everything, with the interfaces), each tap service and tap flow entry carrying its
 // status and the reason from the store, each tap mirror entry the
 // reconciler's (the store keeps none for mirrors: upstream's have no status
 // attribute, issue 10). Resources the data plane does not report appear
@@ -54,7 +55,10 @@ type taasStats struct {
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
 	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}, Mirrors: []mirrorStats{}}
-	if !id.member() {
+	// Readers see the stats of what they may read: their project's tap
+	// mirrors, whose one status is here. Tap services and flows are
+	// members' reads (upstream's policy), so not theirs.
+	if !id.reader() {
 		return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 	}
 	// UserContext, not the fasthttp RequestCtx: database/sql watches the
@@ -62,13 +66,16 @@ func (s *Server) stats(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	// Read the store first: a resource created after the snapshot then
 	// shows zero counters rather than going missing.
-	svcs, err := s.st.ListTapServices(ctx, id.scope())
-	if err != nil {
-		return err
-	}
-	flows, err := s.st.ListTapFlows(ctx, id.scope())
-	if err != nil {
-		return err
+	var svcs []store.TapService
+	var flows []store.TapFlow
+	if id.member() {
+		var err error
+		if svcs, err = s.st.ListTapServices(ctx, id.scope()); err != nil {
+			return err
+		}
+		if flows, err = s.st.ListTapFlows(ctx, id.scope()); err != nil {
+			return err
+		}
 	}
 	mirrors, err := s.st.ListTapMirrors(ctx, id.scope())
 	if err != nil {

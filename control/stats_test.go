@@ -33,16 +33,19 @@ func mirrorEntries(t *testing.T, r response) map[string]map[string]any {
 // member its project's, an admin all) with the data plane's counters (zero
 // when it reports none) and the reconciler's status and reason, which
 // follow the link and the port without a restart. A member never sees the
-// uplink's name, an appliance interface (issue 9).
+// uplink's name, an appliance interface (issue 9). A reader sees its
+// project's mirrors as a member does (it lists them, and their one status
+// is here) but not the tap services and flows it may not read; a caller
+// with neither role sees nothing.
 func TestStatsMirrors(t *testing.T) {
 	dp := newRecorder()
 	dp.ifaceUp["cap0"] = true
-	toks, err := LoadTokens(writeTokens(t, isoTokens), nil)
+	toks, err := LoadTokens(writeTokens(t, isoTokens+"tr proj-a reader\ntn proj-a observer\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := startServer(t, Config{Auth: AuthToken, Tokens: toks, DataPlane: dp,
-		Interfaces: map[string]string{"cap0": RoleCapture, "up0": RoleUplink}})
+		Interfaces: map[string]string{"cap0": RoleCapture, "mon0": RoleMonitor, "up0": RoleUplink}})
 	ctx := context.Background()
 	aPort := ts.createPortIn("proj-a", "a1", "cap0", "", hAdmin)
 	bPort := ts.createPortIn("proj-b", "b1", "cap0", "", hAdmin)
@@ -71,6 +74,19 @@ func TestStatsMirrors(t *testing.T) {
 	}
 	if strings.Contains(member.raw, "up0") || strings.Contains(member.raw, `"uplink"`) {
 		t.Errorf("a member sees the uplink: %s", member.raw)
+	}
+	svc := ts.createService("svc", ts.createPortIn("proj-a", "mon", "mon0", "", hAdmin), hA)
+	flow := ts.createFlow("flow", svc, aPort, "IN", nil, hA)
+	sync()
+	member = ts.do("GET", "/v2.0/taas/stats", "", hA)
+	reader := ts.do("GET", "/v2.0/taas/stats", "", hR)
+	if reader.status != 200 || !reflect.DeepEqual(mirrorEntries(t, reader), mirrorEntries(t, member)) ||
+		strings.Contains(reader.raw, svc) || strings.Contains(reader.raw, flow) || !strings.Contains(member.raw, flow) {
+		t.Errorf("reader's taas/stats = %d %s, want the member's mirrors and no service or flow of %s", reader.status, reader.raw, member.raw)
+	}
+	const none = `{"taas_stats":{"time_unix_nano":0,"plan_version":0,"interfaces":[],"tap_services":[],"tap_flows":[],"tap_mirrors":[]}}`
+	if r := ts.do("GET", "/v2.0/taas/stats", "", "X-Auth-Token: tn"); r.status != 200 || strings.TrimSpace(r.raw) != none {
+		t.Errorf("taas/stats without member or reader = %d %s, want %s", r.status, r.raw, none)
 	}
 
 	admin := mirrorEntries(t, ts.do("GET", "/v2.0/taas/stats", "", hAdmin))

@@ -367,3 +367,73 @@ func validIPAddress(v any) string {
 	}
 	return ""
 }
+
+// validRemoteIP is a tap mirror's remote_ip: upstream's type:ip_address
+// and, ours on top, a unicast address (issue 10's review). The appliance
+// sends a tenant's copies to it out of an uplink: to a broadcast or
+// multicast address they would flood the uplink's segment, to a loopback,
+// unspecified or reserved one they go nowhere sane, and a link-local one
+// needs a zone (the egress interface), which remote_ip cannot carry. An
+// IPv4-mapped or IPv4-compatible IPv6 address is refused with its IPv4
+// form, which is how the mirror's tunnel would be sent.
+func validRemoteIP(v any) string {
+	if r := validIPAddress(v); r != "" {
+		return r
+	}
+	s := v.(string) // validIPAddress accepts only strings
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return fmt.Sprintf("'%s' is not a valid IP address", s)
+	}
+	if v4, kind := embeddedIPv4(a); kind != "" {
+		if what := notUnicast(v4); what != "" {
+			return remoteIPRefusal(s, what)
+		}
+		return fmt.Sprintf("'%s' is an %s IPv6 address, '%s' is recommended", s, kind, v4)
+	}
+	if what := notUnicast(a); what != "" {
+		return remoteIPRefusal(s, what)
+	}
+	return ""
+}
+
+func remoteIPRefusal(s, what string) string {
+	return fmt.Sprintf("'%s' is %s, and a tap mirror's remote_ip must be a unicast address", s, what)
+}
+
+// embeddedIPv4 returns the IPv4 address inside an IPv4-mapped
+// (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d, deprecated by RFC 4291)
+// IPv6 address, and which of the two it is; kind is "" for any other
+// address, :: and ::1 included.
+func embeddedIPv4(a netip.Addr) (v4 netip.Addr, kind string) {
+	if a.Is4In6() {
+		return a.Unmap(), "IPv4-mapped"
+	}
+	b := a.As16()
+	if !a.Is6() || a.IsUnspecified() || a.IsLoopback() || [12]byte(b[:12]) != [12]byte{} {
+		return netip.Addr{}, ""
+	}
+	return netip.AddrFrom4([4]byte(b[12:])), "IPv4-compatible"
+}
+
+// notUnicast says what kind of address a is when no tap mirror may send
+// to it, and "" when a is a unicast address one may.
+func notUnicast(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.Is4() && a.As4()[0] == 0:
+		return "a 'this network' address (0.0.0.0/8)"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the limited broadcast address"
+	case a.Is4() && a.As4()[0] >= 240:
+		return "a reserved address (240.0.0.0/4)"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address, whose egress interface would be ambiguous without a zone"
+	}
+	return ""
+}

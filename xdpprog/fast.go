@@ -344,7 +344,7 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 		return nil
 	}
 	for _, cp := range t.Copies {
-		if err := c.checkTunnelsLocked(cp, -1, 0); err != nil {
+		if err := c.checkTunnelsLocked(cp); err != nil {
 			return err
 		}
 	}

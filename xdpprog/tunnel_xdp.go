@@ -3,7 +3,6 @@ package xdpprog
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -26,10 +25,11 @@ const MaxTunnels = 256
 // metadata support).
 const UnknownTunnel = MaxTunnels
 
-// MaxTunnelCopies is the most tunnel outputs of one Copies, and they must
-// leave by distinct uplinks: the capture program tells xdp_tunnel which
-// tunnel a copy is for by its uplink (tun_meta in xdp.c). A table beyond
-// that is refused with ErrFastLimit.
+// MaxTunnelCopies is the most tunnel outputs of one Copies, through any
+// uplinks: the capture program lists a frame's tunnels in its metadata,
+// and xdp_tunnel gives the copies that reach one uplink that uplink's
+// tunnels in turn (tun_meta and tun_order in xdp.c). A table beyond that is
+// refused with ErrFastLimit.
 const MaxTunnelCopies = 4
 
 // tunnelKey is the fast_tx key of tunnel slot 0: TUNNEL_KEY in xdp.c. An
@@ -109,6 +109,7 @@ func (c *Capture) loadTunnelProg(slot int, attach ebpf.AttachType) (*ebpf.Progra
 		xdpMapTunnelSeq:   c.objs.TunnelSeq,
 		xdpMapTunnelStats: c.objs.TunnelStats,
 		xdpMapClockOffset: c.objs.ClockOffset,
+		xdpMapTunOrder:    c.objs.TunOrder,
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("load tunnel program: %w", err)
@@ -147,11 +148,6 @@ func (c *Capture) SetTunnel(slot int, h *TunnelHeader, uplink int) error {
 	defer c.mu.Unlock()
 	if c.closed {
 		return fmt.Errorf("set tunnel %d: %w", slot, ErrClosed)
-	}
-	for _, cp := range c.fast.copies[c.fast.gen] {
-		if err := c.checkTunnelsLocked(cp, slot, uplink); err != nil {
-			return fmt.Errorf("set tunnel %d: the live fast table: %w", slot, err)
-		}
 	}
 	if err := c.writeClockLocked(); err != nil {
 		return fmt.Errorf("set tunnel %d: %w", slot, err)
@@ -262,31 +258,22 @@ func (c *Capture) FastTunnel(slot int) (FastTunnelCounter, error) {
 	return s, err
 }
 
-// checkTunnelsLocked checks the tunnel outputs of cp, as if tunnel slot
-// went through uplink (slot -1: as they are): each set with SetTunnel, at
-// most MaxTunnelCopies, on distinct uplinks.
-func (c *Capture) checkTunnelsLocked(cp Copies, slot, uplink int) error {
-	var uplinks []int
+// checkTunnelsLocked checks the tunnel outputs of cp: each set with
+// SetTunnel, at most MaxTunnelCopies, through any uplinks.
+func (c *Capture) checkTunnelsLocked(cp Copies) error {
+	n := 0
 	for _, out := range cp.Outputs {
 		s, ok := tunnelSlot(out)
 		if !ok {
 			continue
 		}
-		ts := c.tunnels[s]
-		if ts == nil {
+		if c.tunnels[s] == nil {
 			return fmt.Errorf("output to tunnel %d: no such tunnel (SetTunnel first)", s)
 		}
-		u := ts.uplink
-		if s == slot {
-			u = uplink
-		}
-		if slices.Contains(uplinks, u) {
-			return fmt.Errorf("two tunnel copies of a frame leave by ifindex %d: %w", u, ErrFastLimit)
-		}
-		uplinks = append(uplinks, u)
+		n++
 	}
-	if len(uplinks) > MaxTunnelCopies {
-		return fmt.Errorf("a frame has %d tunnel copies, at most %d: %w", len(uplinks), MaxTunnelCopies, ErrFastLimit)
+	if n > MaxTunnelCopies {
+		return fmt.Errorf("a frame has %d tunnel copies, at most %d: %w", n, MaxTunnelCopies, ErrFastLimit)
 	}
 	return nil
 }

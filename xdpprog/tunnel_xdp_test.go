@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -175,11 +176,13 @@ func TestTunnelXDPOddChecksum(t *testing.T) {
 
 // TestTunnelFastPath sends frames through the real fast path on veth: the
 // capture program decides them in the kernel and redirects A's OUT frames
-// to tunnel slot 0 (one copy, through fast_tx) and frames to A to slots 1
-// and 2 (an output set, BPF_F_BROADCAST). Slots 0 and 1 leave by uplink 1
-// (so the frames of one NAPI batch mix two tunnels on one device: xdp_tunnel
-// must take each copy's tunnel from tun_meta), slot 2 by uplink 2; each
-// slot has its own id. Every copy the uplinks' peers receive must be what
+// to tunnel slot 0 (one copy, through fast_tx) and frames to A to slots 1,
+// 2 and 3 (an output set, BPF_F_BROADCAST). Slots 0, 1 and 3 leave by
+// uplink 1 (so the frames of one NAPI batch mix three tunnels on one
+// device: xdp_tunnel must take each copy's tunnel from tun_meta, and tell
+// the two copies of a frame to A apart by their order), slot 2 by uplink
+// 2; each slot has its own id. Every tunnel of a frame gets one copy, and
+// every copy the uplinks' peers receive must be what
 // Encapsulate makes of its frame with its slot's header, except the ERSPAN
 // sequence number (4 bytes at Overhead-12 for ERSPAN II, Overhead-16 for
 // III) and ERSPAN III's timestamp (4 bytes at Overhead-8). The formats take turns on
@@ -253,17 +256,19 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 		},
 		Copies: map[uint64]Copies{
 			0b01: {Outputs: []int{TunnelOutput(0)}, Services: []DecisionService{{Slot: 0}}},
-			0b10: {Outputs: []int{TunnelOutput(1), TunnelOutput(2)}, Services: []DecisionService{{Slot: 1}}},
-			// Never used (no frame is from A and to A); check wants it,
-			// and slots 0 and 1 share an uplink: one of them.
-			0b11: {Outputs: []int{TunnelOutput(0), TunnelOutput(2)}, Services: []DecisionService{{Slot: 0}, {Slot: 1}}},
+			0b10: {Outputs: []int{TunnelOutput(1), TunnelOutput(2), TunnelOutput(3)}, Services: []DecisionService{{Slot: 1}}},
+			// Never used (no frame is from A and to A); check wants it.
+			0b11: {Outputs: []int{TunnelOutput(0), TunnelOutput(1), TunnelOutput(2), TunnelOutput(3)},
+				Services: []DecisionService{{Slot: 0}, {Slot: 1}}},
 		}}
-	slotUplink := []int{upIndex[0], upIndex[0], upIndex[1]}
+	slotUplink := []int{upIndex[0], upIndex[0], upIndex[1], upIndex[0]}
+	// The slots of each frame of tunnelFrames: egress, ingress, egress.
+	slotsOf := [][]int{{0}, {1, 2, 3}, {0}}
 	first := true
 	for _, s := range tunnelSpecs() {
 		t.Run(specName(s), func(t *testing.T) {
 			var hs []*TunnelHeader
-			for slot := range 3 {
+			for slot := range slotUplink {
 				sp := s
 				sp.ID ^= uint32(slot)
 				h, err := NewTunnelHeader(sp)
@@ -277,7 +282,7 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 				inNs(t, func() error { return c.SetFast(tab) })
 				first = false
 			}
-			var before [3]FastTunnelCounter
+			var before [4]FastTunnelCounter
 			for slot := range before {
 				if before[slot], err = c.FastTunnel(slot); err != nil {
 					t.Fatal(err)
@@ -286,75 +291,81 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 			for _, g := range got {
 				g.Reset()
 			}
-			frames := tunnelFrames() // egress, ingress (two copies), egress truncated
+			frames := tunnelFrames() // egress, ingress (three copies), egress truncated
 			for _, fr := range frames {
 				if err := inj.Send(fr.frame); err != nil {
 					t.Fatal(err)
 				}
 			}
-			// Uplink 1: slot 0, 1, 0; uplink 2: slot 2.
-			type copyOf struct{ frame, slot int }
-			wantOn := [][]copyOf{{{0, 0}, {1, 1}, {2, 0}}, {{1, 2}}}
-			var wantCtr [3]FastTunnelCounter
-			for u, wants := range wantOn {
-				copies := got[u].WaitN(len(wants), 5*time.Second)
-				if len(copies) != len(wants) {
-					t.Fatalf("uplink %d's peer got %d copies, want %d", u+1, len(copies), len(wants))
-				}
-				for i, w := range wants {
-					h, fr := hs[w.slot], frames[w.frame]
-					buf := make([]byte, 2048)
-					n, trunc := h.Encapsulate(buf, fr.frame, 0, 0)
-					maskSeqTS(h, copies[i])
-					maskSeqTS(h, buf[:n])
-					if !bytes.Equal(copies[i], buf[:n]) {
-						t.Errorf("%s to slot %d: uplink %d's peer got\n%x\nwant (Encapsulate)\n%x", fr.name, w.slot, u+1, copies[i], buf[:n])
+			var wantCtr [4]FastTunnelCounter
+			check := func(what string, sent []int) {
+				t.Helper()
+				for u := range ups {
+					// The copies of each frame through uplink u, in the
+					// order of the frames; a frame's copies in any order
+					// (the DEVMAP's).
+					var groups [][]int
+					n := 0
+					for _, f := range sent {
+						var g []int
+						for _, slot := range slotsOf[f] {
+							if slotUplink[slot] == upIndex[u] {
+								g = append(g, slot)
+							}
+						}
+						groups, n = append(groups, g), n+len(g)
 					}
-					ctr := &wantCtr[w.slot]
-					ctr.Packets++
-					ctr.Bytes += uint64(n)
-					if trunc {
-						ctr.Truncated++
+					copies := got[u].WaitN(n, 5*time.Second)
+					if len(copies) != n {
+						t.Fatalf("%s: uplink %d's peer got %d copies, want %d", what, u+1, len(copies), n)
+					}
+					i := 0
+					for j, g := range groups {
+						fr := frames[sent[j]]
+						left := slices.Clone(g)
+						for range g {
+							cp := copies[i]
+							i++
+							maskSeqTS(hs[0], cp)
+							k := slices.IndexFunc(left, func(slot int) bool {
+								buf := make([]byte, 2048)
+								n, _ := hs[slot].Encapsulate(buf, fr.frame, 0, 0)
+								maskSeqTS(hs[slot], buf[:n])
+								return bytes.Equal(cp, buf[:n])
+							})
+							if k < 0 {
+								t.Fatalf("%s: copy %d on uplink %d: not %s to any of slots %v (left of %v):\n%x", what, i-1, u+1, fr.name, left, g, cp)
+							}
+							slot := left[k]
+							left = slices.Delete(left, k, k+1)
+							buf := make([]byte, 2048)
+							n, trunc := hs[slot].Encapsulate(buf, fr.frame, 0, 0)
+							ctr := &wantCtr[slot]
+							ctr.Packets++
+							ctr.Bytes += uint64(n)
+							if trunc {
+								ctr.Truncated++
+							}
+						}
 					}
 				}
 			}
+			check("one of each", []int{0, 1, 2})
 			// A burst, so that the capture's NAPI polls take several
-			// frames at once and one DEVMAP flush mixes slots 0 and 1.
+			// frames at once and one DEVMAP flush mixes slots 0, 1 and 3
+			// (more than the 16 frames of a bulk queue at a time).
 			const burst = 60
 			for _, g := range got {
 				g.Reset()
 			}
+			var sent []int
 			for i := range burst {
 				if err := inj.Send(frames[i%2].frame); err != nil {
 					t.Fatal(err)
 				}
+				sent = append(sent, i%2)
 			}
-			for u, n := range []int{burst, burst / 2} {
-				copies := got[u].WaitN(n, 5*time.Second)
-				if len(copies) != n {
-					t.Fatalf("burst: uplink %d's peer got %d copies, want %d", u+1, len(copies), n)
-				}
-				for i, cp := range copies {
-					slot, fr := i%2, frames[i%2]
-					if u == 1 {
-						slot, fr = 2, frames[1]
-					}
-					h := hs[slot]
-					buf := make([]byte, 2048)
-					n, trunc := h.Encapsulate(buf, fr.frame, 0, 0)
-					maskSeqTS(h, cp)
-					maskSeqTS(h, buf[:n])
-					if !bytes.Equal(cp, buf[:n]) {
-						t.Fatalf("burst copy %d: %s to slot %d: uplink %d's peer got\n%x\nwant (Encapsulate)\n%x", i, fr.name, slot, u+1, cp, buf[:n])
-					}
-					ctr := &wantCtr[slot]
-					ctr.Packets++
-					ctr.Bytes += uint64(n)
-					if trunc {
-						ctr.Truncated++
-					}
-				}
-			}
+			check("burst", sent)
 			for slot := range before {
 				after, err := c.FastTunnel(slot)
 				if err != nil {
@@ -371,14 +382,6 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 	}
 	if u, err := c.FastTunnel(UnknownTunnel); err != nil || u != (FastTunnelCounter{}) {
 		t.Errorf("FastTunnel(UnknownTunnel) = %+v, %v; want nothing", u, err)
-	}
-	h, err := NewTunnelHeader(tunnelSpecs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = testutil.InNetns(v.ns, func() error { return c.SetTunnel(2, h, upIndex[0]) })
-	if !errors.Is(err, ErrFastLimit) {
-		t.Errorf("SetTunnel(2) onto slot 1's uplink under the live table = %v, want ErrFastLimit", err)
 	}
 	if err := c.ClearTunnel(0); err == nil {
 		t.Errorf("ClearTunnel(0) under a live table that sends to it succeeded")
@@ -403,15 +406,16 @@ func maskSeqTS(h *TunnelHeader, b []byte) {
 	}
 }
 
-// TestFastTunnelOutputsChecked checks what SetFast and SetTunnel refuse
-// about the tunnel outputs of one Copies: a tunnel not set, two tunnel
-// copies of a frame through one uplink, more than MaxTunnelCopies.
+// TestFastTunnelOutputsChecked checks what SetFast refuses about the
+// tunnel outputs of one Copies: a tunnel not set, more than
+// MaxTunnelCopies; tunnels through one uplink are fine.
 func TestFastTunnelOutputsChecked(t *testing.T) {
 	c := &Capture{tunnels: map[int]*tunnelState{}}
 	for slot := range 6 {
 		c.tunnels[slot] = &tunnelState{uplink: 100 + slot}
 	}
 	c.tunnels[6] = &tunnelState{uplink: 100} // slot 0's uplink
+	c.tunnels[8] = &tunnelState{uplink: 100} // and again
 	outs := func(slots ...int) Copies {
 		var cp Copies
 		for _, s := range slots {
@@ -420,22 +424,21 @@ func TestFastTunnelOutputsChecked(t *testing.T) {
 		return cp
 	}
 	cases := []struct {
-		name         string
-		cp           Copies
-		slot, uplink int // as if slot went through uplink
-		refuse       bool
-		limit        bool // the error wraps ErrFastLimit
+		name   string
+		cp     Copies
+		refuse bool
+		limit  bool // the error wraps ErrFastLimit
 	}{
-		{"tunnel and monitors", Copies{Outputs: []int{100, TunnelOutput(0), 100}}, -1, 0, false, false},
-		{"four tunnels", outs(0, 1, 2, 3), -1, 0, false, false},
-		{"five tunnels", outs(0, 1, 2, 3, 4), -1, 0, true, true},
-		{"two on one uplink", outs(0, 6), -1, 0, true, true},
-		{"one moved onto another's uplink", outs(0, 1), 1, 100, true, true},
-		{"one moved away", outs(0, 6), 6, 200, false, false},
-		{"tunnel not set", outs(7), -1, 0, true, false},
+		{"tunnel and monitors", Copies{Outputs: []int{100, TunnelOutput(0), 100}}, false, false},
+		{"four tunnels", outs(0, 1, 2, 3), false, false},
+		{"five tunnels", outs(0, 1, 2, 3, 4), true, true},
+		{"two on one uplink", outs(0, 6), false, false},
+		{"four, three on one uplink", outs(0, 6, 1, 8), false, false},
+		{"five on one uplink", outs(0, 6, 0, 6, 0), true, true},
+		{"tunnel not set", outs(7), true, false},
 	}
 	for _, tc := range cases {
-		err := c.checkTunnelsLocked(tc.cp, tc.slot, tc.uplink)
+		err := c.checkTunnelsLocked(tc.cp)
 		if (err != nil) != tc.refuse || errors.Is(err, ErrFastLimit) != tc.limit {
 			t.Errorf("checkTunnels(%s) = %v, want refused %v (limit %v)", tc.name, err, tc.refuse, tc.limit)
 		}

@@ -107,7 +107,7 @@ struct decision_key {
 	__u32 dst; // port id, 0: any destination (a source-side decision), MCAST_ID: group address
 };
 
-#define TUN_COPIES 4 // tunnel copies of one frame (each on its own uplink)
+#define TUN_COPIES 4 // tunnel copies of one frame, through any uplinks
 #define TUN_MAGIC 0x54554e31 // "TUN1": tun_meta is ours
 
 // copies are the copies of a frame that goes to a set of services.
@@ -125,10 +125,15 @@ struct copies {
 // CPU's frames per device and runs ONE egress program (the first frame's
 // entry's) over all of them, so xdp_tunnel cannot trust its own
 // tunnel_slot: it takes the slot of the copy whose uplink is its
-// egress_ifindex from here. Generic mode keeps no metadata but runs each
-// entry's own program: tunnel_slot is right there.
+// egress_ifindex from here. Several copies of one frame through one uplink
+// are byte-identical clones (metadata included), so xdp_tunnel tells them
+// apart by their order: frame numbers the frame on its CPU, and the k-th
+// copy of it that reaches the uplink takes the k-th of the frame's slots
+// through that uplink (tun_order). Generic mode keeps no metadata but runs
+// each entry's own program: tunnel_slot is right there.
 struct tun_meta {
 	__u32 magic;
+	__u32 frame; // the capture's seen counter of this CPU: unique per CPU
 	__u16 ntun;
 	__u16 tun[TUN_COPIES];
 	__u16 pad;
@@ -356,13 +361,14 @@ static __always_inline void count_flows(struct decision *d, __u64 len) {
 // put_tun_meta writes the tunnel slots of cp as the frame's metadata. It
 // fails only where the driver has no metadata support: in native mode the
 // tunnel copies are then counted failed (xdpprog.UnknownTunnel).
-static __always_inline void put_tun_meta(struct xdp_md *ctx, struct copies *cp) {
+static __always_inline void put_tun_meta(struct xdp_md *ctx, struct copies *cp, __u32 frame) {
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct tun_meta)))
 		return;
 	struct tun_meta *m = (void *)(long)ctx->data_meta;
 	if ((void *)(m + 1) > (void *)(long)ctx->data)
 		return;
 	m->magic = TUN_MAGIC;
+	m->frame = frame;
 	m->ntun = cp->ntun;
 	for (int i = 0; i < TUN_COPIES; i++)
 		m->tun[i] = cp->tun[i];
@@ -415,7 +421,7 @@ static __always_inline int fast(struct xdp_md *ctx, struct counters *c, struct e
 	count_flows(d1, len);
 	count_flows(d2, len);
 	if (cp->ntun)
-		put_tun_meta(ctx, cp); // eth is invalid from here on
+		put_tun_meta(ctx, cp, c->seen); // eth is invalid from here on
 	int ret = XDP_ABORTED;
 	if (cp->nout == 1) {
 		ret = bpf_redirect_map(&fast_tx, cp->target, 0);
@@ -531,14 +537,16 @@ int xdp_capture(struct xdp_md *ctx) {
 // runs it on each copy redirected to the tunnel's fast_tx or fast_sets
 // entry, before the uplink transmits it. It only knows ctx->egress_ifindex
 // (the uplink, which several tunnels share), so the capture program passes
-// the slots of a frame's tunnel copies in tun_meta, at most one per uplink.
+// the slots of a frame's tunnel copies in tun_meta, and xdp_tunnel deals
+// the copies that reach one uplink out to that uplink's slots in turn.
 // That works in native mode, where one instance serves every tunnel
 // (tunnel_slot NO_TUNNEL); generic mode keeps no metadata but runs each
 // entry's own program, so there SetTunnel loads one instance per tunnel,
 // tunnel_slot rewritten (see tun_meta):
 //
-//   0. find the copy's tunnel slot (tun_meta, else tunnel_slot; NO_TUNNEL:
-//      the copy is counted failed in that extra slot and dropped)
+//   0. find the copy's tunnel slot (tun_meta and tun_order, else
+//      tunnel_slot; NO_TUNNEL: the copy is counted failed in that extra
+//      slot and dropped)
 //   1. read what the outer headers say of the frame: its outer VLAN tag
 //      (ERSPAN VLAN, COS, En) and whether its source is the port (ERSPAN III
 //      D bit)
@@ -608,6 +616,29 @@ struct {
 	__type(value, struct tunnel_counter);
 } tunnel_stats SEC(".maps");
 
+// tun_order is, per CPU, the copies of one frame that xdp_tunnel has seen
+// go out through one uplink, keyed by the first of the frame's slots
+// through it. It relies on how the kernel queues redirected frames (since
+// Linux 5.15, kernel/bpf/devmap.c): BPF_F_BROADCAST clones a frame for
+// every entry in one loop, each clone goes into its device's per-CPU bulk
+// queue, and a queue is flushed in order by the CPU that filled it. So the
+// copies of one frame reach one uplink's program one after another on the
+// capture's CPU, before any copy of a later frame, even when a full queue
+// flushes between them; copies through other uplinks, in other queues,
+// count under other keys. Which clone takes which slot does not matter:
+// they are the same bytes.
+struct tun_order {
+	__u32 frame; // tun_meta.frame of the copies counted
+	__u32 n;     // how many of them
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TUNNELS);
+	__type(key, __u32);
+	__type(value, struct tun_order);
+} tun_order SEC(".maps");
+
 // clock_offset is the Unix time in ns minus boot time, written by the
 // loader: XDP has no real-time clock.
 struct {
@@ -632,15 +663,39 @@ static __always_inline __u32 which_tunnel(struct xdp_md *ctx) {
 	if ((void *)(m + 1) > (void *)(long)ctx->data || m->magic != TUN_MAGIC)
 		return tunnel_slot;
 	__u32 egress = ctx->egress_ifindex;
+	__u32 mine = 0; // bit i: the frame's copy i leaves by egress
+	__u32 n = 0, first = 0;
 	for (int i = 0; i < TUN_COPIES; i++) {
 		if (i >= m->ntun)
 			break;
 		__u32 slot = m->tun[i];
 		struct tunnel *t = bpf_map_lookup_elem(&tunnels, &slot);
-		if (t && t->uplink == egress)
-			return slot;
+		if (t && t->uplink == egress) {
+			if (!n++)
+				first = slot;
+			mine |= 1 << i;
+		}
 	}
-	return tunnel_slot;
+	if (n == 0)
+		return tunnel_slot;
+	if (n == 1)
+		return first;
+	// Several: the k-th copy of the frame here takes the k-th slot.
+	struct tun_order *o = bpf_map_lookup_elem(&tun_order, &first);
+	if (!o)
+		return tunnel_slot; // cannot happen: a slot < TUNNELS
+	if (o->frame != m->frame) {
+		o->frame = m->frame;
+		o->n = 0;
+	}
+	__u32 k = o->n++;
+	for (int i = 0; i < TUN_COPIES; i++) {
+		if (!(mine & (1 << i)))
+			continue;
+		if (!k--)
+			return m->tun[i];
+	}
+	return tunnel_slot; // more copies than slots: cannot happen
 }
 
 #define CSUM_TOO_LONG (1ULL << 63) // no sum reaches it

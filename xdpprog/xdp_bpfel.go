@@ -102,6 +102,12 @@ type xdpSvcCounter struct {
 	Failed  uint64
 }
 
+type xdpTunOrder struct {
+	_     structs.HostLayout
+	Frame uint32
+	N     uint32
+}
+
 type xdpTunnel struct {
 	_        structs.HostLayout
 	Hdr      [76]uint8
@@ -139,6 +145,7 @@ const (
 	xdpMapMacs          = "macs"
 	xdpMapSettings      = "settings"
 	xdpMapStats         = "stats"
+	xdpMapTunOrder      = "tun_order"
 	xdpMapTunnelSeq     = "tunnel_seq"
 	xdpMapTunnelStats   = "tunnel_stats"
 	xdpMapTunnels       = "tunnels"
@@ -213,6 +220,7 @@ type xdpMapSpecs struct {
 	Macs          *ebpf.MapSpec `ebpf:"macs"`
 	Settings      *ebpf.MapSpec `ebpf:"settings"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	TunOrder      *ebpf.MapSpec `ebpf:"tun_order"`
 	TunnelSeq     *ebpf.MapSpec `ebpf:"tunnel_seq"`
 	TunnelStats   *ebpf.MapSpec `ebpf:"tunnel_stats"`
 	Tunnels       *ebpf.MapSpec `ebpf:"tunnels"`
@@ -261,6 +269,7 @@ type xdpMaps struct {
 	Macs          *ebpf.Map `ebpf:"macs"`
 	Settings      *ebpf.Map `ebpf:"settings"`
 	Stats         *ebpf.Map `ebpf:"stats"`
+	TunOrder      *ebpf.Map `ebpf:"tun_order"`
 	TunnelSeq     *ebpf.Map `ebpf:"tunnel_seq"`
 	TunnelStats   *ebpf.Map `ebpf:"tunnel_stats"`
 	Tunnels       *ebpf.Map `ebpf:"tunnels"`
@@ -283,6 +292,7 @@ func (m *xdpMaps) Close() error {
 		m.Macs,
 		m.Settings,
 		m.Stats,
+		m.TunOrder,
 		m.TunnelSeq,
 		m.TunnelStats,
 		m.Tunnels,

@@ -255,7 +255,7 @@ role = "uplink"
 	}
 
 	// The first mirror, with curl as the README shows it: GRE, both
-	// directions (which takes the capture to the AF_XDP path).
+	// directions.
 	body := fmt.Sprintf(`{"tap_mirror": {"name": "to-collector", "port_id": %q, "directions": {"IN": 101, "OUT": 102},
 		"remote_ip": %q, "mirror_type": "gre"}}`, portA, remote)
 	outb, err := exec.Command(curl, "-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "X-Auth-Token: talice",

@@ -7,15 +7,11 @@ import (
 
 // BoundInterfaces returns the interfaces in use in role, across every
 // project: of tap services' ports (monitors, services true) or of tap
-// flows' source ports and tap mirrors' ports (captures). Control checks a new binding against
-// them for loops. The query walks the ports, not the flows: a create must
-// not cost more with every flow.
-func (s *Store) BoundInterfaces(ctx context.Context, services bool) ([]string, error) {
-	return boundInterfaces(ctx, s.r, services)
-}
-
-// BoundInterfaces is Store.BoundInterfaces inside the transaction: it sees
-// what the transaction (a bulk's earlier items) wrote.
+// flows' source ports and tap mirrors' ports (captures). Control checks a
+// new binding or use against them for loops, inside the write transaction
+// (and so only there: through the read pool a check would miss the
+// uncommitted writes of its own batch, issue 10's review). The query walks
+// the ports, not the flows: a create must not cost more with every flow.
 func (t *Tx) BoundInterfaces(services bool) ([]string, error) {
 	return boundInterfaces(t.ctx, t.tx, services)
 }
@@ -35,9 +31,12 @@ func boundInterfaces(ctx context.Context, q queryer, services bool) ([]string, e
 
 // PortUse counts, across every project, the tap services on port id and
 // its uses as a source: the tap flows whose source it is and the tap
-// mirrors on it (both need the port on a capture interface).
-func (s *Store) PortUse(ctx context.Context, id string) (services, sources int, err error) {
-	err = s.r.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM tap_services WHERE port_id = ?1),
+// mirrors on it (both need the port on a capture interface). Like
+// BoundInterfaces it exists only inside the transaction: a rebinding
+// checked against the last commit would miss a use added earlier in its
+// batch.
+func (t *Tx) PortUse(id string) (services, sources int, err error) {
+	err = t.tx.QueryRowContext(t.ctx, `SELECT (SELECT count(*) FROM tap_services WHERE port_id = ?1),
 		(SELECT count(*) FROM tap_flows WHERE source_port = ?1) + (SELECT count(*) FROM tap_mirrors WHERE port_id = ?1)`,
 		id).Scan(&services, &sources)
 	if err != nil {

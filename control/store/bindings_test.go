@@ -40,7 +40,7 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 	if got, err := s.Migrations(ctx); err != nil || !slices.Contains(got, "0003_mac_per_interface.sql") {
 		t.Fatalf("Migrations = %v, %v: want 0003 applied over the duplicates", got, err)
 	}
-	if _, err := s.UpdatePort(ctx, "", "p2", func(p *Port) error { p.Name = "renamed"; return nil }); err != nil {
+	if _, err := s.UpdatePort(ctx, "", "p2", func(_ *Tx, p *Port) error { p.Name = "renamed"; return nil }); err != nil {
 		t.Errorf("renaming a port of an old duplicate: %v", err)
 	}
 	if err := s.CreateNetwork(ctx, Network{ID: "n3", ProjectID: "c"}); err != nil {
@@ -57,7 +57,7 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 			if err := s.CreatePort(ctx, Port{ID: "p4", ProjectID: "c", NetworkID: "n3", MACAddress: mac}); err != nil {
 				return err
 			}
-			_, err := s.UpdatePort(ctx, "", "p4", func(p *Port) error { p.Interface = "cap0"; return nil })
+			_, err := s.UpdatePort(ctx, "", "p4", func(_ *Tx, p *Port) error { p.Interface = "cap0"; return nil })
 			return err
 		}},
 		{"mac change", func() error {
@@ -68,7 +68,7 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 				Interface: "cap0"}); err != nil {
 				return err
 			}
-			_, err := s.UpdatePort(ctx, "", "p5", func(p *Port) error { p.MACAddress = mac; return nil })
+			_, err := s.UpdatePort(ctx, "", "p5", func(_ *Tx, p *Port) error { p.MACAddress = mac; return nil })
 			return err
 		}},
 	} {
@@ -84,5 +84,77 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 	}
 	if n != 2 {
 		t.Errorf("%d ports with the MAC on cap0, want the 2 old ones", n)
+	}
+}
+
+// TestTxSeesItsBatch: a rebinding's check reads, through its Tx, the uses
+// of the port that an earlier Write of the same batch added (issue 10's
+// review: read through the read pool it saw none, so a tap service on an
+// unbound port and a rebinding of that port onto a capture both passed).
+func TestTxSeesItsBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	for _, p := range []Port{
+		{ID: "p", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:01:01"},
+		{ID: "m", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:01:02", Interface: "mon0"},
+	} {
+		if err := s.CreatePort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, held := holdWriter(t, s)
+	first := make(chan error, 1)
+	go func() {
+		first <- s.Write(ctx, func(tx *Tx) error {
+			if err := tx.CreateTapService(TapService{ID: "s1", ProjectID: "a", PortID: "p"}, 0); err != nil {
+				return err
+			}
+			return tx.CreateTapService(TapService{ID: "s2", ProjectID: "a", PortID: "m"}, 0)
+		})
+	}()
+	waitQueued(t, s, 1)
+	var (
+		svcs, sources int
+		bound         []string
+		stale         int
+	)
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.UpdatePort(ctx, "", "p", func(tx *Tx, p *Port) error {
+			var err error
+			if svcs, sources, err = tx.PortUse(p.ID); err != nil {
+				return err
+			}
+			if bound, err = tx.BoundInterfaces(true); err != nil {
+				return err
+			}
+			// The read pool, for contrast: the last commit, without s1.
+			return s.r.QueryRowContext(ctx, `SELECT count(*) FROM tap_services WHERE port_id = 'p'`).Scan(&stale)
+		})
+		second <- err
+	}()
+	waitQueued(t, s, 2)
+	before := s.batches.Load()
+	release()
+	if err := held(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.batches.Load() - before; n != 1 {
+		t.Fatalf("the two Writes took %d batches, want 1 (the test needs them in one)", n)
+	}
+	if svcs != 1 || sources != 0 {
+		t.Errorf("Tx.PortUse(p) = %d, %d, want 1, 0 (the batch's earlier tap service)", svcs, sources)
+	}
+	if !slices.Equal(bound, []string{"mon0"}) {
+		t.Errorf("Tx.BoundInterfaces(true) = %v, want [mon0]", bound)
+	}
+	if stale != 0 {
+		t.Errorf("the read pool saw %d services on p before the commit, want 0", stale)
 	}
 }

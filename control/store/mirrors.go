@@ -135,7 +135,9 @@ func (t MirrorTunnel) Text() string {
 
 // Uint32 is the tunnel id as the data plane uses it (GRE key, ERSPAN
 // session, VXLAN VNI): a JSON integer or a string holding one, from 0 to
-// 2^32-1. Narrower fields are the data plane's to check.
+// 2^32-1, as Python's int() reads it: -0 (and "-0", "-00") is 0. Narrower
+// fields are the data plane's to check. Conflicts still compare the ids
+// as sent, so -0 and 0 are two ids there, as upstream.
 func (t MirrorTunnel) Uint32() (uint32, error) {
 	text := string(t.ID)
 	var s string
@@ -144,9 +146,12 @@ func (t MirrorTunnel) Uint32() (uint32, error) {
 		// plus sign around the digits.
 		text = strings.TrimPrefix(strings.TrimSpace(s), "+")
 	}
+	if len(text) > 1 && text[0] == '-' && strings.Trim(text[1:], "0") == "" {
+		text = "0"
+	}
 	n, err := strconv.ParseUint(text, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("tunnel id %s of direction %s: not an integer from 0 to %d", t.ID, t.Direction, uint32(1<<32-1))
+		return 0, fmt.Errorf("tunnel id %s of direction %s: not an integer from 0 to %d", t.Text(), t.Direction, uint32(1<<32-1))
 	}
 	return uint32(n), nil
 }
@@ -235,7 +240,8 @@ func (s *Store) CreateTapMirror(ctx context.Context, m TapMirror, scope string) 
 // creator's project; "" for an admin: every project) already uses one of
 // its tunnel ids, in any direction: that is a *TunnelConflictError. Ids
 // compare as upstream compares them, raw: 101 and "101" differ, and one
-// mirror may use an id twice. The check runs in the transaction that
+// mirror may use an id twice. The check is an index lookup (migration
+// 0007's tap_mirror_tunnels), and runs in the transaction that
 // inserts, so two concurrent creates cannot both pass it. A port that does
 // not exist is ErrNotFound.
 func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
@@ -248,10 +254,13 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 		jtype string
 		atom  string
 	)
-	err = t.tx.QueryRowContext(t.ctx, `SELECT m.id, e.key, e.type, CAST(e.atom AS TEXT)
-		FROM tap_mirrors m, json_each(m.directions) e, json_each(?2) n
-		WHERE (?1 = '' OR m.project_id = ?1) AND e.type = n.type AND e.atom = n.atom
-		ORDER BY m.seq LIMIT 1`, scope, dirs).Scan(&c.MirrorID, &c.Tunnel.Direction, &jtype, &atom)
+	// One index lookup per new id in tap_mirror_tunnels (migration 0007),
+	// however many mirrors the scope holds.
+	err = t.tx.QueryRowContext(t.ctx, `SELECT m.id, e.direction, e.type, CAST(e.atom AS TEXT)
+		FROM json_each(?2) n JOIN tap_mirror_tunnels e INDEXED BY tap_mirror_tunnels_id ON e.type = n.type AND e.atom = n.atom
+		JOIN tap_mirrors m ON m.seq = e.mirror_seq
+		WHERE ?1 = '' OR e.project_id = ?1
+		ORDER BY e.mirror_seq LIMIT 1`, scope, dirs).Scan(&c.MirrorID, &c.Tunnel.Direction, &jtype, &atom)
 	switch {
 	case err == nil:
 		c.Tunnel.ID = json.RawMessage(atom)

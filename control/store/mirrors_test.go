@@ -256,6 +256,8 @@ func TestTunnelUint32(t *testing.T) {
 		{`4294967295`, 1<<32 - 1, true}, {`"4294967295"`, 1<<32 - 1, true},
 		{`4294967296`, 0, false}, {`-1`, 0, false}, {`"x"`, 0, false}, {`1.5`, 0, false},
 		{`null`, 0, false}, {`true`, 0, false}, {`""`, 0, false}, {`1e2`, 0, false},
+		// Python's int() reads a negative zero as 0.
+		{`-0`, 0, true}, {`"-0"`, 0, true}, {`" -00 "`, 0, true}, {`"-"`, 0, false}, {`"--0"`, 0, false}, {`"-01"`, 0, false},
 	} {
 		got, err := MirrorTunnel{Direction: "IN", ID: json.RawMessage(tc.raw)}.Uint32()
 		if got != tc.want || (err == nil) != tc.ok {
@@ -299,4 +301,87 @@ func FuzzDirections(f *testing.F) {
 			t.Fatalf("round trip of %q: %s -> %v %v", s, b, d2, err)
 		}
 	})
+}
+
+// TestTunnelTableOnOldDatabase: migration 0007 fills tap_mirror_tunnels
+// from the mirrors a database already holds, so their ids still conflict,
+// and its triggers keep the table to the mirrors: a new mirror adds its
+// ids, deleting a mirror or its port removes them.
+func TestTunnelTableOnOldDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "taas.db")
+	s := open(t, path)
+	for i, p := range []string{"p0", "p1", "p2"} {
+		if err := s.CreatePort(ctx, Port{ID: p, ProjectID: "a", NetworkID: defaultNetwork,
+			MACAddress: fmt.Sprintf("fa:16:3e:00:03:%02x", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []TapMirror{
+		{ID: "old1", PortID: "p0", Directions: dirs(t, `{"IN": 101, "OUT": "102"}`)},
+		{ID: "old2", PortID: "p1", Directions: dirs(t, `{"BOTH": 1.5e1}`)},
+	} {
+		m.ProjectID, m.RemoteIP, m.MirrorType = "a", "192.0.2.9", "gre"
+		if err := s.CreateTapMirror(ctx, m, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Make it the database 0006 left.
+	if _, err := s.w.ExecContext(ctx, `DROP TABLE tap_mirror_tunnels; DROP TRIGGER tap_mirror_tunnels_insert;
+		DROP TRIGGER tap_mirror_tunnels_update; DELETE FROM schema_migrations WHERE version = 7`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	rows := func() string {
+		t.Helper()
+		var got string
+		if err := s.r.QueryRowContext(ctx, `SELECT coalesce(group_concat(m.id || ' ' || e.direction || ' ' || e.type || ' ' || e.atom, ', '), '')
+			FROM (SELECT * FROM tap_mirror_tunnels ORDER BY mirror_seq, direction) e JOIN tap_mirrors m ON m.seq = e.mirror_seq`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got, want := rows(), "old1 IN integer 101, old1 OUT text 102, old2 BOTH real 15.0"; got != want {
+		t.Errorf("tap_mirror_tunnels after 0007 = %q, want %q", got, want)
+	}
+	conflict := func(d string) string {
+		t.Helper()
+		err := s.CreateTapMirror(ctx, TapMirror{ID: "new", ProjectID: "a", PortID: "p2", Directions: dirs(t, d),
+			RemoteIP: "192.0.2.9", MirrorType: "gre"}, "")
+		var c *TunnelConflictError
+		switch {
+		case errors.As(err, &c):
+			return c.MirrorID + " " + c.Tunnel.Direction + " " + string(c.Tunnel.ID)
+		case err != nil:
+			t.Fatalf("CreateTapMirror(%s) = %v", d, err)
+		}
+		if _, err := s.DeleteTapMirror(ctx, "", "new"); err != nil {
+			t.Fatal(err)
+		}
+		return ""
+	}
+	for _, tc := range []struct{ dirs, want string }{
+		{`{"OUT": 101}`, "old1 IN 101"},
+		{`{"IN": "102"}`, `old1 OUT "102"`},
+		{`{"IN": 102}`, ""},
+		{`{"IN": 15}`, ""}, // 15 is an integer, 1.5e1 a real: raw, as upstream
+		{`{"IN": 1.5e1}`, "old2 BOTH 15.0"},
+	} {
+		if got := conflict(tc.dirs); got != tc.want {
+			t.Errorf("conflict of %s = %q, want %q", tc.dirs, got, tc.want)
+		}
+	}
+	if _, err := s.DeleteTapMirror(ctx, "a", "old1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeletePort(ctx, "a", "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows(); got != "" {
+		t.Errorf("tap_mirror_tunnels after deleting every mirror = %q, want none", got)
+	}
+	if got := conflict(`{"IN": 101, "OUT": 1.5e1}`); got != "" {
+		t.Errorf("a deleted mirror's ids conflict: %s", got)
+	}
 }

@@ -184,18 +184,19 @@ func (s *Store) CreatePort(ctx context.Context, p Port) error {
 }
 
 // UpdatePort reads the port, lets fn change it and writes it back, in one
-// transaction. fn's error aborts the update and is returned as is.
-func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Port) error) (Port, error) {
+// transaction. fn's error aborts the update and is returned as is; fn
+// reads what it checks through tx (see Write).
+func (s *Store) UpdatePort(ctx context.Context, project, id string, fn func(*Tx, *Port) error) (Port, error) {
 	var p Port
-	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.Write(ctx, func(t *Tx) error {
 		var err error
-		if p, err = getPort(ctx, tx, project, id); err != nil {
+		if p, err = getPort(t.ctx, t.tx, project, id); err != nil {
 			return err
 		}
-		if err := fn(&p); err != nil {
+		if err := fn(t, &p); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE ports SET name = ?, description = ?, mac_address = ?,
+		_, err = t.tx.ExecContext(t.ctx, `UPDATE ports SET name = ?, description = ?, mac_address = ?,
 			admin_state_up = ?, device_owner = ?, device_id = ?, port_security_enabled = ?, host_id = ?, iface = ?
 			WHERE id = ?`, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp), p.DeviceOwner, p.DeviceID,
 			b2i(p.PortSecurityEnabled), p.HostID, p.Interface, p.ID)

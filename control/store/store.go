@@ -60,7 +60,21 @@ type Store struct {
 	batches atomic.Uint64
 	// gen counts committed writes (Generation).
 	gen atomic.Uint64
+	// quotaMemo holds the quota overrides that write transactions read,
+	// by project, as committed (Tx.QuotaOverrides). quotaDirty says that a
+	// write of the transaction under way changed the quotas: the memo is
+	// then empty, and neither read nor filled until the transaction ends.
+	// Only the writer goroutine uses them.
+	quotaMemo  map[string]Limits
+	quotaDirty bool
+	// desiredFlows is the number of flows Desired read last, the
+	// capacity of the next read's slice.
+	desiredFlows atomic.Int64
 }
+
+// Queued returns how many Writes wait for the writer to take them: what a
+// test waits on to know the order in which Writes will run.
+func (s *Store) Queued() int { return len(s.queue) }
 
 // Generation is a counter that every committed write of this Store bumps
 // after its commit and before the write method returns: a value read
@@ -100,7 +114,7 @@ func openStore(ctx context.Context, path string, maxBatch int) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{w: w}
+	s := &Store{w: w, quotaMemo: map[string]Limits{}}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)

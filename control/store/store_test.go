@@ -32,7 +32,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql]" {
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql]" {
 		t.Errorf("Migrations = %v", got)
 	}
 	s.Close()
@@ -140,8 +140,20 @@ func TestStatuses(t *testing.T) {
 	if err := s.CreateTapFlow(ctx, TapFlow{ID: "f", ProjectID: "a", TapServiceID: "s", SourcePort: "p", Direction: "BOTH", Status: "DOWN"}); err != nil {
 		t.Fatal(err)
 	}
+	// f3 comes from another port: each flow carries its own source's
+	// binding, MAC and admin state.
+	if err := s.CreatePort(ctx, Port{ID: "q", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:02",
+		Interface: "eth2", AdminStateUp: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range [][2]string{{"f2", "p"}, {"f3", "q"}} {
+		if err := s.CreateTapFlow(ctx, TapFlow{ID: f[0], ProjectID: "a", TapServiceID: "s", SourcePort: f[1], Direction: "IN", Status: "DOWN"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One UPDATE per distinct status: f and f3 share one, f2 has its own.
 	if err := s.SetStatuses(ctx, map[string]Status{"s": {"ACTIVE", ""}, "gone": {"ACTIVE", ""}},
-		map[string]Status{"f": {"ERROR", "boom"}}); err != nil {
+		map[string]Status{"f": {"ERROR", "boom"}, "f2": {"ACTIVE", ""}, "f3": {"ERROR", "boom"}, "gone": {"DOWN", "x"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateTapMirror(ctx, TapMirror{ID: "m", ProjectID: "a", PortID: "p", Directions: Directions{{"OUT", json.RawMessage(`"9"`)}},
@@ -161,7 +173,9 @@ func TestStatuses(t *testing.T) {
 	if len(svcs) != 1 || svcs[0].Iface != "eth1" || svcs[0].Status != (Status{"ACTIVE", ""}) {
 		t.Errorf("desired services = %+v", svcs)
 	}
-	if len(flows) != 1 || flows[0].MAC != "fa:16:3e:00:00:01" || flows[0].VLANFilter != "" || flows[0].Status != (Status{"ERROR", "boom"}) {
+	if len(flows) != 3 || flows[0].MAC != "fa:16:3e:00:00:01" || flows[0].VLANFilter != "" || flows[0].Status != (Status{"ERROR", "boom"}) ||
+		flows[1].Status != (Status{"ACTIVE", ""}) || flows[2].Status != (Status{"ERROR", "boom"}) ||
+		flows[0].Iface != "eth1" || flows[0].PortUp || flows[2].Iface != "eth2" || flows[2].MAC != "fa:16:3e:00:00:02" || !flows[2].PortUp {
 		t.Errorf("desired flows = %+v", flows)
 	}
 }

@@ -20,6 +20,7 @@ import (
 type Tx struct {
 	ctx context.Context
 	tx  *sql.Tx
+	s   *Store
 }
 
 // defaultMaxBatch bounds the Writes one commit carries. Every caller of a
@@ -48,6 +49,12 @@ const defaultMaxBatch = 128
 // back the whole transaction, other callers' work with it. fn runs on the
 // writer goroutine while the other Writes wait, so it must not wait for
 // anything but the database, and must not call Write.
+//
+// Inside fn, read only through tx: the Store's own reads go to the read
+// pool, which sees the last commit and not the batch's earlier, still
+// uncommitted writes, so a check made there can pass against a use another
+// Write of the same batch just added (issue 10's review: a tap service
+// created on a port and a rebinding of it both succeeded).
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -104,14 +111,14 @@ func (r *writeReq) finish(err error) {
 }
 
 // call runs the request's fn on tx; a panic is kept for the caller.
-func (r *writeReq) call(tx *sql.Tx) (err error) {
+func (r *writeReq) call(s *Store, tx *sql.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.panicked = p
 			err = fmt.Errorf("write fn panicked: %v", p)
 		}
 	}()
-	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx})
+	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx, s: s})
 }
 
 // writer is the goroutine that runs every Write: it takes what is queued,
@@ -159,6 +166,8 @@ func (s *Store) writer() {
 // abandoned the transaction.
 func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	s.batches.Add(1)
+	// Whatever this transaction does to the quotas, its end settles it.
+	defer func() { s.quotaDirty = false }()
 	tx, err := s.w.BeginTx(context.Background(), nil)
 	if err != nil {
 		for _, r := range run {
@@ -168,7 +177,7 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	}
 	if len(run) == 1 { // nothing to keep apart: no savepoint
 		r := run[0]
-		if err := r.call(tx); err != nil {
+		if err := r.call(s, tx); err != nil {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
 			r.finish(err)
 			return nil
@@ -194,7 +203,7 @@ func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 			lost, rest = state(err), run[i+1:]
 			break
 		}
-		if err := r.call(tx); err != nil {
+		if err := r.call(s, tx); err != nil {
 			r.finish(err)
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
 				lost, rest = state(rerr), run[i+1:]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -383,5 +384,85 @@ func TestWriteAfterClose(t *testing.T) {
 	}
 	if err := s.Write(context.Background(), func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestQuotaOverridesMemo: the writer's memo of quota overrides (issue 10)
+// never hides a change. A read after SetQuotas or DeleteQuotas sees it, in
+// a later transaction or later in the same one, and a SetQuotas that its
+// check refuses leaves nothing behind, in the transaction or the memo.
+func TestQuotaOverridesMemo(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	readIn := func(got *Limits) func(tx *Tx) error {
+		return func(tx *Tx) (err error) {
+			*got, err = tx.QuotaOverrides("a")
+			return err
+		}
+	}
+	read := func() Limits {
+		t.Helper()
+		var l Limits
+		if err := s.Write(ctx, readIn(&l)); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	flows := func(n int) Limits { return Limits{QuotaTapFlow: n} }
+	if l := read(); len(l) != 0 { // the memo now holds a's none
+		t.Fatalf("QuotaOverrides before any = %v, want none", l)
+	}
+	if err := s.SetQuotas(ctx, "a", flows(5), nil); err != nil {
+		t.Fatal(err)
+	}
+	if l := read(); !maps.Equal(l, flows(5)) {
+		t.Errorf("QuotaOverrides after SetQuotas = %v, want %v", l, flows(5))
+	}
+
+	// One transaction: set 7, read, a refused set of 9, read.
+	release, held := holdWriter(t, s)
+	refused := errors.New("refused")
+	var first, second Limits
+	errs := make([]error, 4)
+	fns := []func() error{
+		func() error { return s.SetQuotas(ctx, "a", flows(7), nil) },
+		func() error { return s.Write(ctx, readIn(&first)) },
+		func() error {
+			return s.SetQuotas(ctx, "a", flows(9), func(string, int, int) error { return refused })
+		},
+		func() error { return s.Write(ctx, readIn(&second)) },
+	}
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+		waitQueued(t, s, i+1)
+	}
+	batches := s.batches.Load()
+	release()
+	wg.Wait()
+	if err := held(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.batches.Load() - batches; n != 1 {
+		t.Fatalf("%d transactions, want the 4 writes in one", n)
+	}
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], refused) || errs[3] != nil {
+		t.Fatalf("Write errors = %v, want nil, nil, %v, nil", errs, refused)
+	}
+	if !maps.Equal(first, flows(7)) || !maps.Equal(second, flows(7)) {
+		t.Errorf("QuotaOverrides in the transaction = %v then %v, want %v both", first, second, flows(7))
+	}
+	if l := read(); !maps.Equal(l, flows(7)) {
+		t.Errorf("QuotaOverrides after it = %v, want %v", l, flows(7))
+	}
+	if err := s.DeleteQuotas(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if l := read(); len(l) != 0 {
+		t.Errorf("QuotaOverrides after DeleteQuotas = %v, want none", l)
 	}
 }
