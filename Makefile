@@ -19,9 +19,10 @@ build:
 
 # The README's run command. As root: the lab (perf/lab/lab.sh): VM namespaces
 # on a bridge with a SPAN copy into taasd's capture interface, a monitor
-# namespace, taasd with the XDP data plane on var/lab/taas.db, a sample tap
-# service and flow, a ping; Ctrl-C removes it all. Not root: taasd API-only
-# on $(DB), and the script says why. LAB_ARGS: see perf/lab/lab.sh --help.
+# namespace, an uplink to a collector namespace behind a router, taasd with
+# the XDP data plane on var/lab/taas.db, a sample tap service and flow, a
+# ping; Ctrl-C removes it all. Not root: taasd API-only on $(DB), and the
+# script says why. LAB_ARGS: see perf/lab/lab.sh --help.
 run: lab
 
 lab: build
@@ -29,8 +30,9 @@ lab: build
 
 # The side-by-side benchmark (root, ~10 minutes; never part of `make test`):
 # taasd, tc mirred, daemonlogger and netsniff-ng on the same generated
-# traffic, then the control plane. Writes perf/results/latest.* and the
-# README's table. BENCH_ARGS: see `bin/taas-bench -h`.
+# traffic (taasd and tc also through a VXLAN tunnel), then the control
+# plane. Writes perf/results/latest.* and the README's table. BENCH_ARGS:
+# see `bin/taas-bench -h`.
 bench: build
 	$(GO) build -o $(BIN)/ ./perf/cmd/...
 	$(BIN)/taas-bench --taasd $(BIN)/taasd $(BENCH_ARGS)

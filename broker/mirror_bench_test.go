@@ -169,14 +169,15 @@ func benchMirror(b *testing.B, run mirrorRun) {
 	}
 	if run.tunnel != 0 {
 		// The monitor is an uplink towards a collector behind a next hop
-		// whose MAC is known (the sink's): TEST-NET, in the veth alone.
+		// whose MAC is known (the sink's): TEST-NET-2, in the veth alone (TEST-NET-1
+		// may be the machine's own network).
 		peer := strings.Fields(testutil.Run(b, "ip", "-n", mons[0], "-o", "link", "show", mons[0]+"p"))
 		peerMAC := peer[slices.Index(peer, "link/ether")+1]
 		testutil.Run(b, "ip", "addr", "add", "198.51.100.253/30", "dev", mons[0])
 		testutil.Run(b, "ip", "neigh", "replace", "198.51.100.254", "lladdr", peerMAC, "dev", mons[0], "nud", "permanent")
-		testutil.Run(b, "ip", "route", "replace", "192.0.2.253/32", "via", "198.51.100.254", "dev", mons[0])
+		testutil.Run(b, "ip", "route", "replace", "198.51.100.249/32", "via", "198.51.100.254", "dev", mons[0])
 		plan = &broker.Plan{Version: 1, Uplinks: mons[:1], Mirrors: []broker.Mirror{{ID: "m", PortID: "p", Iface: p + "cap",
-			MAC: mac, Type: run.tunnel, RemoteIP: netip.MustParseAddr("192.0.2.253"), Tunnels: []broker.Tunnel{{Direction: broker.DirOut, ID: 7}}}}}
+			MAC: mac, Type: run.tunnel, RemoteIP: netip.MustParseAddr("198.51.100.249"), Tunnels: []broker.Tunnel{{Direction: broker.DirOut, ID: 7}}}}}
 		if run.inOut {
 			plan.Mirrors[0].Tunnels = append(plan.Mirrors[0].Tunnels, broker.Tunnel{Direction: broker.DirIn, ID: 8})
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -26,116 +25,29 @@ import (
 )
 
 // mirrorLab is a capture topology (topo, no monitor) plus the way to a
-// collector: the uplink P+"up" in the test's namespace, its peer P+"upr"
-// in a router namespace, and the collector P+"col" in a namespace behind
-// the router, so that the next hop is not the collector. Addresses are
-// TEST-NET (a random /29 of 198.51.100.0/24 on the uplink link, a /30 of
-// 192.0.2.0/24 behind the router, 2001:db8::/32 for IPv6) and every packet
-// stays inside the veths the test made; the routes to the collector in the
-// test's namespace go with the uplink when the test ends.
+// collector behind a router (testutil.CollectorPath).
 type mirrorLab struct {
 	*topo
-	uplink, rtNS, colNS, rtIf, colIf string
-	// gw4 and gw6 are the router's addresses on the uplink link, spare4 one
-	// nobody holds (an unreachable next hop).
-	gw4, gw6, spare4 netip.Addr
-	// col4 and col6 are the collector's addresses, src4 and src6 the
-	// uplink's.
-	col4, col6, src4, src6 netip.Addr
-	// upMAC and rtMAC are the uplink's MAC and the router's on its link.
-	upMAC, rtMAC [6]byte
+	*testutil.CollectorPath
 }
 
 func newMirrorLab(t *testing.T, monitors int) *mirrorLab {
 	t.Helper()
 	tp := newTopo(t, monitors, 1)
-	p := tp.p
-	l := &mirrorLab{topo: tp, uplink: p + "up", rtNS: testutil.Netns(t, p+"rt"), colNS: testutil.Netns(t, p+"co"),
-		rtIf: p + "upr", colIf: p + "col"}
-	testutil.Veth(t, l.uplink, l.rtIf, testutil.VethOpts{NetnsB: l.rtNS})
-	testutil.Veth(t, p+"rc", l.colIf, testutil.VethOpts{NetnsA: l.rtNS, NetnsB: l.colNS})
-	n := rand.IntN(32)
-	up := func(host int) string { return fmt.Sprintf("198.51.100.%d", 8*n+host) }
-	co := func(host int) string { return fmt.Sprintf("192.0.2.%d", 4*(n+32)+host) }
-	up6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:a::%d", n+1, host) }
-	co6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:b::%d", n+1, host) }
-	l.gw4, l.spare4 = netip.MustParseAddr(up(2)), netip.MustParseAddr(up(3))
-	l.gw6 = netip.MustParseAddr(up6(2))
-	l.col4, l.col6 = netip.MustParseAddr(co(2)), netip.MustParseAddr(co6(2))
-	l.src4, l.src6 = netip.MustParseAddr(up(1)), netip.MustParseAddr(up6(1))
-	rt := []string{"-n", l.rtNS}
-	cmds := [][]string{
-		{"addr", "add", up(1) + "/29", "dev", l.uplink},
-		{"-6", "addr", "add", up6(1) + "/64", "dev", l.uplink, "nodad"},
-		append(rt, "addr", "add", up(2)+"/29", "dev", l.rtIf),
-		append(rt, "-6", "addr", "add", up6(2)+"/64", "dev", l.rtIf, "nodad"),
-		append(rt, "addr", "add", co(1)+"/30", "dev", p+"rc"),
-		append(rt, "-6", "addr", "add", co6(1)+"/64", "dev", p+"rc", "nodad"),
-		{"-n", l.colNS, "addr", "add", co(2) + "/30", "dev", l.colIf},
-		{"-n", l.colNS, "-6", "addr", "add", co6(2) + "/64", "dev", l.colIf, "nodad"},
-	}
-	for _, c := range cmds {
-		testutil.Run(t, "ip", c...)
-	}
-	testutil.Run(t, "ip", "netns", "exec", l.rtNS, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-	// The fast path's redirect into the uplink veth needs GRO or XDP on
-	// its peer (gotcha 10).
-	testutil.Run(t, "ip", "netns", "exec", l.rtNS, "ethtool", "-K", l.rtIf, "gro", "on")
-	l.upMAC, l.rtMAC = linkMAC(t, "", l.uplink), linkMAC(t, l.rtNS, l.rtIf)
-	l.addRoutes(t)
-	testutil.WaitOperUp(t, "", l.uplink)
-	return l
-}
-
-// linkMAC is the MAC of link name in netns (empty: the test's own).
-func linkMAC(t *testing.T, netns, name string) (m [6]byte) {
-	t.Helper()
-	var hw net.HardwareAddr
-	get := func() error {
-		ifi, err := net.InterfaceByName(name)
-		if err == nil {
-			hw = ifi.HardwareAddr
-		}
-		return err
-	}
-	var err error
-	if netns == "" {
-		err = get()
-	} else {
-		err = testutil.InNetns(netns, get)
-	}
-	if err != nil || len(hw) != 6 {
-		t.Fatalf("MAC of %s: %v %v", name, hw, err)
-	}
-	copy(m[:], hw)
-	return m
-}
-
-// addRoutes routes the collector's addresses through the router.
-func (l *mirrorLab) addRoutes(t *testing.T) {
-	t.Helper()
-	l.addRoute4(t)
-	testutil.Run(t, "ip", "-6", "route", "replace", l.col6.String()+"/128", "via", l.gw6.String(), "dev", l.uplink)
-}
-
-// addRoute4 routes the collector's IPv4 address through the router, as a
-// routing daemon would after the uplink comes back.
-func (l *mirrorLab) addRoute4(t *testing.T) {
-	t.Helper()
-	testutil.Run(t, "ip", "route", "replace", l.col4.String()+"/32", "via", l.gw4.String(), "dev", l.uplink)
+	return &mirrorLab{topo: tp, CollectorPath: testutil.NewCollectorPath(t, tp.p)}
 }
 
 // mirrorPlan mirrors port A on the lab's capture interface to remote, IN
 // with tunnel id in and OUT with tunnel id out.
 func (l *mirrorLab) mirrorPlan(version uint64, typ TunnelType, remote netip.Addr, in, out uint32) *Plan {
-	return &Plan{Version: version, Uplinks: []string{l.uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
+	return &Plan{Version: version, Uplinks: []string{l.Uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
 		MAC: mac6(hwA), Type: typ, RemoteIP: remote, Tunnels: []Tunnel{{Direction: DirIn, ID: in}, {Direction: DirOut, ID: out}}}}}
 }
 
 // outPlan mirrors port A's OUT frames to the collector's IPv4 address,
 // tunnel id out.
 func (l *mirrorLab) outPlan(version uint64, typ TunnelType, out uint32) *Plan {
-	p := l.mirrorPlan(version, typ, l.col4, 0, out)
+	p := l.mirrorPlan(version, typ, l.Col4, 0, out)
 	p.Mirrors[0].Tunnels = p.Mirrors[0].Tunnels[1:]
 	return p
 }
@@ -211,9 +123,9 @@ func testMirrorEncapsulation(t *testing.T, fast bool) {
 func (l *mirrorLab) checkWire(t *testing.T, typ TunnelType, v6 bool, idOf map[Direction]uint32, sent map[uint32][]byte,
 	dirOf map[uint32]Direction, frames [][]byte) {
 	t.Helper()
-	src, remote, ip := l.src4, l.col4, 14+20
+	src, remote, ip := l.Src4, l.Col4, 14+20
 	if v6 {
-		src, remote, ip = l.src6, l.col6, 14+40
+		src, remote, ip = l.Src6, l.Col6, 14+40
 	}
 	oh := overhead(typ, v6)
 	enc, _ := encapOf(typ)
@@ -221,7 +133,7 @@ func (l *mirrorLab) checkWire(t *testing.T, typ TunnelType, v6 bool, idOf map[Di
 		seq, _ := packettest.Seq(f[oh:])
 		d := dirOf[seq]
 		hdr, err := xdpprog.NewTunnelHeader(xdpprog.TunnelSpec{Encap: enc, ID: idOf[d], PortMAC: mac6(hwA),
-			SrcMAC: l.upMAC, DstMAC: l.rtMAC, Src: src, Dst: remote, MTU: 1500})
+			SrcMAC: l.UplinkMAC, DstMAC: l.RouterMAC, Src: src, Dst: remote, MTU: 1500})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,11 +157,11 @@ func (l *mirrorLab) checkWire(t *testing.T, typ TunnelType, v6 bool, idOf map[Di
 // gets (see TestMirrorEncapsulation).
 func (l *mirrorLab) checkMirror(t *testing.T, b *Broker, version uint64, fast bool, typ TunnelType, v6 bool, tunnels []Tunnel) {
 	t.Helper()
-	remote, src := l.col4, l.src4
+	remote, src := l.Col4, l.Src4
 	if v6 {
-		remote, src = l.col6, l.src6
+		remote, src = l.Col6, l.Src6
 	}
-	plan := &Plan{Version: version, Uplinks: []string{l.uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
+	plan := &Plan{Version: version, Uplinks: []string{l.Uplink}, Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf,
 		MAC: mac6(hwA), Type: typ, RemoteIP: remote, Tunnels: tunnels}}}
 	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 	wantPath(t, b, l.capIf, fast)
@@ -262,19 +174,19 @@ func (l *mirrorLab) checkMirror(t *testing.T, b *Broker, version uint64, fast bo
 	if typ == TunnelVXLAN {
 		for _, tn := range tunnels {
 			vx := fmt.Sprintf("%svx%d", l.p, tn.ID%100)
-			testutil.Run(t, "ip", "-n", l.colNS, "link", "add", vx, "type", "vxlan", "id", strconv.Itoa(int(tn.ID)),
+			testutil.Run(t, "ip", "-n", l.CollectorNS, "link", "add", vx, "type", "vxlan", "id", strconv.Itoa(int(tn.ID)),
 				"dstport", "4789", "local", remote.String())
-			testutil.Run(t, "ip", "-n", l.colNS, "link", "set", vx, "up")
-			t.Cleanup(func() { _ = exec.Command("ip", "-n", l.colNS, "link", "del", vx).Run() })
-			decap = append(decap, packettest.Tcpdump(t, l.colNS, vx, "ether proto 0x88b5 or (vlan and ether proto 0x88b5)"))
+			testutil.Run(t, "ip", "-n", l.CollectorNS, "link", "set", vx, "up")
+			t.Cleanup(func() { _ = exec.Command("ip", "-n", l.CollectorNS, "link", "del", vx).Run() })
+			decap = append(decap, packettest.Tcpdump(t, l.CollectorNS, vx, "ether proto 0x88b5 or (vlan and ether proto 0x88b5)"))
 			decapDirs = append(decapDirs, tn.Direction)
 		}
 	}
-	stop := packettest.Tcpdump(t, l.colNS, l.colIf, "ip proto 47 or ip6 proto 47 or udp dst port 4789")
+	stop := packettest.Tcpdump(t, l.CollectorNS, l.CollectorIf, "ip proto 47 or ip6 proto 47 or udp dst port 4789")
 	oh := overhead(typ, v6)
 	// What the router receives is what the uplink sent (the router then
 	// rewrites the Ethernet header and the TTL).
-	wire := packettest.NewCapture(t, l.rtNS, l.rtIf, encapTest(oh))
+	wire := packettest.NewCapture(t, l.RouterNS, l.RouterIf, encapTest(oh))
 	// OUT frames (from A), IN frames (to A, and A's broadcast, which is OUT
 	// only), one tagged; frames of no direction of A.
 	sent := map[uint32][]byte{}
@@ -446,7 +358,7 @@ func TestMirrorFaults(t *testing.T) { forEachPath(t, testMirrorFaults) }
 func testMirrorFaults(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 0)
 	b := newBroker(t, Config{FastPath: fast})
-	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
+	col := packettest.NewCapture(t, l.CollectorNS, l.CollectorIf, greV4Test)
 	plan := l.outPlan(1, TunnelGRE, 2)
 	seq := uint32(0)
 	// roundTrip sends one OUT frame of A and waits for its copy at the
@@ -488,8 +400,8 @@ func testMirrorFaults(t *testing.T, fast bool) {
 		t.Helper()
 		statusOnEvent(t, b, plan, what, mirrorActive)
 		wantPath(t, b, l.capIf, fast)
-		if st := mirrorStats(b, "m"); st.Status != "ACTIVE" || st.Reason != "" || st.Uplink != l.uplink {
-			t.Fatalf("%s: stats say %s %q via %q, want ACTIVE via %s", what, st.Status, st.Reason, st.Uplink, l.uplink)
+		if st := mirrorStats(b, "m"); st.Status != "ACTIVE" || st.Reason != "" || st.Uplink != l.Uplink {
+			t.Fatalf("%s: stats say %s %q via %q, want ACTIVE via %s", what, st.Status, st.Reason, st.Uplink, l.Uplink)
 		}
 		roundTrip(what)
 	}
@@ -504,12 +416,12 @@ func testMirrorFaults(t *testing.T, fast bool) {
 
 	// The next hop changes its MAC and says so (an ARP request from it).
 	newMAC := "02:00:5e:10:00:99"
-	testutil.Run(t, "ip", "-n", l.rtNS, "link", "set", l.rtIf, "address", newMAC)
-	testutil.Run(t, "ip", "-n", l.rtNS, "neigh", "flush", "dev", l.rtIf)
+	testutil.Run(t, "ip", "-n", l.RouterNS, "link", "set", l.RouterIf, "address", newMAC)
+	testutil.Run(t, "ip", "-n", l.RouterNS, "neigh", "flush", "dev", l.RouterIf)
 	// The kernel takes a new MAC for a neighbour only once the entry is
 	// older than its locktime (1 s): the router asks again until answered.
 	for try := 0; try < 5; try++ {
-		if exec.Command("ip", "netns", "exec", l.rtNS, "ping", "-c", "1", "-W", "1", l.gw4.Prev().String()).Run() == nil {
+		if exec.Command("ip", "netns", "exec", l.RouterNS, "ping", "-c", "1", "-W", "1", l.Gw4.Prev().String()).Run() == nil {
 			break
 		}
 	}
@@ -519,35 +431,35 @@ func testMirrorFaults(t *testing.T, fast bool) {
 	// Route removed: no route, or one through an interface that is no
 	// uplink (the host's default route).
 	drainEvents(b)
-	testutil.Run(t, "ip", "route", "del", l.col4.String()+"/32")
+	testutil.Run(t, "ip", "route", "del", l.Col4.String()+"/32")
 	down("route removed", "no route", "not an uplink")
-	l.addRoute4(t)
+	l.AddRoute4(t)
 	up("route re-added")
 
 	// Uplink set down: the kernel removes the routes through it.
 	drainEvents(b)
-	testutil.Run(t, "ip", "link", "set", l.uplink, "down")
+	testutil.Run(t, "ip", "link", "set", l.Uplink, "down")
 	down("uplink down", "is down")
-	testutil.Run(t, "ip", "link", "set", l.uplink, "up")
-	testutil.WaitOperUp(t, "", l.uplink)
-	l.addRoute4(t)
+	testutil.Run(t, "ip", "link", "set", l.Uplink, "up")
+	testutil.WaitOperUp(t, "", l.Uplink)
+	l.AddRoute4(t)
 	up("uplink up")
 
 	// The uplink loses its carrier (the router's end goes down).
 	drainEvents(b)
-	testutil.Run(t, "ip", "-n", l.rtNS, "link", "set", l.rtIf, "down")
+	testutil.Run(t, "ip", "-n", l.RouterNS, "link", "set", l.RouterIf, "down")
 	down("uplink carrier lost", "no carrier", "is down", "unresolved")
-	testutil.Run(t, "ip", "-n", l.rtNS, "link", "set", l.rtIf, "up")
-	testutil.WaitOperUp(t, "", l.uplink)
-	l.addRoute4(t)
+	testutil.Run(t, "ip", "-n", l.RouterNS, "link", "set", l.RouterIf, "up")
+	testutil.WaitOperUp(t, "", l.Uplink)
+	l.AddRoute4(t)
 	up("uplink carrier back")
 
 	// Remote unreachable: its next hop does not answer, until the router
 	// takes that address too.
 	drainEvents(b)
-	testutil.Run(t, "ip", "route", "replace", l.col4.String()+"/32", "via", l.spare4.String(), "dev", l.uplink)
+	testutil.Run(t, "ip", "route", "replace", l.Col4.String()+"/32", "via", l.Spare4.String(), "dev", l.Uplink)
 	down("next hop unreachable", "unresolved")
-	testutil.Run(t, "ip", "-n", l.rtNS, "addr", "add", l.spare4.String()+"/29", "dev", l.rtIf)
+	testutil.Run(t, "ip", "-n", l.RouterNS, "addr", "add", l.Spare4.String()+"/29", "dev", l.RouterIf)
 	up("next hop answers")
 
 	// A session id ERSPAN cannot carry (10 bits): ERROR, not sent.
@@ -579,7 +491,7 @@ func testMirrorTruncates(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 0)
 	b := newBroker(t, Config{FastPath: fast})
 	const mtu = 600
-	testutil.Run(t, "ip", "link", "set", l.uplink, "mtu", strconv.Itoa(mtu))
+	testutil.Run(t, "ip", "link", "set", l.Uplink, "mtu", strconv.Itoa(mtu))
 	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", strconv.Itoa(mtu))
 	var version uint64
 	for _, typ := range []TunnelType{TunnelERSPANv1, TunnelGRE} {
@@ -588,7 +500,7 @@ func testMirrorTruncates(t *testing.T, fast bool) {
 			plan := l.outPlan(version, typ, 2)
 			waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 			wantPath(t, b, l.capIf, fast)
-			stop := packettest.Tcpdump(t, l.colNS, l.colIf, "ip proto 47")
+			stop := packettest.Tcpdump(t, l.CollectorNS, l.CollectorIf, "ip proto 47")
 			before := mirrorStats(b, "m")
 			small, big := packettest.Frame(hwB, hwA, nil, 1, 100), packettest.Frame(hwB, hwA, nil, 2, 610)
 			l.send(t, small, big)
@@ -645,7 +557,7 @@ func testMirrorTruncates(t *testing.T, fast bool) {
 	statusOnEvent(t, b, plan, "capture MTU 1500", func(Report) bool {
 		for _, is := range b.Stats().Interfaces {
 			if is.Name == l.capIf {
-				return is.Path == PathUserspace && strings.Contains(is.PathReason, "uplink "+l.uplink)
+				return is.Path == PathUserspace && strings.Contains(is.PathReason, "uplink "+l.Uplink)
 			}
 		}
 		return false
@@ -657,8 +569,8 @@ func testMirrorTruncates(t *testing.T, fast bool) {
 func TestMirrorUplinkLoop(t *testing.T) {
 	l := newMirrorLab(t, 0)
 	b := newBroker(t, Config{})
-	testutil.Run(t, "ip", "route", "replace", l.col4.String()+"/32", "dev", l.capIf)
-	plan := l.mirrorPlan(1, TunnelGRE, l.col4, 1, 2)
+	testutil.Run(t, "ip", "route", "replace", l.Col4.String()+"/32", "dev", l.capIf)
+	plan := l.mirrorPlan(1, TunnelGRE, l.Col4, 1, 2)
 	plan.Uplinks = append(plan.Uplinks, l.capIf)
 	r := apply(t, b, plan)
 	if st := r.Mirrors["m"]; st.State != StateError || !strings.Contains(st.Reason, "loop refused") {
@@ -679,11 +591,11 @@ func TestMirrorBesideFlows(t *testing.T) { forEachPath(t, testMirrorBesideFlows)
 func testMirrorBesideFlows(t *testing.T, fast bool) {
 	l := newMirrorLab(t, 1)
 	b := newBroker(t, Config{FastPath: fast})
-	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
-	plan := &Plan{Version: 1, Uplinks: []string{l.uplink},
+	col := packettest.NewCapture(t, l.CollectorNS, l.CollectorIf, greV4Test)
+	plan := &Plan{Version: 1, Uplinks: []string{l.Uplink},
 		Services: []Service{{ID: "s", Iface: l.mons[0]}},
 		Flows:    []Flow{{ID: "f", ServiceID: "s", SourcePortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Direction: DirOut}},
-		Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Type: TunnelGRE, RemoteIP: l.col4,
+		Mirrors: []Mirror{{ID: "m", PortID: "pa", Iface: l.capIf, MAC: mac6(hwA), Type: TunnelGRE, RemoteIP: l.Col4,
 			Tunnels: []Tunnel{{Direction: DirOut, ID: 9}}}}}
 	r := waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 	wantActive(t, r)
@@ -723,7 +635,7 @@ func testMirrorBesideFlows(t *testing.T, fast bool) {
 func TestMirrorHandoff(t *testing.T) {
 	l := newMirrorLab(t, 0)
 	dir := testutil.BPFFS(t)
-	col := packettest.NewCapture(t, l.colNS, l.colIf, greV4Test)
+	col := packettest.NewCapture(t, l.CollectorNS, l.CollectorIf, greV4Test)
 	plan := l.outPlan(1, TunnelGRE, 2)
 	seq := uint32(0)
 	roundTrip := func(what string) {
@@ -765,7 +677,7 @@ func TestMirrorHandoff(t *testing.T) {
 func TestMirrorSeqAcrossPaths(t *testing.T) {
 	l := newMirrorLab(t, 0)
 	b := newBroker(t, Config{FastPath: true})
-	wire := packettest.NewCapture(t, l.rtNS, l.rtIf, encapTest(overhead(TunnelERSPANv1, false)))
+	wire := packettest.NewCapture(t, l.RouterNS, l.RouterIf, encapTest(overhead(TunnelERSPANv1, false)))
 	plan := l.outPlan(1, TunnelERSPANv1, 2)
 	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 	var seqs []uint32
@@ -811,9 +723,9 @@ func TestMirrorSeqAcrossPaths(t *testing.T) {
 func TestMirrorNotUnicast(t *testing.T) {
 	l := newMirrorLab(t, 0)
 	b := newBroker(t, Config{})
-	bcast := l.src4.As4()
+	bcast := l.Src4.As4()
 	bcast[3] |= 7 // the uplink's /29
-	other4, other6 := l.col4.Next(), l.col6.Next()
+	other4, other6 := l.Col4.Next(), l.Col6.Next()
 	// route replaces the route to dst (a host route) and removes it when
 	// the test ends: a blackhole is no uplink's, and outlives it.
 	route := func(typ string, dst netip.Addr, via ...string) {
@@ -827,7 +739,7 @@ func TestMirrorNotUnicast(t *testing.T) {
 		t.Cleanup(func() { _ = exec.Command("ip", append(append(ip, "del"), pfx)...).Run() })
 	}
 	neigh := func(mac, nud string) {
-		testutil.Run(t, "ip", "neigh", "replace", l.spare4.String(), "lladdr", mac, "dev", l.uplink, "nud", nud)
+		testutil.Run(t, "ip", "neigh", "replace", l.Spare4.String(), "lladdr", mac, "dev", l.Uplink, "nud", nud)
 	}
 	// MCAST-TEST-NET (RFC 6676), routed to the uplink so that the answer
 	// does not depend on the host's routes.
@@ -839,19 +751,19 @@ func TestMirrorNotUnicast(t *testing.T) {
 		want   string
 	}{
 		{"subnet-directed broadcast", func() {}, netip.AddrFrom4(bcast), "is broadcast, not unicast"},
-		{"multicast", func() { route("unicast", mcast, "dev", l.uplink) }, mcast, "is multicast, not unicast"},
-		{"local", func() {}, l.src4, "is local, not unicast"},
+		{"multicast", func() { route("unicast", mcast, "dev", l.Uplink) }, mcast, "is multicast, not unicast"},
+		{"local", func() {}, l.Src4, "is local, not unicast"},
 		{"blackhole", func() { route("blackhole", other4) }, other4, "is blackhole, not unicast"},
 		{"unreachable", func() { route("unreachable", other4) }, other4, "is unreachable, not unicast"},
 		{"prohibit", func() { route("prohibit", other4) }, other4, "is prohibit, not unicast"},
 		{"ipv6 blackhole", func() { route("blackhole", other6) }, other6, "is blackhole, not unicast"},
 		{"ipv6 prohibit", func() { route("prohibit", other6) }, other6, "is prohibit, not unicast"},
 		{"noarp next hop", func() {
-			route("unicast", other4, "via", l.spare4.String(), "dev", l.uplink)
+			route("unicast", other4, "via", l.Spare4.String(), "dev", l.Uplink)
 			neigh("ff:ff:ff:ff:ff:ff", "noarp")
 		}, other4, "is NOARP"},
 		{"group MAC next hop", func() {
-			route("unicast", other4, "via", l.spare4.String(), "dev", l.uplink)
+			route("unicast", other4, "via", l.Spare4.String(), "dev", l.Uplink)
 			neigh("01:00:5e:00:00:01", "permanent")
 		}, other4, "group MAC"},
 	}
@@ -866,7 +778,7 @@ func TestMirrorNotUnicast(t *testing.T) {
 			t.Logf("%s: %s", tc.remote, st.Reason)
 		})
 	}
-	if out := testutil.Run(t, "ip", "neigh", "show", netip.AddrFrom4(bcast).String(), "dev", l.uplink); out != "" {
+	if out := testutil.Run(t, "ip", "neigh", "show", netip.AddrFrom4(bcast).String(), "dev", l.Uplink); out != "" {
 		t.Errorf("the broadcast address has a neighbour entry: %s", out)
 	}
 }
@@ -890,13 +802,13 @@ func testMirrorTwoTunnelsOneUplink(t *testing.T, fast bool) {
 		"net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf."+l.p+"capp.disable_ipv6=1")
 	// The router holds only ~32 packets for a neighbour it is still
 	// resolving: the burst below would lose copies to a slow ARP.
-	colMAC := linkMAC(t, l.colNS, l.colIf)
-	testutil.Run(t, "ip", "-n", l.rtNS, "neigh", "replace", l.col4.String(), "lladdr", macString(colMAC[:]),
+	colMAC := testutil.LinkMAC(t, l.CollectorNS, l.CollectorIf)
+	testutil.Run(t, "ip", "-n", l.RouterNS, "neigh", "replace", l.Col4.String(), "lladdr", macString(colMAC[:]),
 		"dev", l.p+"rc", "nud", "permanent")
 	b := newBroker(t, Config{FastPath: fast})
-	plan := l.mirrorPlan(1, TunnelGRE, l.col4, 101, 102)
+	plan := l.mirrorPlan(1, TunnelGRE, l.Col4, 101, 102)
 	plan.Mirrors = append(plan.Mirrors, Mirror{ID: "m2", PortID: "pb", Iface: l.capIf, MAC: mac6(hwB), Type: TunnelGRE,
-		RemoteIP: l.col4, Tunnels: []Tunnel{{Direction: DirIn, ID: 201}, {Direction: DirOut, ID: 202}}})
+		RemoteIP: l.Col4, Tunnels: []Tunnel{{Direction: DirIn, ID: 201}, {Direction: DirOut, ID: 202}}})
 	waitStatus(t, b, plan, "mirrors ACTIVE", func(r Report) bool {
 		return r.Mirrors["m"].State == StateActive && r.Mirrors["m2"].State == StateActive
 	})
@@ -948,7 +860,7 @@ func testMirrorTwoTunnelsOneUplink(t *testing.T, fast bool) {
 	// Not tcpdump: its ring holds about 32 frames (2 MB of 64 KB slots, the
 	// collector's veth having offloads), too few for a burst on a busy
 	// machine. The frames go into a pcap for tshark instead.
-	col := packettest.NewCapture(t, l.colNS, l.colIf, func(f []byte) bool { return len(f) > 23 && f[12] == 8 && f[13] == 0 && f[23] == 47 })
+	col := packettest.NewCapture(t, l.CollectorNS, l.CollectorIf, func(f []byte) bool { return len(f) > 23 && f[12] == 8 && f[13] == 0 && f[23] == 47 })
 	for _, fr := range [][2]net.HardwareAddr{
 		{hwB, hwA}, {hwA, hwB}, {hwC, hwA}, {hwA, hwC}, {hwC, hwB}, {hwA, hwA}, {hwB, hwB},
 		{hwBcast, hwA}, {hwBcast, hwC}, {hwMcast, hwB}, {hwD, hwC},
@@ -981,8 +893,8 @@ func testMirrorTwoTunnelsOneUplink(t *testing.T, fast bool) {
 		inner := f[42:]
 		s, _ := packettest.Seq(inner)
 		key, err := strconv.ParseUint(rows[i]["gre.key"], 0, 32)
-		if err != nil || rows[i]["ip.dst"] != l.col4.String() {
-			t.Errorf("frame %d (seq %d): tshark says key %q to %q, want a key to %s", i, s, rows[i]["gre.key"], rows[i]["ip.dst"], l.col4)
+		if err != nil || rows[i]["ip.dst"] != l.Col4.String() {
+			t.Errorf("frame %d (seq %d): tshark says key %q to %q, want a key to %s", i, s, rows[i]["gre.key"], rows[i]["ip.dst"], l.Col4)
 		}
 		if !bytes.Equal(inner, sent[s]) {
 			t.Errorf("frame %d (seq %d): inner frame differs:\n got %x\nwant %x", i, s, inner, sent[s])

@@ -32,13 +32,23 @@ type Scenario struct {
 	Load float64
 	// Seconds of traffic per repetition; 0 means BenchConfig.Seconds.
 	Seconds time.Duration
+	// Tunnel, when not empty, sends the copies to the lab's collector
+	// encapsulated (a tap mirror of this mirror_type, tunnel id
+	// BenchTunnelID) instead of to monitors; the collector's sink counts
+	// them, outer headers in the bytes.
+	Tunnel string
 }
+
+// BenchTunnelID is the tunnel scenarios' tunnel id (the VXLAN VNI).
+const BenchTunnelID = 5001
 
 // Scenarios are the cases, in the order they run (Load needs "64B"
 // first).
 var Scenarios = []Scenario{
 	{Name: "64B", Size: 60, Fanout: 1},
 	{Name: "1518B", Size: 1514, Fanout: 1},
+	{Name: "vxlan64B", Size: 60, Fanout: 1, Tunnel: "vxlan"},
+	{Name: "vxlan1518B", Size: 1514, Fanout: 1, Tunnel: "vxlan"},
 	{Name: "fanout4", Size: 60, Fanout: 4},
 	{Name: "select1of6", Size: 60, Fanout: 1, Select: 6},
 	{Name: "lossless80", Size: 60, Fanout: 1, Load: 0.8, Seconds: 10 * time.Second},
@@ -144,7 +154,7 @@ func RunBench(ctx context.Context, lab *Lab, c BenchConfig) ([]Row, error) {
 				rate = sc.Load * base * 1e6
 			}
 			row, err := runScenario(ctx, lab, p, sc, rate, c)
-			if errors.Is(err, ErrNoChurn) {
+			if errors.Is(err, ErrNoChurn) || errors.Is(err, ErrNoTunnel) {
 				fmt.Fprintf(c.Log, "%s %s: not applicable (%v)\n", p.Name(), sc.Name, err)
 				continue
 			}
@@ -172,7 +182,10 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 			return Row{}, err
 		}
 	}
-	s := Setup{Lab: lab, Fanout: sc.Fanout, PortMAC: benchPortMAC, Filter: sc.Select > 1}
+	if t, ok := p.(tunnelPeer); sc.Tunnel != "" && (!ok || !t.Tunnels()) {
+		return Row{}, ErrNoTunnel
+	}
+	s := Setup{Lab: lab, Fanout: sc.Fanout, PortMAC: benchPortMAC, Filter: sc.Select > 1, Tunnel: sc.Tunnel}
 	tr := Traffic{Size: sc.Size, SrcMACs: []net.HardwareAddr{benchPortMAC}, DstMACs: []net.HardwareAddr{benchDstMAC}}
 	if sc.Churn {
 		s.ChurnMAC = benchChurnMAC
@@ -187,7 +200,7 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 		return Row{}, errors.Join(err, p.Stop())
 	}
 	defer func() { err = errors.Join(err, p.Stop()) }()
-	if err := warmUp(ctx, lab, tr, sc.Fanout); err != nil {
+	if err := warmUp(ctx, lab, tr, lab.sinks(sc)); err != nil {
 		return Row{}, fmt.Errorf("warm-up: %w", err)
 	}
 	secs := sc.Seconds
@@ -212,10 +225,10 @@ func canceled() context.Context {
 	return ctx
 }
 
-// warmUp sends a little traffic until every monitor in use has received
+// warmUp sends a little traffic until every sink in use has received
 // some (the peer is ready), for at most 10 s. Its frames carry a mark of
 // their own, so none that the peer still holds counts in a measurement.
-func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
+func warmUp(ctx context.Context, lab *Lab, tr Traffic, sinks []*Sink) error {
 	deadline := time.Now().Add(10 * time.Second)
 	mark, err := lab.NewMark()
 	if err != nil {
@@ -228,7 +241,7 @@ func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 		ready := true
-		for _, s := range lab.Sinks[:fanout] {
+		for _, s := range sinks {
 			if f, _, err := s.Count(); err != nil || f == 0 {
 				ready = false
 			}
@@ -237,7 +250,7 @@ func warmUp(ctx context.Context, lab *Lab, tr Traffic, fanout int) error {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.New("no frame reached the monitors in 10 s")
+			return errors.New("no frame reached the sinks in 10 s")
 		}
 	}
 }
@@ -253,7 +266,7 @@ func settle(ctx context.Context, lab *Lab, expectSome bool) error {
 	const quiet = 5 // samples in a row without a new frame
 	last, same := ^uint64(0), 0
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		n, _, err := lab.Delivered(len(lab.Sinks))
+		n, _, err := delivered(lab.allSinks())
 		if err != nil {
 			return err
 		}
@@ -320,7 +333,7 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 	res, err := Generate(ctx, gc)
 	// The rate is what arrived while the generator ran; loss is counted
 	// once the peer has drained what it still holds.
-	inWindow, inWindowBytes, derr := lab.Delivered(sc.Fanout)
+	inWindow, inWindowBytes, derr := delivered(lab.sinks(sc))
 	cpu1, cerr := readCPU()
 	stopChurn()
 	wg.Wait()
@@ -334,7 +347,7 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 		return Rep{}, err
 	}
 	// Churn: only monitor 0, the untouched flow's, counts.
-	frames, bytes, err := lab.Delivered(sc.Fanout)
+	frames, bytes, err := delivered(lab.sinks(sc))
 	if err != nil {
 		return Rep{}, err
 	}

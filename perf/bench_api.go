@@ -93,6 +93,18 @@ func (a API) CreateFlow(ctx context.Context, name, portID, serviceID, direction 
 	return out.TapFlow.ID, err
 }
 
+// CreateMirror creates a tap mirror of portID to remote in a mirror_type
+// tunnel, OUT frames only with tunnel id id, and returns its id.
+func (a API) CreateMirror(ctx context.Context, name, portID, mirrorType, remote string, id uint32) (string, error) {
+	var out struct {
+		TapMirror struct{ ID string } `json:"tap_mirror"`
+	}
+	err := a.Do(ctx, http.MethodPost, "/v2.0/taas/tap_mirrors", map[string]any{"tap_mirror": map[string]any{
+		"name": name, "port_id": portID, "mirror_type": mirrorType, "remote_ip": remote,
+		"directions": map[string]uint32{"OUT": id}}}, &out)
+	return out.TapMirror.ID, err
+}
+
 // DeleteFlow deletes a tap flow.
 func (a API) DeleteFlow(ctx context.Context, id string) error {
 	return a.Do(ctx, http.MethodDelete, "/v2.0/taas/tap_flows/"+id, nil, nil)
@@ -143,15 +155,16 @@ func (a API) WaitFlowsActive(ctx context.Context, d time.Duration) error {
 }
 
 // PeerCounts is what a peer counts itself: copies it delivered, and its
-// drops by "role:reason" (capture, monitor, service).
+// drops by "role:reason" (capture, monitor, uplink, service, mirror).
 type PeerCounts struct {
 	Delivered uint64
 	Drops     map[string]uint64
 }
 
 // Counts reads taasd's own counters (GET /v2.0/taas/stats): delivered
-// packets summed over every tap service, the cross-check of the sinks'
-// count, and every drop counter.
+// packets summed over every tap service and encapsulated packets over
+// every tap mirror, the cross-check of the sinks' count, and every drop
+// counter.
 func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 	var out struct {
 		Stats struct {
@@ -163,6 +176,10 @@ func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 				DeliveredPackets uint64            `json:"delivered_packets"`
 				Drops            map[string]uint64 `json:"drops"`
 			} `json:"tap_services"`
+			Mirrors []struct {
+				EncapPackets uint64            `json:"encapsulated_packets"`
+				Drops        map[string]uint64 `json:"drops"`
+			} `json:"tap_mirrors"`
 		} `json:"taas_stats"`
 	}
 	if err := a.Do(ctx, http.MethodGet, "/v2.0/taas/stats", nil, &out); err != nil {
@@ -178,6 +195,12 @@ func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 		c.Delivered += s.DeliveredPackets
 		for k, v := range s.Drops {
 			c.Drops["service:"+k] += v
+		}
+	}
+	for _, m := range out.Stats.Mirrors {
+		c.Delivered += m.EncapPackets
+		for k, v := range m.Drops {
+			c.Drops["mirror:"+k] += v
 		}
 	}
 	return c, nil

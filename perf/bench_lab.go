@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,14 +24,34 @@ import (
 // links are touched, all named with Prefix, and Close removes them.
 //
 //	[GenNS] Gen ==veth==> Cap --(peer under test)--> Mons[i] ==veth==> [SinkNS] sink i
+//	                          \--(tunnel)--> Uplink ==veth==> [RouterNS] --routed--> [CollectorNS] collector sink
+//
+// Tunnelled copies leave by Uplink towards Remote, a collector behind a
+// router (so that the next hop is not the collector), whose link has the
+// counting sink Collector. Addresses are a free /28 of 198.51.100.0/24
+// (TEST-NET-2; not TEST-NET-1, which may be the host's own network: a
+// route into it would take addresses of real hosts); the route to Remote in
+// the root namespace goes with the uplink.
 type Lab struct {
 	Prefix        string
 	GenNS, SinkNS string
 	Gen, Cap      string
 	Mons          []string
 	Sinks         []*Sink
-	mark          byte // the sinks' current mark (Traffic.Mark)
+	// RouterNS and CollectorNS hold the router and the collector; Uplink
+	// is the root end of the link to the router, Local its address, Remote
+	// the collector's.
+	RouterNS, CollectorNS string
+	Uplink                string
+	Local, Remote         string
+	Collector             *Sink
+	mark                  byte // the sinks' current mark (Traffic.Mark)
 }
+
+// TunnelMTU is the MTU of the lab's links towards the collector: a
+// 1514-byte frame with VXLAN's 50 bytes of outer headers fits, so no copy
+// is cut (a cut copy loses its mark).
+const TunnelMTU = 1600
 
 // NewLabPrefix returns a random prefix for a lab's names: 5 bytes, so that
 // interface names and their NAPI thread names stay short.
@@ -44,14 +66,15 @@ func NewLabPrefix() string {
 // NewLab builds a lab with monitors monitor links. On error it removes what
 // it built.
 func NewLab(prefix string, monitors int) (l *Lab, err error) {
-	l = &Lab{Prefix: prefix, GenNS: prefix + "gen", SinkNS: prefix + "snk", Gen: prefix + "g", Cap: prefix + "c"}
+	l = &Lab{Prefix: prefix, GenNS: prefix + "gen", SinkNS: prefix + "snk", Gen: prefix + "g", Cap: prefix + "c",
+		RouterNS: prefix + "rt", CollectorNS: prefix + "col", Uplink: prefix + "u"}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.Close())
 			l = nil
 		}
 	}()
-	for _, ns := range []string{l.GenNS, l.SinkNS} {
+	for _, ns := range []string{l.GenNS, l.SinkNS, l.RouterNS, l.CollectorNS} {
 		if err := run("ip", "netns", "add", ns); err != nil {
 			return l, err
 		}
@@ -77,7 +100,116 @@ func NewLab(prefix string, monitors int) (l *Lab, err error) {
 		}
 		l.Sinks = append(l.Sinks, s)
 	}
-	return l, nil
+	return l, l.addCollector()
+}
+
+// addCollector builds the way to the collector: Uplink, the router and
+// the collector's link with its sink.
+func (l *Lab) addCollector() error {
+	base, err := freeSlot()
+	if err != nil {
+		return err
+	}
+	addr := func(host int) string { return fmt.Sprintf("198.51.100.%d", base+host) }
+	l.Local, l.Remote = addr(1), addr(10)
+	up, rc, col := l.Prefix+"ur", l.Prefix+"rc", l.Prefix+"cl"
+	if err := l.pair(up, l.RouterNS, l.Uplink); err != nil {
+		return err
+	}
+	if err := run("ip", "link", "add", rc, "netns", l.RouterNS, "type", "veth", "peer", "name", col, "netns", l.CollectorNS); err != nil {
+		return err
+	}
+	rt, cn := []string{"-n", l.RouterNS}, []string{"-n", l.CollectorNS}
+	mtu := strconv.Itoa(TunnelMTU)
+	for _, c := range [][]string{
+		{"link", "set", l.Uplink, "mtu", mtu},
+		append(rt, "link", "set", up, "mtu", mtu),
+		append(rt, "link", "set", rc, "mtu", mtu, "up"),
+		append(cn, "link", "set", col, "mtu", mtu, "up"),
+		{"addr", "add", addr(1) + "/29", "dev", l.Uplink},
+		append(rt, "addr", "add", addr(2)+"/29", "dev", up),
+		append(rt, "addr", "add", addr(9)+"/30", "dev", rc),
+		append(cn, "addr", "add", addr(10)+"/30", "dev", col),
+		{"route", "replace", l.Remote + "/32", "via", addr(2), "dev", l.Uplink},
+	} {
+		if err := run("ip", c...); err != nil {
+			return err
+		}
+	}
+	if err := run("ip", "netns", "exec", l.RouterNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		return err
+	}
+	// taasd's fast path redirects into the uplink veth: its peer needs GRO
+	// or XDP (afxdp-notes gotcha 10).
+	if err := run("ip", "netns", "exec", l.RouterNS, "ethtool", "-K", up, "gro", "on"); err != nil {
+		return err
+	}
+	// The collector's sink drops ARP too: the router knows its MAC.
+	ifc, err := interfaceIn(l.CollectorNS, col)
+	if err != nil {
+		return err
+	}
+	if err := run("ip", "-n", l.RouterNS, "neigh", "replace", l.Remote, "lladdr", ifc.HardwareAddr.String(),
+		"dev", rc, "nud", "permanent"); err != nil {
+		return err
+	}
+	s, err := AttachSink(l.CollectorNS, col)
+	if err != nil {
+		return err
+	}
+	l.Collector = s
+	return nil
+}
+
+// freeSlot picks a /28 of 198.51.100.0/24 that no address of this
+// namespace is in (another lab's, perf/lab/lab.sh's), from a random one
+// on, and returns its first address's last byte.
+func freeSlot() (int, error) {
+	var b [1]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return 0, err
+	}
+	for i := range 16 {
+		base := 16 * ((int(b[0]) + i) % 16)
+		_, slot, _ := net.ParseCIDR(fmt.Sprintf("198.51.100.%d/28", base))
+		if !slices.ContainsFunc(addrs, func(a net.Addr) bool {
+			ip, ok := a.(*net.IPNet)
+			return ok && slot.Contains(ip.IP)
+		}) {
+			return base, nil
+		}
+	}
+	return 0, errors.New("no free /28 in 198.51.100.0/24 for the collector")
+}
+
+// interfaceIn looks up interface name in namespace netnsName.
+func interfaceIn(netnsName, name string) (*net.Interface, error) {
+	var ifc *net.Interface
+	err := inLockedThread(netnsName, func() (err error) {
+		ifc, err = net.InterfaceByName(name)
+		return err
+	})
+	return ifc, err
+}
+
+// sinks are the sinks that count scenario sc's copies.
+func (l *Lab) sinks(sc Scenario) []*Sink {
+	if sc.Tunnel != "" {
+		return []*Sink{l.Collector}
+	}
+	return l.Sinks[:sc.Fanout]
+}
+
+// allSinks are the monitors' sinks and the collector's.
+func (l *Lab) allSinks() []*Sink {
+	if l.Collector == nil {
+		return l.Sinks
+	}
+	return append(slices.Clip(l.Sinks), l.Collector)
 }
 
 // pair makes a veth nsEnd (moved into ns) <-> rootEnd, both up, with IPv6
@@ -102,7 +234,7 @@ func (l *Lab) pair(nsEnd, ns, rootEnd string) error {
 func (l *Lab) NewMark() (byte, error) {
 	l.mark = l.mark%255 + 1
 	var errs []error
-	for _, s := range l.Sinks {
+	for _, s := range l.allSinks() {
 		errs = append(errs, s.SetMark(l.mark), s.Reset())
 	}
 	return l.mark, errors.Join(errs...)
@@ -110,7 +242,12 @@ func (l *Lab) NewMark() (byte, error) {
 
 // Delivered sums the first n sinks' counters.
 func (l *Lab) Delivered(n int) (frames, bytes uint64, err error) {
-	for _, s := range l.Sinks[:n] {
+	return delivered(l.Sinks[:n])
+}
+
+// delivered sums the counters of sinks.
+func delivered(sinks []*Sink) (frames, bytes uint64, err error) {
+	for _, s := range sinks {
 		f, b, err := s.Count()
 		if err != nil {
 			return 0, 0, err
@@ -122,11 +259,11 @@ func (l *Lab) Delivered(n int) (frames, bytes uint64, err error) {
 }
 
 // MonitorTxDropped sums the kernel's tx_dropped counters of the monitor
-// interfaces: copies a peer handed to a monitor link that the link could not
+// interfaces and the uplink: copies a peer handed to a monitor link that the link could not
 // pass on (a veth drops when its peer's 256-frame ring is full).
 func (l *Lab) MonitorTxDropped() (uint64, error) {
 	var n uint64
-	for _, m := range l.Mons {
+	for _, m := range append(slices.Clip(l.Mons), l.Uplink) {
 		b, err := os.ReadFile("/sys/class/net/" + m + "/statistics/tx_dropped")
 		if err != nil {
 			return 0, err
@@ -196,11 +333,11 @@ func threadsNamed(prefix string) ([]int, error) {
 // veth of the lab with them (each pair has one end inside).
 func (l *Lab) Close() error {
 	var errs []error
-	for _, s := range l.Sinks {
+	for _, s := range l.allSinks() {
 		errs = append(errs, s.Close())
 	}
-	l.Sinks = nil
-	for _, ns := range []string{l.GenNS, l.SinkNS} {
+	l.Sinks, l.Collector = nil, nil
+	for _, ns := range []string{l.GenNS, l.SinkNS, l.RouterNS, l.CollectorNS} {
 		if _, err := os.Stat("/run/netns/" + ns); err == nil {
 			errs = append(errs, run("ip", "netns", "del", ns))
 		}

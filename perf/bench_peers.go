@@ -28,11 +28,24 @@ type Setup struct {
 	// ChurnMAC is the MAC of the flow that Churn creates and deletes,
 	// copied to monitor 1; nil outside the churn scenario.
 	ChurnMAC net.HardwareAddr
+	// Tunnel, when not empty, is the encapsulation (a mirror_type) of the
+	// copies, sent to Lab.Remote through Lab.Uplink instead of monitors.
+	Tunnel string
 }
 
 // ErrNoChurn is what Churn returns for a peer whose configuration cannot
 // change while it runs (restarting it would lose frames by design).
 var ErrNoChurn = errors.New("no runtime configuration changes")
+
+// ErrNoTunnel is what a tunnel scenario returns for a peer that does not
+// send copies through tunnels.
+var ErrNoTunnel = errors.New("no tunnels")
+
+// tunnelPeer is a Peer that can send its copies to the lab's collector
+// through a tunnel (Setup.Tunnel).
+type tunnelPeer interface {
+	Tunnels() bool
+}
 
 // Peer is one mirroring implementation under test.
 type Peer interface {
@@ -58,10 +71,17 @@ const (
 )
 
 // TC mirrors with kernel tc: clsact ingress filters on the capture interface
-// with `mirred egress mirror` actions.
+// with `mirred egress mirror` actions. In a tunnel scenario the action
+// mirrors to a kernel VXLAN device towards the lab's collector (VNI
+// BenchTunnelID), what a user without taasd would set up; the kernel has
+// no GRE/ERSPAN modules here.
 type TC struct {
-	s Setup
+	s  Setup
+	vx string // the VXLAN device, while there is one
 }
+
+// Tunnels: VXLAN only.
+func (p *TC) Tunnels() bool { return true }
 
 func (p *TC) Name() string { return "tc-mirred" }
 func (p *TC) Layout() string {
@@ -87,7 +107,22 @@ func (p *TC) Start(_ context.Context, s Setup) error {
 	} else {
 		args = append(args, "match", "u32", "0", "0")
 	}
-	for _, m := range s.Lab.Mons[:s.Fanout] {
+	outs := s.Lab.Mons[:s.Fanout]
+	if s.Tunnel != "" {
+		if s.Tunnel != "vxlan" {
+			return fmt.Errorf("tc-mirred: tunnel %s: %w", s.Tunnel, ErrNoTunnel)
+		}
+		p.vx = s.Lab.Prefix + "vx"
+		if err := run("ip", "link", "add", p.vx, "mtu", strconv.Itoa(TunnelMTU-50), "type", "vxlan", "id",
+			strconv.Itoa(BenchTunnelID), "remote", s.Lab.Remote, "local", s.Lab.Local, "dstport", "4789", "dev", s.Lab.Uplink); err != nil {
+			return err
+		}
+		if err := run("ip", "link", "set", p.vx, "up"); err != nil {
+			return err
+		}
+		outs = []string{p.vx}
+	}
+	for _, m := range outs {
 		args = append(args, "action", "mirred", "egress", "mirror", "dev", m)
 	}
 	return run("tc", args...)
@@ -121,7 +156,12 @@ func (p *TC) Churn(ctx context.Context) (int, error) {
 func (p *TC) Stop() error {
 	// The qdisc is absent when Start failed before adding it.
 	_ = run("tc", "qdisc", "del", "dev", p.s.Lab.Cap, "clsact")
-	return p.s.Lab.CapNAPI(-1)
+	var err error
+	if p.vx != "" {
+		err = run("ip", "link", "del", p.vx)
+		p.vx = ""
+	}
+	return errors.Join(err, p.s.Lab.CapNAPI(-1))
 }
 
 func (p *TC) Reported(context.Context) (PeerCounts, bool, error) { return PeerCounts{}, false, nil }
@@ -279,8 +319,8 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 		return err
 	}
 	conf := fmt.Sprintf("[broker]\ncpus = [%d]\nbusy_poll = %v\nbatch_size = %d\nrx_ring_size = %d\nfast_path = %v\n\n"+
-		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n",
-		peerCPU, p.busyPoll(), p.BatchSize, p.RxRing, !p.AFXDP, s.Lab.Cap)
+		"[[interfaces]]\nname = %q\nrole = \"capture\"\nunmatched = \"drop\"\n\n[[interfaces]]\nname = %q\nrole = \"uplink\"\n",
+		peerCPU, p.busyPoll(), p.BatchSize, p.RxRing, !p.AFXDP, s.Lab.Cap, s.Lab.Uplink)
 	for _, m := range s.Lab.Mons {
 		conf += fmt.Sprintf("\n[[interfaces]]\nname = %q\nrole = \"monitor\"\n", m)
 	}
@@ -295,6 +335,14 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	src, err := p.api.CreatePort(ctx, "bench-src", s.PortMAC.String(), s.Lab.Cap)
 	if err != nil {
 		return err
+	}
+	if s.Tunnel != "" {
+		// A tap mirror of the port's OUT frames; warmUp sees its copies
+		// arrive (taas/stats shows no mirror status).
+		if _, err := p.api.CreateMirror(ctx, "bench-mirror", src, s.Tunnel, s.Lab.Remote, BenchTunnelID); err != nil {
+			return err
+		}
+		return p.checkPath(ctx)
 	}
 	for i, m := range s.Lab.Mons[:max(s.Fanout, 2)] {
 		port, err := p.api.CreatePort(ctx, "bench-mon"+strconv.Itoa(i), "", m)
@@ -321,20 +369,37 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 	if err := p.api.WaitFlowsActive(ctx, 15*time.Second); err != nil {
 		return err
 	}
-	// Measure the path the peer's name says, or say why not.
-	path, why, err := p.api.CapturePath(ctx, s.Lab.Cap)
-	if err != nil {
-		return err
-	}
+	return p.checkPath(ctx)
+}
+
+// checkPath makes sure the capture is on the path the peer's name says,
+// or says why not. It waits up to 15 s for the capture to be attached on
+// that path: a mirror has no status to wait for, and its first plan may
+// find the next hop unresolved.
+func (p *Taasd) checkPath(ctx context.Context) error {
+	s := p.s
 	want := broker.PathFast
 	if p.AFXDP {
 		want = broker.PathUserspace
 	}
-	if path != want {
-		return fmt.Errorf("%s: capture %s is on the %q path, not %q: %s", p.Name(), s.Lab.Cap, path, want, why)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		path, why, err := p.api.CapturePath(ctx, s.Lab.Cap)
+		if err == nil && path == want {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("%s: capture %s is on the %q path, not %q: %s", p.Name(), s.Lab.Cap, path, want, why)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return nil
 }
+
+// Tunnels: every mirror_type, both paths.
+func (p *Taasd) Tunnels() bool { return true }
 
 func (p *Taasd) Churn(ctx context.Context) (int, error) {
 	n := 0

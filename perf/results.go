@@ -44,7 +44,8 @@ func (r Results) Write(dir string) error {
 func (r Results) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run %s on %s. Medians of %s; min–max in brackets. Delivered = copies counted by an XDP\n", r.Start, r.Host, repsText(r.Rows))
-	b.WriteString("sink on each monitor link's far end (kernel count, not the peer's); Gbit/s of L2 bytes without FCS;\n")
+	b.WriteString("sink on each monitor link's far end (kernel count, not the peer's); for the vxlan scenarios on the link of a\n")
+	b.WriteString("collector behind a router, the copies encapsulated (outer headers counted); Gbit/s of L2 bytes without FCS;\n")
 	b.WriteString("CPU = busy time of both cores (generator included), % of one core.\n\n")
 	b.WriteString("| scenario | peer | offered Mpps | delivered Mpps | Gbit/s | loss % | CPU % |\n|---|---|---|---|---|---|---|\n")
 	for _, sc := range Scenarios {
@@ -67,6 +68,9 @@ func (r Results) Markdown() string {
 	}
 	if g := r.goals(); g != "" {
 		b.WriteString("\nGoals for taasd (this run):\n\n" + g)
+	}
+	if t := r.tunnelRatios(); t != "" {
+		b.WriteString("\nTunnels (this run): a tap mirror in VXLAN to the collector, against the same peer's local mirroring\nand kernel tc mirred into a VXLAN device:\n\n" + t)
 	}
 	var drops strings.Builder
 	for _, w := range r.Rows {
@@ -174,7 +178,7 @@ func (r Results) goals() string {
 		}
 	}
 	if sink > 0 {
-		fmt.Fprintf(&b, "- cross-check: taasd's own tap-service counters say %d copies delivered over all runs, the monitor sinks counted %d (%+.3f%%)\n",
+		fmt.Fprintf(&b, "- cross-check: taasd's own tap-service and tap-mirror counters say %d copies delivered over all runs, the sinks counted %d (%+.3f%%)\n",
 			own, sink, 100*(float64(own)-float64(sink))/float64(sink))
 	}
 	if w, ok := r.find("taasd", "churn"); ok {
@@ -186,6 +190,35 @@ func (r Results) goals() string {
 		}
 		fmt.Fprintf(&b, "- churn: %d flow creates+deletes during the runs, %d frames of the untouched flow lost; goal 0: %s\n",
 			changes, lost, mark(lost == 0))
+	}
+	return b.String()
+}
+
+// tunnelRatios compares each taasd path's vxlan rows with its local rows
+// and with tc mirred into a kernel VXLAN device.
+func (r Results) tunnelRatios() string {
+	var b strings.Builder
+	for _, peer := range []string{"taasd", "taasd-afxdp"} {
+		for _, c := range []struct {
+			tunnel, local, unit string
+			v                   func(Row) float64
+		}{
+			{"vxlan64B", "64B", "Mpps", func(w Row) float64 { return w.DeliveredMpps }},
+			{"vxlan1518B", "1518B", "Gbit/s", func(w Row) float64 { return w.Gbps }},
+		} {
+			w, ok := r.find(peer, c.tunnel)
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(&b, "- %s %s: %.3f %s encapsulated", peer, c.tunnel, c.v(w), c.unit)
+			if l, ok := r.find(peer, c.local); ok && c.v(l) > 0 {
+				fmt.Fprintf(&b, " = %.2f× its local %s (%.3f)", c.v(w)/c.v(l), c.local, c.v(l))
+			}
+			if t, ok := r.find("tc-mirred", c.tunnel); ok && c.v(t) > 0 {
+				fmt.Fprintf(&b, " = %.2f× tc-mirred to a VXLAN device (%.3f)", c.v(w)/c.v(t), c.v(t))
+			}
+			b.WriteString("\n")
+		}
 	}
 	return b.String()
 }

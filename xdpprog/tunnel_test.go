@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,7 +133,7 @@ func TestEncapsulateDecodes(t *testing.T) {
 			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
-			rows := tshark(t, path, fields)
+			rows := packettest.TsharkFieldsOpts(t, path, []string{"ip.check_checksum:TRUE", "udp.check_checksum:TRUE"}, fields...)
 			if len(rows) != len(frames) {
 				t.Fatalf("tshark decoded %d packets, want %d", len(rows), len(frames))
 			}
@@ -149,36 +148,6 @@ func gopacketCI(n int) (ci gopacket.CaptureInfo) {
 	ci.Timestamp = time.Unix(1700000000, 0)
 	ci.CaptureLength, ci.Length = n, n
 	return ci
-}
-
-// tshark returns, per packet of the pcap at path, the named fields (all
-// occurrences, comma-separated).
-func tshark(t *testing.T, path string, fields []string) []map[string]string {
-	t.Helper()
-	args := []string{"-r", path, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
-		"-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	cmd := exec.Command("tshark", args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v: %s", err, stderr.String())
-	}
-	var rows []map[string]string
-	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		vals := strings.Split(line, "\t")
-		row := map[string]string{}
-		for i, f := range fields {
-			if i < len(vals) {
-				row[f] = vals[i]
-			}
-		}
-		rows = append(rows, row)
-	}
-	return rows
 }
 
 func checkDecoded(t *testing.T, s TunnelSpec, fr tunnelFrame, inner int, row map[string]string, seq, ts uint32) {

@@ -19,11 +19,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
@@ -239,83 +236,6 @@ func (d *xdpDaemon) waitApplied(t *testing.T) {
 	}
 }
 
-// tcpdumpIn captures on ifname in netns into a pcap file until stop, which
-// returns the crafted frames it saw (tcpdump puts VLAN tags back).
-func tcpdumpIn(t *testing.T, netns, ifname string) (stop func(n int) [][]byte) {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), ifname+".pcap")
-	cmd := exec.Command("ip", "netns", "exec", netns, "tcpdump", "-Z", "root", "-i", ifname, "--immediate-mode", "-U", "-s", "0", "-w", file, "-Q", "in")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("tcpdump: %v", err)
-	}
-	pid := cmd.Process.Pid
-	waited := false
-	wait := func() {
-		if !waited {
-			waited = true
-			_ = cmd.Process.Signal(syscall.SIGINT) // pid of the tcpdump we started
-			_ = cmd.Wait()
-		}
-	}
-	t.Cleanup(wait)
-	// tcpdump says "listening on" once its socket is open.
-	buf := make([]byte, 4096)
-	var seen []byte
-	deadline := time.Now().Add(10 * time.Second)
-	for !bytes.Contains(seen, []byte("listening on")) {
-		n, err := stderr.Read(buf)
-		seen = append(seen, buf[:n]...)
-		if err != nil || time.Now().After(deadline) {
-			t.Fatalf("tcpdump (pid %d) did not start: %v: %s", pid, err, seen)
-		}
-	}
-	var rest bytes.Buffer
-	copied := make(chan struct{})
-	go func() { io.Copy(&rest, stderr); close(copied) }()
-	read := func() [][]byte {
-		f, err := os.Open(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		r, err := pcapgo.NewReader(f)
-		if err != nil {
-			return nil // header not written yet
-		}
-		var frames [][]byte
-		for {
-			data, _, err := r.ReadPacketData()
-			if err != nil {
-				break // the end, or a record tcpdump is still writing
-			}
-			if packettest.IsTest(data) {
-				frames = append(frames, slices.Clone(data))
-			}
-		}
-		return frames
-	}
-	// stop waits (boundedly) for n crafted frames to be written, so that
-	// stopping tcpdump does not race with its writing, then stops it.
-	return func(n int) [][]byte {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for len(read()) < n && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		wait()
-		<-copied
-		frames := read()
-		if len(frames) < n {
-			t.Logf("tcpdump: %s%s", seen, rest.String())
-		}
-		return frames
-	}
-}
-
 func seqsOf(frames [][]byte) []uint32 {
 	var s []uint32
 	for _, f := range frames {
@@ -380,7 +300,7 @@ func TestDataplaneEndToEnd(t *testing.T) {
 		3: packettest.Frame(hwB, hwA, []packettest.Tag{{TPID: 0x8100, VID: 30}}, 3, 64),
 		4: packettest.Frame(hwA, hwB, nil, 4, 60),
 	}
-	stopDump := tcpdumpIn(t, monNS, monIf+"p")
+	stopDump := packettest.Tcpdump(t, monNS, monIf+"p", "ether proto 0x88b5 or (vlan and ether proto 0x88b5)")
 	for s := uint32(1); s <= 4; s++ {
 		if err := inject.Send(sent[s]); err != nil {
 			t.Fatal(err)
@@ -388,7 +308,12 @@ func TestDataplaneEndToEnd(t *testing.T) {
 	}
 	capture.WaitN(2, 10*time.Second)
 	got := capture.Quiet(200*time.Millisecond, 3*time.Second)
-	dumped := stopDump(2)
+	var dumped [][]byte // tcpdump puts VLAN tags back
+	for _, f := range packettest.ReadPcap(t, stopDump(2, packettest.IsTest)) {
+		if packettest.IsTest(f) {
+			dumped = append(dumped, f)
+		}
+	}
 	for name, frames := range map[string][][]byte{"AF_PACKET": got, "tcpdump": dumped} {
 		if s := seqsOf(frames); !slices.Equal(s, []uint32{1, 2}) {
 			t.Fatalf("%s at the monitor saw frames %v, want [1 2]", name, s)

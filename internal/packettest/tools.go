@@ -108,7 +108,17 @@ func readPcap(file string) ([][]byte, error) {
 // values of fields (several occurrences joined by ",").
 func TsharkFields(t testing.TB, file string, fields ...string) []map[string]string {
 	t.Helper()
+	return TsharkFieldsOpts(t, file, nil, fields...)
+}
+
+// TsharkFieldsOpts is TsharkFields with tshark preferences, each
+// "name:value" (such as "ip.check_checksum:TRUE"), given as -o.
+func TsharkFieldsOpts(t testing.TB, file string, prefs []string, fields ...string) []map[string]string {
+	t.Helper()
 	args := []string{"-r", file, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, p := range prefs {
+		args = append(args, "-o", p)
+	}
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}

@@ -8,10 +8,16 @@
 #
 #   taasd (this namespace) -- mon0 ==veth== eth0 in "monitor"  (tcpdump here)
 #
-# Everything but cap0 and mon0 lives in namespaces the lab creates; traffic
-# never leaves them. The lab registers three ports (vm-a, vm-b, the monitor),
-# one tap service and one tap flow through the API, starts a ping from vm-a to
-# vm-b, prints where to look, and on Ctrl-C (SIGINT/SIGTERM) stops what it
+#   taasd -- up0 (uplink, 198.51.100.1/29) ==veth== eth0 in "router" (198.51.100.2/29)
+#            router eth1 (198.51.100.9/30) ==veth== eth0 in "collector" (198.51.100.10/30, tcpdump/tshark here)
+#
+# (198.51.100.0/28 when no lab or benchmark holds it, else the next free
+# /28 of 198.51.100.0/24.) Everything but cap0, mon0 and up0 lives in namespaces
+# the lab creates; traffic never leaves them (the route to the collector
+# via the router goes with up0). The lab registers three ports (vm-a, vm-b, the
+# monitor), one tap service and one tap flow through the API, starts a ping
+# from vm-a to vm-b, prints where to look and the curl that creates a tap
+# mirror to the collector, and on Ctrl-C (SIGINT/SIGTERM) stops what it
 # started, by pid, and deletes what it created, by name.
 #
 # Not root: starts taasd API-only (--dataplane none) and says why.
@@ -21,7 +27,8 @@ usage() {
 	cat <<'EOF'
 usage: perf/lab/lab.sh [options]
   --prefix P        prefix for every namespace and link the lab creates (default none:
-                    vm-a, vm-b, switch, monitor, cap0, mon0); at most 7 characters
+                    vm-a, vm-b, switch, monitor, router, collector, cap0, mon0, up0);
+                    at most 7 characters
   --listen ADDR     taasd's API address (default 127.0.0.1:9696)
   --bin PATH        the taasd binary (default bin/taasd; `make run` builds it)
   --state DIR       where the lab keeps taasd's config, database and log
@@ -89,20 +96,39 @@ ns_a=${prefix}vm-a
 ns_b=${prefix}vm-b
 ns_sw=${prefix}switch
 ns_mon=${prefix}monitor
+ns_rt=${prefix}router
+ns_col=${prefix}collector
 cap=${prefix}cap0
 mon=${prefix}mon0
+up=${prefix}up0
+# The way to the collector: the first /28 of TEST-NET-2 that no address of
+# this namespace is in (another lab's or a benchmark's). Not TEST-NET-1: it
+# may be the host's own network, where a route would take a real host's
+# address.
+base=""
+for ((i = 0; i < 256; i += 16)); do
+	if [ -z "$(ip -o -4 addr show to "198.51.100.$i/28")" ]; then
+		base=$i
+		break
+	fi
+done
+[ -n "$base" ] || die "no free /28 in 198.51.100.0/24 for the collector (ip -4 addr show to 198.51.100.0/24)"
+up_ip=198.51.100.$((base + 1))
+rt_ip=198.51.100.$((base + 2))
+rc_ip=198.51.100.$((base + 9))
+col_ip=198.51.100.$((base + 10))
 mac_a=fa:16:3e:00:00:0a
 mac_b=fa:16:3e:00:00:0b
 mac_mon=fa:16:3e:00:00:0f
 
 # Refuse to touch anything the lab did not create: a name already taken is a
 # lab still running or one that was killed before it could clean up.
-for ns in "$ns_a" "$ns_b" "$ns_sw" "$ns_mon"; do
+for ns in "$ns_a" "$ns_b" "$ns_sw" "$ns_mon" "$ns_rt" "$ns_col"; do
 	if [ -e "/run/netns/$ns" ]; then
 		die "namespace $ns exists (another lab running? if not: ip netns del $ns)"
 	fi
 done
-for l in "$cap" "$mon"; do
+for l in "$cap" "$mon" "$up"; do
 	if ip link show dev "$l" >/dev/null 2>&1; then
 		die "link $l exists (another lab running? if not: ip link del $l)"
 	fi
@@ -170,8 +196,8 @@ noipv6() {
 	fi
 }
 
-say "creating namespaces $ns_a $ns_b $ns_sw $ns_mon"
-for ns in "$ns_sw" "$ns_a" "$ns_b" "$ns_mon"; do nsadd "$ns"; done
+say "creating namespaces $ns_a $ns_b $ns_sw $ns_mon $ns_rt $ns_col"
+for ns in "$ns_sw" "$ns_a" "$ns_b" "$ns_mon" "$ns_rt" "$ns_col"; do nsadd "$ns"; done
 
 ip -n "$ns_sw" link add br0 type bridge
 ip -n "$ns_sw" link set br0 up
@@ -202,6 +228,30 @@ ip -n "$ns_mon" link set eth0 up
 # path) instead of through AF_XDP; a physical monitor NIC needs nothing.
 ip netns exec "$ns_mon" ethtool -K eth0 gro on >/dev/null
 
+say "creating uplink $up to the router ($rt_ip) and the collector ($col_ip) behind it"
+created_links+=("$up")
+ip link add name "$up" type veth peer name eth0 netns "$ns_rt"
+noipv6 "$up"
+ip addr add "$up_ip/29" dev "$up"
+ip link set "$up" up
+ip -n "$ns_rt" addr add "$rt_ip/29" dev eth0
+ip -n "$ns_rt" link set eth0 up
+# taasd's fast path redirects tunnelled copies into up0: its peer needs GRO
+# (gotcha 10), as the monitor's does.
+ip netns exec "$ns_rt" ethtool -K eth0 gro on >/dev/null
+ip -n "$ns_rt" link add name eth1 type veth peer name eth0 netns "$ns_col"
+ip -n "$ns_rt" addr add "$rc_ip/30" dev eth1
+ip -n "$ns_rt" link set eth1 up
+ip -n "$ns_col" addr add "$col_ip/30" dev eth0
+ip -n "$ns_col" link set eth0 up
+ip netns exec "$ns_rt" sysctl -qw net.ipv4.ip_forward=1
+# The next hop is the router, not the collector (the route goes with up0).
+ip route replace "$col_ip/32" via "$rt_ip" dev "$up"
+# A kernel VXLAN device in the collector decapsulates a vxlan mirror with
+# VNI 5001 (tcpdump -eni vxlan0 shows the mirrored frames as sent).
+ip -n "$ns_col" link add vxlan0 type vxlan id 5001 dstport 4789 local "$col_ip"
+ip -n "$ns_col" link set vxlan0 up
+
 # The SPAN port: every frame the bridge receives on a VM's port is mirrored
 # into span0 once (ingress only, so no frame is copied twice).
 for vm in a b; do
@@ -229,6 +279,11 @@ unmatched = "drop"
 [[interfaces]]
 name = "$mon"
 role = "monitor"
+
+# Tap mirrors' tunnelled copies leave here, routed to the collector.
+[[interfaces]]
+name = "$up"
+role = "uplink"
 EOF
 
 say "starting taasd --config $state/taasd.toml (log: $state/taasd.log)"
@@ -304,6 +359,13 @@ cat <<EOF
     the API:          curl -s $api/v2.0/taas/tap_flows | jq
     the CLI:          openstack --os-auth-type none --os-endpoint $api tap flow list
     metrics:          curl -s $api/metrics | grep taas_
+
+  A tap mirror of vm-a to the collector ($col_ip, behind the router), by hand:
+    curl -s -X POST $api/v2.0/taas/tap_mirrors -d '{"tap_mirror": {"name": "to-collector",
+        "port_id": "$port_a", "directions": {"OUT": 5001}, "remote_ip": "$col_ip", "mirror_type": "vxlan"}}'
+    the tunnel:       ip netns exec $ns_col tcpdump -ni eth0 udp port 4789 or ip proto 47
+    decoded:          ip netns exec $ns_col tshark -i eth0 -f 'udp port 4789 or ip proto 47' -T fields -e vxlan.vni -e gre.key -e erspan.spanid -e eth.src -e eth.dst
+    decapsulated:     ip netns exec $ns_col tcpdump -eni vxlan0
 
   Press Ctrl-C to stop the lab and remove everything it created.
 lab: ready

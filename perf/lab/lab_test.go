@@ -134,8 +134,9 @@ func leftovers(t *testing.T, prefix string) []string {
 
 // TestLab runs the README's run command's lab with a unique prefix: it
 // comes up, the ping between the VM namespaces is on the SPAN feed and,
-// copied by taasd, in the monitor namespace; on SIGINT it stops what it
-// started and deletes what it created.
+// copied by taasd, in the monitor namespace; the tap mirror it prints the
+// curl for gets the echo requests to the collector's VXLAN device; on
+// SIGINT it stops what it started and deletes what it created.
 func TestLab(t *testing.T) {
 	testutil.RequireRoot(t, "the lab creates namespaces, veths and tc rules, and taasd attaches XDP")
 	for _, tool := range []struct{ name, pkg string }{
@@ -231,6 +232,20 @@ func TestLab(t *testing.T) {
 	mon := tcpdump(t, p+"monitor", "eth0", 4)
 	if !request.MatchString(mon) || !reply.MatchString(mon) {
 		t.Errorf("tcpdump in the monitor namespace: want echo requests and replies copied by taasd, got\n%s", mon)
+	}
+
+	// The tap mirror the lab prints, pasted as a user would: vm-a's echo
+	// requests (OUT) reach the collector in VXLAN, and its kernel VXLAN
+	// device decapsulates them.
+	m := regexp.MustCompile(`(?s)\n\s+(curl -s -X POST .*?"vxlan"\}\}')\n`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("the lab prints no curl for a tap mirror:\n%s", out)
+	}
+	if created, err := exec.Command("bash", "-c", m[1]).CombinedOutput(); err != nil || !strings.Contains(string(created), `"tap_mirror"`) {
+		t.Fatalf("%s: %v\n%s", m[1], err, created)
+	}
+	if col := tcpdump(t, p+"collector", "vxlan0", 2); !request.MatchString(col) || reply.MatchString(col) {
+		t.Errorf("tcpdump on the collector's vxlan0: want vm-a's echo requests only, got\n%s", col)
 	}
 
 	// Ctrl-C: everything goes.

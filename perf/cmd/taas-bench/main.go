@@ -41,7 +41,7 @@ func run() error {
 	flag.StringVar(&out, "out", "perf/results", "directory for latest.json, latest.md and latest.svg")
 	flag.StringVar(&readme, "readme", "README.md", "README whose benchmark table to replace (empty: leave it)")
 	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng", "peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path)")
-	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,fanout4,select1of6,lossless80,churn)")
+	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn)")
 	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
 	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
 	flag.DurationVar(&timeout, "timeout", 14*time.Minute, "give up (and clean up) after this long")
