@@ -1,12 +1,10 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/taas-appliance/taas/internal/packettest"
@@ -77,24 +75,6 @@ func capturePathReason(b *Broker, name string) string {
 	return ""
 }
 
-// syncBuffer is a log sink safe for the broker's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A veth monitor whose peer has neither XDP nor GRO cannot take redirected
 // frames (gotcha 10): its capture stays on the AF_XDP path, with a warning
 // that names the fix and the reason in Stats, and the frames arrive. Once
@@ -105,7 +85,7 @@ func TestBrokerFastMonitorRefusingRedirect(t *testing.T) {
 	monNS, peer := tp.p+"mon0", tp.mons[0]+"p"
 	gro := func(on string) { testutil.Run(t, "ip", "netns", "exec", monNS, "ethtool", "-K", peer, "gro", on) }
 	gro("off")
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	b := newBroker(t, Config{FastPath: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}

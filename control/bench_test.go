@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // benchServer is a server with one service, a source port and n flows,
@@ -63,17 +65,7 @@ func runClients(b *testing.B, clients int, do func(c *http.Client) error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
-	var lat []time.Duration
-	for _, l := range lats {
-		lat = append(lat, l...)
-	}
-	if len(lat) == 0 {
-		return
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	testutil.ReportLatencies(b, lats, elapsed, "req/s")
 }
 
 // BenchmarkListTapFlows1000 lists 1,000 tap flows over real HTTP on

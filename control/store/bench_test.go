@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // BenchmarkCreateTapFlow8 creates tap flows from 8 goroutines, each Write
@@ -89,15 +91,8 @@ func BenchmarkCreateTapFlow8(b *testing.B) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
-			lat := slices.Concat(lats...)
-			if len(lat) == 0 {
-				return
-			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "writes/s")
-			b.ReportMetric(float64(len(lat))/float64(s.batches.Load()-batches), "writes/commit")
+			testutil.ReportLatencies(b, lats, elapsed, "writes/s")
+			b.ReportMetric(float64(len(slices.Concat(lats...)))/float64(s.batches.Load()-batches), "writes/commit")
 		})
 	}
 }
