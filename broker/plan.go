@@ -29,6 +29,9 @@ type Service struct {
 	// Iface is the monitor interface copies are sent out of; empty when the
 	// service's port has no interface binding (the service stays DOWN).
 	Iface string
+	// Snaplen truncates the copies to so many bytes (64..65535); 0 sends
+	// whole frames.
+	Snaplen int
 }
 
 // Flow is one tap flow as the data plane sees it.
@@ -47,6 +50,9 @@ type Flow struct {
 	// VLANFilter is the tap flow's vlan_filter exactly as stored; empty means
 	// null (every VID matches). Parse it with ParseVLANFilter.
 	VLANFilter string
+	// Filter is the tap flow's pcap-filter expression exactly as stored;
+	// empty means null (every frame). Compile it with pcapfilter.Compile.
+	Filter string
 }
 
 // Mirror is one tap mirror as the data plane sees it.
@@ -68,6 +74,9 @@ type Mirror struct {
 	// Tunnels has one entry per key of the mirror's directions, in the
 	// order IN, OUT, BOTH.
 	Tunnels []Tunnel
+	// Snaplen truncates the inner frames to so many bytes (64..65535)
+	// before encapsulation; 0 carries whole frames (up to the uplink's MTU).
+	Snaplen int
 }
 
 // Tunnel is one direction of a tap mirror and its tunnel id: the GRE key,

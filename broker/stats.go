@@ -55,6 +55,9 @@ type FlowStats struct {
 	ID             string `json:"id"`
 	MatchedPackets uint64 `json:"matched_packets"`
 	MatchedBytes   uint64 `json:"matched_bytes"`
+	// RejectedPackets were frames the flow's direction and VLAN selection
+	// wanted but its filter rejected (0 without a filter).
+	RejectedPackets uint64 `json:"rejected_packets"`
 }
 
 // MirrorStats are the state and counters of one tap mirror. Tap mirrors

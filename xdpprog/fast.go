@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/net/bpf"
 )
 
 // The fast path decides copies inside the XDP program and sends them with
@@ -99,6 +100,15 @@ type FastTable struct {
 	Decisions map[FastKey]Decision
 	// Copies by service mask.
 	Copies map[uint64]Copies
+	// Filters are the classic BPF programs of the table's filtered flows
+	// (pcapfilter.Filter.Program: run on the frame as captured, a non-zero
+	// return accepts it), at most MaxFastFilters; Decision.FlowFilters
+	// index them. SetFast translates them to eBPF and runs the ones a
+	// frame's decisions need in one program the capture program tail-calls.
+	Filters [][]bpf.Instruction
+	// Snaplens truncates the copies sent to a monitor, by its ifindex, to
+	// so many bytes (a DEVMAP egress program); absent or 0: whole frames.
+	Snaplens map[int]uint32
 }
 
 // FastKey is what the program looks a decision up by.
@@ -120,6 +130,15 @@ type Decision struct {
 	Services uint64
 	// Flows are the counter slots of the flows the frames match.
 	Flows []uint16
+	// FlowServices[i] is the service (bit of the masks) Flows[i] copies
+	// to, and FlowFilters[i] the index in FastTable.Filters of its filter,
+	// -1 for none. Both nil when no flow of the decision has a filter;
+	// otherwise Services holds only the unfiltered flows' services, and a
+	// filtered flow adds its service when its filter accepts the frame
+	// (else it counts the frame rejected). Copies must then hold every
+	// mask that can result.
+	FlowServices []uint8
+	FlowFilters  []int
 }
 
 // Copies are the copies of a frame that goes to a set of services.
@@ -142,7 +161,12 @@ type DecisionService struct {
 
 // FastFlowCounter and FastServiceCounter are counters of one slot, summed
 // over CPUs; they only grow while the program is loaded.
-type FastFlowCounter struct{ Packets, Bytes uint64 }
+type FastFlowCounter struct {
+	Packets, Bytes uint64
+	// Rejected frames were the flow's by direction and VLAN, but its
+	// filter rejected them.
+	Rejected uint64
+}
 
 type FastServiceCounter struct {
 	// Packets and Bytes were handed to the DEVMAP.

@@ -97,6 +97,10 @@ type TunnelSpec struct {
 	// MTU is the uplink's MTU in bytes: an outer IP packet never exceeds
 	// it. At least 576 over IPv4 and 1280 over IPv6, at most 65535.
 	MTU int
+	// Snaplen truncates the inner frame to so many bytes before the
+	// headers go on (the tap mirror's snaplen); 0: whole frames, up to
+	// what the MTU allows.
+	Snaplen int
 }
 
 // Sizes of the outer headers.
