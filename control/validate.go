@@ -497,6 +497,11 @@ func validFilter(v any) string {
 	if !ok {
 		return fmt.Sprintf("'%s' is not a valid string", pyStr(v))
 	}
+	// libpcap reads a C string: it would compile what precedes a NUL and
+	// the API would show the rest, which nothing applies.
+	if strings.ContainsRune(s, 0) {
+		return "the expression holds a NUL character"
+	}
 	if _, err := pcapfilter.Compile(s); err != nil {
 		return err.Error()
 	}
