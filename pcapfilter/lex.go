@@ -222,8 +222,8 @@ func isNamedNumber(kw string) bool {
 // with IP protocol names replaced by their numbers.
 func checkNames(expr string, toks []token) (string, error) {
 	var out strings.Builder
-	done := 0          // bytes of expr copied to out
-	portChain := false // after port/portrange, through "80 or 443 or 1024-2047"
+	done := 0   // bytes of expr copied to out
+	chain := "" // port or portrange, through "portrange 80-90 or 1024-2047"
 	keyword := func(i int) string {
 		if i >= 0 && toks[i].class == tokKeyword {
 			return toks[i].text
@@ -244,10 +244,10 @@ func checkNames(expr string, toks []token) (string, error) {
 			case "ifindex":
 				return "", &Error{Msg: "filter expression uses ifindex: a tap flow selects its source with its source port"}
 			case "port", "portrange":
-				portChain = true
+				chain = tk.text
 			case "and", "or", "&&", "||":
 			default:
-				portChain = false
+				chain = ""
 			}
 		case tokNumber:
 		case tokID:
@@ -264,8 +264,10 @@ func checkNames(expr string, toks []token) (string, error) {
 					return "", &Error{Msg: fmt.Sprintf("filter expression names the unknown protocol %q: "+
 						"use its number", tk.text)}
 				}
-			case portChain:
-				if !portRange.MatchString(tk.text) {
+			case chain != "":
+				// libpcap parses a numeric range after portrange; after
+				// port, and for names, it calls getaddrinfo.
+				if chain != "portrange" || !portRange.MatchString(tk.text) {
 					return "", &Error{Msg: fmt.Sprintf("filter expression names the port %q: service names "+
 						"are not resolved: use a number", tk.text)}
 				}
@@ -276,7 +278,7 @@ func checkNames(expr string, toks []token) (string, error) {
 					"use an address", tk.text)}
 			}
 		default:
-			portChain = false
+			chain = ""
 		}
 	}
 	out.WriteString(expr[done:])

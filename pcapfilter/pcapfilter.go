@@ -82,7 +82,7 @@ func Compile(expr string) (*Filter, error) {
 	if err != nil { // the rewrite's own output: a bug, reported as a refusal, never a panic
 		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
 	}
-	vm, err := decode(back)
+	vm, err := decode(back, true)
 	if err != nil {
 		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
 	}

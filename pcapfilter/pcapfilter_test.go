@@ -24,7 +24,7 @@ func tagged(frame []byte, tpids ...uint16) []byte {
 	return append(out, frame[12:]...)
 }
 
-func tcpFrame(t *testing.T, dport uint16, syn bool) []byte {
+func tcpFrame(t testing.TB, dport uint16, syn bool) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2},
 		EthernetType: layers.EthernetTypeIPv4}
@@ -115,6 +115,7 @@ func TestCompileRefuses(t *testing.T) {
 		{"service name", "port http", `port "http": service names are not resolved: use a number`},
 		{"service name in a list", "port 80 or https", `port "https"`},
 		{"service range", "portrange ftp-data-http", `port "ftp-data-http"`},
+		{"range after port", "port 80 or 1024-2047", `port "1024-2047"`},
 		{"inbound", "inbound", "direction attribute"},
 		{"outbound", "outbound and tcp", "direction attribute"},
 		{"ifindex", "ifindex 3", "source port"},
@@ -161,7 +162,7 @@ func TestCompileAccepts(t *testing.T) {
 		"tcp port 443", "net 10.1.0.0/16 and not icmp", "udp and port 53", "tcp[tcpflags] & tcp-syn != 0", "ip6",
 		"host ::ffff:198.51.100.1", "ip6 net 2001:db8::/32", "ether host 02:00:00:00:00:01",
 		"ether host 02-00-00-00-00-01", "ether host 0200.0000.0001", "net 198.51.100.0 mask 255.255.255.0",
-		"portrange 1024-2047", "port 80 or 443 or 8080", "ip proto \\tcp", "proto gre", "ip6 protochain 6",
+		"portrange 1024-2047", "port 80 or 443 or 8080", "portrange 80-90 or 1024-2047", "ip proto \\tcp", "proto gre", "ip6 protochain 6",
 		"ether proto \\arp", "iso proto \\isis", "llc ui", "icmp[icmptype] = icmp-echo", "less 100",
 		"len - 1 > 10 or len -1 > 10", "mpls", "geneve",
 		worst,

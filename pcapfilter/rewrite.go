@@ -541,6 +541,18 @@ func (e *emitter) prologue(entryLive int, entryTag bool) {
 	}
 }
 
+// prologueRaw is the prologue as laid out, up to and including the store
+// of the tag length (the interpreter runs it as one instruction).
+func prologueRaw() []bpf.RawInstruction {
+	e := &emitter{}
+	e.prologue(0, false)
+	prog, err := e.layout()
+	if err != nil {
+		panic(err) // fixed code: a bug
+	}
+	return prog
+}
+
 // labelNext returns a label for the instruction after the one about to be
 // emitted (a conditional jump's fall-through).
 func (e *emitter) labelNext() int {
