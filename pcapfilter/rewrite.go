@@ -338,8 +338,11 @@ func xTagAfter(in bpf.RawInstruction, before, xLive bool) bool {
 	}
 	switch in.Op & 0xe0 {
 	case modeABS:
-		if in.K >= extOffset || in.K < etherTypeOff {
+		switch {
+		case in.K >= extOffset, in.K+loadSize(in.Op) <= etherTypeOff:
 			return before
+		case in.K < etherTypeOff: // straddles 12: assembled through X, restored only when live
+			return before && xLive
 		}
 		return before || !xLive
 	case modeLEN:

@@ -104,6 +104,13 @@ func TestRewriteCases(t *testing.T) {
 			bpf.LoadScratch{Dst: bpf.RegX, N: 0}, bpf.ALUOpX{Op: bpf.ALUOpXor},
 			bpf.RetA{},
 		}},
+		{"straddling load then shifted loads, X dead", []bpf.Instruction{
+			bpf.LoadAbsolute{Off: 12, Size: 2}, bpf.StoreScratch{Src: bpf.RegA, N: 0},
+			bpf.LoadAbsolute{Off: 10, Size: 4}, bpf.StoreScratch{Src: bpf.RegA, N: 1},
+			bpf.LoadAbsolute{Off: 14, Size: 1}, bpf.LoadScratch{Dst: bpf.RegX, N: 0}, bpf.ALUOpX{Op: bpf.ALUOpXor},
+			bpf.LoadScratch{Dst: bpf.RegX, N: 1}, bpf.ALUOpX{Op: bpf.ALUOpAdd},
+			bpf.RetA{},
+		}},
 		{"long jumps", long},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
