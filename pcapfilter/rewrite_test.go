@@ -85,7 +85,7 @@ func TestRewriteCases(t *testing.T) {
 			bpf.RetConstant{Val: 1},
 		}},
 		{"indirect loads below 12 at every offset", func() []bpf.Instruction {
-			var p []bpf.Instruction
+			p := []bpf.Instruction{bpf.LoadConstant{Dst: bpf.RegA, Val: 0}, bpf.StoreScratch{Src: bpf.RegA, N: 1}}
 			for _, size := range []int{1, 2, 4} {
 				for x := uint32(0); x < 20; x++ {
 					p = append(p, bpf.LoadConstant{Dst: bpf.RegX, Val: x}, bpf.LoadIndirect{Off: 2, Size: size},
@@ -152,6 +152,13 @@ func TestRewriteRefuses(t *testing.T) {
 			"scratch memory"},
 		{"scratch slot 15 read", []bpf.Instruction{bpf.LoadScratch{Dst: bpf.RegX, N: 15}, bpf.RetConstant{Val: 1}},
 			"scratch memory"},
+		{"scratch slot read before written", []bpf.Instruction{
+			bpf.LoadAbsolute{Off: 12, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 1},
+			bpf.StoreScratch{Src: bpf.RegA, N: 2},
+			bpf.LoadScratch{Dst: bpf.RegA, N: 2},
+			bpf.RetA{},
+		}, "reads scratch memory it may not have written (instruction 3)"},
 		{"ancillary load", []bpf.Instruction{bpf.LoadExtension{Num: bpf.ExtType}, bpf.RetA{}}, "packet metadata"},
 		{"jump outside", []bpf.Instruction{bpf.Jump{Skip: 5}, bpf.RetA{}}, "outside the program"},
 		{"falls off the end", []bpf.Instruction{bpf.LoadAbsolute{Off: 12, Size: 2}}, "outside the program"},
