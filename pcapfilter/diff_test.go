@@ -51,7 +51,7 @@ func TestDifferentialTcpdump(t *testing.T) {
 	if len(exprs) < 40 {
 		t.Fatalf("corpus has %d expressions, want at least 40", len(exprs))
 	}
-	frames := packettest.RandomFrames(rand.New(rand.NewSource(11)), 600)
+	frames := packettest.RandomFrames(rand.New(rand.NewSource(11)), 1000)
 	pairs, accepted := 0, 0
 	for _, expr := range exprs {
 		f, err := Compile(expr)
