@@ -17,7 +17,8 @@ import (
 )
 
 // tunnelXDPSpecs are tunnelSpecs plus each format at the smallest MTU of
-// its family, where every test frame but the first is truncated.
+// its family, where every test frame but the first is truncated, and with
+// snaplens of 64 (every frame but the first cut) and 100 bytes.
 func tunnelXDPSpecs() []TunnelSpec {
 	specs := tunnelSpecs()
 	for _, s := range tunnelSpecs() {
@@ -25,6 +26,10 @@ func tunnelXDPSpecs() []TunnelSpec {
 		if s.Src.Is6() {
 			s.MTU = 1280
 		}
+		specs = append(specs, s)
+	}
+	for i, s := range tunnelSpecs() {
+		s.Snaplen = 64 + 36*(i%2)
 		specs = append(specs, s)
 	}
 	return specs
@@ -89,7 +94,7 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
 	for slot, s := range tunnelXDPSpecs() {
-		t.Run(fmt.Sprintf("%s/mtu%d", specName(s), s.MTU), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/mtu%d/snaplen%d", specName(s), s.MTU, s.Snaplen), func(t *testing.T) {
 			h, prog := testTunnel(t, c, slot, s)
 			var want FastTunnelCounter
 			buf := make([]byte, 4096)
