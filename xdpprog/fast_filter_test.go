@@ -14,6 +14,7 @@ import (
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
+	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // l4Frame is an IPv4 frame dst <- src carrying TCP or UDP (proto) to port
@@ -212,6 +213,14 @@ func TestFastFiltersRefused(t *testing.T) {
 	}
 	ancillary := filterTable(t, 1)
 	ancillary.Filters[1] = []bpf.Instruction{bpf.LoadExtension{Num: bpf.ExtProto}, bpf.RetA{}}
+	// libpcap's protochain loops backwards over IPv6 extension headers:
+	// the AF_XDP workers run it, the translator refuses it.
+	protochain := filterTable(t, 1)
+	pf, err := pcapfilter.Compile("ip6 protochain 6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protochain.Filters[1] = pf.Program()
 	holes := filterTable(t, 1)
 	delete(holes.Copies, 0b0111) // tcp 443 from A to B
 	badIndex := filterTable(t, 1)
@@ -223,6 +232,7 @@ func TestFastFiltersRefused(t *testing.T) {
 	}{
 		{"too many filters", many, true},
 		{"an ancillary load", ancillary, true},
+		{"a backward jump", protochain, true},
 		{"a reachable mask without copies", holes, false},
 		{"a filter index out of range", badIndex, false},
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/taas-appliance/taas/internal/testutil"
+	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // filterProgram loads classic program prog, translated, as an XDP program
@@ -251,6 +252,29 @@ func TestTranslateLibpcap(t *testing.T) {
 	frames := randomFrames(t, rnd, 400)
 	for _, expr := range pcapExprs {
 		n := verdicts(t, expr, libpcap(t, expr), frames, nil)
+		t.Logf("%q accepts %d of %d frames", expr, n, len(frames))
+	}
+}
+
+// TestTranslatePcapfilter runs pcapfilter's programs (libpcap's, rewritten
+// for the frame as captured) translated in the kernel and through
+// Filter.Match, the AF_XDP workers' interpreter, on the same random
+// frames, a third of them with one or two VLAN tags.
+func TestTranslatePcapfilter(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	rnd := rand.New(rand.NewPCG(7, 8))
+	frames := randomFrames(t, rnd, 400)
+	for i, fr := range frames {
+		tags := [][]byte{nil, nil, {0x81, 0x00, 0x00, 0x0a}, {0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x20, 0x0b}}[rnd.IntN(4)]
+		frames[i] = slices.Concat(fr[:12], tags, fr[12:])
+	}
+	for _, expr := range pcapExprs {
+		f, err := pcapfilter.Compile(expr)
+		if err != nil {
+			t.Logf("%q: %v", expr, err)
+			continue
+		}
+		n := verdicts(t, expr, f.Program(), frames, f.Match)
 		t.Logf("%q accepts %d of %d frames", expr, n, len(frames))
 	}
 }
