@@ -9,17 +9,21 @@ import (
 
 // A classic BPF -> eBPF translator for the flow filters of the fast path
 // (issue 11): pcapfilter.Filter.Program runs in the AF_XDP workers as
-// classic BPF and, translated here, in the XDP program, so both paths
-// decide alike (TestTranslateMatchesVM runs both on the same frames).
+// classic BPF (Filter.Match) and, translated here, in the XDP program, so
+// both paths decide alike (TestTranslatePcapfilter, TestTranslateLibpcap
+// and TestTranslateRandom run the kernel and an interpreter on the same
+// frames).
 //
-// The translation follows golang.org/x/net/bpf's VM, the reference: A and X
+// The translation follows libpcap's semantics, which pcapfilter's
+// interpreter and golang.org/x/net/bpf's VM share: A and X
 // are 32-bit, unsigned, both 0 at the start; scratch memory M[0..15] lives
 // on the stack and starts zeroed; a packet load past the end of the frame,
 // or a division or modulo by X == 0, ends the program rejecting the frame;
 // a shift by 32 or more gives 0; a return accepts when its value is not 0.
 // Ancillary loads other than len are refused, and so is anything the VM
 // does not run, NegateA aside (the VM lacks it; the kernel's classic BPF
-// has it).
+// has it), and backward jumps (libpcap's protochain loops: such a capture
+// stays on the AF_XDP path).
 //
 // Registers of the emitted code: the frame is [rData, rEnd); A and X live
 // in rA and rX, zero-extended (all ALU ops are 32-bit); rT is a temporary.
