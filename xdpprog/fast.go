@@ -108,6 +108,10 @@ type FastTable struct {
 	Filters [][]bpf.Instruction
 	// Snaplens truncates the copies sent to a monitor, by its ifindex, to
 	// so many bytes (a DEVMAP egress program); absent or 0: whole frames.
+	// At least MinSnaplen. It is the monitor's, not the generation's: a
+	// new table's snaplen applies at once. A monitor that is also a
+	// tunnel's uplink must not have one (in native mode a device's queued
+	// copies run one entry's program).
 	Snaplens map[int]uint32
 }
 
@@ -132,11 +136,13 @@ type Decision struct {
 	Flows []uint16
 	// FlowServices[i] is the service (bit of the masks) Flows[i] copies
 	// to, and FlowFilters[i] the index in FastTable.Filters of its filter,
-	// -1 for none. Both nil when no flow of the decision has a filter;
-	// otherwise Services holds only the unfiltered flows' services, and a
-	// filtered flow adds its service when its filter accepts the frame
-	// (else it counts the frame rejected). Copies must then hold every
-	// mask that can result.
+	// -1 for none. Both nil when no flow of the decision has a filter
+	// (all -1 is the same); otherwise both as long as Flows, Services
+	// holds only the unfiltered flows' services, and a filtered flow adds
+	// its service when its filter accepts the frame (else it counts the
+	// frame rejected). Copies must then hold every non-zero mask that can
+	// result, alone and ORed with the other side's (check lists them); a
+	// frame whose mask is 0 is counted fast_filtered.
 	FlowServices []uint8
 	FlowFilters  []int
 }
