@@ -3,6 +3,7 @@ package xdpprog
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -221,6 +222,17 @@ func TestFastFiltersRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	protochain.Filters[1] = pf.Program()
+	// Each filter is fine alone; together they are more instructions than
+	// the kernel loads.
+	huge := filterTable(t, 1)
+	long := make([]bpf.Instruction, MaxFilterLen)
+	for i := range long {
+		long[i] = bpf.LoadAbsolute{Off: uint32(i % 64), Size: 2}
+	}
+	long[len(long)-1] = bpf.RetA{}
+	for len(huge.Filters) < MaxFastFilters {
+		huge.Filters = append(huge.Filters, long)
+	}
 	holes := filterTable(t, 1)
 	delete(holes.Copies, 0b0111) // tcp 443 from A to B
 	badIndex := filterTable(t, 1)
@@ -233,11 +245,15 @@ func TestFastFiltersRefused(t *testing.T) {
 		{"too many filters", many, true},
 		{"an ancillary load", ancillary, true},
 		{"a backward jump", protochain, true},
+		{"a program the kernel refuses", huge, true},
 		{"a reachable mask without copies", holes, false},
 		{"a filter index out of range", badIndex, false},
 	}
 	for _, tc := range cases {
 		err := c.SetFast(tc.tab)
+		if msg := fmt.Sprint(err); len(msg) < 300 {
+			t.Logf("SetFast(%s) = %s", tc.name, msg)
+		}
 		if err == nil || errors.Is(err, ErrFastLimit) != tc.limit {
 			t.Errorf("SetFast(%s) = %v, want an error (ErrFastLimit: %v)", tc.name, err, tc.limit)
 		}

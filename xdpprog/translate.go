@@ -108,7 +108,7 @@ func translate(e *emitter, prog []bpf.Instruction, p, accept, reject string) (me
 	// target is the label of the instruction skip after i.
 	target := func(i int, skip uint32) (string, error) {
 		if uint64(i)+1+uint64(skip) >= uint64(len(prog)) {
-			return "", fmt.Errorf("instruction %d: jump past the end of the program", i)
+			return "", fmt.Errorf("instruction %d: jump out of the program (forward jumps only)", i)
 		}
 		return at(i + 1 + int(skip)), nil
 	}
