@@ -173,6 +173,23 @@ func TestFastFilters(t *testing.T) {
 		t.Errorf("counters %+v: want seen == the sum of the outcomes, 1 fast_filtered, 9 fast_redirected", cnt)
 	}
 
+	// A frame larger than the UMEM chunk is oversize before any filter
+	// runs, as on the unfiltered path.
+	small, err := Load(Config{MaxFrame: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { small.Close() })
+	if err := small.SetFast(filterTable(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := small.Run(l4FrameLen(t, macOther, macA, tcp, 443, 100)); err != nil || o != Oversize {
+		t.Errorf("Run(oversize tcp 443 out of A) = %v, %v; want oversize", o, err)
+	}
+	if f, _ := small.FastFlow(11); f != (FastFlowCounter{}) {
+		t.Errorf("oversize frame: flow 11 counted %+v, want nothing", f)
+	}
+
 	// A failed tail call, into the filters or back to xdp_resume, sends
 	// nothing and counts the frame fast_failed.
 	fr := l4Frame(t, macOther, macA, tcp, 443)
