@@ -169,7 +169,7 @@ func TestClassify(t *testing.T) {
 			if r := parseFrame(tc.b, &h); r != parseOK {
 				t.Fatalf("parseFrame = %v", r)
 			}
-			hits := c.classify(tab, &h, uint64(len(tc.b)), ctr)
+			hits := c.classify(tab, &h, tc.b, ctr)
 			var got []int32
 			for _, s := range hits {
 				got = append(got, tab.services[s].slot)
@@ -210,7 +210,7 @@ func TestClassifyDedupeAcrossGenerations(t *testing.T) {
 	var h frameHeader
 	parseFrame(b, &h)
 	for i := 0; i < 6; i++ {
-		if hits := c.classify(tab, &h, 60, ctr); len(hits) != 1 {
+		if hits := c.classify(tab, &h, b, ctr); len(hits) != 1 {
 			t.Fatalf("frame %d (gen %d): %d hits, want 1", i, c.gen, len(hits))
 		}
 	}
@@ -245,7 +245,7 @@ func TestClassifyAllocs(t *testing.T) {
 		var h frameHeader
 		for _, f := range frames {
 			if parseFrame(f, &h) == parseOK {
-				c.classify(tab, &h, uint64(len(f)), ctr)
+				c.classify(tab, &h, f, ctr)
 			}
 		}
 	})
@@ -265,7 +265,7 @@ func BenchmarkClassify(b *testing.B) {
 	for b.Loop() {
 		var h frameHeader
 		if parseFrame(f, &h) == parseOK {
-			c.classify(tab, &h, uint64(len(f)), ctr)
+			c.classify(tab, &h, f, ctr)
 		}
 	}
 }
@@ -294,7 +294,7 @@ func FuzzClassify(f *testing.F) {
 			}
 			return
 		}
-		hits := c.classify(tab, &h, uint64(len(b)), ctr)
+		hits := c.classify(tab, &h, b, ctr)
 		seen := map[int32]bool{}
 		for _, s := range hits {
 			if seen[s] {
@@ -381,7 +381,7 @@ func TestClassifyTunnels(t *testing.T) {
 				t.Fatalf("parseFrame = %v", r)
 			}
 			var got []string
-			for _, s := range c.classify(tab, &h, uint64(len(tc.b)), ctr) {
+			for _, s := range c.classify(tab, &h, tc.b, ctr) {
 				switch tab.services[s].tun {
 				case nil:
 					got = append(got, fmt.Sprintf("s%d", tab.services[s].slot))

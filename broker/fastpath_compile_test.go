@@ -59,7 +59,7 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 		h := frameHeader{src: macKey(pool[int(src)%len(pool)]), dst: macKey(pool[int(dst)%len(pool)]), vid: vid % 4096}
 		var cl classifier
 		cl.resize(tbl)
-		hits := cl.classify(tbl, &h, 0, (&counterSet{}).grown(12, 4))
+		hits := cl.classify(tbl, &h, nil, (&counterSet{}).grown(12, 4))
 		var wantFlows []uint16
 		for i := range flows {
 			if cl.flowStamp[i] == cl.gen {
