@@ -262,12 +262,18 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				}
 			}
 		}
-		if n := len(sides[0]) * len(sides[1]); n > 4*xdpprog.MaxFastCopies {
+		// Filtered flows make many masks per side (every subset of their
+		// services), whose unions mostly coincide: bound the work, and let
+		// the count of distinct masks below say whether they fit.
+		if n := len(sides[0]) * len(sides[1]); n > maxFastCombos {
 			return nil, fmt.Errorf("%d unions of service sets in one VLAN class", n)
 		}
 		for a := range sides[0] {
 			for b := range sides[1] {
 				ft.Copies[a|b] = xdpprog.Copies{}
+			}
+			if len(ft.Copies) > xdpprog.MaxFastCopies {
+				return nil, fmt.Errorf("more than %d service sets", xdpprog.MaxFastCopies)
 			}
 		}
 	}

@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/taas-appliance/taas/pcapfilter"
+)
+
+// mustFilter compiles expr or fails the test.
+func mustFilter(t testing.TB, expr string) *pcapfilter.Filter {
+	t.Helper()
+	f, err := pcapfilter.Compile(expr)
+	if err != nil {
+		t.Fatalf("Compile(%q): %v", expr, err)
+	}
+	return f
+}
+
+// ipFrame builds an Ethernet/IPv4 frame dst <- src with tags (TPID, VID
+// pairs, outermost first) carrying TCP (udp false) or UDP to port.
+func ipFrame(dst, src [6]byte, tags [][2]uint16, udp bool, port uint16) []byte {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(src[:]), DstMAC: net.HardwareAddr(dst[:]), EthernetType: layers.EthernetTypeIPv4}
+	ls := []gopacket.SerializableLayer{eth}
+	for i, tg := range tags {
+		if i == 0 {
+			eth.EthernetType = layers.EthernetType(tg[0])
+		}
+		next := layers.EthernetTypeIPv4
+		if i+1 < len(tags) {
+			next = layers.EthernetType(tags[i+1][0])
+		}
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: tg[1], Type: next})
+	}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP,
+		SrcIP: net.IPv4(198, 51, 100, 1), DstIP: net.IPv4(198, 51, 100, 2)}
+	ls = append(ls, ip)
+	if udp {
+		ip.Protocol = layers.IPProtocolUDP
+		ls = append(ls, &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(port)})
+	} else {
+		ls = append(ls, &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(port), SYN: true})
+	}
+	ls = append(ls, gopacket.Payload(make([]byte, 8)))
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, ls...); err != nil {
+		panic(err) // fixed layers: a bug
+	}
+	return slices.Clone(buf.Bytes())
+}
+
+// TestClassifyFilters: a filtered flow matches only the frames its
+// direction, VLAN set and filter all want, and counts as rejected the
+// frames its direction and VLAN set want and its filter does not; a
+// service still gets one copy whichever of its flows match.
+func TestClassifyFilters(t *testing.T) {
+	a, b := macKey(macA), macKey(macB)
+	tcp, dns := mustFilter(t, "tcp"), mustFilter(t, "udp port 53")
+	flows := []compiledFlow{
+		{mac: a, dir: DirOut, slot: 0, svc: 0, filter: tcp},                   // A OUT tcp -> s0
+		{mac: a, dir: DirOut, slot: 1, svc: 0, vlans: vset("100")},            // A OUT vlan 100 -> s0
+		{mac: a, dir: DirBoth, slot: 2, svc: 1, filter: dns},                  // A BOTH dns -> s1
+		{mac: a, dir: DirIn, slot: 3, svc: 2, filter: tcp},                    // A IN tcp -> s2
+		{mac: b, dir: DirOut, slot: 4, svc: 3, filter: tcp, vlans: vset("5")}, // B OUT vlan 5 tcp -> s3
+	}
+	tab := testTable(flows)
+	if len(tab.filters) != 2 {
+		t.Fatalf("table has %d filters, want 2 (flows 0, 3 and 4 share one)", len(tab.filters))
+	}
+	v := func(vid uint16) [][2]uint16 { return [][2]uint16{{0x8100, vid}} }
+	qinq := [][2]uint16{{0x88a8, 5}, {0x8100, 7}}
+	cases := []struct {
+		name          string
+		b             []byte
+		svcs          []int32 // service slots
+		matched, rejd []int32 // flow slots
+	}{
+		{"A to C tcp", ipFrame(macC, macA, nil, false, 443), []int32{0}, []int32{0}, []int32{2}},
+		{"A to C tcp vlan 100: two flows of s0, one copy", ipFrame(macC, macA, v(100), false, 443), []int32{0}, []int32{0, 1}, []int32{2}},
+		{"A to C dns vlan 100", ipFrame(macC, macA, v(100), true, 53), []int32{0, 1}, []int32{1, 2}, []int32{0}},
+		{"A to C udp 54", ipFrame(macC, macA, nil, true, 54), nil, nil, []int32{0, 2}},
+		{"C to A dns", ipFrame(macA, macC, nil, true, 53), []int32{1}, []int32{2}, []int32{3}},
+		{"C to A tcp", ipFrame(macA, macC, nil, false, 80), []int32{2}, []int32{3}, []int32{2}},
+		{"A to A tcp", ipFrame(macA, macA, nil, false, 80), []int32{0, 2}, []int32{0, 3}, []int32{2}},
+		{"broadcast from C tcp", ipFrame(bcast, macC, nil, false, 80), []int32{2}, []int32{3}, []int32{2}},
+		{"B to C tcp vlan 5", ipFrame(macC, macB, v(5), false, 80), []int32{3}, []int32{4}, nil},
+		{"B to C tcp qinq outer 5", ipFrame(macC, macB, qinq, false, 80), []int32{3}, []int32{4}, nil},
+		{"B to C udp vlan 5", ipFrame(macC, macB, v(5), true, 80), nil, nil, []int32{4}},
+		{"B to C udp vlan 6: not the flow's VLAN, not rejected", ipFrame(macC, macB, v(6), true, 80), nil, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var c classifier
+			c.resize(tab)
+			ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
+			var h frameHeader
+			if r := parseFrame(tc.b, &h); r != parseOK {
+				t.Fatalf("parseFrame = %v", r)
+			}
+			var got []int32
+			for _, s := range c.classify(tab, &h, tc.b, ctr) {
+				got = append(got, tab.services[s].slot)
+			}
+			if slices.Sort(got); !slices.Equal(got, tc.svcs) {
+				t.Fatalf("Classify(%s) services = %v, want %v", tc.name, got, tc.svcs)
+			}
+			for slot := range flows {
+				fc := &ctr.flows[slot]
+				wm, wr := uint64(0), uint64(0)
+				if slices.Contains(tc.matched, int32(slot)) {
+					wm = 1
+				}
+				if slices.Contains(tc.rejd, int32(slot)) {
+					wr = 1
+				}
+				if fc.pkts.Load() != wm || fc.rejected.Load() != wr {
+					t.Errorf("Classify(%s) flow %d matched %d rejected %d, want %d and %d",
+						tc.name, slot, fc.pkts.Load(), fc.rejected.Load(), wm, wr)
+				}
+			}
+		})
+	}
+}
+
+// TestApplyFilterErrors: a filter the compiler refuses (stored by a version
+// that accepted it) is the compiler's message, with the expression; a good
+// one is compiled once and shared; the cache forgets what the plan drops.
+func TestApplyFilterErrors(t *testing.T) {
+	b := &Broker{filters: map[string]compiledFilter{}}
+	if f, err := b.filter(""); f != nil || err != nil {
+		t.Fatalf(`filter("") = %v, %v, want nil, nil`, f, err)
+	}
+	_, err := b.filter("tcp and")
+	if err == nil || !strings.Contains(err.Error(), `filter "tcp and"`) {
+		t.Fatalf(`filter("tcp and") = %v, want the compiler's refusal`, err)
+	}
+	_, want := pcapfilter.Compile("tcp and")
+	if !strings.Contains(err.Error(), want.Error()) {
+		t.Errorf(`filter("tcp and") = %q, want the compiler's message %q`, err, want)
+	}
+	f1, err1 := b.filter("tcp port 443")
+	f2, err2 := b.filter("tcp port 443")
+	if err1 != nil || err2 != nil || f1 == nil || f1 != f2 {
+		t.Fatalf("filter twice = %p %v, %p %v: want one Filter", f1, err1, f2, err2)
+	}
+	b.pruneFilters(&Plan{Flows: []Flow{{Filter: "tcp port 443"}}})
+	if len(b.filters) != 1 {
+		t.Fatalf("after prune: %d filters cached, want 1", len(b.filters))
+	}
+}
