@@ -4,19 +4,25 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/taas-appliance/taas/pcapfilter"
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
 // FuzzCompileFastMatchesClassify checks the fast table against the one
-// classifier it is tabulated from: for flows and a frame from the fuzz
-// input, looking the frame up as the XDP program does (its decisions by
-// VLAN class and port ids, their service masks ORed, the copies of the
-// mask) gives exactly the flows classify counts, the services it returns,
-// and one output per service whose monitor is usable.
+// classifier it is tabulated from: for flows (some with filters) and a
+// frame from the fuzz input, looking the frame up as the XDP program does
+// (its decisions by VLAN class and port ids, their service masks ORed, a
+// filtered flow's service added when its filter accepts the frame, the
+// copies of the mask) gives exactly the flows classify counts matched and
+// rejected, the services it returns, and one output per service whose
+// monitor is usable.
 func FuzzCompileFastMatchesClassify(f *testing.F) {
 	f.Add([]byte{0, 3, 0, 0, 0, 1, 2, 0, 10, 20, 1}, byte(0), byte(1), uint16(0))
 	f.Add([]byte{1, 1, 5, 5, 0, 1, 2, 5, 9, 3}, byte(4), byte(2), uint16(5))
 	f.Add([]byte{2, 2, 0, 0, 1, 0, 0, 1, 1, 2}, byte(5), byte(0), uint16(1))
+	// Filtered flows: tcp, udp port 53, tcp port 443 into services 1, 2, 0.
+	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 1, 2, 0, 2 | 2<<2, 1, 2, 5, 5, 3 << 2, 0, 3, 1, 0, 1}, byte(0), byte(1), uint16(0))
+	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 3, 1, 0, 1 | 2<<2, 0, 2, 1, 0, 1}, byte(4), byte(0), uint16(2<<12|5))
 	pool := [][6]byte{
 		{0xfa, 0x16, 0x3e, 0, 0, 1}, {0xfa, 0x16, 0x3e, 0, 0, 2}, {0xfa, 0x16, 0x3e, 0, 0, 3},
 		{0x02, 0, 0, 0, 0, 9}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, {0x01, 0x00, 0x5e, 0, 0, 1},
@@ -26,13 +32,19 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 	mon10, mon11 := &output{name: "m10", ifindex: 10}, &output{name: "m11", ifindex: 11}
 	mon10.up.Store(true)
 	outputOf := func(s int32) *output { return []*output{mon10, mon11, mon10, nil}[s] }
+	// Filters of the flows, and what the frame carries (vid's top bits).
+	filters := []*pcapfilter.Filter{nil, mustFilter(f, "tcp"), mustFilter(f, "udp port 53"), mustFilter(f, "tcp port 443")}
+	payloads := []struct {
+		udp  bool
+		port uint16
+	}{{false, 443}, {false, 80}, {true, 53}, {true, 54}}
 	f.Fuzz(func(t *testing.T, spec []byte, src, dst byte, vid uint16) {
 		// Flows: 5 bytes each: mac index, direction, vlan lo, vlan hi (lo >
-		// hi: every VID), service slot.
+		// hi: every VID), service slot (low 2 bits) and filter (the next 2).
 		var flows []compiledFlow
 		for i := 0; i+5 <= len(spec) && len(flows) < 12; i += 5 {
 			fl := compiledFlow{mac: macKey(pool[int(spec[i])%3]), dir: Direction(spec[i+1]%3 + 1),
-				slot: int32(len(flows)), svc: int32(spec[i+4] % 4)}
+				slot: int32(len(flows)), svc: int32(spec[i+4] % 4), filter: filters[spec[i+4]>>2%4]}
 			if lo, hi := uint16(spec[i+2]), uint16(spec[i+3]); lo <= hi {
 				fl.vlans = new(xdpprog.VLANSet)
 				fl.vlans.AddRange(lo, hi)
@@ -56,14 +68,27 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 			t.Fatal(err)
 		}
 
-		h := frameHeader{src: macKey(pool[int(src)%len(pool)]), dst: macKey(pool[int(dst)%len(pool)]), vid: vid % 4096}
+		var tags [][2]uint16
+		if vid%4096 != 0 {
+			tags = [][2]uint16{{0x8100, vid % 4096}}
+		}
+		pl := payloads[vid>>12%4]
+		fr := ipFrame(pool[int(dst)%len(pool)], pool[int(src)%len(pool)], tags, pl.udp, pl.port)
+		var h frameHeader
+		if r := parseFrame(fr, &h); r != parseOK {
+			t.Fatalf("parseFrame(%x) = %v", fr, r)
+		}
 		var cl classifier
 		cl.resize(tbl)
-		hits := cl.classify(tbl, &h, nil, (&counterSet{}).grown(12, 4))
-		var wantFlows []uint16
+		ctr := (&counterSet{}).grown(12, 4)
+		hits := cl.classify(tbl, &h, fr, ctr)
+		var wantFlows, wantRejected []uint16
 		for i := range flows {
-			if cl.flowStamp[i] == cl.gen {
+			if ctr.flows[i].pkts.Load() > 0 {
 				wantFlows = append(wantFlows, uint16(flows[i].slot))
+			}
+			if ctr.flows[i].rejected.Load() > 0 {
+				wantRejected = append(wantRejected, uint16(flows[i].slot))
 			}
 		}
 		var wantSvcs []xdpprog.DecisionService
@@ -94,17 +119,48 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 			}
 		}
 		var mask uint64
-		var gotFlows []uint16
+		var gotFlows, gotRejected []uint16
+		found := false // a decision: no copies for its mask would be a bug
 		for _, k := range keys {
-			if d, ok := ft.Decisions[k]; ok {
-				mask |= d.Services
+			d, ok := ft.Decisions[k]
+			if !ok {
+				continue
+			}
+			found = true
+			mask |= d.Services
+			if d.FlowFilters == nil {
 				gotFlows = append(gotFlows, d.Flows...)
+				continue
+			}
+			if len(d.FlowFilters) != len(d.Flows) || len(d.FlowServices) != len(d.Flows) {
+				t.Fatalf("decision %+v: %d flows, %d filters, %d services", k, len(d.Flows), len(d.FlowFilters), len(d.FlowServices))
+			}
+			for i, fi := range d.FlowFilters {
+				// The program runs ft.Filters[fi]; compileFast takes
+				// them from the table's filters, in order.
+				if fi >= 0 && !tbl.filters[fi].Match(fr) {
+					gotRejected = append(gotRejected, d.Flows[i])
+					continue
+				}
+				gotFlows = append(gotFlows, d.Flows[i])
+				mask |= 1 << d.FlowServices[i]
 			}
 		}
+		if len(ft.Filters) != len(tbl.filters) {
+			t.Fatalf("fast table has %d filters, the table %d", len(ft.Filters), len(tbl.filters))
+		}
+		slices.Sort(gotRejected)
+		slices.Sort(wantRejected)
+		if !slices.Equal(gotRejected, wantRejected) {
+			t.Fatalf("frame %+v, flows %+v: table rejects flows %v, classify %v", h, flows, gotRejected, wantRejected)
+		}
 		cp, ok := ft.Copies[mask]
-		if mask == 0 || !ok {
-			if len(wantFlows) > 0 {
-				t.Fatalf("frame %+v: no copies for keys %+v (mask %#x), classify matches flows %v", h, keys, mask, wantFlows)
+		if found && !ok {
+			t.Fatalf("frame %+v: no copies for keys %+v (mask %#x)", h, keys, mask)
+		}
+		if mask == 0 {
+			if len(wantFlows) > 0 || len(hits) > 0 || len(cp.Outputs) > 0 {
+				t.Fatalf("frame %+v: mask 0 (copies %+v) for keys %+v, classify matches flows %v services %v", h, cp, keys, wantFlows, hits)
 			}
 			return
 		}
