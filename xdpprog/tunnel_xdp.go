@@ -302,6 +302,9 @@ func (c *Capture) outputValueLocked(out int) (xdpBpfDevmapVal, error) {
 	slot, ok := tunnelSlot(out)
 	if !ok {
 		v.Ifindex = uint32(out)
+		if c.fast.snaps[out] != 0 {
+			v.BpfProg.Fd = int32(c.fast.snap.FD())
+		}
 		return v, nil
 	}
 	ts := c.tunnels[slot]
