@@ -22,7 +22,6 @@ package broker
 
 import (
 	"fmt"
-	"math/bits"
 	"slices"
 
 	"github.com/taas-appliance/taas/xdpprog"
@@ -39,9 +38,9 @@ const (
 // any realistic plan anyway, and Apply must stay quick.
 const maxFastCombos = 1 << 20
 
-// maxMaybeServices bounds the services one decision adds only when a
-// filter accepts the frame: the table holds copies for every subset.
-const maxMaybeServices = 8
+// maxDecisionFilters bounds the filters of one decision: the table holds
+// copies for the mask of every combination of them accepting a frame.
+const maxDecisionFilters = xdpprog.MaxDecisionFlows
 
 // kslot is a flow's or service's counter slot in one capture's program,
 // with the kernel counter's value when the slot was given to it: kernel
@@ -186,12 +185,14 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 	// mask the decision can result in, its filtered flows' services added
 	// or not.
 	var sides [2]map[uint64]bool
+	var usedFilters []int32
 	decide := func(key xdpprog.FastKey, src, dst uint64, side int) error {
 		h := frameHeader{src: src, dst: dst, vid: reps[key.VIDClass]}
 		hits := cls.classify(t, &h, nil, ctr) // the unfiltered flows' services
 		var d xdpprog.Decision
-		filtered := false
-		var maybe uint64 // services only filtered flows copy to
+		// used are the decision's filters, and adds the services each
+		// adds to the mask when it accepts the frame.
+		used, adds := usedFilters[:0], map[int32]uint64{}
 		for _, s := range hits {
 			d.Services |= 1 << s
 		}
@@ -208,33 +209,40 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 			d.FlowServices = append(d.FlowServices, uint8(tf.svc))
 			d.FlowFilters = append(d.FlowFilters, int(tf.filter))
 			if tf.filter >= 0 {
-				filtered = true
-				maybe |= 1 << tf.svc
+				if _, ok := adds[tf.filter]; !ok {
+					used = append(used, tf.filter)
+				}
+				adds[tf.filter] |= 1 << tf.svc
 			}
 		}
-		if !filtered {
+		if len(used) == 0 {
 			d.FlowServices, d.FlowFilters = nil, nil
+			if len(hits) == 0 {
+				return nil
+			}
 		}
-		if len(hits) == 0 && !filtered {
-			return nil
-		}
-		maybe &^= d.Services
-		if n := bits.OnesCount64(maybe); n > maxMaybeServices {
-			return fmt.Errorf("a frame may go to %d services depending on their flows' filters, at most %d", n, maxMaybeServices)
+		if len(used) > maxDecisionFilters {
+			return fmt.Errorf("a frame needs %d filters on one side, at most %d", len(used), maxDecisionFilters)
 		}
 		if len(ft.Decisions) == xdpprog.MaxFastDecisions {
 			return fmt.Errorf("more than %d decisions", xdpprog.MaxFastDecisions)
 		}
 		ft.Decisions[key] = d
-		// Every subset of maybe: sub = (sub - maybe) & maybe walks them.
-		for sub := uint64(0); ; sub = (sub - maybe) & maybe {
-			m := d.Services | sub
+		// The masks of every combination of the filters accepting; 0
+		// (every flow rejects the frame) needs no copies.
+		for sub := range 1 << len(used) {
+			m := d.Services
+			for j, fi := range used {
+				if sub&(1<<j) != 0 {
+					m |= adds[fi]
+				}
+			}
+			if m == 0 {
+				continue
+			}
 			ft.Copies[m] = xdpprog.Copies{}
 			if side >= 0 {
 				sides[side][m] = true
-			}
-			if sub == maybe {
-				break
 			}
 		}
 		return nil
