@@ -1,12 +1,139 @@
 package broker
 
 import (
+	"os"
 	"slices"
+	"sync"
 	"testing"
 
+	"github.com/taas-appliance/taas/internal/testutil"
 	"github.com/taas-appliance/taas/pcapfilter"
 	"github.com/taas-appliance/taas/xdpprog"
 )
+
+// fastCase is one input of the fast table's fuzz targets: flows (some
+// with filters) tabulated into a fast table, a frame, and what the one
+// classifier makes of the frame.
+type fastCase struct {
+	flows []compiledFlow
+	tbl   *table
+	ft    *xdpprog.FastTable
+	frame []byte
+	h     frameHeader
+	// hits are classify's local services; flows and rejected the flow
+	// slots it counts matched and rejected; svcs the services it copies
+	// to (Down: no usable monitor), outs the outputs of the usable ones.
+	hits            []int32
+	flows_, rejects []uint16
+	svcs            []xdpprog.DecisionService
+	outs            []int
+}
+
+// fastFuzzSeeds adds the seeds of the fast table's fuzz targets.
+func fastFuzzSeeds(f *testing.F) {
+	f.Add([]byte{0, 3, 0, 0, 0, 1, 2, 0, 10, 20, 1}, byte(0), byte(1), uint16(0))
+	f.Add([]byte{1, 1, 5, 5, 0, 1, 2, 5, 9, 3}, byte(4), byte(2), uint16(5))
+	f.Add([]byte{2, 2, 0, 0, 1, 0, 0, 1, 1, 2}, byte(5), byte(0), uint16(1))
+	// Filtered flows: tcp, udp port 53, tcp port 443 into services 1, 2, 0.
+	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 1, 2, 0, 2 | 2<<2, 1, 2, 5, 5, 3 << 2, 0, 3, 1, 0, 1}, byte(0), byte(1), uint16(0))
+	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 3, 1, 0, 1 | 2<<2, 0, 2, 1, 0, 1}, byte(4), byte(0), uint16(2<<12|5))
+}
+
+// fastFuzz builds the cases of the fast table's fuzz targets. Service
+// slots 0 and 2 copy to monitor mon (usable), 1 to monitor 11 (down), 3
+// has no monitor.
+type fastFuzz struct {
+	pool     [][6]byte
+	outputOf func(s int32) *output
+	filters  []*pcapfilter.Filter
+	payloads []struct {
+		udp  bool
+		port uint16
+	}
+}
+
+func newFastFuzz(f *testing.F, mon int) *fastFuzz {
+	m0, m1 := &output{name: "m0", ifindex: mon}, &output{name: "m11", ifindex: 11}
+	m0.up.Store(true)
+	return &fastFuzz{
+		pool: [][6]byte{
+			{0xfa, 0x16, 0x3e, 0, 0, 1}, {0xfa, 0x16, 0x3e, 0, 0, 2}, {0xfa, 0x16, 0x3e, 0, 0, 3},
+			{0x02, 0, 0, 0, 0, 9}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, {0x01, 0x00, 0x5e, 0, 0, 1},
+		},
+		outputOf: func(s int32) *output { return []*output{m0, m1, m0, nil}[s] },
+		filters:  []*pcapfilter.Filter{nil, mustFilter(f, "tcp"), mustFilter(f, "udp port 53"), mustFilter(f, "tcp port 443")},
+		payloads: []struct {
+			udp  bool
+			port uint16
+		}{{false, 443}, {false, 80}, {true, 53}, {true, 54}},
+	}
+}
+
+// build decodes a fuzz input. Flows: 5 bytes each: mac index, direction,
+// vlan lo, vlan hi (lo > hi: every VID), service slot (low 2 bits) and
+// filter (the next 2). The frame: dst and src from the pool, one tag with
+// VID vid%4096 unless 0, TCP or UDP by vid's top bits.
+func (z *fastFuzz) build(t *testing.T, spec []byte, src, dst byte, vid uint16) *fastCase {
+	c := &fastCase{}
+	for i := 0; i+5 <= len(spec) && len(c.flows) < 12; i += 5 {
+		fl := compiledFlow{mac: macKey(z.pool[int(spec[i])%3]), dir: Direction(spec[i+1]%3 + 1),
+			slot: int32(len(c.flows)), svc: int32(spec[i+4] % 4), filter: z.filters[spec[i+4]>>2%4]}
+		if lo, hi := uint16(spec[i+2]), uint16(spec[i+3]); lo <= hi {
+			fl.vlans = new(xdpprog.VLANSet)
+			fl.vlans.AddRange(lo, hi)
+		}
+		c.flows = append(c.flows, fl)
+	}
+	tbl := buildTable(1, c.flows, z.outputOf, 12, 4)
+	c.tbl = tbl
+	vlans := make([]*xdpprog.VLANSet, len(c.flows))
+	for i, fl := range c.flows {
+		vlans[i] = fl.vlans
+	}
+	var err error
+	c.ft, err = compileFast(tbl, vlans, func(i int) uint16 { return uint16(c.flows[i].slot) },
+		func(s int32) uint16 { return uint16(tbl.services[s].slot) },
+		func(s int32) fastOutput {
+			if o := tbl.services[s].out; o >= 0 {
+				return fastOutput{ifindex: tbl.outputs[o].ifindex, usable: tbl.outputs[o].up.Load()}
+			}
+			return fastOutput{}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var tags [][2]uint16
+	if vid%4096 != 0 {
+		tags = [][2]uint16{{0x8100, vid % 4096}}
+	}
+	pl := z.payloads[vid>>12%4]
+	c.frame = ipFrame(z.pool[int(dst)%len(z.pool)], z.pool[int(src)%len(z.pool)], tags, pl.udp, pl.port)
+	if r := parseFrame(c.frame, &c.h); r != parseOK {
+		t.Fatalf("parseFrame(%x) = %v", c.frame, r)
+	}
+	var cl classifier
+	cl.resize(tbl)
+	ctr := (&counterSet{}).grown(12, 4)
+	c.hits = cl.classify(tbl, &c.h, c.frame, ctr)
+	for i := range c.flows {
+		if ctr.flows[i].pkts.Load() > 0 {
+			c.flows_ = append(c.flows_, uint16(c.flows[i].slot))
+		}
+		if ctr.flows[i].rejected.Load() > 0 {
+			c.rejects = append(c.rejects, uint16(c.flows[i].slot))
+		}
+	}
+	for _, s := range c.hits {
+		ts := tbl.services[s]
+		usable := ts.out >= 0 && tbl.outputs[ts.out].up.Load()
+		c.svcs = append(c.svcs, xdpprog.DecisionService{Slot: uint16(ts.slot), Down: !usable})
+		if usable {
+			c.outs = append(c.outs, tbl.outputs[ts.out].ifindex)
+		}
+	}
+	return c
+}
 
 // FuzzCompileFastMatchesClassify checks the fast table against the one
 // classifier it is tabulated from: for flows (some with filters) and a
@@ -17,90 +144,11 @@ import (
 // rejected, the services it returns, and one output per service whose
 // monitor is usable.
 func FuzzCompileFastMatchesClassify(f *testing.F) {
-	f.Add([]byte{0, 3, 0, 0, 0, 1, 2, 0, 10, 20, 1}, byte(0), byte(1), uint16(0))
-	f.Add([]byte{1, 1, 5, 5, 0, 1, 2, 5, 9, 3}, byte(4), byte(2), uint16(5))
-	f.Add([]byte{2, 2, 0, 0, 1, 0, 0, 1, 1, 2}, byte(5), byte(0), uint16(1))
-	// Filtered flows: tcp, udp port 53, tcp port 443 into services 1, 2, 0.
-	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 1, 2, 0, 2 | 2<<2, 1, 2, 5, 5, 3 << 2, 0, 3, 1, 0, 1}, byte(0), byte(1), uint16(0))
-	f.Add([]byte{0, 3, 0, 0, 1 | 1<<2, 0, 3, 1, 0, 1 | 2<<2, 0, 2, 1, 0, 1}, byte(4), byte(0), uint16(2<<12|5))
-	pool := [][6]byte{
-		{0xfa, 0x16, 0x3e, 0, 0, 1}, {0xfa, 0x16, 0x3e, 0, 0, 2}, {0xfa, 0x16, 0x3e, 0, 0, 3},
-		{0x02, 0, 0, 0, 0, 9}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, {0x01, 0x00, 0x5e, 0, 0, 1},
-	}
-	// Service slot 0 and 2 copy to monitor 10, 1 to monitor 11 (down), 3
-	// has no monitor.
-	mon10, mon11 := &output{name: "m10", ifindex: 10}, &output{name: "m11", ifindex: 11}
-	mon10.up.Store(true)
-	outputOf := func(s int32) *output { return []*output{mon10, mon11, mon10, nil}[s] }
-	// Filters of the flows, and what the frame carries (vid's top bits).
-	filters := []*pcapfilter.Filter{nil, mustFilter(f, "tcp"), mustFilter(f, "udp port 53"), mustFilter(f, "tcp port 443")}
-	payloads := []struct {
-		udp  bool
-		port uint16
-	}{{false, 443}, {false, 80}, {true, 53}, {true, 54}}
+	fastFuzzSeeds(f)
+	z := newFastFuzz(f, 10)
 	f.Fuzz(func(t *testing.T, spec []byte, src, dst byte, vid uint16) {
-		// Flows: 5 bytes each: mac index, direction, vlan lo, vlan hi (lo >
-		// hi: every VID), service slot (low 2 bits) and filter (the next 2).
-		var flows []compiledFlow
-		for i := 0; i+5 <= len(spec) && len(flows) < 12; i += 5 {
-			fl := compiledFlow{mac: macKey(pool[int(spec[i])%3]), dir: Direction(spec[i+1]%3 + 1),
-				slot: int32(len(flows)), svc: int32(spec[i+4] % 4), filter: filters[spec[i+4]>>2%4]}
-			if lo, hi := uint16(spec[i+2]), uint16(spec[i+3]); lo <= hi {
-				fl.vlans = new(xdpprog.VLANSet)
-				fl.vlans.AddRange(lo, hi)
-			}
-			flows = append(flows, fl)
-		}
-		tbl := buildTable(1, flows, outputOf, 12, 4)
-		vlans := make([]*xdpprog.VLANSet, len(flows))
-		for i, fl := range flows {
-			vlans[i] = fl.vlans
-		}
-		ft, err := compileFast(tbl, vlans, func(i int) uint16 { return uint16(flows[i].slot) },
-			func(s int32) uint16 { return uint16(tbl.services[s].slot) },
-			func(s int32) fastOutput {
-				if o := tbl.services[s].out; o >= 0 {
-					return fastOutput{ifindex: tbl.outputs[o].ifindex, usable: tbl.outputs[o].up.Load()}
-				}
-				return fastOutput{}
-			})
-		if err != nil {
-			t.Fatal(err)
-		}
-
-		var tags [][2]uint16
-		if vid%4096 != 0 {
-			tags = [][2]uint16{{0x8100, vid % 4096}}
-		}
-		pl := payloads[vid>>12%4]
-		fr := ipFrame(pool[int(dst)%len(pool)], pool[int(src)%len(pool)], tags, pl.udp, pl.port)
-		var h frameHeader
-		if r := parseFrame(fr, &h); r != parseOK {
-			t.Fatalf("parseFrame(%x) = %v", fr, r)
-		}
-		var cl classifier
-		cl.resize(tbl)
-		ctr := (&counterSet{}).grown(12, 4)
-		hits := cl.classify(tbl, &h, fr, ctr)
-		var wantFlows, wantRejected []uint16
-		for i := range flows {
-			if ctr.flows[i].pkts.Load() > 0 {
-				wantFlows = append(wantFlows, uint16(flows[i].slot))
-			}
-			if ctr.flows[i].rejected.Load() > 0 {
-				wantRejected = append(wantRejected, uint16(flows[i].slot))
-			}
-		}
-		var wantSvcs []xdpprog.DecisionService
-		var wantOuts []int
-		for _, s := range hits {
-			ts := tbl.services[s]
-			usable := ts.out >= 0 && tbl.outputs[ts.out].up.Load()
-			wantSvcs = append(wantSvcs, xdpprog.DecisionService{Slot: uint16(ts.slot), Down: !usable})
-			if usable {
-				wantOuts = append(wantOuts, tbl.outputs[ts.out].ifindex)
-			}
-		}
+		c := z.build(t, spec, src, dst, vid)
+		ft, h := c.ft, c.h
 
 		// The program's lookup (xdp.c, fast()).
 		class, srcID := ft.VIDClass[h.vid], ft.Ports[unpackMAC(h.src)]
@@ -136,7 +184,7 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 			for i, fi := range d.FlowFilters {
 				// The program runs ft.Filters[fi]; compileFast takes
 				// them from the table's filters, in order.
-				if fi >= 0 && !tbl.filters[fi].Match(fr) {
+				if fi >= 0 && !c.tbl.filters[fi].Match(c.frame) {
 					gotRejected = append(gotRejected, d.Flows[i])
 					continue
 				}
@@ -144,18 +192,16 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 				mask |= 1 << d.FlowServices[i]
 			}
 		}
-		if len(ft.Filters) != len(tbl.filters) {
-			t.Fatalf("fast table has %d filters, the table %d", len(ft.Filters), len(tbl.filters))
+		if len(ft.Filters) != len(c.tbl.filters) {
+			t.Fatalf("fast table has %d filters, the table %d", len(ft.Filters), len(c.tbl.filters))
 		}
-		slices.Sort(gotRejected)
-		slices.Sort(wantRejected)
-		if !slices.Equal(gotRejected, wantRejected) {
-			t.Fatalf("frame %+v, flows %+v: table rejects flows %v, classify %v", h, flows, gotRejected, wantRejected)
+		if !sameSlots(gotRejected, c.rejects) {
+			t.Fatalf("frame %+v, flows %+v: table rejects flows %v, classify %v", h, c.flows, gotRejected, c.rejects)
 		}
 		if mask == 0 {
 			// No decision, or every flow rejects the frame.
-			if len(wantFlows) > 0 || len(hits) > 0 {
-				t.Fatalf("frame %+v: mask 0 for keys %+v, classify matches flows %v services %v", h, keys, wantFlows, hits)
+			if len(c.flows_) > 0 || len(c.hits) > 0 {
+				t.Fatalf("frame %+v: mask 0 for keys %+v, classify matches flows %v services %v", h, keys, c.flows_, c.hits)
 			}
 			return
 		}
@@ -163,20 +209,91 @@ func FuzzCompileFastMatchesClassify(f *testing.F) {
 		if !ok {
 			t.Fatalf("frame %+v: no copies for keys %+v (mask %#x)", h, keys, mask)
 		}
-		sortSvcs := func(s []xdpprog.DecisionService) {
+		sortSvcs := func(s []xdpprog.DecisionService) []xdpprog.DecisionService {
+			s = slices.Clone(s)
 			slices.SortFunc(s, func(a, b xdpprog.DecisionService) int { return int(a.Slot) - int(b.Slot) })
+			return s
 		}
-		gotSvcs := slices.Clone(cp.Services)
-		gotOuts := slices.Clone(cp.Outputs)
-		slices.Sort(gotFlows)
-		slices.Sort(wantFlows)
-		sortSvcs(gotSvcs)
-		sortSvcs(wantSvcs)
-		slices.Sort(gotOuts)
-		slices.Sort(wantOuts)
-		if !slices.Equal(gotFlows, wantFlows) || !slices.Equal(gotSvcs, wantSvcs) || !slices.Equal(gotOuts, wantOuts) {
+		gotSvcs, wantSvcs := sortSvcs(cp.Services), sortSvcs(c.svcs)
+		if !sameSlots(gotFlows, c.flows_) || !slices.Equal(gotSvcs, wantSvcs) || !sameSlots(cp.Outputs, c.outs) {
 			t.Fatalf("frame %+v, flows %+v: table gives flows %v services %v outputs %v, classify flows %v services %v outputs %v",
-				h, flows, gotFlows, gotSvcs, gotOuts, wantFlows, wantSvcs, wantOuts)
+				h, c.flows, gotFlows, gotSvcs, cp.Outputs, c.flows_, wantSvcs, c.outs)
+		}
+	})
+}
+
+// sameSlots reports whether a and b hold the same values, in any order.
+func sameSlots[E int | uint16](a, b []E) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
+// fastProg is one loaded (not attached) XDP program per fuzzing process.
+var fastProg struct {
+	once sync.Once
+	c    *xdpprog.Capture
+	err  error
+}
+
+// FuzzFastRunMatchesClassify loads the fast table of a fuzz input (see
+// FuzzCompileFastMatchesClassify) into the real XDP program and runs the
+// frame through it (BPF_PROG_TEST_RUN): the flows it counts matched and
+// rejected, and the services it copies to (or counts down), are exactly
+// classify's. lo (ifindex 1) stands in for the usable monitor.
+func FuzzFastRunMatchesClassify(f *testing.F) {
+	fastFuzzSeeds(f)
+	z := newFastFuzz(f, 1)
+	f.Fuzz(func(t *testing.T, spec []byte, src, dst byte, vid uint16) {
+		if os.Geteuid() != 0 {
+			t.Skip("requires root: CAP_BPF to load and test-run the XDP program")
+		}
+		c := z.build(t, spec, src, dst, vid)
+		fp := &fastProg
+		fp.once.Do(func() { fp.c, fp.err = xdpprog.Load(xdpprog.Config{}) })
+		testutil.SkipIfNotSupported(t, fp.err)
+		prog := fp.c
+		if err := prog.SetFast(c.ft); err != nil {
+			t.Fatalf("SetFast: %v", err)
+		}
+		flows := make([]xdpprog.FastFlowCounter, 12)
+		svcs := make([]xdpprog.FastServiceCounter, 4)
+		read := func() {
+			for s := range flows {
+				flows[s], _ = prog.FastFlow(uint16(s))
+			}
+			for s := range svcs {
+				svcs[s], _ = prog.FastService(uint16(s))
+			}
+		}
+		read()
+		flowsBefore, svcsBefore := slices.Clone(flows), slices.Clone(svcs)
+		o, err := prog.Run(c.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read()
+		var gotFlows, gotRejected []uint16
+		for s := range flows {
+			if flows[s].Packets != flowsBefore[s].Packets {
+				gotFlows = append(gotFlows, uint16(s))
+			}
+			if flows[s].Rejected != flowsBefore[s].Rejected {
+				gotRejected = append(gotRejected, uint16(s))
+			}
+		}
+		var gotSvcs []xdpprog.DecisionService
+		for s := range svcs {
+			switch {
+			case svcs[s].Packets != svcsBefore[s].Packets:
+				gotSvcs = append(gotSvcs, xdpprog.DecisionService{Slot: uint16(s)})
+			case svcs[s].Down != svcsBefore[s].Down:
+				gotSvcs = append(gotSvcs, xdpprog.DecisionService{Slot: uint16(s), Down: true})
+			}
+		}
+		wantSvcs := slices.Clone(c.svcs)
+		slices.SortFunc(wantSvcs, func(a, b xdpprog.DecisionService) int { return int(a.Slot) - int(b.Slot) })
+		if !sameSlots(gotFlows, c.flows_) || !sameSlots(gotRejected, c.rejects) || !slices.Equal(gotSvcs, wantSvcs) {
+			t.Fatalf("frame %x (%v), flows %+v: the program matches flows %v, rejects %v, copies to %v; classify %v, %v, %v",
+				c.frame, o, c.flows, gotFlows, gotRejected, gotSvcs, c.flows_, c.rejects, wantSvcs)
 		}
 	})
 }
