@@ -9,16 +9,24 @@ package broker
 // The program cannot run Go: Apply tabulates the capture's table (table.go,
 // the one classifier) for every (VLAN class, source port, destination port)
 // into an xdpprog.FastTable, by classifying one representative frame per
-// combination. A tap mirror's tunnel is an output too: its uplink's DEVMAP
-// entry runs xdpprog's tunnel program (SetTunnel), which encapsulates the
-// copy as the workers do, byte for byte, also when a frame has several
-// tunnel copies through one uplink (a mirror with IN and OUT ids, two
-// mirrored ports that talk to each other). What does not fit the program's
-// limits (among them: more than xdpprog.MaxTunnelCopies tunnel copies of
-// one frame), or needs a monitor or uplink that cannot take redirected frames
-// (afxdp-notes gotcha 10) or is smaller than the capture's frames, stays on
-// the AF_XDP path for that capture interface; the reason is logged and
-// shown in Stats (IfaceStats.Path, PathReason).
+// combination. A flow with a filter (issue 11) cannot be decided from a
+// representative frame: its decision lists the flow, its service and its
+// filter, the program runs the filter on the frame, and the table holds
+// copies for every service mask the decision's filters can leave. The
+// monitors' DEVMAP entries cut copies to their services' snaplen.
+//
+// A tap mirror's tunnel is an output too: its uplink's DEVMAP entry runs
+// xdpprog's tunnel program (SetTunnel), which encapsulates the copy as the
+// workers do, byte for byte, also when a frame has several tunnel copies
+// through one uplink (a mirror with IN and OUT ids, two mirrored ports
+// that talk to each other). What does not fit the program's limits (among
+// them: more than xdpprog.MaxTunnelCopies tunnel copies of one frame,
+// more than xdpprog.MaxFastFilters filters, a filter the translator or the
+// verifier refuses, two services of one monitor with different snaplens),
+// or needs a monitor or uplink that cannot take redirected frames
+// (afxdp-notes gotcha 10) or is smaller than the capture's copies, stays
+// on the AF_XDP path for that capture interface alone; the reason is
+// logged and shown in Stats (IfaceStats.Path, PathReason).
 
 import (
 	"fmt"

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -318,5 +319,46 @@ func TestCompileFastIsLinearInPorts(t *testing.T) {
 	if len(ft.Decisions) > 4*ports+1 || len(ft.Copies) != 1 {
 		t.Errorf("compileFast(%d BOTH ports, one service) = %d decisions, %d copies; want at most %d, 1",
 			ports, len(ft.Decisions), len(ft.Copies), 4*ports+1)
+	}
+}
+
+// TestCompileFastSnaplens: the snaplens of the fast table are those of
+// the monitors, by ifindex; two services of one monitor that disagree
+// keep the capture on the AF_XDP path (a monitor's DEVMAP entry cuts every
+// copy it sends alike).
+func TestCompileFastSnaplens(t *testing.T) {
+	m10, m11 := &output{name: "m10", ifindex: 10}, &output{name: "m11", ifindex: 11}
+	m10.up.Store(true)
+	m11.up.Store(true)
+	a := macKey(macA)
+	for _, tc := range []struct {
+		name    string
+		snaps   []uint32 // of services 0..2: 0 and 1 on m10, 2 on m11
+		want    map[int]uint32
+		wantErr bool
+	}{
+		{"none", []uint32{0, 0, 0}, nil, false},
+		{"one monitor", []uint32{0, 0, 128}, map[int]uint32{11: 128}, false},
+		{"agreeing services", []uint32{64, 64, 0}, map[int]uint32{10: 64}, false},
+		{"disagreeing services", []uint32{64, 100, 0}, nil, true},
+		{"one service whole", []uint32{64, 0, 0}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var flows []compiledFlow
+			for s, snap := range tc.snaps {
+				flows = append(flows, compiledFlow{mac: a, dir: DirOut, slot: int32(s), svc: int32(s), snap: snap})
+			}
+			tbl := buildTable(1, flows, func(s int32) *output { return []*output{m10, m10, m11}[s] }, 3, 3)
+			ft, err := compileFast(tbl, make([]*xdpprog.VLANSet, len(flows)), func(i int) uint16 { return uint16(i) },
+				func(s int32) uint16 { return uint16(s) }, func(s int32) fastOutput {
+					return fastOutput{ifindex: tbl.outputs[tbl.services[s].out].ifindex, usable: true}
+				})
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("compileFast(snaplens %v) error %v, want error %v", tc.snaps, err, tc.wantErr)
+			}
+			if err == nil && !maps.Equal(ft.Snaplens, tc.want) {
+				t.Fatalf("compileFast(snaplens %v) Snaplens = %v, want %v", tc.snaps, ft.Snaplens, tc.want)
+			}
+		})
 	}
 }
