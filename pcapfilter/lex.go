@@ -51,21 +51,32 @@ var keywords = strings.Fields(`
 	icmp6-multicastrouteradvert icmp6-multicastroutersolicit icmp6-multicastrouterterm
 	tcpflags tcp-fin tcp-syn tcp-rst tcp-push tcp-ack tcp-urg tcp-ece tcp-cwr`)
 
-// protoNames are the names accepted after proto and protochain: libpcap's
-// own tables of EtherTypes, LLC SAPs and ISO protocols, and the IP
-// protocols of /etc/protocols that users name (libpcap looks IP names up
-// there; names outside this list are refused so the verdict does not
-// depend on the machine).
-var protoNames = map[string]bool{}
-
-func init() {
-	for _, n := range strings.Fields(`
-		aarp arp atalk decnet ip ip6 ipx lat loopback mopdl moprc rarp sca iso stp netbeui esis
-		isis clnp icmp igmp ggp ipencap tcp egp udp ipv6 ipv6-route ipv6-frag rsvp gre esp ah
-		ipv6-icmp ipv6-nonxt ipv6-opts ospf ipip etherip pim ipcomp vrrp l2tp sctp udplite`) {
-		protoNames[n] = true
-	}
+// ipProtos are the IP protocol names accepted after proto and protochain,
+// with their numbers (IANA, as /etc/protocols has them). Compile hands
+// libpcap the number: libpcap would look the name up with getprotobyname
+// (NSS), and the verdict must not depend on the machine.
+var ipProtos = map[string]string{
+	"icmp": "1", "igmp": "2", "ggp": "3", "ipencap": "4", "tcp": "6", "egp": "8", "udp": "17",
+	"ipv6": "41", "ipv6-route": "43", "ipv6-frag": "44", "rsvp": "46", "gre": "47", "esp": "50",
+	"ah": "51", "ipv6-icmp": "58", "ipv6-nonxt": "59", "ipv6-opts": "60", "ospf": "89", "ipip": "94",
+	"etherip": "97", "pim": "103", "ipcomp": "108", "vrrp": "112", "l2tp": "115", "sctp": "132",
+	"udplite": "136",
 }
+
+// linkProtos are the names libpcap's own tables know after "ether proto"
+// (EtherTypes, then LLC SAPs), isoProtos those after "iso proto".
+var (
+	linkProtos = map[string]bool{
+		"aarp": true, "arp": true, "atalk": true, "decnet": true, "ip": true, "ip6": true, "ipx": true,
+		"lat": true, "loopback": true, "mopdl": true, "moprc": true, "rarp": true, "sca": true,
+		"iso": true, "stp": true, "netbeui": true,
+	}
+	isoProtos = map[string]bool{"esis": true, "isis": true, "clnp": true}
+	// linkKeywords qualify proto as an EtherType.
+	linkKeywords = map[string]bool{
+		"link": true, "ether": true, "ppp": true, "slip": true, "fddi": true, "tr": true, "wlan": true,
+	}
+)
 
 // tableWords are keywords whose argument libpcap reads from a built-in
 // table (never resolved): llc's frame types, 802.11 types and directions,
@@ -86,7 +97,8 @@ const (
 type token struct {
 	class int
 	text  string // for tokID without the escaping backslash
-	pos   int
+	pos   int    // where it starts in the expression
+	n     int    // its length in the expression
 }
 
 // Scanner rules after the keywords, in scanner.l's order, each anchored
@@ -186,7 +198,7 @@ func scan(expr string) []token {
 		if class == tokKeyword && isNamedNumber(text) {
 			class = tokNumber
 		}
-		toks = append(toks, token{class: class, text: text, pos: i})
+		toks = append(toks, token{class: class, text: text, pos: i, n: best})
 		i += best
 	}
 	return toks
@@ -206,49 +218,73 @@ func isNamedNumber(kw string) bool {
 
 // checkNames refuses what libpcap would resolve or what the data path
 // cannot honour: identifiers outside the local tables, vlan, and the
-// capture-only keywords.
-func checkNames(expr string) error {
-	toks := scan(expr)
-	portChain := false // after port/portrange, through "80 or 443 or https"
-	for i, tk := range toks {
-		prev := ""
-		if i > 0 && toks[i-1].class == tokKeyword {
-			prev = toks[i-1].text
+// capture-only keywords. It returns the expression libpcap compiles: expr
+// with IP protocol names replaced by their numbers.
+func checkNames(expr string, toks []token) (string, error) {
+	var out strings.Builder
+	done := 0   // bytes of expr copied to out
+	chain := "" // port or portrange, through "portrange 80-90 or 1024-2047"
+	keyword := func(i int) string {
+		if i >= 0 && toks[i].class == tokKeyword {
+			return toks[i].text
 		}
+		return ""
+	}
+	for i, tk := range toks {
+		prev := keyword(i - 1)
 		switch tk.class {
 		case tokKeyword:
 			switch tk.text {
 			case "vlan":
-				return &Error{Msg: "filter expression uses vlan: the filter sees frames with their VLAN tags " +
+				return "", &Error{Msg: "filter expression uses vlan: the filter sees frames with their VLAN tags " +
 					"removed; select VLANs with vlan_filter"}
 			case "inbound", "outbound":
-				return &Error{Msg: fmt.Sprintf("filter expression uses %s: a tap flow selects the direction "+
+				return "", &Error{Msg: fmt.Sprintf("filter expression uses %s: a tap flow selects the direction "+
 					"with its direction attribute", tk.text)}
 			case "ifindex":
-				return &Error{Msg: "filter expression uses ifindex: a tap flow selects its source with its source port"}
+				return "", &Error{Msg: "filter expression uses ifindex: a tap flow selects its source with its source port"}
 			case "port", "portrange":
-				portChain = true
+				chain = tk.text
 			case "and", "or", "&&", "||":
 			default:
-				portChain = false
+				chain = ""
 			}
 		case tokNumber:
 		case tokID:
 			switch {
 			case prev == "proto" || prev == "protochain":
-				if !protoNames[tk.text] {
-					return &Error{Msg: fmt.Sprintf("filter expression names the unknown protocol %q: "+
+				q := keyword(i - 2)
+				switch {
+				case linkKeywords[q] && linkProtos[tk.text], q == "iso" && isoProtos[tk.text]:
+				case !linkKeywords[q] && q != "iso" && ipProtos[tk.text] != "":
+					out.WriteString(expr[done:tk.pos])
+					out.WriteString(ipProtos[tk.text])
+					done = tk.pos + tk.n
+				default:
+					return "", &Error{Msg: fmt.Sprintf("filter expression names the unknown protocol %q: "+
 						"use its number", tk.text)}
 				}
-			case portChain, tableWords[prev]:
-				// Service names (/etc/services) and built-in tables only.
+			case chain != "":
+				// libpcap parses a numeric range after portrange; after
+				// port, and for names, it calls getaddrinfo.
+				if chain != "portrange" || !portRange.MatchString(tk.text) {
+					return "", &Error{Msg: fmt.Sprintf("filter expression names the port %q: service names "+
+						"are not resolved: use a number", tk.text)}
+				}
+			case tableWords[prev]:
+				// Built-in tables only.
 			default:
-				return &Error{Msg: fmt.Sprintf("filter expression names %q: host names are not resolved: "+
+				return "", &Error{Msg: fmt.Sprintf("filter expression names %q: host names are not resolved: "+
 					"use an address", tk.text)}
 			}
 		default:
-			portChain = false
+			chain = ""
 		}
 	}
-	return nil
+	out.WriteString(expr[done:])
+	return out.String(), nil
 }
+
+// portRange is the identifier form of a numeric port range (1024-2047),
+// which libpcap parses without a lookup.
+var portRange = regexp.MustCompile(`^[0-9]+-[0-9]+$`)

@@ -48,13 +48,15 @@ func Compile(expr string) (*Filter, error) {
 			return nil, &Error{Msg: fmt.Sprintf("filter expression has a control character (%#02x) at byte %d", c, i)}
 		}
 	}
-	if err := checkNames(expr); err != nil {
+	toks := scan(expr)
+	text, err := checkNames(expr, toks)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkShape(expr); err != nil {
+	if err := checkShape(toks); err != nil {
 		return nil, err
 	}
-	insns, err := pcap.CompileBPFFilter(layers.LinkTypeEthernet, snaplen, expr)
+	insns, err := pcap.CompileBPFFilter(layers.LinkTypeEthernet, snaplen, text)
 	if err != nil {
 		return nil, &Error{Msg: "invalid filter expression: " + err.Error()}
 	}
@@ -73,11 +75,20 @@ func Compile(expr string) (*Filter, error) {
 		return nil, &Error{Msg: fmt.Sprintf("filter expression is too complex for the data path: "+
 			"%d instructions, the limit is %d", len(raw), MaxInstructions)}
 	}
-	vm, err := decode(raw)
+	// Match runs exactly what Program hands out: the instructions
+	// assembled back, then decoded.
+	prog, typed := bpf.Disassemble(raw)
+	if !typed { // libpcap and the rewrite emit nothing x/net/bpf lacks a type for
+		return nil, &Error{Msg: "filter expression cannot run on the data path: an instruction x/net/bpf does not know"}
+	}
+	back, err := bpf.Assemble(prog)
 	if err != nil { // the rewrite's own output: a bug, reported as a refusal, never a panic
 		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
 	}
-	prog, _ := bpf.Disassemble(raw)
+	vm, err := decode(back, true)
+	if err != nil {
+		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
+	}
 	return &Filter{expr: expr, prog: prog, vm: vm}, nil
 }
 
@@ -85,9 +96,11 @@ func Compile(expr string) (*Filter, error) {
 func (f *Filter) Expr() string { return f.expr }
 
 // Program is the classic BPF program that decides on the frame as captured
-// (tags included): a non-zero return accepts it. Run it with libpcap's
-// semantics (see Match). It may jump backwards (libpcap's protochain
-// loops over IPv6 extension headers). The slice is the caller's.
+// (tags included): a non-zero return accepts it. Every instruction is one
+// of x/net/bpf's types (no RawInstruction; len is LoadExtension ExtLen).
+// Run it with libpcap's semantics (see the package doc). It may jump
+// backwards (libpcap's protochain loops over IPv6 extension headers). The
+// slice is the caller's.
 func (f *Filter) Program() []bpf.Instruction { return append([]bpf.Instruction(nil), f.prog...) }
 
 // Match reports whether the frame, as captured, is accepted. It never

@@ -299,6 +299,46 @@ func (f *flow) fusedMSH() (fused, fusedUse []bool) {
 	return fused, fusedUse
 }
 
+// unwrittenRead returns the first instruction that may read a scratch slot
+// no path has written yet, or -1. libpcap's optimizer emits such reads for
+// some expressions (geneve combined with other tests): libpcap then
+// decides on whatever its stack held, and Linux's checker refuses the
+// program. A must analysis over the slots written on every path.
+func (f *flow) unwrittenRead() int {
+	n := len(f.prog)
+	out := make([]uint16, n)
+	for i := range out {
+		out[i] = 0xffff // optimistic start of a must analysis
+	}
+	in := make([]uint16, n)
+	for changed := true; changed; {
+		changed = false
+		for i, ins := range f.prog {
+			v := uint16(0xffff)
+			if i == 0 {
+				v = 0
+			}
+			for _, p := range f.pred[i] {
+				v &= out[p]
+			}
+			in[i] = v
+			switch {
+			case ins.Op == clsST || ins.Op == clsSTX:
+				v |= 1 << (ins.K & 15)
+			}
+			if v != out[i] {
+				out[i], changed = v, true
+			}
+		}
+	}
+	for i, ins := range f.prog {
+		if (ins.Op == clsLD|modeMEM || ins.Op == clsLDX|modeMEM) && in[i]&(1<<(ins.K&15)) == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
 // xIsTag returns, per instruction, whether X holds the tag length when it
 // starts in the rewritten program (so a shifted absolute load needs no
 // setup), given what each rewrite leaves in X.
@@ -338,8 +378,11 @@ func xTagAfter(in bpf.RawInstruction, before, xLive bool) bool {
 	}
 	switch in.Op & 0xe0 {
 	case modeABS:
-		if in.K >= extOffset || in.K < etherTypeOff {
+		switch {
+		case in.K >= extOffset, in.K+loadSize(in.Op) <= etherTypeOff:
 			return before
+		case in.K < etherTypeOff: // straddles 12: assembled through X, restored only when live
+			return before && xLive
 		}
 		return before || !xLive
 	case modeLEN:
@@ -493,6 +536,11 @@ func rewrite(orig []bpf.RawInstruction) ([]bpf.RawInstruction, error) {
 				"that the data path does not have"}
 		}
 	}
+	if i := f.unwrittenRead(); i >= 0 {
+		return nil, &Error{Msg: fmt.Sprintf("filter expression cannot run on the data path: libpcap compiled it "+
+			"into a program that reads scratch memory it may not have written (instruction %d); write it "+
+			"another way", i)}
+	}
 	live, entryLive := f.liveOut()
 	fused, fusedUse := f.fusedMSH()
 	entryTag := entryLive&regX == 0
@@ -539,6 +587,18 @@ func (e *emitter) prologue(entryLive int, entryTag bool) {
 	if entryLive&regA != 0 {
 		e.op(clsLD|modeIMM, 0)
 	}
+}
+
+// prologueRaw is the prologue as laid out, up to and including the store
+// of the tag length (the interpreter runs it as one instruction).
+func prologueRaw() []bpf.RawInstruction {
+	e := &emitter{}
+	e.prologue(0, false)
+	prog, err := e.layout()
+	if err != nil {
+		panic(err) // fixed code: a bug
+	}
+	return prog
 }
 
 // labelNext returns a label for the instruction after the one about to be

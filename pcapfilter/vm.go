@@ -65,6 +65,18 @@ const (
 	vmNeg
 	vmTax
 	vmTxa
+	vmTagLen // the rewrite's prologue in one step; k: where it ends
+	// A load fused with the conditional jump (on K) that follows it; the
+	// jump stays in place for the jumps that land on it.
+	vmLdWJ
+	vmLdHJ
+	vmLdBJ
+	vmLdIndWJ
+	vmLdIndHJ
+	vmLdIndBJ
+	// The rewrite's MSH load: ldb [x+k]; and #0xf; lsh #2; (add x;) tax.
+	// jt: how many instructions it stands for.
+	vmMsh
 )
 
 type vmInsn struct {
@@ -81,7 +93,7 @@ const maxBackJumps = 1 << 14
 // decode turns a program into vm instructions, checking what run relies
 // on: known opcodes, jumps inside the program, scratch slots 0..15, and no
 // way to run off its end.
-func decode(prog []bpf.RawInstruction) ([]vmInsn, error) {
+func decode(prog []bpf.RawInstruction, fuse bool) ([]vmInsn, error) {
 	if len(prog) == 0 {
 		return nil, fmt.Errorf("empty program")
 	}
@@ -168,6 +180,39 @@ func decode(prog []bpf.RawInstruction) ([]vmInsn, error) {
 			return nil, fmt.Errorf("instruction %d: unsupported %v", i, in)
 		}
 		out[i] = v
+	}
+	if !fuse {
+		return out, nil
+	}
+	// Superinstructions: fewer dispatches for the same result.
+	fused := map[uint8]uint8{vmLdW: vmLdWJ, vmLdH: vmLdHJ, vmLdB: vmLdBJ,
+		vmLdIndW: vmLdIndWJ, vmLdIndH: vmLdIndHJ, vmLdIndB: vmLdIndBJ}
+	for i := 0; i+1 < len(out); i++ {
+		if op, ok := fused[out[i].op]; ok && out[i+1].op >= vmJeqK && out[i+1].op <= vmJsetK {
+			out[i].op = op
+		}
+	}
+	for i := 0; i+3 < len(out); i++ {
+		if out[i].op != vmLdIndB || out[i+1] != (vmInsn{op: vmAndK, k: 0xf}) || out[i+2] != (vmInsn{op: vmLshK, k: 2}) {
+			continue
+		}
+		switch {
+		case out[i+3].op == vmTax:
+			out[i] = vmInsn{op: vmMsh, k: out[i].k, jt: 4}
+		case out[i+3].op == vmAddX && i+4 < len(out) && out[i+4].op == vmTax:
+			out[i] = vmInsn{op: vmMsh, k: out[i].k, jt: 5, jf: 1}
+		}
+	}
+	// The prologue every rewritten program starts with runs as one
+	// instruction.
+	if pro := prologueRaw(); len(prog) > len(pro) {
+		same := true
+		for i, in := range pro {
+			same = same && prog[i] == in
+		}
+		if same {
+			out[0] = vmInsn{op: vmTagLen, k: uint32(len(pro))}
+		}
 	}
 	return out, nil
 }
@@ -321,8 +366,99 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			x = a
 		case vmTxa:
 			a = x
+		case vmLdWJ:
+			if uint64(in.k)+4 > n {
+				return 0
+			}
+			a = binary.BigEndian.Uint32(frame[in.k:])
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmLdHJ:
+			if uint64(in.k)+2 > n {
+				return 0
+			}
+			a = uint32(binary.BigEndian.Uint16(frame[in.k:]))
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmLdBJ:
+			if uint64(in.k) >= n {
+				return 0
+			}
+			a = uint32(frame[in.k])
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmLdIndWJ:
+			o := uint64(x) + uint64(in.k)
+			if o+4 > n {
+				return 0
+			}
+			a = binary.BigEndian.Uint32(frame[o:])
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmLdIndHJ:
+			o := uint64(x) + uint64(in.k)
+			if o+2 > n {
+				return 0
+			}
+			a = uint32(binary.BigEndian.Uint16(frame[o:]))
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmLdIndBJ:
+			o := uint64(x) + uint64(in.k)
+			if o >= n {
+				return 0
+			}
+			a = uint32(frame[o])
+			pc++
+			pc += condK(a, &prog[pc])
+		case vmMsh:
+			o := uint64(x) + uint64(in.k)
+			if o >= n {
+				return 0
+			}
+			a = uint32(frame[o]&0xf) << 2
+			if in.jf != 0 {
+				a += x
+			}
+			x = a
+			pc += int(in.jt) - 1
+		case vmTagLen:
+			if n < 14 {
+				return 0
+			}
+			a = 0
+			if tp := uint16(frame[12])<<8 | uint16(frame[13]); tp == tpid8021Q || tp == tpid8021AD {
+				if n < 18 {
+					return 0
+				}
+				a = 4
+				if tp := uint16(frame[16])<<8 | uint16(frame[17]); tp == tpid8021Q || tp == tpid8021AD {
+					a = 8
+				}
+			}
+			mem[memTag] = a
+			pc = int(in.k) - 1
 		}
 	}
+}
+
+// condK returns the offset the conditional jump on K in adds to pc.
+func condK(a uint32, in *vmInsn) int {
+	var c bool
+	switch in.op {
+	case vmJeqK:
+		c = a == in.k
+	case vmJgtK:
+		c = a > in.k
+	case vmJgeK:
+		c = a >= in.k
+	default: // vmJsetK
+		c = a&in.k != 0
+	}
+	if c {
+		return int(in.jt)
+	}
+	return int(in.jf)
 }
 
 // cond returns the offset a conditional jump adds to pc.
