@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/taas-appliance/taas/internal/testutil"
+	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // filterProgram loads classic program prog, translated, as an XDP program
@@ -253,6 +256,29 @@ func TestTranslateLibpcap(t *testing.T) {
 	}
 }
 
+// TestTranslatePcapfilter runs pcapfilter's programs (libpcap's, rewritten
+// for the frame as captured) translated in the kernel and through
+// Filter.Match, the AF_XDP workers' interpreter, on the same random
+// frames, a third of them with one or two VLAN tags.
+func TestTranslatePcapfilter(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	rnd := rand.New(rand.NewPCG(7, 8))
+	frames := randomFrames(t, rnd, 400)
+	for i, fr := range frames {
+		tags := [][]byte{nil, nil, {0x81, 0x00, 0x00, 0x0a}, {0x88, 0xa8, 0x00, 0x0a, 0x81, 0x00, 0x20, 0x0b}}[rnd.IntN(4)]
+		frames[i] = slices.Concat(fr[:12], tags, fr[12:])
+	}
+	for _, expr := range pcapExprs {
+		f, err := pcapfilter.Compile(expr)
+		if err != nil {
+			t.Logf("%q: %v", expr, err)
+			continue
+		}
+		n := verdicts(t, expr, f.Program(), frames, f.Match)
+		t.Logf("%q accepts %d of %d frames", expr, n, len(frames))
+	}
+}
+
 // randomProgram is a random classic program the VM runs: loads at small
 // offsets, ALU, forward jumps, scratch memory, returns.
 func randomProgram(rnd *rand.Rand, n int) []bpf.Instruction {
@@ -363,6 +389,11 @@ func FuzzTranslate(f *testing.F) {
 	seed(libpcap(f, "ip[2:2] > 200 and ip6 or len > 100"), fr)
 	seed(randomProgram(rnd, 20), fr)
 	root := os.Geteuid() == 0
+	var capture struct {
+		once sync.Once
+		c    *Capture
+		err  error
+	}
 	f.Fuzz(func(t *testing.T, code, fr []byte) {
 		var prog []bpf.Instruction
 		for ; len(code) >= 8; code = code[8:] {
@@ -394,6 +425,34 @@ func FuzzTranslate(f *testing.F) {
 		}
 		if got := ret == xdpPass; got != (n != 0) {
 			t.Fatalf("on %x: kernel accepts %v, VM %v\nprogram: %v", fr, got, n != 0, normalize(prog))
+		}
+		// The same through SetFast, on a frame from a port: the whole
+		// filter program, xdp_capture and xdp_resume.
+		capture.once.Do(func() { capture.c, capture.err = Load(Config{}) })
+		if capture.err != nil {
+			t.Fatal(capture.err)
+		}
+		c := capture.c
+		tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1}, Filters: [][]bpf.Instruction{prog},
+			Decisions: map[FastKey]Decision{{Src: 1}: {Flows: []uint16{0}, FlowServices: []uint8{0}, FlowFilters: []int{0}}},
+			Copies:    map[uint64]Copies{1: {Outputs: []int{1}, Services: []DecisionService{{Slot: 0}}}}}
+		if err := c.SetFast(tab); err != nil {
+			t.Fatalf("SetFast: %v\nprogram: %v", err, normalize(prog))
+		}
+		fr = slices.Clone(fr)
+		copy(fr[0:6], macOther[:])
+		copy(fr[6:12], macA[:])
+		fr[12], fr[13] = 0x08, 0x00
+		n, err = vm.Run(fr)
+		if err != nil {
+			return
+		}
+		want := FastFiltered
+		if n != 0 {
+			want = FastRedirected
+		}
+		if o, err := c.Run(fr); err != nil || o != want {
+			t.Fatalf("Run(%x) = %v, %v; want %v\nprogram: %v", fr, o, err, want, normalize(prog))
 		}
 	})
 }

@@ -53,7 +53,8 @@ type FastTunnelCounter struct {
 	// Packets and Bytes were sent on, encapsulated; Bytes counts the
 	// outer headers (bytes on the wire).
 	Packets, Bytes uint64
-	// Truncated copies were cut to the uplink's MTU (and sent).
+	// Truncated copies were cut to the uplink's MTU or to the snaplen (and
+	// sent).
 	Truncated uint64
 	// Failed copies were dropped: the kernel refused to grow or cut the
 	// frame, or the slot held no tunnel.

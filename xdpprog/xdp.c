@@ -157,11 +157,11 @@ struct tun_meta {
 // ffilt[i] accepts the frame.
 struct decision {
 	__u64 svcs;
+	__u64 filt; // bit i: the frame needs filter i (next to svcs: one cache line for unfiltered frames)
 	__u8 nflows;
 	__u8 pad;
 	__u16 flows[DEC_FLOWS]; // flow counter slots
 	struct copies cp;       // the copies of svcs: no second lookup for one side
-	__u64 filt;             // bit i: the frame needs filter i
 	__u8 fsvc[DEC_FLOWS];   // service bit of flow i
 	__u8 ffilt[DEC_FLOWS];  // filter of flow i, NO_FILTER: none
 };

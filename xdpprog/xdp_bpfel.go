@@ -60,15 +60,15 @@ type xdpCounters struct {
 type xdpDecision struct {
 	_      structs.HostLayout
 	Svcs   uint64
+	Filt   uint64
 	Nflows uint8
 	Pad    uint8
 	Flows  [8]uint16
 	_      [2]byte
 	Cp     xdpCopies
-	_      [4]byte
-	Filt   uint64
 	Fsvc   [8]uint8
 	Ffilt  [8]uint8
+	_      [4]byte
 }
 
 type xdpDecisionKey struct {

@@ -170,8 +170,10 @@ type Capture struct {
 	objs captureObjects
 	link link.Link // nil until attached, and after Close
 	// pending: link was taken over (AttachOver) and still runs the previous
-	// owner's program until Activate.
-	pending bool
+	// owner's program until Activate; oldProgs holds that program's
+	// fast_progs until then (handoff.go).
+	pending  bool
+	oldProgs *ebpf.Map
 	// What the kernel maps hold now, so SetFilter writes only differences.
 	macs      map[[6]byte]Want
 	multicast bool
@@ -340,6 +342,12 @@ func (c *Capture) Close() error {
 	}
 	if err := c.closeFastProgsLocked(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.oldProgs != nil {
+		if err := c.oldProgs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close old filters: %w", err))
+		}
+		c.oldProgs = nil
 	}
 	if c.fast.barrier != nil {
 		if err := c.fast.barrier.Close(); err != nil {
