@@ -397,3 +397,27 @@ func testBrokerSnaplen(t *testing.T, fast bool) {
 		}
 	}
 }
+
+// TestBrokerFilterRefused: a stored filter this version's compiler
+// refuses makes its flow ERROR with the compiler's message; the other
+// flows of the plan go on.
+func TestBrokerFilterRefused(t *testing.T) {
+	tp := newTopo(t, 1, 1)
+	b := newBroker(t, Config{})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
+		Flows: []Flow{
+			{ID: "bad", ServiceID: "s", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut, Filter: "vlan 5"},
+			{ID: "good", ServiceID: "s", SourcePortID: "pb", Iface: tp.capIf, MAC: mac6(hwB), Direction: DirOut, Filter: "ether[25] = 1"},
+		}}
+	r := apply(t, b, plan)
+	_, cerr := pcapfilter.Compile("vlan 5")
+	if st := r.Flows["bad"]; st.State != StateError || cerr == nil || !strings.Contains(st.Reason, cerr.Error()) {
+		t.Errorf("flow bad: %v %q, want ERROR with the compiler's message %v", st.State, st.Reason, cerr)
+	}
+	if st := r.Flows["good"]; st.State != StateActive {
+		t.Fatalf("flow good: %v %q, want ACTIVE", st.State, st.Reason)
+	}
+	sent := map[uint32][]byte{1: packettest.Frame(hwC, hwA, nil, 1, 60), 2: packettest.Frame(hwC, hwB, nil, 1, 60)}
+	tp.send(t, sent[1], sent[2])
+	expect(t, tp.caps[0], tp.mons[0], map[uint32][]byte{1: sent[2]}, 1)
+}
