@@ -421,3 +421,31 @@ func TestBrokerFilterRefused(t *testing.T) {
 	tp.send(t, sent[1], sent[2])
 	expect(t, tp.caps[0], tp.mons[0], map[uint32][]byte{1: sent[2]}, 1)
 }
+
+// TestSnaplenFitsMonitor: a monitor too small for a capture's frames is
+// fine for a service whose snaplen cuts the copies to fit it, both in the
+// service's status and in the fast path's check (largestCopy).
+func TestSnaplenFitsMonitor(t *testing.T) {
+	b := &Broker{cfg: Config{FrameSize: 2048}}
+	mon := linkState{exists: true, up: true, mtu: 100} // carries 118-byte frames
+	look := func(string) linkState { return linkState{exists: true, up: true, mtu: 1500} }
+	for _, tc := range []struct {
+		snap      int
+		wantState State
+	}{{0, StateError}, {200, StateError}, {118, StateActive}, {64, StateActive}} {
+		if st := b.mtuStatus("mon", tc.snap, mon, []string{"cap"}, look); st.State != tc.wantState {
+			t.Errorf("mtuStatus(snaplen %d) = %v %q, want %v", tc.snap, st.State, st.Reason, tc.wantState)
+		}
+	}
+	o := &output{}
+	tab := buildTable(1, []compiledFlow{{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, snap: 64},
+		{mac: macKey(macA), dir: DirOut, slot: 1, svc: 1, snap: 100}}, func(int32) *output { return o }, 2, 2)
+	if got := largestCopy(tab, 0, 1514); got != 100 {
+		t.Errorf("largestCopy(snaplens 64 and 100) = %d, want 100", got)
+	}
+	tab = buildTable(1, []compiledFlow{{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, snap: 64},
+		{mac: macKey(macA), dir: DirOut, slot: 1, svc: 1}}, func(int32) *output { return o }, 2, 2)
+	if got := largestCopy(tab, 0, 1514); got != 1514 {
+		t.Errorf("largestCopy(snaplens 64 and none) = %d, want 1514", got)
+	}
+}
