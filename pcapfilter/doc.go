@@ -61,8 +61,8 @@
 // (host names by DNS, /etc/ethers, /etc/networks; service names by
 // getaddrinfo), unknown protocol names (IP protocol names come from a
 // fixed table and reach libpcap as numbers), libpcap's own errors
-// ("invalid filter expression: ..."), more than MaxPortTerms port and
-// portrange terms (libpcap's optimizer is superlinear in them), and
+// ("invalid filter expression: ..."), more than MaxTerms host, net, port
+// and portrange terms (libpcap's optimizer is superlinear in them), and
 // programs longer than MaxInstructions after the rewrite. Compile opens
 // no socket and no file.
 //
