@@ -26,7 +26,7 @@ type attr struct {
 	// check returns the validation failure reason, "" when valid.
 	check func(v any) string
 	// convert, when set, replaces a valid value by what the body struct
-	// takes (a snaplen given as 128.0 becomes 128).
+	// takes (a snaplen, a json.Number, becomes an int).
 	convert func(v any) any
 	// ordered: once valid, the value is kept as the JSON the client sent
 	// (a json.RawMessage), so that an object's keys keep their order; a
@@ -223,6 +223,9 @@ func (r *resource) decodeBody(raw []byte, create bool, id Identity) (items []map
 				return nil, true, fmt.Errorf("decode %s: %v", r.plural, err)
 			}
 		}
+		if err := r.checkFilterCount(l); err != nil {
+			return nil, true, err
+		}
 		for i, e := range l {
 			// Bulk items may be bare or wrapped in the singular key.
 			m, ok := e.(map[string]any)
@@ -357,6 +360,29 @@ func (r *resource) processItem(m map[string]any, create bool, id Identity) error
 		if a.convert != nil {
 			m[a.name] = a.convert(v)
 		}
+	}
+	return nil
+}
+
+// checkFilterCount refuses a bulk whose items carry more than
+// maxRequestFilters distinct filter expressions, before any is compiled
+// (filtercache.go).
+func (r *resource) checkFilterCount(items []any) error {
+	if r.attr("filter") == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, e := range items {
+		m, _ := e.(map[string]any)
+		if inner, ok := m[r.singular].(map[string]any); ok {
+			m = inner
+		}
+		if s, ok := m["filter"].(string); ok {
+			seen[s] = true
+		}
+	}
+	if len(seen) > maxRequestFilters {
+		return badRequest("The request holds %d distinct filter expressions: the limit is %d", len(seen), maxRequestFilters)
 	}
 	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/taas-appliance/taas/internal/netdev"
-	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // The validators mirror neutron-lib's: each returns the "Reason" of
@@ -488,7 +487,8 @@ func snaplenValue(v any) any {
 
 // validFilter is a tap flow's filter: null, or a pcap-filter expression
 // pcapfilter compiles; the reason is pcapfilter's own text (an empty or
-// overlong expression, `vlan`, a host name, libpcap's syntax error).
+// overlong expression, `vlan`, a host name, libpcap's syntax error),
+// cached by expression (filtercache.go).
 func validFilter(v any) string {
 	if v == nil {
 		return ""
@@ -502,8 +502,5 @@ func validFilter(v any) string {
 	if strings.ContainsRune(s, 0) {
 		return "the expression holds a NUL character"
 	}
-	if _, err := pcapfilter.Compile(s); err != nil {
-		return err.Error()
-	}
-	return ""
+	return filterVerdicts.check(s)
 }
