@@ -176,3 +176,61 @@ func TestFilterBulkCannotStallOthers(t *testing.T) {
 	t.Logf("%d attacking bulks: mean %v, max %v", len(bulkTimes), (sum / time.Duration(len(bulkTimes))).Round(time.Millisecond),
 		max.Round(time.Millisecond))
 }
+
+// TestFastFilterLimit: a tap flow whose filter would be the 65th distinct
+// expression among the flows on one capture interface (every project's)
+// is 409, naming the interface and the limit; repeats, flows without a
+// filter and other interfaces are not limited; a bulk counts its own
+// earlier items and fails whole.
+func TestFastFilterLimit(t *testing.T) {
+	ts := startIsoServer(t, Config{})
+	srcA := ts.createPortIn("proj-a", "a-src", "cap0", "fa:16:3e:00:0d:01", hAdmin)
+	srcB := ts.createPortIn("proj-b", "b-src", "cap0", "fa:16:3e:00:0d:02", hAdmin)
+	otherB := ts.createPortIn("proj-b", "b-other", "cap1", "fa:16:3e:00:0d:03", hAdmin)
+	svcA := ts.createService("a", ts.createPortIn("proj-a", "a-mon", "mon0", "", hAdmin), hA)
+	svcB := ts.createService("b", ts.createPortIn("proj-b", "b-mon", "mon1", "", hAdmin), hB)
+	expr := func(i int) string { return fmt.Sprintf("tcp port %d", 1000+i) }
+	bulk := func(svc, src string, from, to int) string {
+		var items []string
+		for i := from; i < to; i++ {
+			items = append(items, fmt.Sprintf(`{"tap_service_id": %q, "source_port": %q, "direction": "IN", "filter": %q}`,
+				svc, src, expr(i)))
+		}
+		return `{"tap_flows": [` + strings.Join(items, ", ") + `]}`
+	}
+	flow := func(svc, src string, filter any, project ...string) string {
+		f := map[string]any{"tap_service_id": svc, "source_port": src, "direction": "IN", "filter": filter}
+		for _, p := range project {
+			f["project_id"] = p
+		}
+		return jsonBody(map[string]any{"tap_flow": f})
+	}
+	mustBulk := func(body string) {
+		t.Helper()
+		if r := ts.do("POST", "/v2.0/taas/tap_flows", body, hA); r.status != 201 {
+			t.Fatalf("bulk = %d %.300s, want 201", r.status, r.raw)
+		}
+	}
+	mustBulk(bulk(svcA, srcA, 0, 62))
+	// Three more in one bulk: the 63rd and 64th fit, the 65th does not:
+	// the bulk fails whole.
+	r := ts.do("POST", "/v2.0/taas/tap_flows", bulk(svcA, srcA, 62, 65), hA)
+	const full = "The capture interface cap0 already carries 64 distinct filter expressions, the most its fast path " +
+		"holds (64): use one of them, or no filter"
+	if typ, msg := neutronErr(t, r); r.status != 409 || typ != "TapFlowFilterLimit" || msg != full {
+		t.Fatalf("bulk past the limit = %d %s %q, want 409 TapFlowFilterLimit %q", r.status, typ, msg, full)
+	}
+	if n := len(ts.list("/v2.0/taas/tap_flows", "tap_flows", hA)); n != 62 {
+		t.Fatalf("%d flows after the refused bulk, want 62", n)
+	}
+	mustBulk(bulk(svcA, srcA, 62, 64))
+	runIsoCases(t, ts, []isoCase{
+		{"65th on the interface, another project", "POST", "/v2.0/taas/tap_flows", flow(svcB, srcB, expr(64)), hB,
+			409, "TapFlowFilterLimit", full},
+		{"65th by the admin", "POST", "/v2.0/taas/tap_flows", flow(svcB, srcB, "udp", "proj-b"), hAdmin,
+			409, "TapFlowFilterLimit", full},
+		{"a repeated expression", "POST", "/v2.0/taas/tap_flows", flow(svcB, srcB, expr(7)), hB, 201, "", ""},
+		{"no filter", "POST", "/v2.0/taas/tap_flows", flow(svcB, srcB, nil), hB, 201, "", ""},
+		{"another interface", "POST", "/v2.0/taas/tap_flows", flow(svcB, otherB, expr(64)), hB, 201, "", ""},
+	})
+}

@@ -3,8 +3,10 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/taas-appliance/taas/control/store"
+	"github.com/taas-appliance/taas/xdpprog"
 )
 
 // Tap services and tap flows: upstream's rules of §3 and §4 of taas-api.md.
@@ -202,6 +204,9 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 	if err := s.checkUse(tx.BoundInterfaces, src, RoleCapture, useSource); err != nil {
 		return store.TapFlow{}, err
 	}
+	if err := checkFastFilters(tx, src, b.Filter); err != nil {
+		return store.TapFlow{}, err
+	}
 	f := store.TapFlow{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,
 		TapServiceID: svcID, SourcePort: srcID, Direction: b.Direction, Status: "DOWN", VLANFilter: b.VLANFilter,
 		Filter: b.Filter}
@@ -212,4 +217,27 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 		return f, err
 	}
 	return f, nil
+}
+
+// checkFastFilters refuses a filter that would be the
+// xdpprog.MaxFastFilters+1-th distinct expression among the flows whose
+// sources are bound to src's capture interface: the fast path would fall
+// back to the AF_XDP path for that whole interface, every project's flows
+// on it with it. Flows repeating an expression already there, and flows
+// without a filter, are always accepted. The count runs inside the write
+// transaction (tx), so a bulk or a batch sees its own earlier flows.
+func checkFastFilters(tx *store.Tx, src store.Port, filter *string) error {
+	if filter == nil || src.Interface == "" {
+		return nil
+	}
+	n, has, err := tx.InterfaceFilters(src.Interface, *filter)
+	if err != nil {
+		return err
+	}
+	if !has && n >= xdpprog.MaxFastFilters {
+		return conflict("TapFlowFilterLimit", fmt.Sprintf("The capture interface %s already carries %d distinct "+
+			"filter expressions, the most its fast path holds (%d): use one of them, or no filter",
+			src.Interface, n, xdpprog.MaxFastFilters))
+	}
+	return nil
 }

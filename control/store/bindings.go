@@ -45,6 +45,22 @@ func (t *Tx) PortUse(id string) (services, sources int, err error) {
 	return services, sources, nil
 }
 
+// InterfaceFilters counts, across every project, the distinct filter
+// expressions of the tap flows whose source ports are bound to iface, and
+// reports whether expr is one of them: the fast path of a capture
+// interface holds a bounded number (xdpprog.MaxFastFilters). Like
+// PortUse it exists only inside the transaction, so two creates of one
+// batch cannot both take the last place.
+func (t *Tx) InterfaceFilters(iface, expr string) (n int, has bool, err error) {
+	err = t.tx.QueryRowContext(t.ctx, `SELECT count(DISTINCT f.filter), coalesce(max(f.filter = ?2), 0)
+		FROM ports p JOIN tap_flows f ON f.source_port = p.id
+		WHERE p.iface = ?1 AND f.filter IS NOT NULL`, iface, expr).Scan(&n, &has)
+	if err != nil {
+		return 0, false, fmt.Errorf("count filters on interface %s: %w", iface, err)
+	}
+	return n, has, nil
+}
+
 func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
