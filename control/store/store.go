@@ -157,16 +157,42 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	sort.Strings(names)
-	for _, name := range names {
+	versions := make([]int, len(names))
+	for i, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
 		num, _, ok := strings.Cut(base, "_")
 		version, err := strconv.Atoi(num)
 		if !ok || err != nil {
 			return fmt.Errorf("migration %s: name is not NNNN_what.sql", base)
 		}
-		if err := s.applyMigration(ctx, version, name, base); err != nil {
+		versions[i] = version
+	}
+	if err := s.checkNotNewer(ctx, versions[len(versions)-1], strings.TrimPrefix(names[len(names)-1], "migrations/")); err != nil {
+		return err
+	}
+	for i, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		if err := s.applyMigration(ctx, versions[i], name, base); err != nil {
 			return fmt.Errorf("migration %s: %w", base, err)
 		}
+	}
+	return nil
+}
+
+// checkNotNewer refuses a database a newer taasd migrated: its schema may
+// hold what this one would misread or lose (a downgrade). known is this
+// binary's newest migration, version its number.
+func (s *Store) checkNotNewer(ctx context.Context, version int, known string) error {
+	var newest sql.NullInt64
+	var name sql.NullString
+	err := s.w.QueryRowContext(ctx, `SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1`).
+		Scan(&newest, &name)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read schema_migrations: %w", err)
+	}
+	if newest.Valid && newest.Int64 > int64(version) {
+		return fmt.Errorf("the database has migration %s, newer than this taasd's newest (%s): "+
+			"a newer taasd wrote it; run that version, or restore the backup taken before the upgrade", name.String, known)
 	}
 	return nil
 }

@@ -2,11 +2,13 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +53,34 @@ func TestMigrations(t *testing.T) {
 	var fk int
 	if err := s.w.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
 		t.Errorf("foreign_keys = %d %v, want 1", fk, err)
+	}
+}
+
+// TestMigrationsRefuseNewer: a database a newer taasd migrated (a
+// migration this binary does not know) is refused at Open, naming both
+// versions, and is left as it was.
+func TestMigrationsRefuseNewer(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "taas.db")
+	s := open(t, path)
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err := Open(ctx, path)
+	want := "the database has migration 9999_future.sql, newer than this taasd's newest (0008_filter_snaplen.sql): " +
+		"a newer taasd wrote it; run that version, or restore the backup taken before the upgrade"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Open = %v, want an error saying %q", err, want)
+	}
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 9 {
+		t.Errorf("%d migrations recorded after the refusal (%v), want the 9 it had", n, err)
 	}
 }
 
