@@ -3,6 +3,7 @@ package pcapfilter
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -236,8 +237,7 @@ func checkNames(expr string, toks []token) (string, error) {
 		case tokKeyword:
 			switch tk.text {
 			case "vlan":
-				return "", &Error{Msg: "filter expression uses vlan: the filter sees frames with their VLAN tags " +
-					"removed; select VLANs with vlan_filter"}
+				return "", errVLAN("uses vlan")
 			case "inbound", "outbound":
 				return "", &Error{Msg: fmt.Sprintf("filter expression uses %s: a tap flow selects the direction "+
 					"with its direction attribute", tk.text)}
@@ -250,6 +250,9 @@ func checkNames(expr string, toks []token) (string, error) {
 				chain = ""
 			}
 		case tokNumber:
+			if prev == "proto" && linkKeywords[keyword(i-2)] && tagTypes[parseNumber(tk.text)] {
+				return "", errVLAN("tests the EtherType " + tk.text)
+			}
 		case tokID:
 			switch {
 			case prev == "proto" || prev == "protochain":
@@ -288,3 +291,23 @@ func checkNames(expr string, toks []token) (string, error) {
 // portRange is the identifier form of a numeric port range (1024-2047),
 // which libpcap parses without a lookup.
 var portRange = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
+
+// tagTypes are the EtherTypes of the VLAN tags the filter never sees.
+var tagTypes = map[uint64]bool{0x8100: true, 0x88a8: true}
+
+// errVLAN is the refusal of an expression that would select on VLAN
+// tags: what uses them.
+func errVLAN(what string) *Error {
+	return &Error{Msg: "filter expression " + what + ": the filter sees frames with their VLAN tags removed " +
+		"(a test of the EtherType 0x8100 or 0x88a8 never matches either); select VLANs with vlan_filter"}
+}
+
+// parseNumber is the value of a libpcap number (decimal, 0x hex, 0 octal),
+// or 0 when text is not one.
+func parseNumber(text string) uint64 {
+	n, err := strconv.ParseUint(text, 0, 32)
+	if err != nil || strings.ContainsAny(text, "_oObB") {
+		return 0
+	}
+	return n
+}

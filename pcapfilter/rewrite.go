@@ -532,8 +532,9 @@ func rewrite(orig []bpf.RawInstruction) ([]bpf.RawInstruction, error) {
 			}
 		}
 		if in.Op&0x07 == clsLD && in.Op&0xe0 == modeABS && in.K >= extOffset {
-			return nil, &Error{Msg: "filter expression uses packet metadata (inbound, outbound, ifindex) " +
-				"that the data path does not have"}
+			// inbound, outbound and ifindex never reach libpcap (lex.go):
+			// what is left is a load like ether[-1].
+			return nil, &Error{Msg: fmt.Sprintf("filter expression loads at offset %d, beyond any frame", in.K)}
 		}
 	}
 	if i := f.unwrittenRead(); i >= 0 {

@@ -159,7 +159,7 @@ func TestRewriteRefuses(t *testing.T) {
 			bpf.LoadScratch{Dst: bpf.RegA, N: 2},
 			bpf.RetA{},
 		}, "reads scratch memory it may not have written (instruction 3)"},
-		{"ancillary load", []bpf.Instruction{bpf.LoadExtension{Num: bpf.ExtType}, bpf.RetA{}}, "packet metadata"},
+		{"ancillary load", []bpf.Instruction{bpf.LoadExtension{Num: bpf.ExtType}, bpf.RetA{}}, "loads at offset 4294963204, beyond any frame"},
 		{"jump outside", []bpf.Instruction{bpf.Jump{Skip: 5}, bpf.RetA{}}, "outside the program"},
 		{"falls off the end", []bpf.Instruction{bpf.LoadAbsolute{Off: 12, Size: 2}}, "outside the program"},
 	} {
