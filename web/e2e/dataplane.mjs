@@ -91,6 +91,7 @@ await run(async (browser) => {
   const rejected = evenRow.locator('[data-field="rejected-packets"]');
   const r1 = await until('rejected packets', async () => { const v = await value(rejected); return v > 0 && v; });
   await until('rejected packets to rise', async () => (await value(rejected)) > r1);
+  await until('a rejected rate', async () => (await value(evenRow.locator('[data-field="rejected-pps"]'))) > 0);
   await until('matched packets of the filtered flow', async () => (await value(evenMatched)) > 0);
   assert.equal(await value(flowRow.locator('[data-field="rejected-packets"]')), 0, 'a flow without a filter rejects nothing');
   const scrapedFlows = await (await fetch(`${BASE}/metrics`)).text();

@@ -161,8 +161,8 @@ function serviceCard(svc) {
       h('table', { class: 'stack flows' },
         h('caption', { class: 'sr-only' }, 'Tap flows of this service'),
         h('thead', {}, h('tr', {},
-          ...['Flow', 'Source port', 'Direction', 'VLAN filter', 'Filter', 'Status', 'Matched pkt/s', 'Matched bit/s',
-            'Matched packets', 'Rejected packets']
+          ...['Flow', 'Source port', 'Direction', 'VLAN filter', 'Filter', 'Status', 'Matched pkt/s', 'Rejected pkt/s',
+            'Matched bit/s', 'Matched packets', 'Rejected packets']
             .map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody'))),
   );
@@ -223,13 +223,14 @@ function updateServiceCard(card, svc, st) {
       td('Filter', h('code', { 'data-field': 'filter' }, filterText(f.filter))),
       td('Status', statusBadge(fs.status, fs.reason)),
       td('Matched pkt/s', num('matched-pps', fr ? si(fr.pps) : '–', fr && fr.pps), 'num'),
+      td('Rejected pkt/s', num('rejected-pps', fr ? si(fr.rejectedPps) : '–', fr && fr.rejectedPps), 'num'),
       td('Matched bit/s', num('matched-bps', fr ? bits(fr.bps) : '–', fr && fr.bps), 'num'),
       td('Matched packets', num('matched-packets', fst ? si(fst.matched_packets) : '–', fst && fst.matched_packets), 'num'),
       td('Rejected packets', num('rejected-packets', fst ? si(fst.rejected_packets) : '–', fst && fst.rejected_packets), 'num'),
     );
   });
   if (rows.length === 0) {
-    rows.push(h('tr', {}, h('td', { colspan: 10, class: 'empty' }, 'No tap flows feed this service.')));
+    rows.push(h('tr', {}, h('td', { colspan: 11, class: 'empty' }, 'No tap flows feed this service.')));
   }
   card.querySelector('table.flows tbody').replaceChildren(...rows);
   drawChart(card, svc);
