@@ -371,22 +371,32 @@ func (b *Broker) applyFast(c *capture, t *table, flows []compiledFlow) {
 	b.harvestFast(c, nil, nil, nil)
 }
 
-// largestCopy is the largest copy of a frame of up to frame bytes that
-// table t sends to its output out: a monitor's services may truncate them
-// (snaplen); an uplink's frame is checked before its tunnel truncates it.
-func largestCopy(t *table, out int32, frame int) int {
-	n := 0
-	for i := range t.services {
-		s := &t.services[i]
-		if s.out != out {
+// outputRefusal returns "", or why the outputs of table t keep a capture
+// named capName, which brings frames of up to frame bytes, off the fast
+// path. The kernel checks a redirected frame's size against its output's
+// MTU (xdp_ok_fwd_dev) before the DEVMAP entry's program runs, so neither
+// a monitor's snaplen (xdp_snap) nor a tunnel's (xdp_tunnel) makes a
+// frame fit: the workers cut copies before they send them.
+func outputRefusal(capName string, frame int, t *table) string {
+	for i, o := range t.outputs {
+		if o.refused.Load() {
+			return fmt.Sprintf("%s %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.role, o.name, o.name)
+		}
+		// The kernel drops a redirected frame larger than the monitor
+		// carries after the program counted it sent, silently for a
+		// broadcast to several monitors; the workers count it instead.
+		m := t.outMax[i]
+		if m == 0 || int(m) >= frame {
 			continue
 		}
-		if s.tun != nil {
-			return frame
+		if o.role == roleUplink {
+			return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
+				o.name, m, capName, frame)
 		}
-		n = max(n, int(s.copyLen(frame)))
+		return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d, and the kernel checks a copy's size before a snaplen cuts it: the AF_XDP path cuts the copies, and counts those that still do not fit (monitor_mtu)",
+			o.name, m, capName, frame)
 	}
-	return n
+	return ""
 }
 
 // fastRefusal loads t into c's program and returns "", or returns why c
@@ -395,23 +405,8 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	if !b.cfg.FastPath {
 		return "fast path off in the configuration"
 	}
-	for i, o := range t.outputs {
-		if o.refused.Load() {
-			return fmt.Sprintf("%s %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.role, o.name, o.name)
-		}
-		// The kernel drops a redirected frame larger than the monitor
-		// carries after the program counted it sent, silently for a
-		// broadcast to several monitors; the workers count it instead.
-		// It checks a copy to an uplink before the tunnel's program can
-		// truncate it: the workers truncate it instead.
-		if m := t.outMax[i]; m > 0 && int(m) < largestCopy(t, int32(i), c.frame) {
-			if o.role == roleUplink {
-				return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
-					o.name, m, c.name, c.frame)
-			}
-			return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path counts the copies that do not fit (monitor_mtu)",
-				o.name, m, c.name, c.frame)
-		}
+	if why := outputRefusal(c.name, c.frame, t); why != "" {
+		return why
 	}
 	// Tunnels first: a table may send only to tunnels the program holds.
 	tunOut := map[int32]fastOutput{}
