@@ -30,6 +30,7 @@ package broker
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/taas-appliance/taas/xdpprog"
@@ -305,7 +306,12 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				continue
 			}
 			o := outputOf(s)
-			cp.Services = append(cp.Services, xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable})
+			ds := xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable}
+			if t.services[s].tun == nil {
+				// No frame is that long: a larger snaplen cuts nothing either.
+				ds.Snaplen = uint16(min(t.services[s].snap, math.MaxUint16))
+			}
+			cp.Services = append(cp.Services, ds)
 			if o.usable {
 				cp.Outputs = append(cp.Outputs, o.ifindex)
 			}

@@ -491,3 +491,40 @@ func TestSnaplenSmallMonitor(t *testing.T) {
 		})
 	}
 }
+
+// TestSnaplenServiceBytes: a service with a snaplen counts the bytes its
+// monitor receives, the copies cut, on both paths (the fast path carries
+// each service's snaplen in its copies entry).
+func TestSnaplenServiceBytes(t *testing.T) { forEachPath(t, testSnaplenServiceBytes) }
+
+func testSnaplenServiceBytes(t *testing.T, fast bool) {
+	tp := newTopo(t, 2, 1)
+	b := newBroker(t, Config{FastPath: fast})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "cut", Iface: tp.mons[0], Snaplen: 100}, {ID: "whole", Iface: tp.mons[1]}},
+		Flows: []Flow{
+			{ID: "f0", ServiceID: "cut", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut},
+			{ID: "f1", ServiceID: "whole", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut},
+		}}
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, tp.capIf, fast)
+	cut, whole := map[uint32][]byte{}, map[uint32][]byte{}
+	for i, size := range []int{60, 100, 101, 1000} {
+		seq := uint32(i + 1)
+		f := packettest.Frame(hwB, hwA, nil, seq, size)
+		cut[seq], whole[seq] = f[:min(len(f), 100)], f
+		tp.send(t, f)
+	}
+	expect(t, tp.caps[0], "cut", cut, 1, 2, 3, 4)
+	expect(t, tp.caps[1], "whole", whole, 1, 2, 3, 4)
+	want := map[string]uint64{}
+	for seq := range cut {
+		want["cut"] += uint64(len(cut[seq]))
+		want["whole"] += uint64(len(whole[seq]))
+	}
+	for _, s := range b.Stats().Services {
+		t.Logf("service %s delivered %d packets %d bytes", s.ID, s.DeliveredPackets, s.DeliveredBytes)
+		if s.DeliveredPackets != 4 || s.DeliveredBytes != want[s.ID] {
+			t.Errorf("service %s delivered %d packets %d bytes, want 4 and %d", s.ID, s.DeliveredPackets, s.DeliveredBytes, want[s.ID])
+		}
+	}
+}

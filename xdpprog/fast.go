@@ -163,6 +163,10 @@ type DecisionService struct {
 	Slot uint16
 	// Down says its monitor is unavailable: the copy is counted, not sent.
 	Down bool
+	// Snaplen is the service's snaplen, 0 for whole frames: the service
+	// counts the bytes of its copies cut to it, as its monitor's
+	// FastTable.Snaplens cuts them.
+	Snaplen uint16
 }
 
 // FastFlowCounter and FastServiceCounter are counters of one slot, summed
@@ -726,6 +730,7 @@ func (c *Capture) copiesValueLocked(d Copies) (xdpCopies, error) {
 	}
 	for i, s := range d.Services {
 		v.Svcs[i] = s.Slot
+		v.Snap[i] = s.Snaplen
 		if s.Down {
 			v.Svcs[i] |= svcDown
 		}
