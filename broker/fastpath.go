@@ -331,8 +331,8 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 		}
 		if prev, ok := snapOf[o.ifindex]; ok {
 			if t.services[prev].snap != ts.snap {
-				return nil, fmt.Errorf("monitor ifindex %d serves services with snaplens %d and %d (0: whole frames)",
-					o.ifindex, t.services[prev].snap, ts.snap)
+				return nil, fmt.Errorf("monitor %s serves tap services with snaplens %d and %d (0: whole frames)",
+					t.outputs[ts.out].name, t.services[prev].snap, ts.snap)
 			}
 			continue
 		}
@@ -342,6 +342,20 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				ft.Snaplens = map[int]uint32{}
 			}
 			ft.Snaplens[o.ifindex] = ts.snap
+		}
+	}
+	// An interface has one DEVMAP egress program for all its copies (in
+	// native mode the kernel runs the first queued frame's entry's program
+	// over every frame a CPU queued for the device): a monitor that cuts
+	// copies cannot also be the uplink that encapsulates a tunnel's.
+	for _, ts := range t.services {
+		if ts.tun == nil || ts.tun.out == nil || ft.Snaplens[ts.tun.out.ifindex] == 0 {
+			continue
+		}
+		for _, ms := range t.services {
+			if ms.tun == nil && ms.out >= 0 && t.outputs[ms.out].ifindex == ts.tun.out.ifindex {
+				return nil, fmt.Errorf("monitor %s, whose tap services cut copies to a snaplen, is also a tap mirror's uplink", t.outputs[ms.out].name)
+			}
 		}
 	}
 	return ft, nil
