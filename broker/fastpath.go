@@ -29,9 +29,11 @@ package broker
 // logged and shown in Stats (IfaceStats.Path, PathReason).
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/taas-appliance/taas/xdpprog"
 )
@@ -501,7 +503,7 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		err = c.prog.SetFast(ft)
 	}
 	if err != nil {
-		return fmt.Sprintf("fast table does not fit: %v", err)
+		return b.tableRefusal(err, t, flows)
 	}
 	if !c.fast.on {
 		b.log.Info("capture on the fast path", "iface", c.name, "decisions", len(ft.Decisions))
@@ -521,6 +523,35 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	}
 	b.harvestFast(c, keepF, keepS, keepT)
 	return ""
+}
+
+// tableRefusal is why c stays on the AF_XDP path when the fast path
+// refused table t (flows are t's) with err: a filter's refusal names its
+// expression and the tap flows that have it, not its index in the table.
+func (b *Broker) tableRefusal(err error, t *table, flows []compiledFlow) string {
+	var fe *xdpprog.FilterError
+	if !errors.As(err, &fe) || fe.Filter < 0 || fe.Filter >= len(t.filters) {
+		return fmt.Sprintf("fast table does not fit: %v", err)
+	}
+	f := t.filters[fe.Filter]
+	idOf := make(map[int32]string, len(b.flowSlots))
+	for id, s := range b.flowSlots {
+		idOf[s] = id
+	}
+	var ids []string
+	for _, cf := range flows {
+		if cf.filter == f && cf.slot >= 0 {
+			ids = append(ids, idOf[cf.slot])
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	noun := "tap flow"
+	if len(ids) > 1 {
+		noun = "tap flows"
+	}
+	return fmt.Sprintf("filter %q of %s %s does not fit the fast path (the AF_XDP path runs it): %v",
+		f.Expr(), noun, strings.Join(ids, ", "), fe.Err)
 }
 
 // harvestFast moves the kernel counts of c's slots not in keepFlows /

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
@@ -386,5 +388,36 @@ func TestCompileFastSnaplens(t *testing.T) {
 				t.Fatalf("compileFast(snaplens %v) Snaplens = %v, want %v", tc.snaps, ft.Snaplens, tc.want)
 			}
 		})
+	}
+}
+
+// TestTableRefusal: the reason a capture stays on the AF_XDP path names a
+// refused filter by its expression and the tap flows that have it, not by
+// its index in the table; other refusals keep their words.
+func TestTableRefusal(t *testing.T) {
+	b := &Broker{flowSlots: map[string]int32{"web-a": 0, "dns": 1, "web-b": 2, "all": 3}}
+	web, dns := mustFilter(t, "tcp port 443"), mustFilter(t, "udp port 53")
+	flows := []compiledFlow{
+		{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, filter: web},
+		{mac: macKey(macA), dir: DirIn, slot: 1, svc: 0, filter: dns},
+		{mac: macKey(macB), dir: DirOut, slot: 2, svc: 0, filter: web},
+		{mac: macKey(macB), dir: DirIn, slot: 3, svc: 0},
+	}
+	tbl := buildTable(1, flows, func(int32) *output { return nil }, 4, 1)
+	why := errors.New("instruction 7 (ldh [12]): backward jump")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("set fast: %w", &xdpprog.FilterError{Filter: slices.Index(tbl.filters, web), Err: why}),
+			`filter "tcp port 443" of tap flows web-a, web-b does not fit the fast path (the AF_XDP path runs it): instruction 7 (ldh [12]): backward jump`},
+		{&xdpprog.FilterError{Filter: slices.Index(tbl.filters, dns), Err: why},
+			`filter "udp port 53" of tap flow dns does not fit the fast path (the AF_XDP path runs it): instruction 7 (ldh [12]): backward jump`},
+		{fmt.Errorf("70 filters, at most 64: %w", xdpprog.ErrFastLimit),
+			"fast table does not fit: 70 filters, at most 64: " + xdpprog.ErrFastLimit.Error()},
+	} {
+		if got := b.tableRefusal(tc.err, tbl, flows); got != tc.want {
+			t.Errorf("tableRefusal(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

@@ -75,6 +75,19 @@ const (
 // ErrFastLimit wraps the reason a FastTable does not fit the program.
 var ErrFastLimit = errors.New("fast table exceeds the xdp program's limits")
 
+// FilterError is the refusal of one filter of a FastTable: Filter indexes
+// FastTable.Filters, so that the caller can name the flows that use it.
+// It wraps ErrFastLimit.
+type FilterError struct {
+	Filter int
+	Err    error
+}
+
+func (e *FilterError) Error() string { return fmt.Sprintf("filter %d: %v", e.Filter, e.Err) }
+
+// Unwrap returns the reason and ErrFastLimit.
+func (e *FilterError) Unwrap() []error { return []error{e.Err, ErrFastLimit} }
+
 // FastTable is the complete in-kernel decision of one capture interface.
 // The program looks a frame of VLAN class c from source port s to
 // destination port d up as:
@@ -269,7 +282,7 @@ func (t *FastTable) check() error {
 	}
 	for i, f := range t.Filters {
 		if err := checkFilter(f); err != nil {
-			return limit("filter %d: %v", i, err)
+			return &FilterError{Filter: i, Err: err}
 		}
 	}
 	if len(t.Snaplens) > maxSnaplens {
