@@ -22,9 +22,10 @@ package broker
 // that talk to each other). What does not fit the program's limits (among
 // them: more than xdpprog.MaxTunnelCopies tunnel copies of one frame,
 // more than xdpprog.MaxFastFilters filters, a filter the translator or the
-// verifier refuses, two services of one monitor with different snaplens),
-// or needs a monitor or uplink that cannot take redirected frames
-// (afxdp-notes gotcha 10) or is smaller than the capture's copies, stays
+// verifier refuses, two services of one monitor with different snaplens,
+// a monitor with a snaplen that is also an uplink), or needs a monitor or
+// uplink that cannot take redirected frames (afxdp-notes gotcha 10) or is
+// smaller than the capture's frames (snaplen or not: outputRefusal), stays
 // on the AF_XDP path for that capture interface alone; the reason is
 // logged and shown in Stats (IfaceStats.Path, PathReason).
 

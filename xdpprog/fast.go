@@ -124,7 +124,9 @@ type FastTable struct {
 	// At least MinSnaplen. It is the monitor's, not the generation's: a
 	// new table's snaplen applies at once. A monitor that is also a
 	// tunnel's uplink must not have one (in native mode a device's queued
-	// copies run one entry's program).
+	// copies run one entry's program). The kernel checks a copy against
+	// the monitor's MTU before the egress program cuts it: a snaplen does
+	// not make a frame fit a smaller monitor.
 	Snaplens map[int]uint32
 }
 
