@@ -42,6 +42,8 @@ func TestBenchSmoke(t *testing.T) {
 		&TC{},
 		Daemonlogger(dir),
 		NetsniffNG(dir),
+		&OVS{Dir: dir},
+		&OVS{Dir: dir, AFXDP: true},
 	}
 	smoke64 := Scenario{Name: "64B", Size: 60, Fanout: 1}
 	churn := Scenario{Name: "churn", Size: 60, Fanout: 1, Select: 2, Churn: true, Seconds: 500 * time.Millisecond}
@@ -89,6 +91,46 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("churn: untouched flow got %d of %d frames", r.DeliveredCopies, r.WantedCopies)
 			}
 		})
+	}
+}
+
+// TestCopiesPerEntry checks the count of wanted copies against the
+// traffic: 8 sources in turn over 10 kinds, the first source filtered on
+// `tcp port 443`.
+func TestCopiesPerEntry(t *testing.T) {
+	s := Setup{Fanout: 2, Sources: benchSources(8)}
+	tr := Traffic{SrcMACs: s.Sources, Mix: true}
+	for _, tc := range []struct {
+		filter string
+		cycle  uint64 // copies per 80 frames
+	}{
+		{"", 80},
+		{FilterExpr, 70 + 1},
+		{"udp", 70 + 5},
+		{"tcp port 80 or tcp port 22", 70 + 2},
+	} {
+		t.Run(tc.filter, func(t *testing.T) {
+			s.FlowFilter = tc.filter
+			per, err := copiesPerEntry(tr, s.flows())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(per) != 80 {
+				t.Fatalf("copiesPerEntry: %d entries, want 80", len(per))
+			}
+			if got := wantedCopies(per, 80); got != tc.cycle {
+				t.Errorf("wantedCopies(80) = %d, want %d", got, tc.cycle)
+			}
+			if got, want := wantedCopies(per, 801), 10*tc.cycle+per[0]; got != want {
+				t.Errorf("wantedCopies(801) = %d, want %d", got, want)
+			}
+		})
+	}
+	if got := monitorExpr(s.flows(), 0); !strings.HasPrefix(got, "(ether src fa:16:3e:be:00:01 and (tcp port 80 or tcp port 22)) or (ether src fa:16:3e:be:01:02)") {
+		t.Errorf("monitorExpr(0) = %q", got)
+	}
+	if _, err := compilePcap("tcp port"); err == nil {
+		t.Errorf("compilePcap(%q): nil error", "tcp port")
 	}
 }
 
