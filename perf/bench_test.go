@@ -206,3 +206,33 @@ func TestResultsWrite(t *testing.T) {
 		t.Errorf("UpdateReadme on a file without markers: nil error")
 	}
 }
+
+// TestFilterRatios checks the filter section of the report: the capture
+// rate of filter8 against mixed8, and the goal for taasd's fast path.
+func TestFilterRatios(t *testing.T) {
+	row := func(peer, sc string, offered, loss float64) Row {
+		return Row{Peer: peer, Scenario: sc, FrameSize: 64, Fanout: 4, OfferedMpps: offered, LossPct: loss, Reps: []Rep{{}}}
+	}
+	for _, tc := range []struct {
+		name string
+		rows []Row
+		want []string
+	}{
+		{"met", []Row{row("taasd", "mixed8", 2, 0), row("taasd", "filter8", 1.8, 0)},
+			[]string{"- taasd: filtered 1.800 Mpps offered", "filtered/unfiltered 0.90×; goal ≥ 0.8×: met", "| filter8 (64 B, 8 flows→4, mixed, `tcp port 443` on 1)"}},
+		{"not met", []Row{row("taasd", "mixed8", 2, 0), row("taasd", "filter8", 2, 25)},
+			[]string{"filtered/unfiltered 0.75×; goal ≥ 0.8×: NOT met"}},
+		{"no goal for tc", []Row{row("tc-mirred", "mixed8", 1, 50), row("tc-mirred", "filter8", 1, 0)},
+			[]string{"filtered/unfiltered 2.00×\n"}},
+		{"filtered only", []Row{row("ovs", "filter8", 1, 0)}, []string{"- ovs: filtered 1.000 Mpps offered, 0.000 delivered, loss 0.00%\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			md := Results{Rows: tc.rows}.Markdown()
+			for _, w := range tc.want {
+				if !strings.Contains(md, w) {
+					t.Errorf("Markdown() lacks %q:\n%s", w, md)
+				}
+			}
+		})
+	}
+}
