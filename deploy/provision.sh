@@ -58,6 +58,15 @@ die() { echo "provision: $*" >&2; exit 1; }
 IFS=, read -r -a capture_ifs <<<"$capture"
 IFS=, read -r -a monitor_ifs <<<"$monitor"
 
+# taasd compiles flow filters with libpcap (the library tcpdump uses): its
+# shared library must be there before the binary runs.
+if ! ldconfig -p | grep -q 'libpcap\.so\.0\.8 '; then
+	command -v apt-get >/dev/null || die "libpcap.so.0.8 is missing: install your distribution's libpcap"
+	say "installing libpcap (flow filters)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libpcap0.8 >/dev/null ||
+		die "apt-get install libpcap0.8 failed"
+fi
+
 say "installing $bin as /usr/local/bin/taasd ($("$bin" --version))"
 install -m 0755 "$bin" /usr/local/bin/taasd.new
 mv -f /usr/local/bin/taasd.new /usr/local/bin/taasd

@@ -1,20 +1,11 @@
-// Package pcapfilter compiles a tap flow's filter, a pcap-filter expression
-// (the syntax of tcpdump and of Wireshark's capture filters), for the data
-// path.
-//
-// libpcap compiles the expression to classic BPF for an Ethernet frame with
-// no VLAN tag. The data path sees frames as captured, with up to two
-// 802.1Q/802.1ad tags, and the filter must see them with those tags removed,
-// as tcpdump does on a Linux interface. Program rewrites libpcap's program
-// so that it runs on the frame as captured and decides as libpcap's would on
-// the untagged frame. Both data paths run that one program: the AF_XDP
-// workers interpret it (Match), the XDP program runs it translated to eBPF
-// (xdpprog).
 package pcapfilter
 
 import (
-	"errors"
+	"fmt"
+	"strings"
 
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcap"
 	"golang.org/x/net/bpf"
 )
 
@@ -26,6 +17,10 @@ const (
 	MaxInstructions = 1024
 )
 
+// snaplen is the capture length libpcap compiles for: the program returns
+// it to accept (any non-zero value accepts).
+const snaplen = 262144
+
 // Error is why an expression is refused, in words fit for an API user.
 type Error struct{ Msg string }
 
@@ -36,23 +31,80 @@ func (e *Error) Error() string { return e.Msg }
 type Filter struct {
 	expr string
 	prog []bpf.Instruction
+	vm   []vmInsn
 }
 
-// Compile validates expr and compiles it. Its errors are *Error.
+// Compile validates expr and compiles it. Its errors are *Error. It never
+// queries a resolver: names libpcap would look up are refused first.
 func Compile(expr string) (*Filter, error) {
-	return nil, &Error{Msg: "filter expressions are not implemented yet"}
+	if strings.TrimSpace(expr) == "" {
+		return nil, &Error{Msg: "filter expression is empty: use null to select every frame"}
+	}
+	if len(expr) > MaxLen {
+		return nil, &Error{Msg: fmt.Sprintf("filter expression is %d bytes long: the limit is %d", len(expr), MaxLen)}
+	}
+	for i := 0; i < len(expr); i++ {
+		if c := expr[i]; c < 0x20 || c == 0x7f {
+			return nil, &Error{Msg: fmt.Sprintf("filter expression has a control character (%#02x) at byte %d", c, i)}
+		}
+	}
+	toks := scan(expr)
+	text, err := checkNames(expr, toks)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkShape(toks); err != nil {
+		return nil, err
+	}
+	insns, err := pcap.CompileBPFFilter(layers.LinkTypeEthernet, snaplen, text)
+	if err != nil {
+		return nil, &Error{Msg: "invalid filter expression: " + err.Error()}
+	}
+	orig := make([]bpf.RawInstruction, len(insns))
+	for i, in := range insns {
+		orig[i] = bpf.RawInstruction{Op: in.Code, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	raw, err := rewrite(orig)
+	if err != nil {
+		if e, ok := err.(*Error); ok {
+			return nil, e
+		}
+		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
+	}
+	if len(raw) > MaxInstructions {
+		return nil, &Error{Msg: fmt.Sprintf("filter expression is too complex for the data path: "+
+			"%d instructions, the limit is %d", len(raw), MaxInstructions)}
+	}
+	// Match runs exactly what Program hands out: the instructions
+	// assembled back, then decoded.
+	prog, typed := bpf.Disassemble(raw)
+	if !typed { // libpcap and the rewrite emit nothing x/net/bpf lacks a type for
+		return nil, &Error{Msg: "filter expression cannot run on the data path: an instruction x/net/bpf does not know"}
+	}
+	back, err := bpf.Assemble(prog)
+	if err != nil { // the rewrite's own output: a bug, reported as a refusal, never a panic
+		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
+	}
+	vm, err := decode(back, true)
+	if err != nil {
+		return nil, &Error{Msg: "filter expression cannot run on the data path: " + err.Error()}
+	}
+	return &Filter{expr: expr, prog: prog, vm: vm}, nil
 }
 
 // Expr is the expression exactly as given to Compile.
 func (f *Filter) Expr() string { return f.expr }
 
 // Program is the classic BPF program that decides on the frame as captured
-// (tags included): a non-zero return accepts it.
-func (f *Filter) Program() []bpf.Instruction { return f.prog }
+// (tags included): a non-zero return accepts it. Every instruction is one
+// of x/net/bpf's types (no RawInstruction; len is LoadExtension ExtLen).
+// Run it with libpcap's semantics (see the package doc). It may jump
+// backwards (libpcap's protochain loops over IPv6 extension headers). The
+// slice is the caller's.
+func (f *Filter) Program() []bpf.Instruction { return append([]bpf.Instruction(nil), f.prog...) }
 
-// Match reports whether the frame, as captured, is accepted.
+// Match reports whether the frame, as captured, is accepted. It never
+// allocates. Frames too short for their tags are rejected.
 func (f *Filter) Match(frame []byte) bool {
-	return false
+	return run(f.vm, frame) != 0
 }
-
-var _ = errors.New
