@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker/xsk"
+	"github.com/taas-appliance/taas/pcapfilter"
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
@@ -62,8 +63,12 @@ type Broker struct {
 	lastIndex map[string]int
 	// delivered is the delivered_packets each service slot last showed.
 	delivered map[int32]uint64
-	plan      *Plan // last applied, for Stats
-	closed    bool
+	// filters are the flows' filters compiled by earlier Applies, by
+	// expression, with the compiler's refusal: compiled once, shared by
+	// every flow and table that uses the expression.
+	filters map[string]compiledFilter
+	plan    *Plan // last applied, for Stats
+	closed  bool
 }
 
 // capture is one capture interface: its XDP program, its RX sockets and
@@ -100,6 +105,7 @@ func New(cfg Config) (*Broker, error) {
 		retIface:  map[string]*ifaceTotals{},
 		lastIndex: map[string]int{},
 		delivered: map[int32]uint64{},
+		filters:   map[string]compiledFilter{},
 	}
 	w, err := startLinkWatch(b.notify, b.log)
 	if err != nil {
@@ -261,12 +267,12 @@ func (b *Broker) captureFrame(ls linkState) int {
 }
 
 // mtuStatus reports ERROR when monitor mon cannot carry the largest copy a
-// capture of caps can bring. ERROR, not DOWN: the service is set up and
+// capture of caps can bring, truncated to snap (0: whole frames). ERROR, not DOWN: the service is set up and
 // copies that fit still go out, but the others are lost until an operator
 // raises the MTU (or lowers the capture's); DOWN is for what waits on
 // something outside (a link, a binding) and means nothing is sent. Issue 9:
 // such a monitor used to show ACTIVE while the kernel dropped every copy.
-func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(string) linkState) Status {
+func (b *Broker) mtuStatus(mon string, snap int, ml linkState, caps []string, look func(string) linkState) Status {
 	carry := ml.carries()
 	if carry == 0 {
 		return Status{State: StateActive}
@@ -276,7 +282,11 @@ func (b *Broker) mtuStatus(mon string, ml linkState, caps []string, look func(st
 		if !cl.exists {
 			continue
 		}
-		if need := b.captureFrame(cl); need > carry {
+		need := b.captureFrame(cl)
+		if snap > 0 {
+			need = min(need, snap)
+		}
+		if need > carry {
 			return Status{State: StateError, Reason: fmt.Sprintf(
 				"monitor %s (%s) cannot carry the copies of capture %s (frames up to %d bytes): copies over %d bytes are dropped (monitor_mtu); raise the MTU of %s to %d",
 				mon, ml.mtuText(), c, need, carry, mon, need-l2Overhead)}
@@ -348,8 +358,10 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 	}
 
 	// 2. Services: slots and status.
+	snaps := map[string]uint32{}
 	for _, s := range p.Services {
 		b.svcSlot(s.ID)
+		snaps[s.ID] = uint32(s.Snaplen)
 		st := Status{State: StateDown, Reason: "tap service's port has no interface binding"}
 		if s.Iface != "" {
 			st = monStatus[s.Iface]
@@ -389,6 +401,13 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			rep.Flows[f.ID] = vst
 			continue
 		}
+		filter, err := b.filter(f.Filter)
+		if err != nil {
+			// control validates filters: only stored data that this
+			// version's compiler refuses gets here.
+			rep.Flows[f.ID] = Status{State: StateError, Reason: err.Error()}
+			continue
+		}
 		if vst.Reason != "" {
 			flowNote[f.ID] = vst.Reason
 		}
@@ -405,7 +424,7 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 			svcCaps[f.ServiceID] = append(svcCaps[f.ServiceID], f.Iface)
 		}
 		byIface[f.Iface] = append(byIface[f.Iface], compiledFlow{mac: macKey(f.MAC), dir: f.Direction, slot: slot,
-			svc: b.svcSlot(f.ServiceID), vlans: vlans})
+			svc: b.svcSlot(f.ServiceID), vlans: vlans, filter: filter, snap: snaps[f.ServiceID]})
 		flowIface[f.ID] = f.Iface
 	}
 	indexes := map[int]string{}
@@ -415,13 +434,14 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		}
 	}
 	b.watch.setWatched(watched, indexes)
+	b.pruneFilters(p)
 
 	// 3b. A monitor must carry the largest copy its services' captures
 	// can bring.
 	for _, s := range p.Services {
 		if st := rep.Services[s.ID]; st.State == StateActive {
 			slices.Sort(svcCaps[s.ID])
-			rep.Services[s.ID] = b.mtuStatus(s.Iface, look(s.Iface), svcCaps[s.ID], look)
+			rep.Services[s.ID] = b.mtuStatus(s.Iface, s.Snaplen, look(s.Iface), svcCaps[s.ID], look)
 		}
 	}
 
@@ -523,6 +543,42 @@ func combineStatus(capture, own Status) Status {
 		return capture
 	}
 	return own
+}
+
+// compiledFilter is an expression's Filter, or why it does not compile.
+type compiledFilter struct {
+	f   *pcapfilter.Filter
+	err error
+}
+
+// filter returns the compiled filter of expression expr, nil for the empty
+// expression (every frame), compiling it the first time.
+func (b *Broker) filter(expr string) (*pcapfilter.Filter, error) {
+	if expr == "" {
+		return nil, nil
+	}
+	c, ok := b.filters[expr]
+	if !ok {
+		c.f, c.err = pcapfilter.Compile(expr)
+		if c.err != nil {
+			c.err = fmt.Errorf("filter %q: %w", expr, c.err)
+		}
+		b.filters[expr] = c
+	}
+	return c.f, c.err
+}
+
+// pruneFilters forgets the compiled filters plan p no longer uses.
+func (b *Broker) pruneFilters(p *Plan) {
+	used := map[string]bool{}
+	for _, f := range p.Flows {
+		used[f.Filter] = true
+	}
+	for expr := range b.filters {
+		if !used[expr] {
+			delete(b.filters, expr)
+		}
+	}
 }
 
 func (b *Broker) flowSlot(id string) int32 { return slotOf(b.flowSlots, id) }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/taas-appliance/taas/pcapfilter"
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
@@ -169,7 +170,7 @@ func TestClassify(t *testing.T) {
 			if r := parseFrame(tc.b, &h); r != parseOK {
 				t.Fatalf("parseFrame = %v", r)
 			}
-			hits := c.classify(tab, &h, uint64(len(tc.b)), ctr)
+			hits := c.classify(tab, &h, tc.b, ctr)
 			var got []int32
 			for _, s := range hits {
 				got = append(got, tab.services[s].slot)
@@ -210,7 +211,7 @@ func TestClassifyDedupeAcrossGenerations(t *testing.T) {
 	var h frameHeader
 	parseFrame(b, &h)
 	for i := 0; i < 6; i++ {
-		if hits := c.classify(tab, &h, 60, ctr); len(hits) != 1 {
+		if hits := c.classify(tab, &h, b, ctr); len(hits) != 1 {
 			t.Fatalf("frame %d (gen %d): %d hits, want 1", i, c.gen, len(hits))
 		}
 	}
@@ -234,39 +235,72 @@ func TestXDPFilter(t *testing.T) {
 	}
 }
 
+// TestClassifyAllocs: parsing and classifying allocate nothing, with and
+// without filters.
 func TestClassifyAllocs(t *testing.T) {
 	a, b := macKey(macA), macKey(macB)
-	tab := testTable([]compiledFlow{{mac: a, dir: DirBoth, slot: 0, svc: 0}, {mac: b, dir: DirIn, slot: 1, svc: 1, vlans: vset("1-10")}})
-	var c classifier
-	c.resize(tab)
-	ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
-	frames := [][]byte{frame(macB, macA, nil, 46), frame(bcast, macC, [][2]uint16{{0x8100, 3}}, 42), make([]byte, 10)}
-	allocs := testing.AllocsPerRun(1000, func() {
-		var h frameHeader
-		for _, f := range frames {
-			if parseFrame(f, &h) == parseOK {
-				c.classify(tab, &h, uint64(len(f)), ctr)
+	for _, tc := range []struct {
+		name   string
+		flows  []compiledFlow
+		frames [][]byte
+	}{
+		{"unfiltered", []compiledFlow{{mac: a, dir: DirBoth, slot: 0, svc: 0}, {mac: b, dir: DirIn, slot: 1, svc: 1, vlans: vset("1-10")}},
+			[][]byte{frame(macB, macA, nil, 46), frame(bcast, macC, [][2]uint16{{0x8100, 3}}, 42), make([]byte, 10)}},
+		{"filtered", []compiledFlow{{mac: a, dir: DirBoth, slot: 0, svc: 0, filter: mustFilter(t, "tcp port 443")},
+			{mac: a, dir: DirOut, slot: 1, svc: 1, filter: mustFilter(t, "udp")}},
+			[][]byte{ipFrame(macB, macA, nil, false, 443), ipFrame(macB, macA, [][2]uint16{{0x8100, 3}}, true, 53)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := testTable(tc.flows)
+			var c classifier
+			c.resize(tab)
+			ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
+			allocs := testing.AllocsPerRun(1000, func() {
+				var h frameHeader
+				for _, f := range tc.frames {
+					if parseFrame(f, &h) == parseOK {
+						c.classify(tab, &h, f, ctr)
+					}
+				}
+			})
+			if allocs != 0 {
+				t.Fatalf("parse+classify allocates %v times per run, want 0", allocs)
 			}
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("parse+classify allocates %v times per run, want 0", allocs)
+		})
 	}
 }
 
+// BenchmarkClassify is the cost of parsing and classifying one frame that
+// one flow matches, without a filter and with one ("tcp port 443",
+// accepting the frame).
 func BenchmarkClassify(b *testing.B) {
-	tab := testTable([]compiledFlow{{mac: macKey(macA), dir: DirBoth, slot: 0, svc: 0}, {mac: macKey(macB), dir: DirIn, slot: 1, svc: 1}})
-	var c classifier
-	c.resize(tab)
-	ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
-	f := frame(macB, macA, nil, 46)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(f)))
-	for b.Loop() {
-		var h frameHeader
-		if parseFrame(f, &h) == parseOK {
-			c.classify(tab, &h, uint64(len(f)), ctr)
-		}
+	for _, tc := range []struct {
+		name   string
+		filter *pcapfilter.Filter
+		frame  []byte
+	}{
+		{"unfiltered", nil, frame(macB, macA, nil, 46)},
+		{"filtered", mustFilter(b, "tcp port 443"), ipFrame(macC, macA, nil, false, 443)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			tab := testTable([]compiledFlow{{mac: macKey(macA), dir: DirBoth, slot: 0, svc: 0, filter: tc.filter},
+				{mac: macKey(macB), dir: DirIn, slot: 1, svc: 1}})
+			var c classifier
+			c.resize(tab)
+			ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
+			f := tc.frame
+			b.ReportAllocs()
+			b.SetBytes(int64(len(f)))
+			for b.Loop() {
+				var h frameHeader
+				if parseFrame(f, &h) == parseOK {
+					c.classify(tab, &h, f, ctr)
+				}
+			}
+			if ctr.flows[0].pkts.Load() == 0 {
+				b.Fatal("the flow matched nothing")
+			}
+		})
 	}
 }
 
@@ -294,7 +328,7 @@ func FuzzClassify(f *testing.F) {
 			}
 			return
 		}
-		hits := c.classify(tab, &h, uint64(len(b)), ctr)
+		hits := c.classify(tab, &h, b, ctr)
 		seen := map[int32]bool{}
 		for _, s := range hits {
 			if seen[s] {
@@ -381,7 +415,7 @@ func TestClassifyTunnels(t *testing.T) {
 				t.Fatalf("parseFrame = %v", r)
 			}
 			var got []string
-			for _, s := range c.classify(tab, &h, uint64(len(tc.b)), ctr) {
+			for _, s := range c.classify(tab, &h, tc.b, ctr) {
 				switch tab.services[s].tun {
 				case nil:
 					got = append(got, fmt.Sprintf("s%d", tab.services[s].slot))

@@ -266,6 +266,7 @@ func (b *Broker) Stats() Stats {
 				if int(slot) < len(set.flows) {
 					fs.MatchedPackets += set.flows[slot].pkts.Load()
 					fs.MatchedBytes += set.flows[slot].bytes.Load()
+					fs.RejectedPackets += set.flows[slot].rejected.Load()
 				}
 			}
 		}

@@ -10,6 +10,9 @@ import "sync/atomic"
 
 type flowCounter struct {
 	pkts, bytes atomic.Uint64
+	// rejected counts the frames the flow's direction and VLAN selection
+	// wanted and its filter rejected.
+	rejected atomic.Uint64
 }
 
 type serviceCounter struct {
@@ -108,6 +111,7 @@ func (c *counterSet) add(src *counterSet) {
 	for i := range src.flows {
 		c.flows[i].pkts.Add(src.flows[i].pkts.Load())
 		c.flows[i].bytes.Add(src.flows[i].bytes.Load())
+		c.flows[i].rejected.Add(src.flows[i].rejected.Load())
 	}
 	for i := range src.svcs {
 		c.svcs[i].pkts.Add(src.svcs[i].pkts.Load())

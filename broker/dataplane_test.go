@@ -42,9 +42,21 @@ type topo struct {
 
 func newTopo(t *testing.T, monitors, queues int) *topo {
 	t.Helper()
+	return newTopoKeep(t, monitors, queues, packettest.IsTest)
+}
+
+// newTopoKeep is newTopo whose monitor captures record the frames keep
+// accepts.
+func newTopoKeep(t *testing.T, monitors, queues int, keep func([]byte) bool) *topo {
+	t.Helper()
 	testutil.RequireRoot(t, rootWhy)
 	p := testutil.Prefix(t)
 	tp := &topo{p: p, span: testutil.Netns(t, p+"span"), capIf: p + "cap"}
+	// The span end sends no IPv6 chatter of its own (router and neighbour
+	// solicitations, MLD reports), which flows IN of a port would count:
+	// the capture interface sees only the frames a test sends.
+	testutil.Run(t, "ip", "netns", "exec", tp.span, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+		"net.ipv6.conf.default.disable_ipv6=1")
 	testutil.Veth(t, tp.capIf, p+"capp", testutil.VethOpts{NetnsB: tp.span, Queues: queues})
 	for i := 0; i < monitors; i++ {
 		ns := testutil.Netns(t, fmt.Sprintf("%smon%d", p, i))
@@ -54,7 +66,7 @@ func newTopo(t *testing.T, monitors, queues int) *topo {
 		// (gotcha 10); the AF_XDP path does not care.
 		testutil.Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", name+"p", "gro", "on")
 		tp.mons = append(tp.mons, name)
-		tp.caps = append(tp.caps, packettest.NewCapture(t, ns, name+"p", packettest.IsTest))
+		tp.caps = append(tp.caps, packettest.NewCapture(t, ns, name+"p", keep))
 	}
 	tp.inject = packettest.NewInjector(t, tp.span, p+"capp")
 	testutil.WaitOperUp(t, tp.span, p+"capp")

@@ -18,8 +18,12 @@
 // A frame's path: the XDP program (xdpprog) redirects what some flow may
 // want to the socket of its RX queue; the worker parses its MACs and outer
 // VID, matches flows in the capture interface's table (direction, VLAN
-// set), sends each service at most one copy, and counts per flow and per
-// service. worker.go has the step-by-step sketch.
+// set, then the flow's filter, issue 11), sends each service at most one
+// copy (cut to the service's snaplen), and counts per flow (matched, and
+// rejected by the filter) and per service. worker.go has the step-by-step
+// sketch. A flow's filter is a pcapfilter.Filter, compiled once per
+// expression and kept across Applies; one that does not compile makes
+// its flow ERROR.
 //
 // Tap mirrors (mirror.go) are compiled into the same table: each
 // direction of a mirror is a tunnel with the flows' direction semantics,
@@ -30,9 +34,11 @@
 // uplink's DEVMAP entry runs xdpprog's tunnel program on the copy instead.
 //
 // The fast path (Config.FastPath, fastpath.go) skips userspace: Apply
-// tabulates the same table into the XDP program's decision maps, and the
-// program counts flows and services and sends the copies itself with
-// bpf_redirect_map (DEVMAP, BPF_F_BROADCAST for several). A capture whose
+// tabulates the same table into the XDP program's decision maps, with the
+// filters' programs and the monitors' snaplens, and the program runs the
+// filters a frame's decisions need, counts flows and services and sends
+// the copies itself with bpf_redirect_map (DEVMAP, BPF_F_BROADCAST for
+// several). A capture whose
 // plan does not fit the program, or that copies to a monitor refusing
 // redirected frames, stays on the AF_XDP path; Stats says which path each
 // capture takes and why.

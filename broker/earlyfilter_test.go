@@ -89,7 +89,7 @@ func FuzzEarlyFilterKeepsWanted(f *testing.F) {
 		var cl classifier
 		cl.resize(tbl)
 		ctr := (&counterSet{}).grown(16, 4)
-		if hits := cl.classify(tbl, &h, uint64(len(frame)), ctr); len(hits) > 0 && !o.Kept() {
+		if hits := cl.classify(tbl, &h, frame, ctr); len(hits) > 0 && !o.Kept() {
 			t.Fatalf("classify(% x) = services %v, but the XDP early filter says %v (flows %+v)", frame[:min(len(frame), 22)], hits, o, flows)
 		}
 	})

@@ -9,16 +9,24 @@ package broker
 // The program cannot run Go: Apply tabulates the capture's table (table.go,
 // the one classifier) for every (VLAN class, source port, destination port)
 // into an xdpprog.FastTable, by classifying one representative frame per
-// combination. A tap mirror's tunnel is an output too: its uplink's DEVMAP
-// entry runs xdpprog's tunnel program (SetTunnel), which encapsulates the
-// copy as the workers do, byte for byte, also when a frame has several
-// tunnel copies through one uplink (a mirror with IN and OUT ids, two
-// mirrored ports that talk to each other). What does not fit the program's
-// limits (among them: more than xdpprog.MaxTunnelCopies tunnel copies of
-// one frame), or needs a monitor or uplink that cannot take redirected frames
-// (afxdp-notes gotcha 10) or is smaller than the capture's frames, stays on
-// the AF_XDP path for that capture interface; the reason is logged and
-// shown in Stats (IfaceStats.Path, PathReason).
+// combination. A flow with a filter (issue 11) cannot be decided from a
+// representative frame: its decision lists the flow, its service and its
+// filter, the program runs the filter on the frame, and the table holds
+// copies for every service mask the decision's filters can leave. The
+// monitors' DEVMAP entries cut copies to their services' snaplen.
+//
+// A tap mirror's tunnel is an output too: its uplink's DEVMAP entry runs
+// xdpprog's tunnel program (SetTunnel), which encapsulates the copy as the
+// workers do, byte for byte, also when a frame has several tunnel copies
+// through one uplink (a mirror with IN and OUT ids, two mirrored ports
+// that talk to each other). What does not fit the program's limits (among
+// them: more than xdpprog.MaxTunnelCopies tunnel copies of one frame,
+// more than xdpprog.MaxFastFilters filters, a filter the translator or the
+// verifier refuses, two services of one monitor with different snaplens),
+// or needs a monitor or uplink that cannot take redirected frames
+// (afxdp-notes gotcha 10) or is smaller than the capture's copies, stays
+// on the AF_XDP path for that capture interface alone; the reason is
+// logged and shown in Stats (IfaceStats.Path, PathReason).
 
 import (
 	"fmt"
@@ -37,6 +45,10 @@ const (
 // (4 x ports + 1). Beyond it the table could not fit MaxFastDecisions in
 // any realistic plan anyway, and Apply must stay quick.
 const maxFastCombos = 1 << 20
+
+// maxDecisionFilters bounds the filters of one decision: the table holds
+// copies for the mask of every combination of them accepting a frame.
+const maxDecisionFilters = xdpprog.MaxDecisionFlows
 
 // kslot is a flow's or service's counter slot in one capture's program,
 // with the kernel counter's value when the slot was given to it: kernel
@@ -169,37 +181,77 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 	}
 	const bcast = uint64(0xffffffffffff)
 
+	for _, f := range t.filters {
+		ft.Filters = append(ft.Filters, f.Program())
+	}
+
 	var cls classifier
 	cls.resize(t)
 	ctr := (&counterSet{}).grown(t.flowSlots, t.svcSlots) // scratch: classify counts
 	// decide classifies one representative frame of key; sides collects the
-	// source-side (0) and destination-side (1) masks of the class.
+	// source-side (0) and destination-side (1) masks of the class: every
+	// mask the decision can result in, its filtered flows' services added
+	// or not.
 	var sides [2]map[uint64]bool
+	var usedFilters []int32
 	decide := func(key xdpprog.FastKey, src, dst uint64, side int) error {
 		h := frameHeader{src: src, dst: dst, vid: reps[key.VIDClass]}
-		hits := cls.classify(t, &h, 0, ctr)
-		if len(hits) == 0 {
-			return nil
-		}
+		hits := cls.classify(t, &h, nil, ctr) // the unfiltered flows' services
 		var d xdpprog.Decision
+		// used are the decision's filters, and adds the services each
+		// adds to the mask when it accepts the frame.
+		used, adds := usedFilters[:0], map[int32]uint64{}
+		for _, s := range hits {
+			d.Services |= 1 << s
+		}
 		for i := 0; i < t.nFlows; i++ {
 			if cls.flowStamp[i] != cls.gen {
 				continue
 			}
-			if k := flowK(i); k != noFlowSlot {
-				d.Flows = append(d.Flows, k)
+			k := flowK(i)
+			if k == noFlowSlot {
+				continue // a tunnel: no counter, never a filter
+			}
+			tf := t.flows[i]
+			d.Flows = append(d.Flows, k)
+			d.FlowServices = append(d.FlowServices, uint8(tf.svc))
+			d.FlowFilters = append(d.FlowFilters, int(tf.filter))
+			if tf.filter >= 0 {
+				if _, ok := adds[tf.filter]; !ok {
+					used = append(used, tf.filter)
+				}
+				adds[tf.filter] |= 1 << tf.svc
 			}
 		}
-		for _, s := range hits {
-			d.Services |= 1 << s
+		if len(used) == 0 {
+			d.FlowServices, d.FlowFilters = nil, nil
+			if len(hits) == 0 {
+				return nil
+			}
+		}
+		if len(used) > maxDecisionFilters {
+			return fmt.Errorf("a frame needs %d filters on one side, at most %d", len(used), maxDecisionFilters)
 		}
 		if len(ft.Decisions) == xdpprog.MaxFastDecisions {
 			return fmt.Errorf("more than %d decisions", xdpprog.MaxFastDecisions)
 		}
 		ft.Decisions[key] = d
-		ft.Copies[d.Services] = xdpprog.Copies{}
-		if side >= 0 {
-			sides[side][d.Services] = true
+		// The masks of every combination of the filters accepting; 0
+		// (every flow rejects the frame) needs no copies.
+		for sub := range 1 << len(used) {
+			m := d.Services
+			for j, fi := range used {
+				if sub&(1<<j) != 0 {
+					m |= adds[fi]
+				}
+			}
+			if m == 0 {
+				continue
+			}
+			ft.Copies[m] = xdpprog.Copies{}
+			if side >= 0 {
+				sides[side][m] = true
+			}
 		}
 		return nil
 	}
@@ -226,12 +278,18 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				}
 			}
 		}
-		if n := len(sides[0]) * len(sides[1]); n > 4*xdpprog.MaxFastCopies {
+		// Filtered flows make many masks per side (every subset of their
+		// services), whose unions mostly coincide: bound the work, and let
+		// the count of distinct masks below say whether they fit.
+		if n := len(sides[0]) * len(sides[1]); n > maxFastCombos {
 			return nil, fmt.Errorf("%d unions of service sets in one VLAN class", n)
 		}
 		for a := range sides[0] {
 			for b := range sides[1] {
 				ft.Copies[a|b] = xdpprog.Copies{}
+			}
+			if len(ft.Copies) > xdpprog.MaxFastCopies {
+				return nil, fmt.Errorf("more than %d service sets", xdpprog.MaxFastCopies)
 			}
 		}
 	}
@@ -253,6 +311,32 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 			}
 		}
 		ft.Copies[mask] = cp
+	}
+
+	// Snaplens by monitor: the DEVMAP entry of a monitor truncates every
+	// copy it sends, so the services of a monitor must agree. A tunnel
+	// truncates in its own program (TunnelSpec.Snaplen).
+	snapOf := map[int]int32{} // ifindex -> the service that set its snaplen
+	for s := int32(0); s < int32(len(t.services)); s++ {
+		ts := &t.services[s]
+		o := outputOf(s)
+		if ts.tun != nil || !o.usable {
+			continue
+		}
+		if prev, ok := snapOf[o.ifindex]; ok {
+			if t.services[prev].snap != ts.snap {
+				return nil, fmt.Errorf("monitor ifindex %d serves services with snaplens %d and %d (0: whole frames)",
+					o.ifindex, t.services[prev].snap, ts.snap)
+			}
+			continue
+		}
+		snapOf[o.ifindex] = s
+		if ts.snap > 0 {
+			if ft.Snaplens == nil {
+				ft.Snaplens = map[int]uint32{}
+			}
+			ft.Snaplens[o.ifindex] = ts.snap
+		}
 	}
 	return ft, nil
 }
@@ -287,6 +371,24 @@ func (b *Broker) applyFast(c *capture, t *table, flows []compiledFlow) {
 	b.harvestFast(c, nil, nil, nil)
 }
 
+// largestCopy is the largest copy of a frame of up to frame bytes that
+// table t sends to its output out: a monitor's services may truncate them
+// (snaplen); an uplink's frame is checked before its tunnel truncates it.
+func largestCopy(t *table, out int32, frame int) int {
+	n := 0
+	for i := range t.services {
+		s := &t.services[i]
+		if s.out != out {
+			continue
+		}
+		if s.tun != nil {
+			return frame
+		}
+		n = max(n, int(s.copyLen(frame)))
+	}
+	return n
+}
+
 // fastRefusal loads t into c's program and returns "", or returns why c
 // stays on the AF_XDP path.
 func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string {
@@ -302,7 +404,7 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		// broadcast to several monitors; the workers count it instead.
 		// It checks a copy to an uplink before the tunnel's program can
 		// truncate it: the workers truncate it instead.
-		if m := t.outMax[i]; m > 0 && int(m) < c.frame {
+		if m := t.outMax[i]; m > 0 && int(m) < largestCopy(t, int32(i), c.frame) {
 			if o.role == roleUplink {
 				return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
 					o.name, m, c.name, c.frame)
@@ -418,8 +520,7 @@ func (b *Broker) harvestFast(c *capture, keepFlows, keepSvcs, keepTuns map[int32
 			continue
 		}
 		if v, err := c.prog.FastFlow(e.k); err == nil {
-			b.retired.flowAt(s).pkts.Add(v.Packets - e.base.Packets)
-			b.retired.flowAt(s).bytes.Add(v.Bytes - e.base.Bytes)
+			addFastFlow(b.retired.flowAt(s), v, e.base)
 		}
 		delete(c.fast.flows.of, s)
 		c.fast.flows.free = append(c.fast.flows.free, e.k)
@@ -476,6 +577,13 @@ func (cs *counterSet) addFastService(key int32, v, base xdpprog.FastServiceCount
 	sc.drops[dropRedirectFailed].Add(v.Failed - base.Failed)
 }
 
+// addFastFlow adds a kernel flow counter, less its base, to fc.
+func addFastFlow(fc *flowCounter, v, base xdpprog.FastFlowCounter) {
+	fc.pkts.Add(v.Packets - base.Packets)
+	fc.bytes.Add(v.Bytes - base.Bytes)
+	fc.rejected.Add(v.Rejected - base.Rejected)
+}
+
 // addFastTunnel adds a kernel tunnel counter, less its base, to tc.
 func addFastTunnel(tc *tunnelCounter, v, base xdpprog.FastTunnelCounter) {
 	tc.pkts.Add(v.Packets - base.Packets)
@@ -491,8 +599,7 @@ func (b *Broker) fastCounters() *counterSet {
 	for _, c := range b.captures {
 		for s, e := range c.fast.flows.of {
 			if v, err := c.prog.FastFlow(e.k); err == nil {
-				cs.flowAt(s).pkts.Add(v.Packets - e.base.Packets)
-				cs.flowAt(s).bytes.Add(v.Bytes - e.base.Bytes)
+				addFastFlow(cs.flowAt(s), v, e.base)
 			}
 		}
 		for s, e := range c.fast.svcs.of {

@@ -127,3 +127,68 @@ func TestBrokerFastMonitorRefusingRedirect(t *testing.T) {
 		roundTrip("gro " + step.gro)
 	}
 }
+
+// TestBrokerFastFiltersPerCapture: a capture with a filtered flow and one
+// without both take the fast path when the filters fit the program; when
+// the filtered capture's table stops fitting (more filters than
+// xdpprog.MaxFastFilters), that capture alone goes to the AF_XDP path,
+// saying why, and the other's traffic stays in the kernel. Frames arrive
+// right throughout.
+func TestBrokerFastFiltersPerCapture(t *testing.T) {
+	t1, t2 := newTopo(t, 1, 1), newTopo(t, 1, 1)
+	b := newBroker(t, Config{FastPath: true})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s1", Iface: t1.mons[0]}, {ID: "s2", Iface: t2.mons[0]}},
+		Flows: []Flow{
+			{ID: "fa", ServiceID: "s1", SourcePortID: "pa", Iface: t1.capIf, MAC: mac6(hwA), Direction: DirOut, Filter: "ether[25] & 1 = 1"},
+			{ID: "fb", ServiceID: "s2", SourcePortID: "pb", Iface: t2.capIf, MAC: mac6(hwB), Direction: DirOut},
+		}}
+	seq := uint32(0)
+	round := func(what string) {
+		t.Helper()
+		t1.reset()
+		t2.reset()
+		s1, s2 := map[uint32][]byte{}, map[uint32][]byte{}
+		var odd uint32
+		for range 2 {
+			seq++
+			s1[seq] = packettest.Frame(hwC, hwA, nil, seq, 60)
+			t1.send(t, s1[seq])
+			if seq%2 == 1 {
+				odd = seq
+			}
+		}
+		seq++
+		s2[seq] = packettest.Frame(hwC, hwB, nil, seq, 60)
+		t2.send(t, s2[seq])
+		expect(t, t1.caps[0], what+": "+t1.mons[0], s1, odd)
+		expect(t, t2.caps[0], what+": "+t2.mons[0], s2, seq)
+	}
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, t1.capIf, true)
+	wantPath(t, b, t2.capIf, true)
+	round("both fast")
+	if fs := flowStats(b, "fa"); fs.MatchedPackets != 1 || fs.RejectedPackets != 1 {
+		t.Errorf("flow fa matched %d rejected %d, want 1 and 1", fs.MatchedPackets, fs.RejectedPackets)
+	}
+
+	// Other ports of the first capture, each with a filter of its own.
+	for i := range xdpprog.MaxFastFilters {
+		mac := [6]byte{0x02, 0, 0, 0, 1, byte(i)}
+		plan.Flows = append(plan.Flows, Flow{ID: fmt.Sprintf("x%d", i), ServiceID: "s1", SourcePortID: "px", Iface: t1.capIf,
+			MAC: mac, Direction: DirOut, Filter: fmt.Sprintf("ether[25] = %d", i)})
+	}
+	plan.Version++
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, t1.capIf, false)
+	wantPath(t, b, t2.capIf, true)
+	if why := capturePathReason(b, t1.capIf); !strings.Contains(why, "filters") {
+		t.Errorf("path_reason = %q, want the filters named", why)
+	}
+	round("filtered capture on the AF_XDP path")
+	if fs := flowStats(b, "fa"); fs.MatchedPackets != 2 || fs.RejectedPackets != 2 {
+		t.Errorf("flow fa matched %d rejected %d, want 2 and 2 (1 and 1 per path)", fs.MatchedPackets, fs.RejectedPackets)
+	}
+	if got := flowMatched(b, "fb"); got != 2 {
+		t.Errorf("flow fb matched %d, want 2", got)
+	}
+}

@@ -402,13 +402,16 @@ func serviceDrops(b *Broker, id, reason string) uint64 {
 	return 0
 }
 
-func flowMatched(b *Broker, id string) uint64 {
+func flowMatched(b *Broker, id string) uint64 { return flowStats(b, id).MatchedPackets }
+
+// flowStats returns the stats of flow id.
+func flowStats(b *Broker, id string) FlowStats {
 	for _, f := range b.Stats().Flows {
 		if f.ID == id {
-			return f.MatchedPackets
+			return f
 		}
 	}
-	return 0
+	return FlowStats{ID: id}
 }
 
 func ifaceCounter(b *Broker, name, counter string) uint64 {

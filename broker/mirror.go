@@ -104,7 +104,7 @@ func (b *Broker) realiseMirrors(p *Plan, look func(string) linkState, linkErr ma
 			}
 			enc, _ := encapOf(m.Type) // mirrorRoute checked it
 			hdr, err := xdpprog.NewTunnelHeader(xdpprog.TunnelSpec{Encap: enc, ID: tn.ID, PortMAC: m.MAC,
-				SrcMAC: res.srcMAC, DstMAC: res.dstMAC, Src: res.src, Dst: m.RemoteIP, MTU: res.mtu})
+				SrcMAC: res.srcMAC, DstMAC: res.dstMAC, Src: res.src, Dst: m.RemoteIP, MTU: res.mtu, Snaplen: m.Snaplen})
 			if err != nil {
 				st = Status{State: StateError, Reason: fmt.Sprintf("tunnel %s %d: %v", m.Type, tn.ID, err)}
 				continue

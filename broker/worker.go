@@ -4,15 +4,17 @@ package broker
 //
 //  1. rx ring:  Receive up to BatchSize descriptors (poll(2) when idle)
 //  2. plan:     load the capture's table once per batch
-//  3. classify: parse dst/src/outer VID, match flows and mirror tunnels,
-//               dedupe per service and tunnel; a copy larger than its
-//               monitor carries is counted, not sent
+//  3. classify: parse dst/src/outer VID, match flows (direction, VLAN set,
+//               then the flow's filter, each filter run at most once per
+//               frame) and mirror tunnels, dedupe per service and tunnel;
+//               a copy larger than its monitor carries is counted, not sent
 //  4. gather:   append each copy to its output's list (a monitor, or the
 //               uplink of a tunnel)
 //  5. fan-out:  per output, under its mutex once per batch: AllocTx, memcpy
-//               (a tunnel's: outer headers, next sequence number, frame
-//               truncated to the uplink's MTU), Transmit, one Kick, reap
-//               completions
+//               (a monitor's: the frame truncated to its service's
+//               snaplen; a tunnel's: outer headers, next sequence number,
+//               frame truncated to the mirror's snaplen and the uplink's
+//               MTU), Transmit, one Kick, reap completions
 //  6. fill:     Free the RX frames and refill the fill ring once
 //
 // Nothing here allocates, locks (except step 5's per-batch mutex), logs or
@@ -160,7 +162,7 @@ func (w *worker) batch() int {
 				w.wctr[wcTruncatedTag].Add(1)
 				continue
 			}
-			hits := w.cls.classify(t, &h, uint64(len(b)), ctr)
+			hits := w.cls.classify(t, &h, b, ctr)
 			if len(hits) == 0 {
 				w.wctr[wcUnwanted].Add(1)
 				continue
@@ -176,7 +178,7 @@ func (w *worker) batch() int {
 					continue
 				}
 				// A tunnel truncates what its uplink cannot carry.
-				if m := t.outMax[ts.out]; ts.tun == nil && m > 0 && uint32(len(b)) > m {
+				if m := t.outMax[ts.out]; ts.tun == nil && m > 0 && ts.copyLen(len(b)) > m {
 					// The kernel would drop it after the send and we
 					// would count it delivered (issue 9). Only a
 					// misconfigured monitor gets here, so the shared
@@ -292,7 +294,7 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 		} else {
 			// The monitor's TX frame (FrameSize - UMEM headroom) is always
 			// larger than a received frame (FrameSize - 256, gotcha 6).
-			txd[j].Len = uint32(copy(dst, src))
+			txd[j].Len = uint32(copy(dst, src[:t.services[refs[j].svc].copyLen(len(src))]))
 		}
 		txd[filled], refs[filled] = txd[j], refs[j]
 		filled++

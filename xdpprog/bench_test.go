@@ -8,6 +8,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/internal/testutil"
@@ -79,35 +81,51 @@ func dropProgram(b *testing.B) *ebpf.Program {
 
 // BenchmarkFast measures the fast path's decision per frame: port and
 // decision lookups, flow and service counters, bpf_redirect_map (to lo,
-// not delivered by test runs), for one copy and for a broadcast of four.
+// not delivered by test runs), for one copy and for a broadcast of four;
+// and with the flow filtered by "tcp port 443" (the tail calls to the
+// filter program and to xdp_resume), on a frame it accepts and on one it
+// rejects.
 func BenchmarkFast(b *testing.B) {
 	testutil.RequireRoot(b, needBPF)
 	svcs := []DecisionService{{Slot: 0}, {Slot: 1}, {Slot: 2}, {Slot: 3}}
+	tcp443 := l4Frame(b, macOther, macA, layers.IPProtocolTCP, 443)
 	cases := []struct {
-		name string
-		mask uint64
-		cp   Copies
+		name   string
+		mask   uint64
+		cp     Copies
+		filter string
+		frame  []byte
+		want   uint32
 	}{
-		{"one_copy", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}},
-		{"four_copies", 0b1111, Copies{Outputs: []int{1, 1, 1, 1}, Services: svcs}},
+		{"one_copy", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}, "", frame(b, macOther, macA, nil, 46, 0), xdpRedirect},
+		{"four_copies", 0b1111, Copies{Outputs: []int{1, 1, 1, 1}, Services: svcs}, "", frame(b, macOther, macA, nil, 46, 0), xdpRedirect},
+		{"one_copy_tcp", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}, "", tcp443, xdpRedirect},
+		{"filtered_match", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}, "tcp port 443", tcp443, xdpRedirect},
+		{"filtered_reject", 0b1, Copies{Outputs: []int{1}, Services: svcs[:1]}, "tcp port 443",
+			l4Frame(b, macOther, macA, layers.IPProtocolUDP, 53), xdpPass},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			c, err := Load(Config{})
 			testutil.SkipIfNotSupported(b, err)
 			defer c.Close()
-			if err := c.SetFast(&FastTable{Ports: map[[6]byte]uint32{macA: 1},
+			tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
 				Decisions: map[FastKey]Decision{{Src: 1}: {Services: bc.mask, Flows: []uint16{0}}},
-				Copies:    map[uint64]Copies{bc.mask: bc.cp}}); err != nil {
+				Copies:    map[uint64]Copies{bc.mask: bc.cp}}
+			if bc.filter != "" {
+				tab.Filters = [][]bpf.Instruction{libpcap(b, bc.filter)}
+				tab.Decisions[FastKey{Src: 1}] = Decision{Flows: []uint16{0}, FlowServices: []uint8{0}, FlowFilters: []int{0}}
+			}
+			if err := c.SetFast(tab); err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
-			v, per, err := c.objs.XdpCapture.Benchmark(frame(b, macOther, macA, nil, 46, 0), b.N, b.ResetTimer)
+			v, per, err := c.objs.XdpCapture.Benchmark(bc.frame, b.N, b.ResetTimer)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if v != xdpRedirect {
-				b.Fatalf("xdp_capture = %s, want redirect", verdictName(v))
+			if v != bc.want {
+				b.Fatalf("xdp_capture = %s, want %s", verdictName(v), verdictName(bc.want))
 			}
 			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
 		})

@@ -6,7 +6,7 @@ import "fmt"
 // the program is loaded. Every frame counts in Seen and in exactly one
 // outcome: Redirected, RedirectFailed, Unmatched, VLANFiltered, Runt,
 // TruncatedTag, Oversize, or, on the fast path (SetFast), FastRedirected,
-// FastFailed or FastNoOutput. Passed and Dropped count the verdicts of
+// FastFailed, FastNoOutput or FastFiltered. Passed and Dropped count the verdicts of
 // frames that were not redirected.
 type Counters struct {
 	// Seen is every frame the program ran on.
@@ -32,11 +32,15 @@ type Counters struct {
 	// FastRedirected frames were decided in the kernel and their copies
 	// handed to a DEVMAP (one per service).
 	FastRedirected uint64
-	// FastFailed frames were decided but bpf_redirect_map refused them.
+	// FastFailed frames were decided but bpf_redirect_map refused them, or
+	// the tail call to the filters failed (no copy was sent).
 	FastFailed uint64
 	// FastNoOutput frames matched flows none of whose services had a usable
 	// monitor.
 	FastNoOutput uint64
+	// FastFiltered frames were decided, but every flow's filter rejected
+	// them: they got the unmatched action.
+	FastFiltered uint64
 }
 
 // Each calls fn with every counter's stable snake_case name (what metrics
@@ -56,6 +60,7 @@ func (c *Counters) Each(fn func(name string, v uint64)) {
 	fn("fast_redirected", c.FastRedirected)
 	fn("fast_failed", c.FastFailed)
 	fn("fast_no_output", c.FastNoOutput)
+	fn("fast_filtered", c.FastFiltered)
 }
 
 // Counters returns the program's counters summed over CPUs.
@@ -87,6 +92,7 @@ func (c *Capture) countersLocked() (Counters, error) {
 		s.FastRedirected += p.FastRedirected
 		s.FastFailed += p.FastFailed
 		s.FastNoOutput += p.FastNoOutput
+		s.FastFiltered += p.FastFiltered
 	}
 	return s, nil
 }

@@ -15,9 +15,15 @@
 //     each frame itself and sends its copies through a DEVMAP (one monitor)
 //     or a BPF_F_BROADCAST output set (several), swapping generations
 //     atomically; FastFlow / FastService read its per-CPU slot counters;
+//     a table's flows may have pcap filters (FastTable.Filters, classic
+//     BPF from pcapfilter) that the kernel runs translated to eBPF
+//     (translate.go) in one generated program per table, tail-called for
+//     the decisions that need them (filters.go), and its monitors a
+//     snaplen (xdp_snap, a DEVMAP egress program);
 //   - NewTunnelHeader builds a tap mirror's tunnel headers (GRE, ERSPAN II
 //     and III, VXLAN over IPv4 or IPv6) and Encapsulate puts them in front
-//     of a copy, truncated to the uplink's MTU, for the AF_XDP workers;
+//     of a copy, truncated to the uplink's MTU or the snaplen, for the
+//     AF_XDP workers;
 //     SetTunnel gives the same tunnel to the fast path: TunnelOutput(slot)
 //     is then an output of Copies, whose copies the kernel encapsulates
 //     byte for byte alike (xdp_tunnel, the DEVMAP entry's own program,

@@ -108,6 +108,10 @@ type FastTable struct {
 	Filters [][]bpf.Instruction
 	// Snaplens truncates the copies sent to a monitor, by its ifindex, to
 	// so many bytes (a DEVMAP egress program); absent or 0: whole frames.
+	// At least MinSnaplen. It is the monitor's, not the generation's: a
+	// new table's snaplen applies at once. A monitor that is also a
+	// tunnel's uplink must not have one (in native mode a device's queued
+	// copies run one entry's program).
 	Snaplens map[int]uint32
 }
 
@@ -132,11 +136,13 @@ type Decision struct {
 	Flows []uint16
 	// FlowServices[i] is the service (bit of the masks) Flows[i] copies
 	// to, and FlowFilters[i] the index in FastTable.Filters of its filter,
-	// -1 for none. Both nil when no flow of the decision has a filter;
-	// otherwise Services holds only the unfiltered flows' services, and a
-	// filtered flow adds its service when its filter accepts the frame
-	// (else it counts the frame rejected). Copies must then hold every
-	// mask that can result.
+	// -1 for none. Both nil when no flow of the decision has a filter
+	// (all -1 is the same); otherwise both as long as Flows, Services
+	// holds only the unfiltered flows' services, and a filtered flow adds
+	// its service when its filter accepts the frame (else it counts the
+	// frame rejected). Copies must then hold every non-zero mask that can
+	// result, alone and ORed with the other side's (check lists them); a
+	// frame whose mask is 0 is counted fast_filtered.
 	FlowServices []uint8
 	FlowFilters  []int
 }
@@ -190,6 +196,12 @@ type fastState struct {
 	live    map[string]bool         // the output sets the live generation uses
 	barrier *ebpf.Map               // an empty output set, written to barrierSlot
 	tx      map[int]bool            // fast_tx keys
+	// progs[g] is generation g's filter program (nil: no filters), of
+	// filters[g]; the generations share one when their filters are equal.
+	progs   [2]*ebpf.Program
+	filters [2][][]bpf.Instruction
+	snaps   map[int]uint32 // snaplens: the monitors with a snaplen
+	snap    *ebpf.Program  // xdp_snap, loaded for the first snaplen
 	// scratch for per-CPU lookups
 	flowPC []xdpFlowCounter
 	svcPC  []xdpSvcCounter
@@ -248,7 +260,24 @@ func (t *FastTable) check() error {
 	if len(t.Copies) > MaxFastCopies {
 		return limit("%d service sets, at most %d", len(t.Copies), MaxFastCopies)
 	}
-	// Per class, the masks of each side, to check their unions have copies.
+	if len(t.Filters) > MaxFastFilters {
+		return limit("%d filters, at most %d", len(t.Filters), MaxFastFilters)
+	}
+	for i, f := range t.Filters {
+		if err := checkFilter(f); err != nil {
+			return limit("filter %d: %v", i, err)
+		}
+	}
+	if len(t.Snaplens) > maxSnaplens {
+		return limit("%d snaplens, at most %d", len(t.Snaplens), maxSnaplens)
+	}
+	for ifindex, n := range t.Snaplens {
+		if n != 0 && n < MinSnaplen {
+			return fmt.Errorf("snaplen %d of monitor %d: want 0 or at least %d", n, ifindex, MinSnaplen)
+		}
+	}
+	// Per class, the masks each side can reach, to check that they and
+	// their unions have copies.
 	type sides struct{ src, dst map[uint64]bool }
 	classes := map[uint32]*sides{}
 	for k, d := range t.Decisions {
@@ -260,8 +289,14 @@ func (t *FastTable) check() error {
 				return limit("flow counter slot %d, at most %d", s, MaxFastSlots-1)
 			}
 		}
-		if _, ok := t.Copies[d.Services]; !ok {
-			return fmt.Errorf("decision %+v: no copies for services %#x", k, d.Services)
+		masks, err := d.reachable(len(t.Filters))
+		if err != nil {
+			return fmt.Errorf("decision %+v: %w", k, err)
+		}
+		for m := range masks {
+			if _, ok := t.Copies[m]; !ok {
+				return fmt.Errorf("decision %+v: no copies for services %#x", k, m)
+			}
 		}
 		if k.Dst == MulticastPort || k.Src == k.Dst {
 			continue
@@ -271,16 +306,18 @@ func (t *FastTable) check() error {
 			sd = &sides{src: map[uint64]bool{}, dst: map[uint64]bool{}}
 			classes[k.VIDClass] = sd
 		}
+		side := sd.dst
 		if k.Dst == 0 {
-			sd.src[d.Services] = true
-		} else {
-			sd.dst[d.Services] = true
+			side = sd.src
+		}
+		for m := range masks {
+			side[m] = true
 		}
 	}
 	for c, sd := range classes {
 		for a := range sd.src {
 			for b := range sd.dst {
-				if _, ok := t.Copies[a|b]; !ok {
+				if _, ok := t.Copies[a|b]; !ok && a|b != 0 {
 					return fmt.Errorf("class %d: no copies for services %#x | %#x", c, a, b)
 				}
 			}
@@ -311,6 +348,60 @@ func (t *FastTable) check() error {
 		return limit("%d monitors, at most %d", len(mons), MaxFastMonitors)
 	}
 	return nil
+}
+
+// filtered reports whether d has a filtered flow.
+func (d *Decision) filtered() bool {
+	for _, f := range d.FlowFilters {
+		if f >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// reachable returns the service masks frames of d can go to: Services
+// alone without filtered flows, else Services with the services of any
+// combination of its filters accepting (0, every flow rejecting, needs no
+// copies).
+func (d *Decision) reachable(filters int) (map[uint64]bool, error) {
+	if !d.filtered() {
+		return map[uint64]bool{d.Services: true}, nil
+	}
+	if len(d.FlowFilters) != len(d.Flows) || len(d.FlowServices) != len(d.Flows) {
+		return nil, fmt.Errorf("%d flows, %d flow filters, %d flow services", len(d.Flows), len(d.FlowFilters), len(d.FlowServices))
+	}
+	// The services each filter of d adds when it accepts.
+	var used []int
+	adds := map[int]uint64{}
+	for i, f := range d.FlowFilters {
+		if s := d.FlowServices[i]; s >= MaxFastServices {
+			return nil, fmt.Errorf("flow %d: service %d, at most %d", i, s, MaxFastServices-1)
+		}
+		if f < -1 || f >= filters {
+			return nil, fmt.Errorf("flow %d: filter %d of %d", i, f, filters)
+		}
+		if f < 0 {
+			continue
+		}
+		if _, ok := adds[f]; !ok {
+			used = append(used, f)
+		}
+		adds[f] |= 1 << d.FlowServices[i]
+	}
+	masks := map[uint64]bool{}
+	for sub := range 1 << len(used) {
+		m := d.Services
+		for j, f := range used {
+			if sub&(1<<j) != 0 {
+				m |= adds[f]
+			}
+		}
+		if m != 0 {
+			masks[m] = true
+		}
+	}
+	return masks, nil
 }
 
 // setKey is the canonical name of a multiset of output ifindexes.
@@ -373,6 +464,14 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 		}
 	}
 	next := f.gen ^ 1
+	// 0. The next generation's filter program, the one step the verifier
+	// can refuse: before anything else is written.
+	if err := c.filtersLocked(next, t); err != nil {
+		return err
+	}
+	if err := c.snaplensLocked(t.Snaplens); err != nil {
+		return err
+	}
 	// 1. Outputs the new table needs, next to those the live one uses.
 	need := map[string]bool{}
 	needTx := map[int]bool{}
@@ -430,6 +529,9 @@ func (c *Capture) setFastLocked(t *FastTable) error {
 	if err := c.writeGenLocked(next^1, &FastTable{}); err != nil {
 		return err
 	}
+	if err := c.filtersLocked(next^1, &FastTable{}); err != nil {
+		return err
+	}
 	return c.dropTxLocked(needTx)
 }
 
@@ -438,7 +540,8 @@ func (c *Capture) isLiveLocked(t *FastTable) bool {
 	f := &c.fast
 	g := f.gen
 	return f.vidInit[g] && f.vids[g] == t.VIDClass && maps.Equal(f.ports[g], t.Ports) &&
-		reflect.DeepEqual(f.decs[g], t.Decisions) && reflect.DeepEqual(f.copies[g], t.Copies)
+		reflect.DeepEqual(f.decs[g], t.Decisions) && reflect.DeepEqual(f.copies[g], t.Copies) &&
+		reflect.DeepEqual(f.filters[g], t.Filters) && sameSnaplens(f.snaps, t.Snaplens)
 }
 
 // putSetLocked makes sure an output set of outs exists in fast_sets,
@@ -552,9 +655,31 @@ func (c *Capture) writeGenLocked(g uint32, t *FastTable) error {
 	return syncGen(c.objs.FastDecisions, "decision", f.decs[g], t.Decisions,
 		func(k FastKey) any { return xdpDecisionKey{Gen: g, Vclass: k.VIDClass, Src: k.Src, Dst: k.Dst} },
 		func(d Decision) (any, error) {
-			cp, err := c.copiesValueLocked(t.Copies[d.Services])
-			v := xdpDecision{Svcs: d.Services, Nflows: uint8(len(d.Flows)), Cp: cp}
+			v := xdpDecision{Svcs: d.Services, Nflows: uint8(len(d.Flows))}
 			copy(v.Flows[:], d.Flows)
+			for i := range v.Ffilt {
+				// xdp_resume reads the unfiltered side of a frame too.
+				v.Ffilt[i] = noFilter
+			}
+			if d.filtered() {
+				// The program never uses cp: it looks the copies of
+				// the services that matched up.
+				for i, flt := range d.FlowFilters {
+					v.Fsvc[i] = d.FlowServices[i]
+					if flt >= 0 {
+						v.Ffilt[i] = uint8(flt)
+						v.Filt |= 1 << flt
+					}
+				}
+				if cp, ok := t.Copies[d.Services]; ok {
+					var err error
+					v.Cp, err = c.copiesValueLocked(cp)
+					return v, err
+				}
+				return v, nil
+			}
+			cp, err := c.copiesValueLocked(t.Copies[d.Services])
+			v.Cp = cp
 			return v, err
 		})
 }
@@ -675,6 +800,12 @@ func (c *Capture) fastOffLocked() error {
 		if err := c.writeGenLocked(g, &FastTable{}); err != nil {
 			return fmt.Errorf("clear fast table: %w", err)
 		}
+		if err := c.filtersLocked(g, &FastTable{}); err != nil {
+			return fmt.Errorf("clear fast table: %w", err)
+		}
+	}
+	if err := c.snaplensLocked(nil); err != nil {
+		return fmt.Errorf("clear fast table: %w", err)
 	}
 	if err := errors.Join(c.dropSetsLocked(), c.dropTxLocked(nil)); err != nil {
 		return fmt.Errorf("clear fast table: %w", err)
@@ -688,6 +819,7 @@ func (c *Capture) FastFlow(slot uint16) (FastFlowCounter, error) {
 	err := sumPerCPU(c, c.objs.FastFlows, "fast flow counter", uint32(slot), &c.fast.flowPC, func(p *xdpFlowCounter) {
 		s.Packets += p.Packets
 		s.Bytes += p.Bytes
+		s.Rejected += p.Rejected
 	})
 	return s, err
 }

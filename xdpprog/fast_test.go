@@ -124,41 +124,57 @@ func TestFastSwapNeverMisses(t *testing.T) {
 	if err := c.SetFast(one); err != nil {
 		t.Fatal(err)
 	}
-	f := frame(t, macB, macA, nil, 46, 0)
+	checkSwaps(t, c, frame(t, macB, macA, nil, 46, 0), 100, two, one)
+}
+
+// checkSwaps runs c's program on fr without pause while SetFast goes
+// through tables, rounds times: every run must be redirected.
+func checkSwaps(t *testing.T, c *Capture, fr []byte, rounds int, tables ...*FastTable) {
+	t.Helper()
+	runs, missed, err := runDuring(c, fr, func() error {
+		for i := 0; i < rounds; i++ {
+			for _, tab := range tables {
+				if err := c.SetFast(tab); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := rounds * len(tables)
+	if missed > 0 || runs == 0 {
+		t.Fatalf("%d of %d runs during %d table swaps not redirected", missed, runs, n)
+	}
+	t.Logf("%d runs during %d table swaps, all redirected", runs, n)
+}
+
+// runDuring runs c's program on fr without pause on another goroutine
+// while fn runs, and counts the runs and those not redirected.
+func runDuring(c *Capture, fr []byte, fn func() error) (runs, missed int, err error) {
 	stop := make(chan struct{})
-	type result struct{ runs, missed int }
-	done := make(chan result)
+	done := make(chan struct{})
 	go func() {
-		var r result
+		defer close(done)
 		for {
 			select {
 			case <-stop:
-				done <- r
 				return
 			default:
 			}
-			ret, err := c.objs.XdpCapture.Run(&ebpf.RunOptions{Data: f})
+			ret, err := c.objs.XdpCapture.Run(&ebpf.RunOptions{Data: fr})
 			if err != nil || ret != xdpRedirect {
-				r.missed++
+				missed++
 			}
-			r.runs++
+			runs++
 		}
 	}()
-	for i := 0; i < 100; i++ {
-		for _, tab := range []*FastTable{two, one} {
-			if err := c.SetFast(tab); err != nil {
-				close(stop)
-				<-done
-				t.Fatal(err)
-			}
-		}
-	}
+	err = fn()
 	close(stop)
-	r := <-done
-	if r.missed > 0 || r.runs == 0 {
-		t.Fatalf("%d of %d runs during 200 table swaps not redirected", r.missed, r.runs)
-	}
-	t.Logf("%d runs during 200 table swaps, all redirected", r.runs)
+	<-done
+	return runs, missed, err
 }
 
 // TestFastOutputSetsCachedAndEvicted swaps through more distinct output

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -19,6 +20,16 @@ import (
 // without a program. Nothing is pinned unless asked for: a process that
 // crashes, or closes without pinning, detaches as a bpf_link does (gotcha
 // 9), and AttachOver removes the pin as soon as it holds the link.
+//
+// The filters of the fast path (filters.go) live in the fast_progs
+// program array, which the kernel empties when no file descriptor or pin
+// holds it any more (whatever programs still use it): Pin pins it too,
+// beside the link (path + ":progs"), and AttachOver holds it until
+// Activate, so a handed-over capture goes on filtering.
+
+// progsSuffix names the pin of a capture's fast_progs beside its link's:
+// bpffs refuses dots in names, and no interface name holds a colon.
+const progsSuffix = ":progs"
 
 // Pin pins c's bpf_link at path, a file on a bpffs that must not exist, so
 // that the program stays attached after Close and after the process exits,
@@ -32,7 +43,13 @@ func (c *Capture) Pin(path string) error {
 	if c.link == nil {
 		return errors.New("pin xdp link: not attached")
 	}
+	if err := c.objs.FastProgs.Pin(path + progsSuffix); err != nil {
+		return fmt.Errorf("pin fast path programs at %s: %w", path+progsSuffix, err)
+	}
 	if err := c.link.Pin(path); err != nil {
+		// The link error is the one to report; without it the
+		// programs' pin is of no use.
+		_ = c.objs.FastProgs.Unpin()
 		return fmt.Errorf("pin xdp link at %s: %w", path, err)
 	}
 	return nil
@@ -51,7 +68,19 @@ func AttachOver(ifindex int, cfg Config, path string) (c *Capture, taken bool, e
 	if err != nil {
 		return nil, false, err
 	}
+	// The old program's filters, held until Activate (nil when there is
+	// no pin: a previous owner without filters' pin, or no old program).
+	progs, err := takePinnedProgs(path)
+	if err != nil {
+		if l != nil {
+			_ = l.Close() // as below: fail as Attach would
+		}
+		return nil, false, err
+	}
 	if l == nil {
+		if progs != nil {
+			_ = progs.Close() // its program is gone
+		}
 		c, err := Attach(ifindex, cfg)
 		return c, false, err
 	}
@@ -59,10 +88,30 @@ func AttachOver(ifindex int, cfg Config, path string) (c *Capture, taken bool, e
 		// Closing the taken link detaches the old program: this capture
 		// fails as an Attach would, rather than copy with stale tables.
 		_ = l.Close()
+		if progs != nil {
+			_ = progs.Close()
+		}
 		return nil, false, err
 	}
-	c.link, c.pending = l, true
+	c.link, c.pending, c.oldProgs = l, true, progs
 	return c, true, nil
+}
+
+// takePinnedProgs loads and unpins the fast_progs pinned beside the link
+// pinned at path: nil, nil when there is none.
+func takePinnedProgs(path string) (*ebpf.Map, error) {
+	m, err := ebpf.LoadPinnedMap(path+progsSuffix, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load pinned fast path programs %s: %w", path+progsSuffix, err)
+	}
+	if err := m.Unpin(); err != nil {
+		_ = m.Close() // still pinned: the error above is the one to report
+		return nil, fmt.Errorf("unpin fast path programs %s: %w", path+progsSuffix, err)
+	}
+	return m, nil
 }
 
 // takePinned loads and unpins the link pinned at path: nil, nil when there
@@ -111,6 +160,16 @@ func (c *Capture) Activate() error {
 		return fmt.Errorf("take over xdp link: %w", err)
 	}
 	c.pending = false
+	if c.oldProgs != nil {
+		// The old program's last runs may still tail-call its filters.
+		if err := c.barrierLocked(); err != nil {
+			return fmt.Errorf("take over xdp link: %w", err)
+		}
+		if err := c.oldProgs.Close(); err != nil {
+			return fmt.Errorf("take over xdp link: release old filters: %w", err)
+		}
+		c.oldProgs = nil
+	}
 	return nil
 }
 
@@ -138,7 +197,24 @@ func isCapture(l link.Link) bool {
 // RemovePin detaches the capture program whose link is pinned at path, and
 // removes the pin; without a pin it does nothing. Another program's link is
 // left pinned and attached: ErrNotCapture.
+// The pin of a capture's fast_progs beside it (Pin) goes with it; given
+// that pin's own path, RemovePin removes it.
 func RemovePin(path string) error {
+	if strings.HasSuffix(path, progsSuffix) {
+		m, err := takePinnedProgs(strings.TrimSuffix(path, progsSuffix))
+		if m != nil {
+			err = errors.Join(err, m.Close())
+		}
+		return err
+	}
+	if m, err := takePinnedProgs(path); err != nil || m != nil {
+		if m != nil {
+			err = m.Close()
+		}
+		if err != nil {
+			return err
+		}
+	}
 	l, err := link.LoadPinnedLink(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

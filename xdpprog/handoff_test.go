@@ -1,15 +1,20 @@
 package xdpprog
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/net/bpf"
 
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -164,5 +169,95 @@ func TestHandoff(t *testing.T) {
 	}
 	if got := progID(v.b); got != want || got == 0 {
 		t.Errorf("program on %s = %d, want the other program, %d, still attached", v.b, got, want)
+	}
+}
+
+// TestHandoffKeepsFilters hands over a capture whose fast path filters
+// frames: after the old process's Close, after AttachOver and after
+// Activate, the monitor gets exactly the frames the filter accepts (the
+// kernel empties a program array no file holds, so without its pin the
+// old program would send nothing). RemovePin removes both pins.
+func TestHandoffKeepsFilters(t *testing.T) {
+	testutil.RequireRoot(t, needVeth)
+	v := vethInNetns(t, 1)
+	mon, got := outputVeths(t, v, []string{"m"}, func(fr []byte) bool {
+		return len(fr) >= 14 && [6]byte(fr[6:12]) == macA
+	})
+	dir := testutil.BPFFS(t)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(dir, v.b)
+	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
+		Filters:   [][]bpf.Instruction{libpcap(t, "tcp port 443")},
+		Decisions: map[FastKey]Decision{{Src: 1}: {Flows: []uint16{0}, FlowServices: []uint8{0}, FlowFilters: []int{0}}},
+		Copies:    map[uint64]Copies{1: {Outputs: []int{mon[0]}, Services: []DecisionService{{Slot: 0}}}}}
+	inNS := func(fn func() error) {
+		t.Helper()
+		if err := testutil.InNetns(v.ns, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inj := packettest.NewInjector(t, v.ns, v.a)
+	match := l4Frame(t, macOther, macA, layers.IPProtocolTCP, 443)
+	check := func(step string) {
+		t.Helper()
+		got[0].Reset()
+		for _, fr := range [][]byte{l4Frame(t, macOther, macA, layers.IPProtocolUDP, 443), match} {
+			if err := inj.Send(fr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got[0].WaitN(1, 5*time.Second)
+		frames := got[0].Quiet(200*time.Millisecond, 2*time.Second)
+		if len(frames) != 1 || !bytes.Equal(frames[0], match) {
+			t.Errorf("%s: the monitor got %d frames, want the one tcp port 443 accepts", step, len(frames))
+		}
+	}
+	var old *Capture
+	inNS(func() (err error) {
+		if old, err = Attach(v.bi, Config{Unmatched: Drop}); err != nil {
+			return err
+		}
+		return old.SetFast(tab)
+	})
+	check("before the handoff")
+	if err := old.Pin(pin); err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("after the old owner's Close")
+	var c *Capture
+	inNS(func() (err error) {
+		var taken bool
+		c, taken, err = AttachOver(v.bi, Config{Unmatched: Drop}, pin)
+		if err == nil && !taken {
+			err = errors.New("AttachOver did not take the pinned link over")
+		}
+		return err
+	})
+	t.Cleanup(func() { c.Close() })
+	if _, err := os.Stat(pin + progsSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("programs' pin after AttachOver: %v, want it removed", err)
+	}
+	check("after AttachOver")
+	inNS(func() error { return c.SetFast(tab) })
+	if err := c.Activate(); err != nil {
+		t.Fatal(err)
+	}
+	check("after Activate")
+	if err := c.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemovePin(pin); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{pin, pin + progsSuffix} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after RemovePin: %v, want it removed", p, err)
+		}
 	}
 }

@@ -20,11 +20,13 @@ const (
 	FastRedirected
 	FastFailed
 	FastNoOutput
+	FastFiltered
 )
 
 var outcomeNames = []string{Redirected: "redirected", RedirectFailed: "redirect_failed", Unmatched: "unmatched",
 	VLANFiltered: "vlan_filtered", Runt: "runt", TruncatedTag: "truncated_tag", Oversize: "oversize",
-	FastRedirected: "fast_redirected", FastFailed: "fast_failed", FastNoOutput: "fast_no_output"}
+	FastRedirected: "fast_redirected", FastFailed: "fast_failed", FastNoOutput: "fast_no_output",
+	FastFiltered: "fast_filtered"}
 
 // String is the outcome's counter name.
 func (o Outcome) String() string { return enumString("Outcome", outcomeNames, uint8(o)) }
@@ -69,6 +71,7 @@ func (c *Capture) Run(frame []byte) (Outcome, error) {
 		FastRedirected: after.FastRedirected - before.FastRedirected,
 		FastFailed:     after.FastFailed - before.FastFailed,
 		FastNoOutput:   after.FastNoOutput - before.FastNoOutput,
+		FastFiltered:   after.FastFiltered - before.FastFiltered,
 	} {
 		if n == 1 {
 			return Outcome(o), nil

@@ -52,7 +52,8 @@ import (
 //     collector that needs no setting.
 //
 // A copy whose outer IP packet would exceed MTU is truncated to fit (the
-// ERSPAN T bit set) and reported, never dropped.
+// ERSPAN T bit set) and reported, never dropped; so is a frame longer than
+// the tap mirror's snaplen (TunnelSpec.Snaplen), cut to it.
 
 // Encap is a tunnel's wire format.
 type Encap uint8
@@ -98,8 +99,9 @@ type TunnelSpec struct {
 	// it. At least 576 over IPv4 and 1280 over IPv6, at most 65535.
 	MTU int
 	// Snaplen truncates the inner frame to so many bytes before the
-	// headers go on (the tap mirror's snaplen); 0: whole frames, up to
-	// what the MTU allows.
+	// headers go on (the tap mirror's snaplen), with the ERSPAN T bit set
+	// as for the MTU; 0: whole frames, up to what the MTU allows. At least
+	// MinSnaplen, at most 65535.
 	Snaplen int
 }
 
@@ -127,7 +129,8 @@ type TunnelHeader struct {
 	hdr  [MaxTunnelOverhead]byte
 	n    int // Overhead
 	l4   int // offset of the GRE or UDP header
-	// maxFrame is the longest frame that fits: MTU - (n - ethLen).
+	// maxFrame is the longest frame carried whole: MTU - (n - ethLen),
+	// or the snaplen when shorter.
 	maxFrame int
 	// csum is the ones'-complement sum, not folded, of what the IPv6 UDP
 	// checksum of VXLAN covers and does not change per frame: addresses,
@@ -167,6 +170,9 @@ func NewTunnelHeader(s TunnelSpec) (*TunnelHeader, error) {
 	}
 	if s.MTU < minMTU || s.MTU > 65535 {
 		return bad("mtu %d: want %d..65535", s.MTU, minMTU)
+	}
+	if s.Snaplen != 0 && (s.Snaplen < MinSnaplen || s.Snaplen > 65535) {
+		return bad("snaplen %d: want 0 or %d..65535", s.Snaplen, MinSnaplen)
 	}
 	h := &TunnelHeader{spec: s}
 	b := h.hdr[:]
@@ -227,6 +233,9 @@ func NewTunnelHeader(s TunnelSpec) (*TunnelHeader, error) {
 		}
 	}
 	h.maxFrame = s.MTU - (h.n - ethLen)
+	if s.Snaplen > 0 && s.Snaplen < h.maxFrame {
+		h.maxFrame = s.Snaplen
+	}
 	return h, nil
 }
 
@@ -248,8 +257,8 @@ func (h *TunnelHeader) Spec() TunnelSpec { return h.spec }
 // Overhead is the length of the outer headers, outer Ethernet included.
 func (h *TunnelHeader) Overhead() int { return h.n }
 
-// MaxFrame is the longest frame a copy carries whole; longer ones are
-// truncated to it.
+// MaxFrame is the longest frame a copy carries whole (what the MTU allows,
+// or the snaplen); longer ones are truncated to it.
 func (h *TunnelHeader) MaxFrame() int { return h.maxFrame }
 
 // Encapsulate writes the outer headers and frame, truncated to MaxFrame,

@@ -234,6 +234,9 @@ func TestNewTunnelHeaderRefuses(t *testing.T) {
 		{"mtu 575", func(s *TunnelSpec) { s.MTU = 575 }},
 		{"mtu 65536", func(s *TunnelSpec) { s.MTU = 65536 }},
 		{"ipv6 mtu 1279", func(s *TunnelSpec) { s.Src, s.Dst, s.MTU = tunSrc6, tunDst6, 1279 }},
+		{"snaplen 13", func(s *TunnelSpec) { s.Snaplen = 13 }},
+		{"snaplen -1", func(s *TunnelSpec) { s.Snaplen = -1 }},
+		{"snaplen 65536", func(s *TunnelSpec) { s.Snaplen = 65536 }},
 	}
 	if _, err := NewTunnelHeader(ok); err != nil {
 		t.Fatalf("NewTunnelHeader(%+v) = %v", ok, err)
@@ -387,4 +390,34 @@ func FuzzEncapsulate(f *testing.F) {
 			t.Fatalf("xdp_tunnel gives\n%x\nEncapsulate\n%x", got, want)
 		}
 	})
+}
+
+// TestEncapsulateSnaplen checks a tunnel with a snaplen: shorter frames go
+// whole, longer ones are cut to it with the ERSPAN T bit, whatever the MTU
+// would carry.
+func TestEncapsulateSnaplen(t *testing.T) {
+	for _, s := range tunnelSpecs() {
+		s.Snaplen = 100
+		h, err := NewTunnelHeader(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.MaxFrame() != 100 {
+			t.Errorf("%s: MaxFrame() = %d with snaplen 100, want 100", specName(s), h.MaxFrame())
+		}
+		buf := make([]byte, 4096)
+		fr := packettest.Frame(packettest.MustMAC("02:00:00:00:00:0a"), packettest.MustMAC("02:00:00:00:00:ee"), nil, 7, 200)
+		for _, l := range []int{60, 100, 101, 200} {
+			n, trunc := h.Encapsulate(buf, fr[:l], 1, 1)
+			if want := min(l, 100); n != h.Overhead()+want || trunc != (l > 100) || !bytes.Equal(buf[h.Overhead():n], fr[:want]) {
+				t.Errorf("%s: Encapsulate(%d bytes) = %d, %v; want %d, %v and the frame's first %d bytes",
+					specName(s), l, n, trunc, h.Overhead()+want, l > 100, want)
+			}
+			if s.Encap == EncapERSPAN2 || s.Encap == EncapERSPAN3 {
+				if tbit := binary.BigEndian.Uint32(buf[h.l4+8:])&(1<<10) != 0; tbit != (l > 100) {
+					t.Errorf("%s: Encapsulate(%d bytes): T bit %v, want %v", specName(s), l, tbit, l > 100)
+				}
+			}
+		}
+	}
 }

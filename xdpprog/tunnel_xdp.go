@@ -53,7 +53,8 @@ type FastTunnelCounter struct {
 	// Packets and Bytes were sent on, encapsulated; Bytes counts the
 	// outer headers (bytes on the wire).
 	Packets, Bytes uint64
-	// Truncated copies were cut to the uplink's MTU (and sent).
+	// Truncated copies were cut to the uplink's MTU or to the snaplen (and
+	// sent).
 	Truncated uint64
 	// Failed copies were dropped: the kernel refused to grow or cut the
 	// frame, or the slot held no tunnel.
@@ -302,6 +303,9 @@ func (c *Capture) outputValueLocked(out int) (xdpBpfDevmapVal, error) {
 	slot, ok := tunnelSlot(out)
 	if !ok {
 		v.Ifindex = uint32(out)
+		if c.fast.snaps[out] != 0 {
+			v.BpfProg.Fd = int32(c.fast.snap.FD())
+		}
 		return v, nil
 	}
 	ts := c.tunnels[slot]

@@ -17,7 +17,8 @@ import (
 )
 
 // tunnelXDPSpecs are tunnelSpecs plus each format at the smallest MTU of
-// its family, where every test frame but the first is truncated.
+// its family, where every test frame but the first is truncated, and with
+// snaplens of 64 (every frame but the first cut) and 100 bytes.
 func tunnelXDPSpecs() []TunnelSpec {
 	specs := tunnelSpecs()
 	for _, s := range tunnelSpecs() {
@@ -25,6 +26,10 @@ func tunnelXDPSpecs() []TunnelSpec {
 		if s.Src.Is6() {
 			s.MTU = 1280
 		}
+		specs = append(specs, s)
+	}
+	for i, s := range tunnelSpecs() {
+		s.Snaplen = 64 + 36*(i%2)
 		specs = append(specs, s)
 	}
 	return specs
@@ -89,7 +94,7 @@ func TestTunnelXDPMatchesGo(t *testing.T) {
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
 	for slot, s := range tunnelXDPSpecs() {
-		t.Run(fmt.Sprintf("%s/mtu%d", specName(s), s.MTU), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/mtu%d/snaplen%d", specName(s), s.MTU, s.Snaplen), func(t *testing.T) {
 			h, prog := testTunnel(t, c, slot, s)
 			var want FastTunnelCounter
 			buf := make([]byte, 4096)
@@ -200,42 +205,10 @@ func TestTunnelFastPath(t *testing.T) {
 
 func testTunnelFastPath(t *testing.T, mode Mode) {
 	v := vethInNetns(t, 1)
-	p := testutil.Prefix(t)
-	ups, peers := []string{p + "u1", p + "u2"}, []string{p + "w1", p + "w2"}
-	var upIndex []int
-	var sinks []*Capture
-	t.Cleanup(func() {
-		for _, x := range sinks {
-			x.Close()
-		}
+	upIndex, got := outputVeths(t, v, []string{"u1", "u2"}, func(fr []byte) bool {
+		return len(fr) >= 14 && [6]byte(fr[6:12]) == tunUplink
 	})
-	var got []*packettest.Capture
-	for i := range ups {
-		testutil.Veth(t, ups[i], peers[i], testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns})
-		upIndex = append(upIndex, v.link(t, ups[i]).Attrs().Index)
-		// veth delivers XDP redirects only to a peer that runs XDP
-		// (afxdp-notes gotcha 10): pass everything up to the capture.
-		err := testutil.InNetns(v.ns, func() error {
-			sink, err := Attach(v.link(t, peers[i]).Attrs().Index, Config{Unmatched: Pass})
-			if sink != nil {
-				sinks = append(sinks, sink)
-			}
-			return err
-		})
-		testutil.SkipIfNotSupported(t, err)
-		got = append(got, packettest.NewCapture(t, v.ns, peers[i], func(fr []byte) bool {
-			return len(fr) >= 14 && [6]byte(fr[6:12]) == tunUplink
-		}))
-	}
-	var c *Capture
-	err := testutil.InNetns(v.ns, func() (err error) {
-		c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode})
-		return err
-	})
-	if c != nil {
-		t.Cleanup(func() { c.Close() })
-	}
-	testutil.SkipIfNotSupported(t, err)
+	c := attachCapture(t, v, mode)
 	if mode == Native {
 		// Threaded NAPI (veth has NAPI once XDP is attached): the burst
 		// below queues up while the capture's NAPI thread wakes, so one
@@ -285,6 +258,7 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 			}
 			var before [4]FastTunnelCounter
 			for slot := range before {
+				var err error
 				if before[slot], err = c.FastTunnel(slot); err != nil {
 					t.Fatal(err)
 				}
@@ -301,7 +275,7 @@ func testTunnelFastPath(t *testing.T, mode Mode) {
 			var wantCtr [4]FastTunnelCounter
 			check := func(what string, sent []int) {
 				t.Helper()
-				for u := range ups {
+				for u := range upIndex {
 					// The copies of each frame through uplink u, in the
 					// order of the frames; a frame's copies in any order
 					// (the DEVMAP's).
@@ -546,4 +520,48 @@ func TestSyncClock(t *testing.T) {
 		t.Fatalf("after SyncClock the clock is off by %v, want under 1 s", time.Duration(e))
 	}
 	t.Logf("after SyncClock: off by %v", time.Duration(offset()))
+}
+
+// outputVeths adds a veth pair per name to v's namespace (the end named
+// prefix+name is an output, its peer prefix+name+"p" runs a capture
+// program that passes everything up, so that veth delivers XDP redirects,
+// afxdp-notes gotcha 10) and records what reaches each peer that keep
+// selects. It returns the outputs' ifindexes and the recordings.
+func outputVeths(t *testing.T, v *testVeth, names []string, keep func([]byte) bool) ([]int, []*packettest.Capture) {
+	t.Helper()
+	p := testutil.Prefix(t)
+	var index []int
+	var got []*packettest.Capture
+	for _, name := range names {
+		out, peer := p+name, p+name+"p"
+		testutil.Veth(t, out, peer, testutil.VethOpts{NetnsA: v.ns, NetnsB: v.ns})
+		index = append(index, v.link(t, out).Attrs().Index)
+		var sink *Capture
+		err := testutil.InNetns(v.ns, func() (err error) {
+			sink, err = Attach(v.link(t, peer).Attrs().Index, Config{Unmatched: Pass})
+			return err
+		})
+		if sink != nil {
+			t.Cleanup(func() { sink.Close() })
+		}
+		testutil.SkipIfNotSupported(t, err)
+		got = append(got, packettest.NewCapture(t, v.ns, peer, keep))
+	}
+	return index, got
+}
+
+// attachCapture attaches a capture program dropping unmatched frames to
+// v's b end, closed when t ends.
+func attachCapture(t *testing.T, v *testVeth, mode Mode) *Capture {
+	t.Helper()
+	var c *Capture
+	err := testutil.InNetns(v.ns, func() (err error) {
+		c, err = Attach(v.bi, Config{Unmatched: Drop, Mode: mode})
+		return err
+	})
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	testutil.SkipIfNotSupported(t, err)
+	return c
 }

@@ -54,16 +54,20 @@ type xdpCounters struct {
 	FastRedirected uint64
 	FastFailed     uint64
 	FastNoOutput   uint64
+	FastFiltered   uint64
 }
 
 type xdpDecision struct {
 	_      structs.HostLayout
 	Svcs   uint64
+	Filt   uint64
 	Nflows uint8
 	Pad    uint8
 	Flows  [8]uint16
 	_      [2]byte
 	Cp     xdpCopies
+	Fsvc   [8]uint8
+	Ffilt  [8]uint8
 	_      [4]byte
 }
 
@@ -75,10 +79,23 @@ type xdpDecisionKey struct {
 	Dst    uint32
 }
 
+type xdpFilterState struct {
+	_      structs.HostLayout
+	Need   uint64
+	Result uint64
+	Gen    uint32
+	Action uint32
+	Has    uint32
+	Pad    uint32
+	K1     xdpDecisionKey
+	K2     xdpDecisionKey
+}
+
 type xdpFlowCounter struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
+	_        structs.HostLayout
+	Packets  uint64
+	Bytes    uint64
+	Rejected uint64
 }
 
 type xdpMacKey struct {
@@ -137,6 +154,8 @@ const (
 	xdpMapFastDecisions = "fast_decisions"
 	xdpMapFastFlows     = "fast_flows"
 	xdpMapFastPorts     = "fast_ports"
+	xdpMapFastProgs     = "fast_progs"
+	xdpMapFastScratch   = "fast_scratch"
 	xdpMapFastSets      = "fast_sets"
 	xdpMapFastSvcs      = "fast_svcs"
 	xdpMapFastTx        = "fast_tx"
@@ -144,6 +163,7 @@ const (
 	xdpMapHints         = "hints"
 	xdpMapMacs          = "macs"
 	xdpMapSettings      = "settings"
+	xdpMapSnaplens      = "snaplens"
 	xdpMapStats         = "stats"
 	xdpMapTunOrder      = "tun_order"
 	xdpMapTunnelSeq     = "tunnel_seq"
@@ -152,6 +172,8 @@ const (
 	xdpMapVlans         = "vlans"
 	xdpMapXsks          = "xsks"
 	xdpProgXdpCapture   = "xdp_capture"
+	xdpProgXdpResume    = "xdp_resume"
+	xdpProgXdpSnap      = "xdp_snap"
 	xdpProgXdpTunnel    = "xdp_tunnel"
 	xdpVarTestRun       = "test_run"
 	xdpVarTunnelSlot    = "tunnel_slot"
@@ -200,6 +222,8 @@ type xdpSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type xdpProgramSpecs struct {
 	XdpCapture *ebpf.ProgramSpec `ebpf:"xdp_capture"`
+	XdpResume  *ebpf.ProgramSpec `ebpf:"xdp_resume"`
+	XdpSnap    *ebpf.ProgramSpec `ebpf:"xdp_snap"`
 	XdpTunnel  *ebpf.ProgramSpec `ebpf:"xdp_tunnel"`
 }
 
@@ -212,6 +236,8 @@ type xdpMapSpecs struct {
 	FastDecisions *ebpf.MapSpec `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.MapSpec `ebpf:"fast_flows"`
 	FastPorts     *ebpf.MapSpec `ebpf:"fast_ports"`
+	FastProgs     *ebpf.MapSpec `ebpf:"fast_progs"`
+	FastScratch   *ebpf.MapSpec `ebpf:"fast_scratch"`
 	FastSets      *ebpf.MapSpec `ebpf:"fast_sets"`
 	FastSvcs      *ebpf.MapSpec `ebpf:"fast_svcs"`
 	FastTx        *ebpf.MapSpec `ebpf:"fast_tx"`
@@ -219,6 +245,7 @@ type xdpMapSpecs struct {
 	Hints         *ebpf.MapSpec `ebpf:"hints"`
 	Macs          *ebpf.MapSpec `ebpf:"macs"`
 	Settings      *ebpf.MapSpec `ebpf:"settings"`
+	Snaplens      *ebpf.MapSpec `ebpf:"snaplens"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	TunOrder      *ebpf.MapSpec `ebpf:"tun_order"`
 	TunnelSeq     *ebpf.MapSpec `ebpf:"tunnel_seq"`
@@ -261,6 +288,8 @@ type xdpMaps struct {
 	FastDecisions *ebpf.Map `ebpf:"fast_decisions"`
 	FastFlows     *ebpf.Map `ebpf:"fast_flows"`
 	FastPorts     *ebpf.Map `ebpf:"fast_ports"`
+	FastProgs     *ebpf.Map `ebpf:"fast_progs"`
+	FastScratch   *ebpf.Map `ebpf:"fast_scratch"`
 	FastSets      *ebpf.Map `ebpf:"fast_sets"`
 	FastSvcs      *ebpf.Map `ebpf:"fast_svcs"`
 	FastTx        *ebpf.Map `ebpf:"fast_tx"`
@@ -268,6 +297,7 @@ type xdpMaps struct {
 	Hints         *ebpf.Map `ebpf:"hints"`
 	Macs          *ebpf.Map `ebpf:"macs"`
 	Settings      *ebpf.Map `ebpf:"settings"`
+	Snaplens      *ebpf.Map `ebpf:"snaplens"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	TunOrder      *ebpf.Map `ebpf:"tun_order"`
 	TunnelSeq     *ebpf.Map `ebpf:"tunnel_seq"`
@@ -284,6 +314,8 @@ func (m *xdpMaps) Close() error {
 		m.FastDecisions,
 		m.FastFlows,
 		m.FastPorts,
+		m.FastProgs,
+		m.FastScratch,
 		m.FastSets,
 		m.FastSvcs,
 		m.FastTx,
@@ -291,6 +323,7 @@ func (m *xdpMaps) Close() error {
 		m.Hints,
 		m.Macs,
 		m.Settings,
+		m.Snaplens,
 		m.Stats,
 		m.TunOrder,
 		m.TunnelSeq,
@@ -314,12 +347,16 @@ type xdpVariables struct {
 // It can be passed to loadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type xdpPrograms struct {
 	XdpCapture *ebpf.Program `ebpf:"xdp_capture"`
+	XdpResume  *ebpf.Program `ebpf:"xdp_resume"`
+	XdpSnap    *ebpf.Program `ebpf:"xdp_snap"`
 	XdpTunnel  *ebpf.Program `ebpf:"xdp_tunnel"`
 }
 
 func (p *xdpPrograms) Close() error {
 	return _XdpClose(
 		p.XdpCapture,
+		p.XdpResume,
+		p.XdpSnap,
 		p.XdpTunnel,
 	)
 }

@@ -152,10 +152,12 @@ func (c Config) Validate() error {
 type captureObjects struct {
 	xdpMaps
 	XdpCapture *ebpf.Program `ebpf:"xdp_capture"`
+	// XdpResume is where the filter program goes on (filters.go).
+	XdpResume *ebpf.Program `ebpf:"xdp_resume"`
 }
 
 func (o *captureObjects) Close() error {
-	return errors.Join(o.XdpCapture.Close(), o.xdpMaps.Close())
+	return errors.Join(o.XdpCapture.Close(), o.XdpResume.Close(), o.xdpMaps.Close())
 }
 
 // Capture is one instance of the XDP program with its own maps, loaded for
@@ -168,8 +170,10 @@ type Capture struct {
 	objs captureObjects
 	link link.Link // nil until attached, and after Close
 	// pending: link was taken over (AttachOver) and still runs the previous
-	// owner's program until Activate.
-	pending bool
+	// owner's program until Activate; oldProgs holds that program's
+	// fast_progs until then (handoff.go).
+	pending  bool
+	oldProgs *ebpf.Map
 	// What the kernel maps hold now, so SetFilter writes only differences.
 	macs      map[[6]byte]Want
 	multicast bool
@@ -196,7 +200,7 @@ func Load(cfg Config) (*Capture, error) {
 		return nil, err
 	}
 	c := &Capture{cfg: cfg, macs: map[[6]byte]Want{}, tunnels: map[int]*tunnelState{}}
-	c.fast.sets, c.fast.tx = map[string]*outSet{}, map[int]bool{}
+	c.fast.sets, c.fast.tx, c.fast.snaps = map[string]*outSet{}, map[int]bool{}, map[int]uint32{}
 	for g := range c.fast.ports {
 		c.fast.ports[g], c.fast.decs[g], c.fast.copies[g] = map[[6]byte]uint32{}, map[FastKey]Decision{}, map[uint64]Copies{}
 	}
@@ -232,6 +236,9 @@ func (c *Capture) init() error {
 	}
 	if err := c.writeClockLocked(); err != nil {
 		return err
+	}
+	if err := c.objs.FastProgs.Update(uint32(resumeSlot), c.objs.XdpResume, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write resume program: %w", err)
 	}
 	// Filter{} wants every VLAN (nil VLANs): the bitmap starts full.
 	return c.setFilterLocked(Filter{})
@@ -332,6 +339,15 @@ func (c *Capture) Close() error {
 	}
 	if err := c.objs.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close xdp objects: %w", err))
+	}
+	if err := c.closeFastProgsLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.oldProgs != nil {
+		if err := c.oldProgs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close old filters: %w", err))
+		}
+		c.oldProgs = nil
 	}
 	if c.fast.barrier != nil {
 		if err := c.fast.barrier.Close(); err != nil {

@@ -477,17 +477,18 @@ func TestVLANSet(t *testing.T) {
 }
 
 func TestCounterNames(t *testing.T) {
-	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}
+	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
 	var names []string
 	var sum uint64
 	c.Each(func(name string, v uint64) { names = append(names, name); sum += v })
 	want := []string{"seen", "redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt",
-		"truncated_tag", "oversize", "passed", "dropped", "fast_redirected", "fast_failed", "fast_no_output"}
+		"truncated_tag", "oversize", "passed", "dropped", "fast_redirected", "fast_failed", "fast_no_output",
+		"fast_filtered"}
 	if fmt.Sprint(names) != fmt.Sprint(want) {
 		t.Errorf("Each names = %v, want %v", names, want)
 	}
-	if sum != 91 {
-		t.Errorf("Each values sum to %d, want 91 (every field visited once)", sum)
+	if sum != 105 {
+		t.Errorf("Each values sum to %d, want 105 (every field visited once)", sum)
 	}
 	fn := func(string, uint64) {}
 	if n := testing.AllocsPerRun(100, func() { c.Each(fn) }); n != 0 {
@@ -528,7 +529,7 @@ func TestTextSpellings(t *testing.T) {
 
 func TestOutcome(t *testing.T) {
 	for o, want := range []string{"redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt", "truncated_tag", "oversize",
-		"fast_redirected", "fast_failed", "fast_no_output", "Outcome(10)"} {
+		"fast_redirected", "fast_failed", "fast_no_output", "fast_filtered", "Outcome(11)"} {
 		if got := Outcome(o).String(); got != want {
 			t.Errorf("Outcome(%d).String() = %q, want %q", o, got, want)
 		}
