@@ -373,7 +373,7 @@ func niceCeil(v float64) float64 {
 
 // README markers between which UpdateReadme writes the benchmark table.
 const (
-	readmeStart = "<!-- bench:start (written by make bench) -->"
+	readmeStart = "<!-- bench:start (pasted from perf/results/latest.md) -->"
 	readmeEnd   = "<!-- bench:end -->"
 )
 

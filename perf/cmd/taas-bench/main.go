@@ -3,7 +3,8 @@
 // tc mirred, daemonlogger, netsniff-ng and Open vSwitch (userspace
 // datapath, daemons of its own) one after another on the same generated
 // traffic, then the control plane, and writes
-// perf/results/latest.{json,md,svg} and the README's table. It removes its
+// perf/results/latest.{json,md,svg}; with --readme it also replaces the
+// README's table (never by default: the figures are pasted in by hand). It removes its
 // lab on success, on failure and on Ctrl-C, and gives up after --timeout.
 package main
 
@@ -40,7 +41,7 @@ func run() error {
 	)
 	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
 	flag.StringVar(&out, "out", "perf/results", "directory for latest.json, latest.md and latest.svg")
-	flag.StringVar(&readme, "readme", "README.md", "README whose benchmark table to replace (empty: leave it)")
+	flag.StringVar(&readme, "readme", "", "README whose benchmark table to replace (default: none; the table is in latest.md)")
 	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng,ovs,ovs-afxdp",
 		"peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path; ovs-afxdp: Open vSwitch with afxdp ports)")
 	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8)")
@@ -140,7 +141,9 @@ func run() error {
 			return errors.Join(benchErr, err)
 		}
 		fmt.Printf("taas-bench: wrote %s/latest.{json,md,svg}\n", out)
-		if readme != "" {
+		if readme == "" {
+			fmt.Printf("taas-bench: the README's table is %s/latest.md; paste it between the bench markers, or run with --readme README.md\n", out)
+		} else {
 			if err := perf.UpdateReadme(readme, res.Markdown()); err != nil {
 				return errors.Join(benchErr, err)
 			}
