@@ -49,7 +49,8 @@ func (d serviceDrop) String() string { return serviceDropNames[d] }
 
 // tunnelCounter counts one tunnel of a tap mirror (one direction of it):
 // encapsulated copies sent and their bytes on the wire, outer headers
-// included, how many were truncated to fit the uplink, and drops.
+// included, how many were cut to the mirror's snaplen or to fit the
+// uplink, and drops.
 type tunnelCounter struct {
 	pkts, bytes, truncated atomic.Uint64
 	drops                  [numTunnelDrops]atomic.Uint64

@@ -22,15 +22,19 @@ package broker
 // that talk to each other). What does not fit the program's limits (among
 // them: more than xdpprog.MaxTunnelCopies tunnel copies of one frame,
 // more than xdpprog.MaxFastFilters filters, a filter the translator or the
-// verifier refuses, two services of one monitor with different snaplens),
-// or needs a monitor or uplink that cannot take redirected frames
-// (afxdp-notes gotcha 10) or is smaller than the capture's copies, stays
+// verifier refuses, two services of one monitor with different snaplens,
+// a monitor with a snaplen that is also an uplink), or needs a monitor or
+// uplink that cannot take redirected frames (afxdp-notes gotcha 10) or is
+// smaller than the capture's frames (snaplen or not: outputRefusal), stays
 // on the AF_XDP path for that capture interface alone; the reason is
 // logged and shown in Stats (IfaceStats.Path, PathReason).
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 
 	"github.com/taas-appliance/taas/xdpprog"
 )
@@ -305,7 +309,12 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				continue
 			}
 			o := outputOf(s)
-			cp.Services = append(cp.Services, xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable})
+			ds := xdpprog.DecisionService{Slot: svcK(s), Down: !o.usable}
+			if t.services[s].tun == nil {
+				// No frame is that long: a larger snaplen cuts nothing either.
+				ds.Snaplen = uint16(min(t.services[s].snap, math.MaxUint16))
+			}
+			cp.Services = append(cp.Services, ds)
 			if o.usable {
 				cp.Outputs = append(cp.Outputs, o.ifindex)
 			}
@@ -325,8 +334,8 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 		}
 		if prev, ok := snapOf[o.ifindex]; ok {
 			if t.services[prev].snap != ts.snap {
-				return nil, fmt.Errorf("monitor ifindex %d serves services with snaplens %d and %d (0: whole frames)",
-					o.ifindex, t.services[prev].snap, ts.snap)
+				return nil, fmt.Errorf("monitor %s serves tap services with snaplens %d and %d (0: whole frames)",
+					t.outputs[ts.out].name, t.services[prev].snap, ts.snap)
 			}
 			continue
 		}
@@ -336,6 +345,20 @@ func compileFast(t *table, vlans []*xdpprog.VLANSet, flowK func(i int) uint16, s
 				ft.Snaplens = map[int]uint32{}
 			}
 			ft.Snaplens[o.ifindex] = ts.snap
+		}
+	}
+	// An interface has one DEVMAP egress program for all its copies (in
+	// native mode the kernel runs the first queued frame's entry's program
+	// over every frame a CPU queued for the device): a monitor that cuts
+	// copies cannot also be the uplink that encapsulates a tunnel's.
+	for _, ts := range t.services {
+		if ts.tun == nil || ts.tun.out == nil || ft.Snaplens[ts.tun.out.ifindex] == 0 {
+			continue
+		}
+		for _, ms := range t.services {
+			if ms.tun == nil && ms.out >= 0 && t.outputs[ms.out].ifindex == ts.tun.out.ifindex {
+				return nil, fmt.Errorf("monitor %s, whose tap services cut copies to a snaplen, is also a tap mirror's uplink", t.outputs[ms.out].name)
+			}
 		}
 	}
 	return ft, nil
@@ -371,22 +394,32 @@ func (b *Broker) applyFast(c *capture, t *table, flows []compiledFlow) {
 	b.harvestFast(c, nil, nil, nil)
 }
 
-// largestCopy is the largest copy of a frame of up to frame bytes that
-// table t sends to its output out: a monitor's services may truncate them
-// (snaplen); an uplink's frame is checked before its tunnel truncates it.
-func largestCopy(t *table, out int32, frame int) int {
-	n := 0
-	for i := range t.services {
-		s := &t.services[i]
-		if s.out != out {
+// outputRefusal returns "", or why the outputs of table t keep a capture
+// named capName, which brings frames of up to frame bytes, off the fast
+// path. The kernel checks a redirected frame's size against its output's
+// MTU (xdp_ok_fwd_dev) before the DEVMAP entry's program runs, so neither
+// a monitor's snaplen (xdp_snap) nor a tunnel's (xdp_tunnel) makes a
+// frame fit: the workers cut copies before they send them.
+func outputRefusal(capName string, frame int, t *table) string {
+	for i, o := range t.outputs {
+		if o.refused.Load() {
+			return fmt.Sprintf("%s %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.role, o.name, o.name)
+		}
+		// The kernel drops a redirected frame larger than the monitor
+		// carries after the program counted it sent, silently for a
+		// broadcast to several monitors; the workers count it instead.
+		m := t.outMax[i]
+		if m == 0 || int(m) >= frame {
 			continue
 		}
-		if s.tun != nil {
-			return frame
+		if o.role == roleUplink {
+			return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
+				o.name, m, capName, frame)
 		}
-		n = max(n, int(s.copyLen(frame)))
+		return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d, and the kernel checks a copy's size before a snaplen cuts it: the AF_XDP path cuts the copies, and counts those that still do not fit (monitor_mtu)",
+			o.name, m, capName, frame)
 	}
-	return n
+	return ""
 }
 
 // fastRefusal loads t into c's program and returns "", or returns why c
@@ -395,23 +428,8 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	if !b.cfg.FastPath {
 		return "fast path off in the configuration"
 	}
-	for i, o := range t.outputs {
-		if o.refused.Load() {
-			return fmt.Sprintf("%s %s does not take frames redirected by XDP (a veth needs GRO or XDP on its peer: ethtool -K <peer of %s> gro on)", o.role, o.name, o.name)
-		}
-		// The kernel drops a redirected frame larger than the monitor
-		// carries after the program counted it sent, silently for a
-		// broadcast to several monitors; the workers count it instead.
-		// It checks a copy to an uplink before the tunnel's program can
-		// truncate it: the workers truncate it instead.
-		if m := t.outMax[i]; m > 0 && int(m) < largestCopy(t, int32(i), c.frame) {
-			if o.role == roleUplink {
-				return fmt.Sprintf("uplink %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path truncates the tap mirrors' copies that do not fit",
-					o.name, m, c.name, c.frame)
-			}
-			return fmt.Sprintf("monitor %s carries frames up to %d bytes, capture %s brings up to %d: the AF_XDP path counts the copies that do not fit (monitor_mtu)",
-				o.name, m, c.name, c.frame)
-		}
+	if why := outputRefusal(c.name, c.frame, t); why != "" {
+		return why
 	}
 	// Tunnels first: a table may send only to tunnels the program holds.
 	tunOut := map[int32]fastOutput{}
@@ -486,7 +504,7 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		err = c.prog.SetFast(ft)
 	}
 	if err != nil {
-		return fmt.Sprintf("fast table does not fit: %v", err)
+		return b.tableRefusal(err, t, flows)
 	}
 	if !c.fast.on {
 		b.log.Info("capture on the fast path", "iface", c.name, "decisions", len(ft.Decisions))
@@ -506,6 +524,35 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 	}
 	b.harvestFast(c, keepF, keepS, keepT)
 	return ""
+}
+
+// tableRefusal is why c stays on the AF_XDP path when the fast path
+// refused table t (flows are t's) with err: a filter's refusal names its
+// expression and the tap flows that have it, not its index in the table.
+func (b *Broker) tableRefusal(err error, t *table, flows []compiledFlow) string {
+	var fe *xdpprog.FilterError
+	if !errors.As(err, &fe) || fe.Filter < 0 || fe.Filter >= len(t.filters) {
+		return fmt.Sprintf("fast table does not fit: %v", err)
+	}
+	f := t.filters[fe.Filter]
+	idOf := make(map[int32]string, len(b.flowSlots))
+	for id, s := range b.flowSlots {
+		idOf[s] = id
+	}
+	var ids []string
+	for _, cf := range flows {
+		if cf.filter == f && cf.slot >= 0 {
+			ids = append(ids, idOf[cf.slot])
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	noun := "tap flow"
+	if len(ids) > 1 {
+		noun = "tap flows"
+	}
+	return fmt.Sprintf("filter %q of %s %s does not fit the fast path (the AF_XDP path runs it): %v",
+		f.Expr(), noun, strings.Join(ids, ", "), fe.Err)
 }
 
 // harvestFast moves the kernel counts of c's slots not in keepFlows /

@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -325,40 +328,96 @@ func TestCompileFastIsLinearInPorts(t *testing.T) {
 // TestCompileFastSnaplens: the snaplens of the fast table are those of
 // the monitors, by ifindex; two services of one monitor that disagree
 // keep the capture on the AF_XDP path (a monitor's DEVMAP entry cuts every
-// copy it sends alike).
+// copy it sends alike), and so does a monitor with a snaplen that is also
+// a tunnel's uplink (one egress program per interface); the error names
+// the monitor.
 func TestCompileFastSnaplens(t *testing.T) {
 	m10, m11 := &output{name: "m10", ifindex: 10}, &output{name: "m11", ifindex: 11}
-	m10.up.Store(true)
-	m11.up.Store(true)
+	u10, u11 := &output{name: "m10", role: roleUplink, ifindex: 10}, &output{name: "m11", role: roleUplink, ifindex: 11}
+	for _, o := range []*output{m10, m11, u10, u11} {
+		o.up.Store(true)
+	}
 	a := macKey(macA)
 	for _, tc := range []struct {
 		name    string
 		snaps   []uint32 // of services 0..2: 0 and 1 on m10, 2 on m11
+		uplink  *output  // a tap mirror's tunnel's, nil: none
 		want    map[int]uint32
-		wantErr bool
+		wantErr string
 	}{
-		{"none", []uint32{0, 0, 0}, nil, false},
-		{"one monitor", []uint32{0, 0, 128}, map[int]uint32{11: 128}, false},
-		{"agreeing services", []uint32{64, 64, 0}, map[int]uint32{10: 64}, false},
-		{"disagreeing services", []uint32{64, 100, 0}, nil, true},
-		{"one service whole", []uint32{64, 0, 0}, nil, true},
+		{"none", []uint32{0, 0, 0}, nil, nil, ""},
+		{"one monitor", []uint32{0, 0, 128}, nil, map[int]uint32{11: 128}, ""},
+		{"agreeing services", []uint32{64, 64, 0}, nil, map[int]uint32{10: 64}, ""},
+		{"disagreeing services", []uint32{64, 100, 0}, nil, nil, "monitor m10 serves tap services with snaplens 64 and 100"},
+		{"one service whole", []uint32{64, 0, 0}, nil, nil, "monitor m10 serves tap services with snaplens 64 and 0"},
+		{"uplink of a whole monitor", []uint32{0, 0, 128}, u10, map[int]uint32{11: 128}, ""},
+		{"uplink of a monitor with a snaplen", []uint32{0, 0, 128}, u11, nil,
+			"monitor m11, whose tap services cut copies to a snaplen, is also a tap mirror's uplink"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var flows []compiledFlow
 			for s, snap := range tc.snaps {
 				flows = append(flows, compiledFlow{mac: a, dir: DirOut, slot: int32(s), svc: int32(s), snap: snap})
 			}
-			tbl := buildTable(1, flows, func(s int32) *output { return []*output{m10, m10, m11}[s] }, 3, 3)
-			ft, err := compileFast(tbl, make([]*xdpprog.VLANSet, len(flows)), func(i int) uint16 { return uint16(i) },
-				func(s int32) uint16 { return uint16(s) }, func(s int32) fastOutput {
-					return fastOutput{ifindex: tbl.outputs[tbl.services[s].out].ifindex, usable: true}
-				})
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("compileFast(snaplens %v) error %v, want error %v", tc.snaps, err, tc.wantErr)
+			if tc.uplink != nil {
+				flows = append(flows, compiledFlow{mac: a, dir: DirIn, slot: -1, svc: -1,
+					tun: &tunnel{slot: 0, hdr: &xdpprog.TunnelHeader{}, out: tc.uplink}})
 			}
-			if err == nil && !maps.Equal(ft.Snaplens, tc.want) {
+			tbl := buildTable(1, flows, func(s int32) *output { return []*output{m10, m10, m11}[s] }, 3, 3)
+			ft, err := compileFast(tbl, make([]*xdpprog.VLANSet, len(flows)), func(i int) uint16 {
+				if flows[i].slot < 0 {
+					return noFlowSlot
+				}
+				return uint16(i)
+			}, func(s int32) uint16 { return uint16(s) }, func(s int32) fastOutput {
+				if tbl.services[s].tun != nil {
+					return fastOutput{ifindex: xdpprog.TunnelOutput(0), usable: true}
+				}
+				return fastOutput{ifindex: tbl.outputs[tbl.services[s].out].ifindex, usable: true}
+			})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("compileFast(snaplens %v) error %v, want %q", tc.snaps, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("compileFast(snaplens %v): %v", tc.snaps, err)
+			}
+			if !maps.Equal(ft.Snaplens, tc.want) {
 				t.Fatalf("compileFast(snaplens %v) Snaplens = %v, want %v", tc.snaps, ft.Snaplens, tc.want)
 			}
 		})
+	}
+}
+
+// TestTableRefusal: the reason a capture stays on the AF_XDP path names a
+// refused filter by its expression and the tap flows that have it, not by
+// its index in the table; other refusals keep their words.
+func TestTableRefusal(t *testing.T) {
+	b := &Broker{flowSlots: map[string]int32{"web-a": 0, "dns": 1, "web-b": 2, "all": 3}}
+	web, dns := mustFilter(t, "tcp port 443"), mustFilter(t, "udp port 53")
+	flows := []compiledFlow{
+		{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, filter: web},
+		{mac: macKey(macA), dir: DirIn, slot: 1, svc: 0, filter: dns},
+		{mac: macKey(macB), dir: DirOut, slot: 2, svc: 0, filter: web},
+		{mac: macKey(macB), dir: DirIn, slot: 3, svc: 0},
+	}
+	tbl := buildTable(1, flows, func(int32) *output { return nil }, 4, 1)
+	why := errors.New("instruction 7 (ldh [12]): backward jump")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("set fast: %w", &xdpprog.FilterError{Filter: slices.Index(tbl.filters, web), Err: why}),
+			`filter "tcp port 443" of tap flows web-a, web-b does not fit the fast path (the AF_XDP path runs it): instruction 7 (ldh [12]): backward jump`},
+		{&xdpprog.FilterError{Filter: slices.Index(tbl.filters, dns), Err: why},
+			`filter "udp port 53" of tap flow dns does not fit the fast path (the AF_XDP path runs it): instruction 7 (ldh [12]): backward jump`},
+		{fmt.Errorf("70 filters, at most 64: %w", xdpprog.ErrFastLimit),
+			"fast table does not fit: 70 filters, at most 64: " + xdpprog.ErrFastLimit.Error()},
+	} {
+		if got := b.tableRefusal(tc.err, tbl, flows); got != tc.want {
+			t.Errorf("tableRefusal(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }

@@ -233,7 +233,7 @@ func TestBrokerFiltersMatchTcpdump(t *testing.T) {
 			if why := capturePathReason(b, tp.capIf); fast && why != "" {
 				// A filter xdpprog cannot run keeps the capture on the
 				// AF_XDP path, which must then deliver the same.
-				if !strings.Contains(why, "fast table does not fit") || !strings.Contains(why, "filter") {
+				if !strings.Contains(why, "does not fit") || !strings.Contains(why, "filter") {
 					t.Fatalf("filters %q: capture on the AF_XDP path: %s", batch, why)
 				}
 				t.Logf("filters %q: the fast path refuses them, checked on the AF_XDP path: %s", batch, why)
@@ -423,8 +423,9 @@ func TestBrokerFilterRefused(t *testing.T) {
 }
 
 // TestSnaplenFitsMonitor: a monitor too small for a capture's frames is
-// fine for a service whose snaplen cuts the copies to fit it, both in the
-// service's status and in the fast path's check (largestCopy).
+// fine for a service whose snaplen cuts the copies to fit it on the AF_XDP
+// path, but not on the fast path: the kernel checks a redirected frame's
+// size before the monitor's snaplen program cuts it (outputRefusal).
 func TestSnaplenFitsMonitor(t *testing.T) {
 	b := &Broker{cfg: Config{FrameSize: 2048}}
 	mon := linkState{exists: true, up: true, mtu: 100} // carries 118-byte frames
@@ -437,15 +438,114 @@ func TestSnaplenFitsMonitor(t *testing.T) {
 			t.Errorf("mtuStatus(snaplen %d) = %v %q, want %v", tc.snap, st.State, st.Reason, tc.wantState)
 		}
 	}
-	o := &output{}
-	tab := buildTable(1, []compiledFlow{{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, snap: 64},
-		{mac: macKey(macA), dir: DirOut, slot: 1, svc: 1, snap: 100}}, func(int32) *output { return o }, 2, 2)
-	if got := largestCopy(tab, 0, 1514); got != 100 {
-		t.Errorf("largestCopy(snaplens 64 and 100) = %d, want 100", got)
+	o := &output{name: "mon", role: roleMonitor}
+	o.maxLen.Store(118)
+	for _, snaps := range [][]uint32{{64, 100}, {64, 0}, {0, 0}} {
+		tab := buildTable(1, []compiledFlow{{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, snap: snaps[0]},
+			{mac: macKey(macA), dir: DirOut, slot: 1, svc: 1, snap: snaps[1]}}, func(int32) *output { return o }, 2, 2)
+		why := outputRefusal("cap", 1514, tab)
+		if !strings.Contains(why, "monitor mon carries frames up to 118 bytes, capture cap brings up to 1514") {
+			t.Errorf("outputRefusal(snaplens %v) = %q, want the monitor too small", snaps, why)
+		}
+		if why := outputRefusal("cap", 118, tab); why != "" {
+			t.Errorf("outputRefusal(snaplens %v, 118-byte frames) = %q, want none", snaps, why)
+		}
 	}
-	tab = buildTable(1, []compiledFlow{{mac: macKey(macA), dir: DirOut, slot: 0, svc: 0, snap: 64},
-		{mac: macKey(macA), dir: DirOut, slot: 1, svc: 1}}, func(int32) *output { return o }, 2, 2)
-	if got := largestCopy(tab, 0, 1514); got != 1514 {
-		t.Errorf("largestCopy(snaplens 64 and none) = %d, want 1514", got)
+}
+
+// TestSnaplenSmallMonitor: with a monitor too small for the capture's
+// frames and a snaplen that fits it, the copies arrive cut whatever the
+// configuration asks: the capture keeps the AF_XDP path, whose workers cut
+// before they send (the kernel would drop the whole frame redirected to
+// the monitor before xdp_snap could cut it, counted delivered).
+func TestSnaplenSmallMonitor(t *testing.T) {
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fastpath=%v", fast), func(t *testing.T) {
+			tp := newTopo(t, 1, 1)
+			testutil.Run(t, "ip", "link", "set", tp.mons[0], "mtu", "200")
+			testutil.Run(t, "ip", "netns", "exec", tp.p+"mon0", "ip", "link", "set", tp.mons[0]+"p", "mtu", "200")
+			b := newBroker(t, Config{FastPath: fast})
+			plan := &Plan{Version: 1, Services: []Service{{ID: "s0", Iface: tp.mons[0], Snaplen: 128}},
+				Flows: []Flow{{ID: "f", ServiceID: "s0", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+			wantActive(t, apply(t, b, plan))
+			wantPath(t, b, tp.capIf, false)
+			if fast {
+				why := capturePathReason(b, tp.capIf)
+				t.Logf("path_reason %q", why)
+				if !strings.Contains(why, "monitor "+tp.mons[0]+" carries frames up to 218 bytes") {
+					t.Errorf("path_reason %q, want monitor %s too small", why, tp.mons[0])
+				}
+			}
+			sent := map[uint32][]byte{}
+			for seq := uint32(1); seq <= 4; seq++ {
+				f := packettest.Frame(hwB, hwA, nil, seq, 1000)
+				sent[seq] = f[:128]
+				tp.send(t, f)
+			}
+			expect(t, tp.caps[0], "small monitor", sent, 1, 2, 3, 4)
+			for _, s := range b.Stats().Services {
+				if s.DeliveredPackets != 4 || s.DeliveredBytes != 4*128 {
+					t.Errorf("service %s delivered %d packets %d bytes, want 4 and %d", s.ID, s.DeliveredPackets, s.DeliveredBytes, 4*128)
+				}
+			}
+		})
+	}
+}
+
+// TestSnaplenServiceBytes: a service with a snaplen counts the bytes its
+// monitor receives, the copies cut, on both paths (the fast path carries
+// each service's snaplen in its copies entry).
+func TestSnaplenServiceBytes(t *testing.T) { forEachPath(t, testSnaplenServiceBytes) }
+
+func testSnaplenServiceBytes(t *testing.T, fast bool) {
+	tp := newTopo(t, 2, 1)
+	b := newBroker(t, Config{FastPath: fast})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "cut", Iface: tp.mons[0], Snaplen: 100}, {ID: "whole", Iface: tp.mons[1]}},
+		Flows: []Flow{
+			{ID: "f0", ServiceID: "cut", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut},
+			{ID: "f1", ServiceID: "whole", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut},
+		}}
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, tp.capIf, fast)
+	cut, whole := map[uint32][]byte{}, map[uint32][]byte{}
+	for i, size := range []int{60, 100, 101, 1000} {
+		seq := uint32(i + 1)
+		f := packettest.Frame(hwB, hwA, nil, seq, size)
+		cut[seq], whole[seq] = f[:min(len(f), 100)], f
+		tp.send(t, f)
+	}
+	expect(t, tp.caps[0], "cut", cut, 1, 2, 3, 4)
+	expect(t, tp.caps[1], "whole", whole, 1, 2, 3, 4)
+	want := map[string]uint64{}
+	for seq := range cut {
+		want["cut"] += uint64(len(cut[seq]))
+		want["whole"] += uint64(len(whole[seq]))
+	}
+	for _, s := range b.Stats().Services {
+		t.Logf("service %s delivered %d packets %d bytes", s.ID, s.DeliveredPackets, s.DeliveredBytes)
+		if s.DeliveredPackets != 4 || s.DeliveredBytes != want[s.ID] {
+			t.Errorf("service %s delivered %d packets %d bytes, want 4 and %d", s.ID, s.DeliveredPackets, s.DeliveredBytes, want[s.ID])
+		}
+	}
+}
+
+// TestFastFilterRefusedReason: a filter the fast path cannot run keeps its
+// capture on the AF_XDP path, and path_reason names its expression and
+// its tap flow. libpcap's protochain (a loop over IPv6 extension headers)
+// is such a filter while the translator takes forward jumps only.
+func TestFastFilterRefusedReason(t *testing.T) {
+	tp := newTopo(t, 1, 1)
+	b := newBroker(t, Config{FastPath: true})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s0", Iface: tp.mons[0]}},
+		Flows: []Flow{{ID: "chain", ServiceID: "s0", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut,
+			Filter: "ip6 protochain 6"}}}
+	wantActive(t, apply(t, b, plan))
+	why := capturePathReason(b, tp.capIf)
+	t.Logf("path_reason %q", why)
+	if why == "" {
+		t.Skip("the fast path runs protochain: no filter here for it to refuse")
+	}
+	if want := `filter "ip6 protochain 6" of tap flow chain does not fit the fast path`; !strings.Contains(why, want) {
+		t.Errorf("path_reason %q, want it to say %q", why, want)
 	}
 }

@@ -70,7 +70,8 @@ type MirrorStats struct {
 	// route is known.
 	Uplink string `json:"uplink,omitempty"`
 	// Encapsulated copies sent, their bytes on the wire (outer headers
-	// included), and how many of them were truncated to fit the uplink.
+	// included), and how many of them were cut to the mirror's snaplen or
+	// to fit the uplink.
 	EncapPackets     uint64            `json:"encapsulated_packets"`
 	EncapBytes       uint64            `json:"encapsulated_bytes"`
 	TruncatedPackets uint64            `json:"truncated_packets"`

@@ -62,7 +62,7 @@ var (
 	descMirrorBytes = prometheus.NewDesc("taas_tap_mirror_encapsulated_bytes_total",
 		"Bytes of the tap mirror's encapsulated copies on the wire, outer headers included.", mirrorLabels, nil)
 	descMirrorTrunc = prometheus.NewDesc("taas_tap_mirror_truncated_packets_total",
-		"Encapsulated copies of the tap mirror cut to fit the uplink (and sent).", mirrorLabels, nil)
+		"Encapsulated copies of the tap mirror cut to the mirror's snaplen or to fit the uplink (and sent).", mirrorLabels, nil)
 	descMirrorDrops = prometheus.NewDesc("taas_tap_mirror_drops_total", "Copies for the tap mirror that were not sent, by reason.",
 		append(mirrorLabels, "reason"), nil)
 	descMirrorStatus = prometheus.NewDesc("taas_tap_mirror_status",

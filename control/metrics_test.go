@@ -70,6 +70,7 @@ func TestMetricsHandler(t *testing.T) {
 		`taas_tap_mirror_encapsulated_packets_total{tap_mirror_id="mirror-1"} 8`,
 		`taas_tap_mirror_encapsulated_bytes_total{tap_mirror_id="mirror-1"} 1040`,
 		`taas_tap_mirror_truncated_packets_total{tap_mirror_id="mirror-1"} 2`,
+		"# HELP taas_tap_mirror_truncated_packets_total Encapsulated copies of the tap mirror cut to the mirror's snaplen or to fit the uplink (and sent).",
 		`taas_tap_mirror_drops_total{reason="mirror_down",tap_mirror_id="mirror-1"} 4`,
 		"go_goroutines",
 	} {

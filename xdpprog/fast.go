@@ -75,6 +75,19 @@ const (
 // ErrFastLimit wraps the reason a FastTable does not fit the program.
 var ErrFastLimit = errors.New("fast table exceeds the xdp program's limits")
 
+// FilterError is the refusal of one filter of a FastTable: Filter indexes
+// FastTable.Filters, so that the caller can name the flows that use it.
+// It wraps ErrFastLimit.
+type FilterError struct {
+	Filter int
+	Err    error
+}
+
+func (e *FilterError) Error() string { return fmt.Sprintf("filter %d: %v", e.Filter, e.Err) }
+
+// Unwrap returns the reason and ErrFastLimit.
+func (e *FilterError) Unwrap() []error { return []error{e.Err, ErrFastLimit} }
+
 // FastTable is the complete in-kernel decision of one capture interface.
 // The program looks a frame of VLAN class c from source port s to
 // destination port d up as:
@@ -111,7 +124,9 @@ type FastTable struct {
 	// At least MinSnaplen. It is the monitor's, not the generation's: a
 	// new table's snaplen applies at once. A monitor that is also a
 	// tunnel's uplink must not have one (in native mode a device's queued
-	// copies run one entry's program).
+	// copies run one entry's program). The kernel checks a copy against
+	// the monitor's MTU before the egress program cuts it: a snaplen does
+	// not make a frame fit a smaller monitor.
 	Snaplens map[int]uint32
 }
 
@@ -163,6 +178,10 @@ type DecisionService struct {
 	Slot uint16
 	// Down says its monitor is unavailable: the copy is counted, not sent.
 	Down bool
+	// Snaplen is the service's snaplen, 0 for whole frames: the service
+	// counts the bytes of its copies cut to it, as its monitor's
+	// FastTable.Snaplens cuts them.
+	Snaplen uint16
 }
 
 // FastFlowCounter and FastServiceCounter are counters of one slot, summed
@@ -265,7 +284,7 @@ func (t *FastTable) check() error {
 	}
 	for i, f := range t.Filters {
 		if err := checkFilter(f); err != nil {
-			return limit("filter %d: %v", i, err)
+			return &FilterError{Filter: i, Err: err}
 		}
 	}
 	if len(t.Snaplens) > maxSnaplens {
@@ -726,6 +745,7 @@ func (c *Capture) copiesValueLocked(d Copies) (xdpCopies, error) {
 	}
 	for i, s := range d.Services {
 		v.Svcs[i] = s.Slot
+		v.Snap[i] = s.Snaplen
 		if s.Down {
 			v.Svcs[i] |= svcDown
 		}

@@ -127,6 +127,7 @@ struct copies {
 	__u8 ntun;
 	__u16 svcs[DEC_SVCS]; // service counter slots, SVC_DOWN flagged
 	__u16 tun[TUN_COPIES]; // tunnel slots of the copies, for tun_meta
+	__u16 snap[DEC_SVCS]; // snaplen of service i (0: whole frames): the bytes it counts
 };
 
 // tun_meta is the XDP metadata the capture program puts in front of a frame
@@ -477,8 +478,9 @@ static __always_inline int deliver(struct xdp_md *ctx, struct counters *c, struc
 		if (cp->svcs[i] & SVC_DOWN) {
 			sc->down++;
 		} else if (ok) {
+			__u64 snap = cp->snap[i];
 			sc->packets++;
-			sc->bytes += len;
+			sc->bytes += snap && len > snap ? snap : len; // what xdp_snap leaves
 		} else {
 			sc->failed++;
 		}

@@ -30,6 +30,7 @@ type xdpCopies struct {
 	Ntun   uint8
 	Svcs   [8]uint16
 	Tun    [4]uint16
+	Snap   [8]uint16
 }
 
 type xdpCopiesKey struct {
