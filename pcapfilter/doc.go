@@ -56,7 +56,8 @@
 //
 // Everything with an *Error whose message the API returns verbatim: an
 // empty or blank expression (null selects every frame), more than MaxLen
-// bytes, control characters, vlan, inbound/outbound/ifindex (packet
+// bytes, control characters, vlan and the tags' EtherTypes after ether
+// proto (0x8100, 0x88a8), inbound/outbound/ifindex (packet
 // metadata the data path does not have), names libpcap would resolve
 // (host names by DNS, /etc/ethers, /etc/networks; service names by
 // getaddrinfo), unknown protocol names (IP protocol names come from a
