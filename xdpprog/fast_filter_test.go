@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -410,5 +411,42 @@ func testFastFiltersVeth(t *testing.T, mode Mode) {
 	}
 	if f, _ := c.FastFlow(2); f.Packets != 4 || f.Rejected != 2 {
 		t.Errorf("flow 2 counted %+v, want 4 matched, 2 rejected", f)
+	}
+}
+
+// TestFastFiltersRefusedOnce checks that a refused filter set is refused
+// again from memory: the broker brings it back with every plan while the
+// capture stays on the AF_XDP path, and the verifier may take tens of
+// seconds over a large one. A set over MaxFilterInstructions never reaches
+// the verifier.
+func TestFastFiltersRefusedOnce(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	big := filterTable(t, 1)
+	long := make([]bpf.Instruction, MaxFilterLen)
+	for i := range long {
+		long[i] = bpf.LoadAbsolute{Off: uint32(i % 64), Size: 2}
+	}
+	long[len(long)-1] = bpf.RetA{}
+	for len(big.Filters) < MaxFastFilters {
+		big.Filters = append(big.Filters, long)
+	}
+	start := time.Now()
+	first := c.SetFast(big)
+	t.Logf("first refusal in %v: %v", time.Since(start), first)
+	if !errors.Is(first, ErrFastLimit) || !strings.Contains(first.Error(), "eBPF instructions, at most") {
+		t.Fatalf("SetFast(%d long filters) = %v, want the instruction budget's ErrFastLimit", len(big.Filters), first)
+	}
+	start = time.Now()
+	again := c.SetFast(big)
+	t.Logf("second refusal in %v", time.Since(start))
+	if errors.Unwrap(again) != c.fast.refusedErr || c.fast.refusedErr == nil {
+		t.Fatalf("second SetFast = %v, want the remembered refusal %v", again, c.fast.refusedErr)
+	}
+	// A table that fits still loads after a refusal.
+	if err := c.SetFast(filterTable(t, 1)); err != nil {
+		t.Fatalf("SetFast(a table that fits) after a refusal: %v", err)
 	}
 }
