@@ -28,10 +28,11 @@ run: lab
 lab: build
 	@perf/lab/lab.sh --bin $(BIN)/taasd --listen $(LISTEN) --db $(DB) $(LAB_ARGS)
 
-# The side-by-side benchmark (root, ~10 minutes; never part of `make test`):
-# taasd, tc mirred, daemonlogger and netsniff-ng on the same generated
+# The side-by-side benchmark (root, ~20 minutes; never part of `make test`):
+# taasd, tc mirred, daemonlogger, netsniff-ng and Open vSwitch on the same generated
 # traffic (taasd and tc also through a VXLAN tunnel), then the control
-# plane. Writes perf/results/latest.* and the README's table. BENCH_ARGS:
+# plane. Writes perf/results/latest.* (never README.md: paste the table from
+# latest.md, or BENCH_ARGS=--readme README.md). BENCH_ARGS:
 # see `bin/taas-bench -h`.
 bench: build
 	$(GO) build -o $(BIN)/ ./perf/cmd/...

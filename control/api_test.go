@@ -161,16 +161,17 @@ func TestWorkflow(t *testing.T) {
 			t.Errorf("created tap_service[%s] = %v, want %v", k, svc[k], v)
 		}
 	}
-	if len(svc) != 7 {
-		t.Errorf("tap_service has keys %v, want exactly upstream's 7", svc)
+	if len(svc) != 8 || svc["snaplen"] != nil {
+		t.Errorf("tap_service has keys %v, want upstream's 7 and snaplen null", svc)
 	}
 	svcID := svc["id"].(string)
 
 	flowIn := ts.must(201, "POST", "/v2.0/taas/tap_flows", jsonBody(map[string]any{"tap_flow": map[string]any{
 		"name": "web-in", "tap_service_id": svcID, "source_port": src, "direction": "IN",
 		"vlan_filter": "189,279,999-1008"}}), "tap_flow")
-	if flowIn["vlan_filter"] != "189,279,999-1008" || flowIn["status"] != "DOWN" || len(flowIn) != 10 {
-		t.Errorf("created tap_flow = %v, want vlan_filter echoed, status DOWN, 10 keys", flowIn)
+	if flowIn["vlan_filter"] != "189,279,999-1008" || flowIn["status"] != "DOWN" || len(flowIn) != 11 ||
+		flowIn["filter"] != nil {
+		t.Errorf("created tap_flow = %v, want vlan_filter echoed, status DOWN, filter null, 11 keys", flowIn)
 	}
 	flowOut := ts.createFlow("db-out", svcID, src2, "OUT", nil)
 	// tap_flow.name stays type:string (a tab is fine) where tap_service.name

@@ -25,6 +25,9 @@ type attr struct {
 	boolean bool
 	// check returns the validation failure reason, "" when valid.
 	check func(v any) string
+	// convert, when set, replaces a valid value by what the body struct
+	// takes (a snaplen given as 128.0 becomes 128).
+	convert func(v any) any
 	// ordered: once valid, the value is kept as the JSON the client sent
 	// (a json.RawMessage), so that an object's keys keep their order; a
 	// map would come back sorted. A tap mirror's directions are echoed as
@@ -76,8 +79,14 @@ var tapServiceRes = &resource{
 		attr{name: "description", post: true, put: true, def: constant(""), check: str(1024)},
 		attr{name: "port_id", post: true, required: true, check: validUUID},
 		readOnlyStatus,
+		snaplenAttr,
 	)...),
 }
+
+// snaplenAttr is the snaplen of tap services and tap mirrors (ours,
+// taas-snaplen, issue 11): null or 64..65535, settable by POST and PUT.
+var snaplenAttr = attr{name: "snaplen", post: true, put: true, def: constant(nil), check: validSnaplen,
+	convert: snaplenValue}
 
 var tapFlowRes = &resource{
 	singular: "tap_flow", plural: "tap_flows",
@@ -89,6 +98,9 @@ var tapFlowRes = &resource{
 		attr{name: "direction", post: true, required: true, check: values("IN", "OUT", "BOTH")},
 		readOnlyStatus,
 		attr{name: "vlan_filter", post: true, def: constant(nil), check: validVLANFilter},
+		// Ours (taas-flow-filter, issue 11): a pcap-filter expression, set
+		// at create only, as vlan_filter.
+		attr{name: "filter", post: true, def: constant(nil), check: validFilter},
 	)...),
 }
 
@@ -104,6 +116,7 @@ var tapMirrorRes = &resource{
 		// Upstream's erspanv1 and gre; erspanv3 and vxlan are ours
 		// (taas-mirror-types).
 		attr{name: "mirror_type", post: true, required: true, check: values(mirrorTypes...)},
+		snaplenAttr,
 	)...),
 	sortable: map[string]bool{"tenant_id": true, "project_id": true},
 }
@@ -340,6 +353,9 @@ func (r *resource) processItem(m map[string]any, create bool, id Identity) error
 			if reason := a.check(v); reason != "" {
 				return invalidInput(a.name, reason)
 			}
+		}
+		if a.convert != nil {
+			m[a.name] = a.convert(v)
 		}
 	}
 	return nil

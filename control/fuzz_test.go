@@ -54,6 +54,28 @@ func FuzzVLANFilter(f *testing.F) {
 	})
 }
 
+// FuzzSnaplen: validSnaplen accepts exactly the JSON integers from 64 to
+// 65535, by an independent reading (digits with an optional minus sign),
+// and snaplenValue gives their value.
+func FuzzSnaplen(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := decodeJSON([]byte(s))
+		if err != nil {
+			return
+		}
+		s = strings.Trim(s, " \t\n\r") // JSON's blanks
+		digits := strings.TrimPrefix(s, "-")
+		n, convErr := strconv.Atoi(s)
+		want := allDigits(digits) && convErr == nil && n >= 64 && n <= 65535
+		if got := validSnaplen(v) == ""; got != want && v != nil {
+			t.Fatalf("validSnaplen(%s) valid = %v, want %v", s, got, want)
+		}
+		if want && snaplenValue(v) != n {
+			t.Fatalf("snaplenValue(%s) = %v, want %d", s, snaplenValue(v), n)
+		}
+	})
+}
+
 func FuzzUUID(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		c := canonicalUUID(s)
@@ -126,6 +148,13 @@ func FuzzDecodeBody(f *testing.F) {
 								if v, err = decodeJSON(v.(json.RawMessage)); err != nil {
 									t.Fatalf("%s: %s kept as %s, not JSON: %v", r.singular, k, m[k], err)
 								}
+							}
+							if a.convert != nil {
+								// Converted: snaplen, an int in range or nil.
+								if n, ok := v.(int); v != nil && (!ok || n < minSnaplen || n > maxSnaplen) {
+									t.Fatalf("%s: %s = %#v accepted", r.singular, k, v)
+								}
+								continue
 							}
 							if a.check != nil && !a.boolean && a.check(v) != "" {
 								t.Fatalf("%s: %s = %v accepted", r.singular, k, v)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -445,5 +446,39 @@ func TestGeneratedMACTakenOnInterface(t *testing.T) {
 		"binding:profile": map[string]any{"interface": "cap0"}}}), "port")
 	if p["mac_address"] != b || g.count() != 2 {
 		t.Errorf("port bound to cap0 got MAC %v after %d generations, want %s after 2", p["mac_address"], g.count(), b)
+	}
+}
+
+// TestFilterIsolation: another project's member neither sees a flow's
+// filter (show, list, fields=, taas/stats) nor finds the flow by it; the
+// owner and the admin do.
+func TestFilterIsolation(t *testing.T) {
+	ts := startMirrorServer(t)
+	src := ts.createPortIn("proj-a", "a-src", "cap0", "", hAdmin)
+	svc := ts.createService("a-svc", ts.createPortIn("proj-a", "a-mon", "mon0", "", hAdmin), hA)
+	const expr = "udp and port 5353"
+	body := jsonBody(map[string]any{"tap_flow": map[string]any{"tap_service_id": svc, "source_port": src,
+		"direction": "BOTH", "filter": expr}})
+	flow := ts.must(201, "POST", "/v2.0/taas/tap_flows", body, "tap_flow", hA)["id"].(string)
+	q := "?filter=" + url.QueryEscape(expr)
+	for _, tc := range []struct {
+		who  string
+		want int // flows found by the filter
+	}{{hA, 1}, {hAdmin, 1}, {hB, 0}, {hR, 0}} {
+		if got := ts.list("/v2.0/taas/tap_flows"+q, "tap_flows", tc.who); len(got) != tc.want {
+			t.Errorf("tap_flows%s as %s = %v, want %d flows", q, tc.who, got, tc.want)
+		}
+	}
+	for _, path := range []string{"/v2.0/taas/tap_flows", "/v2.0/taas/tap_flows?fields=filter",
+		"/v2.0/taas/tap_flows?fields=filter&fields=id" + strings.Replace(q, "?", "&", 1), "/v2.0/taas/stats"} {
+		if r := ts.do("GET", path, "", hB); r.status != 200 || strings.Contains(r.raw, "5353") || strings.Contains(r.raw, flow) {
+			t.Errorf("GET %s as B = %d %s, want nothing of A's flow", path, r.status, r.raw)
+		}
+	}
+	if r := ts.do("GET", "/v2.0/taas/tap_flows/"+flow+"?fields=filter", "", hB); r.status != 404 || strings.Contains(r.raw, "5353") {
+		t.Errorf("GET A's flow as B = %d %s, want 404", r.status, r.raw)
+	}
+	if got := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+flow, "", "tap_flow", hA); got["filter"] != expr {
+		t.Errorf("A's flow as A = %v, want filter %q", got, expr)
 	}
 }

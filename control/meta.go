@@ -17,7 +17,7 @@ type extension struct {
 
 // extensions are what the appliance advertises: upstream's TaaS aliases
 // with upstream's strings, Neutron's quota extensions, and its own
-// stats, events and mirror types extensions.
+// stats, events, mirror types, flow filter and snaplen extensions.
 var extensions = []extension{
 	{Name: "Neutron Tap as a Service", Alias: "taas",
 		Description: "Neutron Tap as a Service Extension.", Updated: "2015-01-14T10:00:00-00:00", Links: []string{}},
@@ -34,6 +34,16 @@ var extensions = []extension{
 		Description: "Tap mirrors also take mirror_type erspanv3 (ERSPAN type III) and vxlan, besides upstream's " +
 			"erspanv1 and gre. Each direction's tunnel id must fit its type: 0 to 2^32-1 for gre (the GRE key), " +
 			"0 to 1023 for erspanv1 and erspanv3 (the session id), 0 to 2^24-1 for vxlan (the VNI).",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS flow filter", Alias: "taas-flow-filter",
+		Description: "Tap flows take filter, a pcap-filter expression (tcpdump's syntax, such as 'tcp port 443'), " +
+			"set at create only: a flow copies only the frames it accepts, applied to the frame with its VLAN " +
+			"tags removed. null (the default) copies every frame. vlan is refused (vlan_filter selects VLANs), " +
+			"and so are host names (addresses only).",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS snaplen", Alias: "taas-snaplen",
+		Description: "Tap services and tap mirrors take snaplen, settable at create and by update: their copies " +
+			"are truncated to so many bytes (64 to 65535). null (the default) sends whole frames.",
 		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
 	{Name: "Quota management support", Alias: "quotas",
 		Description: "Expose functions for quotas management per project", Updated: "2012-07-29T10:00:00-00:00",

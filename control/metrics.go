@@ -48,11 +48,14 @@ var (
 	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
 		"Data-path counters of the interface that are not losses (redirected, received, sent...).",
 		append(ifaceLabels, "counter"), nil)
-	descSvcPackets = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
-	descSvcBytes   = prometheus.NewDesc("taas_tap_service_delivered_bytes_total", "Bytes of copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
-	descSvcDrops   = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", []string{"tap_service_id", "reason"}, nil)
-	descFlowPkts   = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", []string{"tap_flow_id"}, nil)
-	descFlowBytes  = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+	descSvcPackets   = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
+	descSvcBytes     = prometheus.NewDesc("taas_tap_service_delivered_bytes_total", "Bytes of copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
+	descSvcDrops     = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", []string{"tap_service_id", "reason"}, nil)
+	descFlowPkts     = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+	descFlowBytes    = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+	descFlowRejected = prometheus.NewDesc("taas_tap_flow_rejected_packets_total",
+		"Frames the tap flow's source, direction and VLAN selected but its filter rejected (0 without a filter).",
+		[]string{"tap_flow_id"}, nil)
 
 	mirrorLabels    = []string{"tap_mirror_id"}
 	descMirrorPkts  = prometheus.NewDesc("taas_tap_mirror_encapsulated_packets_total", "Encapsulated copies the tap mirror sent.", mirrorLabels, nil)
@@ -75,7 +78,7 @@ type statsCollector struct {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
 		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
-		descFlowPkts, descFlowBytes, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
+		descFlowPkts, descFlowBytes, descFlowRejected, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
 		ch <- d
 	}
 }
@@ -124,6 +127,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, f := range st.Flows {
 		counter(descFlowPkts, f.MatchedPackets, f.ID)
 		counter(descFlowBytes, f.MatchedBytes, f.ID)
+		counter(descFlowRejected, f.RejectedPackets, f.ID)
 	}
 	for _, m := range st.Mirrors {
 		counter(descMirrorPkts, m.EncapPackets, m.ID)

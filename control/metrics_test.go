@@ -25,7 +25,7 @@ func (fixedStats) Stats() broker.Stats {
 			Drops: map[string]uint64{"xdp_oversize": 3}, Counters: map[string]uint64{"xdp_redirected": 9}}},
 		Services: []broker.ServiceStats{{ID: "svc-1", DeliveredPackets: 5, DeliveredBytes: 300,
 			Drops: map[string]uint64{"no_free_tx_frame": 1}}},
-		Flows: []broker.FlowStats{{ID: "flow-1", MatchedPackets: 6, MatchedBytes: 360}},
+		Flows: []broker.FlowStats{{ID: "flow-1", MatchedPackets: 6, MatchedBytes: 360, RejectedPackets: 12}},
 		Mirrors: []broker.MirrorStats{{ID: "mirror-1", Status: "ACTIVE", Uplink: "up0", EncapPackets: 8, EncapBytes: 1040,
 			TruncatedPackets: 2, Drops: map[string]uint64{"mirror_down": 4}}},
 	}
@@ -66,6 +66,7 @@ func TestMetricsHandler(t *testing.T) {
 		`taas_tap_service_drops_total{reason="no_free_tx_frame",tap_service_id="svc-1"} 1`,
 		`taas_tap_flow_matched_packets_total{tap_flow_id="flow-1"} 6`,
 		`taas_tap_flow_matched_bytes_total{tap_flow_id="flow-1"} 360`,
+		`taas_tap_flow_rejected_packets_total{tap_flow_id="flow-1"} 12`,
 		`taas_tap_mirror_encapsulated_packets_total{tap_mirror_id="mirror-1"} 8`,
 		`taas_tap_mirror_encapsulated_bytes_total{tap_mirror_id="mirror-1"} 1040`,
 		`taas_tap_mirror_truncated_packets_total{tap_mirror_id="mirror-1"} 2`,

@@ -51,6 +51,7 @@ func checkTunnelIDs(mirrorType string, dirs store.Directions) error {
 type mirrorBody struct {
 	projectBody
 	namedBody
+	snaplenBody
 	PortID     string           `json:"port_id"`
 	Directions store.Directions `json:"directions"`
 	RemoteIP   string           `json:"remote_ip"`
@@ -67,13 +68,14 @@ type mirrorView struct {
 	PortID      string           `json:"port_id"`
 	ProjectID   string           `json:"project_id"`
 	RemoteIP    string           `json:"remote_ip"`
+	Snaplen     *int             `json:"snaplen"`
 	TenantID    string           `json:"tenant_id"`
 }
 
 func newMirrorView(m store.TapMirror) mirrorView {
 	return mirrorView{ID: m.ID, TenantID: m.ProjectID, ProjectID: m.ProjectID, Name: m.Name,
 		Description: m.Description, PortID: m.PortID, Directions: m.Directions, RemoteIP: m.RemoteIP,
-		MirrorType: m.MirrorType}
+		MirrorType: m.MirrorType, Snaplen: m.Snaplen}
 }
 
 func errTapMirrorNotFound(id string) error {
@@ -89,8 +91,8 @@ func (s *Server) mirrorKind() *kind[store.TapMirror, mirrorBody, mirrorView] {
 		ref:           func(m store.TapMirror) store.Ref { return store.Ref{ID: m.ID, ProjectID: m.ProjectID} },
 		forbidVisible: true, noBulk: true,
 		create: s.createTapMirror,
-		update: rename[mirrorBody](s.st.UpdateTapMirror, func(m *store.TapMirror) (*string, *string) {
-			return &m.Name, &m.Description
+		update: edit[mirrorBody](s.st.UpdateTapMirror, func(m *store.TapMirror) (*string, *string, **int) {
+			return &m.Name, &m.Description, &m.Snaplen
 		}),
 		remove: func(ctx context.Context, project, id string) (store.TapMirror, []Event, error) {
 			m, err := s.st.DeleteTapMirror(ctx, project, id)
@@ -109,7 +111,7 @@ func (s *Server) createTapMirror(tx *store.Tx, id Identity, b mirrorBody) (store
 	}
 	portID := port.ID
 	m := store.TapMirror{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,
-		PortID: portID, Directions: b.Directions, RemoteIP: b.RemoteIP, MirrorType: b.MirrorType}
+		PortID: portID, Directions: b.Directions, RemoteIP: b.RemoteIP, MirrorType: b.MirrorType, Snaplen: b.Snaplen.V}
 	// Upstream checks the tunnel ids against the mirrors the caller sees.
 	var tc *store.TunnelConflictError
 	switch err := tx.CreateTapMirror(m, id.scope()); {

@@ -53,7 +53,7 @@ func TestTapMirrorAPI(t *testing.T) {
 		{"create echoes", "POST", mirrors, mb(a1, `{"IN": 201, "OUT": "202"}`, "192.0.2.11", "erspanv1"), a, 201,
 			`"directions":{"IN":201,"OUT":"202"},"id":`},
 		{"create shows both projects", "POST", mirrors, mb(a1, `{"IN": 203}`, "192.0.2.11", "gre"), a, 201,
-			`"project_id":"proj-a","remote_ip":"192.0.2.11","tenant_id":"proj-a"`},
+			`"project_id":"proj-a","remote_ip":"192.0.2.11","snaplen":null,"tenant_id":"proj-a"`},
 		{"without taas/", "POST", "/v2.0/tap_mirrors", mb(a2, `{"OUT": 204}`, "192.0.2.12", "gre"), a, 201, `"mirror_type":"gre"`},
 		{"BOTH", "POST", mirrors, mb(a1, `{"BOTH": 300}`, "192.0.2.13", "gre"), a, 201, `"directions":{"BOTH":300}`},
 		{"no directions", "POST", mirrors, mb(a1, `{}`, "192.0.2.13", "gre"), a, 201, `"directions":{}`},

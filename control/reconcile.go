@@ -231,7 +231,7 @@ func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broke
 			downPort[s.ID] = s.PortID
 			continue
 		}
-		p.Services = append(p.Services, broker.Service{ID: s.ID, Iface: s.Iface})
+		p.Services = append(p.Services, broker.Service{ID: s.ID, Iface: s.Iface, Snaplen: s.Snaplen})
 	}
 	for _, f := range d.Flows {
 		if !f.PortUp {
@@ -243,7 +243,7 @@ func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broke
 			continue
 		}
 		p.Flows = append(p.Flows, broker.Flow{ID: f.ID, ServiceID: f.ServiceID, SourcePortID: f.SourcePortID, Iface: f.Iface,
-			MAC: planMAC(f.MAC), Direction: directions[f.Direction], VLANFilter: f.VLANFilter})
+			MAC: planMAC(f.MAC), Direction: directions[f.Direction], VLANFilter: f.VLANFilter, Filter: f.Filter})
 	}
 	for _, m := range d.Mirrors {
 		if !m.PortUp {
@@ -273,7 +273,8 @@ func planMAC(mac string) (out [6]byte) {
 // planMirror is a tap mirror as the data plane sees it: its tunnels in the
 // order IN, OUT, BOTH, each id parsed from the value the API stored.
 func planMirror(m store.DesiredMirror) (broker.Mirror, error) {
-	bm := broker.Mirror{ID: m.ID, PortID: m.PortID, Iface: m.Iface, MAC: planMAC(m.MAC), Type: tunnelTypes[m.MirrorType]}
+	bm := broker.Mirror{ID: m.ID, PortID: m.PortID, Iface: m.Iface, MAC: planMAC(m.MAC), Type: tunnelTypes[m.MirrorType],
+		Snaplen: m.Snaplen}
 	if bm.Type == 0 {
 		return bm, fmt.Errorf("mirror_type %q is not one the data plane knows", m.MirrorType)
 	}

@@ -15,6 +15,7 @@ import (
 type serviceBody struct {
 	projectBody
 	namedBody
+	snaplenBody
 	PortID string `json:"port_id"`
 }
 
@@ -25,13 +26,14 @@ type serviceView struct {
 	Name        string `json:"name"`
 	PortID      string `json:"port_id"`
 	ProjectID   string `json:"project_id"`
+	Snaplen     *int   `json:"snaplen"`
 	Status      string `json:"status"`
 	TenantID    string `json:"tenant_id"`
 }
 
 func newServiceView(t store.TapService) serviceView {
 	return serviceView{ID: t.ID, TenantID: t.ProjectID, ProjectID: t.ProjectID, Name: t.Name,
-		Description: t.Description, PortID: t.PortID, Status: t.Status}
+		Description: t.Description, PortID: t.PortID, Snaplen: t.Snaplen, Status: t.Status}
 }
 
 // flowBody is a validated tap_flow body.
@@ -42,12 +44,14 @@ type flowBody struct {
 	SourcePort   string  `json:"source_port"`
 	Direction    string  `json:"direction"`
 	VLANFilter   *string `json:"vlan_filter"`
+	Filter       *string `json:"filter"`
 }
 
 // flowView is a tap flow as the API shows it.
 type flowView struct {
 	Description  string  `json:"description"`
 	Direction    string  `json:"direction"`
+	Filter       *string `json:"filter"`
 	ID           string  `json:"id"`
 	Name         string  `json:"name"`
 	ProjectID    string  `json:"project_id"`
@@ -61,7 +65,7 @@ type flowView struct {
 func newFlowView(f store.TapFlow) flowView {
 	return flowView{ID: f.ID, TenantID: f.ProjectID, ProjectID: f.ProjectID, Name: f.Name,
 		Description: f.Description, TapServiceID: f.TapServiceID, SourcePort: f.SourcePort,
-		Direction: f.Direction, Status: f.Status, VLANFilter: f.VLANFilter}
+		Direction: f.Direction, Status: f.Status, VLANFilter: f.VLANFilter, Filter: f.Filter}
 }
 
 func (s *Server) serviceKind() *kind[store.TapService, serviceBody, serviceView] {
@@ -70,8 +74,8 @@ func (s *Server) serviceKind() *kind[store.TapService, serviceBody, serviceView]
 		list: s.st.ListTapServices, get: s.st.GetTapService, view: newServiceView,
 		ref:    func(t store.TapService) store.Ref { return store.Ref{ID: t.ID, ProjectID: t.ProjectID} },
 		create: s.createTapService,
-		update: rename[serviceBody](s.st.UpdateTapService, func(t *store.TapService) (*string, *string) {
-			return &t.Name, &t.Description
+		update: edit[serviceBody](s.st.UpdateTapService, func(t *store.TapService) (*string, *string, **int) {
+			return &t.Name, &t.Description, &t.Snaplen
 		}),
 		remove: func(ctx context.Context, project, id string) (store.TapService, []Event, error) {
 			t, d, err := s.st.DeleteTapService(ctx, project, id)
@@ -80,8 +84,8 @@ func (s *Server) serviceKind() *kind[store.TapService, serviceBody, serviceView]
 	}
 }
 
-// namedBody is the name and description of a body, the only attributes
-// of a tap service, flow or mirror that PUT may change.
+// namedBody is the name and description of a body, which PUT may change
+// on a tap service, flow or mirror.
 type namedBody struct {
 	Name        opt[string] `json:"name"`
 	Description opt[string] `json:"description"`
@@ -95,14 +99,27 @@ func (n namedBody) apply(name, description *string) {
 	setOpt(description, n.Description)
 }
 
-// rename is the update of a resource whose PUT changes only name and
-// description: update is its store method, names its row's two fields.
-func rename[B interface{ names() namedBody }, T any](
+// snaplenBody is the snaplen of a tap service or mirror body (ours,
+// taas-snaplen, issue 11), which PUT may change too: nil is null.
+type snaplenBody struct {
+	Snaplen opt[*int] `json:"snaplen"`
+}
+
+func (s snaplenBody) snaplen() opt[*int] { return s.Snaplen }
+
+// edit is the update of a tap service, flow or mirror, whose PUT changes
+// name and description and, on services and mirrors, snaplen: update is
+// its store method, fields its row's fields (snaplen nil for a flow).
+func edit[B interface{ names() namedBody }, T any](
 	update func(ctx context.Context, project, id string, fn func(*T) error) (T, error),
-	names func(*T) (*string, *string)) func(context.Context, Identity, string, B) (T, error) {
+	fields func(*T) (name, description *string, snaplen **int)) func(context.Context, Identity, string, B) (T, error) {
 	return func(ctx context.Context, id Identity, rowID string, b B) (T, error) {
 		return update(ctx, id.scope(), rowID, func(t *T) error {
-			b.names().apply(names(t))
+			name, description, snaplen := fields(t)
+			b.names().apply(name, description)
+			if sb, ok := any(b).(interface{ snaplen() opt[*int] }); ok && snaplen != nil {
+				setOpt(snaplen, sb.snaplen())
+			}
 			return nil
 		})
 	}
@@ -133,7 +150,7 @@ func (s *Server) createTapService(tx *store.Tx, id Identity, b serviceBody) (sto
 	}
 	portID := port.ID
 	t := store.TapService{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V,
-		Description: b.Description.V, PortID: portID, Status: "DOWN"}
+		Description: b.Description.V, PortID: portID, Snaplen: b.Snaplen.V, Status: "DOWN"}
 	switch err := tx.CreateTapService(t, s.cfg.MaxTapServices); {
 	case errors.Is(err, store.ErrLimitReached):
 		return t, conflict("TapServiceLimitReached", "Reached the maximum quota for Tap Services")
@@ -151,8 +168,8 @@ func (s *Server) flowKind() *kind[store.TapFlow, flowBody, flowView] {
 		list: s.st.ListTapFlows, get: s.st.GetTapFlow, view: newFlowView,
 		ref:    func(f store.TapFlow) store.Ref { return store.Ref{ID: f.ID, ProjectID: f.ProjectID} },
 		create: s.createTapFlow,
-		update: rename[flowBody](s.st.UpdateTapFlow, func(f *store.TapFlow) (*string, *string) {
-			return &f.Name, &f.Description
+		update: edit[flowBody](s.st.UpdateTapFlow, func(f *store.TapFlow) (*string, *string, **int) {
+			return &f.Name, &f.Description, nil
 		}),
 		remove: func(ctx context.Context, project, id string) (store.TapFlow, []Event, error) {
 			f, err := s.st.DeleteTapFlow(ctx, project, id)
@@ -186,7 +203,8 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 		return store.TapFlow{}, err
 	}
 	f := store.TapFlow{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,
-		TapServiceID: svcID, SourcePort: srcID, Direction: b.Direction, Status: "DOWN", VLANFilter: b.VLANFilter}
+		TapServiceID: svcID, SourcePort: srcID, Direction: b.Direction, Status: "DOWN", VLANFilter: b.VLANFilter,
+		Filter: b.Filter}
 	if err := tx.CreateTapFlow(f); errors.Is(err, store.ErrNotFound) {
 		// Not reached: the transaction saw both rows.
 		return f, errTapServiceNotFound(svcID)

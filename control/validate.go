@@ -3,6 +3,7 @@ package control
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/taas-appliance/taas/internal/netdev"
+	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // The validators mirror neutron-lib's: each returns the "Reason" of
@@ -434,6 +436,74 @@ func notUnicast(a netip.Addr) string {
 		return "a reserved address (240.0.0.0/4)"
 	case a.IsLinkLocalUnicast():
 		return "a link-local address, whose egress interface would be ambiguous without a zone"
+	}
+	return ""
+}
+
+// Snaplen's range: the shortest copy still holds an Ethernet header and
+// the IP and TCP headers behind it; the longest is the largest frame the
+// data plane handles.
+const (
+	minSnaplen = 64
+	maxSnaplen = 65535
+)
+
+// validSnaplen is a tap service's or mirror's snaplen: null, or a JSON
+// integer from 64 to 65535 (neutron-lib's type:range texts). Only a plain
+// integer is one: a string, 1.5, 128.0 or 1e3 is refused rather than
+// rounded or converted, so what is stored is what was sent.
+func validSnaplen(v any) string {
+	if v == nil {
+		return ""
+	}
+	if b, ok := v.(bool); ok {
+		return fmt.Sprintf("'%s' is not an integer:boolean", pyStr(b))
+	}
+	n, ok := v.(json.Number)
+	if !ok || strings.ContainsAny(n.String(), ".eE") {
+		return fmt.Sprintf("'%s' is not an integer", pyStr(v))
+	}
+	i, err := strconv.ParseInt(n.String(), 10, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return fmt.Sprintf("'%s' is not an integer", n)
+	case i < minSnaplen:
+		return fmt.Sprintf("'%s' is too small - must be at least '%d'", n, minSnaplen)
+	case i > maxSnaplen:
+		return fmt.Sprintf("'%s' is too large - must be no larger than '%d'", n, maxSnaplen)
+	}
+	return ""
+}
+
+// snaplenValue is a snaplen validSnaplen accepted, as an int (nil stays
+// nil).
+func snaplenValue(v any) any {
+	n, ok := v.(json.Number)
+	if !ok {
+		return v
+	}
+	i, _ := strconv.Atoi(n.String())
+	return i
+}
+
+// validFilter is a tap flow's filter: null, or a pcap-filter expression
+// pcapfilter compiles; the reason is pcapfilter's own text (an empty or
+// overlong expression, `vlan`, a host name, libpcap's syntax error).
+func validFilter(v any) string {
+	if v == nil {
+		return ""
+	}
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Sprintf("'%s' is not a valid string", pyStr(v))
+	}
+	// libpcap reads a C string: it would compile what precedes a NUL and
+	// the API would show the rest, which nothing applies.
+	if strings.ContainsRune(s, 0) {
+		return "the expression holds a NUL character"
+	}
+	if _, err := pcapfilter.Compile(s); err != nil {
+		return err.Error()
 	}
 	return ""
 }

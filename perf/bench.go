@@ -37,7 +37,17 @@ type Scenario struct {
 	// BenchTunnelID) instead of to monitors; the collector's sink counts
 	// them, outer headers in the bytes.
 	Tunnel string
+	// Sources, above 0, sends mixed traffic (Traffic.Mix) from so many
+	// source ports in turn, each with a flow of its own: flow i copies to
+	// monitor i % Fanout, and the first selects with FlowFilter (a
+	// pcap-filter expression; empty: every frame of its source).
+	Sources    int
+	FlowFilter string
 }
+
+// FilterExpr is the filter scenario's expression (issue 11): with
+// Traffic.Mix it accepts 1 frame in 10.
+const FilterExpr = "tcp port 443"
 
 // BenchTunnelID is the tunnel scenarios' tunnel id (the VXLAN VNI).
 const BenchTunnelID = 5001
@@ -53,6 +63,11 @@ var Scenarios = []Scenario{
 	{Name: "select1of6", Size: 60, Fanout: 1, Select: 6},
 	{Name: "lossless80", Size: 60, Fanout: 1, Load: 0.8, Seconds: 10 * time.Second},
 	{Name: "churn", Size: 60, Fanout: 1, Select: 2, Churn: true, Load: 0.5, Seconds: 5 * time.Second},
+	// Issue 11: 8 flows on 8 sources, mixed traffic; in filter8 the first
+	// flow keeps only `tcp port 443` (1 of its frames in 10), mixed8 is the
+	// same without the filter.
+	{Name: "mixed8", Size: 60, Fanout: 4, Sources: 8},
+	{Name: "filter8", Size: 60, Fanout: 4, Sources: 8, FlowFilter: FilterExpr},
 }
 
 // MACs of the benchmark's traffic.
@@ -154,7 +169,7 @@ func RunBench(ctx context.Context, lab *Lab, c BenchConfig) ([]Row, error) {
 				rate = sc.Load * base * 1e6
 			}
 			row, err := runScenario(ctx, lab, p, sc, rate, c)
-			if errors.Is(err, ErrNoChurn) || errors.Is(err, ErrNoTunnel) {
+			if errors.Is(err, ErrNoChurn) || errors.Is(err, ErrNoTunnel) || errors.Is(err, ErrNoFilter) {
 				fmt.Fprintf(c.Log, "%s %s: not applicable (%v)\n", p.Name(), sc.Name, err)
 				continue
 			}
@@ -187,15 +202,22 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 	}
 	s := Setup{Lab: lab, Fanout: sc.Fanout, PortMAC: benchPortMAC, Filter: sc.Select > 1, Tunnel: sc.Tunnel}
 	tr := Traffic{Size: sc.Size, SrcMACs: []net.HardwareAddr{benchPortMAC}, DstMACs: []net.HardwareAddr{benchDstMAC}}
-	if sc.Churn {
+	switch {
+	case sc.Churn:
 		s.ChurnMAC = benchChurnMAC
 		tr.SrcMACs = append(tr.SrcMACs, benchChurnMAC)
-	} else {
+	case sc.Sources > 0:
+		s.Sources, s.FlowFilter = benchSources(sc.Sources), sc.FlowFilter
+		tr.SrcMACs, tr.Mix = s.Sources, true
+	default:
 		for i := 1; i < sc.Select; i++ {
 			tr.SrcMACs = append(tr.SrcMACs, net.HardwareAddr{0x02, 0xbe, 0, 0, 0, byte(i)})
 		}
 	}
-	every := uint64(len(tr.SrcMACs)) // one frame in every is wanted
+	per, err := copiesPerEntry(tr, s.flows())
+	if err != nil {
+		return Row{}, err
+	}
 	if err := p.Start(ctx, s); err != nil {
 		return Row{}, errors.Join(err, p.Stop())
 	}
@@ -209,7 +231,7 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 	}
 	row = Row{Peer: p.Name(), Scenario: sc.Name, FrameSize: sc.Size + 4, Fanout: sc.Fanout, Layout: p.Layout(), TargetMpps: rate / 1e6}
 	for range c.Reps {
-		r, err := measure(ctx, lab, p, tr, sc, rate, secs, every)
+		r, err := measure(ctx, lab, p, tr, sc, rate, secs, per)
 		if err != nil {
 			return Row{}, err
 		}
@@ -217,6 +239,15 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 	}
 	summarise(&row)
 	return row, nil
+}
+
+// benchSources are the filter scenarios' source MACs, benchPortMAC first.
+func benchSources(n int) []net.HardwareAddr {
+	macs := []net.HardwareAddr{benchPortMAC}
+	for i := 1; i < n; i++ {
+		macs = append(macs, net.HardwareAddr{0xfa, 0x16, 0x3e, 0xbe, 0x01, byte(i)})
+	}
+	return macs
 }
 
 func canceled() context.Context {
@@ -288,7 +319,9 @@ type burstPeer interface {
 	PacedBurst() uint64
 }
 
-func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rate float64, secs time.Duration, every uint64) (Rep, error) {
+// measure runs one repetition; per is how many copies each entry of tr
+// should yield (copiesPerEntry).
+func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rate float64, secs time.Duration, per []uint64) (Rep, error) {
 	// Let the peer drain what it still holds of the previous repetition:
 	// those frames would load this one (the new mark keeps them out of its
 	// count).
@@ -355,7 +388,7 @@ func measure(ctx context.Context, lab *Lab, p Peer, tr Traffic, sc Scenario, rat
 	if err != nil {
 		return Rep{}, err
 	}
-	wanted := (res.Frames + every - 1) / every * uint64(sc.Fanout)
+	wanted := wantedCopies(per, res.Frames)
 	s := res.Elapsed.Seconds()
 	r := Rep{
 		OfferedFrames:    res.Frames,

@@ -83,13 +83,17 @@ func (a API) CreateService(ctx context.Context, name, portID string) (string, er
 	return out.TapService.ID, err
 }
 
-// CreateFlow creates a tap flow and returns its id.
-func (a API) CreateFlow(ctx context.Context, name, portID, serviceID, direction string) (string, error) {
+// CreateFlow creates a tap flow, with filter (a pcap-filter expression,
+// extension taas-flow-filter) when not empty, and returns its id.
+func (a API) CreateFlow(ctx context.Context, name, portID, serviceID, direction, filter string) (string, error) {
 	var out struct {
 		TapFlow struct{ ID string } `json:"tap_flow"`
 	}
-	err := a.Do(ctx, http.MethodPost, "/v2.0/taas/tap_flows", map[string]any{"tap_flow": map[string]any{
-		"name": name, "source_port": portID, "tap_service_id": serviceID, "direction": direction}}, &out)
+	f := map[string]any{"name": name, "source_port": portID, "tap_service_id": serviceID, "direction": direction}
+	if filter != "" {
+		f["filter"] = filter
+	}
+	err := a.Do(ctx, http.MethodPost, "/v2.0/taas/tap_flows", map[string]any{"tap_flow": f}, &out)
 	return out.TapFlow.ID, err
 }
 

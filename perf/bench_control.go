@@ -94,7 +94,7 @@ func RunControlBench(ctx context.Context, bin, dir string, clients int, d time.D
 		if i >= len(srcs)*len(svcs) {
 			return errDone
 		}
-		_, err := api.CreateFlow(ctx, fmt.Sprintf("f%d", i), srcs[i%len(srcs)], svcs[i/len(srcs)], "BOTH")
+		_, err := api.CreateFlow(ctx, fmt.Sprintf("f%d", i), srcs[i%len(srcs)], svcs[i/len(srcs)], "BOTH", "")
 		return err
 	})
 	create.Op = "create tap flow"

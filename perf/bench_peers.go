@@ -31,6 +31,12 @@ type Setup struct {
 	// Tunnel, when not empty, is the encapsulation (a mirror_type) of the
 	// copies, sent to Lab.Remote through Lab.Uplink instead of monitors.
 	Tunnel string
+	// Sources, when not empty, replaces PortMAC: one flow per source port
+	// (these MACs), flow i copying to monitor i % Fanout, the first
+	// selecting with FlowFilter, a pcap-filter expression ("" for all of
+	// its frames). The traffic holds frames of every source (see flows).
+	Sources    []net.HardwareAddr
+	FlowFilter string
 }
 
 // ErrNoChurn is what Churn returns for a peer whose configuration cannot
@@ -101,8 +107,11 @@ func (p *TC) Start(_ context.Context, s Setup) error {
 	if err := run("tc", "qdisc", "add", "dev", s.Lab.Cap, "clsact"); err != nil {
 		return err
 	}
+	if len(s.Sources) > 0 {
+		return p.addFlows(s)
+	}
 	args := []string{"filter", "add", "dev", s.Lab.Cap, "ingress", "prio", "1", "protocol", "all", "u32"}
-	if s.Filter || s.ChurnMAC != nil {
+	if s.selects() {
 		args = append(args, u32SrcMAC(s.PortMAC)...)
 	} else {
 		args = append(args, "match", "u32", "0", "0")
@@ -126,6 +135,32 @@ func (p *TC) Start(_ context.Context, s Setup) error {
 		args = append(args, "action", "mirred", "egress", "mirror", "dev", m)
 	}
 	return run("tc", args...)
+}
+
+// addFlows adds one filter per flow of s, in order: u32 on the source
+// MAC, or for a flow with a pcap filter cls_bpf running tcpdump's code
+// for the MAC and the filter together (this kernel has no flower; at
+// ingress cls_bpf runs classic BPF on the frame from its MAC header).
+func (p *TC) addFlows(s Setup) error {
+	for i, f := range s.flows() {
+		args := []string{"filter", "add", "dev", s.Lab.Cap, "ingress", "prio", strconv.Itoa(i + 1), "protocol", "all"}
+		if f.filter == "" {
+			args = append(append(args, "u32"), u32SrcMAC(f.src)...)
+		} else {
+			prog, err := compilePcap(f.pcapExpr())
+			if err != nil {
+				return err
+			}
+			args = append(args, "bpf", "bytecode", ddd(prog))
+		}
+		for _, m := range f.mons {
+			args = append(args, "action", "mirred", "egress", "mirror", "dev", s.Lab.Mons[m])
+		}
+		if err := run("tc", args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // u32SrcMAC matches a source MAC with u32, the classifier this kernel has
@@ -210,11 +245,11 @@ func (p *procPeer) Start(_ context.Context, s Setup) error {
 	if err := run("ethtool", "-K", s.Lab.Cap, "gro", "on"); err != nil {
 		return err
 	}
-	filter := ""
-	if s.Filter {
-		filter = "ether src " + s.PortMAC.String()
-	}
 	for i, m := range s.Lab.Mons[:s.Fanout] {
+		filter := ""
+		if s.selects() {
+			filter = monitorExpr(s.flows(), i)
+		}
 		argv := p.argv(s.Lab.Cap, m, filter)
 		log, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("%s-%d.log", p.name, i)))
 		if err != nil {
@@ -344,21 +379,30 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 		}
 		return p.checkPath(ctx)
 	}
-	for i, m := range s.Lab.Mons[:max(s.Fanout, 2)] {
+	svcs := make([]string, max(s.Fanout, 2))
+	for i, m := range s.Lab.Mons[:len(svcs)] {
 		port, err := p.api.CreatePort(ctx, "bench-mon"+strconv.Itoa(i), "", m)
 		if err != nil {
 			return err
 		}
-		svc, err := p.api.CreateService(ctx, "bench-svc"+strconv.Itoa(i), port)
-		if err != nil {
+		if svcs[i], err = p.api.CreateService(ctx, "bench-svc"+strconv.Itoa(i), port); err != nil {
 			return err
 		}
-		if i < s.Fanout {
-			if _, err := p.api.CreateFlow(ctx, "bench-flow"+strconv.Itoa(i), src, svc, "OUT"); err != nil {
+	}
+	if s.Fanout < len(svcs) {
+		p.churnSvc = svcs[s.Fanout]
+	}
+	for i, f := range s.flows() {
+		port := src
+		if i > 0 {
+			if port, err = p.api.CreatePort(ctx, "bench-src"+strconv.Itoa(i), f.src.String(), s.Lab.Cap); err != nil {
 				return err
 			}
-		} else {
-			p.churnSvc = svc
+		}
+		for _, m := range f.mons {
+			if _, err := p.api.CreateFlow(ctx, fmt.Sprintf("bench-flow%d-%d", i, m), port, svcs[m], "OUT", f.filter); err != nil {
+				return err
+			}
 		}
 	}
 	if s.ChurnMAC != nil {
@@ -404,7 +448,7 @@ func (p *Taasd) Tunnels() bool { return true }
 func (p *Taasd) Churn(ctx context.Context) (int, error) {
 	n := 0
 	for ctx.Err() == nil {
-		id, err := p.api.CreateFlow(context.Background(), "churn", p.churnSrc, p.churnSvc, "OUT")
+		id, err := p.api.CreateFlow(context.Background(), "churn", p.churnSrc, p.churnSvc, "OUT", "")
 		if err != nil {
 			return n, err
 		}

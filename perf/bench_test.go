@@ -42,6 +42,8 @@ func TestBenchSmoke(t *testing.T) {
 		&TC{},
 		Daemonlogger(dir),
 		NetsniffNG(dir),
+		&OVS{Dir: dir},
+		&OVS{Dir: dir, AFXDP: true},
 	}
 	smoke64 := Scenario{Name: "64B", Size: 60, Fanout: 1}
 	churn := Scenario{Name: "churn", Size: 60, Fanout: 1, Select: 2, Churn: true, Seconds: 500 * time.Millisecond}
@@ -89,6 +91,86 @@ func TestBenchSmoke(t *testing.T) {
 				t.Errorf("churn: untouched flow got %d of %d frames", r.DeliveredCopies, r.WantedCopies)
 			}
 		})
+	}
+}
+
+// TestBenchFilterSmoke runs the filter scenario briefly (8 flows on 8
+// sources over 2 monitors, mixed traffic, the first flow with
+// `tcp port 443`): each peer that can express the filter must deliver
+// copies and never more than the flows want (a peer that ignored the
+// filter would copy the other 9 frames in 10 of the first source too).
+// The unfiltered scenario runs on taasd's fast path only: for the other
+// peers it differs from filter8 by the filter alone. Loss is logged, not
+// asserted (see TestBenchSmoke).
+func TestBenchFilterSmoke(t *testing.T) {
+	lab := newTestLab(t, 2)
+	dir, bin := t.TempDir(), testutil.BuildTaasd(t)
+	cfg := BenchConfig{Reps: 1, Seconds: 500 * time.Millisecond}
+	filtered := []Peer{&Taasd{Bin: bin, Dir: dir}, &Taasd{Bin: bin, Dir: dir, AFXDP: true}, &TC{}, &OVS{Dir: dir}, Daemonlogger(dir)}
+	for _, c := range []struct {
+		sc    Scenario
+		peers []Peer
+	}{
+		{Scenario{Name: "mixed8", Size: 60, Fanout: 2, Sources: 8}, filtered[:1]},
+		{Scenario{Name: "filter8", Size: 60, Fanout: 2, Sources: 8, FlowFilter: FilterExpr}, filtered},
+	} {
+		sc := c.sc
+		for _, p := range c.peers {
+			t.Run(sc.Name+"/"+p.Name(), func(t *testing.T) {
+				row, err := runScenario(context.Background(), lab, p, sc, 20e3, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := row.Reps[0]
+				t.Logf("%s at 20 kpps: %+v", sc.Name, r)
+				if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
+					t.Errorf("sinks counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
+				}
+				if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
+					t.Errorf("peer reports %d delivered, the sinks counted %d", *r.PeerReported, r.DeliveredCopies)
+				}
+			})
+		}
+	}
+}
+
+// TestCopiesPerEntry checks the count of wanted copies against the
+// traffic: 8 sources in turn over 10 kinds, the first source filtered on
+// `tcp port 443`.
+func TestCopiesPerEntry(t *testing.T) {
+	s := Setup{Fanout: 2, Sources: benchSources(8)}
+	tr := Traffic{SrcMACs: s.Sources, Mix: true}
+	for _, tc := range []struct {
+		filter string
+		cycle  uint64 // copies per 80 frames
+	}{
+		{"", 80},
+		{FilterExpr, 70 + 1},
+		{"udp", 70 + 5},
+		{"tcp port 80 or tcp port 22", 70 + 2},
+	} {
+		t.Run(tc.filter, func(t *testing.T) {
+			s.FlowFilter = tc.filter
+			per, err := copiesPerEntry(tr, s.flows())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(per) != 80 {
+				t.Fatalf("copiesPerEntry: %d entries, want 80", len(per))
+			}
+			if got := wantedCopies(per, 80); got != tc.cycle {
+				t.Errorf("wantedCopies(80) = %d, want %d", got, tc.cycle)
+			}
+			if got, want := wantedCopies(per, 801), 10*tc.cycle+per[0]; got != want {
+				t.Errorf("wantedCopies(801) = %d, want %d", got, want)
+			}
+		})
+	}
+	if got := monitorExpr(s.flows(), 0); !strings.HasPrefix(got, "(ether src fa:16:3e:be:00:01 and (tcp port 80 or tcp port 22)) or (ether src fa:16:3e:be:01:02)") {
+		t.Errorf("monitorExpr(0) = %q", got)
+	}
+	if _, err := compilePcap("tcp port"); err == nil {
+		t.Errorf("compilePcap(%q): nil error", "tcp port")
 	}
 }
 
@@ -162,5 +244,35 @@ func TestResultsWrite(t *testing.T) {
 	}
 	if err := UpdateReadme(filepath.Join(dir, "latest.md"), "x"); err == nil {
 		t.Errorf("UpdateReadme on a file without markers: nil error")
+	}
+}
+
+// TestFilterRatios checks the filter section of the report: the capture
+// rate of filter8 against mixed8, and the goal for taasd's fast path.
+func TestFilterRatios(t *testing.T) {
+	row := func(peer, sc string, offered, loss float64) Row {
+		return Row{Peer: peer, Scenario: sc, FrameSize: 64, Fanout: 4, OfferedMpps: offered, LossPct: loss, Reps: []Rep{{}}}
+	}
+	for _, tc := range []struct {
+		name string
+		rows []Row
+		want []string
+	}{
+		{"met", []Row{row("taasd", "mixed8", 2, 0), row("taasd", "filter8", 1.8, 0)},
+			[]string{"- taasd: filtered 1.800 Mpps offered", "filtered/unfiltered 0.90×; goal ≥ 0.8×: met", "| filter8 (64 B, 8 flows→4, mixed, `tcp port 443` on 1)"}},
+		{"not met", []Row{row("taasd", "mixed8", 2, 0), row("taasd", "filter8", 2, 25)},
+			[]string{"filtered/unfiltered 0.75×; goal ≥ 0.8×: NOT met"}},
+		{"no goal for tc", []Row{row("tc-mirred", "mixed8", 1, 50), row("tc-mirred", "filter8", 1, 0)},
+			[]string{"filtered/unfiltered 2.00×\n"}},
+		{"filtered only", []Row{row("ovs", "filter8", 1, 0)}, []string{"- ovs: filtered 1.000 Mpps offered, 0.000 delivered, loss 0.00%\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			md := Results{Rows: tc.rows}.Markdown()
+			for _, w := range tc.want {
+				if !strings.Contains(md, w) {
+					t.Errorf("Markdown() lacks %q:\n%s", w, md)
+				}
+			}
+		})
 	}
 }

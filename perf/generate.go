@@ -204,6 +204,7 @@ func newGen(ifindex int, t Traffic) (*gen, error) {
 		"off_outer":   lay.outer,
 		"off_inner":   lay.inner,
 		"off_sport":   lay.sport,
+		"off_l3":      lay.l3,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -222,6 +223,14 @@ func newGen(ifindex int, t Traffic) (*gen, error) {
 		}
 		copy(f.Dst[:], e.dst)
 		copy(f.Src[:], e.src)
+		if lay.l3 != 0 {
+			b, err := t.mixBytes(i)
+			if err != nil {
+				g.close()
+				return nil, err
+			}
+			copy(f.L34[:], b)
+		}
 		if err := g.objs.Flows.Put(uint32(i), f); err != nil {
 			g.close()
 			return nil, fmt.Errorf("fill flows map: %w", err)

@@ -139,6 +139,9 @@ func TestGenerateCount(t *testing.T) {
 		{"qinq 128", Traffic{Size: 128, VLANs: VIDRange{10, 12}, OuterTag: true, Outer: VIDRange{300, 301}}, false},
 		{"afxdp qinq 1514", Traffic{Size: 1514, VLANs: VIDRange{10, 12}, OuterTag: true, Outer: VIDRange{300, 301}, Flows: 4}, true},
 		{"afxdp 60", Traffic{}, true},
+		{"mixed 8 macs 60", Traffic{Mix: true, SrcMACs: eightMACs()}, false},
+		{"mixed dot1q 1514", Traffic{Size: 1514, Mix: true, VLANs: VIDRange{7, 8}, Flows: 3}, false},
+		{"afxdp mixed 60", Traffic{Mix: true, Flows: 2}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, gen, rx := genLink(t)
@@ -146,7 +149,7 @@ func TestGenerateCount(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			const count, sample = 5000, 48
+			const count, sample = 5000, 96
 			wait := startTcpdump(t, ns, rx, sample)
 			before := rxPackets(t, ns, rx)
 			r, err := Generate(context.Background(), Config{Iface: gen, Netns: ns, Traffic: tc.tr, Count: count, Rate: 200e3, CPU: genCPU, AFXDP: tc.afxdp})

@@ -30,6 +30,7 @@ type pacer struct {
 // largest burst Config takes.
 const (
 	pacedChunkMax = 128
+	minPacedChunk = 16
 	bucketDepth   = 224
 	MaxBurst      = 1 << 14
 )
@@ -48,7 +49,13 @@ func newPacer(rate float64, flatOut, burst uint64, start time.Time) *pacer {
 		case burst > 0:
 			p.chunkMax = burst
 		}
-		p.chunk = uint64(max(1, min(span, float64(p.chunkMax))))
+		// At least minPacedChunk frames a call: each BPF_PROG_RUN of live
+		// frames registers a page pool with an XDP memory id, released
+		// only once a receiver has freed all its pages (at best a second
+		// later). Single-frame chunks at 20 kpps into a slow AF_PACKET
+		// reader (OVS, the churn scenario) used up the 65534 ids and
+		// failed with ENOSPC.
+		p.chunk = uint64(min(max(minPacedChunk, span), float64(p.chunkMax)))
 		p.maxLag = p.span(depth - p.chunk)
 	}
 	return p

@@ -5,7 +5,7 @@
 // pktgen runs under BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES: the kernel
 // hands it the template frame again and again and sends whatever it returns.
 // It rewrites the fields that vary per flow (MACs, VLAN tags, UDP source
-// port) from the flows map, round-robin, counts what it sent, and redirects
+// port; for mixed traffic the IPv4 and L4 headers) from the flows map, round-robin, counts what it sent, and redirects
 // the frame out of out_ifindex (a veth: its peer then receives it, see
 // afxdp-notes.md gotcha 10).
 //
@@ -19,6 +19,9 @@
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define MAX_FLOWS 4096
+/* Bytes from the IPv4 header on that differ between the kinds of mixed
+ * traffic (traffic.go mixRewrite). */
+#define MIX_LEN 40
 
 struct flow {
 	__u8 dst[6];
@@ -27,6 +30,7 @@ struct flow {
 	__u16 inner_tci; /* network order; written at off_inner when it is not 0 */
 	__u16 sport;     /* network order; written at off_sport when it is not 0 */
 	__u16 pad;
+	__u8 l34[MIX_LEN]; /* written at off_l3 when it is not 0 (mixed traffic) */
 };
 
 struct {
@@ -68,6 +72,7 @@ volatile const __u32 nflows;
 volatile const __u32 off_outer;
 volatile const __u32 off_inner;
 volatile const __u32 off_sport;
+volatile const __u32 off_l3;
 
 static __always_inline int put16(void *data, void *end, __u32 off, __u16 v)
 {
@@ -109,6 +114,11 @@ int pktgen(struct xdp_md *ctx)
 		    put16(data, end, off_inner, f->inner_tci) ||
 		    put16(data, end, off_sport, f->sport))
 			return XDP_ABORTED;
+		if (off_l3) {
+			if (off_l3 > 64 || data + off_l3 + MIX_LEN > end)
+				return XDP_ABORTED;
+			__builtin_memcpy(data + off_l3, f->l34, MIX_LEN);
+		}
 	}
 	c->packets++;
 	c->bytes += end - data;

@@ -27,6 +27,7 @@ type pktgenBPFFlow struct {
 	InnerTci uint16
 	Sport    uint16
 	Pad      uint16
+	L34      [40]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -40,6 +41,7 @@ const (
 	pktgenBPFProgSink      = "sink"
 	pktgenBPFVarNflows     = "nflows"
 	pktgenBPFVarOffInner   = "off_inner"
+	pktgenBPFVarOffL3      = "off_l3"
 	pktgenBPFVarOffOuter   = "off_outer"
 	pktgenBPFVarOffSport   = "off_sport"
 	pktgenBPFVarOutIfindex = "out_ifindex"
@@ -106,6 +108,7 @@ type pktgenBPFMapSpecs struct {
 type pktgenBPFVariableSpecs struct {
 	Nflows     *ebpf.VariableSpec `ebpf:"nflows"`
 	OffInner   *ebpf.VariableSpec `ebpf:"off_inner"`
+	OffL3      *ebpf.VariableSpec `ebpf:"off_l3"`
 	OffOuter   *ebpf.VariableSpec `ebpf:"off_outer"`
 	OffSport   *ebpf.VariableSpec `ebpf:"off_sport"`
 	OutIfindex *ebpf.VariableSpec `ebpf:"out_ifindex"`
@@ -150,6 +153,7 @@ func (m *pktgenBPFMaps) Close() error {
 type pktgenBPFVariables struct {
 	Nflows     *ebpf.Variable `ebpf:"nflows"`
 	OffInner   *ebpf.Variable `ebpf:"off_inner"`
+	OffL3      *ebpf.Variable `ebpf:"off_l3"`
 	OffOuter   *ebpf.Variable `ebpf:"off_outer"`
 	OffSport   *ebpf.Variable `ebpf:"off_sport"`
 	OutIfindex *ebpf.Variable `ebpf:"out_ifindex"`

@@ -45,7 +45,35 @@ type Traffic struct {
 	// Mark, when not 0, is written into the last byte of every frame: a
 	// Sink set to the same mark counts these frames and no others.
 	Mark byte
+	// Mix sends mixed traffic, for filter benchmarks: the frames cycle
+	// through the MixKinds (TCP and UDP to well-known ports), each kind
+	// once for every round of the other lists, so that every source MAC
+	// sends every kind and 1 frame in 10 is TCP to port 443. Frames need
+	// room for an IPv4 and a TCP header and the mark (55 bytes untagged).
+	Mix bool
 }
+
+// MixKind is one kind of frame of mixed traffic: an L4 protocol and a
+// destination port.
+type MixKind struct {
+	Proto layers.IPProtocol
+	Port  uint16
+}
+
+// MixKinds are the kinds of mixed traffic, in the order they are sent:
+// the first alone is `tcp port 443` (source ports are 1024 + flow, never
+// 443).
+var MixKinds = []MixKind{
+	{layers.IPProtocolTCP, 443}, {layers.IPProtocolUDP, 53}, {layers.IPProtocolTCP, 80},
+	{layers.IPProtocolUDP, 9}, {layers.IPProtocolTCP, 22}, {layers.IPProtocolUDP, 123},
+	{layers.IPProtocolTCP, 8080}, {layers.IPProtocolUDP, 514}, {layers.IPProtocolTCP, 25},
+	{layers.IPProtocolUDP, 5060},
+}
+
+// mixRewrite is how many bytes from the IPv4 header on differ between the
+// kinds of mixed traffic: the IPv4 header and a TCP header (a UDP header
+// and the first payload bytes for UDP). pktgen.c MIX_LEN.
+const mixRewrite = 40
 
 // VIDRange is an inclusive VLAN ID range; the zero value means "no tag".
 type VIDRange struct{ Lo, Hi uint16 }
@@ -154,18 +182,49 @@ func (t Traffic) Validate() error {
 	if n := t.entries(); n > MaxFlows {
 		return fmt.Errorf("%d distinct frames: more than %d", n, MaxFlows)
 	}
+	if need := t.l3Offset() + mixRewrite + 1; t.Mix && t.Size < need {
+		return fmt.Errorf("mixed traffic: frame size %d, below the %d bytes its headers and mark need", t.Size, need)
+	}
 	return nil
 }
 
 // entries is how many distinct frames t cycles through: enough for every
-// list to come round, up to the longest one.
+// list to come round, up to the longest one, and with Mix that many for
+// each kind.
 func (t Traffic) entries() int {
+	return t.round() * t.kinds()
+}
+
+// round is how many entries it takes every list but the kinds to come round.
+func (t Traffic) round() int {
 	return max(t.Flows, len(t.SrcMACs), len(t.DstMACs), t.VLANs.Count(), t.Outer.Count(), 1)
+}
+
+func (t Traffic) kinds() int {
+	if t.Mix {
+		return len(MixKinds)
+	}
+	return 1
+}
+
+// l3Offset is where the IPv4 header starts, after the tags.
+func (t Traffic) l3Offset() int {
+	off := 14
+	if t.OuterTag {
+		off += 4
+	}
+	if t.VLANs.Count() > 0 {
+		off += 4
+	}
+	return off
 }
 
 // frameLayout is where the fields that vary per flow sit in the template.
 type frameLayout struct {
 	outer, inner, sport uint32 // byte offsets of the outer TCI, inner TCI, UDP source port; 0 = absent
+	// l3 is the IPv4 header's offset with Mix (mixRewrite bytes from there
+	// differ per kind), 0 without.
+	l3 uint32
 }
 
 // template builds the first frame of t (entry 0) and the layout of the
@@ -175,7 +234,12 @@ func (t Traffic) template() ([]byte, frameLayout, error) {
 	if err := t.Validate(); err != nil {
 		return nil, frameLayout{}, err
 	}
-	e := t.entry(0)
+	return t.build(t.entry(0))
+}
+
+// build builds the frame of entry e (t has its defaults and is valid) and
+// the layout of its fields.
+func (t Traffic) build(e entry) ([]byte, frameLayout, error) {
 	var (
 		ls  []gopacket.SerializableLayer
 		lay frameLayout
@@ -199,37 +263,57 @@ func (t Traffic) template() ([]byte, frameLayout, error) {
 		lay.inner = off + 2
 		off += 4
 	}
+	kind := MixKind{layers.IPProtocolUDP, 9} // discard
+	if t.Mix {
+		kind = e.kind
+		lay.l3 = off + 2
+	}
 	ip := &layers.IPv4{
-		Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+		Version: 4, TTL: 64, Protocol: kind.Proto,
 		SrcIP: net.IPv4(10, 254, 0, 1), DstIP: net.IPv4(10, 254, 0, 2),
 	}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(e.sport), DstPort: 9} // discard
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+	var l4 interface {
+		gopacket.SerializableLayer
+		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+	}
+	hdr := int(off) + 2 + 20
+	if kind.Proto == layers.IPProtocolTCP {
+		// PSH: a receiver's GRO flushes such a segment at once instead of
+		// holding it for the next, which would reorder the frames (and
+		// merge some) on links with GRO on.
+		l4 = &layers.TCP{SrcPort: layers.TCPPort(e.sport), DstPort: layers.TCPPort(kind.Port), Seq: 1, ACK: true, PSH: true, Ack: 1, Window: 512}
+		hdr += 20
+	} else {
+		l4 = &layers.UDP{SrcPort: layers.UDPPort(e.sport), DstPort: layers.UDPPort(kind.Port)}
+		hdr += 8
+	}
+	if err := l4.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, frameLayout{}, fmt.Errorf("build frame: %w", err)
 	}
 	lay.sport = off + 2 + 20
-	hdr := int(off) + 2 + 20 + 8
 	payload := make([]byte, max(t.Size-hdr, 0))
 	for i := range payload {
 		payload[i] = byte(i)
 	}
 	if t.Mark != 0 {
-		payload[len(payload)-1] = t.Mark // every header stack leaves >= 10 payload bytes
+		payload[len(payload)-1] = t.Mark // every header stack leaves >= 1 payload byte (Validate)
 	}
-	ls = append(ls, ip, udp, gopacket.Payload(payload))
+	ls = append(ls, ip, l4, gopacket.Payload(payload))
 	buf := gopacket.NewSerializeBuffer()
-	// UDP checksum stays 0 (allowed for IPv4): the XDP program changes the
-	// source port per flow without recomputing anything.
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		return nil, frameLayout{}, fmt.Errorf("build frame: %w", err)
 	}
 	b := buf.Bytes()
-	binary.BigEndian.PutUint16(b[lay.sport+4:], 0)
+	if kind.Proto == layers.IPProtocolUDP {
+		// UDP checksum stays 0 (allowed for IPv4): the XDP program changes
+		// the source port per flow without recomputing anything.
+		binary.BigEndian.PutUint16(b[lay.sport+6:], 0)
+	}
 	if len(b) != t.Size {
 		return nil, frameLayout{}, errors.New("build frame: size mismatch")
 	}
-	if t.Flows == 1 {
-		lay.sport = 0 // nothing to rewrite
+	if t.Flows == 1 || t.Mix {
+		lay.sport = 0 // nothing to rewrite, or rewritten with the rest
 	}
 	return b, lay, nil
 }
@@ -238,6 +322,7 @@ type entry struct {
 	src, dst     net.HardwareAddr
 	outer, inner uint16
 	sport        uint16
+	kind         MixKind // with Mix
 }
 
 // entry is the i-th distinct frame of t (t has its defaults).
@@ -253,7 +338,20 @@ func (t Traffic) entry(i int) entry {
 	if n := t.Outer.Count(); n > 0 {
 		e.outer = t.Outer.Lo + uint16(i%n)
 	}
+	if t.Mix {
+		e.kind = MixKinds[i/t.round()%len(MixKinds)]
+	}
 	return e
+}
+
+// mixBytes is the mixRewrite bytes from the IPv4 header on of entry i
+// (t has its defaults and Mix).
+func (t Traffic) mixBytes(i int) ([]byte, error) {
+	f, lay, err := t.build(t.entry(i))
+	if err != nil {
+		return nil, err
+	}
+	return f[lay.l3 : lay.l3+mixRewrite], nil
 }
 
 // Frames returns every distinct frame t cycles through, in the order the
@@ -278,6 +376,13 @@ func (t Traffic) Frames() ([][]byte, error) {
 		}
 		if lay.sport != 0 {
 			binary.BigEndian.PutUint16(f[lay.sport:], e.sport)
+		}
+		if lay.l3 != 0 {
+			b, err := t.mixBytes(i)
+			if err != nil {
+				return nil, err
+			}
+			copy(f[lay.l3:], b)
 		}
 		out[i] = f
 	}

@@ -60,6 +60,10 @@ func TestTrafficValidate(t *testing.T) {
 		{"too many flows", Traffic{Flows: MaxFlows + 1}, false},
 		{"full vlan range", Traffic{VLANs: VIDRange{1, 4094}}, true},
 		{"bad vlan range", Traffic{VLANs: VIDRange{0, 5}}, false},
+		{"mixed 60", Traffic{Mix: true}, true},
+		{"mixed qinq 60", Traffic{Mix: true, VLANs: VIDRange{1, 1}, OuterTag: true}, false},
+		{"mixed qinq 63", Traffic{Size: 63, Mix: true, VLANs: VIDRange{1, 1}, OuterTag: true}, true},
+		{"mixed too many", Traffic{Mix: true, Flows: MaxFlows/10 + 1}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.t.Validate(); (err == nil) != tc.ok {
@@ -86,6 +90,9 @@ func TestFrames(t *testing.T) {
 		{"qinq", Traffic{Size: 128, VLANs: VIDRange{10, 11}, OuterTag: true, Outer: VIDRange{300, 300}, Flows: 5}, 5,
 			[]layers.EthernetType{layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}},
 		{"qinq only", Traffic{OuterTag: true}, 1, []layers.EthernetType{layers.EthernetTypeQinQ}},
+		{"mixed", Traffic{Mix: true, SrcMACs: eightMACs()}, 80, nil},
+		{"mixed dot1q flows", Traffic{Size: 200, Mix: true, VLANs: VIDRange{5, 6}, Flows: 3}, 30,
+			[]layers.EthernetType{layers.EthernetTypeDot1Q}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			frames, err := tc.t.Frames()
@@ -130,19 +137,64 @@ func TestFrames(t *testing.T) {
 						t.Errorf("frame %d tag %d: vid %d, want %d", i, j, vids[j], want[j])
 					}
 				}
-				udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
-				if !ok {
-					t.Fatalf("frame %d: no UDP layer: %v", i, p)
+				kind := MixKind{layers.IPProtocolUDP, 9}
+				if d.Mix {
+					kind = e.kind
 				}
-				if uint16(udp.SrcPort) != e.sport {
-					t.Errorf("frame %d: sport %d, want %d", i, udp.SrcPort, e.sport)
+				var sport, dport uint16
+				switch l4 := p.TransportLayer().(type) {
+				case *layers.UDP:
+					if kind.Proto != layers.IPProtocolUDP {
+						t.Errorf("frame %d: UDP, want %v", i, kind.Proto)
+					}
+					if l4.Length != uint16(len(l4.Contents)+len(l4.Payload)) || l4.Checksum != 0 {
+						t.Errorf("frame %d: UDP length %d checksum %#x, want %d and 0", i, l4.Length, l4.Checksum, len(l4.Contents)+len(l4.Payload))
+					}
+					sport, dport = uint16(l4.SrcPort), uint16(l4.DstPort)
+				case *layers.TCP:
+					if kind.Proto != layers.IPProtocolTCP {
+						t.Errorf("frame %d: TCP, want %v", i, kind.Proto)
+					}
+					sport, dport = uint16(l4.SrcPort), uint16(l4.DstPort)
+				default:
+					t.Fatalf("frame %d: no UDP or TCP layer: %v", i, p)
 				}
-				if p.ErrorLayer() != nil {
-					t.Errorf("frame %d: decode error %v", i, p.ErrorLayer().Error())
+				if sport != e.sport || dport != kind.Port {
+					t.Errorf("frame %d: ports %d -> %d, want %d -> %d", i, sport, dport, e.sport, kind.Port)
+				}
+				// gopacket also decodes the payload as DNS, NTP or SIP by
+				// port; the generator's payload is none of them.
+				if el := p.ErrorLayer(); el != nil && p.TransportLayer() == nil {
+					t.Errorf("frame %d: decode error %v", i, el.Error())
+				}
+			}
+			if !d.Mix {
+				return
+			}
+			// Every source sends every kind: 1 frame in 10 of each is
+			// `tcp port 443`.
+			https := map[string]int{}
+			for i, f := range frames {
+				if d.entry(i).kind.Port == 443 {
+					https[net.HardwareAddr(f[6:12]).String()]++
+				}
+			}
+			for _, m := range d.SrcMACs {
+				if got, want := https[m.String()], len(frames)/len(d.SrcMACs)/10; got != want {
+					t.Errorf("source %v: %d frames to tcp port 443, want %d", m, got, want)
 				}
 			}
 		})
 	}
+}
+
+// eightMACs are eight source MACs, 02:be:00:00:01:00 on.
+func eightMACs() []net.HardwareAddr {
+	var macs []net.HardwareAddr
+	for i := range 8 {
+		macs = append(macs, net.HardwareAddr{2, 0xbe, 0, 0, 1, byte(i)})
+	}
+	return macs
 }
 
 func FuzzParseVIDRange(f *testing.F) {

@@ -200,13 +200,16 @@ type taasStats struct {
 	TaasStats struct {
 		PlanVersion uint64 `json:"plan_version"`
 		Interfaces  []struct {
-			Name string `json:"name"`
-			Role string `json:"role"`
+			Name       string `json:"name"`
+			Role       string `json:"role"`
+			Path       string `json:"path"`
+			PathReason string `json:"path_reason"`
 		} `json:"interfaces"`
 		TapFlows []struct {
-			ID             string `json:"id"`
-			MatchedPackets uint64 `json:"matched_packets"`
-			StatusReason   string `json:"status_reason"`
+			ID              string `json:"id"`
+			MatchedPackets  uint64 `json:"matched_packets"`
+			RejectedPackets uint64 `json:"rejected_packets"`
+			StatusReason    string `json:"status_reason"`
 		} `json:"tap_flows"`
 		TapServices []struct {
 			ID               string `json:"id"`

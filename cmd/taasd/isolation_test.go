@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,7 +51,15 @@ func TestDataplaneTenantIsolation(t *testing.T) {
 	ownerMon := admin.createPortIn(t, "proj-a", "mon-a", "fa:16:3e:00:00:a1", tp.monIf)
 	atkMon := admin.createPortIn(t, "proj-b", "mon-b", "fa:16:3e:00:00:b1", atkIf)
 	svc := owner.createService(t, "ids-a", ownerMon)
-	flow := owner.createFlow(t, "vm-a", svc, vm, "BOTH", nil)
+	// The owner's flow has a filter (issue 11), which every test frame
+	// passes; the attacker must neither see it nor find the flow by it.
+	const ownerFilter = "ether proto 0x88b5"
+	var ownerFlow struct {
+		TapFlow struct{ ID string } `json:"tap_flow"`
+	}
+	owner.call(t, "POST", "/v2.0/taas/tap_flows", map[string]any{"tap_flow": map[string]any{"name": "vm-a",
+		"tap_service_id": svc, "source_port": vm, "direction": "BOTH", "filter": ownerFilter}}, 201, &ownerFlow)
+	flow := ownerFlow.TapFlow.ID
 	owner.waitStatus(t, "tap_flow", flow, "ACTIVE")
 	atkSvc := atk.createService(t, "ids-b", atkMon)
 	atk.waitStatus(t, "tap_service", atkSvc, "ACTIVE")
@@ -138,6 +147,15 @@ func TestDataplaneTenantIsolation(t *testing.T) {
 	for _, f := range st.TaasStats.TapFlows {
 		if f.ID != atkFlow || f.MatchedPackets != 0 {
 			t.Errorf("attacker's taas_stats has tap flow %+v", f)
+		}
+	}
+	for who, c := range map[string]*xdpDaemon{"attacker": atk, "owner": owner} {
+		var found struct {
+			TapFlows []struct{ ID string } `json:"tap_flows"`
+		}
+		c.call(t, "GET", "/v2.0/taas/tap_flows?filter="+url.QueryEscape(ownerFilter), nil, 200, &found)
+		if want := map[string]int{"attacker": 0, "owner": 1}[who]; len(found.TapFlows) != want {
+			t.Errorf("%s's tap_flows?filter=%q = %+v, want %d", who, ownerFilter, found.TapFlows, want)
 		}
 	}
 	for tok, want := range map[string]int{"": 401, "tatk": 403, "towner": 403, "tadmin": 200} {

@@ -16,6 +16,7 @@ type DesiredService struct {
 	PortID    string
 	Iface     string
 	PortUp    bool // the port's admin_state_up
+	Snaplen   int  // 0 for null
 	Status    Status
 }
 
@@ -31,6 +32,7 @@ type DesiredFlow struct {
 	MAC          string
 	Direction    string
 	VLANFilter   string // "" for null
+	Filter       string // "" for null
 	Status       Status
 }
 
@@ -46,6 +48,7 @@ type DesiredMirror struct {
 	Directions Directions
 	RemoteIP   string
 	MirrorType string
+	Snaplen    int // 0 for null
 }
 
 // DesiredState is everything the data plane should realise, read at one
@@ -71,10 +74,11 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		return d, fmt.Errorf("read desired state: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, s.status, s.status_reason
+	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
+		s.status, s.status_reason
 		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`,
 		func(sc scanner, x *DesiredService) error {
-			return sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Status.State, &x.Status.Reason)
+			return sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
 		})
 	if err != nil {
 		return d, fmt.Errorf("read desired services: %w", err)
@@ -100,10 +104,10 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	}
 	d.Flows = make([]DesiredFlow, 0, s.desiredFlows.Load())
 	err = scanAll(ctx, tx, &d.Flows, `SELECT id, project_id, tap_service_id, source_port, direction,
-		coalesce(vlan_filter, ''), status, status_reason FROM tap_flows ORDER BY seq`,
+		coalesce(vlan_filter, ''), coalesce(filter, ''), status, status_reason FROM tap_flows ORDER BY seq`,
 		func(sc scanner, x *DesiredFlow) error {
 			if err := sc.Scan(&x.ID, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Direction,
-				&x.VLANFilter, &x.Status.State, &x.Status.Reason); err != nil {
+				&x.VLANFilter, &x.Filter, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}
 			if p := bySrc[x.SourcePortID]; p != nil {
@@ -119,11 +123,12 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	d.Flows = slices.DeleteFunc(d.Flows, func(f DesiredFlow) bool { return bySrc[f.SourcePortID] == nil })
 	s.desiredFlows.Store(int64(len(d.Flows)))
 	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
-		m.directions, m.remote_ip, m.mirror_type
+		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0)
 		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
 		func(sc scanner, x *DesiredMirror) error {
 			var dirs []byte
-			if err := sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP, &x.MirrorType); err != nil {
+			if err := sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
+				&x.MirrorType, &x.Snaplen); err != nil {
 				return err
 			}
 			return x.Directions.UnmarshalJSON(dirs)

@@ -26,6 +26,9 @@ type TapMirror struct {
 	RemoteIP string
 	// MirrorType is gre, erspanv1 (upstream's), erspanv3 or vxlan.
 	MirrorType string
+	// Snaplen truncates the inner frames to so many bytes; nil (the
+	// API's null) carries whole frames.
+	Snaplen *int
 }
 
 // MirrorTunnel is one key of a tap mirror's directions and its tunnel id
@@ -173,16 +176,18 @@ func (e *TunnelConflictError) Error() string {
 // Unwrap makes errors.Is(err, ErrConflict) true.
 func (e *TunnelConflictError) Unwrap() error { return ErrConflict }
 
-const mirrorCols = `id, project_id, name, description, port_id, directions, remote_ip, mirror_type`
+const mirrorCols = `id, project_id, name, description, port_id, directions, remote_ip, mirror_type, snaplen`
 
 func scanMirror(sc interface{ Scan(...any) error }) (TapMirror, error) {
 	var (
 		m    TapMirror
 		dirs []byte
+		sl   sql.NullInt64
 	)
-	if err := sc.Scan(&m.ID, &m.ProjectID, &m.Name, &m.Description, &m.PortID, &dirs, &m.RemoteIP, &m.MirrorType); err != nil {
+	if err := sc.Scan(&m.ID, &m.ProjectID, &m.Name, &m.Description, &m.PortID, &dirs, &m.RemoteIP, &m.MirrorType, &sl); err != nil {
 		return m, err
 	}
+	m.Snaplen = intPtr(sl)
 	if err := m.Directions.UnmarshalJSON(dirs); err != nil {
 		return m, fmt.Errorf("tap mirror %s: %w", m.ID, err)
 	}
@@ -273,8 +278,8 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("check tunnel ids of tap mirror: %w", err)
 	}
-	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO tap_mirrors (`+mirrorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.ProjectID, m.Name, m.Description, m.PortID, dirs, m.RemoteIP, m.MirrorType)
+	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO tap_mirrors (`+mirrorCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.ProjectID, m.Name, m.Description, m.PortID, dirs, m.RemoteIP, m.MirrorType, nullInt(m.Snaplen))
 	if err != nil {
 		return fmt.Errorf("insert tap mirror: %w", constraintErr(err))
 	}
@@ -282,8 +287,8 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 }
 
 // UpdateTapMirror reads the mirror, lets fn change it and writes name and
-// description back (the only attributes upstream updates), in one
-// transaction.
+// description (the only attributes upstream updates) and snaplen (ours)
+// back, in one transaction.
 func (s *Store) UpdateTapMirror(ctx context.Context, project, id string, fn func(*TapMirror) error) (TapMirror, error) {
 	var m TapMirror
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -294,8 +299,8 @@ func (s *Store) UpdateTapMirror(ctx context.Context, project, id string, fn func
 		if err := fn(&m); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tap_mirrors SET name = ?, description = ? WHERE id = ?`,
-			m.Name, m.Description, m.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE tap_mirrors SET name = ?, description = ?, snaplen = ? WHERE id = ?`,
+			m.Name, m.Description, nullInt(m.Snaplen), m.ID); err != nil {
 			return fmt.Errorf("update tap mirror %s: %w", id, err)
 		}
 		return nil

@@ -40,17 +40,20 @@ type Port struct {
 
 // TapService delivers copies to its port's interface.
 type TapService struct {
-	ID           string
-	ProjectID    string
-	Name         string
-	Description  string
-	PortID       string
+	ID          string
+	ProjectID   string
+	Name        string
+	Description string
+	PortID      string
+	// Snaplen truncates the copies to so many bytes; nil (the API's
+	// null) sends whole frames.
+	Snaplen      *int
 	Status       string
 	StatusReason string
 }
 
-// TapFlow copies a source port's traffic into a tap service. VLANFilter is
-// nil for the API's null.
+// TapFlow copies a source port's traffic into a tap service. VLANFilter and
+// Filter are nil for the API's null.
 type TapFlow struct {
 	ID           string
 	ProjectID    string
@@ -60,6 +63,9 @@ type TapFlow struct {
 	SourcePort   string
 	Direction    string
 	VLANFilter   *string
+	// Filter is the pcap-filter expression exactly as the API accepted
+	// it.
+	Filter       *string
 	Status       string
 	StatusReason string
 }
@@ -258,12 +264,48 @@ func refs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]Ref, er
 	return out, rows.Err()
 }
 
-const serviceCols = `id, project_id, name, description, port_id, status, status_reason`
+const serviceCols = `id, project_id, name, description, port_id, status, status_reason, snaplen`
 
 func scanService(sc interface{ Scan(...any) error }) (TapService, error) {
-	var t TapService
-	err := sc.Scan(&t.ID, &t.ProjectID, &t.Name, &t.Description, &t.PortID, &t.Status, &t.StatusReason)
+	var (
+		t  TapService
+		sl sql.NullInt64
+	)
+	err := sc.Scan(&t.ID, &t.ProjectID, &t.Name, &t.Description, &t.PortID, &t.Status, &t.StatusReason, &sl)
+	t.Snaplen = intPtr(sl)
 	return t, err
+}
+
+// nullInt and intPtr convert a nullable integer column (snaplen).
+func nullInt(p *int) sql.NullInt64 {
+	if p == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(*p), Valid: true}
+}
+
+func intPtr(n sql.NullInt64) *int {
+	if !n.Valid {
+		return nil
+	}
+	v := int(n.Int64)
+	return &v
+}
+
+// nullString and strPtr convert a nullable text column (vlan_filter,
+// filter).
+func nullString(p *string) sql.NullString {
+	if p == nil {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: *p, Valid: true}
+}
+
+func strPtr(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
 }
 
 // ListTapServices returns the tap services of project in creation order.
@@ -308,8 +350,8 @@ func (s *Store) CreateTapService(ctx context.Context, t TapService, max int) err
 	return s.Write(ctx, func(tx *Tx) error { return tx.CreateTapService(t, max) })
 }
 
-// UpdateTapService reads the service, lets fn change it and writes name
-// and description back, in one transaction.
+// UpdateTapService reads the service, lets fn change it and writes name,
+// description and snaplen back, in one transaction.
 func (s *Store) UpdateTapService(ctx context.Context, project, id string, fn func(*TapService) error) (TapService, error) {
 	var t TapService
 	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -320,8 +362,8 @@ func (s *Store) UpdateTapService(ctx context.Context, project, id string, fn fun
 		if err := fn(&t); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET name = ?, description = ? WHERE id = ?`,
-			t.Name, t.Description, t.ID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE tap_services SET name = ?, description = ?, snaplen = ? WHERE id = ?`,
+			t.Name, t.Description, nullInt(t.Snaplen), t.ID); err != nil {
 			return fmt.Errorf("update tap service %s: %w", id, err)
 		}
 		return nil
@@ -353,18 +395,16 @@ func (s *Store) DeleteTapService(ctx context.Context, project, id string) (TapSe
 }
 
 const flowCols = `id, project_id, name, description, tap_service_id, source_port, direction, vlan_filter,
-	status, status_reason`
+	status, status_reason, filter`
 
 func scanFlow(sc interface{ Scan(...any) error }) (TapFlow, error) {
 	var (
-		f  TapFlow
-		vf sql.NullString
+		f          TapFlow
+		vf, filter sql.NullString
 	)
 	err := sc.Scan(&f.ID, &f.ProjectID, &f.Name, &f.Description, &f.TapServiceID, &f.SourcePort, &f.Direction, &vf,
-		&f.Status, &f.StatusReason)
-	if vf.Valid {
-		f.VLANFilter = &vf.String
-	}
+		&f.Status, &f.StatusReason, &filter)
+	f.VLANFilter, f.Filter = strPtr(vf), strPtr(filter)
 	return f, err
 }
 

@@ -32,7 +32,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql]" {
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql 0008_filter_snaplen.sql]" {
 		t.Errorf("Migrations = %v", got)
 	}
 	s.Close()

@@ -291,8 +291,8 @@ func (t *Tx) CreateTapService(ts TapService, max int) error {
 			return ErrLimitReached
 		}
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tap_services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		ts.ID, ts.ProjectID, ts.Name, ts.Description, ts.PortID, ts.Status, ts.StatusReason)
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tap_services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		ts.ID, ts.ProjectID, ts.Name, ts.Description, ts.PortID, ts.Status, ts.StatusReason, nullInt(ts.Snaplen))
 	if err != nil {
 		return fmt.Errorf("insert tap service: %w", constraintErr(err))
 	}
@@ -302,12 +302,9 @@ func (t *Tx) CreateTapService(ts TapService, max int) error {
 // CreateTapFlow inserts f. A service or source port that does not exist is
 // ErrNotFound.
 func (t *Tx) CreateTapFlow(f TapFlow) error {
-	var vf sql.NullString
-	if f.VLANFilter != nil {
-		vf = sql.NullString{String: *f.VLANFilter, Valid: true}
-	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tap_flows (`+flowCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		f.ID, f.ProjectID, f.Name, f.Description, f.TapServiceID, f.SourcePort, f.Direction, vf, f.Status, f.StatusReason)
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tap_flows (`+flowCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		f.ID, f.ProjectID, f.Name, f.Description, f.TapServiceID, f.SourcePort, f.Direction, nullString(f.VLANFilter),
+		f.Status, f.StatusReason, nullString(f.Filter))
 	if err != nil {
 		return fmt.Errorf("insert tap flow: %w", constraintErr(err))
 	}

@@ -1,8 +1,9 @@
 // Manage through the dashboard: a browser asking for / lands on it; create
-// two ports (with interface bindings), a tap service and a tap flow, and see
-// them listed; a bad VLAN filter shows the API's message next to the field;
-// rename and delete; then check through the API that what the forms sent is
-// what the user typed.
+// two ports (with interface bindings), a tap service (with a snaplen) and a
+// tap flow (with a filter), and see them listed; a bad VLAN filter, filter
+// or snaplen shows the API's message next to the field; rename, change the
+// snaplen and delete; then check through the API that what the forms sent
+// is what the user typed.
 
 import assert from 'node:assert/strict';
 import { BASE, run, newPage, checkProblems, until, shot, step, api, nav, metric } from './lib.mjs';
@@ -54,15 +55,25 @@ await run(async (browser) => {
   assert.equal(await portForm.getByLabel('MAC address').getAttribute('aria-invalid'), null);
   await portForm.getByLabel('Name').fill('');
 
-  step('create a tap service on the monitor port');
+  step('a snaplen out of range shows the API message next to its field');
   const tsForm = page.locator('#tap_service-form');
+  const snaplen = tsForm.getByLabel('Snaplen (bytes per copy)');
   await tsForm.getByLabel('Name').fill(`${p}-ts`);
   await tsForm.getByLabel('Description').fill('copies to the sensor');
   await tsForm.getByLabel('Port (where copies go)').selectOption({ label: `${p}-mon (mon0)` });
+  await snaplen.fill('63');
+  await tsForm.getByRole('button', { name: 'Create tap service' }).click();
+  const snaplenError = page.locator('#ts-snaplen-error');
+  await until('the snaplen error', async () => (await snaplenError.innerText()) ===
+    "Invalid input for snaplen. Reason: '63' is too small - must be at least '64'.");
+  assert.equal(await snaplen.getAttribute('aria-invalid'), 'true');
+
+  step('create a tap service on the monitor port, copies cut to 128 bytes');
+  await snaplen.fill('128');
   await tsForm.getByRole('button', { name: 'Create tap service' }).click();
   const tsRow = page.locator('#tap_services-table tbody tr', { hasText: `${p}-ts` });
   await tsRow.waitFor();
-  assert.match(await tsRow.innerText(), new RegExp(`${p}-mon \\(mon0\\)`));
+  assert.match(await tsRow.innerText(), new RegExp(`${p}-mon \\(mon0\\)[\\s\\S]*128 bytes`));
 
   step('a bad VLAN filter shows the API message next to the field');
   const tfForm = page.locator('#tap_flow-form');
@@ -85,15 +96,39 @@ await run(async (browser) => {
   assert.equal(await page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf` }).count(), 0);
   await shot(page, 'crud-vlan-error');
 
-  step('a good VLAN filter creates the flow');
+  step('a filter the API refuses shows its message, verbatim, next to the field');
   await vlan.fill('10-20,30');
+  const filter = tfForm.getByLabel('Filter (pcap-filter expression)');
+  await filter.fill('vlan 10');
+  await tfForm.getByRole('button', { name: 'Create tap flow' }).click();
+  const filterError = page.locator('#tf-filter-error');
+  const filterMsg = await until('the filter error', async () => {
+    const t = await filterError.innerText();
+    return /^Invalid input for filter\. Reason: /.test(t) && t;
+  });
+  // What the API itself answers for that expression.
+  const refusal = await fetch(`${BASE}/v2.0/taas/tap_flows`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ tap_flow: { tap_service_id: (await api('GET', `/v2.0/taas/tap_services?name=${p}-ts`)).tap_services[0].id,
+      source_port: (await api('GET', `/v2.0/ports?name=${p}-src`)).ports[0].id, direction: 'IN', filter: 'vlan 10' } }) });
+  assert.equal(refusal.status, 400);
+  assert.equal(filterMsg, (await refusal.json()).NeutronError.message);
+  assert.match(filterMsg, /vlan_filter/, 'the reason says where VLANs are selected');
+  assert.equal(await filter.getAttribute('aria-invalid'), 'true');
+  assert.equal(await vlanError.innerText(), '', 'the message is not under the VLAN filter');
+  await shot(page, 'crud-filter-error');
+  const expr = 'tcp port 443 and not icmp';
+
+  step('a good VLAN filter and filter create the flow');
+  await filter.fill(expr);
   await tfForm.getByRole('button', { name: 'Create tap flow' }).click();
   const tfRow = page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf` });
   await tfRow.waitFor();
   const tfText = await tfRow.innerText();
   assert.match(tfText, /IN/);
   assert.match(tfText, /10-20,30/);
+  assert.equal(await tfRow.locator('[data-field="filter"]').innerText(), expr);
   assert.equal(await vlanError.innerText(), '');
+  assert.equal(await filterError.innerText(), '');
   assert.equal(await vlan.getAttribute('aria-invalid'), null);
 
   step('the API holds what the forms sent');
@@ -105,11 +140,13 @@ await run(async (browser) => {
   const ts = (await api('GET', '/v2.0/taas/tap_services')).tap_services.find((x) => x.name === `${p}-ts`);
   assert.equal(ts.port_id, mon.id);
   assert.equal(ts.description, 'copies to the sensor');
+  assert.equal(ts.snaplen, 128);
   const tf = (await api('GET', '/v2.0/taas/tap_flows')).tap_flows.find((x) => x.name === `${p}-tf`);
   assert.equal(tf.source_port, src.id);
   assert.equal(tf.tap_service_id, ts.id);
   assert.equal(tf.direction, 'IN');
   assert.equal(tf.vlan_filter, '10-20,30');
+  assert.equal(tf.filter, expr);
   assert.equal((await api('GET', '/v2.0/ports')).ports.filter((x) => x.name === `${p}-badmac`).length, 0);
   await shot(page, 'crud-manage');
 
@@ -120,6 +157,26 @@ await run(async (browser) => {
   await tfForm.getByRole('button', { name: 'Save' }).click();
   await page.locator('#tap_flows-table tbody tr', { hasText: `${p}-tf-renamed` }).waitFor();
   await until('the form back in create mode', async () => (await tfForm.locator('legend').innerText()) === 'Create tap flow');
+
+  step("change the service's snaplen, then clear it");
+  await tsRow.getByRole('button', { name: `Edit tap service ${p}-ts` }).click();
+  assert.equal(await snaplen.inputValue(), '128', 'the form shows the snaplen');
+  assert.equal(await snaplen.isDisabled(), false, 'snaplen can change after create');
+  await snaplen.fill('65536');
+  await tsForm.getByRole('button', { name: 'Save' }).click();
+  await until('the snaplen error on update', async () => /'65536' is too large/.test(await snaplenError.innerText()));
+  await snaplen.fill('256');
+  await tsForm.getByRole('button', { name: 'Save' }).click();
+  await until('the new snaplen listed', async () => /256 bytes/.test(await tsRow.innerText()));
+  assert.equal((await api('GET', `/v2.0/taas/tap_services/${ts.id}`)).tap_service.snaplen, 256);
+  await tsRow.getByRole('button', { name: `Edit tap service ${p}-ts` }).click();
+  await snaplen.fill('');
+  await tsForm.getByRole('button', { name: 'Save' }).click();
+  await until('whole frames listed', async () => /whole frames/.test(await tsRow.innerText()));
+  const cleared = (await api('GET', `/v2.0/taas/tap_services/${ts.id}`)).tap_service;
+  assert.equal(cleared.snaplen, null);
+  assert.equal(cleared.description, 'copies to the sensor', 'the update kept the rest');
+  await api('PUT', `/v2.0/taas/tap_services/${ts.id}`, { tap_service: { snaplen: 1500 } });
 
   step('rebind a port to another interface');
   await portRow(`${p}-src`).getByRole('button', { name: `Edit port ${p}-src` }).click();
@@ -137,6 +194,10 @@ await run(async (browser) => {
   await card.waitFor();
   assert.match(await card.innerText(), new RegExp(`${p}-tf-renamed`));
   assert.match(await card.innerText(), /10-20,30/);
+  await until('the snaplen set through the API', async () => /copies of 1500 bytes/.test(await card.innerText()));
+  const ovFlow = card.locator(`tr[data-id="${tf.id}"]`);
+  assert.equal(await ovFlow.locator('[data-field="filter"]').innerText(), expr);
+  await until('the rejected counter', async () => (await ovFlow.locator('[data-field="rejected-packets"]').getAttribute('data-value')) === '0');
   await shot(page, 'crud-overview');
 
   step('a change made elsewhere appears without a reload (server-sent events)');
@@ -167,6 +228,7 @@ await run(async (browser) => {
   await tsRow.getByRole('button', { name: `Confirm delete tap service ${p}-ts` }).click();
   await until('the service to leave the list', async () => (await tsRow.count()) === 0);
 
-  // The API answered the bad MAC and VLAN with 400s, which Chromium logs.
+  // The API answered the bad MAC, VLAN, filter and snaplens with 400s,
+  // which Chromium logs.
   checkProblems(page, [/status of 400/]);
 });

@@ -5,7 +5,9 @@
 // reason, without a reload; the link comes back and so does ACTIVE. A tap
 // mirror of the source port to a collector behind the uplink turns ACTIVE,
 // names its uplink and counts its copies; the test takes the uplink down
-// and the mirror turns DOWN with the reason, then ACTIVE again.
+// and the mirror turns DOWN with the reason, then ACTIVE again. A second
+// flow with a filter (even sequence numbers) shows its filter, and both
+// its matched and its rejected packets rise.
 //
 // The Go test owns the network: this script asks it to act by printing
 // "ACTION <name>" and waits for "OK" (or "ERR <why>") on stdin.
@@ -75,6 +77,26 @@ await run(async (browser) => {
   metric('ui_matched_pps', await value(flowRow.locator('[data-field="matched-pps"]')), 'pkt/s');
   await page.waitForTimeout(3000); // a few seconds of chart
   await shot(page, 'dataplane-flowing');
+
+  step('a flow with a filter: it matches half the frames and rejects the rest');
+  // The test's frames carry their sequence number at offset 22 (after the
+  // 8-byte marker), where the filter sees it however the frame is tagged.
+  const expr = 'ether proto 0x88b5 and ether[22:4] & 1 = 0';
+  const even = (await api('POST', '/v2.0/taas/tap_flows', { tap_flow: {
+    name: 'dp-even', source_port: src.id, tap_service_id: ts.id, direction: 'OUT', filter: expr } })).tap_flow;
+  const evenRow = card.locator(`tr[data-id="${even.id}"]`);
+  await until('the filtered flow ACTIVE', async () => (await evenRow.locator('[data-status]').getAttribute('data-status')) === 'ACTIVE', 30_000);
+  assert.equal(await evenRow.locator('[data-field="filter"]').innerText(), expr);
+  const evenMatched = evenRow.locator('[data-field="matched-packets"]');
+  const rejected = evenRow.locator('[data-field="rejected-packets"]');
+  const r1 = await until('rejected packets', async () => { const v = await value(rejected); return v > 0 && v; });
+  await until('rejected packets to rise', async () => (await value(rejected)) > r1);
+  await until('matched packets of the filtered flow', async () => (await value(evenMatched)) > 0);
+  assert.equal(await value(flowRow.locator('[data-field="rejected-packets"]')), 0, 'a flow without a filter rejects nothing');
+  const scrapedFlows = await (await fetch(`${BASE}/metrics`)).text();
+  const rej = scrapedFlows.match(new RegExp(`^taas_tap_flow_rejected_packets_total\\{tap_flow_id="${even.id}"\\} (\\S+)$`, 'm'));
+  assert.ok(rej && Number(rej[1]) > 0, `/metrics counts the rejected frames: ${rej}`);
+  await shot(page, 'dataplane-filter');
 
   step('the monitor link goes down: the flow turns DOWN without a reload');
   const navigations = [];

@@ -1,6 +1,7 @@
 // Tap mirrors on the dashboard, in token mode (taasd --dataplane none):
 // a member creates tap mirrors from the Manage page (port, mirror_type
-// erspanv3 and vxlan, remote IP, tunnel ids per direction); the API's
+// erspanv3 and vxlan, remote IP, tunnel ids per direction, snaplen, which
+// an edit changes too); the API's
 // errors show next to the field, and next to the direction, they are about;
 // the API holds the directions as the form sent them; the overview lists
 // the project's mirrors with state, reason and counters. An admin sees
@@ -63,8 +64,9 @@ await run(async (browser) => {
   assert.equal(await page.locator('#tm-in-error').innerText(), '', 'the message is not under IN');
   await shot(page, 'mirror-range-error');
 
-  step('the mirror is created with its directions as typed');
+  step('the mirror is created with its directions as typed and its snaplen');
   await form.getByLabel('Tunnel id for BOTH').fill('');
+  await form.getByLabel('Snaplen (bytes per copy)').fill('96');
   await form.getByRole('button', { name: 'Create tap mirror' }).click();
   await row(`${p}-m1`).waitFor();
   const raw = await (await fetch(`${BASE}/v2.0/taas/tap_mirrors?name=${p}-m1`, { headers: { 'X-Auth-Token': tokenA } })).text();
@@ -73,7 +75,8 @@ await run(async (browser) => {
   assert.equal(m1.mirror_type, 'erspanv3');
   assert.equal(m1.remote_ip, '198.51.100.7');
   assert.equal(m1.port_id, a1.id);
-  assert.match(await row(`${p}-m1`).innerText(), /IN "5", OUT "7"/);
+  assert.equal(m1.snaplen, 96);
+  assert.match(await row(`${p}-m1`).innerText(), /IN "5", OUT "7"[\s\S]*96 bytes/);
   await until('the mirror\'s state from taas/stats', async () => {
     const t = await row(`${p}-m1`).locator('[data-status]').innerText();
     return /DOWN/.test(t) && /no data plane/.test(t);
@@ -91,8 +94,22 @@ await run(async (browser) => {
   await form.getByLabel('Tunnel id for OUT').fill('16777215');
   await form.getByRole('button', { name: 'Create tap mirror' }).click();
   await row(`${p}-m2`).waitFor();
-  assert.match(await row(`${p}-m2`).innerText(), /vxlan[\s\S]*2001:db8::8[\s\S]*OUT "16777215"/);
+  assert.match(await row(`${p}-m2`).innerText(), /vxlan[\s\S]*2001:db8::8[\s\S]*OUT "16777215"[\s\S]*whole frames/);
   await shot(page, 'mirror-manage');
+
+  step("an edit changes the mirror's snaplen; a bad one shows the API message");
+  await row(`${p}-m1`).locator('[data-status="DOWN"]').waitFor();
+  await row(`${p}-m1`).getByRole('button', { name: `Edit tap mirror ${p}-m1` }).click();
+  const mSnaplen = form.getByLabel('Snaplen (bytes per copy)');
+  assert.equal(await mSnaplen.inputValue(), '96');
+  await mSnaplen.fill('1.5');
+  await form.getByRole('button', { name: 'Save' }).click();
+  await until('the snaplen error', async () => (await page.locator('#tm-snaplen-error').innerText()) ===
+    "Invalid input for snaplen. Reason: '1.5' is not an integer.");
+  await mSnaplen.fill('9000');
+  await form.getByRole('button', { name: 'Save' }).click();
+  await until('the new snaplen listed', async () => /9000 bytes/.test(await row(`${p}-m1`).innerText()));
+  assert.equal((await api('GET', `/v2.0/taas/tap_mirrors/${m1.id}`, undefined, tokenA)).tap_mirror.snaplen, 9000);
 
   step('the overview lists the project\'s mirrors with state, reason and counters');
   await nav(page, 'Overview');
@@ -101,6 +118,7 @@ await run(async (browser) => {
   const ovText = await ovRow.innerText();
   assert.match(ovText, /erspanv3 to 198\.51\.100\.7/);
   assert.match(ovText, /IN "5", OUT "7"/);
+  assert.match(ovText, /copies of 9000 bytes/);
   assert.doesNotMatch(ovText, / via /, 'a member sees no uplink');
   await until('the state and the counters', async () => {
     const t = await ovRow.locator('[data-status]').innerText();

@@ -4,13 +4,13 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { rates, si, bits, sumDrops, errorAttr, label, directionOf, directionsText } from '../dist/js/model.js';
+import { rates, si, bits, sumDrops, errorAttr, label, directionOf, directionsText, snaplenValue, snaplenText, filterText } from '../dist/js/model.js';
 
 const snap = (sec, o = {}) => ({
   time_unix_nano: sec * 1e9,
   interfaces: [{ name: 'cap0', rx_packets: o.rx ?? 0, rx_bytes: (o.rx ?? 0) * 100, tx_packets: 0, tx_bytes: 0, drops: o.ifDrops ?? {} }],
   tap_services: [{ id: 's1', delivered_packets: o.del ?? 0, delivered_bytes: (o.del ?? 0) * 64, drops: o.drops ?? {} }],
-  tap_flows: [{ id: 'f1', matched_packets: o.m ?? 0, matched_bytes: (o.m ?? 0) * 64 }],
+  tap_flows: [{ id: 'f1', matched_packets: o.m ?? 0, matched_bytes: (o.m ?? 0) * 64, rejected_packets: o.rej ?? 0 }],
   tap_mirrors: [{ id: 'm1', encapsulated_packets: o.enc ?? 0, encapsulated_bytes: (o.enc ?? 0) * 114,
     truncated_packets: o.trunc ?? 0, drops: o.mDrops ?? {} }],
 });
@@ -113,4 +113,28 @@ test('directionsText keeps the order and each id as the API holds it', () => {
   assert.equal(directionsText({ OUT: '7', IN: 5 }), 'OUT "7", IN 5');
   assert.equal(directionsText({}), 'none');
   assert.equal(directionsText(undefined), 'none');
+});
+
+test('rejected packets of a filtered flow', () => {
+  const r = rates(snap(10, { m: 10, rej: 100 }), snap(12, { m: 20, rej: 500 }));
+  assert.equal(r.flows.get('f1').pps, 5);
+  assert.equal(r.flows.get('f1').rejectedPps, 200);
+});
+
+test('snaplen and filter fields', () => {
+  assert.equal(snaplenValue(''), null);
+  assert.equal(snaplenValue('  '), null);
+  assert.equal(snaplenValue('128'), 128);
+  assert.equal(snaplenValue(' 96 '), 96);
+  assert.equal(snaplenValue('-1'), -1);
+  // Not a whole number: sent as typed, for the API to refuse.
+  assert.equal(snaplenValue('1.5'), '1.5');
+  assert.equal(snaplenValue('abc'), 'abc');
+  assert.equal(snaplenText(null), 'whole frames');
+  assert.equal(snaplenText(undefined), 'whole frames');
+  assert.equal(snaplenText(128), '128 bytes');
+  assert.equal(filterText(null), 'all frames');
+  assert.equal(filterText('tcp port 443'), 'tcp port 443');
+  assert.equal(errorAttr({ message: "Invalid input for filter. Reason: 'vlan' is refused." }), 'filter');
+  assert.equal(errorAttr({ message: "Invalid input for snaplen. Reason: '63' is too small - must be at least '64'." }), 'snaplen');
 });

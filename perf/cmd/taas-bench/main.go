@@ -1,8 +1,10 @@
 // Command taas-bench is `make bench`: it builds a lab of its own
 // (namespaces and veths named with a random prefix), measures taasd, kernel
-// tc mirred, daemonlogger and netsniff-ng one after another on the same
-// generated traffic, then the control plane, and writes
-// perf/results/latest.{json,md,svg} and the README's table. It removes its
+// tc mirred, daemonlogger, netsniff-ng and Open vSwitch (userspace
+// datapath, daemons of its own) one after another on the same generated
+// traffic, then the control plane, and writes
+// perf/results/latest.{json,md,svg}; with --readme it also replaces the
+// README's table (never by default: the figures are pasted in by hand). It removes its
 // lab on success, on failure and on Ctrl-C, and gives up after --timeout.
 package main
 
@@ -39,12 +41,13 @@ func run() error {
 	)
 	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
 	flag.StringVar(&out, "out", "perf/results", "directory for latest.json, latest.md and latest.svg")
-	flag.StringVar(&readme, "readme", "README.md", "README whose benchmark table to replace (empty: leave it)")
-	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng", "peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path)")
-	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn)")
+	flag.StringVar(&readme, "readme", "", "README whose benchmark table to replace (default: none; the table is in latest.md)")
+	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng,ovs,ovs-afxdp",
+		"peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path; ovs-afxdp: Open vSwitch with afxdp ports)")
+	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8)")
 	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
 	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
-	flag.DurationVar(&timeout, "timeout", 14*time.Minute, "give up (and clean up) after this long")
+	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "give up (and clean up) after this long")
 	flag.BoolVar(&control, "control", true, "also run the control-plane benchmark")
 	flag.IntVar(&clients, "clients", 8, "concurrent clients in the control-plane benchmark")
 	flag.BoolVar(&busyPoll, "busy-poll", true, "taasd-afxdp workers busy-poll (they have CPU 1 to themselves; never on the fast path, whose NAPI thread runs there)")
@@ -84,6 +87,8 @@ func run() error {
 			cfg.Peers = append(cfg.Peers, perf.Daemonlogger(dir))
 		case "netsniff-ng":
 			cfg.Peers = append(cfg.Peers, perf.NetsniffNG(dir))
+		case "ovs", "ovs-afxdp":
+			cfg.Peers = append(cfg.Peers, &perf.OVS{Dir: dir, AFXDP: name == "ovs-afxdp"})
 		default:
 			return fmt.Errorf("--peers: unknown peer %q", name)
 		}
@@ -136,7 +141,9 @@ func run() error {
 			return errors.Join(benchErr, err)
 		}
 		fmt.Printf("taas-bench: wrote %s/latest.{json,md,svg}\n", out)
-		if readme != "" {
+		if readme == "" {
+			fmt.Printf("taas-bench: the README's table is %s/latest.md; paste it between the bench markers, or run with --readme README.md\n", out)
+		} else {
 			if err := perf.UpdateReadme(readme, res.Markdown()); err != nil {
 				return errors.Join(benchErr, err)
 			}
@@ -148,7 +155,8 @@ func run() error {
 // ensureTools installs the Debian packages of the peers when missing.
 func ensureTools() error {
 	var missing []string
-	for bin, pkg := range map[string]string{"daemonlogger": "daemonlogger", "netsniff-ng": "netsniff-ng", "tc": "iproute2", "ethtool": "ethtool", "taskset": "util-linux"} {
+	for bin, pkg := range map[string]string{"daemonlogger": "daemonlogger", "netsniff-ng": "netsniff-ng", "tc": "iproute2", "ethtool": "ethtool", "taskset": "util-linux",
+		"ovs-vswitchd": "openvswitch-switch", "tcpdump": "tcpdump"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, pkg)
 		}

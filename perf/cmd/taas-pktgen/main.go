@@ -47,6 +47,7 @@ func run() error {
 	flag.StringVar(&vlan, "vlan", "", "802.1Q VID or range (e.g. 100-199), round-robin (default: untagged)")
 	flag.StringVar(&qinq, "qinq", "", "add an 802.1ad outer tag with this VID or range")
 	flag.IntVar(&c.Traffic.Flows, "flows", 1, fmt.Sprintf("distinct UDP source ports, 1-%d", perf.MaxFlows))
+	flag.BoolVar(&c.Traffic.Mix, "mix", false, "mixed traffic: TCP and UDP to ten well-known ports in turn, 1 frame in 10 \"tcp port 443\", for every source MAC")
 	flag.IntVar(&c.CPU, "cpu", -1, "pin the generator to this CPU (-1: unpinned)")
 	flag.UintVar(&batch, "batch", 64, "frames per kernel flush (live frames batch), 1-256")
 	flag.Uint64Var(&c.Burst, "burst", 0, fmt.Sprintf("most frames a paced run sends at once (0: 128, chunks of 100 us; larger, up to %d: 1 ms chunks, for a receiver on the generator's CPU)", perf.MaxBurst))

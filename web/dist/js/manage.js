@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import { h, $, $$, statusBadge, replaceRows } from './dom.js';
-import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID } from './model.js';
+import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID, snaplenValue, snaplenText, filterText } from './model.js';
 
 // resources describes each form: where it posts, the wrapper key, the
 // attributes PUT may change, and how form values become a request body.
@@ -46,12 +46,14 @@ const resources = {
       if (f.name.value !== '' || editing) b.name = f.name.value;
       if (f.description.value !== '' || editing) b.description = f.description.value;
       if (!editing) b.port_id = f.port_id.value;
+      setSnaplen(b, f.snaplen.value, editing);
       return b;
     },
     fill(f, s) {
       f.name.value = s.name || '';
       f.description.value = s.description || '';
       f.port_id.value = s.port_id;
+      f.snaplen.value = s.snaplen === null || s.snaplen === undefined ? '' : String(s.snaplen);
     },
   },
   tap_flow: {
@@ -67,6 +69,9 @@ const resources = {
         // Sent verbatim: the API owns the vlan_filter grammar and its
         // message is what the user sees. Empty means every VLAN (null).
         if (f.vlan_filter.value !== '') b.vlan_filter = f.vlan_filter.value;
+        // The same for the filter: pcap-filter syntax is the API's (and
+        // libpcap's) to judge. Empty means every frame (null).
+        if (f.filter.value !== '') b.filter = f.filter.value;
       }
       return b;
     },
@@ -77,6 +82,7 @@ const resources = {
       f.tap_service_id.value = fl.tap_service_id;
       f.direction.value = fl.direction;
       f.vlan_filter.value = fl.vlan_filter || '';
+      f.filter.value = fl.filter || '';
     },
   },
   tap_mirror: {
@@ -97,6 +103,7 @@ const resources = {
           if (f[`dir_${d}`].value !== '') b.directions[d] = f[`dir_${d}`].value;
         }
       }
+      setSnaplen(b, f.snaplen.value, editing);
       return b;
     },
     fill(f, m) {
@@ -109,9 +116,17 @@ const resources = {
         const v = (m.directions || {})[d];
         f[`dir_${d}`].value = v === undefined ? '' : String(v);
       }
+      f.snaplen.value = m.snaplen === null || m.snaplen === undefined ? '' : String(m.snaplen);
     },
   },
 };
+
+// setSnaplen puts a tap service's or mirror's snaplen field into body b:
+// empty leaves it out on create (whole frames) and clears it (null) on
+// update.
+function setSnaplen(b, typed, editing) {
+  if (typed !== '' || editing) b.snaplen = snaplenValue(typed);
+}
 
 let app; // set by initManage: {refresh, toast, state}
 
@@ -313,11 +328,12 @@ export function renderManage(st) {
     return h('tr', { 'data-id': s.id },
       h('th', { scope: 'row', 'data-label': 'Name' }, label(s)),
       td('Port', port ? portText(port) : shortID(s.port_id)),
+      td('Snaplen', snaplenText(s.snaplen)),
       td('Status', statusBadge(ss.status, ss.reason)),
       td('Description', s.description || ''),
       idCell(s.id),
       actions(R.tap_service, s));
-  }), 6, 'No tap services yet.'), JSON.stringify([statusSig(st.services), st.ports]));
+  }), 7, 'No tap services yet.'), JSON.stringify([statusSig(st.services), st.ports]));
 
   replaceRows($('#tap_flows-table tbody'), orEmpty(st.flows.map((f) => {
     const src = st.portsByID.get(f.source_port);
@@ -329,10 +345,11 @@ export function renderManage(st) {
       td('Tap service', svc ? label(svc) : shortID(f.tap_service_id)),
       td('Direction', f.direction),
       td('VLAN filter', f.vlan_filter === null || f.vlan_filter === undefined ? 'all' : f.vlan_filter),
+      td('Filter', h('code', { 'data-field': 'filter' }, filterText(f.filter))),
       td('Status', statusBadge(fs.status, fs.reason)),
       idCell(f.id),
       actions(R.tap_flow, f));
-  }), 8, 'No tap flows yet.'), JSON.stringify([statusSig(st.flows), st.ports, st.services]));
+  }), 9, 'No tap flows yet.'), JSON.stringify([statusSig(st.flows), st.ports, st.services]));
 
   replaceRows($('#tap_mirrors-table tbody'), orEmpty(st.mirrors.map((m) => {
     const port = st.portsByID.get(m.port_id);
@@ -343,8 +360,9 @@ export function renderManage(st) {
       td('Type', m.mirror_type),
       td('Remote IP', h('code', {}, m.remote_ip)),
       td('Directions', h('code', { 'data-field': 'directions' }, directionsText(m.directions))),
+      td('Snaplen', snaplenText(m.snaplen)),
       td('Status', statusBadge(ms.status, ms.reason)),
       idCell(m.id),
       actions(R.tap_mirror, m));
-  }), 8, 'No tap mirrors yet.'), JSON.stringify([statusSig(st.mirrors), st.ports]));
+  }), 9, 'No tap mirrors yet.'), JSON.stringify([statusSig(st.mirrors), st.ports]));
 }

@@ -52,6 +52,7 @@ export function rates(prev, cur) {
     out.flows.set(c.id, {
       pps: per(p.matched_packets, c.matched_packets),
       bps: 8 * per(p.matched_bytes, c.matched_bytes),
+      rejectedPps: per(p.rejected_packets, c.rejected_packets),
     });
   }
   const pm = byKey(prev.tap_mirrors, 'id');
@@ -146,6 +147,22 @@ export function directionsText(dirs) {
   const parts = Object.entries(dirs || {}).map(([k, v]) => `${k} ${JSON.stringify(v)}`);
   return parts.length ? parts.join(', ') : 'none';
 }
+
+// snaplenValue is what a snaplen field sends: a whole number as typed
+// becomes a JSON number (the API takes no string), anything else goes as
+// typed for the API to refuse with its message; empty is null.
+export function snaplenValue(typed) {
+  const t = typed.trim();
+  if (t === '') return null;
+  return /^-?\d+$/.test(t) ? Number(t) : typed;
+}
+
+// snaplenText shows a snaplen: the bytes kept of each copy, or "whole
+// frames" for null.
+export const snaplenText = (n) => (n === null || n === undefined ? 'whole frames' : `${n} bytes`);
+
+// filterText shows a tap flow's filter, "all frames" for null.
+export const filterText = (f) => (f === null || f === undefined ? 'all frames' : f);
 
 // shortID is enough of a UUID to tell resources apart on screen.
 export const shortID = (id) => (id || '').slice(0, 8);

@@ -5,7 +5,7 @@
 
 import uPlot from '../vendor/uPlot.esm.js';
 import { h, $, statusBadge, replaceRows } from './dom.js';
-import { si, bits, sumDrops, label, shortID, directionsText } from './model.js';
+import { si, bits, sumDrops, label, shortID, directionsText, snaplenText, filterText } from './model.js';
 
 // HISTORY is how many one-second samples a service chart keeps: 5 minutes.
 const HISTORY = 300;
@@ -107,7 +107,8 @@ function renderMirrors(st) {
       h('th', { scope: 'row', 'data-label': 'Mirror' }, label(m)),
       td('Source port', `${src ? label(src) : shortID(m.port_id)}${srcIface ? ` (${srcIface})` : ''}`),
       td('Tunnel', [h('span', { 'data-field': 'tunnel' }, `${m.mirror_type} to ${m.remote_ip}${uplink}`),
-        h('br'), h('code', { 'data-field': 'directions' }, directionsText(m.directions))]),
+        h('br'), h('code', { 'data-field': 'directions' }, directionsText(m.directions)),
+        h('br'), h('span', { 'data-field': 'snaplen' }, `copies of ${snaplenText(m.snaplen)}`)]),
       td('Status', statusBadge(s.status, s.reason)),
       td('Encap. pkt/s', num('encap-pps', r ? si(r.pps) : '–', r && r.pps), 'num'),
       td('Encap. bit/s', num('encap-bps', r ? bits(r.bps) : '–', r && r.bps), 'num'),
@@ -160,7 +161,8 @@ function serviceCard(svc) {
       h('table', { class: 'stack flows' },
         h('caption', { class: 'sr-only' }, 'Tap flows of this service'),
         h('thead', {}, h('tr', {},
-          ...['Flow', 'Source port', 'Direction', 'VLAN filter', 'Status', 'Matched pkt/s', 'Matched bit/s', 'Matched packets']
+          ...['Flow', 'Source port', 'Direction', 'VLAN filter', 'Filter', 'Status', 'Matched pkt/s', 'Matched bit/s',
+            'Matched packets', 'Rejected packets']
             .map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody'))),
   );
@@ -196,7 +198,8 @@ function updateServiceCard(card, svc, st) {
     badge.dataset.sig = s.status + s.reason;
     badge.replaceChildren(statusBadge(s.status, s.reason));
   }
-  setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}`);
+  setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}, ` +
+    `copies of ${snaplenText(svc.snaplen)}`);
   setField(card, 'delivered-pps', r ? si(r.pps) : '–', r && r.pps);
   setField(card, 'delivered-bps', r ? bits(r.bps) : '–', r && r.bps);
   setField(card, 'dropped-pps', r ? si(r.dropPps) : '–', r && r.dropPps);
@@ -217,14 +220,16 @@ function updateServiceCard(card, svc, st) {
       td('Source port', `${src ? label(src) : shortID(f.source_port)}${srcIface ? ` (${srcIface})` : ''}`),
       td('Direction', f.direction),
       td('VLAN filter', f.vlan_filter === null || f.vlan_filter === undefined ? 'all' : f.vlan_filter),
+      td('Filter', h('code', { 'data-field': 'filter' }, filterText(f.filter))),
       td('Status', statusBadge(fs.status, fs.reason)),
       td('Matched pkt/s', num('matched-pps', fr ? si(fr.pps) : '–', fr && fr.pps), 'num'),
       td('Matched bit/s', num('matched-bps', fr ? bits(fr.bps) : '–', fr && fr.bps), 'num'),
       td('Matched packets', num('matched-packets', fst ? si(fst.matched_packets) : '–', fst && fst.matched_packets), 'num'),
+      td('Rejected packets', num('rejected-packets', fst ? si(fst.rejected_packets) : '–', fst && fst.rejected_packets), 'num'),
     );
   });
   if (rows.length === 0) {
-    rows.push(h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No tap flows feed this service.')));
+    rows.push(h('tr', {}, h('td', { colspan: 10, class: 'empty' }, 'No tap flows feed this service.')));
   }
   card.querySelector('table.flows tbody').replaceChildren(...rows);
   drawChart(card, svc);
