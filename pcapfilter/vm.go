@@ -348,9 +348,9 @@ func runLimit(prog []vmInsn, frame []byte, limit int) (ret uint32, back int) {
 		case vmXorK:
 			a ^= in.k
 		case vmLshK:
-			a <<= in.k & 31 // libpcap refuses constant shifts > 31
+			a <<= in.k // 0 from 32 on, as the translator and x/net/bpf give (libpcap refuses constant shifts > 31)
 		case vmRshK:
-			a >>= in.k & 31
+			a >>= in.k
 		case vmAddX:
 			a += x
 		case vmSubX:
