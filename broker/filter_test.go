@@ -217,7 +217,6 @@ func TestBrokerFiltersMatchTcpdump(t *testing.T) {
 		tp := newTopoKeep(t, filterBatch, 1, keep)
 		b := newBroker(t, Config{FastPath: fast})
 		p := &Plan{}
-		refused := 0
 		for j := range filterBatch {
 			p.Services = append(p.Services, Service{ID: fmt.Sprintf("s%d", j), Iface: tp.mons[j]})
 		}
@@ -230,17 +229,12 @@ func TestBrokerFiltersMatchTcpdump(t *testing.T) {
 					SourcePortID: "port", Iface: tp.capIf, MAC: mac6(filterPort), Direction: DirBoth, Filter: e})
 			}
 			wantActive(t, apply(t, b, p))
+			// Every filter of the corpus runs on the fast path (protochain
+			// too, unrolled): no batch falls back to AF_XDP.
 			if why := capturePathReason(b, tp.capIf); fast && why != "" {
-				// A filter xdpprog cannot run keeps the capture on the
-				// AF_XDP path, which must then deliver the same.
-				if !strings.Contains(why, "does not fit") || !strings.Contains(why, "filter") {
-					t.Fatalf("filters %q: capture on the AF_XDP path: %s", batch, why)
-				}
-				t.Logf("filters %q: the fast path refuses them, checked on the AF_XDP path: %s", batch, why)
-				refused++
-			} else {
-				wantPath(t, b, tp.capIf, fast)
+				t.Fatalf("filters %q: capture on the AF_XDP path: %s", batch, why)
 			}
+			wantPath(t, b, tp.capIf, fast)
 			tp.reset()
 			for _, fr := range frames {
 				tp.send(t, packettest.TagVariants(fr)...)
@@ -284,10 +278,7 @@ func TestBrokerFiltersMatchTcpdump(t *testing.T) {
 			}
 		}
 		batches := (len(exprs) + filterBatch - 1) / filterBatch
-		t.Logf("%d batches of flows (%d refused by the fast path), %d frames each, in %v", batches, refused, 3*len(frames), time.Since(start))
-		if refused > batches/4 {
-			t.Errorf("the fast path refused %d batches of %d", refused, batches)
-		}
+		t.Logf("%d batches of flows, %d frames each, in %v", batches, 3*len(frames), time.Since(start))
 	})
 }
 

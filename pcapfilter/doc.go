@@ -48,9 +48,13 @@
 // overflows, rejects the frame (returns 0); division by X = 0 returns 0;
 // shifts by X >= 32 give 0; len is the frame's length. A non-zero return
 // accepts. Programs may jump backwards (Jump with a negative Skip as
-// int32): libpcap's ip6 protochain loops over extension headers, each
-// turn at least 8 bytes further, so a loop ends once its loads leave the
-// frame.
+// int32): libpcap's protochain loops over extension headers, one backward
+// jump per header it steps over. A run takes at most MaxBackJumps (16) of
+// them: a frame that needs more is rejected, on both data paths (xdpprog
+// unrolls the loop that many times). This is the one place where the data
+// path decides otherwise than tcpdump, which follows any number: a frame
+// whose protocol sits behind more than 16 extension headers (a conforming
+// chain has at most 6) does not match "ip6 protochain N".
 //
 // # What Compile refuses
 //

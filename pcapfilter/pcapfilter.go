@@ -99,7 +99,8 @@ func (f *Filter) Expr() string { return f.expr }
 // (tags included): a non-zero return accepts it. Every instruction is one
 // of x/net/bpf's types (no RawInstruction; len is LoadExtension ExtLen).
 // Run it with libpcap's semantics (see the package doc). It may jump
-// backwards (libpcap's protochain loops over IPv6 extension headers). The
+// backwards (libpcap's protochain loops over IPv6 extension headers): a run
+// that takes more than MaxBackJumps backward jumps rejects the frame. The
 // slice is the caller's.
 func (f *Filter) Program() []bpf.Instruction { return append([]bpf.Instruction(nil), f.prog...) }
 

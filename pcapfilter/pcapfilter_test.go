@@ -12,6 +12,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcap"
+
+	"github.com/taas-appliance/taas/internal/packettest"
 )
 
 // tagged returns frame with tags (TPIDs, outermost first) inserted after
@@ -187,5 +189,27 @@ func TestCompileAccepts(t *testing.T) {
 		}
 		t.Logf("%.50q (%d bytes): %d instructions in %v", expr, len(expr), len(f.Program()),
 			time.Since(start).Round(time.Microsecond))
+	}
+}
+
+// TestMatchBackJumpBound: protochain follows a chain of up to MaxBackJumps
+// extension headers (one backward jump each) and rejects a longer one,
+// tagged or not.
+func TestMatchBackJumpBound(t *testing.T) {
+	f, err := Compile("ip6 protochain 6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ChainFrames: for n headers, a TCP frame then a UDP frame.
+	frames := packettest.ChainFrames(MaxBackJumps + 3)
+	for n := 0; n <= MaxBackJumps+3; n++ {
+		for _, tf := range packettest.TagVariants(frames[2*n]) {
+			if got, want := f.Match(tf), n <= MaxBackJumps; got != want {
+				t.Errorf("Match(TCP behind %d extension headers, %d bytes) = %v, want %v", n, len(tf), got, want)
+			}
+			if f.Match(packettest.TagVariants(frames[2*n+1])[0]) {
+				t.Errorf("Match(UDP behind %d extension headers) = true", n)
+			}
+		}
 	}
 }

@@ -85,10 +85,19 @@ type vmInsn struct {
 	k      uint32
 }
 
-// maxBackJumps bounds the backward jumps of one run (libpcap's protochain
-// loops once per IPv6 extension header, each at least 8 bytes long): a
-// frame that needs more is rejected rather than looping.
-const maxBackJumps = 1 << 14
+// MaxBackJumps bounds the backward jumps of one run of a Program: a frame
+// whose run would take more is rejected (Match returns false; xdpprog's
+// translation, which unrolls the program MaxBackJumps+1 times, rejects it
+// too). libpcap emits backward jumps only for protochain, whose loop takes
+// exactly one per header it steps over: IPv6 hop-by-hop, destination
+// options, routing and fragment headers, and AH (for ip and ip6). RFC 8200
+// (4.1) allows each of them once, destination options twice, so a
+// conforming chain takes at most 6; 16 leaves room for odd but real chains
+// while keeping the unrolled fast-path code within the verifier's limits.
+// tcpdump follows any number: on a frame with more than MaxBackJumps such
+// headers before the protocol sought, the data path rejects what tcpdump
+// might accept (the one deviation from tcpdump).
+const MaxBackJumps = 16
 
 // decode turns a program into vm instructions, checking what run relies
 // on: known opcodes, jumps inside the program, scratch slots 0..15, and no
@@ -217,50 +226,58 @@ func decode(prog []bpf.RawInstruction, fuse bool) ([]vmInsn, error) {
 	return out, nil
 }
 
-// run executes prog on frame and returns what the program returns.
+// run executes prog on frame and returns what the program returns; a run
+// that needs more than MaxBackJumps backward jumps returns 0.
 func run(prog []vmInsn, frame []byte) uint32 {
+	r, _ := runLimit(prog, frame, MaxBackJumps)
+	return r
+}
+
+// runLimit executes prog on frame and returns what the program returns and
+// how many backward jumps it took; at the limit+1-th backward jump it
+// returns 0 (and limit+1).
+func runLimit(prog []vmInsn, frame []byte, limit int) (ret uint32, back int) {
 	var a, x uint32
 	var mem [16]uint32
 	n := uint64(len(frame))
-	back := 0
 	for pc := 0; ; pc++ {
 		in := &prog[pc]
 		switch in.op {
 		case vmRetK:
-			return in.k
+			return in.k, back
 		case vmRetA:
-			return a
+			return a, back
 		case vmLdW:
 			if uint64(in.k)+4 > n {
-				return 0
+				return 0, back
 			}
 			a = binary.BigEndian.Uint32(frame[in.k:])
 		case vmLdH:
 			if uint64(in.k)+2 > n {
-				return 0
+				return 0, back
 			}
 			a = uint32(binary.BigEndian.Uint16(frame[in.k:]))
 		case vmLdB:
 			if uint64(in.k) >= n {
-				return 0
+				return 0, back
 			}
 			a = uint32(frame[in.k])
 		case vmLdIndW:
 			o := uint64(x) + uint64(in.k)
 			if o+4 > n {
-				return 0
+				return 0, back
 			}
 			a = binary.BigEndian.Uint32(frame[o:])
 		case vmLdIndH:
 			o := uint64(x) + uint64(in.k)
 			if o+2 > n {
-				return 0
+				return 0, back
 			}
 			a = uint32(binary.BigEndian.Uint16(frame[o:]))
 		case vmLdIndB:
 			o := uint64(x) + uint64(in.k)
 			if o >= n {
-				return 0
+				return 0, back
 			}
 			a = uint32(frame[o])
 		case vmLdLen:
@@ -277,7 +294,7 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			x = uint32(n)
 		case vmLdxMsh:
 			if uint64(in.k) >= n {
-				return 0
+				return 0, back
 			}
 			x = uint32(frame[in.k]&0xf) << 2
 		case vmSt:
@@ -287,8 +304,8 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmJa:
 			off := int32(in.k)
 			if off < 0 {
-				if back++; back > maxBackJumps {
-					return 0
+				if back++; back > limit {
+					return 0, back
 				}
 			}
 			pc += int(off)
@@ -316,12 +333,12 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			a *= in.k
 		case vmDivK:
 			if in.k == 0 {
-				return 0
+				return 0, back
 			}
 			a /= in.k
 		case vmModK:
 			if in.k == 0 {
-				return 0
+				return 0, back
 			}
 			a %= in.k
 		case vmAndK:
@@ -331,9 +348,9 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmXorK:
 			a ^= in.k
 		case vmLshK:
-			a <<= in.k & 31 // libpcap refuses constant shifts > 31
+			a <<= in.k // 0 from 32 on, as the translator and x/net/bpf give (libpcap refuses constant shifts > 31)
 		case vmRshK:
-			a >>= in.k & 31
+			a >>= in.k
 		case vmAddX:
 			a += x
 		case vmSubX:
@@ -342,12 +359,12 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			a *= x
 		case vmDivX:
 			if x == 0 {
-				return 0
+				return 0, back
 			}
 			a /= x
 		case vmModX:
 			if x == 0 {
-				return 0
+				return 0, back
 			}
 			a %= x
 		case vmAndX:
@@ -368,21 +385,21 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			a = x
 		case vmLdWJ:
 			if uint64(in.k)+4 > n {
-				return 0
+				return 0, back
 			}
 			a = binary.BigEndian.Uint32(frame[in.k:])
 			pc++
 			pc += condK(a, &prog[pc])
 		case vmLdHJ:
 			if uint64(in.k)+2 > n {
-				return 0
+				return 0, back
 			}
 			a = uint32(binary.BigEndian.Uint16(frame[in.k:]))
 			pc++
 			pc += condK(a, &prog[pc])
 		case vmLdBJ:
 			if uint64(in.k) >= n {
-				return 0
+				return 0, back
 			}
 			a = uint32(frame[in.k])
 			pc++
@@ -390,7 +407,7 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmLdIndWJ:
 			o := uint64(x) + uint64(in.k)
 			if o+4 > n {
-				return 0
+				return 0, back
 			}
 			a = binary.BigEndian.Uint32(frame[o:])
 			pc++
@@ -398,7 +415,7 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmLdIndHJ:
 			o := uint64(x) + uint64(in.k)
 			if o+2 > n {
-				return 0
+				return 0, back
 			}
 			a = uint32(binary.BigEndian.Uint16(frame[o:]))
 			pc++
@@ -406,7 +423,7 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmLdIndBJ:
 			o := uint64(x) + uint64(in.k)
 			if o >= n {
-				return 0
+				return 0, back
 			}
 			a = uint32(frame[o])
 			pc++
@@ -414,7 +431,7 @@ func run(prog []vmInsn, frame []byte) uint32 {
 		case vmMsh:
 			o := uint64(x) + uint64(in.k)
 			if o >= n {
-				return 0
+				return 0, back
 			}
 			a = uint32(frame[o]&0xf) << 2
 			if in.jf != 0 {
@@ -424,12 +441,12 @@ func run(prog []vmInsn, frame []byte) uint32 {
 			pc += int(in.jt) - 1
 		case vmTagLen:
 			if n < 14 {
-				return 0
+				return 0, back
 			}
 			a = 0
 			if tp := uint16(frame[12])<<8 | uint16(frame[13]); tp == tpid8021Q || tp == tpid8021AD {
 				if n < 18 {
-					return 0
+					return 0, back
 				}
 				a = 4
 				if tp := uint16(frame[16])<<8 | uint16(frame[17]); tp == tpid8021Q || tp == tpid8021AD {

@@ -219,8 +219,14 @@ type fastState struct {
 	// filters[g]; the generations share one when their filters are equal.
 	progs   [2]*ebpf.Program
 	filters [2][][]bpf.Instruction
-	snaps   map[int]uint32 // snaplens: the monitors with a snaplen
-	snap    *ebpf.Program  // xdp_snap, loaded for the first snaplen
+	// refused are the last filters the translator, the budget or the
+	// verifier refused, and why: a plan that brings them again (every
+	// plan, while the broker keeps that capture on the AF_XDP path) gets
+	// the same answer without paying the verifier again.
+	refused    [][]bpf.Instruction
+	refusedErr error
+	snaps      map[int]uint32 // snaplens: the monitors with a snaplen
+	snap       *ebpf.Program  // xdp_snap, loaded for the first snaplen
 	// scratch for per-CPU lookups
 	flowPC []xdpFlowCounter
 	svcPC  []xdpSvcCounter

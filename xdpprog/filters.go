@@ -136,9 +136,31 @@ func mapPtr(dst asm.Register, m *ebpf.Map) asm.Instruction {
 // translator or the verifier refuses wraps ErrFastLimit (the broker keeps
 // the capture on the AF_XDP path).
 func (c *Capture) loadFiltersLocked(filters [][]bpf.Instruction) (*ebpf.Program, error) {
+	f := &c.fast
+	if f.refusedErr != nil && reflect.DeepEqual(f.refused, filters) {
+		return nil, f.refusedErr
+	}
+	prog, err := c.newFilterProg(filters)
+	if err != nil {
+		f.refused, f.refusedErr = filters, err
+	}
+	return prog, err
+}
+
+// MaxFilterInstructions bounds the eBPF instructions of one capture's filter
+// program. The verifier's work grows with the program (and gives up at a
+// million instructions processed, after tens of seconds); past this budget
+// the table is refused at once instead.
+const MaxFilterInstructions = 64 << 10
+
+func (c *Capture) newFilterProg(filters [][]bpf.Instruction) (*ebpf.Program, error) {
 	insns, err := c.filterInsns(filters)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, ErrFastLimit)
+	}
+	if len(insns) > MaxFilterInstructions {
+		return nil, fmt.Errorf("the filter program of %d filters has %d eBPF instructions, at most %d: %w",
+			len(filters), len(insns), MaxFilterInstructions, ErrFastLimit)
 	}
 	cs, err := loadXdp()
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/net/bpf"
+
+	"github.com/taas-appliance/taas/pcapfilter"
 )
 
 // A classic BPF -> eBPF translator for the flow filters of the fast path
@@ -22,8 +24,11 @@ import (
 // a shift by 32 or more gives 0; a return accepts when its value is not 0.
 // Ancillary loads other than len are refused, and so is anything the VM
 // does not run, NegateA aside (the VM lacks it; the kernel's classic BPF
-// has it), and backward jumps (libpcap's protochain loops: such a capture
-// stays on the AF_XDP path).
+// has it). A Jump may go backwards (its Skip read as an int32, as
+// pcapfilter does: libpcap's protochain loops over extension headers); a
+// run takes at most MaxBackJumps of them and is rejected at the next one,
+// exactly as in pcapfilter's interpreter: the translator unrolls such a
+// program MaxBackJumps+1 times (see translate).
 //
 // Registers of the emitted code: the frame is [rData, rEnd); A and X live
 // in rA and rX, zero-extended (all ALU ops are 32-bit); rT is a temporary.
@@ -46,6 +51,9 @@ const (
 	// MaxFilterLen is the longest classic program translated
 	// (BPF_MAXINSNS).
 	MaxFilterLen = 4096
+	// MaxBackJumps is pcapfilter's bound on the backward jumps of one run,
+	// which the translation keeps.
+	MaxBackJumps = pcapfilter.MaxBackJumps
 )
 
 // emitter builds an instruction list whose labels fall on the next
@@ -104,31 +112,36 @@ func translate(e *emitter, prog []bpf.Instruction, p, accept, reject string) (me
 		return 0, fmt.Errorf("%d instructions, at most %d", len(prog), MaxFilterLen)
 	}
 	prog = normalize(prog)
-	at := func(i int) string { return fmt.Sprintf("%s.%d", p, i) }
-	// target is the label of the instruction skip after i.
-	target := func(i int, skip uint32) (string, error) {
-		if uint64(i)+1+uint64(skip) >= uint64(len(prog)) {
-			return "", fmt.Errorf("instruction %d: jump out of the program (forward jumps only)", i)
+	// dest is the instruction a jump of instruction i over skip lands on.
+	dest := func(i int, skip int64) (int, error) {
+		d := int64(i) + 1 + skip
+		if d < 0 || d >= int64(len(prog)) {
+			return 0, fmt.Errorf("instruction %d: jump out of the program", i)
 		}
-		return at(i + 1 + int(skip)), nil
+		return int(d), nil
 	}
-	// Which instructions are jump targets: only those get a label.
+	// Which instructions are jump targets: only those get a label. A Jump's
+	// Skip is an int32 (pcapfilter's semantics): negative, it jumps
+	// backwards.
 	targets := map[int]bool{}
+	backward := false
 	for i, ins := range prog {
-		var skips []uint32
+		var skips []int64
 		switch ins := ins.(type) {
 		case bpf.Jump:
-			skips = []uint32{ins.Skip}
+			skips = []int64{int64(int32(ins.Skip))}
+			backward = backward || int32(ins.Skip) < 0
 		case bpf.JumpIf:
-			skips = []uint32{uint32(ins.SkipTrue), uint32(ins.SkipFalse)}
+			skips = []int64{int64(ins.SkipTrue), int64(ins.SkipFalse)}
 		case bpf.JumpIfX:
-			skips = []uint32{uint32(ins.SkipTrue), uint32(ins.SkipFalse)}
+			skips = []int64{int64(ins.SkipTrue), int64(ins.SkipFalse)}
 		}
 		for _, s := range skips {
-			if _, err := target(i, s); err != nil {
+			d, err := dest(i, s)
+			if err != nil {
 				return 0, err
 			}
-			targets[i+1+int(s)] = true
+			targets[d] = true
 		}
 	}
 	switch prog[len(prog)-1].(type) {
@@ -136,7 +149,33 @@ func translate(e *emitter, prog []bpf.Instruction, p, accept, reject string) (me
 	default:
 		return 0, fmt.Errorf("the last instruction is not a return")
 	}
+	// A program that jumps backwards (libpcap's protochain) is unrolled:
+	// copy c of it runs after c backward jumps, so a backward jump goes to
+	// its target in the next copy, and in the last one rejects, as
+	// pcapfilter's interpreter does past MaxBackJumps. The code before the
+	// targets of later copies is unreachable, and pruned.
+	copies := 1
+	if backward {
+		copies = MaxBackJumps + 1
+	}
 	e.emit(asm.Mov.Imm32(rA, 0), asm.Mov.Imm32(rX, 0))
+	for c := range copies {
+		m, err := translateCopy(e, prog, targets, fmt.Sprintf("%s.%d", p, c), fmt.Sprintf("%s.%d", p, c+1),
+			c+1 < copies, accept, reject)
+		if err != nil {
+			return 0, err
+		}
+		mem |= m
+	}
+	return mem, nil
+}
+
+// translateCopy emits one copy of prog (see translate): its labels start
+// with p, those of the next copy with next, which a backward jump enters
+// when more is true and rejects otherwise.
+func translateCopy(e *emitter, prog []bpf.Instruction, targets map[int]bool, p, next string, more bool,
+	accept, reject string) (mem uint16, err error) {
+	at := func(i int) string { return fmt.Sprintf("%s.%d", p, i) }
 	for i, ins := range prog {
 		if targets[i] {
 			e.label(at(i))
@@ -210,8 +249,15 @@ func translate(e *emitter, prog []bpf.Instruction, p, accept, reject string) (me
 		case bpf.NegateA:
 			e.emit(asm.Neg.Imm32(rA, 0))
 		case bpf.Jump:
-			t, _ := target(i, ins.Skip)
-			e.emit(asm.Ja.Label(t))
+			d := i + 1 + int(int32(ins.Skip))
+			switch {
+			case d > i:
+				e.emit(asm.Ja.Label(at(d)))
+			case more:
+				e.emit(asm.Ja.Label(fmt.Sprintf("%s.%d", next, d)))
+			default:
+				e.emit(asm.Ja.Label(reject))
+			}
 		case bpf.JumpIf:
 			if err := jump(e, ins.Cond, false, int32(ins.Val), at, i, ins.SkipTrue, ins.SkipFalse); err != nil {
 				return bad(err.Error())

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/gopacket/pcap"
 	"golang.org/x/net/bpf"
 
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 	"github.com/taas-appliance/taas/pcapfilter"
 )
@@ -278,6 +280,78 @@ func TestTranslatePcapfilter(t *testing.T) {
 		t.Logf("%q accepts %d of %d frames", expr, n, len(frames))
 	}
 }
+
+// TestTranslateProtochain runs protochain filters (libpcap's loop over
+// extension headers, unrolled MaxBackJumps+1 times) in the kernel and
+// through Filter.Match on frames behind 0..MaxBackJumps+3 IPv6 extension
+// headers, with 0, 1 and 2 VLAN tags, and measures the cost of the
+// unrolling: one filter, and MaxFastFilters of them in one filter
+// program.
+func TestTranslateProtochain(t *testing.T) {
+	testutil.RequireRoot(t, needBPF)
+	var frames [][]byte
+	for _, fr := range packettest.ChainFrames(MaxBackJumps + 3) {
+		frames = append(frames, packettest.TagVariants(fr)...)
+	}
+	for _, expr := range []string{"ip6 protochain 6", "ip6 protochain 17", "ip6 protochain 6 or ip protochain 17",
+		"ip6 protochain 44", "ip6 protochain 6 and tcp port 443"} {
+		f, err := pcapfilter.Compile(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := verdicts(t, expr, f.Program(), frames, f.Match)
+		t.Logf("%q accepts %d of %d frames", expr, n, len(frames))
+	}
+	f, err := pcapfilter.Compile("ip6 protochain 6 or ip protochain 17")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &emitter{}
+	if _, err := translate(e, f.Program(), "f", "accept", "reject"); err != nil {
+		t.Fatal(err)
+	}
+	insns, err := prune(append(e.insns, asm.Ja.Label("accept").WithSymbol("accept"), asm.Ja.Label("reject").WithSymbol("reject")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p, err := filterProgram(f.Program())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	t.Logf("%q: %d classic instructions, %d eBPF after unrolling and pruning, loaded in %v", f.Expr(),
+		len(f.Program()), len(insns)-2, time.Since(start))
+	c, err := Load(Config{})
+	testutil.SkipIfNotSupported(t, err)
+	t.Cleanup(func() { c.Close() })
+	// The verifier walks each filter the frame may need: MaxFastFilters
+	// of them pass its limit of 1M instructions processed (measured: about
+	// 125k each), and SetFast refuses such a table with ErrFastLimit (the
+	// capture stays on the AF_XDP path). A few fit.
+	filters := make([][]bpf.Instruction, protochainFit)
+	for i := range filters {
+		filters[i] = f.Program()
+	}
+	all, err := c.filterInsns(filters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	c.mu.Lock()
+	prog, err := c.loadFiltersLocked(filters)
+	c.mu.Unlock()
+	if err != nil {
+		t.Fatalf("%d such filters: %v", len(filters), err)
+	}
+	prog.Close()
+	t.Logf("%d such filters in one filter program: %d eBPF instructions, loaded in %v", len(filters), len(all),
+		time.Since(start))
+}
+
+// protochainFit is how many "ip6 protochain 6 or ip protochain 17" filters
+// TestTranslateProtochain loads in one filter program.
+const protochainFit = 6
 
 // randomProgram is a random classic program the VM runs: loads at small
 // offsets, ALU, forward jumps, scratch memory, returns.

@@ -3,6 +3,7 @@ package packettest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"math/rand"
@@ -320,10 +321,14 @@ func TcpdumpAccepts(t testing.TB, expr string, frames [][]byte) []bool {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command("tcpdump", "-n", "-r", file, "-w", "-", expr)
+	// libpcap 1.10's protochain can loop forever on some frames (an IPv6
+	// AH header), deaf to SIGTERM: bound the run and kill it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "tcpdump", "-n", "-r", file, "-w", "-", expr)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("tcpdump -r %s %q: %v: %s", file, expr, err, stderr.String())
+		t.Fatalf("tcpdump -r %s %q: %v (killed after a minute: %v): %s", file, expr, err, ctx.Err() != nil, stderr.String())
 	}
 	r, err := pcapgo.NewReader(&stdout)
 	if err != nil {
