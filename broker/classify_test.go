@@ -163,19 +163,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var c classifier
-			c.resize(tab)
-			ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
-			var h frameHeader
-			if r := parseFrame(tc.b, &h); r != parseOK {
-				t.Fatalf("parseFrame = %v", r)
-			}
-			hits := c.classify(tab, &h, tc.b, ctr)
-			var got []int32
-			for _, s := range hits {
-				got = append(got, tab.services[s].slot)
-			}
-			slices.Sort(got)
+			got, ctr := classifyOne(t, tab, tc.b)
 			want := slices.Sorted(slices.Values(tc.wantSvcs))
 			if !slices.Equal(got, want) {
 				t.Fatalf("Classify(%s) services = %v, want %v", tc.name, got, want)
@@ -441,4 +429,23 @@ func TestClassifyTunnels(t *testing.T) {
 			}
 		})
 	}
+}
+
+// classifyOne classifies frame b against tab with fresh counters: the
+// service slots it goes to, sorted, and the counters.
+func classifyOne(t *testing.T, tab *table, b []byte) ([]int32, *counterSet) {
+	t.Helper()
+	var c classifier
+	c.resize(tab)
+	ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
+	var h frameHeader
+	if r := parseFrame(b, &h); r != parseOK {
+		t.Fatalf("parseFrame = %v", r)
+	}
+	var got []int32
+	for _, s := range c.classify(tab, &h, b, ctr) {
+		got = append(got, tab.services[s].slot)
+	}
+	slices.Sort(got)
+	return got, ctr
 }

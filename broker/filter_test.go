@@ -101,18 +101,8 @@ func TestClassifyFilters(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var c classifier
-			c.resize(tab)
-			ctr := (&counterSet{}).grown(tab.flowSlots, tab.svcSlots)
-			var h frameHeader
-			if r := parseFrame(tc.b, &h); r != parseOK {
-				t.Fatalf("parseFrame = %v", r)
-			}
-			var got []int32
-			for _, s := range c.classify(tab, &h, tc.b, ctr) {
-				got = append(got, tab.services[s].slot)
-			}
-			if slices.Sort(got); !slices.Equal(got, tc.svcs) {
+			got, ctr := classifyOne(t, tab, tc.b)
+			if !slices.Equal(got, tc.svcs) {
 				t.Fatalf("Classify(%s) services = %v, want %v", tc.name, got, tc.svcs)
 			}
 			for slot := range flows {

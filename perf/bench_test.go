@@ -117,21 +117,29 @@ func TestBenchFilterSmoke(t *testing.T) {
 		sc := c.sc
 		for _, p := range c.peers {
 			t.Run(sc.Name+"/"+p.Name(), func(t *testing.T) {
-				row, err := runScenario(context.Background(), lab, p, sc, 20e3, cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r := row.Reps[0]
-				t.Logf("%s at 20 kpps: %+v", sc.Name, r)
-				if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
-					t.Errorf("sinks counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
-				}
-				if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
-					t.Errorf("peer reports %d delivered, the sinks counted %d", *r.PeerReported, r.DeliveredCopies)
-				}
+				smokeRun(t, lab, p, sc, cfg, "sinks")
 			})
 		}
 	}
+}
+
+// smokeRun runs sc on p at 20 kpps: the sink (named in messages) must
+// count copies, never more than wanted, and as many as the peer reports.
+func smokeRun(t *testing.T, lab *Lab, p Peer, sc Scenario, cfg BenchConfig, sink string) Rep {
+	t.Helper()
+	row, err := runScenario(context.Background(), lab, p, sc, 20e3, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := row.Reps[0]
+	t.Logf("%s at 20 kpps: %+v", sc.Name, r)
+	if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
+		t.Errorf("%s counted %d copies of %d wanted", sink, r.DeliveredCopies, r.WantedCopies)
+	}
+	if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
+		t.Errorf("peer reports %d copies, the %s counted %d", *r.PeerReported, sink, r.DeliveredCopies)
+	}
+	return r
 }
 
 // TestCopiesPerEntry checks the count of wanted copies against the
@@ -186,18 +194,7 @@ func TestBenchTunnelSmoke(t *testing.T) {
 		{Name: "vxlan1518B", Size: 1514, Fanout: 1, Tunnel: "vxlan"}} {
 		for _, p := range []Peer{&Taasd{Bin: bin, Dir: dir}, &Taasd{Bin: bin, Dir: dir, AFXDP: true}, &TC{}} {
 			t.Run(sc.Name+"/"+p.Name(), func(t *testing.T) {
-				row, err := runScenario(context.Background(), lab, p, sc, 20e3, cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r := row.Reps[0]
-				t.Logf("%s at 20 kpps: %+v", sc.Name, r)
-				if r.DeliveredCopies == 0 || r.DeliveredCopies > r.WantedCopies {
-					t.Errorf("collector sink counted %d copies of %d wanted", r.DeliveredCopies, r.WantedCopies)
-				}
-				if r.PeerReported != nil && *r.PeerReported != r.DeliveredCopies {
-					t.Errorf("peer reports %d encapsulated, the collector's sink counted %d", *r.PeerReported, r.DeliveredCopies)
-				}
+				r := smokeRun(t, lab, p, sc, cfg, "collector's sink")
 				// Each copy carries VXLAN's 50 bytes of outer headers.
 				if want := r.DeliveredCopies * uint64(sc.Size+50); r.DeliveredBytes != want {
 					t.Errorf("collector sink counted %d bytes for %d copies, want %d", r.DeliveredBytes, r.DeliveredCopies, want)

@@ -231,17 +231,7 @@ func TestFastFiltersRefused(t *testing.T) {
 	}
 	ancillary := filterTable(t, 1)
 	ancillary.Filters[1] = []bpf.Instruction{bpf.LoadExtension{Num: bpf.ExtProto}, bpf.RetA{}}
-	// Each filter is fine alone; together they are more instructions than
-	// the kernel loads.
-	huge := filterTable(t, 1)
-	long := make([]bpf.Instruction, MaxFilterLen)
-	for i := range long {
-		long[i] = bpf.LoadAbsolute{Off: uint32(i % 64), Size: 2}
-	}
-	long[len(long)-1] = bpf.RetA{}
-	for len(huge.Filters) < MaxFastFilters {
-		huge.Filters = append(huge.Filters, long)
-	}
+	huge := longFilterTable(t)
 	holes := filterTable(t, 1)
 	delete(holes.Copies, 0b0111) // tcp 443 from A to B
 	badIndex := filterTable(t, 1)
@@ -414,15 +404,7 @@ func TestFastFiltersRefusedOnce(t *testing.T) {
 	c, err := Load(Config{})
 	testutil.SkipIfNotSupported(t, err)
 	t.Cleanup(func() { c.Close() })
-	big := filterTable(t, 1)
-	long := make([]bpf.Instruction, MaxFilterLen)
-	for i := range long {
-		long[i] = bpf.LoadAbsolute{Off: uint32(i % 64), Size: 2}
-	}
-	long[len(long)-1] = bpf.RetA{}
-	for len(big.Filters) < MaxFastFilters {
-		big.Filters = append(big.Filters, long)
-	}
+	big := longFilterTable(t)
 	start := time.Now()
 	first := c.SetFast(big)
 	t.Logf("first refusal in %v: %v", time.Since(start), first)
@@ -439,4 +421,20 @@ func TestFastFiltersRefusedOnce(t *testing.T) {
 	if err := c.SetFast(filterTable(t, 1)); err != nil {
 		t.Fatalf("SetFast(a table that fits) after a refusal: %v", err)
 	}
+}
+
+// longFilterTable is filterTable(t, 1) with MaxFastFilters filters, the
+// added ones MaxFilterLen instructions long: each is fine alone, together
+// they are more than a filter program may hold.
+func longFilterTable(t testing.TB) *FastTable {
+	tab := filterTable(t, 1)
+	long := make([]bpf.Instruction, MaxFilterLen)
+	for i := range long {
+		long[i] = bpf.LoadAbsolute{Off: uint32(i % 64), Size: 2}
+	}
+	long[len(long)-1] = bpf.RetA{}
+	for len(tab.Filters) < MaxFastFilters {
+		tab.Filters = append(tab.Filters, long)
+	}
+	return tab
 }
