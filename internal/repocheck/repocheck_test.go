@@ -226,3 +226,22 @@ func TestVagrantValidateCatches(t *testing.T) {
 		t.Errorf("vagrant validate with TAAS_CAPTURE_NICS=0: %v\n%s", err, out)
 	}
 }
+
+// TestNoTrackedSymlinks fails when the repository tracks a symbolic link: a
+// link committed from one checkout (web/e2e/node_modules pointing at
+// another worktree's once) replaces the real directory in every other
+// clone.
+func TestNoTrackedSymlinks(t *testing.T) {
+	git := needTool(t, "git", "git")
+	cmd := exec.Command(git, "ls-files", "-s")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "120000 ") {
+			t.Errorf("tracked symbolic link: %s", line)
+		}
+	}
+}
