@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
 )
 
@@ -42,18 +44,24 @@ func NewCollectorPath(t testing.TB, prefix string) *CollectorPath {
 		RouterIf: prefix + "upr", CollectorIf: prefix + "col"}
 	Veth(t, c.Uplink, c.RouterIf, VethOpts{NetnsB: c.RouterNS})
 	Veth(t, prefix+"rc", c.CollectorIf, VethOpts{NetnsA: c.RouterNS, NetnsB: c.CollectorNS})
-	n := rand.IntN(16)
+	var n int
 	up := func(host int) string { return fmt.Sprintf("198.51.100.%d", 8*n+host) }
 	co := func(host int) string { return fmt.Sprintf("198.51.100.%d", 128+8*n+host) }
 	up6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:a::%d", n+1, host) }
 	co6 := func(host int) string { return fmt.Sprintf("2001:db8:%x:b::%d", n+1, host) }
+	// Tests of several packages run at once in one namespace: the slot is
+	// taken (the uplink's address added) under a lock between processes,
+	// among the slots no address of this namespace uses yet.
+	unlock := lockFile(t, "/tmp/taas-test-collector.lock")
+	n = freeCollectorSlot(t, rand.IntN(16))
+	Run(t, "ip", "addr", "add", up(1)+"/29", "dev", c.Uplink)
+	unlock()
 	c.Gw4, c.Spare4 = netip.MustParseAddr(up(2)), netip.MustParseAddr(up(3))
 	c.Gw6 = netip.MustParseAddr(up6(2))
 	c.Col4, c.Col6 = netip.MustParseAddr(co(2)), netip.MustParseAddr(co6(2))
 	c.Src4, c.Src6 = netip.MustParseAddr(up(1)), netip.MustParseAddr(up6(1))
 	rt := []string{"-n", c.RouterNS}
 	cmds := [][]string{
-		{"addr", "add", up(1) + "/29", "dev", c.Uplink},
 		{"-6", "addr", "add", up6(1) + "/64", "dev", c.Uplink, "nodad"},
 		append(rt, "addr", "add", up(2)+"/29", "dev", c.RouterIf),
 		append(rt, "-6", "addr", "add", up6(2)+"/64", "dev", c.RouterIf, "nodad"),
@@ -111,4 +119,44 @@ func LinkMAC(t testing.TB, netns, name string) (m [6]byte) {
 	}
 	copy(m[:], hw)
 	return m
+}
+
+// freeCollectorSlot is the first of the 16 collector slots, from start on,
+// whose uplink /29 no address of this namespace lies in.
+func freeCollectorSlot(t testing.TB, start int) int {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 16 {
+		n := (start + i) % 16
+		slot := netip.MustParsePrefix(fmt.Sprintf("198.51.100.%d/29", 8*n))
+		used := false
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && slot.Contains(p.Addr()) {
+				used = true
+			}
+		}
+		if !used {
+			return n
+		}
+	}
+	t.Fatal("every collector slot of 198.51.100.0/25 is in use in this namespace")
+	return 0
+}
+
+// lockFile takes an exclusive lock on path, shared by every test process,
+// and returns its release.
+func lockFile(t testing.TB, path string) func() {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return func() { f.Close() } // closing releases the lock
 }
