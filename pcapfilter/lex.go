@@ -278,7 +278,8 @@ func checkNames(expr string, toks []token) (string, error) {
 				// Built-in tables only.
 			default:
 				return "", &Error{Msg: fmt.Sprintf("filter expression names %q: host names are not resolved: "+
-					"use an address", tk.text)}
+					"use an address (or, if %q was meant as a keyword, check its spelling: keywords are lower case)",
+					tk.text, tk.text)}
 			}
 		default:
 			chain = ""
