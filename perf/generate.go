@@ -2,6 +2,7 @@ package perf
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -198,7 +199,12 @@ func newGen(ifindex int, t Traffic) (*gen, error) {
 		return nil, fmt.Errorf("load pktgen spec: %w", err)
 	}
 	n := t.entries()
+	var tpid uint32
+	if lay.outer >= 2 {
+		tpid = uint32(htons(binary.BigEndian.Uint16(frame[lay.outer-2:])))
+	}
 	for name, v := range map[string]uint32{
+		"tpid_outer":  tpid,
 		"out_ifindex": uint32(ifindex),
 		"nflows":      uint32(n),
 		"off_outer":   lay.outer,

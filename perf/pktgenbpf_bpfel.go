@@ -45,6 +45,7 @@ const (
 	pktgenBPFVarOffOuter   = "off_outer"
 	pktgenBPFVarOffSport   = "off_sport"
 	pktgenBPFVarOutIfindex = "out_ifindex"
+	pktgenBPFVarTpidOuter  = "tpid_outer"
 )
 
 // loadPktgenBPF returns the embedded CollectionSpec for pktgenBPF.
@@ -112,6 +113,7 @@ type pktgenBPFVariableSpecs struct {
 	OffOuter   *ebpf.VariableSpec `ebpf:"off_outer"`
 	OffSport   *ebpf.VariableSpec `ebpf:"off_sport"`
 	OutIfindex *ebpf.VariableSpec `ebpf:"out_ifindex"`
+	TpidOuter  *ebpf.VariableSpec `ebpf:"tpid_outer"`
 }
 
 // pktgenBPFObjects contains all objects after they have been loaded into the kernel.
@@ -157,6 +159,7 @@ type pktgenBPFVariables struct {
 	OffOuter   *ebpf.Variable `ebpf:"off_outer"`
 	OffSport   *ebpf.Variable `ebpf:"off_sport"`
 	OutIfindex *ebpf.Variable `ebpf:"out_ifindex"`
+	TpidOuter  *ebpf.Variable `ebpf:"tpid_outer"`
 }
 
 // pktgenBPFPrograms contains all programs after they have been loaded into the kernel.
