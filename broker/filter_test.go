@@ -509,24 +509,3 @@ func testSnaplenServiceBytes(t *testing.T, fast bool) {
 		}
 	}
 }
-
-// TestFastFilterRefusedReason: a filter the fast path cannot run keeps its
-// capture on the AF_XDP path, and path_reason names its expression and
-// its tap flow. libpcap's protochain (a loop over IPv6 extension headers)
-// is such a filter while the translator takes forward jumps only.
-func TestFastFilterRefusedReason(t *testing.T) {
-	tp := newTopo(t, 1, 1)
-	b := newBroker(t, Config{FastPath: true})
-	plan := &Plan{Version: 1, Services: []Service{{ID: "s0", Iface: tp.mons[0]}},
-		Flows: []Flow{{ID: "chain", ServiceID: "s0", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut,
-			Filter: "ip6 protochain 6"}}}
-	wantActive(t, apply(t, b, plan))
-	why := capturePathReason(b, tp.capIf)
-	t.Logf("path_reason %q", why)
-	if why == "" {
-		t.Skip("the fast path runs protochain: no filter here for it to refuse")
-	}
-	if want := `filter "ip6 protochain 6" of tap flow chain does not fit the fast path`; !strings.Contains(why, want) {
-		t.Errorf("path_reason %q, want it to say %q", why, want)
-	}
-}

@@ -36,9 +36,10 @@
 // The program parses Ethernet and up to two VLAN tags, keeps only what some
 // flow may want (MAC want bits behind a hint bitmap, multicast, outer-VID
 // bitmap) and redirects it to the AF_XDP socket of its RX queue; exact
-// classification is the broker's. The package imports nothing else of the
-// project, starts no goroutines, and does only control-plane work from Go,
-// guarded by one mutex per Capture.
+// classification is the broker's. Of the project the package imports only
+// pcapfilter (MaxBackJumps: both paths bound protochain's loop alike); it
+// starts no goroutines, and does only control-plane work from Go, guarded
+// by one mutex per Capture.
 //
 // Regenerating needs clang-14 and llvm-14; the libbpf headers are vendored
 // in headers/ (headers/update.sh pins their version) and the Makefile pins
