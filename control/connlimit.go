@@ -186,6 +186,24 @@ func (l *connLimiter) reclaimLocked(host netip.Prefix, sameHost bool) bool {
 	}
 }
 
+// closeIdle ends every idle connection, as reclaimLocked ends one: at
+// shutdown, fasthttp closes only the connections it counts as idle, and it
+// counts a new connection as busy from its accept (it would wait
+// HeaderTimeout for a request that may never come: an HTTP client's spare
+// connection, dialled and never used, kept shutdown waiting 10 s).
+func (l *connLimiter) closeIdle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if s := c.idleSince.Load(); s > 0 && c.idleSince.CompareAndSwap(s, evicted) {
+			if err := c.Conn.SetReadDeadline(time.Unix(1, 0)); err != nil {
+				l.log.Debug("close idle connection", "err", err)
+			}
+			l.releaseLocked(c)
+		}
+	}
+}
+
 // releaseLocked frees c's slot, once.
 func (l *connLimiter) releaseLocked(c *limitedConn) {
 	c.release.Do(func() {

@@ -462,3 +462,25 @@ func TestEventsOutliveWriteTimeout(t *testing.T) {
 	}
 	t.Logf("%d heartbeats in 1.5 s on a stream with a 200 ms write timeout", heartbeats)
 }
+
+// TestShutdownClosesSilentConns: connections that never sent a byte, or
+// sit idle after a request, do not hold a shutdown for HeaderTimeout
+// (fasthttp counts a new connection busy: CI saw a 10 s shutdown fail
+// after an HTTP client left a spare connection unused).
+func TestShutdownClosesSilentConns(t *testing.T) {
+	ts := startServer(t, Config{Limits: Limits{HeaderTimeout: time.Minute}})
+	silent := dialFrom(t, ts, "127.0.0.1")
+	used := dialFrom(t, ts, "127.0.0.1")
+	used.mustGet()
+	waitIdle(t, ts, 2)
+	start := time.Now()
+	ts.stop()
+	took := time.Since(start)
+	t.Logf("shutdown with a silent and an idle connection took %v", took)
+	if took > 5*time.Second {
+		t.Errorf("shutdown took %v: a silent connection held it", took)
+	}
+	if !silent.closedByServer(time.Second) || !used.closedByServer(time.Second) {
+		t.Error("a connection is still open after shutdown")
+	}
+}

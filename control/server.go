@@ -268,7 +268,26 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.hub.close()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
-	if serr := s.app.ShutdownWithContext(sctx); serr != nil && err == nil {
+	idleDone := make(chan struct{})
+	go func() {
+		// Idle connections end at once, including those that never sent
+		// a byte (connLimiter.closeIdle), until the last request is done.
+		defer close(idleDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			s.conns.closeIdle()
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	serr := s.app.ShutdownWithContext(sctx)
+	scancel()
+	<-idleDone
+	if serr != nil && err == nil {
 		err = fmt.Errorf("shut down http: %w", serr)
 	}
 	cancel()
