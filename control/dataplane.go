@@ -20,6 +20,10 @@ type DataPlane interface {
 	// LinkEvents delivers a value whenever an interface changes state (added,
 	// removed, up, down), so the reconciler can run again. It may be nil.
 	LinkEvents() <-chan struct{}
+	// StartLive starts a live capture (broker.Broker.StartLive).
+	StartLive(t broker.LiveTarget, snaplen int) (*broker.LiveCapture, error)
+	// LiveTotals returns the counters of every live capture.
+	LiveTotals() broker.LiveTotals
 }
 
 // NullDataPlane realises nothing: every service and flow stays DOWN with the
@@ -44,3 +48,11 @@ func (NullDataPlane) Apply(_ context.Context, p *broker.Plan) (broker.Report, er
 func (NullDataPlane) Stats() broker.Stats { return broker.Stats{} }
 
 func (NullDataPlane) LinkEvents() <-chan struct{} { return nil }
+
+// StartLive starts a capture that never sees a frame: there is no data
+// plane.
+func (NullDataPlane) StartLive(t broker.LiveTarget, snaplen int) (*broker.LiveCapture, error) {
+	return broker.NewLiveCapture(t, snaplen), nil
+}
+
+func (NullDataPlane) LiveTotals() broker.LiveTotals { return broker.LiveTotals{} }

@@ -16,8 +16,9 @@ import (
 // broker: the broker needs root, AF_XDP and veths, and the broker engineer
 // tests it end to end; here we test what control hands it and writes back.
 type recordingDataPlane struct {
-	mu    sync.Mutex
-	plans []*broker.Plan
+	NullDataPlane // live captures: none
+	mu            sync.Mutex
+	plans         []*broker.Plan
 	// ifaceUp decides a status: services, flows and mirrors whose Iface is
 	// listed here are ACTIVE, others DOWN "link down".
 	ifaceUp map[string]bool
