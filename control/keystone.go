@@ -454,3 +454,15 @@ func (c *tokenCache) len() int {
 	defer c.mu.Unlock()
 	return c.lru.Len()
 }
+
+// CheckKeystone gets a service token with cfg, as taasd does before its
+// first validation: `taasd check`'s test of Keystone's URL and taasd's
+// credentials.
+func CheckKeystone(cfg KeystoneConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	k := newKeystone(cfg, slog.New(slog.DiscardHandler))
+	_, err := k.serviceToken(false)
+	return err
+}
