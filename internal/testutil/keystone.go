@@ -45,26 +45,34 @@ type Keystone struct {
 const KeystonePassword = "pw-for-tests"
 
 // keystoneSetup creates the database and the bootstrap admin in one Python
-// process: each keystone-manage run costs seconds of imports. The fernet
+// process: each keystone-manage run costs seconds of imports. It turns the
+// database to WAL: in SQLite's default journal a read transaction the
+// server leaves open fails every write with "database is locked". The fernet
 // and credential keys are written by StartKeystone (fernet_setup's format:
 // urlsafe base64 of 32 random bytes, files 0 (staged) and 1 (primary)).
 const keystoneSetup = `import sys
 from keystone.cmd import cli
 import keystone.conf
-conf, password = sys.argv[1], sys.argv[2]
+conf, password, db = sys.argv[1], sys.argv[2], sys.argv[3]
 cli.main(argv=['keystone-manage', '--config-file', conf, 'db_sync'])
 keystone.conf.CONF.clear()
 keystone.conf.CONF.unregister_opt(cli.command_opt)
 cli.main(argv=['keystone-manage', '--config-file', conf, 'bootstrap', '--bootstrap-password', password,
                '--bootstrap-region-id', 'RegionOne'])
+import sqlite3
+sqlite3.connect(db).execute('PRAGMA journal_mode=WAL').close()
 `
 
 // StartKeystone starts Keystone with its own configuration in a temporary
-// directory and creates the fixture (see KeystonePassword). It skips t when
+// directory and creates the fixture (see KeystonePassword). endpoints are
+// pairs of a service type and a URL that the catalog lists as that
+// service's public endpoint (e.g. "network", taasd's URL), as an operator
+// registers a Neutron or an appliance: the openstack client looks its
+// service up there, even with an endpoint override. It skips t when
 // keystone is not installed (apt-get install keystone; .ci/run does), and
 // fails it when the start fails or takes over 120 s. Keystone's start costs
 // seconds of Python imports: share one across subtests.
-func StartKeystone(t testing.TB) *Keystone {
+func StartKeystone(t testing.TB, endpoints ...string) *Keystone {
 	t.Helper()
 	const wsgi = "/usr/bin/keystone-wsgi-public"
 	if _, err := os.Stat(wsgi); err != nil {
@@ -115,7 +123,7 @@ enabled = false
 
 	// The server imports while the database is set up: it reads the
 	// database only once asked.
-	setup := exec.Command("/usr/bin/python3", script, conf, KeystonePassword)
+	setup := exec.Command("/usr/bin/python3", script, conf, KeystonePassword, filepath.Join(dir, "keystone.db"))
 	setupOut := &bytes.Buffer{}
 	setup.Stdout, setup.Stderr = setupOut, setupOut
 	if err := setup.Start(); err != nil {
@@ -150,7 +158,8 @@ enabled = false
 		<-setupDone
 		if t.Failed() {
 			b, _ := os.ReadFile(k.LogPath)
-			t.Logf("keystone log (last 4 KiB):\n%s", tail(b, 4096))
+			w, _ := os.ReadFile(filepath.Join(dir, "wsgi.out"))
+			t.Logf("keystone log (last 4 KiB):\n%s\nkeystone's stderr (last 4 KiB):\n%s", tail(b, 4096), tail(w, 4096))
 		}
 	})
 	if <-setupDone; setupErr != nil {
@@ -160,7 +169,7 @@ enabled = false
 		b, _ := os.ReadFile(filepath.Join(dir, "wsgi.out"))
 		return "keystone:\n" + string(tail(b, 4096))
 	})
-	k.fixture(t)
+	k.fixture(t, endpoints)
 	k.Took = time.Since(start)
 	t.Logf("keystone %s started in %v (database set-up, server, fixture)", k.URL, k.Took.Round(time.Millisecond))
 	return k
@@ -175,9 +184,16 @@ func tail(b []byte, n int) []byte {
 
 // fixture creates the projects, users and role assignments of
 // KeystonePassword's comment, as admin.
-func (k *Keystone) fixture(t testing.TB) {
+func (k *Keystone) fixture(t testing.TB, endpoints []string) {
 	t.Helper()
 	admin := k.Token(t, "admin", "admin")
+	for i := 0; i+1 < len(endpoints); i += 2 {
+		var svc struct{ Service struct{ ID string } }
+		k.call(t, admin, "POST", "/v3/services", map[string]any{"service": map[string]any{"type": endpoints[i],
+			"name": endpoints[i]}}, 201, &svc)
+		k.call(t, admin, "POST", "/v3/endpoints", map[string]any{"endpoint": map[string]any{"service_id": svc.Service.ID,
+			"interface": "public", "url": endpoints[i+1], "region_id": "RegionOne"}}, 201, nil)
+	}
 	roles := map[string]string{}
 	var rl struct {
 		Roles []struct{ ID, Name string }
@@ -238,15 +254,7 @@ func (k *Keystone) Revoke(t testing.TB, token string) {
 // body, when out is not nil, is decoded into it.
 func (k *Keystone) call(t testing.TB, token, method, path string, body any, want int, out any, headers ...string) *http.Response {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, k.URL+path, rd)
+	req, err := http.NewRequest(method, k.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,15 +265,7 @@ func (k *Keystone) call(t testing.TB, token, method, path string, body any, want
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("keystone %s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("keystone %s %s: %v", method, path, err)
-	}
+	res, b := k.send(t, req, body)
 	if res.StatusCode != want {
 		t.Fatalf("keystone %s %s = %d, want %d: %s", method, path, res.StatusCode, want, b)
 	}
@@ -275,6 +275,36 @@ func (k *Keystone) call(t testing.TB, token, method, path string, body any, want
 		}
 	}
 	return res
+}
+
+// send sends req with body as JSON, again after a 500: Keystone on SQLite
+// answers one now and then ("database is locked") on a loaded machine.
+func (k *Keystone) send(t testing.TB, req *http.Request, body any) (*http.Response, []byte) {
+	t.Helper()
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(data)), int64(len(data))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("keystone %s %s: %v", req.Method, req.URL.Path, err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatalf("keystone %s %s: %v", req.Method, req.URL.Path, err)
+		}
+		if res.StatusCode != http.StatusInternalServerError || attempt == 3 {
+			return res, b
+		}
+		t.Logf("keystone %s %s = 500 (attempt %d), again", req.Method, req.URL.Path, attempt)
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // Stop stops the server (SIGTERM, then SIGKILL after 5 s), by its pid, and
