@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -236,4 +237,20 @@ func TestKeystoneConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzKeystoneToken: whatever Keystone's answer holds, parse gives an
+// identity with a project, or one of the three refusals; it never panics.
+func FuzzKeystoneToken(f *testing.F) {
+	f.Add([]byte(`{"token": {}}`))
+	k := newKeystone(KeystoneConfig{URL: "http://k", CacheTTL: time.Minute}, slog.New(slog.DiscardHandler))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		res, _ := k.parse(b)
+		switch {
+		case res.err == nil && res.id.ProjectID == "":
+			t.Errorf("parse(%q) = an identity without a project", b)
+		case res.err != nil && res.err != errUnauthorized && res.err != errNotProjectScoped && res.err != errIdentityUnavailable:
+			t.Errorf("parse(%q) = %v, want one of the three refusals", b, res.err)
+		}
+	})
 }

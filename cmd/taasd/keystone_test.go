@@ -136,6 +136,17 @@ cache_seconds = 2
 		}
 	})
 
+	t.Run("metrics need an admin token", func(t *testing.T) {
+		callJSON(t, hc, "GET", d.URL+"/metrics", k.Token(t, "alice", "alpha"), "", 403, nil)
+		body := callJSON(t, hc, "GET", d.URL+"/metrics", k.Token(t, "admin", "admin"), "", 200, nil)
+		for _, want := range []string{`taas_keystone_validations_total{result="valid"}`,
+			`taas_keystone_validations_total{result="invalid"}`, "taas_keystone_service_tokens_total"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics: no %s", want)
+			}
+		}
+	})
+
 	t.Run("keystone stopped", func(t *testing.T) {
 		tok := k.Token(t, "bob", "beta")
 		k.Stop()
