@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
 
+	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -373,4 +374,80 @@ func FuzzDecodeLive(f *testing.F) {
 			t.Fatalf("mask %d, want %d", m.Mask, raw[16])
 		}
 	})
+}
+
+// TestLiveVeth captures live on a real capture interface, in native and
+// generic mode: the monitor gets every copy as it would without a capture
+// (cut to its snaplen), and the reader gets each frame once, whole, with
+// the bits of the flow's and the service's captures and a time within the
+// sending.
+func TestLiveVeth(t *testing.T) {
+	testutil.RequireRoot(t, needVeth)
+	for _, mode := range []Mode{Native, Generic} {
+		t.Run(mode.String(), func(t *testing.T) { testLiveVeth(t, mode) })
+	}
+}
+
+func testLiveVeth(t *testing.T, mode Mode) {
+	v := vethInNetns(t, 1)
+	monIndex, got := outputVeths(t, v, []string{"m"}, func(fr []byte) bool {
+		return len(fr) >= 14 && [6]byte(fr[6:12]) == macA
+	})
+	c := attachCapture(t, v, mode)
+	r, err := c.OpenLive(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	inj := packettest.NewInjector(t, v.ns, v.a)
+	m := monIndex[0]
+	tab := &FastTable{Ports: map[[6]byte]uint32{macA: 1},
+		Decisions: map[FastKey]Decision{{Src: 1}: {Services: 1, Flows: []uint16{0}}},
+		Copies:    map[uint64]Copies{1: {Outputs: []int{m}, Services: []DecisionService{{Slot: 0, Snaplen: 64}}}},
+		Snaplens:  map[int]uint32{m: 64}}
+	if err := testutil.InNetns(v.ns, func() error { return c.SetFast(tab) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLive(map[uint16]uint8{0: 0b01}, map[uint16]uint8{0: 0b10}, 0); err != nil {
+		t.Fatal(err)
+	}
+	var frames [][]byte
+	for _, n := range []int{6, 300, 1400} {
+		frames = append(frames, l4FrameLen(t, macOther, macA, layers.IPProtocolUDP, 53, n))
+	}
+	before := Monotonic()
+	for _, fr := range frames {
+		if err := inj.Send(fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copies := got[0].WaitN(len(frames), 5*time.Second)
+	copies = append(copies, got[0].Quiet(200*time.Millisecond, 2*time.Second)[len(copies):]...)
+	after := Monotonic()
+	if len(copies) != len(frames) {
+		t.Fatalf("monitor got %d copies, want %d", len(copies), len(frames))
+	}
+	for i, fr := range frames {
+		if want := fr[:min(len(fr), 64)]; !bytes.Equal(copies[i], want) {
+			t.Errorf("monitor's copy %d =\n%x\nwant\n%x", i, copies[i], want)
+		}
+	}
+	var live []liveSample
+	for end := time.Now().Add(5 * time.Second); len(live) < len(frames) && time.Now().Before(end); {
+		more, lost := readLive(t, r)
+		if lost != 0 {
+			t.Errorf("lost %d", lost)
+		}
+		live = append(live, more...)
+	}
+	if more, _ := readLive(t, r); len(live) != len(frames) || len(more) != 0 {
+		t.Fatalf("read %d frames, then %d more; want %d", len(live), len(more), len(frames))
+	}
+	for i, fr := range frames {
+		s := live[i]
+		if s.m.Mask != 0b11 || s.m.Len != uint32(len(fr)) || !bytes.Equal(s.data, fr) || s.m.Mono < before || s.m.Mono > after {
+			t.Errorf("live frame %d: mask %#b, len %d, time %d, %d bytes (equal %v); want mask 0b11, len %d, time in %d..%d",
+				i, s.m.Mask, s.m.Len, s.m.Mono, len(s.data), bytes.Equal(s.data, fr), len(fr), before, after)
+		}
+	}
 }
