@@ -242,7 +242,8 @@ var ErrLiveOpen = errors.New("xdp capture already has a live reader")
 
 // OpenLive opens a reader of the capture's live frames, with perCPU bytes
 // of buffer on each CPU (rounded up to pages; a frame takes its caplen
-// plus 32 bytes). The kernel wakes the reader when a CPU's buffer is a
+// plus 36 bytes, rounded up to 8: a 64-byte frame 104 bytes, 1518 bytes
+// 1560). The kernel wakes the reader when a CPU's buffer is a
 // quarter full, or Read's deadline makes it look. One reader per Capture
 // (ErrLiveOpen); Close on the Capture closes it too.
 func (c *Capture) OpenLive(perCPU int) (*LiveReader, error) {
@@ -275,7 +276,10 @@ const liveCheckEvery = 256
 // Read waits until deadline for frames and calls fn for each (data is
 // valid only during the call); it returns how many frames the kernel lost
 // because the buffer was full (they are not in fn's calls), a sample too
-// short for its meta (cannot happen) counted with them. A deadline that
+// short for its meta (cannot happen) counted with them. The kernel writes
+// its count of lost frames into a CPU's buffer in front of the next frame
+// that fits there, so a loss is reported a frame late (Counters.LiveFailed
+// counts it at once). A deadline that
 // passes is not an error; Read returns at the deadline, even while frames
 // keep coming, after handing over at most a few hundred more. A zero
 // deadline waits for ever. After Close it returns ErrClosed. It does not
