@@ -452,13 +452,23 @@ func visited(fs *flag.FlagSet) map[string]bool {
 	return set
 }
 
-// newLogger is taasd's logger: text (the default) or JSON lines on w.
+// newLogger is taasd's logger: text (the default) or JSON lines on w;
+// under systemd each line starts with its syslog priority (journal.go).
 func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	var pw *prefixWriter
+	if f, ok := w.(*os.File); ok && journalStream(f) {
+		pw = &prefixWriter{w: w}
+		w = pw
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	if pw != nil {
+		h = &journalHandler{inner: h, out: pw}
+	}
+	return slog.New(h)
 }
 
 // logFormat is log.format from the file, "" (text) without one.
