@@ -144,7 +144,7 @@ func (c *Capture) setLiveLocked(flows, services map[uint16]uint8, snap uint32) e
 	on := nonZero(flows) || nonZero(services)
 	if !on {
 		// Off first: the program then reads no mask at all.
-		if err := c.liveSettingLocked(settingLive, &l.on, 0); err != nil {
+		if err := c.liveSwitchLocked(false); err != nil {
 			return err
 		}
 		snap = 0
@@ -173,20 +173,25 @@ func (c *Capture) setLiveLocked(flows, services map[uint16]uint8, snap uint32) e
 		}
 	}
 	if on {
-		return c.liveSettingLocked(settingLive, &l.on, 1)
+		return c.liveSwitchLocked(true)
 	}
 	return nil
 }
 
-// liveSettingLocked writes the live switch when *on differs from v.
-func (c *Capture) liveSettingLocked(slot uint32, on *bool, v uint32) error {
-	if *on == (v != 0) {
+// liveSwitchLocked turns the program's live capture on or off, when it is
+// not already.
+func (c *Capture) liveSwitchLocked(on bool) error {
+	if c.live.on == on {
 		return nil
 	}
-	if err := c.objs.Settings.Update(slot, v, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("turn live capture on (%d): %w", v, err)
+	v := uint32(0)
+	if on {
+		v = 1
 	}
-	*on = v != 0
+	if err := c.objs.Settings.Update(settingLive, v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("turn live capture on or off (%d): %w", v, err)
+	}
+	c.live.on = on
 	return nil
 }
 
