@@ -427,7 +427,7 @@ role = "monitor"
 		`interfaces[0].role: want a string, got an integer (1)`,
 		`interfaces[1].name: want a string, got an integer (2)`,
 		`bogus: unknown key`,
-		`auth.mode: must be noauth or token, got "tok"`,
+		`auth.mode: must be noauth, token or keystone, got "tok"`,
 	}
 	got := strings.Split(err.Error(), "\n")
 	slices.Sort(got)

@@ -62,12 +62,12 @@ func (fc *fileConfig) validateKeystone(bad func(field, format string, args ...an
 	}
 }
 
-// cacheTTL is control.KeystoneConfig.CacheTTL for auth.cache_seconds: 5
-// minutes when unset, no cache (negative) for 0.
+// cacheTTL is control.KeystoneConfig.CacheTTL for auth.cache_seconds: 0
+// (control's default, 5 minutes) when unset, no cache (negative) for 0.
 func cacheTTL(set bool, seconds int) time.Duration {
 	switch {
 	case !set:
-		return 5 * time.Minute
+		return 0
 	case seconds == 0:
 		return -1
 	}

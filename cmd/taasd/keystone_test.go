@@ -210,3 +210,28 @@ func callJSON(t *testing.T, c *http.Client, method, url, token, body string, wan
 	}
 	return string(b)
 }
+
+// TestKeystoneCacheSeconds: auth.cache_seconds unset keeps control's
+// default (5 minutes), 0 disables the cache, N is N seconds; the file's
+// credentials reach control's KeystoneConfig.
+func TestKeystoneCacheSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want time.Duration
+	}{
+		{"", 0},
+		{"cache_seconds = 0", -1},
+		{"cache_seconds = 30", 30 * time.Second},
+	} {
+		fc, err := parseConfig("[auth]\nmode = \"keystone\"\nkeystone_url = \"http://k:5000\"\nusername = \"u\"\npassword = \"p\"\n" +
+			"project_name = \"service\"\n" + tc.text)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.text, err)
+		}
+		var cfg config
+		fc.apply(&cfg, nil)
+		if cfg.Keystone.CacheTTL != tc.want || cfg.Keystone.Username != "u" || cfg.Keystone.URL != "http://k:5000" {
+			t.Errorf("%q: Keystone = %+v, want CacheTTL %v", tc.text, cfg.Keystone, tc.want)
+		}
+	}
+}
