@@ -20,7 +20,7 @@ func TestKeystoneAuth(t *testing.T) {
 	k := testutil.StartKeystone(t)
 	const ttl = 2 * time.Second
 	ts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: k.URL + "/v3", Username: "taasd",
-		Password: testutil.KeystonePassword, Project: "service", CacheTTL: ttl}})
+		Password: testutil.KeystonePassword, Project: "service", CacheTTL: ttl}, Heartbeat: 200 * time.Millisecond})
 	ks := ts.srv.ks
 	alice, bob, rita := k.Token(t, "alice", "alpha"), k.Token(t, "bob", "beta"), k.Token(t, "rita", "alpha")
 	auth := func(tok string) string { return "X-Auth-Token: " + tok }
@@ -152,6 +152,19 @@ func TestKeystoneAuth(t *testing.T) {
 		}
 		if got := ks.stats.serviceAuths.Load() - auths; got != 1 {
 			t.Errorf("service tokens fetched = %d, want 1", got)
+		}
+	})
+
+	t.Run("events stream of a revoked token ends", func(t *testing.T) {
+		tok := k.Token(t, "alice", "alpha")
+		s := openStream(t, ts, auth(tok))
+		k.Revoke(t, tok)
+		revoked := time.Now()
+		select {
+		case <-s.ended:
+			t.Logf("stream ended %v after its token's revocation (cache TTL %v)", time.Since(revoked).Round(time.Millisecond), ttl)
+		case <-time.After(ttl + 30*time.Second):
+			t.Errorf("stream still open %v after its token's revocation", time.Since(revoked))
 		}
 	})
 
