@@ -1,21 +1,79 @@
 package broker
 
-import (
-	"errors"
-	"time"
-)
-
 // Live captures (issue 12): a bounded stream of the frames a tap service
 // delivers, a tap flow matches or a tap mirror sends (its inner frames), on
 // both paths, for the API's pcapng endpoint. A capture never changes what
 // monitors receive and never slows the data path: frames it has no room
 // for are dropped and counted.
+//
+//  1. start:   StartLive takes a free bit i < MaxLive and preallocates the
+//              capture's buffers (a fixed byte budget, liveBudget)
+//  2. resolve: at start and at every Apply (syncLiveLocked), each capture's
+//              target becomes slots: a service's counter slot, a flow's
+//              counter slot, a mirror's tunnel slots; bit i is set in the
+//              masks of those slots. The masks go into an immutable
+//              liveSet (Broker.live, an atomic.Pointer) for the workers,
+//              and by kernel slot into every fast-path program (SetLive).
+//              A target that left the plan ends its capture.
+//  3. AF_XDP:  a worker loads the live set once per batch; classify ORs the
+//              masks of the flows a frame matched, sendChunk those of the
+//              services and tunnels that sent a copy of it; after the
+//              batch's sends, each frame with a mask is offered once to
+//              each capture of its bits.
+//  4. fast:    the XDP program outputs a frame with its mask to a perf
+//              buffer; one reader goroutine per capture interface (while it
+//              has masks) offers it the same way, its monotonic time turned
+//              into wall time; what the kernel lost counts as dropped for
+//              every capture running then.
+//  5. offer:   take a free buffer (none: Dropped++), copy the frame's first
+//              bytes (the target's cut: a service's or a mirror's snaplen,
+//              then the capture's), hand it to Packets without blocking
+//              (Packets holds every buffer). Release returns it.
+//
+// Nothing in 3 to 5 allocates, blocks or locks per frame.
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/taas-appliance/taas/xdpprog"
+)
 
 // MaxLive is how many live captures run at once.
 const MaxLive = 8
 
+// The kernel's masks must tell every capture apart.
+var _ [xdpprog.MaxLive - MaxLive]struct{}
+
 // ErrLiveLimit is StartLive's error when MaxLive captures run.
 var ErrLiveLimit = errors.New("broker: the most live captures already run")
+
+// liveBudget is the bytes of frame buffers of one live capture: what a
+// reader that stalls can fall behind by before frames are dropped. 4 MiB
+// hold 2340 whole 1792-byte frames, or 16384 cut to 256 bytes.
+const liveBudget = 4 << 20
+
+// maxLiveBuffers bounds a capture's buffers when they are small, so that
+// the packets' own headers stay a fraction of the budget.
+const maxLiveBuffers = 16384
+
+// livePerCPU is the perf buffer, in bytes per CPU, of a capture
+// interface's live reader on the fast path: about 700 whole 1500-byte
+// frames a CPU may hand over before the reader wakes.
+const livePerCPU = 1 << 20
+
+// liveReadWait is the longest a fast-path reader waits in one Read: the
+// kernel's watermark batches wakeups, and a trickle is delivered within
+// it; a capture that starts or ends is seen by the next Read.
+const liveReadWait = 50 * time.Millisecond
 
 // LiveKind is what a live capture follows.
 type LiveKind uint8
@@ -25,6 +83,18 @@ const (
 	LiveFlow                        // the frames a tap flow matches
 	LiveMirror                      // the inner frames a tap mirror sends
 )
+
+func (k LiveKind) String() string {
+	switch k {
+	case LiveService:
+		return "tap service"
+	case LiveFlow:
+		return "tap flow"
+	case LiveMirror:
+		return "tap mirror"
+	}
+	return fmt.Sprintf("kind %d", uint8(k))
+}
 
 // LiveTarget names the resource a live capture follows.
 type LiveTarget struct {
@@ -38,8 +108,11 @@ type LivePacket struct {
 	Time time.Time
 	// Length is the frame's length; Data holds its first bytes (the
 	// capture's snaplen, or the service's or mirror's own when shorter).
+	// Data is valid until Release.
 	Length int
 	Data   []byte
+
+	buf []byte // the capture's buffer Data is cut from
 }
 
 // LiveStats are the counters of one live capture.
@@ -62,12 +135,172 @@ type LiveCapture struct {
 	target  LiveTarget
 	snaplen int
 	packets chan *LivePacket
+	// free holds the buffers not in packets nor with the reader; packets
+	// has room for all of them, so a send never blocks.
+	free   chan *LivePacket
+	bufLen int
+
+	b   *Broker // nil: NewLiveCapture's, which nothing feeds
+	bit int
+
+	// An offer counts itself in inflight, then checks closed; end sets
+	// closed, waits for inflight to reach 0 and closes packets: no send on
+	// a closed channel, whichever goroutine offers.
+	inflight atomic.Int32
+	closed   atomic.Bool
+	endOnce  sync.Once
+
+	captured, dropped atomic.Uint64
+
+	// seen: the target was in a plan since the capture started; when it
+	// leaves, the capture ends. Guarded by Broker.mu.
+	seen bool
 }
 
 // NewLiveCapture is a capture no data plane feeds: its Packets channel
 // stays empty until Stop closes it. It serves NullDataPlane.
 func NewLiveCapture(t LiveTarget, snaplen int) *LiveCapture {
-	return &LiveCapture{target: t, snaplen: snaplen, packets: make(chan *LivePacket)}
+	return &LiveCapture{target: t, snaplen: snaplen, packets: make(chan *LivePacket), bit: -1}
+}
+
+// newLiveCapture is a capture with its buffers: frames up to maxFrame
+// bytes, cut to snaplen (0: whole).
+func newLiveCapture(t LiveTarget, snaplen, maxFrame int) *LiveCapture {
+	bufLen := maxFrame
+	if snaplen > 0 {
+		bufLen = min(snaplen, maxFrame)
+	}
+	n := min(liveBudget/bufLen, maxLiveBuffers)
+	c := &LiveCapture{target: t, snaplen: snaplen, bufLen: bufLen,
+		packets: make(chan *LivePacket, n), free: make(chan *LivePacket, n)}
+	mem := make([]byte, n*bufLen)
+	pkts := make([]LivePacket, n)
+	for i := range pkts {
+		pkts[i].buf = mem[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
+		c.free <- &pkts[i]
+	}
+	return c
+}
+
+// Packets delivers the captured frames, in order; it is closed when the
+// capture ends. Each packet must be handed back with Release.
+func (c *LiveCapture) Packets() <-chan *LivePacket { return c.packets }
+
+// Release returns p's buffer to the capture.
+func (c *LiveCapture) Release(p *LivePacket) {
+	if p == nil || c.free == nil {
+		return
+	}
+	p.Data = nil
+	select {
+	case c.free <- p:
+	default: // not one of this capture's: free holds all of them
+	}
+}
+
+// Stats returns the capture's counters.
+func (c *LiveCapture) Stats() LiveStats {
+	return LiveStats{Captured: c.captured.Load(), Dropped: c.dropped.Load()}
+}
+
+// Target is what the capture follows.
+func (c *LiveCapture) Target() LiveTarget { return c.target }
+
+// Stop ends the capture: Packets is closed, what it held is dropped. It
+// may be called more than once.
+func (c *LiveCapture) Stop() {
+	c.end()
+	if c.b != nil {
+		c.b.removeLive(c)
+	}
+	// Buffers a reader has not taken go back to the pool; one it reads
+	// concurrently it releases itself.
+	for p := range c.packets {
+		c.Release(p)
+	}
+}
+
+// end stops offers and closes Packets, once. It never takes Broker.mu.
+func (c *LiveCapture) end() {
+	c.endOnce.Do(func() {
+		c.closed.Store(true)
+		// An offer in progress copies one frame and does not block.
+		for i := 0; c.inflight.Load() != 0; i++ {
+			if i < 100 {
+				runtime.Gosched()
+			} else {
+				time.Sleep(10 * time.Microsecond)
+			}
+		}
+		close(c.packets)
+	})
+}
+
+// offer hands a copy of data, the first bytes of a frame of length bytes
+// seen at ts, to Packets, or counts it dropped when no buffer is free.
+func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
+	c.inflight.Add(1)
+	if !c.closed.Load() {
+		select {
+		case p := <-c.free:
+			p.Data = p.buf[:copy(p.buf, data)]
+			p.Length, p.Time = length, ts
+			c.captured.Add(1)
+			c.packets <- p // never blocks: packets has room for every buffer
+		default:
+			c.dropped.Add(1)
+		}
+	}
+	c.inflight.Add(-1)
+}
+
+// lose counts n frames the kernel lost while the capture ran.
+func (c *LiveCapture) lose(n uint64) {
+	if !c.closed.Load() {
+		c.dropped.Add(n)
+	}
+}
+
+// liveSet is what the data path needs of the running captures: immutable
+// once published, loaded once per batch (workers) or per read (fast-path
+// readers).
+type liveSet struct {
+	caps [MaxLive]*LiveCapture
+	// cut[i] is how many bytes of a frame capture i keeps: its target's
+	// (a service's or mirror's snaplen), its own snaplen, its buffers.
+	cut [MaxLive]int
+	// Masks by stable slot: the captures that want the frames a flow
+	// matches, the copies a service or a tunnel sends.
+	flows, svcs, tuns []uint8
+}
+
+// mask is slots[s], 0 past its end.
+func mask(slots []uint8, s int32) uint8 {
+	if s >= 0 && int(s) < len(slots) {
+		return slots[s]
+	}
+	return 0
+}
+
+// offer hands frame (length bytes on the wire; data may be a prefix) to
+// every capture of m.
+func (ls *liveSet) offer(m uint8, ts time.Time, data []byte, length int) {
+	for m != 0 {
+		i := bits.TrailingZeros8(m)
+		m &= m - 1
+		if c := ls.caps[i]; c != nil {
+			c.offer(ts, data[:min(len(data), ls.cut[i])], length)
+		}
+	}
+}
+
+// lose counts n lost frames on every capture of the set.
+func (ls *liveSet) lose(n uint64) {
+	for _, c := range ls.caps {
+		if c != nil {
+			c.lose(n)
+		}
+	}
 }
 
 // StartLive starts a capture of t's frames, cut to snaplen bytes (0: whole
@@ -76,22 +309,278 @@ func NewLiveCapture(t LiveTarget, snaplen int) *LiveCapture {
 // ends (Packets closed) when the target leaves the plan or the broker
 // closes.
 func (b *Broker) StartLive(t LiveTarget, snaplen int) (*LiveCapture, error) {
-	return NewLiveCapture(t, snaplen), nil
+	if t.Kind < LiveService || t.Kind > LiveMirror {
+		return nil, fmt.Errorf("start live capture: %v: want a tap service, flow or mirror", t.Kind)
+	}
+	if snaplen < 0 {
+		return nil, fmt.Errorf("start live capture of %v %s: snaplen %d: want 0 (whole frames) or more", t.Kind, t.ID, snaplen)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("start live capture of %v %s: broker closed", t.Kind, t.ID)
+	}
+	bit := -1
+	for i, c := range b.liveCaps {
+		if c == nil {
+			bit = i
+			break
+		}
+	}
+	if bit < 0 {
+		return nil, ErrLiveLimit
+	}
+	c := newLiveCapture(t, snaplen, b.maxFrame())
+	c.b, c.bit = b, bit
+	b.liveCaps[bit] = c
+	b.syncLiveLocked()
+	b.log.Info("live capture started", "kind", t.Kind.String(), "id", t.ID, "snaplen", snaplen, "bit", bit)
+	return c, nil
 }
 
 // LiveTotals returns the counters of every live capture.
-func (b *Broker) LiveTotals() LiveTotals { return LiveTotals{} }
+func (b *Broker) LiveTotals() LiveTotals {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lt := LiveTotals{Captured: b.liveDone.Captured, Dropped: b.liveDone.Dropped}
+	for _, c := range b.liveCaps {
+		if c != nil {
+			st := c.Stats()
+			lt.Running++
+			lt.Captured += st.Captured
+			lt.Dropped += st.Dropped
+		}
+	}
+	return lt
+}
 
-// Packets delivers the captured frames, in order; it is closed when the
-// capture ends. Each packet must be handed back with Release.
-func (c *LiveCapture) Packets() <-chan *LivePacket { return c.packets }
+// removeLive takes c, ended, out of the running captures.
+func (b *Broker) removeLive(c *LiveCapture) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.bit < 0 || b.liveCaps[c.bit] != c {
+		return // ended by the broker already
+	}
+	b.retireLiveLocked(c)
+	if !b.closed {
+		b.syncLiveLocked()
+	}
+}
 
-// Release returns p's buffer to the capture.
-func (c *LiveCapture) Release(p *LivePacket) {}
+// retireLiveLocked ends c, keeps its counters and frees its bit; b.mu is
+// held.
+func (b *Broker) retireLiveLocked(c *LiveCapture) {
+	c.end()
+	st := c.Stats()
+	b.liveDone.Captured += st.Captured
+	b.liveDone.Dropped += st.Dropped
+	b.liveCaps[c.bit] = nil
+	b.log.Info("live capture ended", "kind", c.target.Kind.String(), "id", c.target.ID,
+		"captured", st.Captured, "dropped", st.Dropped)
+}
 
-// Stats returns the capture's counters.
-func (c *LiveCapture) Stats() LiveStats { return LiveStats{} }
+// resolveLive sets bit in ls's masks of t's slots in the current plan and
+// returns the bytes of a frame its target keeps (0: whole frames); ok is
+// false when the plan does not hold t. b.mu is held.
+func (b *Broker) resolveLive(ls *liveSet, t LiveTarget, bit uint8) (cut int, ok bool) {
+	if b.plan == nil {
+		return 0, false
+	}
+	switch t.Kind {
+	case LiveService:
+		for _, s := range b.plan.Services {
+			if s.ID == t.ID {
+				ls.svcs[b.svcSlots[s.ID]] |= bit
+				return s.Snaplen, true
+			}
+		}
+	case LiveFlow:
+		for _, f := range b.plan.Flows {
+			if f.ID == t.ID {
+				ls.flows[b.flowSlots[f.ID]] |= bit
+				return 0, true
+			}
+		}
+	case LiveMirror:
+		for _, m := range b.plan.Mirrors {
+			if m.ID == t.ID {
+				for _, s := range b.mirrors[m.ID].slots {
+					ls.tuns[s] |= bit
+				}
+				return m.Snaplen, true
+			}
+		}
+	}
+	return 0, false
+}
 
-// Stop ends the capture: Packets is closed, what it held is dropped. It
-// may be called more than once.
-func (c *LiveCapture) Stop() {}
+// syncLiveLocked resolves every live capture against the current plan,
+// ending those whose target left it, publishes the live set to the
+// workers and sets the fast-path programs' masks. b.mu is held.
+func (b *Broker) syncLiveLocked() {
+	ls := &liveSet{flows: make([]uint8, len(b.flowSlots)), svcs: make([]uint8, len(b.svcSlots)),
+		tuns: make([]uint8, len(b.tunSlots))}
+	running := false
+	for i, c := range b.liveCaps {
+		if c == nil {
+			continue
+		}
+		cut, ok := b.resolveLive(ls, c.target, 1<<i)
+		if !ok && c.seen {
+			b.retireLiveLocked(c)
+			continue
+		}
+		c.seen = c.seen || ok
+		ls.caps[i] = c
+		ls.cut[i] = c.bufLen
+		if cut > 0 {
+			ls.cut[i] = min(cut, c.bufLen)
+		}
+		running = true
+	}
+	if running {
+		b.live.Store(ls)
+	} else {
+		b.live.Store(nil)
+	}
+	for _, c := range b.captures {
+		b.syncFastLive(c, ls)
+	}
+}
+
+// syncFastLive sets the live masks of c's program by kernel slot (only the
+// slots c's table has), and runs c's reader while c is on the fast path
+// with a mask set. b.mu is held.
+func (b *Broker) syncFastLive(c *capture, ls *liveSet) {
+	var flows, svcs map[uint16]uint8
+	var all uint8
+	if c.fast.on {
+		for s, e := range c.fast.flows.of {
+			if m := mask(ls.flows, s); m != 0 {
+				if flows == nil {
+					flows = map[uint16]uint8{}
+				}
+				flows[e.k] = m
+				all |= m
+			}
+		}
+		for key, e := range c.fast.svcs.of {
+			m := mask(ls.svcs, key)
+			if key < 0 {
+				m = mask(ls.tuns, tunSvcKey(key))
+			}
+			if m != 0 {
+				if svcs == nil {
+					svcs = map[uint16]uint8{}
+				}
+				svcs[e.k] = m
+				all |= m
+			}
+		}
+	}
+	// The kernel copies the most any capture of c keeps.
+	snap := 0
+	for m := all; m != 0; m &= m - 1 {
+		snap = max(snap, ls.cut[bits.TrailingZeros8(m)])
+	}
+	if all != 0 || c.liveOn {
+		err := c.prog.SetLive(flows, svcs, uint32(snap))
+		why := ""
+		if err != nil {
+			why = err.Error()
+		}
+		if why != c.liveErr && why != "" {
+			b.log.Error("set live capture masks", "iface", c.name, "err", err)
+		}
+		c.liveErr = why
+		c.liveOn = all != 0 && err == nil
+	}
+	switch {
+	case c.liveOn && c.liveR == nil:
+		r, err := c.prog.OpenLive(livePerCPU)
+		if err != nil {
+			b.log.Error("open live capture reader", "iface", c.name, "err", err)
+			return
+		}
+		c.liveR = startLiveReader(r, &b.live, b.log.With("iface", c.name))
+	case !c.liveOn && c.liveR != nil:
+		c.liveR.close()
+		c.liveR = nil
+	}
+}
+
+// endLiveLocked ends every live capture: the broker closes. b.mu is held.
+func (b *Broker) endLiveLocked() {
+	for _, c := range b.liveCaps {
+		if c != nil {
+			b.retireLiveLocked(c)
+		}
+	}
+	b.live.Store(nil)
+	// A program handed off keeps running: without masks, it outputs
+	// nothing to a reader that is gone.
+	for _, c := range b.captures {
+		b.syncFastLive(c, &liveSet{})
+	}
+}
+
+// liveReader is the goroutine that reads a fast-path capture interface's
+// live frames and offers them to the captures of their masks.
+type liveReader struct {
+	r    *xdpprog.LiveReader
+	live *atomic.Pointer[liveSet]
+	stop atomic.Bool
+	done chan struct{}
+	// wall0 and mono0 are one instant on the wall and monotonic clocks:
+	// the kernel stamps frames with bpf_ktime_get_ns (CLOCK_MONOTONIC).
+	wall0 time.Time
+	mono0 int64
+	// ls is the live set of the Read in progress, for deliver.
+	ls *liveSet
+}
+
+func startLiveReader(r *xdpprog.LiveReader, live *atomic.Pointer[liveSet], log *slog.Logger) *liveReader {
+	lr := &liveReader{r: r, live: live, done: make(chan struct{})}
+	var ts unix.Timespec
+	// CLOCK_MONOTONIC cannot fail on Linux.
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	lr.wall0, lr.mono0 = time.Now(), ts.Nano()
+	go lr.run(log)
+	return lr
+}
+
+func (lr *liveReader) run(log *slog.Logger) {
+	defer close(lr.done)
+	deliver := lr.deliver // one method value, not one per Read
+	for !lr.stop.Load() {
+		lr.ls = lr.live.Load()
+		lost, err := lr.r.Read(time.Now().Add(liveReadWait), deliver)
+		if lost > 0 && lr.ls != nil {
+			// The kernel does not say whose frames it lost: every
+			// capture running then counts them.
+			lr.ls.lose(lost)
+		}
+		if err != nil {
+			if !lr.stop.Load() {
+				log.Error("read live frames", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// deliver offers one frame of the kernel's to the captures of its mask.
+func (lr *liveReader) deliver(m xdpprog.LiveMeta, data []byte) {
+	if lr.ls == nil {
+		return // no capture runs any more
+	}
+	lr.ls.offer(m.Mask, lr.wall0.Add(time.Duration(int64(m.Mono)-lr.mono0)), data, int(m.Len))
+}
+
+// close stops the reader and waits for its goroutine.
+func (lr *liveReader) close() {
+	lr.stop.Store(true)
+	// Close makes a Read in progress return; the reader is done with it.
+	_ = lr.r.Close()
+	<-lr.done
+}

@@ -1,0 +1,150 @@
+package broker
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestLiveCaptureBounded: a capture's buffers are fixed at start (the
+// byte budget, buffers of the snaplen or the largest frame); a reader
+// that never reads gets as many frames as there are buffers, the rest are
+// counted dropped (captured + dropped == offered), and released buffers
+// take frames again. Data is the frame cut to the buffer, Length the
+// frame's.
+func TestLiveCaptureBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		snaplen, maxFrame int
+		bufLen, buffers   int
+	}{
+		{"whole frames", 0, 1792, 1792, liveBudget / 1792},
+		{"snaplen 256", 256, 1792, 256, liveBudget / 256},
+		{"snaplen over the largest frame", 9000, 1792, 1792, liveBudget / 1792},
+		{"snaplen 64: at most maxLiveBuffers", 64, 1792, 64, maxLiveBuffers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, tc.snaplen, tc.maxFrame)
+			if c.bufLen != tc.bufLen || cap(c.free) != tc.buffers || len(c.free) != tc.buffers {
+				t.Fatalf("newLiveCapture: %d buffers of %d bytes, want %d of %d", len(c.free), c.bufLen, tc.buffers, tc.bufLen)
+			}
+			frame := make([]byte, 1500)
+			for i := range frame {
+				frame[i] = byte(i)
+			}
+			now := time.Now()
+			offered := tc.buffers + 100
+			for range offered {
+				c.offer(now, frame, len(frame))
+			}
+			st := c.Stats()
+			if st.Captured != uint64(tc.buffers) || st.Captured+st.Dropped != uint64(offered) {
+				t.Fatalf("Stats() = %+v after %d offers, want %d captured and the rest dropped", st, offered, tc.buffers)
+			}
+			p := <-c.Packets()
+			want := frame[:min(len(frame), tc.bufLen)]
+			if !bytes.Equal(p.Data, want) || p.Length != len(frame) || !p.Time.Equal(now) {
+				t.Fatalf("packet: %d bytes of a %d-byte frame at %v, want %d of %d at %v", len(p.Data), p.Length, p.Time,
+					len(want), len(frame), now)
+			}
+			c.Release(p)
+			c.offer(now, frame[:60], 60)
+			if st := c.Stats(); st.Captured != uint64(tc.buffers)+1 {
+				t.Fatalf("after Release: captured %d, want %d", st.Captured, tc.buffers+1)
+			}
+			c.Stop()
+			c.Stop() // idempotent
+			n := 0
+			for range c.Packets() {
+				n++
+			}
+			if n != 0 {
+				t.Errorf("after Stop: Packets held %d packets, want none (dropped)", n)
+			}
+			c.offer(now, frame, len(frame)) // after Stop: neither captured nor dropped
+			if st := c.Stats(); st.Captured != uint64(tc.buffers)+1 || st.Dropped != 100 {
+				t.Errorf("offer after Stop changed the counters: %+v", st)
+			}
+		})
+	}
+}
+
+// TestLiveCaptureStopRace: Stop while several goroutines offer and a
+// reader reads never sends on the closed channel (run with -race), and
+// every offer before Stop is counted once.
+func TestLiveCaptureStopRace(t *testing.T) {
+	for range 20 {
+		c := newLiveCapture(LiveTarget{Kind: LiveFlow, ID: "f"}, 128, 1792)
+		frame := make([]byte, 200)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for range 5000 {
+					c.offer(time.Now(), frame, len(frame))
+				}
+			}()
+		}
+		read := make(chan int)
+		go func() {
+			n := 0
+			for p := range c.Packets() {
+				n++
+				c.Release(p)
+			}
+			read <- n
+		}()
+		close(start)
+		time.Sleep(time.Millisecond)
+		c.Stop()
+		wg.Wait()
+		n := <-read
+		st := c.Stats()
+		if uint64(n) > st.Captured || st.Captured+st.Dropped > 4*5000 {
+			t.Fatalf("read %d, Stats %+v: more than offered", n, st)
+		}
+	}
+}
+
+// TestLiveOfferAllocs: offering a frame (captured or dropped) and the
+// worker's offer of a batch allocate nothing.
+func TestLiveOfferAllocs(t *testing.T) {
+	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
+	ls := &liveSet{}
+	ls.caps[3], ls.cut[3] = c, 100
+	frame := make([]byte, 1514)
+	now := time.Now()
+	if n := testing.AllocsPerRun(1000, func() {
+		ls.offer(1<<3, now, frame, len(frame))
+		select {
+		case p := <-c.Packets():
+			c.Release(p)
+		default:
+		}
+	}); n != 0 {
+		t.Errorf("offer: %v allocations per frame, want 0", n)
+	}
+	for len(c.free) > 0 { // no room: dropped
+		<-c.free
+	}
+	if n := testing.AllocsPerRun(1000, func() { ls.offer(1<<3, now, frame, len(frame)) }); n != 0 {
+		t.Errorf("offer when full: %v allocations per frame, want 0", n)
+	}
+}
+
+func BenchmarkLiveOffer(b *testing.B) {
+	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
+	ls := &liveSet{}
+	ls.caps[0], ls.cut[0] = c, 1792
+	frame := make([]byte, 64)
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		ls.offer(1, now, frame, len(frame))
+		c.Release(<-c.Packets())
+	}
+}
