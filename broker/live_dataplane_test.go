@@ -374,6 +374,9 @@ func testLiveCaptureSlowReader(t *testing.T, fast bool) {
 	if st.Captured != uint64(buffers) || st.Captured+st.Dropped != uint64(burst) {
 		t.Errorf("capture: %+v, want %d captured (its buffers) and %d in all", st, buffers, burst)
 	}
+	for end := time.Now().Add(5 * time.Second); len(c.Packets()) < buffers && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(c.Packets()) != buffers {
 		t.Errorf("Packets holds %d, want %d", len(c.Packets()), buffers)
 	}

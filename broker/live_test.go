@@ -38,6 +38,7 @@ func TestLiveCaptureBounded(t *testing.T) {
 			for range offered {
 				c.offer(now, frame, len(frame))
 			}
+			c.kick()
 			st := c.Stats()
 			if st.Captured != uint64(tc.buffers) || st.Captured+st.Dropped != uint64(offered) {
 				t.Fatalf("Stats() = %+v after %d offers, want %d captured and the rest dropped", st, offered, tc.buffers)
@@ -50,6 +51,7 @@ func TestLiveCaptureBounded(t *testing.T) {
 			}
 			c.Release(p)
 			c.offer(now, frame[:60], 60)
+			c.kick()
 			if st := c.Stats(); st.Captured != uint64(tc.buffers)+1 {
 				t.Fatalf("after Release: captured %d, want %d", st.Captured, tc.buffers+1)
 			}
@@ -84,9 +86,13 @@ func TestLiveCaptureStopRace(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				for range 5000 {
+				for i := range 5000 {
 					c.offer(time.Now(), frame, len(frame))
+					if i%100 == 0 {
+						c.kick()
+					}
 				}
+				c.kick()
 			}()
 		}
 		read := make(chan int)
@@ -120,11 +126,8 @@ func TestLiveOfferAllocs(t *testing.T) {
 	now := time.Now()
 	if n := testing.AllocsPerRun(1000, func() {
 		ls.offer(1<<3, now, frame, len(frame))
-		select {
-		case p := <-c.Packets():
-			c.Release(p)
-		default:
-		}
+		ls.kick(1 << 3)
+		c.Release(<-c.Packets())
 	}); n != 0 {
 		t.Errorf("offer: %v allocations per frame, want 0", n)
 	}
@@ -134,8 +137,11 @@ func TestLiveOfferAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { ls.offer(1<<3, now, frame, len(frame)) }); n != 0 {
 		t.Errorf("offer when full: %v allocations per frame, want 0", n)
 	}
+	c.Stop()
 }
 
+// BenchmarkLiveOffer: a batch of 64 frames offered, one kick, and the
+// reader's receive and Release of each.
 func BenchmarkLiveOffer(b *testing.B) {
 	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
 	ls := &liveSet{}
@@ -143,8 +149,16 @@ func BenchmarkLiveOffer(b *testing.B) {
 	frame := make([]byte, 64)
 	now := time.Now()
 	b.ReportAllocs()
+	const batch = 64
 	for b.Loop() {
-		ls.offer(1, now, frame, len(frame))
-		c.Release(<-c.Packets())
+		for range batch {
+			ls.offer(1, now, frame, len(frame))
+		}
+		ls.kick(1)
+		for range batch {
+			c.Release(<-c.Packets())
+		}
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/frame")
+	c.Stop()
 }

@@ -18,7 +18,7 @@ package broker
 //  6. live:     with live captures running (live.go), offer each frame a
 //               capture wants (a flow of its matched it in step 3, a
 //               service or tunnel of its sent a copy in step 5) once to
-//               each such capture
+//               each such capture, and kick each capture's pump once
 //  7. fill:     Free the RX frames and refill the fill ring once
 //
 // Nothing here allocates, locks (except step 5's per-batch mutex), logs or
@@ -236,12 +236,15 @@ func (w *worker) batch() int {
 // offerLive offers each frame of the batch that live captures want to
 // each of them, once.
 func (w *worker) offerLive(descs []xsk.Desc, now time.Time) {
+	var hit uint8
 	for i := range descs {
 		if m := w.lmask[i]; m != 0 {
 			b := w.sock.Frame(descs[i])
 			w.live.offer(m, now, b, len(b))
+			hit |= m
 		}
 	}
+	w.live.kick(hit)
 }
 
 // swap adopts a new table: counter and scratch arrays grow here, never per
