@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,12 +74,16 @@ const maxLiveBuffers = 16384
 // livePerCPU is the perf buffer, in bytes per CPU, of a capture
 // interface's live reader on the fast path: about 700 whole 1500-byte
 // frames a CPU may hand over before the reader wakes.
-const livePerCPU = 1 << 20
+const livePerCPU = 1 << 20 // the kernel wakes the reader a quarter full
 
 // liveReadWait is the longest a fast-path reader waits in one Read: the
 // kernel's watermark batches wakeups, and a trickle is delivered within
 // it; a capture that starts or ends is seen by the next Read.
 const liveReadWait = 50 * time.Millisecond
+
+// liveKickEvery is how many frames a fast-path reader offers between kicks
+// of the pumps: a Read may go on for its whole wait while frames come.
+const liveKickEvery = 256
 
 // LiveKind is what a live capture follows.
 type LiveKind uint8
@@ -275,22 +280,32 @@ func (c *LiveCapture) end() {
 	})
 }
 
-// offer hands a copy of data, the first bytes of a frame of length bytes
-// seen at ts, to Packets, or counts it dropped when no buffer is free.
+// offer queues a copy of data, the first bytes of a frame of length bytes
+// seen at ts, for Packets, or counts it dropped when no buffer is free.
 func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
+	if p := c.take(ts, data, length); p != nil {
+		c.queue <- p // never blocks: queue has room for every buffer
+	}
+}
+
+// take copies data into a free buffer and counts it captured, or counts it
+// dropped and returns nil when none is free (or nil when the capture has
+// ended). The caller queues it (queue is never closed).
+func (c *LiveCapture) take(ts time.Time, data []byte, length int) *LivePacket {
+	var p *LivePacket
 	c.inflight.Add(1)
 	if !c.closed.Load() {
 		select {
-		case p := <-c.free:
+		case p = <-c.free:
 			p.Data = p.buf[:copy(p.buf, data)]
 			p.Length, p.Time = length, ts
 			c.captured.Add(1)
-			c.queue <- p // never blocks: queue has room for every buffer
 		default:
 			c.dropped.Add(1)
 		}
 	}
 	c.inflight.Add(-1)
+	return p
 }
 
 // kick tells the pump that packets are queued: once per batch.
@@ -543,27 +558,32 @@ func (b *Broker) syncFastLive(c *capture, ls *liveSet) {
 	for m := all; m != 0; m &= m - 1 {
 		snap = max(snap, ls.cut[bits.TrailingZeros8(m)])
 	}
-	if all != 0 || c.liveOn {
-		err := c.prog.SetLive(flows, svcs, uint32(snap))
-		why := ""
-		if err != nil {
-			why = err.Error()
+	// The reader first: the program hands frames over only while one is
+	// open.
+	var err error
+	if all != 0 && c.liveR == nil {
+		var r *xdpprog.LiveReader
+		if r, err = c.prog.OpenLive(livePerCPU); err == nil {
+			c.liveR = startLiveReader(r, &b.live, b.log.With("iface", c.name))
+		} else {
+			flows, svcs, all = nil, nil, 0
 		}
-		if why != c.liveErr && why != "" {
-			b.log.Error("set live capture masks", "iface", c.name, "err", err)
-		}
-		c.liveErr = why
-		c.liveOn = all != 0 && err == nil
 	}
-	switch {
-	case c.liveOn && c.liveR == nil:
-		r, err := c.prog.OpenLive(livePerCPU)
-		if err != nil {
-			b.log.Error("open live capture reader", "iface", c.name, "err", err)
-			return
+	if err == nil && (all != 0 || c.liveOn) {
+		if err = c.prog.SetLive(flows, svcs, uint32(snap)); err == nil {
+			c.liveOn = all != 0
 		}
-		c.liveR = startLiveReader(r, &b.live, b.log.With("iface", c.name))
-	case !c.liveOn && c.liveR != nil:
+	}
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	if why != c.liveErr && why != "" {
+		// Once per new error: the next Apply or capture tries again.
+		b.log.Error("live capture on the fast path", "iface", c.name, "err", err)
+	}
+	c.liveErr = why
+	if !c.liveOn && c.liveR != nil {
 		c.liveR.close()
 		c.liveR = nil
 	}
@@ -586,6 +606,14 @@ func (b *Broker) endLiveLocked() {
 
 // liveReader is the goroutine that reads a fast-path capture interface's
 // live frames and offers them to the captures of their masks.
+//
+// The kernel's perf buffer is one ring per CPU, read ring after ring: the
+// frames of one wakeup come CPU by CPU, not in time order. A source's
+// frames mostly take one CPU (its RX queue's), but not always (a veth fed
+// from several CPUs): the reader stages what it takes, by capture, and
+// queues each stage sorted by the kernel's time, every liveKickEvery
+// frames and after each Read. Frames of two CPUs may still come out of
+// order across stages, at rates where a wakeup holds more than a stage.
 type liveReader struct {
 	r    *xdpprog.LiveReader
 	live *atomic.Pointer[liveSet]
@@ -595,18 +623,24 @@ type liveReader struct {
 	// the kernel stamps frames with bpf_ktime_get_ns (CLOCK_MONOTONIC).
 	wall0 time.Time
 	mono0 int64
-	// ls is the live set of the Read in progress, for deliver, and hit
-	// the captures it offered frames to.
-	ls  *liveSet
-	hit uint8
+	// staged are the packets taken since the last flush, n the frames.
+	staged []stagedPacket
+	n      int
+}
+
+// stagedPacket is a packet a reader took for capture c.
+type stagedPacket struct {
+	c *LiveCapture
+	p *LivePacket
 }
 
 func startLiveReader(r *xdpprog.LiveReader, live *atomic.Pointer[liveSet], log *slog.Logger) *liveReader {
-	lr := &liveReader{r: r, live: live, done: make(chan struct{})}
-	var ts unix.Timespec
-	// CLOCK_MONOTONIC cannot fail on Linux.
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	lr.wall0, lr.mono0 = time.Now(), ts.Nano()
+	lr := &liveReader{r: r, live: live, done: make(chan struct{}),
+		staged: make([]stagedPacket, 0, liveKickEvery*MaxLive)}
+	var mono unix.Timespec
+	// CLOCK_MONOTONIC cannot fail with a valid pointer.
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	lr.wall0, lr.mono0 = time.Now(), mono.Nano()
 	go lr.run(log)
 	return lr
 }
@@ -615,15 +649,12 @@ func (lr *liveReader) run(log *slog.Logger) {
 	defer close(lr.done)
 	deliver := lr.deliver // one method value, not one per Read
 	for !lr.stop.Load() {
-		lr.ls, lr.hit = lr.live.Load(), 0
 		lost, err := lr.r.Read(time.Now().Add(liveReadWait), deliver)
-		if lr.ls != nil {
-			lr.ls.kick(lr.hit)
-		}
-		if lost > 0 && lr.ls != nil {
+		lr.flush()
+		if ls := lr.live.Load(); lost > 0 && ls != nil {
 			// The kernel does not say whose frames it lost: every
 			// capture running then counts them.
-			lr.ls.lose(lost)
+			ls.lose(lost)
 		}
 		if err != nil {
 			if !lr.stop.Load() {
@@ -634,14 +665,55 @@ func (lr *liveReader) run(log *slog.Logger) {
 	}
 }
 
-// deliver offers one frame of the kernel's to the captures of its mask.
+// deliver takes one frame of the kernel's for the captures of its mask. The
+// live set is loaded per frame: a Read may last its whole wait, and a
+// capture started meanwhile wants the frames that follow.
 func (lr *liveReader) deliver(m xdpprog.LiveMeta, data []byte) {
-	if lr.ls == nil {
+	ls := lr.live.Load()
+	if ls == nil {
 		return // no capture runs any more
 	}
-	lr.hit |= m.Mask
-	lr.ls.offer(m.Mask, lr.wall0.Add(time.Duration(int64(m.Mono)-lr.mono0)), data, int(m.Len))
+	ts := lr.wall0.Add(time.Duration(int64(m.Mono) - lr.mono0))
+	for b := m.Mask; b != 0; b &= b - 1 {
+		i := bits.TrailingZeros8(b)
+		if c := ls.caps[i]; c != nil {
+			if p := c.take(ts, data[:min(len(data), ls.cut[i])], int(m.Len)); p != nil {
+				lr.staged = append(lr.staged, stagedPacket{c: c, p: p})
+			}
+		}
+	}
+	if lr.n++; lr.n == liveKickEvery {
+		lr.flush()
+	}
 }
+
+// flush queues the staged packets in time order and kicks their captures'
+// pumps.
+func (lr *liveReader) flush() {
+	slices.SortStableFunc(lr.staged, stagedBefore)
+	var kicked [MaxLive]*LiveCapture
+	for _, s := range lr.staged {
+		s.c.queue <- s.p // never blocks: queue has room for every buffer
+		for i := range kicked {
+			if kicked[i] == s.c {
+				break
+			}
+			if kicked[i] == nil {
+				kicked[i] = s.c
+				break
+			}
+		}
+	}
+	for _, c := range kicked {
+		if c != nil {
+			c.kick()
+		}
+	}
+	clear(lr.staged)
+	lr.staged, lr.n = lr.staged[:0], 0
+}
+
+func stagedBefore(a, b stagedPacket) int { return a.p.Time.Compare(b.p.Time) }
 
 // close stops the reader and waits for its goroutine.
 func (lr *liveReader) close() {

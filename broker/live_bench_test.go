@@ -16,7 +16,10 @@ import (
 //   - monitor_Mpps without and with the capture, flat out, in one run: the
 //     capture's cost to the monitor's rate;
 //   - captured_0drop_kfps: the highest of a ladder of paced rates at which
-//     the capture dropped nothing (0 when it drops at the lowest).
+//     the capture dropped nothing (0 when it drops at every rate); the
+//     ladder stops when a tenth of the frames are dropped. On a machine
+//     others use too, a stall of the reader drops frames at any rate:
+//     each rung is logged.
 //
 // Each op is one set of runs; use -benchtime 1x.
 func BenchmarkLive(b *testing.B) {
@@ -59,10 +62,12 @@ func benchLive(b *testing.B, run mirrorRun) {
 			})
 			b.Logf("paced %.0f frames/s: monitor %d, captured %d (%.0f frames/s), dropped %d", rate, st.n, c.Captured,
 				float64(c.Captured)/st.secs, c.Dropped)
-			if c.Dropped > 0 {
+			if c.Dropped == 0 {
+				best = float64(c.Captured) / st.secs
+			}
+			if c.Dropped*10 > c.Captured {
 				break
 			}
-			best = float64(c.Captured) / st.secs
 		}
 	}
 	b.ReportMetric(without/1e6, "monitor_Mpps_without")
