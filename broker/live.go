@@ -25,24 +25,26 @@ package broker
 //              has masks) offers it the same way, its monotonic time turned
 //              into wall time; what the kernel lost counts as dropped for
 //              every capture running then.
-//  5. offer:   take a free buffer (none: Dropped++), copy the frame's first
-//              bytes (the target's cut: a service's or a mirror's snaplen,
-//              then the capture's), queue it without blocking (the queue
-//              holds every buffer); once per batch, kick the capture's pump
+//  5. offer:   under the capture's mutex, once per batch (the worker's; the
+//              fast-path reader's per frame), take a free buffer for each
+//              frame (none: Dropped++), copy the frame's first bytes (the
+//              target's cut: a service's or a mirror's snaplen, then the
+//              capture's) and queue it (the queue has room for every
+//              buffer); then kick the capture's pump
 //  6. pump:    one goroutine per capture moves what is queued to Packets.
 //              A send on a channel a reader waits on wakes the reader, a
 //              futex call when it sleeps: the pump pays it, not the data
 //              path (a worker sending to Packets itself mirrored 8 times
 //              fewer 64-byte frames). Release returns a buffer.
 //
-// Nothing in 3 to 5 allocates, blocks or locks per frame.
+// Nothing in 3 to 5 allocates or blocks, and a worker takes a capture's
+// mutex once per batch.
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -144,29 +146,31 @@ type LiveTotals struct {
 type LiveCapture struct {
 	target  LiveTarget
 	snaplen int
+	bufLen  int
 	packets chan *LivePacket
-	// free holds the buffers not queued, in packets nor with the reader;
-	// queue and packets have room for all of them, so a send never blocks.
-	// Offers take from free and send to queue; nobody ever waits on either.
-	free   chan *LivePacket
-	queue  chan *LivePacket
-	bufLen int
-	// signal (room for one) tells the pump that queue has packets; closed
-	// by end.
+	// signal (room for one) tells the pump that packets are queued; end
+	// closes it. Nil for NewLiveCapture's, which has no pump.
 	signal chan struct{}
 
 	b   *Broker // nil: NewLiveCapture's, which nothing feeds
 	bit int
 
-	// An offer or a kick counts itself in inflight, then checks closed;
-	// end sets closed, waits for inflight to reach 0 and closes signal
-	// (the pump then closes packets): no send on a closed channel,
-	// whichever goroutine offers.
-	inflight atomic.Int32
-	closed   atomic.Bool
-	endOnce  sync.Once
+	// mu guards the buffers and counters below. A worker takes it once
+	// per batch, the fast path's reader once per frame, the pump once
+	// per kick, Release once per packet.
+	mu sync.Mutex
+	// free are the buffers no one holds, queued those taken for the pump;
+	// both have room for every buffer, so appending never allocates.
+	free, queued []*LivePacket
+	closed       bool
+	// Captured frames were queued, dropped ones found no free buffer or
+	// were lost in the kernel.
+	captured, dropped uint64
 
-	captured, dropped atomic.Uint64
+	// spare is the pump's: the queue it hands over next (queued and spare
+	// swap at each kick).
+	spare   []*LivePacket
+	endOnce sync.Once
 
 	// seen: the target was in a plan since the capture started; when it
 	// leaves, the capture ends. Guarded by Broker.mu.
@@ -180,7 +184,7 @@ func NewLiveCapture(t LiveTarget, snaplen int) *LiveCapture {
 }
 
 // newLiveCapture is a capture with its buffers: frames up to maxFrame
-// bytes, cut to snaplen (0: whole).
+// bytes, cut to snaplen (0: whole). Its pump runs until it ends.
 func newLiveCapture(t LiveTarget, snaplen, maxFrame int) *LiveCapture {
 	bufLen := maxFrame
 	if snaplen > 0 {
@@ -188,12 +192,13 @@ func newLiveCapture(t LiveTarget, snaplen, maxFrame int) *LiveCapture {
 	}
 	n := min(liveBudget/bufLen, maxLiveBuffers)
 	c := &LiveCapture{target: t, snaplen: snaplen, bufLen: bufLen, packets: make(chan *LivePacket, n),
-		free: make(chan *LivePacket, n), queue: make(chan *LivePacket, n), signal: make(chan struct{}, 1)}
+		signal: make(chan struct{}, 1), free: make([]*LivePacket, n), queued: make([]*LivePacket, 0, n),
+		spare: make([]*LivePacket, 0, n)}
 	mem := make([]byte, n*bufLen)
 	pkts := make([]LivePacket, n)
 	for i := range pkts {
 		pkts[i].buf = mem[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
-		c.free <- &pkts[i]
+		c.free[i] = &pkts[i]
 	}
 	go c.pump()
 	return c
@@ -211,14 +216,15 @@ func (c *LiveCapture) pump() {
 // forward moves every queued packet to Packets; it never blocks, Packets
 // having room for every buffer.
 func (c *LiveCapture) forward() {
-	for {
-		select {
-		case p := <-c.queue:
-			c.packets <- p
-		default:
-			return
-		}
+	c.mu.Lock()
+	q := c.queued
+	c.queued = c.spare
+	c.mu.Unlock()
+	for _, p := range q {
+		c.packets <- p
 	}
+	clear(q)
+	c.spare = q[:0]
 }
 
 // Packets delivers the captured frames, in order; it is closed when the
@@ -227,19 +233,22 @@ func (c *LiveCapture) Packets() <-chan *LivePacket { return c.packets }
 
 // Release returns p's buffer to the capture.
 func (c *LiveCapture) Release(p *LivePacket) {
-	if p == nil || c.free == nil {
+	if p == nil || c.signal == nil {
 		return
 	}
 	p.Data = nil
-	select {
-	case c.free <- p:
-	default: // not one of this capture's: free holds all of them
+	c.mu.Lock()
+	if len(c.free) < cap(c.free) { // else not one of this capture's
+		c.free = append(c.free, p)
 	}
+	c.mu.Unlock()
 }
 
 // Stats returns the capture's counters.
 func (c *LiveCapture) Stats() LiveStats {
-	return LiveStats{Captured: c.captured.Load(), Dropped: c.dropped.Load()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return LiveStats{Captured: c.captured, Dropped: c.dropped}
 }
 
 // Target is what the capture follows.
@@ -263,72 +272,89 @@ func (c *LiveCapture) Stop() {
 // after what was queued). It never takes Broker.mu.
 func (c *LiveCapture) end() {
 	c.endOnce.Do(func() {
-		c.closed.Store(true)
-		// An offer in progress copies one frame and does not block.
-		for i := 0; c.inflight.Load() != 0; i++ {
-			if i < 100 {
-				runtime.Gosched()
-			} else {
-				time.Sleep(10 * time.Microsecond)
-			}
-		}
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
 		if c.signal == nil {
 			close(c.packets) // NewLiveCapture's: no pump
 			return
 		}
+		// No kick sends any more: closed is set under mu.
 		close(c.signal)
 	})
 }
 
-// offer queues a copy of data, the first bytes of a frame of length bytes
-// seen at ts, for Packets, or counts it dropped when no buffer is free.
-func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
-	if p := c.take(ts, data, length); p != nil {
-		c.queue <- p // never blocks: queue has room for every buffer
+// takeLocked copies data, the first bytes of a frame of length bytes seen
+// at ts, into a free buffer and counts it captured, or counts it dropped
+// when none is free; nil when dropped or the capture has ended. c.mu is
+// held.
+func (c *LiveCapture) takeLocked(ts time.Time, data []byte, length int) *LivePacket {
+	if c.closed {
+		return nil
+	}
+	n := len(c.free)
+	if n == 0 {
+		c.dropped++
+		return nil
+	}
+	p := c.free[n-1]
+	c.free = c.free[:n-1]
+	p.Data = p.buf[:copy(p.buf, data)]
+	p.Length, p.Time = length, ts
+	c.captured++
+	return p
+}
+
+// offerLocked queues a copy of a frame for the pump (takeLocked). c.mu is
+// held.
+func (c *LiveCapture) offerLocked(ts time.Time, data []byte, length int) {
+	if p := c.takeLocked(ts, data, length); p != nil {
+		c.queued = append(c.queued, p) // room for every buffer
 	}
 }
 
-// take copies data into a free buffer and counts it captured, or counts it
-// dropped and returns nil when none is free (or nil when the capture has
-// ended). The caller queues it (queue is never closed).
-func (c *LiveCapture) take(ts time.Time, data []byte, length int) *LivePacket {
-	var p *LivePacket
-	c.inflight.Add(1)
-	if !c.closed.Load() {
-		select {
-		case p = <-c.free:
-			p.Data = p.buf[:copy(p.buf, data)]
-			p.Length, p.Time = length, ts
-			c.captured.Add(1)
-		default:
-			c.dropped.Add(1)
-		}
+// offer is offerLocked for one frame.
+func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
+	c.mu.Lock()
+	c.offerLocked(ts, data, length)
+	c.mu.Unlock()
+}
+
+// queue queues p, taken earlier, for the pump; an ended capture takes it
+// back.
+func (c *LiveCapture) queue(p *LivePacket) {
+	c.mu.Lock()
+	if c.closed {
+		c.free = append(c.free, p)
+	} else {
+		c.queued = append(c.queued, p)
 	}
-	c.inflight.Add(-1)
-	return p
+	c.mu.Unlock()
 }
 
 // kick tells the pump that packets are queued: once per batch.
 func (c *LiveCapture) kick() {
-	c.inflight.Add(1)
-	if !c.closed.Load() {
+	c.mu.Lock()
+	if !c.closed {
 		select {
 		case c.signal <- struct{}{}:
 		default: // the pump has a kick pending
 		}
 	}
-	c.inflight.Add(-1)
+	c.mu.Unlock()
 }
 
 // lose counts n frames the kernel lost while the capture ran.
 func (c *LiveCapture) lose(n uint64) {
-	if !c.closed.Load() {
-		c.dropped.Add(n)
+	c.mu.Lock()
+	if !c.closed {
+		c.dropped += n
 	}
+	c.mu.Unlock()
 }
 
 // liveSet is what the data path needs of the running captures: immutable
-// once published, loaded once per batch (workers) or per read (fast-path
+// once published, loaded once per batch (workers) or per frame (fast-path
 // readers).
 type liveSet struct {
 	caps [MaxLive]*LiveCapture
@@ -348,12 +374,11 @@ func mask(slots []uint8, s int32) uint8 {
 	return 0
 }
 
-// offer hands frame (length bytes on the wire; data may be a prefix) to
-// every capture of m.
+// offer queues frame (length bytes on the wire; data may be a prefix) for
+// every capture of m, without kicking their pumps.
 func (ls *liveSet) offer(m uint8, ts time.Time, data []byte, length int) {
-	for m != 0 {
+	for ; m != 0; m &= m - 1 {
 		i := bits.TrailingZeros8(m)
-		m &= m - 1
 		if c := ls.caps[i]; c != nil {
 			c.offer(ts, data[:min(len(data), ls.cut[i])], length)
 		}
@@ -677,7 +702,10 @@ func (lr *liveReader) deliver(m xdpprog.LiveMeta, data []byte) {
 	for b := m.Mask; b != 0; b &= b - 1 {
 		i := bits.TrailingZeros8(b)
 		if c := ls.caps[i]; c != nil {
-			if p := c.take(ts, data[:min(len(data), ls.cut[i])], int(m.Len)); p != nil {
+			c.mu.Lock()
+			p := c.takeLocked(ts, data[:min(len(data), ls.cut[i])], int(m.Len))
+			c.mu.Unlock()
+			if p != nil {
 				lr.staged = append(lr.staged, stagedPacket{c: c, p: p})
 			}
 		}
@@ -693,7 +721,7 @@ func (lr *liveReader) flush() {
 	slices.SortStableFunc(lr.staged, stagedBefore)
 	var kicked [MaxLive]*LiveCapture
 	for _, s := range lr.staged {
-		s.c.queue <- s.p // never blocks: queue has room for every buffer
+		s.c.queue(s.p)
 		for i := range kicked {
 			if kicked[i] == s.c {
 				break

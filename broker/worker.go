@@ -21,11 +21,13 @@ package broker
 //               each such capture, and kick each capture's pump once
 //  7. fill:     Free the RX frames and refill the fill ring once
 //
-// Nothing here allocates, locks (except step 5's per-batch mutex), logs or
-// builds an error per frame; allocation and benchmark tests prove it.
+// Nothing here allocates, locks (except step 5's per-batch mutex, and step
+// 6's per batch and live capture), logs or builds an error per frame;
+// allocation and benchmark tests prove it.
 
 import (
 	"errors"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -234,17 +236,28 @@ func (w *worker) batch() int {
 }
 
 // offerLive offers each frame of the batch that live captures want to
-// each of them, once.
+// each of them, once, holding each capture's mutex once.
 func (w *worker) offerLive(descs []xsk.Desc, now time.Time) {
 	var hit uint8
-	for i := range descs {
-		if m := w.lmask[i]; m != 0 {
-			b := w.sock.Frame(descs[i])
-			w.live.offer(m, now, b, len(b))
-			hit |= m
-		}
+	for _, m := range w.lmask[:len(descs)] {
+		hit |= m
 	}
-	w.live.kick(hit)
+	for m := hit; m != 0; m &= m - 1 {
+		bit := uint8(bits.TrailingZeros8(m))
+		c, cut := w.live.caps[bit], w.live.cut[bit]
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		for i := range descs {
+			if w.lmask[i]&(1<<bit) != 0 {
+				b := w.sock.Frame(descs[i])
+				c.offerLocked(now, b[:min(len(b), cut)], len(b))
+			}
+		}
+		c.mu.Unlock()
+		c.kick()
+	}
 }
 
 // swap adopts a new table: counter and scratch arrays grow here, never per
