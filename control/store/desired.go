@@ -12,6 +12,7 @@ import (
 // port.
 type DesiredService struct {
 	ID        string
+	Name      string
 	ProjectID string
 	PortID    string
 	Iface     string
@@ -24,6 +25,7 @@ type DesiredService struct {
 // port.
 type DesiredFlow struct {
 	ID           string
+	Name         string
 	ProjectID    string
 	ServiceID    string
 	SourcePortID string
@@ -37,9 +39,10 @@ type DesiredFlow struct {
 }
 
 // DesiredMirror is a tap mirror with what the data plane needs of its
-// port. It has no stored status: the reconciler keeps the data plane's.
+// port.
 type DesiredMirror struct {
 	ID         string
+	Name       string
 	ProjectID  string
 	PortID     string
 	Iface      string
@@ -49,6 +52,7 @@ type DesiredMirror struct {
 	RemoteIP   string
 	MirrorType string
 	Snaplen    int // 0 for null
+	Status     Status
 }
 
 // DesiredState is everything the data plane should realise, read at one
@@ -74,11 +78,11 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		return d, fmt.Errorf("read desired state: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
+	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.name, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
 		s.status, s.status_reason
 		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`,
 		func(sc scanner, x *DesiredService) error {
-			return sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
+			return sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
 		})
 	if err != nil {
 		return d, fmt.Errorf("read desired services: %w", err)
@@ -103,10 +107,10 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		bySrc[srcs[i].id] = &srcs[i]
 	}
 	d.Flows = make([]DesiredFlow, 0, s.desiredFlows.Load())
-	err = scanAll(ctx, tx, &d.Flows, `SELECT id, project_id, tap_service_id, source_port, direction,
+	err = scanAll(ctx, tx, &d.Flows, `SELECT id, name, project_id, tap_service_id, source_port, direction,
 		coalesce(vlan_filter, ''), coalesce(filter, ''), status, status_reason FROM tap_flows ORDER BY seq`,
 		func(sc scanner, x *DesiredFlow) error {
-			if err := sc.Scan(&x.ID, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Direction,
+			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Direction,
 				&x.VLANFilter, &x.Filter, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}
@@ -122,13 +126,13 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	// would be left out, as a join would.
 	d.Flows = slices.DeleteFunc(d.Flows, func(f DesiredFlow) bool { return bySrc[f.SourcePortID] == nil })
 	s.desiredFlows.Store(int64(len(d.Flows)))
-	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
-		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0)
+	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.name, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
+		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0), m.status, m.status_reason
 		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
 		func(sc scanner, x *DesiredMirror) error {
 			var dirs []byte
-			if err := sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
-				&x.MirrorType, &x.Snaplen); err != nil {
+			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
+				&x.MirrorType, &x.Snaplen, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}
 			return x.Directions.UnmarshalJSON(dirs)
@@ -166,8 +170,8 @@ func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan
 // array: after a burst of creates a pass finds hundreds of new flows that
 // all take the same status, and one statement per row held the writer,
 // and the API's creates committing with it, about 12 us a row (issue 10).
-func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Status) error {
-	if len(services) == 0 && len(flows) == 0 {
+func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[string]Status) error {
+	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
 		return nil
 	}
 	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -176,6 +180,9 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Stat
 		}
 		if err := setStatuses(ctx, tx, "tap_flows", flows); err != nil {
 			return fmt.Errorf("set status of tap flows: %w", err)
+		}
+		if err := setStatuses(ctx, tx, "tap_mirrors", mirrors); err != nil {
+			return fmt.Errorf("set status of tap mirrors: %w", err)
 		}
 		return nil
 	})
