@@ -23,7 +23,8 @@ package broker
 //  4. fast:    the XDP program outputs a frame with its mask to a perf
 //              buffer; one reader goroutine per capture interface (while it
 //              has masks) offers it the same way, its monotonic time turned
-//              into wall time; what the kernel lost counts as dropped for
+//              into wall time; what the kernel could not hand over (its
+//              live_failed counter: a full buffer) counts as dropped for
 //              every capture running then.
 //  5. offer:   under the capture's mutex, once per batch (the worker's; the
 //              fast-path reader's per frame), take a free buffer for each
@@ -49,8 +50,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/xdpprog"
 )
@@ -589,7 +588,7 @@ func (b *Broker) syncFastLive(c *capture, ls *liveSet) {
 	if all != 0 && c.liveR == nil {
 		var r *xdpprog.LiveReader
 		if r, err = c.prog.OpenLive(livePerCPU); err == nil {
-			c.liveR = startLiveReader(r, &b.live, b.log.With("iface", c.name))
+			c.liveR = startLiveReader(r, c.prog, &b.live, b.log.With("iface", c.name))
 		} else {
 			flows, svcs, all = nil, nil, 0
 		}
@@ -641,6 +640,7 @@ func (b *Broker) endLiveLocked() {
 // order across stages, at rates where a wakeup holds more than a stage.
 type liveReader struct {
 	r    *xdpprog.LiveReader
+	prog *xdpprog.Capture
 	live *atomic.Pointer[liveSet]
 	stop atomic.Bool
 	done chan struct{}
@@ -651,6 +651,8 @@ type liveReader struct {
 	// staged are the packets taken since the last flush, n the frames.
 	staged []stagedPacket
 	n      int
+	// failed is the program's live_failed when last read.
+	failed uint64
 }
 
 // stagedPacket is a packet a reader took for capture c.
@@ -659,13 +661,11 @@ type stagedPacket struct {
 	p *LivePacket
 }
 
-func startLiveReader(r *xdpprog.LiveReader, live *atomic.Pointer[liveSet], log *slog.Logger) *liveReader {
-	lr := &liveReader{r: r, live: live, done: make(chan struct{}),
+func startLiveReader(r *xdpprog.LiveReader, prog *xdpprog.Capture, live *atomic.Pointer[liveSet], log *slog.Logger) *liveReader {
+	lr := &liveReader{r: r, prog: prog, live: live, done: make(chan struct{}),
 		staged: make([]stagedPacket, 0, liveKickEvery*MaxLive)}
-	var mono unix.Timespec
-	// CLOCK_MONOTONIC cannot fail with a valid pointer.
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
-	lr.wall0, lr.mono0 = time.Now(), mono.Nano()
+	lr.failed = lr.liveFailed()
+	lr.wall0, lr.mono0 = time.Now(), int64(xdpprog.Monotonic())
 	go lr.run(log)
 	return lr
 }
@@ -674,12 +674,19 @@ func (lr *liveReader) run(log *slog.Logger) {
 	defer close(lr.done)
 	deliver := lr.deliver // one method value, not one per Read
 	for !lr.stop.Load() {
-		lost, err := lr.r.Read(time.Now().Add(liveReadWait), deliver)
+		// What Read says was lost the kernel reports with the next frame
+		// it hands over on that CPU, never after the last of a burst: the
+		// program's live_failed counts every frame it could not hand over
+		// (a full buffer) at once, so the reader counts that instead.
+		_, err := lr.r.Read(time.Now().Add(liveReadWait), deliver)
 		lr.flush()
-		if ls := lr.live.Load(); lost > 0 && ls != nil {
-			// The kernel does not say whose frames it lost: every
-			// capture running then counts them.
-			ls.lose(lost)
+		if failed := lr.liveFailed(); failed > lr.failed {
+			if ls := lr.live.Load(); ls != nil {
+				// The kernel does not say whose frames it lost: every
+				// capture running then counts them.
+				ls.lose(failed - lr.failed)
+			}
+			lr.failed = failed
 		}
 		if err != nil {
 			if !lr.stop.Load() {
@@ -739,6 +746,16 @@ func (lr *liveReader) flush() {
 	}
 	clear(lr.staged)
 	lr.staged, lr.n = lr.staged[:0], 0
+}
+
+// liveFailed is the program's live_failed counter (0 when it cannot be
+// read: the capture interface is being torn down).
+func (lr *liveReader) liveFailed() uint64 {
+	c, err := lr.prog.Counters()
+	if err != nil {
+		return lr.failed
+	}
+	return c.LiveFailed
 }
 
 func stagedBefore(a, b stagedPacket) int { return a.p.Time.Compare(b.p.Time) }

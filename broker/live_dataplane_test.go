@@ -9,22 +9,7 @@ import (
 	"time"
 
 	"github.com/taas-appliance/taas/internal/packettest"
-	"github.com/taas-appliance/taas/xdpprog"
 )
-
-// skipWithoutFastLive skips a fast-path run while xdpprog has no live
-// capture (its kernel side lands on another branch).
-func skipWithoutFastLive(t *testing.T, b *Broker, capIf string, fast bool) {
-	t.Helper()
-	if !fast {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.captures[capIf].prog.SetLive(nil, nil, 0); errors.Is(err, xdpprog.ErrLiveNotImplemented) {
-		t.Skip("xdpprog: live capture not implemented yet")
-	}
-}
 
 // startLive starts a live capture or fails the test; the test's end stops
 // it.
@@ -130,7 +115,6 @@ func testLiveCapture(t *testing.T, fast bool) {
 		}}
 	wantActive(t, apply(t, b, plan))
 	wantPath(t, b, tp.capIf, fast)
-	skipWithoutFastLive(t, b, tp.capIf, fast)
 
 	lengths := map[uint32]int{}
 	var frames, fromA [][]byte
@@ -224,7 +208,6 @@ func testLiveCaptureMirror(t *testing.T, fast bool) {
 	plan.Mirrors[0].Snaplen = snap
 	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
 	wantPath(t, b, l.capIf, fast)
-	skipWithoutFastLive(t, b, l.capIf, fast)
 	oh := overhead(TunnelGRE, false)
 	wire := packettest.NewCapture(t, l.RouterNS, l.RouterIf, encapTest(oh))
 	m := startLive(t, b, LiveMirror, "m", 0)
@@ -355,10 +338,11 @@ func testLiveCaptureSlowReader(t *testing.T, fast bool) {
 		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
 	wantActive(t, apply(t, b, plan))
 	wantPath(t, b, tp.capIf, fast)
-	skipWithoutFastLive(t, b, tp.capIf, fast)
 	const snap = 1024
 	c := startLive(t, b, LiveService, "s", snap)
+	c.mu.Lock()
 	buffers := cap(c.free)
+	c.mu.Unlock()
 	burst := buffers + 1000
 	for i := range burst {
 		tp.send(t, packettest.Frame(hwB, hwA, nil, uint32(i+1), 1500))
