@@ -6,6 +6,12 @@
 # never depends on it.
 set -euo pipefail
 
+# --check: nothing to do while no keystone listens on its system port.
+if [ "${1:-}" = --check ]; then
+  ss -Hltn 'sport = :5000' 2>/dev/null | grep -q . && exit 1
+  exit
+fi
+
 if command -v systemctl >/dev/null && systemctl list-unit-files keystone.service >/dev/null 2>&1; then
   systemctl disable --now keystone.service >/dev/null 2>&1 || true # not running under this init: nothing to stop
 fi

@@ -126,8 +126,8 @@ role = "monitor"
 		{"unknown table", "[database]\npath = \"x\"", []string{"database: unknown key", "database.path: unknown key"}},
 		{"every problem at once", "dataplane = \"x\"\n[log]\nlevel = \"x\"\n[[interfaces]]\nname = \"\"\nrole = \"x\"",
 			[]string{"dataplane:", "log.level:", "interfaces[0].name:", "interfaces[0].role:"}},
-		{"wrong type", `listen = 9696`, []string{"listen", "incompatible types"}},
-		{"wrong type in interface", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = \"all\"", []string{"interfaces.queues", "incompatible types"}},
+		{"wrong type", `listen = 9696`, []string{"listen: want a string, got an integer (9696)"}},
+		{"wrong type in interface", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = \"all\"", []string{`interfaces[0].queues: want an integer, got a string ("all")`}},
 		{"syntax error", `listen = "127.0.0.1:9696`, []string{"line 1", "unexpected EOF"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
