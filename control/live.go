@@ -303,12 +303,15 @@ type liveStream struct {
 // run writes the stream to w until it ends, calling flush (which moves
 // the write deadline on and flushes w) after each batch; it returns why it
 // ended and how many frames it wrote. It stops the source before the
-// final statistics block, so that its counts are final.
+// final statistics block, so that its counts are final; what the source
+// still held then is not written (a slow reader would hold the capture
+// past its end) and counts as dropped, unless the count ended it.
 func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written uint64) {
-	defer ls.drain()
 	ng, err := pcapgo.NewNgWriterInterface(w, ls.intf, pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
 		Application: "taasd", OS: runtime.GOOS, Hardware: runtime.GOARCH}})
 	if err != nil {
+		ls.src.Stop()
+		ls.drain()
 		return liveEndClient, 0
 	}
 	flushAll := func() error {
@@ -318,6 +321,8 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 		return flush()
 	}
 	if flushAll() != nil {
+		ls.src.Stop()
+		ls.drain()
 		return liveEndClient, 0
 	}
 	deadline := time.NewTimer(ls.params.duration)
@@ -349,6 +354,10 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 					}
 					select {
 					case p, ok = <-pk:
+					case <-deadline.C:
+						return liveEndDuration
+					case <-ls.done:
+						return liveEndShutdown
 					default:
 						ok = false
 					}
@@ -358,7 +367,7 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 				}
 				busy = true
 			case <-tick.C:
-				if ls.gone != nil && ls.gone() || !busy && ls.writeStats(ng, false) != nil {
+				if ls.gone != nil && ls.gone() || !busy && ls.writeStats(ng, ls.src.Stats(), false) != nil {
 					return liveEndClient
 				}
 				busy = false
@@ -373,7 +382,17 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 		}
 	}()
 	ls.src.Stop()
-	if end != liveEndClient && ls.writeStats(ng, true) == nil {
+	left := ls.drain()
+	if end == liveEndClient {
+		return end, written
+	}
+	st := ls.src.Stats()
+	if end != liveEndCount {
+		// Captured within the capture's time but still queued at its end:
+		// the client never gets them, so they count as dropped.
+		st.Dropped += left
+	}
+	if ls.writeStats(ng, st, true) == nil {
 		_ = flushAll() // the stream ends anyway: nothing to do if the client went
 	}
 	return end, written
@@ -390,11 +409,10 @@ func (ls *liveStream) write(ng *pcapgo.NgWriter, p *broker.LivePacket) error {
 		Length: max(p.Length, len(data))}, data)
 }
 
-// writeStats writes an interface statistics block: the frames the data
-// plane captured (received) and those it dropped for want of room or lost
-// in the kernel, since the start; final adds the end time.
-func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, final bool) error {
-	st := ls.src.Stats()
+// writeStats writes an interface statistics block of st: the frames the
+// data plane captured (received) and those it dropped for want of room or
+// lost in the kernel, since the start; final adds the end time.
+func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, st broker.LiveStats, final bool) error {
 	now := time.Now()
 	s := pcapgo.NgInterfaceStatistics{LastUpdate: now, StartTime: ls.start, EndTime: now,
 		PacketsReceived: st.Captured, PacketsDropped: st.Dropped}
@@ -404,18 +422,21 @@ func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, final bool) error {
 	return ng.WriteInterfaceStats(0, s)
 }
 
-// drain hands back what the stopped source still holds.
-func (ls *liveStream) drain() {
+// drain hands back what the stopped source still holds, and returns how
+// many frames that was.
+func (ls *liveStream) drain() uint64 {
 	pk := ls.src.Packets()
+	var n uint64
 	for {
 		select {
 		case p, ok := <-pk:
 			if !ok {
-				return
+				return n
 			}
 			ls.src.Release(p)
+			n++
 		default:
-			return
+			return n
 		}
 	}
 }

@@ -732,3 +732,58 @@ type liveTotalsPlane struct {
 }
 
 func (p liveTotalsPlane) LiveTotals() broker.LiveTotals { return p.totals }
+
+// slowWriter takes its time over every write, as a slow client does.
+type slowWriter struct {
+	bytes.Buffer
+	delay time.Duration
+}
+
+func (w *slowWriter) Write(b []byte) (int, error) {
+	time.Sleep(w.delay)
+	return w.Buffer.Write(b)
+}
+
+// TestLiveEndQueued: a capture whose reader is behind ends at its duration
+// all the same, and the frames still queued then count as dropped in the
+// final statistics block; a capture ended by its count does not count
+// those beyond it.
+func TestLiveEndQueued(t *testing.T) {
+	const n = 40
+	frames, times := make([][]byte, n), make([]time.Time, n)
+	for i := range frames {
+		frames[i], times[i] = make([]byte, 3000), time.Now()
+	}
+	for _, tc := range []struct {
+		name  string
+		count uint64
+		want  string
+	}{{"duration", 0, liveEndDuration}, {"count", 3, liveEndCount}} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := newFeedSource(broker.LiveTarget{Kind: broker.LiveService, ID: "s"}, 0, n)
+			feed(src, frames, times)
+			src.dropped.Store(5)
+			ls := &liveStream{src: src, params: liveParams{duration: 150 * time.Millisecond, count: tc.count, snaplen: liveMaxSnaplen},
+				start: time.Now(), intf: pcapgo.NgInterface{Name: "x", LinkType: 1}}
+			w := &slowWriter{delay: 40 * time.Millisecond}
+			start := time.Now()
+			end, written := ls.run(w, func() error { return nil })
+			took := time.Since(start)
+			isbs := liveISBs(t, w.Bytes())
+			final := isbs[len(isbs)-1]
+			t.Logf("ended by %s after %v: %d of %d frames written; final ISB %d received, %d dropped", end,
+				took.Round(time.Millisecond), written, n, final.PacketsReceived, final.PacketsDropped)
+			wantDropped := uint64(5)
+			if tc.count == 0 {
+				wantDropped += n - written
+			}
+			if end != tc.want || written == n || final.PacketsReceived != n || final.PacketsDropped != wantDropped {
+				t.Errorf("run = %s, %d written; final ISB %d received, %d dropped; want %s, fewer than %d, %d received, %d dropped",
+					end, written, final.PacketsReceived, final.PacketsDropped, tc.want, n, n, wantDropped)
+			}
+			if got := src.released.Load(); got != n {
+				t.Errorf("%d frames handed back, want %d", got, n)
+			}
+		})
+	}
+}
