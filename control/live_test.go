@@ -787,3 +787,38 @@ func TestLiveEndQueued(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLiveStream: the frames a second one capture's stream carries
+// over loopback HTTP to a reader that keeps up: the API's share of a live
+// capture (pcapgo's blocks, fasthttp's pipe, TCP), at 64 and 1518 bytes.
+func BenchmarkLiveStream(b *testing.B) {
+	for _, size := range []int{64, 1518} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			fd := &feeder{started: make(chan *feedSource, 1)}
+			ts := startServer(b, Config{startLive: fd.start})
+			svc := ts.createService("s", ts.createPort("mon", "", ""))
+			resp, err := http.Get(fmt.Sprintf("%s/v2.0/taas/tap_services/%s/capture?count=%d&duration=3600", ts.base, svc, b.N))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer resp.Body.Close()
+			src := <-fd.started
+			frame, now := make([]byte, size), time.Now()
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				for range b.N {
+					src.captured.Add(1)
+					src.ch <- &broker.LivePacket{Time: now, Length: size, Data: frame}
+				}
+			}()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			el := time.Since(start).Seconds()
+			b.ReportMetric(float64(b.N)/el, "frames/s")
+			b.ReportMetric(float64(n)/el/1e6, "MB/s")
+		})
+	}
+}
