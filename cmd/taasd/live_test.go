@@ -395,6 +395,21 @@ func testLiveSlowReader(t *testing.T, bin string, fast bool) {
 	if final.PacketsDropped == 0 || final.EndTime.IsZero() {
 		t.Errorf("final statistics block %+v: want drops (a 1 KB/s reader of %d pps) and an end time", final, rate)
 	}
+	// /metrics: none runs now, and the totals hold this capture's frames.
+	mresp, err := http.Get(d.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"taas_live_captures 0\n", fmt.Sprintf("taas_live_captured_packets_total %d\n", final.PacketsReceived)} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("GET /metrics lacks %q", want)
+		}
+	}
 	// Unbounded buffering would hold every frame: 10 s at 100 kpps is
 	// over 60 MB of 60-byte frames alone. The capture's budget is 4 MiB.
 	if rssMax-rss0 > 64<<10 {
