@@ -71,6 +71,9 @@ type Config struct {
 	// newMAC generates the MAC of a port created without one; default
 	// generateMAC. Tests make collisions likely through it.
 	newMAC func() string
+	// startLive starts a live capture; default DataPlane.StartLive. Tests
+	// feed streams through it without a data plane.
+	startLive func(t broker.LiveTarget, snaplen int) (liveSource, error)
 }
 
 // Validate checks c and fills in defaults.
@@ -122,12 +125,16 @@ func (c *Config) Validate() error {
 	if c.newMAC == nil {
 		c.newMAC = generateMAC
 	}
+	if c.startLive == nil {
+		c.startLive = startLive(c.DataPlane)
+	}
 	return nil
 }
 
 // Server is the control plane: the fiber app with every route, the
 // reconciler and the event hub. Its goroutines: fiber's (one per
-// connection), the reconciler's (Run), and one per events stream.
+// connection), the reconciler's (Run), and one per events stream and per
+// live capture stream.
 type Server struct {
 	cfg   Config
 	st    *store.Store
@@ -152,6 +159,8 @@ type Server struct {
 	// loops remembers loop checks while no link changes (feedsBack); set
 	// while Run runs.
 	loops atomic.Pointer[broker.LoopChecker]
+	// live counts the running live captures (live.go).
+	live liveSlots
 
 	// The collections, each served by the generic handlers (typed.go).
 	networks *kind[store.Network, networkBody, networkView]
