@@ -73,6 +73,11 @@ type Broker struct {
 	// the counters of those that ended.
 	liveCaps [MaxLive]*LiveCapture
 	liveDone LiveStats
+	// liveSince[i] is when bit i last changed hands (xdpprog.Monotonic),
+	// liveRetired the bits retired since the kernel's masks were last
+	// synced (live.go).
+	liveSince   [MaxLive]uint64
+	liveRetired uint8
 
 	// live is what the data path needs of the live captures (nil: none
 	// runs), loaded once per batch by the workers.

@@ -25,7 +25,9 @@ package broker
 //              has masks) offers it the same way, its monotonic time turned
 //              into wall time; what the kernel could not hand over (its
 //              live_failed counter: a full buffer) counts as dropped for
-//              every capture running then.
+//              the captures with a mask on that interface. A frame stamped
+//              before its bit changed hands (liveSet.since) is not the
+//              capture's that has the bit now.
 //  5. offer:   under the capture's mutex, once per batch (the worker's; the
 //              fast-path reader's per frame), take a free buffer for each
 //              frame (none: Dropped++), copy the frame's first bytes (the
@@ -124,12 +126,19 @@ type LivePacket struct {
 	Data   []byte
 
 	buf []byte // the capture's buffer Data is cut from
+	// owner is the capture the buffer belongs to; held is true from the
+	// capture's taking the buffer for a frame to its Release (guarded by
+	// owner.mu).
+	owner *LiveCapture
+	held  bool
 }
 
 // LiveStats are the counters of one live capture.
 type LiveStats struct {
 	// Captured frames were handed to Packets; Dropped ones had no room
-	// (a slow reader) or were lost in the kernel's buffer.
+	// (a slow reader), were lost in the kernel's buffer, or were still
+	// queued when Stop ended the capture: after Stop, the counters are
+	// final and every frame never handed to Packets is in Dropped.
 	Captured, Dropped uint64
 }
 
@@ -165,6 +174,10 @@ type LiveCapture struct {
 	// Captured frames were queued, dropped ones found no free buffer or
 	// were lost in the kernel.
 	captured, dropped uint64
+	// badReleases counts Release calls of a packet this capture did not
+	// hold (a second Release, another capture's packet): ignored, the
+	// first logged.
+	badReleases uint64
 
 	// spare is the pump's: the queue it hands over next (queued and spare
 	// swap at each kick).
@@ -174,6 +187,9 @@ type LiveCapture struct {
 	// seen: the target was in a plan since the capture started; when it
 	// leaves, the capture ends. Guarded by Broker.mu.
 	seen bool
+	// recorded is what Broker.liveDone holds of the capture's counters
+	// once it is retired. Guarded by Broker.mu.
+	recorded LiveStats
 }
 
 // NewLiveCapture is a capture no data plane feeds: its Packets channel
@@ -197,6 +213,7 @@ func newLiveCapture(t LiveTarget, snaplen, maxFrame int) *LiveCapture {
 	pkts := make([]LivePacket, n)
 	for i := range pkts {
 		pkts[i].buf = mem[i*bufLen : (i+1)*bufLen : (i+1)*bufLen]
+		pkts[i].owner = c
 		c.free[i] = &pkts[i]
 	}
 	go c.pump()
@@ -226,21 +243,42 @@ func (c *LiveCapture) forward() {
 	c.spare = q[:0]
 }
 
-// Packets delivers the captured frames, in order; it is closed when the
-// capture ends. Each packet must be handed back with Release.
+// Packets delivers the captured frames; it is closed when the capture
+// ends. Each packet must be handed back with Release.
+//
+// Frames come in the order the data plane saw them on one queue and CPU;
+// across queues, CPUs or interfaces (a service fed by several, a flow on a
+// multi-queue NIC) their times may be slightly out of order: the AF_XDP
+// workers offer a batch each, the fast path's readers sort only what one
+// wakeup of one interface brought.
 func (c *LiveCapture) Packets() <-chan *LivePacket { return c.packets }
 
-// Release returns p's buffer to the capture.
+// Release returns p's buffer to the capture. A packet the capture does
+// not hold (released already, or another capture's) is ignored and
+// counted, the first one logged: the pool stays whole.
 func (c *LiveCapture) Release(p *LivePacket) {
 	if p == nil || c.signal == nil {
 		return
 	}
-	p.Data = nil
 	c.mu.Lock()
-	if len(c.free) < cap(c.free) { // else not one of this capture's
-		c.free = append(c.free, p)
+	if p.owner != c || !p.held {
+		c.badReleases++
+		first := c.badReleases == 1
+		c.mu.Unlock()
+		if first && c.b != nil {
+			c.b.log.Error("live capture: Release of a packet it does not hold, ignored", "kind", c.target.Kind.String(),
+				"id", c.target.ID)
+		}
+		return
 	}
+	c.releaseLocked(p)
 	c.mu.Unlock()
+}
+
+// releaseLocked puts p, held, back in the free list. c.mu is held.
+func (c *LiveCapture) releaseLocked(p *LivePacket) {
+	p.Data, p.held = nil, false
+	c.free = append(c.free, p) // room for every buffer
 }
 
 // Stats returns the capture's counters.
@@ -253,17 +291,25 @@ func (c *LiveCapture) Stats() LiveStats {
 // Target is what the capture follows.
 func (c *LiveCapture) Target() LiveTarget { return c.target }
 
-// Stop ends the capture: Packets is closed, what it held is dropped. It
-// may be called more than once.
+// Stop ends the capture: Packets is closed, and what it still held is
+// dropped: counted in Dropped, no longer in Captured (so are frames of the
+// fast path's reader not queued yet). Once Stop returns, Stats is final.
+// It may be called more than once.
 func (c *LiveCapture) Stop() {
 	c.end()
+	// Buffers a reader has not taken go back to the pool; one it reads
+	// concurrently it releases itself (and it counts as captured).
+	var n uint64
+	for p := range c.packets {
+		n++
+		c.Release(p)
+	}
+	c.mu.Lock()
+	c.captured -= n
+	c.dropped += n
+	c.mu.Unlock()
 	if c.b != nil {
 		c.b.removeLive(c)
-	}
-	// Buffers a reader has not taken go back to the pool; one it reads
-	// concurrently it releases itself.
-	for p := range c.packets {
-		c.Release(p)
 	}
 }
 
@@ -298,6 +344,7 @@ func (c *LiveCapture) takeLocked(ts time.Time, data []byte, length int) *LivePac
 	}
 	p := c.free[n-1]
 	c.free = c.free[:n-1]
+	p.held = true
 	p.Data = p.buf[:copy(p.buf, data)]
 	p.Length, p.Time = length, ts
 	c.captured++
@@ -320,11 +367,13 @@ func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
 }
 
 // queue queues p, taken earlier, for the pump; an ended capture takes it
-// back.
+// back and counts it dropped (it was counted captured when taken).
 func (c *LiveCapture) queue(p *LivePacket) {
 	c.mu.Lock()
 	if c.closed {
-		c.free = append(c.free, p)
+		c.releaseLocked(p)
+		c.captured--
+		c.dropped++
 	} else {
 		c.queued = append(c.queued, p)
 	}
@@ -363,6 +412,11 @@ type liveSet struct {
 	// Masks by stable slot: the captures that want the frames a flow
 	// matches, the copies a service or a tunnel sends.
 	flows, svcs, tuns []uint8
+	// since[i] is when, on the kernel's clock (xdpprog.Monotonic), bit i
+	// last changed hands: a frame the fast path stamped at or before it
+	// carries the bit for the capture that had it before (still in the
+	// perf buffer when a new capture takes the bit), or for nobody.
+	since [MaxLive]uint64
 }
 
 // mask is slots[s], 0 past its end.
@@ -393,10 +447,10 @@ func (ls *liveSet) kick(m uint8) {
 	}
 }
 
-// lose counts n lost frames on every capture of the set.
-func (ls *liveSet) lose(n uint64) {
-	for _, c := range ls.caps {
-		if c != nil {
+// lose counts n lost frames on every capture of m in the set.
+func (ls *liveSet) lose(m uint8, n uint64) {
+	for ; m != 0; m &= m - 1 {
+		if c := ls.caps[bits.TrailingZeros8(m)]; c != nil {
 			c.lose(n)
 		}
 	}
@@ -419,11 +473,12 @@ func (b *Broker) StartLive(t LiveTarget, snaplen int) (*LiveCapture, error) {
 	if b.closed {
 		return nil, fmt.Errorf("start live capture of %v %s: broker closed", t.Kind, t.ID)
 	}
+	// The bit freed longest ago (never used: 0): the fast path's frames
+	// of the capture that had it have had the most time to drain.
 	bit := -1
 	for i, c := range b.liveCaps {
-		if c == nil {
+		if c == nil && (bit < 0 || b.liveSince[i] < b.liveSince[bit]) {
 			bit = i
-			break
 		}
 	}
 	if bit < 0 {
@@ -432,6 +487,9 @@ func (b *Broker) StartLive(t LiveTarget, snaplen int) (*LiveCapture, error) {
 	c := newLiveCapture(t, snaplen, b.maxFrame())
 	c.b, c.bit = b, bit
 	b.liveCaps[bit] = c
+	// Before its masks are written: what the kernel stamps from now on
+	// with this bit is the new capture's.
+	b.liveSince[bit] = xdpprog.Monotonic()
 	b.syncLiveLocked()
 	b.log.Info("live capture started", "kind", t.Kind.String(), "id", t.ID, "snaplen", snaplen, "bit", bit)
 	return c, nil
@@ -458,7 +516,10 @@ func (b *Broker) removeLive(c *LiveCapture) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if c.bit < 0 || b.liveCaps[c.bit] != c {
-		return // ended by the broker already
+		// Ended by the broker already: its counters moved since (Stop's
+		// drain).
+		b.recordLiveLocked(c)
+		return
 	}
 	b.retireLiveLocked(c)
 	if !b.closed {
@@ -467,15 +528,26 @@ func (b *Broker) removeLive(c *LiveCapture) {
 }
 
 // retireLiveLocked ends c, keeps its counters and frees its bit; b.mu is
-// held.
+// held. syncLiveLocked stamps the bit's changeover once the kernel's masks
+// no longer have it.
 func (b *Broker) retireLiveLocked(c *LiveCapture) {
 	c.end()
-	st := c.Stats()
-	b.liveDone.Captured += st.Captured
-	b.liveDone.Dropped += st.Dropped
+	st := b.recordLiveLocked(c)
 	b.liveCaps[c.bit] = nil
+	b.liveRetired |= 1 << c.bit
 	b.log.Info("live capture ended", "kind", c.target.Kind.String(), "id", c.target.ID,
 		"captured", st.Captured, "dropped", st.Dropped)
+}
+
+// recordLiveLocked brings liveDone up to c's counters, ended, and returns
+// them; b.mu is held. The differences wrap: Stop moves frames from
+// captured to dropped.
+func (b *Broker) recordLiveLocked(c *LiveCapture) LiveStats {
+	st := c.Stats()
+	b.liveDone.Captured += st.Captured - c.recorded.Captured
+	b.liveDone.Dropped += st.Dropped - c.recorded.Dropped
+	c.recorded = st
+	return st
 }
 
 // resolveLive sets bit in ls's masks of t's slots in the current plan and
@@ -503,8 +575,14 @@ func (b *Broker) resolveLive(ls *liveSet, t LiveTarget, bit uint8) (cut int, ok 
 	case LiveMirror:
 		for _, m := range b.plan.Mirrors {
 			if m.ID == t.ID {
-				for _, s := range b.mirrors[m.ID].slots {
+				ms := b.mirrors[m.ID]
+				for _, s := range ms.slots {
 					ls.tuns[s] |= bit
+				}
+				// The inner frame as sent: the tunnel cuts it to what
+				// its uplink carries and the mirror's snaplen.
+				if ms.maxFrame > 0 {
+					return ms.maxFrame, true
 				}
 				return m.Snaplen, true
 			}
@@ -530,7 +608,7 @@ func (b *Broker) syncLiveLocked() {
 			continue
 		}
 		c.seen = c.seen || ok
-		ls.caps[i] = c
+		ls.caps[i], ls.since[i] = c, b.liveSince[i]
 		ls.cut[i] = c.bufLen
 		if cut > 0 {
 			ls.cut[i] = min(cut, c.bufLen)
@@ -545,6 +623,22 @@ func (b *Broker) syncLiveLocked() {
 	for _, c := range b.captures {
 		b.syncFastLive(c, ls)
 	}
+	b.stampRetiredLocked()
+}
+
+// stampRetiredLocked records when the bits retired since the last call
+// changed hands: after SetLive cleared them, the kernel stamps no frame
+// with them until a new capture takes one (StartLive stamps it again).
+// b.mu is held.
+func (b *Broker) stampRetiredLocked() {
+	if b.liveRetired == 0 {
+		return
+	}
+	now := xdpprog.Monotonic()
+	for m := b.liveRetired; m != 0; m &= m - 1 {
+		b.liveSince[bits.TrailingZeros8(m)] = now
+	}
+	b.liveRetired = 0
 }
 
 // syncFastLive sets the live masks of c's program by kernel slot (only the
@@ -611,6 +705,9 @@ func (b *Broker) syncFastLive(c *capture, ls *liveSet) {
 		c.liveR.close()
 		c.liveR = nil
 	}
+	if c.liveR != nil {
+		c.liveR.bits.Store(uint32(all))
+	}
 }
 
 // endLiveLocked ends every live capture: the broker closes. b.mu is held.
@@ -626,6 +723,7 @@ func (b *Broker) endLiveLocked() {
 	for _, c := range b.captures {
 		b.syncFastLive(c, &liveSet{})
 	}
+	b.stampRetiredLocked()
 }
 
 // liveReader is the goroutine that reads a fast-path capture interface's
@@ -653,6 +751,9 @@ type liveReader struct {
 	n      int
 	// failed is the program's live_failed when last read.
 	failed uint64
+	// bits are the captures with a mask on the reader's interface: those
+	// its kernel losses are charged to (syncFastLive sets them).
+	bits atomic.Uint32
 }
 
 // stagedPacket is a packet a reader took for capture c.
@@ -683,8 +784,8 @@ func (lr *liveReader) run(log *slog.Logger) {
 		if failed := lr.liveFailed(); failed > lr.failed {
 			if ls := lr.live.Load(); ls != nil {
 				// The kernel does not say whose frames it lost: every
-				// capture running then counts them.
-				ls.lose(failed - lr.failed)
+				// capture with a mask on this interface counts them.
+				ls.lose(uint8(lr.bits.Load()), failed-lr.failed)
 			}
 			lr.failed = failed
 		}
@@ -708,7 +809,9 @@ func (lr *liveReader) deliver(m xdpprog.LiveMeta, data []byte) {
 	ts := lr.wall0.Add(time.Duration(int64(m.Mono) - lr.mono0))
 	for b := m.Mask; b != 0; b &= b - 1 {
 		i := bits.TrailingZeros8(b)
-		if c := ls.caps[i]; c != nil {
+		// A frame stamped before bit i changed hands is not this
+		// capture's: another's still in the buffer, or nobody's.
+		if c := ls.caps[i]; c != nil && m.Mono > ls.since[i] {
 			c.mu.Lock()
 			p := c.takeLocked(ts, data[:min(len(data), ls.cut[i])], int(m.Len))
 			c.mu.Unlock()

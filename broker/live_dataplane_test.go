@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/taas-appliance/taas/internal/packettest"
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // startLive starts a live capture or fails the test; the test's end stops
@@ -405,4 +407,117 @@ func testLiveCaptureSlowReader(t *testing.T, fast bool) {
 	if lt := b.LiveTotals(); lt.Running != 0 {
 		t.Errorf("LiveTotals() = %+v, want none running", lt)
 	}
+}
+
+// TestLiveCaptureNotSent: a frame no copy left with (here: over the
+// monitor's MTU, a monitor_mtu drop) is not captured, not even by its
+// flow's capture: the kernel's rule (xdp.c), on the AF_XDP path that
+// such a monitor takes.
+func TestLiveCaptureNotSent(t *testing.T) {
+	tp := newTopo(t, 1, 1)
+	setMTU(t, tp, 1000, 1000)
+	b := newBroker(t, Config{FastPath: true})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s", Iface: tp.mons[0]}},
+		Flows: []Flow{{ID: "f", ServiceID: "s", SourcePortID: "p", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut}}}
+	apply(t, b, plan)
+	wantPath(t, b, tp.capIf, false)
+	f := startLive(t, b, LiveFlow, "f", 0)
+	s := startLive(t, b, LiveService, "s", 0)
+	lengths := map[uint32]int{}
+	var small [][]byte
+	from := time.Now()
+	for i := uint32(1); i <= 6; i++ {
+		size := 60
+		if i%2 == 0 {
+			size = 1400 // over the monitor's 1000 + 18
+		}
+		fr := packettest.Frame(hwB, hwA, nil, i, size)
+		lengths[i] = len(fr)
+		if size == 60 {
+			small = append(small, fr)
+		}
+		tp.send(t, fr)
+	}
+	got := tp.caps[0].WaitN(len(small), 10*time.Second)
+	waitCounter(t, "monitor_mtu", func() uint64 { return serviceDrops(b, "s", "monitor_mtu") }, 3)
+	to := time.Now()
+	if len(got) != len(small) {
+		t.Fatalf("monitor got %d frames, want %d", len(got), len(small))
+	}
+	wantLive(t, "flow f", liveRead(f, len(small), 10*time.Second), small, lengths, from, to)
+	wantLive(t, "service s", liveRead(s, len(small), 10*time.Second), small, lengths, from, to)
+}
+
+// TestLiveCaptureMirrorMTU: the uplink and the capture have an MTU of
+// 600: a mirror's capture holds the inner frame as the tunnel sends it,
+// a 610-byte frame cut to the 572 bytes GRE leaves room for, on both
+// paths.
+func TestLiveCaptureMirrorMTU(t *testing.T) { forEachPath(t, testLiveCaptureMirrorMTU) }
+
+func testLiveCaptureMirrorMTU(t *testing.T, fast bool) {
+	l := newMirrorLab(t, 0)
+	b := newBroker(t, Config{FastPath: fast})
+	const mtu = 600
+	testutil.Run(t, "ip", "link", "set", l.Uplink, "mtu", strconv.Itoa(mtu))
+	testutil.Run(t, "ip", "link", "set", l.capIf, "mtu", strconv.Itoa(mtu))
+	plan := l.outPlan(1, TunnelGRE, 2)
+	waitStatus(t, b, plan, "mirror ACTIVE", mirrorActive)
+	wantPath(t, b, l.capIf, fast)
+	oh := overhead(TunnelGRE, false)
+	wire := packettest.NewCapture(t, l.RouterNS, l.RouterIf, encapTest(oh))
+	m := startLive(t, b, LiveMirror, "m", 0)
+	small, big := packettest.Frame(hwB, hwA, nil, 1, 100), packettest.Frame(hwB, hwA, nil, 2, 610)
+	from := time.Now()
+	l.send(t, small, big)
+	onWire := wire.WaitN(2, 10*time.Second)
+	to := time.Now()
+	if len(onWire) != 2 || len(onWire[1]) != 14+mtu {
+		t.Fatalf("the router got %d copies (the second %d bytes), want 2, the second %d", len(onWire), len(onWire[len(onWire)-1]), 14+mtu)
+	}
+	want := [][]byte{small, big[:14+mtu-oh]}
+	for i := range want {
+		if !bytes.Equal(onWire[i][oh:], want[i]) {
+			t.Fatalf("inner frame %d on the wire: %d bytes, want %d", i, len(onWire[i])-oh, len(want[i]))
+		}
+	}
+	wantLive(t, "mirror m", liveRead(m, 2, 10*time.Second), want, map[uint32]int{1: len(small), 2: len(big)}, from, to)
+}
+
+// TestLiveCaptureBitReuse: on the fast path, a capture that takes the
+// bit another one had a moment before reads none of the frames the kernel handed over for the
+// other (still in the perf buffer), while a third capture keeps the
+// interface's reader open throughout.
+func TestLiveCaptureBitReuse(t *testing.T) {
+	tp := newTopo(t, 2, 1)
+	b := newBroker(t, Config{FastPath: true})
+	plan := &Plan{Version: 1, Services: []Service{{ID: "s0", Iface: tp.mons[0]}, {ID: "s1", Iface: tp.mons[1]}},
+		Flows: []Flow{
+			{ID: "f0", ServiceID: "s0", SourcePortID: "pa", Iface: tp.capIf, MAC: mac6(hwA), Direction: DirOut},
+			{ID: "f1", ServiceID: "s1", SourcePortID: "pc", Iface: tp.capIf, MAC: mac6(hwC), Direction: DirOut},
+		}}
+	wantActive(t, apply(t, b, plan))
+	wantPath(t, b, tp.capIf, true)
+	keep := startLive(t, b, LiveService, "s1", 0)
+	// One bit left free: each round's two captures take the same one.
+	for range MaxLive - 2 {
+		startLive(t, b, LiveService, "s1", 0)
+	}
+	var frames [][]byte
+	for i := range 20 {
+		frames = append(frames, packettest.Frame(hwB, hwA, nil, uint32(i+1), 60))
+	}
+	const rounds = 10
+	leaked := 0
+	for r := range rounds {
+		s0 := startLive(t, b, LiveService, "s0", 0)
+		tp.send(t, frames...)
+		s0.Stop()
+		s1 := startLive(t, b, LiveService, "s1", 0)
+		if got := liveRead(s1, 0, 2*time.Second); len(got) > 0 {
+			leaked++
+			t.Errorf("round %d: the new capture of s1 (bit %d, s0's was %d) read %d of s0's frames", r, s1.bit, s0.bit, len(got))
+		}
+		s1.Stop()
+	}
+	t.Logf("%d of %d rounds leaked; the capture kept open: %+v", leaked, rounds, keep.Stats())
 }

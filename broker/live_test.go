@@ -15,7 +15,7 @@ import (
 // that never reads gets as many frames as there are buffers, the rest are
 // counted dropped (captured + dropped == offered), and released buffers
 // take frames again. Data is the frame cut to the buffer, Length the
-// frame's.
+// frame's. Stop counts what Packets still held as dropped, not captured.
 func TestLiveCaptureBounded(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
@@ -67,8 +67,13 @@ func TestLiveCaptureBounded(t *testing.T) {
 			if n != 0 {
 				t.Errorf("after Stop: Packets held %d packets, want none (dropped)", n)
 			}
+			// Stop dropped what Packets held: the packet read is the one
+			// captured.
+			if st := c.Stats(); st.Captured != 1 || st.Dropped != 100+uint64(tc.buffers) {
+				t.Errorf("after Stop: Stats() = %+v, want 1 captured (read) and %d dropped", st, 100+tc.buffers)
+			}
 			c.offer(now, frame, len(frame)) // after Stop: neither captured nor dropped
-			if st := c.Stats(); st.Captured != uint64(tc.buffers)+1 || st.Dropped != 100 {
+			if st := c.Stats(); st.Captured != 1 || st.Dropped != 100+uint64(tc.buffers) {
 				t.Errorf("offer after Stop changed the counters: %+v", st)
 			}
 		})
@@ -216,4 +221,173 @@ func BenchmarkLiveOffer(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/frame")
 	c.Stop()
+}
+
+// TestLiveReleaseNotHeld: a second Release of a packet, or a Release of
+// another capture's, is ignored and counted: the pool never hands one
+// buffer out twice.
+func TestLiveReleaseNotHeld(t *testing.T) {
+	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
+	other := newLiveCapture(LiveTarget{Kind: LiveService, ID: "o"}, 0, 1792)
+	defer c.Stop()
+	defer other.Stop()
+	frame := make([]byte, 100)
+	now := time.Now()
+	read := func(c *LiveCapture, n int) []*LivePacket {
+		for range n {
+			c.offer(now, frame, len(frame))
+		}
+		c.kick()
+		var ps []*LivePacket
+		for range n {
+			ps = append(ps, <-c.Packets())
+		}
+		return ps
+	}
+	ps := read(c, 2)
+	c.Release(ps[0])
+	c.Release(ps[0]) // again
+	op := read(other, 2)
+	c.Release(op[0]) // another capture's
+	c.Release(nil)
+	if got := c.badReleases; got != 2 {
+		t.Errorf("badReleases = %d, want 2", got)
+	}
+	// One buffer was free before, ps[0] once more: two distinct buffers.
+	qs := read(c, 2)
+	if qs[0] == qs[1] {
+		t.Fatalf("two packets share a buffer after a double Release")
+	}
+	other.Release(op[0])
+	other.Release(op[1])
+	c.mu.Lock()
+	free := len(c.free)
+	c.mu.Unlock()
+	if want := cap(c.free) - 3; free != want { // ps[1], qs[0], qs[1] held
+		t.Errorf("free buffers = %d, want %d", free, want)
+	}
+}
+
+// TestLiveReaderSince: the fast path's reader gives a capture only the
+// frames the kernel stamped after its bit changed hands: those before are
+// the previous capture's (still in the perf buffer) or nobody's.
+func TestLiveReaderSince(t *testing.T) {
+	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
+	defer c.Stop()
+	var live atomic.Pointer[liveSet]
+	ls := &liveSet{}
+	ls.caps[1], ls.cut[1], ls.since[1] = c, 1792, 5003
+	live.Store(ls)
+	lr := &liveReader{live: &live, staged: make([]stagedPacket, 0, liveKickEvery*MaxLive), mono0: 5000}
+	for _, mono := range []uint64{5001, 5002, 5003, 5004, 5005} {
+		lr.deliver(xdpprog.LiveMeta{Mask: 1 << 1, Len: 60, Mono: mono}, []byte{byte(mono)})
+	}
+	lr.flush()
+	for _, want := range []byte{byte(5004 % 256), byte(5005 % 256)} {
+		p := <-c.Packets()
+		if p.Data[0] != want {
+			t.Fatalf("packet %x, want %x (stamped after the bit changed hands)", p.Data[0], want)
+		}
+		c.Release(p)
+	}
+	if st := c.Stats(); st.Captured != 2 || st.Dropped != 0 {
+		t.Errorf("Stats() = %+v, want 2 captured: the older frames are not the capture's", st)
+	}
+}
+
+// TestLiveBitReuse: a new capture takes the bit freed longest ago (one
+// never used first), and its changeover time is after the frames the
+// kernel stamped for the capture that had it.
+func TestLiveBitReuse(t *testing.T) {
+	b := newBroker(t, Config{})
+	start := func() *LiveCapture {
+		t.Helper()
+		c, err := b.StartLive(LiveTarget{Kind: LiveService, ID: "s"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Stop)
+		return c
+	}
+	var caps []*LiveCapture
+	for range MaxLive {
+		caps = append(caps, start())
+	}
+	before := xdpprog.Monotonic()
+	caps[1].Stop()
+	caps[5].Stop()
+	caps[3].Stop()
+	for _, want := range []int{1, 5, 3} {
+		c := start()
+		if c.bit != want {
+			t.Fatalf("new capture got bit %d, want %d (freed longest ago)", c.bit, want)
+		}
+		if ls := b.live.Load(); ls == nil || ls.since[c.bit] <= before {
+			t.Fatalf("bit %d changed hands at %v, want after %d", c.bit, ls, before)
+		}
+	}
+	for _, c := range caps {
+		c.Stop()
+	}
+	// Of bits never used, the lowest; a bit in use is never taken.
+	b2 := newBroker(t, Config{})
+	c0, _ := b2.StartLive(LiveTarget{Kind: LiveFlow, ID: "f"}, 0)
+	c1, _ := b2.StartLive(LiveTarget{Kind: LiveFlow, ID: "f"}, 0)
+	c1.Stop()
+	c2, _ := b2.StartLive(LiveTarget{Kind: LiveFlow, ID: "f"}, 0)
+	if c0.bit != 0 || c2.bit != 2 {
+		t.Errorf("bits %d then %d after stopping bit 1, want 0 then 2 (never used before freed)", c0.bit, c2.bit)
+	}
+	c0.Stop()
+	c2.Stop()
+}
+
+// TestLiveStopTotals: what Stop drains from Packets counts dropped in the
+// capture's Stats and the broker's LiveTotals, also when the broker ended
+// the capture before Stop.
+func TestLiveStopTotals(t *testing.T) {
+	b := newBroker(t, Config{})
+	frame := make([]byte, 100)
+	for _, brokerEnds := range []bool{false, true} {
+		before := b.LiveTotals()
+		c, err := b.StartLive(LiveTarget{Kind: LiveService, ID: "s"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			c.offer(time.Now(), frame, len(frame))
+		}
+		c.kick()
+		c.Release(<-c.Packets())
+		if brokerEnds {
+			b.mu.Lock()
+			b.retireLiveLocked(c)
+			b.syncLiveLocked()
+			b.mu.Unlock()
+		}
+		c.Stop()
+		st := c.Stats()
+		if st.Captured != 1 || st.Dropped != 4 {
+			t.Errorf("broker ends it %v: Stats() = %+v after Stop, want 1 captured and 4 dropped", brokerEnds, st)
+		}
+		lt := b.LiveTotals()
+		if lt.Captured-before.Captured != 1 || lt.Dropped-before.Dropped != 4 || lt.Running != 0 {
+			t.Errorf("broker ends it %v: LiveTotals() = %+v from %+v, want 1 more captured and 4 more dropped", brokerEnds, lt, before)
+		}
+	}
+}
+
+// TestLiveLoseMask: the kernel's losses on an interface count only for
+// the captures of the bits its reader has.
+func TestLiveLoseMask(t *testing.T) {
+	a := newLiveCapture(LiveTarget{Kind: LiveService, ID: "a"}, 0, 1792)
+	o := newLiveCapture(LiveTarget{Kind: LiveService, ID: "o"}, 0, 1792)
+	defer a.Stop()
+	defer o.Stop()
+	ls := &liveSet{}
+	ls.caps[0], ls.caps[4] = a, o
+	ls.lose(1<<0, 7)
+	if sa, so := a.Stats(), o.Stats(); sa.Dropped != 7 || so.Dropped != 0 {
+		t.Errorf("lose(bit 0, 7): dropped %d and %d, want 7 and 0", sa.Dropped, so.Dropped)
+	}
 }

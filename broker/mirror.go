@@ -76,6 +76,11 @@ type mirrorState struct {
 	status Status
 	res    resolution
 	slots  []int32
+	// maxFrame is the most bytes of an inner frame its tunnels send
+	// (TunnelHeader.MaxFrame: the uplink's MTU less the outer headers,
+	// the mirror's snaplen), 0 when none can send: a live capture of the
+	// mirror cuts to it.
+	maxFrame int
 }
 
 // realiseMirrors resolves every mirror of p, opens the uplinks they leave
@@ -115,6 +120,7 @@ func (b *Broker) realiseMirrors(p *Plan, look func(string) linkState, linkErr ma
 				continue
 			}
 			tuns[len(tuns)-1].hdr, tuns[len(tuns)-1].out = hdr, out
+			ms.maxFrame = hdr.MaxFrame()
 		}
 		if st.State != StateActive {
 			// Every copy is counted mirror_down until it can send.

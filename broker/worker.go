@@ -71,16 +71,21 @@ type worker struct {
 	cls    classifier
 	tab    *table
 	ts     uint32 // ERSPAN III timestamp of the batch
-	// live is the batch's live set (nil: no live capture runs), lmask[i]
-	// the captures that want descriptor i of the batch.
+	// live is the batch's live set (nil: no live capture runs); for
+	// descriptor i of the batch, lmask[i] are the captures of the services
+	// and tunnels that sent a copy of it, fmask[i] those of the flows it
+	// matched, and sent[i] says that at least one copy of it was sent: a
+	// frame no copy left with is not captured (the kernel's rule, xdp.c).
 	live  *liveSet
 	lmask []uint8
+	fmask []uint8
+	sent  []bool
 }
 
 func newWorker(c *capture, s *xsk.Socket, queue int, cfg *Config, cpu int) *worker {
 	w := &worker{cap: c, sock: s, queue: queue, cpu: cpu, busy: cfg.BusyPoll, pollTO: cfg.PollTimeout,
 		done: make(chan struct{}), descs: make([]xsk.Desc, cfg.BatchSize), txd: make([]xsk.Desc, cfg.BatchSize),
-		lmask: make([]uint8, cfg.BatchSize)}
+		lmask: make([]uint8, cfg.BatchSize), fmask: make([]uint8, cfg.BatchSize), sent: make([]bool, cfg.BatchSize)}
 	w.ctr.Store(&counterSet{})
 	return w
 }
@@ -168,6 +173,8 @@ func (w *worker) batch() int {
 		now = time.Now()
 		w.cls.liveFlows = w.live.flows
 		clear(w.lmask[:n])
+		clear(w.fmask[:n])
+		clear(w.sent[:n])
 	}
 	var bytes uint64
 	if t != nil {
@@ -184,7 +191,7 @@ func (w *worker) batch() int {
 				continue
 			}
 			hits := w.cls.classify(t, &h, b, ctr)
-			w.lmask[i] = w.cls.liveMask
+			w.fmask[i] = w.cls.liveMask
 			if len(hits) == 0 {
 				w.wctr[wcUnwanted].Add(1)
 				continue
@@ -236,11 +243,15 @@ func (w *worker) batch() int {
 }
 
 // offerLive offers each frame of the batch that live captures want to
-// each of them, once, holding each capture's mutex once.
+// each of them, once, holding each capture's mutex once. The captures of
+// the flows a frame matched get it only when a copy of it was sent.
 func (w *worker) offerLive(descs []xsk.Desc, now time.Time) {
 	var hit uint8
-	for _, m := range w.lmask[:len(descs)] {
-		hit |= m
+	for i := range descs {
+		if w.sent[i] {
+			w.lmask[i] |= w.fmask[i]
+		}
+		hit |= w.lmask[i]
 	}
 	for m := hit; m != 0; m &= m - 1 {
 		bit := uint8(bits.TrailingZeros8(m))
@@ -378,6 +389,7 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 			case j < sent:
 				if w.live != nil {
 					w.lmask[r.desc] |= mask(w.live.tuns, ts.slot)
+					w.sent[r.desc] = true
 				}
 				tc.pkts.Add(1)
 				tc.bytes.Add(uint64(txd[j].Len))
@@ -394,6 +406,7 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 		case j < sent:
 			if w.live != nil {
 				w.lmask[r.desc] |= mask(w.live.svcs, t.services[r.svc].slot)
+				w.sent[r.desc] = true
 			}
 			sc.pkts.Add(1)
 			sc.bytes.Add(uint64(txd[j].Len))

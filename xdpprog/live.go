@@ -30,7 +30,10 @@ import (
 // rejected it, every service is down, the redirect was refused) is not
 // handed over, not even to its flows' captures. The frame handed over is
 // the frame as it arrived: before a service's snaplen or a tunnel's
-// headers.
+// headers. A tunnel's copy counts as sent once its redirect is accepted:
+// in native mode on a driver that keeps no XDP metadata, xdp_tunnel then
+// cannot tell its tunnel and drops it (UnknownTunnel), yet the frame was
+// handed over; the tunnel's failed counter shows it.
 //
 // Live masks are not part of a handoff (Pin): live captures end with the
 // process.
