@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
@@ -168,22 +172,67 @@ func TestBrowser(t *testing.T) {
 }
 
 // TestModel runs the unit tests of the dashboard's pure functions (rates,
-// number formatting, which field an API error names) under node's test
-// runner; they need no browser.
+// number formatting, which field an API error names, the Capture dialog's
+// pcapng counter) under node's test runner; they need no browser. The
+// counter also reads a capture that gopacket's pcapgo writer made, the
+// library the appliance writes its streams with.
 func TestModel(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("the dashboard's unit tests need node (Debian package nodejs): not found in PATH")
 	}
-	cmd := exec.Command(node, "--test", "model.test.mjs")
+	fixture, want := writePcapng(t)
+	cmd := exec.Command(node, "--test", "model.test.mjs", "pcapng.test.mjs")
 	cmd.Dir = "e2e"
+	cmd.Env = append(os.Environ(), "PCAPNG_FIXTURE="+fixture, "PCAPNG_FIXTURE_WANT="+want)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node --test model.test.mjs: %v\n%s", err, out)
+		t.Fatalf("node --test model.test.mjs pcapng.test.mjs: %v\n%s", err, out)
 	}
 	// A file that fails to load runs no test and still exits 0 on some
-	// node versions: insist on passes and no failures.
-	if !regexp.MustCompile(`(?m)^# pass [1-9]`).Match(out) || !strings.Contains(string(out), "# fail 0") {
-		t.Fatalf("node --test model.test.mjs: want passing tests and no failures:\n%s", out)
+	// node versions: insist on passes and no failures, and on the fixture's
+	// test having run.
+	if !regexp.MustCompile(`(?m)^# pass [1-9]`).Match(out) || !strings.Contains(string(out), "# fail 0") ||
+		!strings.Contains(string(out), "# skipped 0") {
+		t.Fatalf("node --test: want passing tests, no failures and none skipped:\n%s", out)
 	}
+}
+
+// writePcapng writes a pcapng file as the appliance's capture endpoint
+// does (pcapgo's NgWriter: an interface of nanosecond timestamps, packets
+// of several sizes, statistics blocks on the way and at the end), and
+// returns its path and what a reader should count, as JSON.
+func writePcapng(t *testing.T) (path, want string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "fixture.pcapng")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := pcapgo.NewNgWriterInterface(f, pcapgo.NgInterface{Name: "tap_service test", LinkType: layers.LinkTypeEthernet,
+		SnapLength: 262144, TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(1700000000, 0)
+	const packets = 40
+	for i := range packets {
+		size := 60 + 37*i // 60 to 1503 bytes: blocks of every padding
+		data := make([]byte, size)
+		ci := gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * time.Millisecond), CaptureLength: size, Length: size}
+		if err := w.WritePacket(ci, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			stats := pcapgo.NgInterfaceStatistics{LastUpdate: ci.Timestamp, PacketsReceived: uint64(i + 1), PacketsDropped: uint64(i)}
+			if err := w.WriteInterfaceStats(0, stats); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return path, fmt.Sprintf(`{"packets": %d, "received": %d, "dropped": %d}`, packets, packets, packets-1)
 }
