@@ -167,6 +167,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		st := toStoreStatus(report.Services, s.ID)
 		if st != s.Status {
 			changedSvcs[s.ID] = st
+			r.logStatus(ctx, "tap_service", s.ID, s.Name, s.Status, st)
 			evs = append(evs, Event{Resource: "tap_service", ID: s.ID, Action: "status", Status: st.State, ProjectID: s.ProjectID})
 		}
 	}
@@ -174,6 +175,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		st := toStoreStatus(report.Flows, f.ID)
 		if st != f.Status {
 			changedFlows[f.ID] = st
+			r.logStatus(ctx, "tap_flow", f.ID, f.Name, f.Status, st)
 			evs = append(evs, Event{Resource: "tap_flow", ID: f.ID, Action: "status", Status: st.State, ProjectID: f.ProjectID})
 		}
 	}
@@ -183,12 +185,16 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	last := r.MirrorStatuses()
 	for _, m := range desired.Mirrors {
 		st := mirrors[m.ID]
-		if old, ok := last[m.ID]; ok && old == st {
+		old, ok := last[m.ID]
+		if ok && old == st {
 			continue
 		}
 		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: st.State.String(), ProjectID: m.ProjectID})
-		r.log.Info("tap mirror status", "tap_mirror_id", m.ID, "status", st.State.String(), "reason", st.Reason,
-			"plan_version", plan.Version)
+		was := store.Status{} // first seen since start
+		if ok {
+			was = store.Status{State: old.State.String(), Reason: old.Reason}
+		}
+		r.logStatus(ctx, "tap_mirror", m.ID, m.Name, was, store.Status{State: st.State.String(), Reason: st.Reason})
 	}
 	r.mirrors.Store(&mirrors)
 	r.hub.publish(evs...)
@@ -200,6 +206,19 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	r.log.Log(ctx, level, "plan applied", "plan_version", plan.Version, "tap_services", len(plan.Services),
 		"tap_flows", len(plan.Flows), "tap_mirrors", len(plan.Mirrors), "status_changes", len(evs))
 	return nil
+}
+
+// logStatus logs a status change once, when it is written: at info, or
+// at warning when the new status is ERROR (journalctl -p warning lists
+// what an operator must fix). old.State is "" for a mirror first seen
+// since start (mirror statuses are not stored).
+func (r *Reconciler) logStatus(ctx context.Context, resource, id, name string, old, st store.Status) {
+	level := slog.LevelInfo
+	if st.State == broker.StateError.String() {
+		level = slog.LevelWarn
+	}
+	r.log.Log(ctx, level, "status changed", "resource", resource, "name", name, "id", id,
+		"old_status", old.State, "status", st.State, "reason", st.Reason)
 }
 
 func toStoreStatus(m map[string]broker.Status, id string) store.Status {

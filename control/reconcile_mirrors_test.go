@@ -126,7 +126,7 @@ func TestReconcilerMirrors(t *testing.T) {
 		t.Errorf("MirrorStatuses = %+v, want %+v", st, wantSt)
 	}
 	pass()
-	if n := strings.Count(logs.String(), "tap_mirror_id=m1 status=ACTIVE"); n != 1 {
+	if n := strings.Count(logs.String(), `resource=tap_mirror name="" id=m1 old_status="" status=ACTIVE`); n != 1 {
 		t.Errorf("ACTIVE of m1 logged %d times over two passes, want once", n)
 	}
 
@@ -137,7 +137,7 @@ func TestReconcilerMirrors(t *testing.T) {
 		t.Errorf("m1 after link down = %+v, want DOWN link down", st["m1"])
 	}
 	pass()
-	if n := strings.Count(logs.String(), `tap_mirror_id=m1 status=DOWN reason="link down"`); n != 1 {
+	if n := strings.Count(logs.String(), `id=m1 old_status=ACTIVE status=DOWN reason="link down"`); n != 1 {
 		t.Errorf("DOWN of m1 logged %d times over two passes, want once", n)
 	}
 	ts.must(200, "PUT", "/v2.0/ports/"+src, `{"port": {"admin_state_up": false}}`, "port")

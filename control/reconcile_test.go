@@ -3,12 +3,15 @@ package control
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/taas-appliance/taas/broker"
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // recordingDataPlane is a test double of DataPlane: it records the plans it
@@ -329,5 +332,60 @@ func TestRestAfter(t *testing.T) {
 		if got := restAfter(tc.pass); got != tc.want {
 			t.Errorf("restAfter(%v) = %v, want %v", tc.pass, got, tc.want)
 		}
+	}
+}
+
+// TestReconcilerLogsStatusChanges: every status change of a service or
+// flow is logged once, when written, with resource, name, id, old and new
+// status and reason: at info, at warning for ERROR; passes that change
+// nothing log no change.
+func TestReconcilerLogsStatusChanges(t *testing.T) {
+	dp := newRecorder()
+	dp.ifaceUp["mon0"] = true
+	var logs testutil.LogBuffer
+	ts := startServer(t, Config{DataPlane: dp, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	src := ts.createPort("src", "veth0", "fa:16:3e:aa:bb:cc")
+	svc := ts.createService("web-svc", ts.createPort("mon", "mon0", ""))
+	flow := ts.createFlow("web-flow", svc, src, "IN", nil)
+	sync := func() {
+		t.Helper()
+		if err := ts.srv.Reconciler().Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync()
+	sync()
+	dp.set(func(d *recordingDataPlane) { d.ifaceUp["veth0"] = true })
+	sync()
+	sync()
+	dp.set(func(d *recordingDataPlane) { d.err = errors.New("kernel says no") })
+	sync()
+	out := logs.String()
+	var changes []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, `msg="status changed"`) {
+			changes = append(changes, l)
+		}
+	}
+	for _, want := range []struct{ level, tail string }{
+		{"INFO", `resource=tap_service name=web-svc id=` + svc + ` old_status=DOWN status=ACTIVE reason=""`},
+		{"INFO", `resource=tap_flow name=web-flow id=` + flow + ` old_status=DOWN status=DOWN reason="link down"`},
+		{"INFO", `resource=tap_flow name=web-flow id=` + flow + ` old_status=DOWN status=ACTIVE reason=""`},
+		{"WARN", `resource=tap_flow name=web-flow id=` + flow + ` old_status=ACTIVE status=ERROR reason="apply plan `},
+		{"WARN", `resource=tap_service name=web-svc id=` + svc + ` old_status=ACTIVE status=ERROR reason="apply plan `},
+	} {
+		n := 0
+		for _, l := range changes {
+			if strings.Contains(l, "level="+want.level+" ") && strings.Contains(l, want.tail) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("logged %d times, want once at %s: %s\nlog:\n%s", n, want.level, want.tail, out)
+		}
+	}
+	if n := len(changes); n != 5 {
+		t.Errorf("%d status changes logged, want 5:\n%s", n, out)
 	}
 }

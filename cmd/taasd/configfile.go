@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -177,8 +178,12 @@ const maxQueues = 64
 // loadConfigFile reads and validates the configuration file at path. The
 // error names the file and, for each problem, the field.
 func loadConfigFile(path string) (*fileConfig, error) {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	fc := &fileConfig{path: path}
-	md, err := toml.DecodeFile(path, fc)
+	md, typeErrs, err := decodeConfig(string(text), fc)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -187,7 +192,7 @@ func loadConfigFile(path string) (*fileConfig, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	fc.meta = md
-	if err := fc.Validate(); err != nil {
+	if err := joinProblems(typeErrs, fc.Validate()); err != nil {
 		// One line per problem, each naming the file and the field.
 		lines := strings.Split(err.Error(), "\n")
 		for i, l := range lines {
@@ -202,12 +207,12 @@ func loadConfigFile(path string) (*fileConfig, error) {
 // and the fuzz target use it.
 func parseConfig(text string) (*fileConfig, error) {
 	fc := &fileConfig{path: "(inline)"}
-	md, err := toml.Decode(text, fc)
+	md, typeErrs, err := decodeConfig(text, fc)
 	if err != nil {
 		return nil, err
 	}
 	fc.meta = md
-	return fc, fc.Validate()
+	return fc, joinProblems(typeErrs, fc.Validate())
 }
 
 // isSet reports whether the file set key (dotted, e.g. "auth.mode").
@@ -447,13 +452,23 @@ func visited(fs *flag.FlagSet) map[string]bool {
 	return set
 }
 
-// newLogger is taasd's logger: text (the default) or JSON lines on w.
+// newLogger is taasd's logger: text (the default) or JSON lines on w;
+// under systemd each line starts with its syslog priority (journal.go).
 func newLogger(w io.Writer, level slog.Level, format string) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	var pw *prefixWriter
+	if f, ok := w.(*os.File); ok && journalStream(f) {
+		pw = &prefixWriter{w: w}
+		w = pw
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	if pw != nil {
+		h = &journalHandler{inner: h, out: pw}
+	}
+	return slog.New(h)
 }
 
 // logFormat is log.format from the file, "" (text) without one.

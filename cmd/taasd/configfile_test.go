@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -295,6 +296,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("")
 	f.Add("listen = \"127.0.0.1:9696\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nunmatched = \"drop\"\n")
 	f.Add("[auth]\nmode = \"token\"\ntokens = \"/t\"\n[broker]\ncpus = [0, 1]\n")
+	f.Add("listen = 5\n[auth]\nmode = 3\n[[interfaces]]\nname = 2\nrole = [1]\n[broker]\ncpus = [\"a\"]\n")
 	f.Add("[[interfaces]]\nname = \"eth3\"\nrole = \"uplink\"\n[quotas]\ntap_mirror = -1\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		fc, err := parseConfig(text)
@@ -369,5 +371,54 @@ func TestVersionAndCheckCommand(t *testing.T) {
 	out, err = exec.Command(bin, "check", "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "usage: taasd check [--config FILE]") {
 		t.Errorf("taasd check --help = %q, %v; want the usage and exit status 0", out, err)
+	}
+}
+
+// TestConfigTypeErrors: values of the wrong type are all reported, one line
+// each naming the field, together with the other problems of the file, and
+// a field set aside for its type is not also called missing.
+func TestConfigTypeErrors(t *testing.T) {
+	text := `listen = 5
+bogus = 1
+[auth]
+mode = "tok"
+public_metrics = "yes"
+[broker]
+cpus = [1, "a"]
+batch_size = 1.5
+[limits]
+max_body_size = "big"
+[[interfaces]]
+name = "cap0"
+role = 1
+[[interfaces]]
+name = 2
+role = "monitor"
+`
+	_, err := parseConfig(text)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		`listen: want a string, got an integer (5)`,
+		`auth.public_metrics: want true or false, got a string ("yes")`,
+		`broker.batch_size: want an integer, got a float (1.5)`,
+		`broker.cpus[1]: want an integer, got a string ("a")`,
+		`limits.max_body_size: want an integer, got a string ("big")`,
+		`interfaces[0].role: want a string, got an integer (1)`,
+		`interfaces[1].name: want a string, got an integer (2)`,
+		`bogus: unknown key`,
+		`auth.mode: must be noauth or token, got "tok"`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Right types, one wrong: the rest of the file still decodes.
+	fc, err := parseConfig("listen = \"127.0.0.1:1\"\n[log]\nlevel = 3\n")
+	if err == nil || err.Error() != "log.level: want a string, got an integer (3)" || fc.Listen != "127.0.0.1:1" {
+		t.Errorf("parseConfig = %+v, %v", fc, err)
 	}
 }

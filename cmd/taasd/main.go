@@ -48,11 +48,14 @@ type config struct {
 	File    *fileConfig // the configuration file; nil without --config
 }
 
-// parseFlags fills a config from the command line.
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+// parseFlags fills a config from the command line. --help prints the usage
+// on stdout (it is what was asked for) and returns flag.ErrHelp; a bad flag
+// is returned (main prints it, with a pointer to --help).
+func parseFlags(args []string, stdout io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("taasd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9696", "API `address` (host:port)")
 	fs.StringVar(&cfg.DB, "db", "taas.db", "SQLite database `file` (created if missing)")
 	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth or token")
@@ -69,7 +72,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
 	configPath := fs.String("config", "", "configuration `file` (TOML, see deploy/taasd.toml); flags given here override it")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fmt.Fprint(stdout, usageHead)
+		fs.PrintDefaults()
+		return cfg, err
+	} else if err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
@@ -85,6 +93,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	return cfg, nil
 }
+
+// usageHead is the start of --help: the commands, then the flags.
+const usageHead = `Usage:
+  taasd [flags]               run the appliance: the API (and dashboard) and the data plane
+  taasd check [--config F]    check that this machine, these privileges and that configuration
+                              can run the data plane, without starting it (exit 1 on a failure)
+  taasd --version             print the version
+
+Signals: SIGHUP reloads the tokens file; SIGUSR2 stops, leaving the fast path
+attached for the next taasd (--pin-dir); SIGTERM and SIGINT stop.
+
+Flags:
+`
 
 // validate checks what flags alone can get wrong.
 func (c config) validate() error {
@@ -142,7 +163,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(runCheck(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	cfg, err := parseFlags(os.Args[1:], os.Stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -155,6 +176,7 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "taasd:", err)
+		fmt.Fprintln(os.Stderr, "Run 'taasd --help' for the commands and flags.")
 		os.Exit(2)
 	}
 	level, _ := parseLevel(cfg.LogLevel) // validated above

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,5 +155,53 @@ func TestStopDuringStartup(t *testing.T) {
 				t.Errorf("run = %v, want an error: %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestHelp: `taasd --help` prints the commands (check among them) and the
+// flags on stdout and exits 0; a bad flag says so once on stderr, points at
+// --help and exits 2.
+func TestHelp(t *testing.T) {
+	bin := testutil.BuildTaasd(t)
+	for _, tc := range []struct {
+		args                 []string
+		code                 int
+		stdout, stderr, nots []string
+	}{
+		{[]string{"--help"}, 0, []string{"taasd check", "--version", "-listen", "-config"}, nil, nil},
+		{[]string{"-h"}, 0, []string{"taasd check"}, nil, nil},
+		{[]string{"--bogus"}, 2, nil, []string{"flag provided but not defined: -bogus", "taasd --help"}, []string{"-listen"}},
+	} {
+		var out, errb strings.Builder
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code {
+			t.Errorf("taasd %v: exit %d, want %d", tc.args, code, tc.code)
+		}
+		for _, w := range tc.stdout {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("taasd %v: stdout lacks %q:\n%s", tc.args, w, out.String())
+			}
+		}
+		for _, w := range tc.stderr {
+			if !strings.Contains(errb.String(), w) {
+				t.Errorf("taasd %v: stderr lacks %q:\n%s", tc.args, w, errb.String())
+			}
+		}
+		for _, w := range tc.nots {
+			if strings.Contains(out.String()+errb.String(), w) {
+				t.Errorf("taasd %v: prints %q:\n%s%s", tc.args, w, out.String(), errb.String())
+			}
+		}
+		if tc.code == 0 && errb.Len() > 0 {
+			t.Errorf("taasd %v: stderr %q, want nothing", tc.args, errb.String())
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 // port.
 type DesiredService struct {
 	ID        string
+	Name      string
 	ProjectID string
 	PortID    string
 	Iface     string
@@ -24,6 +25,7 @@ type DesiredService struct {
 // port.
 type DesiredFlow struct {
 	ID           string
+	Name         string
 	ProjectID    string
 	ServiceID    string
 	SourcePortID string
@@ -40,6 +42,7 @@ type DesiredFlow struct {
 // port. It has no stored status: the reconciler keeps the data plane's.
 type DesiredMirror struct {
 	ID         string
+	Name       string
 	ProjectID  string
 	PortID     string
 	Iface      string
@@ -74,11 +77,11 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		return d, fmt.Errorf("read desired state: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
+	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.name, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
 		s.status, s.status_reason
 		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`,
 		func(sc scanner, x *DesiredService) error {
-			return sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
+			return sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
 		})
 	if err != nil {
 		return d, fmt.Errorf("read desired services: %w", err)
@@ -103,10 +106,10 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		bySrc[srcs[i].id] = &srcs[i]
 	}
 	d.Flows = make([]DesiredFlow, 0, s.desiredFlows.Load())
-	err = scanAll(ctx, tx, &d.Flows, `SELECT id, project_id, tap_service_id, source_port, direction,
+	err = scanAll(ctx, tx, &d.Flows, `SELECT id, name, project_id, tap_service_id, source_port, direction,
 		coalesce(vlan_filter, ''), coalesce(filter, ''), status, status_reason FROM tap_flows ORDER BY seq`,
 		func(sc scanner, x *DesiredFlow) error {
-			if err := sc.Scan(&x.ID, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Direction,
+			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.ServiceID, &x.SourcePortID, &x.Direction,
 				&x.VLANFilter, &x.Filter, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}
@@ -122,12 +125,12 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	// would be left out, as a join would.
 	d.Flows = slices.DeleteFunc(d.Flows, func(f DesiredFlow) bool { return bySrc[f.SourcePortID] == nil })
 	s.desiredFlows.Store(int64(len(d.Flows)))
-	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
+	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.name, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
 		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0)
 		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
 		func(sc scanner, x *DesiredMirror) error {
 			var dirs []byte
-			if err := sc.Scan(&x.ID, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
+			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
 				&x.MirrorType, &x.Snaplen); err != nil {
 				return err
 			}

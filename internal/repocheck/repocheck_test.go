@@ -113,6 +113,21 @@ func verifyUnit(t *testing.T, unit string) (string, error) {
 	return string(out), err
 }
 
+// aboutTaasd keeps the lines of systemd-analyze's output about our unit:
+// verify also loads the units it names (network-online.target's
+// dependencies, say), and another package's unit may warn about itself
+// (Debian's keystone.service: "Dependency After=keystone.service is
+// dropped").
+func aboutTaasd(out string) string {
+	var ours []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "taasd") {
+			ours = append(ours, l)
+		}
+	}
+	return strings.Join(ours, "\n")
+}
+
 func TestSystemdUnit(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(root, "deploy", "taasd.service"))
 	if err != nil {
@@ -123,8 +138,10 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("deploy/taasd.service: ExecStart does not run /usr/local/bin/taasd")
 	}
 	out, err := verifyUnit(t, unit)
-	if err != nil || strings.TrimSpace(out) != "" {
-		t.Errorf("systemd-analyze verify deploy/taasd.service: %v\n%s", err, out)
+	if ours := aboutTaasd(out); err != nil || ours != "" {
+		t.Errorf("systemd-analyze verify deploy/taasd.service: %v\n%s", err, ours)
+	} else if out != "" {
+		t.Logf("systemd-analyze verify: other units' warnings, not ours:\n%s", out)
 	}
 	// What the data plane needs must stay in the unit.
 	for _, want := range []string{
@@ -152,7 +169,7 @@ func TestSystemdUnitCatches(t *testing.T) {
 	}
 	unit := strings.Replace(string(b), "ProtectHome=yes", "ProtectHomme=yes\nPrivateTmp=perhaps", 1)
 	out, err := verifyUnit(t, unit)
-	if err == nil && !strings.Contains(out, "ProtectHomme") {
+	if err == nil && !strings.Contains(aboutTaasd(out), "ProtectHomme") {
 		t.Errorf("systemd-analyze verify on a misspelt key printed %q, want a warning naming it", out)
 	}
 }
