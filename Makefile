@@ -1,6 +1,7 @@
 # The appliance's build, run and test entry points. `make test` is the
 # README's test command and what CI runs (as root, so privileged tests run).
-GO      ?= go
+# Go from PATH, else where its tarball installs (sudo resets PATH).
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := bin
 LISTEN  ?= 127.0.0.1:9696
 DB      ?= $(CURDIR)/var/taas.db
@@ -10,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run lab test test-short vet generate fuzz clean bench
+.PHONY: all build run lab test test-short vet generate fuzz clean bench deps
 
 all: build
 
@@ -41,8 +42,14 @@ bench: build
 vet:
 	$(GO) vet ./...
 
+# What building and testing needs (Debian packages, npm packages of the
+# browser tests): as root installs what is missing, otherwise says what to
+# run (.ci/deps).
+deps:
+	@bash .ci/deps
+
 # Every test, privileged ones included when run as root (CI is root).
-test: vet
+test: deps vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short:

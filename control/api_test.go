@@ -119,6 +119,7 @@ func TestBadInput(t *testing.T) {
 	count := func() string {
 		return fmt.Sprint(len(ts.list("/v2.0/ports", "ports")), len(ts.list(services, "tap_services")), len(ts.list(flows, "tap_flows")))
 	}
+	ts.settle()
 	before := count()
 	snapshot := ts.do("GET", flows+"/"+flow, "").raw
 	for _, tc := range tests {
@@ -161,17 +162,17 @@ func TestWorkflow(t *testing.T) {
 			t.Errorf("created tap_service[%s] = %v, want %v", k, svc[k], v)
 		}
 	}
-	if len(svc) != 8 || svc["snaplen"] != nil {
-		t.Errorf("tap_service has keys %v, want upstream's 7 and snaplen null", svc)
+	if len(svc) != 9 || svc["snaplen"] != nil || svc["status_reason"] != "" {
+		t.Errorf("tap_service has keys %v, want upstream's 7, snaplen null and status_reason", svc)
 	}
 	svcID := svc["id"].(string)
 
 	flowIn := ts.must(201, "POST", "/v2.0/taas/tap_flows", jsonBody(map[string]any{"tap_flow": map[string]any{
 		"name": "web-in", "tap_service_id": svcID, "source_port": src, "direction": "IN",
 		"vlan_filter": "189,279,999-1008"}}), "tap_flow")
-	if flowIn["vlan_filter"] != "189,279,999-1008" || flowIn["status"] != "DOWN" || len(flowIn) != 11 ||
-		flowIn["filter"] != nil {
-		t.Errorf("created tap_flow = %v, want vlan_filter echoed, status DOWN, filter null, 11 keys", flowIn)
+	if flowIn["vlan_filter"] != "189,279,999-1008" || flowIn["status"] != "DOWN" || len(flowIn) != 12 ||
+		flowIn["filter"] != nil || flowIn["status_reason"] != "" {
+		t.Errorf("created tap_flow = %v, want vlan_filter echoed, status DOWN, filter null, status_reason \"\", 12 keys", flowIn)
 	}
 	flowOut := ts.createFlow("db-out", svcID, src2, "OUT", nil)
 	// tap_flow.name stays type:string (a tab is fine) where tap_service.name

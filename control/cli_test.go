@@ -79,6 +79,17 @@ func TestOpenstackCLI(t *testing.T) {
 	if shown["ID"] != flow["ID"] || shown["vlan_filter"] != "10-20,30" {
 		t.Errorf("tap flow show web-in-2 printed %v", shown)
 	}
+	// Why it is DOWN (taas-status-reason): the client prints every
+	// attribute the server sends.
+	ts.settle()
+	jsonOut(&shown, "tap", "flow", "show", "web-in-2")
+	if shown["Status"] != "DOWN" || shown["status_reason"] != "no data plane" {
+		t.Errorf("tap flow show web-in-2 printed %v, want status DOWN and status_reason 'no data plane'", shown)
+	}
+	jsonOut(&shown, "tap", "service", "show", "ids")
+	if shown["status_reason"] != "no data plane" {
+		t.Errorf("tap service show ids printed %v, want status_reason 'no data plane'", shown)
+	}
 
 	// A create the server rejects: exit 1 and upstream's message.
 	_, errOut, code := run("tap", "flow", "create", "--port", "web-port", "--tap-service", "ids",

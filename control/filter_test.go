@@ -256,6 +256,7 @@ func TestFilterSnaplenBadInput(t *testing.T) {
 			tc{"put mirror snaplen " + v.json, "PUT", mirrors + "/" + mirror,
 				fmt.Sprintf(`{"tap_mirror": {"snaplen": %s}}`, v.json), msg})
 	}
+	ts.settle()
 	before := ts.do("GET", "/v2.0/taas/tap_flows", "").raw + ts.do("GET", "/v2.0/taas/tap_services", "").raw +
 		ts.do("GET", mirrors, "").raw
 	for _, tc := range tests {

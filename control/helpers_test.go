@@ -80,6 +80,16 @@ func stopServer(t testing.TB, cancel context.CancelFunc, done chan error, st *st
 	st.Close()
 }
 
+// settle runs a reconciler pass now: statuses and their reasons are then
+// what the data plane made of every change so far, and stay so until the
+// next change.
+func (ts *testServer) settle() {
+	ts.t.Helper()
+	if err := ts.srv.Reconciler().Sync(context.Background()); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
 // response is one HTTP answer, its body decoded when it is JSON.
 type response struct {
 	status int

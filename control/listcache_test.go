@@ -81,7 +81,7 @@ func TestListCacheNeverStale(t *testing.T) {
 			syncNow()
 		}, flowStatus("ACTIVE")},
 		{"status through the store", flows, func() {
-			if err := ts.st.SetStatuses(ctx, nil, map[string]store.Status{flow: {State: "ERROR", Reason: "x"}}); err != nil {
+			if err := ts.st.SetStatuses(ctx, nil, map[string]store.Status{flow: {State: "ERROR", Reason: "x"}}, nil); err != nil {
 				t.Fatal(err)
 			}
 		}, flowStatus("ERROR")},

@@ -45,6 +45,10 @@ var extensions = []extension{
 		Description: "Tap services and tap mirrors take snaplen, settable at create and by update: their copies " +
 			"are truncated to so many bytes (64 to 65535). null (the default) sends whole frames.",
 		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS status reason", Alias: "taas-status-reason",
+		Description: "Tap services, tap flows and tap mirrors carry status_reason, why their status is not ACTIVE " +
+			"(empty when it is); tap mirrors also carry status (ACTIVE, DOWN or ERROR), as services and flows do.",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
 	{Name: "Quota management support", Alias: "quotas",
 		Description: "Expose functions for quotas management per project", Updated: "2012-07-29T10:00:00-00:00",
 		Links: []string{}},

@@ -69,13 +69,17 @@ type mirrorView struct {
 	ProjectID   string           `json:"project_id"`
 	RemoteIP    string           `json:"remote_ip"`
 	Snaplen     *int             `json:"snaplen"`
-	TenantID    string           `json:"tenant_id"`
+	// Status and StatusReason are ours (taas-status-reason): upstream's
+	// tap mirrors have neither.
+	Status       string `json:"status"`
+	StatusReason string `json:"status_reason"`
+	TenantID     string `json:"tenant_id"`
 }
 
 func newMirrorView(m store.TapMirror) mirrorView {
 	return mirrorView{ID: m.ID, TenantID: m.ProjectID, ProjectID: m.ProjectID, Name: m.Name,
 		Description: m.Description, PortID: m.PortID, Directions: m.Directions, RemoteIP: m.RemoteIP,
-		MirrorType: m.MirrorType, Snaplen: m.Snaplen}
+		MirrorType: m.MirrorType, Snaplen: m.Snaplen, Status: m.Status, StatusReason: m.StatusReason}
 }
 
 func errTapMirrorNotFound(id string) error {
@@ -111,7 +115,7 @@ func (s *Server) createTapMirror(tx *store.Tx, id Identity, b mirrorBody) (store
 	}
 	portID := port.ID
 	m := store.TapMirror{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,
-		PortID: portID, Directions: b.Directions, RemoteIP: b.RemoteIP, MirrorType: b.MirrorType, Snaplen: b.Snaplen.V}
+		PortID: portID, Directions: b.Directions, RemoteIP: b.RemoteIP, MirrorType: b.MirrorType, Snaplen: b.Snaplen.V, Status: "DOWN"}
 	// Upstream checks the tunnel ids against the mirrors the caller sees.
 	var tc *store.TunnelConflictError
 	switch err := tx.CreateTapMirror(m, id.scope()); {

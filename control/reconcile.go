@@ -162,12 +162,16 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		mirrors[m.ID] = st
 	}
 	changedSvcs, changedFlows := map[string]store.Status{}, map[string]store.Status{}
-	var evs []Event
+	var (
+		evs []Event
+		// changes are logged once written.
+		changes []func()
+	)
 	for _, s := range svcs {
 		st := toStoreStatus(report.Services, s.ID)
 		if st != s.Status {
 			changedSvcs[s.ID] = st
-			r.logStatus(ctx, "tap_service", s.ID, s.Name, s.Status, st)
+			changes = append(changes, func() { r.logStatus(ctx, "tap_service", s.ID, s.Name, s.Status, st) })
 			evs = append(evs, Event{Resource: "tap_service", ID: s.ID, Action: "status", Status: st.State, ProjectID: s.ProjectID})
 		}
 	}
@@ -175,26 +179,26 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		st := toStoreStatus(report.Flows, f.ID)
 		if st != f.Status {
 			changedFlows[f.ID] = st
-			r.logStatus(ctx, "tap_flow", f.ID, f.Name, f.Status, st)
+			changes = append(changes, func() { r.logStatus(ctx, "tap_flow", f.ID, f.Name, f.Status, st) })
 			evs = append(evs, Event{Resource: "tap_flow", ID: f.ID, Action: "status", Status: st.State, ProjectID: f.ProjectID})
 		}
 	}
-	if err := r.st.SetStatuses(ctx, changedSvcs, changedFlows); err != nil {
-		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
-	}
-	last := r.MirrorStatuses()
+	changedMirrors := map[string]store.Status{}
 	for _, m := range desired.Mirrors {
 		st := mirrors[m.ID]
-		old, ok := last[m.ID]
-		if ok && old == st {
+		ss := store.Status{State: st.State.String(), Reason: st.Reason}
+		if ss == m.Status {
 			continue
 		}
-		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: st.State.String(), ProjectID: m.ProjectID})
-		was := store.Status{} // first seen since start
-		if ok {
-			was = store.Status{State: old.State.String(), Reason: old.Reason}
-		}
-		r.logStatus(ctx, "tap_mirror", m.ID, m.Name, was, store.Status{State: st.State.String(), Reason: st.Reason})
+		changedMirrors[m.ID] = ss
+		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: ss.State, ProjectID: m.ProjectID})
+		changes = append(changes, func() { r.logStatus(ctx, "tap_mirror", m.ID, m.Name, m.Status, ss) })
+	}
+	if err := r.st.SetStatuses(ctx, changedSvcs, changedFlows, changedMirrors); err != nil {
+		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
+	}
+	for _, log := range changes {
+		log()
 	}
 	r.mirrors.Store(&mirrors)
 	r.hub.publish(evs...)
@@ -210,8 +214,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 
 // logStatus logs a status change once, when it is written: at info, or
 // at warning when the new status is ERROR (journalctl -p warning lists
-// what an operator must fix). old.State is "" for a mirror first seen
-// since start (mirror statuses are not stored).
+// what an operator must fix).
 func (r *Reconciler) logStatus(ctx context.Context, resource, id, name string, old, st store.Status) {
 	level := slog.LevelInfo
 	if st.State == broker.StateError.String() {

@@ -126,7 +126,7 @@ func TestReconcilerMirrors(t *testing.T) {
 		t.Errorf("MirrorStatuses = %+v, want %+v", st, wantSt)
 	}
 	pass()
-	if n := strings.Count(logs.String(), `resource=tap_mirror name="" id=m1 old_status="" status=ACTIVE`); n != 1 {
+	if n := strings.Count(logs.String(), `resource=tap_mirror name="" id=m1 old_status=DOWN status=ACTIVE`); n != 1 {
 		t.Errorf("ACTIVE of m1 logged %d times over two passes, want once", n)
 	}
 

@@ -30,12 +30,15 @@ type serviceView struct {
 	ProjectID   string `json:"project_id"`
 	Snaplen     *int   `json:"snaplen"`
 	Status      string `json:"status"`
-	TenantID    string `json:"tenant_id"`
+	// StatusReason says why the status is not ACTIVE (ours,
+	// taas-status-reason); "" when ACTIVE.
+	StatusReason string `json:"status_reason"`
+	TenantID     string `json:"tenant_id"`
 }
 
 func newServiceView(t store.TapService) serviceView {
 	return serviceView{ID: t.ID, TenantID: t.ProjectID, ProjectID: t.ProjectID, Name: t.Name,
-		Description: t.Description, PortID: t.PortID, Snaplen: t.Snaplen, Status: t.Status}
+		Description: t.Description, PortID: t.PortID, Snaplen: t.Snaplen, Status: t.Status, StatusReason: t.StatusReason}
 }
 
 // flowBody is a validated tap_flow body.
@@ -59,6 +62,7 @@ type flowView struct {
 	ProjectID    string  `json:"project_id"`
 	SourcePort   string  `json:"source_port"`
 	Status       string  `json:"status"`
+	StatusReason string  `json:"status_reason"`
 	TapServiceID string  `json:"tap_service_id"`
 	TenantID     string  `json:"tenant_id"`
 	VLANFilter   *string `json:"vlan_filter"`
@@ -67,7 +71,7 @@ type flowView struct {
 func newFlowView(f store.TapFlow) flowView {
 	return flowView{ID: f.ID, TenantID: f.ProjectID, ProjectID: f.ProjectID, Name: f.Name,
 		Description: f.Description, TapServiceID: f.TapServiceID, SourcePort: f.SourcePort,
-		Direction: f.Direction, Status: f.Status, VLANFilter: f.VLANFilter, Filter: f.Filter}
+		Direction: f.Direction, Status: f.Status, StatusReason: f.StatusReason, VLANFilter: f.VLANFilter, Filter: f.Filter}
 }
 
 func (s *Server) serviceKind() *kind[store.TapService, serviceBody, serviceView] {

@@ -42,7 +42,7 @@ func browserTools(t *testing.T) string {
 		t.Skipf("browser tests need Chromium (Debian package chromium): %v", err)
 	}
 	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core", "package.json")); err != nil {
-		t.Fatalf("playwright-core is not installed in web/e2e: run .ci/setup.d/50-web.sh (npm ci): %v", err)
+		t.Fatalf("playwright-core is not installed in web/e2e: run make deps as root (npm ci): %v", err)
 	}
 	return node
 }

@@ -7,7 +7,7 @@ import "fmt"
 // outcome: Redirected, RedirectFailed, Unmatched, VLANFiltered, Runt,
 // TruncatedTag, Oversize, or, on the fast path (SetFast), FastRedirected,
 // FastFailed, FastNoOutput or FastFiltered. Passed and Dropped count the verdicts of
-// frames that were not redirected.
+// frames that were not redirected; LiveFailed is not an outcome either.
 type Counters struct {
 	// Seen is every frame the program ran on.
 	Seen uint64
@@ -41,6 +41,11 @@ type Counters struct {
 	// FastFiltered frames were decided, but every flow's filter rejected
 	// them: they got the unmatched action.
 	FastFiltered uint64
+	// LiveFailed frames a live capture wanted were refused by the perf
+	// buffer: no reader open (OpenLive), or its CPU's buffer full (the
+	// reader counts those as lost too). Not an outcome: the frame
+	// went on.
+	LiveFailed uint64
 }
 
 // Each calls fn with every counter's stable snake_case name (what metrics
@@ -61,6 +66,7 @@ func (c *Counters) Each(fn func(name string, v uint64)) {
 	fn("fast_failed", c.FastFailed)
 	fn("fast_no_output", c.FastNoOutput)
 	fn("fast_filtered", c.FastFiltered)
+	fn("live_failed", c.LiveFailed)
 }
 
 // Counters returns the program's counters summed over CPUs.
@@ -93,6 +99,7 @@ func (c *Capture) countersLocked() (Counters, error) {
 		s.FastFailed += p.FastFailed
 		s.FastNoOutput += p.FastNoOutput
 		s.FastFiltered += p.FastFiltered
+		s.LiveFailed += p.LiveFailed
 	}
 	return s, nil
 }

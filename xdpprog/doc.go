@@ -32,6 +32,10 @@
 //   - Pin, AttachOver and Activate hand an attached program over to the
 //     next process without detaching it (handoff.go); RemovePin detaches
 //     what nobody took over.
+//   - SetLive marks fast flow and service slots with the bits of the live
+//     captures (issue 12) that want their frames: the program then hands
+//     each such frame, once, to userspace through a perf event array,
+//     which OpenLive's LiveReader reads (live.go).
 //
 // The program parses Ethernet and up to two VLAN tags, keeps only what some
 // flow may want (MAC want bits behind a hint bitmap, multicast, outer-VID
@@ -39,7 +43,7 @@
 // classification is the broker's. Of the project the package imports only
 // pcapfilter (MaxBackJumps: both paths bound protochain's loop alike); it
 // starts no goroutines, and does only control-plane work from Go, guarded
-// by one mutex per Capture.
+// by one mutex per Capture (a LiveReader reads in its caller's goroutine).
 //
 // Regenerating needs clang-14 and llvm-14; the libbpf headers are vendored
 // in headers/ (headers/update.sh pins their version) and the Makefile pins

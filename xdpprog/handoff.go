@@ -33,7 +33,8 @@ const progsSuffix = ":progs"
 
 // Pin pins c's bpf_link at path, a file on a bpffs that must not exist, so
 // that the program stays attached after Close and after the process exits,
-// until AttachOver takes it over or RemovePin detaches it.
+// until AttachOver takes it over or RemovePin detaches it. It turns live
+// capture off (SetLive(nil, nil, 0)): live captures end with the process.
 func (c *Capture) Pin(path string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -42,6 +43,10 @@ func (c *Capture) Pin(path string) error {
 	}
 	if c.link == nil {
 		return errors.New("pin xdp link: not attached")
+	}
+	// The pinned program outlives this process's live reader.
+	if err := c.setLiveLocked(nil, nil, 0); err != nil {
+		return fmt.Errorf("pin xdp link: %w", err)
 	}
 	if err := c.objs.FastProgs.Pin(path + progsSuffix); err != nil {
 		return fmt.Errorf("pin fast path programs at %s: %w", path+progsSuffix, err)

@@ -37,6 +37,10 @@
 //       DEVMAP_HASH entry per copy) for several; an output may be a tunnel
 //       (the frame first gets tun_meta), whose entry's own program,
 //       xdp_tunnel, encapsulates the copy (see "Tunnels" below)
+//   6f. when live captures run (SETTING_LIVE) and a copy left: hand the
+//       frame once to the live captures of its matched flows and of the
+//       services it went to, through a perf event array (see "Live
+//       captures" below)
 // Tables stay linear in the ports: decisions per port and side, copies per
 // distinct service mask.
 // Everything not redirected gets the interface's unmatched action (PASS or
@@ -44,6 +48,8 @@
 // seen == redirected + redirect_failed + unmatched + vlan_filtered + runt +
 //         truncated_tag + oversize + fast_redirected + fast_failed +
 //         fast_no_output + fast_filtered.
+// (live_failed, a live capture's frame the perf buffer refused, is not an
+// outcome.)
 // Userspace (xdpprog/filter.go) owns the maps and updates them in place.
 
 #include <linux/bpf.h>
@@ -66,7 +72,9 @@
 #define SETTING_MAX_FRAME 2 // largest frame that fits a UMEM chunk; 0: no limit
 #define SETTING_FAST 3      // 1: decide and copy in the kernel (fast tables)
 #define SETTING_GEN 4       // the live generation of the fast tables, 0 or 1
-#define SETTINGS 5
+#define SETTING_LIVE 5      // non-zero: some live capture wants frames (live_flows, live_svcs)
+#define SETTING_LIVE_SNAP 6 // bytes of a frame handed to live captures; 0: whole frames
+#define SETTINGS 7
 
 // Sizes of the fast tables; keep equal to xdpprog/fast.go. Hash maps hold two
 // generations: the broker writes the next one beside the live one, flips
@@ -101,6 +109,7 @@ struct counters {
 	__u64 fast_failed;     // decided, but bpf_redirect_map refused
 	__u64 fast_no_output;  // decided, but no service had a usable monitor
 	__u64 fast_filtered;   // every flow's filter rejected it
+	__u64 live_failed;     // not an outcome: bpf_perf_event_output refused a live capture's frame
 };
 
 struct port_key {
@@ -308,6 +317,46 @@ struct {
 	__type(value, struct svc_counter);
 } fast_svcs SEC(".maps");
 
+// ---- Live captures (issue 12) ----
+//
+// When SETTING_LIVE is set, a frame of the fast path that some copy leaves
+// with is handed to userspace once, through live_events, when a live
+// capture wants it: mask is the OR of live_flows[slot] of the flows that
+// matched it and live_svcs[slot] of the services whose copy was sent (bit
+// i: live capture i). The sample is a live_meta followed by the frame's
+// first caplen bytes (appended by the helper from the XDP context);
+// perf pads samples to 8 bytes, so caplen is in the meta.
+#define LIVE_MAX_CAP 0xff00 // a perf sample's size is 16 bits: the most bytes of a frame it carries
+
+struct live_meta {
+	__u64 mono;   // bpf_ktime_get_ns
+	__u32 len;    // of the frame
+	__u32 caplen; // of the bytes that follow
+	__u8 mask;
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(max_entries, 0); // the loader sets it to the number of possible CPUs
+	__type(key, __u32);
+	__type(value, __u32);
+} live_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FAST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} live_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FAST_SLOTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} live_svcs SEC(".maps");
+
 // ---- Filters (issue 11, "Traffic selection") ----
 #define MAX_FILTERS 64 // xdpprog.MaxFastFilters: bits of fast_scratch.need
 #define RESUME_SLOT 2  // fast_progs slot of xdp_resume; 0 and 1: each generation's filter program
@@ -344,6 +393,27 @@ struct {
 static __always_inline __u32 setting(__u32 slot) {
 	__u32 *v = bpf_map_lookup_elem(&settings, &slot);
 	return v ? *v : 0;
+}
+
+// live_mask is the live captures' mask of counter slot slot in m
+// (live_flows or live_svcs).
+static __always_inline __u8 live_mask(void *m, __u32 slot) {
+	__u8 *v = bpf_map_lookup_elem(m, &slot);
+	return v ? *v : 0;
+}
+
+// live_output hands the first bytes of a frame of len bytes to the live
+// captures of mask.
+static __always_inline void live_output(struct xdp_md *ctx, struct counters *c, __u8 mask, __u64 len) {
+	__u64 cap = len;
+	__u32 snap = setting(SETTING_LIVE_SNAP);
+	if (snap && cap > snap)
+		cap = snap;
+	if (cap > LIVE_MAX_CAP)
+		cap = LIVE_MAX_CAP;
+	struct live_meta m = {.mono = bpf_ktime_get_ns(), .len = len, .caplen = cap, .mask = mask};
+	if (bpf_perf_event_output(ctx, &live_events, BPF_F_CURRENT_CPU | cap << 32, &m, sizeof m) < 0)
+		c->live_failed++;
 }
 
 // mac_hint is a 16-bit multiplicative hash of a MAC; keep equal to
@@ -397,9 +467,12 @@ static __always_inline struct decision *decision(struct decision_key *k, __u32 g
 	return bpf_map_lookup_elem(&fast_decisions, k);
 }
 
-static __always_inline void count_flows(struct decision *d, __u64 len) {
+// count_flows counts the frame in the flows of d and returns the OR of their
+// live masks when live is set.
+static __always_inline __u8 count_flows(struct decision *d, __u64 len, __u32 live) {
+	__u8 mask = 0;
 	if (!d)
-		return;
+		return 0;
 	for (int i = 0; i < DEC_FLOWS; i++) {
 		if (i >= d->nflows)
 			break;
@@ -409,7 +482,10 @@ static __always_inline void count_flows(struct decision *d, __u64 len) {
 			fc->packets++;
 			fc->bytes += len;
 		}
+		if (live)
+			mask |= live_mask(&live_flows, slot);
 	}
+	return mask;
 }
 
 // strip_meta removes the metadata a frame arrived with: veth keeps that of a
@@ -454,8 +530,11 @@ static __always_inline int put_tun_meta(struct xdp_md *ctx, struct copies *cp, _
 }
 
 // deliver sends the copies cp of a frame of len bytes and counts its
-// services (step 5f, less the flows).
-static __always_inline int deliver(struct xdp_md *ctx, struct counters *c, struct copies *cp, __u64 len) {
+// services (step 5f, less the flows). When live is set and a copy left, it
+// hands the frame to the live captures of lmask (the flows that matched it)
+// and of the services it went to.
+static __always_inline int deliver(struct xdp_md *ctx, struct counters *c, struct copies *cp, __u64 len,
+				   __u32 live, __u8 lmask) {
 	int ret = XDP_ABORTED;
 	if (cp->ntun && put_tun_meta(ctx, cp, c->seen)) {
 		// Foreign metadata stays: fail closed, counted failed.
@@ -481,11 +560,17 @@ static __always_inline int deliver(struct xdp_md *ctx, struct counters *c, struc
 			__u64 snap = cp->snap[i];
 			sc->packets++;
 			sc->bytes += snap && len > snap ? snap : len; // what xdp_snap leaves
+			if (live)
+				lmask |= live_mask(&live_svcs, slot);
 		} else {
 			sc->failed++;
 		}
 	}
 	if (ok) {
+		// The redirect happens when the program returns: the frame
+		// is still the one the monitors get.
+		if (lmask)
+			live_output(ctx, c, lmask, len);
 		c->fast_redirected++;
 		return XDP_REDIRECT;
 	}
@@ -573,14 +658,15 @@ static __always_inline int fast(struct xdp_md *ctx, struct counters *c, struct e
 		c->oversize++;
 		return unmatched(c);
 	}
-	count_flows(d1, len);
-	count_flows(d2, len);
-	return deliver(ctx, c, cp, len); // eth is invalid from here on
+	__u32 live = setting(SETTING_LIVE);
+	__u8 lmask = count_flows(d1, len, live) | count_flows(d2, len, live);
+	return deliver(ctx, c, cp, len, live, lmask); // eth is invalid from here on
 }
 
 // filtered_flows counts the flows of d matched or rejected by the filter
-// results and returns the services of the matched ones.
-static __always_inline __u64 filtered_flows(struct decision *d, __u64 result, __u64 len) {
+// results and returns the services of the matched ones; when live is set,
+// it ORs their live masks into *lmask.
+static __always_inline __u64 filtered_flows(struct decision *d, __u64 result, __u64 len, __u32 live, __u8 *lmask) {
 	__u64 mask = d->svcs;
 	for (int i = 0; i < DEC_FLOWS; i++) {
 		if (i >= d->nflows)
@@ -591,6 +677,8 @@ static __always_inline __u64 filtered_flows(struct decision *d, __u64 result, __
 		int match = f == NO_FILTER || ((result >> (f & (MAX_FILTERS - 1))) & 1);
 		if (match && f != NO_FILTER)
 			mask |= 1ULL << (d->fsvc[i] & 63);
+		if (match && live)
+			*lmask |= live_mask(&live_flows, slot);
 		if (!fc)
 			continue;
 		if (match) {
@@ -621,11 +709,13 @@ int xdp_resume(struct xdp_md *ctx) {
 	__u64 len = (void *)(long)ctx->data_end - (void *)(long)ctx->data;
 	__u64 result = s->result;
 	__u64 mask = 0;
+	__u32 live = setting(SETTING_LIVE);
+	__u8 lmask = 0;
 	struct decision *d;
 	if ((s->has & 1) && (d = bpf_map_lookup_elem(&fast_decisions, &s->k1)))
-		mask |= filtered_flows(d, result, len);
+		mask |= filtered_flows(d, result, len, live, &lmask);
 	if ((s->has & 2) && (d = bpf_map_lookup_elem(&fast_decisions, &s->k2)))
-		mask |= filtered_flows(d, result, len);
+		mask |= filtered_flows(d, result, len, live, &lmask);
 	if (!mask) {
 		c->fast_filtered++;
 		return unmatched(c);
@@ -636,7 +726,7 @@ int xdp_resume(struct xdp_md *ctx) {
 		c->unmatched++; // cannot happen: SetFast checks every reachable mask has copies
 		return unmatched(c);
 	}
-	return deliver(ctx, c, cp, len);
+	return deliver(ctx, c, cp, len, live, lmask);
 }
 
 // ---- Snaplen (issue 11) ----

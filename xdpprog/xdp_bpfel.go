@@ -56,6 +56,7 @@ type xdpCounters struct {
 	FastFailed     uint64
 	FastNoOutput   uint64
 	FastFiltered   uint64
+	LiveFailed     uint64
 }
 
 type xdpDecision struct {
@@ -162,6 +163,9 @@ const (
 	xdpMapFastTx        = "fast_tx"
 	xdpMapFastVids      = "fast_vids"
 	xdpMapHints         = "hints"
+	xdpMapLiveEvents    = "live_events"
+	xdpMapLiveFlows     = "live_flows"
+	xdpMapLiveSvcs      = "live_svcs"
 	xdpMapMacs          = "macs"
 	xdpMapSettings      = "settings"
 	xdpMapSnaplens      = "snaplens"
@@ -244,6 +248,9 @@ type xdpMapSpecs struct {
 	FastTx        *ebpf.MapSpec `ebpf:"fast_tx"`
 	FastVids      *ebpf.MapSpec `ebpf:"fast_vids"`
 	Hints         *ebpf.MapSpec `ebpf:"hints"`
+	LiveEvents    *ebpf.MapSpec `ebpf:"live_events"`
+	LiveFlows     *ebpf.MapSpec `ebpf:"live_flows"`
+	LiveSvcs      *ebpf.MapSpec `ebpf:"live_svcs"`
 	Macs          *ebpf.MapSpec `ebpf:"macs"`
 	Settings      *ebpf.MapSpec `ebpf:"settings"`
 	Snaplens      *ebpf.MapSpec `ebpf:"snaplens"`
@@ -296,6 +303,9 @@ type xdpMaps struct {
 	FastTx        *ebpf.Map `ebpf:"fast_tx"`
 	FastVids      *ebpf.Map `ebpf:"fast_vids"`
 	Hints         *ebpf.Map `ebpf:"hints"`
+	LiveEvents    *ebpf.Map `ebpf:"live_events"`
+	LiveFlows     *ebpf.Map `ebpf:"live_flows"`
+	LiveSvcs      *ebpf.Map `ebpf:"live_svcs"`
 	Macs          *ebpf.Map `ebpf:"macs"`
 	Settings      *ebpf.Map `ebpf:"settings"`
 	Snaplens      *ebpf.Map `ebpf:"snaplens"`
@@ -322,6 +332,9 @@ func (m *xdpMaps) Close() error {
 		m.FastTx,
 		m.FastVids,
 		m.Hints,
+		m.LiveEvents,
+		m.LiveFlows,
+		m.LiveSvcs,
 		m.Macs,
 		m.Settings,
 		m.Snaplens,

@@ -182,6 +182,7 @@ type Capture struct {
 	percpu    []xdpCounters        // scratch for Counters
 	fast      fastState            // the fast tables (fast.go)
 	tunnels   map[int]*tunnelState // by slot (tunnel_xdp.go)
+	live      liveState            // live captures (live.go)
 	// sharedTunnel is native mode's xdp_tunnel for every slot, loaded by
 	// the first SetTunnel.
 	sharedTunnel *ebpf.Program
@@ -327,6 +328,12 @@ func (c *Capture) Close() error {
 			errs = append(errs, fmt.Errorf("detach xdp: %w", err))
 		}
 		c.link = nil
+	}
+	if r := c.live.reader; r != nil {
+		if err := r.rd.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close live reader: %w", err))
+		}
+		c.live.reader = nil
 	}
 	if err := c.closeTunnelsLocked(); err != nil {
 		errs = append(errs, err)

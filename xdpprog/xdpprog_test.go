@@ -477,18 +477,18 @@ func TestVLANSet(t *testing.T) {
 }
 
 func TestCounterNames(t *testing.T) {
-	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	var names []string
 	var sum uint64
 	c.Each(func(name string, v uint64) { names = append(names, name); sum += v })
 	want := []string{"seen", "redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt",
 		"truncated_tag", "oversize", "passed", "dropped", "fast_redirected", "fast_failed", "fast_no_output",
-		"fast_filtered"}
+		"fast_filtered", "live_failed"}
 	if fmt.Sprint(names) != fmt.Sprint(want) {
 		t.Errorf("Each names = %v, want %v", names, want)
 	}
-	if sum != 105 {
-		t.Errorf("Each values sum to %d, want 105 (every field visited once)", sum)
+	if sum != 120 {
+		t.Errorf("Each values sum to %d, want 120 (every field visited once)", sum)
 	}
 	fn := func(string, uint64) {}
 	if n := testing.AllocsPerRun(100, func() { c.Each(fn) }); n != 0 {

@@ -166,7 +166,7 @@ func BenchmarkSetStatuses(b *testing.B) {
 		for j := range 200 {
 			flows[fmt.Sprint("f", (i*200+j)%benchFlows)] = Status{"DOWN", fmt.Sprint("reason ", i)}
 		}
-		if err := s.SetStatuses(context.Background(), nil, flows); err != nil {
+		if err := s.SetStatuses(context.Background(), nil, flows, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -39,7 +39,7 @@ type DesiredFlow struct {
 }
 
 // DesiredMirror is a tap mirror with what the data plane needs of its
-// port. It has no stored status: the reconciler keeps the data plane's.
+// port.
 type DesiredMirror struct {
 	ID         string
 	Name       string
@@ -52,6 +52,7 @@ type DesiredMirror struct {
 	RemoteIP   string
 	MirrorType string
 	Snaplen    int // 0 for null
+	Status     Status
 }
 
 // DesiredState is everything the data plane should realise, read at one
@@ -126,12 +127,12 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	d.Flows = slices.DeleteFunc(d.Flows, func(f DesiredFlow) bool { return bySrc[f.SourcePortID] == nil })
 	s.desiredFlows.Store(int64(len(d.Flows)))
 	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.name, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
-		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0)
+		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0), m.status, m.status_reason
 		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
 		func(sc scanner, x *DesiredMirror) error {
 			var dirs []byte
 			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
-				&x.MirrorType, &x.Snaplen); err != nil {
+				&x.MirrorType, &x.Snaplen, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}
 			return x.Directions.UnmarshalJSON(dirs)
@@ -169,8 +170,8 @@ func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan
 // array: after a burst of creates a pass finds hundreds of new flows that
 // all take the same status, and one statement per row held the writer,
 // and the API's creates committing with it, about 12 us a row (issue 10).
-func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Status) error {
-	if len(services) == 0 && len(flows) == 0 {
+func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[string]Status) error {
+	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
 		return nil
 	}
 	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -179,6 +180,9 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows map[string]Stat
 		}
 		if err := setStatuses(ctx, tx, "tap_flows", flows); err != nil {
 			return fmt.Errorf("set status of tap flows: %w", err)
+		}
+		if err := setStatuses(ctx, tx, "tap_mirrors", mirrors); err != nil {
+			return fmt.Errorf("set status of tap mirrors: %w", err)
 		}
 		return nil
 	})

@@ -29,6 +29,10 @@ type TapMirror struct {
 	// Snaplen truncates the inner frames to so many bytes; nil (the
 	// API's null) carries whole frames.
 	Snaplen *int
+	// Status and StatusReason are the data plane's, written by the
+	// reconciler (SetStatuses); a new mirror is DOWN.
+	Status       string
+	StatusReason string
 }
 
 // MirrorTunnel is one key of a tap mirror's directions and its tunnel id
@@ -178,13 +182,17 @@ func (e *TunnelConflictError) Unwrap() error { return ErrConflict }
 
 const mirrorCols = `id, project_id, name, description, port_id, directions, remote_ip, mirror_type, snaplen`
 
+// mirrorReadCols are mirrorCols and the status the reconciler writes.
+const mirrorReadCols = mirrorCols + `, status, status_reason`
+
 func scanMirror(sc interface{ Scan(...any) error }) (TapMirror, error) {
 	var (
 		m    TapMirror
 		dirs []byte
 		sl   sql.NullInt64
 	)
-	if err := sc.Scan(&m.ID, &m.ProjectID, &m.Name, &m.Description, &m.PortID, &dirs, &m.RemoteIP, &m.MirrorType, &sl); err != nil {
+	if err := sc.Scan(&m.ID, &m.ProjectID, &m.Name, &m.Description, &m.PortID, &dirs, &m.RemoteIP, &m.MirrorType, &sl,
+		&m.Status, &m.StatusReason); err != nil {
 		return m, err
 	}
 	m.Snaplen = intPtr(sl)
@@ -196,7 +204,7 @@ func scanMirror(sc interface{ Scan(...any) error }) (TapMirror, error) {
 
 // ListTapMirrors returns the tap mirrors of project in creation order.
 func (s *Store) ListTapMirrors(ctx context.Context, project string) ([]TapMirror, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+mirrorCols+` FROM tap_mirrors
+	rows, err := s.r.QueryContext(ctx, `SELECT `+mirrorReadCols+` FROM tap_mirrors
 		WHERE ?1 = '' OR project_id = ?1 ORDER BY seq`, project)
 	if err != nil {
 		return nil, fmt.Errorf("list tap mirrors: %w", err)
@@ -224,7 +232,7 @@ func (t *Tx) GetTapMirror(project, id string) (TapMirror, error) {
 }
 
 func getMirror(ctx context.Context, q queryer, project, id string) (TapMirror, error) {
-	m, err := scanMirror(q.QueryRowContext(ctx, `SELECT `+mirrorCols+` FROM tap_mirrors
+	m, err := scanMirror(q.QueryRowContext(ctx, `SELECT `+mirrorReadCols+` FROM tap_mirrors
 		WHERE id = ?2 AND (?1 = '' OR project_id = ?1)`, project, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound

@@ -34,7 +34,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql 0008_filter_snaplen.sql]" {
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql 0008_filter_snaplen.sql 0009_status_reason.sql]" {
 		t.Errorf("Migrations = %v", got)
 	}
 	s.Close()
@@ -63,12 +63,16 @@ func TestMigrationsRefuseNewer(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "taas.db")
 	s := open(t, path)
+	known, err := s.Migrations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	_, err := Open(ctx, path)
-	want := "the database has migration 9999_future.sql, newer than this taasd's newest (0008_filter_snaplen.sql): " +
+	_, err = Open(ctx, path)
+	want := "the database has migration 9999_future.sql, newer than this taasd's newest (0009_status_reason.sql): " +
 		"a newer taasd wrote it; run that version, or restore the backup taken before the upgrade"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Open = %v, want an error saying %q", err, want)
@@ -79,8 +83,8 @@ func TestMigrationsRefuseNewer(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != 9 {
-		t.Errorf("%d migrations recorded after the refusal (%v), want the 9 it had", n, err)
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil || n != len(known)+1 {
+		t.Errorf("%d migrations recorded after the refusal (%v), want the %d it had", n, err, len(known)+1)
 	}
 }
 
@@ -183,12 +187,22 @@ func TestStatuses(t *testing.T) {
 	}
 	// One UPDATE per distinct status: f and f3 share one, f2 has its own.
 	if err := s.SetStatuses(ctx, map[string]Status{"s": {"ACTIVE", ""}, "gone": {"ACTIVE", ""}},
-		map[string]Status{"f": {"ERROR", "boom"}, "f2": {"ACTIVE", ""}, "f3": {"ERROR", "boom"}, "gone": {"DOWN", "x"}}); err != nil {
+		map[string]Status{"f": {"ERROR", "boom"}, "f2": {"ACTIVE", ""}, "f3": {"ERROR", "boom"}, "gone": {"DOWN", "x"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CreateTapMirror(ctx, TapMirror{ID: "m", ProjectID: "a", PortID: "p", Directions: Directions{{"OUT", json.RawMessage(`"9"`)}},
 		RemoteIP: "192.0.2.7", MirrorType: "vxlan"}, "a"); err != nil {
 		t.Fatal(err)
+	}
+	// A new mirror is DOWN; its status is written like the others'.
+	if m, err := s.GetTapMirror(ctx, "", "m"); err != nil || m.Status != "DOWN" || m.StatusReason != "" {
+		t.Errorf("new mirror = %+v, %v, want DOWN without reason", m, err)
+	}
+	if err := s.SetStatuses(ctx, nil, nil, map[string]Status{"m": {"ERROR", "no route"}, "gone": {"DOWN", "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.GetTapMirror(ctx, "", "m"); err != nil || m.Status != "ERROR" || m.StatusReason != "no route" {
+		t.Errorf("mirror = %+v, %v, want ERROR no route", m, err)
 	}
 	d, err := s.Desired(ctx)
 	if err != nil {
@@ -196,7 +210,8 @@ func TestStatuses(t *testing.T) {
 	}
 	svcs, flows := d.Services, d.Flows
 	want := DesiredMirror{ID: "m", ProjectID: "a", PortID: "p", Iface: "eth1", MAC: "fa:16:3e:00:00:01",
-		Directions: Directions{{"OUT", json.RawMessage(`"9"`)}}, RemoteIP: "192.0.2.7", MirrorType: "vxlan"}
+		Directions: Directions{{"OUT", json.RawMessage(`"9"`)}}, RemoteIP: "192.0.2.7", MirrorType: "vxlan",
+		Status: Status{"ERROR", "no route"}}
 	if len(d.Mirrors) != 1 || !reflect.DeepEqual(d.Mirrors[0], want) {
 		t.Errorf("desired mirrors = %+v, want %+v", d.Mirrors, want)
 	}
@@ -234,7 +249,7 @@ func TestGeneration(t *testing.T) {
 		{"create tap flow", true, func() error { return s.CreateTapFlow(ctx, flow) }},
 		{"list tap flows", false, func() error { _, err := s.ListTapFlows(ctx, ""); return err }},
 		{"set statuses", true, func() error {
-			return s.SetStatuses(ctx, nil, map[string]Status{flow.ID: {State: "ACTIVE"}})
+			return s.SetStatuses(ctx, nil, map[string]Status{flow.ID: {State: "ACTIVE"}}, nil)
 		}},
 		{"update tap flow", true, func() error {
 			_, err := s.UpdateTapFlow(ctx, "", flow.ID, func(f *TapFlow) error { f.Name = "x"; return nil })
