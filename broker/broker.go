@@ -69,6 +69,14 @@ type Broker struct {
 	filters map[string]compiledFilter
 	plan    *Plan // last applied, for Stats
 	closed  bool
+	// liveCaps are the running live captures by bit (live.go), liveDone
+	// the counters of those that ended.
+	liveCaps [MaxLive]*LiveCapture
+	liveDone LiveStats
+
+	// live is what the data path needs of the live captures (nil: none
+	// runs), loaded once per batch by the workers.
+	live atomic.Pointer[liveSet]
 }
 
 // capture is one capture interface: its XDP program, its RX sockets and
@@ -83,6 +91,14 @@ type capture struct {
 	workers []*worker
 	table   atomic.Pointer[table]
 	fast    fastCapture // guarded by Broker.mu
+	// live is the broker's live set (nil in tests without a broker).
+	live *atomic.Pointer[liveSet]
+	// The fast path's live capture (live.go), guarded by Broker.mu:
+	// whether the program has masks set, the last error setting them, and
+	// the reader of its frames.
+	liveOn  bool
+	liveErr string
+	liveR   *liveReader
 }
 
 // New starts a broker with no plan: nothing is attached until Apply. It
@@ -515,6 +531,8 @@ func (b *Broker) Apply(ctx context.Context, p *Plan) (Report, error) {
 		}
 	}
 	b.removeStalePins()
+	// After the fast tables: the kernel's live masks are by their slots.
+	b.syncLiveLocked()
 	b.log.Info("plan applied", "plan_version", p.Version, "tap_services", len(p.Services), "tap_flows", len(p.Flows),
 		"tap_mirrors", len(p.Mirrors), "captures", len(b.captures), "monitors", len(b.monitors), "uplinks", len(b.uplinks))
 	return rep, nil
@@ -726,7 +744,7 @@ func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 		}
 		b.log.Warn("native xdp refused, capturing in generic mode", "iface", name, "err", err)
 	}
-	c := &capture{name: name, ifindex: ls.ifindex, prog: prog}
+	c := &capture{name: name, ifindex: ls.ifindex, prog: prog, live: &b.live}
 	for q := 0; q < queues; q++ {
 		s, err := xsk.Open(ls.ifindex, q, scfg)
 		if err != nil && ic.Queues == 0 && q > 0 && errors.Is(err, unix.EINVAL) {
@@ -779,6 +797,10 @@ func (b *Broker) allWorkers() []*worker {
 // teardownCapture stops the capture's workers, keeps their counters, and
 // closes its sockets and program.
 func (b *Broker) teardownCapture(c *capture) {
+	if c.liveR != nil {
+		c.liveR.close()
+		c.liveR = nil
+	}
 	for q := range c.workers {
 		// The program is closed below anyway; a failure here only means
 		// frames of this queue are counted redirect_failed meanwhile.
@@ -826,6 +848,7 @@ func (b *Broker) close(handoff bool) error {
 	b.watch.stop()
 	b.resolver.stop()
 	b.rwatch.stop()
+	b.endLiveLocked()
 	if handoff {
 		b.pinFast()
 	}

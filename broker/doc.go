@@ -10,7 +10,11 @@
 // Apply and stopped by the Apply that no longer needs it (or by Close); one
 // netlink reader for the link watch, one for the routes and neighbours of
 // the tap mirrors' remote IPs (the resolver, resolve.go) and one poller of
-// the monitors' XDP features (redirectwatch.go), from New to Close. Apply, Stats and
+// the monitors' XDP features (redirectwatch.go), from New to Close; per
+// live capture (live.go), a pump that moves its frames to its Packets
+// channel, from StartLive to its end, and on the fast path one reader of
+// each capture interface's live frames while a live capture wants some of
+// them. Apply, Stats and
 // Close run in the caller's goroutine and are serialised by one mutex;
 // workers never take it. The only lock a worker takes is the mutex of a
 // monitor's TX socket, once per batch per monitor.

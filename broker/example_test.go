@@ -36,3 +36,28 @@ func ExampleParseVLANFilter() {
 	fmt.Println(set.Has(0), set.Has(150), set.Has(200), set.Len())
 	// Output: true true false 101
 }
+
+// A live capture reads the copies tap service svc delivers, cut to 256
+// bytes, until the broker has none left for it (Stop, the service leaves
+// the plan, Close); a reader too slow for the data path loses frames,
+// counted in Stats, never slows it.
+func ExampleBroker_StartLive() {
+	b, err := broker.New(broker.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close()
+	c, err := b.StartLive(broker.LiveTarget{Kind: broker.LiveService, ID: "svc"}, 256)
+	if err != nil {
+		log.Fatal(err) // broker.ErrLiveLimit when broker.MaxLive run
+	}
+	defer c.Stop()
+	for p := range c.Packets() {
+		fmt.Println(p.Time, p.Length, len(p.Data))
+		c.Release(p) // p.Data is the capture's buffer: valid until here
+		if c.Stats().Captured == 10 {
+			break
+		}
+	}
+	fmt.Println(c.Stats().Dropped, "dropped")
+}

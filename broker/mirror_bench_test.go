@@ -117,9 +117,21 @@ var mirrorRing = flag.Int("mirror.ring", 0, "BenchmarkMirror: broker RxRingSize 
 // mirrorBusy sets broker.Config.BusyPoll in BenchmarkMirror.
 var mirrorBusy = flag.Bool("mirror.busy", false, "BenchmarkMirror: busy-poll workers instead of poll(2)")
 
-func benchMirror(b *testing.B, run mirrorRun) {
+// mirrorBench is the lab of one mirrorRun: a generator's veth into the
+// capture interface, the monitors (or an uplink) and their sinks, and a
+// broker with the run's plan applied on the run's path.
+type mirrorBench struct {
+	br       *broker.Broker
+	sinks    []*perf.Sink
+	mons     []string
+	gen      string // the generator's interface, in namespace span
+	span     string
+	src, dst net.HardwareAddr
+}
+
+func newMirrorBench(b *testing.B, run mirrorRun) *mirrorBench {
 	testutil.RequireRoot(b, "CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN for namespaces, veth pairs, XDP and AF_XDP")
-	size, sinkMode, rate := run.size, run.sink, run.rate
+	sinkMode := run.sink
 	p := testutil.Prefix(b)
 	span := testutil.Netns(b, p+"span")
 	testutil.Veth(b, p+"cap", p+"gen", testutil.VethOpts{NetnsB: span})
@@ -198,43 +210,56 @@ func benchMirror(b *testing.B, run mirrorRun) {
 			b.Fatalf("capture takes path %q (%s), want fast=%v", is.Path, is.PathReason, run.fast)
 		}
 	}
+	return &mirrorBench{br: br, sinks: sinks, mons: mons, gen: p + "gen", span: span, src: src, dst: dst}
+}
+
+// generate offers frames of the run's size at rate (0: flat out) for d
+// and returns what the generator sent and the copies the sinks (or the
+// first monitor's TX counter) counted, and their bytes.
+func (mb *mirrorBench) generate(b *testing.B, size int, rate float64, d time.Duration) (res perf.Result, n, bytes uint64) {
+	for _, sink := range mb.sinks {
+		if err := sink.Reset(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tx0 := monTx(b, mb.br, mb.mons[0])
+	res, err := perf.Generate(context.Background(), perf.Config{Iface: mb.gen, Netns: mb.span, CPU: 0, Duration: d, Rate: rate,
+		Realtime: rate > 0, Traffic: perf.Traffic{Size: size, SrcMACs: []net.HardwareAddr{mb.src}, DstMACs: []net.HardwareAddr{mb.dst}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the last batches drain
+	for _, sink := range mb.sinks {
+		sn, sby, err := sink.Count()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, bytes = n+sn, bytes+sby
+	}
+	if mb.sinks == nil {
+		tx1 := monTx(b, mb.br, mb.mons[0])
+		n, bytes = tx1[0]-tx0[0], tx1[1]-tx0[1]
+	}
+	return res, n, bytes
+}
+
+func benchMirror(b *testing.B, run mirrorRun) {
+	mb := newMirrorBench(b, run)
+	br := mb.br
 	var mirrored, offered, bytes uint64
 	var elapsed, workerCPU time.Duration
 	var cpuBusy [2]float64
 	runs := 0
 	for b.Loop() {
-		for _, sink := range sinks {
-			if err := sink.Reset(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		tx0 := monTx(b, br, mons[0])
 		b.Logf("worker threads %v, benchmark thread %d", broker.WorkerTIDs(br), unix.Gettid())
 		cpu0 := threadsCPU(b, broker.WorkerTIDs(br))
 		stat0 := cpuStat(b)
-		res, err := perf.Generate(context.Background(), perf.Config{Iface: p + "gen", Netns: span, CPU: 0, Duration: runFor, Rate: rate, Realtime: rate > 0,
-			Traffic: perf.Traffic{Size: size, SrcMACs: []net.HardwareAddr{src}, DstMACs: []net.HardwareAddr{dst}}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond) // let the last batches drain
+		res, n, by := mb.generate(b, run.size, run.rate, runFor)
 		workerCPU += threadsCPU(b, broker.WorkerTIDs(br)) - cpu0
 		stat1 := cpuStat(b)
 		for i := range cpuBusy {
 			busy, total := stat1[i][0]-stat0[i][0], stat1[i][1]-stat0[i][1]
 			cpuBusy[i] += 100 * float64(busy) / float64(total)
-		}
-		var n, by uint64
-		for _, sink := range sinks {
-			sn, sby, err := sink.Count()
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, by = n+sn, by+sby
-		}
-		if sinks == nil {
-			tx1 := monTx(b, br, mons[0])
-			n, by = tx1[0]-tx0[0], tx1[1]-tx0[1]
 		}
 		mirrored += n
 		runs++

@@ -217,6 +217,11 @@ type classifier struct {
 	filtPass  []bool
 	// hits are the local service indices the current frame goes to.
 	hits []int32
+	// liveFlows are the live captures' masks by flow slot (nil: none
+	// runs), and liveMask the OR of those of the flows the current frame
+	// matched (live.go).
+	liveFlows []uint8
+	liveMask  uint8
 }
 
 // resize makes the stamp arrays fit t; it allocates only when t is larger
@@ -263,6 +268,7 @@ func (c *classifier) classify(t *table, h *frameHeader, b []byte, ctr *counterSe
 		c.gen = 1
 	}
 	c.hits = c.hits[:0]
+	c.liveMask = 0
 	if p := t.ports[h.src]; p != nil {
 		for i := range p.out {
 			c.match(t, &p.out[i], h.vid, b, ctr)
@@ -305,6 +311,7 @@ func (c *classifier) match(t *table, r *flowRule, vid uint16, b []byte, ctr *cou
 		fc := &ctr.flows[r.slot]
 		fc.pkts.Add(1)
 		fc.bytes.Add(uint64(len(b)))
+		c.liveMask |= mask(c.liveFlows, r.slot)
 	}
 	if c.svcStamp[r.svc] != c.gen {
 		c.svcStamp[r.svc] = c.gen

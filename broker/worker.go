@@ -15,13 +15,19 @@ package broker
 //               snaplen; a tunnel's: outer headers, next sequence number,
 //               frame truncated to the mirror's snaplen and the uplink's
 //               MTU), Transmit, one Kick, reap completions
-//  6. fill:     Free the RX frames and refill the fill ring once
+//  6. live:     with live captures running (live.go), offer each frame a
+//               capture wants (a flow of its matched it in step 3, a
+//               service or tunnel of its sent a copy in step 5) once to
+//               each such capture, and kick each capture's pump once
+//  7. fill:     Free the RX frames and refill the fill ring once
 //
-// Nothing here allocates, locks (except step 5's per-batch mutex), logs or
-// builds an error per frame; allocation and benchmark tests prove it.
+// Nothing here allocates, locks (except step 5's per-batch mutex, and step
+// 6's per batch and live capture), logs or builds an error per frame;
+// allocation and benchmark tests prove it.
 
 import (
 	"errors"
+	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -65,11 +71,16 @@ type worker struct {
 	cls    classifier
 	tab    *table
 	ts     uint32 // ERSPAN III timestamp of the batch
+	// live is the batch's live set (nil: no live capture runs), lmask[i]
+	// the captures that want descriptor i of the batch.
+	live  *liveSet
+	lmask []uint8
 }
 
 func newWorker(c *capture, s *xsk.Socket, queue int, cfg *Config, cpu int) *worker {
 	w := &worker{cap: c, sock: s, queue: queue, cpu: cpu, busy: cfg.BusyPoll, pollTO: cfg.PollTimeout,
-		done: make(chan struct{}), descs: make([]xsk.Desc, cfg.BatchSize), txd: make([]xsk.Desc, cfg.BatchSize)}
+		done: make(chan struct{}), descs: make([]xsk.Desc, cfg.BatchSize), txd: make([]xsk.Desc, cfg.BatchSize),
+		lmask: make([]uint8, cfg.BatchSize)}
 	w.ctr.Store(&counterSet{})
 	return w
 }
@@ -148,6 +159,16 @@ func (w *worker) batch() int {
 		w.ts = xdpprog.ERSPANTimestamp(time.Now())
 	}
 	descs := w.descs[:n]
+	w.live, w.cls.liveFlows = nil, nil
+	if w.cap.live != nil {
+		w.live = w.cap.live.Load()
+	}
+	var now time.Time
+	if w.live != nil {
+		now = time.Now()
+		w.cls.liveFlows = w.live.flows
+		clear(w.lmask[:n])
+	}
 	var bytes uint64
 	if t != nil {
 		var h frameHeader
@@ -163,6 +184,7 @@ func (w *worker) batch() int {
 				continue
 			}
 			hits := w.cls.classify(t, &h, b, ctr)
+			w.lmask[i] = w.cls.liveMask
 			if len(hits) == 0 {
 				w.wctr[wcUnwanted].Add(1)
 				continue
@@ -196,6 +218,9 @@ func (w *worker) batch() int {
 				w.gather[o] = w.gather[o][:0]
 			}
 		}
+		if w.live != nil {
+			w.offerLive(descs, now)
+		}
 	} else {
 		for i := range descs {
 			bytes += uint64(descs[i].Len)
@@ -208,6 +233,31 @@ func (w *worker) batch() int {
 	w.sock.Free(descs)
 	w.sock.Fill()
 	return n
+}
+
+// offerLive offers each frame of the batch that live captures want to
+// each of them, once, holding each capture's mutex once.
+func (w *worker) offerLive(descs []xsk.Desc, now time.Time) {
+	var hit uint8
+	for _, m := range w.lmask[:len(descs)] {
+		hit |= m
+	}
+	for m := hit; m != 0; m &= m - 1 {
+		bit := uint8(bits.TrailingZeros8(m))
+		c, cut := w.live.caps[bit], w.live.cut[bit]
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		for i := range descs {
+			if w.lmask[i]&(1<<bit) != 0 {
+				b := w.sock.Frame(descs[i])
+				c.offerLocked(now, b[:min(len(b), cut)], len(b))
+			}
+		}
+		c.mu.Unlock()
+		c.kick()
+	}
 }
 
 // swap adopts a new table: counter and scratch arrays grow here, never per
@@ -326,6 +376,9 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 			tc := &ctr.tuns[ts.slot]
 			switch {
 			case j < sent:
+				if w.live != nil {
+					w.lmask[r.desc] |= mask(w.live.tuns, ts.slot)
+				}
 				tc.pkts.Add(1)
 				tc.bytes.Add(uint64(txd[j].Len))
 				bytes += uint64(txd[j].Len)
@@ -339,6 +392,9 @@ func (w *worker) sendChunk(t *table, o *output, refs []copyRef, ctr *counterSet)
 		sc := &ctr.svcs[t.services[r.svc].slot]
 		switch {
 		case j < sent:
+			if w.live != nil {
+				w.lmask[r.desc] |= mask(w.live.svcs, t.services[r.svc].slot)
+			}
 			sc.pkts.Add(1)
 			sc.bytes.Add(uint64(txd[j].Len))
 			bytes += uint64(txd[j].Len)

@@ -83,6 +83,29 @@ func newRigTx(t testing.TB, batch int, encap xdpprog.Encap, txCfg xsk.Config) *r
 		frame: packettest.Frame(hwB, hwA, nil, 1, 60)}
 }
 
+// startLive gives the rig's capture two live captures, each read by a
+// goroutine that releases what it takes: one of the flow (none for a
+// tunnel: its pseudo flow has no slot), one of the service or tunnel, cut
+// to 128 bytes.
+func (r *rig) startLive(t testing.TB) []*LiveCapture {
+	caps := []*LiveCapture{newLiveCapture(LiveTarget{Kind: LiveFlow, ID: "f"}, 0, 1792),
+		newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 128, 1792)}
+	ls := &liveSet{flows: []uint8{1}, svcs: []uint8{2}, tuns: []uint8{2}}
+	for i, c := range caps {
+		ls.caps[i], ls.cut[i] = c, c.bufLen
+		go func() {
+			for p := range c.Packets() {
+				c.Release(p)
+			}
+		}()
+		t.Cleanup(c.Stop)
+	}
+	live := new(atomic.Pointer[liveSet])
+	live.Store(ls)
+	r.w.cap.live = live
+	return caps
+}
+
 // load injects n frames and waits until the XDP program redirected them
 // all to the socket, so that batches then find them on the RX ring.
 func (r *rig) load(t testing.TB, n int) {
@@ -123,14 +146,23 @@ func (r *rig) settle(t testing.TB, redirected uint64) {
 // TestWorkerBatchAllocs proves the per-batch path (receive, classify,
 // gather, copy into the monitor's UMEM or encapsulate into the uplink's,
 // transmit, kick, complete, free, fill) allocates nothing.
+//
+// With live captures (live.go), offering the frames to them allocates
+// nothing either, and each gets every frame once.
 func TestWorkerBatchAllocs(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		encap xdpprog.Encap
-	}{{"monitor", 0}, {"erspanv3", xdpprog.EncapERSPAN3}, {"vxlan", xdpprog.EncapVXLAN}} {
+		live  bool
+	}{{"monitor", 0, false}, {"erspanv3", xdpprog.EncapERSPAN3, false}, {"vxlan", xdpprog.EncapVXLAN, false},
+		{"monitor-live", 0, true}, {"vxlan-live", xdpprog.EncapVXLAN, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			const batch, runs = 64, 16
 			r := newRig(t, batch, tc.encap)
+			var caps []*LiveCapture
+			if tc.live {
+				caps = r.startLive(t)
+			}
 			r.load(t, batch*(runs+1)) // AllocsPerRun runs once more to warm up
 			processed := 0
 			allocs := testing.AllocsPerRun(runs, func() {
@@ -148,6 +180,15 @@ func TestWorkerBatchAllocs(t *testing.T) {
 			}
 			if got != uint64(processed) {
 				t.Fatalf("sent %d copies, want %d", got, processed)
+			}
+			for i, c := range caps {
+				st, want := c.Stats(), uint64(processed)
+				if i == 0 && tc.encap != 0 {
+					want = 0 // a tunnel has no flow slot
+				}
+				if st.Captured+st.Dropped != want {
+					t.Errorf("live capture of %v: %+v, want %d frames in all", c.target.Kind, st, want)
+				}
 			}
 		})
 	}
@@ -191,15 +232,23 @@ func BenchmarkWorkerBatch(b *testing.B) {
 		name   string
 		encap  xdpprog.Encap
 		filter string
-	}{{"monitor", 0, ""}, {"monitor-filtered", 0, "ether proto 0x88b5 and ether src 02:00:00:00:00:0a"},
-		{"gre", xdpprog.EncapGRE, ""}, {"erspanv3", xdpprog.EncapERSPAN3, ""}, {"vxlan", xdpprog.EncapVXLAN, ""}} {
-		b.Run(tc.name, func(b *testing.B) { benchWorkerBatch(b, tc.encap, tc.filter) })
+		live   bool
+	}{{"monitor", 0, "", false}, {"monitor-filtered", 0, "ether proto 0x88b5 and ether src 02:00:00:00:00:0a", false},
+		{"gre", xdpprog.EncapGRE, "", false}, {"erspanv3", xdpprog.EncapERSPAN3, "", false}, {"vxlan", xdpprog.EncapVXLAN, "", false},
+		{"monitor-live2", 0, "", true}} {
+		b.Run(tc.name, func(b *testing.B) { benchWorkerBatch(b, tc.encap, tc.filter, tc.live) })
 	}
 }
 
-func benchWorkerBatch(b *testing.B, encap xdpprog.Encap, filter string) {
+// benchWorkerBatch runs BenchmarkWorkerBatch; live adds two live captures
+// (rig.startLive): the flow's and the service's, each frame offered to
+// both.
+func benchWorkerBatch(b *testing.B, encap xdpprog.Encap, filter string, live bool) {
 	const batch = 256
 	r := newRig(b, batch, encap)
+	if live {
+		r.startLive(b)
+	}
 	if filter != "" {
 		// The rig's flow, with the filter.
 		out := r.w.cap.table.Load().outputs[0]
