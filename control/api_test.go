@@ -395,8 +395,10 @@ func TestMeta(t *testing.T) {
 	if e := byAlias["taas-mirror-types"]; e == nil || !strings.Contains(e["description"].(string), "erspanv3") {
 		t.Errorf("taas-mirror-types extension = %v", e)
 	}
-	if byAlias["taas-stats"] == nil {
-		t.Errorf("extensions = %v: want taas-stats", byAlias)
+	for _, alias := range []string{"taas-stats", "taas-status-reason", "taas-live-capture"} {
+		if byAlias[alias] == nil {
+			t.Errorf("extensions = %v: want %s", byAlias, alias)
+		}
 	}
 	if e := ts.must(200, "GET", "/v2.0/extensions/taas", "", "extension"); e["alias"] != "taas" {
 		t.Errorf("extension taas = %v", e)

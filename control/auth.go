@@ -64,12 +64,20 @@ func (id Identity) same(o Identity) bool {
 // removed or changed it since. The check is always true without token
 // auth.
 func (s *Server) stillValid(c *fiber.Ctx, id Identity) func() bool {
-	if s.cfg.Auth != AuthToken {
+	if s.cfg.Auth != AuthToken && s.cfg.Auth != AuthKeystone {
 		return func() bool { return true }
 	}
 	// Cloned: the stream outlives the request, and fasthttp reuses the
 	// header buffer the token may point into.
 	tok := strings.Clone(requestToken(c))
+	if s.cfg.Auth == AuthKeystone {
+		// Keystone's word, through the cache: a revoked token's stream ends
+		// once the cache forgets it. Keystone unreachable ends no stream.
+		return func() bool {
+			cur, err := s.ks.validate(tok)
+			return errors.Is(err, errIdentityUnavailable) || (err == nil && cur.same(id))
+		}
+	}
 	return func() bool {
 		cur, ok := s.currentTokens()[tok]
 		return ok && cur.same(id)
@@ -209,6 +217,15 @@ func requestToken(c *fiber.Ctx) string {
 func (s *Server) authenticate(c *fiber.Ctx) error {
 	var id Identity
 	switch s.cfg.Auth {
+	case AuthKeystone:
+		var err error
+		if id, err = s.ks.validate(requestToken(c)); err != nil {
+			if errors.Is(err, errUnauthorized) {
+				// keystonemiddleware's challenge: where to get a token.
+				c.Set(fiber.HeaderWWWAuthenticate, `Keystone uri="`+s.cfg.Keystone.URL+`"`)
+			}
+			return err
+		}
 	case AuthToken:
 		tok := requestToken(c)
 		var ok bool
@@ -277,11 +294,12 @@ func portPolicy(id Identity, action string, ownsNetwork bool, set func(attr stri
 }
 
 // MountMetrics adds GET /metrics serving h (MetricsHandler) with its
-// policy: in AuthToken mode it needs an admin token, since it names every
-// interface and resource of every project, unless Config.PublicMetrics
-// says Prometheus scrapes without one; in AuthNoauth mode it is open.
+// policy: in AuthToken and AuthKeystone modes it needs an admin token,
+// since it names every interface and resource of every project, unless
+// Config.PublicMetrics says Prometheus scrapes without one; in AuthNoauth
+// mode it is open.
 func (s *Server) MountMetrics(h fiber.Handler) {
-	if s.cfg.Auth == AuthToken && !s.cfg.PublicMetrics {
+	if s.cfg.Auth != AuthNoauth && !s.cfg.PublicMetrics {
 		s.app.Get("/metrics", s.authenticate, requireAdmin, h)
 		return
 	}

@@ -49,6 +49,13 @@ var extensions = []extension{
 		Description: "Tap services, tap flows and tap mirrors carry status_reason, why their status is not ACTIVE " +
 			"(empty when it is); tap mirrors also carry status (ACTIVE, DOWN or ERROR), as services and flows do.",
 		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS live capture", Alias: "taas-live-capture",
+		Description: "GET /v2.0/taas/{tap_services,tap_flows,tap_mirrors}/{id}/capture streams a pcapng " +
+			"(application/x-pcapng) of what the tap service delivers, the tap flow matches or the tap mirror sends, " +
+			"for duration seconds (default 10, at most 3600) or count frames, cut to snaplen bytes; at most 8 " +
+			"captures run at once per appliance (409 beyond). A capture never changes what monitors receive: frames " +
+			"a slow reader cannot take are dropped and counted in the stream's interface statistics.",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
 	{Name: "Quota management support", Alias: "quotas",
 		Description: "Expose functions for quotas management per project", Updated: "2012-07-29T10:00:00-00:00",
 		Links: []string{}},

@@ -70,18 +70,21 @@ func (s *Server) routes() {
 			route{get, prefix + "/tap_services/:id", s.services.handleShow},
 			route{put, prefix + "/tap_services/:id", s.services.handleUpdate},
 			route{del, prefix + "/tap_services/:id", s.services.handleDelete},
+			route{get, prefix + "/tap_services/:id/capture", s.services.handleCapture},
 
 			route{get, prefix + "/tap_flows", s.flows.handleList},
 			route{post, prefix + "/tap_flows", s.flows.handleCreate},
 			route{get, prefix + "/tap_flows/:id", s.flows.handleShow},
 			route{put, prefix + "/tap_flows/:id", s.flows.handleUpdate},
 			route{del, prefix + "/tap_flows/:id", s.flows.handleDelete},
+			route{get, prefix + "/tap_flows/:id/capture", s.flows.handleCapture},
 
 			route{get, prefix + "/tap_mirrors", s.mirrors.handleList},
 			route{post, prefix + "/tap_mirrors", s.mirrors.handleCreate},
 			route{get, prefix + "/tap_mirrors/:id", s.mirrors.handleShow},
 			route{put, prefix + "/tap_mirrors/:id", s.mirrors.handleUpdate},
 			route{del, prefix + "/tap_mirrors/:id", s.mirrors.handleDelete},
+			route{get, prefix + "/tap_mirrors/:id/capture", s.mirrors.handleCapture},
 		)
 	}
 	for _, r := range list {

@@ -27,10 +27,12 @@ type Config struct {
 	Store *store.Store
 	// DataPlane realises the plans; nil means NullDataPlane.
 	DataPlane DataPlane
-	// Auth is AuthNoauth (default) or AuthToken.
+	// Auth is AuthNoauth (default), AuthToken or AuthKeystone.
 	Auth string
 	// Tokens are the bearer tokens of AuthToken (see LoadTokens).
 	Tokens Tokens
+	// Keystone is where AuthKeystone validates tokens (keystone.go).
+	Keystone KeystoneConfig
 	// DefaultProject is the project of noauth callers that name none;
 	// default "default".
 	DefaultProject string
@@ -69,6 +71,9 @@ type Config struct {
 	// newMAC generates the MAC of a port created without one; default
 	// generateMAC. Tests make collisions likely through it.
 	newMAC func() string
+	// startLive starts a live capture; default DataPlane.StartLive. Tests
+	// feed streams through it without a data plane.
+	startLive func(t broker.LiveTarget, snaplen int) (liveSource, error)
 }
 
 // Validate checks c and fills in defaults.
@@ -87,8 +92,12 @@ func (c *Config) Validate() error {
 		if len(c.Tokens) == 0 {
 			return errors.New("control: auth token needs tokens")
 		}
+	case AuthKeystone:
+		if err := c.Keystone.Validate(); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
 	default:
-		return fmt.Errorf("control: auth %q: want %s or %s", c.Auth, AuthNoauth, AuthToken)
+		return fmt.Errorf("control: auth %q: want %s, %s or %s", c.Auth, AuthNoauth, AuthToken, AuthKeystone)
 	}
 	if c.DefaultProject == "" {
 		c.DefaultProject = "default"
@@ -116,12 +125,16 @@ func (c *Config) Validate() error {
 	if c.newMAC == nil {
 		c.newMAC = generateMAC
 	}
+	if c.startLive == nil {
+		c.startLive = startLive(c.DataPlane)
+	}
 	return nil
 }
 
 // Server is the control plane: the fiber app with every route, the
 // reconciler and the event hub. Its goroutines: fiber's (one per
-// connection), the reconciler's (Run), and one per events stream.
+// connection), the reconciler's (Run), and one per events stream and per
+// live capture stream.
 type Server struct {
 	cfg   Config
 	st    *store.Store
@@ -137,6 +150,8 @@ type Server struct {
 	release *time.Timer
 	// tokens replaces cfg.Tokens once SetTokens has run (auth.go).
 	tokens atomic.Pointer[Tokens]
+	// ks validates tokens with AuthKeystone (keystone.go); nil otherwise.
+	ks *keystone
 	// conns shares the connection slots among clients (connlimit.go).
 	conns *connLimiter
 	// lists caches rendered lists per store generation (listcache.go).
@@ -144,6 +159,8 @@ type Server struct {
 	// loops remembers loop checks while no link changes (feedsBack); set
 	// while Run runs.
 	loops atomic.Pointer[broker.LoopChecker]
+	// live counts the running live captures (live.go).
+	live liveSlots
 
 	// The collections, each served by the generic handlers (typed.go).
 	networks *kind[store.Network, networkBody, networkView]
@@ -164,6 +181,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
+	if cfg.Auth == AuthKeystone {
+		s.ks = newKeystone(cfg.Keystone, log)
+		s.ks.logStart()
+	}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, s.declared(RoleUplink))
@@ -217,6 +238,20 @@ func (s *Server) Authenticate(c *fiber.Ctx) error { return s.authenticate(c) }
 // ConnMetrics collects the API's connection counters (connlimit.go), for
 // MetricsHandler.
 func (s *Server) ConnMetrics() prometheus.Collector { return s.conns }
+
+// AuthMetrics collects the Keystone validation counters (keystone.go) with
+// AuthKeystone, nothing otherwise, for MetricsHandler.
+func (s *Server) AuthMetrics() prometheus.Collector {
+	if s.ks == nil {
+		return noMetrics{}
+	}
+	return s.ks
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Describe(chan<- *prometheus.Desc) {}
+func (noMetrics) Collect(chan<- prometheus.Metric) {}
 
 // MirrorMetrics collects each tap mirror's status as the reconciler last
 // saw it (metrics.go), for MetricsHandler.

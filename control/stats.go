@@ -16,7 +16,7 @@ import (
 // {"taas_stats": broker.Stats} limited to what the caller may see (a
 // member: its project's tap services, flows and mirrors; a reader: its
 // project's tap mirrors; an
-// admin: everything, with the interfaces), each tap service and tap flow entry carrying its
+// admin: everything, with the interfaces and the live captures' counters), each tap service and tap flow entry carrying its
 // status and the reason from the store, each tap mirror entry the
 // reconciler's (the store keeps none for mirrors: upstream's have no status
 // attribute, issue 10). Resources the data plane does not report appear
@@ -50,6 +50,17 @@ type taasStats struct {
 	Services    []serviceStats      `json:"tap_services"`
 	Flows       []flowStats         `json:"tap_flows"`
 	Mirrors     []mirrorStats       `json:"tap_mirrors"`
+	// LiveCaptures are the appliance's live capture counters (issue 12):
+	// the admin's, as the interfaces are.
+	LiveCaptures *liveCaptureStats `json:"live_captures,omitempty"`
+}
+
+// liveCaptureStats are taas/stats' live_captures: the captures running,
+// and the frames every capture took and dropped since start.
+type liveCaptureStats struct {
+	Running  int    `json:"running"`
+	Captured uint64 `json:"captured_packets"`
+	Dropped  uint64 `json:"dropped_packets"`
 }
 
 func (s *Server) stats(c *fiber.Ctx) error {
@@ -88,6 +99,8 @@ func (s *Server) stats(c *fiber.Ctx) error {
 	// port is bound to one.
 	if id.Admin {
 		out.Interfaces = append(out.Interfaces, snap.Interfaces...)
+		lt := s.liveTotals()
+		out.LiveCaptures = &liveCaptureStats{Running: lt.Running, Captured: lt.Captured, Dropped: lt.Dropped}
 	}
 	svcCounters := map[string]broker.ServiceStats{}
 	for _, ss := range snap.Services {

@@ -139,15 +139,23 @@ func (k *kind[T, B, V]) handleList(c *fiber.Ctx) error {
 }
 
 func (k *kind[T, B, V]) handleShow(c *fiber.Ctx) error {
-	id := identity(c)
-	t, err := k.get(c.UserContext(), id.scope(), c.Params("id"))
-	if errors.Is(err, store.ErrNotFound) || err == nil && !k.mayRead(id) {
-		return k.notFound(c.Params("id"))
-	}
+	t, err := k.lookup(c)
 	if err != nil {
 		return err
 	}
 	return renderOne(c, fiber.StatusOK, k.res, k.view(t))
+}
+
+// lookup returns the row of c's :id as show gets it: the same 404 for an
+// id that does not exist, that is another project's, or that the caller
+// may not read. Live captures find their target through it.
+func (k *kind[T, B, V]) lookup(c *fiber.Ctx) (T, error) {
+	id := identity(c)
+	t, err := k.get(c.UserContext(), id.scope(), c.Params("id"))
+	if errors.Is(err, store.ErrNotFound) || err == nil && !k.mayRead(id) {
+		return t, k.notFound(c.Params("id"))
+	}
+	return t, err
 }
 
 // handleCreate answers a create: one resource, or several from a bulk

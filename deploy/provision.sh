@@ -12,6 +12,12 @@
 # An existing /etc/taasd/taasd.toml is kept (the new one is written next to
 # it as taasd.toml.new), so re-running it upgrades the binary and the unit
 # without touching the operator's configuration.
+#
+# Authentication is on by default (issue 13): --auth token (the default)
+# generates an admin token into /etc/taasd/tokens (mode 0640, root:taasd),
+# printed once; --auth keystone validates Keystone tokens with the service
+# user's password from $TAASD_KEYSTONE_PASSWORD; an open API (--auth noauth)
+# only when asked for by name, and taasd then warns at every start.
 set -euo pipefail
 
 usage() {
@@ -22,6 +28,12 @@ usage: deploy/provision.sh --capture IF[,IF...] --monitor IF[,IF...] [options]
   --bin PATH       the taasd binary to install (default: bin/taasd of this checkout)
   --source DIR     the checkout, for the unit and the docs (default: this script's ../)
   --listen ADDR    the API address (default 0.0.0.0:9696)
+  --auth MODE      token (default: a generated admin token), keystone, or noauth
+                   (anyone who reaches the address is admin: a lab only)
+  --keystone-url URL      with --auth keystone: Keystone's URL (https://keystone:5000/v3)
+  --keystone-user NAME    taasd's service user (default taasd, role service in its project);
+                          its password comes from the environment: TAASD_KEYSTONE_PASSWORD
+  --keystone-project NAME its project (default service)
   --no-start       install and check, but do not enable or start the service
 EOF
 }
@@ -32,6 +44,10 @@ listen=0.0.0.0:9696
 capture=""
 monitor=""
 start=yes
+auth=token
+keystone_url=""
+keystone_user=taasd
+keystone_project=service
 while [ $# -gt 0 ]; do
 	case $1 in
 	--capture) capture=$2; shift 2 ;;
@@ -39,6 +55,10 @@ while [ $# -gt 0 ]; do
 	--bin) bin=$2; shift 2 ;;
 	--source) src=$2; shift 2 ;;
 	--listen) listen=$2; shift 2 ;;
+	--auth) auth=$2; shift 2 ;;
+	--keystone-url) keystone_url=$2; shift 2 ;;
+	--keystone-user) keystone_user=$2; shift 2 ;;
+	--keystone-project) keystone_project=$2; shift 2 ;;
 	--no-start) start=no; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "provision: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -54,6 +74,15 @@ die() { echo "provision: $*" >&2; exit 1; }
 [ -n "$monitor" ] || die "--monitor: at least one monitor NIC is needed"
 [ -x "$bin" ] || die "$bin not found: run make build on the host (the VM installs the host's build)"
 [ -f "$src/deploy/taasd.service" ] || die "$src/deploy/taasd.service not found: --source must be the checkout"
+case $auth in
+token | noauth) ;;
+keystone)
+	[ -n "$keystone_url" ] || die "--auth keystone needs --keystone-url"
+	[ -n "${TAASD_KEYSTONE_PASSWORD:-}" ] || die "--auth keystone: set TAASD_KEYSTONE_PASSWORD to the password of $keystone_user"
+	case $TAASD_KEYSTONE_PASSWORD in *'"'* | *\\*) die "TAASD_KEYSTONE_PASSWORD: no \" or \\ please (it goes into a TOML string)" ;; esac
+	;;
+*) die "--auth $auth: want token, keystone or noauth" ;;
+esac
 
 IFS=, read -r -a capture_ifs <<<"$capture"
 IFS=, read -r -a monitor_ifs <<<"$monitor"
@@ -82,6 +111,26 @@ install -d -m 0755 /usr/local/share/doc/taasd
 install -m 0644 "$src/README.md" "$src/deploy/taasd.toml" /usr/local/share/doc/taasd/
 install -d -m 0750 -o root -g taasd /etc/taasd
 
+# The admin token of --auth token: generated once, kept across re-runs,
+# readable by root and the service only, shown once at the end.
+tokens=/etc/taasd/tokens
+new_token=""
+if [ "$auth" = token ] && [ ! -e "$tokens" ]; then
+	new_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	(
+		umask 077
+		{
+			echo '# taasd tokens: TOKEN PROJECT_ID ROLE[,ROLE...] per line (README "Configuration (flags)").'
+			echo '# systemctl reload taasd rereads this file.'
+			echo "$new_token admin admin"
+		} >"$tokens.new"
+	)
+	chown root:taasd "$tokens.new"
+	chmod 0640 "$tokens.new"
+	mv "$tokens.new" "$tokens"
+	say "wrote $tokens (mode 0640, root:taasd) with a generated admin token"
+fi
+
 # The configuration: the example's comments, with this machine's NICs.
 conf=/etc/taasd/taasd.toml
 {
@@ -92,9 +141,26 @@ conf=/etc/taasd/taasd.toml
 	echo 'dataplane = "xdp"'
 	echo
 	echo '[auth]'
-	echo '# noauth: anyone who reaches the API is admin. Use mode = "token" with a'
-	echo '# token file outside a lab.'
-	echo 'mode = "noauth"'
+	case $auth in
+	token)
+		echo '# token: X-Auth-Token (or Authorization: Bearer) from the tokens file.'
+		echo 'mode = "token"'
+		echo "tokens = \"$tokens\""
+		;;
+	keystone)
+		echo '# keystone: tokens validated by Keystone, with the service user below.'
+		echo 'mode = "keystone"'
+		echo "keystone_url = \"$keystone_url\""
+		echo "username = \"$keystone_user\""
+		echo "password = \"$TAASD_KEYSTONE_PASSWORD\""
+		echo "project_name = \"$keystone_project\""
+		;;
+	noauth)
+		echo '# noauth, asked for by name (--auth noauth): anyone who reaches the API is'
+		echo '# admin of every project, and taasd warns at every start.'
+		echo 'mode = "noauth"'
+		;;
+	esac
 	echo
 	echo '[log]'
 	echo 'level = "info"'
@@ -171,4 +237,28 @@ if [ "$start" = yes ]; then
 		systemctl start taasd.service
 	fi
 	say "taasd is running: systemctl status taasd; journalctl -u taasd"
+fi
+
+if [ -n "$new_token" ]; then
+	host=${listen%:*}
+	case $host in "" | 0.0.0.0 | "[::]") host=127.0.0.1 ;; esac
+	port=${listen##*:}
+	cat <<EOF
+
+provision: the admin token, shown this once (it stays in $tokens, readable by root and taasd):
+
+    $new_token
+
+Send it as X-Auth-Token (or Authorization: Bearer):
+
+    curl -H "X-Auth-Token: $new_token" http://$host:$port/v2.0/taas/tap_services
+    openstack --os-auth-type admin_token --os-token $new_token \\
+        --os-endpoint http://$host:$port tap service list
+
+Give each project its own line in $tokens (TOKEN PROJECT_ID member), then
+systemctl reload taasd.
+EOF
+fi
+if [ "$auth" = noauth ]; then
+	say "WARNING: --auth noauth: anyone who reaches $listen is admin of every project"
 fi

@@ -138,6 +138,7 @@ func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	rs = append(rs, checkCaps(caps, capErr)...)
 	rs = append(rs, checkMemlock(caps.has(capIPCLock), fc))
 	rs = append(rs, checkInterfaces(fc)...)
+	rs = append(rs, checkAuth(fc)...)
 	return rs
 }
 

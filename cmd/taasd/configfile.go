@@ -33,6 +33,11 @@ type fileConfig struct {
 	// MaxTapServices caps the number of tap services; 0 means no cap
 	// (--max-tap-services).
 	MaxTapServices int `toml:"max_tap_services"`
+	// TLSCert and TLSKey are PEM files: with both, the API and dashboard
+	// are served over HTTPS only (--tls-cert, --tls-key). SIGHUP rereads
+	// them.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 
 	Auth       authFile    `toml:"auth"`
 	Quotas     quotasFile  `toml:"quotas"`
@@ -50,14 +55,36 @@ type fileConfig struct {
 
 // authFile is the [auth] table.
 type authFile struct {
-	// Mode is "noauth" or "token" (--auth).
+	// Mode is "noauth", "token" or "keystone" (--auth).
 	Mode string `toml:"mode"`
 	// Tokens is the token file, needed when Mode is "token" (--tokens).
 	Tokens string `toml:"tokens"`
-	// PublicMetrics serves /metrics without a token in token mode; by
-	// default it needs an admin token there (--public-metrics).
+	// PublicMetrics serves /metrics without a token in token and keystone
+	// modes; by default it needs an admin token there (--public-metrics).
 	PublicMetrics bool `toml:"public_metrics"`
+
+	// Keystone mode (control.KeystoneConfig): Keystone's URL
+	// (--keystone-url), and taasd's own credentials, a service user's
+	// password or an application credential.
+	KeystoneURL       string `toml:"keystone_url"`
+	KeystoneCAFile    string `toml:"keystone_cafile"`
+	Username          string `toml:"username"`
+	Password          string `toml:"password"`
+	UserDomainName    string `toml:"user_domain_name"`
+	ProjectName       string `toml:"project_name"`
+	ProjectDomainName string `toml:"project_domain_name"`
+	AppCredentialID   string `toml:"application_credential_id"`
+	AppCredentialKey  string `toml:"application_credential_secret"`
+	// CacheSeconds is how long a validated token is trusted; default 300,
+	// 0 disables the cache.
+	CacheSeconds int `toml:"cache_seconds"`
+	// CacheSize bounds the cache in tokens; 0 means 10000.
+	CacheSize int `toml:"cache_size"`
 }
+
+// keystoneKeys are the [auth] keys only keystone mode uses.
+var keystoneKeys = []string{"keystone_url", "keystone_cafile", "username", "password", "user_domain_name", "project_name",
+	"project_domain_name", "application_credential_id", "application_credential_secret", "cache_seconds", "cache_size"}
 
 // quotasFile is the [quotas] table: the per-project limits every project
 // has unless an admin overrides them (PUT /v2.0/quotas/{project_id}). Each
@@ -259,7 +286,17 @@ func (fc *fileConfig) Validate() error {
 	}
 
 	if fc.isSet("auth.mode") {
-		oneOf(bad, "auth.mode", fc.Auth.Mode, "noauth", "token")
+		oneOf(bad, "auth.mode", fc.Auth.Mode, "noauth", "token", "keystone")
+	}
+	fc.validateKeystone(bad)
+	if fc.isSet("tls_cert") != fc.isSet("tls_key") {
+		bad("tls_cert", "tls_cert and tls_key go together: both or neither")
+	}
+	if fc.isSet("tls_cert") && strings.TrimSpace(fc.TLSCert) == "" {
+		bad("tls_cert", "must not be empty")
+	}
+	if fc.isSet("tls_key") && strings.TrimSpace(fc.TLSKey) == "" {
+		bad("tls_key", "must not be empty")
 	}
 	if fc.isSet("auth.tokens") && strings.TrimSpace(fc.Auth.Tokens) == "" {
 		bad("auth.tokens", "must not be empty")
@@ -267,7 +304,7 @@ func (fc *fileConfig) Validate() error {
 	if fc.Auth.Mode == "token" && !fc.isSet("auth.tokens") {
 		bad("auth.tokens", `required when auth.mode is "token"`)
 	}
-	if fc.Auth.Mode == "noauth" && fc.isSet("auth.tokens") {
+	if (fc.Auth.Mode == "noauth" || fc.Auth.Mode == "keystone") && fc.isSet("auth.tokens") {
 		bad("auth.tokens", `only used when auth.mode is "token"`)
 	}
 
@@ -407,6 +444,15 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	str("dataplane", "dataplane", &cfg.Dataplane, fc.Dataplane)
 	str("auth.mode", "auth", &cfg.Auth, fc.Auth.Mode)
 	str("auth.tokens", "tokens", &cfg.Tokens, fc.Auth.Tokens)
+	str("auth.keystone_url", "keystone-url", &cfg.Keystone.URL, fc.Auth.KeystoneURL)
+	str("tls_cert", "tls-cert", &cfg.TLSCert, fc.TLSCert)
+	str("tls_key", "tls-key", &cfg.TLSKey, fc.TLSKey)
+	a := fc.Auth
+	cfg.KeystoneCAFile = a.KeystoneCAFile
+	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomain = a.Username, a.Password, a.UserDomainName
+	cfg.Keystone.Project, cfg.Keystone.ProjectDomain = a.ProjectName, a.ProjectDomainName
+	cfg.Keystone.AppCredentialID, cfg.Keystone.AppCredentialSecret = a.AppCredentialID, a.AppCredentialKey
+	cfg.Keystone.CacheTTL, cfg.Keystone.CacheSize = cacheTTL(fc.isSet("auth.cache_seconds"), a.CacheSeconds), a.CacheSize
 	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
 	str("broker.pin_dir", "pin-dir", &cfg.PinDir, fc.Broker.PinDir)
 	if fc.isSet("auth.public_metrics") && !set["public-metrics"] {

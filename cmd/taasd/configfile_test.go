@@ -70,7 +70,26 @@ role = "monitor"
 		{"max_tap_services, negative", `max_tap_services = -1`, []string{"max_tap_services: must be 0 (no cap) or more, got -1"}},
 		{"quotas, below -1", "[quotas]\nport = -2\ntap_flow = 2147483648\nnetwork = -3\ntap_mirror = -4", []string{"quotas.port: must be -1 (unlimited), 0 (default) or up to 2147483647, got -2", "quotas.tap_flow: must be -1", "quotas.network: must be -1 (unlimited), 0 (default) or up to 2147483647, got -3", "quotas.tap_mirror: must be -1 (unlimited), 0 (default) or up to 2147483647, got -4"}},
 		{"quotas, unknown resource", "[quotas]\nsubnet = 1", []string{"quotas.subnet: unknown key"}},
-		{"auth.mode, bad", "[auth]\nmode = \"keystone\"", []string{`auth.mode: must be noauth or token, got "keystone"`}},
+		{"auth.mode, bad", "[auth]\nmode = \"ldap\"", []string{`auth.mode: must be noauth, token or keystone, got "ldap"`}},
+		{"keystone, password", "[auth]\nmode = \"keystone\"\nkeystone_url = \"https://k:5000/v3\"\nusername = \"taasd\"\n" +
+			"password = \"p\"\nproject_name = \"service\"\ncache_seconds = 0", nil},
+		{"keystone, application credential", "[auth]\nmode = \"keystone\"\nkeystone_url = \"http://k:5000\"\n" +
+			"application_credential_id = \"i\"\napplication_credential_secret = \"s\"\ncache_size = 100", nil},
+		{"keystone, nothing", "[auth]\nmode = \"keystone\"", []string{`auth.keystone_url: required when auth.mode is "keystone"`,
+			"auth.username: required in keystone mode", "auth.password: required", "auth.project_name: required"}},
+		{"keystone, both credentials", "[auth]\nmode = \"keystone\"\nkeystone_url = \"http://k\"\nusername = \"u\"\n" +
+			"application_credential_id = \"i\"", []string{"auth.application_credential_id: either username, password and project_name"}},
+		{"keystone, bad values", "[auth]\nmode = \"keystone\"\nkeystone_url = \"k:5000\"\napplication_credential_id = \"i\"\n" +
+			"cache_seconds = -1\ncache_size = -2\nkeystone_cafile = \"\"", []string{`auth.keystone_url: must be an http:// or https:// URL, got "k:5000"`,
+			"auth.application_credential_secret: required with application_credential_id", "auth.cache_seconds: must be 0 (no cache) or more, got -1",
+			"auth.cache_size: must be 0 (default, 10000) or more, got -2", "auth.keystone_cafile: must not be empty"}},
+		{"keystone keys in token mode", "[auth]\nmode = \"token\"\ntokens = \"/t\"\nkeystone_url = \"http://k\"\npassword = \"p\"",
+			[]string{`auth.keystone_url: only used when auth.mode is "keystone"`, `auth.password: only used when auth.mode is "keystone"`}},
+		{"tokens in keystone mode", "[auth]\nmode = \"keystone\"\nkeystone_url = \"http://k\"\napplication_credential_id = \"i\"\n" +
+			"application_credential_secret = \"s\"\ntokens = \"/t\"", []string{`auth.tokens: only used when auth.mode is "token"`}},
+		{"tls, both", "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"", nil},
+		{"tls, cert alone", "tls_cert = \"/c.pem\"", []string{"tls_cert: tls_cert and tls_key go together"}},
+		{"tls, empty key", "tls_cert = \"/c.pem\"\ntls_key = \"\"", []string{"tls_key: must not be empty"}},
 		{"auth.mode token without tokens", "[auth]\nmode = \"token\"", []string{`auth.tokens: required when auth.mode is "token"`}},
 		{"auth.tokens with noauth", "[auth]\nmode = \"noauth\"\ntokens = \"/x\"", []string{`auth.tokens: only used when auth.mode is "token"`}},
 		{"auth.tokens, empty", "[auth]\nmode = \"token\"\ntokens = \"\"", []string{"auth.tokens: must not be empty"}},
@@ -107,8 +126,8 @@ role = "monitor"
 		{"unknown table", "[database]\npath = \"x\"", []string{"database: unknown key", "database.path: unknown key"}},
 		{"every problem at once", "dataplane = \"x\"\n[log]\nlevel = \"x\"\n[[interfaces]]\nname = \"\"\nrole = \"x\"",
 			[]string{"dataplane:", "log.level:", "interfaces[0].name:", "interfaces[0].role:"}},
-		{"wrong type", `listen = 9696`, []string{"listen", "incompatible types"}},
-		{"wrong type in interface", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = \"all\"", []string{"interfaces.queues", "incompatible types"}},
+		{"wrong type", `listen = 9696`, []string{"listen: want a string, got an integer (9696)"}},
+		{"wrong type in interface", "[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\nqueues = \"all\"", []string{`interfaces[0].queues: want an integer, got a string ("all")`}},
 		{"syntax error", `listen = "127.0.0.1:9696`, []string{"line 1", "unexpected EOF"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,7 +427,7 @@ role = "monitor"
 		`interfaces[0].role: want a string, got an integer (1)`,
 		`interfaces[1].name: want a string, got an integer (2)`,
 		`bogus: unknown key`,
-		`auth.mode: must be noauth or token, got "tok"`,
+		`auth.mode: must be noauth, token or keystone, got "tok"`,
 	}
 	got := strings.Split(err.Error(), "\n")
 	slices.Sort(got)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,8 +29,10 @@ import (
 type config struct {
 	Listen         string         // API address, host:port
 	DB             string         // SQLite database file
-	Auth           string         // noauth or token
+	Auth           string         // noauth, token or keystone
 	Tokens         string         // tokens file for auth token
+	TLSCert        string         // PEM certificate (chain) for HTTPS; "" serves plain HTTP
+	TLSKey         string         // its PEM private key
 	MaxTapServices int            // 0: no cap
 	Quotas         control.Quotas // per-project defaults; 0: control's default, -1: unlimited
 	PublicMetrics  bool           // /metrics without an admin token in token mode
@@ -39,6 +42,10 @@ type config struct {
 
 	// Limits bound what requests may cost ([limits] in the file).
 	Limits control.Limits
+	// Keystone is auth keystone's configuration ([auth] in the file,
+	// --keystone-url); KeystoneCAFile the CA file to trust for its URL.
+	Keystone       control.KeystoneConfig
+	KeystoneCAFile string
 	// MemoryLimit is the Go runtime's soft memory limit in bytes
 	// (debug.SetMemoryLimit); 0 leaves the runtime's default (none).
 	MemoryLimit int64
@@ -58,9 +65,12 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.Usage = func() {}
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9696", "API `address` (host:port)")
 	fs.StringVar(&cfg.DB, "db", "taas.db", "SQLite database `file` (created if missing)")
-	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth or token")
+	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth, token or keystone")
 	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
-	fs.BoolVar(&cfg.PublicMetrics, "public-metrics", false, "serve /metrics without a token in --auth token mode (default: admin token required)")
+	fs.StringVar(&cfg.Keystone.URL, "keystone-url", "", "Keystone's `URL` for --auth keystone (the service credentials are in the --config file's [auth])")
+	fs.BoolVar(&cfg.PublicMetrics, "public-metrics", false, "serve /metrics without a token in --auth token and keystone modes (default: admin token required)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate `file` (chain first the server's): serve the API and dashboard over HTTPS only; needs --tls-key")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.IntVar(&cfg.MaxTapServices, "max-tap-services", 0, "cap on tap services (409 TapServiceLimitReached beyond); 0 = no cap")
 	fs.IntVar(&cfg.Quotas.Network, "quota-network", 0, "networks per project (409 OverQuota beyond); 0 = default (1000), -1 = unlimited")
 	fs.IntVar(&cfg.Quotas.Port, "quota-port", 0, "ports per project; 0 = default (10000), -1 = unlimited")
@@ -124,8 +134,19 @@ func (c config) validate() error {
 		if c.Tokens == "" {
 			return errors.New("--auth token needs --tokens FILE")
 		}
+	case control.AuthKeystone:
+		if c.Tokens != "" {
+			return errors.New("--tokens needs --auth token")
+		}
+		kc := c.Keystone
+		if err := kc.Validate(); err != nil {
+			return fmt.Errorf("--auth keystone: %w (set auth.keystone_url and the service credentials in the --config file)", err)
+		}
 	default:
-		return fmt.Errorf("--auth %q: want noauth or token", c.Auth)
+		return fmt.Errorf("--auth %q: want noauth, token or keystone", c.Auth)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: both or neither")
 	}
 	if c.MaxTapServices < 0 {
 		return fmt.Errorf("--max-tap-services %d: want 0 (no cap) or more", c.MaxTapServices)
@@ -222,6 +243,20 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 		}
 		ccfg.Tokens = t
 	}
+	if cfg.Auth == control.AuthKeystone {
+		kc, err := cfg.keystoneConfig()
+		if err != nil {
+			return err
+		}
+		ccfg.Keystone = kc
+	}
+	var certs *certStore
+	if cfg.TLSCert != "" {
+		var err error
+		if certs, err = loadCertStore(cfg.TLSCert, cfg.TLSKey, logger); err != nil {
+			return err
+		}
+	}
 	st, err := store.Open(ctx, cfg.DB)
 	if err != nil {
 		return err
@@ -239,7 +274,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 		return err
 	}
 	// An admin token in token mode, unless --public-metrics.
-	srv.MountMetrics(control.MetricsHandler(dp, srv.ConnMetrics(), srv.MirrorMetrics()))
+	srv.MountMetrics(control.MetricsHandler(dp, srv.ConnMetrics(), srv.MirrorMetrics(), srv.AuthMetrics(), srv.LiveMetrics()))
 	// The stored plan runs before the API answers, so that its first
 	// answers carry this run's statuses, not those of the last run (issue
 	// 9). A failed pass is retried by the reconciler once it runs.
@@ -250,8 +285,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	if err != nil {
 		return err
 	}
+	warnOpen(cfg, ln.Addr(), logger)
+	if certs != nil {
+		ln = tls.NewListener(ln, certs.tlsConfig())
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go serveReloads(rctx, hup, reloadHooks(cfg, srv, logger), logger)
+	go serveReloads(rctx, hup, reloadHooks(cfg, srv, certs, logger), logger)
 	return srv.Run(ctx, ln)
 }

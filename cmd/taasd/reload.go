@@ -17,8 +17,11 @@ type reloadHook struct {
 }
 
 // reloadHooks are the hooks of a run whose control plane is srv.
-func reloadHooks(cfg config, srv *control.Server, logger *slog.Logger) []reloadHook {
+func reloadHooks(cfg config, srv *control.Server, certs *certStore, logger *slog.Logger) []reloadHook {
 	var hooks []reloadHook
+	if certs != nil {
+		hooks = append(hooks, reloadHook{what: "TLS certificate", fn: certs.reload})
+	}
 	if cfg.Auth == control.AuthToken {
 		hooks = append(hooks, reloadHook{what: "tokens", fn: func() error {
 			t, err := control.LoadTokens(cfg.Tokens, logger)
@@ -46,7 +49,7 @@ func serveReloads(ctx context.Context, hup <-chan os.Signal, hooks []reloadHook,
 		case <-hup:
 		}
 		if len(hooks) == 0 {
-			logger.Info("SIGHUP: nothing to reload (no tokens file: --auth is not token)")
+			logger.Info("SIGHUP: nothing to reload (no tokens file and no TLS certificate)")
 			continue
 		}
 		for _, h := range hooks {

@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,7 +17,7 @@ import (
 // Taasd is one run of the taasd binary that a test started. It is stopped
 // (SIGTERM, then SIGKILL after 15 s), by its own pid, when the test ends.
 type Taasd struct {
-	// URL is the API's base, "http://" + Addr.
+	// URL is the API's base, "http://" + Addr ("https://" with --tls-cert).
 	URL, Addr string
 	// DB is the SQLite file; LogPath what the process writes (stdout and
 	// stderr).
@@ -60,6 +62,9 @@ func StartTaasd(t testing.TB, bin string, args ...string) *Taasd {
 		args = append([]string{"--db", d.DB}, args...)
 	}
 	d.URL = "http://" + d.Addr
+	if _, ok := flag("--tls-cert"); ok {
+		d.URL = "https://" + d.Addr
+	}
 	d.Args = args
 	d.start(t)
 	return d
@@ -100,9 +105,28 @@ func (d *Taasd) start(t testing.TB) {
 			t.Logf("taasd %s log:\n%s", strings.Join(d.Args, " "), d.Logs())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
+	waitOK(t, d.client(), d.URL+"/", 60*time.Second, d.exited, func() string {
+		return fmt.Sprintf("taasd %s: %v\n%s", strings.Join(d.Args, " "), d.err, d.Logs())
+	})
+}
+
+// client is what StartTaasd asks whether taasd answers: over HTTPS, with
+// --tls-cert, it trusts whatever certificate taasd serves (its own child,
+// on loopback); tests check the certificate with their own clients.
+func (d *Taasd) client() *http.Client {
+	if !strings.HasPrefix(d.URL, "https://") {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// waitOK polls url with c until it answers 200. It fails t with what
+// exitLog says when exited is closed first, or after timeout.
+func waitOK(t testing.TB, c *http.Client, url string, timeout time.Duration, exited <-chan struct{}, exitLog func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		res, err := http.Get(d.URL + "/")
+		res, err := c.Get(url)
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
@@ -110,12 +134,12 @@ func (d *Taasd) start(t testing.TB) {
 			}
 		}
 		select {
-		case <-d.exited:
-			t.Fatalf("taasd %s exited before answering: %v\n%s", strings.Join(d.Args, " "), d.err, d.Logs())
+		case <-exited:
+			t.Fatalf("exited before %s answered: %s", url, exitLog())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("taasd did not answer on %s within 60s (last: %v)\n%s", d.URL, err, d.Logs())
+			t.Fatalf("%s did not answer within %v (last: %v): %s", url, timeout, err, exitLog())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

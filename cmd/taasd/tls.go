@@ -1,0 +1,89 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/taas-appliance/taas/control"
+)
+
+// certStore is the certificate HTTPS serves (issue 13): loaded at start,
+// replaced by SIGHUP (reload), each handshake taking the current one.
+type certStore struct {
+	certFile, keyFile string
+	log               *slog.Logger
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// loadCertStore loads the pair, or fails: taasd does not start without it.
+func loadCertStore(certFile, keyFile string, log *slog.Logger) (*certStore, error) {
+	cs := &certStore{certFile: certFile, keyFile: keyFile, log: log}
+	if err := cs.load("TLS certificate loaded"); err != nil {
+		return nil, err
+	}
+	return cs, nil
+}
+
+// reload is the SIGHUP hook: a pair that does not load (unreadable, not
+// PEM, key and certificate that do not match) keeps the one served.
+func (cs *certStore) reload() error { return cs.load("TLS certificate reloaded") }
+
+func (cs *certStore) load(msg string) error {
+	cert, err := tls.LoadX509KeyPair(cs.certFile, cs.keyFile)
+	if err != nil {
+		return fmt.Errorf("tls certificate %s, key %s: %w", cs.certFile, cs.keyFile, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("tls certificate %s: %w", cs.certFile, err)
+		}
+		cert.Leaf = leaf
+	}
+	cs.cur.Store(&cert)
+	cs.log.Info(msg, "file", cs.certFile, "subject", leaf.Subject.String(), "dns_names", leaf.DNSNames,
+		"serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		cs.log.Error("TLS certificate is not valid now: clients will refuse it", "file", cs.certFile,
+			"not_before", leaf.NotBefore.UTC().Format(time.RFC3339), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// tlsConfig is the server's TLS: 1.2 and 1.3 only, and for 1.2 only ECDHE
+// key exchange with AEAD ciphers (Mozilla's "intermediate" profile, which
+// Debian 12's openstack client, Python 3.11 on OpenSSL 3, and curl speak),
+// HTTP/1.1 (fasthttp speaks no HTTP/2).
+func (cs *certStore) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cs.cur.Load(), nil
+		},
+	}
+}
+
+// warnOpen logs, at every start, a warning when the API answers on a
+// non-loopback address without authentication: anyone who reaches it is
+// admin of every project (issue 13: noauth only when asked for by name).
+func warnOpen(cfg config, addr net.Addr, log *slog.Logger) {
+	if cfg.Auth != control.AuthNoauth {
+		return
+	}
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		return
+	}
+	log.Warn("auth is noauth on a non-loopback address: anyone who reaches it is admin of every project; "+
+		"use [auth] mode = \"token\" or \"keystone\" (README \"Authentication\")", "addr", addr.String())
+}
