@@ -5,7 +5,10 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,6 +172,74 @@ func TestBrowser(t *testing.T) {
 			"TAAS_TOKEN_A=tok-alpha-0123", "TAAS_PROJECT_A=project-alpha",
 			"TAAS_TOKEN_B=tok-bravo-4567", "TAAS_PROJECT_B=project-bravo"}, nil)
 	})
+}
+
+// TestBrowserCapture drives the Capture dialog on taasd without a data
+// plane (e2e/capture.mjs): downloads that tshark reads, Stop, a bad
+// parameter, and the 409 of a 9th capture while this test holds 8 open
+// over HTTP (actions hold8 and release8).
+func TestBrowserCapture(t *testing.T) {
+	node := browserTools(t)
+	bin := testutil.BuildTaasd(t)
+	runCapture(t, node, startTaasd(t, bin, "--dataplane", "none"))
+}
+
+// runCapture runs e2e/capture.mjs against base.
+func runCapture(t *testing.T, node, base string) {
+	var held []*http.Response
+	release := func() error {
+		for _, r := range held {
+			r.Body.Close()
+		}
+		held = nil
+		return nil
+	}
+	t.Cleanup(func() { release() })
+	hold := func() error {
+		var list struct {
+			TapServices []struct{ ID string } `json:"tap_services"`
+		}
+		if err := getJSON(base+"/v2.0/taas/tap_services", &list); err != nil {
+			return err
+		}
+		if len(list.TapServices) == 0 {
+			return fmt.Errorf("no tap service to capture")
+		}
+		// Each capture ends on its own after 2 minutes, should the test
+		// not get to release it.
+		url := base + "/v2.0/taas/tap_services/" + list.TapServices[0].ID + "/capture?duration=120"
+		for range 8 {
+			res, err := http.Get(url)
+			if err != nil {
+				return err
+			}
+			if res.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				return fmt.Errorf("GET %s: %s: %s", url, res.Status, b)
+			}
+			held = append(held, res)
+		}
+		return nil
+	}
+	runScript(t, node, "capture", base, nil, map[string]func() error{"hold8": hold, "release8": release})
+}
+
+// getJSON decodes the JSON answer of GET url into out.
+func getJSON(url string, out any) error {
+	res, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, res.Status, b)
+	}
+	return json.Unmarshal(b, out)
 }
 
 // TestModel runs the unit tests of the dashboard's pure functions (rates,
