@@ -120,8 +120,9 @@ func measureWithLive(ctx context.Context, lab *Lab, p livePeer, tr Traffic, sc S
 
 // liveZeroDrop sums up row's repetitions and searches for the highest
 // offered rate at which one capture drops nothing: c.LiveProbes paced
-// runs, the first at the rate the capture took flat out, then bisecting
-// between the highest rate without drops and the lowest with.
+// runs (up to twice as many while none is clean), the first at the rate
+// the capture took flat out, then bisecting between the highest rate
+// without drops and the lowest with.
 func liveZeroDrop(ctx context.Context, lab *Lab, p livePeer, tr Traffic, sc Scenario, per []uint64, row Row, c BenchConfig) (*LiveRow, error) {
 	probes, psecs := c.LiveProbes, c.LiveProbeSeconds
 	if probes == 0 {
@@ -149,7 +150,9 @@ func liveZeroDrop(ctx context.Context, lab *Lab, p livePeer, tr Traffic, sc Scen
 	}
 	lo, hi := 0.0, row.OfferedMpps*1e6
 	rate := min(lr.CapturedMfps*1e6, hi)
-	for range probes {
+	// While no probe has been clean, the search goes on halving, up to
+	// twice the probes: a rate without drops says more than "none".
+	for i := 0; i < probes || lr.ZeroDropMpps == 0 && i < 2*probes; i++ {
 		if rate < 1000 || ctx.Err() != nil {
 			break
 		}
