@@ -161,9 +161,11 @@ test('capture query, parameter of an error, file name, bytes', () => {
   assert.equal(captureQuery({ duration: '10', count: '', snaplen: ' 128 ' }), '?duration=10&snaplen=128');
   assert.equal(captureQuery({ duration: '', count: '', snaplen: '' }), '');
   assert.equal(captureQuery({ duration: 'a b&c' }), '?duration=a+b%26c');
-  assert.equal(captureParam({ message: "Invalid input for duration. Reason: '0' is not in 1..3600." }), 'duration');
-  assert.equal(captureParam({ message: 'snaplen must be from 64 to 262144' }), 'snaplen');
-  assert.equal(captureParam({ message: 'At most 8 live captures run at once.' }), '');
+  assert.equal(captureParam({ status: 400, message: "Invalid input for duration. Reason: '0' is not in 1..3600." }), 'duration');
+  assert.equal(captureParam({ status: 400, message: 'snaplen must be from 64 to 262144' }), 'snaplen');
+  assert.equal(captureParam({ status: 409, message: 'At most 8 live captures run at once.' }), '');
+  // The 409's own message names duration and count: no field is to blame.
+  assert.equal(captureParam({ status: 409, message: '8 live captures already run, the most the appliance serves at once: retry when one ends at its duration, its count, ...' }), '');
   for (const [header, want] of [
     ['attachment; filename="tap_service-web.pcapng"', 'tap_service-web.pcapng'],
     ['attachment; filename=plain.pcapng', 'plain.pcapng'],

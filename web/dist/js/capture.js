@@ -21,6 +21,9 @@ import { si, bytesText, captureQuery, captureParam, fileName, label, CAPTURE_PAR
 // SHOW_EVERY_MS is how often the running counts are redrawn: chunks may
 // come thousands of times a second.
 const SHOW_EVERY_MS = 100;
+// MAX_KEPT_BYTES bounds what the page keeps of a capture before saving it
+// (the stream is held in memory until then).
+const MAX_KEPT_BYTES = 256 * 1024 * 1024;
 
 let running = null; // {ctl, counter} while a capture streams
 let target = null; // {coll, title, obj}
@@ -125,6 +128,8 @@ async function start() {
   const chunks = [];
   let broke = '';
   let last = 0;
+  let kept = 0;
+  let full = false;
   const reader = res.body.getReader();
   const tick = setInterval(() => show(counter, started), 1000); // the seconds, when no chunk comes
   try {
@@ -133,6 +138,14 @@ async function start() {
       if (done) break;
       chunks.push(value);
       counter.push(value);
+      kept += value.length;
+      if (kept >= MAX_KEPT_BYTES) {
+        // The page holds the whole capture until it is saved: stop before
+        // the tab runs out of memory, and save what came.
+        full = true;
+        ctl.abort();
+        break;
+      }
       if (Date.now() - last >= SHOW_EVERY_MS) {
         last = Date.now();
         show(counter, started);
@@ -157,6 +170,7 @@ async function start() {
   const dropped = counter.dropped ? `, ${si(counter.dropped)} dropped by the appliance` : '';
   setState(`Saved ${name}: ${si(counter.packets)} packets${dropped}.`);
   if (broke) setError(`The stream broke off (${broke}); what came is saved.`);
+  else if (full) setError(`Stopped at ${si(MAX_KEPT_BYTES)}B, the most the page keeps; what came is saved. Use curl for longer captures.`);
 }
 
 // save hands the browser a file made of chunks to download.

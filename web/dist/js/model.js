@@ -196,6 +196,7 @@ export function captureQuery(params) {
 // captureParam says which capture parameter an API error is about ('' for
 // none), so the dialog can mark that field.
 export function captureParam(err) {
+  if (err.status !== 400) return ''; // a 409's message names duration and count too
   const m = (err.message || '').match(/\b(duration|count|snaplen)\b/);
   return m ? m[1] : '';
 }
