@@ -44,7 +44,7 @@ func run() error {
 	flag.StringVar(&readme, "readme", "", "README whose benchmark table to replace (default: none; the table is in latest.md)")
 	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng,ovs,ovs-afxdp",
 		"peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path; ovs-afxdp: Open vSwitch with afxdp ports)")
-	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8)")
+	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8,capture64B,capture1518B)")
 	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
 	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "give up (and clean up) after this long")
