@@ -16,9 +16,10 @@ package broker
 //               frame truncated to the mirror's snaplen and the uplink's
 //               MTU), Transmit, one Kick, reap completions
 //  6. live:     with live captures running (live.go), offer each frame a
-//               capture wants (a flow of its matched it in step 3, a
-//               service or tunnel of its sent a copy in step 5) once to
-//               each such capture, and kick each capture's pump once
+//               capture wants (a service or tunnel of its sent a copy in
+//               step 5, or a flow of its matched it in step 3 and some
+//               copy of it was sent) once to each such capture, and kick
+//               each capture's pump once
 //  7. fill:     Free the RX frames and refill the fill ring once
 //
 // Nothing here allocates, locks (except step 5's per-batch mutex, and step
