@@ -174,6 +174,11 @@ type LiveCapture struct {
 	// Captured frames were queued, dropped ones found no free buffer or
 	// were lost in the kernel.
 	captured, dropped uint64
+	// staged counts the packets a fast-path reader took and has not
+	// queued yet; unstaged signals (on mu) when it falls to 0 after end,
+	// for Stop.
+	staged   int
+	unstaged *sync.Cond
 	// badReleases counts Release calls of a packet this capture did not
 	// hold (a second Release, another capture's packet): ignored, the
 	// first logged.
@@ -209,6 +214,7 @@ func newLiveCapture(t LiveTarget, snaplen, maxFrame int) *LiveCapture {
 	c := &LiveCapture{target: t, snaplen: snaplen, bufLen: bufLen, packets: make(chan *LivePacket, n),
 		signal: make(chan struct{}, 1), free: make([]*LivePacket, n), queued: make([]*LivePacket, 0, n),
 		spare: make([]*LivePacket, 0, n)}
+	c.unstaged = sync.NewCond(&c.mu)
 	mem := make([]byte, n*bufLen)
 	pkts := make([]LivePacket, n)
 	for i := range pkts {
@@ -307,6 +313,11 @@ func (c *LiveCapture) Stop() {
 	c.mu.Lock()
 	c.captured -= n
 	c.dropped += n
+	// A fast-path reader's packets staged for c come back within its
+	// wait (liveReadWait), counted dropped: then the counters are final.
+	for c.staged > 0 {
+		c.unstaged.Wait()
+	}
 	c.mu.Unlock()
 	if c.b != nil {
 		c.b.removeLive(c)
@@ -370,6 +381,9 @@ func (c *LiveCapture) offer(ts time.Time, data []byte, length int) {
 // back and counts it dropped (it was counted captured when taken).
 func (c *LiveCapture) queue(p *LivePacket) {
 	c.mu.Lock()
+	if c.staged--; c.staged == 0 && c.closed {
+		c.unstaged.Broadcast()
+	}
 	if c.closed {
 		c.releaseLocked(p)
 		c.captured--
@@ -814,6 +828,9 @@ func (lr *liveReader) deliver(m xdpprog.LiveMeta, data []byte) {
 		if c := ls.caps[i]; c != nil && m.Mono > ls.since[i] {
 			c.mu.Lock()
 			p := c.takeLocked(ts, data[:min(len(data), ls.cut[i])], int(m.Len))
+			if p != nil {
+				c.staged++
+			}
 			c.mu.Unlock()
 			if p != nil {
 				lr.staged = append(lr.staged, stagedPacket{c: c, p: p})

@@ -172,6 +172,7 @@ func TestLiveOfferAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("reader's deliver: %v allocations per frame, want 0", n)
 	}
+	lr.flush() // Stop waits for what a reader staged
 }
 
 // TestLiveReaderOrder: the fast path's reader queues what it staged in the
@@ -389,5 +390,34 @@ func TestLiveLoseMask(t *testing.T) {
 	ls.lose(1<<0, 7)
 	if sa, so := a.Stats(), o.Stats(); sa.Dropped != 7 || so.Dropped != 0 {
 		t.Errorf("lose(bit 0, 7): dropped %d and %d, want 7 and 0", sa.Dropped, so.Dropped)
+	}
+}
+
+// TestLiveStopStaged: Stop waits for the frames a fast-path reader took
+// for the capture and has not queued yet, and counts them dropped: once
+// Stop returns, Stats is final.
+func TestLiveStopStaged(t *testing.T) {
+	c := newLiveCapture(LiveTarget{Kind: LiveService, ID: "s"}, 0, 1792)
+	var live atomic.Pointer[liveSet]
+	ls := &liveSet{}
+	ls.caps[0], ls.cut[0] = c, 1792
+	live.Store(ls)
+	lr := &liveReader{live: &live, staged: make([]stagedPacket, 0, liveKickEvery*MaxLive)}
+	for mono := range uint64(3) {
+		lr.deliver(xdpprog.LiveMeta{Mask: 1, Len: 60, Mono: mono + 1}, make([]byte, 60))
+	}
+	stopped := make(chan LiveStats)
+	go func() {
+		c.Stop()
+		stopped <- c.Stats()
+	}()
+	select {
+	case st := <-stopped:
+		t.Fatalf("Stop returned (%+v) with 3 frames staged", st)
+	case <-time.After(50 * time.Millisecond):
+	}
+	lr.flush()
+	if st := <-stopped; st.Captured != 0 || st.Dropped != 3 {
+		t.Errorf("Stats() after Stop = %+v, want the 3 staged frames dropped", st)
 	}
 }
