@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -76,14 +77,36 @@ func (cs *certStore) tlsConfig() *tls.Config {
 
 // warnOpen logs, at every start, a warning when the API answers on a
 // non-loopback address without authentication: anyone who reaches it is
-// admin of every project (issue 13: noauth only when asked for by name).
+// admin of every project (issue 13: noauth only when asked for by name);
+// when it takes tokens there without TLS, which then cross the network in
+// clear; and when Keystone is asked over plain HTTP elsewhere than on
+// loopback, which sends taasd's credentials and every caller's token in
+// clear (review of issue 13).
 func warnOpen(cfg config, addr net.Addr, log *slog.Logger) {
-	if cfg.Auth != control.AuthNoauth {
-		return
+	if cfg.Auth == control.AuthKeystone {
+		if u, err := url.Parse(cfg.Keystone.URL); err == nil && u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+			log.Warn("keystone_url is plain http on a non-loopback host: taasd's credentials and every caller's token "+
+				"cross the network in clear; use https://", "keystone_url", cfg.Keystone.URL)
+		}
 	}
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
 		return
 	}
-	log.Warn("auth is noauth on a non-loopback address: anyone who reaches it is admin of every project; "+
-		"use [auth] mode = \"token\" or \"keystone\" (README \"Authentication\")", "addr", addr.String())
+	switch {
+	case cfg.Auth == control.AuthNoauth:
+		log.Warn("auth is noauth on a non-loopback address: anyone who reaches it is admin of every project; "+
+			"use [auth] mode = \"token\" or \"keystone\" (README \"Authentication\")", "addr", addr.String())
+	case cfg.TLSCert == "":
+		log.Warn("auth is "+cfg.Auth+" without TLS on a non-loopback address: tokens cross the network in clear; "+
+			"set tls_cert and tls_key (README \"HTTPS\")", "addr", addr.String())
+	}
+}
+
+// loopbackHost reports whether host is localhost or a loopback IP.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

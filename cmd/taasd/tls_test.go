@@ -260,8 +260,9 @@ func cleanOSEnv() []string {
 	return env
 }
 
-// TestWarnOpen: noauth on an address other than loopback logs a warning at
-// start; loopback, or any authentication, does not.
+// TestWarnOpen: noauth, or tokens without TLS, on an address other than
+// loopback log a warning at start, and so does an http:// Keystone off
+// loopback; loopback, or authentication over TLS, does not.
 func TestWarnOpen(t *testing.T) {
 	for _, tc := range []struct {
 		auth, addr string
@@ -272,15 +273,33 @@ func TestWarnOpen(t *testing.T) {
 		{"noauth", "198.51.100.7:9696", true},
 		{"noauth", "127.0.0.1:9696", false},
 		{"noauth", "[::1]:9696", false},
-		{"token", "0.0.0.0:9696", false},
-		{"keystone", "0.0.0.0:9696", false},
+		{"token", "0.0.0.0:9696", true},
+		{"keystone", "0.0.0.0:9696", true},
+		{"token", "127.0.0.1:9696", false},
+		{"token tls", "0.0.0.0:9696", false},
+		{"keystone tls", "[::]:9696", false},
+		{"keystone tls http://keystone.example:5000", "[::]:9696", true},
+		{"keystone tls http://127.0.0.1:5000", "[::]:9696", false},
+		{"keystone tls http://localhost:5000", "[::]:9696", false},
+		{"keystone http://[::1]:5000", "127.0.0.1:9696", false},
+		{"keystone http://198.51.100.1:5000", "127.0.0.1:9696", true},
 	} {
 		addr, err := net.ResolveTCPAddr("tcp", tc.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var cfg config
+		fields := strings.Fields(tc.auth)
+		cfg.Auth, cfg.Keystone.URL = fields[0], "https://keystone.example:5000"
+		for _, f := range fields[1:] {
+			if f == "tls" {
+				cfg.TLSCert = "/etc/taasd/tls/taasd.crt"
+			} else {
+				cfg.Keystone.URL = f
+			}
+		}
 		var buf bytes.Buffer
-		warnOpen(config{Auth: tc.auth}, addr, slog.New(slog.NewTextHandler(&buf, nil)))
+		warnOpen(cfg, addr, slog.New(slog.NewTextHandler(&buf, nil)))
 		if got := strings.Contains(buf.String(), "level=WARN"); got != tc.warn {
 			t.Errorf("warnOpen(%s, %s) logged %q, want a warning %v", tc.auth, tc.addr, buf.String(), tc.warn)
 		}
