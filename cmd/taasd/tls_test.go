@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -332,6 +333,55 @@ func TestCheckCert(t *testing.T) {
 		}
 		if r := checkCert(ca.certPath, ca.keyPath, tc.at); r.Verdict != tc.want {
 			t.Errorf("%s: checkCert = %v %s, want %v", tc.name, r.Verdict, r.Detail, tc.want)
+		}
+	}
+}
+
+// TestCheckSecretModes: taasd check warns about a TLS key, a tokens file or
+// a configuration holding a keystone password that every local user can
+// read, and passes them at 0640.
+func TestCheckSecretModes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640} {
+		key := write("taasd.key", "not a key", mode)
+		tokens := write("tokens", "t admin admin\n", mode)
+		tokenConf := write("token.toml", fmt.Sprintf("tls_cert = %q\ntls_key = %q\n[auth]\nmode = \"token\"\ntokens = %q\n",
+			key, key, tokens), 0o640)
+		ksConf := write("keystone.toml", "[auth]\nmode = \"keystone\"\nkeystone_url = \"http://127.0.0.1:1\"\n"+
+			"username = \"taasd\"\npassword = \"pw\"\nproject_name = \"service\"\n", mode)
+		var got []checkResult
+		for _, conf := range []string{tokenConf, ksConf} {
+			fc, err := loadConfigFile(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range checkAuth(fc) {
+				if r.Name == "secret file mode" {
+					got = append(got, r)
+				}
+			}
+		}
+		want := pass
+		if mode&0o004 != 0 {
+			want = warn
+		}
+		if len(got) != 3 {
+			t.Errorf("mode %04o: %d secret file checks %+v, want 3 (key, tokens, keystone config)", mode, len(got), got)
+		}
+		for _, r := range got {
+			if r.Verdict != want {
+				t.Errorf("mode %04o: %s: %s, want %s", mode, r.Detail, r.Verdict, want)
+			}
 		}
 	}
 }
