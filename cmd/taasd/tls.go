@@ -3,7 +3,9 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -109,4 +111,51 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// refusePlainHTTP wraps the listener under TLS so that a plain HTTP request
+// to the HTTPS port gets net/http's 400 ("Client sent an HTTP request to an
+// HTTPS server.") rather than a closed connection (review of issue 13):
+// the first byte of a TLS connection is a handshake record's, 0x16.
+func refusePlainHTTP(ln net.Listener) net.Listener { return plainHTTPListener{ln} }
+
+type plainHTTPListener struct{ net.Listener }
+
+func (l plainHTTPListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c}, nil
+}
+
+// sniffConn looks at the first bytes the client sends (tls.Conn's first
+// read, from one goroutine).
+type sniffConn struct {
+	net.Conn
+	sniffed bool
+}
+
+var errPlainHTTP = errors.New("plain HTTP request to the HTTPS port")
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.sniffed || n == 0 {
+		return n, err
+	}
+	c.sniffed = true
+	if b[0] == 0x16 || !(b[0] >= 'A' && b[0] <= 'Z') {
+		return n, err // TLS, or not HTTP either: tls.Conn says what it is
+	}
+	// A method's first letter: answer as net/http does, and hang up.
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(time.Second)); err == nil {
+		_, _ = io.WriteString(c.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+			"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n") // hanging up anyway
+	}
+	// What is left of the request, read for at most 100 ms: closing with
+	// unread bytes sends a reset, which may destroy the answer in flight.
+	if err := c.Conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10)) // ends at the deadline or the client's close
+	}
+	return 0, errPlainHTTP
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -156,11 +157,21 @@ func TestTLS(t *testing.T) {
 		}
 	})
 
-	t.Run("plain HTTP fails", func(t *testing.T) {
+	t.Run("plain HTTP gets 400", func(t *testing.T) {
 		res, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + d.Addr + "/v2.0/taas/tap_services")
-		if err == nil {
+		if err != nil {
+			t.Fatalf("plain HTTP GET: %v, want 400", err)
+		}
+		b, _ := io.ReadAll(res.Body) // what was read is checked
+		res.Body.Close()
+		if res.StatusCode != 400 || !strings.Contains(string(b), "HTTPS") {
+			t.Errorf("plain HTTP GET = %d %q, want 400 saying HTTPS", res.StatusCode, b)
+		}
+		// The port still speaks TLS afterwards.
+		if res, err := ca.client(nil).Get(url); err != nil {
+			t.Errorf("HTTPS GET after a plain one: %v", err)
+		} else {
 			res.Body.Close()
-			t.Errorf("plain HTTP GET = %d, want a failed request", res.StatusCode)
 		}
 	})
 
