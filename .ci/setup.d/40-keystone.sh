@@ -8,8 +8,10 @@ set -euo pipefail
 
 # --check: nothing to do while no keystone listens on its system port.
 if [ "${1:-}" = --check ]; then
-  ss -Hltn 'sport = :5000' 2>/dev/null | grep -q . && exit 1
-  exit
+  if ss -Hltn 'sport = :5000' 2>/dev/null | grep -q .; then
+    exit 1
+  fi
+  exit 0
 fi
 
 if command -v systemctl >/dev/null && systemctl list-unit-files keystone.service >/dev/null 2>&1; then
