@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run lab test test-short vet generate fuzz clean bench bench-quick deps
+.PHONY: all build run lab test test-short vet generate fuzz clean bench bench-quick deps lint
 
 all: build
 
@@ -47,6 +47,12 @@ bench-quick:
 vet:
 	$(GO) vet ./...
 
+# staticcheck (a go.mod tool, at the version go.sum pins; staticcheck.conf)
+# and go.mod/go.sum as go mod tidy leaves them.
+lint:
+	$(GO) mod tidy -diff
+	$(GO) tool staticcheck ./...
+
 # What building and testing needs (Debian packages, npm packages of the
 # browser tests): as root installs what is missing, otherwise says what to
 # run (.ci/deps).
@@ -54,7 +60,7 @@ deps:
 	@bash .ci/deps
 
 # Every test, privileged ones included when run as root (CI is root).
-test: deps vet
+test: deps vet lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short:
