@@ -19,6 +19,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker"
 )
@@ -539,8 +540,8 @@ func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, st broker.LiveStats, final
 // streams, fasthttp reads nothing from the connection. A clean FIN (the
 // peek reads 0 bytes) is no end: a client may half-close after its request
 // (`nc -N`, shutdown(SHUT_WR)) and still read; one that closed altogether
-// answers the next statistics block with a reset, which the next check,
-// or the write after it, finds.
+// answers the next statistics block with a reset, which the next check
+// finds in the connection's state: within two ticks of the close.
 func peerClosed(conn net.Conn) func() bool {
 	if lc, ok := conn.(*limitedConn); ok {
 		conn = lc.Conn
@@ -557,13 +558,23 @@ func peerClosed(conn net.Conn) func() bool {
 	return func() bool {
 		failed := false
 		err := rc.Read(func(fd uintptr) bool {
-			_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 			failed = err != nil && err != syscall.EAGAIN && err != syscall.EINTR
+			if n == 0 && err == nil {
+				// After a FIN, reads say 0 even once a reset has come:
+				// the connection's state tells (CLOSE_WAIT while the
+				// client still reads, CLOSE after its reset).
+				ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+				failed = err == nil && ti.State == tcpClose
+			}
 			return true // never wait for readiness
 		})
 		return failed || err != nil
 	}
 }
+
+// tcpClose is Linux's TCP_CLOSE, the state of a connection a reset ended.
+const tcpClose = 7
 
 // liveTotals are the live capture counters of /metrics and taas/stats:
 // captured and dropped from the data plane, running from the slots (the
