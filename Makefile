@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run lab test test-short vet generate fuzz clean bench deps
+.PHONY: all build run lab test test-short vet generate fuzz clean bench bench-quick deps
 
 all: build
 
@@ -38,6 +38,11 @@ lab: build
 bench: build
 	$(GO) build -o $(BIN)/ ./perf/cmd/...
 	$(BIN)/taas-bench --taasd $(BIN)/taasd $(BENCH_ARGS)
+
+# The quick look (under a minute once built): taasd and tc mirred at 64 B,
+# one repetition of 1 s. Writes perf/results/latest.* like bench.
+bench-quick:
+	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
 
 vet:
 	$(GO) vet ./...

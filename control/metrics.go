@@ -1,6 +1,10 @@
 package control
 
 import (
+	"context"
+	"runtime"
+	"time"
+
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,11 +21,25 @@ import (
 // collectors, such as Server.ConnMetrics and Server.MirrorMetrics, are
 // served with them.
 func MetricsHandler(dp DataPlane, more ...prometheus.Collector) fiber.Handler {
+	return MetricsHandlerNamed(dp, nil, more...)
+}
+
+// Names are the names of the tap services, flows and mirrors by id, which
+// the metrics carry next to the ids (tap_service_name...): the data
+// plane's counters know only ids.
+type Names struct {
+	Services, Flows, Mirrors map[string]string
+}
+
+// MetricsHandlerNamed is MetricsHandler whose per-resource series carry
+// the names names returns at each scrape (Server.MetricNames); nil names
+// leave the name labels empty.
+func MetricsHandlerNamed(dp DataPlane, names func() Names, more ...prometheus.Collector) fiber.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&statsCollector{dp: dp},
+		&statsCollector{dp: dp, names: names},
 	)
 	reg.MustRegister(more...)
 	return adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
@@ -48,16 +66,18 @@ var (
 	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
 		"Data-path counters of the interface that are not losses (redirected, received, sent...).",
 		append(ifaceLabels, "counter"), nil)
-	descSvcPackets   = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
-	descSvcBytes     = prometheus.NewDesc("taas_tap_service_delivered_bytes_total", "Bytes of copies sent to the tap service's monitor.", []string{"tap_service_id"}, nil)
-	descSvcDrops     = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", []string{"tap_service_id", "reason"}, nil)
-	descFlowPkts     = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", []string{"tap_flow_id"}, nil)
-	descFlowBytes    = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", []string{"tap_flow_id"}, nil)
+	svcLabels        = []string{"tap_service_id", "tap_service_name"}
+	flowLabels       = []string{"tap_flow_id", "tap_flow_name"}
+	descSvcPackets   = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", svcLabels, nil)
+	descSvcBytes     = prometheus.NewDesc("taas_tap_service_delivered_bytes_total", "Bytes of copies sent to the tap service's monitor.", svcLabels, nil)
+	descSvcDrops     = prometheus.NewDesc("taas_tap_service_drops_total", "Copies for the tap service that were not sent, by reason.", append(svcLabels, "reason"), nil)
+	descFlowPkts     = prometheus.NewDesc("taas_tap_flow_matched_packets_total", "Frames the tap flow matched.", flowLabels, nil)
+	descFlowBytes    = prometheus.NewDesc("taas_tap_flow_matched_bytes_total", "Bytes of frames the tap flow matched.", flowLabels, nil)
 	descFlowRejected = prometheus.NewDesc("taas_tap_flow_rejected_packets_total",
 		"Frames the tap flow's source, direction and VLAN selected but its filter rejected (0 without a filter).",
-		[]string{"tap_flow_id"}, nil)
+		flowLabels, nil)
 
-	mirrorLabels    = []string{"tap_mirror_id"}
+	mirrorLabels    = []string{"tap_mirror_id", "tap_mirror_name"}
 	descMirrorPkts  = prometheus.NewDesc("taas_tap_mirror_encapsulated_packets_total", "Encapsulated copies the tap mirror sent.", mirrorLabels, nil)
 	descMirrorBytes = prometheus.NewDesc("taas_tap_mirror_encapsulated_bytes_total",
 		"Bytes of the tap mirror's encapsulated copies on the wire, outer headers included.", mirrorLabels, nil)
@@ -67,12 +87,13 @@ var (
 		append(mirrorLabels, "reason"), nil)
 	descMirrorStatus = prometheus.NewDesc("taas_tap_mirror_status",
 		"1 for the tap mirror's current status (ACTIVE, DOWN or ERROR; the reason is in taas/stats), 0 for the others.",
-		append(mirrorLabels, "status"), nil)
+		[]string{"tap_mirror_id", "status"}, nil)
 )
 
 // statsCollector turns one broker.Stats snapshot into metrics per scrape.
 type statsCollector struct {
-	dp DataPlane
+	dp    DataPlane
+	names func() Names // nil: names left empty
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -85,6 +106,10 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.dp.Stats()
+	var names Names
+	if c.names != nil {
+		names = c.names()
+	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
@@ -118,25 +143,63 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, s := range st.Services {
-		counter(descSvcPackets, s.DeliveredPackets, s.ID)
-		counter(descSvcBytes, s.DeliveredBytes, s.ID)
+		name := names.Services[s.ID]
+		counter(descSvcPackets, s.DeliveredPackets, s.ID, name)
+		counter(descSvcBytes, s.DeliveredBytes, s.ID, name)
 		for reason, v := range s.Drops {
-			counter(descSvcDrops, v, s.ID, reason)
+			counter(descSvcDrops, v, s.ID, name, reason)
 		}
 	}
 	for _, f := range st.Flows {
-		counter(descFlowPkts, f.MatchedPackets, f.ID)
-		counter(descFlowBytes, f.MatchedBytes, f.ID)
-		counter(descFlowRejected, f.RejectedPackets, f.ID)
+		name := names.Flows[f.ID]
+		counter(descFlowPkts, f.MatchedPackets, f.ID, name)
+		counter(descFlowBytes, f.MatchedBytes, f.ID, name)
+		counter(descFlowRejected, f.RejectedPackets, f.ID, name)
 	}
 	for _, m := range st.Mirrors {
-		counter(descMirrorPkts, m.EncapPackets, m.ID)
-		counter(descMirrorBytes, m.EncapBytes, m.ID)
-		counter(descMirrorTrunc, m.TruncatedPackets, m.ID)
+		name := names.Mirrors[m.ID]
+		counter(descMirrorPkts, m.EncapPackets, m.ID, name)
+		counter(descMirrorBytes, m.EncapBytes, m.ID, name)
+		counter(descMirrorTrunc, m.TruncatedPackets, m.ID, name)
 		for reason, v := range m.Drops {
-			counter(descMirrorDrops, v, m.ID, reason)
+			counter(descMirrorDrops, v, m.ID, name, reason)
 		}
 	}
+}
+
+// MetricNames reads the names of every tap service, flow and mirror, for
+// MetricsHandlerNamed; on a store error the names stay empty (the
+// counters still go out).
+func (s *Server) MetricNames() Names {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n := Names{Services: map[string]string{}, Flows: map[string]string{}, Mirrors: map[string]string{}}
+	if svcs, err := s.st.ListTapServices(ctx, ""); err == nil {
+		for _, x := range svcs {
+			n.Services[x.ID] = x.Name
+		}
+	}
+	if flows, err := s.st.ListTapFlows(ctx, ""); err == nil {
+		for _, x := range flows {
+			n.Flows[x.ID] = x.Name
+		}
+	}
+	if mirrors, err := s.st.ListTapMirrors(ctx, ""); err == nil {
+		for _, x := range mirrors {
+			n.Mirrors[x.ID] = x.Name
+		}
+	}
+	return n
+}
+
+// BuildInfo is taas_build_info: 1, with taasd's version and the Go
+// release that built it as labels.
+func BuildInfo(version string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "taas_build_info",
+		Help:        "1, labelled with taasd's version and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	g.Set(1)
+	return g
 }
 
 // mirrorStatusCollector serves taas_tap_mirror_status from the

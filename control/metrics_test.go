@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -52,8 +53,13 @@ func scrape(t *testing.T, h fiber.Handler) string {
 }
 
 func TestMetricsHandler(t *testing.T) {
-	body := scrape(t, MetricsHandler(fixedStats{}))
+	names := func() Names {
+		return Names{Services: map[string]string{"svc-1": "web-ids"}, Flows: map[string]string{"flow-1": "web-in"},
+			Mirrors: map[string]string{"mirror-1": "to-lab"}}
+	}
+	body := scrape(t, MetricsHandlerNamed(fixedStats{}, names, BuildInfo("v1.2.3")))
 	for _, want := range []string{
+		`taas_build_info{goversion="` + runtime.Version() + `",version="v1.2.3"} 1`,
 		"taas_plan_version 7",
 		`taas_interface_up{iface="cap0",role="capture"} 1`,
 		`taas_interface_queues{iface="cap0",role="capture"} 2`,
@@ -61,17 +67,17 @@ func TestMetricsHandler(t *testing.T) {
 		`taas_interface_rx_packets_total{iface="cap0",role="capture"} 11`,
 		`taas_interface_drops_total{iface="cap0",reason="xdp_oversize",role="capture"} 3`,
 		`taas_interface_events_total{counter="xdp_redirected",iface="cap0",role="capture"} 9`,
-		`taas_tap_service_delivered_packets_total{tap_service_id="svc-1"} 5`,
-		`taas_tap_service_delivered_bytes_total{tap_service_id="svc-1"} 300`,
-		`taas_tap_service_drops_total{reason="no_free_tx_frame",tap_service_id="svc-1"} 1`,
-		`taas_tap_flow_matched_packets_total{tap_flow_id="flow-1"} 6`,
-		`taas_tap_flow_matched_bytes_total{tap_flow_id="flow-1"} 360`,
-		`taas_tap_flow_rejected_packets_total{tap_flow_id="flow-1"} 12`,
-		`taas_tap_mirror_encapsulated_packets_total{tap_mirror_id="mirror-1"} 8`,
-		`taas_tap_mirror_encapsulated_bytes_total{tap_mirror_id="mirror-1"} 1040`,
-		`taas_tap_mirror_truncated_packets_total{tap_mirror_id="mirror-1"} 2`,
+		`taas_tap_service_delivered_packets_total{tap_service_id="svc-1",tap_service_name="web-ids"} 5`,
+		`taas_tap_service_delivered_bytes_total{tap_service_id="svc-1",tap_service_name="web-ids"} 300`,
+		`taas_tap_service_drops_total{reason="no_free_tx_frame",tap_service_id="svc-1",tap_service_name="web-ids"} 1`,
+		`taas_tap_flow_matched_packets_total{tap_flow_id="flow-1",tap_flow_name="web-in"} 6`,
+		`taas_tap_flow_matched_bytes_total{tap_flow_id="flow-1",tap_flow_name="web-in"} 360`,
+		`taas_tap_flow_rejected_packets_total{tap_flow_id="flow-1",tap_flow_name="web-in"} 12`,
+		`taas_tap_mirror_encapsulated_packets_total{tap_mirror_id="mirror-1",tap_mirror_name="to-lab"} 8`,
+		`taas_tap_mirror_encapsulated_bytes_total{tap_mirror_id="mirror-1",tap_mirror_name="to-lab"} 1040`,
+		`taas_tap_mirror_truncated_packets_total{tap_mirror_id="mirror-1",tap_mirror_name="to-lab"} 2`,
 		"# HELP taas_tap_mirror_truncated_packets_total Encapsulated copies of the tap mirror cut to the mirror's snaplen or to fit the uplink (and sent).",
-		`taas_tap_mirror_drops_total{reason="mirror_down",tap_mirror_id="mirror-1"} 4`,
+		`taas_tap_mirror_drops_total{reason="mirror_down",tap_mirror_id="mirror-1",tap_mirror_name="to-lab"} 4`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
@@ -120,5 +126,20 @@ func TestMirrorMetrics(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMetricNames: the names the metrics carry are the store's, for every
+// project's resources.
+func TestMetricNames(t *testing.T) {
+	ts := startServer(t, Config{})
+	src := ts.createPort("src", "cap0", "")
+	svc := ts.createService("web-ids", ts.createPort("mon", "mon0", ""))
+	flow := ts.createFlow("web-in", svc, src, "IN", nil)
+	mirror := ts.createMirror(src, `{"IN": 7}`, "198.51.100.7", "gre")
+	ts.must(200, "PUT", mirrors+"/"+mirror, `{"tap_mirror": {"name": "to-lab"}}`, "tap_mirror")
+	n := ts.srv.MetricNames()
+	if n.Services[svc] != "web-ids" || n.Flows[flow] != "web-in" || n.Mirrors[mirror] != "to-lab" {
+		t.Errorf("MetricNames = %+v", n)
 	}
 }

@@ -43,6 +43,11 @@ type Scenario struct {
 	// pcap-filter expression; empty: every frame of its source).
 	Sources    int
 	FlowFilter string
+	// Capture runs each repetition twice, the same way: without, then
+	// with one live capture of the tap service (issue 12) read as fast as
+	// it comes; then searches for the highest offered rate at which that
+	// capture drops nothing (measureLive, liveZeroDrop).
+	Capture bool
 }
 
 // FilterExpr is the filter scenario's expression (issue 11): with
@@ -68,6 +73,12 @@ var Scenarios = []Scenario{
 	// same without the filter.
 	{Name: "mixed8", Size: 60, Fanout: 4, Sources: 8},
 	{Name: "filter8", Size: 60, Fanout: 4, Sources: 8, FlowFilter: FilterExpr},
+	// Issue 12: one flow, one service, one live capture of the service.
+	// Each repetition runs twice and the search adds 4 probes: 2 s of
+	// traffic keep the pair of scenarios near 3 minutes for both of
+	// taasd's paths.
+	{Name: "capture64B", Size: 60, Fanout: 1, Capture: true, Seconds: 2 * time.Second},
+	{Name: "capture1518B", Size: 1514, Fanout: 1, Capture: true, Seconds: 2 * time.Second},
 }
 
 // MACs of the benchmark's traffic.
@@ -87,6 +98,11 @@ type BenchConfig struct {
 	Seconds time.Duration
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// LiveProbes is how many offered rates the capture scenarios try in
+	// their search for the highest one without drops, LiveProbeSeconds
+	// how long each; 0 means 4 probes of 1 s.
+	LiveProbes       int
+	LiveProbeSeconds time.Duration
 }
 
 // Rep is one repetition's measurement.
@@ -111,6 +127,9 @@ type Rep struct {
 	// repetition, by "role:reason".
 	PeerDrops     map[string]uint64 `json:"peer_drops,omitempty"`
 	ConfigChanges int               `json:"config_changes,omitempty"`
+	// Live is the live capture of a capture scenario's repetition (the
+	// figures above are with it running).
+	Live *LiveRep `json:"live,omitempty"`
 }
 
 // Row is one peer × scenario: medians over the repetitions, with min and
@@ -137,6 +156,8 @@ type Row struct {
 	// one core (0-200), median over repetitions.
 	CPUPct float64 `json:"cpu_pct"`
 	Reps   []Rep   `json:"reps"`
+	// Live sums up a capture scenario's live capture.
+	Live *LiveRow `json:"live,omitempty"`
 }
 
 // RunBench measures every peer on every scenario on lab, the peers one
@@ -169,7 +190,7 @@ func RunBench(ctx context.Context, lab *Lab, c BenchConfig) ([]Row, error) {
 				rate = sc.Load * base * 1e6
 			}
 			row, err := runScenario(ctx, lab, p, sc, rate, c)
-			if errors.Is(err, ErrNoChurn) || errors.Is(err, ErrNoTunnel) || errors.Is(err, ErrNoFilter) {
+			if errors.Is(err, ErrNoChurn) || errors.Is(err, ErrNoTunnel) || errors.Is(err, ErrNoFilter) || errors.Is(err, ErrNoLive) {
 				fmt.Fprintf(c.Log, "%s %s: not applicable (%v)\n", p.Name(), sc.Name, err)
 				continue
 			}
@@ -183,6 +204,9 @@ func RunBench(ctx context.Context, lab *Lab, c BenchConfig) ([]Row, error) {
 			}
 			fmt.Fprintf(c.Log, "%-12s %-11s offered %6.3f Mpps  delivered %6.3f Mpps (%.3f-%.3f)  %6.2f Gbit/s  loss %6.2f%%  cpu %3.0f%%\n",
 				p.Name(), sc.Name, row.OfferedMpps, row.DeliveredMpps, row.DeliveredMppsMin, row.DeliveredMppsMax, row.Gbps, row.LossPct, row.CPUPct)
+			if row.Live != nil {
+				fmt.Fprintf(c.Log, "%-12s %-11s %s\n", p.Name(), sc.Name, row.Live.summary(row))
+			}
 			rows = append(rows, row)
 		}
 	}
@@ -199,6 +223,10 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 	}
 	if t, ok := p.(tunnelPeer); sc.Tunnel != "" && (!ok || !t.Tunnels()) {
 		return Row{}, ErrNoTunnel
+	}
+	lp, ok := p.(livePeer)
+	if sc.Capture && !ok {
+		return Row{}, ErrNoLive
 	}
 	s := Setup{Lab: lab, Fanout: sc.Fanout, PortMAC: benchPortMAC, Filter: sc.Select > 1, Tunnel: sc.Tunnel}
 	tr := Traffic{Size: sc.Size, SrcMACs: []net.HardwareAddr{benchPortMAC}, DstMACs: []net.HardwareAddr{benchDstMAC}}
@@ -231,13 +259,23 @@ func runScenario(ctx context.Context, lab *Lab, p Peer, sc Scenario, rate float6
 	}
 	row = Row{Peer: p.Name(), Scenario: sc.Name, FrameSize: sc.Size + 4, Fanout: sc.Fanout, Layout: p.Layout(), TargetMpps: rate / 1e6}
 	for range c.Reps {
-		r, err := measure(ctx, lab, p, tr, sc, rate, secs, per)
+		var r Rep
+		if sc.Capture {
+			r, err = measureLive(ctx, lab, lp, tr, sc, secs, per)
+		} else {
+			r, err = measure(ctx, lab, p, tr, sc, rate, secs, per)
+		}
 		if err != nil {
 			return Row{}, err
 		}
 		row.Reps = append(row.Reps, r)
 	}
 	summarise(&row)
+	if sc.Capture {
+		if row.Live, err = liveZeroDrop(ctx, lab, lp, tr, sc, per, row, c); err != nil {
+			return Row{}, err
+		}
+	}
 	return row, nil
 }
 
@@ -431,13 +469,7 @@ func summarise(row *Row) {
 		for i, r := range row.Reps {
 			v[i] = f(r)
 		}
-		slices.Sort(v)
-		n := len(v)
-		med = v[n/2]
-		if n%2 == 0 {
-			med = (v[n/2-1] + v[n/2]) / 2
-		}
-		return med, v[0], v[n-1]
+		return median(row.Reps, f), slices.Min(v), slices.Max(v)
 	}
 	row.OfferedMpps, _, _ = pick(func(r Rep) float64 { return r.OfferedMpps })
 	row.DeliveredMpps, row.DeliveredMppsMin, row.DeliveredMppsMax = pick(func(r Rep) float64 { return r.DeliveredMpps })

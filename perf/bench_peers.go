@@ -305,6 +305,7 @@ type Taasd struct {
 	log      *os.File
 	api      API
 	s        Setup
+	svcs     []string
 	churnSvc string
 	churnSrc string
 }
@@ -348,7 +349,7 @@ func (p *Taasd) PacedBurst() uint64 {
 func (p *Taasd) busyPoll() bool { return p.BusyPoll && p.AFXDP }
 
 func (p *Taasd) Start(ctx context.Context, s Setup) error {
-	p.s = s
+	p.s, p.svcs = s, nil
 	dir, err := os.MkdirTemp(p.Dir, "taasd-")
 	if err != nil {
 		return err
@@ -389,6 +390,7 @@ func (p *Taasd) Start(ctx context.Context, s Setup) error {
 			return err
 		}
 	}
+	p.svcs = svcs
 	if s.Fanout < len(svcs) {
 		p.churnSvc = svcs[s.Fanout]
 	}
@@ -458,6 +460,15 @@ func (p *Taasd) Churn(ctx context.Context) (int, error) {
 		n += 2
 	}
 	return n, nil
+}
+
+// StartLive starts a live capture of the first tap service for d
+// (livePeer).
+func (p *Taasd) StartLive(ctx context.Context, d time.Duration) (*LiveCapture, error) {
+	if len(p.svcs) == 0 {
+		return nil, fmt.Errorf("%s: no tap service to capture: %w", p.Name(), ErrNoLive)
+	}
+	return p.api.StartLive(ctx, p.svcs[0], d)
 }
 
 func (p *Taasd) Reported(ctx context.Context) (PeerCounts, bool, error) {

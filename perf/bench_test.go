@@ -273,3 +273,29 @@ func TestFilterRatios(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveSection checks the report's paragraph on the capture scenarios
+// and the label of their rows.
+func TestLiveSection(t *testing.T) {
+	row := Row{Peer: "taasd", Scenario: "capture64B", FrameSize: 64, Fanout: 1, OfferedMpps: 3, DeliveredMpps: 2.7, Reps: []Rep{{}},
+		Live: &LiveRow{BaseOfferedMpps: 3.1, BaseDeliveredMpps: 3, Ratio: 0.9, CapturedMfps: 0.5, Dropped: 1234, DropPct: 80,
+			ZeroDropMpps: 0.25, Probes: []LiveProbe{{OfferedMpps: 0.5, Captured: 400, Dropped: 100}, {OfferedMpps: 0.25, Captured: 250}}}}
+	none := Row{Peer: "taasd-afxdp", Scenario: "capture1518B", FrameSize: 1518, Fanout: 1, Reps: []Rep{{}},
+		Live: &LiveRow{Probes: []LiveProbe{{OfferedMpps: 0.1, Captured: 9, Dropped: 1}}}}
+	md := Results{Rows: []Row{row, none}}.Markdown()
+	for _, w := range []string{
+		"| capture64B (64 B, 1→1, 1 live capture) | taasd |",
+		"- taasd capture64B: without a capture 3.100 Mpps offered, 3.000 delivered; with one 3.000 offered, 2.700 delivered (0.90×); " +
+			"captured 0.500 M frames/s, dropped 1234 (80.00%); 0 drops up to 0.250 Mpps offered " +
+			"(probes, Mpps offered: 0.500: 400 captured, 100 dropped; 0.250: 250 captured, 0 dropped)\n",
+		"- taasd-afxdp capture1518B: ", "0 drops up to none of the probes",
+		"Live capture (issue 12, this run)",
+	} {
+		if !strings.Contains(md, w) {
+			t.Errorf("Markdown() lacks %q:\n%s", w, md)
+		}
+	}
+	if md := (Results{Rows: []Row{{Peer: "taasd", Scenario: "64B", Reps: []Rep{{}}}}}).Markdown(); strings.Contains(md, "Live capture") {
+		t.Errorf("Markdown() without capture rows has a live capture paragraph:\n%s", md)
+	}
+}

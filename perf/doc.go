@@ -11,4 +11,6 @@
 //
 // Goroutines: Generate runs on the caller's goroutine, locked to its OS
 // thread for the whole run (it may enter a network namespace and pin a CPU).
+// A LiveCapture (a live capture of taasd, issue 12) is read by a goroutine
+// of its own until its stream ends or Close.
 package perf

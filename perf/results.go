@@ -77,6 +77,7 @@ func (r Results) Markdown() string {
 	if t := r.tunnelRatios(); t != "" {
 		b.WriteString("\nTunnels (this run): a tap mirror in VXLAN to the collector, against the same peer's local mirroring\nand kernel tc mirred into a VXLAN device:\n\n" + t)
 	}
+	b.WriteString(r.liveSection())
 	var drops strings.Builder
 	for _, w := range r.Rows {
 		sum := map[string]uint64{}
@@ -125,6 +126,9 @@ func repsText(rows []Row) string {
 func scenarioLabel(w Row) string {
 	l := fmt.Sprintf("%s (%d B, 1→%d", w.Scenario, w.FrameSize, w.Fanout)
 	for _, sc := range Scenarios {
+		if sc.Name == w.Scenario && sc.Capture {
+			l += ", 1 live capture"
+		}
 		if sc.Name == w.Scenario && sc.Sources > 0 {
 			l = fmt.Sprintf("%s (%d B, %d flows→%d, mixed", w.Scenario, w.FrameSize, sc.Sources, w.Fanout)
 			if sc.FlowFilter != "" {

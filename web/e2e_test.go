@@ -5,7 +5,10 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
 
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -167,23 +174,136 @@ func TestBrowser(t *testing.T) {
 	})
 }
 
+// TestBrowserCapture drives the Capture dialog on taasd without a data
+// plane (e2e/capture.mjs): downloads that tshark reads, Stop, a bad
+// parameter, and the 409 of a 9th capture while this test holds 8 open
+// over HTTP (actions hold8 and release8).
+func TestBrowserCapture(t *testing.T) {
+	node := browserTools(t)
+	bin := testutil.BuildTaasd(t)
+	runCapture(t, node, startTaasd(t, bin, "--dataplane", "none"))
+}
+
+// runCapture runs e2e/capture.mjs against base.
+func runCapture(t *testing.T, node, base string) {
+	var held []*http.Response
+	release := func() error {
+		for _, r := range held {
+			r.Body.Close()
+		}
+		held = nil
+		return nil
+	}
+	t.Cleanup(func() { release() })
+	hold := func() error {
+		var list struct {
+			TapServices []struct{ ID string } `json:"tap_services"`
+		}
+		if err := getJSON(base+"/v2.0/taas/tap_services", &list); err != nil {
+			return err
+		}
+		if len(list.TapServices) == 0 {
+			return fmt.Errorf("no tap service to capture")
+		}
+		// Each capture ends on its own after 2 minutes, should the test
+		// not get to release it.
+		url := base + "/v2.0/taas/tap_services/" + list.TapServices[0].ID + "/capture?duration=120"
+		for range 8 {
+			res, err := http.Get(url)
+			if err != nil {
+				return err
+			}
+			if res.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				return fmt.Errorf("GET %s: %s: %s", url, res.Status, b)
+			}
+			held = append(held, res)
+		}
+		return nil
+	}
+	runScript(t, node, "capture", base, nil, map[string]func() error{"hold8": hold, "release8": release})
+}
+
+// getJSON decodes the JSON answer of GET url into out.
+func getJSON(url string, out any) error {
+	res, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, res.Status, b)
+	}
+	return json.Unmarshal(b, out)
+}
+
 // TestModel runs the unit tests of the dashboard's pure functions (rates,
-// number formatting, which field an API error names) under node's test
-// runner; they need no browser.
+// number formatting, which field an API error names, the Capture dialog's
+// pcapng counter) under node's test runner; they need no browser. The
+// counter also reads a capture that gopacket's pcapgo writer made, the
+// library the appliance writes its streams with.
 func TestModel(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("the dashboard's unit tests need node (Debian package nodejs): not found in PATH")
 	}
-	cmd := exec.Command(node, "--test", "model.test.mjs")
+	fixture, want := writePcapng(t)
+	cmd := exec.Command(node, "--test", "model.test.mjs", "pcapng.test.mjs")
 	cmd.Dir = "e2e"
+	cmd.Env = append(os.Environ(), "PCAPNG_FIXTURE="+fixture, "PCAPNG_FIXTURE_WANT="+want)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node --test model.test.mjs: %v\n%s", err, out)
+		t.Fatalf("node --test model.test.mjs pcapng.test.mjs: %v\n%s", err, out)
 	}
 	// A file that fails to load runs no test and still exits 0 on some
-	// node versions: insist on passes and no failures.
-	if !regexp.MustCompile(`(?m)^# pass [1-9]`).Match(out) || !strings.Contains(string(out), "# fail 0") {
-		t.Fatalf("node --test model.test.mjs: want passing tests and no failures:\n%s", out)
+	// node versions: insist on passes and no failures, and on the fixture's
+	// test having run.
+	if !regexp.MustCompile(`(?m)^# pass [1-9]`).Match(out) || !strings.Contains(string(out), "# fail 0") ||
+		!strings.Contains(string(out), "# skipped 0") {
+		t.Fatalf("node --test: want passing tests, no failures and none skipped:\n%s", out)
 	}
+}
+
+// writePcapng writes a pcapng file as the appliance's capture endpoint
+// does (pcapgo's NgWriter: an interface of nanosecond timestamps, packets
+// of several sizes, statistics blocks on the way and at the end), and
+// returns its path and what a reader should count, as JSON.
+func writePcapng(t *testing.T) (path, want string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "fixture.pcapng")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := pcapgo.NewNgWriterInterface(f, pcapgo.NgInterface{Name: "tap_service test", LinkType: layers.LinkTypeEthernet,
+		SnapLength: 262144, TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(1700000000, 0)
+	const packets = 40
+	for i := range packets {
+		size := 60 + 37*i // 60 to 1503 bytes: blocks of every padding
+		data := make([]byte, size)
+		ci := gopacket.CaptureInfo{Timestamp: start.Add(time.Duration(i) * time.Millisecond), CaptureLength: size, Length: size}
+		if err := w.WritePacket(ci, data); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			stats := pcapgo.NgInterfaceStatistics{LastUpdate: ci.Timestamp, PacketsReceived: uint64(i + 1), PacketsDropped: uint64(i)}
+			if err := w.WriteInterfaceStats(0, stats); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return path, fmt.Sprintf(`{"packets": %d, "received": %d, "dropped": %d}`, packets, packets, packets-1)
 }

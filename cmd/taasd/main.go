@@ -274,7 +274,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 		return err
 	}
 	// An admin token in token mode, unless --public-metrics.
-	srv.MountMetrics(control.MetricsHandler(dp, srv.ConnMetrics(), srv.MirrorMetrics(), srv.AuthMetrics(), srv.LiveMetrics()))
+	srv.MountMetrics(control.MetricsHandlerNamed(dp, srv.MetricNames, srv.ConnMetrics(), srv.MirrorMetrics(), srv.AuthMetrics(),
+		srv.LiveMetrics(), control.BuildInfo(version)))
 	// The stored plan runs before the API answers, so that its first
 	// answers carry this run's statuses, not those of the last run (issue
 	// 9). A failed pass is retried by the reconciler once it runs.
@@ -287,7 +288,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	}
 	warnOpen(cfg, ln.Addr(), logger)
 	if certs != nil {
-		ln = tls.NewListener(ln, certs.tlsConfig())
+		ln = tls.NewListener(refusePlainHTTP(ln), certs.tlsConfig())
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

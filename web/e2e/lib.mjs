@@ -12,7 +12,9 @@
 // and may print "METRIC name value unit" lines, which the Go test logs.
 
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 export const BASE = process.env.TAAS_URL || 'http://127.0.0.1:9696';
@@ -102,6 +104,30 @@ export function step(name) {
 
 export function metric(name, value, unit) {
   console.log(`METRIC ${name} ${value} ${unit}`);
+}
+
+// captureDownload runs trigger (which starts a capture in the Capture
+// dialog and lets it end), waits for the browser's download and saves it
+// as <name>.pcapng in ARTIFACTS; it returns the file's path.
+export async function captureDownload(page, trigger, name) {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 60_000 }), trigger()]);
+  assert.match(download.suggestedFilename(), /\.pcapng$/, 'the file is named .pcapng');
+  const file = path.join(ARTIFACTS, `${name}.pcapng`);
+  await download.saveAs(file);
+  console.log(`download ${download.suggestedFilename()} saved as ${file}`);
+  return file;
+}
+
+// tsharkFrames reads a capture file with tshark (failing on any error it
+// reports) and returns one row per frame: its length and its bytes after
+// the Ethernet header, in hex.
+export function tsharkFrames(file) {
+  const out = execFileSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.len', '-e', 'data.data'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return out.split('\n').filter(Boolean).map((line) => {
+    const [len, data] = line.split('\t');
+    return { len: Number(len), data: data || '' };
+  });
 }
 
 // api calls the REST API directly (not through the page), to set up or

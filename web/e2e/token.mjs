@@ -2,10 +2,11 @@
 // rejects a wrong one, sends the right one on every call, shows only that
 // project's resources, stays live (the event stream takes the token as
 // ?token=, since EventSource cannot send headers; without EventSource it
-// polls), and forgets the token on sign-out.
+// polls), sends it with a capture too (another project's capture is a
+// 404), and forgets the token on sign-out.
 
 import assert from 'node:assert/strict';
-import { BASE, run, newPage, checkProblems, until, shot, step, api, nav } from './lib.mjs';
+import { BASE, run, newPage, checkProblems, until, shot, step, api, nav, captureDownload, tsharkFrames } from './lib.mjs';
 
 const tokenA = process.env.TAAS_TOKEN_A;
 const tokenB = process.env.TAAS_TOKEN_B;
@@ -78,6 +79,15 @@ await run(async (browser) => {
   await portForm.getByRole('button', { name: 'Save' }).click();
   await page.locator('#ports-table tbody tr', { hasText: `${p}-a-port-renamed` }).waitFor();
   await shot(page, 'token-manage');
+
+  step('a capture sends the token too');
+  await page.getByRole('button', { name: `Capture tap service ${p}-a3-ts` }).click();
+  const capture = page.getByRole('dialog', { name: /^Capture / });
+  await capture.getByLabel('Seconds').fill('1');
+  tsharkFrames(await captureDownload(page, () => capture.getByRole('button', { name: 'Start' }).click(), 'token-capture'));
+  await capture.getByRole('button', { name: 'Close' }).click();
+  const foreign = await fetch(`${BASE}/v2.0/taas/tap_services/${later.ts.id}/capture?duration=1`, { headers: { 'X-Auth-Token': tokenB } });
+  assert.equal(foreign.status, 404, "another project's service is not found");
 
   step('sign out forgets the token');
   await page.getByRole('button', { name: 'Sign out' }).click();

@@ -36,7 +36,7 @@ func run() error {
 		taasd, out, peers, scenarios, readme string
 		reps, clients                        int
 		seconds, timeout                     time.Duration
-		control, busyPoll                    bool
+		control, busyPoll, quick             bool
 		batch, rxRing                        int
 	)
 	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
@@ -44,7 +44,7 @@ func run() error {
 	flag.StringVar(&readme, "readme", "", "README whose benchmark table to replace (default: none; the table is in latest.md)")
 	flag.StringVar(&peers, "peers", "taasd,taasd-afxdp,tc-mirred,daemonlogger,netsniff-ng,ovs,ovs-afxdp",
 		"peers to measure, in order (taasd-afxdp: taasd without its in-kernel fast path; ovs-afxdp: Open vSwitch with afxdp ports)")
-	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8)")
+	flag.StringVar(&scenarios, "scenarios", "", "scenarios to run (default all: 64B,1518B,vxlan64B,vxlan1518B,fanout4,select1of6,lossless80,churn,mixed8,filter8,capture64B,capture1518B)")
 	flag.IntVar(&reps, "reps", 3, "repetitions per scenario")
 	flag.DurationVar(&seconds, "seconds", 3*time.Second, "traffic per repetition (lossless80 and churn have their own)")
 	flag.DurationVar(&timeout, "timeout", 25*time.Minute, "give up (and clean up) after this long")
@@ -56,7 +56,21 @@ func run() error {
 	// default ring lost a few hundred frames in 3 x 10 s to worker stalls
 	// (xsk_rx_fill_ring_empty), 16384 lost none (16:13 UTC runs).
 	flag.IntVar(&rxRing, "rx-ring", 16384, "taasd capture fill/RX ring size (0: taasd's default, 4096)")
+	flag.BoolVar(&quick, "quick", false, "a first look in under a minute: taasd and tc-mirred, 64B, one repetition of 1 s, "+
+		"no control-plane benchmark (flags given explicitly still apply)")
 	flag.Parse()
+	if quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, apply := range map[string]func(){
+			"peers": func() { peers = "taasd,tc-mirred" }, "scenarios": func() { scenarios = "64B" },
+			"reps": func() { reps = 1 }, "seconds": func() { seconds = time.Second }, "control": func() { control = false },
+		} {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
 
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: namespaces, veths and XDP")

@@ -42,13 +42,43 @@ export async function request(method, path, body) {
   }
   if (res.status === 204) return null;
   const text = await res.text();
-  let data = null;
-  if (text) {
-    try { data = JSON.parse(text); } catch { data = null; }
-  }
+  const data = parse(text);
   if (res.ok) return data;
+  throw failure(res, data, text);
+}
+
+function parse(text) {
+  if (!text) return null;
+  try { return JSON.parse(text); } catch { return null; }
+}
+
+// failure is the ApiError of an answer that is not 2xx; a 401 also asks
+// for a token.
+function failure(res, data, text) {
   if (res.status === 401) onUnauthorized();
-  throw errorFrom(res, data, text);
+  return errorFrom(res, data, text);
+}
+
+// capture starts a live capture (issue 12): GET path (with its query)
+// answered with a pcapng stream. It resolves to the Response once the
+// appliance has accepted the capture (its body is the stream), and throws
+// ApiError when it did not (400, 404, 409: the NeutronError message).
+// Aborting signal ends the capture (the appliance sees the connection
+// close); before the answer that rejects with the AbortError.
+export async function capture(path, signal) {
+  const headers = { Accept: 'application/x-pcapng' };
+  const t = token();
+  if (t) headers['X-Auth-Token'] = t;
+  let res;
+  try {
+    res = await fetch(path, { headers, cache: 'no-store', signal });
+  } catch (e) {
+    if (e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'NetworkError', `The appliance did not answer (${e.message}).`);
+  }
+  if (res.ok) return res;
+  const text = await res.text();
+  throw failure(res, parse(text), text);
 }
 
 // errorFrom reads Neutron's error bodies: {"NeutronError": {type, message,

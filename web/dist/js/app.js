@@ -17,6 +17,7 @@ import { $, $$ } from './dom.js';
 import { rates } from './model.js';
 import { renderOverview, recordHistory } from './overview.js';
 import { initManage, renderManage } from './manage.js';
+import { initCapture } from './capture.js';
 
 const STATS_EVERY_MS = 1000;
 const LISTS_EVERY_MS = 5000; // with events; 2 s without
@@ -247,6 +248,7 @@ function initAuth() {
 function init() {
   initAuth();
   initManage({ refresh, toast, state: st });
+  initCapture();
   window.addEventListener('hashchange', () => { render(); $('#main').focus({ preventScroll: true }); });
   if (!location.hash) history.replaceState(null, '', '#/overview');
   render();

@@ -1,10 +1,12 @@
 // The manage view: create, update and delete ports, tap services, tap
 // flows and tap mirrors. Each form sends what the user typed to the API as it is (the
 // browser validates nothing the API validates), and shows the API's
-// NeutronError message next to the field it names.
+// NeutronError message next to the field it names. Tap services, flows
+// and mirrors also get a Capture button (capture.js).
 
 import * as api from './api.js';
 import { h, $, $$, statusBadge, replaceRows } from './dom.js';
+import { captureButton } from './capture.js';
 import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID, snaplenValue, snaplenText, filterText } from './model.js';
 
 // resources describes each form: where it posts, the wrapper key, the
@@ -268,8 +270,11 @@ function deleteButton(res, obj) {
   return b;
 }
 
+// actions are a row's buttons: Capture for what has frames to capture
+// (tap services, flows and mirrors), Edit and Delete.
 function actions(res, obj) {
   return h('td', { class: 'actions', 'data-label': 'Actions' },
+    res.key === 'port' ? null : captureButton(res.coll, res.title, obj),
     h('button', { type: 'button', 'aria-label': `Edit ${res.title} ${label(obj)}`, onclick: () => startEditing(res, obj) }, 'Edit'),
     deleteButton(res, obj));
 }

@@ -169,3 +169,54 @@ export const shortID = (id) => (id || '').slice(0, 8);
 
 // label names a resource for people: its name, else the start of its id.
 export const label = (r) => (r && r.name) || shortID(r && r.id) || '?';
+
+// bytesText formats a byte count: 950 B, 1.23 MB.
+export function bytesText(n) {
+  const s = si(n);
+  return /\d$/.test(s) ? `${s} B` : `${s}B`;
+}
+
+// CAPTURE_PARAMS are the query parameters of a live capture, in the order
+// the Capture dialog sends them.
+export const CAPTURE_PARAMS = ['duration', 'count', 'snaplen'];
+
+// captureQuery is the query string of a live capture: each parameter as
+// typed (the API owns their ranges and says what is wrong), left out when
+// empty; '' for none.
+export function captureQuery(params) {
+  const q = new URLSearchParams();
+  for (const k of CAPTURE_PARAMS) {
+    const v = String(params[k] ?? '').trim();
+    if (v !== '') q.set(k, v);
+  }
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+// captureParam says which capture parameter an API error is about ('' for
+// none), so the dialog can mark that field.
+export function captureParam(err) {
+  if (err.status !== 400) return ''; // a 409's message names duration and count too
+  const m = (err.message || '').match(/\b(duration|count|snaplen)\b/);
+  return m ? m[1] : '';
+}
+
+// fileName is the name a Content-Disposition header gives a download: its
+// filename* (RFC 8187, UTF-8) first, then its filename, without any
+// directory part; fallback when it names none.
+export function fileName(disposition, fallback) {
+  const d = disposition || '';
+  let name = '';
+  const star = d.match(/filename\*\s*=\s*utf-8''([^;\s]+)/i);
+  if (star) {
+    try { name = decodeURIComponent(star[1]); } catch { name = ''; }
+  }
+  if (!name) {
+    const quoted = d.match(/filename\s*=\s*"((?:[^"\\]|\\.)*)"/i);
+    const token = d.match(/filename\s*=\s*([^";\s]+)/i);
+    if (quoted) name = quoted[1].replace(/\\(.)/g, '$1');
+    else if (token) name = token[1];
+  }
+  name = name.split(/[\\/]/).pop().trim();
+  return name && name !== '.' && name !== '..' ? name : fallback;
+}
