@@ -44,6 +44,8 @@ username = "taasd"
 password = %q
 project_name = "service"
 cache_seconds = 2
+# The test Keystone answers in seconds on a loaded machine.
+timeout_seconds = 30
 `, k.URL, testutil.KeystonePassword)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -95,7 +95,7 @@ await run(async (browser) => {
   await until('matched packets of the filtered flow', async () => (await value(evenMatched)) > 0);
   assert.equal(await value(flowRow.locator('[data-field="rejected-packets"]')), 0, 'a flow without a filter rejects nothing');
   const scrapedFlows = await (await fetch(`${BASE}/metrics`)).text();
-  const rej = scrapedFlows.match(new RegExp(`^taas_tap_flow_rejected_packets_total\\{tap_flow_id="${even.id}"\\} (\\S+)$`, 'm'));
+  const rej = scrapedFlows.match(new RegExp(`^taas_tap_flow_rejected_packets_total\\{tap_flow_id="${even.id}",tap_flow_name="[^"]*"\\} (\\S+)$`, 'm'));
   assert.ok(rej && Number(rej[1]) > 0, `/metrics counts the rejected frames: ${rej}`);
   await shot(page, 'dataplane-filter');
 
@@ -134,7 +134,7 @@ await run(async (browser) => {
   await until('an encapsulated rate', async () => (await value(mRow.locator('[data-field="encap-pps"]'))) > 0);
   metric('ui_encap_pps', await value(mRow.locator('[data-field="encap-pps"]')), 'pkt/s');
   const scraped = await (await fetch(`${BASE}/metrics`)).text();
-  const series = scraped.match(new RegExp(`^taas_tap_mirror_encapsulated_packets_total\\{tap_mirror_id="${mirror.id}"\\} (\\S+)$`, 'm'));
+  const series = scraped.match(new RegExp(`^taas_tap_mirror_encapsulated_packets_total\\{tap_mirror_id="${mirror.id}",tap_mirror_name="[^"]*"\\} (\\S+)$`, 'm'));
   assert.ok(series && Number(series[1]) > 0, `/metrics counts the mirror's copies: ${series}`);
   assert.ok(scraped.includes(`taas_tap_mirror_status{status="ACTIVE",tap_mirror_id="${mirror.id}"} 1`), '/metrics: the mirror ACTIVE');
   await shot(page, 'dataplane-mirror');
