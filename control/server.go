@@ -29,6 +29,9 @@ type Config struct {
 	DataPlane DataPlane
 	// Auth is AuthNoauth (default), AuthToken or AuthKeystone.
 	Auth string
+	// Version is taasd's version, which taas/stats reports as
+	// taasd_version (the dashboard shows it); empty is left out.
+	Version string
 	// Tokens are the bearer tokens of AuthToken (see LoadTokens).
 	Tokens Tokens
 	// Keystone is where AuthKeystone validates tokens (keystone.go).
@@ -136,14 +139,17 @@ func (c *Config) Validate() error {
 // connection), the reconciler's (Run), and one per events stream and per
 // live capture stream.
 type Server struct {
-	cfg   Config
-	st    *store.Store
-	log   *slog.Logger
-	app   *fiber.App
-	hub   *hub
-	rec   *Reconciler
-	done  chan struct{}
-	close sync.Once
+	// started is when New ran: taas/stats' taasd_started tells one run of
+	// taasd from the next (the dashboard drops the rates it kept then).
+	started time.Time
+	cfg     Config
+	st      *store.Store
+	log     *slog.Logger
+	app     *fiber.App
+	hub     *hub
+	rec     *Reconciler
+	done    chan struct{}
+	close   sync.Once
 	// decodes holds a token per request whose body is being handled
 	// (bodyLimits); release returns their memory once they are done.
 	decodes chan struct{}
@@ -179,7 +185,7 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Interfaces) > 0 {
 		cfg.DataPlane = roleGuard{DataPlane: cfg.DataPlane, roles: cfg.Interfaces}
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
+	s := &Server{started: time.Now(), cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	if cfg.Auth == AuthKeystone {
 		s.ks = newKeystone(cfg.Keystone, log)
