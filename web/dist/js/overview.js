@@ -274,6 +274,9 @@ function drawChart(card, svc) {
   const el = card.querySelector('[data-field="chart"]');
   el.setAttribute('aria-label', `Delivered and dropped packets per second of tap service ${label(svc)}, last ${HISTORY / 60} minutes`);
   if (!c || c.t.length === 0) return;
+  // For the browser tests: how many samples, and the oldest one's time.
+  el.dataset.samples = String(c.t.length);
+  el.dataset.first = String(c.t[0]);
   const data = [c.t, c.delivered, c.dropped];
   const width = Math.max(200, el.clientWidth);
   if (!c.plot) {
