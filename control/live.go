@@ -246,6 +246,7 @@ func (s *Server) streamLive(c *fiber.Ctx, res, id, name string, p liveParams) er
 	// it on before each flush, as the events stream does.
 	conn, writeTimeout := c.Context().Conn(), s.cfg.Limits.WriteTimeout
 	ls := &liveStream{src: src, params: p, start: start, done: s.done, gone: peerClosed(conn),
+		valid: s.stillValid(c, identity(c)),
 		intf: pcapgo.NgInterface{
 			Name:        fmt.Sprintf("%s %s (%s)", res, name, id),
 			Description: liveDescriptions[res],
@@ -285,6 +286,7 @@ const (
 	liveEndClient   = "client gone"
 	liveEndTarget   = "target gone"
 	liveEndShutdown = "shutdown"
+	liveEndRevoked  = "token no longer valid"
 )
 
 // liveStream writes one capture as pcapng.
@@ -298,6 +300,11 @@ type liveStream struct {
 	// gone, when set, says at each tick whether the client closed the
 	// connection (peerClosed).
 	gone func() bool
+	// valid, when set, says at each tick, and at least every liveIdle
+	// while frames flow, whether the caller's token is still good
+	// (Server.stillValid, as the events stream checks): a revoked token's
+	// capture ends (review of issue 13: it ran to its 3600 s).
+	valid func() bool
 }
 
 // run writes the stream to w until it ends, calling flush (which moves
@@ -331,6 +338,14 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 	defer tick.Stop()
 	pk := ls.src.Packets()
 	busy := false // a frame was written since the last tick
+	checked := time.Now()
+	revoked := func() bool {
+		if ls.valid == nil || time.Since(checked) < liveIdle {
+			return false
+		}
+		checked = time.Now()
+		return !ls.valid()
+	}
 	end = func() string {
 		for {
 			select {
@@ -366,7 +381,13 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 					}
 				}
 				busy = true
+				if revoked() {
+					return liveEndRevoked
+				}
 			case <-tick.C:
+				if revoked() {
+					return liveEndRevoked
+				}
 				if ls.gone != nil && ls.gone() || !busy && ls.writeStats(ng, ls.src.Stats(), false) != nil {
 					return liveEndClient
 				}

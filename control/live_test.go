@@ -80,7 +80,6 @@ type liveFixture struct {
 	svc, flow, mirror   string
 	svcName             string
 	paths               map[string]string // resource -> its item path
-	capturePath         func(res, id, query string) string
 	resources           []string
 	hRA, hRB, hAdminTok string
 }
