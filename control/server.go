@@ -139,17 +139,18 @@ func (c *Config) Validate() error {
 // connection), the reconciler's (Run), and one per events stream and per
 // live capture stream.
 type Server struct {
-	// started is when New ran: taas/stats' taasd_started tells one run of
-	// taasd from the next (the dashboard drops the rates it kept then).
+	cfg   Config
+	st    *store.Store
+	log   *slog.Logger
+	app   *fiber.App
+	hub   *hub
+	rec   *Reconciler
+	done  chan struct{}
+	close sync.Once
+	// started is when New ran: taas/stats' taasd_started_unix_nano tells
+	// one run of taasd from the next (the dashboard drops the rates it
+	// kept then).
 	started time.Time
-	cfg     Config
-	st      *store.Store
-	log     *slog.Logger
-	app     *fiber.App
-	hub     *hub
-	rec     *Reconciler
-	done    chan struct{}
-	close   sync.Once
 	// decodes holds a token per request whose body is being handled
 	// (bodyLimits); release returns their memory once they are done.
 	decodes chan struct{}
@@ -185,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Interfaces) > 0 {
 		cfg.DataPlane = roleGuard{DataPlane: cfg.DataPlane, roles: cfg.Interfaces}
 	}
-	s := &Server{started: time.Now(), cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
+	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}), started: time.Now(),
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	if cfg.Auth == AuthKeystone {
 		s.ks = newKeystone(cfg.Keystone, log)

@@ -44,21 +44,21 @@ type mirrorStats struct {
 }
 
 type taasStats struct {
-	UnixNano    int64  `json:"time_unix_nano"`
-	PlanVersion uint64 `json:"plan_version"`
+	UnixNano    int64               `json:"time_unix_nano"`
+	PlanVersion uint64              `json:"plan_version"`
+	Interfaces  []broker.IfaceStats `json:"interfaces"`
+	Services    []serviceStats      `json:"tap_services"`
+	Flows       []flowStats         `json:"tap_flows"`
+	Mirrors     []mirrorStats       `json:"tap_mirrors"`
+	// LiveCaptures are the appliance's live capture counters (issue 12):
+	// the admin's, as the interfaces are.
+	LiveCaptures *liveCaptureStats `json:"live_captures,omitempty"`
 	// TaasdVersion is the running taasd's version (issue 13: the
 	// dashboard shows it); GET / is as open, so every caller gets it.
 	TaasdVersion string `json:"taasd_version,omitempty"`
 	// TaasdStarted is when this run of taasd started (Unix ns): a change
 	// means the counters started again.
-	TaasdStarted int64               `json:"taasd_started_unix_nano,omitempty"`
-	Interfaces   []broker.IfaceStats `json:"interfaces"`
-	Services     []serviceStats      `json:"tap_services"`
-	Flows        []flowStats         `json:"tap_flows"`
-	Mirrors      []mirrorStats       `json:"tap_mirrors"`
-	// LiveCaptures are the appliance's live capture counters (issue 12):
-	// the admin's, as the interfaces are.
-	LiveCaptures *liveCaptureStats `json:"live_captures,omitempty"`
+	TaasdStarted int64 `json:"taasd_started_unix_nano,omitempty"`
 }
 
 // liveCaptureStats are taas/stats' live_captures: the captures running,
