@@ -52,6 +52,12 @@ type taasStats struct {
 	// LiveCaptures are the appliance's live capture counters (issue 12):
 	// the admin's, as the interfaces are.
 	LiveCaptures *liveCaptureStats `json:"live_captures,omitempty"`
+	// TaasdVersion is the running taasd's version (issue 13: the
+	// dashboard shows it); GET / is as open, so every caller gets it.
+	TaasdVersion string `json:"taasd_version,omitempty"`
+	// TaasdStarted is when this run of taasd started (Unix ns): a change
+	// means the counters started again.
+	TaasdStarted int64 `json:"taasd_started_unix_nano,omitempty"`
 }
 
 // liveCaptureStats are taas/stats' live_captures: the captures running,
@@ -64,7 +70,8 @@ type liveCaptureStats struct {
 
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
-	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}, Mirrors: []mirrorStats{}}
+	out := taasStats{TaasdVersion: s.cfg.Version, Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{},
+		Mirrors: []mirrorStats{}}
 	// Readers see the stats of what they may read: their project's tap
 	// mirrors, whose one status is here. Tap services and flows are
 	// members' reads (upstream's policy), so not theirs.
@@ -92,7 +99,7 @@ func (s *Server) stats(c *fiber.Ctx) error {
 		return err
 	}
 	snap := s.cfg.DataPlane.Stats()
-	out.UnixNano, out.PlanVersion = snap.UnixNano, snap.PlanVersion
+	out.UnixNano, out.PlanVersion, out.TaasdStarted = snap.UnixNano, snap.PlanVersion, s.started.UnixNano()
 	// The appliance's interfaces carry every project's traffic: their
 	// counters and names are the admin's (issue 9), even when a member's
 	// port is bound to one.

@@ -140,7 +140,7 @@ func TestBrowser(t *testing.T) {
 		base := startTaasd(t, bin, "--dataplane", "none")
 		// Sequential: each script drives its own Chromium, and the machine
 		// CI runs on has two cores.
-		for _, name := range []string{"crud", "narrow"} {
+		for _, name := range []string{"crud", "narrow", "toast"} {
 			t.Run(name, func(t *testing.T) { runScript(t, node, name, base, nil, nil) })
 		}
 	})

@@ -269,6 +269,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	}
 	defer closeDP()
 	ccfg.DataPlane = dp
+	ccfg.Version = version
 	srv, err := control.New(ccfg)
 	if err != nil {
 		return err
