@@ -205,11 +205,11 @@ func TestEventsNeverBlock(t *testing.T) {
 }
 
 // TestStatsScoping checks that a project sees only its services and
-// flows, not the appliance's interfaces even where its ports are bound, with
+// flows (and taasd's version, as GET / shows it to anybody), not the appliance's interfaces even where its ports are bound, with
 // zero counters for what the data plane does not report.
 func TestStatsScoping(t *testing.T) {
 	dp := newRecorder()
-	ts := startServer(t, Config{DataPlane: dp})
+	ts := startServer(t, Config{DataPlane: dp, Version: "1.2.3-test"})
 	mon := ts.createPortIn("a", "mon", "mon0", "")
 	src := ts.createPortIn("a", "src", "cap0", "")
 	svc := ts.createService("s", mon, "X-Project-Id: a")
@@ -222,7 +222,8 @@ func TestStatsScoping(t *testing.T) {
 		}
 	})
 	st := ts.must(200, "GET", "/v2.0/taas/stats", "", "taas_stats", "X-Project-Id: a")
-	if st["plan_version"] != float64(7) || st["time_unix_nano"] != float64(42) {
+	if st["plan_version"] != float64(7) || st["time_unix_nano"] != float64(42) || st["taasd_version"] != "1.2.3-test" ||
+		st["taasd_started_unix_nano"] == nil {
 		t.Errorf("stats header = %v", st)
 	}
 	var names []string

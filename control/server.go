@@ -29,6 +29,9 @@ type Config struct {
 	DataPlane DataPlane
 	// Auth is AuthNoauth (default), AuthToken or AuthKeystone.
 	Auth string
+	// Version is taasd's version, which taas/stats reports as
+	// taasd_version (the dashboard shows it); empty is left out.
+	Version string
 	// Tokens are the bearer tokens of AuthToken (see LoadTokens).
 	Tokens Tokens
 	// Keystone is where AuthKeystone validates tokens (keystone.go).
@@ -144,6 +147,10 @@ type Server struct {
 	rec   *Reconciler
 	done  chan struct{}
 	close sync.Once
+	// started is when New ran: taas/stats' taasd_started_unix_nano tells
+	// one run of taasd from the next (the dashboard drops the rates it
+	// kept then).
+	started time.Time
 	// decodes holds a token per request whose body is being handled
 	// (bodyLimits); release returns their memory once they are done.
 	decodes chan struct{}
@@ -179,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Interfaces) > 0 {
 		cfg.DataPlane = roleGuard{DataPlane: cfg.DataPlane, roles: cfg.Interfaces}
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}),
+	s := &Server{cfg: cfg, st: cfg.Store, log: log, hub: newHub(), done: make(chan struct{}), started: time.Now(),
 		decodes: make(chan struct{}, cfg.Limits.MaxDecodes), conns: newConnLimiter(cfg.Limits, log)}
 	if cfg.Auth == AuthKeystone {
 		s.ks = newKeystone(cfg.Keystone, log)
@@ -332,10 +339,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// afterChange publishes events and triggers a reconcile pass: the request
-// never waits for the data plane.
+// afterChange publishes events, ends the live captures of what they
+// delete, and triggers a reconcile pass: the request never waits for the
+// data plane.
 func (s *Server) afterChange(evs ...Event) {
 	s.hub.publish(evs...)
+	s.live.deleted(evs)
 	s.rec.Trigger()
 }
 

@@ -18,9 +18,8 @@ import (
 // project's tap mirrors; an
 // admin: everything, with the interfaces and the live captures' counters), each tap service and tap flow entry carrying its
 // status and the reason from the store, each tap mirror entry the
-// reconciler's (the store keeps none for mirrors: upstream's have no status
-// attribute, issue 10). Resources the data plane does not report appear
-// with zero counters.
+// reconciler's last pass (which it also writes to the store, issue 13).
+// Resources the data plane does not report appear with zero counters.
 
 type serviceStats struct {
 	broker.ServiceStats
@@ -53,6 +52,12 @@ type taasStats struct {
 	// LiveCaptures are the appliance's live capture counters (issue 12):
 	// the admin's, as the interfaces are.
 	LiveCaptures *liveCaptureStats `json:"live_captures,omitempty"`
+	// TaasdVersion is the running taasd's version (issue 13: the
+	// dashboard shows it); GET / is as open, so every caller gets it.
+	TaasdVersion string `json:"taasd_version,omitempty"`
+	// TaasdStarted is when this run of taasd started (Unix ns): a change
+	// means the counters started again.
+	TaasdStarted int64 `json:"taasd_started_unix_nano,omitempty"`
 }
 
 // liveCaptureStats are taas/stats' live_captures: the captures running,
@@ -65,7 +70,8 @@ type liveCaptureStats struct {
 
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
-	out := taasStats{Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{}, Mirrors: []mirrorStats{}}
+	out := taasStats{TaasdVersion: s.cfg.Version, Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{},
+		Mirrors: []mirrorStats{}}
 	// Readers see the stats of what they may read: their project's tap
 	// mirrors, whose one status is here. Tap services and flows are
 	// members' reads (upstream's policy), so not theirs.
@@ -93,7 +99,7 @@ func (s *Server) stats(c *fiber.Ctx) error {
 		return err
 	}
 	snap := s.cfg.DataPlane.Stats()
-	out.UnixNano, out.PlanVersion = snap.UnixNano, snap.PlanVersion
+	out.UnixNano, out.PlanVersion, out.TaasdStarted = snap.UnixNano, snap.PlanVersion, s.started.UnixNano()
 	// The appliance's interfaces carry every project's traffic: their
 	// counters and names are the admin's (issue 9), even when a member's
 	// port is bound to one.

@@ -3,6 +3,7 @@ package perf
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -36,8 +37,9 @@ func TestBenchLiveSmoke(t *testing.T) {
 			if !r.Live.Final || r.Live.Captured == 0 || r.Live.Captured > r.Live.Received {
 				t.Errorf("live capture: final %v, %d frames in the stream, %d captured by the data plane", r.Live.Final, r.Live.Captured, r.Live.Received)
 			}
-			if len(row.Live.Probes) != 1 || !row.Live.Probes[0].Final {
-				t.Errorf("zero-drop search: probes %+v, want 1 that ended with its final statistics block", row.Live.Probes)
+			// The search goes on past LiveProbes while no probe is clean.
+			if len(row.Live.Probes) == 0 || slices.ContainsFunc(row.Live.Probes, func(p LiveProbe) bool { return !p.Final }) {
+				t.Errorf("zero-drop search: probes %+v, want at least 1, each ended with its final statistics block", row.Live.Probes)
 			}
 		})
 	}

@@ -80,11 +80,13 @@ type authFile struct {
 	CacheSeconds int `toml:"cache_seconds"`
 	// CacheSize bounds the cache in tokens; 0 means 10000.
 	CacheSize int `toml:"cache_size"`
+	// TimeoutSeconds bounds each request to Keystone; 0 means 5.
+	TimeoutSeconds int `toml:"timeout_seconds"`
 }
 
 // keystoneKeys are the [auth] keys only keystone mode uses.
 var keystoneKeys = []string{"keystone_url", "keystone_cafile", "username", "password", "user_domain_name", "project_name",
-	"project_domain_name", "application_credential_id", "application_credential_secret", "cache_seconds", "cache_size"}
+	"project_domain_name", "application_credential_id", "application_credential_secret", "cache_seconds", "cache_size", "timeout_seconds"}
 
 // quotasFile is the [quotas] table: the per-project limits every project
 // has unless an admin overrides them (PUT /v2.0/quotas/{project_id}). Each
@@ -453,6 +455,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	cfg.Keystone.Project, cfg.Keystone.ProjectDomain = a.ProjectName, a.ProjectDomainName
 	cfg.Keystone.AppCredentialID, cfg.Keystone.AppCredentialSecret = a.AppCredentialID, a.AppCredentialKey
 	cfg.Keystone.CacheTTL, cfg.Keystone.CacheSize = cacheTTL(fc.isSet("auth.cache_seconds"), a.CacheSeconds), a.CacheSize
+	cfg.Keystone.Timeout = time.Duration(a.TimeoutSeconds) * time.Second
 	str("log.level", "log-level", &cfg.LogLevel, fc.Log.Level)
 	str("broker.pin_dir", "pin-dir", &cfg.PinDir, fc.Broker.PinDir)
 	if fc.isSet("auth.public_metrics") && !set["public-metrics"] {

@@ -337,7 +337,7 @@ func TestDataplaneEndToEnd(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := fmt.Sprintf("taas_tap_flow_matched_packets_total{tap_flow_id=%q} 2\n", flow); !strings.Contains(string(metrics), want) {
+	if want := fmt.Sprintf("taas_tap_flow_matched_packets_total{tap_flow_id=%q,tap_flow_name=%q} 2\n", flow, "out-vlan"); !strings.Contains(string(metrics), want) {
 		t.Errorf("GET /metrics lacks %q", want)
 	}
 

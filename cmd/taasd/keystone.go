@@ -57,6 +57,9 @@ func (fc *fileConfig) validateKeystone(bad func(field, format string, args ...an
 	if a.CacheSeconds < 0 {
 		bad("auth.cache_seconds", "must be 0 (no cache) or more, got %d", a.CacheSeconds)
 	}
+	if a.TimeoutSeconds < 0 {
+		bad("auth.timeout_seconds", "must be 0 (default, 5) or more, got %d", a.TimeoutSeconds)
+	}
 	if a.CacheSize < 0 {
 		bad("auth.cache_size", "must be 0 (default, 10000) or more, got %d", a.CacheSize)
 	}
@@ -89,7 +92,11 @@ func (c config) keystoneConfig() (control.KeystoneConfig, error) {
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		kc.Client = &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		timeout := kc.Timeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		kc.Client = &http.Client{Transport: tr, Timeout: timeout}
 	}
 	return kc, kc.Validate()
 }

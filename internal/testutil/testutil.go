@@ -87,6 +87,10 @@ type VethOpts struct {
 	Queues int
 	// MACA and MACB set the ends' MAC addresses when not empty.
 	MACA, MACB string
+	// NoIPv6 turns IPv6 off on both ends before they come up: the kernel
+	// then sends no router solicitation or MLD report of its own, which a
+	// test counting frames from an end's MAC would see.
+	NoIPv6 bool
 }
 
 // Veth creates a veth pair a <-> b, moves the ends into their namespaces,
@@ -123,6 +127,15 @@ func Veth(t testing.TB, a, b string, o VethOpts) {
 		}
 		if end.mac != "" {
 			Run(t, "ip", append(ip, "link", "set", end.name, "address", end.mac)...)
+		}
+		if o.NoIPv6 {
+			sysctl := []string{"sysctl", "-qw", "net.ipv6.conf." + end.name + ".disable_ipv6=1"}
+			if end.ns != "" {
+				sysctl = append([]string{"netns", "exec", end.ns}, sysctl...)
+				Run(t, "ip", sysctl...)
+			} else {
+				Run(t, sysctl[0], sysctl[1:]...)
+			}
 		}
 		Run(t, "ip", append(ip, "link", "set", end.name, "up")...)
 	}

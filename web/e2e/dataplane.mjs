@@ -78,6 +78,53 @@ await run(async (browser) => {
   await page.waitForTimeout(3000); // a few seconds of chart
   await shot(page, 'dataplane-flowing');
 
+  step('the capture interface shows its data path, the top bar taasd\'s version');
+  const pathCell = capRow.locator('[data-field="path"]');
+  await until('a data path', async () => /^(fast|AF_XDP)/.test(await pathCell.innerText()));
+  const ifaceStats = (await api('GET', '/v2.0/taas/stats')).taas_stats;
+  const capStats = ifaceStats.interfaces.find((i) => i.name === captureIface);
+  assert.equal(await pathCell.getAttribute('data-value'), capStats.path);
+  if (capStats.path !== 'fast') assert.equal(await pathCell.innerText(), `AF_XDP: ${capStats.path_reason}`);
+  await page.waitForTimeout(2000);
+  const later = (await api('GET', '/v2.0/taas/stats')).taas_stats;
+  const d = (name, k) => later.interfaces.find((i) => i.name === name)[k] - ifaceStats.interfaces.find((i) => i.name === name)[k];
+  console.log(`bytes per frame over 2 s: capture rx ${d(captureIface, 'rx_bytes') / d(captureIface, 'rx_packets')} ` +
+    `(${d(captureIface, 'rx_packets')} frames), monitor tx ${d(monitorIface, 'tx_bytes') / d(monitorIface, 'tx_packets')} ` +
+    `(${d(monitorIface, 'tx_packets')} frames)`);
+  assert.equal(await monRow.locator('[data-field="path"]').innerText(), '–', 'a monitor has no data path');
+  console.log(`data path shown: ${await pathCell.innerText()}`);
+  assert.ok(ifaceStats.taasd_version, 'taas/stats names the version');
+  assert.equal(await page.locator('#version').innerText(), `taasd ${ifaceStats.taasd_version}`);
+
+  step('a reload keeps the chart\'s samples');
+  const chart = card.locator('[data-field="chart"]');
+  const before = { n: Number(await chart.getAttribute('data-samples')), first: await chart.getAttribute('data-first') };
+  assert.ok(before.n >= 3, `samples before the reload: ${before.n}`);
+  await page.reload();
+  await until('the chart after the reload', async () => (await chart.getAttribute('data-samples')) !== null);
+  const after = { n: Number(await chart.getAttribute('data-samples')), first: await chart.getAttribute('data-first') };
+  console.log(`chart samples before the reload ${before.n} (first ${before.first}), after ${after.n} (first ${after.first})`);
+  assert.equal(after.first, before.first, 'the oldest sample survived the reload');
+  assert.ok(after.n >= before.n, "the samples from before the reload are there");
+
+  step('the port lists offer the ports that fit');
+  const free = (await api('POST', '/v2.0/ports', { port: { name: 'dp-free', network_id: net.id } })).port;
+  await page.goto(`${BASE}/ui/#/manage`);
+  const optionsOf = (sel) => page.locator(sel).evaluate((el) => ({ value: el.value, opts: [...el.options].map((o) => [o.value, o.textContent]) }));
+  await until('the unbound port listed', async () => (await optionsOf('#ts-port')).opts.some(([v]) => v === free.id));
+  const tsPort = await optionsOf('#ts-port');
+  assert.equal(tsPort.value, mon.id, 'a tap service goes to the monitor port by default');
+  assert.deepEqual(tsPort.opts.map(([v]) => v), [mon.id, free.id], 'monitor ports, then unbound ones: not the capture port');
+  assert.match(tsPort.opts[1][1], /no interface yet/);
+  for (const sel of ['#tf-source', '#tm-port']) {
+    const o = await optionsOf(sel);
+    assert.equal(o.value, src.id, `${sel}: the capture port by default`);
+    assert.deepEqual(o.opts.map(([v]) => v), [src.id], `${sel}: ports on capture interfaces only`);
+  }
+  await shot(page, 'dataplane-port-lists');
+  await api('DELETE', `/v2.0/ports/${free.id}`);
+  await page.goto(`${BASE}/ui/#/overview`);
+
   step('a flow with a filter: it matches half the frames and rejects the rest');
   // The test's frames carry their sequence number at offset 22 (after the
   // 8-byte marker), where the filter sees it however the frame is tagged.
@@ -95,7 +142,7 @@ await run(async (browser) => {
   await until('matched packets of the filtered flow', async () => (await value(evenMatched)) > 0);
   assert.equal(await value(flowRow.locator('[data-field="rejected-packets"]')), 0, 'a flow without a filter rejects nothing');
   const scrapedFlows = await (await fetch(`${BASE}/metrics`)).text();
-  const rej = scrapedFlows.match(new RegExp(`^taas_tap_flow_rejected_packets_total\\{tap_flow_id="${even.id}"\\} (\\S+)$`, 'm'));
+  const rej = scrapedFlows.match(new RegExp(`^taas_tap_flow_rejected_packets_total\\{tap_flow_id="${even.id}"[^}]*\\} (\\S+)$`, 'm'));
   assert.ok(rej && Number(rej[1]) > 0, `/metrics counts the rejected frames: ${rej}`);
   await shot(page, 'dataplane-filter');
 
@@ -134,9 +181,10 @@ await run(async (browser) => {
   await until('an encapsulated rate', async () => (await value(mRow.locator('[data-field="encap-pps"]'))) > 0);
   metric('ui_encap_pps', await value(mRow.locator('[data-field="encap-pps"]')), 'pkt/s');
   const scraped = await (await fetch(`${BASE}/metrics`)).text();
-  const series = scraped.match(new RegExp(`^taas_tap_mirror_encapsulated_packets_total\\{tap_mirror_id="${mirror.id}"\\} (\\S+)$`, 'm'));
+  const series = scraped.match(new RegExp(`^taas_tap_mirror_encapsulated_packets_total\\{tap_mirror_id="${mirror.id}"[^}]*\\} (\\S+)$`, 'm'));
   assert.ok(series && Number(series[1]) > 0, `/metrics counts the mirror's copies: ${series}`);
-  assert.ok(scraped.includes(`taas_tap_mirror_status{status="ACTIVE",tap_mirror_id="${mirror.id}"} 1`), '/metrics: the mirror ACTIVE');
+  assert.match(scraped, new RegExp(`^taas_tap_mirror_status\\{status="ACTIVE",tap_mirror_id="${mirror.id}"[^}]*\\} 1$`, 'm'),
+    '/metrics: the mirror ACTIVE');
   await shot(page, 'dataplane-mirror');
 
   step('the uplink goes down: the mirror turns DOWN with the reason, without a reload');

@@ -138,3 +138,46 @@ test('snaplen and filter fields', () => {
   assert.equal(errorAttr({ message: "Invalid input for filter. Reason: 'vlan' is refused." }), 'filter');
   assert.equal(errorAttr({ message: "Invalid input for snaplen. Reason: '63' is too small - must be at least '64'." }), 'snaplen');
 });
+
+import { portChoices, portUse, pathText, historyToSave, historyRestored } from '../dist/js/model.js';
+
+test('port lists offer the ports that fit the role', () => {
+  const port = (id, iface) => ({ id, name: id, 'binding:profile': iface ? { interface: iface } : {} });
+  const ports = [port('c', 'cap0'), port('m', 'mon0'), port('u', ''), port('up', 'up0')];
+  const ifaces = [{ name: 'cap0', role: 'capture' }, { name: 'mon0', role: 'monitor' }, { name: 'up0', role: 'uplink' }];
+  const ids = (l) => l.map((x) => x.id);
+  // Admins: by the interfaces' roles; the default (first) fits.
+  assert.deepEqual(ids(portChoices('tap_service', ports, ifaces)), ['m', 'u']);
+  assert.match(portChoices('tap_service', ports, ifaces)[1].text, /no interface yet/);
+  assert.deepEqual(ids(portChoices('tap_flow', ports, ifaces)), ['c']);
+  assert.deepEqual(ids(portChoices('tap_mirror', ports, ifaces)), ['c']);
+  // Members: no interfaces; ports another role uses go last, marked.
+  const used = portUse([{ port_id: 'm' }], [{ source_port: 'c' }], []);
+  assert.deepEqual(ids(portChoices('tap_service', ports, [], used)), ['m', 'u', 'up', 'c']);
+  assert.match(portChoices('tap_service', ports, [], used)[3].text, /source port/);
+  assert.deepEqual(ids(portChoices('tap_flow', ports, [], used)), ['c', 'u', 'up', 'm']);
+  assert.deepEqual(ids(portChoices('tap_mirror', ports, undefined, undefined)), ['c', 'm', 'u', 'up']);
+});
+
+test('a capture interface shows its data path', () => {
+  assert.equal(pathText({ path: 'fast' }), 'fast');
+  assert.equal(pathText({ path: 'userspace', path_reason: 'a tap flow has a filter' }), 'AF_XDP: a tap flow has a filter');
+  assert.equal(pathText({ path: 'userspace' }), 'AF_XDP');
+  assert.equal(pathText({ role: 'monitor' }), '');
+});
+
+test('chart history survives a reload of the same taasd only', () => {
+  const stats = { taasd_started_unix_nano: 77, time_unix_nano: 1000e9 };
+  const series = new Map([['s1', { t: [700, 800, 990, 999], delivered: [1, 2, 3, 4], dropped: [0, 0, 1, null] }]]);
+  const saved = JSON.parse(JSON.stringify(historyToSave(series, stats)));
+  const back = historyRestored(saved, { ...stats, time_unix_nano: 1010e9 }, 300, 300);
+  assert.deepEqual(back.get('s1'), { t: [800, 990, 999], delivered: [2, 3, 4], dropped: [0, 1, null] }, 'older than the window is dropped');
+  assert.equal(historyRestored(saved, { ...stats, taasd_started_unix_nano: 78 }, 300, 300).size, 0, 'another taasd');
+  assert.equal(historyRestored(saved, { ...stats, time_unix_nano: 2000e9 }, 300, 300).size, 0, 'all too old');
+  assert.equal(historyRestored(saved, stats, 300, 2).get('s1').t.length, 2, 'bounded');
+  for (const bad of [null, 'x', { started: 77 }, { started: 77, services: { s1: { t: [1], delivered: [] } } }]) {
+    assert.equal(historyRestored(bad, stats, 300, 300).size, 0);
+  }
+  const many = new Map(Array.from({ length: 50 }, (_, i) => [`s${i}`, { t: [999], delivered: [1], dropped: [0] }]));
+  assert.equal(Object.keys(historyToSave(many, stats).services).length, 20, 'at most 20 services kept');
+});

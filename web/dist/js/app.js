@@ -95,6 +95,14 @@ function showProject() {
   el.textContent = projects.size === 1 ? `project ${[...projects][0]}` : '';
 }
 
+// showVersion names the running taasd in the top bar (taas/stats'
+// taasd_version).
+function showVersion(v) {
+  const el = $('#version');
+  el.hidden = !v;
+  if (el.textContent !== `taasd ${v}`) el.textContent = v ? `taasd ${v}` : '';
+}
+
 async function refreshStats() {
   const out = await api.stats();
   const cur = (out && out.taas_stats) || null;
@@ -105,6 +113,7 @@ async function refreshStats() {
   st.flowStats = new Map((cur.tap_flows || []).map((x) => [x.id, x]));
   st.mirrorStats = new Map((cur.tap_mirrors || []).map((x) => [x.id, x]));
   st.rates = rates(st.prevStats, cur);
+  showVersion(cur.taasd_version);
   recordHistory(st);
   render();
 }

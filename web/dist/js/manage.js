@@ -7,7 +7,7 @@
 import * as api from './api.js';
 import { h, $, $$, statusBadge, replaceRows } from './dom.js';
 import { captureButton } from './capture.js';
-import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID, snaplenValue, snaplenText, filterText } from './model.js';
+import { errorAttr, directionOf, directionsText, DIRECTIONS, label, shortID, snaplenValue, snaplenText, filterText, portChoices, portUse } from './model.js';
 
 // resources describes each form: where it posts, the wrapper key, the
 // attributes PUT may change, and how form values become a request body.
@@ -304,12 +304,17 @@ export function renderManage(st) {
   const netByID = new Map(st.networks.map((n) => [n.id, n]));
 
   options($('#port-network'), st.networks.map((n) => ({ id: n.id, text: label(n) })), 'no network');
-  const portOpts = st.ports.map((p) => ({ id: p.id, text: portText(p) }));
-  options($('#ts-port'), portOpts, 'create a port first');
-  options($('#tf-source'), portOpts, 'create a port first');
+  // Each port list offers the ports that fit its role, the fitting first
+  // (model.js portChoices): by interface role for admins, by what the
+  // member's own resources tell otherwise.
+  const ifaceStats = (st.stats && st.stats.interfaces) || [];
+  const used = portUse(st.services, st.flows, st.mirrors);
+  const none = (role) => (st.ports.length ? `no port on a ${role} interface` : 'create a port first');
+  options($('#ts-port'), portChoices('tap_service', st.ports, ifaceStats, used), none('monitor'));
+  options($('#tf-source'), portChoices('tap_flow', st.ports, ifaceStats, used), none('capture'));
   options($('#tf-service'), st.services.map((s) => ({ id: s.id, text: label(s) })), 'create a tap service first');
-  options($('#tm-port'), portOpts, 'create a port first');
-  const ifaces = ((st.stats && st.stats.interfaces) || []).map((i) => i.name);
+  options($('#tm-port'), portChoices('tap_mirror', st.ports, ifaceStats, used), none('capture'));
+  const ifaces = ifaceStats.map((i) => i.name);
   const dl = $('#iface-list');
   if (dl.dataset.sig !== ifaces.join()) {
     dl.dataset.sig = ifaces.join();

@@ -220,3 +220,98 @@ export function fileName(disposition, fallback) {
   name = name.split(/[\\/]/).pop().trim();
   return name && name !== '.' && name !== '..' ? name : fallback;
 }
+
+// PORT_ROLES say which interface role fits each port list of the manage
+// forms (issue 13): copies go to a monitor, tap flows and tap mirrors take
+// a capture interface's traffic.
+export const PORT_ROLES = { tap_service: 'monitor', tap_flow: 'capture', tap_mirror: 'capture' };
+
+const ifaceOf = (p) => (p && p['binding:profile'] && p['binding:profile'].interface) || '';
+
+// portChoices is the port list of one form (kind a key of PORT_ROLES),
+// fitting ports first: [{id, text}], the default (the first) fitting.
+// ifaces are taas/stats' interfaces (name, role): an admin's. With them,
+// a port fits when its interface has the role; a tap service also offers
+// unbound ports, last and marked, since binding one later is the usual
+// order. Members see no interfaces, so the list is ordered by what the
+// resources they see tell: a port that is a tap service's is a monitor's,
+// one that is a tap flow's source or a tap mirror's port is a capture's;
+// such ports of the other role go last, marked, and nothing is hidden.
+export function portChoices(kind, ports, ifaces, used) {
+  const want = PORT_ROLES[kind];
+  const text = (p) => `${label(p)}${ifaceOf(p) ? ` (${ifaceOf(p)})` : ''}`;
+  if (ifaces && ifaces.length) {
+    const role = new Map(ifaces.map((i) => [i.name, i.role]));
+    const fit = ports.filter((p) => role.get(ifaceOf(p)) === want).map((p) => ({ id: p.id, text: text(p) }));
+    if (kind !== 'tap_service') return fit;
+    const unbound = ports.filter((p) => !ifaceOf(p)).map((p) => ({ id: p.id, text: `${label(p)} (no interface yet)` }));
+    return [...fit, ...unbound];
+  }
+  const other = want === 'monitor' ? (used && used.capture) : (used && used.monitor);
+  const first = [];
+  const last = [];
+  for (const p of ports) {
+    if (other && other.has(p.id)) last.push({ id: p.id, text: `${text(p)} (a ${want === 'monitor' ? 'source' : 'tap service\'s'} port)` });
+    else first.push({ id: p.id, text: text(p) });
+  }
+  return [...first, ...last];
+}
+
+// portUse is what a member can tell of its ports' roles: the ports of its
+// tap services (monitor) and the sources of its tap flows and mirrors
+// (capture), as sets of port ids for portChoices.
+export function portUse(services, flows, mirrors) {
+  return {
+    monitor: new Set(services.map((s) => s.port_id)),
+    capture: new Set([...flows.map((f) => f.source_port), ...mirrors.map((m) => m.port_id)]),
+  };
+}
+
+// pathText shows a capture interface's data path: "fast" (decided and
+// copied in XDP) or "AF_XDP" with the reason it is not fast; '' for
+// interfaces without one (monitors, uplinks).
+export function pathText(i) {
+  if (!i || !i.path) return '';
+  if (i.path === 'fast') return 'fast';
+  const name = i.path === 'userspace' ? 'AF_XDP' : i.path;
+  return i.path_reason ? `${name}: ${i.path_reason}` : name;
+}
+
+// HISTORY_SERVICES bounds how many tap services' chart histories a page
+// keeps across a reload (sessionStorage is small: at most 300 samples of
+// 3 numbers each, some 200 kB in all).
+export const HISTORY_SERVICES = 20;
+
+// historyToSave is what the overview keeps in sessionStorage so that a
+// reload keeps the rate charts (issue 13): the taasd run it came from and
+// each service's samples (series: id -> {t, delivered, dropped}).
+export function historyToSave(series, stats) {
+  const services = {};
+  for (const [id, c] of [...series].slice(0, HISTORY_SERVICES)) {
+    services[id] = { t: c.t, delivered: c.delivered, dropped: c.dropped };
+  }
+  return { started: stats.taasd_started_unix_nano || 0, services };
+}
+
+// historyRestored turns what historyToSave kept (parsed JSON, or anything
+// else) back into series for the first snapshot stats: nothing when it is
+// from another run of taasd (another start time: the counters started
+// again), or malformed; each series without its samples older than
+// windowSec before the snapshot, and without a series left empty.
+export function historyRestored(saved, stats, windowSec, maxPoints) {
+  const out = new Map();
+  if (!saved || typeof saved !== 'object' || !stats || !stats.taasd_started_unix_nano ||
+    saved.started !== stats.taasd_started_unix_nano || typeof saved.services !== 'object' || !saved.services) return out;
+  const now = stats.time_unix_nano / 1e9;
+  const nums = (a, n) => Array.isArray(a) && a.length === n && a.every((v) => v === null || typeof v === 'number');
+  for (const [id, c] of Object.entries(saved.services).slice(0, HISTORY_SERVICES)) {
+    if (!c || !Array.isArray(c.t)) continue;
+    const n = c.t.length;
+    if (!nums(c.t, n) || !nums(c.delivered, n) || !nums(c.dropped, n)) continue;
+    let from = c.t.findIndex((t) => t !== null && t >= now - windowSec && t <= now);
+    if (from < 0) continue;
+    from = Math.max(from, n - maxPoints);
+    out.set(id, { t: c.t.slice(from), delivered: c.delivered.slice(from), dropped: c.dropped.slice(from) });
+  }
+  return out;
+}

@@ -5,7 +5,7 @@
 
 import uPlot from '../vendor/uPlot.esm.js';
 import { h, $, statusBadge, replaceRows } from './dom.js';
-import { si, bits, sumDrops, label, shortID, directionsText, snaplenText, filterText } from './model.js';
+import { si, bits, sumDrops, label, shortID, directionsText, snaplenText, filterText, pathText, historyToSave, historyRestored } from './model.js';
 
 // HISTORY is how many one-second samples a service chart keeps: 5 minutes.
 const HISTORY = 300;
@@ -15,9 +15,40 @@ const charts = new Map(); // service id -> {plot, t, delivered, dropped, el}
 const td = (lbl, content, cls) => h('td', { 'data-label': lbl, class: cls }, content);
 const rate = (v) => (v === undefined ? '–' : si(v));
 
+// HISTORY_KEY is where the samples outlive a reload: sessionStorage, so
+// one tab's, gone with it.
+const HISTORY_KEY = 'taas.history';
+let restored = false;
+
+// restoreHistory takes back, once, the samples a reload left behind, if
+// they are from this run of taasd and recent (model.js historyRestored).
+function restoreHistory(stats) {
+  restored = true;
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(HISTORY_KEY) || 'null');
+  } catch {
+    saved = null; // unreadable: start afresh, as without it
+  }
+  for (const [id, c] of historyRestored(saved, stats, HISTORY, HISTORY)) {
+    charts.set(id, { plot: null, ...c });
+  }
+}
+
+function saveHistory(stats) {
+  try {
+    sessionStorage.setItem(HISTORY_KEY, JSON.stringify(historyToSave(
+      [...charts].map(([id, c]) => [id, { t: c.t, delivered: c.delivered, dropped: c.dropped }]), stats)));
+  } catch {
+    // Storage full or refused (private mode): the charts simply start
+    // afresh on the next reload.
+  }
+}
+
 // recordHistory appends one sample per service to its chart series.
 export function recordHistory(st) {
   const t = st.stats ? st.stats.time_unix_nano / 1e9 : 0;
+  if (t && !restored) restoreHistory(st.stats);
   if (!t || !st.rates.dt) return;
   for (const svc of st.services) {
     let c = charts.get(svc.id);
@@ -33,6 +64,7 @@ export function recordHistory(st) {
       c.t.shift(); c.delivered.shift(); c.dropped.shift();
     }
   }
+  saveHistory(st.stats);
 }
 
 export function renderOverview(st) {
@@ -71,6 +103,7 @@ function renderIfaces(st) {
       td('Role', i.role),
       td('Link', h('span', { class: `status status-${i.link_up ? 'active' : 'down'}`, 'data-field': 'link' },
         h('span', { class: 'badge' }, i.link_up ? 'UP' : 'DOWN'))),
+      td('Data path', h('span', { 'data-field': 'path', 'data-value': i.path || '' }, pathText(i) || '–')),
       td('RX pkt/s', num('rx-pps', rate(r.rxPps), r.rxPps), 'num'),
       td('RX bit/s', num('rx-bps', r.rxBps === undefined ? '–' : bits(r.rxBps), r.rxBps), 'num'),
       td('TX pkt/s', num('tx-pps', rate(r.txPps), r.txPps), 'num'),
@@ -241,6 +274,9 @@ function drawChart(card, svc) {
   const el = card.querySelector('[data-field="chart"]');
   el.setAttribute('aria-label', `Delivered and dropped packets per second of tap service ${label(svc)}, last ${HISTORY / 60} minutes`);
   if (!c || c.t.length === 0) return;
+  // For the browser tests: how many samples, and the oldest one's time.
+  el.dataset.samples = String(c.t.length);
+  el.dataset.first = String(c.t[0]);
   const data = [c.t, c.delivered, c.dropped];
   const width = Math.max(200, el.clientWidth);
   if (!c.plot) {
