@@ -23,7 +23,7 @@ func TestLiveCaptureBounded(t *testing.T) {
 		bufLen, buffers   int
 	}{
 		{"whole frames", 0, 1792, 1792, liveBudget / 1792},
-		{"snaplen 256", 256, 1792, 256, liveBudget / 256},
+		{"snaplen 1024", 1024, 1792, 1024, liveBudget / 1024},
 		{"snaplen over the largest frame", 9000, 1792, 1792, liveBudget / 1792},
 		{"snaplen 64: at most maxLiveBuffers", 64, 1792, 64, maxLiveBuffers},
 	} {

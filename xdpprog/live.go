@@ -266,7 +266,7 @@ func (c *Capture) OpenLive(perCPU int) (*LiveReader, error) {
 	if c.live.reader != nil {
 		return nil, fmt.Errorf("open live reader: %w", ErrLiveOpen)
 	}
-	rd, err := perf.NewReaderWithOptions(c.objs.LiveEvents, perCPU, perf.ReaderOptions{Watermark: perCPU / 4})
+	rd, err := perf.NewReaderWithOptions(c.objs.LiveEvents, perCPU, perf.ReaderOptions{Watermark: min(perCPU/4, 64<<10)})
 	if err != nil {
 		return nil, fmt.Errorf("open live reader: %w", err)
 	}
