@@ -68,7 +68,7 @@ func captureCounters(c *capture, drops, counters map[string]uint64) {
 		}
 		// A closed socket still reports its own counters with ErrClosed.
 		st, _ := w.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
+		st.Each(func(name string, v uint64, drop, _ bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 
@@ -79,7 +79,7 @@ func outputCounters(o *output, drops, counters map[string]uint64) {
 	}
 	if o.sock != nil {
 		st, _ := o.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
+		st.Each(func(name string, v uint64, drop, _ bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 

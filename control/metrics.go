@@ -64,8 +64,17 @@ var (
 		"Frames lost on the interface's data path, by reason (XDP program, AF_XDP socket, TX).",
 		append(ifaceLabels, "reason"), nil)
 	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
-		"Data-path counters of the interface that are not losses (redirected, received, sent...).",
+		"Frames the interface's data path counted that are not losses (redirected, received, sent...), by counter.",
 		append(ifaceLabels, "counter"), nil)
+	descIfaceEventBytes = prometheus.NewDesc("taas_interface_event_bytes_total",
+		"Bytes the interface's data path counted (received by the workers, copied), by counter.",
+		append(ifaceLabels, "counter"), nil)
+	descIfaceOps = prometheus.NewDesc("taas_interface_operations_total",
+		"Operations of the interface's data path (batches, kicks, polls and their errors), by counter.",
+		append(ifaceLabels, "counter"), nil)
+	// descIfaceUnit is where each unit of broker.CounterUnit goes.
+	descIfaceUnit = [...]*prometheus.Desc{broker.UnitFrames: descIfaceEvents, broker.UnitBytes: descIfaceEventBytes,
+		broker.UnitOperations: descIfaceOps}
 	svcLabels        = []string{"tap_service_id", "tap_service_name"}
 	flowLabels       = []string{"tap_flow_id", "tap_flow_name"}
 	descSvcPackets   = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", svcLabels, nil)
@@ -98,7 +107,7 @@ type statsCollector struct {
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
-		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
+		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descIfaceEventBytes, descIfaceOps, descSvcPackets, descSvcBytes, descSvcDrops,
 		descFlowPkts, descFlowBytes, descFlowRejected, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
 		ch <- d
 	}
@@ -139,7 +148,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descIfaceDrops, v, is.Name, is.Role, reason)
 		}
 		for name, v := range is.Counters {
-			counter(descIfaceEvents, v, is.Name, is.Role, name)
+			// A name the data plane does not declare (none should be)
+			// is served as frames rather than dropped.
+			u, _ := broker.CounterUnit(name)
+			counter(descIfaceUnit[u], v, is.Name, is.Role, name)
 		}
 	}
 	for _, s := range st.Services {
