@@ -201,7 +201,7 @@ func (b *Broker) Stats() Stats {
 		}
 		is := iface(name, "capture", queues, add)
 		if c != nil {
-			is.Path, is.PathReason = PathUserspace, c.fast.why
+			is.Path, is.PathReason = PathAFXDP, c.fast.why
 			if c.fast.on {
 				is.Path = PathFast
 			}

@@ -53,9 +53,9 @@ var (
 	descPlanVersion = prometheus.NewDesc("taas_plan_version", "Version of the plan the data plane last applied.", nil, nil)
 	descLinkUp      = prometheus.NewDesc("taas_interface_up", "1 when the interface exists and is up.", ifaceLabels, nil)
 	descQueues      = prometheus.NewDesc("taas_interface_queues", "Queues with an AF_XDP socket.", ifaceLabels, nil)
-	descFastPath    = prometheus.NewDesc("taas_interface_fast_path",
-		"1 when the capture interface's frames are decided and copied in the kernel (XDP fast path), 0 when they go through the AF_XDP workers.",
-		[]string{"iface"}, nil)
+	descPath        = prometheus.NewDesc("taas_interface_path",
+		"1 for the data path the capture interface's frames take (fast: decided and copied in the XDP program; afxdp: through the AF_XDP workers), 0 for the other.",
+		[]string{"iface", "path"}, nil)
 	descRxPackets  = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
 	descRxBytes    = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
 	descTxPackets  = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
@@ -106,7 +106,7 @@ type statsCollector struct {
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
+	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descPath, descRxPackets, descRxBytes,
 		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descIfaceEventBytes, descIfaceOps, descSvcPackets, descSvcBytes, descSvcDrops,
 		descFlowPkts, descFlowBytes, descFlowRejected, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
 		ch <- d
@@ -134,11 +134,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLinkUp, up, is.Name, is.Role)
 		gauge(descQueues, float64(is.Queues), is.Name, is.Role)
 		if is.Path != "" {
-			fast := 0.0
-			if is.Path == broker.PathFast {
-				fast = 1
+			// Both series, so that an alert on path="afxdp" == 1 sees
+			// the interface come back to the fast path.
+			for _, p := range []string{broker.PathFast, broker.PathAFXDP} {
+				on := 0.0
+				if is.Path == p {
+					on = 1
+				}
+				gauge(descPath, on, is.Name, p)
 			}
-			gauge(descFastPath, fast, is.Name)
 		}
 		counter(descRxPackets, is.RxPackets, is.Name, is.Role)
 		counter(descRxBytes, is.RxBytes, is.Name, is.Role)

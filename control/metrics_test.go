@@ -63,7 +63,8 @@ func TestMetricsHandler(t *testing.T) {
 		"taas_plan_version 7",
 		`taas_interface_up{iface="cap0",role="capture"} 1`,
 		`taas_interface_queues{iface="cap0",role="capture"} 2`,
-		`taas_interface_fast_path{iface="cap0"} 1`,
+		`taas_interface_path{iface="cap0",path="fast"} 1`,
+		`taas_interface_path{iface="cap0",path="afxdp"} 0`,
 		`taas_interface_rx_packets_total{iface="cap0",role="capture"} 11`,
 		`taas_interface_drops_total{iface="cap0",reason="xdp_oversize",role="capture"} 3`,
 		`taas_interface_events_total{counter="xdp_redirected",iface="cap0",role="capture"} 9`,
@@ -89,7 +90,7 @@ func TestMetricsHandler(t *testing.T) {
 	}
 	// One unit per metric (issue 13): bytes and operations are not frames.
 	for _, bad := range []string{`taas_interface_events_total{counter="bytes"`, `taas_interface_events_total{counter="xsk_kicks"`,
-		`taas_interface_events_total{counter="batches"`} {
+		`taas_interface_events_total{counter="batches"`, "taas_interface_fast_path"} {
 		if strings.Contains(body, bad) {
 			t.Errorf("GET /metrics has %q", bad)
 		}
