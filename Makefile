@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Go test timeout for the whole suite; CI has 90 minutes, the suite aims at well under 20.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build run lab test test-short vet generate fuzz clean bench deps
+.PHONY: all build run lab test test-short vet generate fuzz clean bench bench-quick deps lint
 
 all: build
 
@@ -39,8 +39,19 @@ bench: build
 	$(GO) build -o $(BIN)/ ./perf/cmd/...
 	$(BIN)/taas-bench --taasd $(BIN)/taasd $(BENCH_ARGS)
 
+# The quick look (under a minute once built): taasd and tc mirred at 64 B,
+# one repetition of 1 s. Writes perf/results/latest.* like bench.
+bench-quick:
+	$(MAKE) bench BENCH_ARGS="--quick $(BENCH_ARGS)"
+
 vet:
 	$(GO) vet ./...
+
+# staticcheck (a go.mod tool, at the version go.sum pins; staticcheck.conf)
+# and go.mod/go.sum as go mod tidy leaves them.
+lint:
+	$(GO) mod tidy -diff
+	$(GO) tool staticcheck ./...
 
 # What building and testing needs (Debian packages, npm packages of the
 # browser tests): as root installs what is missing, otherwise says what to
@@ -49,7 +60,7 @@ deps:
 	@bash .ci/deps
 
 # Every test, privileged ones included when run as root (CI is root).
-test: deps vet
+test: deps vet lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short:

@@ -152,8 +152,8 @@ func wantActive(t *testing.T, r Report) {
 // each once and byte-identical to what was sent.
 func expect(t *testing.T, c *packettest.Capture, what string, sent map[uint32][]byte, seqs ...uint32) {
 	t.Helper()
-	got := c.WaitN(len(seqs), 10*time.Second)
-	got = c.Quiet(200*time.Millisecond, 3*time.Second)
+	c.WaitN(len(seqs), 10*time.Second)
+	got := c.Quiet(200*time.Millisecond, 3*time.Second)
 	var gotSeqs []uint32
 	for _, f := range got {
 		s, _ := packettest.Seq(f)

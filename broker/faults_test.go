@@ -255,8 +255,8 @@ func testBrokerChurnKeepsUntouchedFlow(t *testing.T, fast bool) {
 	if n := plans.Load(); n < minPlans {
 		t.Fatalf("only %d plans applied during %d frames, want at least %d", n, total, minPlans)
 	}
-	got := tp.caps[0].WaitN(total, 20*time.Second)
-	got = tp.caps[0].Quiet(300*time.Millisecond, 5*time.Second)
+	tp.caps[0].WaitN(total, 20*time.Second)
+	got := tp.caps[0].Quiet(300*time.Millisecond, 5*time.Second)
 	seen := make([]int, total+1)
 	for _, f := range got {
 		if s, ok := packettest.Seq(f); ok && s <= uint32(total) {

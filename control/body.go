@@ -70,6 +70,9 @@ var projectAttrs = []attr{
 var (
 	readOnlyID     = attr{name: "id"}
 	readOnlyStatus = attr{name: "status"}
+	// readOnlyStatusReason is ours (taas-status-reason): why status is not
+	// ACTIVE. On tap services, flows and mirrors.
+	readOnlyStatusReason = attr{name: "status_reason"}
 )
 
 var tapServiceRes = &resource{
@@ -79,6 +82,7 @@ var tapServiceRes = &resource{
 		attr{name: "description", post: true, put: true, def: constant(""), check: str(1024)},
 		attr{name: "port_id", post: true, required: true, check: validUUID},
 		readOnlyStatus,
+		readOnlyStatusReason,
 		snaplenAttr,
 	)...),
 }
@@ -97,6 +101,7 @@ var tapFlowRes = &resource{
 		attr{name: "source_port", post: true, required: true, check: validUUID},
 		attr{name: "direction", post: true, required: true, check: values("IN", "OUT", "BOTH")},
 		readOnlyStatus,
+		readOnlyStatusReason,
 		attr{name: "vlan_filter", post: true, def: constant(nil), check: validVLANFilter},
 		// Ours (taas-flow-filter, issue 11): a pcap-filter expression, set
 		// at create only, as vlan_filter.
@@ -117,6 +122,9 @@ var tapMirrorRes = &resource{
 		// (taas-mirror-types).
 		attr{name: "mirror_type", post: true, required: true, check: values(mirrorTypes...)},
 		snaplenAttr,
+		// Ours (taas-status-reason): upstream's mirrors have no status.
+		readOnlyStatus,
+		readOnlyStatusReason,
 	)...),
 	sortable: map[string]bool{"tenant_id": true, "project_id": true},
 }

@@ -89,6 +89,10 @@ func (c *KeystoneConfig) Validate() error {
 	if c.Client == nil {
 		c.Client = &http.Client{Timeout: c.Timeout}
 	}
+	// Never follow a redirect: it would carry taasd's credentials, or a
+	// caller's token, wherever Keystone's URL (or a man in the middle)
+	// points; a 3xx is a failure like any other non-answer.
+	c.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return errors.Join(errs...)
 }
 
@@ -113,18 +117,26 @@ type keystone struct {
 	cfg KeystoneConfig
 	log *slog.Logger
 
-	// svcMu guards the service token; it is held while one is fetched, so
-	// that concurrent requests wait for that one.
-	svcMu      sync.Mutex
-	svcToken   string
-	svcRefresh time.Time // fetch a new one from then on
+	// svcMu guards the service token and the fetch of a new one; it is
+	// never held while Keystone is asked.
+	svcMu          sync.Mutex
+	svcToken       string
+	svcRefresh     time.Time // fetch a new one from then on
+	svcExpiry      time.Time // svcToken is no good from then on
+	svcFetch       *svcFetch // the fetch under way, or nil
+	svcErr         error     // the last fetch's error, until svcFailedUntil
+	svcFailedUntil time.Time
 
 	// mu guards flights, the validations under way by token hash.
 	mu      sync.Mutex
 	flights map[[32]byte]*flight
 
-	cache *tokenCache // nil without a cache
-	stats keystoneStats
+	// cache holds the tokens Keystone accepted, rejected those it refused
+	// (401, 403), apart: a flood of random tokens evicts only other
+	// rejections, never a valid token's entry (review of issue 13). Both
+	// nil without a cache.
+	cache, rejected *tokenCache
+	stats           keystoneStats
 }
 
 // keystoneStats counts validations by outcome, for /metrics and tests.
@@ -148,6 +160,7 @@ func newKeystone(cfg KeystoneConfig, log *slog.Logger) *keystone {
 	k := &keystone{cfg: cfg, log: log.With("component", "keystone"), flights: map[[32]byte]*flight{}}
 	if cfg.CacheTTL > 0 {
 		k.cache = newTokenCache(cfg.CacheSize)
+		k.rejected = newTokenCache(rejectedCacheSize)
 	}
 	return k
 }
@@ -192,17 +205,46 @@ func (k *keystone) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descKeystoneServiceAuths, prometheus.CounterValue, float64(k.stats.serviceAuths.Load()))
 }
 
+// rejectedCacheSize bounds the cache of refused tokens: enough for a client
+// retrying a stale token, small since anybody can fill it.
+const rejectedCacheSize = 1024
+
+// maxTokenLen bounds a token taasd sends to Keystone: a fernet token is
+// under 300 bytes, a PKI one was a few KiB; Go's client refuses longer
+// headers anyway.
+const maxTokenLen = 8 << 10
+
+// validHeaderValue reports whether v may be sent as a header value, as
+// golang.org/x/net/http/httpguts.ValidHeaderFieldValue says (no control byte
+// but HTAB, no DEL): net/http refuses to send anything else. Not imported:
+// httpguts pulls in idna and x/text for this loop.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; (b < ' ' && b != '\t') || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // validate returns who token is. Results are cached by the token's SHA-256
 // (the token itself is never kept) until the cache TTL or the token's
 // expiry, whichever is first; concurrent requests with one token not yet
 // cached share one validation.
 func (k *keystone) validate(token string) (Identity, error) {
-	if token == "" {
+	// A token no header can carry (a control byte, too long) is nobody's:
+	// 401 without asking Keystone, whose client would refuse to send it
+	// and so answer 503 (review of issue 13).
+	if token == "" || len(token) > maxTokenLen || !validHeaderValue(token) {
+		k.stats.invalid.Add(1)
 		return Identity{}, errUnauthorized
 	}
 	key := sha256.Sum256([]byte(token))
-	if k.cache != nil {
-		if r, ok := k.cache.get(key, time.Now()); ok {
+	for _, c := range []*tokenCache{k.cache, k.rejected} {
+		if c == nil {
+			continue
+		}
+		if r, ok := c.get(key, time.Now()); ok {
 			k.stats.hits.Add(1)
 			return r.id, r.err
 		}
@@ -222,7 +264,11 @@ func (k *keystone) validate(token string) (Identity, error) {
 		if ttl := time.Now().Add(k.cfg.CacheTTL); until.IsZero() || until.After(ttl) {
 			until = ttl
 		}
-		k.cache.put(key, res, until)
+		if res.err != nil {
+			k.rejected.put(key, res, until)
+		} else {
+			k.cache.put(key, res, until)
+		}
 	}
 	f.res = res
 	k.mu.Lock()
@@ -235,8 +281,9 @@ func (k *keystone) validate(token string) (Identity, error) {
 // check asks Keystone about token. until is the token's expiry (zero when
 // unknown).
 func (k *keystone) check(token string) (res tokenResult, until time.Time) {
+	refused := ""
 	for attempt := 0; ; attempt++ {
-		svc, err := k.serviceToken(attempt > 0)
+		svc, err := k.serviceToken(refused)
 		if err != nil {
 			k.stats.unavailable.Add(1)
 			k.log.Error("get a service token from keystone: tokens cannot be validated", "url", k.cfg.URL, "err", err)
@@ -250,13 +297,14 @@ func (k *keystone) check(token string) (res tokenResult, until time.Time) {
 			return tokenResult{err: errIdentityUnavailable}, time.Time{}
 		case status == http.StatusOK:
 			return k.parse(body)
-		case status == http.StatusNotFound:
+		case status == http.StatusNotFound || status == http.StatusBadRequest:
 			// Keystone's answer for a token that is invalid, expired or
-			// revoked.
+			// revoked (404), or that it cannot read at all (400).
 			k.stats.invalid.Add(1)
 			return tokenResult{err: errUnauthorized}, time.Time{}
 		case status == http.StatusUnauthorized && attempt == 0:
 			// Our own token expired or was revoked: get a new one, once.
+			refused = svc
 			continue
 		default:
 			k.stats.unavailable.Add(1)
@@ -298,20 +346,89 @@ func (k *keystone) parse(body []byte) (tokenResult, time.Time) {
 	}
 	roles := make([]string, 0, len(t.Roles))
 	for _, r := range t.Roles {
-		roles = append(roles, r.Name)
+		// Keystone's role names are case-insensitive ("Admin" is admin),
+		// and oslo.policy lowercases them before matching.
+		roles = append(roles, strings.ToLower(r.Name))
 	}
 	k.stats.valid.Add(1)
 	return tokenResult{id: newIdentity(t.Project.ID, roles)}, t.ExpiresAt
 }
 
+// svcRetry is how long a failed service token fetch is remembered: requests
+// arriving meanwhile get 503 at once instead of each waiting for Keystone's
+// timeout (review of issue 13: 8 requests to a hanging Keystone were
+// answered one timeout apart).
+const svcRetry = 2 * time.Second
+
 // serviceToken returns taasd's own token, fetching a new one when it has
-// none, when it is near its expiry, or when renew says Keystone refused it.
-func (k *keystone) serviceToken(renew bool) (string, error) {
+// none, when it is near its expiry, or when Keystone refused refused (the
+// token a validation was sent with; "" when none was refused). One fetch
+// runs at a time and its result is shared by every caller waiting; a failed
+// fetch is remembered for svcRetry. A token Keystone refused is renewed only
+// if it is still the current one (another caller may have renewed it), and a
+// renewal that fails before expiry keeps the token taasd has until then.
+func (k *keystone) serviceToken(refused string) (string, error) {
 	k.svcMu.Lock()
-	defer k.svcMu.Unlock()
-	if k.svcToken != "" && !renew && time.Now().Before(k.svcRefresh) {
-		return k.svcToken, nil
+	now := time.Now()
+	if refused != "" && refused == k.svcToken {
+		k.svcToken = "" // Keystone says it is no good, whatever its expiry
 	}
+	usable := k.svcToken != "" && now.Before(k.svcExpiry)
+	switch {
+	case usable && now.Before(k.svcRefresh):
+		tok := k.svcToken
+		k.svcMu.Unlock()
+		return tok, nil
+	case k.svcFetch != nil:
+		f := k.svcFetch
+		k.svcMu.Unlock()
+		<-f.done
+		return f.token, f.err
+	case now.Before(k.svcFailedUntil):
+		tok, err := k.svcToken, k.svcErr
+		k.svcMu.Unlock()
+		if usable {
+			return tok, nil
+		}
+		return "", err
+	}
+	f := &svcFetch{done: make(chan struct{})}
+	k.svcFetch = f
+	k.svcMu.Unlock()
+
+	tok, expiry, err := k.fetchServiceToken()
+
+	k.svcMu.Lock()
+	now = time.Now()
+	if err == nil {
+		// Renewed at three quarters of its life, so that it never expires
+		// between our check and Keystone's (clocks differ).
+		k.svcToken, k.svcExpiry, k.svcRefresh = tok, expiry, now.Add(expiry.Sub(now)*3/4)
+		k.svcFailedUntil, k.svcErr = time.Time{}, nil
+		f.token = tok
+	} else {
+		k.svcFailedUntil, k.svcErr = now.Add(svcRetry), err
+		if k.svcToken != "" && now.Before(k.svcExpiry) {
+			f.token = k.svcToken
+		} else {
+			f.err = err
+		}
+	}
+	k.svcFetch = nil
+	k.svcMu.Unlock()
+	close(f.done)
+	return f.token, f.err
+}
+
+// svcFetch is a service token fetch under way, shared by its waiters.
+type svcFetch struct {
+	done  chan struct{}
+	token string
+	err   error
+}
+
+// fetchServiceToken gets a new service token and its expiry from Keystone.
+func (k *keystone) fetchServiceToken() (string, time.Time, error) {
 	var identity map[string]any
 	var scope any
 	if k.cfg.AppCredentialID != "" {
@@ -328,33 +445,29 @@ func (k *keystone) serviceToken(renew bool) (string, error) {
 	}
 	req, err := json.Marshal(map[string]any{"auth": auth})
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	k.svcToken = ""
 	status, body, hdr, err := k.doHeader("POST", "/v3/auth/tokens?nocatalog", req)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	if status != http.StatusCreated {
-		return "", fmt.Errorf("POST /v3/auth/tokens: %d: %s", status, truncate(body, 200))
+		return "", time.Time{}, fmt.Errorf("POST /v3/auth/tokens: %d: %s", status, truncate(body, 200))
 	}
 	var tb tokenBody
 	if err := json.Unmarshal(body, &tb); err != nil {
-		return "", fmt.Errorf("POST /v3/auth/tokens: %w", err)
+		return "", time.Time{}, fmt.Errorf("POST /v3/auth/tokens: %w", err)
 	}
-	now := time.Now()
-	// Renewed at three quarters of its life, so that it never expires
-	// between our check and Keystone's (clocks differ).
-	life := tb.Token.ExpiresAt.Sub(now)
-	if life <= 0 {
-		life = time.Minute
+	tok := hdr.Get("X-Subject-Token")
+	if tok == "" {
+		return "", time.Time{}, errors.New("POST /v3/auth/tokens: no X-Subject-Token")
 	}
-	k.svcToken, k.svcRefresh = hdr.Get("X-Subject-Token"), now.Add(life*3/4)
-	if k.svcToken == "" {
-		return "", errors.New("POST /v3/auth/tokens: no X-Subject-Token")
+	expiry := tb.Token.ExpiresAt
+	if !expiry.After(time.Now()) {
+		expiry = time.Now().Add(time.Minute)
 	}
 	k.stats.serviceAuths.Add(1)
-	return k.svcToken, nil
+	return tok, expiry, nil
 }
 
 func (k *keystone) do(method, path string, body []byte, headers ...string) (int, []byte, error) {
@@ -463,6 +576,6 @@ func CheckKeystone(cfg KeystoneConfig) error {
 		return err
 	}
 	k := newKeystone(cfg, slog.New(slog.DiscardHandler))
-	_, err := k.serviceToken(false)
+	_, err := k.serviceToken("")
 	return err
 }

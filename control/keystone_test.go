@@ -1,10 +1,14 @@
 package control
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +102,76 @@ func TestKeystoneAuth(t *testing.T) {
 			n, ks.stats.hits.Load()-hits, n-1-int(ks.stats.hits.Load()-hits))
 	})
 
+	t.Run("tokens no header can carry get 401", func(t *testing.T) {
+		for _, tc := range []struct{ name, token string }{
+			{"control byte", "gAAAA\x01bad"}, {"newline", "gAAAA\nX-Injected: 1"}, {"DEL", "gAAAA\x7f"},
+			{"over 8 KiB", strings.Repeat("A", 8<<10+1)},
+		} {
+			if _, err := ks.validate(tc.token); !errors.Is(err, errUnauthorized) {
+				t.Errorf("%s: validate = %v, want 401 (never asked of keystone)", tc.name, err)
+			}
+		}
+		if _, err := ks.validate(strings.Repeat("A", 8<<10)); !errors.Is(err, errUnauthorized) {
+			t.Errorf("8 KiB garbage token: validate = %v, want 401 from keystone", err)
+		}
+	})
+
+	t.Run("rejected tokens never evict valid ones", func(t *testing.T) {
+		cfg := ts.srv.cfg.Keystone
+		cfg.CacheSize, cfg.CacheTTL = 2, time.Hour
+		small := newKeystone(cfg, slog.New(slog.DiscardHandler))
+		tok := k.Token(t, "alice", "alpha")
+		if _, err := small.validate(tok); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			if _, err := small.validate(fmt.Sprintf("garbage-%d", i)); !errors.Is(err, errUnauthorized) {
+				t.Fatalf("garbage token: %v, want 401", err)
+			}
+		}
+		if _, ok := small.cache.get(sha256.Sum256([]byte(tok)), time.Now()); !ok {
+			t.Errorf("5 rejected tokens evicted the one valid token from a cache of 2")
+		}
+		t.Logf("cache: %d valid, %d rejected", small.cache.len(), small.rejected.len())
+	})
+
+	t.Run("one service token for concurrent refusals", func(t *testing.T) {
+		// A keystone of its own with a long timeout: the test Keystone
+		// answers one request at a time, about a second each on a busy
+		// machine, and 503s from its slowness would hide the count.
+		cfg := ts.srv.cfg.Keystone
+		cfg.Timeout, cfg.Client = 60*time.Second, nil
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		own := newKeystone(cfg, slog.New(slog.DiscardHandler))
+		svc, err := own.serviceToken("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Revoke(t, svc)
+		const n = 4
+		toks := make([]string, n)
+		for i := range toks {
+			toks[i] = k.Token(t, "bob", "beta")
+		}
+		auths := own.stats.serviceAuths.Load()
+		var wg sync.WaitGroup
+		for _, tok := range toks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := own.validate(tok); err != nil {
+					t.Errorf("validate after the service token's revocation = %v, want valid", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got := own.stats.serviceAuths.Load() - auths; got != 1 {
+			t.Errorf("%d concurrent validations refused with the revoked service token: %d service tokens fetched, want 1", n, got)
+		}
+	})
+
 	t.Run("latency cached and uncached", func(t *testing.T) {
 		const n = 3
 		var cold, warm time.Duration
@@ -141,7 +215,7 @@ func TestKeystoneAuth(t *testing.T) {
 	})
 
 	t.Run("service token renewed when keystone refuses it", func(t *testing.T) {
-		svc, err := ks.serviceToken(false)
+		svc, err := ks.serviceToken("")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +244,17 @@ func TestKeystoneAuth(t *testing.T) {
 
 	t.Run("keystone down", func(t *testing.T) {
 		tok := k.Token(t, "bob", "beta")
+		old, err := ks.serviceToken("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks.svcMu.Lock()
+		ks.svcRefresh = time.Now() // due for renewal, not expired
+		ks.svcMu.Unlock()
 		k.Stop()
+		if got, err := ks.serviceToken(""); got != old || err != nil {
+			t.Errorf("renewal with keystone down: serviceToken = %.8s..., %v; want the old token until its expiry", got, err)
+		}
 		for _, path := range []string{"/v2.0/networks", "/v2.0/taas/tap_services"} {
 			r := ts.do("GET", path, "", auth(tok))
 			typ, msg := neutronErr(t, r)
@@ -266,4 +350,81 @@ func FuzzKeystoneToken(f *testing.F) {
 			t.Errorf("parse(%q) = %v, want one of the three refusals", b, res.err)
 		}
 	})
+}
+
+// TestKeystoneHanging: a Keystone that accepts connections and never
+// answers (a plain TCP listener) costs the requests one timeout together,
+// not one each in turn, and later requests get 503 at once while the
+// failure is remembered (review of issue 13: 8 requests took 1..8 timeouts).
+func TestKeystoneHanging(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	accepted := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+	ts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: "http://" + ln.Addr().String(),
+		Username: "taasd", Password: "pw", Project: "service"}})
+	const n = 8
+	var wg sync.WaitGroup
+	took := make([]time.Duration, n)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c := getStatus(t, ts.base+"/v2.0/networks", fmt.Sprintf("token-%d", i)); c != 503 {
+				t.Errorf("GET with keystone hanging = %d, want 503", c)
+			}
+			took[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	if got := accepted(); got != 1 {
+		t.Errorf("%d concurrent requests with keystone hanging: %d connections to keystone, want 1 (one shared fetch)", n, got)
+	}
+	t0 := time.Now()
+	if c := getStatus(t, ts.base+"/v2.0/networks", "token-late"); c != 503 {
+		t.Errorf("GET after the failed fetch = %d, want 503", c)
+	}
+	late := time.Since(t0)
+	if got := accepted(); got != 1 {
+		t.Errorf("a request right after the failed fetch opened a connection to keystone (%d in all), want the failure remembered", got)
+	}
+	slices.Sort(took)
+	t.Logf("keystone hanging, timeout %v: %d concurrent requests answered 503 after %v..%v; one right after in %v",
+		ts.srv.cfg.Keystone.Timeout, n, took[0].Round(time.Millisecond), took[n-1].Round(time.Millisecond),
+		late.Round(time.Microsecond))
+}
+
+func TestKeystoneRolesLowercased(t *testing.T) {
+	k := newKeystone(KeystoneConfig{URL: "http://k", CacheTTL: time.Minute}, slog.New(slog.DiscardHandler))
+	res, _ := k.parse([]byte(`{"token": {"project": {"id": "p"}, "roles": [{"name": "Admin"}, {"name": "Member"}]}}`))
+	if res.err != nil || !res.id.Admin || !res.id.member() || res.id.Roles[0] != "admin" {
+		t.Errorf("parse(roles Admin, Member) = %+v, want admin and member", res)
+	}
 }

@@ -10,7 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +19,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker"
 )
@@ -31,10 +32,11 @@ import (
 //	request -> parseLiveParams (400) -> the show path's lookup (404)
 //	        -> a slot of liveSlots (409) -> DataPlane.StartLive (409, 503)
 //	        -> one goroutine (fasthttp's body stream writer): SHB, IDB, then
-//	           EPBs per batch of what is queued, an ISB every liveIdle while
-//	           idle, a final ISB; it ends at duration, at count, when the
-//	           client goes (a failed flush), when the target goes (Packets
-//	           closed) or at shutdown.
+//	           EPBs per batch of what is queued, an ISB every liveIdle, a
+//	           final ISB; it ends at duration (a timer stops the source),
+//	           at count, when the client goes (a failed flush or a reset),
+//	           when the target goes (Packets closed, or its delete event:
+//	           liveSlots.deleted) or at shutdown.
 
 // Bounds of a capture's query parameters.
 const (
@@ -45,12 +47,13 @@ const (
 	liveMaxSnaplen      = 262144
 )
 
-// liveIdle is how often an idle stream writes an interface statistics
-// block, and how often a stream checks whether its client closed the
-// connection (peerClosed): a closed client ends its capture within
-// liveIdle. Where the check cannot be made, the writes find out, within
-// three ticks: the first one after the close draws a reset, and
-// fasthttp's pipe between the stream and the connection holds the next.
+// liveIdle is how often a stream writes an interface statistics block,
+// busy or idle, and checks whether its client's connection failed
+// (peerClosed). A client that closes gets the next block and answers it
+// with a reset, which the check after finds: a closed client ends its
+// capture within two ticks. Where the check cannot be made, the writes
+// find out, within three: fasthttp's pipe between the stream and the
+// connection holds one more.
 const liveIdle = 500 * time.Millisecond
 
 // liveBatch is the most frames written between two flushes, so that a busy
@@ -167,30 +170,113 @@ func startLive(dp DataPlane) func(broker.LiveTarget, int) (liveSource, error) {
 }
 
 // liveSlots counts the running captures, at most broker.MaxLive, whatever
-// the data plane (NullDataPlane enforces the limit too).
+// the data plane (NullDataPlane enforces the limit too), and at most
+// liveProjectMax of one project's members and readers (admins are exempt),
+// so that one project cannot hold every slot for an hour. It also knows
+// each running capture's target, so that deleting the target ends the
+// capture even where the data plane never had it in its plan
+// (NullDataPlane, a service on an admin-down port).
 type liveSlots struct {
-	n atomic.Int32
+	mu sync.Mutex
+	n  int
+	// projects counts the running captures of non-admin callers, by
+	// project.
+	projects map[string]int
+	// ends closes the channel of each running capture, by target id.
+	ends map[string]map[*liveSlot]struct{}
 }
 
-func (l *liveSlots) acquire() bool {
-	for {
-		n := l.n.Load()
-		if n >= broker.MaxLive {
-			return false
+// liveProjectMax is the most captures one project's members and readers
+// run at once.
+const liveProjectMax = broker.MaxLive / 2
+
+// liveSlot is one running capture's hold on the slots.
+type liveSlot struct {
+	project string // "" for an admin's
+	target  string
+	// gone is closed when the target is deleted.
+	gone chan struct{}
+}
+
+// acquire takes a slot for a capture of target by id, or returns the 409.
+func (l *liveSlots) acquire(id Identity, target string) (*liveSlot, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n >= broker.MaxLive {
+		return nil, errLiveLimit
+	}
+	ls := &liveSlot{target: target, gone: make(chan struct{})}
+	if !id.Admin {
+		if l.projects[id.ProjectID] >= liveProjectMax {
+			return nil, errLiveProjectLimit(id.ProjectID)
 		}
-		if l.n.CompareAndSwap(n, n+1) {
-			return true
+		if l.projects == nil {
+			l.projects = map[string]int{}
+		}
+		ls.project = id.ProjectID
+		l.projects[ls.project]++
+	}
+	if l.ends == nil {
+		l.ends = map[string]map[*liveSlot]struct{}{}
+	}
+	if l.ends[target] == nil {
+		l.ends[target] = map[*liveSlot]struct{}{}
+	}
+	l.ends[target][ls] = struct{}{}
+	l.n++
+	return ls, nil
+}
+
+func (l *liveSlots) release(ls *liveSlot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n--
+	if ls.project != "" {
+		if l.projects[ls.project]--; l.projects[ls.project] == 0 {
+			delete(l.projects, ls.project)
+		}
+	}
+	if m := l.ends[ls.target]; m != nil {
+		delete(m, ls)
+		if len(m) == 0 {
+			delete(l.ends, ls.target)
 		}
 	}
 }
 
-func (l *liveSlots) release() { l.n.Add(-1) }
+// deleted ends the captures of the resources evs delete (a cascade's
+// included: a port's services, flows and mirrors, a service's flows).
+func (l *liveSlots) deleted(evs []Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range evs {
+		if e.Action != "delete" {
+			continue
+		}
+		for ls := range l.ends[e.ID] {
+			close(ls.gone)
+		}
+		delete(l.ends, e.ID) // each gone is closed once
+	}
+}
 
-func (l *liveSlots) running() int { return int(l.n.Load()) }
+func (l *liveSlots) running() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
 
 var errLiveLimit = conflict("LiveCaptureLimit", fmt.Sprintf("%d live captures already run, the most the appliance "+
 	"serves at once: retry when one ends (each ends at its duration, its count, or when its client disconnects)",
 	broker.MaxLive))
+
+// errLiveProjectLimit is the 409 of a project that runs liveProjectMax
+// captures.
+func errLiveProjectLimit(project string) error {
+	return conflict("LiveCaptureLimit", fmt.Sprintf("project %s already runs %d live captures, the most one "+
+		"project runs at once: retry when one ends (each ends at its duration, its count, or when its client "+
+		"disconnects)", project, liveProjectMax))
+}
 
 // liveKinds are the live capture kinds of the resources, by singular name.
 var liveKinds = map[string]broker.LiveKind{
@@ -220,16 +306,17 @@ func (s *Server) streamLive(c *fiber.Ctx, res, id, name string, p liveParams) er
 		return errShuttingDown
 	default:
 	}
-	if !s.live.acquire() {
-		return errLiveLimit
+	slot, err := s.live.acquire(identity(c), id)
+	if err != nil {
+		return err
 	}
 	src, err := s.cfg.startLive(broker.LiveTarget{Kind: liveKinds[res], ID: id}, p.snaplen)
 	switch {
 	case errors.Is(err, broker.ErrLiveLimit):
-		s.live.release()
+		s.live.release(slot)
 		return errLiveLimit
 	case err != nil:
-		s.live.release()
+		s.live.release(slot)
 		s.log.Error("start live capture", res+"_id", id, "err", err)
 		return &neutronError{Status: fiber.StatusServiceUnavailable, Type: "ServiceUnavailable",
 			Message: "The data plane cannot start a live capture now."}
@@ -245,7 +332,8 @@ func (s *Server) streamLive(c *fiber.Ctx, res, id, name string, p liveParams) er
 	// The server's write deadline covers one response; the stream moves
 	// it on before each flush, as the events stream does.
 	conn, writeTimeout := c.Context().Conn(), s.cfg.Limits.WriteTimeout
-	ls := &liveStream{src: src, params: p, start: start, done: s.done, gone: peerClosed(conn),
+	ls := &liveStream{src: src, params: p, start: start, done: s.done, deleted: slot.gone, gone: peerClosed(conn),
+		valid: s.stillValid(c, identity(c)),
 		intf: pcapgo.NgInterface{
 			Name:        fmt.Sprintf("%s %s (%s)", res, name, id),
 			Description: liveDescriptions[res],
@@ -253,7 +341,7 @@ func (s *Server) streamLive(c *fiber.Ctx, res, id, name string, p liveParams) er
 			SnapLength:  uint32(p.snaplen),
 		}}
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer s.live.release()
+		defer s.live.release(slot)
 		defer src.Stop()
 		end, written := ls.run(w, func() error {
 			if err := conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
@@ -285,6 +373,7 @@ const (
 	liveEndClient   = "client gone"
 	liveEndTarget   = "target gone"
 	liveEndShutdown = "shutdown"
+	liveEndRevoked  = "token no longer valid"
 )
 
 // liveStream writes one capture as pcapng.
@@ -295,23 +384,40 @@ type liveStream struct {
 	intf   pcapgo.NgInterface
 	// done ends the stream (the server shuts down).
 	done <-chan struct{}
+	// deleted, when set, is closed when the target is deleted.
+	deleted <-chan struct{}
 	// gone, when set, says at each tick whether the client closed the
 	// connection (peerClosed).
 	gone func() bool
+	// valid, when set, says at each tick, and at least every liveIdle
+	// while frames flow, whether the caller's token is still good
+	// (Server.stillValid, as the events stream checks): a revoked token's
+	// capture ends (review of issue 13: it ran to its 3600 s).
+	valid func() bool
 }
 
 // run writes the stream to w until it ends, calling flush (which moves
 // the write deadline on and flushes w) after each batch; it returns why it
-// ended and how many frames it wrote. It stops the source before the
-// final statistics block, so that its counts are final; what the source
-// still held then is not written (a slow reader would hold the capture
-// past its end) and counts as dropped, unless the count ended it.
+// ended and how many frames it wrote. The duration's timer stops the
+// source itself, so that a reader stalled in a flush does not stretch the
+// capture past its duration. The final statistics block holds the
+// source's counts after Stop, which are final: what the source still held
+// then was never written and counts as dropped (Stop says so), unless the
+// count ended the capture: frames beyond the count are no drops, so the
+// drops are those counted when the count was reached.
 func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written uint64) {
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(ls.src.Stop) } // a second caller waits for the first
+	expired := make(chan struct{})
+	deadline := time.AfterFunc(ls.params.duration, func() {
+		close(expired)
+		stop()
+	})
+	defer deadline.Stop()
 	ng, err := pcapgo.NewNgWriterInterface(w, ls.intf, pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
 		Application: "taasd", OS: runtime.GOOS, Hardware: runtime.GOARCH}})
 	if err != nil {
-		ls.src.Stop()
-		ls.drain()
+		stop()
 		return liveEndClient, 0
 	}
 	flushAll := func() error {
@@ -321,22 +427,36 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 		return flush()
 	}
 	if flushAll() != nil {
-		ls.src.Stop()
-		ls.drain()
+		stop()
 		return liveEndClient, 0
 	}
-	deadline := time.NewTimer(ls.params.duration)
-	defer deadline.Stop()
 	tick := time.NewTicker(liveIdle)
 	defer tick.Stop()
 	pk := ls.src.Packets()
-	busy := false // a frame was written since the last tick
+	// closed is why Packets closed: the duration's stop, or the target
+	// left the data plane.
+	closed := func() string {
+		select {
+		case <-expired:
+			return liveEndDuration
+		default:
+			return liveEndTarget
+		}
+	}
+	checked := time.Now()
+	revoked := func() bool {
+		if ls.valid == nil || time.Since(checked) < liveIdle {
+			return false
+		}
+		checked = time.Now()
+		return !ls.valid()
+	}
 	end = func() string {
 		for {
 			select {
 			case p, ok := <-pk:
 				if !ok {
-					return liveEndTarget
+					return closed()
 				}
 				// This frame, then what is queued, up to a batch.
 				for n := 0; ; n++ {
@@ -354,8 +474,13 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 					}
 					select {
 					case p, ok = <-pk:
-					case <-deadline.C:
+						if !ok {
+							return closed()
+						}
+					case <-expired:
 						return liveEndDuration
+					case <-ls.deleted:
+						return liveEndTarget
 					case <-ls.done:
 						return liveEndShutdown
 					default:
@@ -365,14 +490,22 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 						break
 					}
 				}
-				busy = true
+				if revoked() {
+					return liveEndRevoked
+				}
 			case <-tick.C:
-				if ls.gone != nil && ls.gone() || !busy && ls.writeStats(ng, ls.src.Stats(), false) != nil {
+				if revoked() {
+					return liveEndRevoked
+				}
+				// A statistics block every tick, busy or not: the
+				// dashboard's live drop count reads them.
+				if ls.gone != nil && ls.gone() || ls.writeStats(ng, ls.src.Stats(), false) != nil {
 					return liveEndClient
 				}
-				busy = false
-			case <-deadline.C:
+			case <-expired:
 				return liveEndDuration
+			case <-ls.deleted:
+				return liveEndTarget
 			case <-ls.done:
 				return liveEndShutdown
 			}
@@ -381,16 +514,14 @@ func (ls *liveStream) run(w io.Writer, flush func() error) (end string, written 
 			}
 		}
 	}()
-	ls.src.Stop()
-	left := ls.drain()
+	counted := ls.src.Stats()
+	stop()
 	if end == liveEndClient {
 		return end, written
 	}
 	st := ls.src.Stats()
-	if end != liveEndCount {
-		// Captured within the capture's time but still queued at its end:
-		// the client never gets them, so they count as dropped.
-		st.Dropped += left
+	if end == liveEndCount {
+		st.Dropped = counted.Dropped
 	}
 	if ls.writeStats(ng, st, true) == nil {
 		_ = flushAll() // the stream ends anyway: nothing to do if the client went
@@ -411,7 +542,9 @@ func (ls *liveStream) write(ng *pcapgo.NgWriter, p *broker.LivePacket) error {
 
 // writeStats writes an interface statistics block of st: the frames the
 // data plane captured (received) and those it dropped for want of room or
-// lost in the kernel, since the start; final adds the end time.
+// lost in the kernel, since the start; final adds the end time (and then,
+// st being the counts after Stop, received are the frames the stream got
+// and dropped include those it never got).
 func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, st broker.LiveStats, final bool) error {
 	now := time.Now()
 	s := pcapgo.NgInterfaceStatistics{LastUpdate: now, StartTime: ls.start, EndTime: now,
@@ -422,30 +555,14 @@ func (ls *liveStream) writeStats(ng *pcapgo.NgWriter, st broker.LiveStats, final
 	return ng.WriteInterfaceStats(0, s)
 }
 
-// drain hands back what the stopped source still holds, and returns how
-// many frames that was.
-func (ls *liveStream) drain() uint64 {
-	pk := ls.src.Packets()
-	var n uint64
-	for {
-		select {
-		case p, ok := <-pk:
-			if !ok {
-				return n
-			}
-			ls.src.Release(p)
-			n++
-		default:
-			return n
-		}
-	}
-}
-
-// peerClosed returns a check of whether the client closed conn (its FIN or
-// reset arrived), or nil where the socket is out of reach. It peeks at
-// the socket without consuming anything: while a response streams,
-// fasthttp reads nothing from the connection, and an HTTP/1.1 client
-// never half-closes one it still reads from.
+// peerClosed returns a check of whether the client's connection failed
+// (a reset or another error), or nil where the socket is out of reach. It
+// peeks at the socket without consuming anything: while a response
+// streams, fasthttp reads nothing from the connection. A clean FIN (the
+// peek reads 0 bytes) is no end: a client may half-close after its request
+// (`nc -N`, shutdown(SHUT_WR)) and still read; one that closed altogether
+// answers the next statistics block with a reset, which the next check
+// finds in the connection's state: within two ticks of the close.
 func peerClosed(conn net.Conn) func() bool {
 	if lc, ok := conn.(*limitedConn); ok {
 		conn = lc.Conn
@@ -460,15 +577,25 @@ func peerClosed(conn net.Conn) func() bool {
 	}
 	var buf [1]byte
 	return func() bool {
-		closed := false
+		failed := false
 		err := rc.Read(func(fd uintptr) bool {
 			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			closed = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
+			failed = err != nil && err != syscall.EAGAIN && err != syscall.EINTR
+			if n == 0 && err == nil {
+				// After a FIN, reads say 0 even once a reset has come:
+				// the connection's state tells (CLOSE_WAIT while the
+				// client still reads, CLOSE after its reset).
+				ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+				failed = err == nil && ti.State == tcpClose
+			}
 			return true // never wait for readiness
 		})
-		return closed || err != nil
+		return failed || err != nil
 	}
 }
+
+// tcpClose is Linux's TCP_CLOSE, the state of a connection a reset ended.
+const tcpClose = 7
 
 // liveTotals are the live capture counters of /metrics and taas/stats:
 // captured and dropped from the data plane, running from the slots (the

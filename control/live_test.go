@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,27 +29,79 @@ import (
 )
 
 // feedSource is a live capture the test feeds: the stream's code runs as
-// with the broker's, without a data plane behind it.
+// with the broker's, without a data plane behind it. It behaves as a
+// broker.LiveCapture: offers after Stop are ignored, and Stop closes
+// Packets and counts what it drains as dropped, so that Stats is final
+// after Stop.
 type feedSource struct {
 	target   broker.LiveTarget
 	snaplen  int
 	ch       chan *broker.LivePacket
-	captured atomic.Uint64
-	dropped  atomic.Uint64
 	released atomic.Int64
 	stopped  chan struct{}
 	stop     sync.Once
+
+	mu                sync.Mutex
+	closed            bool
+	captured, dropped uint64
 }
 
 func newFeedSource(t broker.LiveTarget, snaplen, queue int) *feedSource {
 	return &feedSource{target: t, snaplen: snaplen, ch: make(chan *broker.LivePacket, queue), stopped: make(chan struct{})}
 }
 
+// offer queues p, or counts it dropped when the queue is full, as the
+// data plane does; after Stop it is ignored.
+func (f *feedSource) offer(p *broker.LivePacket) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	select {
+	case f.ch <- p:
+		f.captured++
+	default:
+		f.dropped++
+	}
+}
+
+// addDropped counts n frames dropped, as the kernel's losses are.
+func (f *feedSource) addDropped(n uint64) {
+	f.mu.Lock()
+	f.dropped += n
+	f.mu.Unlock()
+}
+
+// end closes Packets, as the data plane does when the target goes.
+func (f *feedSource) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.closed = true
+		close(f.ch)
+	}
+}
+
 func (f *feedSource) Packets() <-chan *broker.LivePacket { return f.ch }
 func (f *feedSource) Release(*broker.LivePacket)         { f.released.Add(1) }
-func (f *feedSource) Stop()                              { f.stop.Do(func() { close(f.stopped) }) }
+func (f *feedSource) Stop() {
+	f.end()
+	var n uint64
+	for range f.ch {
+		f.released.Add(1)
+		n++
+	}
+	f.mu.Lock()
+	f.captured -= n
+	f.dropped += n
+	f.mu.Unlock()
+	f.stop.Do(func() { close(f.stopped) })
+}
 func (f *feedSource) Stats() broker.LiveStats {
-	return broker.LiveStats{Captured: f.captured.Load(), Dropped: f.dropped.Load()}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return broker.LiveStats{Captured: f.captured, Dropped: f.dropped}
 }
 
 // feeder hands the test every source the server starts.
@@ -65,7 +119,7 @@ func (fd *feeder) start(t broker.LiveTarget, snaplen int) (liveSource, error) {
 	}
 	src := newFeedSource(t, snaplen, 1024)
 	if fd.closed {
-		close(src.ch)
+		src.end()
 	}
 	if fd.started != nil {
 		fd.started <- src
@@ -77,10 +131,10 @@ func (fd *feeder) start(t broker.LiveTarget, snaplen int) (liveSource, error) {
 // of proj-a, and the callers of isoTokens plus a reader of each project.
 type liveFixture struct {
 	ts                  *testServer
+	src, mon            string // the ports
 	svc, flow, mirror   string
 	svcName             string
 	paths               map[string]string // resource -> its item path
-	capturePath         func(res, id, query string) string
 	resources           []string
 	hRA, hRB, hAdminTok string
 }
@@ -96,7 +150,7 @@ func startLiveFixture(t *testing.T, cfg Config) *liveFixture {
 	ts := startServer(t, cfg)
 	src := ts.createPortIn("proj-a", "a-src", "cap0", "", hAdmin)
 	mon := ts.createPortIn("proj-a", "a-mon", "mon0", "", hAdmin)
-	fx := &liveFixture{ts: ts, svcName: "web-svc", hRA: "X-Auth-Token: tr", hRB: "X-Auth-Token: trb", hAdminTok: hAdmin}
+	fx := &liveFixture{ts: ts, src: src, mon: mon, svcName: "web-svc", hRA: "X-Auth-Token: tr", hRB: "X-Auth-Token: trb", hAdminTok: hAdmin}
 	fx.svc = ts.createService(fx.svcName, mon, hA)
 	fx.flow = ts.createFlow("f", fx.svc, src, "BOTH", nil, hA)
 	fx.mirror = ts.createMirror(src, `{"IN": 7}`, "198.51.100.7", "gre", hA)
@@ -377,6 +431,157 @@ func TestLiveLimit(t *testing.T) {
 	}
 }
 
+// TestLiveProjectLimit: one project's members and readers run at most 4
+// captures at once (409 naming the project's limit), another project and
+// admins take the other slots, up to 8.
+func TestLiveProjectLimit(t *testing.T) {
+	fx := startLiveFixture(t, Config{}) // NullDataPlane: captures that see nothing
+	ts := fx.ts
+	bSvc := ts.createService("b-svc", ts.createPortIn("proj-b", "b-mon", "mon0", "", hAdmin), hB)
+	open := func(path, h string) response {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		resp := openCapture(t, ctx, ts.base, path+"/capture?duration=60", h)
+		if resp.StatusCode != 200 {
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			r := response{status: resp.StatusCode, raw: string(body)}
+			if err := json.Unmarshal(body, &r.body); err != nil {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			return r
+		}
+		go func() { _, _ = io.Copy(io.Discard, resp.Body) }() // ends with an error when cancelled
+		return response{status: 200}
+	}
+	for _, tc := range []struct {
+		name, path, who string
+		status          int
+		msg             string
+	}{
+		{"member a 1", fx.paths["tap_service"], hA, 200, ""},
+		{"member a 2", fx.paths["tap_flow"], hA, 200, ""},
+		{"member a 3", fx.paths["tap_mirror"], hA, 200, ""},
+		{"reader a 4", fx.paths["tap_mirror"], fx.hRA, 200, ""},
+		{"member a 5", fx.paths["tap_service"], hA, 409, "project proj-a already runs 4 live captures, the most one project runs at once"},
+		{"reader a 5", fx.paths["tap_mirror"], fx.hRA, 409, "project proj-a already runs 4 live captures"},
+		{"member b 1", "/v2.0/taas/tap_services/" + bSvc, hB, 200, ""},
+		{"admin 1", fx.paths["tap_service"], hAdmin, 200, ""},
+		{"admin 2", fx.paths["tap_service"], hAdmin, 200, ""},
+		{"admin 3", "/v2.0/taas/tap_services/" + bSvc, hAdmin, 200, ""},
+		{"admin 4", fx.paths["tap_flow"], hAdmin, 409, "8 live captures already run"},
+		{"member b 2", "/v2.0/taas/tap_services/" + bSvc, hB, 409, "8 live captures already run"},
+	} {
+		r := open(tc.path, tc.who)
+		if r.status != tc.status {
+			t.Fatalf("%s: capture = %d %s, want %d", tc.name, r.status, r.raw, tc.status)
+		}
+		if tc.status != 200 {
+			if typ, msg := neutronErr(t, r); typ != "LiveCaptureLimit" || !strings.Contains(msg, tc.msg) {
+				t.Errorf("%s: capture = %d %s %q, want 409 LiveCaptureLimit %q", tc.name, r.status, typ, msg, tc.msg)
+			}
+		}
+	}
+	if n := ts.srv.live.running(); n != broker.MaxLive {
+		t.Errorf("running = %d, want %d", n, broker.MaxLive)
+	}
+}
+
+// TestLiveTargetDeleted: deleting a capture's target ends the capture
+// (with its final statistics block) though the data plane never had the
+// target in its plan (NullDataPlane): the port's cascade (its service and
+// that service's flow), and a tap mirror deleted itself; other captures
+// run on.
+func TestLiveTargetDeleted(t *testing.T) {
+	fx := startLiveFixture(t, Config{})
+	ts := fx.ts
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := map[string]chan result{}
+	for _, res := range fx.resources {
+		resp := openCapture(t, context.Background(), ts.base, fx.paths[res]+"/capture?duration=60", hA)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s capture = %d", res, resp.StatusCode)
+		}
+		ch := make(chan result, 1)
+		done[res] = ch
+		go func() {
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			ch <- result{b, err}
+		}()
+	}
+	ended := func(res string) {
+		t.Helper()
+		select {
+		case r := <-done[res]:
+			if r.err != nil {
+				t.Fatalf("%s capture: %v", res, r.err)
+			}
+			isbs := liveISBs(t, r.body)
+			if len(isbs) == 0 || isbs[len(isbs)-1].EndTime.IsZero() {
+				t.Errorf("%s capture: statistics blocks %+v, want a final one", res, isbs)
+			}
+		case <-time.After(20 * time.Second): // a bound on a hang; the capture runs 60 s
+			t.Fatalf("%s capture runs on after its target was deleted", res)
+		}
+	}
+	start := time.Now()
+	ts.must(204, "DELETE", "/v2.0/ports/"+fx.mon, "", "", hAdmin)
+	ended("tap_service")
+	ended("tap_flow")
+	t.Logf("the port's delete ended its service's and flow's captures in %v", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-done["tap_mirror"]:
+		t.Fatal("the mirror's capture ended with the monitor port")
+	default:
+	}
+	ts.must(204, "DELETE", fx.paths["tap_mirror"], "", "", hA)
+	ended("tap_mirror")
+	waitFor(t, "the slots to be freed", func() bool { return ts.srv.live.running() == 0 })
+}
+
+// TestLiveHalfClose: a client that half-closes after its request (as
+// `nc -N` does) still gets the whole capture, to its duration and its
+// final statistics block.
+func TestLiveHalfClose(t *testing.T) {
+	ts := startServer(t, Config{})
+	svc := ts.createService("s", ts.createPort("mon", "", ""))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := fmt.Fprintf(conn, "GET /v2.0/taas/tap_services/%s/capture?duration=2 HTTP/1.1\r\nHost: x\r\n\r\n", svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("read after %v: %v", took, err)
+	}
+	isbs := liveISBs(t, body)
+	t.Logf("a half-closed client's capture (duration=2) ended after %v with %d statistics blocks", took.Round(time.Millisecond), len(isbs))
+	if resp.StatusCode != 200 || len(isbs) == 0 || isbs[len(isbs)-1].EndTime.IsZero() || took < 2*time.Second {
+		t.Errorf("capture = %d after %v, statistics blocks %+v; want 200, a final block, at least 2 s", resp.StatusCode, took, isbs)
+	}
+}
+
 // liveFrames are test frames of many sizes, each with its time.
 func liveFrames() ([][]byte, []time.Time) {
 	base := time.Unix(1_700_000_000, 123_456_789)
@@ -397,8 +602,7 @@ func liveFrames() ([][]byte, []time.Time) {
 // feed hands frames to src as the data plane would, counting them.
 func feed(src *feedSource, frames [][]byte, times []time.Time) {
 	for i, f := range frames {
-		src.captured.Add(1)
-		src.ch <- &broker.LivePacket{Time: times[i], Length: len(f), Data: f}
+		src.offer(&broker.LivePacket{Time: times[i], Length: len(f), Data: f})
 	}
 }
 
@@ -471,7 +675,7 @@ func TestLiveStream(t *testing.T) {
 			t.Errorf("%s = %q, want %s", k, v, re)
 		}
 	}
-	src.dropped.Store(7)
+	src.addDropped(7)
 	go feed(src, frames, times)
 
 	// tshark reads the stream as it comes, and the file it is saved to.
@@ -554,7 +758,7 @@ func liveBytes(t *testing.T, frames [][]byte, times []time.Time) []byte {
 	t.Helper()
 	src := newFeedSource(broker.LiveTarget{Kind: broker.LiveFlow, ID: "f"}, 0, len(frames))
 	feed(src, frames, times)
-	src.dropped.Store(3)
+	src.addDropped(3)
 	ls := &liveStream{src: src, params: liveParams{duration: time.Minute, count: uint64(len(frames)), snaplen: liveMaxSnaplen},
 		start: time.Now(), intf: pcapgo.NgInterface{Name: "tap_flow f (f)", SnapLength: liveMaxSnaplen, LinkType: 1}}
 	var buf bytes.Buffer
@@ -745,9 +949,10 @@ func (w *slowWriter) Write(b []byte) (int, error) {
 }
 
 // TestLiveEndQueued: a capture whose reader is behind ends at its duration
-// all the same, and the frames still queued then count as dropped in the
-// final statistics block; a capture ended by its count does not count
-// those beyond it.
+// all the same, and its final statistics block holds the source's counts
+// after Stop: the frames written as received, those still queued then as
+// dropped (the broker's Stop counts them so); a capture ended by its count
+// does not count those beyond it as dropped.
 func TestLiveEndQueued(t *testing.T) {
 	const n = 40
 	frames, times := make([][]byte, n), make([]time.Time, n)
@@ -755,15 +960,16 @@ func TestLiveEndQueued(t *testing.T) {
 		frames[i], times[i] = make([]byte, 3000), time.Now()
 	}
 	for _, tc := range []struct {
-		name  string
-		count uint64
-		want  string
-	}{{"duration", 0, liveEndDuration}, {"count", 3, liveEndCount}} {
+		name     string
+		count    uint64
+		duration time.Duration
+		want     string
+	}{{"duration", 0, 150 * time.Millisecond, liveEndDuration}, {"count", 3, time.Minute, liveEndCount}} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newFeedSource(broker.LiveTarget{Kind: broker.LiveService, ID: "s"}, 0, n)
 			feed(src, frames, times)
-			src.dropped.Store(5)
-			ls := &liveStream{src: src, params: liveParams{duration: 150 * time.Millisecond, count: tc.count, snaplen: liveMaxSnaplen},
+			src.addDropped(5)
+			ls := &liveStream{src: src, params: liveParams{duration: tc.duration, count: tc.count, snaplen: liveMaxSnaplen},
 				start: time.Now(), intf: pcapgo.NgInterface{Name: "x", LinkType: 1}}
 			w := &slowWriter{delay: 40 * time.Millisecond}
 			start := time.Now()
@@ -777,14 +983,79 @@ func TestLiveEndQueued(t *testing.T) {
 			if tc.count == 0 {
 				wantDropped += n - written
 			}
-			if end != tc.want || written == n || final.PacketsReceived != n || final.PacketsDropped != wantDropped {
+			if end != tc.want || written == n || final.PacketsReceived != written || final.PacketsDropped != wantDropped {
 				t.Errorf("run = %s, %d written; final ISB %d received, %d dropped; want %s, fewer than %d, %d received, %d dropped",
-					end, written, final.PacketsReceived, final.PacketsDropped, tc.want, n, n, wantDropped)
+					end, written, final.PacketsReceived, final.PacketsDropped, tc.want, n, written, wantDropped)
 			}
 			if got := src.released.Load(); got != n {
 				t.Errorf("%d frames handed back, want %d", got, n)
 			}
 		})
+	}
+}
+
+// TestLiveStalledReader: a reader stalled in a flush does not stretch the
+// capture: the duration's timer stops the source itself, while the flush
+// still blocks, so the counts end at the duration.
+func TestLiveStalledReader(t *testing.T) {
+	src := newFeedSource(broker.LiveTarget{Kind: broker.LiveService, ID: "s"}, 0, 16)
+	ls := &liveStream{src: src, params: liveParams{duration: 200 * time.Millisecond, snaplen: liveMaxSnaplen},
+		start: time.Now(), intf: pcapgo.NgInterface{Name: "x", LinkType: 1}}
+	frame := make([]byte, 100)
+	src.offer(&broker.LivePacket{Time: time.Now(), Length: len(frame), Data: frame})
+	flushes := 0
+	stoppedInFlush := false
+	start := time.Now()
+	end, written := ls.run(io.Discard, func() error {
+		if flushes++; flushes == 2 { // the first frame's: the reader stalls
+			select {
+			case <-src.stopped:
+				stoppedInFlush = true
+			case <-time.After(10 * time.Second): // the write timeout's stand-in
+			}
+		}
+		return nil
+	})
+	t.Logf("ended by %s after %v, %d written, source stopped during the stalled flush: %v", end,
+		time.Since(start).Round(time.Millisecond), written, stoppedInFlush)
+	if !stoppedInFlush || end != liveEndDuration || written != 1 {
+		t.Errorf("run = %s, %d written, stopped in the flush %v; want %s, 1, true", end, written, stoppedInFlush,
+			liveEndDuration)
+	}
+	src.offer(&broker.LivePacket{Time: time.Now(), Length: len(frame), Data: frame})
+	if st := src.Stats(); st.Captured != 1 || st.Dropped != 0 {
+		t.Errorf("stats after the end = %+v, want 1 captured, 0 dropped", st)
+	}
+}
+
+// TestLiveBusyStats: a busy stream writes a statistics block every tick
+// too (the dashboard's live drop count reads them), not only while idle.
+func TestLiveBusyStats(t *testing.T) {
+	src := newFeedSource(broker.LiveTarget{Kind: broker.LiveService, ID: "s"}, 0, 64)
+	ls := &liveStream{src: src, params: liveParams{duration: 1600 * time.Millisecond, snaplen: liveMaxSnaplen},
+		start: time.Now(), intf: pcapgo.NgInterface{Name: "x", LinkType: 1}}
+	stop := make(chan struct{})
+	fed := make(chan int)
+	go func() {
+		// A frame every 5 ms, never a pause of a tick, bounded in count.
+		frame, n := make([]byte, 64), 0
+		defer func() { fed <- n }()
+		for ; n < 1000; n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			src.offer(&broker.LivePacket{Time: time.Now(), Length: len(frame), Data: frame})
+		}
+	}()
+	var buf bytes.Buffer
+	end, written := ls.run(&buf, func() error { return nil })
+	close(stop)
+	isbs := liveISBs(t, buf.Bytes())
+	t.Logf("ended by %s: %d frames fed, %d written, %d statistics blocks", end, <-fed, written, len(isbs))
+	if len(isbs) < 2 || !isbs[0].EndTime.IsZero() {
+		t.Errorf("%d statistics blocks, want one while busy and a final one", len(isbs))
 	}
 }
 
@@ -808,7 +1079,8 @@ func BenchmarkLiveStream(b *testing.B) {
 			start := time.Now()
 			go func() {
 				for range b.N {
-					src.captured.Add(1)
+					// Blocking, unlike offer: the reader keeps up, and
+					// Stop comes after the count.
 					src.ch <- &broker.LivePacket{Time: now, Length: size, Data: frame}
 				}
 			}()

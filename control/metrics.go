@@ -219,9 +219,9 @@ func BuildInfo(version string) prometheus.Collector {
 }
 
 // mirrorStatusCollector serves taas_tap_mirror_status from the
-// reconciler's last pass: the store keeps no status for tap mirrors, and
-// the data plane does not see those the plan keeps out (a port
-// administratively down, a row it cannot use).
+// reconciler's last pass (without a store read per scrape): the data plane
+// does not see the mirrors the plan keeps out (a port administratively
+// down, a row it cannot use).
 type mirrorStatusCollector struct {
 	rec *Reconciler
 }

@@ -2,6 +2,8 @@ package control
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -84,7 +86,7 @@ func TestTapMirrorAPI(t *testing.T) {
 		{"no mirror_type", "POST", mirrors, `{"tap_mirror": {"port_id": "` + a1 + `", "directions": {}, "remote_ip": "192.0.2.1"}}`,
 			a, 400, "Required attribute 'mirror_type' not specified"},
 		{"no status attribute", "POST", mirrors, `{"tap_mirror": {"port_id": "` + a1 + `", "directions": {}, "remote_ip": "192.0.2.1",
-			"mirror_type": "gre", "status": "ACTIVE"}}`, a, 400, "Unrecognized attribute(s) 'status'"},
+			"mirror_type": "gre", "status": "ACTIVE"}}`, a, 400, "Attribute 'status' not allowed in POST"},
 		{"long description", "POST", mirrors, `{"tap_mirror": {"port_id": "` + a1 + `", "directions": {}, "remote_ip": "192.0.2.1",
 			"mirror_type": "gre", "description": "` + strings.Repeat("d", 256) + `"}}`, a, 400, "exceeds maximum length of 255"},
 		// §5.3 rule 1: the port.
@@ -177,6 +179,18 @@ func TestTapMirrorAPI(t *testing.T) {
 	ts.settle()
 	if r := ts.do("GET", mirrors+"/"+m, "", hA); !strings.Contains(r.raw, `"status":"DOWN","status_reason":"no data plane"`) {
 		t.Errorf("a tap mirror without data plane shows %s, want DOWN, no data plane", r.raw)
+	}
+	// Both are attributes lists filter on, as on services and flows.
+	for q, want := range map[string]bool{"?status_reason=no+data+plane": true, "?status_reason=other": false,
+		"?status=DOWN": true, "?status=ACTIVE": false} {
+		if got := slices.Contains(ts.listIDs(mirrors+q, "tap_mirrors", hA), m); got != want {
+			t.Errorf("GET tap_mirrors%s lists the mirror: %v, want %v", q, got, want)
+		}
+	}
+	for _, coll := range []string{"/v2.0/taas/tap_services", "/v2.0/taas/tap_flows"} {
+		if ids := ts.listIDs(coll+"?status_reason=other", path.Base(coll), hA); len(ids) != 0 {
+			t.Errorf("GET %s?status_reason=other = %v, want none", coll, ids)
+		}
 	}
 }
 

@@ -332,10 +332,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// afterChange publishes events and triggers a reconcile pass: the request
-// never waits for the data plane.
+// afterChange publishes events, ends the live captures of what they
+// delete, and triggers a reconcile pass: the request never waits for the
+// data plane.
 func (s *Server) afterChange(evs ...Event) {
 	s.hub.publish(evs...)
+	s.live.deleted(evs)
 	s.rec.Trigger()
 }
 

@@ -18,9 +18,8 @@ import (
 // project's tap mirrors; an
 // admin: everything, with the interfaces and the live captures' counters), each tap service and tap flow entry carrying its
 // status and the reason from the store, each tap mirror entry the
-// reconciler's (the store keeps none for mirrors: upstream's have no status
-// attribute, issue 10). Resources the data plane does not report appear
-// with zero counters.
+// reconciler's last pass (which it also writes to the store, issue 13).
+// Resources the data plane does not report appear with zero counters.
 
 type serviceStats struct {
 	broker.ServiceStats

@@ -11,13 +11,21 @@
 #
 # An existing /etc/taasd/taasd.toml is kept (the new one is written next to
 # it as taasd.toml.new), so re-running it upgrades the binary and the unit
-# without touching the operator's configuration.
+# without touching the operator's configuration. A kept configuration whose
+# auth mode differs from --auth fails the run, unless --keep-config says to
+# keep it anyway: what is printed is what the kept file does.
 #
 # Authentication is on by default (issue 13): --auth token (the default)
 # generates an admin token into /etc/taasd/tokens (mode 0640, root:taasd),
 # printed once; --auth keystone validates Keystone tokens with the service
 # user's password from $TAASD_KEYSTONE_PASSWORD; an open API (--auth noauth)
 # only when asked for by name, and taasd then warns at every start.
+#
+# TLS is on by default (review of issue 13: tokens went in clear on
+# 0.0.0.0): a self-signed certificate is generated into /etc/taasd/tls (key
+# mode 0640, root:taasd) and its fingerprint printed; --tls-cert/--tls-key
+# install one's own; --no-tls serves plain HTTP, and taasd then warns at
+# every start unless it listens on loopback.
 set -euo pipefail
 
 usage() {
@@ -34,6 +42,11 @@ usage: deploy/provision.sh --capture IF[,IF...] --monitor IF[,IF...] [options]
   --keystone-user NAME    taasd's service user (default taasd, role service in its project);
                           its password comes from the environment: TAASD_KEYSTONE_PASSWORD
   --keystone-project NAME its project (default service)
+  --tls-cert FILE  the server's PEM certificate (chain), with --tls-key: installed into
+                   /etc/taasd/tls (default: a self-signed one generated there once)
+  --tls-key FILE   its PEM key
+  --no-tls         plain HTTP: tokens cross the network in clear (loopback or a lab only)
+  --keep-config    keep an existing /etc/taasd/taasd.toml even when its auth mode is not --auth
   --no-start       install and check, but do not enable or start the service
 EOF
 }
@@ -48,6 +61,10 @@ auth=token
 keystone_url=""
 keystone_user=taasd
 keystone_project=service
+tls=yes
+tls_cert=""
+tls_key=""
+keep_config=no
 while [ $# -gt 0 ]; do
 	case $1 in
 	--capture) capture=$2; shift 2 ;;
@@ -59,6 +76,10 @@ while [ $# -gt 0 ]; do
 	--keystone-url) keystone_url=$2; shift 2 ;;
 	--keystone-user) keystone_user=$2; shift 2 ;;
 	--keystone-project) keystone_project=$2; shift 2 ;;
+	--tls-cert) tls_cert=$2; shift 2 ;;
+	--tls-key) tls_key=$2; shift 2 ;;
+	--no-tls) tls=no; shift ;;
+	--keep-config) keep_config=yes; shift ;;
 	--no-start) start=no; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "provision: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -79,10 +100,49 @@ token | noauth) ;;
 keystone)
 	[ -n "$keystone_url" ] || die "--auth keystone needs --keystone-url"
 	[ -n "${TAASD_KEYSTONE_PASSWORD:-}" ] || die "--auth keystone: set TAASD_KEYSTONE_PASSWORD to the password of $keystone_user"
-	case $TAASD_KEYSTONE_PASSWORD in *'"'* | *\\*) die "TAASD_KEYSTONE_PASSWORD: no \" or \\ please (it goes into a TOML string)" ;; esac
+	case $TAASD_KEYSTONE_PASSWORD in *'"'* | *\\* | *[[:cntrl:]]*)
+		die "TAASD_KEYSTONE_PASSWORD: no \", \\ or control characters please (it goes into a TOML string)" ;;
+	esac
 	;;
 *) die "--auth $auth: want token, keystone or noauth" ;;
 esac
+if [ -n "$tls_cert$tls_key" ]; then
+	[ "$tls" = yes ] || die "--no-tls with --tls-cert/--tls-key: choose one"
+	if [ -z "$tls_cert" ] || [ -z "$tls_key" ]; then die "--tls-cert and --tls-key go together"; fi
+	[ -r "$tls_cert" ] || die "--tls-cert $tls_cert: not readable"
+	[ -r "$tls_key" ] || die "--tls-key $tls_key: not readable"
+fi
+
+# What a kept configuration does, not what this run would write: its auth
+# mode (taasd's default, noauth, when it names none), its tokens file and
+# whether it serves TLS. Read with awk: the file is ours, or the
+# operator's edit of ours.
+conf=/etc/taasd/taasd.toml
+tokens=/etc/taasd/tokens
+kept_key() { # kept_key SECTION KEY: the string value of KEY in [SECTION] ("" = top level)
+	awk -v want="$1" -v key="$2" '
+		/^[[:space:]]*\[/ { sec = $0; gsub(/[][[:space:]]/, "", sec); next }
+		sec == want && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" {
+			v = $0; sub(/^[^=]*=[[:space:]]*"/, "", v); sub(/".*/, "", v); print v; exit
+		}' "$conf"
+}
+mode_in_effect=$auth
+tokens_in_effect=$tokens
+tls_in_effect=$tls
+if [ -e "$conf" ]; then
+	mode_in_effect=$(kept_key auth mode)
+	mode_in_effect=${mode_in_effect:-noauth}
+	tokens_in_effect=$(kept_key auth tokens)
+	tls_in_effect=no
+	[ -n "$(kept_key "" tls_cert)" ] && tls_in_effect=yes
+	if [ "$mode_in_effect" != "$auth" ]; then
+		echo "provision: !!! $conf is kept, and its auth mode is $mode_in_effect, not --auth $auth !!!" >&2
+		if [ "$keep_config" != yes ]; then
+			die "move $conf away to write a new one, or pass --auth $mode_in_effect, or --keep-config to keep it as it is"
+		fi
+		say "--keep-config: keeping $conf with auth mode $mode_in_effect"
+	fi
+fi
 
 IFS=, read -r -a capture_ifs <<<"$capture"
 IFS=, read -r -a monitor_ifs <<<"$monitor"
@@ -112,10 +172,20 @@ install -m 0644 "$src/README.md" "$src/deploy/taasd.toml" /usr/local/share/doc/t
 install -d -m 0750 -o root -g taasd /etc/taasd
 
 # The admin token of --auth token: generated once, kept across re-runs,
-# readable by root and the service only, shown once at the end.
-tokens=/etc/taasd/tokens
+# readable by root and the service only, shown once at the end, and only
+# when the configuration in effect reads it. Should the run fail after
+# writing it, the EXIT trap says where it is.
 new_token=""
-if [ "$auth" = token ] && [ ! -e "$tokens" ]; then
+token_shown=no
+token_note() {
+	if [ -n "$new_token" ] && [ "$token_shown" = no ]; then
+		echo "provision: the generated admin token is in $tokens (readable by root and taasd)" >&2
+	fi
+}
+trap token_note EXIT
+uses_tokens=no
+[ "$mode_in_effect" = token ] && [ "$tokens_in_effect" = "$tokens" ] && uses_tokens=yes
+if [ "$uses_tokens" = yes ] && [ ! -e "$tokens" ]; then
 	new_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	(
 		umask 077
@@ -131,12 +201,55 @@ if [ "$auth" = token ] && [ ! -e "$tokens" ]; then
 	say "wrote $tokens (mode 0640, root:taasd) with a generated admin token"
 fi
 
+# TLS: one's own pair, else the one generated before, else a new
+# self-signed one, valid for this host's names and addresses.
+tlsdir=/etc/taasd/tls
+crt=$tlsdir/taasd.crt
+key=$tlsdir/taasd.key
+if [ "$tls" = yes ]; then
+	install -d -m 0750 -o root -g taasd "$tlsdir"
+	if [ -n "$tls_cert" ]; then
+		install -m 0644 -o root -g taasd "$tls_cert" "$crt.new"
+		install -m 0640 -o root -g taasd "$tls_key" "$key.new"
+		mv -f "$crt.new" "$crt"
+		mv -f "$key.new" "$key"
+		say "installed $tls_cert and $tls_key as $crt and $key (mode 0640, root:taasd)"
+	elif [ ! -e "$crt" ] || [ ! -e "$key" ]; then
+		if ! command -v openssl >/dev/null; then
+			command -v apt-get >/dev/null || die "openssl is missing: install it, or pass --tls-cert/--tls-key"
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl >/dev/null ||
+				die "apt-get install openssl failed"
+		fi
+		fqdn=$(hostname -f 2>/dev/null || hostname)
+		san="DNS:$fqdn,DNS:$(hostname),DNS:localhost,IP:127.0.0.1,IP:::1"
+		for ip in $(hostname -I 2>/dev/null); do san="$san,IP:$ip"; done
+		(
+			umask 027
+			openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+				-subj "/CN=$fqdn" -addext "subjectAltName=$san" \
+				-keyout "$key.new" -out "$crt.new" 2>/dev/null
+		) || die "openssl could not make a certificate"
+		chown root:taasd "$key.new" "$crt.new"
+		chmod 0640 "$key.new"
+		chmod 0644 "$crt.new"
+		mv -f "$key.new" "$key"
+		mv -f "$crt.new" "$crt"
+		say "generated a self-signed certificate $crt ($san), key $key (mode 0640, root:taasd)"
+	fi
+	say "certificate $crt: $(openssl x509 -noout -fingerprint -sha256 -in "$crt")"
+fi
+
 # The configuration: the example's comments, with this machine's NICs.
-conf=/etc/taasd/taasd.toml
 {
 	echo "# Written by deploy/provision.sh; every field is documented in"
 	echo "# /usr/local/share/doc/taasd/taasd.toml and the README's Configuration section."
 	echo "listen = \"$listen\""
+	if [ "$tls" = yes ]; then
+		echo "tls_cert = \"$crt\""
+		echo "tls_key = \"$key\""
+	else
+		echo '# --no-tls: tokens cross the network in clear.'
+	fi
 	echo 'db = "/var/lib/taasd/taas.db"'
 	echo 'dataplane = "xdp"'
 	echo
@@ -174,7 +287,7 @@ conf=/etc/taasd/taasd.toml
 chgrp taasd "$conf.new"
 chmod 0640 "$conf.new"
 if [ -e "$conf" ]; then
-	say "kept $conf; the configuration for these NICs is in $conf.new"
+	say "kept $conf (auth $mode_in_effect, TLS $tls_in_effect); the configuration for these NICs is in $conf.new"
 else
 	mv "$conf.new" "$conf"
 	say "wrote $conf"
@@ -239,10 +352,22 @@ if [ "$start" = yes ]; then
 	say "taasd is running: systemctl status taasd; journalctl -u taasd"
 fi
 
-if [ -n "$new_token" ]; then
-	host=${listen%:*}
-	case $host in "" | 0.0.0.0 | "[::]") host=127.0.0.1 ;; esac
-	port=${listen##*:}
+host=${listen%:*}
+case $host in "" | 0.0.0.0 | "[::]") host=127.0.0.1 ;; esac
+port=${listen##*:}
+scheme=http
+curl_ca=""
+os_ca=""
+if [ "$tls_in_effect" = yes ]; then
+	scheme=https
+	# A kept configuration may name another pair: its certificate then.
+	cacert=$crt
+	[ -e "$conf" ] && cacert=$(kept_key "" tls_cert)
+	curl_ca="--cacert $cacert "
+	os_ca="--os-cacert $cacert "
+fi
+if [ -n "$new_token" ] && [ "$uses_tokens" = yes ]; then
+	token_shown=yes
 	cat <<EOF
 
 provision: the admin token, shown this once (it stays in $tokens, readable by root and taasd):
@@ -251,14 +376,24 @@ provision: the admin token, shown this once (it stays in $tokens, readable by ro
 
 Send it as X-Auth-Token (or Authorization: Bearer):
 
-    curl -H "X-Auth-Token: $new_token" http://$host:$port/v2.0/taas/tap_services
-    openstack --os-auth-type admin_token --os-token $new_token \\
-        --os-endpoint http://$host:$port tap service list
+    curl ${curl_ca}-H "X-Auth-Token: $new_token" $scheme://$host:$port/v2.0/taas/tap_services
+    openstack --os-auth-type admin_token --os-token $new_token ${os_ca}\\
+        --os-endpoint $scheme://$host:$port tap service list
 
 Give each project its own line in $tokens (TOKEN PROJECT_ID member), then
 systemctl reload taasd.
 EOF
+elif [ "$uses_tokens" = yes ]; then
+	say "auth token: the admin token is in $tokens (readable by root and taasd), as before:"
+	say "    curl ${curl_ca}-H \"X-Auth-Token: \$(sudo awk '!/^#/ && NF {print \$1; exit}' $tokens)\" $scheme://$host:$port/v2.0/taas/tap_services"
+elif [ "$mode_in_effect" = token ]; then
+	say "auth token: the tokens are in ${tokens_in_effect:-the file $conf names} (not $tokens: no token generated)"
 fi
-if [ "$auth" = noauth ]; then
-	say "WARNING: --auth noauth: anyone who reaches $listen is admin of every project"
+if [ "$mode_in_effect" = noauth ]; then
+	say "WARNING: auth noauth: anyone who reaches $listen is admin of every project"
+fi
+if [ "$tls_in_effect" = no ] && [ "$mode_in_effect" != noauth ]; then
+	case $host in 127.* | "[::1]" | localhost) ;;
+	*) say "WARNING: no TLS: tokens cross the network to $listen in clear" ;;
+	esac
 fi

@@ -5,8 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // TestGeneratedUpToDate runs `make generate` on a copy of this package (with
@@ -33,8 +34,7 @@ func TestGeneratedUpToDate(t *testing.T) {
 	for _, f := range []string{"xdp.c", "gen.go", "headers/bpf_helpers.h", "headers/bpf_helper_defs.h", "headers/bpf_endian.h"} {
 		copyFile(t, f, filepath.Join(root, "xdpprog", f))
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command("make", "-s", "generate", "GO="+gobin)
+	cmd := exec.Command("make", "-s", "generate", "GO="+testutil.GoBin())
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/taas-appliance/taas/control"
@@ -36,7 +39,41 @@ func checkAuth(fc *fileConfig) []checkResult {
 	if cfg.TLSCert != "" {
 		rs = append(rs, checkCert(cfg.TLSCert, cfg.TLSKey, time.Now()))
 	}
+	secrets := map[string]string{}
+	if cfg.TLSKey != "" {
+		secrets[cfg.TLSKey] = "the TLS key"
+	}
+	if cfg.Auth == control.AuthToken && cfg.Tokens != "" {
+		secrets[cfg.Tokens] = "the tokens file"
+	}
+	if fc.path != "" && (fc.Auth.Password != "" || fc.Auth.AppCredentialKey != "") {
+		secrets[fc.path] = "the configuration, which holds a keystone secret"
+	}
+	for _, file := range slices.Sorted(maps.Keys(secrets)) {
+		if r, ok := checkSecretMode(file, secrets[file]); ok {
+			rs = append(rs, r)
+		}
+	}
 	return rs
+}
+
+// checkSecretMode warns when file, which holds what, is readable (or
+// writable) by others than its owner and group (review of issue 13): a
+// token or key any local user reads is no secret. ok is false when file
+// cannot be looked at: the checks that load it say why.
+func checkSecretMode(file, what string) (r checkResult, ok bool) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return r, false
+	}
+	r = checkResult{Name: "secret file mode", Verdict: pass,
+		Detail: fmt.Sprintf("%s %s: mode %04o", what, file, st.Mode().Perm())}
+	if st.Mode().Perm()&0o007 != 0 {
+		r.Verdict = warn
+		r.Detail += ", readable by every local user"
+		r.Fix = fmt.Sprintf("chmod o-rwx %s; chgrp taasd %s (mode 0640, root:taasd, as provisioning makes it)", file, file)
+	}
+	return r, true
 }
 
 // checkCert loads the TLS pair: it fails when it does not load or is not

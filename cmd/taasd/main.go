@@ -288,7 +288,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	}
 	warnOpen(cfg, ln.Addr(), logger)
 	if certs != nil {
-		ln = tls.NewListener(ln, certs.tlsConfig())
+		ln = tls.NewListener(refusePlainHTTP(ln), certs.tlsConfig())
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

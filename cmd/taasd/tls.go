@@ -3,9 +3,12 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -76,14 +79,83 @@ func (cs *certStore) tlsConfig() *tls.Config {
 
 // warnOpen logs, at every start, a warning when the API answers on a
 // non-loopback address without authentication: anyone who reaches it is
-// admin of every project (issue 13: noauth only when asked for by name).
+// admin of every project (issue 13: noauth only when asked for by name);
+// when it takes tokens there without TLS, which then cross the network in
+// clear; and when Keystone is asked over plain HTTP elsewhere than on
+// loopback, which sends taasd's credentials and every caller's token in
+// clear (review of issue 13).
 func warnOpen(cfg config, addr net.Addr, log *slog.Logger) {
-	if cfg.Auth != control.AuthNoauth {
-		return
+	if cfg.Auth == control.AuthKeystone {
+		if u, err := url.Parse(cfg.Keystone.URL); err == nil && u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+			log.Warn("keystone_url is plain http on a non-loopback host: taasd's credentials and every caller's token "+
+				"cross the network in clear; use https://", "keystone_url", cfg.Keystone.URL)
+		}
 	}
 	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
 		return
 	}
-	log.Warn("auth is noauth on a non-loopback address: anyone who reaches it is admin of every project; "+
-		"use [auth] mode = \"token\" or \"keystone\" (README \"Authentication\")", "addr", addr.String())
+	switch {
+	case cfg.Auth == control.AuthNoauth:
+		log.Warn("auth is noauth on a non-loopback address: anyone who reaches it is admin of every project; "+
+			"use [auth] mode = \"token\" or \"keystone\" (README \"Authentication\")", "addr", addr.String())
+	case cfg.TLSCert == "":
+		log.Warn("auth is "+cfg.Auth+" without TLS on a non-loopback address: tokens cross the network in clear; "+
+			"set tls_cert and tls_key (README \"HTTPS\")", "addr", addr.String())
+	}
+}
+
+// loopbackHost reports whether host is localhost or a loopback IP.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// refusePlainHTTP wraps the listener under TLS so that a plain HTTP request
+// to the HTTPS port gets net/http's 400 ("Client sent an HTTP request to an
+// HTTPS server.") rather than a closed connection (review of issue 13):
+// the first byte of a TLS connection is a handshake record's, 0x16.
+func refusePlainHTTP(ln net.Listener) net.Listener { return plainHTTPListener{ln} }
+
+type plainHTTPListener struct{ net.Listener }
+
+func (l plainHTTPListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c}, nil
+}
+
+// sniffConn looks at the first bytes the client sends (tls.Conn's first
+// read, from one goroutine).
+type sniffConn struct {
+	net.Conn
+	sniffed bool
+}
+
+var errPlainHTTP = errors.New("plain HTTP request to the HTTPS port")
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.sniffed || n == 0 {
+		return n, err
+	}
+	c.sniffed = true
+	if b[0] == 0x16 || !(b[0] >= 'A' && b[0] <= 'Z') {
+		return n, err // TLS, or not HTTP either: tls.Conn says what it is
+	}
+	// A method's first letter: answer as net/http does, and hang up.
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(time.Second)); err == nil {
+		_, _ = io.WriteString(c.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+			"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n") // hanging up anyway
+	}
+	// What is left of the request, read for at most 100 ms: closing with
+	// unread bytes sends a reset, which may destroy the answer in flight.
+	if err := c.Conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10)) // ends at the deadline or the client's close
+	}
+	return 0, errPlainHTTP
 }

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -155,11 +157,21 @@ func TestTLS(t *testing.T) {
 		}
 	})
 
-	t.Run("plain HTTP fails", func(t *testing.T) {
+	t.Run("plain HTTP gets 400", func(t *testing.T) {
 		res, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + d.Addr + "/v2.0/taas/tap_services")
-		if err == nil {
+		if err != nil {
+			t.Fatalf("plain HTTP GET: %v, want 400", err)
+		}
+		b, _ := io.ReadAll(res.Body) // what was read is checked
+		res.Body.Close()
+		if res.StatusCode != 400 || !strings.Contains(string(b), "HTTPS") {
+			t.Errorf("plain HTTP GET = %d %q, want 400 saying HTTPS", res.StatusCode, b)
+		}
+		// The port still speaks TLS afterwards.
+		if res, err := ca.client(nil).Get(url); err != nil {
+			t.Errorf("HTTPS GET after a plain one: %v", err)
+		} else {
 			res.Body.Close()
-			t.Errorf("plain HTTP GET = %d, want a failed request", res.StatusCode)
 		}
 	})
 
@@ -260,8 +272,9 @@ func cleanOSEnv() []string {
 	return env
 }
 
-// TestWarnOpen: noauth on an address other than loopback logs a warning at
-// start; loopback, or any authentication, does not.
+// TestWarnOpen: noauth, or tokens without TLS, on an address other than
+// loopback log a warning at start, and so does an http:// Keystone off
+// loopback; loopback, or authentication over TLS, does not.
 func TestWarnOpen(t *testing.T) {
 	for _, tc := range []struct {
 		auth, addr string
@@ -272,15 +285,33 @@ func TestWarnOpen(t *testing.T) {
 		{"noauth", "198.51.100.7:9696", true},
 		{"noauth", "127.0.0.1:9696", false},
 		{"noauth", "[::1]:9696", false},
-		{"token", "0.0.0.0:9696", false},
-		{"keystone", "0.0.0.0:9696", false},
+		{"token", "0.0.0.0:9696", true},
+		{"keystone", "0.0.0.0:9696", true},
+		{"token", "127.0.0.1:9696", false},
+		{"token tls", "0.0.0.0:9696", false},
+		{"keystone tls", "[::]:9696", false},
+		{"keystone tls http://keystone.example:5000", "[::]:9696", true},
+		{"keystone tls http://127.0.0.1:5000", "[::]:9696", false},
+		{"keystone tls http://localhost:5000", "[::]:9696", false},
+		{"keystone http://[::1]:5000", "127.0.0.1:9696", false},
+		{"keystone http://198.51.100.1:5000", "127.0.0.1:9696", true},
 	} {
 		addr, err := net.ResolveTCPAddr("tcp", tc.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var cfg config
+		fields := strings.Fields(tc.auth)
+		cfg.Auth, cfg.Keystone.URL = fields[0], "https://keystone.example:5000"
+		for _, f := range fields[1:] {
+			if f == "tls" {
+				cfg.TLSCert = "/etc/taasd/tls/taasd.crt"
+			} else {
+				cfg.Keystone.URL = f
+			}
+		}
 		var buf bytes.Buffer
-		warnOpen(config{Auth: tc.auth}, addr, slog.New(slog.NewTextHandler(&buf, nil)))
+		warnOpen(cfg, addr, slog.New(slog.NewTextHandler(&buf, nil)))
 		if got := strings.Contains(buf.String(), "level=WARN"); got != tc.warn {
 			t.Errorf("warnOpen(%s, %s) logged %q, want a warning %v", tc.auth, tc.addr, buf.String(), tc.warn)
 		}
@@ -313,6 +344,55 @@ func TestCheckCert(t *testing.T) {
 		}
 		if r := checkCert(ca.certPath, ca.keyPath, tc.at); r.Verdict != tc.want {
 			t.Errorf("%s: checkCert = %v %s, want %v", tc.name, r.Verdict, r.Detail, tc.want)
+		}
+	}
+}
+
+// TestCheckSecretModes: taasd check warns about a TLS key, a tokens file or
+// a configuration holding a keystone password that every local user can
+// read, and passes them at 0640.
+func TestCheckSecretModes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640} {
+		key := write("taasd.key", "not a key", mode)
+		tokens := write("tokens", "t admin admin\n", mode)
+		tokenConf := write("token.toml", fmt.Sprintf("tls_cert = %q\ntls_key = %q\n[auth]\nmode = \"token\"\ntokens = %q\n",
+			key, key, tokens), 0o640)
+		ksConf := write("keystone.toml", "[auth]\nmode = \"keystone\"\nkeystone_url = \"http://127.0.0.1:1\"\n"+
+			"username = \"taasd\"\npassword = \"pw\"\nproject_name = \"service\"\n", mode)
+		var got []checkResult
+		for _, conf := range []string{tokenConf, ksConf} {
+			fc, err := loadConfigFile(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range checkAuth(fc) {
+				if r.Name == "secret file mode" {
+					got = append(got, r)
+				}
+			}
+		}
+		want := pass
+		if mode&0o004 != 0 {
+			want = warn
+		}
+		if len(got) != 3 {
+			t.Errorf("mode %04o: %d secret file checks %+v, want 3 (key, tokens, keystone config)", mode, len(got), got)
+		}
+		for _, r := range got {
+			if r.Verdict != want {
+				t.Errorf("mode %04o: %s: %s, want %s", mode, r.Detail, r.Verdict, want)
+			}
 		}
 	}
 }

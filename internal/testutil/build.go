@@ -3,7 +3,6 @@ package testutil
 import (
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -13,15 +12,20 @@ import (
 // build of the tree.
 func BuildTaasd(t testing.TB, flags ...string) string {
 	t.Helper()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		// Under `go test`, the toolchain that built this test is there.
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	gobin := GoBin()
 	bin := filepath.Join(t.TempDir(), "taasd")
 	args := append(append([]string{"build"}, flags...), "-o", bin, "github.com/taas-appliance/taas/cmd/taasd")
 	if out, err := exec.Command(gobin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("go build cmd/taasd: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// GoBin is the go command: from PATH, else where Go's tarball installs it
+// (sudo resets PATH; the Makefile looks there too).
+func GoBin() string {
+	if gobin, err := exec.LookPath("go"); err == nil {
+		return gobin
+	}
+	return "/usr/local/go/bin/go"
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,14 +70,17 @@ sqlite3.connect(db).execute('PRAGMA journal_mode=WAL').close()
 // service's public endpoint (e.g. "network", taasd's URL), as an operator
 // registers a Neutron or an appliance: the openstack client looks its
 // service up there, even with an endpoint override. It skips t when
-// keystone is not installed (apt-get install keystone; .ci/run does), and
-// fails it when the start fails or takes over 120 s. Keystone's start costs
+// keystone is not installed (apt-get install keystone; .ci/run does),
+// except in CI (SkipUnlessRequired), and fails it when the start fails or
+// takes over 120 s. Keystone and its set-up run in a process group of
+// their own, killed when the test ends, and die with the test binary
+// (Pdeathsig). Keystone's start costs
 // seconds of Python imports: share one across subtests.
 func StartKeystone(t testing.TB, endpoints ...string) *Keystone {
 	t.Helper()
 	const wsgi = "/usr/bin/keystone-wsgi-public"
 	if _, err := os.Stat(wsgi); err != nil {
-		t.Skipf("keystone not installed (%v): apt-get install --no-install-recommends keystone (.ci/run does)", err)
+		SkipUnlessRequired(t, "keystone not installed (%v): apt-get install --no-install-recommends keystone (.ci/run does)", err)
 	}
 	start := time.Now()
 	dir := t.TempDir()
@@ -126,7 +130,7 @@ enabled = false
 	setup := exec.Command("/usr/bin/python3", script, conf, KeystonePassword, filepath.Join(dir, "keystone.db"))
 	setupOut := &bytes.Buffer{}
 	setup.Stdout, setup.Stderr = setupOut, setupOut
-	if err := setup.Start(); err != nil {
+	if err := startGroup(setup); err != nil {
 		t.Fatalf("keystone setup: %v", err)
 	}
 	setupDone := make(chan struct{})
@@ -143,8 +147,9 @@ enabled = false
 	k.cmd = exec.Command(wsgi, "--host", host, "--port", port)
 	k.cmd.Env = append(os.Environ(), "OS_KEYSTONE_CONFIG_FILES="+conf)
 	k.cmd.Stdout, k.cmd.Stderr = out, out
-	if err := k.cmd.Start(); err != nil {
+	if err := startGroup(k.cmd); err != nil {
 		out.Close()
+		killGroup(setup)
 		t.Fatalf("start keystone: %v", err)
 	}
 	k.exited = make(chan struct{})
@@ -155,6 +160,11 @@ enabled = false
 	}()
 	t.Cleanup(func() {
 		k.Stop()
+		select {
+		case <-setupDone:
+		default:
+			killGroup(setup) // the set-up hung: StartKeystone gave up on it
+		}
 		<-setupDone
 		if t.Failed() {
 			b, _ := os.ReadFile(k.LogPath)
@@ -162,7 +172,12 @@ enabled = false
 			t.Logf("keystone log (last 4 KiB):\n%s\nkeystone's stderr (last 4 KiB):\n%s", tail(b, 4096), tail(w, 4096))
 		}
 	})
-	if <-setupDone; setupErr != nil {
+	select {
+	case <-setupDone:
+	case <-time.After(120 * time.Second):
+		t.Fatalf("keystone setup still running after 120 s (killed)") // the cleanup kills it
+	}
+	if setupErr != nil {
 		t.Fatalf("keystone setup: %v\n%s", setupErr, tail(setupOut.Bytes(), 4096))
 	}
 	waitOK(t, http.DefaultClient, k.URL+"/v3", 120*time.Second, k.exited, func() string {
@@ -316,11 +331,42 @@ func (k *Keystone) Stop() {
 		return
 	default:
 	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
+	// The group: keystone-wsgi-public's children, if any, go with it.
+	_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-k.exited:
 	case <-time.After(5 * time.Second):
-		_ = k.cmd.Process.Kill()
+		killGroup(k.cmd)
 		<-k.exited
 	}
+}
+
+// startGroup starts cmd as the leader of a process group of its own
+// (killGroup ends it and its children, by that id), killed by the kernel
+// if the test binary dies first (Pdeathsig, which follows the thread that
+// started it: hence the locked thread).
+func startGroup(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.Start()
+}
+
+// killGroup kills the process group cmd leads (startGroup), by its id.
+func killGroup(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // ESRCH once the group is gone: nothing to do
+	}
+}
+
+// SkipUnlessRequired skips t with the message, except in CI (CI=true, which
+// CI services set, or TAAS_REQUIRE_KEYSTONE=1, which .ci/run exports), where
+// a missing dependency fails t: a test skipped there is a test not run.
+func SkipUnlessRequired(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" || os.Getenv("TAAS_REQUIRE_KEYSTONE") == "1" {
+		t.Fatalf("required in CI: "+format, args...)
+		return
+	}
+	t.Skipf(format, args...)
 }

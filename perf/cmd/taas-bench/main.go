@@ -36,7 +36,7 @@ func run() error {
 		taasd, out, peers, scenarios, readme string
 		reps, clients                        int
 		seconds, timeout                     time.Duration
-		control, busyPoll                    bool
+		control, busyPoll, quick             bool
 		batch, rxRing                        int
 	)
 	flag.StringVar(&taasd, "taasd", "bin/taasd", "taasd binary to measure")
@@ -56,7 +56,21 @@ func run() error {
 	// default ring lost a few hundred frames in 3 x 10 s to worker stalls
 	// (xsk_rx_fill_ring_empty), 16384 lost none (16:13 UTC runs).
 	flag.IntVar(&rxRing, "rx-ring", 16384, "taasd capture fill/RX ring size (0: taasd's default, 4096)")
+	flag.BoolVar(&quick, "quick", false, "a first look in under a minute: taasd and tc-mirred, 64B, one repetition of 1 s, "+
+		"no control-plane benchmark (flags given explicitly still apply)")
 	flag.Parse()
+	if quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, apply := range map[string]func(){
+			"peers": func() { peers = "taasd,tc-mirred" }, "scenarios": func() { scenarios = "64B" },
+			"reps": func() { reps = 1 }, "seconds": func() { seconds = time.Second }, "control": func() { control = false },
+		} {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
 
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: namespaces, veths and XDP")
