@@ -98,7 +98,7 @@ func TestDataplaneFilterSnaplen(t *testing.T) {
 			}
 			metrics, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if want := fmt.Sprintf("taas_tap_flow_rejected_packets_total{tap_flow_id=%q} 3\n", flow.TapFlow.ID); !strings.Contains(string(metrics), want) {
+			if want := fmt.Sprintf("taas_tap_flow_rejected_packets_total{tap_flow_id=%q,tap_flow_name=%q} 3\n", flow.TapFlow.ID, "even"); !strings.Contains(string(metrics), want) {
 				t.Errorf("GET /metrics lacks %q", want)
 			}
 
