@@ -68,7 +68,7 @@ func captureCounters(c *capture, drops, counters map[string]uint64) {
 		}
 		// A closed socket still reports its own counters with ErrClosed.
 		st, _ := w.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
+		st.Each(func(name string, v uint64, drop, _ bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 
@@ -79,7 +79,7 @@ func outputCounters(o *output, drops, counters map[string]uint64) {
 	}
 	if o.sock != nil {
 		st, _ := o.sock.Stats()
-		st.Each(func(name string, v uint64, drop bool) { addCounter(drops, counters, name, v, drop) })
+		st.Each(func(name string, v uint64, drop, _ bool) { addCounter(drops, counters, name, v, drop) })
 	}
 }
 
@@ -201,7 +201,7 @@ func (b *Broker) Stats() Stats {
 		}
 		is := iface(name, "capture", queues, add)
 		if c != nil {
-			is.Path, is.PathReason = PathUserspace, c.fast.why
+			is.Path, is.PathReason = PathAFXDP, c.fast.why
 			if c.fast.on {
 				is.Path = PathFast
 			}

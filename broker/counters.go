@@ -174,6 +174,12 @@ var workerCounterNames = [numWorkerCounters]string{
 	"frames", "bytes", "batches", "unwanted", "runt", "truncated_tag", "poll_errors",
 }
 
+// workerCounterUnits says what each worker counter counts: a batch is one
+// pass over the RX ring, a poll error one failed poll(2).
+var workerCounterUnits = [numWorkerCounters]Unit{
+	wcBytes: UnitBytes, wcBatches: UnitOperations, wcPollErrors: UnitOperations,
+}
+
 // workerCounterIsDrop says which worker counters count lost frames.
 var workerCounterIsDrop = [numWorkerCounters]bool{
 	wcUnwanted: false, wcRunt: true, wcTruncatedTag: true,
@@ -187,7 +193,7 @@ const (
 	ocBytes
 	ocNoTxFrame
 	ocTxRingFull
-	ocKickErrors
+	ocKickErrors // sendto(2) calls that failed: operations, not frames
 	ocMonitorDown
 	ocBatches
 	ocMonitorMTU // copies larger than the monitor carries, not sent
@@ -198,6 +204,15 @@ var outputCounterNames = [numOutputCounters]string{
 	"copies", "copy_bytes", "no_free_tx_frame", "tx_ring_full", "kick_errors", "monitor_down", "tx_batches", "monitor_mtu",
 }
 
+// outputCounterIsDrop says which output counters count lost copies.
+// kick_errors is not one: a failed kick loses no frame by itself (what is
+// on the TX ring goes with the next kick, or counts as monitor_down).
 var outputCounterIsDrop = [numOutputCounters]bool{
-	ocNoTxFrame: true, ocTxRingFull: true, ocKickErrors: true, ocMonitorDown: true, ocMonitorMTU: true,
+	ocNoTxFrame: true, ocTxRingFull: true, ocMonitorDown: true, ocMonitorMTU: true,
+}
+
+// outputCounterUnits says what each output counter counts: a TX batch is
+// one pass that queued copies and kicked, a kick error one failed kick.
+var outputCounterUnits = [numOutputCounters]Unit{
+	ocBytes: UnitBytes, ocBatches: UnitOperations, ocKickErrors: UnitOperations,
 }

@@ -172,7 +172,7 @@ func expect(t *testing.T, c *packettest.Capture, what string, sent map[uint32][]
 // frames must reach the same monitors byte for byte either way.
 func forEachPath(t *testing.T, test func(t *testing.T, fast bool)) {
 	for _, fast := range []bool{false, true} {
-		name := PathUserspace
+		name := PathAFXDP
 		if fast {
 			name = PathFast
 		}
@@ -184,7 +184,7 @@ func forEachPath(t *testing.T, test func(t *testing.T, fast bool)) {
 // so that a fast-path test cannot pass on the AF_XDP fallback.
 func wantPath(t *testing.T, b *Broker, name string, fast bool) {
 	t.Helper()
-	want := PathUserspace
+	want := PathAFXDP
 	if fast {
 		want = PathFast
 	}

@@ -39,10 +39,12 @@ import (
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
-// Paths a capture interface's frames take, as IfaceStats.Path spells them.
+// Paths a capture interface's frames take, as IfaceStats.Path, metrics
+// (taas_interface_path), logs and the README spell them: in prose "the
+// fast path" and "the AF_XDP path" (issue 13: one name each).
 const (
-	PathFast      = "fast"
-	PathUserspace = "userspace"
+	PathFast  = "fast"
+	PathAFXDP = "afxdp"
 )
 
 // maxFastCombos bounds the classifier runs of one compile: VLAN classes x
@@ -381,7 +383,7 @@ func (b *Broker) applyFast(c *capture, t *table, flows []compiledFlow) {
 		return
 	}
 	if b.cfg.FastPath && (c.fast.on || c.fast.why != why) {
-		b.log.Warn("capture on the AF_XDP path", "iface", c.name, "reason", why)
+		b.log.Warn("capture on the AF_XDP path", "iface", c.name, "path", PathAFXDP, "reason", why)
 	}
 	if err := c.prog.SetFast(nil); err != nil {
 		// The program keeps deciding with the last table it had; the next
@@ -507,7 +509,7 @@ func (b *Broker) fastRefusal(c *capture, t *table, flows []compiledFlow) string 
 		return b.tableRefusal(err, t, flows)
 	}
 	if !c.fast.on {
-		b.log.Info("capture on the fast path", "iface", c.name, "decisions", len(ft.Decisions))
+		b.log.Info("capture on the fast path", "iface", c.name, "path", PathFast, "decisions", len(ft.Decisions))
 	}
 	c.fast.on, c.fast.why = true, ""
 	keepF, keepS, keepT := map[int32]bool{}, map[int32]bool{}, map[int32]bool{}

@@ -76,7 +76,7 @@ func testBrokerLinkDownUpAndInterfaceGone(t *testing.T, fast bool) {
 	if fast {
 		waitCounter(t, "kernel_rx_dropped", func() uint64 { return ifaceDrop(b, tp.capIf, "kernel_rx_dropped") }, 1)
 	} else {
-		waitCounter(t, "kick_errors", func() uint64 { return ifaceDrop(b, tp.mons[0], "kick_errors") }, 1)
+		waitCounter(t, "kick_errors", func() uint64 { return ifaceCounter(b, tp.mons[0], "kick_errors") }, 1)
 		stale = append(stale, 999)
 	}
 	r := waitStatus(t, b, plan, "service DOWN after monitor down", func(r Report) bool { return r.Services["s"].State == StateDown })

@@ -23,7 +23,7 @@ import (
 //
 // Each op is one set of runs; use -benchtime 1x.
 func BenchmarkLive(b *testing.B) {
-	for _, path := range []string{"userspace", "fast"} {
+	for _, path := range []string{"afxdp", "fast"} {
 		for _, size := range []int{60, 1514} {
 			b.Run(fmt.Sprintf("%s/%dB", path, size+4), func(b *testing.B) {
 				benchLive(b, mirrorRun{fast: path == "fast", size: size, sink: "xdpsink", monitors: 1})

@@ -38,12 +38,12 @@ import (
 // worker thread's own CPU time (softirq work done on its core, such as the
 // peer's NAPI, is not in it: cpu1_busy_% shows the whole core).
 //
-// Each of those runs on both paths: userspace (AF_XDP workers) and fast
+// Each of those runs on both paths: afxdp (AF_XDP workers) and fast
 // (the XDP program decides and redirects through a DEVMAP; the stack sink's
 // peer then needs GRO, gotcha 10). fanout4 sends each frame to four
 // services on four monitors, each with an xdpsink; mirrored counts copies.
 func BenchmarkMirror(b *testing.B) {
-	for _, path := range []string{"userspace", "fast"} {
+	for _, path := range []string{"afxdp", "fast"} {
 		fast := path == "fast"
 		for _, sink := range []string{"xdpsink", "stack"} {
 			for _, size := range []int{60, 1514} {

@@ -557,7 +557,7 @@ func testMirrorTruncates(t *testing.T, fast bool) {
 	statusOnEvent(t, b, plan, "capture MTU 1500", func(Report) bool {
 		for _, is := range b.Stats().Interfaces {
 			if is.Name == l.capIf {
-				return is.Path == PathUserspace && strings.Contains(is.PathReason, "uplink "+l.Uplink)
+				return is.Path == PathAFXDP && strings.Contains(is.PathReason, "uplink "+l.Uplink)
 			}
 		}
 		return false

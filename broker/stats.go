@@ -25,7 +25,7 @@ type IfaceStats struct {
 	Queues int `json:"queues"`
 	// Path is how a capture interface's frames are decided and copied:
 	// "fast" (in the XDP program, copies sent by DEVMAP redirect) or
-	// "userspace" (AF_XDP workers); PathReason says why not fast. Empty
+	// "afxdp" (AF_XDP workers); PathReason says why not fast. Empty
 	// for monitors.
 	Path       string `json:"path,omitempty"`
 	PathReason string `json:"path_reason,omitempty"`

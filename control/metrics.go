@@ -53,9 +53,9 @@ var (
 	descPlanVersion = prometheus.NewDesc("taas_plan_version", "Version of the plan the data plane last applied.", nil, nil)
 	descLinkUp      = prometheus.NewDesc("taas_interface_up", "1 when the interface exists and is up.", ifaceLabels, nil)
 	descQueues      = prometheus.NewDesc("taas_interface_queues", "Queues with an AF_XDP socket.", ifaceLabels, nil)
-	descFastPath    = prometheus.NewDesc("taas_interface_fast_path",
-		"1 when the capture interface's frames are decided and copied in the kernel (XDP fast path), 0 when they go through the AF_XDP workers.",
-		[]string{"iface"}, nil)
+	descPath        = prometheus.NewDesc("taas_interface_path",
+		"1 for the data path the capture interface's frames take (fast: decided and copied in the XDP program; afxdp: through the AF_XDP workers), 0 for the other.",
+		[]string{"iface", "path"}, nil)
 	descRxPackets  = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
 	descRxBytes    = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
 	descTxPackets  = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
@@ -64,8 +64,17 @@ var (
 		"Frames lost on the interface's data path, by reason (XDP program, AF_XDP socket, TX).",
 		append(ifaceLabels, "reason"), nil)
 	descIfaceEvents = prometheus.NewDesc("taas_interface_events_total",
-		"Data-path counters of the interface that are not losses (redirected, received, sent...).",
+		"Frames the interface's data path counted that are not losses (redirected, received, sent...), by counter.",
 		append(ifaceLabels, "counter"), nil)
+	descIfaceEventBytes = prometheus.NewDesc("taas_interface_event_bytes_total",
+		"Bytes the interface's data path counted (received by the workers, copied), by counter.",
+		append(ifaceLabels, "counter"), nil)
+	descIfaceOps = prometheus.NewDesc("taas_interface_operations_total",
+		"Operations of the interface's data path (batches, kicks, polls and their errors), by counter.",
+		append(ifaceLabels, "counter"), nil)
+	// descIfaceUnit is where each unit of broker.CounterUnit goes.
+	descIfaceUnit = [...]*prometheus.Desc{broker.UnitFrames: descIfaceEvents, broker.UnitBytes: descIfaceEventBytes,
+		broker.UnitOperations: descIfaceOps}
 	svcLabels        = []string{"tap_service_id", "tap_service_name"}
 	flowLabels       = []string{"tap_flow_id", "tap_flow_name"}
 	descSvcPackets   = prometheus.NewDesc("taas_tap_service_delivered_packets_total", "Copies sent to the tap service's monitor.", svcLabels, nil)
@@ -97,8 +106,8 @@ type statsCollector struct {
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descFastPath, descRxPackets, descRxBytes,
-		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descSvcPackets, descSvcBytes, descSvcDrops,
+	for _, d := range []*prometheus.Desc{descPlanVersion, descLinkUp, descQueues, descPath, descRxPackets, descRxBytes,
+		descTxPackets, descTxBytes, descIfaceDrops, descIfaceEvents, descIfaceEventBytes, descIfaceOps, descSvcPackets, descSvcBytes, descSvcDrops,
 		descFlowPkts, descFlowBytes, descFlowRejected, descMirrorPkts, descMirrorBytes, descMirrorTrunc, descMirrorDrops} {
 		ch <- d
 	}
@@ -125,11 +134,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLinkUp, up, is.Name, is.Role)
 		gauge(descQueues, float64(is.Queues), is.Name, is.Role)
 		if is.Path != "" {
-			fast := 0.0
-			if is.Path == broker.PathFast {
-				fast = 1
+			// Both series, so that an alert on path="afxdp" == 1 sees
+			// the interface come back to the fast path.
+			for _, p := range []string{broker.PathFast, broker.PathAFXDP} {
+				on := 0.0
+				if is.Path == p {
+					on = 1
+				}
+				gauge(descPath, on, is.Name, p)
 			}
-			gauge(descFastPath, fast, is.Name)
 		}
 		counter(descRxPackets, is.RxPackets, is.Name, is.Role)
 		counter(descRxBytes, is.RxBytes, is.Name, is.Role)
@@ -139,7 +152,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descIfaceDrops, v, is.Name, is.Role, reason)
 		}
 		for name, v := range is.Counters {
-			counter(descIfaceEvents, v, is.Name, is.Role, name)
+			// A name the data plane does not declare (none should be)
+			// is served as frames rather than dropped.
+			u, _ := broker.CounterUnit(name)
+			counter(descIfaceUnit[u], v, is.Name, is.Role, name)
 		}
 	}
 	for _, s := range st.Services {

@@ -23,7 +23,7 @@ func (fixedStats) Stats() broker.Stats {
 	return broker.Stats{
 		PlanVersion: 7,
 		Interfaces: []broker.IfaceStats{{Name: "cap0", Role: "capture", LinkUp: true, Queues: 2, RxPackets: 11, Path: "fast",
-			Drops: map[string]uint64{"xdp_oversize": 3}, Counters: map[string]uint64{"xdp_redirected": 9}}},
+			Drops: map[string]uint64{"xdp_oversize": 3}, Counters: map[string]uint64{"xdp_redirected": 9, "bytes": 4096, "xsk_kicks": 3, "batches": 2}}},
 		Services: []broker.ServiceStats{{ID: "svc-1", DeliveredPackets: 5, DeliveredBytes: 300,
 			Drops: map[string]uint64{"no_free_tx_frame": 1}}},
 		Flows: []broker.FlowStats{{ID: "flow-1", MatchedPackets: 6, MatchedBytes: 360, RejectedPackets: 12}},
@@ -63,10 +63,14 @@ func TestMetricsHandler(t *testing.T) {
 		"taas_plan_version 7",
 		`taas_interface_up{iface="cap0",role="capture"} 1`,
 		`taas_interface_queues{iface="cap0",role="capture"} 2`,
-		`taas_interface_fast_path{iface="cap0"} 1`,
+		`taas_interface_path{iface="cap0",path="fast"} 1`,
+		`taas_interface_path{iface="cap0",path="afxdp"} 0`,
 		`taas_interface_rx_packets_total{iface="cap0",role="capture"} 11`,
 		`taas_interface_drops_total{iface="cap0",reason="xdp_oversize",role="capture"} 3`,
 		`taas_interface_events_total{counter="xdp_redirected",iface="cap0",role="capture"} 9`,
+		`taas_interface_event_bytes_total{counter="bytes",iface="cap0",role="capture"} 4096`,
+		`taas_interface_operations_total{counter="xsk_kicks",iface="cap0",role="capture"} 3`,
+		`taas_interface_operations_total{counter="batches",iface="cap0",role="capture"} 2`,
 		`taas_tap_service_delivered_packets_total{tap_service_id="svc-1",tap_service_name="web-ids"} 5`,
 		`taas_tap_service_delivered_bytes_total{tap_service_id="svc-1",tap_service_name="web-ids"} 300`,
 		`taas_tap_service_drops_total{reason="no_free_tx_frame",tap_service_id="svc-1",tap_service_name="web-ids"} 1`,
@@ -82,6 +86,13 @@ func TestMetricsHandler(t *testing.T) {
 	} {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {
 			t.Errorf("GET /metrics lacks %q", want)
+		}
+	}
+	// One unit per metric (issue 13): bytes and operations are not frames.
+	for _, bad := range []string{`taas_interface_events_total{counter="bytes"`, `taas_interface_events_total{counter="xsk_kicks"`,
+		`taas_interface_events_total{counter="batches"`, "taas_interface_fast_path"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("GET /metrics has %q", bad)
 		}
 	}
 }

@@ -211,7 +211,7 @@ func (a API) Counts(ctx context.Context) (PeerCounts, error) {
 }
 
 // CapturePath reads how taasd decides the frames of capture interface
-// iface (GET /v2.0/taas/stats): "fast" (in the kernel) or "userspace", and
+// iface (GET /v2.0/taas/stats): "fast" (in the kernel) or "afxdp", and
 // why not fast.
 func (a API) CapturePath(ctx context.Context, iface string) (path, reason string, err error) {
 	var out struct {

@@ -426,7 +426,7 @@ func (p *Taasd) checkPath(ctx context.Context) error {
 	s := p.s
 	want := broker.PathFast
 	if p.AFXDP {
-		want = broker.PathUserspace
+		want = broker.PathAFXDP
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

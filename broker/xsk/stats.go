@@ -79,26 +79,28 @@ func (c *counters) load(st *Statistics) {
 	st.KickErrOther = c.kickErrOther.Load()
 }
 
-// Each calls fn for every counter with a stable snake_case name, and drop
-// set for counters that count lost frames, so the broker can copy them into
-// its IfaceStats Drops and Counters maps without naming each field.
-func (st *Statistics) Each(fn func(name string, value uint64, drop bool)) {
-	fn("xsk_rx_dropped", st.RxDropped, true)
-	fn("xsk_rx_invalid_descs", st.RxInvalidDescs, true)
-	fn("xsk_tx_invalid_descs", st.TxInvalidDescs, true)
-	fn("xsk_rx_ring_full", st.RxRingFull, true)
-	fn("xsk_rx_fill_ring_empty", st.RxFillRingEmptyDescs, true)
-	fn("xsk_tx_ring_empty_descs", st.TxRingEmptyDescs, false)
-	fn("xsk_received", st.Received, false)
-	fn("xsk_transmitted", st.Transmitted, false)
-	fn("xsk_completed", st.Completed, false)
-	fn("xsk_filled", st.Filled, false)
-	fn("xsk_tx_ring_full", st.TxRingFull, true)
-	fn("xsk_no_free_frame", st.NoFreeFrame, true)
-	fn("xsk_bad_free", st.BadFree, false)
-	fn("xsk_kicks", st.Kicks, false)
-	fn("xsk_kick_retries", st.KickRetries, false)
-	fn("xsk_kick_err_netdown", st.KickErrNetDown, false)
-	fn("xsk_kick_err_nxio", st.KickErrNxio, false)
-	fn("xsk_kick_err_other", st.KickErrOther, false)
+// Each calls fn for every counter with a stable snake_case name, drop set
+// for counters that count lost frames, and op set for counters that count
+// calls (kicks) rather than frames or descriptors, so the broker can copy
+// them into its IfaceStats Drops and Counters maps, and tell their units,
+// without naming each field. No counter here counts bytes.
+func (st *Statistics) Each(fn func(name string, value uint64, drop, op bool)) {
+	fn("xsk_rx_dropped", st.RxDropped, true, false)
+	fn("xsk_rx_invalid_descs", st.RxInvalidDescs, true, false)
+	fn("xsk_tx_invalid_descs", st.TxInvalidDescs, true, false)
+	fn("xsk_rx_ring_full", st.RxRingFull, true, false)
+	fn("xsk_rx_fill_ring_empty", st.RxFillRingEmptyDescs, true, false)
+	fn("xsk_tx_ring_empty_descs", st.TxRingEmptyDescs, false, true)
+	fn("xsk_received", st.Received, false, false)
+	fn("xsk_transmitted", st.Transmitted, false, false)
+	fn("xsk_completed", st.Completed, false, false)
+	fn("xsk_filled", st.Filled, false, false)
+	fn("xsk_tx_ring_full", st.TxRingFull, true, false)
+	fn("xsk_no_free_frame", st.NoFreeFrame, true, false)
+	fn("xsk_bad_free", st.BadFree, false, false)
+	fn("xsk_kicks", st.Kicks, false, true)
+	fn("xsk_kick_retries", st.KickRetries, false, true)
+	fn("xsk_kick_err_netdown", st.KickErrNetDown, false, true)
+	fn("xsk_kick_err_nxio", st.KickErrNxio, false, true)
+	fn("xsk_kick_err_other", st.KickErrOther, false, true)
 }

@@ -23,7 +23,7 @@ import (
 // without a restart.
 func TestDataplaneFilterSnaplen(t *testing.T) {
 	testutil.RequireRoot(t, e2eRootWhy)
-	for _, path := range []string{"fast", "userspace"} {
+	for _, path := range []string{"fast", "afxdp"} {
 		t.Run(path, func(t *testing.T) {
 			tp := newE2ETopo(t)
 			if path == "fast" {
@@ -124,7 +124,7 @@ func TestDataplaneFilterSnaplen(t *testing.T) {
 	}
 }
 
-// capturePath is the data path (fast or userspace) taas/stats reports for
+// capturePath is the data path (fast or afxdp) taas/stats reports for
 // the capture interface iface, with its reason.
 func capturePath(t *testing.T, d *xdpDaemon, iface string) string {
 	t.Helper()

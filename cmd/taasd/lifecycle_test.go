@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -407,10 +408,11 @@ func measureRestartLoss(t *testing.T, bin string, fast, handoff bool) {
 // iface takes the fast path, or the AF_XDP path when fast is false.
 func waitFastPath(t *testing.T, url, iface string, fast bool) {
 	t.Helper()
-	want := fmt.Sprintf("taas_interface_fast_path{iface=%q} 0", iface)
+	path := broker.PathAFXDP
 	if fast {
-		want = fmt.Sprintf("taas_interface_fast_path{iface=%q} 1", iface)
+		path = broker.PathFast
 	}
+	want := fmt.Sprintf("taas_interface_path{iface=%q,path=%q} 1", iface, path)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get(url + "/metrics")
