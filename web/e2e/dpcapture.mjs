@@ -44,7 +44,7 @@ await run(async (browser) => {
   const tf = (await api('POST', '/v2.0/taas/tap_flows', { tap_flow: {
     name: 'dpc-tf', source_port: src.id, tap_service_id: ts.id, direction: 'BOTH' } })).tap_flow;
   await until('the flow ACTIVE', async () => (await api('GET', `/v2.0/taas/tap_flows/${tf.id}`)).tap_flow.status === 'ACTIVE', 30_000);
-  const wantPath = path === 'fast' ? 'fast' : 'userspace';
+  const wantPath = path === 'fast' ? 'fast' : 'afxdp';
   await until(`the capture interface on the ${wantPath} path`, async () => {
     const i = (await api('GET', '/v2.0/taas/stats')).taas_stats.interfaces.find((x) => x.name === captureIface);
     if (i.path !== wantPath) throw new Error(`on the ${i.path} path: ${i.path_reason}`);

@@ -161,8 +161,8 @@ test('port lists offer the ports that fit the role', () => {
 
 test('a capture interface shows its data path', () => {
   assert.equal(pathText({ path: 'fast' }), 'fast');
-  assert.equal(pathText({ path: 'userspace', path_reason: 'a tap flow has a filter' }), 'AF_XDP: a tap flow has a filter');
-  assert.equal(pathText({ path: 'userspace' }), 'AF_XDP');
+  assert.equal(pathText({ path: 'afxdp', path_reason: 'a tap flow has a filter' }), 'AF_XDP: a tap flow has a filter');
+  assert.equal(pathText({ path: 'afxdp' }), 'AF_XDP');
   assert.equal(pathText({ role: 'monitor' }), '');
 });
 

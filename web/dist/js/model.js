@@ -273,7 +273,7 @@ export function portUse(services, flows, mirrors) {
 export function pathText(i) {
   if (!i || !i.path) return '';
   if (i.path === 'fast') return 'fast';
-  const name = i.path === 'userspace' ? 'AF_XDP' : i.path;
+  const name = i.path === 'afxdp' ? 'AF_XDP' : i.path;
   return i.path_reason ? `${name}: ${i.path_reason}` : name;
 }
 
