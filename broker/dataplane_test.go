@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -93,7 +91,7 @@ func (tp *topo) reset() {
 // leaves no goroutine or file descriptor behind.
 func newBroker(t *testing.T, cfg Config) *Broker {
 	t.Helper()
-	goroutines, fds := runtime.NumGoroutine(), countFDs(t)
+	leaks := testutil.Leaks(t)
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -102,27 +100,9 @@ func newBroker(t *testing.T, cfg Config) *Broker {
 		if err := b.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > goroutines {
-			buf := make([]byte, 1<<16)
-			t.Errorf("%d goroutines after Close, %d before\n%s", n, goroutines, buf[:runtime.Stack(buf, true)])
-		}
-		if n := countFDs(t); n > fds {
-			t.Errorf("%d file descriptors after Close, %d before", n, fds)
-		}
+		leaks()
 	})
 	return b
-}
-
-func countFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func apply(t *testing.T, b *Broker, p *Plan) Report {
