@@ -16,6 +16,7 @@ TEST_TIMEOUT ?= 15m
 all: build
 
 build:
+	@bash .ci/deps --build
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 # The README's run command. As root: the lab (perf/lab/lab.sh): VM namespaces
