@@ -251,8 +251,9 @@ var ErrLiveOpen = errors.New("xdp capture already has a live reader")
 // OpenLive opens a reader of the capture's live frames, with perCPU bytes
 // of buffer on each CPU (rounded up to pages; a frame takes its caplen
 // plus 36 bytes, rounded up to 8: a 64-byte frame 104 bytes, 1518 bytes
-// 1560). The kernel wakes the reader when a CPU's buffer is a
-// quarter full, or Read's deadline makes it look. One reader per Capture
+// 1560). The kernel wakes the reader when a CPU's buffer holds a quarter
+// of perCPU or 64 KiB, whichever is less (small wakeups keep a burst within
+// the captures' buffers), or Read's deadline makes it look. One reader per Capture
 // (ErrLiveOpen); Close on the Capture closes it too.
 func (c *Capture) OpenLive(perCPU int) (*LiveReader, error) {
 	if perCPU < 1 {
