@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -383,6 +385,15 @@ func TestReconcilerLogsStatusChanges(t *testing.T) {
 		}
 		if n != 1 {
 			t.Errorf("logged %d times, want once at %s: %s\nlog:\n%s", n, want.level, want.tail, out)
+		}
+	}
+	// status and status_reason are attributes lists filter on.
+	for _, c := range []struct{ coll, id string }{{"/v2.0/taas/tap_services", svc}, {"/v2.0/taas/tap_flows", flow}} {
+		for q, want := range map[string]bool{"?status=ERROR": true, "?status=ACTIVE": false,
+			"?status_reason=other": false} {
+			if got := slices.Contains(ts.listIDs(c.coll+q, path.Base(c.coll)), c.id); got != want {
+				t.Errorf("GET %s%s lists %s: %v, want %v", c.coll, q, c.id, got, want)
+			}
 		}
 	}
 	if n := len(changes); n != 5 {
