@@ -1,6 +1,7 @@
 package perf
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -199,12 +200,15 @@ func newGen(ifindex int, t Traffic) (*gen, error) {
 		return nil, fmt.Errorf("load pktgen spec: %w", err)
 	}
 	n := t.entries()
-	var tpid uint32
-	if lay.outer >= 2 {
-		tpid = uint32(htons(binary.BigEndian.Uint16(frame[lay.outer-2:])))
+	// The first tag's TPID (see pktgen.c: the receiver may untag in place).
+	var offTPID, tpid uint32
+	if first := cmp.Or(lay.outer, lay.inner); first != 0 { // the outer tag comes first
+		offTPID = first - 2
+		tpid = uint32(htons(binary.BigEndian.Uint16(frame[offTPID:])))
 	}
 	for name, v := range map[string]uint32{
-		"tpid_outer":  tpid,
+		"off_tpid":    offTPID,
+		"tpid":        tpid,
 		"out_ifindex": uint32(ifindex),
 		"nflows":      uint32(n),
 		"off_outer":   lay.outer,

@@ -73,7 +73,8 @@ volatile const __u32 off_outer;
 volatile const __u32 off_inner;
 volatile const __u32 off_sport;
 volatile const __u32 off_l3;
-volatile const __u32 tpid_outer; /* network order; written at off_outer - 2 */
+volatile const __u32 off_tpid; /* the first tag's TPID: off_outer - 2, or off_inner - 2 with one tag; 0 = untagged */
+volatile const __u32 tpid;     /* network order; written at off_tpid */
 
 static __always_inline int put16(void *data, void *end, __u32 off, __u16 v)
 {
@@ -103,10 +104,11 @@ int pktgen(struct xdp_md *ctx)
 		return XDP_ABORTED;
 
 	/* A tagged frame is rewritten even with one flow: the receiving stack
-	 * may untag it in place (skb_vlan_untag moves the MACs over the tag)
-	 * and give the page back to the live-frames pool as it is, so the MACs
-	 * and the outer tag must be written again every time. */
-	if (nflows > 1 || off_outer) {
+	 * may untag it in place (skb_vlan_untag moves the MACs over the first
+	 * tag) and give the page back to the live-frames pool as it is, so the
+	 * MACs and the first tag (TPID and TCI, whether it is an outer tag or
+	 * the only one) must be written again every time. */
+	if (nflows > 1 || off_tpid) {
 		__u32 idx = (__u32)(c->packets % nflows);
 		struct flow *f = bpf_map_lookup_elem(&flows, &idx);
 		if (!f)
@@ -115,7 +117,7 @@ int pktgen(struct xdp_md *ctx)
 			return XDP_ABORTED;
 		__builtin_memcpy(data, f->dst, 6);
 		__builtin_memcpy(data + 6, f->src, 6);
-		if ((off_outer && put16(data, end, off_outer - 2, (__u16)tpid_outer)) ||
+		if (put16(data, end, off_tpid, (__u16)tpid) ||
 		    put16(data, end, off_outer, f->outer_tci) ||
 		    put16(data, end, off_inner, f->inner_tci) ||
 		    put16(data, end, off_sport, f->sport))

@@ -44,8 +44,9 @@ const (
 	pktgenBPFVarOffL3      = "off_l3"
 	pktgenBPFVarOffOuter   = "off_outer"
 	pktgenBPFVarOffSport   = "off_sport"
+	pktgenBPFVarOffTpid    = "off_tpid"
 	pktgenBPFVarOutIfindex = "out_ifindex"
-	pktgenBPFVarTpidOuter  = "tpid_outer"
+	pktgenBPFVarTpid       = "tpid"
 )
 
 // loadPktgenBPF returns the embedded CollectionSpec for pktgenBPF.
@@ -112,8 +113,9 @@ type pktgenBPFVariableSpecs struct {
 	OffL3      *ebpf.VariableSpec `ebpf:"off_l3"`
 	OffOuter   *ebpf.VariableSpec `ebpf:"off_outer"`
 	OffSport   *ebpf.VariableSpec `ebpf:"off_sport"`
+	OffTpid    *ebpf.VariableSpec `ebpf:"off_tpid"`
 	OutIfindex *ebpf.VariableSpec `ebpf:"out_ifindex"`
-	TpidOuter  *ebpf.VariableSpec `ebpf:"tpid_outer"`
+	Tpid       *ebpf.VariableSpec `ebpf:"tpid"`
 }
 
 // pktgenBPFObjects contains all objects after they have been loaded into the kernel.
@@ -158,8 +160,9 @@ type pktgenBPFVariables struct {
 	OffL3      *ebpf.Variable `ebpf:"off_l3"`
 	OffOuter   *ebpf.Variable `ebpf:"off_outer"`
 	OffSport   *ebpf.Variable `ebpf:"off_sport"`
+	OffTpid    *ebpf.Variable `ebpf:"off_tpid"`
 	OutIfindex *ebpf.Variable `ebpf:"out_ifindex"`
-	TpidOuter  *ebpf.Variable `ebpf:"tpid_outer"`
+	Tpid       *ebpf.Variable `ebpf:"tpid"`
 }
 
 // pktgenBPFPrograms contains all programs after they have been loaded into the kernel.
