@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// TestClaimNode: a name is claimed when free, when its last run's row is
+// as the claimant read it (that run stopped heartbeating), or again by the
+// same run; a row that changed meanwhile (a live run heartbeat) refuses.
+func TestClaimNode(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "n.db"))
+	a := Node{Name: "node-a", Instance: "run-1", Version: "v1", APIAddress: "10.0.0.1:9696", StartedAt: 1000, LastSeen: 1000}
+	for _, tc := range []struct {
+		name     string
+		node     Node
+		lastSeen int64
+		err      error
+	}{
+		{"free name", a, 0, nil},
+		{"same run again", a, 0, nil},
+		{"another run, stale read", Node{Name: "node-a", Instance: "run-2", StartedAt: 2000, LastSeen: 2000}, 999, ErrNodeTaken},
+		{"another run, free of that name", Node{Name: "node-a", Instance: "run-2", StartedAt: 2000, LastSeen: 2000}, 0, ErrNodeTaken},
+		{"another run after the last heartbeat it saw", Node{Name: "node-a", Instance: "run-2", StartedAt: 2000, LastSeen: 2000}, 1000, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.ClaimNode(ctx, tc.node, tc.lastSeen); !errors.Is(err, tc.err) {
+				t.Fatalf("ClaimNode(%v, %d) = %v, want %v", tc.node, tc.lastSeen, err, tc.err)
+			}
+		})
+	}
+	got, err := s.GetNode(ctx, "node-a")
+	if want := (Node{Name: "node-a", Instance: "run-2", StartedAt: 2000, LastSeen: 2000}); err != nil || got != want {
+		t.Errorf("GetNode = %+v, %v, want %+v", got, err, want)
+	}
+	if _, err := s.GetNode(ctx, "node-b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetNode(node-b) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestHeartbeat: a run's heartbeat moves its last_seen and replaces its
+// published counters; the run that lost its name to another writes
+// nothing; ListNodeStats leaves out the caller's own node.
+func TestHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "n.db"))
+	for _, n := range []Node{{Name: "a", Instance: "a1", StartedAt: 1, LastSeen: 1}, {Name: "b", Instance: "b1", StartedAt: 1, LastSeen: 1}} {
+		if err := s.ClaimNode(ctx, n, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := []struct {
+		node, instance string
+		now            int64
+		stats          string
+		err            error
+	}{
+		{"a", "a1", 10, `{"n":1}`, nil},
+		{"a", "a1", 20, `{"n":2}`, nil},
+		{"b", "b1", 21, "", nil},
+		{"b", "b2", 30, `{"n":9}`, ErrNodeTaken},
+		{"c", "c1", 30, `{"n":9}`, ErrNodeTaken},
+	}
+	for _, st := range steps {
+		var stats []byte
+		if st.stats != "" {
+			stats = []byte(st.stats)
+		}
+		if err := s.Heartbeat(ctx, st.node, st.instance, st.now, stats); !errors.Is(err, st.err) {
+			t.Errorf("Heartbeat(%s, %s) = %v, want %v", st.node, st.instance, err, st.err)
+		}
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int64{}
+	for _, n := range nodes {
+		seen[n.Name] = n.LastSeen
+	}
+	if want := map[string]int64{"a": 20, "b": 21}; !reflect.DeepEqual(seen, want) {
+		t.Errorf("last_seen = %v, want %v", seen, want)
+	}
+	for _, tc := range []struct {
+		except string
+		want   []NodeStats
+	}{
+		{"b", []NodeStats{{Node: "a", UpdatedAt: 20, Stats: []byte(`{"n":2}`)}}},
+		{"a", nil},
+	} {
+		got, err := s.ListNodeStats(ctx, tc.except)
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ListNodeStats(%q) = %v, %v, want %v", tc.except, got, err, tc.want)
+		}
+	}
+}
