@@ -17,6 +17,9 @@ type Node struct {
 	APIAddress string
 	StartedAt  int64
 	LastSeen   int64
+	// StoppedAt is when the run stopped cleanly; 0 while it runs (or
+	// after it died without stopping).
+	StoppedAt int64
 }
 
 // NodeStats is a node's published data-plane counters: JSON, as control
@@ -34,9 +37,9 @@ var ErrNodeTaken = errors.New("node taken by another taasd")
 // GetNode returns the row of the node name, or ErrNotFound.
 func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	var n Node
-	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen
+	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at
 		FROM nodes WHERE name = ?`, name).
-		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen)
+		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, fmt.Errorf("node %s: %w", name, ErrNotFound)
 	}
@@ -49,9 +52,9 @@ func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 // ListNodes returns every node by name.
 func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
-	err := scanAll(ctx, s.r, &out, `SELECT name, instance, version, api_address, started_at, last_seen
+	err := scanAll(ctx, s.r, &out, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at
 		FROM nodes ORDER BY name`, func(sc scanner, n *Node) error {
-		return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen)
+		return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
@@ -71,7 +74,8 @@ func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, instance, version, api_address, started_at, last_seen)
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, version = excluded.version,
-				api_address = excluded.api_address, started_at = excluded.started_at, last_seen = excluded.last_seen
+				api_address = excluded.api_address, started_at = excluded.started_at, last_seen = excluded.last_seen,
+				stopped_at = 0
 			WHERE nodes.last_seen = ? OR nodes.instance = excluded.instance`,
 			n.Name, n.Instance, n.Version, n.APIAddress, n.StartedAt, n.LastSeen, lastSeen)
 		if err != nil {
@@ -108,6 +112,17 @@ func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64,
 			ON CONFLICT (node) DO UPDATE SET updated_at = excluded.updated_at, stats = excluded.stats`,
 			name, now, string(stats)); err != nil {
 			return fmt.Errorf("publish stats of node %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// LeaveNode records that the run instance of node name stopped at at
+// (Unix ms); a row another run has claimed is left alone.
+func (s *Store) LeaveNode(ctx context.Context, name, instance string, at int64) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET stopped_at = ? WHERE name = ? AND instance = ?`, at, name, instance); err != nil {
+			return fmt.Errorf("leave node %s: %w", name, err)
 		}
 		return nil
 	})

@@ -37,6 +37,25 @@ func TestClaimNode(t *testing.T) {
 	if want := (Node{Name: "node-a", Instance: "run-2", StartedAt: 2000, LastSeen: 2000}); err != nil || got != want {
 		t.Errorf("GetNode = %+v, %v, want %+v", got, err, want)
 	}
+	// A clean stop marks the row; another run's claim clears the mark.
+	if err := s.LeaveNode(ctx, "node-a", "run-1", 2500); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "node-a"); got.StoppedAt != 0 {
+		t.Errorf("after the old run's LeaveNode StoppedAt = %d, want 0 (not its row)", got.StoppedAt)
+	}
+	if err := s.LeaveNode(ctx, "node-a", "run-2", 2500); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "node-a"); got.StoppedAt != 2500 {
+		t.Errorf("after LeaveNode StoppedAt = %d, want 2500", got.StoppedAt)
+	}
+	if err := s.ClaimNode(ctx, Node{Name: "node-a", Instance: "run-3", StartedAt: 3000, LastSeen: 3000}, 2000); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "node-a"); got.StoppedAt != 0 || got.Instance != "run-3" {
+		t.Errorf("after a new claim = %+v, want run-3 running", got)
+	}
 	if _, err := s.GetNode(ctx, "node-b"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("GetNode(node-b) = %v, want ErrNotFound", err)
 	}

@@ -4,7 +4,8 @@
 -- what every node's API reads to show a silent node's resources DOWN.
 -- instance is a random id of one run of taasd: a heartbeat updates only its
 -- own run's row, so two taasd under one name cannot both believe they own
--- it. Times are Unix milliseconds written by taasd (no database clock
+-- it. stopped_at is set when that run stopped cleanly (0 while it runs), so
+-- the others need not wait for the timeout to know it gone. Times are Unix milliseconds written by taasd (no database clock
 -- function: this SQL runs on SQLite and PostgreSQL alike).
 CREATE TABLE nodes (
 	name        TEXT PRIMARY KEY,
@@ -12,7 +13,8 @@ CREATE TABLE nodes (
 	version     TEXT NOT NULL DEFAULT '',
 	api_address TEXT NOT NULL DEFAULT '',
 	started_at  BIGINT NOT NULL,
-	last_seen   BIGINT NOT NULL
+	last_seen   BIGINT NOT NULL,
+	stopped_at  BIGINT NOT NULL DEFAULT 0
 );
 
 -- Each node's data-plane counters (control's JSON of its broker.Stats
