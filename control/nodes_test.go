@@ -148,6 +148,9 @@ func startFakeNode(t *testing.T, st *store.Store, name, stats string) *fakeNode 
 	if err := st.ClaimNode(context.Background(), store.Node{Name: name, Instance: n.id, StartedAt: now, LastSeen: now}, seen); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.Heartbeat(context.Background(), name, n.id, now, []byte(stats)); err != nil {
+		t.Fatal(err)
+	}
 	n.beat(t)
 	return n
 }
@@ -354,5 +357,30 @@ func TestRegister(t *testing.T) {
 	// The killed run's heartbeat, were it to come back, is refused.
 	if err := ts.st.Heartbeat(context.Background(), "n1", other.id, time.Now().UnixMilli(), nil); err == nil {
 		t.Errorf("the old run's heartbeat succeeded after the takeover")
+	}
+}
+
+// TestFleetMetrics: a fleet node's /metrics holds its own counters and
+// those every other node published, each series labelled with its node;
+// a single appliance's keep their labels (TestMetricsHandler).
+func TestFleetMetrics(t *testing.T) {
+	ts := startServer(t, Config{})
+	srv, err := New(Config{Store: ts.st, Logger: ts.srv.log, DataPlane: fixedStats{}, Node: "a", Fleet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startFakeNode(t, ts.st, "b", `{"plan_version": 3, "interfaces": [{"name": "cap9", "role": "capture", "rx_packets": 5}],
+		"tap_flows": [{"id": "flow-b", "matched_packets": 42}]}`)
+	body := scrape(t, srv.MetricsHandler())
+	for _, want := range []string{
+		`taas_plan_version{node="a"} 7`,
+		`taas_plan_version{node="b"} 3`,
+		`taas_tap_flow_matched_packets_total{node="a",tap_flow_id="flow-1",tap_flow_name=""} 6`,
+		`taas_tap_flow_matched_packets_total{node="b",tap_flow_id="flow-b",tap_flow_name=""} 42`,
+		`taas_interface_rx_packets_total{iface="cap9",node="b",role="capture"} 5`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }
