@@ -83,8 +83,8 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
 	fs.StringVar(&cfg.PinDir, "pin-dir", defaultPinDir, "bpffs `directory` where SIGUSR2 leaves the fast path attached for the next taasd; empty: SIGUSR2 stops as SIGTERM does")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&cfg.Node, "node", control.DefaultNodeName(),
-		"this taasd's node `name` (1 to 64 of A-Z a-z 0-9 . _ -): it realises the ports whose binding:host_id names it")
+	fs.StringVar(&cfg.Node, "node", "",
+		"this taasd's node `name` (1 to 64 of A-Z a-z 0-9 . _ -): it realises the ports whose binding:host_id names it; default the host name")
 	fs.IntVar(&cfg.NodeTimeout, "node-timeout", 0,
 		"`seconds` a fleet node may go unheard before its resources show DOWN; 0 = default (10)")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
@@ -176,8 +176,11 @@ func (c config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
-	if err := control.CheckNodeName(c.Node); err != nil {
-		return fmt.Errorf("--node: %w", err)
+	// Empty is the default, the host name (control.Config.Node).
+	if c.Node != "" {
+		if err := control.CheckNodeName(c.Node); err != nil {
+			return fmt.Errorf("--node: %w", err)
+		}
 	}
 	if c.NodeTimeout < 0 || c.NodeTimeout == 1 {
 		return fmt.Errorf("--node-timeout %d: want 0 (default) or 2 seconds or more", c.NodeTimeout)

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/taas-appliance/taas/control"
 )
 
 // TestNodeFlags: --node and --node-timeout, and their file keys node and
@@ -30,15 +28,16 @@ func TestNodeFlags(t *testing.T) {
 		node    string
 		timeout int
 	}{
-		{name: "default", node: control.DefaultNodeName()},
+		{name: "default"}, // control.Config's: the host name
 		{name: "flag", args: []string{"--node", "rack1-a.tap_7", "--node-timeout", "30"}, node: "rack1-a.tap_7", timeout: 30},
 		{name: "bad flag", args: []string{"--node", "rack 1"}, want: `--node: node name "rack 1"`},
-		{name: "empty flag", args: []string{"--node", ""}, want: "--node: node name \"\": want 1 to 64 characters"},
+		{name: "empty flag", args: []string{"--node", ""}},
 		{name: "long flag", args: []string{"--node", strings.Repeat("n", 65)}, want: "want 1 to 64 characters"},
 		{name: "timeout 1", args: []string{"--node-timeout", "1"}, want: "--node-timeout 1: want 0 (default) or 2 seconds or more"},
 		{name: "file", file: "node = \"b\"\nnode_timeout_seconds = 5\n", node: "b", timeout: 5},
 		{name: "flag over file", args: []string{"--node", "c"}, file: "node = \"b\"\n", node: "c"},
 		{name: "bad file", file: "node = \"a/b\"\n", want: "node: node name \"a/b\""},
+		{name: "empty file", file: "node = \"\"\n", want: "node: node name \"\": want 1 to 64 characters"},
 		{name: "bad file timeout", file: "node_timeout_seconds = -3\n", want: "node_timeout_seconds: must be 0 (default) or 2 or more, got -3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
