@@ -2,6 +2,8 @@ package main
 
 import (
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/taas-appliance/taas/broker"
@@ -54,5 +56,76 @@ role = "capture"
 	}
 	if got := (config{File: fc}).brokerConfig(nil); !got.FastPath {
 		t.Errorf("brokerConfig without fast_path = %+v, want FastPath (the default)", got)
+	}
+}
+
+// TestBrokerProblems: the broker's rules judge the [broker] table and the
+// capture interfaces, and each problem names the file's key, the index
+// that of [[interfaces]] (monitors included), never the broker's field.
+func TestBrokerProblems(t *testing.T) {
+	fc, err := parseConfig(`
+[broker]
+batch_size = 32
+frame_size = 1000
+rx_ring_size = 100
+cpus = [2, -1, 2]
+[[interfaces]]
+name = "eth0"
+role = "monitor"
+[[interfaces]]
+name = "eth1"
+role = "capture"
+queues = 65
+[[interfaces]]
+name = "eth2"
+role = "uplink"
+[[interfaces]]
+name = "eth3/x"
+role = "capture"
+unmatched = "foo"
+[[interfaces]]
+name = "eth1"
+role = "capture"
+`)
+	if err == nil {
+		t.Fatalf("parseConfig accepted %+v", fc)
+	}
+	want := []string{
+		"broker.batch_size: must be 0 (default) or 64 to 256, got 32",
+		"broker.frame_size: must be 0 (default), 2048 or 4096, got 1000",
+		"broker.rx_ring_size: must be 0 (default) or a power of two from 64 to 65536, got 100",
+		"broker.cpus[1]: must be a CPU number (0 or more), got -1",
+		"broker.cpus[2]: CPU 2 listed twice",
+		"interfaces[1].queues: must be 0 (all) to 64, got 65",
+		`interfaces[3].name: "eth3/x" must not contain '/', ':', NUL or whitespace`,
+		`interfaces[3].unmatched: must be pass or drop, got "foo"`,
+		// The file's rule; the broker's own "listed twice" is not repeated.
+		`interfaces[4].name: "eth1" already listed as interfaces[1]`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestFileKey(t *testing.T) {
+	from := []int{1, 3}
+	for _, tc := range []struct{ field, want string }{
+		{"BatchSize", "broker.batch_size"},
+		{"FrameSize", "broker.frame_size"},
+		{"RxRingSize", "broker.rx_ring_size"},
+		{"CPUs[4]", "broker.cpus[4]"},
+		{"Interfaces[0].Name", "interfaces[1].name"},
+		{"Interfaces[1].Queues", "interfaces[3].queues"},
+		{"Interfaces[1].Unmatched", "interfaces[3].unmatched"},
+		// Not set by the file: the broker's name, said to be the broker's.
+		{"NumFrames", "broker NumFrames"},
+		{"Interfaces[2].Name", "broker Interfaces[2].Name"},
+	} {
+		if got := fileKey(tc.field, from); got != tc.want {
+			t.Errorf("fileKey(%q, %v) = %q, want %q", tc.field, from, got, tc.want)
+		}
 	}
 }
