@@ -1,12 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/taas-appliance/taas/broker"
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // TestBrokerConfig: [broker] and the capture [[interfaces]] reach
@@ -127,5 +134,60 @@ func TestFileKey(t *testing.T) {
 		if got := fileKey(tc.field, from); got != tc.want {
 			t.Errorf("fileKey(%q, %v) = %q, want %q", tc.field, from, got, tc.want)
 		}
+	}
+}
+
+// TestBadBrokerConfigRejectedAlike runs the taasd binary: `taasd check`
+// and a start of taasd reject each bad value with the same line, naming
+// the file's key, in the broker's own words (broker.Config.Problems).
+func TestBadBrokerConfigRejectedAlike(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds taasd: not in -short")
+	}
+	bin := testutil.BuildTaasd(t)
+	dir := t.TempDir()
+	const capture = "[[interfaces]]\nname = \"eth9\"\nrole = \"monitor\"\n[[interfaces]]\nname = \"eth1\"\nrole = \"capture\"\n"
+	for _, tc := range []struct {
+		name, text, key string
+		bad             broker.Config // the same value, as the broker sees it
+	}{
+		{"batch size", "[broker]\nbatch_size = 32\n", "broker.batch_size", broker.Config{BatchSize: 32}},
+		{"frame size", "[broker]\nframe_size = 3000\n", "broker.frame_size", broker.Config{FrameSize: 3000}},
+		{"rx ring not a power of two", "[broker]\nrx_ring_size = 5000\n", "broker.rx_ring_size", broker.Config{RxRingSize: 5000}},
+		{"a CPU twice", "[broker]\ncpus = [0, 0]\n", "broker.cpus[1]", broker.Config{CPUs: []int{0, 0}}},
+		{"too many queues", capture + "queues = 65\n", "interfaces[1].queues",
+			broker.Config{Interfaces: []broker.IfaceConfig{{Name: "eth1", Queues: 65}}}},
+		{"unmatched", capture + "unmatched = \"forward\"\n", "interfaces[1].unmatched",
+			broker.Config{Interfaces: []broker.IfaceConfig{{Name: "eth1", Unmatched: "forward"}}}},
+		{"capture name", "[[interfaces]]\nname = \"eth1:0\"\nrole = \"capture\"\n", "interfaces[0].name",
+			broker.Config{Interfaces: []broker.IfaceConfig{{Name: "eth1:0"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ps := tc.bad.Problems()
+			if len(ps) != 1 {
+				t.Fatalf("%+v.Problems() = %v, want one", tc.bad, ps)
+			}
+			want := fmt.Sprintf("config %s: %s: %s", path, tc.key, ps[0].Problem)
+			for _, args := range [][]string{
+				{"check", "--config", path},
+				{"--config", path, "--dataplane", "xdp", "--listen", "127.0.0.1:0", "--db", filepath.Join(dir, "taas.db")},
+			} {
+				cmd := exec.Command(bin, args...)
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				err := cmd.Run()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+					t.Errorf("taasd %s: %v, want exit status 2\n%s", strings.Join(args, " "), err, stderr.String())
+				}
+				if !slices.Contains(strings.Split(strings.TrimPrefix(stderr.String(), "taasd: "), "\n"), want) {
+					t.Errorf("taasd %s said:\n%s\nwant the line %q", strings.Join(args, " "), stderr.String(), want)
+				}
+			}
+		})
 	}
 }
