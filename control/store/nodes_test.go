@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -13,7 +12,7 @@ import (
 // same run; a row that changed meanwhile (a live run heartbeat) refuses.
 func TestClaimNode(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "n.db"))
+	s := open(t, testDB(t))
 	a := Node{Name: "node-a", Instance: "run-1", Version: "v1", APIAddress: "10.0.0.1:9696", StartedAt: 1000, LastSeen: 1000}
 	for _, tc := range []struct {
 		name     string
@@ -66,7 +65,7 @@ func TestClaimNode(t *testing.T) {
 // nothing; ListNodeStats leaves out the caller's own node.
 func TestHeartbeat(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "n.db"))
+	s := open(t, testDB(t))
 	for _, n := range []Node{{Name: "a", Instance: "a1", StartedAt: 1, LastSeen: 1}, {Name: "b", Instance: "b1", StartedAt: 1, LastSeen: 1}} {
 		if err := s.ClaimNode(ctx, n, 0); err != nil {
 			t.Fatal(err)
