@@ -182,8 +182,10 @@ func rebind(q string) string {
 		switch {
 		case c == '\'' || c == '"':
 			j := strings.IndexByte(q[i+1:], c)
-			if j < 0 {
-				j = len(q) - i - 1
+			if j < 0 { // not closed: the rest is quoted
+				b.WriteString(q[i:])
+				i = len(q)
+				break
 			}
 			b.WriteString(q[i : i+j+2])
 			i += j + 2
@@ -245,11 +247,29 @@ func (c pgConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, erro
 }
 
 func (c pgConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	if err := storable(args); err != nil {
+		return nil, err
+	}
 	return c.Conn.ExecContext(ctx, rebind(q), args)
 }
 
 func (c pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := storable(args); err != nil {
+		return nil, err
+	}
 	return c.Conn.QueryContext(ctx, rebind(q), args)
+}
+
+// storable refuses a string holding a NUL character, which PostgreSQL's
+// text cannot hold (SQLite's can): the API answers 400 rather than the
+// server's encoding error as a 500.
+func storable(args []driver.NamedValue) error {
+	for _, a := range args {
+		if v, ok := a.Value.(string); ok && strings.IndexByte(v, 0) >= 0 {
+			return ErrInvalidText
+		}
+	}
+	return nil
 }
 
 // pgConnector opens pgConns.

@@ -30,6 +30,9 @@ var (
 	// ErrMACInUse: another port bound to the same interface has the MAC
 	// (migration 0003).
 	ErrMACInUse = errors.New("mac address in use on interface")
+	// ErrInvalidText: a value holds a character the database cannot
+	// store (NUL, on PostgreSQL).
+	ErrInvalidText = errors.New("text holds a NUL character, which the database cannot store")
 	// ErrClosed: the store was closed before the write could run.
 	ErrClosed = errors.New("store closed")
 )
