@@ -8,6 +8,8 @@ import (
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/taas-appliance/taas/control/store"
 )
 
 // neutronError is an error with the HTTP status and the NeutronError body
@@ -97,6 +99,8 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		case errors.As(err, &ne):
 		case errors.As(err, &fe):
 			ne = fiberError(fe)
+		case errors.Is(err, store.ErrInvalidText): // PostgreSQL's text holds no NUL
+			ne = badRequest("Invalid input: %v.", store.ErrInvalidText)
 		default:
 			log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
 			ne = &neutronError{Status: http.StatusInternalServerError, Type: "HTTPInternalServerError",
