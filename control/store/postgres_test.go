@@ -225,7 +225,8 @@ func checkIntegrity(t *testing.T, s *Store) {
 
 // TestPostgresNotify: a write through one Store bumps the other's
 // Generation and wakes its subscribers, in well under a second; its own
-// subscribers are not woken by its own writes (their callers know).
+// subscribers are not woken by its own writes (their callers know), and a
+// status write bumps the other's Generation without waking anybody.
 func TestPostgresNotify(t *testing.T) {
 	ctx := context.Background()
 	a, b, _ := openTwo(t)
@@ -255,6 +256,33 @@ func TestPostgresNotify(t *testing.T) {
 	select {
 	case <-wakeA:
 		t.Error("A's subscriber woken by A's own writes")
+	default:
+	}
+	// A status write bumps B's Generation (its lists show statuses) but
+	// wakes nobody: B's reconciler would answer with its own.
+	if err := a.Write(ctx, func(tx *Tx) error {
+		if err := tx.CreatePort(Port{ID: "p", ProjectID: "x", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:05:00:01"}); err != nil {
+			return err
+		}
+		return tx.CreateTapService(TapService{ID: "s", ProjectID: "x", PortID: "p", Status: "DOWN"}, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-wakeB // one transaction, one notification
+	gen := b.Generation()
+	if err := a.SetStatuses(ctx, map[string]Status{"s": {State: "ACTIVE"}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Generation() == gen && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if b.Generation() == gen {
+		t.Error("a status write through A did not bump B's Generation within 10 s")
+	}
+	select {
+	case <-wakeB:
+		t.Error("a status write through A woke B's subscriber")
 	default:
 	}
 }
