@@ -459,3 +459,38 @@ func TestMigrationSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresUnavailable: while the server is down, reads and writes fail
+// with ErrUnavailable (the API's 503); once it is back, they succeed again
+// on new connections, and the listener's return wakes subscribers.
+func TestPostgresUnavailable(t *testing.T) {
+	ctx := context.Background()
+	c := testutil.StartPostgresCluster(t)
+	s := open(t, c.CreateDB(t))
+	wake, stop := s.Subscribe()
+	defer stop()
+	if err := s.CreateNetwork(ctx, Network{ID: "before", ProjectID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	if err := s.CreateNetwork(ctx, Network{ID: "during", ProjectID: "x"}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("CreateNetwork with the server down = %v, want ErrUnavailable", err)
+	}
+	if _, err := s.GetNetwork(ctx, "", "before"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("GetNetwork with the server down = %v, want ErrUnavailable", err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateNetwork(ctx, Network{ID: "after", ProjectID: "x"}); err != nil {
+		t.Errorf("CreateNetwork once the server is back = %v", err)
+	}
+	if n, err := s.GetNetwork(ctx, "", "before"); err != nil || n.ID != "before" {
+		t.Errorf("GetNetwork once the server is back = %+v %v", n, err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(30 * time.Second):
+		t.Error("the listener's return did not wake the subscriber within 30 s")
+	}
+}
