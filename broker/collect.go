@@ -18,7 +18,7 @@ func unmatchedAction(s string) (xdpprog.Action, error) {
 	case "drop":
 		return xdpprog.Drop, nil
 	}
-	return xdpprog.Pass, fmt.Errorf("unmatched %q: want pass or drop", s)
+	return xdpprog.Pass, fmt.Errorf("must be pass or drop, got %q", s)
 }
 
 // xdpDrops are the XDP program's counters that count frames a flow may have
