@@ -95,7 +95,11 @@ func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 // counters, in one transaction. A row another run has claimed is
 // ErrNodeTaken, and nothing is written.
 func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats []byte) error {
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// Others read heartbeats and stats when they need them: announced as
+	// a change of the desired state, each would wake every node's
+	// reconciler every second (notify.go), so it goes as a status write.
+	return s.write(ctx, true, func(t *Tx) error {
+		ctx, tx := t.ctx, t.tx
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
 		if err != nil {
 			return fmt.Errorf("heartbeat of node %s: %w", name, err)

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // TestClaimNode: a name is claimed when free, when its last run's row is
@@ -114,5 +117,33 @@ func TestHeartbeat(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ListNodeStats(%q) = %v, %v, want %v", tc.except, got, err, tc.want)
 		}
+	}
+}
+
+// TestHeartbeatQuiet: on PostgreSQL a heartbeat wakes no other taasd's
+// reconciler (it would wake every node every second), a claim does.
+func TestHeartbeatQuiet(t *testing.T) {
+	ctx := context.Background()
+	dsn := testutil.StartPostgres(t)
+	a, b := open(t, dsn), open(t, dsn)
+	changes, stop := b.Subscribe()
+	defer stop()
+	if err := a.ClaimNode(ctx, Node{Name: "a", Instance: "a1", StartedAt: 1, LastSeen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a claim was not announced")
+	}
+	for i := range 5 {
+		if err := a.Heartbeat(ctx, "a", "a1", int64(10+i), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-changes:
+		t.Error("a heartbeat woke a subscriber")
+	case <-time.After(500 * time.Millisecond):
 	}
 }
