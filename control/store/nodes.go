@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Node is one taasd of a fleet as the nodes table keeps it (issue 14).
@@ -49,13 +50,21 @@ func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	return n, nil
 }
 
+// nodesQuery reads every node by name, for scanNode.
+const nodesQuery = `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at FROM nodes ORDER BY name`
+
+func scanNode(sc scanner, n *Node) error {
+	return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
+}
+
+// hasNodes reports whether a database with the migrations applied has
+// the nodes table.
+func hasNodes(applied []string) bool { return slices.Contains(applied, "0010_nodes.sql") }
+
 // ListNodes returns every node by name.
 func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
-	err := scanAll(ctx, s.r, &out, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at
-		FROM nodes ORDER BY name`, func(sc scanner, n *Node) error {
-		return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
-	})
+	err := scanAll(ctx, s.r, &out, nodesQuery, scanNode)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
