@@ -494,3 +494,62 @@ func TestPostgresUnavailable(t *testing.T) {
 		t.Error("the listener's return did not wake the subscriber within 30 s")
 	}
 }
+
+// TestPostgresRetry: a write transaction that loses a race with another
+// Store's (it read a row the other then changed, and writes it) fails to
+// serialize and runs again: fn runs twice, and only the second run's
+// writes are committed.
+func TestPostgresRetry(t *testing.T) {
+	ctx := context.Background()
+	a, b, _ := openTwo(t)
+	if err := a.CreateNetwork(ctx, Network{ID: "first", ProjectID: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		runs     int
+		read     = make(chan struct{})
+		release  = make(chan struct{})
+		errA     = make(chan error, 1)
+		firstRun = true
+	)
+	go func() {
+		errA <- a.Write(ctx, func(tx *Tx) error {
+			runs++
+			// Reads the project's network usage, which B changes next.
+			if _, err := tx.Count(QuotaNetwork, "r"); err != nil {
+				return err
+			}
+			if firstRun {
+				firstRun = false
+				close(read)
+				<-release
+			}
+			return tx.CreateNetwork(Network{ID: fmt.Sprint("a", runs), ProjectID: "r"})
+		})
+	}()
+	<-read
+	if err := b.CreateNetwork(ctx, Network{ID: "b", ProjectID: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-errA; err != nil {
+		t.Fatalf("A's write = %v, want nil after a retry", err)
+	}
+	if runs != 2 {
+		t.Errorf("A's fn ran %d times, want 2 (a serialization failure, then success)", runs)
+	}
+	nets, err := a.ListNetworks(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range nets {
+		if n.ProjectID == "r" {
+			ids = append(ids, n.ID)
+		}
+	}
+	if fmt.Sprint(ids) != "[first b a2]" {
+		t.Errorf("networks of r = %v, want [first b a2]: the first run's a1 rolled back", ids)
+	}
+	checkIntegrity(t, a)
+}
