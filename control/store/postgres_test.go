@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -552,4 +555,51 @@ func TestPostgresRetry(t *testing.T) {
 		t.Errorf("networks of r = %v, want [first b a2]: the first run's a1 rolled back", ids)
 	}
 	checkIntegrity(t, a)
+}
+
+// TestPostgresDialTimeouts: a TCP connection to PostgreSQL gives up on a
+// silent server within userTimeout (TCP_USER_TIMEOUT) and probes an idle
+// one (keepalives): a taasd cut off from the database answers 503 in
+// seconds, not after the kernel's minutes.
+func TestPostgresDialTimeouts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second) // hold it while the test reads its options
+		}
+	}()
+	cfg, err := pgConfig("postgres://taasd@" + ln.Addr().String() + "/taas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var user, alive int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		user, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+		if gerr == nil {
+			alive, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		}
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if time.Duration(user)*time.Millisecond != userTimeout || alive != 1 {
+		t.Errorf("TCP_USER_TIMEOUT %d ms, SO_KEEPALIVE %d; want %v and 1", user, alive, userTimeout)
+	}
+	if cfg.ConnectTimeout != 5*time.Second {
+		t.Errorf("ConnectTimeout = %v, want 5s by default", cfg.ConnectTimeout)
+	}
 }
