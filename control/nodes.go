@@ -49,6 +49,16 @@ func (n nodeRules) writes(node string) bool {
 	return !n.fleet || node == n.self || node == ""
 }
 
+// owns is the binding:host_id values of the ports whose resources' status
+// this node writes, for store.SetOwnStatuses: nil (every port) on a single
+// appliance; this node's and none in a fleet.
+func (n nodeRules) owns() []string {
+	if !n.fleet {
+		return nil
+	}
+	return []string{n.self, ""}
+}
+
 // portHeld is the status of a tap service or mirror, or of a flow's
 // source, whose port (what names it) is on node, when this node cannot
 // realise it; ok is false when it can.

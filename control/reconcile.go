@@ -218,7 +218,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: ss.State, ProjectID: m.ProjectID})
 		changes = append(changes, func() { r.logStatus(ctx, "tap_mirror", m.ID, m.Name, m.Status, ss) })
 	}
-	if err := r.st.SetStatuses(ctx, changedSvcs, changedFlows, changedMirrors); err != nil {
+	// The store checks ownership again as it writes: a port may have moved
+	// to another node since this pass read it.
+	if err := r.st.SetOwnStatuses(ctx, r.nodes.owns(), changedSvcs, changedFlows, changedMirrors); err != nil {
 		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
 	}
 	for _, log := range changes {

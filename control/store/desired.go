@@ -174,6 +174,17 @@ func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan
 // all take the same status, and one statement per row held the writer,
 // and the API's creates committing with it, about 12 us a row (issue 10).
 func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[string]Status) error {
+	return s.SetOwnStatuses(ctx, nil, services, flows, mirrors)
+}
+
+// SetOwnStatuses is SetStatuses for a node of a fleet (issue 14): a row is
+// written only if its port (a flow's source port) is bound, when the
+// statement runs, to one of nodes (binding:host_id values; nil writes
+// every row). Ownership is so checked in the statement that writes, not
+// by the pass that computed the status: a pass that read the desired state
+// before a port moved to another node must not write its stale status over
+// that node's.
+func (s *Store) SetOwnStatuses(ctx context.Context, nodes []string, services, flows, mirrors map[string]Status) error {
 	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
 		return nil
 	}
@@ -181,21 +192,32 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[st
 	// other taasd are not woken for it (notify.go).
 	return s.write(ctx, true, func(t *Tx) error {
 		ctx, tx := t.ctx, t.tx
-		if err := setStatuses(ctx, tx, s.d, "tap_services", services); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_services", "port_id", nodes, services); err != nil {
 			return fmt.Errorf("set status of tap services: %w", err)
 		}
-		if err := setStatuses(ctx, tx, s.d, "tap_flows", flows); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_flows", "source_port", nodes, flows); err != nil {
 			return fmt.Errorf("set status of tap flows: %w", err)
 		}
-		if err := setStatuses(ctx, tx, s.d, "tap_mirrors", mirrors); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_mirrors", "port_id", nodes, mirrors); err != nil {
 			return fmt.Errorf("set status of tap mirrors: %w", err)
 		}
 		return nil
 	})
 }
 
-// setStatuses sets the status of the rows of table named by ids.
-func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table string, ids map[string]Status) error {
+// setStatuses sets the status of the rows of table named by ids; with
+// nodes, only of those whose port (column portCol) is bound to one of them.
+func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table, portCol string, nodes []string, ids map[string]Status) error {
+	owned := ""
+	args := []any{nil, nil, nil}
+	if nodes != nil {
+		list, err := json.Marshal(nodes)
+		if err != nil {
+			return err
+		}
+		owned = ` AND (SELECT p.host_id FROM ports p WHERE p.id = ` + table + `.` + portCol + `) IN (` + d.idsIn("?") + `)`
+		args = append(args, string(list))
+	}
 	byStatus := map[Status][]string{}
 	for id, st := range ids {
 		byStatus[st] = append(byStatus[st], id)
@@ -205,8 +227,9 @@ func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table string, ids m
 		if err != nil {
 			return err
 		}
+		args[0], args[1], args[2] = st.State, st.Reason, string(list)
 		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
-			WHERE id IN (`+d.idsIn("?")+`)`, st.State, st.Reason, string(list)); err != nil {
+			WHERE id IN (`+d.idsIn("?")+`)`+owned, args...); err != nil {
 			return err
 		}
 	}
