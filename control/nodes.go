@@ -13,8 +13,10 @@ import (
 // status of) only the tap services, flows and mirrors whose ports are
 // its own: a flow by its source port's node, and only when the tap
 // service's port is on that node too (copies do not cross nodes). On a
-// single appliance (Config.Fleet false) an empty binding:host_id means
-// this appliance, as before nodes existed; in a fleet it means no node,
+// single appliance (Config.Fleet false) every port is this appliance's,
+// whatever its binding:host_id says, as before nodes existed (a host_id
+// set then was stored and ignored: an upgrade must not take those ports
+// down); in a fleet an empty binding:host_id means no node,
 // and what sits on such a port is DOWN, its status written by every node
 // alike.
 //
@@ -34,9 +36,10 @@ type nodeRules struct {
 	fleet bool
 }
 
-// portNode is the node of a port bound to hostID: "" for none, in a fleet.
+// portNode is the node of a port bound to hostID: "" for none, in a
+// fleet; this appliance, whatever hostID, on a single one.
 func (n nodeRules) portNode(hostID string) string {
-	if hostID == "" && !n.fleet {
+	if !n.fleet {
 		return n.self
 	}
 	return hostID
@@ -60,20 +63,14 @@ func (n nodeRules) owns() []string {
 }
 
 // portHeld is the status of a tap service or mirror, or of a flow's
-// source, whose port (what names it) is on node, when this node cannot
-// realise it; ok is false when it can.
+// source, whose port (what names it) is on node (this node's or none),
+// when this node cannot realise it; ok is false when it can.
 func (n nodeRules) portHeld(what, portID, node string) (broker.Status, bool) {
-	switch {
-	case node == n.self:
+	if node != "" {
 		return broker.Status{}, false
-	case node == "":
-		return broker.Status{State: broker.StateDown,
-			Reason: fmt.Sprintf("%s %s is bound to no node (its binding:host_id is empty)", what, portID)}, true
-	default:
-		// A single appliance with a port bound to another node.
-		return broker.Status{State: broker.StateDown,
-			Reason: fmt.Sprintf("%s %s is on node %s (its binding:host_id), not on this appliance, node %s", what, portID, node, n.self)}, true
 	}
+	return broker.Status{State: broker.StateDown,
+		Reason: fmt.Sprintf("%s %s is bound to no node (its binding:host_id is empty)", what, portID)}, true
 }
 
 // flowHeld is the status of flow f, whose source port is on node (this
