@@ -58,6 +58,10 @@ type fleet struct {
 	mu     sync.Mutex
 	owners map[string]owned // the last reconciler pass's, by id
 	view   map[string]store.Node
+	// seen is, by node name, when this taasd last saw the node's row
+	// change (observe): liveness is judged on this node's monotonic clock,
+	// never by comparing another machine's wall clock with this one's.
+	seen map[string]sighting
 	// down holds, by resource id, the reason of each resource whose node
 	// is not alive; the map is never changed once stored.
 	down atomic.Pointer[map[string]string]
@@ -71,17 +75,49 @@ func errNodeInUse(n store.Node) error {
 
 func rfc3339(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
-// alive reports whether n is a running node, heard from within the
-// timeout, at now.
-func (s *Server) alive(n store.Node, now time.Time) bool {
-	return n.StoppedAt == 0 && now.Sub(time.UnixMilli(n.LastSeen)) < s.cfg.NodeTimeout
+// sighting is a node's row as this taasd last saw it change.
+type sighting struct {
+	instance string
+	lastSeen int64
+	// at is when, on this node's monotonic clock, the row was seen to
+	// change.
+	at time.Time
+}
+
+// observe records node n's row as read at now and returns when it was
+// last seen to change (its heartbeat moved, or another run took it). The
+// first sighting cannot tell: it trusts n's last_seen then (its age on
+// this node's clock, at least none), and a node whose clock is behind is
+// alive again at its next heartbeat. f.mu must be held.
+func (f *fleet) observe(n store.Node, now time.Time) time.Time {
+	old, ok := f.seen[n.Name]
+	if ok && old.instance == n.Instance && old.lastSeen == n.LastSeen {
+		return old.at
+	}
+	at := now
+	if !ok {
+		at = now.Add(-max(0, time.Duration(now.UnixMilli()-n.LastSeen)*time.Millisecond))
+	}
+	if f.seen == nil {
+		f.seen = map[string]sighting{}
+	}
+	f.seen[n.Name] = sighting{instance: n.Instance, lastSeen: n.LastSeen, at: at}
+	return at
+}
+
+// aliveLocked reports whether n is a running node whose heartbeat this
+// taasd saw move within the timeout, at now. f.mu must be held.
+func (s *Server) aliveLocked(n store.Node, now time.Time) bool {
+	at := s.fleet.observe(n, now)
+	return n.StoppedAt == 0 && now.Sub(at) < s.cfg.NodeTimeout
 }
 
 // Register claims this node's row in the nodes table: Config.Node, under
-// a new instance id. In a fleet, a row whose run heartbeat within the
-// timeout is watched for two heartbeats: if it moves, a live taasd has
-// the name and Register refuses (a clean error naming it); if not, that
-// run is gone (killed) and this one takes over. taasd calls it before its
+// a new instance id. In a fleet, a row whose run did not stop cleanly is
+// watched for two and a half heartbeats, however old its last_seen looks
+// (the clocks of two machines may disagree): if it moves, a live taasd
+// has the name and Register refuses (a clean error naming it); if not,
+// that run is gone (killed) and this one takes over. taasd calls it before its
 // first plan; Run calls it if nobody did.
 func (s *Server) Register(ctx context.Context) error {
 	f := s.fleet
@@ -97,7 +133,7 @@ func (s *Server) Register(ctx context.Context) error {
 		return fmt.Errorf("register node %s: %w", name, err)
 	default:
 		seen = old.LastSeen
-		if s.cfg.Fleet && s.alive(old, time.Now()) {
+		if s.cfg.Fleet && old.StoppedAt == 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -202,6 +238,10 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.view = view
+	now := time.Now()
+	for _, n := range nodes {
+		f.observe(n, now)
+	}
 	s.updateDownLocked()
 	return nil
 }
@@ -233,7 +273,7 @@ func (s *Server) updateDownLocked() {
 		switch {
 		case !known:
 			down[id] = fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node)
-		case !s.alive(n, now):
+		case !s.aliveLocked(n, now):
 			down[id] = fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))
 		}
 	}
@@ -315,10 +355,13 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 	}
 	now := time.Now()
 	out := make([]nodeView, 0, len(nodes))
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, n := range nodes {
-		self := n.Name == s.fleet.rules.self && n.Instance == s.fleet.instance
+		self := n.Name == f.rules.self && n.Instance == f.instance
 		v := nodeView{Name: n.Name, Version: n.Version, APIAddress: n.APIAddress, StartedAt: rfc3339(n.StartedAt),
-			LastSeen: rfc3339(n.LastSeen), Alive: s.alive(n, now) || self && !s.cfg.Fleet, Self: self}
+			LastSeen: rfc3339(n.LastSeen), Alive: s.aliveLocked(n, now) || self && !s.cfg.Fleet, Self: self}
 		if n.StoppedAt != 0 {
 			v.StoppedAt = rfc3339(n.StoppedAt)
 		}
