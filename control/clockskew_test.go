@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +18,7 @@ import (
 func TestNodeLivenessIgnoresClockSkew(t *testing.T) {
 	dp := newRecorder()
 	ts := startServer(t, Config{DataPlane: dp, Node: "a", Fleet: true, NodeTimeout: 2 * time.Second, NodeHeartbeat: 100 * time.Millisecond})
-	port := func(name, iface, mac, host string) string {
-		id := ts.createPort(name, iface, mac)
-		ts.must(200, "PUT", "/v2.0/ports/"+id, fmt.Sprintf(`{"port": {"binding:host_id": %q}}`, host), "port")
-		return id
-	}
+	port := ts.hostPort
 	monB, capB := port("mon-b", "mon0", "", "b"), port("cap-b", "cap0", "fa:16:3e:00:00:02", "b")
 	svcB := ts.createService("svc-b", monB)
 	flowB := ts.createFlow("flow-b", svcB, capB, "BOTH", nil)

@@ -189,6 +189,13 @@ func (n *fakeNode) halt() {
 	}
 }
 
+// hostPort creates a port bound to interface iface and to node host.
+func (ts *testServer) hostPort(name, iface, mac, host string) string {
+	id := ts.createPort(name, iface, mac)
+	ts.must(200, "PUT", "/v2.0/ports/"+id, fmt.Sprintf(`{"port": {"binding:host_id": %q}}`, host), "port")
+	return id
+}
+
 // TestFleetLiveness: through node a's API, node b's resources show the
 // status b wrote and b's counters while b heartbeats, DOWN "node b not
 // seen since ..." once it is silent for the timeout, and what b wrote
@@ -200,11 +207,7 @@ func TestFleetLiveness(t *testing.T) {
 	dp.ifaceUp["mon0"], dp.ifaceUp["cap0"] = true, true
 	ts := startServer(t, Config{DataPlane: dp, Node: "a", Fleet: true, NodeTimeout: time.Second, NodeHeartbeat: 100 * time.Millisecond})
 	ctx := context.Background()
-	port := func(name, iface, mac, host string) string {
-		id := ts.createPort(name, iface, mac)
-		ts.must(200, "PUT", "/v2.0/ports/"+id, fmt.Sprintf(`{"port": {"binding:host_id": %q}}`, host), "port")
-		return id
-	}
+	port := ts.hostPort
 	monA, capA := port("mon-a", "mon0", "", "a"), port("cap-a", "cap0", "fa:16:3e:00:00:01", "a")
 	monB, capB := port("mon-b", "mon0", "", "b"), port("cap-b", "cap0", "fa:16:3e:00:00:02", "b")
 	capC := port("cap-c", "cap0", "fa:16:3e:00:00:03", "c")

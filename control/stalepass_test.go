@@ -34,11 +34,7 @@ func TestStalePassDoesNotOverwriteAnotherNodesStatus(t *testing.T) {
 	dpA := &gatedDP{recordingDataPlane: newRecorder(), gate: make(chan chan struct{}, 1)}
 	ts := startServer(t, Config{DataPlane: dpA, Node: "a", Fleet: true, NodeTimeout: 5 * time.Second, NodeHeartbeat: 100 * time.Millisecond})
 	ctx := context.Background()
-	port := func(name, iface, mac, host string) string {
-		id := ts.createPort(name, iface, mac)
-		ts.must(200, "PUT", "/v2.0/ports/"+id, fmt.Sprintf(`{"port": {"binding:host_id": %q}}`, host), "port")
-		return id
-	}
+	port := ts.hostPort
 	mon, capp := port("mon", "mon0", "", "a"), port("cap", "cap0", "fa:16:3e:00:00:02", "a")
 	svc := ts.createService("svc", mon)
 	flow := ts.createFlow("flow", svc, capp, "BOTH", nil)
