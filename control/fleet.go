@@ -370,6 +370,51 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 	return renderJSON(c, fiber.StatusOK, map[string]any{"nodes": out})
 }
 
+// deleteNode answers DELETE /v2.0/taas/nodes/{name} (admins only): it
+// forgets a node that is not alive (a node retired or renamed), with the
+// counters it published; 409 NodeInUse while it is alive, and for the
+// answering node itself. Its resources, if ports still name it, then show
+// "node X never seen".
+func (s *Server) deleteNode(c *fiber.Ctx) error {
+	if !identity(c).Admin {
+		return errPolicy("delete_node")
+	}
+	name := c.Params("name")
+	if err := CheckNodeName(name); err != nil {
+		return badRequest("%v", err)
+	}
+	notFound := notFound("NodeNotFound", "Node %s could not be found.", name)
+	n, err := s.st.GetNode(c.UserContext(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound
+	} else if err != nil {
+		return err
+	}
+	f := s.fleet
+	f.mu.Lock()
+	alive := name == f.rules.self || s.cfg.Fleet && s.aliveLocked(n, time.Now())
+	f.mu.Unlock()
+	if alive {
+		return conflict("NodeInUse", fmt.Sprintf("Node %s is alive (its heartbeat moved within %v): stop its taasd first.",
+			name, s.cfg.NodeTimeout))
+	}
+	switch err := s.st.DeleteNode(c.UserContext(), name, n.LastSeen); {
+	case errors.Is(err, store.ErrNotFound):
+		return notFound
+	case errors.Is(err, store.ErrNodeTaken):
+		return conflict("NodeInUse", fmt.Sprintf("Node %s heartbeat again: it is alive.", name))
+	case err != nil:
+		return err
+	}
+	s.log.Info("node deleted", "node", name)
+	if s.cfg.Fleet {
+		if err := s.refreshNodes(c.UserContext()); err != nil {
+			s.log.Warn("reread the nodes", "err", err)
+		}
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
 func newFleet(cfg Config) *fleet {
 	return &fleet{rules: nodeRules{self: cfg.Node, fleet: cfg.Fleet}, instance: uuid.NewString()}
 }
@@ -382,7 +427,9 @@ type nodeStats struct {
 }
 
 // snapshots returns this node's counters first and then, in a fleet,
-// every other node's as last published. A published blob that does not
+// every other live node's as last published: a dead or renamed node's
+// counters are no longer true (its links are not up), and are left out
+// from the moment it is judged not alive. A published blob that does not
 // decode (a newer taasd's?) is left out, and logged.
 func (s *Server) snapshots(ctx context.Context) ([]nodeStats, error) {
 	out := []nodeStats{{Node: s.fleet.rules.self, Stats: s.cfg.DataPlane.Stats()}}
@@ -393,7 +440,19 @@ func (s *Server) snapshots(ctx context.Context) ([]nodeStats, error) {
 	if err != nil {
 		return nil, err
 	}
+	f := s.fleet
+	f.mu.Lock()
+	now := time.Now()
+	live := make(map[string]bool, len(pub))
 	for _, p := range pub {
+		n, ok := f.view[p.Node]
+		live[p.Node] = ok && s.aliveLocked(n, now)
+	}
+	f.mu.Unlock()
+	for _, p := range pub {
+		if !live[p.Node] {
+			continue
+		}
 		var st broker.Stats
 		if err := json.Unmarshal(p.Stats, &st); err != nil {
 			s.log.Warn("decode a node's published stats", "node", p.Node, "err", err)

@@ -374,6 +374,9 @@ func TestFleetMetrics(t *testing.T) {
 	}
 	startFakeNode(t, ts.st, "b", `{"plan_version": 3, "interfaces": [{"name": "cap9", "role": "capture", "rx_packets": 5}],
 		"tap_flows": [{"id": "flow-b", "matched_packets": 42}]}`)
+	if err := srv.refreshNodes(context.Background()); err != nil { // b is alive: its counters show
+		t.Fatal(err)
+	}
 	body := scrape(t, srv.MetricsHandler())
 	for _, want := range []string{
 		`taas_plan_version{node="a"} 7`,

@@ -141,6 +141,33 @@ func (s *Store) LeaveNode(ctx context.Context, name, instance string, at int64) 
 	})
 }
 
+// DeleteNode removes node name's row, and with it (ON DELETE CASCADE) its
+// published counters, if its last_seen is still lastSeen: the caller
+// judged the node gone from that row. A row that moved meanwhile (the
+// node came back, or another run claimed it) is ErrNodeTaken, and nothing
+// is deleted; no row is ErrNotFound.
+func (s *Store) DeleteNode(ctx context.Context, name string, lastSeen int64) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE name = ? AND last_seen = ?`, name, lastSeen)
+		if err != nil {
+			return fmt.Errorf("delete node %s: %w", name, err)
+		}
+		if k, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("delete node %s: %w", name, err)
+		} else if k == 1 {
+			return nil
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ?`, name).Scan(&n); err != nil {
+			return fmt.Errorf("delete node %s: %w", name, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("delete node %s: %w", name, ErrNotFound)
+		}
+		return fmt.Errorf("delete node %s: %w", name, ErrNodeTaken)
+	})
+}
+
 // ListNodeStats returns every node's published counters but those of
 // except (the caller's own node, whose counters it has live).
 func (s *Store) ListNodeStats(ctx context.Context, except string) ([]NodeStats, error) {
