@@ -181,18 +181,31 @@ func TestSystemdUnitCatches(t *testing.T) {
 func vagrant(t *testing.T, dir string, env ...string) (string, error) {
 	t.Helper()
 	v := needTool(t, "vagrant", "vagrant vagrant-libvirt")
-	tmp := t.TempDir()
 	cmd := exec.Command(v, "validate")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = vagrantEnv(t.TempDir(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// vagrantEnv is the environment of a Vagrant that reaches no network and
+// keeps its state (VAGRANT_HOME, the .vagrant directory) under tmp, plus
+// env. Nothing of this process's TAAS_ variables: the tests say what they
+// want.
+func vagrantEnv(tmp string, env ...string) []string {
+	var e []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TAAS_") {
+			e = append(e, kv)
+		}
+	}
+	e = append(e,
 		"VAGRANT_CHECKPOINT_DISABLE=1",
 		"VAGRANT_HOME="+filepath.Join(tmp, "home"),
 		"VAGRANT_DOTFILE_PATH="+filepath.Join(tmp, "dot"),
 		"VAGRANT_DEFAULT_PROVIDER=libvirt",
 	)
-	cmd.Env = append(cmd.Env, env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return append(e, env...)
 }
 
 // TestVagrantValidate validates the Vagrantfile with the libvirt provider
@@ -205,6 +218,7 @@ func TestVagrantValidate(t *testing.T) {
 	}{
 		{"defaults", nil},
 		{"two capture and three monitor NICs", []string{"TAAS_CAPTURE_NICS=2", "TAAS_MONITOR_NICS=3"}},
+		{"a fleet of three", []string{"TAAS_NODES=3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := vagrant(t, root, tc.env...)
@@ -239,8 +253,13 @@ func TestVagrantValidateCatches(t *testing.T) {
 	if out, err := vagrant(t, dir); err == nil || !strings.Contains(out, "no_such_setting") {
 		t.Errorf("vagrant validate with an unknown libvirt setting: %v\n%s", err, out)
 	}
-	if out, err := vagrant(t, root, "TAAS_CAPTURE_NICS=0"); err == nil || !strings.Contains(out, "TAAS_CAPTURE_NICS must be between 1 and 8") {
-		t.Errorf("vagrant validate with TAAS_CAPTURE_NICS=0: %v\n%s", err, out)
+	for _, tc := range []struct{ env, want string }{
+		{"TAAS_CAPTURE_NICS=0", "TAAS_CAPTURE_NICS must be between 1 and 8"},
+		{"TAAS_NODES=9", "TAAS_NODES must be between 1 and 8"},
+	} {
+		if out, err := vagrant(t, root, tc.env); err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("vagrant validate with %s: %v\n%s", tc.env, err, out)
+		}
 	}
 }
 
