@@ -126,7 +126,8 @@ func printResults(w io.Writer, results []checkResult) {
 
 // preflight runs every check: the kernel, the BPF JIT, AF_XDP sockets, the
 // XDP program under the verifier, capabilities, locked memory, and each
-// interface of fc (nil: no configuration file).
+// interface, the authentication and the database of fc (nil: no
+// configuration file).
 func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	var rs []checkResult
 	rs = append(rs, checkKernel(env.OSRelease))
@@ -138,6 +139,7 @@ func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	rs = append(rs, checkMemlock(caps.has(capIPCLock), fc))
 	rs = append(rs, checkInterfaces(fc)...)
 	rs = append(rs, checkAuth(fc)...)
+	rs = append(rs, checkDB(fc)...)
 	return rs
 }
 

@@ -26,7 +26,7 @@ import (
 type fileConfig struct {
 	// Listen is the API and dashboard address, host:port (--listen).
 	Listen string `toml:"listen"`
-	// DB is the SQLite database file (--db).
+	// DB is the SQLite database file, or a postgres:// URL (--db).
 	DB string `toml:"db"`
 	// Dataplane is "xdp" or "none" (--dataplane).
 	Dataplane string `toml:"dataplane"`

@@ -174,7 +174,10 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[st
 	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// A status write does not change what any data plane should realise:
+	// other taasd are not woken for it (notify.go).
+	return s.write(ctx, true, func(t *Tx) error {
+		ctx, tx := t.ctx, t.tx
 		if err := setStatuses(ctx, tx, s.d, "tap_services", services); err != nil {
 			return fmt.Errorf("set status of tap services: %w", err)
 		}

@@ -7,10 +7,13 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -182,8 +185,10 @@ func rebind(q string) string {
 		switch {
 		case c == '\'' || c == '"':
 			j := strings.IndexByte(q[i+1:], c)
-			if j < 0 {
-				j = len(q) - i - 1
+			if j < 0 { // not closed: the rest is quoted
+				b.WriteString(q[i:])
+				i = len(q)
+				break
 			}
 			b.WriteString(q[i : i+j+2])
 			i += j + 2
@@ -238,18 +243,70 @@ func rebind(q string) string {
 // query it is given; its other methods are pgx's.
 type pgConn struct{ *stdlib.Conn }
 
-func (c pgConn) Prepare(q string) (driver.Stmt, error) { return c.Conn.Prepare(rebind(q)) }
-
-func (c pgConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	return c.Conn.PrepareContext(ctx, rebind(q))
+func (c pgConn) Prepare(q string) (driver.Stmt, error) {
+	st, err := c.Conn.Prepare(rebind(q))
+	return st, unavailable(err)
 }
 
+func (c pgConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	st, err := c.Conn.PrepareContext(ctx, rebind(q))
+	return st, unavailable(err)
+}
+
+func (c pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	tx, err := c.Conn.BeginTx(ctx, opts)
+	return tx, unavailable(err)
+}
+
+func (c pgConn) Ping(ctx context.Context) error { return unavailable(c.Conn.Ping(ctx)) }
+
 func (c pgConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	return c.Conn.ExecContext(ctx, rebind(q), args)
+	if err := storable(args); err != nil {
+		return nil, err
+	}
+	res, err := c.Conn.ExecContext(ctx, rebind(q), args)
+	return res, unavailable(err)
 }
 
 func (c pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	return c.Conn.QueryContext(ctx, rebind(q), args)
+	if err := storable(args); err != nil {
+		return nil, err
+	}
+	rows, err := c.Conn.QueryContext(ctx, rebind(q), args)
+	return rows, unavailable(err)
+}
+
+// unavailable marks err ErrUnavailable when it says the server cannot be
+// reached: the connection failed or was lost, or the server is shutting
+// down or starting (SQLSTATE class 08, 57P01-57P03). The error stays in the
+// chain: database/sql retries driver.ErrBadConn on another connection.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	var (
+		ce *pgconn.ConnectError
+		ne net.Error
+	)
+	state := pgState(err)
+	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.HasPrefix(state, "08") || state == "57P01" || state == "57P02" || state == "57P03" {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// storable refuses a string holding a NUL character, which PostgreSQL's
+// text cannot hold (SQLite's can): the API answers 400 rather than the
+// server's encoding error as a 500.
+func storable(args []driver.NamedValue) error {
+	for _, a := range args {
+		if v, ok := a.Value.(string); ok && strings.IndexByte(v, 0) >= 0 {
+			return ErrInvalidText
+		}
+	}
+	return nil
 }
 
 // pgConnector opens pgConns.
@@ -258,7 +315,7 @@ type pgConnector struct{ driver.Connector }
 func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	conn, err := c.Connector.Connect(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	sc, ok := conn.(*stdlib.Conn)
 	if !ok {
@@ -278,6 +335,12 @@ func pgConfig(dsn string) (*pgx.ConnConfig, error) {
 		// pgx's parse errors redact the password themselves; say which
 		// URL, redacted, all the same.
 		return nil, fmt.Errorf("parse %s: %w", Redact(dsn), err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		// A server cut off by the network must not hold a request for
+		// the kernel's TCP timeout (minutes): the API answers 503 soon.
+		// connect_timeout in the URL (or PGCONNECT_TIMEOUT) sets another.
+		cfg.ConnectTimeout = 5 * time.Second
 	}
 	return cfg, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,11 +14,14 @@ import (
 // Change propagation on PostgreSQL (issue 14): several taasd write one
 // database, and each must learn of the others' writes (its list cache, its
 // reconciler) without polling. Every write transaction sends
-// pg_notify(changesChannel, its Store's id) before it commits; PostgreSQL
-// delivers the notification to every listener when, and only if, the
-// transaction commits. Each Store LISTENs on a connection of its own:
-// a notification from another Store bumps Generation and wakes the
-// subscribers (Subscribe). When that connection drops, the listener
+// pg_notify(changesChannel, "<its Store's id> <change>") before it
+// commits; PostgreSQL delivers the notification to every listener when,
+// and only if, the transaction commits. Each Store LISTENs on a connection
+// of its own: a notification from another Store bumps Generation and, when
+// it changed the desired state ("data"), wakes the subscribers
+// (Subscribe). A status write ("status", SetStatuses) wakes nobody: it
+// changes no data plane's plan, and two taasd whose reconcilers woke for
+// each other's statuses would pass and write in turn for ever. When that connection drops, the listener
 // reconnects with a backoff and, once listening again, bumps Generation and
 // wakes the subscribers: what it missed meanwhile is unknown, so they read
 // the whole state again.
@@ -42,9 +46,9 @@ type listener struct {
 }
 
 // Subscribe returns a channel that receives a value soon after another
-// taasd's write commits on the database, or after the store reconnected to
-// it (then the whole state may have changed), and a function that ends
-// the subscription. Values coalesce: one pending value stands for every
+// taasd's write to the desired state (not a status: SetStatuses) commits
+// on the database, or after the store reconnected to it (then the whole
+// state may have changed), and a function that ends the subscription. Values coalesce: one pending value stands for every
 // change since it was sent. On SQLite no other process writes: the channel
 // never receives. The changes of this Store's own writes are not sent:
 // their callers know of them.
@@ -64,9 +68,13 @@ func (s *Store) Subscribe() (<-chan struct{}, func()) {
 	}
 }
 
-// changed bumps Generation and wakes every subscriber.
-func (s *Store) changed() {
+// changed bumps Generation and, unless the change was a status write,
+// wakes every subscriber.
+func (s *Store) changed(c change) {
 	s.gen.Add(1)
+	if c == statusChange {
+		return
+	}
 	l := s.listener
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -118,7 +126,7 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) error {
 				continue
 			}
 			conn, wait = c, minRelisten
-			s.changed() // back: whatever happened meanwhile is unknown
+			s.changed(dataChange) // back: whatever happened meanwhile is unknown
 		}
 	}()
 	return nil
@@ -147,8 +155,13 @@ func (s *Store) readNotifications(ctx context.Context, conn *pgx.Conn) {
 		if err != nil {
 			return
 		}
-		if n.Payload != s.id {
-			s.changed()
+		id, what, _ := strings.Cut(n.Payload, " ")
+		switch {
+		case id == s.id: // this Store's own write: its callers know
+		case what == statusChange.String():
+			s.changed(statusChange)
+		default:
+			s.changed(dataChange)
 		}
 	}
 }

@@ -30,6 +30,12 @@ var (
 	// ErrMACInUse: another port bound to the same interface has the MAC
 	// (migration 0003).
 	ErrMACInUse = errors.New("mac address in use on interface")
+	// ErrInvalidText: a value holds a character the database cannot
+	// store (NUL, on PostgreSQL).
+	ErrInvalidText = errors.New("text holds a NUL character, which the database cannot store")
+	// ErrUnavailable: the database server cannot be reached (PostgreSQL:
+	// down, restarting, cut off); a later try may succeed.
+	ErrUnavailable = errors.New("database unavailable")
 	// ErrClosed: the store was closed before the write could run.
 	ErrClosed = errors.New("store closed")
 )

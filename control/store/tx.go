@@ -58,10 +58,15 @@ const defaultMaxBatch = 128
 // Write of the same batch just added (issue 10's review: a tap service
 // created on a port and a rebinding of it both succeeded).
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.write(ctx, false, fn)
+}
+
+// write is Write; statusOnly says that fn writes statuses only.
+func (s *Store) write(ctx context.Context, statusOnly bool, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	r := &writeReq{ctx: ctx, fn: fn, statusOnly: statusOnly, done: make(chan struct{})}
 	select {
 	case s.queue <- r:
 	case <-s.quit:
@@ -92,6 +97,8 @@ func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 type writeReq struct {
 	ctx context.Context
 	fn  func(*Tx) error
+	// statusOnly: fn writes the data plane's statuses and nothing else.
+	statusOnly bool
 	// state moves from reqQueued to reqTaken (the writer) or reqDropped
 	// (the caller, whose ctx ended): whoever moves it first decides.
 	state atomic.Int32
@@ -252,13 +259,13 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
 			return o
 		}
-		o.err = s.commitTx(tx, true)
+		o.err = s.commitTx(tx, changeOf(run[0]))
 		return o
 	}
 	var (
 		exec  = func(q string) error { _, err := tx.Exec(q); return err }
 		state = func(err error) error { return fmt.Errorf("write transaction abandoned: %w", err) }
-		wrote bool
+		wrote change
 	)
 	for i, r := range run {
 		o.ran = i + 1
@@ -278,7 +285,7 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 			o.errs[i], o.err = state(err), state(err)
 			break
 		}
-		wrote = true
+		wrote = max(wrote, changeOf(r))
 	}
 	if o.err != nil {
 		tx.Rollback() //nolint:errcheck // o.err is the error to report
@@ -288,13 +295,13 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 	return o
 }
 
-// commitTx commits tx, announcing its writes to the other taasd on
-// PostgreSQL (notify.go) when wrote. Generation is bumped before any
-// caller hears of the commit, and even when it failed: its outcome is then
-// unknown, and a needless bump costs only a cache miss (Generation).
-func (s *Store) commitTx(tx *sql.Tx, wrote bool) error {
-	if s.d == postgresDialect && wrote {
-		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id); err != nil {
+// commitTx commits tx, announcing what it wrote to the other taasd on
+// PostgreSQL (notify.go). Generation is bumped before any caller hears of
+// the commit, and even when it failed: its outcome is then unknown, and a
+// needless bump costs only a cache miss (Generation).
+func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
+	if s.d == postgresDialect && wrote != noChange {
+		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()); err != nil {
 			tx.Rollback() //nolint:errcheck // the notify's error is the one to report
 			return fmt.Errorf("notify: %w", err)
 		}
@@ -400,4 +407,32 @@ func (t *Tx) CreateTapFlow(f TapFlow) error {
 		return fmt.Errorf("insert tap flow: %w", constraintErr(err))
 	}
 	return nil
+}
+
+// change is what a write transaction changed, as its notification says
+// (notify.go), from least to most.
+type change int
+
+const (
+	noChange     change = iota
+	statusChange        // the data plane's statuses only
+	dataChange          // the desired state
+)
+
+func (c change) String() string {
+	switch c {
+	case statusChange:
+		return "status"
+	case dataChange:
+		return "data"
+	}
+	return "none"
+}
+
+// changeOf is what r's fn changed, once it succeeded.
+func changeOf(r *writeReq) change {
+	if r.statusOnly {
+		return statusChange
+	}
+	return dataChange
 }

@@ -40,12 +40,16 @@ type PostgresCluster struct {
 	// Took is how long initdb and the start took.
 	Took time.Duration
 
-	cred    *syscall.Credential
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	n       atomic.Int64
-	dropped sync.WaitGroup
+	cred *syscall.Credential
+	n    atomic.Int64
+	// mu guards the server process and the lists below.
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	// ended are the databases of tests that ended, to drop; templates
+	// the databases Template made, by key.
+	ended     []string
+	templates map[string]string
 }
 
 // postgresBin returns the bin directory of the newest PostgreSQL under
@@ -205,7 +209,6 @@ func (c *PostgresCluster) Stop() {
 }
 
 func (c *PostgresCluster) close() error {
-	c.dropped.Wait()
 	c.Stop()
 	return os.RemoveAll(c.Dir)
 }
@@ -218,9 +221,21 @@ func (c *PostgresCluster) DSN(name string) string {
 }
 
 // CreateDB creates a fresh database for t and returns its URL; it is
-// dropped, in the background, when t ends.
+// dropped when t ends.
 func (c *PostgresCluster) CreateDB(t testing.TB) string {
 	t.Helper()
+	return c.createDB(t, "template1")
+}
+
+// createDB creates a database for t as a copy of template.
+func (c *PostgresCluster) createDB(t testing.TB, template string) string {
+	t.Helper()
+	// The databases of the tests that ended are dropped now, not in the
+	// background: a test measuring allocations (testing.AllocsPerRun
+	// counts every goroutine's) must not find a drop running.
+	if err := c.dropEnded(); err != nil {
+		t.Fatal(err)
+	}
 	name := fmt.Sprintf("t%d_%s", c.n.Add(1), strings.ToLower(strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
 			return r
@@ -228,21 +243,53 @@ func (c *PostgresCluster) CreateDB(t testing.TB) string {
 		return '_'
 	}, t.Name())))
 	name = name[:min(len(name), 63)]
-	if err := c.exec(fmt.Sprintf(`CREATE DATABASE %q`, name)); err != nil {
+	if err := c.exec(fmt.Sprintf(`CREATE DATABASE %q TEMPLATE %q`, name, template)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// Dropping takes a checkpoint's time; the next test need not
-		// wait for it. close waits.
-		c.dropped.Add(1)
-		go func() {
-			defer c.dropped.Done()
-			if err := c.exec(fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, name)); err != nil {
-				fmt.Fprintf(os.Stderr, "testutil: %v\n", err) // the cluster goes away with its directory anyway
-			}
-		}()
+		c.mu.Lock()
+		c.ended = append(c.ended, name)
+		c.mu.Unlock()
 	})
 	return c.DSN(name)
+}
+
+// dropEnded drops the databases of the tests that ended.
+func (c *PostgresCluster) dropEnded() error {
+	c.mu.Lock()
+	names := c.ended
+	c.ended = nil
+	c.mu.Unlock()
+	for _, name := range names {
+		if err := c.exec(fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Template returns a database that prepare made from a fresh one, once per
+// key and cluster, for CreateDBFrom to copy: copying a migrated database
+// costs less than migrating each (a template must have no connections
+// left when prepare returns).
+func (c *PostgresCluster) Template(key string, prepare func(dsn string) error) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if name, ok := c.templates[key]; ok {
+		return name, nil
+	}
+	name := "template_" + key
+	if err := c.exec(fmt.Sprintf(`CREATE DATABASE %q`, name)); err != nil {
+		return "", err
+	}
+	if err := prepare(c.DSN(name)); err != nil {
+		return "", fmt.Errorf("prepare template %s: %w", key, err)
+	}
+	if c.templates == nil {
+		c.templates = map[string]string{}
+	}
+	c.templates[key] = name
+	return name, nil
 }
 
 // exec runs one statement on the postgres database.
@@ -293,6 +340,24 @@ func RunWithPostgres(m *testing.M) int {
 // (.ci/run) or CI=true.
 func StartPostgres(t testing.TB) string {
 	t.Helper()
+	return sharedCluster(t).CreateDB(t)
+}
+
+// StartPostgresFrom is StartPostgres with a copy of the package's template
+// key (PostgresCluster.Template), which prepare makes on first use.
+func StartPostgresFrom(t testing.TB, key string, prepare func(dsn string) error) string {
+	t.Helper()
+	c := sharedCluster(t)
+	name, err := c.Template(key, prepare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.createDB(t, name)
+}
+
+// sharedCluster returns the package's cluster, started on first use.
+func sharedCluster(t testing.TB) *PostgresCluster {
+	t.Helper()
 	bin := requirePostgres(t)
 	if !sharedMain.Load() {
 		t.Fatal("StartPostgres: the package's TestMain must run the tests through testutil.RunWithPostgres, which stops the cluster")
@@ -306,5 +371,5 @@ func StartPostgres(t testing.TB) string {
 	if sharedPGErr != nil {
 		t.Fatal(sharedPGErr)
 	}
-	return sharedPG.CreateDB(t)
+	return sharedPG
 }
