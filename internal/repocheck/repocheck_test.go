@@ -150,6 +150,7 @@ func TestSystemdUnit(t *testing.T) {
 		"LimitMEMLOCK=infinity",
 		"StateDirectory=taasd",
 		"Restart=on-failure",
+		"StartLimitIntervalSec=0",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_XDP",
 		"SystemCallFilter=@system-service bpf perf_event_open",
