@@ -15,16 +15,19 @@ import (
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
-// fakeRoot runs deploy/provision.sh as root on this machine's own files,
-// seen through overlays: in a mount namespace of its own, /etc, /usr/local
-// and /var are overlays whose writes land in Upper, and in a network
-// namespace of its own the capture and monitor NICs are veths. The script
-// runs for real (useradd, openssl, ip, sysctl, install, chown) except for
-// systemd, which this machine does not run: systemctl and systemd-run are
-// stand-ins that log their arguments to Systemd, and --bin is a stand-in
-// taasd (provisioning runs only its --version; `taasd check` goes through
-// systemd-run). Runs share Upper, so a second run sees what the first
-// wrote, as a re-provisioning does.
+// fakeRoot runs deploy/ scripts as root on this machine's own files, seen
+// through overlays: in a mount namespace of its own, /etc, /usr/local and
+// /var are overlays whose writes land in Upper and /run is empty; in a
+// network namespace of its own the capture and monitor NICs are veths
+// (cap0, mon0); in a pid namespace of its own, whatever the scripts start
+// ends with them. The scripts run for real (useradd, openssl, ip, sysctl,
+// install, chown, pg_ctlcluster) except for systemd, which this machine
+// does not run: systemctl and systemd-run are stand-ins that log their
+// arguments to Systemd; systemctl does for postgresql@V-N.service what
+// Debian's unit does (pg_ctlcluster V N ACTION) and nothing for other
+// units. --bin is a stand-in taasd (provisioning runs only its --version;
+// `taasd check` goes through systemd-run). Runs share Upper, so a second
+// run sees what the first wrote, as a re-provisioning does.
 type fakeRoot struct {
 	Dir     string // work, upper and stand-ins
 	Upper   string // Upper/etc/taasd/taasd.toml is what /etc/taasd/taasd.toml became
@@ -51,7 +54,17 @@ func newFakeRoot(t *testing.T) *fakeRoot {
 		t.Fatal(err)
 	}
 	for name, body := range map[string]string{
-		"systemctl":   "#!/bin/sh\necho \"systemctl $*\" >>" + r.Systemd + "\n",
+		"systemctl": "#!/bin/bash\necho \"systemctl $*\" >>" + r.Systemd + "\n" + `
+args=()
+for a in "$@"; do [[ $a == -* ]] || args+=("$a"); done
+action=${args[0]:-}; unit=${args[1]:-}
+[[ $unit =~ ^postgresql@([0-9]+)-(.+)\.service$ ]] || exit 0
+v=${BASH_REMATCH[1]}; n=${BASH_REMATCH[2]}
+case $action in
+start | stop | restart | reload) exec pg_ctlcluster "$v" "$n" "$action" ;;
+is-active) exec pg_ctlcluster "$v" "$n" status >/dev/null ;;
+esac
+`,
 		"systemd-run": "#!/bin/sh\necho \"systemd-run $*\" >>" + r.Systemd + "\n",
 		"taasd":       "#!/bin/sh\necho 'taasd (provision test stand-in)'\n",
 	} {
@@ -71,29 +84,42 @@ mount --make-rprivate /
 for p in etc usr/local var; do
 	mount -t overlay overlay -o "lowerdir=/$p,upperdir=$d/upper/$p,workdir=$d/work/$p" "/$p"
 done
+mount -t tmpfs -o mode=0755 tmpfs /run
 if [ "$fresh" = fresh ]; then
 	# What this machine may hold of a taasd of its own: whited out.
 	rm -rf /etc/taasd /usr/local/bin/taasd /etc/systemd/system/taasd.service /etc/sysctl.d/60-taasd-*
 fi
+ip link set lo up
 ip link add cap0 type veth peer name cap0p
 ip link add mon0 type veth peer name mon0p
-exec "$@"
+"$@"
 `
 
 // run runs provision.sh with args and env (and nothing of this process's
 // TAASD_ variables) and returns its output and error.
 func (r *fakeRoot) run(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
+	return r.exec(t, env, append([]string{deployScript(t, "provision.sh"), "--bin", filepath.Join(r.Dir, "bin", "taasd")}, args...)...)
+}
+
+// deployScript is the absolute path of deploy/name.
+func deployScript(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join(root, "deploy", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// exec runs argv in the fake root, as run does.
+func (r *fakeRoot) exec(t *testing.T, env []string, argv ...string) (string, error) {
+	t.Helper()
 	fresh := "again"
 	if r.fresh {
 		fresh, r.fresh = "fresh", false
 	}
-	script, err := filepath.Abs(filepath.Join(root, "deploy", "provision.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	argv := append([]string{"--mount", "--net", "--fork", "bash", "-c", setup, "setup", r.Dir, fresh,
-		script, "--bin", filepath.Join(r.Dir, "bin", "taasd")}, args...)
+	argv = append([]string{"--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", setup, "setup", r.Dir, fresh}, argv...)
 	cmd := exec.Command("unshare", argv...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TAASD_") && !strings.HasPrefix(kv, "PATH=") {
@@ -187,6 +213,7 @@ var nics = []string{"--capture", "cap0", "--monitor", "mon0", "--no-start"}
 // today's configuration: the SQLite file, no node, token auth with a
 // generated token, TLS; and runs taasd check through systemd-run.
 func TestProvisionSingle(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	out, err := r.run(t, nil, nics...)
 	if err != nil {
@@ -222,6 +249,7 @@ func TestProvisionSingle(t *testing.T) {
 // node is named, every node gets the same admin token, and neither secret
 // is printed.
 func TestProvisionFleetNode(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	const (
 		url      = "postgres://taasd@db.fleet.test:5432/taasd?sslmode=verify-full&sslrootcert=/etc/taasd/db-ca.crt"
@@ -288,6 +316,7 @@ func TestProvisionFleetNode(t *testing.T) {
 // TestProvisionDBFile: --db-file takes the URL from a file (comments
 // skipped), password and all, into taasd.toml only.
 func TestProvisionDBFile(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	const url = "postgresql://taasd:s3cret@db1:5432,db2:5432/taasd?target_session_attrs=read-write&sslmode=require"
 	f := filepath.Join(r.Dir, "db-url")
@@ -309,6 +338,7 @@ func TestProvisionDBFile(t *testing.T) {
 // TestProvisionFleetRefuses: what provisioning refuses before it writes
 // anything.
 func TestProvisionFleetRefuses(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	withPassword := filepath.Join(r.Dir, "db-url")
 	if err := os.WriteFile(withPassword, []byte("postgres://taasd:pw@db/taasd\n"), 0o600); err != nil {

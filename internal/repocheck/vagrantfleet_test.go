@@ -119,6 +119,7 @@ func arg(args []string, flag string) string {
 // TestVagrantSingle: TAAS_NODES unset (1) is the one appliance VM it
 // always was: no db VM, no fleet network, SQLite (no --db, no --node).
 func TestVagrantSingle(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	ms, dot := vagrantMachines(t)
 	m, ok := ms["default"]
 	if len(ms) != 1 || !ok {
@@ -153,6 +154,7 @@ func TestVagrantSingle(t *testing.T) {
 // the database's password and one admin token for all, from files the
 // host generated once (mode 0600) and did not print into the arguments.
 func TestVagrantFleet(t *testing.T) {
+	t.Parallel() // a fake root, or a Vagrant state, of its own
 	ms, dot := vagrantMachines(t, "TAAS_NODES=3", "TAAS_CAPTURE_NICS=2")
 	names := make([]string, 0, len(ms))
 	for n := range ms {
