@@ -58,7 +58,8 @@ usage: deploy/provision.sh --capture IF[,IF...] --monitor IF[,IF...] [options]
                    postgres:// URL makes this appliance a node of a fleet. Put no password
                    in it: give it in TAASD_DB_PASSWORD, which goes into /etc/taasd/pgpass
                    (mode 0640, root:taasd) that the URL then names (passfile=)
-  --db-file FILE   the URL from FILE's first line instead (one that holds its password:
+  --db-file FILE   the URL from FILE instead, its first line neither blank nor # (one that
+                   holds its password:
                    it then goes into taasd.toml, mode 0640 root:taasd, as it is)
   --node NAME      this appliance's node name in the fleet (default: taasd's, the host name)
                    TAASD_ADMIN_TOKEN: the fleet's admin token, shared by every node
@@ -146,7 +147,7 @@ redact() { sed -E 's#(://[^/@:]*:)[^/@]*@#\1xxxxx@#; s#([?&]password=)[^&]*#\1xx
 if [ -n "$db_file" ]; then
 	[ -z "$db" ] || die "--db and --db-file: choose one"
 	[ -r "$db_file" ] || die "--db-file $db_file: not readable"
-	db=$(sed -n '/^[[:space:]]*\(#\|$\)/!{p;q}' "$db_file")
+	db=$(sed -n '/^[[:space:]]*\(#\|$\)/!{s/^[[:space:]]*//;s/[[:space:]]*$//;p;q}' "$db_file")
 	[ -n "$db" ] || die "--db-file $db_file: no URL in it"
 elif [ -n "$db" ] && has_password "$db"; then
 	die "--db: the URL holds a password, which ps and the shell's history show: give it in TAASD_DB_PASSWORD, or the URL in --db-file"

@@ -313,14 +313,15 @@ func TestProvisionFleetNode(t *testing.T) {
 	}
 }
 
-// TestProvisionDBFile: --db-file takes the URL from a file (comments
-// skipped), password and all, into taasd.toml only.
+// TestProvisionDBFile: --db-file takes the URL from a file (comments and
+// blank lines skipped, the line trimmed, a CRLF file's \r too), password
+// and all, into taasd.toml only.
 func TestProvisionDBFile(t *testing.T) {
 	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	const url = "postgresql://taasd:s3cret@db1:5432,db2:5432/taasd?target_session_attrs=read-write&sslmode=require"
 	f := filepath.Join(r.Dir, "db-url")
-	if err := os.WriteFile(f, []byte("# the fleet's database\n\n"+url+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte("# the fleet's database\n\n  "+url+" \r\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := r.run(t, nil, append([]string{"--db-file", f}, nics...)...)
