@@ -58,15 +58,16 @@ usage: deploy/provision.sh --capture IF[,IF...] --monitor IF[,IF...] [options]
                    postgres:// URL makes this appliance a node of a fleet. Put no password
                    in it: give it in TAASD_DB_PASSWORD, which goes into /etc/taasd/pgpass
                    (mode 0640, root:taasd) that the URL then names (passfile=)
-  --db-file FILE   the URL from FILE instead, its first line neither blank nor # (one that
-                   holds its password:
-                   it then goes into taasd.toml, mode 0640 root:taasd, as it is)
+  --db-file FILE   the URL from FILE instead (its first line neither blank nor #), one
+                   that holds its password, say: it goes into taasd.toml (0640 root:taasd)
   --node NAME      this appliance's node name in the fleet (default: taasd's, the host name)
-                   TAASD_ADMIN_TOKEN: the fleet's admin token, shared by every node
-                   (default: a generated one)
   --keep-config    keep an existing /etc/taasd/taasd.toml even when its auth mode, db or
                    node is not what this run asks for
   --no-start       install and check, but do not enable or start the service
+environment (secrets stay off the command line, which ps shows):
+  TAASD_DB_PASSWORD        the database's password, with a postgres:// --db
+  TAASD_ADMIN_TOKEN        the fleet's admin token, the same on every node (default: generated)
+  TAASD_KEYSTONE_PASSWORD  with --auth keystone: the service user's password
 EOF
 }
 
