@@ -25,7 +25,7 @@ usage: deploy/provision-postgres.sh [options]
   --listen ADDR[,ADDR...]  addresses to listen on besides localhost (the management network's)
   --allow CIDR[,CIDR...]   networks the nodes connect from: hostssl, scram-sha-256 in pg_hba
   --role NAME              taasd's role (default taasd)
-  --database NAME          taasd's database (default taasd)
+  --database NAME          taasd's database (default taas)
   --db-only                only the role and the database, on the server psql reaches
                            through PGHOST, PGPORT, PGUSER (no install, no configuration)
 The role's password: TAASD_DB_PASSWORD, else one generated once into
@@ -36,7 +36,7 @@ EOF
 listen=""
 allow=""
 role=taasd
-database=taasd
+database=taas
 db_only=no
 while [ $# -gt 0 ]; do
 	case $1 in

@@ -106,7 +106,7 @@ func TestProvisionPostgresRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgExec(t, super, "SELECT pg_reload_conf()")
-	dsn := c.DSN("taasd")
+	dsn := c.DSN("taas")
 	// The postmaster rereads pg_hba when the signal reaches it: until then
 	// trust lets anyone in.
 	for deadline := time.Now().Add(10 * time.Second); pgConnects(asRole(t, dsn, "taasd", "")) == nil; time.Sleep(20 * time.Millisecond) {
@@ -135,7 +135,7 @@ func TestProvisionPostgresRole(t *testing.T) {
 	var superuser, createdb bool
 	var owner string
 	err = conn.QueryRow(ctx, `SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba)
-		FROM pg_roles r, pg_database d WHERE r.rolname = 'taasd' AND d.datname = 'taasd'`).Scan(&superuser, &createdb, &owner)
+		FROM pg_roles r, pg_database d WHERE r.rolname = 'taasd' AND d.datname = 'taas'`).Scan(&superuser, &createdb, &owner)
 	conn.Close(ctx)
 	if err != nil || superuser || createdb || owner != "taasd" {
 		t.Errorf("role taasd: superuser %v createdb %v, database owner %q (%v); want neither, owner taasd", superuser, createdb, owner, err)
@@ -183,7 +183,7 @@ echo "== again"
 "$script" --listen 198.51.100.2 --allow 198.51.100.0/24 2>&1
 pw=$(cat /etc/postgresql/taasd.password)
 try() { # try USER PASSWORD SSLMODE
-	PGPASSWORD=$2 PGCONNECT_TIMEOUT=5 psql -X "host=198.51.100.2 dbname=taasd user=$1 sslmode=$3" \
+	PGPASSWORD=$2 PGCONNECT_TIMEOUT=5 psql -X "host=198.51.100.2 dbname=taas user=$1 sslmode=$3" \
 		-Atc "SELECT 'ssl=' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()" 2>&1 || echo refused
 }
 echo "== taasd"; try taasd "$pw" require
@@ -238,7 +238,7 @@ func TestProvisionPostgresServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(hba), "\nhostssl taasd taasd 198.51.100.0/24 scram-sha-256\n"); n != 1 {
+	if n := strings.Count(string(hba), "\nhostssl taas taasd 198.51.100.0/24 scram-sha-256\n"); n != 1 {
 		t.Errorf("pg_hba.conf has taasd's line %d times, want once:\n%s", n, hba)
 	}
 	r.file(t, "/etc/postgresql/taasd.password", 0o600, "root")

@@ -252,7 +252,7 @@ func TestProvisionFleetNode(t *testing.T) {
 	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
 	const (
-		url      = "postgres://taasd@db.fleet.test:5432/taasd?sslmode=verify-full&sslrootcert=/etc/taasd/db-ca.crt"
+		url      = "postgres://taasd@db.fleet.test:5432/taas?sslmode=verify-full&sslrootcert=/etc/taasd/db-ca.crt"
 		password = `pa:ss\wo#rd "x"`
 		token    = "0123456789abcdef0123456789abcdef"
 	)
@@ -319,7 +319,7 @@ func TestProvisionFleetNode(t *testing.T) {
 func TestProvisionDBFile(t *testing.T) {
 	t.Parallel() // a fake root, or a Vagrant state, of its own
 	r := newFakeRoot(t)
-	const url = "postgresql://taasd:s3cret@db1:5432,db2:5432/taasd?target_session_attrs=read-write&sslmode=require"
+	const url = "postgresql://taasd:s3cret@db1:5432,db2:5432/taas?target_session_attrs=read-write&sslmode=require"
 	f := filepath.Join(r.Dir, "db-url")
 	if err := os.WriteFile(f, []byte("# the fleet's database\n\n  "+url+" \r\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -352,8 +352,8 @@ func TestProvisionFleetRefuses(t *testing.T) {
 		want string
 	}{
 		{"password on the command line", nil, []string{"--db", "postgres://taasd:pw@db/taasd"}, "the URL holds a password"},
-		{"password parameter on the command line", nil, []string{"--db", "postgres://taasd@db/taasd?sslmode=require&password=pw"}, "the URL holds a password"},
-		{"quote in the URL", nil, []string{"--db", `postgres://taasd@db/taasd?application_name="x"`}, "no \""},
+		{"password parameter on the command line", nil, []string{"--db", "postgres://taasd@db/taas?sslmode=require&password=pw"}, "the URL holds a password"},
+		{"quote in the URL", nil, []string{"--db", `postgres://taasd@db/taas?application_name="x"`}, "no \""},
 		{"bad node name", nil, []string{"--node", "taas 2"}, "--node taas 2: want 1 to 64"},
 		{"node name too long", nil, []string{"--node", strings.Repeat("n", 65)}, "want 1 to 64"},
 		{"password for SQLite", []string{"TAASD_DB_PASSWORD=pw"}, nil, "TAASD_DB_PASSWORD is for a postgres:// --db"},

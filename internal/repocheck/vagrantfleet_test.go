@@ -238,7 +238,7 @@ func TestVagrantFleet(t *testing.T) {
 			t.Fatalf("%s: provisioners %+v, want wait-for-db then taasd", name, p)
 		}
 		p := m.Provisioners[1]
-		if arg(p.Args, "--db") != "postgres://taasd@10.14.0.2:5432/taasd?sslmode=require" || arg(p.Args, "--node") != name ||
+		if arg(p.Args, "--db") != "postgres://taasd@10.14.0.2:5432/taas?sslmode=require" || arg(p.Args, "--node") != name ||
 			arg(p.Args, "--capture") != "eth1,eth2" || arg(p.Args, "--monitor") != "eth3" {
 			t.Errorf("%s: provision.sh %v", name, p.Args)
 		}
