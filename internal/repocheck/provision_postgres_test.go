@@ -156,9 +156,14 @@ func TestProvisionPostgresRole(t *testing.T) {
 		if err != nil {
 			t.Fatalf("provision.sh: %v\n%s", err, out)
 		}
+		// taasd's store, opened as taasd opens its db.
 		db := strings.Replace(r.config(t).DB, "/etc/taasd/pgpass", filepath.Join(r.Upper, "etc", "taasd", "pgpass"), 1)
-		if err := pgConnects(db); err != nil {
-			t.Errorf("taasd's db with the password file provision.sh wrote: %v", err)
+		s, err := store.Open(ctx, db)
+		if err != nil {
+			t.Fatalf("store.Open of the db provision.sh wrote, with its password file: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Error(err)
 		}
 	})
 }
