@@ -213,6 +213,7 @@ func vagrantEnv(tmp string, env ...string) []string {
 // (Debian's vagrant-libvirt validates its own settings too). VirtualBox is
 // not in Debian, so its block is checked as Ruby only.
 func TestVagrantValidate(t *testing.T) {
+	t.Parallel() // each validate has a Vagrant state of its own
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -222,6 +223,7 @@ func TestVagrantValidate(t *testing.T) {
 		{"a fleet of three", []string{"TAAS_NODES=3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			out, err := vagrant(t, root, tc.env...)
 			if err != nil || !strings.Contains(out, "validated successfully") {
 				t.Errorf("vagrant validate: %v\n%s", err, out)
@@ -233,6 +235,7 @@ func TestVagrantValidate(t *testing.T) {
 // TestVagrantValidateCatches proves validate fails on a bad Vagrantfile: an
 // unknown libvirt setting, and a NIC count out of range.
 func TestVagrantValidateCatches(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile(filepath.Join(root, "Vagrantfile"))
 	if err != nil {
 		t.Fatal(err)
