@@ -190,7 +190,7 @@ func (s *Store) SetOwnStatuses(ctx context.Context, nodes []string, services, fl
 	}
 	// A status write does not change what any data plane should realise:
 	// other taasd are not woken for it (notify.go).
-	return s.write(ctx, true, func(t *Tx) error {
+	return s.write(ctx, statusChange, func(t *Tx) error {
 		ctx, tx := t.ctx, t.tx
 		if err := setStatuses(ctx, tx, s.d, "tap_services", "port_id", nodes, services); err != nil {
 			return fmt.Errorf("set status of tap services: %w", err)

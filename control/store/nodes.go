@@ -104,10 +104,12 @@ func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 // counters, in one transaction. A row another run has claimed is
 // ErrNodeTaken, and nothing is written.
 func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats []byte) error {
-	// Others read heartbeats and stats when they need them: announced as
-	// a change of the desired state, each would wake every node's
-	// reconciler every second (notify.go), so it goes as a status write.
-	return s.write(ctx, true, func(t *Tx) error {
+	// Others read heartbeats and stats when they need them (each node
+	// rereads the nodes every heartbeat, and a change of liveness drops the
+	// cached lists itself): announced, each would wake every node or clear
+	// every node's list cache every second, so it goes unannounced
+	// (noChange: no NOTIFY, no Generation bump).
+	return s.write(ctx, noChange, func(t *Tx) error {
 		ctx, tx := t.ctx, t.tx
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
 		if err != nil {

@@ -121,7 +121,9 @@ func TestHeartbeat(t *testing.T) {
 }
 
 // TestHeartbeatQuiet: on PostgreSQL a heartbeat wakes no other taasd's
-// reconciler (it would wake every node every second), a claim does.
+// reconciler (it would wake every node every second), a claim does; and it
+// bumps neither the writer's Generation nor the others' (every node's
+// cached lists went N times a second).
 func TestHeartbeatQuiet(t *testing.T) {
 	ctx := context.Background()
 	dsn := testutil.StartPostgres(t)
@@ -136,6 +138,7 @@ func TestHeartbeatQuiet(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a claim was not announced")
 	}
+	genA, genB := a.Generation(), b.Generation()
 	for i := range 5 {
 		if err := a.Heartbeat(ctx, "a", "a1", int64(10+i), []byte(`{}`)); err != nil {
 			t.Fatal(err)
@@ -145,5 +148,8 @@ func TestHeartbeatQuiet(t *testing.T) {
 	case <-changes:
 		t.Error("a heartbeat woke a subscriber")
 	case <-time.After(500 * time.Millisecond):
+	}
+	if ga, gb := a.Generation(), b.Generation(); ga != genA || gb != genB {
+		t.Errorf("Generation after 5 heartbeats: writer %d -> %d, other %d -> %d, want unchanged", genA, ga, genB, gb)
 	}
 }

@@ -62,15 +62,17 @@ const defaultMaxBatch = 128
 // Write of the same batch just added (issue 10's review: a tap service
 // created on a port and a rebinding of it both succeeded).
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	return s.write(ctx, false, fn)
+	return s.write(ctx, dataChange, fn)
 }
 
-// write is Write; statusOnly says that fn writes statuses only.
-func (s *Store) write(ctx context.Context, statusOnly bool, fn func(tx *Tx) error) error {
+// write is Write; kind says what fn changes (statusChange: statuses only;
+// noChange: nothing any other taasd or cache reads as state, such as a
+// heartbeat).
+func (s *Store) write(ctx context.Context, kind change, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &writeReq{ctx: ctx, fn: fn, statusOnly: statusOnly, done: make(chan struct{})}
+	r := &writeReq{ctx: ctx, fn: fn, kind: kind, done: make(chan struct{})}
 	select {
 	case s.queue <- r:
 	case <-s.quit:
@@ -101,8 +103,8 @@ func (s *Store) write(ctx context.Context, statusOnly bool, fn func(tx *Tx) erro
 type writeReq struct {
 	ctx context.Context
 	fn  func(*Tx) error
-	// statusOnly: fn writes the data plane's statuses and nothing else.
-	statusOnly bool
+	// kind is what fn changes, once it succeeded.
+	kind change
 	// state moves from reqQueued to reqTaken (the writer) or reqDropped
 	// (the caller, whose ctx ended): whoever moves it first decides.
 	state atomic.Int32
@@ -302,7 +304,8 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 // commitTx commits tx, announcing what it wrote to the other taasd on
 // PostgreSQL (notify.go). Generation is bumped before any caller hears of
 // the commit, and even when it failed: its outcome is then unknown, and a
-// needless bump costs only a cache miss (Generation).
+// needless bump costs only a cache miss (Generation). A noChange write
+// (a heartbeat) neither notifies nor bumps it.
 func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
 	if s.d == postgresDialect && wrote != noChange {
 		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()); err != nil {
@@ -311,7 +314,9 @@ func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
 		}
 	}
 	err := tx.Commit()
-	s.gen.Add(1)
+	if wrote != noChange {
+		s.gen.Add(1)
+	}
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -418,9 +423,9 @@ func (t *Tx) CreateTapFlow(f TapFlow) error {
 type change int
 
 const (
-	noChange     change = iota
-	statusChange        // the data plane's statuses only
-	dataChange          // the desired state
+	noChange     change = iota // heartbeats and published counters
+	statusChange               // the data plane's statuses only
+	dataChange                 // the desired state
 )
 
 func (c change) String() string {
@@ -435,8 +440,5 @@ func (c change) String() string {
 
 // changeOf is what r's fn changed, once it succeeded.
 func changeOf(r *writeReq) change {
-	if r.statusOnly {
-		return statusChange
-	}
-	return dataChange
+	return r.kind
 }
