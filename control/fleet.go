@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,11 @@ type fleet struct {
 	mu     sync.Mutex
 	owners map[string]owned // the last reconciler pass's, by id
 	view   map[string]store.Node
+	// published is the counters the last heartbeat published, without
+	// their time; capped says the cap was logged. Only runNode's
+	// goroutine uses them.
+	published []byte
+	capped    bool
 	// seen is, by node name, when this taasd last saw the node's row
 	// change (observe): liveness is judged on this node's monotonic clock,
 	// never by comparing another machine's wall clock with this one's.
@@ -211,16 +217,57 @@ func (s *Server) runNode(ctx context.Context) error {
 // heartbeat moves this node's last_seen, publishes its counters and
 // rereads the nodes.
 func (s *Server) heartbeat(ctx context.Context) error {
-	stats, err := json.Marshal(s.cfg.DataPlane.Stats())
+	stats, same, err := s.statsToPublish()
 	if err != nil {
-		return fmt.Errorf("encode stats: %w", err)
+		return err
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.NodeTimeout)
 	defer cancel()
 	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats); err != nil {
 		return err
 	}
+	s.fleet.published = same
 	return s.refreshNodes(hctx)
+}
+
+// maxPublishedStats caps the counters a node publishes every heartbeat
+// (node_stats), in bytes of JSON. Each tap service and flow takes some
+// 110 bytes: 1000 of each made a 227 KB row, rewritten every second. Past
+// the cap, the per-resource counters are left out (the interfaces stay):
+// other nodes' taas/stats and /metrics then show none for this node's
+// resources, and this node's own show them all.
+const maxPublishedStats = 64 << 10
+
+// statsToPublish is this node's counters as the heartbeat publishes them,
+// nil when they did not change since the last heartbeat published (an idle
+// node writes no counters); same is what to remember once published.
+func (s *Server) statsToPublish() (stats, same []byte, err error) {
+	st := s.cfg.DataPlane.Stats()
+	at := st.UnixNano
+	st.UnixNano = 0
+	if same, err = json.Marshal(st); err != nil {
+		return nil, nil, fmt.Errorf("encode stats: %w", err)
+	}
+	if bytes.Equal(same, s.fleet.published) {
+		return nil, same, nil
+	}
+	st.UnixNano = at
+	if stats, err = json.Marshal(st); err != nil {
+		return nil, nil, fmt.Errorf("encode stats: %w", err)
+	}
+	if len(stats) > maxPublishedStats {
+		if !s.fleet.capped {
+			s.log.Warn("published counters over the cap: other nodes show this node's interfaces only",
+				"bytes", len(stats), "cap", maxPublishedStats, "tap_services", len(st.Services), "tap_flows", len(st.Flows),
+				"tap_mirrors", len(st.Mirrors))
+			s.fleet.capped = true
+		}
+		st.Services, st.Flows, st.Mirrors = []broker.ServiceStats{}, []broker.FlowStats{}, []broker.MirrorStats{}
+		if stats, err = json.Marshal(st); err != nil {
+			return nil, nil, fmt.Errorf("encode stats: %w", err)
+		}
+	}
+	return stats, same, nil
 }
 
 // refreshNodes rereads the nodes table and updates what the API shows
