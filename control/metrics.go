@@ -108,6 +108,11 @@ var (
 	descMirrorStatus = prometheus.NewDesc("taas_tap_mirror_status",
 		"1 for the tap mirror's current status (ACTIVE, DOWN or ERROR; the reason is in taas/stats), 0 for the others.",
 		[]string{"tap_mirror_id", "status"}, nil)
+	// descMirrorStatusNode is taas_tap_mirror_status in a fleet: every
+	// mirror of the fleet, labelled with its node.
+	descMirrorStatusNode = prometheus.NewDesc("taas_tap_mirror_status",
+		"1 for the tap mirror's current status (ACTIVE, DOWN or ERROR; the reason is in taas/stats), 0 for the others.",
+		[]string{"node", "tap_mirror_id", "status"}, nil)
 )
 
 // fleetDescs holds, for each description of the data plane's counters,
@@ -288,12 +293,16 @@ func BuildInfo(version string) prometheus.Collector {
 	return g
 }
 
-// mirrorStatusCollector serves taas_tap_mirror_status from the
-// reconciler's last pass (without a store read per scrape): the data plane
-// does not see the mirrors the plan keeps out (a port administratively
-// down, a row it cannot use).
+// mirrorStatusCollector serves taas_tap_mirror_status. On a single
+// appliance it comes from the reconciler's last pass (without a store read
+// per scrape): the data plane does not see the mirrors the plan keeps out
+// (a port administratively down, a row it cannot use). In a fleet (srv
+// set) it covers every node's mirrors, labelled with their node: this
+// node's from its last pass, the others' as stored (what their node
+// wrote), DOWN for a node that is not alive, as the API shows them.
 type mirrorStatusCollector struct {
 	rec *Reconciler
+	srv *Server
 }
 
 // mirrorStates are the values of taas_tap_mirror_status's status label.
@@ -301,16 +310,46 @@ type mirrorStatusCollector struct {
 // others), so that an alert on status="DOWN" == 1 sees a mirror come back.
 var mirrorStates = []broker.State{broker.StateActive, broker.StateDown, broker.StateError}
 
-func (c mirrorStatusCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMirrorStatus }
+func (c mirrorStatusCollector) Describe(ch chan<- *prometheus.Desc) {
+	if c.srv != nil {
+		ch <- descMirrorStatusNode
+		return
+	}
+	ch <- descMirrorStatus
+}
 
 func (c mirrorStatusCollector) Collect(ch chan<- prometheus.Metric) {
-	for id, st := range c.rec.MirrorStatuses() {
+	emit := func(desc *prometheus.Desc, state string, labels ...string) {
 		for _, s := range mirrorStates {
 			v := 0.0
-			if st.State == s {
+			if state == s.String() {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(descMirrorStatus, prometheus.GaugeValue, v, id, s.String())
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append(labels, s.String())...)
 		}
+	}
+	if c.srv == nil {
+		for id, st := range c.rec.MirrorStatuses() {
+			emit(descMirrorStatus, st.State.String(), id)
+		}
+		return
+	}
+	s := c.srv
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mirrors, err := s.st.ListTapMirrors(ctx, "")
+	if err != nil {
+		s.log.Warn("read the tap mirrors for /metrics", "err", err)
+		return
+	}
+	own := c.rec.MirrorStatuses()
+	owners := s.owners()
+	for _, m := range mirrors {
+		status, reason := m.Status, m.StatusReason
+		if st, ok := own[m.ID]; ok {
+			status = st.State.String()
+		}
+		s.nodeStatus(m.ID, &status, &reason)
+		emit(descMirrorStatusNode, status, s.nodeIn(owners, m.ID), m.ID)
 	}
 }

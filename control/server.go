@@ -299,9 +299,15 @@ type noMetrics struct{}
 func (noMetrics) Describe(chan<- *prometheus.Desc) {}
 func (noMetrics) Collect(chan<- prometheus.Metric) {}
 
-// MirrorMetrics collects each tap mirror's status as the reconciler last
-// saw it (metrics.go), for MetricsHandler.
-func (s *Server) MirrorMetrics() prometheus.Collector { return mirrorStatusCollector{rec: s.rec} }
+// MirrorMetrics collects each tap mirror's status (metrics.go), for
+// MetricsHandler: as the reconciler last saw it on a single appliance; in
+// a fleet, every node's mirror with its node.
+func (s *Server) MirrorMetrics() prometheus.Collector {
+	if s.cfg.Fleet {
+		return mirrorStatusCollector{rec: s.rec, srv: s}
+	}
+	return mirrorStatusCollector{rec: s.rec}
+}
 
 // headerReceived is fasthttp's HeaderReceived hook: once a request's head
 // is in, its body gets bodyTimeout (the server's ReadTimeout is the
