@@ -66,7 +66,7 @@ func (n nodeRules) owns() []string {
 // source, whose port (what names it) is on node (this node's or none),
 // when this node cannot realise it; ok is false when it can.
 func (n nodeRules) portHeld(what, portID, node string) (broker.Status, bool) {
-	if node != "" {
+	if node != "" || !n.fleet {
 		return broker.Status{}, false
 	}
 	return broker.Status{State: broker.StateDown,
