@@ -303,20 +303,61 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 // PostgreSQL (notify.go). Generation is bumped before any caller hears of
 // the commit, and even when it failed: its outcome is then unknown, and a
 // needless bump costs only a cache miss (Generation).
+//
+// On PostgreSQL a COMMIT whose connection is lost before the answer
+// arrives may have committed or not: commitTx reads the transaction's id
+// before and asks the server its status on another connection after
+// (commitOutcome), so a write that committed is never reported as failed.
 func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
+	var xid int64
 	if s.d == postgresDialect && wrote != noChange {
-		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()); err != nil {
+		err := tx.QueryRow(`SELECT txid_current(), pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()).Scan(&xid, new(any))
+		if err != nil {
 			tx.Rollback() //nolint:errcheck // the notify's error is the one to report
 			return fmt.Errorf("notify: %w", err)
 		}
 	}
 	err := tx.Commit()
+	if err != nil && xid != 0 && pgState(err) == "" {
+		// The server did not answer (it would have said why): the
+		// connection was lost before or during the COMMIT.
+		err = s.commitOutcome(xid, err)
+	}
 	s.gen.Add(1)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
+
+// commitOutcome asks the server, on a new connection, whether transaction
+// xid, whose COMMIT failed with err without an answer, committed: nil if it
+// did, err as ErrUnavailable if it did not (the write may be tried again),
+// ErrOutcomeUnknown if the server cannot tell now.
+func (s *Store) commitOutcome(xid int64, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeWait)
+	defer cancel()
+	for {
+		var status sql.NullString
+		qerr := s.r.QueryRowContext(ctx, `SELECT txid_status(?)`, xid).Scan(&status)
+		switch {
+		case qerr == nil && status.String == "committed":
+			return nil
+		case qerr == nil && status.String == "aborted":
+			return unavailable(fmt.Errorf("%w (the transaction was rolled back)", err))
+		case qerr == nil && status.String == "in progress":
+			// The server has not yet seen the connection go.
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (status of transaction %d: %v %v)", ErrOutcomeUnknown, err, xid, status.String, qerr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// outcomeWait bounds how long commitOutcome asks.
+const outcomeWait = 5 * time.Second
 
 // GetNetwork returns one network visible to project.
 func (t *Tx) GetNetwork(project, id string) (Network, error) {

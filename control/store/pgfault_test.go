@@ -1,0 +1,139 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// pgProxy forwards TCP connections on loopback to a test cluster's unix
+// socket; its hooks let a test break the connections the way a network
+// does.
+type pgProxy struct {
+	ln net.Listener
+	// upstream is called with each chunk a client sends, before it is
+	// forwarded; it returns what to do with the connection then.
+	upstream func(b []byte) proxyAction
+	// epoch counts blackhole calls: a connection born in an earlier epoch
+	// passes no byte any more, and never closes (a cut that lost its
+	// state: no RST ever comes).
+	epoch atomic.Int64
+}
+
+type proxyAction int
+
+const (
+	forward       proxyAction = iota
+	forwardAndCut             // forward, let the server act, then close both sides before its answer
+)
+
+// startPGProxy starts a proxy to the cluster of dsn (testutil.StartPostgres)
+// and returns it with a DSN that goes through it.
+func startPGProxy(t *testing.T, dsn string) (*pgProxy, string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks, _ := filepath.Glob(filepath.Join(u.Query().Get("host"), ".s.PGSQL.[0-9]*[0-9]"))
+	if len(socks) != 1 {
+		t.Fatalf("cluster sockets %v, want one", socks)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p := &pgProxy{ln: ln, upstream: func([]byte) proxyAction { return forward }}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("unix", socks[0])
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go p.pipe(c, s, true)
+			go p.pipe(s, c, false)
+		}
+	}()
+	return p, "postgres://postgres@" + ln.Addr().String() + u.Path + "?sslmode=disable"
+}
+
+// blackhole makes every connection open now silent for ever.
+func (p *pgProxy) blackhole() { p.epoch.Add(1) }
+
+func (p *pgProxy) pipe(src, dst net.Conn, up bool) {
+	born := p.epoch.Load()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && p.epoch.Load() == born {
+			act := forward
+			if up {
+				act = p.upstream(buf[:n])
+			}
+			if act == forwardAndCut {
+				src.Close() // the client hears nothing more
+				dst.Write(buf[:n])
+				time.Sleep(200 * time.Millisecond) // the server acts on it
+				dst.Close()
+				return
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+// TestPostgresCommitConnectionLost: the connection is lost after the
+// COMMIT reached the server and before its answer came back. The write
+// committed, so it succeeds (the store asks the server the transaction's
+// status); before, it failed with the lost connection's error, a 500 for
+// a row that exists.
+func TestPostgresCommitConnectionLost(t *testing.T) {
+	ctx := context.Background()
+	dsn := testutil.StartPostgres(t)
+	p, via := startPGProxy(t, dsn)
+	a, b := open(t, via), open(t, dsn)
+	var armed atomic.Bool
+	p.upstream = func(q []byte) proxyAction {
+		if armed.Load() && bytes.Contains(bytes.ToLower(q), []byte("commit")) {
+			armed.Store(false)
+			return forwardAndCut
+		}
+		return forward
+	}
+	armed.Store(true)
+	err := a.CreateNetwork(ctx, Network{ID: "lost", ProjectID: "x"})
+	if armed.Load() {
+		t.Fatal("no COMMIT went through the proxy")
+	}
+	if _, gerr := b.GetNetwork(ctx, "", "lost"); gerr != nil {
+		t.Fatalf("the network did not commit (%v); create: %v", gerr, err)
+	}
+	if err != nil {
+		t.Errorf("create = %v, want nil: it committed", err)
+	}
+	// The store goes on writing on a new connection.
+	if err := a.CreateNetwork(ctx, Network{ID: "next", ProjectID: "x"}); err != nil {
+		t.Errorf("next create = %v", err)
+	}
+}
