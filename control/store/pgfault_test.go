@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -135,5 +137,73 @@ func TestPostgresCommitConnectionLost(t *testing.T) {
 	// The store goes on writing on a new connection.
 	if err := a.CreateNetwork(ctx, Network{ID: "next", ProjectID: "x"}); err != nil {
 		t.Errorf("next create = %v", err)
+	}
+}
+
+// raiseSerializationFailure makes tx's statement fail as PostgreSQL's
+// SERIALIZABLE does when a concurrent transaction conflicts with it.
+func raiseSerializationFailure(tx *Tx) error {
+	_, err := tx.tx.ExecContext(tx.ctx, `DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$`)
+	return err
+}
+
+// TestPostgresRetriesRunOut: a write that fails to serialize in every
+// attempt ends with ErrBusy (a 503 with Retry-After), not the raw
+// serialization failure the API answered as a 500.
+func TestPostgresRetriesRunOut(t *testing.T) {
+	s := open(t, testutil.StartPostgres(t))
+	runs := 0
+	err := s.Write(context.Background(), func(tx *Tx) error {
+		runs++
+		return raiseSerializationFailure(tx)
+	})
+	if !errors.Is(err, ErrBusy) || runs != maxAttempts {
+		t.Errorf("Write = %v after %d runs; want ErrBusy after %d", err, runs, maxAttempts)
+	}
+}
+
+// TestPostgresConflictRunsAlone: in a batch of Writes, the one fn that
+// fails to serialize runs again alone; the others commit with the batch
+// and run once. Before, the whole batch ran again.
+func TestPostgresConflictRunsAlone(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testutil.StartPostgres(t))
+	hold, held := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.Write(ctx, func(*Tx) error { close(held); <-hold; return nil })
+	}()
+	<-held
+	var runs [3]atomic.Int32
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			errs <- s.Write(ctx, func(tx *Tx) error {
+				if runs[i].Add(1) == 1 && i == 1 {
+					return raiseSerializationFailure(tx)
+				}
+				return tx.CreateNetwork(Network{ID: fmt.Sprint("n", i), ProjectID: "x"})
+			})
+		}()
+	}
+	for s.Queued() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("Write = %v", err)
+		}
+	}
+	if got := fmt.Sprint(runs[0].Load(), runs[1].Load(), runs[2].Load()); got != "1 2 1" {
+		t.Errorf("runs = %s, want 1 2 1: only the fn in conflict runs again", got)
+	}
+	for i := range 3 {
+		if _, err := s.GetNetwork(ctx, "", fmt.Sprint("n", i)); err != nil {
+			t.Errorf("network n%d: %v", i, err)
+		}
 	}
 }

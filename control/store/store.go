@@ -40,6 +40,9 @@ var (
 	// committed the write, and whether the write committed cannot be
 	// learnt now (PostgreSQL); a read later tells.
 	ErrOutcomeUnknown = errors.New("database connection lost during commit: outcome unknown")
+	// ErrBusy: the write failed to serialize against concurrent writes
+	// (PostgreSQL) in every one of its attempts; a later try may succeed.
+	ErrBusy = errors.New("database busy: the write conflicted with concurrent writes in every attempt")
 	// ErrClosed: the store was closed before the write could run.
 	ErrClosed = errors.New("store closed")
 )

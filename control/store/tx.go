@@ -183,27 +183,61 @@ func (s *Store) writer() {
 // PostgreSQL a transaction may fail to serialize (SQLSTATE 40001: another
 // taasd's transaction conflicted with it) at any statement or at the
 // commit, and then every fn of the batch runs again in a new transaction,
-// up to maxAttempts times. An fn's failure is part of the outcome too: it
+// up to maxAttempts times; when the attempts run out, the fns hear
+// ErrBusy. An fn whose own statement failed so is rolled back to its
+// savepoint, the others commit, and it runs again alone: one fn in
+// conflict does not run its whole batch again and again (nor, as it once
+// did, a batch that had committed). An fn's failure is part of the outcome too: it
 // may come from a row an earlier fn of the batch wrote, which the retry
 // may no longer write (a limit reached by a create that in the end lost
 // its place).
 func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	for attempt := 1; ; attempt++ {
 		o := s.commitOnce(run)
-		if s.d == postgresDialect && attempt < maxAttempts && o.retry() {
-			s.retries.Add(1)
-			time.Sleep(retryWait(attempt))
-			continue
+		if s.d == postgresDialect && o.retry() {
+			if o.err == nil && len(run) > 1 {
+				// The batch committed without the fns that failed to
+				// serialize (rolled back to their savepoints): they
+				// run again, each alone, so that one fn in conflict
+				// does not run its whole batch again and again.
+				s.retries.Add(1)
+				for i, r := range run[:o.ran] {
+					if !retryable(o.errs[i]) {
+						r.finish(o.errs[i])
+					}
+				}
+				for i, r := range run[:o.ran] {
+					if retryable(o.errs[i]) {
+						time.Sleep(retryWait(1))
+						s.commit([]*writeReq{r}) // one fn: it always runs
+					}
+				}
+				return run[o.ran:]
+			}
+			if attempt < maxAttempts {
+				s.retries.Add(1)
+				time.Sleep(retryWait(attempt))
+				continue
+			}
 		}
 		for i, r := range run[:o.ran] {
 			if o.errs[i] != nil {
-				r.finish(o.errs[i])
+				r.finish(busy(o.errs[i]))
 			} else {
-				r.finish(o.err)
+				r.finish(busy(o.err))
 			}
 		}
 		return run[o.ran:]
 	}
+}
+
+// busy marks err ErrBusy when it is a failure to serialize: what is left
+// of one when the attempts ran out.
+func busy(err error) error {
+	if retryable(err) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
 }
 
 // maxAttempts bounds the transactions a batch of Writes runs in when they
