@@ -279,7 +279,7 @@ func (c pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedV
 }
 
 // unavailable marks err ErrUnavailable when it says the server cannot be
-// reached: the connection failed or was lost, or the server is shutting
+// reached: the connection failed, was lost or did not answer in time, or the server is shutting
 // down or starting (SQLSTATE class 08, 57P01-57P03). The error stays in the
 // chain: database/sql retries driver.ErrBadConn on another connection.
 func unavailable(err error) error {
@@ -293,6 +293,7 @@ func unavailable(err error) error {
 	state := pgState(err)
 	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) ||
 		strings.HasPrefix(state, "08") || state == "57P01" || state == "57P02" || state == "57P03" {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

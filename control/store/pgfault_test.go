@@ -207,3 +207,71 @@ func TestPostgresConflictRunsAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresHalfOpen: the network loses the state of a Store's
+// connections (no reset ever comes: the proxy swallows every byte). Its
+// listener finds out by pinging and reconnects, so a write through
+// another Store wakes it again; its writer gives the batch up at the
+// deadline (ErrUnavailable) and the next write runs on a new connection;
+// Close returns. Before, the listener waited for ever (the Store was deaf
+// to other taasd) and the write hung.
+func TestPostgresHalfOpen(t *testing.T) {
+	for v, short := range map[*time.Duration]time.Duration{&pingEvery: 500 * time.Millisecond, &pingWait: 500 * time.Millisecond, &writeDeadline: 2 * time.Second} {
+		old := *v
+		*v = short
+		t.Cleanup(func() { *v = old })
+	}
+	ctx := context.Background()
+	dsn := testutil.StartPostgres(t)
+	p, via := startPGProxy(t, dsn)
+	a, err := Open(ctx, via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := open(t, dsn)
+	wake, stop := a.Subscribe()
+	defer stop()
+	if err := a.CreateNetwork(ctx, Network{ID: "before", ProjectID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	p.blackhole()
+	start := time.Now()
+	written := make(chan error, 1)
+	go func() { written <- a.CreateNetwork(ctx, Network{ID: "cut", ProjectID: "x"}) }()
+	select {
+	case err := <-written:
+		t.Logf("write through A on its cut connection: %v after %v", err, time.Since(start))
+		if err != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrOutcomeUnknown) {
+			t.Errorf("write on a cut connection = %v, want ErrUnavailable", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("write through A on its cut connection still hangs after 20 s")
+	}
+	if err := a.CreateNetwork(ctx, Network{ID: "after", ProjectID: "x"}); err != nil {
+		t.Errorf("next write through A = %v, want nil on a new connection", err)
+	}
+	// Drain the wakeups so far (the reconnection's), then B writes.
+	time.Sleep(2 * pingEvery)
+	select {
+	case <-wake:
+	default:
+	}
+	if err := b.CreateNetwork(ctx, Network{ID: "viaB", ProjectID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+		t.Logf("A woken by B's write %v after the cut", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Error("A not woken by B's write after the cut: its listener is deaf")
+	}
+	closed := make(chan error, 1)
+	start = time.Now()
+	go func() { closed <- a.Close() }()
+	select {
+	case <-closed:
+		t.Logf("Close after the cut took %v", time.Since(start))
+	case <-time.After(30 * time.Second):
+		t.Error("Close after the cut hangs")
+	}
+}

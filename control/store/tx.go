@@ -124,15 +124,21 @@ func (r *writeReq) finish(err error) {
 }
 
 // call runs the request's fn on tx; a panic is kept for the caller.
-func (r *writeReq) call(s *Store, tx *sql.Tx) (err error) {
+func (r *writeReq) call(ctx context.Context, s *Store, tx *sql.Tx) (err error) {
 	r.panicked = nil // a retry (commit) runs fn again
+	tctx := context.WithoutCancel(r.ctx)
+	if d, ok := ctx.Deadline(); ok { // the batch's (batchContext)
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(tctx, d)
+		defer cancel()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			r.panicked = p
 			err = fmt.Errorf("write fn panicked: %v", p)
 		}
 	}()
-	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx, s: s})
+	return r.fn(&Tx{ctx: tctx, tx: tx, s: s})
 }
 
 // writer is the goroutine that runs every Write: it takes what is queued,
@@ -286,22 +292,24 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 	o := outcome{errs: make([]error, len(run))}
 	// Whatever this transaction does to the quotas, its end settles it.
 	defer func() { s.quotaDirty = false }()
-	tx, err := s.w.BeginTx(context.Background(), s.d.writeTx())
+	ctx, cancel := s.batchContext()
+	defer cancel()
+	tx, err := s.w.BeginTx(ctx, s.d.writeTx())
 	if err != nil {
-		o.ran, o.err = len(run), fmt.Errorf("begin write transaction: %w", err)
+		o.ran, o.err = len(run), fmt.Errorf("begin write transaction: %w", unavailable(err))
 		return o
 	}
 	if len(run) == 1 { // nothing to keep apart: no savepoint
 		o.ran = 1
-		if o.errs[0] = run[0].call(s, tx); o.errs[0] != nil {
+		if o.errs[0] = run[0].call(ctx, s, tx); o.errs[0] != nil {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
 			return o
 		}
-		o.err = s.commitTx(tx, changeOf(run[0]))
+		o.err = s.commitTx(ctx, tx, changeOf(run[0]))
 		return o
 	}
 	var (
-		exec  = func(q string) error { _, err := tx.Exec(q); return err }
+		exec  = func(q string) error { _, err := tx.ExecContext(ctx, q); return err }
 		state = func(err error) error { return fmt.Errorf("write transaction abandoned: %w", err) }
 		wrote change
 	)
@@ -311,7 +319,7 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 			o.errs[i], o.err = state(err), state(err)
 			break
 		}
-		if err := r.call(s, tx); err != nil {
+		if err := r.call(ctx, s, tx); err != nil {
 			o.errs[i] = err
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
 				o.err = state(rerr)
@@ -329,8 +337,24 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 		tx.Rollback() //nolint:errcheck // o.err is the error to report
 		return o
 	}
-	o.err = s.commitTx(tx, wrote)
+	o.err = s.commitTx(ctx, tx, wrote)
 	return o
+}
+
+// writeDeadline bounds a write transaction on PostgreSQL, from BEGIN to
+// COMMIT: a connection cut off without a reset (a network cut that lost its
+// state) must not hold every Write for the kernel's TCP timeout. The
+// batch's fns then fail with ErrUnavailable (a 503), and the next batch
+// runs on a new connection. SQLite has no deadline: interrupting a
+// statement would roll back the batch, and its disk does not go away.
+var writeDeadline = 10 * time.Second
+
+// batchContext is the context of one write transaction.
+func (s *Store) batchContext() (context.Context, context.CancelFunc) {
+	if s.d != postgresDialect {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), writeDeadline)
 }
 
 // commitTx commits tx, announcing what it wrote to the other taasd on
@@ -342,14 +366,21 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 // arrives may have committed or not: commitTx reads the transaction's id
 // before and asks the server its status on another connection after
 // (commitOutcome), so a write that committed is never reported as failed.
-func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
+func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, wrote change) error {
 	var xid int64
 	if s.d == postgresDialect && wrote != noChange {
-		err := tx.QueryRow(`SELECT txid_current(), pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()).Scan(&xid, new(any))
+		err := tx.QueryRowContext(ctx, `SELECT txid_current(), pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()).Scan(&xid, new(any))
 		if err != nil {
 			tx.Rollback() //nolint:errcheck // the notify's error is the one to report
-			return fmt.Errorf("notify: %w", err)
+			return fmt.Errorf("notify: %w", unavailable(err))
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		// The deadline passed (database/sql rolls back): no COMMIT
+		// was sent.
+		tx.Rollback() //nolint:errcheck // the deadline is the error to report
+		s.gen.Add(1)
+		return fmt.Errorf("commit: %w", unavailable(err))
 	}
 	err := tx.Commit()
 	if err != nil && xid != 0 && pgState(err) == "" {
