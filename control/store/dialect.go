@@ -45,33 +45,116 @@ func (d dialect) String() string {
 	return "sqlite"
 }
 
-// IsPostgresURL reports whether dsn names a PostgreSQL database
-// (postgres:// or postgresql://) rather than a SQLite file.
+// IsPostgresURL reports whether dsn names a PostgreSQL database rather
+// than a SQLite file: a URL of scheme postgres:// or postgresql:// (in any
+// case), or libpq's keyword/value form ("host=db1 user=taasd dbname=taas",
+// which pgx reads as libpq does). A SQLite path never starts with one of
+// libpq's keywords and "=".
 func IsPostgresURL(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+	return pgScheme(dsn) != "" || isKeywordDSN(dsn)
 }
 
-// Redact returns dsn with its password, in the URL's user info or its
-// password parameter, replaced by "xxxxx": what errors and logs print.
+// pgScheme returns dsn's scheme as written when it is postgres or
+// postgresql in any case, else "".
+func pgScheme(dsn string) string {
+	scheme, _, ok := strings.Cut(dsn, "://")
+	if ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")) {
+		return scheme
+	}
+	return ""
+}
+
+// libpqKeywords are the keywords of libpq's connection strings a
+// keyword/value DSN starts with in practice.
+var libpqKeywords = map[string]bool{
+	"host": true, "hostaddr": true, "port": true, "dbname": true, "user": true, "password": true,
+	"passfile": true, "service": true, "sslmode": true, "connect_timeout": true, "application_name": true,
+	"options": true, "target_session_attrs": true, "sslrootcert": true, "sslcert": true, "sslkey": true,
+}
+
+// spaces are the white space of libpq's connection strings.
+const spaces = " \t\n\r\v\f"
+
+// isKeywordDSN reports whether dsn starts with a libpq keyword and "=".
+func isKeywordDSN(dsn string) bool {
+	key, _, ok := strings.Cut(strings.TrimLeft(dsn, spaces), "=")
+	return ok && libpqKeywords[strings.ToLower(strings.TrimRight(key, spaces))]
+}
+
+// Redact returns dsn with its password, in the URL's user info, its
+// password parameter or a keyword/value DSN's password, replaced by
+// "xxxxx": what errors and logs print.
 func Redact(dsn string) string {
-	if !IsPostgresURL(dsn) {
+	if isKeywordDSN(dsn) && pgScheme(dsn) == "" {
+		return redactKeywords(dsn)
+	}
+	scheme := pgScheme(dsn)
+	if scheme == "" {
 		return dsn
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		// A URL that does not parse may still hold a password: print
-		// only its scheme.
-		scheme, _, _ := strings.Cut(dsn, "://")
+		// A URL that does not parse (several hosts, a stray
+		// character) may still hold a password: print only its scheme.
 		return scheme + "://(unparsable URL)"
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
+	u.Fragment, u.RawFragment = "", "" // pgx ignores it; a stray '#' puts the rest there
+	q := u.Query()
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q[k] = []string{"xxxxx"}
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.String()
+}
+
+// redactKeywords is Redact of a keyword/value DSN, read as pgx and libpq
+// read it: each value is quoted ('...', with \ escapes) or runs to the
+// next white space (with \ escapes).
+func redactKeywords(dsn string) string {
+	var b strings.Builder
+	s := strings.TrimLeft(dsn, spaces)
+	for len(s) > 0 {
+		key, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			return "(unparsable keyword/value DSN)"
+		}
+		rest = strings.TrimLeft(rest, spaces)
+		end, quoted := 0, len(rest) > 0 && rest[0] == '\''
+		if quoted {
+			end = 1
+		}
+		for ; end < len(rest); end++ {
+			c := rest[end]
+			if quoted && c == '\'' || !quoted && strings.IndexByte(spaces, c) >= 0 {
+				break
+			}
+			if c == '\\' {
+				end++
+			}
+		}
+		if quoted {
+			if end >= len(rest) {
+				return "(unparsable keyword/value DSN)"
+			}
+			end++ // the closing quote
+		}
+		end = min(end, len(rest))
+		value := rest[:end]
+		if strings.EqualFold(strings.Trim(key, spaces), "password") {
+			value = "xxxxx"
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strings.Trim(key, spaces) + "=" + value)
+		s = strings.TrimLeft(rest[end:], spaces)
+	}
+	return b.String()
 }
 
 // idsIn is a subquery of the values of the JSON array of strings given as
@@ -328,11 +411,14 @@ func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return pgConn{sc}, nil
 }
 
-// pgConfig parses a postgres:// URL. pgx reads what the URL leaves out
+// pgConfig parses a postgres:// URL or a keyword/value DSN. pgx reads what the URL leaves out
 // from libpq's environment (PGHOST, PGPASSWORD, ...) and the password from
 // PGPASSFILE or ~/.pgpass, as libpq does. Its errors never hold the
 // password.
 func pgConfig(dsn string) (*pgx.ConnConfig, error) {
+	if scheme := pgScheme(dsn); scheme != "" {
+		dsn = strings.ToLower(scheme) + dsn[len(scheme):] // pgx knows the lower case only
+	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact the password themselves; say which
