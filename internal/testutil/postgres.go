@@ -100,6 +100,7 @@ func StartPostgresCluster(t testing.TB) *PostgresCluster {
 
 func newPostgresCluster(bin string) (*PostgresCluster, error) {
 	start := time.Now()
+	sweepPostgres(time.Hour)
 	dir, err := os.MkdirTemp("", "taas-pg-")
 	if err != nil {
 		return nil, err
@@ -135,6 +136,26 @@ func newPostgresCluster(bin string) (*PostgresCluster, error) {
 	}
 	c.Took = time.Since(start)
 	return c, nil
+}
+
+// sweepPostgres removes the clusters of test binaries that died (a panic,
+// a kill: their postgres died with them, Pdeathsig, but their directory
+// stayed): those older than age whose server no longer runs.
+func sweepPostgres(age time.Duration) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "taas-pg-*")) // a constant, valid pattern
+	for _, dir := range dirs {
+		fi, err := os.Stat(dir)
+		if err != nil || time.Since(fi.ModTime()) < age {
+			continue // gone, or maybe still starting
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
+			pid, _, _ := strings.Cut(string(b), "\n")
+			if n, err := strconv.Atoi(pid); err == nil && syscall.Kill(n, 0) == nil {
+				continue // its server runs
+			}
+		}
+		_ = os.RemoveAll(dir) // best effort: another test binary may sweep it at the same time
+	}
 }
 
 // Start starts the server (again, after Stop) and returns once it accepts
