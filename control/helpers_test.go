@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/taas-appliance/taas/control/store"
+	"github.com/taas-appliance/taas/internal/testutil"
 )
 
 // defaultNetwork is the id of the shared network migration 0002 creates.
@@ -37,9 +38,12 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	return startServerAt(t, filepath.Join(t.TempDir(), "taas.db"), cfg)
 }
 
-// startServerAt is startServer on the database file path.
+// startServerAt is startServer on the database file path. When t ends,
+// after the test's own clean-ups, it stops the server and fails t if a
+// goroutine or file descriptor started since is left (testutil.Leaks).
 func startServerAt(t testing.TB, path string, cfg Config) *testServer {
 	t.Helper()
+	leaks := testutil.Leaks(t)
 	ctx := context.Background()
 	srv, st := newServer(t, path, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,7 +56,14 @@ func startServerAt(t testing.TB, path string, cfg Config) *testServer {
 	ts := &testServer{t: t, srv: srv, st: st, base: "http://" + ln.Addr().String()}
 	var once sync.Once
 	ts.stop = func() { once.Do(func() { stopServer(t, cancel, done, st) }) }
-	t.Cleanup(func() { ts.stop() })
+	t.Cleanup(func() {
+		ts.stop()
+		// The shared client's idle keep-alive connections would
+		// otherwise be counted (their readers end only when the
+		// server's close reaches them).
+		client.CloseIdleConnections()
+		leaks()
+	})
 	return ts
 }
 

@@ -363,14 +363,6 @@ func TestKeystoneHanging(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -389,6 +381,16 @@ func TestKeystoneHanging(t *testing.T) {
 	}
 	ts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: "http://" + ln.Addr().String(),
 		Username: "taasd", Password: "pw", Project: "service"}})
+	// After startServer's, so that it runs before the server's leak
+	// check: the connections it accepted are the test's own.
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 	const n = 8
 	var wg sync.WaitGroup
 	took := make([]time.Duration, n)
