@@ -166,7 +166,7 @@ func (s leakSnapshot) leaked(after leakSnapshot) leaked {
 	}
 	for fd, target := range after.fds {
 		if was, ok := s.fds[fd]; !ok || was != target {
-			l.fds = append(l.fds, fmt.Sprintf("fd %d -> %s", fd, target))
+			l.fds = append(l.fds, fmt.Sprintf("fd %d -> %s%s", fd, target, fdInfo(fd, target)))
 		}
 	}
 	for m := range after.mappings {
@@ -297,4 +297,32 @@ func mappings() (map[string]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+// fdInfo says more of a BPF object or perf event than its target: the
+// lines of /proc/self/fdinfo that name its kind (map_type, prog_type,
+// prog_tag, link_type, ...), as " (key: value, ...)"; "" for the others.
+func fdInfo(fd int, target string) string {
+	if !strings.HasPrefix(target, "anon_inode:") {
+		return ""
+	}
+	raw, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(fd))
+	if err != nil {
+		return ""
+	}
+	var kept []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "map_type", "map_id", "key_size", "value_size", "max_entries", "prog_type", "prog_tag", "prog_id", "link_type", "link_id":
+			kept = append(kept, k+": "+strings.TrimSpace(v))
+		}
+	}
+	if len(kept) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(kept, ", ") + ")"
 }
