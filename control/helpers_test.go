@@ -125,8 +125,10 @@ type response struct {
 	body   map[string]any
 }
 
-// client does not follow redirects: tests check them.
-var client = &http.Client{Timeout: 30 * time.Second,
+// client does not follow redirects: tests check them. Its transport is its
+// own, so that closing its idle connections (startServerAt) leaves the
+// server's, to Keystone, to the server.
+var client = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone(),
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // do sends a request; headers are "Key: value" strings.

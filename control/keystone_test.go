@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -240,6 +243,24 @@ func TestKeystoneAuth(t *testing.T) {
 		case <-time.After(ttl + 30*time.Second):
 			t.Errorf("stream still open %v after its token's revocation", time.Since(revoked))
 		}
+	})
+
+	t.Run("a stopped server keeps no connection to keystone", func(t *testing.T) {
+		// Behind a front that keeps connections alive (Apache, a load
+		// balancer), unlike keystone-wsgi-public, which closes each.
+		// It closes after the server's leak check, so that what the
+		// server left open to it is still there to be found.
+		u, err := url.Parse(k.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(u)
+		proxy.Transport = &http.Transport{DisableKeepAlives: true}
+		front := httptest.NewServer(proxy)
+		t.Cleanup(front.Close)
+		fts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: front.URL + "/v3",
+			Username: "taasd", Password: testutil.KeystonePassword, Project: "service"}})
+		fts.must(200, "GET", "/v2.0/networks", "", "", auth(k.Token(t, "alice", "alpha")))
 	})
 
 	t.Run("keystone down", func(t *testing.T) {

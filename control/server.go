@@ -351,6 +351,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	cancel()
 	<-recDone
+	if s.ks != nil {
+		s.ks.close()
+	}
 	s.release.Stop()
 	s.log.Info("stopped")
 	return err
