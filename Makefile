@@ -60,9 +60,12 @@ lint:
 deps:
 	@bash .ci/deps
 
-# Every test, privileged ones included when run as root (CI is root).
+# Every test, privileged ones included when run as root (CI is root); then
+# the store's and the API's tests again on PostgreSQL (issue 14: the whole
+# API suite passes on both engines).
 test: deps vet lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	TAAS_TEST_DB=postgres $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./control/...
 
 test-short:
 	$(GO) test -short -count=1 ./...

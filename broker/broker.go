@@ -253,10 +253,9 @@ func (ls linkState) largestFrame() int {
 	return ls.mtu + l2Overhead
 }
 
-// maxFrame is the largest frame a capture interface passes on: larger ones
-// do not fit a UMEM chunk and the XDP program counts them xdp_oversize, on
-// both paths.
-func (b *Broker) maxFrame() int { return b.cfg.FrameSize - 256 }
+// maxFrame is the largest frame a capture interface passes on
+// (Config.MaxFrame).
+func (b *Broker) maxFrame() int { return b.cfg.MaxFrame() }
 
 // peerLimits says whether monitor ls's veth peer has the smaller MTU,
 // which then limits what ls carries.
@@ -657,7 +656,7 @@ func (b *Broker) realiseOutput(role, name string, ls linkState, lerr error) Stat
 		return Status{State: StateDown, Reason: ls.missingWhy}
 	}
 	if o == nil {
-		s, err := xsk.Open(ls.ifindex, 0, xsk.Config{TxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.monitorFrames()})
+		s, err := xsk.Open(ls.ifindex, 0, b.cfg.outputSocket())
 		if err != nil {
 			return Status{State: StateError, Reason: fmt.Sprintf("open %s %s: %v", role, name, err)}
 		}
@@ -728,15 +727,11 @@ func (b *Broker) realiseCapture(name string, ls linkState, lerr error) Status {
 func (b *Broker) attach(name string, ls linkState) (*capture, error) {
 	ic := b.cfg.iface(name)
 	unmatched, _ := unmatchedAction(ic.Unmatched) // validated in New
-	queues := ic.Queues
-	if queues == 0 {
-		queues = max(ls.rxQueues, 1)
-	}
+	queues := b.cfg.CaptureQueues(name, ls.rxQueues)
 	if queues > xdpprog.MaxQueues {
 		return nil, fmt.Errorf("attach %s: %d queues, at most %d", name, queues, xdpprog.MaxQueues)
 	}
-	scfg := xsk.Config{RxOnly: true, FrameSize: b.cfg.FrameSize, NumFrames: b.cfg.captureFrames(),
-		FillSize: b.cfg.RxRingSize, RxSize: b.cfg.RxRingSize}
+	scfg := b.cfg.captureSocket()
 	maxFrame := b.maxFrame()
 	prog, err := b.attachProg(name, ls.ifindex, xdpprog.Config{Unmatched: unmatched, MaxFrame: maxFrame})
 	if err != nil {

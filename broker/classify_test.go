@@ -348,19 +348,34 @@ func FuzzParseVLANFilter(f *testing.F) {
 	})
 }
 
-func TestSocketMemory(t *testing.T) {
+// TestMemory: the UMEM figures are those of the sockets Apply opens.
+func TestMemory(t *testing.T) {
 	for _, tc := range []struct {
+		name             string
 		cfg              Config
 		capture, monitor int
 	}{
-		{Config{}, 8192 * 2048, 4096 * 2048},
-		{Config{FrameSize: 4096, RxRingSize: 1024}, 2048 * 4096, 4096 * 4096},
-		{Config{NumFrames: 1024}, 1024 * 2048, 1024 * 2048},
+		{"defaults: a full fill and RX ring each", Config{}, 8192 * 2048, 4096 * 2048},
+		{"smaller rings, larger frames", Config{FrameSize: 4096, RxRingSize: 1024}, 2048 * 4096, 4096 * 4096},
+		{"NumFrames for both", Config{NumFrames: 1024}, 1024 * 2048, 1024 * 2048},
 	} {
-		c, m := tc.cfg.SocketMemory()
-		if c != tc.capture || m != tc.monitor {
-			t.Errorf("%+v.SocketMemory() = %d, %d, want %d, %d", tc.cfg, c, m, tc.capture, tc.monitor)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.cfg.Memory()
+			if m.CaptureSocket != tc.capture || m.OutputSocket != tc.monitor {
+				t.Errorf("%+v.Memory() = %+v, want capture %d, output %d", tc.cfg, m, tc.capture, tc.monitor)
+			}
+			c := tc.cfg
+			c.setDefaults()
+			if got := c.captureSocket().UMEMSize(); got != m.CaptureSocket {
+				t.Errorf("capture socket UMEM %d, Memory says %d", got, m.CaptureSocket)
+			}
+			if got := c.outputSocket().UMEMSize(); got != m.OutputSocket {
+				t.Errorf("output socket UMEM %d, Memory says %d", got, m.OutputSocket)
+			}
+			if got, want := m.Locked(2, 1), 2*tc.capture+tc.monitor; got != want {
+				t.Errorf("Locked(2, 1) = %d, want %d", got, want)
+			}
+		})
 	}
 }
 

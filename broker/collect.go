@@ -18,13 +18,17 @@ func unmatchedAction(s string) (xdpprog.Action, error) {
 	case "drop":
 		return xdpprog.Drop, nil
 	}
-	return xdpprog.Pass, fmt.Errorf("unmatched %q: want pass or drop", s)
+	return xdpprog.Pass, fmt.Errorf("must be pass or drop, got %q", s)
 }
 
 // xdpDrops are the XDP program's counters that count frames a flow may have
 // wanted and that did not reach a socket; the others are not losses
 // (unmatched frames are passed or dropped by design, per interface).
 var xdpDrops = map[string]bool{"redirect_failed": true, "runt": true, "truncated_tag": true, "oversize": true}
+
+// xdpUnits are the units of the XDP program's counters that do not count
+// frames.
+var xdpUnits = map[string]Unit{"seen_bytes": UnitBytes}
 
 // addCounter adds v to the drops or the counters map of an IfaceStats.
 func addCounter(drops, counters map[string]uint64, name string, v uint64, drop bool) {
@@ -188,6 +192,13 @@ func (b *Broker) Stats() Stats {
 		}
 		if add != nil {
 			add(is.Drops, is.Counters)
+		}
+		if role == "capture" {
+			// The XDP program sees every frame a capture receives, whole,
+			// whatever the driver: a veth with XDP counts its rx_bytes
+			// after eth_type_trans, 14 bytes a frame short of the TX of
+			// the monitor the copies leave (issue 13).
+			is.RxPackets, is.RxBytes = is.Counters["xdp_seen"], is.Counters["xdp_seen_bytes"]
 		}
 		return is
 	}

@@ -1,12 +1,15 @@
 package broker
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/taas-appliance/taas/broker/xsk"
 	"github.com/taas-appliance/taas/internal/netdev"
+	"github.com/taas-appliance/taas/xdpprog"
 )
 
 // Config shapes the broker. The zero value is valid: every capture
@@ -83,7 +86,7 @@ func (c *Config) setDefaults() {
 		c.BatchSize = DefaultBatchSize
 	}
 	if c.FrameSize == 0 {
-		c.FrameSize = 2048
+		c.FrameSize = xsk.DefaultFrameSize
 	}
 	if c.RxRingSize == 0 {
 		c.RxRingSize = DefaultRxRingSize
@@ -96,72 +99,119 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports the first setting out of range.
+// MaxQueues is the most RX queues of a capture interface that get a socket
+// (IfaceConfig.Queues): the XSKMAP's slots.
+const MaxQueues = xdpprog.MaxQueues
+
+// FieldError is one setting of a Config out of range: the field as Go
+// spells it ("BatchSize", "CPUs[1]", "Interfaces[0].Queues") and what is
+// wrong with it, worded for an operator ("must be 0 (default) or 64 to 256,
+// got 32"). cmd/taasd renames the field to its configuration file's key, so
+// each rule and its wording live here only.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return "broker config: " + e.Field + ": " + e.Problem }
+
+// Validate reports every setting out of range (Problems), joined.
 func (c Config) Validate() error {
-	c.setDefaults()
-	if c.BatchSize < 64 || c.BatchSize > 256 {
-		return fmt.Errorf("broker config: batch size %d: want 64..256", c.BatchSize)
+	var errs []error
+	for _, p := range c.Problems() {
+		errs = append(errs, p)
 	}
-	if c.FrameSize != 2048 && c.FrameSize != 4096 {
-		return fmt.Errorf("broker config: frame size %d: want 2048 or 4096", c.FrameSize)
+	return errors.Join(errs...)
+}
+
+// Problems lists every setting of c out of range, in field order; none
+// when c is valid. A zero field means its default and is always valid.
+func (c Config) Problems() []*FieldError {
+	var ps []*FieldError
+	bad := func(field, format string, args ...any) {
+		ps = append(ps, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
 	}
-	if c.NumFrames < 0 || (c.NumFrames != 0 && c.NumFrames < 2*c.BatchSize) {
-		return fmt.Errorf("broker config: %d frames: want 0 (default) or at least twice the batch size", c.NumFrames)
+	if b := c.BatchSize; b != 0 && (b < 64 || b > 256) {
+		bad("BatchSize", "must be 0 (default) or 64 to 256, got %d", b)
 	}
-	if c.RxRingSize < 64 || c.RxRingSize > 1<<16 || c.RxRingSize&(c.RxRingSize-1) != 0 {
-		return fmt.Errorf("broker config: rx ring size %d: want a power of two from 64 to 65536", c.RxRingSize)
+	if f := c.FrameSize; f != 0 && f != 2048 && f != 4096 {
+		bad("FrameSize", "must be 0 (default), 2048 or 4096, got %d", f)
+	}
+	batch := cmp.Or(c.BatchSize, DefaultBatchSize)
+	if n := c.NumFrames; n < 0 || n != 0 && (n < 2*batch || n > xsk.MaxNumFrames) {
+		bad("NumFrames", "must be 0 (default) or twice the batch size (%d) to %d, got %d", 2*batch, xsk.MaxNumFrames, n)
+	}
+	if r := c.RxRingSize; r != 0 && (r < 64 || r > 1<<16 || r&(r-1) != 0) {
+		bad("RxRingSize", "must be 0 (default) or a power of two from 64 to 65536, got %d", r)
 	}
 	if c.PollTimeout < 0 {
-		return fmt.Errorf("broker config: poll timeout %v: want positive", c.PollTimeout)
+		bad("PollTimeout", "must be 0 (default) or more, got %v", c.PollTimeout)
 	}
-	for _, cpu := range c.CPUs {
-		if cpu < 0 {
-			return fmt.Errorf("broker config: cpu %d: want 0 or more", cpu)
+	seenCPU := map[int]bool{}
+	for i, cpu := range c.CPUs {
+		field := fmt.Sprintf("CPUs[%d]", i)
+		switch {
+		case cpu < 0:
+			bad(field, "must be a CPU number (0 or more), got %d", cpu)
+		case seenCPU[cpu]:
+			bad(field, "CPU %d listed twice", cpu)
 		}
+		seenCPU[cpu] = true
 	}
 	seen := map[string]bool{}
-	for _, ic := range c.Interfaces {
+	for i, ic := range c.Interfaces {
+		field := func(name string) string { return fmt.Sprintf("Interfaces[%d].%s", i, name) }
 		if err := netdev.CheckName(ic.Name); err != nil {
-			return fmt.Errorf("broker config: interface %q: %w", ic.Name, err)
-		}
-		if seen[ic.Name] {
-			return fmt.Errorf("broker config: interface %q listed twice", ic.Name)
+			bad(field("Name"), "%v", err)
+		} else if seen[ic.Name] {
+			bad(field("Name"), "%q listed twice", ic.Name)
 		}
 		seen[ic.Name] = true
-		if ic.Queues < 0 {
-			return fmt.Errorf("broker config: interface %s: queues %d: want 0 (all) or more", ic.Name, ic.Queues)
+		if ic.Queues < 0 || ic.Queues > MaxQueues {
+			bad(field("Queues"), "must be 0 (all) to %d, got %d", MaxQueues, ic.Queues)
 		}
 		if _, err := unmatchedAction(ic.Unmatched); err != nil {
-			return fmt.Errorf("broker config: interface %s: %w", ic.Name, err)
+			bad(field("Unmatched"), "%v", err)
 		}
 	}
-	return nil
+	return ps
 }
 
-// SocketMemory is the UMEM, in bytes, that one capture socket (there is one
-// per capture RX queue) and one monitor socket (one per monitor interface)
-// lock, as Apply opens them: what RLIMIT_MEMLOCK must cover without
-// CAP_IPC_LOCK (gotcha 7). Rings add a little.
-func (c Config) SocketMemory() (capture, monitor int) {
+// captureSocket is the socket Apply opens on each RX queue of a capture
+// interface: its fill and RX rings RxRingSize entries, and enough UMEM
+// frames for both full at once, unless NumFrames says otherwise. c has its
+// defaults set.
+func (c *Config) captureSocket() xsk.Config {
+	frames := c.NumFrames
+	if frames == 0 {
+		frames = 2 * c.RxRingSize
+	}
+	return xsk.Config{RxOnly: true, FrameSize: c.FrameSize, NumFrames: frames, FillSize: c.RxRingSize, RxSize: c.RxRingSize}
+}
+
+// outputSocket is the TX socket Apply opens on queue 0 of each monitor
+// and each uplink. c has its defaults set.
+func (c *Config) outputSocket() xsk.Config {
+	return xsk.Config{TxOnly: true, FrameSize: c.FrameSize, NumFrames: c.NumFrames}
+}
+
+// CaptureQueues is how many RX queues of capture interface name get a
+// socket and a worker when the netdev has rxQueues of them: its
+// IfaceConfig.Queues, or every one (at least one).
+func (c Config) CaptureQueues(name string, rxQueues int) int {
+	if q := c.iface(name).Queues; q != 0 {
+		return q
+	}
+	return max(rxQueues, 1)
+}
+
+// MaxFrame is the largest frame, in bytes, a capture interface passes on:
+// what a capture socket's UMEM chunk holds after the headroom copy mode
+// puts before it (gotcha 6), 1792 with 2048-byte frames. The XDP program
+// counts larger ones xdp_oversize, on both paths.
+func (c Config) MaxFrame() int {
 	c.setDefaults()
-	return c.captureFrames() * c.FrameSize, c.monitorFrames() * c.FrameSize
-}
-
-// captureFrames is the UMEM frames of a capture socket: enough for a full
-// fill ring and a full RX ring at once, unless NumFrames says otherwise.
-func (c *Config) captureFrames() int {
-	if c.NumFrames != 0 {
-		return c.NumFrames
-	}
-	return 2 * c.RxRingSize
-}
-
-// monitorFrames is the UMEM frames of a monitor's TX socket.
-func (c *Config) monitorFrames() int {
-	if c.NumFrames != 0 {
-		return c.NumFrames
-	}
-	return xsk.DefaultNumFrames
+	return c.captureSocket().MaxRxFrame()
 }
 
 // iface returns the setting of the interface name, or the defaults.

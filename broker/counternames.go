@@ -85,10 +85,10 @@ func buildCounterNames() {
 			add(scope, name, drop, u)
 		})
 	}
-	// Capture: the XDP program's (every one counts frames), the workers',
+	// Capture: the XDP program's (frames but seen_bytes), the workers',
 	// the sockets', the netdev's (as collect.go adds them).
 	var xc xdpprog.Counters
-	xc.Each(func(name string, _ uint64) { add(ScopeCapture, "xdp_"+name, xdpDrops[name], UnitFrames) })
+	xc.Each(func(name string, _ uint64) { add(ScopeCapture, "xdp_"+name, xdpDrops[name], xdpUnits[name]) })
 	add(ScopeCapture, "xdp_tunnel_unknown", true, UnitFrames)
 	for i := range numWorkerCounters {
 		add(ScopeCapture, workerCounterNames[i], workerCounterIsDrop[i], workerCounterUnits[i])

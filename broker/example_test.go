@@ -61,3 +61,27 @@ func ExampleBroker_StartLive() {
 	}
 	fmt.Println(c.Stats().Dropped, "dropped")
 }
+
+// Memory is what a Config's sockets lock: what RLIMIT_MEMLOCK must cover
+// without CAP_IPC_LOCK.
+func ExampleConfig_Memory() {
+	m := broker.Config{}.Memory()
+	fmt.Println(m.CaptureSocket>>20, "MiB a capture queue,", m.OutputSocket>>20, "MiB a monitor or uplink")
+	fmt.Println(m.Locked(2, 1)>>20, "MiB for two capture queues and a monitor")
+	// Output:
+	// 16 MiB a capture queue, 8 MiB a monitor or uplink
+	// 40 MiB for two capture queues and a monitor
+}
+
+// Problems names each field out of range; a program with its own names
+// for them (taasd's configuration file) renames the field, keeps the words.
+func ExampleConfig_Problems() {
+	c := broker.Config{BatchSize: 32, RxRingSize: 5000, Interfaces: []broker.IfaceConfig{{Name: "eth1", Unmatched: "forward"}}}
+	for _, p := range c.Problems() {
+		fmt.Printf("%s: %s\n", p.Field, p.Problem)
+	}
+	// Output:
+	// BatchSize: must be 0 (default) or 64 to 256, got 32
+	// RxRingSize: must be 0 (default) or a power of two from 64 to 65536, got 5000
+	// Interfaces[0].Unmatched: must be pass or drop, got "forward"
+}

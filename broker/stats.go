@@ -29,7 +29,11 @@ type IfaceStats struct {
 	// for monitors.
 	Path       string `json:"path,omitempty"`
 	PathReason string `json:"path_reason,omitempty"`
-	// Kernel netdev counters, as ip -s link shows them.
+	// Frames and bytes received and sent, each frame whole from its
+	// destination MAC without FCS (tcpdump's length). A capture's RX are
+	// its XDP program's xdp_seen and xdp_seen_bytes (since taasd attached
+	// it); the rest are the netdev's counters (ip -s link), which count
+	// whole frames on TX. See docs/counters.md.
 	RxPackets uint64 `json:"rx_packets"`
 	RxBytes   uint64 `json:"rx_bytes"`
 	TxPackets uint64 `json:"tx_packets"`

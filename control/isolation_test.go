@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -381,7 +380,7 @@ func TestEventsScopedToProject(t *testing.T) {
 // declared stay out of the data plane, ERROR with the reason, while the
 // rest is realised.
 func TestRoleGuardOnOldBindings(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "taas.db")
+	path := testDB(t)
 	old := startServerAt(t, path, Config{})
 	host := old.createService("on-a-host-netdev", old.createPort("m1", "eth9", ""))
 	good := old.createService("good", old.createPort("m2", "mon0", ""))

@@ -56,10 +56,16 @@ var (
 	descPath        = prometheus.NewDesc("taas_interface_path",
 		"1 for the data path the capture interface's frames take (fast: decided and copied in the XDP program; afxdp: through the AF_XDP workers), 0 for the other.",
 		[]string{"iface", "path"}, nil)
-	descRxPackets  = prometheus.NewDesc("taas_interface_rx_packets_total", "Packets the kernel received on the interface.", ifaceLabels, nil)
-	descRxBytes    = prometheus.NewDesc("taas_interface_rx_bytes_total", "Bytes the kernel received on the interface.", ifaceLabels, nil)
-	descTxPackets  = prometheus.NewDesc("taas_interface_tx_packets_total", "Packets the kernel sent on the interface.", ifaceLabels, nil)
-	descTxBytes    = prometheus.NewDesc("taas_interface_tx_bytes_total", "Bytes the kernel sent on the interface.", ifaceLabels, nil)
+	// RX and TX count whole frames without FCS on every interface (a
+	// capture's RX from its XDP program, the rest from the netdev): see
+	// broker.IfaceStats and docs/counters.md.
+	descRxPackets = prometheus.NewDesc("taas_interface_rx_packets_total",
+		"Frames the interface received (a capture: every frame its XDP program saw).", ifaceLabels, nil)
+	descRxBytes = prometheus.NewDesc("taas_interface_rx_bytes_total",
+		"Bytes of the frames the interface received, each whole without FCS (tcpdump's length).", ifaceLabels, nil)
+	descTxPackets = prometheus.NewDesc("taas_interface_tx_packets_total", "Frames the kernel sent on the interface.", ifaceLabels, nil)
+	descTxBytes   = prometheus.NewDesc("taas_interface_tx_bytes_total",
+		"Bytes of the frames the kernel sent on the interface, each whole without FCS (tcpdump's length).", ifaceLabels, nil)
 	descIfaceDrops = prometheus.NewDesc("taas_interface_drops_total",
 		"Frames lost on the interface's data path, by reason (XDP program, AF_XDP socket, TX).",
 		append(ifaceLabels, "reason"), nil)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/taas-appliance/taas/control/store"
 )
 
 // neutronError is an error with the HTTP status and the NeutronError body
@@ -97,6 +99,11 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		case errors.As(err, &ne):
 		case errors.As(err, &fe):
 			ne = fiberError(fe)
+		case errors.Is(err, store.ErrInvalidText): // PostgreSQL's text holds no NUL
+			ne = badRequest("Invalid input: %v.", store.ErrInvalidText)
+		case errors.Is(err, store.ErrUnavailable): // PostgreSQL down or cut off
+			log.Warn("request failed: database unavailable", "method", c.Method(), "path", c.Path(), "err", err)
+			ne = errDatabaseUnavailable
 		default:
 			log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
 			ne = &neutronError{Status: http.StatusInternalServerError, Type: "HTTPInternalServerError",
@@ -115,6 +122,12 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		return c.Status(ne.Status).Send(body)
 	}
 }
+
+// errDatabaseUnavailable: the store's server cannot be reached (issue 14:
+// PostgreSQL down, or this taasd cut off from it); the data plane goes on
+// with its last plan meanwhile.
+var errDatabaseUnavailable = &neutronError{Status: http.StatusServiceUnavailable, Type: "ServiceUnavailable",
+	Message: "The database is unavailable. Please try again at a later time."}
 
 var errMethodNotAllowed = &neutronError{Status: http.StatusMethodNotAllowed, Type: "HTTPMethodNotAllowed",
 	Message: "The server could not comply with the request since it is either malformed or otherwise incorrect."}

@@ -205,6 +205,11 @@ func TestQuotaPathDecoded(t *testing.T) {
 	ts := startServer(t, Config{})
 	asAB := []string{"X-Project-Id: a b"}
 	put := `{"quota": {"port": 5}}`
+	// PostgreSQL's text cannot hold a NUL: a 400 there.
+	nul, nulListed := scenario{"NUL", "PUT", "/v2.0/quotas/a%00", put, asAdmin, 200, `"port":5`}, []string{"a\x00"}
+	if ts.st.Engine() == "postgres" {
+		nul.status, nul.want, nulListed = 400, "text holds a NUL character", nil
+	}
 	tests := []scenario{
 		{"set a b", "PUT", "/v2.0/quotas/a%20b", put, asAdmin, 200, `"port":5`},
 		{"listed decoded", "GET", "/v2.0/quotas", "", asAdmin, 200, `"project_id":"a b"`},
@@ -220,13 +225,13 @@ func TestQuotaPathDecoded(t *testing.T) {
 		{"bad escape stays", "PUT", "/v2.0/quotas/a%zz%2", put, asAdmin, 200, `"port":5`},
 		{"all listed", "GET", "/v2.0/quotas", "", asAdmin, 200, `"project_id":"100%"`},
 		{"not UTF-8", "PUT", "/v2.0/quotas/%FF", put, asAdmin, 400, "malformed or otherwise incorrect"},
-		{"NUL", "PUT", "/v2.0/quotas/a%00", put, asAdmin, 200, `"port":5`},
+		nul,
 		{"delete decoded", "DELETE", "/v2.0/quotas/a%20b", "", asAdmin, 204, ""},
 		{"deleted", "DELETE", "/v2.0/quotas/a%20b", "", asAdmin, 404, "Quota for tenant a b could not be found."},
 	}
 	ts.runScenarios(t, tests)
 	_, order, err := ts.st.ListQuotaOverrides(context.Background())
-	if want := []string{"100%", "a\x00", "a%zz%2", "a+b"}; err != nil || !slices.Equal(order, want) {
+	if want := slices.Concat([]string{"100%"}, nulListed, []string{"a%zz%2", "a+b"}); err != nil || !slices.Equal(order, want) {
 		t.Errorf("projects with overrides = %q %v, want %q", order, err, want)
 	}
 }

@@ -23,8 +23,9 @@ import (
 // change is logged once.
 //
 // Passes run in Run's goroutine: at start-up, after Trigger (every mutating
-// API call triggers; a burst of triggers coalesces into one pass), and on
-// every DataPlane.LinkEvents value. Sync runs one pass in the caller's
+// API call triggers; a burst of triggers coalesces into one pass), when
+// another taasd writes the database (store.Subscribe: PostgreSQL's
+// notifications, issue 14) and on every DataPlane.LinkEvents value. Sync runs one pass in the caller's
 // goroutine; passes never overlap.
 type Reconciler struct {
 	st  *store.Store
@@ -78,6 +79,9 @@ func (r *Reconciler) Trigger() {
 // most).
 func (r *Reconciler) Run(ctx context.Context) {
 	links := r.dp.LinkEvents()
+	// Another taasd's writes wake the loop as this one's Trigger does.
+	remote, unsubscribe := r.st.Subscribe()
+	defer unsubscribe()
 	rest := time.NewTimer(0)
 	defer rest.Stop()
 	for {
@@ -95,6 +99,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-r.trigger:
+		case <-remote:
 		case _, ok := <-links:
 			if !ok {
 				links = nil // a closed channel would spin

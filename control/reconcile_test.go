@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -288,7 +287,7 @@ func TestReconcilerCoalescesAndNull(t *testing.T) {
 // hands the data plane the whole stored state before any API call, so the
 // data plane after a restart is rebuilt from the store alone.
 func TestReconcilerRebuildsAtStart(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "taas.db")
+	path := testDB(t)
 	first := startServerAt(t, path, Config{})
 	src := first.createPort("src", "cap0", "fa:16:3e:00:00:33")
 	svc := first.createService("s", first.createPort("mon", "mon0", ""))
@@ -302,6 +301,33 @@ func TestReconcilerRebuildsAtStart(t *testing.T) {
 	if len(p.Services) != 1 || p.Services[0].ID != svc || len(p.Flows) != 1 || p.Flows[0].ID != flow ||
 		p.Flows[0].Direction != broker.DirOut || p.Flows[0].VLANFilter != "7" || p.Flows[0].Iface != "cap0" {
 		t.Errorf("start-up plan = %+v", p)
+	}
+}
+
+// TestReconcilerWokenByOtherTaasd: two taasd on one PostgreSQL database
+// (issue 14): a flow created through A's API reaches B's data plane
+// without any request to B, woken by A's notification, and B's list
+// shows it at once after (its list cache follows the other's writes).
+func TestReconcilerWokenByOtherTaasd(t *testing.T) {
+	dsn := testutil.StartPostgres(t)
+	a := startServerAt(t, dsn, Config{})
+	dp := newRecorder()
+	b := startServerAt(t, dsn, Config{DataPlane: dp})
+	waitFor(t, "B's start-up pass", func() bool { return dp.count() > 0 })
+	if r := b.do("GET", "/v2.0/taas/tap_flows", "", asAdmin...); r.status != 200 || strings.Contains(r.raw, `"id"`) {
+		t.Fatalf("B lists %d %s, want no flows", r.status, r.raw)
+	}
+	src := a.createPort("src", "cap0", "fa:16:3e:00:00:34")
+	svc := a.createService("s", a.createPort("mon", "mon0", ""))
+	start := time.Now()
+	flow := a.createFlow("f", svc, src, "BOTH", "7")
+	waitFor(t, "B's plan holding A's flow", func() bool {
+		p := dp.last()
+		return len(p.Flows) == 1 && p.Flows[0].ID == flow
+	})
+	t.Logf("flow created through A in B's plan after %v", time.Since(start).Round(time.Microsecond))
+	if r := b.do("GET", "/v2.0/taas/tap_flows", "", asAdmin...); r.status != 200 || !strings.Contains(r.raw, flow) {
+		t.Errorf("B lists %d %s, want the flow created through A", r.status, r.raw)
 	}
 }
 

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 func TestRunStoppedAtOnce(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		leaks := testutil.Leaks(t)
-		srv, st := newServer(t, filepath.Join(t.TempDir(), "taas.db"), Config{})
+		srv, st := newServer(t, testDB(t), Config{})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

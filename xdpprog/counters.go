@@ -3,7 +3,8 @@ package xdpprog
 import "fmt"
 
 // Counters are the program's counters summed over CPUs; they only grow while
-// the program is loaded. Every frame counts in Seen and in exactly one
+// the program is loaded. All count frames but SeenBytes. Every frame counts
+// in Seen (and its length in SeenBytes) and in exactly one
 // outcome: Redirected, RedirectFailed, Unmatched, VLANFiltered, Runt,
 // TruncatedTag, Oversize, or, on the fast path (SetFast), FastRedirected,
 // FastFailed, FastNoOutput or FastFiltered. Passed and Dropped count the verdicts of
@@ -11,6 +12,10 @@ import "fmt"
 type Counters struct {
 	// Seen is every frame the program ran on.
 	Seen uint64
+	// SeenBytes are the bytes of those frames, each whole from its
+	// destination MAC without FCS (tcpdump's length), whatever the driver
+	// counts in the netdev's rx_bytes.
+	SeenBytes uint64
 	// Redirected frames went to the XSKMAP slot of their RX queue.
 	Redirected uint64
 	// RedirectFailed frames were wanted but their queue had no socket.
@@ -53,6 +58,7 @@ type Counters struct {
 // allocate.
 func (c *Counters) Each(fn func(name string, v uint64)) {
 	fn("seen", c.Seen)
+	fn("seen_bytes", c.SeenBytes)
 	fn("redirected", c.Redirected)
 	fn("redirect_failed", c.RedirectFailed)
 	fn("unmatched", c.Unmatched)
@@ -86,6 +92,7 @@ func (c *Capture) countersLocked() (Counters, error) {
 	var s Counters
 	for _, p := range c.percpu {
 		s.Seen += p.Seen
+		s.SeenBytes += p.SeenBytes
 		s.Redirected += p.Redirected
 		s.RedirectFailed += p.RedirectFailed
 		s.Unmatched += p.Unmatched

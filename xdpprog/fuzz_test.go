@@ -72,7 +72,7 @@ func FuzzFrame(f *testing.F) {
 		if v != mv {
 			t.Fatalf("xdp_capture(% x) = %s, model says %s (%s)", b, verdictName(v), verdictName(mv), mo)
 		}
-		for name, n := range wantDelta(mv, mo) {
+		for name, n := range wantDelta(mv, mo, len(b)) {
 			if delta[name] != n {
 				t.Fatalf("xdp_capture(% x): counter %s moved by %d, model says %d (%s)", b, name, delta[name], n, mo)
 			}

@@ -12,5 +12,5 @@ import (
 // perf event or socket) or a mapping (a perf ring) behind: no single
 // helper opens what they open, so the check is here rather than per test.
 func TestMain(m *testing.M) {
-	os.Exit(testutil.CheckLeaks(m))
+	os.Exit(testutil.CheckLeaks(m.Run))
 }

@@ -101,7 +101,11 @@ func testRedirectToSocket(t *testing.T, mode Mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Counters{Seen: 2 * n, Redirected: n, Unmatched: (n + 2) / 3, VLANFiltered: (n + 1) / 3, Oversize: n / 3, Dropped: n}
+	var sent uint64
+	for i := range n {
+		sent += uint64(len(wanted[i%len(wanted)]) + len(unwanted[i%len(unwanted)]))
+	}
+	want := Counters{Seen: 2 * n, SeenBytes: sent, Redirected: n, Unmatched: (n + 2) / 3, VLANFiltered: (n + 1) / 3, Oversize: n / 3, Dropped: n}
 	if cnt != want {
 		t.Errorf("counters = %+v, want %+v", cnt, want)
 	}

@@ -3,7 +3,7 @@
 // The capture interface's XDP program: the first stage of the path of a frame
 // (DESIGN.md, "The path of a frame").
 //
-//   1. count the frame (seen)
+//   1. count the frame and its bytes (seen, seen_bytes)
 //   2. parse Ethernet and up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88a8);
 //      a runt (< 14 bytes) or a truncated tag is counted and unmatched
 //   3. early filter: keep what some flow MAY want (the broker classifies
@@ -96,6 +96,11 @@
 // verdict is XDP_PASS or XDP_DROP.
 struct counters {
 	__u64 seen;
+	// seen_bytes: the whole frame from its destination MAC, without FCS
+	// (tcpdump's length): the capture's RX bytes, counted the same on
+	// every driver (a veth with XDP counts its rx_bytes 14 short, after
+	// eth_type_trans; issue 13).
+	__u64 seen_bytes;
 	__u64 redirected;
 	__u64 redirect_failed; // wanted, but no socket in the queue's XSKMAP slot
 	__u64 unmatched;       // no flow can want it (MAC/multicast test)
@@ -766,6 +771,7 @@ int xdp_capture(struct xdp_md *ctx) {
 		return XDP_PASS; // cannot happen: a one-slot array always has slot 0
 
 	c->seen++;
+	c->seen_bytes += data_end - data;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end) {
 		c->runt++;

@@ -43,6 +43,7 @@ type xdpCopiesKey struct {
 type xdpCounters struct {
 	_              structs.HostLayout
 	Seen           uint64
+	SeenBytes      uint64
 	Redirected     uint64
 	RedirectFailed uint64
 	Unmatched      uint64

@@ -132,11 +132,11 @@ func runFrame(t testing.TB, c *Capture, frame []byte) (uint32, map[string]uint64
 	return verdict, delta
 }
 
-// wantDelta is how the counters move for one frame with this verdict and
-// outcome.
-func wantDelta(verdict uint32, outcome Outcome) map[string]uint64 {
+// wantDelta is how the counters move for one frame of size bytes with this
+// verdict and outcome.
+func wantDelta(verdict uint32, outcome Outcome, size int) map[string]uint64 {
 	d := counterMap(Counters{})
-	d["seen"] = 1
+	d["seen"], d["seen_bytes"] = 1, uint64(size)
 	d[outcome.String()] = 1
 	switch verdict {
 	case xdpPass:
@@ -173,7 +173,7 @@ func checkFrame(t *testing.T, c *Capture, m *model, frame []byte, wantVerdict ui
 	if v != wantVerdict {
 		t.Errorf("xdp_capture(% x) = %s, want %s", frame, verdictName(v), verdictName(wantVerdict))
 	}
-	want := wantDelta(wantVerdict, wantOutcome)
+	want := wantDelta(wantVerdict, wantOutcome, len(frame))
 	for name, n := range want {
 		if delta[name] != n {
 			t.Errorf("xdp_capture(% x): counter %s moved by %d, want %d", frame, name, delta[name], n)
@@ -480,18 +480,18 @@ func TestVLANSet(t *testing.T) {
 }
 
 func TestCounterNames(t *testing.T) {
-	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	c := Counters{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	var names []string
 	var sum uint64
 	c.Each(func(name string, v uint64) { names = append(names, name); sum += v })
-	want := []string{"seen", "redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt",
+	want := []string{"seen", "seen_bytes", "redirected", "redirect_failed", "unmatched", "vlan_filtered", "runt",
 		"truncated_tag", "oversize", "passed", "dropped", "fast_redirected", "fast_failed", "fast_no_output",
 		"fast_filtered", "live_failed"}
 	if fmt.Sprint(names) != fmt.Sprint(want) {
 		t.Errorf("Each names = %v, want %v", names, want)
 	}
-	if sum != 120 {
-		t.Errorf("Each values sum to %d, want 120 (every field visited once)", sum)
+	if sum != 136 {
+		t.Errorf("Each values sum to %d, want 136 (every field visited once)", sum)
 	}
 	fn := func(string, uint64) {}
 	if n := testing.AllocsPerRun(100, func() { c.Each(fn) }); n != 0 {

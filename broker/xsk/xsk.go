@@ -28,8 +28,10 @@ const (
 	// kernelTxBatch is what copy-mode TX sends per sendto(2) when
 	// XDP_MAX_TX_SKB_BUDGET is not set (TX_BATCH_SIZE in net/xdp/xsk.c).
 	kernelTxBatch = 32
+	// MaxNumFrames bounds NumFrames: 8 GiB of 2048-byte frames.
+	MaxNumFrames = 1 << 22
 	// maxRingSize bounds ring sizes far above any use (the rings are
-	// mapped and locked memory).
+	// kernel memory mapped into the process).
 	maxRingSize = 1 << 20
 	// xdpPacketHeadroom is what copy mode puts before each received frame.
 	xdpPacketHeadroom = unix.XDP_PACKET_HEADROOM
@@ -81,13 +83,30 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// UMEMSize is the UMEM, in bytes, of a socket opened with c: NumFrames
+// chunks of FrameSize bytes, after defaults. Open maps and registers
+// exactly this much, and the kernel pins and charges all of it to
+// RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (gotcha 7); the rings
+// are the kernel's own memory, not charged.
+func (c Config) UMEMSize() int {
+	c.setDefaults()
+	return c.NumFrames * c.FrameSize
+}
+
+// MaxRxFrame is the largest frame a socket opened with c receives (see
+// Socket.MaxRxFrame).
+func (c Config) MaxRxFrame() int {
+	c.setDefaults()
+	return c.FrameSize - xdpPacketHeadroom - c.Headroom
+}
+
 // Validate reports the first field of c (after defaults) that is out of range.
 func (c Config) Validate() error {
 	c.setDefaults()
 	pow2 := func(v int) bool { return v > 0 && v <= maxRingSize && v&(v-1) == 0 }
 	switch {
-	case c.NumFrames < 0 || c.NumFrames > 1<<22:
-		return fmt.Errorf("xsk config: NumFrames %d out of range 1..%d", c.NumFrames, 1<<22)
+	case c.NumFrames < 0 || c.NumFrames > MaxNumFrames:
+		return fmt.Errorf("xsk config: NumFrames %d out of range 1..%d", c.NumFrames, MaxNumFrames)
 	case c.FrameSize != 2048 && c.FrameSize != 4096:
 		return fmt.Errorf("xsk config: FrameSize %d must be 2048 or 4096", c.FrameSize)
 	case c.Headroom < 0 || c.Headroom > c.FrameSize-xdpPacketHeadroom-64:
@@ -177,7 +196,7 @@ func (s *Socket) open() error {
 	}
 	s.fd.Store(int32(fd))
 
-	size := cfg.NumFrames * cfg.FrameSize
+	size := cfg.UMEMSize()
 	s.umem, err = unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
@@ -396,7 +415,7 @@ func (s *Socket) Config() Config { return s.cfg }
 // kernel puts 256 bytes of XDP headroom and the UMEM headroom before it
 // (gotcha 6), 1792 bytes with the default 2048-byte frames. Larger frames
 // are dropped by the kernel and counted in Statistics.RxDropped.
-func (s *Socket) MaxRxFrame() int { return s.cfg.FrameSize - xdpPacketHeadroom - s.cfg.Headroom }
+func (s *Socket) MaxRxFrame() int { return s.cfg.MaxRxFrame() }
 
 // MaxTxFrame is the largest frame AllocTx hands out room for.
 func (s *Socket) MaxTxFrame() int { return s.cfg.FrameSize - s.cfg.Headroom }

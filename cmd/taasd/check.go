@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/broker"
-	"github.com/taas-appliance/taas/broker/xsk"
 	"github.com/taas-appliance/taas/xdpprog"
 )
 
@@ -127,7 +126,8 @@ func printResults(w io.Writer, results []checkResult) {
 
 // preflight runs every check: the kernel, the BPF JIT, AF_XDP sockets, the
 // XDP program under the verifier, capabilities, locked memory, and each
-// interface of fc (nil: no configuration file).
+// interface, the authentication and the database of fc (nil: no
+// configuration file).
 func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	var rs []checkResult
 	rs = append(rs, checkKernel(env.OSRelease))
@@ -139,6 +139,7 @@ func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	rs = append(rs, checkMemlock(caps.has(capIPCLock), fc))
 	rs = append(rs, checkInterfaces(fc)...)
 	rs = append(rs, checkAuth(fc)...)
+	rs = append(rs, checkDB(fc)...)
 	return rs
 }
 
@@ -331,18 +332,11 @@ func checkCaps(caps capSet, err error) []checkResult {
 	return rs
 }
 
-// frameSize is the UMEM chunk size the broker will use: broker.frame_size,
-// or xsk's default.
-func (fc *fileConfig) frameSize() int {
-	if fc != nil && fc.Broker.FrameSize != 0 {
-		return fc.Broker.FrameSize
-	}
-	return xsk.DefaultFrameSize
-}
-
 // checkMemlock: UMEM is charged to RLIMIT_MEMLOCK unless the process has
-// CAP_IPC_LOCK (gotcha 7). Each capture queue and each monitor TX queue has
-// a socket with its own UMEM.
+// CAP_IPC_LOCK (gotcha 7). Each capture RX queue and each monitor and
+// uplink has a socket with its own UMEM, sized by the broker
+// (broker.Config.Memory); without interfaces, one capture queue and one
+// monitor, the least a tap flow needs.
 func checkMemlock(ipcLock bool, fc *fileConfig) checkResult {
 	r := checkResult{Name: "locked memory"}
 	var lim unix.Rlimit
@@ -350,36 +344,49 @@ func checkMemlock(ipcLock bool, fc *fileConfig) checkResult {
 		r.Verdict, r.Detail = warn, fmt.Sprintf("getrlimit(RLIMIT_MEMLOCK): %v", err)
 		return r
 	}
-	sockets := 0
-	if fc != nil {
+	bc, _ := fc.brokerConfig()
+	mem := bc.Memory()
+	captures, outputs := 1, 1
+	if fc != nil && len(fc.Interfaces) > 0 {
+		captures, outputs = 0, 0
 		for _, ifc := range fc.Interfaces {
-			q := ifc.Queues
-			if q == 0 {
-				q = queuesOf(ifc.Name, ifc.Role)
+			if ifc.Role == roleCapture {
+				captures += bc.CaptureQueues(ifc.Name, queuesOf(ifc.Name, ifc.Role))
+			} else {
+				outputs++
 			}
-			sockets += max(q, 1)
 		}
 	}
-	// One socket's UMEM; rings add a little.
-	umemBytes := uint64(xsk.DefaultNumFrames * fc.frameSize())
-	need := uint64(max(sockets, 1)) * umemBytes
+	need := uint64(mem.Locked(captures, outputs))
+	var parts []string
+	if captures > 0 {
+		parts = append(parts, fmt.Sprintf("%d capture socket(s) of %s", captures, mib(uint64(mem.CaptureSocket))))
+	}
+	if outputs > 0 {
+		parts = append(parts, fmt.Sprintf("%d monitor/uplink socket(s) of %s", outputs, mib(uint64(mem.OutputSocket))))
+	}
+	umem := fmt.Sprintf("%s of UMEM for %s", mib(need), strings.Join(parts, " and "))
 	switch {
 	case lim.Cur == unix.RLIM_INFINITY:
-		r.Verdict, r.Detail = pass, "RLIMIT_MEMLOCK unlimited"
+		r.Verdict, r.Detail = pass, "RLIMIT_MEMLOCK unlimited covers "+umem
 	case ipcLock:
-		r.Verdict, r.Detail = pass, fmt.Sprintf("RLIMIT_MEMLOCK %s, but CAP_IPC_LOCK lifts it", mib(lim.Cur))
+		r.Verdict, r.Detail = pass, fmt.Sprintf("RLIMIT_MEMLOCK %s, but CAP_IPC_LOCK lifts it for %s", mib(lim.Cur), umem)
 	case lim.Cur < need:
 		r.Verdict = fail
-		r.Detail = fmt.Sprintf("RLIMIT_MEMLOCK %s < %s for %d AF_XDP socket(s) of %s UMEM", mib(lim.Cur), mib(need), max(sockets, 1), mib(umemBytes))
+		r.Detail = fmt.Sprintf("RLIMIT_MEMLOCK %s < %s", mib(lim.Cur), umem)
 		r.Fix = "LimitMEMLOCK=infinity in the unit, ulimit -l unlimited in a shell, or grant CAP_IPC_LOCK"
 	default:
-		r.Verdict, r.Detail = pass, fmt.Sprintf("RLIMIT_MEMLOCK %s covers %d AF_XDP socket(s)", mib(lim.Cur), max(sockets, 1))
+		r.Verdict, r.Detail = pass, fmt.Sprintf("RLIMIT_MEMLOCK %s covers %s", mib(lim.Cur), umem)
+	}
+	if lim.Cur != unix.RLIM_INFINITY && !ipcLock && bc.FastPath {
+		r.Detail += fmt.Sprintf("; a live capture on the fast path locks %s a CPU more", mib(uint64(mem.LivePerCPU)))
 	}
 	return r
 }
 
+// mib prints n bytes in MiB, or KiB when that is not a whole number.
 func mib(n uint64) string {
-	if n >= 1<<20 {
+	if n >= 1<<20 && n%(1<<20) == 0 {
 		return fmt.Sprintf("%d MiB", n>>20)
 	}
 	return fmt.Sprintf("%d KiB", n>>10)
@@ -412,17 +419,18 @@ func checkInterfaces(fc *fileConfig) []checkResult {
 			captures = append(captures, ifc.Name)
 		}
 	}
+	bc, _ := fc.brokerConfig()
 	var rs []checkResult
 	for _, ifc := range fc.Interfaces {
-		rs = append(rs, checkInterface(ifc, fc.frameSize(), captures))
+		rs = append(rs, checkInterface(ifc, bc, captures))
 	}
 	return rs
 }
 
-// checkInterface checks one interface; frameSize is the UMEM chunk size,
-// which bounds the frames a capture interface can deliver; a monitor or an
-// uplink is checked for loops with captures.
-func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult {
+// checkInterface checks one interface; bc is the broker's configuration,
+// whose UMEM chunk bounds the frames a capture interface can deliver; a
+// monitor or an uplink is checked for loops with captures.
+func checkInterface(ifc ifaceFile, bc broker.Config, captures []string) checkResult {
 	r := checkResult{Name: fmt.Sprintf("%s %s", ifc.Role, ifc.Name)}
 	l, err := netlink.LinkByName(ifc.Name)
 	if err != nil {
@@ -453,8 +461,8 @@ func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult
 		} else {
 			notes = append(notes, fmt.Sprintf("%d RX queues", a.NumRxQueues))
 		}
-		if a.NumRxQueues > maxQueues {
-			worse(fail, fmt.Sprintf("more than %d RX queues", maxQueues), fmt.Sprintf("set queues to %d or fewer", maxQueues))
+		if q := bc.CaptureQueues(ifc.Name, a.NumRxQueues); q > broker.MaxQueues {
+			worse(fail, fmt.Sprintf("%d queues to capture, more than %d", q, broker.MaxQueues), fmt.Sprintf("set queues to %d or fewer", broker.MaxQueues))
 		}
 		switch {
 		case a.Promisc != 0:
@@ -482,10 +490,9 @@ func checkInterface(ifc ifaceFile, frameSize int, captures []string) checkResult
 			}
 		}
 	}
-	// Copy mode puts each frame 256 bytes (XDP headroom) into its chunk;
-	// a frame is the MTU plus an Ethernet header and two VLAN tags.
-	if maxRxFrame := frameSize - 256; a.MTU+14+8 > maxRxFrame && ifc.Role == roleCapture {
-		worse(warn, fmt.Sprintf("MTU %d: frames over %d bytes do not fit a %d-byte UMEM chunk and are counted oversize", a.MTU, maxRxFrame, frameSize),
+	// A frame is the MTU plus an Ethernet header and two VLAN tags.
+	if maxRxFrame := bc.MaxFrame(); a.MTU+14+8 > maxRxFrame && ifc.Role == roleCapture {
+		worse(warn, fmt.Sprintf("MTU %d: frames over %d bytes do not fit a UMEM chunk and are counted oversize", a.MTU, maxRxFrame),
 			"set frame_size = 4096 under [broker]")
 	}
 	r.Detail = strings.Join(notes, ", ")

@@ -23,8 +23,15 @@ import (
 const checkHelperEnv = "TAASD_TEST_RUN_CHECK"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(checkHelperEnv) == "1" {
+	if err := setMemlockFromEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	switch {
+	case os.Getenv(checkHelperEnv) == "1":
 		os.Exit(runCheck(os.Args[1:], os.Stdout, os.Stderr))
+	case os.Getenv(brokerHelperEnv) == "1":
+		os.Exit(runBrokerHelper(os.Args[1:], os.Stdout))
 	}
 	os.Exit(m.Run())
 }
@@ -245,15 +252,21 @@ func TestCheckInterfaces(t *testing.T) {
 // setpriv with the given options, and returns its output and exit code.
 func runCheckAs(t *testing.T, setpriv []string, args ...string) (string, int) {
 	t.Helper()
-	sp, err := exec.LookPath("setpriv")
-	if err != nil {
+	return runSelfAs(t, selfCopy(t), setpriv, []string{checkHelperEnv + "=1"}, args...)
+}
+
+// selfCopy copies the test binary into a directory every user can enter
+// and read, removed when the test ends, and returns its path; files a
+// test writes there are readable by the users setpriv makes.
+func selfCopy(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not installed (util-linux; .ci/run installs it)")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A directory the unprivileged user can enter, with the binary in it.
 	dir, err := os.MkdirTemp("", "taasd-check-")
 	if err != nil {
 		t.Fatal(err)
@@ -270,11 +283,19 @@ func runCheckAs(t *testing.T, setpriv []string, args ...string) (string, int) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sp, append(append(setpriv, bin), args...)...)
-	cmd.Env = append(os.Environ(), checkHelperEnv+"=1")
+	return bin
+}
+
+// runSelfAs runs bin (a selfCopy) under setpriv with the given options,
+// with env added to the environment (which TestMain reads), and returns
+// its output and exit code.
+func runSelfAs(t *testing.T, bin string, setpriv, env []string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command("setpriv", append(append(setpriv, bin), args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()

@@ -26,7 +26,7 @@ import (
 type fileConfig struct {
 	// Listen is the API and dashboard address, host:port (--listen).
 	Listen string `toml:"listen"`
-	// DB is the SQLite database file (--db).
+	// DB is the SQLite database file, or a postgres:// URL (--db).
 	DB string `toml:"db"`
 	// Dataplane is "xdp" or "none" (--dataplane).
 	Dataplane string `toml:"dataplane"`
@@ -200,10 +200,6 @@ const (
 	roleUplink  = "uplink"
 )
 
-// maxQueues bounds [[interfaces]].queues: the XSKMAP of a capture
-// interface has this many slots (xdpprog.MaxQueues).
-const maxQueues = 64
-
 // loadConfigFile reads and validates the configuration file at path. The
 // error names the file and, for each problem, the field.
 func loadConfigFile(path string) (*fileConfig, error) {
@@ -317,27 +313,6 @@ func (fc *fileConfig) Validate() error {
 		oneOf(bad, "log.format", fc.Log.Format, "text", "json")
 	}
 
-	if b := fc.Broker.BatchSize; b != 0 && (b < 64 || b > 256) {
-		bad("broker.batch_size", "must be 0 (default) or 64 to 256, got %d", b)
-	}
-	if f := fc.Broker.FrameSize; f != 0 && f != 2048 && f != 4096 {
-		bad("broker.frame_size", "must be 0 (default), 2048 or 4096, got %d", f)
-	}
-	if r := fc.Broker.RxRingSize; r != 0 && (r < 64 || r > 1<<16 || r&(r-1) != 0) {
-		bad("broker.rx_ring_size", "must be 0 (default) or a power of two from 64 to 65536, got %d", r)
-	}
-	seenCPU := map[int]bool{}
-	for i, c := range fc.Broker.CPUs {
-		field := fmt.Sprintf("broker.cpus[%d]", i)
-		switch {
-		case c < 0:
-			bad(field, "must be a CPU number (0 or more), got %d", c)
-		case seenCPU[c]:
-			bad(field, "CPU %d listed twice", c)
-		}
-		seenCPU[c] = true
-	}
-
 	for _, f := range []struct {
 		key string
 		v   int
@@ -370,24 +345,30 @@ func (fc *fileConfig) Validate() error {
 		bad("limits.memory_limit_mib", "must be 0 (none) or 64 or more, got %d", m)
 	}
 
+	// The broker judges its own settings and its capture interfaces
+	// (broker.Config.Problems); the file's rules are the roles, and that a
+	// name is listed once whatever its role.
+	bc, from := fc.brokerConfig()
+	reported := map[string]bool{}
 	seen := map[string]int{}
 	for i, ifc := range fc.Interfaces {
 		field := func(name string) string { return fmt.Sprintf("interfaces[%d].%s", i, name) }
-		if err := netdev.CheckName(ifc.Name); err != nil {
-			bad(field("name"), "%v", err)
-		} else if j, dup := seen[ifc.Name]; dup {
+		// A capture's name is the broker's to judge, the others' here.
+		nameBad := false
+		if ifc.Role != roleCapture {
+			if err := netdev.CheckName(ifc.Name); err != nil {
+				bad(field("name"), "%v", err)
+				nameBad = true
+			}
+		}
+		if j, dup := seen[ifc.Name]; dup && !nameBad && ifc.Name != "" {
 			bad(field("name"), "%q already listed as interfaces[%d]", ifc.Name, j)
-		} else {
+			reported[field("name")] = true
+		} else if !dup {
 			seen[ifc.Name] = i
 		}
 		switch ifc.Role {
 		case roleCapture:
-			if ifc.Queues < 0 || ifc.Queues > maxQueues {
-				bad(field("queues"), "must be 0 (all) to %d, got %d", maxQueues, ifc.Queues)
-			}
-			if ifc.Unmatched != "" {
-				oneOf(bad, field("unmatched"), ifc.Unmatched, "pass", "drop")
-			}
 		case roleMonitor, roleUplink:
 			if ifc.Queues != 0 {
 				bad(field("queues"), "only for role %q", roleCapture)
@@ -399,6 +380,12 @@ func (fc *fileConfig) Validate() error {
 			bad(field("role"), "required: capture, monitor or uplink")
 		default:
 			bad(field("role"), "must be capture, monitor or uplink, got %q", ifc.Role)
+		}
+	}
+	for _, err := range brokerProblems(bc, from) {
+		// A capture listed twice is the file's problem first.
+		if key, _, _ := strings.Cut(err.Error(), ": "); !reported[key] {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/taas-appliance/taas/broker"
 	"github.com/taas-appliance/taas/control"
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -329,9 +330,13 @@ func FuzzParseConfig(f *testing.F) {
 			if ifc.Name == "" || len(ifc.Name) > 15 {
 				t.Fatalf("interfaces[%d].name %q accepted", i, ifc.Name)
 			}
-			if ifc.Queues < 0 || ifc.Queues > maxQueues {
+			if ifc.Queues < 0 || ifc.Queues > broker.MaxQueues {
 				t.Fatalf("interfaces[%d].queues %d accepted", i, ifc.Queues)
 			}
+		}
+		// What the file accepts, broker.New accepts.
+		if err := (config{File: fc}).brokerConfig(nil).Validate(); err != nil {
+			t.Fatalf("accepted, but the broker says %v", err)
 		}
 		if fc.MaxTapServices < 0 {
 			t.Fatalf("max_tap_services %d accepted", fc.MaxTapServices)

@@ -226,6 +226,21 @@ func (d *xdpDaemon) stats(t *testing.T) taasStats {
 	return st
 }
 
+// metricsText returns the body of GET url/metrics (no token).
+func metricsText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
 // waitApplied waits until the data plane has applied a plan: after a
 // restart the statuses in the store are still those of the last run.
 func (d *xdpDaemon) waitApplied(t *testing.T) {
@@ -331,13 +346,8 @@ func TestDataplaneEndToEnd(t *testing.T) {
 
 	// The counters, through the API's JSON and Prometheus.
 	stats := d.stats(t)
-	resp, err := http.Get(d.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := fmt.Sprintf("taas_tap_flow_matched_packets_total{tap_flow_id=%q,tap_flow_name=%q} 2\n", flow, "out-vlan"); !strings.Contains(string(metrics), want) {
+	metrics := metricsText(t, d.url)
+	if want := fmt.Sprintf("taas_tap_flow_matched_packets_total{tap_flow_id=%q,tap_flow_name=%q} 2\n", flow, "out-vlan"); !strings.Contains(metrics, want) {
 		t.Errorf("GET /metrics lacks %q", want)
 	}
 

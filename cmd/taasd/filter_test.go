@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -92,13 +90,8 @@ func TestDataplaneFilterSnaplen(t *testing.T) {
 			if fs := d.stats(t).TaasStats.TapFlows; len(fs) != 1 || fs[0].MatchedPackets != 3 || fs[0].RejectedPackets != 3 {
 				t.Errorf("taas_stats tap_flows = %+v, want matched 3, rejected 3", fs)
 			}
-			resp, err := http.Get(d.url + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			metrics, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if want := fmt.Sprintf("taas_tap_flow_rejected_packets_total{tap_flow_id=%q,tap_flow_name=%q} 3\n", flow.TapFlow.ID, "even"); !strings.Contains(string(metrics), want) {
+			metrics := metricsText(t, d.url)
+			if want := fmt.Sprintf("taas_tap_flow_rejected_packets_total{tap_flow_id=%q,tap_flow_name=%q} 3\n", flow.TapFlow.ID, "even"); !strings.Contains(metrics, want) {
 				t.Errorf("GET /metrics lacks %q", want)
 			}
 

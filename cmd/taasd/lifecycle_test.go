@@ -415,16 +415,7 @@ func waitFastPath(t *testing.T, url, iface string, fast bool) {
 	want := fmt.Sprintf("taas_interface_path{iface=%q,path=%q} 1", iface, path)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(body), want) {
+		if strings.Contains(metricsText(t, url), want) {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -396,17 +396,9 @@ func testLiveSlowReader(t *testing.T, bin string, fast bool) {
 		t.Errorf("final statistics block %+v: want drops (a 1 KB/s reader of %d pps) and an end time", final, rate)
 	}
 	// /metrics: none runs now, and the totals hold this capture's frames.
-	mresp, err := http.Get(d.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, err := io.ReadAll(mresp.Body)
-	mresp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	metrics := metricsText(t, d.url)
 	for _, want := range []string{"taas_live_captures 0\n", fmt.Sprintf("taas_live_captured_packets_total %d\n", final.PacketsReceived)} {
-		if !strings.Contains(string(metrics), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("GET /metrics lacks %q", want)
 		}
 	}

@@ -28,7 +28,7 @@ import (
 // configuration file) fill it; run builds the components from it.
 type config struct {
 	Listen         string         // API address, host:port
-	DB             string         // SQLite database file
+	DB             string         // SQLite database file, or a postgres:// URL
 	Auth           string         // noauth, token or keystone
 	Tokens         string         // tokens file for auth token
 	TLSCert        string         // PEM certificate (chain) for HTTPS; "" serves plain HTTP
@@ -64,7 +64,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:9696", "API `address` (host:port)")
-	fs.StringVar(&cfg.DB, "db", "taas.db", "SQLite database `file` (created if missing)")
+	fs.StringVar(&cfg.DB, "db", "taas.db", "database: a SQLite `file` (created if missing) or a postgres:// URL")
 	fs.StringVar(&cfg.Auth, "auth", control.AuthNoauth, "authentication: noauth, token or keystone")
 	fs.StringVar(&cfg.Tokens, "tokens", "", "tokens `file` for --auth token: lines \"TOKEN PROJECT_ID ROLE[,ROLE...]\"")
 	fs.StringVar(&cfg.Keystone.URL, "keystone-url", "", "Keystone's `URL` for --auth keystone (the service credentials are in the --config file's [auth])")

@@ -52,7 +52,7 @@ func (t *Tx) PortUse(id string) (services, sources int, err error) {
 // PortUse it exists only inside the transaction, so two creates of one
 // batch cannot both take the last place.
 func (t *Tx) InterfaceFilters(iface, expr string) (n int, has bool, err error) {
-	err = t.tx.QueryRowContext(t.ctx, `SELECT count(DISTINCT f.filter), coalesce(max(f.filter = ?2), 0)
+	err = t.tx.QueryRowContext(t.ctx, `SELECT count(DISTINCT f.filter), coalesce(max(CASE WHEN f.filter = ?2 THEN 1 ELSE 0 END), 0)
 		FROM ports p JOIN tap_flows f ON f.source_port = p.id
 		WHERE p.iface = ?1 AND f.filter IS NOT NULL`, iface, expr).Scan(&n, &has)
 	if err != nil {

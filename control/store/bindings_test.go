@@ -13,6 +13,7 @@ import (
 // ports can still be renamed, and no new duplicate can be made, on insert
 // or update.
 func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
+	sqliteOnly(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "taas.db")
 	// Build the database as 0001 and 0002 left it, with the duplicates.
@@ -93,7 +94,7 @@ func TestMACPerInterfaceOnOldDatabase(t *testing.T) {
 // unbound port and a rebinding of that port onto a capture both passed).
 func TestTxSeesItsBatch(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	for _, p := range []Port{
 		{ID: "p", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:01:01"},
 		{ID: "m", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:01:02", Interface: "mon0"},

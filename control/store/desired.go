@@ -73,7 +73,7 @@ type Status struct {
 // plan built from it is consistent.
 func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	var d DesiredState
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.r.BeginTx(ctx, s.d.readTx())
 	if err != nil {
 		return d, fmt.Errorf("read desired state: %w", err)
 	}
@@ -174,14 +174,17 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[st
 	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if err := setStatuses(ctx, tx, "tap_services", services); err != nil {
+	// A status write does not change what any data plane should realise:
+	// other taasd are not woken for it (notify.go).
+	return s.write(ctx, true, func(t *Tx) error {
+		ctx, tx := t.ctx, t.tx
+		if err := setStatuses(ctx, tx, s.d, "tap_services", services); err != nil {
 			return fmt.Errorf("set status of tap services: %w", err)
 		}
-		if err := setStatuses(ctx, tx, "tap_flows", flows); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_flows", flows); err != nil {
 			return fmt.Errorf("set status of tap flows: %w", err)
 		}
-		if err := setStatuses(ctx, tx, "tap_mirrors", mirrors); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_mirrors", mirrors); err != nil {
 			return fmt.Errorf("set status of tap mirrors: %w", err)
 		}
 		return nil
@@ -189,7 +192,7 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[st
 }
 
 // setStatuses sets the status of the rows of table named by ids.
-func setStatuses(ctx context.Context, tx *sql.Tx, table string, ids map[string]Status) error {
+func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table string, ids map[string]Status) error {
 	byStatus := map[Status][]string{}
 	for id, st := range ids {
 		byStatus[st] = append(byStatus[st], id)
@@ -200,7 +203,7 @@ func setStatuses(ctx context.Context, tx *sql.Tx, table string, ids map[string]S
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
-			WHERE id IN (SELECT value FROM json_each(?))`, st.State, st.Reason, string(list)); err != nil {
+			WHERE id IN (`+d.idsIn("?")+`)`, st.State, st.Reason, string(list)); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 // afterwards both are stored, updated (snaplen) and read back, and the
 // column refuses a snaplen out of range.
 func TestFilterSnaplenOnOldDatabase(t *testing.T) {
+	sqliteOnly(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "taas.db")
 	s := open(t, path)

@@ -269,8 +269,9 @@ func (t *Tx) CreateTapMirror(m TapMirror, scope string) error {
 	)
 	// One index lookup per new id in tap_mirror_tunnels (migration 0007),
 	// however many mirrors the scope holds.
+	ids, hint := t.s.d.tunnelsOf("?2")
 	err = t.tx.QueryRowContext(t.ctx, `SELECT m.id, e.direction, e.type, CAST(e.atom AS TEXT)
-		FROM json_each(?2) n JOIN tap_mirror_tunnels e INDEXED BY tap_mirror_tunnels_id ON e.type = n.type AND e.atom = n.atom
+		FROM `+ids+` n JOIN tap_mirror_tunnels e`+hint+` ON e.type = n.type AND e.atom = n.atom
 		JOIN tap_mirrors m ON m.seq = e.mirror_seq
 		WHERE ?1 = '' OR e.project_id = ?1
 		ORDER BY e.mirror_seq LIMIT 1`, scope, dirs).Scan(&c.MirrorID, &c.Tunnel.Direction, &jtype, &atom)

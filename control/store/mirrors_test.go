@@ -24,7 +24,7 @@ func dirs(t testing.TB, s string) Directions {
 // mirrorPorts opens a store with ports p0..p(n-1) in project.
 func mirrorPorts(t *testing.T, project string, n int) *Store {
 	t.Helper()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	for i := range n {
 		if err := s.CreatePort(context.Background(), Port{ID: fmt.Sprint(project, "p", i), ProjectID: project,
 			NetworkID: defaultNetwork, MACAddress: fmt.Sprintf("fa:16:3e:00:01:%02x", i), Interface: "cap0"}); err != nil {
@@ -310,6 +310,7 @@ func FuzzDirections(f *testing.F) {
 // and its triggers keep the table to the mirrors: a new mirror adds its
 // ids, deleting a mirror or its port removes them.
 func TestTunnelTableOnOldDatabase(t *testing.T) {
+	sqliteOnly(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "taas.db")
 	s := open(t, path)

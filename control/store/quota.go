@@ -43,6 +43,11 @@ func (t *Tx) Count(resource, project string) (int, error) {
 // was rolled back.
 func (t *Tx) QuotaOverrides(project string) (Limits, error) {
 	s := t.s
+	if s.d == postgresDialect {
+		// Other taasd change them too: read them in the transaction,
+		// where SERIALIZABLE sees a concurrent change.
+		return overrides(t.ctx, t.tx, project)
+	}
 	if !s.quotaDirty {
 		if l, ok := s.quotaMemo[project]; ok {
 			return maps.Clone(l), nil

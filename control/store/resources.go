@@ -94,7 +94,7 @@ func scanNetwork(sc interface{ Scan(...any) error }) (Network, error) {
 // ListNetworks returns the networks of project and the shared ones.
 func (s *Store) ListNetworks(ctx context.Context, project string) ([]Network, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+networkCols+` FROM networks
-		WHERE ?1 = '' OR project_id = ?1 OR shared ORDER BY seq`, project)
+		WHERE ?1 = '' OR project_id = ?1 OR shared != 0 ORDER BY seq`, project)
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
@@ -117,7 +117,7 @@ func (s *Store) GetNetwork(ctx context.Context, project, id string) (Network, er
 
 func getNetwork(ctx context.Context, q queryer, project, id string) (Network, error) {
 	n, err := scanNetwork(q.QueryRowContext(ctx, `SELECT `+networkCols+` FROM networks
-		WHERE id = ?2 AND (?1 = '' OR project_id = ?1 OR shared)`, project, id))
+		WHERE id = ?2 AND (?1 = '' OR project_id = ?1 OR shared != 0)`, project, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, ErrNotFound
 	}

@@ -14,7 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	sqlite3 "github.com/mattn/go-sqlite3"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/mattn/go-sqlite3" // the sqlite3 driver
 )
 
 // Sentinels callers branch on. Every store error that is not one of these
@@ -29,6 +30,12 @@ var (
 	// ErrMACInUse: another port bound to the same interface has the MAC
 	// (migration 0003).
 	ErrMACInUse = errors.New("mac address in use on interface")
+	// ErrInvalidText: a value holds a character the database cannot
+	// store (NUL, on PostgreSQL).
+	ErrInvalidText = errors.New("text holds a NUL character, which the database cannot store")
+	// ErrUnavailable: the database server cannot be reached (PostgreSQL:
+	// down, restarting, cut off); a later try may succeed.
+	ErrUnavailable = errors.New("database unavailable")
 	// ErrClosed: the store was closed before the write could run.
 	ErrClosed = errors.New("store closed")
 )
@@ -56,8 +63,10 @@ type Store struct {
 	quit      chan struct{}
 	stopped   chan struct{}
 	closeOnce sync.Once
-	// batches counts the write transactions the writer began.
+	// batches counts the write transactions the writer began, retries
+	// those that failed to serialize and ran again (PostgreSQL).
 	batches atomic.Uint64
+	retries atomic.Uint64
 	// gen counts committed writes (Generation).
 	gen atomic.Uint64
 	// quotaMemo holds the quota overrides that write transactions read,
@@ -70,6 +79,15 @@ type Store struct {
 	// desiredFlows is the number of flows Desired read last, the
 	// capacity of the next read's slice.
 	desiredFlows atomic.Int64
+
+	// d is the engine: what differs between them is in dialect.go.
+	d dialect
+	// id names this Store in its change notifications (PostgreSQL), so
+	// that it skips its own (notify.go).
+	id string
+	// listener is the LISTEN connection's goroutine (PostgreSQL), nil on
+	// SQLite.
+	listener *listener
 }
 
 // Queued returns how many Writes wait for the writer to take them: what a
@@ -81,19 +99,48 @@ func (s *Store) Queued() int { return len(s.queue) }
 // after a write was acknowledged differs from every value read before its
 // commit, so whatever was computed from the database under one value may
 // be reused while Generation still returns it (control's list cache,
-// issue 10). Only this process writes the database; a write by another
-// process would not bump it.
+// issue 10). On SQLite only this process writes the database. On
+// PostgreSQL other taasd write it too (issue 14): their commits bump it
+// when their notification arrives (notify.go), typically within a
+// millisecond of the commit, and a reconnection of the listener bumps it
+// too, since notifications may have been missed meanwhile.
 func (s *Store) Generation() uint64 { return s.gen.Load() }
 
-// Open opens (creating if needed) the database at path and applies every
-// migration not yet recorded in schema_migrations.
-func Open(ctx context.Context, path string) (*Store, error) {
-	return openStore(ctx, path, defaultMaxBatch)
+// Engine is "sqlite" or "postgres": what Open opened.
+func (s *Store) Engine() string { return s.d.String() }
+
+// Open opens the database dsn names and applies every migration not yet
+// recorded in schema_migrations. A postgres:// or postgresql:// URL is a
+// PostgreSQL database (created beforehand by its administrator); anything
+// else is the path of a SQLite file, created if needed. Errors never hold
+// the URL's password.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	return openStore(ctx, dsn, defaultMaxBatch)
 }
 
 // openStore is Open with at most maxBatch Writes per commit; 1 gives each its
 // own, as before group commit (the benchmark compares the two).
-func openStore(ctx context.Context, path string, maxBatch int) (*Store, error) {
+func openStore(ctx context.Context, dsn string, maxBatch int) (*Store, error) {
+	var (
+		s   *Store
+		err error
+	)
+	if IsPostgresURL(dsn) {
+		s, err = openPostgres(ctx, dsn)
+	} else {
+		s, err = openSQLite(ctx, dsn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.queue = make(chan *writeReq, maxBatch)
+	s.maxBatch = maxBatch
+	s.quit, s.stopped = make(chan struct{}), make(chan struct{})
+	go s.writer()
+	return s, nil
+}
+
+func openSQLite(ctx context.Context, path string) (*Store, error) {
 	// synchronous=FULL: a commit is on disk before the API answers, so an
 	// acknowledged change survives kill -9 and power loss alike.
 	q := url.Values{}
@@ -114,7 +161,7 @@ func openStore(ctx context.Context, path string, maxBatch int) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{w: w, quotaMemo: map[string]Limits{}}
+	s := &Store{w: w, quotaMemo: map[string]Limits{}, d: sqliteDialect}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
@@ -129,27 +176,74 @@ func openStore(ctx context.Context, path string, maxBatch int) (*Store, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s.r = r
-	s.queue = make(chan *writeReq, maxBatch)
-	s.maxBatch = maxBatch
-	s.quit, s.stopped = make(chan struct{}), make(chan struct{})
-	go s.writer()
+	return s, nil
+}
+
+// openPostgres opens the database of a postgres:// URL through pgx's
+// database/sql driver: the store's code stays on database/sql for both
+// engines. Guarantees as on SQLite: synchronous_commit stays on (the
+// server's default, asked for again here), so a commit is on the server's
+// disk before the API answers; write transactions are SERIALIZABLE, so the
+// checks a create makes (quotas, limits, MACs, loops) hold against every
+// taasd writing the database, and one that loses a race runs again (tx.go).
+func openPostgres(ctx context.Context, dsn string) (*Store, error) {
+	name := Redact(dsn)
+	cfg, err := pgConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "on"
+	cfg.RuntimeParams["application_name"] = "taasd"
+	// One connection writes, as on SQLite: the writer commits its batch
+	// at once, and the server sees one transaction of this taasd at a
+	// time, so this taasd's writes never conflict with each other.
+	w := sql.OpenDB(pgConnector{stdlib.GetConnector(*cfg)})
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	s := &Store{w: w, quotaMemo: map[string]Limits{}, d: postgresDialect, id: newStoreID()}
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrate %s: %w", name, err)
+	}
+	rcfg := cfg.Copy()
+	rcfg.RuntimeParams["default_transaction_read_only"] = "on"
+	r := sql.OpenDB(pgConnector{stdlib.GetConnector(*rcfg)})
+	// Reads run in parallel on the server's backends: a few per core of
+	// this machine's two, as the API's handlers may all list at once.
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s.r = r
+	if err := s.listen(ctx, cfg); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("listen on %s: %w", name, err)
+	}
 	return s, nil
 }
 
 // Close stops the writer, once the transaction it runs has committed
-// (Writes still queued fail with ErrClosed), and closes both pools.
+// (Writes still queued fail with ErrClosed), and the listener, and closes
+// both pools.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.quit) })
 	<-s.stopped
+	s.stopListening()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
 // migrate applies migrations/NNNN_*.sql in order, each in its own
-// transaction, recording it in schema_migrations.
+// transaction, recording it in schema_migrations. Several taasd may start
+// at once on one PostgreSQL database: each migration's transaction takes
+// an advisory lock first, and then skips what another applied meanwhile.
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))`); err != nil {
+	if err := s.inMigrationTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.d.schemaMigrationsDDL())
+		return err
+	}); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
@@ -179,6 +273,24 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// inMigrationTx runs fn in a transaction that holds the migration lock.
+func (s *Store) inMigrationTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if lock := s.d.migrationLock(); lock != "" {
+		if _, err := tx.ExecContext(ctx, lock); err != nil {
+			return fmt.Errorf("take the migration lock: %w", err)
+		}
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // checkNotNewer refuses a database a newer taasd migrated: its schema may
 // hold what this one would misread or lose (a downgrade). known is this
 // binary's newest migration, version its number.
@@ -202,25 +314,24 @@ func (s *Store) applyMigration(ctx context.Context, version int, path, base stri
 	if err != nil {
 		return err
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	stmts, err := s.d.migrationSQL(string(body))
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+	return s.inMigrationTx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, stmts); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (?, ?)`, version, base)
 		return err
-	}
-	if n > 0 {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES (?, ?)`, version, base); err != nil {
-		return err
-	}
-	return tx.Commit()
+	})
 }
 
 // Migrations lists the applied migrations by version, for tests and
@@ -247,26 +358,6 @@ func (s *Store) Migrations(ctx context.Context) ([]string, error) {
 // rather than the caller's.
 func (s *Store) tx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	return s.Write(ctx, func(t *Tx) error { return fn(t.ctx, t.tx) })
-}
-
-// constraintErr maps SQLite constraint failures to the sentinels: a
-// dangling reference is ErrNotFound (the parent went away meanwhile), a
-// duplicate is ErrConflict.
-func constraintErr(err error) error {
-	var se sqlite3.Error
-	if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
-		switch se.ExtendedCode {
-		case sqlite3.ErrConstraintForeignKey:
-			return fmt.Errorf("%w: %v", ErrNotFound, err)
-		case sqlite3.ErrConstraintUnique, sqlite3.ErrConstraintPrimaryKey:
-			return fmt.Errorf("%w: %v", ErrConflict, err)
-		case sqlite3.ErrConstraintTrigger:
-			if strings.Contains(se.Error(), ErrMACInUse.Error()) {
-				return fmt.Errorf("%w: %v", ErrMACInUse, err)
-			}
-		}
-	}
-	return err
 }
 
 func b2i(b bool) int {

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"sync/atomic"
+	"time"
 )
 
 // Tx is one write's share of a write transaction, the unit in which a
@@ -56,10 +58,15 @@ const defaultMaxBatch = 128
 // Write of the same batch just added (issue 10's review: a tap service
 // created on a port and a rebinding of it both succeeded).
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.write(ctx, false, fn)
+}
+
+// write is Write; statusOnly says that fn writes statuses only.
+func (s *Store) write(ctx context.Context, statusOnly bool, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
+	r := &writeReq{ctx: ctx, fn: fn, statusOnly: statusOnly, done: make(chan struct{})}
 	select {
 	case s.queue <- r:
 	case <-s.quit:
@@ -90,6 +97,8 @@ func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 type writeReq struct {
 	ctx context.Context
 	fn  func(*Tx) error
+	// statusOnly: fn writes the data plane's statuses and nothing else.
+	statusOnly bool
 	// state moves from reqQueued to reqTaken (the writer) or reqDropped
 	// (the caller, whose ctx ended): whoever moves it first decides.
 	state atomic.Int32
@@ -112,6 +121,7 @@ func (r *writeReq) finish(err error) {
 
 // call runs the request's fn on tx; a panic is kept for the caller.
 func (r *writeReq) call(s *Store, tx *sql.Tx) (err error) {
+	r.panicked = nil // a retry (commit) runs fn again
 	defer func() {
 		if p := recover(); p != nil {
 			r.panicked = p
@@ -162,79 +172,144 @@ func (s *Store) writer() {
 
 // commit runs the fns of run in one transaction, each in a savepoint when
 // there are several, and commits once. It answers at least one request,
-// every one it ran, and returns those it did not run because SQLite
+// every one it ran, and returns those it did not run because the engine
 // abandoned the transaction.
+//
+// No request hears its outcome before the transaction's end is known: on
+// PostgreSQL a transaction may fail to serialize (SQLSTATE 40001: another
+// taasd's transaction conflicted with it) at any statement or at the
+// commit, and then every fn of the batch runs again in a new transaction,
+// up to maxAttempts times. An fn's failure is part of the outcome too: it
+// may come from a row an earlier fn of the batch wrote, which the retry
+// may no longer write (a limit reached by a create that in the end lost
+// its place).
 func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
+	for attempt := 1; ; attempt++ {
+		o := s.commitOnce(run)
+		if s.d == postgresDialect && attempt < maxAttempts && o.retry() {
+			s.retries.Add(1)
+			time.Sleep(retryWait(attempt))
+			continue
+		}
+		for i, r := range run[:o.ran] {
+			if o.errs[i] != nil {
+				r.finish(o.errs[i])
+			} else {
+				r.finish(o.err)
+			}
+		}
+		return run[o.ran:]
+	}
+}
+
+// maxAttempts bounds the transactions a batch of Writes runs in when they
+// fail to serialize. Each retry waits retryWait: 20 attempts take some
+// 0.5 s in all, far beyond what two taasd creating flat out at each other
+// needed (TestPostgresConcurrentStores logs the retries).
+const maxAttempts = 20
+
+// retryWait is a random wait before attempt+1: up to 1 ms after the first,
+// doubling to at most 32 ms, so that two writers that collided seldom
+// collide again.
+func retryWait(attempt int) time.Duration {
+	limit := time.Millisecond << min(attempt-1, 5)
+	return time.Duration(mrand.Int64N(int64(limit))) + 50*time.Microsecond
+}
+
+// outcome is what one transaction made of a batch.
+type outcome struct {
+	// ran is how many of the batch ran; the others run in the next
+	// transaction.
+	ran int
+	// errs holds the error of each fn that ran, nil for those that
+	// succeeded.
+	errs []error
+	// err is, for those that succeeded, why their writes are not
+	// committed (nil once committed).
+	err error
+}
+
+// retry reports whether the transaction failed to serialize: then none of
+// it is committed, and every fn runs again.
+func (o outcome) retry() bool {
+	if retryable(o.err) {
+		return true
+	}
+	for _, err := range o.errs[:o.ran] {
+		if retryable(err) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Store) commitOnce(run []*writeReq) outcome {
 	s.batches.Add(1)
+	o := outcome{errs: make([]error, len(run))}
 	// Whatever this transaction does to the quotas, its end settles it.
 	defer func() { s.quotaDirty = false }()
-	tx, err := s.w.BeginTx(context.Background(), nil)
+	tx, err := s.w.BeginTx(context.Background(), s.d.writeTx())
 	if err != nil {
-		for _, r := range run {
-			r.finish(fmt.Errorf("begin write transaction: %w", err))
-		}
-		return nil
+		o.ran, o.err = len(run), fmt.Errorf("begin write transaction: %w", err)
+		return o
 	}
 	if len(run) == 1 { // nothing to keep apart: no savepoint
-		r := run[0]
-		if err := r.call(s, tx); err != nil {
+		o.ran = 1
+		if o.errs[0] = run[0].call(s, tx); o.errs[0] != nil {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
-			r.finish(err)
-			return nil
+			return o
 		}
-		err := tx.Commit()
-		s.gen.Add(1) // before any caller hears of the commit (Generation)
-		if err != nil {
-			r.finish(fmt.Errorf("commit: %w", err))
-			return nil
-		}
-		r.finish(nil)
-		return nil
+		o.err = s.commitTx(tx, changeOf(run[0]))
+		return o
 	}
 	var (
-		done  []*writeReq // run, succeeded, waiting for the commit
-		lost  error       // why SQLite abandoned the transaction
 		exec  = func(q string) error { _, err := tx.Exec(q); return err }
 		state = func(err error) error { return fmt.Errorf("write transaction abandoned: %w", err) }
+		wrote change
 	)
 	for i, r := range run {
+		o.ran = i + 1
 		if err := exec(`SAVEPOINT w`); err != nil {
-			r.finish(state(err))
-			lost, rest = state(err), run[i+1:]
+			o.errs[i], o.err = state(err), state(err)
 			break
 		}
 		if err := r.call(s, tx); err != nil {
-			r.finish(err)
+			o.errs[i] = err
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
-				lost, rest = state(rerr), run[i+1:]
+				o.err = state(rerr)
 				break
 			}
 			continue
 		}
 		if err := exec(`RELEASE w`); err != nil {
-			r.finish(state(err))
-			lost, rest = state(err), run[i+1:]
+			o.errs[i], o.err = state(err), state(err)
 			break
 		}
-		done = append(done, r)
+		wrote = max(wrote, changeOf(r))
 	}
-	if lost != nil {
-		tx.Rollback() //nolint:errcheck // lost is the error to report
-		for _, r := range done {
-			r.finish(lost)
+	if o.err != nil {
+		tx.Rollback() //nolint:errcheck // o.err is the error to report
+		return o
+	}
+	o.err = s.commitTx(tx, wrote)
+	return o
+}
+
+// commitTx commits tx, announcing what it wrote to the other taasd on
+// PostgreSQL (notify.go). Generation is bumped before any caller hears of
+// the commit, and even when it failed: its outcome is then unknown, and a
+// needless bump costs only a cache miss (Generation).
+func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
+	if s.d == postgresDialect && wrote != noChange {
+		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()); err != nil {
+			tx.Rollback() //nolint:errcheck // the notify's error is the one to report
+			return fmt.Errorf("notify: %w", err)
 		}
-		return rest
 	}
-	err = tx.Commit()
-	// Bumped before any caller hears of the commit, and even when it
-	// failed: its outcome is then unknown, and a needless bump costs only a
-	// cache miss (Generation).
+	err := tx.Commit()
 	s.gen.Add(1)
 	if err != nil {
-		err = fmt.Errorf("commit: %w", err)
-	}
-	for _, r := range done {
-		r.finish(err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
@@ -269,13 +344,36 @@ func (t *Tx) CreateNetwork(n Network) error {
 // caller may retry with another MAC; a network that does not exist is
 // ErrNotFound.
 func (t *Tx) CreatePort(p Port) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO ports (`+portCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.ProjectID, p.NetworkID, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp),
-		p.DeviceOwner, p.DeviceID, b2i(p.PortSecurityEnabled), p.HostID, p.Interface)
+	err := t.undoable(func() error {
+		_, err := t.tx.ExecContext(t.ctx, `INSERT INTO ports (`+portCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			p.ID, p.ProjectID, p.NetworkID, p.Name, p.Description, p.MACAddress, b2i(p.AdminStateUp),
+			p.DeviceOwner, p.DeviceID, b2i(p.PortSecurityEnabled), p.HostID, p.Interface)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("insert port: %w", constraintErr(err))
 	}
 	return nil
+}
+
+// undoable runs the statement exec runs so that its failure undoes only
+// itself. SQLite does so by itself; PostgreSQL fails the whole
+// transaction, unless the statement runs in a savepoint of its own.
+func (t *Tx) undoable(exec func() error) error {
+	if t.s.d != postgresDialect {
+		return exec()
+	}
+	if _, err := t.tx.ExecContext(t.ctx, `SAVEPOINT stmt`); err != nil {
+		return err
+	}
+	if err := exec(); err != nil {
+		if _, rerr := t.tx.ExecContext(t.ctx, `ROLLBACK TO stmt`); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	_, err := t.tx.ExecContext(t.ctx, `RELEASE stmt`)
+	return err
 }
 
 // CreateTapService inserts ts. With max > 0 it fails with ErrLimitReached
@@ -309,4 +407,32 @@ func (t *Tx) CreateTapFlow(f TapFlow) error {
 		return fmt.Errorf("insert tap flow: %w", constraintErr(err))
 	}
 	return nil
+}
+
+// change is what a write transaction changed, as its notification says
+// (notify.go), from least to most.
+type change int
+
+const (
+	noChange     change = iota
+	statusChange        // the data plane's statuses only
+	dataChange          // the desired state
+)
+
+func (c change) String() string {
+	switch c {
+	case statusChange:
+		return "status"
+	case dataChange:
+		return "data"
+	}
+	return "none"
+}
+
+// changeOf is what r's fn changed, once it succeeded.
+func changeOf(r *writeReq) change {
+	if r.statusOnly {
+		return statusChange
+	}
+	return dataChange
 }

@@ -17,7 +17,7 @@ import (
 // until it commits.
 func TestWrite(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	boom := errors.New("boom")
 	err := s.Write(ctx, func(tx *Tx) error {
 		for i := range 3 {
@@ -63,7 +63,7 @@ func TestWrite(t *testing.T) {
 // TestQuotaOverrides: set, list, read and delete a project's overrides.
 func TestQuotaOverrides(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	if err := s.DeleteQuotas(ctx, "a"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("DeleteQuotas without overrides = %v, want ErrNotFound", err)
 	}
@@ -99,7 +99,7 @@ func TestQuotaOverrides(t *testing.T) {
 // creates and cascaded deletes, per project.
 func TestUsage(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	for _, project := range []string{"a", "b"} {
 		err := s.Write(ctx, func(tx *Tx) error {
 			for i := range 3 {
@@ -167,6 +167,7 @@ func TestUsage(t *testing.T) {
 // database from before it holds, per project, and the triggers count
 // those created and deleted after it.
 func TestNetworkUsageOnOldDatabase(t *testing.T) {
+	sqliteOnly(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "taas.db")
 	// Build the database as 0004 left it, with networks of two projects.
@@ -240,7 +241,7 @@ func waitQueued(t *testing.T, s *Store, n int) {
 // waits returns at once and never runs.
 func TestGroupCommit(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	port := func(id, mac string) Port {
 		return Port{ID: id, ProjectID: "a", NetworkID: defaultNetwork, MACAddress: mac}
 	}
@@ -356,7 +357,7 @@ func TestGroupCommit(t *testing.T) {
 // TestWriteAfterClose: a Write on a closed store, or queued when it
 // closes, fails with ErrClosed.
 func TestWriteAfterClose(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	release, held := holdWriter(t, s)
 	queued := make(chan error)
 	go func() { queued <- s.Write(context.Background(), func(*Tx) error { return nil }) }()
@@ -393,7 +394,7 @@ func TestWriteAfterClose(t *testing.T) {
 // check refuses leaves nothing behind, in the transaction or the memo.
 func TestQuotaOverridesMemo(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "taas.db"))
+	s := open(t, testDB(t))
 	readIn := func(got *Limits) func(tx *Tx) error {
 		return func(tx *Tx) (err error) {
 			*got, err = tx.QuotaOverrides("a")

@@ -51,18 +51,19 @@ func Leaks(t testing.TB) func() {
 	}
 }
 
-// CheckLeaks is Leaks around m.Run for TestMain, for what no test checks
-// itself: it runs the tests and returns their exit code, or 1, having
-// printed what leaked, when all of them together leave a goroutine or a
-// descriptor behind. Its snapshot is taken before any test runs.
-func CheckLeaks(m *testing.M) int {
+// CheckLeaks is Leaks around run (m.Run, or what wraps it) for TestMain,
+// for what no test checks itself: it returns run's exit code, or 1, having
+// printed what leaked, when the tests together leave a goroutine, a
+// descriptor or a mapping behind. Its snapshot is taken before any test
+// runs: os.Exit(testutil.CheckLeaks(m.Run)).
+func CheckLeaks(run func() int) int {
 	warmPoller()
 	before, err := leakSnapshotOf()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "leak check:", err)
 		return 1
 	}
-	code := m.Run()
+	code := run()
 	deadline := time.Now().Add(leakWait)
 	var l leaked
 	for {

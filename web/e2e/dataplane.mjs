@@ -88,9 +88,27 @@ await run(async (browser) => {
   await page.waitForTimeout(2000);
   const later = (await api('GET', '/v2.0/taas/stats')).taas_stats;
   const d = (name, k) => later.interfaces.find((i) => i.name === name)[k] - ifaceStats.interfaces.find((i) => i.name === name)[k];
-  console.log(`bytes per frame over 2 s: capture rx ${d(captureIface, 'rx_bytes') / d(captureIface, 'rx_packets')} ` +
-    `(${d(captureIface, 'rx_packets')} frames), monitor tx ${d(monitorIface, 'tx_bytes') / d(monitorIface, 'tx_packets')} ` +
-    `(${d(monitorIface, 'tx_packets')} frames)`);
+  // Every injected frame has the same size: the capture's RX and the
+  // monitor's TX count the same bytes for each (issue 13), in the API and
+  // as bit/s on the page.
+  const capPerFrame = d(captureIface, 'rx_bytes') / d(captureIface, 'rx_packets');
+  const monPerFrame = d(monitorIface, 'tx_bytes') / d(monitorIface, 'tx_packets');
+  console.log(`bytes per frame over 2 s: capture rx ${capPerFrame} (${d(captureIface, 'rx_packets')} frames), ` +
+    `monitor tx ${monPerFrame} (${d(monitorIface, 'tx_packets')} frames)`);
+  assert.equal(capPerFrame, monPerFrame, 'capture RX and monitor TX bytes per frame');
+  // Both figures of a row in one read: the table is rebuilt every second.
+  const bitsPerFrame = (row, dir) => row.evaluate((tr, dir) => {
+    const v = (f) => Number(tr.querySelector(`[data-field="${dir}-${f}"]`).dataset.value);
+    return v('bps') / v('pps');
+  }, dir);
+  const pageBits = await until('bit/s and pkt/s on both rows', async () => {
+    const rx = await bitsPerFrame(capRow, 'rx');
+    const tx = await bitsPerFrame(monRow, 'tx');
+    return rx > 0 && tx > 0 && { rx, tx };
+  });
+  console.log(`bits per frame on the page: capture RX ${pageBits.rx}, monitor TX ${pageBits.tx}`);
+  assert.equal(Math.round(pageBits.rx), 8 * capPerFrame, 'capture RX bit/s over pkt/s on the page');
+  assert.equal(Math.round(pageBits.tx), 8 * capPerFrame, 'monitor TX bit/s over pkt/s on the page');
   assert.equal(await monRow.locator('[data-field="path"]').innerText(), '–', 'a monitor has no data path');
   console.log(`data path shown: ${await pathCell.innerText()}`);
   assert.ok(ifaceStats.taasd_version, 'taas/stats names the version');

@@ -8,6 +8,7 @@
 -- store maps to ErrMACInUse.
 CREATE INDEX ports_iface_mac ON ports(iface, mac_address);
 
+-- [sqlite]
 CREATE TRIGGER ports_iface_mac_insert BEFORE INSERT ON ports
 WHEN NEW.iface != '' AND EXISTS (
 	SELECT 1 FROM ports WHERE iface = NEW.iface AND mac_address = NEW.mac_address)
@@ -21,3 +22,18 @@ WHEN NEW.iface != '' AND (NEW.iface != OLD.iface OR NEW.mac_address != OLD.mac_a
 BEGIN
 	SELECT RAISE(ABORT, 'mac address in use on interface');
 END;
+-- [end]
+-- [postgres]
+-- One trigger function for both: RAISE EXCEPTION is SQLSTATE P0001 with
+-- this message, which the store maps to ErrMACInUse.
+CREATE FUNCTION ports_iface_mac() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.iface <> '' AND (TG_OP = 'INSERT' OR NEW.iface <> OLD.iface OR NEW.mac_address <> OLD.mac_address)
+		AND EXISTS (SELECT 1 FROM ports WHERE iface = NEW.iface AND mac_address = NEW.mac_address AND id <> NEW.id) THEN
+		RAISE EXCEPTION 'mac address in use on interface';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER ports_iface_mac BEFORE INSERT OR UPDATE OF iface, mac_address ON ports
+	FOR EACH ROW EXECUTE FUNCTION ports_iface_mac();
+-- [end]

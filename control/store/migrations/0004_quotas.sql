@@ -16,7 +16,12 @@ CREATE TABLE quota_usages (
 	resource   TEXT NOT NULL,
 	in_use     INTEGER NOT NULL,
 	PRIMARY KEY (project_id, resource)
+-- [sqlite]
 ) WITHOUT ROWID;
+-- [end]
+-- [postgres]
+);
+-- [end]
 
 INSERT INTO quota_usages (project_id, resource, in_use)
 	SELECT project_id, 'port', count(*) FROM ports GROUP BY project_id;
@@ -25,6 +30,7 @@ INSERT INTO quota_usages (project_id, resource, in_use)
 INSERT INTO quota_usages (project_id, resource, in_use)
 	SELECT project_id, 'tap_flow', count(*) FROM tap_flows GROUP BY project_id;
 
+-- [sqlite]
 CREATE TRIGGER ports_usage_insert AFTER INSERT ON ports BEGIN
 	INSERT OR IGNORE INTO quota_usages VALUES (NEW.project_id, 'port', 0);
 	UPDATE quota_usages SET in_use = in_use + 1 WHERE project_id = NEW.project_id AND resource = 'port';
@@ -46,3 +52,23 @@ END;
 CREATE TRIGGER tap_flows_usage_delete AFTER DELETE ON tap_flows BEGIN
 	UPDATE quota_usages SET in_use = in_use - 1 WHERE project_id = OLD.project_id AND resource = 'tap_flow';
 END;
+-- [end]
+-- [postgres]
+-- One trigger function, the resource its argument.
+CREATE FUNCTION quota_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		INSERT INTO quota_usages (project_id, resource, in_use) VALUES (NEW.project_id, TG_ARGV[0], 1)
+			ON CONFLICT (project_id, resource) DO UPDATE SET in_use = quota_usages.in_use + 1;
+		RETURN NEW;
+	END IF;
+	UPDATE quota_usages SET in_use = in_use - 1 WHERE project_id = OLD.project_id AND resource = TG_ARGV[0];
+	RETURN OLD;
+END $$;
+CREATE TRIGGER ports_usage AFTER INSERT OR DELETE ON ports
+	FOR EACH ROW EXECUTE FUNCTION quota_usage('port');
+CREATE TRIGGER tap_services_usage AFTER INSERT OR DELETE ON tap_services
+	FOR EACH ROW EXECUTE FUNCTION quota_usage('tap_service');
+CREATE TRIGGER tap_flows_usage AFTER INSERT OR DELETE ON tap_flows
+	FOR EACH ROW EXECUTE FUNCTION quota_usage('tap_flow');
+-- [end]

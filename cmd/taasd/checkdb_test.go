@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/taas-appliance/taas/control/store"
+	"github.com/taas-appliance/taas/internal/testutil"
+)
+
+// TestCheckDB: `taasd check` connects to the configured database, SQLite
+// or PostgreSQL, says where its schema stands, fails when it cannot
+// connect or a newer taasd migrated it, and never prints the password.
+func TestCheckDB(t *testing.T) {
+	ctx := context.Background()
+	check := func(t *testing.T, db string) checkResult {
+		t.Helper()
+		cfgPath := filepath.Join(t.TempDir(), "taasd.toml")
+		if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("db = %q\n", db)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fc, err := loadConfigFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := checkDB(fc)
+		if len(rs) != 1 {
+			t.Fatalf("checkDB = %+v, want one result", rs)
+		}
+		if strings.Contains(rs[0].Detail+rs[0].Fix, "s3cretpw") {
+			t.Errorf("checkDB prints the password: %+v", rs[0])
+		}
+		return rs[0]
+	}
+	expect := func(t *testing.T, r checkResult, v verdict, detail string) {
+		t.Helper()
+		if r.Verdict != v || !strings.Contains(r.Detail, detail) {
+			t.Errorf("checkDB = %v %q, want %v and %q", r.Verdict, r.Detail, v, detail)
+		}
+	}
+	migrate := func(t *testing.T, db string) {
+		t.Helper()
+		st, err := store.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "taas.db")
+		expect(t, check(t, path), pass, "does not exist yet")
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("checkDB created %s", path)
+		}
+		migrate(t, path)
+		expect(t, check(t, path), pass, "schema up to date (0009_status_reason.sql)")
+	})
+	t.Run("postgres", func(t *testing.T) {
+		c := testutil.StartPostgresCluster(t)
+		// The cluster trusts its socket: a password in the URL is taken
+		// and not needed, which lets the test see what is printed of it.
+		dsn := strings.Replace(c.CreateDB(t), "postgres:///", "postgres://postgres:s3cretpw@/", 1)
+		expect(t, check(t, dsn), pass, "empty, the first start creates the schema")
+		migrate(t, dsn)
+		expect(t, check(t, dsn), pass, "schema up to date (0009_status_reason.sql)")
+		if r := check(t, dsn); !strings.Contains(r.Detail, "postgres://postgres:xxxxx@/") {
+			t.Errorf("checkDB = %q, want the URL with its password redacted", r.Detail)
+		}
+		c.Stop()
+		r := check(t, dsn)
+		expect(t, r, fail, "connect")
+		if !strings.Contains(r.Fix, "pg_hba.conf") {
+			t.Errorf("checkDB's fix = %q, want it to name pg_hba.conf", r.Fix)
+		}
+	})
+}

@@ -1,0 +1,424 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// Every difference between the two engines the store runs on is in this
+// file (issue 14): the store's SQL is written once, in SQLite's spelling
+// (? and ?N parameters), and the PostgreSQL driver rewrites the parameters
+// as it sends each query (rebind); the few statements that really differ
+// are picked here (the dialect's methods), and the migrations carry
+// marked blocks for each engine (migrationSQL).
+
+// dialect is the engine a Store runs on.
+type dialect int
+
+const (
+	sqliteDialect dialect = iota
+	postgresDialect
+)
+
+func (d dialect) String() string {
+	if d == postgresDialect {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// IsPostgresURL reports whether dsn names a PostgreSQL database
+// (postgres:// or postgresql://) rather than a SQLite file.
+func IsPostgresURL(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Redact returns dsn with its password, in the URL's user info or its
+// password parameter, replaced by "xxxxx": what errors and logs print.
+func Redact(dsn string) string {
+	if !IsPostgresURL(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		// A URL that does not parse may still hold a password: print
+		// only its scheme.
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return scheme + "://(unparsable URL)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// idsIn is a subquery of the values of the JSON array of strings given as
+// the parameter param (e.g. "?3").
+func (d dialect) idsIn(param string) string {
+	if d == postgresDialect {
+		return `SELECT jsonb_array_elements_text(` + param + `::jsonb)`
+	}
+	return `SELECT value FROM json_each(` + param + `)`
+}
+
+// tunnelsOf is a table of the tunnel ids of a tap mirror's directions
+// given as the parameter param, with the type and atom columns of
+// tap_mirror_tunnels (migration 0007), and the hint that makes SQLite look
+// them up by that table's index (PostgreSQL's planner needs none).
+func (d dialect) tunnelsOf(param string) (table, hint string) {
+	if d == postgresDialect {
+		return `taas_tunnels(` + param + `)`, ``
+	}
+	return `json_each(` + param + `)`, ` INDEXED BY tap_mirror_tunnels_id`
+}
+
+// schemaMigrationsDDL creates schema_migrations.
+func (d dialect) schemaMigrationsDDL() string {
+	if d == postgresDialect {
+		return `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+			applied_at TEXT NOT NULL DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))`
+	}
+	return `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))`
+}
+
+// migrationLock is the statement that makes a migrating transaction wait
+// for any other taasd migrating the same database (several start at
+// once); "" where the transaction's own lock does it (SQLite's
+// _txlock=immediate takes the database's write lock at BEGIN). The key is
+// a constant of ours: "taas" in ASCII.
+func (d dialect) migrationLock() string {
+	if d == postgresDialect {
+		return `SELECT pg_advisory_xact_lock(1952539507)`
+	}
+	return ``
+}
+
+// Migration blocks: in a migration file, the lines between a "-- [sqlite]"
+// or "-- [postgres]" line and the next "-- [end]" line are that engine's
+// only; every other line is both's.
+const (
+	blockSQLite   = "-- [sqlite]"
+	blockPostgres = "-- [postgres]"
+	blockEnd      = "-- [end]"
+)
+
+// migrationSQL returns the statements of a migration file for d.
+func (d dialect) migrationSQL(body string) (string, error) {
+	var (
+		out   strings.Builder
+		in    string // the block's marker; "" outside blocks
+		line  int
+		lines = bufio.NewScanner(strings.NewReader(body))
+	)
+	lines.Buffer(nil, len(body)+1)
+	for lines.Scan() {
+		line++
+		text := lines.Text()
+		switch strings.TrimSpace(text) {
+		case blockSQLite, blockPostgres:
+			if in != "" {
+				return "", fmt.Errorf("line %d: block in block", line)
+			}
+			in = strings.TrimSpace(text)
+			continue
+		case blockEnd:
+			if in == "" {
+				return "", fmt.Errorf("line %d: %s outside a block", line, blockEnd)
+			}
+			in = ""
+			continue
+		}
+		if in == blockSQLite && d != sqliteDialect || in == blockPostgres && d != postgresDialect {
+			continue
+		}
+		out.WriteString(text)
+		out.WriteByte('\n')
+	}
+	if in != "" {
+		return "", fmt.Errorf("block %s not ended", in)
+	}
+	return out.String(), lines.Err()
+}
+
+// rebinds caches rebind's answers: the store's queries are constants, a
+// few dozen of them.
+var rebinds sync.Map
+
+// rebind rewrites SQLite's parameters (? and ?N) as PostgreSQL's ($N):
+// each ? takes the number after the largest given so far, as SQLite
+// numbers them. Quoted strings, quoted names, comments and dollar-quoted
+// bodies are left as they are.
+func rebind(q string) string {
+	if v, ok := rebinds.Load(q); ok {
+		return v.(string)
+	}
+	var (
+		b    strings.Builder
+		next int // the largest parameter number so far
+	)
+	b.Grow(len(q) + 8)
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := strings.IndexByte(q[i+1:], c)
+			if j < 0 { // not closed: the rest is quoted
+				b.WriteString(q[i:])
+				i = len(q)
+				break
+			}
+			b.WriteString(q[i : i+j+2])
+			i += j + 2
+		case c == '-' && strings.HasPrefix(q[i:], "--"):
+			j := strings.IndexByte(q[i:], '\n')
+			if j < 0 {
+				j = len(q) - i
+			}
+			b.WriteString(q[i : i+j])
+			i += j
+		case c == '$' && i+1 < len(q) && (q[i+1] == '$' || q[i+1] >= 'a' && q[i+1] <= 'z'):
+			// A dollar-quoted body: $$...$$ or $tag$...$tag$.
+			end := strings.IndexByte(q[i+1:], '$')
+			if end < 0 {
+				b.WriteString(q[i:])
+				i = len(q)
+				break
+			}
+			tag := q[i : i+end+2]
+			j := strings.Index(q[i+len(tag):], tag)
+			if j < 0 {
+				j = len(q) - i - len(tag)
+			} else {
+				j += len(tag)
+			}
+			b.WriteString(q[i : i+len(tag)+j])
+			i += len(tag) + j
+		case c == '?':
+			j := i + 1
+			for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+				j++
+			}
+			n := next + 1
+			if j > i+1 {
+				n, _ = strconv.Atoi(q[i+1 : j]) // digits only
+			}
+			next = max(next, n)
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			i = j
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	out := b.String()
+	rebinds.Store(q, out)
+	return out
+}
+
+// pgConn is a connection of pgx's database/sql driver that rebinds every
+// query it is given; its other methods are pgx's.
+type pgConn struct{ *stdlib.Conn }
+
+func (c pgConn) Prepare(q string) (driver.Stmt, error) {
+	st, err := c.Conn.Prepare(rebind(q))
+	return st, unavailable(err)
+}
+
+func (c pgConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
+	st, err := c.Conn.PrepareContext(ctx, rebind(q))
+	return st, unavailable(err)
+}
+
+func (c pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	tx, err := c.Conn.BeginTx(ctx, opts)
+	return tx, unavailable(err)
+}
+
+func (c pgConn) Ping(ctx context.Context) error { return unavailable(c.Conn.Ping(ctx)) }
+
+func (c pgConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
+	if err := storable(args); err != nil {
+		return nil, err
+	}
+	res, err := c.Conn.ExecContext(ctx, rebind(q), args)
+	return res, unavailable(err)
+}
+
+func (c pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := storable(args); err != nil {
+		return nil, err
+	}
+	rows, err := c.Conn.QueryContext(ctx, rebind(q), args)
+	return rows, unavailable(err)
+}
+
+// unavailable marks err ErrUnavailable when it says the server cannot be
+// reached: the connection failed or was lost, or the server is shutting
+// down or starting (SQLSTATE class 08, 57P01-57P03). The error stays in the
+// chain: database/sql retries driver.ErrBadConn on another connection.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	var (
+		ce *pgconn.ConnectError
+		ne net.Error
+	)
+	state := pgState(err)
+	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.HasPrefix(state, "08") || state == "57P01" || state == "57P02" || state == "57P03" {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// storable refuses a string holding a NUL character, which PostgreSQL's
+// text cannot hold (SQLite's can): the API answers 400 rather than the
+// server's encoding error as a 500.
+func storable(args []driver.NamedValue) error {
+	for _, a := range args {
+		if v, ok := a.Value.(string); ok && strings.IndexByte(v, 0) >= 0 {
+			return ErrInvalidText
+		}
+	}
+	return nil
+}
+
+// pgConnector opens pgConns.
+type pgConnector struct{ driver.Connector }
+
+func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	sc, ok := conn.(*stdlib.Conn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("pgx stdlib returned a %T", conn)
+	}
+	return pgConn{sc}, nil
+}
+
+// pgConfig parses a postgres:// URL. pgx reads what the URL leaves out
+// from libpq's environment (PGHOST, PGPASSWORD, ...) and the password from
+// PGPASSFILE or ~/.pgpass, as libpq does. Its errors never hold the
+// password.
+func pgConfig(dsn string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors redact the password themselves; say which
+		// URL, redacted, all the same.
+		return nil, fmt.Errorf("parse %s: %w", Redact(dsn), err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		// A server cut off by the network must not hold a request for
+		// the kernel's TCP timeout (minutes): the API answers 503 soon.
+		// connect_timeout in the URL (or PGCONNECT_TIMEOUT) sets another.
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	return cfg, nil
+}
+
+// pgState returns the SQLSTATE of a PostgreSQL error in err's chain, or
+// "".
+func pgState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// retryable reports whether err ends the transaction in a way that running
+// it again may cure: a serialization failure (SERIALIZABLE found the
+// transaction conflicting with a concurrent one, of this taasd or
+// another), a deadlock, or a statement refused because an earlier one of
+// the transaction failed so (an fn that swallowed the error).
+func retryable(err error) bool {
+	switch pgState(err) {
+	case "40001", "40P01", "25P02":
+		return true
+	}
+	return false
+}
+
+// constraintErr maps constraint failures to the sentinels: a dangling
+// reference is ErrNotFound (the parent went away meanwhile), a duplicate
+// is ErrConflict, migration 0003's trigger is ErrMACInUse.
+func constraintErr(err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+		switch se.ExtendedCode {
+		case sqlite3.ErrConstraintForeignKey:
+			return fmt.Errorf("%w: %v", ErrNotFound, err)
+		case sqlite3.ErrConstraintUnique, sqlite3.ErrConstraintPrimaryKey:
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		case sqlite3.ErrConstraintTrigger:
+			if strings.Contains(se.Error(), ErrMACInUse.Error()) {
+				return fmt.Errorf("%w: %v", ErrMACInUse, err)
+			}
+		}
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "23503": // foreign_key_violation
+			return fmt.Errorf("%w: %v", ErrNotFound, err)
+		case pe.Code == "23505": // unique_violation
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		case pe.Code == "P0001" && pe.Message == ErrMACInUse.Error(): // raise_exception, migration 0003
+			return fmt.Errorf("%w: %v", ErrMACInUse, err)
+		}
+	}
+	return err
+}
+
+// writeTx is how the writer begins its transactions. On PostgreSQL they
+// are SERIALIZABLE: a create checks what it depends on (a quota, the
+// limit on tap services, a MAC on an interface, a loop) and then inserts,
+// and another taasd may do the same at the same moment; SERIALIZABLE fails
+// one of two such transactions (40001), which then runs again and sees
+// the other's row. SQLite serialises writers by itself.
+func (d dialect) writeTx() *sql.TxOptions {
+	if d == postgresDialect {
+		return &sql.TxOptions{Isolation: sql.LevelSerializable}
+	}
+	return nil
+}
+
+// readTx is how Desired begins its read transaction: one snapshot for
+// every query. SQLite's read transaction is one; PostgreSQL's default
+// (READ COMMITTED) takes a snapshot per statement.
+func (d dialect) readTx() *sql.TxOptions {
+	if d == postgresDialect {
+		return &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	return &sql.TxOptions{ReadOnly: true}
+}
