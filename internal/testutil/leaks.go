@@ -36,14 +36,21 @@ func Leaks(t testing.TB) func() {
 	before := takeLeakSnapshot(t)
 	return func() {
 		t.Helper()
-		deadline := time.Now().Add(leakWait)
-		var l leaked
-		for {
+		start := time.Now()
+		var l, first leaked
+		for i := 0; ; i++ {
 			l = before.leaked(takeLeakSnapshot(t))
-			if l.none() || time.Now().After(deadline) {
+			if i == 0 {
+				first = l
+			}
+			if l.none() || time.Since(start) > leakWait {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+		if waited := time.Since(start); l.none() && waited > 100*time.Millisecond {
+			// What made the test longer, to be closed sooner.
+			t.Logf("leak check: waited %v for what the test left to end:\n%s", waited.Round(time.Millisecond), first)
 		}
 		if !l.none() {
 			t.Errorf("leaked after close (waited %v):\n%s", leakWait, l)
@@ -64,19 +71,26 @@ func CheckLeaks(run func() int) int {
 		return 1
 	}
 	code := run()
-	deadline := time.Now().Add(leakWait)
-	var l leaked
-	for {
+	start := time.Now()
+	var l, first leaked
+	for i := 0; ; i++ {
 		after, err := leakSnapshotOf()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "leak check:", err)
 			return 1
 		}
 		l = before.leaked(after)
-		if l.none() || time.Now().After(deadline) {
+		if i == 0 {
+			first = l
+		}
+		if l.none() || time.Since(start) > leakWait {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if waited := time.Since(start); l.none() && waited > time.Second {
+		// What made the run longer, to be closed sooner.
+		fmt.Fprintf(os.Stderr, "leak check: waited %v for what the tests left to end:\n%s", waited.Round(time.Millisecond), first)
 	}
 	if !l.none() {
 		fmt.Fprintf(os.Stderr, "FAIL: the package's tests leaked (waited %v):\n%s", leakWait, l)
