@@ -34,6 +34,18 @@ type listCache struct {
 	mu   sync.Mutex
 	gen  uint64
 	rows map[listKey]any // *listRows[V] of the key's collection
+	// epoch counts invalidate's calls: rows read before one are not
+	// kept.
+	epoch uint64
+}
+
+// invalidate drops every cached list: what the rows show changed without
+// a write of this store (a fleet node's liveness, issue 14).
+func (lc *listCache) invalidate() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.rows = map[listKey]any{}
+	lc.epoch++
 }
 
 func newListCache() *listCache { return &listCache{rows: map[listKey]any{}} }
@@ -43,6 +55,7 @@ func newListCache() *listCache { return &listCache{rows: map[listKey]any{}} }
 func loadRows[V any](lc *listCache, st *store.Store, key listKey, fill func() (*listRows[V], error)) (*listRows[V], error) {
 	gen := st.Generation()
 	lc.mu.Lock()
+	epoch := lc.epoch
 	if lc.gen == gen {
 		if r, ok := lc.rows[key].(*listRows[V]); ok {
 			lc.mu.Unlock()
@@ -56,6 +69,9 @@ func loadRows[V any](lc *listCache, st *store.Store, key listKey, fill func() (*
 	}
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
+	if lc.epoch != epoch {
+		return r, nil // read before an invalidate: serve, do not keep
+	}
 	switch {
 	case gen > lc.gen:
 		lc.gen, lc.rows = gen, map[listKey]any{}

@@ -67,6 +67,12 @@ var extensions = []extension{
 			"with each service's and flow's status reason, at GET /v2.0/taas/stats; and a server-sent event " +
 			"stream of changes at GET /v2.0/taas/events.",
 		Updated: "2026-11-24T00:00:00-00:00", Links: []string{}},
+	{Name: "TaaS nodes", Alias: "taas-nodes",
+		Description: "GET /v2.0/taas/nodes (admins only) lists the taasd nodes sharing this API's database, each with " +
+			"its version, API address, start, last heartbeat and whether it is alive. A port's binding:host_id names " +
+			"the node that realises it; the resources of a node not heard from for the node timeout show DOWN with " +
+			"the reason \"node X not seen since T\", and taas/stats entries carry their node.",
+		Updated: "2026-12-03T00:00:00-00:00", Links: []string{}},
 	{Name: "TaaS change events", Alias: "taas-events",
 		Description: "Server-sent events (text/event-stream) at GET /v2.0/taas/events: one event per create, " +
 			"update, delete or status change of a port, tap service, tap flow or tap mirror the caller may see.",

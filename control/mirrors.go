@@ -91,7 +91,11 @@ func (s *Server) mirrorKind() *kind[store.TapMirror, mirrorBody, mirrorView] {
 		// get_tap_mirror is ADMIN_OR_PROJECT_READER, unlike services and
 		// flows.
 		s: s, res: tapMirrorRes, read: Identity.reader, notFound: errTapMirrorNotFound,
-		list: s.st.ListTapMirrors, get: s.st.GetTapMirror, view: newMirrorView,
+		list: s.st.ListTapMirrors, get: s.st.GetTapMirror,
+		view: func(m store.TapMirror) mirrorView {
+			s.nodeStatus(m.ID, &m.Status, &m.StatusReason)
+			return newMirrorView(m)
+		},
 		ref:           func(m store.TapMirror) store.Ref { return store.Ref{ID: m.ID, ProjectID: m.ProjectID} },
 		forbidVisible: true, noBulk: true,
 		create: s.createTapMirror,

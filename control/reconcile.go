@@ -34,6 +34,13 @@ type Reconciler struct {
 	hub *hub
 	// uplinks are the interfaces declared with role uplink, for every plan.
 	uplinks []string
+	// nodes say which resources are this node's to realise and to write
+	// the status of (issue 14); the zero value realises every port whose
+	// binding:host_id is empty.
+	nodes nodeRules
+	// onPass, when set, is given each pass's owners: the node of every
+	// tap service, flow and mirror, with its stored status (nodes.go).
+	onPass func(map[string]owned)
 
 	trigger chan struct{}
 
@@ -131,7 +138,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	svcs, flows := desired.Services, desired.Flows
 	r.version++
-	plan, held := buildPlan(r.version, desired, r.uplinks)
+	plan, held, owners := buildNodePlan(r.version, desired, r.uplinks, r.nodes)
 	report, err := r.dp.Apply(ctx, plan)
 	if err != nil {
 		// Nothing of this plan is known to be realised: say so on each.
@@ -157,6 +164,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	mirrors := make(map[string]broker.Status, len(desired.Mirrors))
 	for _, m := range desired.Mirrors {
+		if !r.nodes.writes(owners[m.ID].node) {
+			continue
+		}
 		st, ok := held.Mirrors[m.ID]
 		if !ok {
 			st, ok = report.Mirrors[m.ID]
@@ -173,6 +183,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		changes []func()
 	)
 	for _, s := range svcs {
+		if !r.nodes.writes(owners[s.ID].node) {
+			continue // its node writes it
+		}
 		st := toStoreStatus(report.Services, s.ID)
 		if st != s.Status {
 			changedSvcs[s.ID] = st
@@ -181,6 +194,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 	}
 	for _, f := range flows {
+		if !r.nodes.writes(owners[f.ID].node) {
+			continue
+		}
 		st := toStoreStatus(report.Flows, f.ID)
 		if st != f.Status {
 			changedFlows[f.ID] = st
@@ -190,7 +206,10 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	changedMirrors := map[string]store.Status{}
 	for _, m := range desired.Mirrors {
-		st := mirrors[m.ID]
+		st, ok := mirrors[m.ID]
+		if !ok {
+			continue // another node's
+		}
 		ss := store.Status{State: st.State.String(), Reason: st.Reason}
 		if ss == m.Status {
 			continue
@@ -206,6 +225,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		log()
 	}
 	r.mirrors.Store(&mirrors)
+	if r.onPass != nil {
+		r.onPass(owners)
+	}
 	r.hub.publish(evs...)
 	// Info only when something changed: every API write triggers a pass.
 	level := slog.LevelDebug
@@ -246,13 +268,37 @@ func toStoreStatus(m map[string]broker.Status, id string) store.Status {
 // not use (a remote IP, type or tunnel id it cannot parse: a row the API
 // did not write). held gives their statuses, DOWN or ERROR with the reason.
 func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broker.Plan, held broker.Report) {
+	p, held, _ = buildNodePlan(version, d, uplinks, nodeRules{})
+	return p, held
+}
+
+// buildNodePlan is buildPlan for the node rules say: what sits on
+// another node's ports is left out, and not held either (that node writes
+// its status), but what this node must say DOWN because of where its
+// ports are (bound to no node, a flow across two nodes; or, on a single
+// appliance, a port bound to another node) is held with the reason.
+// owners gives every resource's node and stored status.
+func buildNodePlan(version uint64, d store.DesiredState, uplinks []string, rules nodeRules) (p *broker.Plan, held broker.Report,
+	owners map[string]owned) {
+	owners = make(map[string]owned, len(d.Services)+len(d.Flows)+len(d.Mirrors))
 	p = &broker.Plan{Version: version, Services: make([]broker.Service, 0, len(d.Services)),
 		Flows: make([]broker.Flow, 0, len(d.Flows)), Mirrors: make([]broker.Mirror, 0, len(d.Mirrors)),
 		Uplinks: uplinks}
 	held = broker.Report{Version: version, Services: map[string]broker.Status{}, Flows: map[string]broker.Status{},
 		Mirrors: map[string]broker.Status{}}
 	downPort := map[string]string{} // service id -> its administratively down port
+	svcNode := make(map[string]string, len(d.Services))
 	for _, s := range d.Services {
+		node := rules.portNode(s.HostID)
+		svcNode[s.ID] = node
+		owners[s.ID] = owned{node: node, resource: "tap_service", project: s.ProjectID, status: s.Status}
+		if !rules.writes(node) {
+			continue
+		}
+		if st, ok := rules.portHeld("port", s.PortID, node); ok {
+			held.Services[s.ID] = st
+			continue
+		}
 		if !s.PortUp {
 			held.Services[s.ID] = adminDown("port", s.PortID)
 			downPort[s.ID] = s.PortID
@@ -261,6 +307,15 @@ func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broke
 		p.Services = append(p.Services, broker.Service{ID: s.ID, Iface: s.Iface, Snaplen: s.Snaplen})
 	}
 	for _, f := range d.Flows {
+		node := rules.portNode(f.HostID)
+		owners[f.ID] = owned{node: node, resource: "tap_flow", project: f.ProjectID, status: f.Status}
+		if !rules.writes(node) {
+			continue
+		}
+		if st, ok := rules.flowHeld(f, node, svcNode); ok {
+			held.Flows[f.ID] = st
+			continue
+		}
 		if !f.PortUp {
 			held.Flows[f.ID] = adminDown("source port", f.SourcePortID)
 			continue
@@ -273,6 +328,15 @@ func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broke
 			MAC: planMAC(f.MAC), Direction: directions[f.Direction], VLANFilter: f.VLANFilter, Filter: f.Filter})
 	}
 	for _, m := range d.Mirrors {
+		node := rules.portNode(m.HostID)
+		owners[m.ID] = owned{node: node, resource: "tap_mirror", project: m.ProjectID, status: m.Status}
+		if !rules.writes(node) {
+			continue
+		}
+		if st, ok := rules.portHeld("port", m.PortID, node); ok {
+			held.Mirrors[m.ID] = st
+			continue
+		}
 		if !m.PortUp {
 			held.Mirrors[m.ID] = adminDown("port", m.PortID)
 			continue
@@ -284,7 +348,7 @@ func buildPlan(version uint64, d store.DesiredState, uplinks []string) (p *broke
 		}
 		p.Mirrors = append(p.Mirrors, bm)
 	}
-	return p, held
+	return p, held, owners
 }
 
 // planMAC is a port's MAC for the plan. The API validated and normalised

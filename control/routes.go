@@ -61,6 +61,7 @@ func (s *Server) routes() {
 
 		{get, "/v2.0/taas/stats", s.stats},
 		{get, "/v2.0/taas/events", s.events},
+		{get, "/v2.0/taas/nodes", s.listNodes},
 	}
 	// Upstream's router also finds the TaaS collections without "taas/".
 	for _, prefix := range []string{"/v2.0/taas", "/v2.0"} {

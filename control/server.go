@@ -71,6 +71,25 @@ type Config struct {
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 
+	// Node is this taasd's node name (issue 14, nodes.go): the ports whose
+	// binding:host_id names it are realised here; default
+	// DefaultNodeName() (the host name).
+	Node string
+	// Fleet says that other taasd share the database (PostgreSQL): an
+	// empty binding:host_id is then no node, nodes heartbeat and publish
+	// their counters, and every node's API shows the whole fleet. false is
+	// a single appliance.
+	Fleet bool
+	// NodeTimeout is how long a fleet node may go unheard before its
+	// resources show DOWN; default 10s.
+	NodeTimeout time.Duration
+	// NodeHeartbeat is the interval of a fleet node's heartbeat and
+	// counters; default 1s, at most NodeTimeout/2.
+	NodeHeartbeat time.Duration
+	// APIAddress is this node's API address (host:port) as the nodes
+	// table shows it.
+	APIAddress string
+
 	// newMAC generates the MAC of a port created without one; default
 	// generateMAC. Tests make collisions likely through it.
 	newMAC func() string
@@ -125,6 +144,21 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Node == "" {
+		c.Node = DefaultNodeName()
+	}
+	if err := CheckNodeName(c.Node); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if c.NodeTimeout <= 0 {
+		c.NodeTimeout = 10 * time.Second
+	}
+	if c.NodeHeartbeat <= 0 {
+		c.NodeHeartbeat = time.Second
+	}
+	if c.NodeHeartbeat > c.NodeTimeout/2 {
+		return fmt.Errorf("control: node heartbeat %v: want at most half the node timeout (%v)", c.NodeHeartbeat, c.NodeTimeout)
+	}
 	if c.newMAC == nil {
 		c.newMAC = generateMAC
 	}
@@ -168,6 +202,9 @@ type Server struct {
 	loops atomic.Pointer[broker.LoopChecker]
 	// live counts the running live captures (live.go).
 	live liveSlots
+	// fleet is this node's registration and what it knows of the others
+	// (fleet.go).
+	fleet *fleet
 
 	// The collections, each served by the generic handlers (typed.go).
 	networks *kind[store.Network, networkBody, networkView]
@@ -196,6 +233,8 @@ func New(cfg Config) (*Server, error) {
 	s.release.Stop()
 	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, s.declared(RoleUplink))
 	s.lists = newListCache()
+	s.fleet = newFleet(cfg)
+	s.rec.nodes, s.rec.onPass = s.fleet.rules, s.passOwners
 	s.networks, s.ports, s.services, s.flows = s.networkKind(), s.portKind(), s.serviceKind(), s.flowKind()
 	s.mirrors = s.mirrorKind()
 	s.app = fiber.New(fiber.Config{
@@ -277,11 +316,26 @@ func (s *Server) Reconciler() *Reconciler { return s.rec }
 // Run serves on ln and runs the reconciler until ctx ends, then shuts down
 // gracefully: event streams end, in-flight requests finish (up to 10s).
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	// A ctx ended already stops at once (below) without the node.
+	if err := s.Register(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	recDone := make(chan struct{})
 	go func() {
 		defer close(recDone)
 		s.rec.Run(rctx)
+	}()
+	// The node's heartbeat (a fleet's), stopped last: the node is alive
+	// while it drains.
+	nctx, ncancel := context.WithCancel(context.Background())
+	defer ncancel()
+	nodeErr, nodeDone := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(nodeDone)
+		if err := s.runNode(nctx); err != nil {
+			nodeErr <- err
+		}
 	}()
 	if lc, err := broker.NewLoopChecker(); err != nil {
 		s.log.Warn("loop checks read the links on every create", "err", err)
@@ -305,17 +359,23 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	serving := true
 	select {
 	case <-ctx.Done():
+	case err = <-errc:
+		serving = false
+	case err = <-nodeErr:
+	}
+	if serving {
 		// fasthttp's Shutdown closes only the listeners Serve has
 		// taken: stopped before that, Serve would go on accepting
 		// after Run returned, on a closed store (issue 13's leak
 		// check found it).
 		select {
 		case <-lln.accepting:
-		case err = <-errc:
+		case lerr := <-errc:
 			serving = false
+			if err == nil {
+				err = lerr
+			}
 		}
-	case err = <-errc:
-		serving = false
 	}
 	s.close.Do(func() { close(s.done) })
 	s.hub.close()
@@ -354,6 +414,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.ks != nil {
 		s.ks.close()
 	}
+	ncancel()
+	<-nodeDone
 	s.release.Stop()
 	s.log.Info("stopped")
 	return err

@@ -21,16 +21,28 @@ import (
 // reconciler's last pass (which it also writes to the store, issue 13).
 // Resources the data plane does not report appear with zero counters.
 
+// In a fleet each entry's node is the node that realises it (issue 14),
+// whose counters it shows ("" for what is bound to no node); a single
+// appliance leaves node out, as before nodes existed.
+
 type serviceStats struct {
 	broker.ServiceStats
 	Status       string `json:"status"`
 	StatusReason string `json:"status_reason"`
+	Node         string `json:"node,omitempty"`
 }
 
 type flowStats struct {
 	broker.FlowStats
 	Status       string `json:"status"`
 	StatusReason string `json:"status_reason"`
+	Node         string `json:"node,omitempty"`
+}
+
+// ifaceStatsAndNode is an interface's counters with its node's name.
+type ifaceStatsAndNode struct {
+	broker.IfaceStats
+	Node string `json:"node,omitempty"`
 }
 
 // mirrorStats shadows broker.MirrorStats' status fields: the status is the
@@ -40,12 +52,13 @@ type mirrorStats struct {
 	broker.MirrorStats
 	Status       string `json:"status"`
 	StatusReason string `json:"status_reason"`
+	Node         string `json:"node,omitempty"`
 }
 
 type taasStats struct {
 	UnixNano    int64               `json:"time_unix_nano"`
 	PlanVersion uint64              `json:"plan_version"`
-	Interfaces  []broker.IfaceStats `json:"interfaces"`
+	Interfaces  []ifaceStatsAndNode `json:"interfaces"`
 	Services    []serviceStats      `json:"tap_services"`
 	Flows       []flowStats         `json:"tap_flows"`
 	Mirrors     []mirrorStats       `json:"tap_mirrors"`
@@ -58,6 +71,8 @@ type taasStats struct {
 	// TaasdStarted is when this run of taasd started (Unix ns): a change
 	// means the counters started again.
 	TaasdStarted int64 `json:"taasd_started_unix_nano,omitempty"`
+	// Node is the node that answers, in a fleet (issue 14).
+	Node string `json:"node,omitempty"`
 }
 
 // liveCaptureStats are taas/stats' live_captures: the captures running,
@@ -70,8 +85,8 @@ type liveCaptureStats struct {
 
 func (s *Server) stats(c *fiber.Ctx) error {
 	id := identity(c)
-	out := taasStats{TaasdVersion: s.cfg.Version, Interfaces: []broker.IfaceStats{}, Services: []serviceStats{}, Flows: []flowStats{},
-		Mirrors: []mirrorStats{}}
+	out := taasStats{TaasdVersion: s.cfg.Version, Interfaces: []ifaceStatsAndNode{}, Services: []serviceStats{}, Flows: []flowStats{},
+		Mirrors: []mirrorStats{}, Node: s.nodeLabel(s.fleet.rules.self)}
 	// Readers see the stats of what they may read: their project's tap
 	// mirrors, whose one status is here. Tap services and flows are
 	// members' reads (upstream's policy), so not theirs.
@@ -98,73 +113,107 @@ func (s *Server) stats(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	snap := s.cfg.DataPlane.Stats()
+	snaps, err := s.snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	snap := snaps[0].Stats
 	out.UnixNano, out.PlanVersion, out.TaasdStarted = snap.UnixNano, snap.PlanVersion, s.started.UnixNano()
 	// The appliance's interfaces carry every project's traffic: their
 	// counters and names are the admin's (issue 9), even when a member's
 	// port is bound to one.
 	if id.Admin {
-		out.Interfaces = append(out.Interfaces, snap.Interfaces...)
+		for _, ns := range snaps {
+			for _, is := range ns.Stats.Interfaces {
+				out.Interfaces = append(out.Interfaces, ifaceStatsAndNode{IfaceStats: is, Node: s.nodeLabel(ns.Node)})
+			}
+		}
 		lt := s.liveTotals()
 		out.LiveCaptures = &liveCaptureStats{Running: lt.Running, Captured: lt.Captured, Dropped: lt.Dropped}
 	}
-	svcCounters := map[string]broker.ServiceStats{}
-	for _, ss := range snap.Services {
-		svcCounters[ss.ID] = ss
+	// Each resource's counters are its node's.
+	owners := s.owners()
+	svcCounters := map[string]map[string]broker.ServiceStats{}
+	for _, ns := range snaps {
+		svcCounters[ns.Node] = map[string]broker.ServiceStats{}
+		for _, ss := range ns.Stats.Services {
+			svcCounters[ns.Node][ss.ID] = ss
+		}
 	}
 	for _, t := range svcs {
-		ss, ok := svcCounters[t.ID]
+		node := s.nodeIn(owners, t.ID)
+		ss, ok := svcCounters[node][t.ID]
 		if !ok {
 			ss = broker.ServiceStats{ID: t.ID, Drops: map[string]uint64{}}
 		}
-		out.Services = append(out.Services, serviceStats{ServiceStats: ss, Status: t.Status, StatusReason: t.StatusReason})
+		s.nodeStatus(t.ID, &t.Status, &t.StatusReason)
+		out.Services = append(out.Services, serviceStats{ServiceStats: ss, Status: t.Status, StatusReason: t.StatusReason,
+			Node: s.nodeLabel(node)})
 	}
-	flowCounters := map[string]broker.FlowStats{}
-	for _, fs := range snap.Flows {
-		flowCounters[fs.ID] = fs
+	flowCounters := map[string]map[string]broker.FlowStats{}
+	for _, ns := range snaps {
+		flowCounters[ns.Node] = map[string]broker.FlowStats{}
+		for _, fs := range ns.Stats.Flows {
+			flowCounters[ns.Node][fs.ID] = fs
+		}
 	}
 	for _, f := range flows {
-		fs, ok := flowCounters[f.ID]
+		node := s.nodeIn(owners, f.ID)
+		fs, ok := flowCounters[node][f.ID]
 		if !ok {
 			fs = broker.FlowStats{ID: f.ID}
 		}
-		out.Flows = append(out.Flows, flowStats{FlowStats: fs, Status: f.Status, StatusReason: f.StatusReason})
+		s.nodeStatus(f.ID, &f.Status, &f.StatusReason)
+		out.Flows = append(out.Flows, flowStats{FlowStats: fs, Status: f.Status, StatusReason: f.StatusReason, Node: s.nodeLabel(node)})
 	}
 	var hidden []string // the uplinks' names, which members do not see
 	if !id.Admin {
-		hidden = s.uplinkNames(snap)
+		hidden = []string{}
+		for _, ns := range snaps {
+			hidden = append(hidden, s.uplinkNames(ns.Stats)...)
+		}
 	}
-	out.Mirrors = s.mirrorStats(mirrors, snap.Mirrors, hidden)
+	out.Mirrors = s.mirrorStats(mirrors, snaps, hidden)
 	return renderJSON(c, fiber.StatusOK, map[string]any{"taas_stats": out})
 }
 
-// mirrorStats joins mirrors (from the store) with the data plane's
-// counters and the reconciler's statuses. A mirror created since the last
-// pass is DOWN until a pass hands it to the data plane. An uplink is an
+// mirrorStats joins mirrors (from the store) with their nodes' counters
+// (snaps) and the reconciler's statuses. A mirror created since
+// the last pass is DOWN until a pass hands it to the data plane; in a
+// fleet, another node's mirror has the status that node wrote. An uplink is an
 // appliance interface, bound to no port: only admins see its name (issue
 // 9), so for others (hidden lists the uplinks' names) the uplink field is
 // left out and the names in a reason are replaced by "<uplink>".
-func (s *Server) mirrorStats(mirrors []store.TapMirror, reported []broker.MirrorStats, hidden []string) []mirrorStats {
+func (s *Server) mirrorStats(mirrors []store.TapMirror, snaps []nodeStats, hidden []string) []mirrorStats {
 	out := make([]mirrorStats, 0, len(mirrors))
-	counters := make(map[string]broker.MirrorStats, len(reported))
-	for _, ms := range reported {
-		counters[ms.ID] = ms
+	counters := map[string]map[string]broker.MirrorStats{}
+	for _, ns := range snaps {
+		counters[ns.Node] = make(map[string]broker.MirrorStats, len(ns.Stats.Mirrors))
+		for _, ms := range ns.Stats.Mirrors {
+			counters[ns.Node][ms.ID] = ms
+		}
 	}
+	owners := s.owners()
 	statuses := s.rec.MirrorStatuses()
 	for _, m := range mirrors {
-		ms, ok := counters[m.ID]
+		node := s.nodeIn(owners, m.ID)
+		ms, ok := counters[node][m.ID]
 		if !ok {
 			ms = broker.MirrorStats{ID: m.ID, Drops: map[string]uint64{}}
 		}
-		st, ok := statuses[m.ID]
-		if !ok {
-			st = broker.Status{State: broker.StateDown, Reason: notApplied}
+		st := broker.Status{State: broker.StateDown, Reason: notApplied}
+		status, reason := st.State.String(), st.Reason
+		if rs, ok := statuses[m.ID]; ok {
+			status, reason = rs.State.String(), rs.Reason
+		} else if s.cfg.Fleet && node != s.fleet.rules.self {
+			status, reason = m.Status, m.StatusReason
 		}
+		s.nodeStatus(m.ID, &status, &reason)
 		if hidden != nil {
 			ms.Uplink = ""
-			st.Reason = hideNames(st.Reason, hidden, "<uplink>")
+			reason = hideNames(reason, hidden, "<uplink>")
 		}
-		out = append(out, mirrorStats{MirrorStats: ms, Status: st.State.String(), StatusReason: st.Reason})
+		out = append(out, mirrorStats{MirrorStats: ms, Status: status, StatusReason: reason, Node: s.nodeLabel(node)})
 	}
 	return out
 }

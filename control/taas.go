@@ -77,7 +77,11 @@ func newFlowView(f store.TapFlow) flowView {
 func (s *Server) serviceKind() *kind[store.TapService, serviceBody, serviceView] {
 	return &kind[store.TapService, serviceBody, serviceView]{
 		s: s, res: tapServiceRes, read: Identity.member, notFound: errTapServiceNotFound,
-		list: s.st.ListTapServices, get: s.st.GetTapService, view: newServiceView,
+		list: s.st.ListTapServices, get: s.st.GetTapService,
+		view: func(t store.TapService) serviceView {
+			s.nodeStatus(t.ID, &t.Status, &t.StatusReason)
+			return newServiceView(t)
+		},
 		ref:    func(t store.TapService) store.Ref { return store.Ref{ID: t.ID, ProjectID: t.ProjectID} },
 		create: s.createTapService,
 		update: edit[serviceBody](s.st.UpdateTapService, func(t *store.TapService) (*string, *string, **int) {
@@ -171,7 +175,11 @@ func (s *Server) createTapService(tx *store.Tx, id Identity, b serviceBody) (sto
 func (s *Server) flowKind() *kind[store.TapFlow, flowBody, flowView] {
 	return &kind[store.TapFlow, flowBody, flowView]{
 		s: s, res: tapFlowRes, read: Identity.member, notFound: errTapFlowNotFound,
-		list: s.st.ListTapFlows, get: s.st.GetTapFlow, view: newFlowView,
+		list: s.st.ListTapFlows, get: s.st.GetTapFlow,
+		view: func(f store.TapFlow) flowView {
+			s.nodeStatus(f.ID, &f.Status, &f.StatusReason)
+			return newFlowView(f)
+		},
 		ref:    func(f store.TapFlow) store.Ref { return store.Ref{ID: f.ID, ProjectID: f.ProjectID} },
 		create: s.createTapFlow,
 		update: edit[flowBody](s.st.UpdateTapFlow, func(f *store.TapFlow) (*string, *string, **int) {

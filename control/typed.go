@@ -189,6 +189,7 @@ func (k *kind[T, B, V]) handleCreate(c *fiber.Ctx) error {
 	}
 	done := make([]T, 0, len(bs))
 	err = k.s.st.Write(c.UserContext(), func(tx *store.Tx) error {
+		done = done[:0] // on PostgreSQL a transaction may run again (store.Write)
 		if err := k.s.checkQuota(tx, k.res.singular, projects); err != nil {
 			return err
 		}

@@ -140,6 +140,7 @@ func preflight(env checkEnv, fc *fileConfig) []checkResult {
 	rs = append(rs, checkInterfaces(fc)...)
 	rs = append(rs, checkAuth(fc)...)
 	rs = append(rs, checkDB(fc)...)
+	rs = append(rs, checkNode(fc)...)
 	return rs
 }
 

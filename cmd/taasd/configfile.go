@@ -38,6 +38,11 @@ type fileConfig struct {
 	// them.
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// Node is this taasd's node name (--node); default the host name.
+	Node string `toml:"node"`
+	// NodeTimeoutSeconds is how long a fleet node may go unheard before
+	// its resources show DOWN (--node-timeout); 0 means 10.
+	NodeTimeoutSeconds int `toml:"node_timeout_seconds"`
 
 	Auth       authFile    `toml:"auth"`
 	Quotas     quotasFile  `toml:"quotas"`
@@ -272,6 +277,14 @@ func (fc *fileConfig) Validate() error {
 	if fc.MaxTapServices < 0 {
 		bad("max_tap_services", "must be 0 (no cap) or more, got %d", fc.MaxTapServices)
 	}
+	if fc.isSet("node") {
+		if err := control.CheckNodeName(fc.Node); err != nil {
+			bad("node", "%v", err)
+		}
+	}
+	if n := fc.NodeTimeoutSeconds; n < 0 || n == 1 {
+		bad("node_timeout_seconds", "must be 0 (default) or 2 or more, got %d", n)
+	}
 
 	for _, q := range []struct {
 		key string
@@ -436,6 +449,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 	str("auth.keystone_url", "keystone-url", &cfg.Keystone.URL, fc.Auth.KeystoneURL)
 	str("tls_cert", "tls-cert", &cfg.TLSCert, fc.TLSCert)
 	str("tls_key", "tls-key", &cfg.TLSKey, fc.TLSKey)
+	str("node", "node", &cfg.Node, fc.Node)
 	a := fc.Auth
 	cfg.KeystoneCAFile = a.KeystoneCAFile
 	cfg.Keystone.Username, cfg.Keystone.Password, cfg.Keystone.UserDomain = a.Username, a.Password, a.UserDomainName
@@ -454,6 +468,7 @@ func (fc *fileConfig) apply(cfg *config, set map[string]bool) {
 		}
 	}
 	num("max_tap_services", "max-tap-services", &cfg.MaxTapServices, fc.MaxTapServices)
+	num("node_timeout_seconds", "node-timeout", &cfg.NodeTimeout, fc.NodeTimeoutSeconds)
 	num("quotas.network", "quota-network", &cfg.Quotas.Network, fc.Quotas.Network)
 	num("quotas.port", "quota-port", &cfg.Quotas.Port, fc.Quotas.Port)
 	num("quotas.tap_service", "quota-tap-service", &cfg.Quotas.TapService, fc.Quotas.TapService)

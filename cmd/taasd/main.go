@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,6 +40,8 @@ type config struct {
 	Dataplane      string         // none or xdp
 	PinDir         string         // bpffs directory of the handoff (SIGUSR2); "" for none
 	LogLevel       string         // debug, info, warn or error
+	Node           string         // this taasd's node name (issue 14); default the host name
+	NodeTimeout    int            // seconds a fleet node may go unheard before its resources show DOWN; 0: 10
 
 	// Limits bound what requests may cost ([limits] in the file).
 	Limits control.Limits
@@ -80,6 +83,10 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.StringVar(&cfg.Dataplane, "dataplane", "none", "data plane: none (API only) or xdp")
 	fs.StringVar(&cfg.PinDir, "pin-dir", defaultPinDir, "bpffs `directory` where SIGUSR2 leaves the fast path attached for the next taasd; empty: SIGUSR2 stops as SIGTERM does")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&cfg.Node, "node", "",
+		"this taasd's node `name` (1 to 64 of A-Z a-z 0-9 . _ -): it realises the ports whose binding:host_id names it; default the host name")
+	fs.IntVar(&cfg.NodeTimeout, "node-timeout", 0,
+		"`seconds` a fleet node may go unheard before its resources show DOWN; 0 = default (10)")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
 	configPath := fs.String("config", "", "configuration `file` (TOML, see deploy/taasd.toml); flags given here override it")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -169,6 +176,15 @@ func (c config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
+	// Empty is the default, the host name (control.Config.Node).
+	if c.Node != "" {
+		if err := control.CheckNodeName(c.Node); err != nil {
+			return fmt.Errorf("--node: %w", err)
+		}
+	}
+	if c.NodeTimeout < 0 || c.NodeTimeout == 1 {
+		return fmt.Errorf("--node-timeout %d: want 0 (default) or 2 seconds or more", c.NodeTimeout)
+	}
 	return nil
 }
 
@@ -232,7 +248,8 @@ func main() {
 // of hup (SIGHUP; nil in tests that need none) rereads the tokens file.
 func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Signal) error {
 	ccfg := control.Config{Auth: cfg.Auth, MaxTapServices: cfg.MaxTapServices, Quotas: cfg.Quotas, Logger: logger,
-		Mount: web.Mount, Limits: cfg.Limits, Interfaces: cfg.interfaces(), PublicMetrics: cfg.PublicMetrics}
+		Mount: web.Mount, Limits: cfg.Limits, Interfaces: cfg.interfaces(), PublicMetrics: cfg.PublicMetrics,
+		Node: cfg.Node, NodeTimeout: time.Duration(cfg.NodeTimeout) * time.Second, APIAddress: cfg.Listen}
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
@@ -263,6 +280,9 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	}
 	defer st.Close()
 	ccfg.Store = st
+	// A fleet is several taasd on one database, which only PostgreSQL
+	// serves (issue 14).
+	ccfg.Fleet = isFleetDB(cfg.DB)
 	dp, closeDP, err := newDataPlane(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -274,8 +294,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	if err != nil {
 		return err
 	}
+	// The node is claimed before its first plan: a second taasd under a
+	// live node's name must not touch the data plane.
+	if err := srv.Register(ctx); err != nil {
+		return err
+	}
 	// An admin token in token mode, unless --public-metrics.
-	srv.MountMetrics(control.MetricsHandlerNamed(dp, srv.MetricNames, srv.ConnMetrics(), srv.MirrorMetrics(), srv.AuthMetrics(),
+	srv.MountMetrics(srv.MetricsHandler(srv.ConnMetrics(), srv.MirrorMetrics(), srv.AuthMetrics(),
 		srv.LiveMetrics(), control.BuildInfo(version)))
 	// The stored plan runs before the API answers, so that its first
 	// answers carry this run's statuses, not those of the last run (issue
@@ -295,4 +320,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	defer cancel()
 	go serveReloads(rctx, hup, reloadHooks(cfg, srv, certs, logger), logger)
 	return srv.Run(ctx, ln)
+}
+
+// isFleetDB reports whether --db names a PostgreSQL database, which makes
+// this taasd a node of a fleet.
+func isFleetDB(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }

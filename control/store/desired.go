@@ -16,8 +16,9 @@ type DesiredService struct {
 	ProjectID string
 	PortID    string
 	Iface     string
-	PortUp    bool // the port's admin_state_up
-	Snaplen   int  // 0 for null
+	HostID    string // the port's binding:host_id: its node (issue 14)
+	PortUp    bool   // the port's admin_state_up
+	Snaplen   int    // 0 for null
 	Status    Status
 }
 
@@ -30,7 +31,8 @@ type DesiredFlow struct {
 	ServiceID    string
 	SourcePortID string
 	Iface        string
-	PortUp       bool // the source port's admin_state_up
+	HostID       string // the source port's binding:host_id
+	PortUp       bool   // the source port's admin_state_up
 	MAC          string
 	Direction    string
 	VLANFilter   string // "" for null
@@ -46,7 +48,8 @@ type DesiredMirror struct {
 	ProjectID  string
 	PortID     string
 	Iface      string
-	PortUp     bool // the port's admin_state_up
+	HostID     string // the port's binding:host_id
+	PortUp     bool   // the port's admin_state_up
 	MAC        string
 	Directions Directions
 	RemoteIP   string
@@ -78,11 +81,11 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 		return d, fmt.Errorf("read desired state: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.name, s.project_id, s.port_id, p.iface, p.admin_state_up, coalesce(s.snaplen, 0),
+	err = scanAll(ctx, tx, &d.Services, `SELECT s.id, s.name, s.project_id, s.port_id, p.iface, p.host_id, p.admin_state_up, coalesce(s.snaplen, 0),
 		s.status, s.status_reason
 		FROM tap_services s JOIN ports p ON p.id = s.port_id ORDER BY s.seq`,
 		func(sc scanner, x *DesiredService) error {
-			return sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
+			return sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.HostID, &x.PortUp, &x.Snaplen, &x.Status.State, &x.Status.Reason)
 		})
 	if err != nil {
 		return d, fmt.Errorf("read desired services: %w", err)
@@ -92,13 +95,13 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	// and the join's two index searches a row, with a slice grown from
 	// nothing, made that read a third dearer (issue 10, BenchmarkDesired).
 	type src struct {
-		id, iface, mac string
-		up             bool
+		id, iface, mac, host string
+		up                   bool
 	}
 	var srcs []src
-	err = scanAll(ctx, tx, &srcs, `SELECT id, iface, mac_address, admin_state_up FROM ports
+	err = scanAll(ctx, tx, &srcs, `SELECT id, iface, mac_address, host_id, admin_state_up FROM ports
 		WHERE id IN (SELECT source_port FROM tap_flows)`,
-		func(sc scanner, x *src) error { return sc.Scan(&x.id, &x.iface, &x.mac, &x.up) })
+		func(sc scanner, x *src) error { return sc.Scan(&x.id, &x.iface, &x.mac, &x.host, &x.up) })
 	if err != nil {
 		return d, fmt.Errorf("read source ports: %w", err)
 	}
@@ -115,7 +118,7 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 				return err
 			}
 			if p := bySrc[x.SourcePortID]; p != nil {
-				x.Iface, x.MAC, x.PortUp = p.iface, p.mac, p.up
+				x.Iface, x.MAC, x.HostID, x.PortUp = p.iface, p.mac, p.host, p.up
 			}
 			return nil
 		})
@@ -126,12 +129,12 @@ func (s *Store) Desired(ctx context.Context) (DesiredState, error) {
 	// would be left out, as a join would.
 	d.Flows = slices.DeleteFunc(d.Flows, func(f DesiredFlow) bool { return bySrc[f.SourcePortID] == nil })
 	s.desiredFlows.Store(int64(len(d.Flows)))
-	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.name, m.project_id, m.port_id, p.iface, p.admin_state_up, p.mac_address,
+	err = scanAll(ctx, tx, &d.Mirrors, `SELECT m.id, m.name, m.project_id, m.port_id, p.iface, p.host_id, p.admin_state_up, p.mac_address,
 		m.directions, m.remote_ip, m.mirror_type, coalesce(m.snaplen, 0), m.status, m.status_reason
 		FROM tap_mirrors m JOIN ports p ON p.id = m.port_id ORDER BY m.seq`,
 		func(sc scanner, x *DesiredMirror) error {
 			var dirs []byte
-			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
+			if err := sc.Scan(&x.ID, &x.Name, &x.ProjectID, &x.PortID, &x.Iface, &x.HostID, &x.PortUp, &x.MAC, &dirs, &x.RemoteIP,
 				&x.MirrorType, &x.Snaplen, &x.Status.State, &x.Status.Reason); err != nil {
 				return err
 			}

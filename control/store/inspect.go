@@ -31,6 +31,9 @@ type Info struct {
 	Applied []string
 	// Known is this binary's newest migration.
 	Known string
+	// Nodes are the nodes registered in the database (issue 14), when
+	// its schema has them.
+	Nodes []Node
 }
 
 // Inspect connects to the database dsn names (as Open takes it) and reads
@@ -71,6 +74,18 @@ func Inspect(ctx context.Context, dsn string) (Info, error) {
 		if err != nil {
 			return info, fmt.Errorf("read schema_migrations: %w", err)
 		}
+		if hasNodes(info.Applied) {
+			rows, err := conn.Query(ctx, nodesQuery)
+			if err != nil {
+				return info, fmt.Errorf("read nodes: %w", err)
+			}
+			if info.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
+				var n Node
+				return n, scanNode(r, &n)
+			}); err != nil {
+				return info, fmt.Errorf("read nodes: %w", err)
+			}
+		}
 		return info, nil
 	}
 	info.Server, _, _ = sqlite3.Version()
@@ -97,6 +112,11 @@ func Inspect(ctx context.Context, dsn string) (Info, error) {
 		return info, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	info.Applied = applied
+	if hasNodes(applied) {
+		if err := scanAll(ctx, db, &info.Nodes, nodesQuery, scanNode); err != nil {
+			return info, fmt.Errorf("read nodes: %w", err)
+		}
+	}
 	return info, nil
 }
 

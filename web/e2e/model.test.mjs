@@ -4,7 +4,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { rates, si, bits, sumDrops, errorAttr, label, directionOf, directionsText, snaplenValue, snaplenText, filterText } from '../dist/js/model.js';
+import { rates, si, bits, sumDrops, errorAttr, label, directionOf, directionsText, snaplenValue, snaplenText, filterText, ifaceKey, onNode } from '../dist/js/model.js';
 
 const snap = (sec, o = {}) => ({
   time_unix_nano: sec * 1e9,
@@ -26,6 +26,19 @@ test('rates over two snapshots', () => {
   assert.deepEqual(r.services.get('s1').drops, { tx_full: 3, no_frame: 1 });
   assert.equal(r.services.get('s1').dropPps, 4);
   assert.equal(r.flows.get('f1').pps, 100);
+});
+
+test('a fleet\'s interfaces of one name on two nodes keep their own rates', () => {
+  const fleet = (sec, a, b) => ({ time_unix_nano: sec * 1e9, node: 'a', interfaces: [
+    { name: 'cap0', node: 'a', rx_packets: a, rx_bytes: 0, tx_packets: 0, tx_bytes: 0, drops: {} },
+    { name: 'cap0', node: 'b', rx_packets: b, rx_bytes: 0, tx_packets: 0, tx_bytes: 0, drops: {} }] });
+  const r = rates(fleet(1, 0, 0), fleet(2, 10, 500));
+  assert.equal(r.ifaces.get('a/cap0').rxPps, 10);
+  assert.equal(r.ifaces.get('b/cap0').rxPps, 500);
+  assert.equal(ifaceKey({ name: 'cap0' }), 'cap0');
+  assert.equal(onNode({ node: 'b' }), ' on b');
+  assert.equal(onNode({}), '');
+  assert.equal(onNode(undefined), '');
 });
 
 test('tap mirror rates', () => {

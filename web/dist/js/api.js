@@ -99,3 +99,4 @@ export const create = (coll, key, obj) => request('POST', `/v2.0/${coll}`, { [ke
 export const update = (coll, key, id, obj) => request('PUT', `/v2.0/${coll}/${encodeURIComponent(id)}`, { [key]: obj });
 export const remove = (coll, id) => request('DELETE', `/v2.0/${coll}/${encodeURIComponent(id)}`);
 export const stats = () => request('GET', '/v2.0/taas/stats');
+export const nodes = () => request('GET', '/v2.0/taas/nodes');

@@ -27,6 +27,9 @@ const st = {
   networks: [], ports: [], services: [], flows: [], mirrors: [],
   portsByID: new Map(),
   stats: null, prevStats: null,
+  // nodes are a fleet's nodes (GET /v2.0/taas/nodes), null when not
+  // listed (a single appliance, or not an admin).
+  nodes: null,
   serviceStats: new Map(), flowStats: new Map(), mirrorStats: new Map(),
   rates: rates(null, null),
   // statusOf prefers the live status of the stats extension over the
@@ -81,9 +84,24 @@ async function refreshLists() {
   st.flows = f.tap_flows || [];
   st.mirrors = m.tap_mirrors || [];
   st.portsByID = new Map(st.ports.map((x) => [x.id, x]));
+  await refreshNodes();
   showProject();
   render();
   document.body.dataset.loaded = 'true'; // for tests: the lists are in
+}
+
+// refreshNodes lists a fleet's nodes with the lists (issue 14); a 403 (not
+// an admin) or a single appliance leaves the Nodes panel out.
+async function refreshNodes() {
+  if (!st.stats || !st.stats.node) {
+    st.nodes = null;
+    return;
+  }
+  try {
+    st.nodes = (await api.nodes()).nodes || [];
+  } catch {
+    st.nodes = null;
+  }
 }
 
 // showProject names the token's project in the top bar, as far as the

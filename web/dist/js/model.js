@@ -23,12 +23,12 @@ export function rates(prev, cur) {
   };
   const byKey = (arr, key) => new Map((arr || []).map((x) => [x[key], x]));
 
-  const pi = byKey(prev.interfaces, 'name');
+  const pi = new Map((prev.interfaces || []).map((x) => [ifaceKey(x), x]));
   for (const c of cur.interfaces || []) {
-    const p = pi.get(c.name);
+    const p = pi.get(ifaceKey(c));
     if (!p) continue;
     const d = dropRates(p.drops, c.drops);
-    out.ifaces.set(c.name, {
+    out.ifaces.set(ifaceKey(c), {
       rxPps: per(p.rx_packets, c.rx_packets), rxBps: 8 * per(p.rx_bytes, c.rx_bytes),
       txPps: per(p.tx_packets, c.tx_packets), txBps: 8 * per(p.tx_bytes, c.tx_bytes),
       dropPps: d.total, drops: d.byReason,
@@ -68,6 +68,17 @@ export function rates(prev, cur) {
     });
   }
   return out;
+}
+
+// ifaceKey names an interface of taas/stats: its name, and in a fleet
+// (issue 14) its node's too, since every node may have a cap0.
+export function ifaceKey(i) {
+  return i.node ? `${i.node}/${i.name}` : i.name;
+}
+
+// onNode is " on NODE" for a taas/stats entry of a fleet, "" otherwise.
+export function onNode(entry) {
+  return entry && entry.node ? ` on ${entry.node}` : '';
 }
 
 const SI = ['', 'k', 'M', 'G', 'T'];

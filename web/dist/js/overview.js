@@ -5,7 +5,8 @@
 
 import uPlot from '../vendor/uPlot.esm.js';
 import { h, $, statusBadge, replaceRows } from './dom.js';
-import { si, bits, sumDrops, label, shortID, directionsText, snaplenText, filterText, pathText, historyToSave, historyRestored } from './model.js';
+import { si, bits, sumDrops, label, shortID, directionsText, snaplenText, filterText, pathText, historyToSave, historyRestored,
+  ifaceKey, onNode } from './model.js';
 
 // HISTORY is how many one-second samples a service chart keeps: 5 minutes.
 const HISTORY = 300;
@@ -69,6 +70,7 @@ export function recordHistory(st) {
 
 export function renderOverview(st) {
   renderSummary(st);
+  renderNodes(st);
   renderIfaces(st);
   renderServices(st);
   renderMirrors(st);
@@ -93,13 +95,36 @@ function renderSummary(st) {
   );
 }
 
+// renderNodes lists a fleet's nodes (issue 14: GET /v2.0/taas/nodes, an
+// admin's); a single appliance, or a caller who may not list them, has
+// no Nodes panel and no node column.
+function renderNodes(st) {
+  const fleet = !!(st.stats && st.stats.node);
+  for (const el of document.querySelectorAll('#ifaces-table .node-col')) el.hidden = !fleet;
+  $('#nodes-panel').hidden = !fleet || !st.nodes;
+  if (!fleet || !st.nodes) return;
+  const rows = st.nodes.map((n) => h('tr', { 'data-node': n.name },
+    h('th', { scope: 'row', 'data-label': 'Node' }, n.self ? `${n.name} (this one)` : n.name),
+    td('State', h('span', { class: `status status-${n.alive ? 'active' : 'down'}`, 'data-field': 'alive' },
+      h('span', { class: 'badge' }, n.alive ? 'ALIVE' : 'NOT SEEN'))),
+    td('Last seen', n.last_seen),
+    td('Version', n.version || '–'),
+    td('API', n.api_address || '–'),
+  ));
+  $('#nodes-table tbody').replaceChildren(...rows);
+}
+
 function renderIfaces(st) {
   const ifaces = (st.stats && st.stats.interfaces) || [];
+  const fleet = !!(st.stats && st.stats.node);
   $('#ifaces-empty').hidden = ifaces.length > 0;
   const rows = ifaces.map((i) => {
-    const r = st.rates.ifaces.get(i.name) || {};
-    return h('tr', { 'data-iface': i.name },
+    const r = st.rates.ifaces.get(ifaceKey(i)) || {};
+    const node = td('Node', i.node || '–', 'node-col');
+    node.hidden = !fleet;
+    return h('tr', { 'data-iface': i.name, 'data-node': i.node || '' },
       h('th', { scope: 'row', 'data-label': 'Interface' }, i.name),
+      node,
       td('Role', i.role),
       td('Link', h('span', { class: `status status-${i.link_up ? 'active' : 'down'}`, 'data-field': 'link' },
         h('span', { class: 'badge' }, i.link_up ? 'UP' : 'DOWN'))),
@@ -138,7 +163,7 @@ function renderMirrors(st) {
     const uplink = ms && ms.uplink ? ` via ${ms.uplink}` : '';
     return h('tr', { 'data-id': m.id },
       h('th', { scope: 'row', 'data-label': 'Mirror' }, label(m)),
-      td('Source port', `${src ? label(src) : shortID(m.port_id)}${srcIface ? ` (${srcIface})` : ''}`),
+      td('Source port', `${src ? label(src) : shortID(m.port_id)}${srcIface ? ` (${srcIface}${onNode(ms)})` : onNode(ms)}`),
       td('Tunnel', [h('span', { 'data-field': 'tunnel' }, `${m.mirror_type} to ${m.remote_ip}${uplink}`),
         h('br'), h('code', { 'data-field': 'directions' }, directionsText(m.directions)),
         h('br'), h('span', { 'data-field': 'snaplen' }, `copies of ${snaplenText(m.snaplen)}`)]),
@@ -231,7 +256,7 @@ function updateServiceCard(card, svc, st) {
     badge.dataset.sig = s.status + s.reason;
     badge.replaceChildren(statusBadge(s.status, s.reason));
   }
-  setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}, ` +
+  setField(card, 'port', `port ${port ? label(port) : shortID(svc.port_id)} → ${iface || 'no interface bound'}${onNode(ss)}, ` +
     `copies of ${snaplenText(svc.snaplen)}`);
   setField(card, 'delivered-pps', r ? si(r.pps) : '–', r && r.pps);
   setField(card, 'delivered-bps', r ? bits(r.bps) : '–', r && r.bps);
@@ -250,7 +275,7 @@ function updateServiceCard(card, svc, st) {
     const fst = st.flowStats.get(f.id);
     return h('tr', { 'data-id': f.id },
       h('th', { scope: 'row', 'data-label': 'Flow' }, label(f)),
-      td('Source port', `${src ? label(src) : shortID(f.source_port)}${srcIface ? ` (${srcIface})` : ''}`),
+      td('Source port', `${src ? label(src) : shortID(f.source_port)}${srcIface ? ` (${srcIface}${onNode(fst)})` : onNode(fst)}`),
       td('Direction', f.direction),
       td('VLAN filter', f.vlan_filter === null || f.vlan_filter === undefined ? 'all' : f.vlan_filter),
       td('Filter', h('code', { 'data-field': 'filter' }, filterText(f.filter))),

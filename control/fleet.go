@@ -1,0 +1,392 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/taas-appliance/taas/broker"
+	"github.com/taas-appliance/taas/control/store"
+)
+
+// The running side of nodes (nodes.go has the rules): registration at
+// start, the heartbeat that also publishes this node's counters, what the
+// node knows of the others' liveness, the status every API answer shows
+// for a silent node's resources, and GET /v2.0/taas/nodes.
+
+// CheckNodeName checks a node name (--node): 1 to 64 of A-Z, a-z, 0-9,
+// '.', '_' and '-', as a host name fits.
+func CheckNodeName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("node name %q: want 1 to 64 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("node name %q: %q is not one of A-Z, a-z, 0-9, '.', '_' and '-'", name, r)
+		}
+	}
+	return nil
+}
+
+// DefaultNodeName is the host name, when it is a valid node name, else
+// "taasd".
+func DefaultNodeName() string {
+	if h, err := os.Hostname(); err == nil && CheckNodeName(h) == nil {
+		return h
+	}
+	return "taasd"
+}
+
+// fleet is the Server's node state.
+type fleet struct {
+	rules nodeRules
+	// instance names this run of taasd in the nodes table.
+	instance string
+	// registered is set once Register claimed the node.
+	registered atomic.Bool
+
+	// mu guards owners and view, and serialises updates of down.
+	mu     sync.Mutex
+	owners map[string]owned // the last reconciler pass's, by id
+	view   map[string]store.Node
+	// down holds, by resource id, the reason of each resource whose node
+	// is not alive; the map is never changed once stored.
+	down atomic.Pointer[map[string]string]
+}
+
+// errNodeInUse is the refusal of a start under the name of a live node.
+func errNodeInUse(n store.Node) error {
+	return fmt.Errorf("node %s is in use: another taasd (version %q, API %s, started %s) heartbeat at %s; "+
+		"stop it, or start this one with another --node", n.Name, n.Version, n.APIAddress, rfc3339(n.StartedAt), rfc3339(n.LastSeen))
+}
+
+func rfc3339(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
+
+// alive reports whether n is a running node, heard from within the
+// timeout, at now.
+func (s *Server) alive(n store.Node, now time.Time) bool {
+	return n.StoppedAt == 0 && now.Sub(time.UnixMilli(n.LastSeen)) < s.cfg.NodeTimeout
+}
+
+// Register claims this node's row in the nodes table: Config.Node, under
+// a new instance id. In a fleet, a row whose run heartbeat within the
+// timeout is watched for two heartbeats: if it moves, a live taasd has
+// the name and Register refuses (a clean error naming it); if not, that
+// run is gone (killed) and this one takes over. taasd calls it before its
+// first plan; Run calls it if nobody did.
+func (s *Server) Register(ctx context.Context) error {
+	f := s.fleet
+	if f.registered.Load() {
+		return nil
+	}
+	name := f.rules.self
+	var seen int64
+	old, err := s.st.GetNode(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("register node %s: %w", name, err)
+	default:
+		seen = old.LastSeen
+		if s.cfg.Fleet && s.alive(old, time.Now()) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2*s.cfg.NodeHeartbeat + s.cfg.NodeHeartbeat/2):
+			}
+			again, err := s.st.GetNode(ctx, name)
+			if err != nil {
+				return fmt.Errorf("register node %s: %w", name, err)
+			}
+			if again.LastSeen != old.LastSeen || again.Instance != old.Instance {
+				return errNodeInUse(again)
+			}
+		}
+	}
+	now := time.Now().UnixMilli()
+	me := store.Node{Name: name, Instance: f.instance, Version: s.cfg.Version, APIAddress: s.cfg.APIAddress,
+		StartedAt: now, LastSeen: now}
+	if err := s.st.ClaimNode(ctx, me, seen); errors.Is(err, store.ErrNodeTaken) {
+		if again, gerr := s.st.GetNode(ctx, name); gerr == nil {
+			return errNodeInUse(again)
+		}
+		return err
+	} else if err != nil {
+		return err
+	}
+	f.registered.Store(true)
+	s.log.Info("node registered", "node", name, "fleet", s.cfg.Fleet, "instance", f.instance)
+	if s.cfg.Fleet {
+		return s.refreshNodes(ctx)
+	}
+	return nil
+}
+
+// runNode heartbeats every Config.NodeHeartbeat, in a fleet, until ctx
+// ends, then records the clean stop. It returns an error only when
+// another run took this node's name (this one must stop realising it).
+func (s *Server) runNode(ctx context.Context) error {
+	if !s.cfg.Fleet || !s.fleet.registered.Load() {
+		return nil
+	}
+	defer func() {
+		lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := s.st.LeaveNode(lctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli()); err != nil {
+			s.log.Warn("record the node's stop", "node", s.fleet.rules.self, "err", err)
+		}
+	}()
+	tick := time.NewTicker(s.cfg.NodeHeartbeat)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		err := s.heartbeat(ctx)
+		if errors.Is(err, store.ErrNodeTaken) {
+			return fmt.Errorf("node %s: another taasd claimed it (this one was not seen for %v?): %w",
+				s.fleet.rules.self, s.cfg.NodeTimeout, err)
+		}
+		// One line when heartbeats start failing and one when they work
+		// again, not one a second.
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			s.log.Error("heartbeat", "node", s.fleet.rules.self, "err", err)
+			failing = true
+		case err == nil && failing:
+			s.log.Info("heartbeat works again", "node", s.fleet.rules.self)
+			failing = false
+		}
+	}
+}
+
+// heartbeat moves this node's last_seen, publishes its counters and
+// rereads the nodes.
+func (s *Server) heartbeat(ctx context.Context) error {
+	stats, err := json.Marshal(s.cfg.DataPlane.Stats())
+	if err != nil {
+		return fmt.Errorf("encode stats: %w", err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.NodeTimeout)
+	defer cancel()
+	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats); err != nil {
+		return err
+	}
+	return s.refreshNodes(hctx)
+}
+
+// refreshNodes rereads the nodes table and updates what the API shows
+// of the resources of nodes that are not alive.
+func (s *Server) refreshNodes(ctx context.Context) error {
+	nodes, err := s.st.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	view := make(map[string]store.Node, len(nodes))
+	for _, n := range nodes {
+		view[n.Name] = n
+	}
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.view = view
+	s.updateDownLocked()
+	return nil
+}
+
+// passOwners takes a reconciler pass's owners (Reconciler.onPass).
+func (s *Server) passOwners(owners map[string]owned) {
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.owners = owners
+	s.updateDownLocked()
+}
+
+// updateDownLocked recomputes which resources show DOWN for their node's
+// silence. When that changes, the cached lists go (they carry statuses)
+// and each change is announced as a status event. f.mu must be held.
+func (s *Server) updateDownLocked() {
+	f := s.fleet
+	if !s.cfg.Fleet || f.view == nil {
+		return
+	}
+	now := time.Now()
+	down := map[string]string{}
+	for id, o := range f.owners {
+		if o.node == "" || o.node == f.rules.self {
+			continue
+		}
+		n, known := f.view[o.node]
+		switch {
+		case !known:
+			down[id] = fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node)
+		case !s.alive(n, now):
+			down[id] = fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))
+		}
+	}
+	var old map[string]string
+	if p := f.down.Load(); p != nil {
+		old = *p
+	}
+	if maps.Equal(old, down) {
+		return
+	}
+	f.down.Store(&down)
+	s.lists.invalidate()
+	var evs []Event
+	for id := range down {
+		if _, was := old[id]; !was {
+			o := f.owners[id]
+			evs = append(evs, Event{Resource: o.resource, ID: id, Action: "status", Status: broker.StateDown.String(), ProjectID: o.project})
+		}
+	}
+	for id := range old {
+		if _, is := down[id]; !is {
+			if o, ok := f.owners[id]; ok {
+				evs = append(evs, Event{Resource: o.resource, ID: id, Action: "status", Status: o.status.State, ProjectID: o.project})
+			}
+		}
+	}
+	s.hub.publish(evs...)
+}
+
+// nodeStatus replaces *status and *reason by DOWN and why when the
+// resource id is on a node that is not alive.
+func (s *Server) nodeStatus(id string, status, reason *string) {
+	p := s.fleet.down.Load()
+	if p == nil {
+		return
+	}
+	if r, ok := (*p)[id]; ok {
+		*status, *reason = broker.StateDown.String(), r
+	}
+}
+
+// nodeOf is the node of the resource id as the last pass saw it: this
+// node on a single appliance; in a fleet "" when unbound or not yet seen.
+func (s *Server) nodeOf(id string) string {
+	if !s.cfg.Fleet {
+		return s.fleet.rules.self
+	}
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.owners[id].node
+}
+
+// nodeView is one node as GET /v2.0/taas/nodes shows it.
+type nodeView struct {
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	APIAddress string `json:"api_address"`
+	StartedAt  string `json:"started_at"`
+	LastSeen   string `json:"last_seen"`
+	// StoppedAt is when it stopped cleanly; "" while it runs or after it
+	// died.
+	StoppedAt string `json:"stopped_at"`
+	Alive     bool   `json:"alive"`
+	// Self marks the node that answers.
+	Self bool `json:"self"`
+}
+
+// listNodes answers GET /v2.0/taas/nodes (admins only): every node that
+// ever registered, with whether it is alive now. On a single appliance
+// this node is alive without heartbeats.
+func (s *Server) listNodes(c *fiber.Ctx) error {
+	if !identity(c).Admin {
+		return errPolicy("get_nodes")
+	}
+	nodes, err := s.st.ListNodes(c.UserContext())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	out := make([]nodeView, 0, len(nodes))
+	for _, n := range nodes {
+		self := n.Name == s.fleet.rules.self && n.Instance == s.fleet.instance
+		v := nodeView{Name: n.Name, Version: n.Version, APIAddress: n.APIAddress, StartedAt: rfc3339(n.StartedAt),
+			LastSeen: rfc3339(n.LastSeen), Alive: s.alive(n, now) || self && !s.cfg.Fleet, Self: self}
+		if n.StoppedAt != 0 {
+			v.StoppedAt = rfc3339(n.StoppedAt)
+		}
+		if self && !s.cfg.Fleet {
+			v.LastSeen = now.UTC().Format(time.RFC3339) // answering: seen now, without heartbeats
+		}
+		out = append(out, v)
+	}
+	return renderJSON(c, fiber.StatusOK, map[string]any{"nodes": out})
+}
+
+func newFleet(cfg Config) *fleet {
+	return &fleet{rules: nodeRules{self: cfg.Node, fleet: cfg.Fleet}, instance: uuid.NewString()}
+}
+
+// nodeStats is one node's data-plane counters: this node's live, another
+// node's as it last published them.
+type nodeStats struct {
+	Node  string
+	Stats broker.Stats
+}
+
+// snapshots returns this node's counters first and then, in a fleet,
+// every other node's as last published. A published blob that does not
+// decode (a newer taasd's?) is left out, and logged.
+func (s *Server) snapshots(ctx context.Context) ([]nodeStats, error) {
+	out := []nodeStats{{Node: s.fleet.rules.self, Stats: s.cfg.DataPlane.Stats()}}
+	if !s.cfg.Fleet {
+		return out, nil
+	}
+	pub, err := s.st.ListNodeStats(ctx, s.fleet.rules.self)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pub {
+		var st broker.Stats
+		if err := json.Unmarshal(p.Stats, &st); err != nil {
+			s.log.Warn("decode a node's published stats", "node", p.Node, "err", err)
+			continue
+		}
+		out = append(out, nodeStats{Node: p.Node, Stats: st})
+	}
+	return out, nil
+}
+
+// owners is the last reconciler pass's owners; the map must not be
+// changed.
+func (s *Server) owners() map[string]owned {
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.owners
+}
+
+// nodeIn is the node of resource id in owners: this node on a single
+// appliance.
+func (s *Server) nodeIn(owners map[string]owned, id string) string {
+	if !s.cfg.Fleet {
+		return s.fleet.rules.self
+	}
+	return owners[id].node
+}
+
+// nodeLabel is node as taas/stats and /metrics name it: "" (left out) on
+// a single appliance.
+func (s *Server) nodeLabel(node string) string {
+	if !s.cfg.Fleet {
+		return ""
+	}
+	return node
+}

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Node is one taasd of a fleet as the nodes table keeps it (issue 14).
+// Times are Unix milliseconds, as the node's clock gave them.
+type Node struct {
+	Name string
+	// Instance is a random id of one run of taasd under Name.
+	Instance   string
+	Version    string
+	APIAddress string
+	StartedAt  int64
+	LastSeen   int64
+	// StoppedAt is when the run stopped cleanly; 0 while it runs (or
+	// after it died without stopping).
+	StoppedAt int64
+}
+
+// NodeStats is a node's published data-plane counters: JSON, as control
+// wrote it, and when (Unix ms).
+type NodeStats struct {
+	Node      string
+	UpdatedAt int64
+	Stats     []byte
+}
+
+// ErrNodeTaken: the node's row belongs to another run of taasd (ClaimNode
+// lost a race, or a heartbeat found its row claimed by another run).
+var ErrNodeTaken = errors.New("node taken by another taasd")
+
+// GetNode returns the row of the node name, or ErrNotFound.
+func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
+	var n Node
+	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at
+		FROM nodes WHERE name = ?`, name).
+		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("node %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return n, fmt.Errorf("read node %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// nodesQuery reads every node by name, for scanNode.
+const nodesQuery = `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at FROM nodes ORDER BY name`
+
+func scanNode(sc scanner, n *Node) error {
+	return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
+}
+
+// hasNodes reports whether a database with the migrations applied has
+// the nodes table.
+func hasNodes(applied []string) bool { return slices.Contains(applied, "0010_nodes.sql") }
+
+// ListNodes returns every node by name.
+func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
+	var out []Node
+	err := scanAll(ctx, s.r, &out, nodesQuery, scanNode)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimNode registers n (its name, instance, version, address and times)
+// as its name's run, replacing the row of an earlier run only if that
+// row's last_seen is still lastSeen (0: there must be no row): the caller
+// read the row, waited for a live run's heartbeat, and saw none. A row
+// changed meanwhile, by a live run or another claim, is ErrNodeTaken. The
+// check and the write are one statement, so two runs that claim at once
+// cannot both win.
+func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, instance, version, api_address, started_at, last_seen)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, version = excluded.version,
+				api_address = excluded.api_address, started_at = excluded.started_at, last_seen = excluded.last_seen,
+				stopped_at = 0
+			WHERE nodes.last_seen = ? OR nodes.instance = excluded.instance`,
+			n.Name, n.Instance, n.Version, n.APIAddress, n.StartedAt, n.LastSeen, lastSeen)
+		if err != nil {
+			return fmt.Errorf("claim node %s: %w", n.Name, err)
+		}
+		if k, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("claim node %s: %w", n.Name, err)
+		} else if k == 0 {
+			return fmt.Errorf("claim node %s: %w", n.Name, ErrNodeTaken)
+		}
+		return nil
+	})
+}
+
+// Heartbeat sets the last_seen of the run instance of node name to now
+// (Unix ms) and, when stats is not nil, replaces the node's published
+// counters, in one transaction. A row another run has claimed is
+// ErrNodeTaken, and nothing is written.
+func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats []byte) error {
+	// Others read heartbeats and stats when they need them: announced as
+	// a change of the desired state, each would wake every node's
+	// reconciler every second (notify.go), so it goes as a status write.
+	return s.write(ctx, true, func(t *Tx) error {
+		ctx, tx := t.ctx, t.tx
+		res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
+		if err != nil {
+			return fmt.Errorf("heartbeat of node %s: %w", name, err)
+		}
+		if k, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("heartbeat of node %s: %w", name, err)
+		} else if k == 0 {
+			return fmt.Errorf("heartbeat of node %s: %w", name, ErrNodeTaken)
+		}
+		if stats == nil {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO node_stats (node, updated_at, stats) VALUES (?, ?, ?)
+			ON CONFLICT (node) DO UPDATE SET updated_at = excluded.updated_at, stats = excluded.stats`,
+			name, now, string(stats)); err != nil {
+			return fmt.Errorf("publish stats of node %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// LeaveNode records that the run instance of node name stopped at at
+// (Unix ms); a row another run has claimed is left alone.
+func (s *Store) LeaveNode(ctx context.Context, name, instance string, at int64) error {
+	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET stopped_at = ? WHERE name = ? AND instance = ?`, at, name, instance); err != nil {
+			return fmt.Errorf("leave node %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// ListNodeStats returns every node's published counters but those of
+// except (the caller's own node, whose counters it has live).
+func (s *Store) ListNodeStats(ctx context.Context, except string) ([]NodeStats, error) {
+	var out []NodeStats
+	rows, err := s.r.QueryContext(ctx, `SELECT node, updated_at, stats FROM node_stats WHERE node != ? ORDER BY node`, except)
+	if err != nil {
+		return nil, fmt.Errorf("list node stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ns NodeStats
+		var text string
+		if err := rows.Scan(&ns.Node, &ns.UpdatedAt, &text); err != nil {
+			return nil, fmt.Errorf("list node stats: %w", err)
+		}
+		ns.Stats = []byte(text)
+		out = append(out, ns)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list node stats: %w", err)
+	}
+	return out, nil
+}
