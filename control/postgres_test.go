@@ -34,6 +34,10 @@ func TestDatabaseUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.must(201, "POST", "/v2.0/networks", body, "")
+	// The cluster this test started again goes before the server's leak
+	// check (StartPostgresCluster's clean-up comes after it).
+	ts.stop()
+	c.Stop()
 }
 
 // TestStoreBusyAndUnknownAre503: the store's errors for a write that
