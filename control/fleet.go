@@ -380,6 +380,9 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 		if n.StoppedAt != 0 {
 			v.StoppedAt = rfc3339(n.StoppedAt)
 		}
+		if self && !s.cfg.Fleet {
+			v.LastSeen = now.UTC().Format(time.RFC3339) // answering: seen now, without heartbeats
+		}
 		out = append(out, v)
 	}
 	return renderJSON(c, fiber.StatusOK, map[string]any{"nodes": out})

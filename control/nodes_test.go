@@ -194,7 +194,7 @@ func (n *fakeNode) halt() {
 // seen since ..." once it is silent for the timeout, and what b wrote
 // again when it is back, without anybody writing them; a node that never
 // joined, an unbound port and a flow across two nodes are DOWN with their
-// reasons; a's own resources are a's.
+// reasons; a's own resources are a's. Each change is a status event.
 func TestFleetLiveness(t *testing.T) {
 	dp := newRecorder()
 	dp.ifaceUp["mon0"], dp.ifaceUp["cap0"] = true, true
@@ -275,6 +275,23 @@ func TestFleetLiveness(t *testing.T) {
 		t.Errorf("flows DOWN while b is alive = %d, want 3 (c's, the unbound one, the cross-node one)", len(got))
 	}
 
+	sub := ts.srv.hub.subscribe("")
+	defer ts.srv.hub.unsubscribe(sub)
+	// event waits for a status event of id with status.
+	event := func(id, status string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case e := <-sub.ch:
+				if e.ID == id && e.Action == "status" && e.Status == status {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no status event %s for %s", status, id)
+			}
+		}
+	}
 	b.halt()
 	start := time.Now()
 	gone, err := ts.st.GetNode(ctx, "b")
@@ -288,6 +305,7 @@ func TestFleetLiveness(t *testing.T) {
 	reason := "node b not seen since " + time.UnixMilli(gone.LastSeen).UTC().Format(time.RFC3339)
 	dead[svcB], dead[flowB] = want{"DOWN", reason, "b"}, want{"DOWN", reason, "b"}
 	check("b DOWN", dead)
+	event(flowB, "DOWN")
 	t.Logf("node b (timeout 1s, heartbeat 100ms) seen dead through a's API after %v", time.Since(start).Round(time.Millisecond))
 	if got := ts.list("/v2.0/taas/tap_flows?status=DOWN", "tap_flows"); len(got) != 4 {
 		t.Errorf("flows DOWN while b is dead = %d, want 4 (the list cache follows b's death)", len(got))
@@ -295,6 +313,7 @@ func TestFleetLiveness(t *testing.T) {
 
 	b.beat(t)
 	check("b back", alive)
+	event(flowB, "ACTIVE")
 	if nodes := ts.list("/v2.0/taas/nodes", "nodes"); len(nodes) != 2 || nodes[1]["name"] != "b" || nodes[1]["alive"] != true {
 		t.Errorf("nodes with b back = %v", nodes)
 	}
@@ -322,6 +341,17 @@ func TestNodesAPI(t *testing.T) {
 		{"member", "GET", "/v2.0/taas/nodes", "", hA, 403, "PolicyNotAuthorized", "rule:get_nodes is disallowed by policy"},
 		{"extension", "GET", "/v2.0/extensions/taas-nodes", "", hA, 200, "", ""},
 	})
+
+	// A single appliance registers without heartbeats, and is alive.
+	solo := startServer(t, Config{Node: "solo"})
+	var got []map[string]any
+	waitFor(t, "the single appliance's node", func() bool {
+		got = solo.list("/v2.0/taas/nodes", "nodes")
+		return len(got) == 1
+	})
+	if got[0]["name"] != "solo" || got[0]["alive"] != true || got[0]["self"] != true {
+		t.Errorf("a single appliance's nodes = %v", got)
+	}
 }
 
 // TestRegister: a second taasd under the name of a live node refuses to

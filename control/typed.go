@@ -189,10 +189,7 @@ func (k *kind[T, B, V]) handleCreate(c *fiber.Ctx) error {
 	}
 	done := make([]T, 0, len(bs))
 	err = k.s.st.Write(c.UserContext(), func(tx *store.Tx) error {
-		// fn runs again when its transaction failed to serialize: keep
-		// the last run's rows, not the first's, whose ids were never
-		// committed (TestFleetChurn: 201 with the id of no port).
-		done = done[:0]
+		done = done[:0] // on PostgreSQL a transaction may run again (store.Write)
 		if err := k.s.checkQuota(tx, k.res.singular, projects); err != nil {
 			return err
 		}

@@ -78,3 +78,32 @@ func TestCheckDB(t *testing.T) {
 		}
 	})
 }
+
+// TestDBResult: the verdict on each state of a database's schema.
+func TestDBResult(t *testing.T) {
+	pg := store.Info{Engine: "postgres", Name: "postgres://taasd:xxxxx@db1/taas", Server: "15.8", Known: "0009_status_reason.sql"}
+	with := func(applied ...string) store.Info { i := pg; i.Applied = applied; return i }
+	for _, tc := range []struct {
+		name   string
+		info   store.Info
+		err    error
+		want   verdict
+		detail string
+	}{
+		{"up to date", with("0001_init.sql", "0009_status_reason.sql"), nil, pass, "schema up to date (0009_status_reason.sql)"},
+		{"older", with("0001_init.sql", "0008_filter_snaplen.sql"), nil, pass, "schema at 0008_filter_snaplen.sql, the start migrates it to 0009"},
+		{"newer", with("0010_nodes.sql"), nil, fail, "newer than this taasd's newest (0009_status_reason.sql)"},
+		{"empty", with(), nil, pass, "empty, the first start creates the schema"},
+		{"unreachable", pg, fmt.Errorf("connect: %w", store.ErrUnavailable), fail, "postgres postgres://taasd:xxxxx@db1/taas: connect: database unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dbResult(tc.info, tc.err)
+			if r.Verdict != tc.want || !strings.Contains(r.Detail, tc.detail) {
+				t.Errorf("dbResult = %v %q, want %v and %q", r.Verdict, r.Detail, tc.want, tc.detail)
+			}
+			if (r.Verdict == fail) != (r.Fix != "") {
+				t.Errorf("dbResult = %v with fix %q: a failure, and only one, says what to do", r.Verdict, r.Fix)
+			}
+		})
+	}
+}

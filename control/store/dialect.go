@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	sqlite3 "github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
 )
 
 // Every difference between the two engines the store runs on is in this
@@ -342,7 +344,36 @@ func pgConfig(dsn string) (*pgx.ConnConfig, error) {
 		// connect_timeout in the URL (or PGCONNECT_TIMEOUT) sets another.
 		cfg.ConnectTimeout = 5 * time.Second
 	}
+	cfg.DialFunc = (&net.Dialer{
+		Timeout: cfg.ConnectTimeout,
+		// A connection whose server went silent (a network cut, a
+		// host gone) fails within some 20 s, not after the kernel's
+		// 15 minutes of retransmissions: keepalives find it idle,
+		// TCP_USER_TIMEOUT while it waits for an answer (the writer's
+		// transaction, which every write waits for).
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3},
+		Control:         tcpUserTimeout,
+	}).DialContext
 	return cfg, nil
+}
+
+// userTimeout is how long a TCP connection to PostgreSQL may hold data the
+// server has not acknowledged.
+const userTimeout = 20 * time.Second
+
+// tcpUserTimeout sets TCP_USER_TIMEOUT on TCP sockets (unix sockets have
+// none).
+func tcpUserTimeout(network, _ string, c syscall.RawConn) error {
+	if !strings.HasPrefix(network, "tcp") {
+		return nil
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // pgState returns the SQLSTATE of a PostgreSQL error in err's chain, or

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/internal/testutil"
 )
@@ -492,5 +495,111 @@ func TestPostgresUnavailable(t *testing.T) {
 	case <-wake:
 	case <-time.After(30 * time.Second):
 		t.Error("the listener's return did not wake the subscriber within 30 s")
+	}
+}
+
+// TestPostgresRetry: a write transaction that loses a race with another
+// Store's (it read a row the other then changed, and writes it) fails to
+// serialize and runs again: fn runs twice, and only the second run's
+// writes are committed.
+func TestPostgresRetry(t *testing.T) {
+	ctx := context.Background()
+	a, b, _ := openTwo(t)
+	if err := a.CreateNetwork(ctx, Network{ID: "first", ProjectID: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		runs     int
+		read     = make(chan struct{})
+		release  = make(chan struct{})
+		errA     = make(chan error, 1)
+		firstRun = true
+	)
+	go func() {
+		errA <- a.Write(ctx, func(tx *Tx) error {
+			runs++
+			// Reads the project's network usage, which B changes next.
+			if _, err := tx.Count(QuotaNetwork, "r"); err != nil {
+				return err
+			}
+			if firstRun {
+				firstRun = false
+				close(read)
+				<-release
+			}
+			return tx.CreateNetwork(Network{ID: fmt.Sprint("a", runs), ProjectID: "r"})
+		})
+	}()
+	<-read
+	if err := b.CreateNetwork(ctx, Network{ID: "b", ProjectID: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-errA; err != nil {
+		t.Fatalf("A's write = %v, want nil after a retry", err)
+	}
+	if runs != 2 {
+		t.Errorf("A's fn ran %d times, want 2 (a serialization failure, then success)", runs)
+	}
+	nets, err := a.ListNetworks(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range nets {
+		if n.ProjectID == "r" {
+			ids = append(ids, n.ID)
+		}
+	}
+	if fmt.Sprint(ids) != "[first b a2]" {
+		t.Errorf("networks of r = %v, want [first b a2]: the first run's a1 rolled back", ids)
+	}
+	checkIntegrity(t, a)
+}
+
+// TestPostgresDialTimeouts: a TCP connection to PostgreSQL gives up on a
+// silent server within userTimeout (TCP_USER_TIMEOUT) and probes an idle
+// one (keepalives): a taasd cut off from the database answers 503 in
+// seconds, not after the kernel's minutes.
+func TestPostgresDialTimeouts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second) // hold it while the test reads its options
+		}
+	}()
+	cfg, err := pgConfig("postgres://taasd@" + ln.Addr().String() + "/taas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cfg.DialFunc(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var user, alive int
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		user, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+		if gerr == nil {
+			alive, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		}
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if time.Duration(user)*time.Millisecond != userTimeout || alive != 1 {
+		t.Errorf("TCP_USER_TIMEOUT %d ms, SO_KEEPALIVE %d; want %v and 1", user, alive, userTimeout)
+	}
+	if cfg.ConnectTimeout != 5*time.Second {
+		t.Errorf("ConnectTimeout = %v, want 5s by default", cfg.ConnectTimeout)
 	}
 }

@@ -32,8 +32,12 @@ const defaultMaxBatch = 128
 
 // Write runs fn in a write transaction and returns fn's error as is, or
 // nil once what fn wrote is durable (synchronous=FULL: on disk, surviving
-// kill -9 and power loss). fn's writes are undone when it returns an error
-// (or panics: the panic is raised again in Write's caller).
+// kill -9 and power loss; on PostgreSQL, synchronous_commit: on the
+// server's disk). fn's writes are undone when it returns an error (or
+// panics: the panic is raised again in Write's caller). On PostgreSQL fn
+// may run more than once (commit: a transaction that fails to serialize
+// runs again), so it must only read and write through tx and set what it
+// returns anew each time.
 //
 // Group commit (issue 10: 8 clients creating flows waited 16 ms at p99,
 // one fsync each in a row): one writer goroutine takes the Writes queued
