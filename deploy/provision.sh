@@ -26,6 +26,14 @@
 # mode 0640, root:taasd) and its fingerprint printed; --tls-cert/--tls-key
 # install one's own; --no-tls serves plain HTTP, and taasd then warns at
 # every start unless it listens on loopback.
+#
+# A fleet node (issue 14, README "A fleet with Vagrant" and "PostgreSQL for
+# a fleet"): --db names the fleet's PostgreSQL (a postgres:// URL) and
+# --node this appliance's node name. Secrets come from the environment, not
+# the command line (ps shows it): TAASD_DB_PASSWORD goes into
+# /etc/taasd/pgpass (mode 0640, root:taasd), which the URL then names
+# (passfile=), and TAASD_ADMIN_TOKEN is the admin token every node of the
+# fleet shares, written instead of a generated one.
 set -euo pipefail
 
 usage() {
@@ -46,8 +54,20 @@ usage: deploy/provision.sh --capture IF[,IF...] --monitor IF[,IF...] [options]
                    /etc/taasd/tls (default: a self-signed one generated there once)
   --tls-key FILE   its PEM key
   --no-tls         plain HTTP: tokens cross the network in clear (loopback or a lab only)
-  --keep-config    keep an existing /etc/taasd/taasd.toml even when its auth mode is not --auth
+  --db URL         the database: default the SQLite file /var/lib/taasd/taas.db; a
+                   postgres:// URL makes this appliance a node of a fleet. Put no password
+                   in it: give it in TAASD_DB_PASSWORD, which goes into /etc/taasd/pgpass
+                   (mode 0640, root:taasd) that the URL then names (passfile=)
+  --db-file FILE   the URL from FILE instead (its first line neither blank nor #), one
+                   that holds its password, say: it goes into taasd.toml (0640 root:taasd)
+  --node NAME      this appliance's node name in the fleet (default: taasd's, the host name)
+  --keep-config    keep an existing /etc/taasd/taasd.toml even when its auth mode, db or
+                   node is not what this run asks for
   --no-start       install and check, but do not enable or start the service
+environment (secrets stay off the command line, which ps shows):
+  TAASD_DB_PASSWORD        the database's password, with a postgres:// --db
+  TAASD_ADMIN_TOKEN        the fleet's admin token, the same on every node (default: generated)
+  TAASD_KEYSTONE_PASSWORD  with --auth keystone: the service user's password
 EOF
 }
 
@@ -65,6 +85,9 @@ tls=yes
 tls_cert=""
 tls_key=""
 keep_config=no
+db=""
+db_file=""
+node=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--capture) capture=$2; shift 2 ;;
@@ -79,6 +102,9 @@ while [ $# -gt 0 ]; do
 	--tls-cert) tls_cert=$2; shift 2 ;;
 	--tls-key) tls_key=$2; shift 2 ;;
 	--no-tls) tls=no; shift ;;
+	--db) db=$2; shift 2 ;;
+	--db-file) db_file=$2; shift 2 ;;
+	--node) node=$2; shift 2 ;;
 	--keep-config) keep_config=yes; shift ;;
 	--no-start) start=no; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -113,6 +139,44 @@ if [ -n "$tls_cert$tls_key" ]; then
 	[ -r "$tls_key" ] || die "--tls-key $tls_key: not readable"
 fi
 
+# The database and the node. A password must not travel on the command
+# line; the URL goes into a TOML string, so no " or \ (a URL
+# percent-encodes them anyway).
+pgpass=/etc/taasd/pgpass
+has_password() { [[ $1 =~ ^postgres(ql)?://[^/@:]*:[^/@]*@ || $1 =~ [?\&]password= ]]; }
+redact() { sed -E 's#(://[^/@:]*:)[^/@]*@#\1xxxxx@#; s#([?&]password=)[^&]*#\1xxxxx#' <<<"$1"; }
+if [ -n "$db_file" ]; then
+	[ -z "$db" ] || die "--db and --db-file: choose one"
+	[ -r "$db_file" ] || die "--db-file $db_file: not readable"
+	db=$(sed -n '/^[[:space:]]*\(#\|$\)/!{s/^[[:space:]]*//;s/[[:space:]]*$//;p;q}' "$db_file")
+	[ -n "$db" ] || die "--db-file $db_file: no URL in it"
+elif [ -n "$db" ] && has_password "$db"; then
+	die "--db: the URL holds a password, which ps and the shell's history show: give it in TAASD_DB_PASSWORD, or the URL in --db-file"
+fi
+case $db in *'"'* | *\\* | *[[:cntrl:]]* | *[[:space:]]*)
+	die "--db: no \", \\, spaces or control characters please (percent-encode them: it goes into a TOML string)" ;;
+esac
+fleet=no
+case $db in postgres://* | postgresql://*) fleet=yes ;; esac
+if [ -n "${TAASD_DB_PASSWORD:-}" ]; then
+	[ "$fleet" = yes ] || die "TAASD_DB_PASSWORD is for a postgres:// --db, got ${db:-none}"
+	has_password "$db" && die "TAASD_DB_PASSWORD and a password in the URL: choose one"
+	case $TAASD_DB_PASSWORD in *[[:cntrl:]]*) die "TAASD_DB_PASSWORD: no control characters please" ;; esac
+	case $db in *[?\&]passfile=*) die "TAASD_DB_PASSWORD and passfile= in the URL: choose one" ;; esac
+	# The URL names the file the password goes into below.
+	case $db in *\?*) db="$db&passfile=$pgpass" ;; *) db="$db?passfile=$pgpass" ;; esac
+fi
+if [ -n "$node" ] && ! [[ $node =~ ^[A-Za-z0-9._-]{1,64}$ ]]; then
+	die "--node $node: want 1 to 64 of A-Z a-z 0-9 . _ -"
+fi
+admin_token=${TAASD_ADMIN_TOKEN:-}
+if [ -n "$admin_token" ]; then
+	[ "$auth" = token ] || die "TAASD_ADMIN_TOKEN is for --auth token, not --auth $auth"
+	[[ $admin_token =~ ^[A-Za-z0-9._~+/=-]{16,}$ ]] ||
+		die "TAASD_ADMIN_TOKEN: want 16 or more of A-Z a-z 0-9 . _ ~ + / = - (head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' makes one)"
+fi
+db_in_config=${db:-/var/lib/taasd/taas.db}
+
 # What a kept configuration does, not what this run would write: its auth
 # mode (taasd's default, noauth, when it names none), its tokens file and
 # whether it serves TLS. Read with awk: the file is ours, or the
@@ -141,6 +205,17 @@ if [ -e "$conf" ]; then
 			die "move $conf away to write a new one, or pass --auth $mode_in_effect, or --keep-config to keep it as it is"
 		fi
 		say "--keep-config: keeping $conf with auth mode $mode_in_effect"
+	fi
+	# A fleet node must not stay an island, nor join under another name,
+	# because its old configuration was kept.
+	db_kept=$(kept_key "" db)
+	node_kept=$(kept_key "" node)
+	if [ "$db_kept" != "$db_in_config" ] || [ "$node_kept" != "$node" ]; then
+		echo "provision: !!! $conf is kept, with db $(redact "${db_kept:-taas.db}") and node ${node_kept:-(the host name)}, not db $(redact "$db_in_config") and node ${node:-(the host name)} !!!" >&2
+		if [ "$keep_config" != yes ]; then
+			die "move $conf away to write a new one, or pass the --db and --node it has, or --keep-config to keep it as it is"
+		fi
+		say "--keep-config: keeping $conf with db $(redact "${db_kept:-taas.db}") and node ${node_kept:-(the host name)}"
 	fi
 fi
 
@@ -185,8 +260,12 @@ token_note() {
 trap token_note EXIT
 uses_tokens=no
 [ "$mode_in_effect" = token ] && [ "$tokens_in_effect" = "$tokens" ] && uses_tokens=yes
+if [ "$uses_tokens" = yes ] && [ -e "$tokens" ] && [ -n "$admin_token" ] &&
+	! awk -v t="$admin_token" '!/^[[:space:]]*#/ && $1 == t && $3 ~ /(^|,)admin(,|$)/ { found = 1 } END { exit !found }' "$tokens"; then
+	die "$tokens is kept and lacks TAASD_ADMIN_TOKEN, the fleet's admin token: add the line \"TOKEN admin admin\" to it, or move it away"
+fi
 if [ "$uses_tokens" = yes ] && [ ! -e "$tokens" ]; then
-	new_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	new_token=${admin_token:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 	(
 		umask 077
 		{
@@ -198,7 +277,32 @@ if [ "$uses_tokens" = yes ] && [ ! -e "$tokens" ]; then
 	chown root:taasd "$tokens.new"
 	chmod 0640 "$tokens.new"
 	mv "$tokens.new" "$tokens"
-	say "wrote $tokens (mode 0640, root:taasd) with a generated admin token"
+	if [ -n "$admin_token" ]; then
+		say "wrote $tokens (mode 0640, root:taasd) with the fleet's admin token (TAASD_ADMIN_TOKEN)"
+		token_shown=yes # the operator has it already
+	else
+		say "wrote $tokens (mode 0640, root:taasd) with a generated admin token"
+	fi
+fi
+
+# The database's password, in libpq's password file format
+# (host:port:database:user:password, * for any; \ and : escaped), which
+# taasd's driver reads when the URL names it (passfile=). Rewritten at
+# every run that gives one: a new password is a re-run and a restart.
+if [ -n "${TAASD_DB_PASSWORD:-}" ]; then
+	escaped=${TAASD_DB_PASSWORD//\\/\\\\}
+	escaped=${escaped//:/\\:}
+	(
+		umask 077
+		{
+			echo "# The password of taasd's PostgreSQL role, named by db in $conf (passfile=)."
+			echo "*:*:*:*:$escaped"
+		} >"$pgpass.new"
+	)
+	chown root:taasd "$pgpass.new"
+	chmod 0640 "$pgpass.new"
+	mv "$pgpass.new" "$pgpass"
+	say "wrote $pgpass (mode 0640, root:taasd) with the database's password"
 fi
 
 # TLS: one's own pair, else the one generated before, else a new
@@ -250,7 +354,13 @@ fi
 	else
 		echo '# --no-tls: tokens cross the network in clear.'
 	fi
-	echo 'db = "/var/lib/taasd/taas.db"'
+	if [ "$fleet" = yes ]; then
+		echo '# A node of a fleet: the fleet'"'"'s PostgreSQL (README "PostgreSQL for a fleet").'
+	fi
+	echo "db = \"$db_in_config\""
+	if [ -n "$node" ]; then
+		echo "node = \"$node\""
+	fi
 	echo 'dataplane = "xdp"'
 	echo
 	echo '[auth]'
@@ -287,7 +397,7 @@ fi
 chgrp taasd "$conf.new"
 chmod 0640 "$conf.new"
 if [ -e "$conf" ]; then
-	say "kept $conf (auth $mode_in_effect, TLS $tls_in_effect); the configuration for these NICs is in $conf.new"
+	say "kept $conf (auth $mode_in_effect, TLS $tls_in_effect, db $(redact "${db_kept:-taas.db}"), node ${node_kept:-(the host name)}); the configuration for these NICs is in $conf.new"
 else
 	mv "$conf.new" "$conf"
 	say "wrote $conf"
@@ -366,7 +476,7 @@ if [ "$tls_in_effect" = yes ]; then
 	curl_ca="--cacert $cacert "
 	os_ca="--os-cacert $cacert "
 fi
-if [ -n "$new_token" ] && [ "$uses_tokens" = yes ]; then
+if [ -n "$new_token" ] && [ "$uses_tokens" = yes ] && [ -z "$admin_token" ]; then
 	token_shown=yes
 	cat <<EOF
 
@@ -384,10 +494,17 @@ Give each project its own line in $tokens (TOKEN PROJECT_ID member), then
 systemctl reload taasd.
 EOF
 elif [ "$uses_tokens" = yes ]; then
-	say "auth token: the admin token is in $tokens (readable by root and taasd), as before:"
+	if [ -n "$admin_token" ]; then
+		say "auth token: the fleet's admin token (TAASD_ADMIN_TOKEN) is in $tokens (readable by root and taasd):"
+	else
+		say "auth token: the admin token is in $tokens (readable by root and taasd), as before:"
+	fi
 	say "    curl ${curl_ca}-H \"X-Auth-Token: \$(sudo awk '!/^#/ && NF {print \$1; exit}' $tokens)\" $scheme://$host:$port/v2.0/taas/tap_services"
 elif [ "$mode_in_effect" = token ]; then
 	say "auth token: the tokens are in ${tokens_in_effect:-the file $conf names} (not $tokens: no token generated)"
+fi
+if [ "$fleet" = yes ]; then
+	say "a node of a fleet: node ${node:-$(hostname) (the host name)}, database $(redact "$db_in_config")"
 fi
 if [ "$mode_in_effect" = noauth ]; then
 	say "WARNING: auth noauth: anyone who reaches $listen is admin of every project"

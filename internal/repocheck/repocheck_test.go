@@ -52,7 +52,7 @@ func shellScripts(t *testing.T) []string {
 func TestShellcheck(t *testing.T) {
 	sc := needTool(t, "shellcheck", "shellcheck")
 	scripts := shellScripts(t)
-	for _, want := range []string{"perf/lab/lab.sh", "deploy/provision.sh", ".ci/run"} {
+	for _, want := range []string{"perf/lab/lab.sh", "deploy/provision.sh", "deploy/provision-postgres.sh", ".ci/run"} {
 		found := false
 		for _, s := range scripts {
 			found = found || s == filepath.Join(root, want)
@@ -150,6 +150,7 @@ func TestSystemdUnit(t *testing.T) {
 		"LimitMEMLOCK=infinity",
 		"StateDirectory=taasd",
 		"Restart=on-failure",
+		"StartLimitIntervalSec=0",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET AF_XDP",
 		"SystemCallFilter=@system-service bpf perf_event_open",
@@ -181,32 +182,48 @@ func TestSystemdUnitCatches(t *testing.T) {
 func vagrant(t *testing.T, dir string, env ...string) (string, error) {
 	t.Helper()
 	v := needTool(t, "vagrant", "vagrant vagrant-libvirt")
-	tmp := t.TempDir()
 	cmd := exec.Command(v, "validate")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = vagrantEnv(t.TempDir(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// vagrantEnv is the environment of a Vagrant that reaches no network and
+// keeps its state (VAGRANT_HOME, the .vagrant directory) under tmp, plus
+// env. Nothing of this process's TAAS_ variables: the tests say what they
+// want.
+func vagrantEnv(tmp string, env ...string) []string {
+	var e []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TAAS_") {
+			e = append(e, kv)
+		}
+	}
+	e = append(e,
 		"VAGRANT_CHECKPOINT_DISABLE=1",
 		"VAGRANT_HOME="+filepath.Join(tmp, "home"),
 		"VAGRANT_DOTFILE_PATH="+filepath.Join(tmp, "dot"),
 		"VAGRANT_DEFAULT_PROVIDER=libvirt",
 	)
-	cmd.Env = append(cmd.Env, env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return append(e, env...)
 }
 
 // TestVagrantValidate validates the Vagrantfile with the libvirt provider
 // (Debian's vagrant-libvirt validates its own settings too). VirtualBox is
 // not in Debian, so its block is checked as Ruby only.
 func TestVagrantValidate(t *testing.T) {
+	t.Parallel() // each validate has a Vagrant state of its own
 	for _, tc := range []struct {
 		name string
 		env  []string
 	}{
 		{"defaults", nil},
 		{"two capture and three monitor NICs", []string{"TAAS_CAPTURE_NICS=2", "TAAS_MONITOR_NICS=3"}},
+		{"a fleet of three", []string{"TAAS_NODES=3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			out, err := vagrant(t, root, tc.env...)
 			if err != nil || !strings.Contains(out, "validated successfully") {
 				t.Errorf("vagrant validate: %v\n%s", err, out)
@@ -218,6 +235,7 @@ func TestVagrantValidate(t *testing.T) {
 // TestVagrantValidateCatches proves validate fails on a bad Vagrantfile: an
 // unknown libvirt setting, and a NIC count out of range.
 func TestVagrantValidateCatches(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile(filepath.Join(root, "Vagrantfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -239,8 +257,13 @@ func TestVagrantValidateCatches(t *testing.T) {
 	if out, err := vagrant(t, dir); err == nil || !strings.Contains(out, "no_such_setting") {
 		t.Errorf("vagrant validate with an unknown libvirt setting: %v\n%s", err, out)
 	}
-	if out, err := vagrant(t, root, "TAAS_CAPTURE_NICS=0"); err == nil || !strings.Contains(out, "TAAS_CAPTURE_NICS must be between 1 and 8") {
-		t.Errorf("vagrant validate with TAAS_CAPTURE_NICS=0: %v\n%s", err, out)
+	for _, tc := range []struct{ env, want string }{
+		{"TAAS_CAPTURE_NICS=0", "TAAS_CAPTURE_NICS must be between 1 and 8"},
+		{"TAAS_NODES=9", "TAAS_NODES must be between 1 and 8"},
+	} {
+		if out, err := vagrant(t, root, tc.env); err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("vagrant validate with %s: %v\n%s", tc.env, err, out)
+		}
 	}
 }
 
