@@ -321,15 +321,6 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 		}
 		if err := r.call(ctx, s, tx); err != nil {
 			o.errs[i] = err
-			if retryable(err) {
-				// The whole batch runs again: commit none of it. Were
-				// the others committed, their second run would find
-				// their own rows (a create answered 409 MacAddressInUse
-				// while its port was in the database, or 201 with the
-				// id of a second copy: TestFleetChurn).
-				o.err = err
-				break
-			}
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
 				o.err = state(rerr)
 				break
