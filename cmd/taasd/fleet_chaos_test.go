@@ -430,7 +430,13 @@ func TestFleetDatabaseCut(t *testing.T) {
 	srcB := apiA.nodePort(t, "vm-b", vmB, topoB.capIf, "b")
 	monB := apiA.nodePort(t, "mon-b", "fa:16:3e:00:02:9b", topoB.monIf, "b")
 	flowB := apiA.createFlow(t, "flow-b", apiA.createService(t, "svc-b", monB), srcB, "BOTH", nil)
-	apiC.waitFlow(t, flowB, "ACTIVE", "", 20*time.Second)
+	// ACTIVE through every node before the cut: a node's view of the
+	// others is read at its start and then at each heartbeat (1 s), so
+	// for up to a second a node that started first shows a later one's
+	// resources "never seen".
+	for _, api := range apis {
+		api.waitFlow(t, flowB, "ACTIVE", "", 20*time.Second)
+	}
 	topoB.sendFrames(t, hwB, hwPeer, 1, 3)
 
 	// The cut: PostgreSQL stopped (a fast shutdown: every connection
