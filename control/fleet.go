@@ -54,10 +54,17 @@ type fleet struct {
 	// registered is set once Register claimed the node.
 	registered atomic.Bool
 
-	// mu guards owners and view, and serialises updates of down.
+	// mu guards owners, view and the times below, and serialises
+	// updates of down.
 	mu     sync.Mutex
 	owners map[string]owned // the last reconciler pass's, by id
 	view   map[string]store.Node
+	// viewAt is when view was read. blind is set while this node's
+	// heartbeats fail (it cannot reach the database), since blindFrom
+	// (the viewAt before the first failure); backAt is when they worked
+	// again after the last such spell, blindFrom then its start.
+	viewAt, blindFrom, backAt time.Time
+	blind                     bool
 	// down holds, by resource id, the reason of each resource whose node
 	// is not alive; the map is never changed once stored.
 	down atomic.Pointer[map[string]string]
@@ -75,6 +82,34 @@ func rfc3339(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3
 // timeout, at now.
 func (s *Server) alive(n store.Node, now time.Time) bool {
 	return n.StoppedAt == 0 && now.Sub(time.UnixMilli(n.LastSeen)) < s.cfg.NodeTimeout
+}
+
+// unseenLocked is how long n has not been heard from, at now, as this node
+// can tell: the time it was blind itself (its heartbeats failing: a
+// network cut, PostgreSQL down) does not count, since it could not have
+// heard n then, and in an outage of the database n could not write
+// either; without that, every node would show every other DOWN when the
+// database returns, until their next heartbeats. f.mu must be held.
+func (f *fleet) unseenLocked(n store.Node, now time.Time) time.Duration {
+	if f.blind {
+		now = f.blindFrom // what view showed when it was last read
+	}
+	last := time.UnixMilli(n.LastSeen)
+	unseen := now.Sub(last)
+	if f.backAt.After(last) {
+		from := f.blindFrom
+		if last.After(from) {
+			from = last
+		}
+		unseen -= f.backAt.Sub(from)
+	}
+	return unseen
+}
+
+// peerAliveLocked is alive for another node: whether n is running and heard
+// from within the timeout, blind spells not counted. f.mu must be held.
+func (s *Server) peerAliveLocked(n store.Node, now time.Time) bool {
+	return n.StoppedAt == 0 && s.fleet.unseenLocked(n, now) < s.cfg.NodeTimeout
 }
 
 // Register claims this node's row in the nodes table: Config.Node, under
@@ -182,9 +217,24 @@ func (s *Server) heartbeat(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.NodeTimeout)
 	defer cancel()
 	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats); err != nil {
+		s.fleet.goBlind()
 		return err
 	}
-	return s.refreshNodes(hctx)
+	if err := s.refreshNodes(hctx); err != nil {
+		s.fleet.goBlind()
+		return err
+	}
+	return nil
+}
+
+// goBlind records that this node cannot reach the database (see
+// unseenLocked).
+func (f *fleet) goBlind() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.blind {
+		f.blind, f.blindFrom = true, f.viewAt
+	}
 }
 
 // refreshNodes rereads the nodes table and updates what the API shows
@@ -201,7 +251,10 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	f := s.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.view = view
+	f.view, f.viewAt = view, time.Now()
+	if f.blind {
+		f.blind, f.backAt = false, f.viewAt
+	}
 	s.updateDownLocked()
 	return nil
 }
@@ -220,7 +273,10 @@ func (s *Server) passOwners(owners map[string]owned) {
 // and each change is announced as a status event. f.mu must be held.
 func (s *Server) updateDownLocked() {
 	f := s.fleet
-	if !s.cfg.Fleet || f.view == nil {
+	// Blind (this node's heartbeats fail), it keeps what it showed: its
+	// view of the nodes is as old as its last read, and may predate a
+	// node's joining; the first heartbeat that works rereads it.
+	if !s.cfg.Fleet || f.view == nil || f.blind {
 		return
 	}
 	now := time.Now()
@@ -233,7 +289,7 @@ func (s *Server) updateDownLocked() {
 		switch {
 		case !known:
 			down[id] = fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node)
-		case !s.alive(n, now):
+		case !s.peerAliveLocked(n, now):
 			down[id] = fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))
 		}
 	}
@@ -315,10 +371,12 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 	}
 	now := time.Now()
 	out := make([]nodeView, 0, len(nodes))
+	s.fleet.mu.Lock()
+	defer s.fleet.mu.Unlock()
 	for _, n := range nodes {
 		self := n.Name == s.fleet.rules.self && n.Instance == s.fleet.instance
 		v := nodeView{Name: n.Name, Version: n.Version, APIAddress: n.APIAddress, StartedAt: rfc3339(n.StartedAt),
-			LastSeen: rfc3339(n.LastSeen), Alive: s.alive(n, now) || self && !s.cfg.Fleet, Self: self}
+			LastSeen: rfc3339(n.LastSeen), Alive: s.peerAliveLocked(n, now) || self && !s.cfg.Fleet, Self: self}
 		if n.StoppedAt != 0 {
 			v.StoppedAt = rfc3339(n.StoppedAt)
 		}
