@@ -247,10 +247,12 @@ func busy(err error) error {
 }
 
 // maxAttempts bounds the transactions a batch of Writes runs in when they
-// fail to serialize. Each retry waits retryWait: 20 attempts take some
-// 0.5 s in all, far beyond what two taasd creating flat out at each other
-// needed (TestPostgresConcurrentStores logs the retries).
-const maxAttempts = 20
+// fail to serialize. Each retry waits retryWait: 50 attempts take some
+// 0.8 s in all, far beyond what two taasd creating flat out at each other
+// needed (TestPostgresConcurrentStores logs the retries); 20 ran out once
+// in TestFleetChurn (three taasd, nine writers in one project's quota, on
+// a machine with a load average of 10), which answered 503.
+const maxAttempts = 50
 
 // retryWait is a random wait before attempt+1: up to 1 ms after the first,
 // doubling to at most 32 ms, so that two writers that collided seldom
