@@ -83,8 +83,8 @@ type limitedConn struct {
 const evicted = -1
 
 // listener wraps ln: its Accept hands out connections that hold a slot.
-func (l *connLimiter) listener(ln net.Listener) net.Listener {
-	return &limitListener{Listener: ln, l: l, done: make(chan struct{})}
+func (l *connLimiter) listener(ln net.Listener) *limitListener {
+	return &limitListener{Listener: ln, l: l, done: make(chan struct{}), accepting: make(chan struct{})}
 }
 
 type limitListener struct {
@@ -92,6 +92,10 @@ type limitListener struct {
 	l     *connLimiter
 	done  chan struct{}
 	close sync.Once
+	// accepting is closed at the first Accept: fasthttp's Serve has then
+	// taken the listener, and its Shutdown closes it (Server.Run).
+	accepting chan struct{}
+	accepted  sync.Once
 }
 
 // Accept returns the next connection there is room for: it closes those
@@ -99,6 +103,7 @@ type limitListener struct {
 // others stay in the backlog) while every slot is taken by a busy
 // connection.
 func (ll *limitListener) Accept() (net.Conn, error) {
+	ll.accepted.Do(func() { close(ll.accepting) })
 	for {
 		c, err := ll.Listener.Accept()
 		if err != nil {

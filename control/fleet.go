@@ -55,7 +55,8 @@ type fleet struct {
 	// registered is set once Register claimed the node.
 	registered atomic.Bool
 
-	// mu guards owners and view, and serialises updates of down.
+	// mu guards owners, view and the times below, and serialises
+	// updates of down.
 	mu     sync.Mutex
 	owners map[string]owned // the last reconciler pass's, by id
 	view   map[string]store.Node
@@ -68,6 +69,12 @@ type fleet struct {
 	// change (observe): liveness is judged on this node's monotonic clock,
 	// never by comparing another machine's wall clock with this one's.
 	seen map[string]sighting
+	// viewAt is when view was read. blind is set while this node's
+	// heartbeats fail (it cannot reach the database), since blindFrom
+	// (the viewAt before the first failure); backAt is when they worked
+	// again after the last such spell, blindFrom then its start.
+	viewAt, blindFrom, backAt time.Time
+	blind                     bool
 	// down holds, by resource id, the reason of each resource whose node
 	// is not alive; the map is never changed once stored.
 	down atomic.Pointer[map[string]string]
@@ -111,11 +118,32 @@ func (f *fleet) observe(n store.Node, now time.Time) time.Time {
 	return at
 }
 
-// aliveLocked reports whether n is a running node whose heartbeat this
-// taasd saw move within the timeout, at now. f.mu must be held.
-func (s *Server) aliveLocked(n store.Node, now time.Time) bool {
-	at := s.fleet.observe(n, now)
-	return n.StoppedAt == 0 && now.Sub(at) < s.cfg.NodeTimeout
+// unseenLocked is how long n has not been heard from, at now, as this node
+// can tell: the time it was blind itself (its heartbeats failing: a
+// network cut, PostgreSQL down) does not count, since it could not have
+// heard n then, and in an outage of the database n could not write
+// either; without that, every node would show every other DOWN when the
+// database returns, until their next heartbeats. f.mu must be held.
+func (f *fleet) unseenLocked(n store.Node, now time.Time) time.Duration {
+	last := f.observe(n, now) // when this node saw n's heartbeat move
+	if f.blind {
+		now = f.blindFrom // what view showed when it was last read
+	}
+	unseen := now.Sub(last)
+	if f.backAt.After(last) {
+		from := f.blindFrom
+		if last.After(from) {
+			from = last
+		}
+		unseen -= f.backAt.Sub(from)
+	}
+	return unseen
+}
+
+// peerAliveLocked is alive for another node: whether n is running and heard
+// from within the timeout, blind spells not counted. f.mu must be held.
+func (s *Server) peerAliveLocked(n store.Node, now time.Time) bool {
+	return n.StoppedAt == 0 && s.fleet.unseenLocked(n, now) < s.cfg.NodeTimeout
 }
 
 // Register claims this node's row in the nodes table: Config.Node, under
@@ -224,10 +252,25 @@ func (s *Server) heartbeat(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.NodeTimeout)
 	defer cancel()
 	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats); err != nil {
+		s.fleet.goBlind()
 		return err
 	}
 	s.fleet.published = same
-	return s.refreshNodes(hctx)
+	if err := s.refreshNodes(hctx); err != nil {
+		s.fleet.goBlind()
+		return err
+	}
+	return nil
+}
+
+// goBlind records that this node cannot reach the database (see
+// unseenLocked).
+func (f *fleet) goBlind() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.blind {
+		f.blind, f.blindFrom = true, f.viewAt
+	}
 }
 
 // maxPublishedStats caps the counters a node publishes every heartbeat
@@ -284,10 +327,12 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	f := s.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.view = view
-	now := time.Now()
+	f.view, f.viewAt = view, time.Now()
+	if f.blind {
+		f.blind, f.backAt = false, f.viewAt
+	}
 	for _, n := range nodes {
-		f.observe(n, now)
+		f.observe(n, f.viewAt)
 	}
 	s.updateDownLocked()
 	return nil
@@ -307,7 +352,10 @@ func (s *Server) passOwners(owners map[string]owned) {
 // and each change is announced as a status event. f.mu must be held.
 func (s *Server) updateDownLocked() {
 	f := s.fleet
-	if !s.cfg.Fleet || f.view == nil {
+	// Blind (this node's heartbeats fail), it keeps what it showed: its
+	// view of the nodes is as old as its last read, and may predate a
+	// node's joining; the first heartbeat that works rereads it.
+	if !s.cfg.Fleet || f.view == nil || f.blind {
 		return
 	}
 	now := time.Now()
@@ -320,7 +368,7 @@ func (s *Server) updateDownLocked() {
 		switch {
 		case !known:
 			down[id] = fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node)
-		case !s.aliveLocked(n, now):
+		case !s.peerAliveLocked(n, now):
 			down[id] = fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))
 		}
 	}
@@ -408,7 +456,7 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 	for _, n := range nodes {
 		self := n.Name == f.rules.self && n.Instance == f.instance
 		v := nodeView{Name: n.Name, Version: n.Version, APIAddress: n.APIAddress, StartedAt: rfc3339(n.StartedAt),
-			LastSeen: rfc3339(n.LastSeen), Alive: s.aliveLocked(n, now) || self && !s.cfg.Fleet, Self: self}
+			LastSeen: rfc3339(n.LastSeen), Alive: s.peerAliveLocked(n, now) || self && !s.cfg.Fleet, Self: self}
 		if n.StoppedAt != 0 {
 			v.StoppedAt = rfc3339(n.StoppedAt)
 		}
@@ -442,7 +490,7 @@ func (s *Server) deleteNode(c *fiber.Ctx) error {
 	}
 	f := s.fleet
 	f.mu.Lock()
-	alive := name == f.rules.self || s.cfg.Fleet && s.aliveLocked(n, time.Now())
+	alive := name == f.rules.self || s.cfg.Fleet && s.peerAliveLocked(n, time.Now())
 	f.mu.Unlock()
 	if alive {
 		return conflict("NodeInUse", fmt.Sprintf("Node %s is alive (its heartbeat moved within %v): stop its taasd first.",
@@ -496,7 +544,7 @@ func (s *Server) snapshots(ctx context.Context) ([]nodeStats, error) {
 	live := make(map[string]bool, len(pub))
 	for _, p := range pub {
 		n, ok := f.view[p.Node]
-		live[p.Node] = ok && s.aliveLocked(n, now)
+		live[p.Node] = ok && s.peerAliveLocked(n, now)
 	}
 	f.mu.Unlock()
 	for _, p := range pub {

@@ -43,7 +43,12 @@ func startServer(t testing.TB, cfg Config) *testServer {
 // default, PostgreSQL with TAAS_TEST_DB=postgres (issue 14: the whole API
 // suite passes on both; make test runs both passes).
 
-func TestMain(m *testing.M) { os.Exit(testutil.RunWithPostgres(m)) }
+// TestMain also checks the whole run for leaks: startServerAt checks each
+// test that starts a server, this what the others (a Keystone client, a
+// listener of their own) leave behind.
+func TestMain(m *testing.M) {
+	os.Exit(testutil.CheckLeaks(func() int { return testutil.RunWithPostgres(m) }))
+}
 
 // testDB returns a new, empty database for t, as store.Open takes it: a
 // SQLite file in t.TempDir(), or with TAAS_TEST_DB=postgres a database
@@ -70,22 +75,13 @@ func engineDB(t testing.TB, engine string) string {
 }
 
 // startServerAt is startServer on the database dsn (testDB), which a
-// test may open again.
+// test may open again. When t ends, after the test's own clean-ups, it
+// stops the server and checks the test for leaks (serverLeaks).
 func startServerAt(t testing.TB, path string, cfg Config) *testServer {
 	t.Helper()
+	leaks := serverLeaks(t)
 	ctx := context.Background()
-	st, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Store = st
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, st := newServer(t, path, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,8 +92,79 @@ func startServerAt(t testing.TB, path string, cfg Config) *testServer {
 	ts := &testServer{t: t, srv: srv, st: st, base: "http://" + ln.Addr().String()}
 	var once sync.Once
 	ts.stop = func() { once.Do(func() { stopServer(t, cancel, done, st) }) }
-	t.Cleanup(func() { ts.stop() })
+	t.Cleanup(func() {
+		ts.stop()
+		leaks()
+	})
 	return ts
+}
+
+// running counts the servers started and not yet cleaned up, by top-level
+// test (or benchmark) name.
+var running struct {
+	sync.Mutex
+	servers map[string]int
+}
+
+// serverLeaks returns the leak check of a server that t starts now, to
+// call once it is stopped. Only the first server of a test (its subtests
+// included) that is running takes a testutil.Leaks snapshot, and checks
+// when its clean-up runs, the last of its servers': a server started
+// while another runs would otherwise count what the other opens meanwhile
+// (a database connection) as its own leak.
+func serverLeaks(t testing.TB) func() {
+	t.Helper()
+	test, _, _ := strings.Cut(t.Name(), "/")
+	running.Lock()
+	if running.servers == nil {
+		running.servers = map[string]int{}
+	}
+	first := running.servers[test] == 0
+	running.servers[test]++
+	running.Unlock()
+	var leaks func()
+	if first {
+		leaks = testutil.Leaks(t)
+	}
+	return func() {
+		running.Lock()
+		running.servers[test]--
+		running.Unlock()
+		if leaks != nil {
+			// The shared client's idle keep-alive connections would
+			// otherwise be counted (their readers end only when the
+			// server's close reaches them).
+			client.CloseIdleConnections()
+			leaks()
+		}
+	}
+}
+
+// newServer opens the store at path and builds a server on it with cfg
+// (Store is filled in, Logger defaults to none). Closing the store is the
+// caller's.
+func newServer(t testing.TB, path string, cfg Config) (*Server, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = st
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	// fasthttp's worker pool cleaner sleeps this long between rounds
+	// and ends only after a sleep: the default 10 s would keep every
+	// stopped server's goroutine that long, which testutil.Leaks would
+	// wait out (issue 13: the check once made this package's tests take
+	// 600 s).
+	srv.App().Server().MaxIdleWorkerDuration = 10 * time.Millisecond
+	return srv, st
 }
 
 func stopServer(t testing.TB, cancel context.CancelFunc, done chan error, st *store.Store) {
@@ -131,8 +198,10 @@ type response struct {
 	body   map[string]any
 }
 
-// client does not follow redirects: tests check them.
-var client = &http.Client{Timeout: 30 * time.Second,
+// client does not follow redirects: tests check them. Its transport is its
+// own, so that closing its idle connections (startServerAt) leaves the
+// server's, to Keystone, to the server.
+var client = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone(),
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // do sends a request; headers are "Key: value" strings.

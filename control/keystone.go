@@ -50,7 +50,8 @@ type KeystoneConfig struct {
 	// Timeout bounds each request to Keystone; 0 means 5 s.
 	Timeout time.Duration
 	// Client is the HTTP client to Keystone (its TLS roots, a proxy); nil
-	// means one with Timeout.
+	// means one with Timeout and a transport of its own. The server
+	// closes its idle connections when Run ends.
 	Client *http.Client
 }
 
@@ -87,7 +88,9 @@ func (c *KeystoneConfig) Validate() error {
 		c.Timeout = 5 * time.Second
 	}
 	if c.Client == nil {
-		c.Client = &http.Client{Timeout: c.Timeout}
+		// A transport of its own: the server closes its idle
+		// connections when it stops (keystone.close).
+		c.Client = &http.Client{Timeout: c.Timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	// Never follow a redirect: it would carry taasd's credentials, or a
 	// caller's token, wherever Keystone's URL (or a man in the middle)
@@ -164,6 +167,11 @@ func newKeystone(cfg KeystoneConfig, log *slog.Logger) *keystone {
 	}
 	return k
 }
+
+// close closes the idle connections to Keystone, which would otherwise
+// outlive the server (up to the transport's idle timeout, 90 s by
+// default, behind a front that keeps them alive) with two goroutines each.
+func (k *keystone) close() { k.cfg.Client.CloseIdleConnections() }
 
 // logStart says, once, how tokens are validated: never a secret.
 func (k *keystone) logStart() {

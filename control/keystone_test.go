@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -242,6 +245,24 @@ func TestKeystoneAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("a stopped server keeps no connection to keystone", func(t *testing.T) {
+		// Behind a front that keeps connections alive (Apache, a load
+		// balancer), unlike keystone-wsgi-public, which closes each.
+		// It closes after the server's leak check, so that what the
+		// server left open to it is still there to be found.
+		u, err := url.Parse(k.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(u)
+		proxy.Transport = &http.Transport{DisableKeepAlives: true}
+		front := httptest.NewServer(proxy)
+		t.Cleanup(front.Close)
+		fts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: front.URL + "/v3",
+			Username: "taasd", Password: testutil.KeystonePassword, Project: "service"}})
+		fts.must(200, "GET", "/v2.0/networks", "", "", auth(k.Token(t, "alice", "alpha")))
+	})
+
 	t.Run("keystone down", func(t *testing.T) {
 		tok := k.Token(t, "bob", "beta")
 		old, err := ks.serviceToken("")
@@ -363,14 +384,6 @@ func TestKeystoneHanging(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -389,6 +402,16 @@ func TestKeystoneHanging(t *testing.T) {
 	}
 	ts := startServer(t, Config{Auth: AuthKeystone, Keystone: KeystoneConfig{URL: "http://" + ln.Addr().String(),
 		Username: "taasd", Password: "pw", Project: "service"}})
+	// After startServer's, so that it runs before the server's leak
+	// check: the connections it accepted are the test's own.
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
 	const n = 8
 	var wg sync.WaitGroup
 	took := make([]time.Duration, n)

@@ -101,6 +101,13 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			ne = fiberError(fe)
 		case errors.Is(err, store.ErrInvalidText): // PostgreSQL's text holds no NUL
 			ne = badRequest("Invalid input: %v.", store.ErrInvalidText)
+		case errors.Is(err, store.ErrBusy): // contention outlasted the retries
+			log.Warn("request failed: database busy", "method", c.Method(), "path", c.Path(), "err", err)
+			c.Set(fiber.HeaderRetryAfter, "1")
+			ne = errDatabaseBusy
+		case errors.Is(err, store.ErrOutcomeUnknown): // connection lost during COMMIT
+			log.Warn("request failed: outcome unknown", "method", c.Method(), "path", c.Path(), "err", err)
+			ne = errOutcomeUnknown
 		case errors.Is(err, store.ErrUnavailable): // PostgreSQL down or cut off
 			log.Warn("request failed: database unavailable", "method", c.Method(), "path", c.Path(), "err", err)
 			ne = errDatabaseUnavailable
@@ -128,6 +135,18 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 // with its last plan meanwhile.
 var errDatabaseUnavailable = &neutronError{Status: http.StatusServiceUnavailable, Type: "ServiceUnavailable",
 	Message: "The database is unavailable. Please try again at a later time."}
+
+// errDatabaseBusy: the request's write conflicted with concurrent writes
+// (other taasd on the same PostgreSQL) in every attempt; answered with
+// Retry-After.
+var errDatabaseBusy = &neutronError{Status: http.StatusServiceUnavailable, Type: "ServiceUnavailable",
+	Message: "The database is busy with concurrent requests. Please try again at a later time."}
+
+// errOutcomeUnknown: the connection to PostgreSQL was lost while it
+// committed the request's write, and the server could not be asked whether
+// it did: the client should read the resource before trying again.
+var errOutcomeUnknown = &neutronError{Status: http.StatusServiceUnavailable, Type: "ServiceUnavailable",
+	Message: "The database connection was lost while the request was committed: its outcome is unknown. Read the resource before trying again."}
 
 var errMethodNotAllowed = &neutronError{Status: http.StatusMethodNotAllowed, Type: "HTTPMethodNotAllowed",
 	Message: "The server could not comply with the request since it is either malformed or otherwise incorrect."}

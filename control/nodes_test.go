@@ -420,3 +420,39 @@ func TestFleetMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestUnseen: how long a node has been unseen, as this node tells it, its
+// own blind spells (its heartbeats failing) not counted (the review of
+// issue 14's database cut: every node showed the others DOWN for a second
+// when PostgreSQL came back).
+func TestUnseen(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for _, tc := range []struct {
+		name              string
+		lastSeen, now     int // seconds after t0
+		blind             bool
+		blindFrom, backAt int // 0: never blind
+		want              time.Duration
+	}{
+		{name: "never blind", lastSeen: 10, now: 14, want: 4 * time.Second},
+		{name: "blind now: judged as of the last read", lastSeen: 10, now: 25, blind: true, blindFrom: 11, want: time.Second},
+		{name: "back: the spell does not count", lastSeen: 10, now: 22, blindFrom: 11, backAt: 21, want: 2 * time.Second},
+		{name: "seen after the spell", lastSeen: 23, now: 24, blindFrom: 11, backAt: 21, want: time.Second},
+		{name: "silent before the spell: its time counts", lastSeen: 2, now: 22, blindFrom: 11, backAt: 21, want: 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fleet{blind: tc.blind}
+			if tc.blindFrom != 0 {
+				f.blindFrom = at(tc.blindFrom)
+			}
+			if tc.backAt != 0 {
+				f.backAt = at(tc.backAt)
+			}
+			got := f.unseenLocked(store.Node{LastSeen: at(tc.lastSeen).UnixMilli()}, at(tc.now))
+			if got != tc.want {
+				t.Errorf("unseen = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -358,14 +358,30 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	// Connections beyond the limit wait in the kernel's backlog, unless an
 	// idle one can be closed to make room: fasthttp's own Concurrency limit
 	// would answer them a text/plain 503.
-	ln = s.conns.listener(ln)
-	go func() { errc <- s.app.Listener(ln) }()
+	lln := s.conns.listener(ln)
+	go func() { errc <- s.app.Listener(lln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "auth", s.cfg.Auth)
 	var err error
+	serving := true
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		serving = false
 	case err = <-nodeErr:
+	}
+	if serving {
+		// fasthttp's Shutdown closes only the listeners Serve has
+		// taken: stopped before that, Serve would go on accepting
+		// after Run returned, on a closed store (issue 13's leak
+		// check found it).
+		select {
+		case <-lln.accepting:
+		case lerr := <-errc:
+			serving = false
+			if err == nil {
+				err = lerr
+			}
+		}
 	}
 	s.close.Do(func() { close(s.done) })
 	s.hub.close()
@@ -393,8 +409,17 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if serr != nil && err == nil {
 		err = fmt.Errorf("shut down http: %w", serr)
 	}
+	if serving {
+		// Serve returns once Shutdown closed its listener.
+		if lerr := <-errc; lerr != nil && err == nil {
+			err = lerr
+		}
+	}
 	cancel()
 	<-recDone
+	if s.ks != nil {
+		s.ks.close()
+	}
 	ncancel()
 	<-nodeDone
 	s.release.Stop()

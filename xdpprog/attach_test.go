@@ -38,8 +38,10 @@ type testVeth struct {
 // vethInNetns creates a namespace holding a veth pair with this many RX and
 // TX queues per end, with IPv6 off so that the kernel sends no router
 // solicitations or MLD reports the counters would see. Everything goes when
-// t ends.
+// t ends, and then the test is checked for leaks (testutil.Leaks): what it
+// attached, opened or pinned since is closed.
 func vethInNetns(t *testing.T, queues int) *testVeth {
+	t.Cleanup(testutil.Leaks(t))
 	p := testutil.Prefix(t)
 	v := &testVeth{ns: p + "ns", a: p + "a", b: p + "b"}
 	testutil.Netns(t, v.ns)

@@ -4,15 +4,28 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
-// fuzzCapture is one program instance per fuzzing process, loaded on first
-// use: loading per input would dominate the run.
-var fuzzCapture struct {
+// fuzzCapture is one program instance per run of FuzzFrame (per fuzzing
+// process), loaded on first use: loading per input would dominate the run.
+// The fuzz target closes it when it ends.
+type fuzzCapture struct {
 	once sync.Once
 	c    *Capture
+	xsk  int // the AF_XDP socket in slot 0; 0 for none
 	m    *model
 	err  error
+}
+
+func (fc *fuzzCapture) close() {
+	if fc.c != nil {
+		fc.c.Close()
+	}
+	if fc.xsk > 0 {
+		unix.Close(fc.xsk)
+	}
 }
 
 // maxTestRun is the largest input BPF_PROG_TEST_RUN takes for a program
@@ -29,8 +42,9 @@ func FuzzFrame(f *testing.F) {
 	cfg := Config{Unmatched: Drop, MaxFrame: 1000}
 	flt := standardFilter()
 	root := os.Geteuid() == 0
+	fc := &fuzzCapture{}
+	f.Cleanup(fc.close)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fc := &fuzzCapture
 		fc.once.Do(func() {
 			fc.m = newModel(flt, cfg, root)
 			if !root {
@@ -42,12 +56,10 @@ func FuzzFrame(f *testing.F) {
 			if fc.err = fc.c.SetFilter(flt); fc.err != nil {
 				return
 			}
-			fd, err := newXSK()
-			if err != nil {
-				fc.err = err
+			if fc.xsk, fc.err = newXSK(); fc.err != nil {
 				return
 			}
-			fc.err = fc.c.SetSocket(0, fd)
+			fc.err = fc.c.SetSocket(0, fc.xsk)
 		})
 		if fc.err != nil {
 			t.Fatal(fc.err)

@@ -468,6 +468,11 @@ func FuzzTranslate(f *testing.F) {
 		c    *Capture
 		err  error
 	}
+	f.Cleanup(func() {
+		if capture.c != nil {
+			capture.c.Close()
+		}
+	})
 	f.Fuzz(func(t *testing.T, code, fr []byte) {
 		var prog []bpf.Instruction
 		for ; len(code) >= 8; code = code[8:] {

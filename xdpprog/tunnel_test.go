@@ -296,20 +296,28 @@ func TestERSPANTimestamp(t *testing.T) {
 	}
 }
 
-// fuzzTunnels is one program instance per fuzzing process with an
-// xdp_tunnel instance (for BPF_PROG_RUN) per format and family, loaded on
-// first use.
-var fuzzTunnels struct {
+// fuzzTunnels is one program instance per run of FuzzEncapsulate (per
+// fuzzing process) with an xdp_tunnel instance (for BPF_PROG_RUN) per
+// format and family, loaded on first use; the fuzz target closes them.
+type fuzzTunnels struct {
 	once  sync.Once
 	c     *Capture
 	progs map[int]*ebpf.Program // by slot
 	err   error
 }
 
-// fuzzTunnelRun runs xdp_tunnel on frame with h in slot and returns the
+func (ft *fuzzTunnels) close() {
+	for _, p := range ft.progs {
+		p.Close()
+	}
+	if ft.c != nil {
+		ft.c.Close()
+	}
+}
+
+// run runs xdp_tunnel on frame with h in slot and returns the
 // copy and the sequence number it should carry.
-func fuzzTunnelRun(t *testing.T, slot int, h *TunnelHeader, frame []byte) ([]byte, uint32) {
-	ft := &fuzzTunnels
+func (ft *fuzzTunnels) run(t *testing.T, slot int, h *TunnelHeader, frame []byte) ([]byte, uint32) {
 	ft.once.Do(func() {
 		ft.progs = map[int]*ebpf.Program{}
 		ft.c, ft.err = Load(Config{})
@@ -346,6 +354,8 @@ func FuzzEncapsulate(f *testing.F) {
 	f.Add(uint8(EncapVXLAN), uint32(1<<24-1), true, 1300, make([]byte, 1400), uint32(1), uint32(2), 0)
 	f.Add(uint8(EncapERSPAN2), uint32(1023), false, 576, make([]byte, 13), uint32(1), uint32(2), 10)
 	root := os.Geteuid() == 0
+	ft := &fuzzTunnels{}
+	f.Cleanup(ft.close)
 	f.Fuzz(func(t *testing.T, encap uint8, id uint32, v6 bool, mtu int, frame []byte, seq, ts uint32, slack int) {
 		s := TunnelSpec{Encap: Encap(encap), ID: id, PortMAC: tunPort, Src: tunSrc4, Dst: tunDst4, MTU: mtu}
 		if v6 {
@@ -379,7 +389,7 @@ func FuzzEncapsulate(f *testing.F) {
 		if v6 {
 			slot++
 		}
-		got, seq := fuzzTunnelRun(t, slot, h, frame)
+		got, seq := ft.run(t, slot, h, frame)
 		want := make([]byte, h.Overhead()+len(frame))
 		n, _ = h.Encapsulate(want, frame, seq, 0)
 		want = want[:n]

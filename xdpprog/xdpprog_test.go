@@ -63,9 +63,11 @@ func frame(t testing.TB, dst, src [6]byte, tags []tag, payload, cut int) []byte 
 	return b
 }
 
-// load loads the program and closes it when t ends.
+// load loads the program and closes it when t ends; then t fails if the
+// test left a goroutine, descriptor or mapping behind (testutil.Leaks).
 func load(t testing.TB, cfg Config) *Capture {
 	t.Helper()
+	leaks := testutil.Leaks(t)
 	c, err := Load(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +76,7 @@ func load(t testing.TB, cfg Config) *Capture {
 		if err := c.Close(); err != nil {
 			t.Error(err)
 		}
+		leaks()
 	})
 	return c
 }

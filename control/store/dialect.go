@@ -45,33 +45,116 @@ func (d dialect) String() string {
 	return "sqlite"
 }
 
-// IsPostgresURL reports whether dsn names a PostgreSQL database
-// (postgres:// or postgresql://) rather than a SQLite file.
+// IsPostgresURL reports whether dsn names a PostgreSQL database rather
+// than a SQLite file: a URL of scheme postgres:// or postgresql:// (in any
+// case), or libpq's keyword/value form ("host=db1 user=taasd dbname=taas",
+// which pgx reads as libpq does). A SQLite path never starts with one of
+// libpq's keywords and "=".
 func IsPostgresURL(dsn string) bool {
-	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+	return pgScheme(dsn) != "" || isKeywordDSN(dsn)
 }
 
-// Redact returns dsn with its password, in the URL's user info or its
-// password parameter, replaced by "xxxxx": what errors and logs print.
+// pgScheme returns dsn's scheme as written when it is postgres or
+// postgresql in any case, else "".
+func pgScheme(dsn string) string {
+	scheme, _, ok := strings.Cut(dsn, "://")
+	if ok && (strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")) {
+		return scheme
+	}
+	return ""
+}
+
+// libpqKeywords are the keywords of libpq's connection strings a
+// keyword/value DSN starts with in practice.
+var libpqKeywords = map[string]bool{
+	"host": true, "hostaddr": true, "port": true, "dbname": true, "user": true, "password": true,
+	"passfile": true, "service": true, "sslmode": true, "connect_timeout": true, "application_name": true,
+	"options": true, "target_session_attrs": true, "sslrootcert": true, "sslcert": true, "sslkey": true,
+}
+
+// spaces are the white space of libpq's connection strings.
+const spaces = " \t\n\r\v\f"
+
+// isKeywordDSN reports whether dsn starts with a libpq keyword and "=".
+func isKeywordDSN(dsn string) bool {
+	key, _, ok := strings.Cut(strings.TrimLeft(dsn, spaces), "=")
+	return ok && libpqKeywords[strings.ToLower(strings.TrimRight(key, spaces))]
+}
+
+// Redact returns dsn with its password, in the URL's user info, its
+// password parameter or a keyword/value DSN's password, replaced by
+// "xxxxx": what errors and logs print.
 func Redact(dsn string) string {
-	if !IsPostgresURL(dsn) {
+	if isKeywordDSN(dsn) && pgScheme(dsn) == "" {
+		return redactKeywords(dsn)
+	}
+	scheme := pgScheme(dsn)
+	if scheme == "" {
 		return dsn
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		// A URL that does not parse may still hold a password: print
-		// only its scheme.
-		scheme, _, _ := strings.Cut(dsn, "://")
+		// A URL that does not parse (several hosts, a stray
+		// character) may still hold a password: print only its scheme.
 		return scheme + "://(unparsable URL)"
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
+	u.Fragment, u.RawFragment = "", "" // pgx ignores it; a stray '#' puts the rest there
+	q := u.Query()
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q[k] = []string{"xxxxx"}
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.String()
+}
+
+// redactKeywords is Redact of a keyword/value DSN, read as pgx and libpq
+// read it: each value is quoted ('...', with \ escapes) or runs to the
+// next white space (with \ escapes).
+func redactKeywords(dsn string) string {
+	var b strings.Builder
+	s := strings.TrimLeft(dsn, spaces)
+	for len(s) > 0 {
+		key, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			return "(unparsable keyword/value DSN)"
+		}
+		rest = strings.TrimLeft(rest, spaces)
+		end, quoted := 0, len(rest) > 0 && rest[0] == '\''
+		if quoted {
+			end = 1
+		}
+		for ; end < len(rest); end++ {
+			c := rest[end]
+			if quoted && c == '\'' || !quoted && strings.IndexByte(spaces, c) >= 0 {
+				break
+			}
+			if c == '\\' {
+				end++
+			}
+		}
+		if quoted {
+			if end >= len(rest) {
+				return "(unparsable keyword/value DSN)"
+			}
+			end++ // the closing quote
+		}
+		end = min(end, len(rest))
+		value := rest[:end]
+		if strings.EqualFold(strings.Trim(key, spaces), "password") {
+			value = "xxxxx"
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strings.Trim(key, spaces) + "=" + value)
+		s = strings.TrimLeft(rest[end:], spaces)
+	}
+	return b.String()
 }
 
 // idsIn is a subquery of the values of the JSON array of strings given as
@@ -171,8 +254,9 @@ var rebinds sync.Map
 
 // rebind rewrites SQLite's parameters (? and ?N) as PostgreSQL's ($N):
 // each ? takes the number after the largest given so far, as SQLite
-// numbers them. Quoted strings, quoted names, comments and dollar-quoted
-// bodies are left as they are.
+// numbers them. Quoted strings, quoted names, comments (-- and /* */,
+// nested) and dollar-quoted bodies ($$ or $tag$, tag any identifier)
+// are left as they are.
 func rebind(q string) string {
 	if v, ok := rebinds.Load(q); ok {
 		return v.(string)
@@ -201,17 +285,15 @@ func rebind(q string) string {
 			}
 			b.WriteString(q[i : i+j])
 			i += j
-		case c == '$' && i+1 < len(q) && (q[i+1] == '$' || q[i+1] >= 'a' && q[i+1] <= 'z'):
+		case c == '/' && strings.HasPrefix(q[i:], "/*"):
+			j := blockComment(q[i:])
+			b.WriteString(q[i : i+j])
+			i += j
+		case c == '$' && dollarTag(q, i) != "":
 			// A dollar-quoted body: $$...$$ or $tag$...$tag$.
-			end := strings.IndexByte(q[i+1:], '$')
-			if end < 0 {
-				b.WriteString(q[i:])
-				i = len(q)
-				break
-			}
-			tag := q[i : i+end+2]
+			tag := dollarTag(q, i)
 			j := strings.Index(q[i+len(tag):], tag)
-			if j < 0 {
+			if j < 0 { // not closed: the rest is quoted
 				j = len(q) - i - len(tag)
 			} else {
 				j += len(tag)
@@ -239,6 +321,53 @@ func rebind(q string) string {
 	out := b.String()
 	rebinds.Store(q, out)
 	return out
+}
+
+// blockComment returns the length of the /* */ comment q starts with,
+// nested as PostgreSQL nests them; all of q if it is not closed.
+func blockComment(q string) int {
+	depth := 0
+	for i := 0; i+1 < len(q); i++ {
+		switch q[i : i+2] {
+		case "/*":
+			depth++
+			i++
+		case "*/":
+			depth--
+			i++
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(q)
+}
+
+// dollarTag returns the dollar quote's opening tag ("$$" or "$tag$")
+// that starts at q[i], or "" when none does: the tag is an identifier
+// not starting with a digit ($1 is a parameter), and a $ inside an
+// identifier (a$b) starts none.
+func dollarTag(q string, i int) string {
+	if i > 0 && identByte(q[i-1]) && !(q[i-1] >= '0' && q[i-1] <= '9') {
+		return "" // a digit before may be a parameter's: ?1$a$ is one
+	}
+	j := i + 1
+	for j < len(q) && identByte(q[j]) {
+		if j == i+1 && q[j] >= '0' && q[j] <= '9' {
+			return ""
+		}
+		j++
+	}
+	if j < len(q) && q[j] == '$' {
+		return q[i : j+1]
+	}
+	return ""
+}
+
+// identByte reports whether c may be part of an unquoted identifier
+// (bytes of non-ASCII letters included).
+func identByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
 }
 
 // pgConn is a connection of pgx's database/sql driver that rebinds every
@@ -279,7 +408,7 @@ func (c pgConn) QueryContext(ctx context.Context, q string, args []driver.NamedV
 }
 
 // unavailable marks err ErrUnavailable when it says the server cannot be
-// reached: the connection failed or was lost, or the server is shutting
+// reached: the connection failed, was lost or did not answer in time, or the server is shutting
 // down or starting (SQLSTATE class 08, 57P01-57P03). The error stays in the
 // chain: database/sql retries driver.ErrBadConn on another connection.
 func unavailable(err error) error {
@@ -293,6 +422,7 @@ func unavailable(err error) error {
 	state := pgState(err)
 	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) ||
 		strings.HasPrefix(state, "08") || state == "57P01" || state == "57P02" || state == "57P03" {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -327,11 +457,14 @@ func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	return pgConn{sc}, nil
 }
 
-// pgConfig parses a postgres:// URL. pgx reads what the URL leaves out
+// pgConfig parses a postgres:// URL or a keyword/value DSN. pgx reads what the URL leaves out
 // from libpq's environment (PGHOST, PGPASSWORD, ...) and the password from
 // PGPASSFILE or ~/.pgpass, as libpq does. Its errors never hold the
 // password.
 func pgConfig(dsn string) (*pgx.ConnConfig, error) {
+	if scheme := pgScheme(dsn); scheme != "" {
+		dsn = strings.ToLower(scheme) + dsn[len(scheme):] // pgx knows the lower case only
+	}
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact the password themselves; say which

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Change propagation on PostgreSQL (issue 14): several taasd write one
@@ -21,7 +22,8 @@ import (
 // it changed the desired state ("data"), wakes the subscribers
 // (Subscribe). A status write ("status", SetStatuses) wakes nobody: it
 // changes no data plane's plan, and two taasd whose reconcilers woke for
-// each other's statuses would pass and write in turn for ever. When that connection drops, the listener
+// each other's statuses would pass and write in turn for ever. When that
+// connection drops, or stops answering (readNotifications), the listener
 // reconnects with a backoff and, once listening again, bumps Generation and
 // wakes the subscribers: what it missed meanwhile is unknown, so they read
 // the whole state again.
@@ -109,7 +111,7 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) error {
 		for {
 			if conn != nil {
 				s.readNotifications(lctx, conn)
-				conn.Close(context.Background()) //nolint:errcheck // the connection is dead or no longer wanted
+				closeConn(conn)
 				conn = nil
 			}
 			if lctx.Err() != nil {
@@ -141,19 +143,35 @@ func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 		return nil, err
 	}
 	if _, err := conn.Exec(cctx, "LISTEN "+changesChannel); err != nil {
-		conn.Close(context.Background()) //nolint:errcheck // LISTEN's error is the one to report
+		closeConn(conn)
 		return nil, err
 	}
 	return conn, nil
 }
 
 // readNotifications handles conn's notifications until it fails or ctx
-// ends.
+// ends. A connection cut off without a reset (a network cut that lost its
+// state) would wait for ever: after pingEvery without a notification it
+// must answer a ping within pingWait, or it is given up.
 func (s *Store) readNotifications(ctx context.Context, conn *pgx.Conn) {
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, pingEvery)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			if !pgconn.Timeout(err) {
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, pingWait)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			continue
 		}
 		id, what, _ := strings.Cut(n.Payload, " ")
 		switch {
@@ -164,6 +182,25 @@ func (s *Store) readNotifications(ctx context.Context, conn *pgx.Conn) {
 			s.changed(dataChange)
 		}
 	}
+}
+
+// How often a quiet LISTEN connection is pinged, and how long it has to
+// answer: a cut-off listener is found within some 5 s and reconnects (tests
+// shorten them).
+var (
+	pingEvery = 3 * time.Second
+	pingWait  = 2 * time.Second
+)
+
+// closeWait bounds the goodbye to a connection being given up: one cut off
+// never answers.
+const closeWait = time.Second
+
+// closeConn closes conn within closeWait.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	conn.Close(ctx) //nolint:errcheck // the connection is dead or no longer wanted
 }
 
 // stopListening ends the listener, if any, and waits for it.

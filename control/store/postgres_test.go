@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -373,6 +374,10 @@ func TestPostgresOpenRedacts(t *testing.T) {
 		"postgres://taas:s3cretpw@/taas?host=" + dir,
 		"postgresql:///taas?host=" + dir + "&user=taas&password=s3cretpw",
 		"postgres://taas:s3cretpw@[::1/taas", // does not parse
+		// These two were SQLite files named after the DSN, password
+		// and all.
+		"POSTGRES://taas:s3cretpw@/taas?host=" + dir,
+		"host=" + dir + " user=taas password=s3cretpw dbname=taas",
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := Open(ctx, dsn)
@@ -390,10 +395,38 @@ func TestRedact(t *testing.T) {
 		{"postgres://taas@db1/taas?sslmode=verify-full", "postgres://taas@db1/taas?sslmode=verify-full"},
 		{"postgresql:///taas?host=/run/pg&password=pw", "postgresql:///taas?host=%2Frun%2Fpg&password=xxxxx"},
 		{"postgres://taas:pw@[::1/taas", "postgres://(unparsable URL)"},
+		{"PostgreSQL://taas:pw@db1/taas", "postgresql://taas:xxxxx@db1/taas"},
+		{"postgres://taas:pw@h1:5432,h2:5432/taas", "postgres://taas:xxxxx@h1:5432,h2:5432/taas"},
+		{"postgres://taas@db1/taas?Password=pw", "postgres://taas@db1/taas?Password=xxxxx"},
+		{"host=db1 user=taas password=pw dbname=taas", "host=db1 user=taas password=xxxxx dbname=taas"},
+		{" host = db1  password = 'p w\\' x' ", "host=db1 password=xxxxx"},
+		{`password=p\ w host=db1`, "password=xxxxx host=db1"},
+		{"host=db1 password='unterminated", "(unparsable keyword/value DSN)"},
 	}
 	for _, tc := range tests {
 		if got := Redact(tc.dsn); got != tc.want {
 			t.Errorf("Redact(%q) = %q, want %q", tc.dsn, got, tc.want)
+		}
+	}
+}
+
+// TestIsPostgresURL: which --db values are PostgreSQL: a URL's scheme in
+// any case, and libpq's keyword/value form, were SQLite file names.
+func TestIsPostgresURL(t *testing.T) {
+	for dsn, want := range map[string]bool{
+		"/var/lib/taas/taas.db":        false,
+		"taas.db":                      false,
+		"file:taas.db?_foreign_keys=1": false,
+		"data=1.db":                    false,
+		"postgres://db1/taas":          true,
+		"postgresql://db1/taas":        true,
+		"POSTGRES://db1/taas":          true,
+		"host=db1 dbname=taas":         true,
+		" dbname = taas":               true,
+		"Host=db1":                     true,
+	} {
+		if got := IsPostgresURL(dsn); got != want {
+			t.Errorf("IsPostgresURL(%q) = %v, want %v", dsn, got, want)
 		}
 	}
 }
@@ -408,6 +441,14 @@ func TestRebind(t *testing.T) {
 		{`AS $$ SELECT '?' $$; SELECT ?`, `AS $$ SELECT '?' $$; SELECT $1`},
 		{`AS $body$ ? $body$ ?`, `AS $body$ ? $body$ $1`},
 		{`SELECT '`, `SELECT '`},
+		// Block comments, nested as PostgreSQL nests them, and dollar
+		// quotes with any identifier for a tag.
+		{`SELECT /* why? */ ?`, `SELECT /* why? */ $1`},
+		{`/* a /* ? */ ? */ ?`, `/* a /* ? */ ? */ $1`},
+		{`SELECT ? /* ?`, `SELECT $1 /* ?`},
+		{`AS $Body_1$ ? $Body_1$ ?`, `AS $Body_1$ ? $Body_1$ $1`},
+		{`AS $_$ ? $_$ ?`, `AS $_$ ? $_$ $1`},
+		{`SELECT a$b, ?, $c ? $`, `SELECT a$b, $1, $c $2 $`},
 	}
 	for _, tc := range tests {
 		if got := rebind(tc.q); got != tc.want {
@@ -419,12 +460,19 @@ func TestRebind(t *testing.T) {
 // FuzzRebind: rebind never panics, keeps every byte outside the
 // parameters, and is idempotent.
 func FuzzRebind(f *testing.F) {
-	for _, s := range []string{`SELECT ?1, ?`, `'?' ? "?" -- ?`, `$$ ? $$ ?`, `$a$ ?`, `?99999999999999999999`} {
+	for _, s := range []string{`SELECT ?1, ?`, `'?' ? "?" -- ?`, `$$ ? $$ ?`, `$a$ ?`, `?99999999999999999999`, `/* ? /* ? */ */ ?`, `$T_1$ ? $T_1$ ?`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {
 		got := rebind(q)
-		if again := rebind(got); again != got {
+		// A ? right after $ or an identifier becomes $N there, which
+		// makes a dollar quote's tag of what was not one: such input
+		// (never the store's SQL) need not rebind to itself again.
+		glued := false
+		for i := 1; i < len(q); i++ {
+			glued = glued || q[i] == '?' && (q[i-1] == '$' || identByte(q[i-1]))
+		}
+		if again := rebind(got); again != got && !glued {
 			t.Errorf("rebind(rebind(%q)) = %q, want %q", q, again, got)
 		}
 		if strings.Count(got, "?") > strings.Count(q, "?") {
@@ -433,18 +481,47 @@ func FuzzRebind(f *testing.F) {
 	})
 }
 
-// FuzzRedact: a password in the user info never survives Redact.
+// FuzzRedact: a password never survives Redact, in whichever form the
+// DSN holds it: a URL's user info or password parameter (any case of the
+// scheme), a keyword/value DSN's password, quoted or not.
 func FuzzRedact(f *testing.F) {
-	for _, s := range []string{"pw", "p%40w", "s3cret", "a:b"} {
-		f.Add(s, "db1:5432/taas?sslmode=disable")
-	}
-	f.Fuzz(func(t *testing.T, pw, rest string) {
-		if len(pw) < 4 || strings.ContainsAny(pw, "@/?#[]%:") {
-			return // not a password a URL can hold unescaped
+	for _, s := range []string{"pw", "p%40w", "s3cret", "a:b", "it's", `b\s`} {
+		for form := range uint8(5) {
+			f.Add(s, "db1:5432/taas?sslmode=disable", form)
 		}
-		dsn := "postgres://taas:" + pw + "@" + rest
-		if got := Redact(dsn); strings.Contains(got, pw) && !strings.Contains(rest, pw) {
-			t.Errorf("Redact(%q) = %q holds the password", dsn, got)
+	}
+	f.Fuzz(func(t *testing.T, pw, rest string, form uint8) {
+		if len(pw) < 4 || strings.Contains("xxxxx (unparsable URL) (unparsable keyword/value DSN)", pw) {
+			return // too short to tell from the rest
+		}
+		var dsn, without string
+		quote := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+		switch form % 5 {
+		case 0:
+			dsn, without = "postgres://taas:"+url.PathEscape(pw)+"@"+rest, "postgres://taas:@"+rest
+		case 1:
+			dsn, without = "POSTGRESQL://taas:"+url.PathEscape(pw)+"@"+rest, "POSTGRESQL://taas:@"+rest
+		case 2:
+			dsn, without = "postgres:///taas?host="+rest+"&password="+url.QueryEscape(pw), "postgres:///taas?host="+rest+"&password="
+		case 3, 4:
+			if rest == "" || strings.ContainsAny(rest, spaces+`'\=`) {
+				return // not one value: the DSN means something else
+			}
+		}
+		switch form % 5 {
+		case 3:
+			dsn, without = "host="+rest+" password='"+quote.Replace(pw)+"' dbname=taas", "host="+rest+" password='' dbname=taas"
+		case 4:
+			if strings.ContainsAny(pw, spaces+`'\`) {
+				return // needs quotes: case 3
+			}
+			dsn, without = "user=taas password="+pw+" host="+rest, "user=taas password= host="+rest
+		}
+		got := Redact(dsn)
+		for _, leak := range []string{pw, url.PathEscape(pw), url.QueryEscape(pw), quote.Replace(pw)} {
+			if strings.Contains(got, leak) && !strings.Contains(without, leak) && !strings.Contains(Redact(without), leak) {
+				t.Errorf("Redact(%q) = %q holds the password", dsn, got)
+			}
 		}
 	})
 }

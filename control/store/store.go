@@ -36,6 +36,13 @@ var (
 	// ErrUnavailable: the database server cannot be reached (PostgreSQL:
 	// down, restarting, cut off); a later try may succeed.
 	ErrUnavailable = errors.New("database unavailable")
+	// ErrOutcomeUnknown: the connection to the database was lost while it
+	// committed the write, and whether the write committed cannot be
+	// learnt now (PostgreSQL); a read later tells.
+	ErrOutcomeUnknown = errors.New("database connection lost during commit: outcome unknown")
+	// ErrBusy: the write failed to serialize against concurrent writes
+	// (PostgreSQL) in every one of its attempts; a later try may succeed.
+	ErrBusy = errors.New("database busy: the write conflicted with concurrent writes in every attempt")
 	// ErrClosed: the store was closed before the write could run.
 	ErrClosed = errors.New("store closed")
 )

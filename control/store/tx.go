@@ -126,15 +126,21 @@ func (r *writeReq) finish(err error) {
 }
 
 // call runs the request's fn on tx; a panic is kept for the caller.
-func (r *writeReq) call(s *Store, tx *sql.Tx) (err error) {
+func (r *writeReq) call(ctx context.Context, s *Store, tx *sql.Tx) (err error) {
 	r.panicked = nil // a retry (commit) runs fn again
+	tctx := context.WithoutCancel(r.ctx)
+	if d, ok := ctx.Deadline(); ok { // the batch's (batchContext)
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(tctx, d)
+		defer cancel()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			r.panicked = p
 			err = fmt.Errorf("write fn panicked: %v", p)
 		}
 	}()
-	return r.fn(&Tx{ctx: context.WithoutCancel(r.ctx), tx: tx, s: s})
+	return r.fn(&Tx{ctx: tctx, tx: tx, s: s})
 }
 
 // writer is the goroutine that runs every Write: it takes what is queued,
@@ -185,34 +191,70 @@ func (s *Store) writer() {
 // PostgreSQL a transaction may fail to serialize (SQLSTATE 40001: another
 // taasd's transaction conflicted with it) at any statement or at the
 // commit, and then every fn of the batch runs again in a new transaction,
-// up to maxAttempts times. An fn's failure is part of the outcome too: it
+// up to maxAttempts times; when the attempts run out, the fns hear
+// ErrBusy. An fn whose own statement failed so is rolled back to its
+// savepoint, the others commit, and it runs again alone: one fn in
+// conflict does not run its whole batch again and again (nor, as it once
+// did, a batch that had committed). An fn's failure is part of the outcome too: it
 // may come from a row an earlier fn of the batch wrote, which the retry
 // may no longer write (a limit reached by a create that in the end lost
 // its place).
 func (s *Store) commit(run []*writeReq) (rest []*writeReq) {
 	for attempt := 1; ; attempt++ {
 		o := s.commitOnce(run)
-		if s.d == postgresDialect && attempt < maxAttempts && o.retry() {
-			s.retries.Add(1)
-			time.Sleep(retryWait(attempt))
-			continue
+		if s.d == postgresDialect && o.retry() {
+			if o.err == nil && len(run) > 1 {
+				// The batch committed without the fns that failed to
+				// serialize (rolled back to their savepoints): they
+				// run again, each alone, so that one fn in conflict
+				// does not run its whole batch again and again.
+				s.retries.Add(1)
+				for i, r := range run[:o.ran] {
+					if !retryable(o.errs[i]) {
+						r.finish(o.errs[i])
+					}
+				}
+				for i, r := range run[:o.ran] {
+					if retryable(o.errs[i]) {
+						time.Sleep(retryWait(1))
+						s.commit([]*writeReq{r}) // one fn: it always runs
+					}
+				}
+				return run[o.ran:]
+			}
+			if attempt < maxAttempts {
+				s.retries.Add(1)
+				time.Sleep(retryWait(attempt))
+				continue
+			}
 		}
 		for i, r := range run[:o.ran] {
 			if o.errs[i] != nil {
-				r.finish(o.errs[i])
+				r.finish(busy(o.errs[i]))
 			} else {
-				r.finish(o.err)
+				r.finish(busy(o.err))
 			}
 		}
 		return run[o.ran:]
 	}
 }
 
+// busy marks err ErrBusy when it is a failure to serialize: what is left
+// of one when the attempts ran out.
+func busy(err error) error {
+	if retryable(err) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
+}
+
 // maxAttempts bounds the transactions a batch of Writes runs in when they
-// fail to serialize. Each retry waits retryWait: 20 attempts take some
-// 0.5 s in all, far beyond what two taasd creating flat out at each other
-// needed (TestPostgresConcurrentStores logs the retries).
-const maxAttempts = 20
+// fail to serialize. Each retry waits retryWait: 50 attempts take some
+// 0.8 s in all, far beyond what two taasd creating flat out at each other
+// needed (TestPostgresConcurrentStores logs the retries); 20 ran out once
+// in TestFleetChurn (three taasd, nine writers in one project's quota, on
+// a machine with a load average of 10), which answered 503.
+const maxAttempts = 50
 
 // retryWait is a random wait before attempt+1: up to 1 ms after the first,
 // doubling to at most 32 ms, so that two writers that collided seldom
@@ -254,22 +296,24 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 	o := outcome{errs: make([]error, len(run))}
 	// Whatever this transaction does to the quotas, its end settles it.
 	defer func() { s.quotaDirty = false }()
-	tx, err := s.w.BeginTx(context.Background(), s.d.writeTx())
+	ctx, cancel := s.batchContext()
+	defer cancel()
+	tx, err := s.w.BeginTx(ctx, s.d.writeTx())
 	if err != nil {
-		o.ran, o.err = len(run), fmt.Errorf("begin write transaction: %w", err)
+		o.ran, o.err = len(run), fmt.Errorf("begin write transaction: %w", unavailable(err))
 		return o
 	}
 	if len(run) == 1 { // nothing to keep apart: no savepoint
 		o.ran = 1
-		if o.errs[0] = run[0].call(s, tx); o.errs[0] != nil {
+		if o.errs[0] = run[0].call(ctx, s, tx); o.errs[0] != nil {
 			tx.Rollback() //nolint:errcheck // fn's error is the one to report
 			return o
 		}
-		o.err = s.commitTx(tx, changeOf(run[0]))
+		o.err = s.commitTx(ctx, tx, changeOf(run[0]))
 		return o
 	}
 	var (
-		exec  = func(q string) error { _, err := tx.Exec(q); return err }
+		exec  = func(q string) error { _, err := tx.ExecContext(ctx, q); return err }
 		state = func(err error) error { return fmt.Errorf("write transaction abandoned: %w", err) }
 		wrote change
 	)
@@ -279,7 +323,7 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 			o.errs[i], o.err = state(err), state(err)
 			break
 		}
-		if err := r.call(s, tx); err != nil {
+		if err := r.call(ctx, s, tx); err != nil {
 			o.errs[i] = err
 			if rerr := errors.Join(exec(`ROLLBACK TO w`), exec(`RELEASE w`)); rerr != nil {
 				o.err = state(rerr)
@@ -297,8 +341,24 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 		tx.Rollback() //nolint:errcheck // o.err is the error to report
 		return o
 	}
-	o.err = s.commitTx(tx, wrote)
+	o.err = s.commitTx(ctx, tx, wrote)
 	return o
+}
+
+// writeDeadline bounds a write transaction on PostgreSQL, from BEGIN to
+// COMMIT: a connection cut off without a reset (a network cut that lost its
+// state) must not hold every Write for the kernel's TCP timeout. The
+// batch's fns then fail with ErrUnavailable (a 503), and the next batch
+// runs on a new connection. SQLite has no deadline: interrupting a
+// statement would roll back the batch, and its disk does not go away.
+var writeDeadline = 10 * time.Second
+
+// batchContext is the context of one write transaction.
+func (s *Store) batchContext() (context.Context, context.CancelFunc) {
+	if s.d != postgresDialect {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), writeDeadline)
 }
 
 // commitTx commits tx, announcing what it wrote to the other taasd on
@@ -306,14 +366,35 @@ func (s *Store) commitOnce(run []*writeReq) outcome {
 // the commit, and even when it failed: its outcome is then unknown, and a
 // needless bump costs only a cache miss (Generation). A noChange write
 // (a heartbeat) neither notifies nor bumps it.
-func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
+//
+// On PostgreSQL a COMMIT whose connection is lost before the answer
+// arrives may have committed or not: commitTx reads the transaction's id
+// before and asks the server its status on another connection after
+// (commitOutcome), so a write that committed is never reported as failed.
+func (s *Store) commitTx(ctx context.Context, tx *sql.Tx, wrote change) error {
+	var xid int64
 	if s.d == postgresDialect && wrote != noChange {
-		if _, err := tx.Exec(`SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()); err != nil {
+		err := tx.QueryRowContext(ctx, `SELECT txid_current(), pg_notify(?, ?)`, changesChannel, s.id+" "+wrote.String()).Scan(&xid, new(any))
+		if err != nil {
 			tx.Rollback() //nolint:errcheck // the notify's error is the one to report
-			return fmt.Errorf("notify: %w", err)
+			return fmt.Errorf("notify: %w", unavailable(err))
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		// The deadline passed (database/sql rolls back): no COMMIT
+		// was sent.
+		tx.Rollback() //nolint:errcheck // the deadline is the error to report
+		if wrote != noChange {
+			s.gen.Add(1)
+		}
+		return fmt.Errorf("commit: %w", unavailable(err))
+	}
 	err := tx.Commit()
+	if err != nil && xid != 0 && pgState(err) == "" {
+		// The server did not answer (it would have said why): the
+		// connection was lost before or during the COMMIT.
+		err = s.commitOutcome(xid, err)
+	}
 	if wrote != noChange {
 		s.gen.Add(1)
 	}
@@ -322,6 +403,35 @@ func (s *Store) commitTx(tx *sql.Tx, wrote change) error {
 	}
 	return nil
 }
+
+// commitOutcome asks the server, on a new connection, whether transaction
+// xid, whose COMMIT failed with err without an answer, committed: nil if it
+// did, err as ErrUnavailable if it did not (the write may be tried again),
+// ErrOutcomeUnknown if the server cannot tell now.
+func (s *Store) commitOutcome(xid int64, err error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeWait)
+	defer cancel()
+	for {
+		var status sql.NullString
+		qerr := s.r.QueryRowContext(ctx, `SELECT txid_status(?)`, xid).Scan(&status)
+		switch {
+		case qerr == nil && status.String == "committed":
+			return nil
+		case qerr == nil && status.String == "aborted":
+			return unavailable(fmt.Errorf("%w (the transaction was rolled back)", err))
+		case qerr == nil && status.String == "in progress":
+			// The server has not yet seen the connection go.
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (status of transaction %d: %v %v)", ErrOutcomeUnknown, err, xid, status.String, qerr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// outcomeWait bounds how long commitOutcome asks.
+const outcomeWait = 5 * time.Second
 
 // GetNetwork returns one network visible to project.
 func (t *Tx) GetNetwork(project, id string) (Network, error) {

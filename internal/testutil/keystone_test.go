@@ -6,10 +6,11 @@ import (
 )
 
 // recorder is a testing.TB that records Skipf and Fatalf instead of ending
-// the test.
+// the test, and keeps what Errorf reports.
 type recorder struct {
 	testing.TB
 	skipped, failed string
+	errs            []string
 }
 
 func (r *recorder) Helper() {}
@@ -18,6 +19,9 @@ func (r *recorder) Skipf(format string, args ...any) {
 }
 func (r *recorder) Fatalf(format string, args ...any) {
 	r.failed = fmt.Sprintf(format, args...)
+}
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }
 
 // TestSkipUnlessRequired: a missing dependency skips on a developer's
