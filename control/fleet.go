@@ -410,18 +410,6 @@ func (s *Server) nodeStatus(id string, status, reason *string) {
 	}
 }
 
-// nodeOf is the node of the resource id as the last pass saw it: this
-// node on a single appliance; in a fleet "" when unbound or not yet seen.
-func (s *Server) nodeOf(id string) string {
-	if !s.cfg.Fleet {
-		return s.fleet.rules.self
-	}
-	f := s.fleet
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.owners[id].node
-}
-
 // nodeView is one node as GET /v2.0/taas/nodes shows it.
 type nodeView struct {
 	Name       string `json:"name"`
