@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/taas-appliance/taas/internal/packettest"
 	"github.com/taas-appliance/taas/internal/testutil"
@@ -260,6 +261,26 @@ func TestLiveLostAndAllocs(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := frame(t, macOther, macA, nil, 1504, 0)
+	// Every run on one CPU: the kernel writes the count of frames a ring
+	// lost into that CPU's ring, in front of its next frame, so the frame
+	// that brings the count must run where the frames were lost (a
+	// thread locked by each run alone may move between runs).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < 1024; cpu++ {
+		if all.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.SchedSetaffinity(0, &all) }()
 	runN := func(fr []byte, n int) {
 		t.Helper()
 		runtime.LockOSThread() // one CPU, one ring, as far as the scheduler lets
