@@ -12,6 +12,20 @@ import (
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
+// loadConfigText loads text as a taasd.toml written to a temporary file.
+func loadConfigText(t *testing.T, text string) *fileConfig {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "taasd.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := loadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fc
+}
+
 // TestCheckDB: `taasd check` connects to the configured database, SQLite
 // or PostgreSQL, says where its schema stands, fails when it cannot
 // connect or a newer taasd migrated it, and never prints the password.
@@ -19,15 +33,7 @@ func TestCheckDB(t *testing.T) {
 	ctx := context.Background()
 	check := func(t *testing.T, db string) checkResult {
 		t.Helper()
-		cfgPath := filepath.Join(t.TempDir(), "taasd.toml")
-		if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("db = %q\n", db)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fc, err := loadConfigFile(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs := checkDB(fc)
+		rs := checkDB(loadConfigText(t, fmt.Sprintf("db = %q\n", db)))
 		if len(rs) != 1 {
 			t.Fatalf("checkDB = %+v, want one result", rs)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,15 +53,7 @@ func TestCheckNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	cfgPath := filepath.Join(t.TempDir(), "taasd.toml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("db = %q\nnode = \"rack1-a\"\n", db)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fc, err := loadConfigFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rs := checkNode(fc); len(rs) != 1 || rs[0].Verdict != pass || !strings.Contains(rs[0].Detail, "rack1-a: registered") {
+	if rs := checkNode(loadConfigText(t, fmt.Sprintf("db = %q\nnode = \"rack1-a\"\n", db))); len(rs) != 1 || rs[0].Verdict != pass || !strings.Contains(rs[0].Detail, "rack1-a: registered") {
 		t.Errorf("checkNode = %+v, want rack1-a registered", rs)
 	}
 }
