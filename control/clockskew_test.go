@@ -18,16 +18,16 @@ import (
 func TestNodeLivenessIgnoresClockSkew(t *testing.T) {
 	dp := newRecorder()
 	ts := startServer(t, Config{DataPlane: dp, Node: "a", Fleet: true, NodeTimeout: 2 * time.Second, NodeHeartbeat: 100 * time.Millisecond})
-	port := ts.hostPort
-	monB, capB := port("mon-b", "mon0", "", "b"), port("cap-b", "cap0", "fa:16:3e:00:00:02", "b")
-	svcB := ts.createService("svc-b", monB)
-	flowB := ts.createFlow("flow-b", svcB, capB, "BOTH", nil)
 	ctx := context.Background()
 	const skew = 5000 // ms behind
 	now := time.Now().UnixMilli() - skew
 	if err := ts.st.ClaimNode(ctx, store.Node{Name: "b", Instance: "i", StartedAt: now, LastSeen: now}, 0); err != nil {
 		t.Fatal(err)
 	}
+	port := ts.hostPort
+	monB, capB := port("mon-b", "mon0", "", "b"), port("cap-b", "cap0", "fa:16:3e:00:00:02", "b")
+	svcB := ts.createService("svc-b", monB)
+	flowB := ts.createFlow("flow-b", svcB, capB, "BOTH", nil)
 	active := store.Status{State: "ACTIVE"}
 	if err := ts.st.SetStatuses(ctx, map[string]store.Status{svcB: active}, map[string]store.Status{flowB: active}, nil); err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestNodeLivenessIgnoresClockSkew(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			_ = ts.st.Heartbeat(ctx, "b", "i", time.Now().UnixMilli()-skew, []byte(`{}`))
+			_ = ts.st.Heartbeat(ctx, "b", "i", time.Now().UnixMilli()-skew, []byte(`{}`), nil)
 		}
 	}()
 	defer func() { close(stop); <-beats }()
@@ -71,7 +71,7 @@ func TestNodeLivenessIgnoresClockSkew(t *testing.T) {
 	if n, err := ts.st.GetNode(ctx, "b"); err != nil || n.Instance != "i" {
 		t.Errorf("b's row after a second b tried: %+v %v, want the live instance i", n, err)
 	}
-	if err := ts.st.Heartbeat(ctx, "b", "i", time.Now().UnixMilli()-skew, nil); errors.Is(err, store.ErrNodeTaken) {
+	if err := ts.st.Heartbeat(ctx, "b", "i", time.Now().UnixMilli()-skew, nil, nil); errors.Is(err, store.ErrNodeTaken) {
 		t.Errorf("the live b lost its name: %v", err)
 	}
 }

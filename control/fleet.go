@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,10 @@ type fleet struct {
 	// goroutine uses them.
 	published []byte
 	capped    bool
+	// interfaces is this node's interfaces as last published
+	// (nodeInterfaces): the heartbeat publishes them again when a link
+	// change moved a loop. Only Register and runNode's goroutine use it.
+	interfaces []byte
 	// seen is, by node name, when this taasd last saw the node's row
 	// change (observe): liveness is judged on this node's monotonic clock,
 	// never by comparing another machine's wall clock with this one's.
@@ -183,8 +188,9 @@ func (s *Server) Register(ctx context.Context) error {
 		}
 	}
 	now := time.Now().UnixMilli()
+	ifaces := s.nodeInterfaces()
 	me := store.Node{Name: name, Instance: f.instance, Version: s.cfg.Version, APIAddress: s.cfg.APIAddress,
-		StartedAt: now, LastSeen: now}
+		StartedAt: now, LastSeen: now, Interfaces: string(ifaces)}
 	if err := s.st.ClaimNode(ctx, me, seen); errors.Is(err, store.ErrNodeTaken) {
 		if again, gerr := s.st.GetNode(ctx, name); gerr == nil {
 			return errNodeInUse(again)
@@ -193,6 +199,7 @@ func (s *Server) Register(ctx context.Context) error {
 	} else if err != nil {
 		return err
 	}
+	f.interfaces = ifaces
 	f.registered.Store(true)
 	s.log.Info("node registered", "node", name, "fleet", s.cfg.Fleet, "instance", f.instance)
 	if s.cfg.Fleet {
@@ -242,20 +249,25 @@ func (s *Server) runNode(ctx context.Context) error {
 	}
 }
 
-// heartbeat moves this node's last_seen, publishes its counters and
-// rereads the nodes.
+// heartbeat moves this node's last_seen, publishes its counters (and its
+// interfaces, when they changed) and rereads the nodes.
 func (s *Server) heartbeat(ctx context.Context) error {
 	stats, same, err := s.statsToPublish()
 	if err != nil {
 		return err
 	}
+	ifaces := s.nodeInterfaces()
+	changed := ifaces
+	if bytes.Equal(ifaces, s.fleet.interfaces) {
+		changed = nil
+	}
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.NodeTimeout)
 	defer cancel()
-	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats); err != nil {
+	if err := s.st.Heartbeat(hctx, s.fleet.rules.self, s.fleet.instance, time.Now().UnixMilli(), stats, changed); err != nil {
 		s.fleet.goBlind()
 		return err
 	}
-	s.fleet.published = same
+	s.fleet.published, s.fleet.interfaces = same, ifaces
 	if err := s.refreshNodes(hctx); err != nil {
 		s.fleet.goBlind()
 		return err
@@ -336,6 +348,45 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	}
 	s.updateDownLocked()
 	return nil
+}
+
+// nodeRow returns node name's row, as the last heartbeat read it or, for a
+// node that joined since, from the database; ok is false when there is
+// none.
+func (s *Server) nodeRow(name string) (n store.Node, ok bool, err error) {
+	f := s.fleet
+	f.mu.Lock()
+	n, ok = f.view[name]
+	f.mu.Unlock()
+	if ok {
+		return n, true, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err = s.st.GetNode(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return n, false, nil
+	}
+	return n, err == nil, err
+}
+
+// nodeNames returns the names of the nodes, sorted, for a refusal: from
+// the database (a node may have joined since the last heartbeat read
+// them), else as the last heartbeat read them.
+func (s *Server) nodeNames() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if nodes, err := s.st.ListNodes(ctx); err == nil {
+		names := make([]string, len(nodes))
+		for i, n := range nodes {
+			names[i] = n.Name
+		}
+		return names
+	}
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.view))
 }
 
 // passOwners takes a reconciler pass's owners (Reconciler.onPass).
@@ -423,6 +474,9 @@ type nodeView struct {
 	Alive     bool   `json:"alive"`
 	// Self marks the node that answers.
 	Self bool `json:"self"`
+	// Interfaces is what the node declares (nodeInterfaces), by name:
+	// what a port bound to it is checked against.
+	Interfaces map[string]publishedIface `json:"interfaces"`
 }
 
 // listNodes answers GET /v2.0/taas/nodes (admins only): every node that
@@ -447,6 +501,12 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 			LastSeen: rfc3339(n.LastSeen), Alive: s.peerAliveLocked(n, now) || self && !s.cfg.Fleet, Self: self}
 		if n.StoppedAt != 0 {
 			v.StoppedAt = rfc3339(n.StoppedAt)
+		}
+		v.Interfaces = map[string]publishedIface{}
+		if n.Interfaces != "" {
+			if err := json.Unmarshal([]byte(n.Interfaces), &v.Interfaces); err != nil {
+				s.log.Warn("node's published interfaces do not decode", "node", n.Name, "err", err)
+			}
 		}
 		if self && !s.cfg.Fleet {
 			v.LastSeen = now.UTC().Format(time.RFC3339) // answering: seen now, without heartbeats

@@ -305,21 +305,28 @@ func jsonBody(v any) string {
 // createPort creates a port on the default network and returns its id.
 func (ts *testServer) createPort(name, iface, mac string, headers ...string) string {
 	ts.t.Helper()
-	p := map[string]any{"name": name, "network_id": defaultNetwork}
-	if iface != "" {
-		p["binding:profile"] = map[string]any{"interface": iface}
-	}
-	if mac != "" {
-		p["mac_address"] = mac
-	}
-	return ts.must(201, "POST", "/v2.0/ports", jsonBody(map[string]any{"port": p}), "port", headers...)["id"].(string)
+	return ts.postPort(map[string]any{"name": name}, iface, mac, headers...)
 }
 
 // createPortIn is createPort as an admin (headers: the admin's; none is
 // noauth's admin) registering a port into project: only admins bind.
 func (ts *testServer) createPortIn(project, name, iface, mac string, headers ...string) string {
 	ts.t.Helper()
-	p := map[string]any{"name": name, "network_id": defaultNetwork, "project_id": project}
+	return ts.postPort(map[string]any{"name": name, "project_id": project}, iface, mac, headers...)
+}
+
+// hostPort creates a port bound to interface iface of node host (its
+// binding:host_id).
+func (ts *testServer) hostPort(name, iface, mac, host string) string {
+	ts.t.Helper()
+	return ts.postPort(map[string]any{"name": name, "binding:host_id": host}, iface, mac)
+}
+
+// postPort creates the port p on the default network, bound to iface
+// and with the MAC mac when they are not "", and returns its id.
+func (ts *testServer) postPort(p map[string]any, iface, mac string, headers ...string) string {
+	ts.t.Helper()
+	p["network_id"] = defaultNetwork
 	if iface != "" {
 		p["binding:profile"] = map[string]any{"interface": iface}
 	}

@@ -148,7 +148,7 @@ func startFakeNode(t *testing.T, st *store.Store, name, stats string) *fakeNode 
 	if err := st.ClaimNode(context.Background(), store.Node{Name: name, Instance: n.id, StartedAt: now, LastSeen: now}, seen); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Heartbeat(context.Background(), name, n.id, now, []byte(stats)); err != nil {
+	if err := st.Heartbeat(context.Background(), name, n.id, now, []byte(stats), nil); err != nil {
 		t.Fatal(err)
 	}
 	n.beat(t)
@@ -168,7 +168,7 @@ func (n *fakeNode) beat(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if err := n.st.Heartbeat(context.Background(), n.name, n.id, time.Now().UnixMilli(), []byte(n.stats)); err != nil {
+			if err := n.st.Heartbeat(context.Background(), n.name, n.id, time.Now().UnixMilli(), []byte(n.stats), nil); err != nil {
 				t.Errorf("heartbeat of %s: %v", n.name, err)
 				return
 			}
@@ -189,11 +189,17 @@ func (n *fakeNode) halt() {
 	}
 }
 
-// hostPort creates a port bound to interface iface and to node host.
-func (ts *testServer) hostPort(name, iface, mac, host string) string {
-	id := ts.createPort(name, iface, mac)
-	ts.must(200, "PUT", "/v2.0/ports/"+id, fmt.Sprintf(`{"port": {"binding:host_id": %q}}`, host), "port")
-	return id
+// moveUnchecked sets port id's binding:host_id to host through the store,
+// past the API's binding checks.
+func (ts *testServer) moveUnchecked(id, host string) {
+	ts.t.Helper()
+	if _, err := ts.st.UpdatePort(context.Background(), "", id, func(_ *store.Tx, p *store.Port) error {
+		p.HostID = host
+		return nil
+	}); err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.settle()
 }
 
 // TestFleetLiveness: through node a's API, node b's resources show the
@@ -208,16 +214,25 @@ func TestFleetLiveness(t *testing.T) {
 	ts := startServer(t, Config{DataPlane: dp, Node: "a", Fleet: true, NodeTimeout: time.Second, NodeHeartbeat: 100 * time.Millisecond})
 	ctx := context.Background()
 	port := ts.hostPort
+	// b registers, so that its ports can be bound; its heartbeats start
+	// below.
+	if err := ts.st.ClaimNode(ctx, store.Node{Name: "b", Instance: "first", StartedAt: 1, LastSeen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
 	monA, capA := port("mon-a", "mon0", "", "a"), port("cap-a", "cap0", "fa:16:3e:00:00:01", "a")
 	monB, capB := port("mon-b", "mon0", "", "b"), port("cap-b", "cap0", "fa:16:3e:00:00:02", "b")
-	capC := port("cap-c", "cap0", "fa:16:3e:00:00:03", "c")
-	capNone := ts.createPort("cap-none", "cap0", "fa:16:3e:00:00:04")
+	// The API binds ports to the fleet's nodes only: ports of a node
+	// that never joined, and of none, are what a database may still
+	// hold of a node deleted since, or of a single appliance's days.
+	capC, capNone := port("cap-c", "cap0", "fa:16:3e:00:00:03", "a"), port("cap-none", "cap0", "fa:16:3e:00:00:04", "a")
 	svcA, svcB := ts.createService("svc-a", monA), ts.createService("svc-b", monB)
 	flowA := ts.createFlow("flow-a", svcA, capA, "BOTH", nil)
 	flowB := ts.createFlow("flow-b", svcB, capB, "BOTH", nil)
 	flowC := ts.createFlow("flow-c", svcB, capC, "BOTH", nil)
 	flowNone := ts.createFlow("flow-none", svcA, capNone, "BOTH", nil)
 	flowCross := ts.createFlow("flow-cross", svcB, capA, "BOTH", nil)
+	ts.moveUnchecked(capC, "c")
+	ts.moveUnchecked(capNone, "")
 
 	b := startFakeNode(t, ts.st, "b", fmt.Sprintf(`{"tap_flows": [{"id": %q, "matched_packets": 42}]}`, flowB))
 	// What b's reconciler would write.
@@ -388,7 +403,7 @@ func TestRegister(t *testing.T) {
 		t.Errorf("n1 after the takeover = %+v, %v", n, err)
 	}
 	// The killed run's heartbeat, were it to come back, is refused.
-	if err := ts.st.Heartbeat(context.Background(), "n1", other.id, time.Now().UnixMilli(), nil); err == nil {
+	if err := ts.st.Heartbeat(context.Background(), "n1", other.id, time.Now().UnixMilli(), nil, nil); err == nil {
 		t.Errorf("the old run's heartbeat succeeded after the takeover")
 	}
 }

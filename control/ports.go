@@ -151,14 +151,14 @@ func (s *Server) createPort(tx *store.Tx, id Identity, b portBody) (store.Port, 
 		func(a string) bool { return set[a] }); err != nil {
 		return store.Port{}, err
 	}
-	if err := s.checkBindable(iface); err != nil {
-		return store.Port{}, err
-	}
 	p := store.Port{ID: newID(), ProjectID: b.ProjectID, NetworkID: netID, Name: b.Name.V,
 		Description: b.Description.V, MACAddress: normalMAC(b.MACAddress.V),
 		AdminStateUp: b.AdminStateUp.V, DeviceOwner: b.DeviceOwner.V,
 		DeviceID: b.DeviceID.V, PortSecurityEnabled: b.PortSecurityEnabled.V,
 		HostID: b.HostID.V, Interface: iface}
+	if err := s.checkBindable(p); err != nil {
+		return store.Port{}, err
+	}
 	for try := 1; ; try++ {
 		if !given {
 			p.MACAddress = s.cfg.newMAC()
@@ -195,7 +195,7 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 		return store.Port{}, err
 	}
 	p, err := s.st.UpdatePort(ctx, id.scope(), portID, func(tx *store.Tx, p *store.Port) error {
-		oldIface := p.Interface
+		oldIface, oldHost := p.Interface, p.HostID
 		b.apply(&p.Name, &p.Description)
 		setOpt(&p.AdminStateUp, b.AdminStateUp)
 		if b.MACAddress.Set {
@@ -208,7 +208,9 @@ func (s *Server) updatePort(ctx context.Context, id Identity, portID string, b p
 		if b.Profile.Set {
 			p.Interface = b.Profile.V.Interface
 		}
-		if p.Interface == oldIface {
+		// A port that moves to another node of a fleet is bound to that
+		// node's interface of that name.
+		if p.Interface == oldIface && (p.HostID == oldHost || !s.cfg.Fleet) {
 			return nil
 		}
 		// Inside the write transaction, read through tx: no other write

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,9 +12,10 @@ import (
 )
 
 // Interface roles and the loop guard (issue 9). The API checks a binding
-// or a new use of a port against the declared interfaces and the links it
-// sees; roleGuard checks every plan again, for bindings made before the
-// interfaces were declared, and the broker checks loops at plan time.
+// or a new use of a port against the declared interfaces and the links of
+// the port's node (bindTarget); roleGuard checks every plan again, for
+// bindings made before the interfaces were declared, and the broker
+// checks loops at plan time.
 
 // Interface roles of Config.Interfaces.
 const (
@@ -43,8 +45,8 @@ func (s *Server) checkInterfaces() {
 		return
 	}
 	for _, role := range []string{RoleMonitor, RoleUplink} {
-		for _, m := range s.declared(role) {
-			for _, c := range s.declared(RoleCapture) {
+		for _, m := range declared(s.cfg.Interfaces, role) {
+			for _, c := range declared(s.cfg.Interfaces, RoleCapture) {
 				if why, err := broker.FeedsBack(m, c); err != nil || why != "" {
 					s.log.Error("declared "+role+" interface feeds a capture back: it will be refused", "iface", m,
 						"capture", c, "reason", why, "err", err)
@@ -54,10 +56,11 @@ func (s *Server) checkInterfaces() {
 	}
 }
 
-// declared returns the declared interfaces of role, sorted.
-func (s *Server) declared(role string) []string {
+// declared returns the interfaces of role in roles (declared interfaces
+// and their roles), sorted.
+func declared(roles map[string]string, role string) []string {
 	var out []string
-	for name, r := range s.cfg.Interfaces {
+	for name, r := range roles {
 		if r == role {
 			out = append(out, name)
 		}
@@ -66,22 +69,142 @@ func (s *Server) declared(role string) []string {
 	return out
 }
 
-// checkBindable refuses an interface binding outside the declared
-// interfaces, and to an uplink.
-func (s *Server) checkBindable(iface string) error {
-	if iface == "" || len(s.cfg.Interfaces) == 0 {
+// bindTarget is what a port's interface binding is checked against: the
+// node the port is on. That is this taasd (its declared interfaces and
+// its links) on a single appliance and for this node's ports; in a fleet,
+// for a port another node sees, the node its binding:host_id names, as it
+// published its interfaces (nodeInterfaces): the API of any node takes
+// the request, and eth1 of node b is not this node's eth1.
+type bindTarget struct {
+	// node is the port's node; "" on a single appliance, whose every
+	// port is its own.
+	node string
+	// local: the node is this taasd, whose links the loop checks read.
+	local bool
+	// roles are the node's declared interfaces and their roles; none:
+	// any netdev, in any role.
+	roles map[string]string
+	// loops holds, for another node, why each of its declared
+	// interfaces closes a mirror loop there (publishedIface.Loop).
+	loops map[string]string
+}
+
+// hosts is the scope of the ports on the target's node, for
+// store.Tx.BoundInterfaces: nil, every port, on a single appliance.
+func (b bindTarget) hosts() []string {
+	if b.node == "" {
 		return nil
 	}
-	switch role, ok := s.cfg.Interfaces[iface]; {
+	return []string{b.node}
+}
+
+// whose names the target's interfaces in a refusal.
+func (b bindTarget) whose() string {
+	if b.local {
+		return "the appliance's"
+	}
+	return "node " + b.node + "'s"
+}
+
+// bindTarget returns what port p's interface binding is checked against.
+// In a fleet a bound port must name its node, and a node of the fleet.
+func (s *Server) bindTarget(p store.Port) (bindTarget, error) {
+	switch {
+	case !s.cfg.Fleet:
+		return bindTarget{local: true, roles: s.cfg.Interfaces}, nil
+	case p.HostID == s.fleet.rules.self:
+		return bindTarget{node: p.HostID, local: true, roles: s.cfg.Interfaces}, nil
+	case p.Interface == "":
+		// Not bound: nothing to check, and nothing to realise.
+		return bindTarget{node: p.HostID}, nil
+	case p.HostID == "":
+		return bindTarget{}, badRequest("A port bound to interface %s must name its node: in a fleet, set "+
+			"binding:host_id to the node whose interface it is (one of %s).", p.Interface, orNone(s.nodeNames()))
+	}
+	n, ok, err := s.nodeRow(p.HostID)
+	if err != nil {
+		return bindTarget{}, err
+	}
+	if !ok {
+		return bindTarget{}, badRequest("binding:host_id %s is not a node of this fleet (%s): a port is bound to an "+
+			"interface of the node that sees it.", p.HostID, orNone(s.nodeNames()))
+	}
+	t := bindTarget{node: n.Name}
+	if n.Interfaces == "" {
+		return t, nil // published nothing: any netdev, as a node without [[interfaces]]
+	}
+	var ifaces map[string]publishedIface
+	if err := json.Unmarshal([]byte(n.Interfaces), &ifaces); err != nil {
+		return t, fmt.Errorf("node %s's published interfaces: %w", n.Name, err)
+	}
+	if len(ifaces) > 0 {
+		t.roles, t.loops = map[string]string{}, map[string]string{}
+	}
+	for name, i := range ifaces {
+		t.roles[name] = i.Role
+		if i.Loop != "" {
+			t.loops[name] = i.Loop
+		}
+	}
+	return t, nil
+}
+
+// publishedIface is one declared interface as a node publishes it for the
+// others' binding checks (nodes.interfaces, keyed by name) and as GET
+// /v2.0/taas/nodes shows it: its role and, when it closes a mirror loop
+// on that node with another declared interface, why (the API refuses to
+// use it, as on that node itself).
+type publishedIface struct {
+	Role string `json:"role"`
+	Loop string `json:"loop,omitempty"`
+}
+
+// nodeInterfaces is this node's declared interfaces as it publishes them:
+// JSON of publishedIface by name, "{}" without any. A loop is looked for
+// between every declared monitor or uplink and every declared capture,
+// as checkUse does for this node's own ports.
+func (s *Server) nodeInterfaces() []byte {
+	out := map[string]publishedIface{}
+	for name, role := range s.cfg.Interfaces {
+		out[name] = publishedIface{Role: role}
+	}
+	for _, m := range append(declared(s.cfg.Interfaces, RoleMonitor), declared(s.cfg.Interfaces, RoleUplink)...) {
+		for _, c := range declared(s.cfg.Interfaces, RoleCapture) {
+			why, err := s.feedsBack(m, c)
+			if err != nil {
+				why = fmt.Sprintf("loop check of %s and %s: %v", m, c, err)
+			} else if why == "" {
+				continue
+			}
+			for _, name := range []string{m, c} {
+				if i := out[name]; i.Loop == "" {
+					i.Loop = loopMessage(m, why)
+					out[name] = i
+				}
+			}
+		}
+	}
+	b, _ := json.Marshal(out) // strings only: always encodes
+	return b
+}
+
+// checkBindable refuses an interface binding of port p outside its node's
+// declared interfaces, and to an uplink.
+func (s *Server) checkBindable(p store.Port) error {
+	t, err := s.bindTarget(p)
+	if err != nil || p.Interface == "" || len(t.roles) == 0 {
+		return err
+	}
+	switch role, ok := t.roles[p.Interface]; {
 	case ok && role == RoleUplink:
 		return badRequest("Interface %s is an uplink: tap mirrors' tunnels leave through it, and no port can be bound to it. "+
-			"Bind to a capture interface (%s) or a monitor interface (%s).", iface, orNone(s.declared(RoleCapture)),
-			orNone(s.declared(RoleMonitor)))
+			"Bind to a capture interface (%s) or a monitor interface (%s).", p.Interface, orNone(declared(t.roles, RoleCapture)),
+			orNone(declared(t.roles, RoleMonitor)))
 	case ok:
 		return nil
 	}
-	return badRequest("Interface %s is not one of the appliance's interfaces: bind to a capture interface (%s) "+
-		"or a monitor interface (%s).", iface, orNone(s.declared(RoleCapture)), orNone(s.declared(RoleMonitor)))
+	return badRequest("Interface %s is not one of %s interfaces: bind to a capture interface (%s) "+
+		"or a monitor interface (%s).", p.Interface, t.whose(), orNone(declared(t.roles, RoleCapture)), orNone(declared(t.roles, RoleMonitor)))
 }
 
 func orNone(names []string) string {
@@ -94,31 +217,44 @@ func orNone(names []string) string {
 // checkUse checks that port p may be used in role, as what (in the
 // refusal): as a tap service's port (RoleMonitor), or a tap flow's or tap
 // mirror's source (RoleCapture). Its interface, if bound, must be declared
-// in that role (when any is declared), and no interface in use or declared
-// in the other role (for a capture, the uplinks too) may close a loop with
-// it.
-// bound lists the interfaces in use: the write transaction's
-// store.Tx.BoundInterfaces. Inside a write transaction FeedsBack's netlink
+// in that role on its node (when any is declared there), and no interface
+// of that node in use or declared in the other role (for a capture, the
+// uplinks too) may close a loop with it. For a port of another node the
+// loops are those it published among its declared interfaces; one it
+// cannot see from here (a node without [[interfaces]]) it refuses itself,
+// at plan time (broker.Apply: ERROR with the reason).
+// tx is the write transaction: store.Tx.BoundInterfaces sees the uses
+// earlier Writes of its batch added. Inside it FeedsBack's netlink
 // look-ups (about 60 us per pair) are the one wait besides the database;
 // feedsBack answers again from memory while no link changes.
-func (s *Server) checkUse(bound func(services bool) ([]string, error), p store.Port, role, what string) error {
+func (s *Server) checkUse(tx *store.Tx, p store.Port, role, what string) error {
 	if p.Interface == "" {
 		return nil
 	}
-	if r, ok := s.cfg.Interfaces[p.Interface]; ok && r != role {
+	t, err := s.bindTarget(p)
+	if err != nil {
+		return err
+	}
+	if r, ok := t.roles[p.Interface]; ok && r != role {
 		return badRequest("Port %s is bound to %s, a %s interface: %s must be bound to a %s interface.",
 			p.ID, p.Interface, r, what, role)
 	}
-	// The other role's interfaces: in use, and declared.
-	other, err := bound(role == RoleCapture)
+	if !t.local {
+		if why, ok := t.loops[p.Interface]; ok {
+			return badRequest("Refused on node %s: %s.", t.node, why)
+		}
+		return nil
+	}
+	// The other role's interfaces: in use on the port's node, and declared.
+	other, err := tx.BoundInterfaces(t.hosts(), role == RoleCapture)
 	if err != nil {
 		return err
 	}
 	if role == RoleMonitor {
-		other = append(other, s.declared(RoleCapture)...)
+		other = append(other, declared(s.cfg.Interfaces, RoleCapture)...)
 	} else {
-		other = append(other, s.declared(RoleMonitor)...)
-		other = append(other, s.declared(RoleUplink)...)
+		other = append(other, declared(s.cfg.Interfaces, RoleMonitor)...)
+		other = append(other, declared(s.cfg.Interfaces, RoleUplink)...)
 	}
 	for _, o := range other {
 		mon, capt := p.Interface, o
@@ -139,9 +275,14 @@ func (s *Server) loopErr(monitor, capture string) error {
 		return err
 	}
 	if why != "" {
-		return badRequest("Refused: %s, so copies sent out of %s would be captured again (a mirror loop).", why, monitor)
+		return badRequest("Refused: %s.", loopMessage(monitor, why))
 	}
 	return nil
+}
+
+// loopMessage says why monitor closes a loop: why, as FeedsBack put it.
+func loopMessage(monitor, why string) string {
+	return fmt.Sprintf("%s, so copies sent out of %s would be captured again (a mirror loop)", why, monitor)
 }
 
 // feedsBack is broker.FeedsBack, answered from the memory of Run's loop
@@ -154,13 +295,13 @@ func (s *Server) feedsBack(monitor, capture string) (string, error) {
 	return broker.FeedsBack(monitor, capture)
 }
 
-// checkRebind checks a port's new interface binding against what uses the
-// port: its tap services need a monitor, the flows it is the source of
-// and the mirrors on it a capture. It reads through tx, the update's
-// write transaction, which sees the uses that Writes earlier in its batch
-// added.
+// checkRebind checks a port's new interface binding, or its move to
+// another node, against what uses the port: its tap services need a
+// monitor, the flows it is the source of and the mirrors on it a capture.
+// It reads through tx, the update's write transaction, which sees the
+// uses that Writes earlier in its batch added.
 func (s *Server) checkRebind(tx *store.Tx, p store.Port) error {
-	if err := s.checkBindable(p.Interface); err != nil || p.Interface == "" {
+	if err := s.checkBindable(p); err != nil || p.Interface == "" {
 		return err
 	}
 	svcs, sources, err := tx.PortUse(p.ID)
@@ -172,12 +313,12 @@ func (s *Server) checkRebind(tx *store.Tx, p store.Port) error {
 		return s.loopErr(p.Interface, p.Interface)
 	}
 	if svcs > 0 {
-		if err := s.checkUse(tx.BoundInterfaces, p, RoleMonitor, useService); err != nil {
+		if err := s.checkUse(tx, p, RoleMonitor, useService); err != nil {
 			return err
 		}
 	}
 	if sources > 0 {
-		return s.checkUse(tx.BoundInterfaces, p, RoleCapture, useSource)
+		return s.checkUse(tx, p, RoleCapture, useSource)
 	}
 	return nil
 }

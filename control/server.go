@@ -231,7 +231,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.release = time.AfterFunc(time.Hour, s.releaseMemory)
 	s.release.Stop()
-	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, s.declared(RoleUplink))
+	s.rec = newReconciler(cfg.Store, cfg.DataPlane, log, s.hub, declared(s.cfg.Interfaces, RoleUplink))
 	s.lists = newListCache()
 	s.fleet = newFleet(cfg)
 	s.rec.nodes, s.rec.onPass = s.fleet.rules, s.passOwners

@@ -57,7 +57,7 @@ func TestStalePassDoesNotOverwriteAnotherNodesStatus(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			_ = ts.st.Heartbeat(ctx, "b", b.fleet.instance, time.Now().UnixMilli(), []byte(`{}`))
+			_ = ts.st.Heartbeat(ctx, "b", b.fleet.instance, time.Now().UnixMilli(), []byte(`{}`), nil)
 		}
 	}()
 	// a's links come up: a's pass reads the ports as a's, and is slow to apply.

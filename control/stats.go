@@ -224,7 +224,7 @@ const notApplied = "not yet handed to the data plane"
 // uplinkNames are the names of every uplink: declared, in the snapshot's
 // interfaces, or reported by a mirror. Never nil.
 func (s *Server) uplinkNames(snap broker.Stats) []string {
-	names := append([]string{}, s.declared(RoleUplink)...)
+	names := append([]string{}, declared(s.cfg.Interfaces, RoleUplink)...)
 	for _, is := range snap.Interfaces {
 		if is.Role == RoleUplink {
 			names = append(names, is.Name)

@@ -150,7 +150,7 @@ func (s *Server) ownPort(tx *store.Tx, id Identity, rawID, project, role, what s
 	if port.ProjectID != project {
 		return port, forbidden("PortDoesNotBelongToTenant", "The specified port does not belong to the tenant")
 	}
-	return port, s.checkUse(tx.BoundInterfaces, port, role, what)
+	return port, s.checkUse(tx, port, role, what)
 }
 
 func (s *Server) createTapService(tx *store.Tx, id Identity, b serviceBody) (store.TapService, error) {
@@ -213,10 +213,10 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 	} else if err != nil {
 		return store.TapFlow{}, err
 	}
-	if err := s.checkUse(tx.BoundInterfaces, src, RoleCapture, useSource); err != nil {
+	if err := s.checkUse(tx, src, RoleCapture, useSource); err != nil {
 		return store.TapFlow{}, err
 	}
-	if err := checkFastFilters(tx, src, b.Filter); err != nil {
+	if err := s.checkFastFilters(tx, src, b.Filter); err != nil {
 		return store.TapFlow{}, err
 	}
 	f := store.TapFlow{ID: newID(), ProjectID: b.ProjectID, Name: b.Name.V, Description: b.Description.V,
@@ -238,11 +238,15 @@ func (s *Server) createTapFlow(tx *store.Tx, id Identity, b flowBody) (store.Tap
 // on it with it. Flows repeating an expression already there, and flows
 // without a filter, are always accepted. The count runs inside the write
 // transaction (tx), so a bulk or a batch sees its own earlier flows.
-func checkFastFilters(tx *store.Tx, src store.Port, filter *string) error {
+func (s *Server) checkFastFilters(tx *store.Tx, src store.Port, filter *string) error {
 	if filter == nil || src.Interface == "" {
 		return nil
 	}
-	n, has, err := tx.InterfaceFilters(src.Interface, *filter)
+	t, err := s.bindTarget(src)
+	if err != nil {
+		return err
+	}
+	n, has, err := tx.InterfaceFilters(t.hosts(), src.Interface, *filter)
 	if err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func TestCheckDB(t *testing.T) {
 			t.Errorf("checkDB created %s", path)
 		}
 		migrate(t, path)
-		expect(t, check(t, path), pass, "schema up to date (0010_nodes.sql)")
+		expect(t, check(t, path), pass, "schema up to date (0011_node_interfaces.sql)")
 	})
 	t.Run("postgres", func(t *testing.T) {
 		c := testutil.StartPostgresCluster(t)
@@ -72,7 +72,7 @@ func TestCheckDB(t *testing.T) {
 		dsn := strings.Replace(c.CreateDB(t), "postgres:///", "postgres://postgres:s3cretpw@/", 1)
 		expect(t, check(t, dsn), pass, "empty, the first start creates the schema")
 		migrate(t, dsn)
-		expect(t, check(t, dsn), pass, "schema up to date (0010_nodes.sql)")
+		expect(t, check(t, dsn), pass, "schema up to date (0011_node_interfaces.sql)")
 		if r := check(t, dsn); !strings.Contains(r.Detail, "postgres://postgres:xxxxx@/") {
 			t.Errorf("checkDB = %q, want the URL with its password redacted", r.Detail)
 		}

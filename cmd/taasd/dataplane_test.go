@@ -37,6 +37,8 @@ type xdpDaemon struct {
 	stop func()
 	// token is sent as X-Auth-Token when not empty (see as).
 	token string
+	// client makes the calls; nil is http.DefaultClient.
+	client *http.Client
 }
 
 // as is d calling with token.
@@ -123,7 +125,11 @@ func (d *xdpDaemon) call(t *testing.T, method, path string, body any, want int, 
 	if d.token != "" {
 		req.Header.Set("X-Auth-Token", d.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	c := d.client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -360,7 +360,7 @@ func checkIntegrity(t *testing.T, db string, acked map[string]bool) {
 		{"flows without their source port", `SELECT id FROM tap_flows f WHERE NOT EXISTS (SELECT 1 FROM ports p WHERE p.id = f.source_port)`},
 		{"tap services without their port", `SELECT id FROM tap_services s WHERE NOT EXISTS (SELECT 1 FROM ports p WHERE p.id = s.port_id)`},
 		{"ports without their network", `SELECT id FROM ports p WHERE NOT EXISTS (SELECT 1 FROM networks n WHERE n.id = p.network_id)`},
-		{"MACs on an interface twice", `SELECT iface || ' ' || mac_address FROM ports WHERE iface <> '' GROUP BY iface, mac_address HAVING count(*) > 1`},
+		{"MACs on an interface of a node twice", `SELECT host_id || ' ' || iface || ' ' || mac_address FROM ports WHERE iface <> '' GROUP BY host_id, iface, mac_address HAVING count(*) > 1`},
 		{"quota usages unequal to the rows", `
 			WITH rows AS (
 				SELECT project_id, 'network' AS resource, count(*) AS n FROM networks GROUP BY project_id
@@ -427,8 +427,8 @@ func TestFleetDatabaseCut(t *testing.T) {
 	apiA, apiC := apis["a"], apis["c"]
 	vmB, vmC, peer := "fa:16:3e:00:02:0b", "fa:16:3e:00:02:0c", "fa:16:3e:00:02:99"
 	hwB, hwC, hwPeer := packettest.MustMAC(vmB), packettest.MustMAC(vmC), packettest.MustMAC(peer)
-	srcB := apiA.nodePort(t, "vm-b", vmB, topoB.capIf, "b")
-	monB := apiA.nodePort(t, "mon-b", "fa:16:3e:00:02:9b", topoB.monIf, "b")
+	srcB := apiA.nodePort(t, defaultNetwork, "vm-b", vmB, topoB.capIf, "b")
+	monB := apiA.nodePort(t, defaultNetwork, "mon-b", "fa:16:3e:00:02:9b", topoB.monIf, "b")
 	flowB := apiA.createFlow(t, "flow-b", apiA.createService(t, "svc-b", monB), srcB, "BOTH", nil)
 	// ACTIVE through every node before the cut: a node's view of the
 	// others is read at its start and then at each heartbeat (1 s), so
@@ -535,8 +535,8 @@ func TestFleetDatabaseCut(t *testing.T) {
 
 	// A write through a reaches c's data plane.
 	created := time.Now()
-	srcC := apiA.nodePort(t, "vm-c", vmC, topoC.capIf, "c")
-	monC := apiA.nodePort(t, "mon-c", "fa:16:3e:00:02:9c", topoC.monIf, "c")
+	srcC := apiA.nodePort(t, defaultNetwork, "vm-c", vmC, topoC.capIf, "c")
+	monC := apiA.nodePort(t, defaultNetwork, "mon-c", "fa:16:3e:00:02:9c", topoC.monIf, "c")
 	flowC := apiA.createFlow(t, "flow-c", apiA.createService(t, "svc-c", monC), srcC, "BOTH", nil)
 	apiC.waitFlow(t, flowC, "ACTIVE", "", 20*time.Second)
 	topoC.sendFrames(t, hwC, hwPeer, 201, 3)

@@ -1,15 +1,20 @@
 package main
 
 // Issue 14's fleet end to end: three taasd binaries (nodes a, b and c,
-// each --dataplane xdp) on one PostgreSQL database, each realising the
-// ports bound to it (binding:host_id) on veth pairs of its own; frames
-// injected on a capture reach its node's monitor; kill -9 of a node shows
-// its resources DOWN through the others' APIs, and its restart brings
-// them back.
+// each --dataplane xdp) on one PostgreSQL database, each in a network
+// namespace of its own, as on a machine of its own, with the same
+// declared interfaces cap0 and mon0 (veth pairs to namespaces that inject
+// and capture frames); everything is created through node a's API and
+// checked against the node each port is on; frames injected on a
+// capture reach its node's monitor; kill -9 of a node shows its
+// resources DOWN through the others' APIs while the others' flows lose
+// nothing, and its restart brings them back.
 
 import (
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +23,11 @@ import (
 	"github.com/taas-appliance/taas/internal/testutil"
 )
 
-// nodePort creates, through d, a port bound to iface on node.
-func (d *xdpDaemon) nodePort(t *testing.T, name, mac, iface, node string) string {
+// nodePort creates, through d, a port on network bound to iface on node.
+func (d *xdpDaemon) nodePort(t *testing.T, network, name, mac, iface, node string) string {
 	t.Helper()
 	var out struct{ Port struct{ ID string } }
-	d.call(t, "POST", "/v2.0/ports", map[string]any{"port": map[string]any{"name": name, "network_id": defaultNetwork,
+	d.call(t, "POST", "/v2.0/ports", map[string]any{"port": map[string]any{"name": name, "network_id": network,
 		"mac_address": mac, "binding:host_id": node, "binding:profile": map[string]string{"interface": iface}}}, 201, &out)
 	return out.Port.ID
 }
@@ -52,7 +57,7 @@ func (d *xdpDaemon) waitFlow(t *testing.T, id, want, reason string, within time.
 }
 
 // sendFrames injects n test frames from src (seq from first) at tp's
-// capture and waits until tp's monitor has them all.
+// capture and checks that tp's monitor gets them all.
 func (tp e2eTopo) sendFrames(t *testing.T, src, dst net.HardwareAddr, first uint32, n int) {
 	t.Helper()
 	tp.capture.Reset()
@@ -61,23 +66,60 @@ func (tp e2eTopo) sendFrames(t *testing.T, src, dst net.HardwareAddr, first uint
 			t.Fatal(err)
 		}
 	}
-	tp.capture.WaitN(n, 10*time.Second)
+	if got := tp.capture.WaitN(n, 10*time.Second); len(got) != n {
+		t.Fatalf("%d of %d frames (seq %d on) reached the monitor", len(got), n, first)
+	}
+}
+
+// fleetNodeConf declares every fleet node's interfaces: the same names on
+// each, as on machines cabled alike.
+const fleetNodeConf = `
+[[interfaces]]
+name = "cap0"
+role = "capture"
+
+[[interfaces]]
+name = "mon0"
+role = "monitor"
+`
+
+// newNodeTopo makes node's namespace, as a machine of its own, with its
+// capture cap0 (frames injected from a namespace behind it) and its
+// monitor mon0 (captured in a namespace behind it).
+func newNodeTopo(t *testing.T, node string) (string, e2eTopo) {
+	t.Helper()
+	p := testutil.Prefix(t) + node
+	ns, span, monNS := testutil.Netns(t, p), testutil.Netns(t, p+"span"), testutil.Netns(t, p+"mon")
+	tp := e2eTopo{monNS: monNS, capIf: "cap0", monIf: "mon0"}
+	testutil.Veth(t, "cap0", "cap0p", testutil.VethOpts{NetnsA: ns, NetnsB: span})
+	testutil.Veth(t, "mon0", "mon0p", testutil.VethOpts{NetnsA: ns, NetnsB: monNS})
+	tp.inject = packettest.NewInjector(t, span, "cap0p")
+	testutil.WaitOperUp(t, span, "cap0p")
+	tp.capture = packettest.NewCapture(t, monNS, "mon0p", packettest.IsTest)
+	return ns, tp
 }
 
 func TestFleet(t *testing.T) {
 	testutil.RequireRoot(t, e2eRootWhy)
 	db := testutil.StartPostgresCluster(t).CreateDB(t)
 	bin := testutil.BuildTaasd(t)
-	topoA, topoB := newE2ETopo(t), newE2ETopo(t)
+	conf := filepath.Join(t.TempDir(), "taasd.toml")
+	if err := os.WriteFile(conf, []byte(fleetNodeConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	const timeout = 3 * time.Second
+	topo := map[string]e2eTopo{}
 	start := func(node string) (*testutil.Taasd, *xdpDaemon) {
-		d := testutil.StartTaasd(t, bin, "--db", db, "--node", node, "--node-timeout", "3", "--dataplane", "xdp",
-			"--pin-dir", "", "--log-level", "debug")
-		return d, &xdpDaemon{url: d.URL}
+		ns, tp := newNodeTopo(t, node)
+		topo[node] = tp
+		d := testutil.StartTaasdIn(t, ns, bin, "--config", conf, "--db", db, "--node", node, "--node-timeout", "3",
+			"--dataplane", "xdp", "--pin-dir", "", "--log-level", "debug")
+		return d, &xdpDaemon{url: d.URL, client: d.Client()}
 	}
 	_, apiA := start("a")
 	b, apiB := start("b")
 	_, apiC := start("c")
+	apis := map[string]*xdpDaemon{"a": apiA, "b": apiB, "c": apiC}
 
 	// A second taasd under a live node's name refuses to start.
 	second := exec.Command(bin, "--db", db, "--node", "b", "--listen", testutil.FreeLoopbackAddr(t))
@@ -86,26 +128,36 @@ func TestFleet(t *testing.T) {
 		t.Errorf("a second taasd --node b = %v:\n%s", err, out)
 	}
 
-	vmA, vmB, peer := "fa:16:3e:00:01:0a", "fa:16:3e:00:01:0b", "fa:16:3e:00:01:99"
-	hwA, hwB, hwPeer := packettest.MustMAC(vmA), packettest.MustMAC(vmB), packettest.MustMAC(peer)
-	// Everything through node a's API.
-	srcB := apiA.nodePort(t, "vm-b", vmB, topoB.capIf, "b")
-	monB := apiA.nodePort(t, "mon-b", "fa:16:3e:00:01:9b", topoB.monIf, "b")
-	srcA := apiA.nodePort(t, "vm-a", vmA, topoA.capIf, "a")
-	monA := apiA.nodePort(t, "mon-a", "fa:16:3e:00:01:9a", topoA.monIf, "a")
+	// Everything through node a's API. b's and c's VMs have one MAC,
+	// each on the cap0 of its own node (two networks: a MAC is unique on
+	// a network).
+	vm, peer := "fa:16:3e:00:01:0b", "fa:16:3e:00:01:99"
+	hwVM, hwPeer := packettest.MustMAC(vm), packettest.MustMAC(peer)
+	var net2 struct{ Network struct{ ID string } }
+	apiA.call(t, "POST", "/v2.0/networks", map[string]any{"network": map[string]any{"name": "rack-c"}}, 201, &net2)
+	srcB := apiA.nodePort(t, defaultNetwork, "vm-b", vm, "cap0", "b")
+	monB := apiA.nodePort(t, defaultNetwork, "mon-b", "fa:16:3e:00:01:9b", "mon0", "b")
+	srcC := apiA.nodePort(t, net2.Network.ID, "vm-c", vm, "cap0", "c")
+	monC := apiA.nodePort(t, net2.Network.ID, "mon-c", "fa:16:3e:00:01:9c", "mon0", "c")
+	// b's own bindings are checked against b's interfaces, not a's.
+	apiA.call(t, "POST", "/v2.0/ports", map[string]any{"port": map[string]any{"network_id": defaultNetwork,
+		"binding:host_id": "b", "binding:profile": map[string]string{"interface": "eth9"}}}, 400, nil)
 	created := time.Now()
 	flowB := apiA.createFlow(t, "flow-b", apiA.createService(t, "svc-b", monB), srcB, "BOTH", nil)
+	svcC := apiA.createService(t, "svc-c", monC)
+	flowC := apiA.createFlow(t, "flow-c", svcC, srcC, "BOTH", nil)
 	apiC.waitFlow(t, flowB, "ACTIVE", "", 20*time.Second)
 	t.Logf("flow on node b created through a: ACTIVE through c %v after the create's request", time.Since(created).Round(time.Millisecond))
-	svcA := apiA.createService(t, "svc-a", monA)
-	flowA := apiA.createFlow(t, "flow-a", svcA, srcA, "BOTH", nil)
-	apiB.waitFlow(t, flowA, "ACTIVE", "", 20*time.Second)
+	for _, api := range apis {
+		api.waitFlow(t, flowB, "ACTIVE", "", 20*time.Second)
+		api.waitFlow(t, flowC, "ACTIVE", "", 20*time.Second)
+	}
 	// A flow across two nodes is DOWN, naming both.
-	cross := apiC.createFlow(t, "cross", svcA, srcB, "BOTH", nil)
-	apiA.waitFlow(t, cross, "DOWN", "source port "+srcB+" is on node b and tap service "+svcA+"'s port on node a", 20*time.Second)
+	cross := apiC.createFlow(t, "cross", svcC, srcB, "BOTH", nil)
+	apiA.waitFlow(t, cross, "DOWN", "source port "+srcB+" is on node b and tap service "+svcC+"'s port on node c", 20*time.Second)
 
-	topoB.sendFrames(t, hwB, hwPeer, 1, 3)
-	topoA.sendFrames(t, hwA, hwPeer, 11, 3)
+	topo["b"].sendFrames(t, hwVM, hwPeer, 1, 3)
+	topo["c"].sendFrames(t, hwVM, hwPeer, 11, 3)
 	// Node b's counters through node c's taas/stats, with the node.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -135,20 +187,43 @@ func TestFleet(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	// kill -9 node b: its flow goes DOWN through a and c, a's stays
-	// ACTIVE and keeps delivering.
+	// kill -9 node b: its flow goes DOWN through a and c, c's stays ACTIVE
+	// and loses no frame meanwhile (one every 10 ms, at most 2000).
+	tc := topo["c"]
+	tc.capture.Reset()
+	sending, sent := make(chan struct{}), make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for ; n < 2000; n++ {
+			select {
+			case <-sending:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if err := tc.inject.Send(packettest.Frame(hwPeer, hwVM, nil, 1000+uint32(n), 64)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
 	b.Kill(t)
 	killed := time.Now()
 	took := apiA.waitFlow(t, flowB, "DOWN", "node b not seen since ", timeout+5*time.Second)
 	t.Logf("node b killed: its flow DOWN through a after %v (node timeout %v, heartbeat 1s)", took.Round(time.Millisecond), timeout)
 	apiC.waitFlow(t, flowB, "DOWN", "node b not seen since ", 5*time.Second)
-	apiC.waitFlow(t, flowA, "ACTIVE", "", time.Second)
-	topoA.sendFrames(t, hwA, hwPeer, 21, 3)
+	apiA.waitFlow(t, flowC, "ACTIVE", "", time.Second)
+	close(sending)
+	n := <-sent
+	if got := tc.capture.WaitN(n, 10*time.Second); len(got) != n {
+		t.Errorf("node c's monitor got %d of the %d frames sent while node b died", len(got), n)
+	}
+	t.Logf("node c delivered %d frames while node b died and was judged gone", n)
 
 	// Restarted, node b takes its plan and its flow is ACTIVE again.
 	b.Restart(t)
 	took = apiA.waitFlow(t, flowB, "ACTIVE", "", 20*time.Second)
 	t.Logf("node b restarted %v after the kill: its flow ACTIVE through a %v after it answered",
 		time.Since(killed).Round(time.Millisecond), took.Round(time.Millisecond))
-	topoB.sendFrames(t, hwB, hwPeer, 31, 3)
+	topo["b"].sendFrames(t, hwVM, hwPeer, 31, 3)
 }

@@ -74,7 +74,7 @@ func BenchmarkCreateTapFlow8(b *testing.B) {
 							if _, err := tx.GetPort("a", "src"); err != nil {
 								return err
 							}
-							if _, err := tx.BoundInterfaces(true); err != nil {
+							if _, err := tx.BoundInterfaces(nil, true); err != nil {
 								return err
 							}
 							return tx.CreateTapFlow(TapFlow{ID: fmt.Sprint("f", i), ProjectID: "a", TapServiceID: "svc",

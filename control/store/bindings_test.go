@@ -126,7 +126,7 @@ func TestTxSeesItsBatch(t *testing.T) {
 			if svcs, sources, err = tx.PortUse(p.ID); err != nil {
 				return err
 			}
-			if bound, err = tx.BoundInterfaces(true); err != nil {
+			if bound, err = tx.BoundInterfaces(nil, true); err != nil {
 				return err
 			}
 			// The read pool, for contrast: the last commit, without s1.
@@ -157,5 +157,115 @@ func TestTxSeesItsBatch(t *testing.T) {
 	}
 	if stale != 0 {
 		t.Errorf("the read pool saw %d services on p before the commit, want 0", stale)
+	}
+}
+
+// TestBindingsPerNode: in a fleet eth names repeat on every node, and
+// what a binding is checked against is the ports of its own node: the
+// interfaces in use and the filters of a capture interface are counted
+// per binding:host_id (nil: every port, a single appliance). One MAC on
+// one interface is one node's rule on PostgreSQL (a fleet's database),
+// and stays per interface on SQLite (a single appliance realises every
+// port whatever its host_id).
+func TestBindingsPerNode(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testDB(t))
+	if err := s.CreateNetwork(ctx, Network{ID: "n2", ProjectID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	const mac = "fa:16:3e:00:00:0c"
+	for _, p := range []Port{
+		{ID: "ca", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: mac, Interface: "cap0", HostID: "a"},
+		{ID: "ma", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:01", Interface: "mon0", HostID: "a"},
+		{ID: "cb", ProjectID: "a", NetworkID: "n2", MACAddress: "fa:16:3e:00:00:02", Interface: "cap0", HostID: "b"},
+		{ID: "mb", ProjectID: "a", NetworkID: "n2", MACAddress: "fa:16:3e:00:00:03", Interface: "mon1", HostID: "b"},
+	} {
+		if err := s.CreatePort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filter := func(f string) *string { return &f }
+	if err := s.Write(ctx, func(tx *Tx) error {
+		for _, sv := range []TapService{{ID: "sa", ProjectID: "a", PortID: "ma"}, {ID: "sb", ProjectID: "a", PortID: "mb"}} {
+			if err := tx.CreateTapService(sv, 0); err != nil {
+				return err
+			}
+		}
+		for _, f := range []TapFlow{
+			{ID: "fa", ProjectID: "a", TapServiceID: "sa", SourcePort: "ca", Direction: "BOTH", Filter: filter("tcp")},
+			{ID: "fb1", ProjectID: "a", TapServiceID: "sb", SourcePort: "cb", Direction: "BOTH", Filter: filter("udp")},
+			{ID: "fb2", ProjectID: "a", TapServiceID: "sb", SourcePort: "cb", Direction: "BOTH", Filter: filter("icmp")},
+		} {
+			if err := tx.CreateTapFlow(f); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type filters struct {
+		n   int
+		has bool
+	}
+	for _, tc := range []struct {
+		hosts                   []string
+		monitors, captures      []string
+		cap0Filters, cap0HasTCP filters
+	}{
+		{nil, []string{"mon0", "mon1"}, []string{"cap0"}, filters{3, false}, filters{3, true}},
+		{[]string{"a"}, []string{"mon0"}, []string{"cap0"}, filters{1, false}, filters{1, true}},
+		{[]string{"b"}, []string{"mon1"}, []string{"cap0"}, filters{2, false}, filters{2, false}},
+		{[]string{"c", ""}, nil, nil, filters{0, false}, filters{0, false}},
+	} {
+		if err := s.Write(ctx, func(tx *Tx) error {
+			mons, err := tx.BoundInterfaces(tc.hosts, true)
+			if err != nil {
+				return err
+			}
+			caps, err := tx.BoundInterfaces(tc.hosts, false)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(mons, tc.monitors) || !slices.Equal(caps, tc.captures) {
+				t.Errorf("BoundInterfaces(%q) = %v (monitors), %v (captures), want %v, %v", tc.hosts, mons, caps, tc.monitors, tc.captures)
+			}
+			for expr, want := range map[string]filters{"arp": tc.cap0Filters, "tcp": tc.cap0HasTCP} {
+				n, has, err := tx.InterfaceFilters(tc.hosts, "cap0", expr)
+				if err != nil {
+					return err
+				}
+				if (filters{n, has}) != want {
+					t.Errorf("InterfaceFilters(%q, cap0, %s) = %d, %v, want %v", tc.hosts, expr, n, has, want)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The MAC of port ca (cap0 of node a) on cap0 of node b.
+	if err := s.CreateNetwork(ctx, Network{ID: "n3", ProjectID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.CreatePort(ctx, Port{ID: "cb2", ProjectID: "a", NetworkID: "n3", MACAddress: mac, Interface: "cap0", HostID: "b"})
+	if onPostgres() {
+		if err != nil {
+			t.Fatalf("one MAC on cap0 of nodes a and b: %v, want both (two netdevs)", err)
+		}
+		_, err := s.UpdatePort(ctx, "", "cb2", func(_ *Tx, p *Port) error { p.HostID = "a"; return nil })
+		if !errors.Is(err, ErrMACInUse) {
+			t.Errorf("moving port cb2 to node a, where cap0 has its MAC: %v, want ErrMACInUse", err)
+		}
+		if err := s.CreateNetwork(ctx, Network{ID: "n4", ProjectID: "a"}); err != nil {
+			t.Fatal(err)
+		}
+		err = s.CreatePort(ctx, Port{ID: "cb3", ProjectID: "a", NetworkID: "n4", MACAddress: mac, Interface: "cap0", HostID: "b"})
+		if !errors.Is(err, ErrMACInUse) {
+			t.Errorf("the MAC twice on cap0 of node b: %v, want ErrMACInUse", err)
+		}
+	} else if !errors.Is(err, ErrMACInUse) {
+		t.Errorf("one MAC on cap0 of hosts a and b on SQLite: %v, want ErrMACInUse (one appliance)", err)
 	}
 }

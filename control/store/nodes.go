@@ -21,6 +21,10 @@ type Node struct {
 	// StoppedAt is when the run stopped cleanly; 0 while it runs (or
 	// after it died without stopping).
 	StoppedAt int64
+	// Interfaces is what the node declares of its interfaces, JSON as
+	// control wrote it; "" when it published none (migration 0011). Inspect
+	// does not read it: its database may predate the column.
+	Interfaces string
 }
 
 // NodeStats is a node's published data-plane counters: JSON, as control
@@ -38,9 +42,9 @@ var ErrNodeTaken = errors.New("node taken by another taasd")
 // GetNode returns the row of the node name, or ErrNotFound.
 func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	var n Node
-	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at
+	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at, interfaces
 		FROM nodes WHERE name = ?`, name).
-		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
+		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt, &n.Interfaces)
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, fmt.Errorf("node %s: %w", name, ErrNotFound)
 	}
@@ -50,7 +54,8 @@ func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	return n, nil
 }
 
-// nodesQuery reads every node by name, for scanNode.
+// nodesQuery reads every node by name, for scanNode, as any schema since
+// 0010 has them (Inspect reads databases of older versions too).
 const nodesQuery = `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at FROM nodes ORDER BY name`
 
 func scanNode(sc scanner, n *Node) error {
@@ -64,14 +69,18 @@ func hasNodes(applied []string) bool { return slices.Contains(applied, "0010_nod
 // ListNodes returns every node by name.
 func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
-	err := scanAll(ctx, s.r, &out, nodesQuery, scanNode)
+	err := scanAll(ctx, s.r, &out, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at, interfaces
+		FROM nodes ORDER BY name`, func(sc scanner, n *Node) error {
+		return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt, &n.Interfaces)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	return out, nil
 }
 
-// ClaimNode registers n (its name, instance, version, address and times)
+// ClaimNode registers n (its name, instance, version, address, times and
+// interfaces)
 // as its name's run, replacing the row of an earlier run only if that
 // row's last_seen is still lastSeen (0: there must be no row): the caller
 // read the row, waited for a live run's heartbeat, and saw none. A row
@@ -80,13 +89,13 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 // cannot both win.
 func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, instance, version, api_address, started_at, last_seen)
-			VALUES (?, ?, ?, ?, ?, ?)
+		res, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, instance, version, api_address, started_at, last_seen, interfaces)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, version = excluded.version,
 				api_address = excluded.api_address, started_at = excluded.started_at, last_seen = excluded.last_seen,
-				stopped_at = 0
+				stopped_at = 0, interfaces = excluded.interfaces
 			WHERE nodes.last_seen = ? OR nodes.instance = excluded.instance`,
-			n.Name, n.Instance, n.Version, n.APIAddress, n.StartedAt, n.LastSeen, lastSeen)
+			n.Name, n.Instance, n.Version, n.APIAddress, n.StartedAt, n.LastSeen, n.Interfaces, lastSeen)
 		if err != nil {
 			return fmt.Errorf("claim node %s: %w", n.Name, err)
 		}
@@ -101,9 +110,10 @@ func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 
 // Heartbeat sets the last_seen of the run instance of node name to now
 // (Unix ms) and, when stats is not nil, replaces the node's published
-// counters, in one transaction. A row another run has claimed is
-// ErrNodeTaken, and nothing is written.
-func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats []byte) error {
+// counters, and when interfaces is not nil its published interfaces, in
+// one transaction. A row another run has claimed is ErrNodeTaken, and
+// nothing is written.
+func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats, interfaces []byte) error {
 	// Others read heartbeats and stats when they need them (each node
 	// rereads the nodes every heartbeat, and a change of liveness drops the
 	// cached lists itself): announced, each would wake every node or clear
@@ -112,6 +122,10 @@ func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64,
 	return s.write(ctx, noChange, func(t *Tx) error {
 		ctx, tx := t.ctx, t.tx
 		res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
+		if err == nil && interfaces != nil {
+			res, err = tx.ExecContext(ctx, `UPDATE nodes SET interfaces = ? WHERE name = ? AND instance = ?`,
+				string(interfaces), name, instance)
+		}
 		if err != nil {
 			return fmt.Errorf("heartbeat of node %s: %w", name, err)
 		}

@@ -91,7 +91,7 @@ func TestHeartbeat(t *testing.T) {
 		if st.stats != "" {
 			stats = []byte(st.stats)
 		}
-		if err := s.Heartbeat(ctx, st.node, st.instance, st.now, stats); !errors.Is(err, st.err) {
+		if err := s.Heartbeat(ctx, st.node, st.instance, st.now, stats, nil); !errors.Is(err, st.err) {
 			t.Errorf("Heartbeat(%s, %s) = %v, want %v", st.node, st.instance, err, st.err)
 		}
 	}
@@ -140,7 +140,7 @@ func TestHeartbeatQuiet(t *testing.T) {
 	}
 	genA, genB := a.Generation(), b.Generation()
 	for i := range 5 {
-		if err := a.Heartbeat(ctx, "a", "a1", int64(10+i), []byte(`{}`)); err != nil {
+		if err := a.Heartbeat(ctx, "a", "a1", int64(10+i), []byte(`{}`), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

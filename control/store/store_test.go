@@ -34,7 +34,7 @@ func TestMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql 0008_filter_snaplen.sql 0009_status_reason.sql 0010_nodes.sql]" {
+	if fmt.Sprint(got) != "[0001_init.sql 0002_default_network.sql 0003_mac_per_interface.sql 0004_quotas.sql 0005_network_quota.sql 0006_tap_mirrors.sql 0007_tap_mirror_tunnels.sql 0008_filter_snaplen.sql 0009_status_reason.sql 0010_nodes.sql 0011_node_interfaces.sql]" {
 		t.Errorf("Migrations = %v", got)
 	}
 	s.Close()
@@ -76,7 +76,7 @@ func TestMigrationsRefuseNewer(t *testing.T) {
 	}
 	s.Close()
 	_, err = Open(ctx, path)
-	want := "the database has migration 9999_future.sql, newer than this taasd's newest (0010_nodes.sql): " +
+	want := "the database has migration 9999_future.sql, newer than this taasd's newest (0011_node_interfaces.sql): " +
 		"a newer taasd wrote it; run that version, or restore the backup taken before the upgrade"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Open = %v, want an error saying %q", err, want)

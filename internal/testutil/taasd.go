@@ -1,9 +1,11 @@
 package testutil
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,8 +27,12 @@ type Taasd struct {
 	// Args are the arguments it was started with, --listen and --db included.
 	Args []string
 	Cmd  *exec.Cmd
+	// Netns is the network namespace it runs in (StartTaasdIn); "" is the
+	// test's own.
+	Netns string
 
 	bin    string
+	client *http.Client // Client's, once made
 	exited chan struct{}
 	err    error // the exit error, once exited is closed
 }
@@ -37,6 +43,15 @@ type Taasd struct {
 // given as flags they override a --config file's. A start that fails, or
 // takes over 60 s, fails the test with the log.
 func StartTaasd(t testing.TB, bin string, args ...string) *Taasd {
+	t.Helper()
+	return StartTaasdIn(t, "", bin, args...)
+}
+
+// StartTaasdIn is StartTaasd in the network namespace netns (made by
+// Netns; "" is the test's own), as a machine of its own: its API is on
+// that namespace's loopback (127.0.0.1:9696 unless args say), which only
+// Client reaches, and its netdevs are that namespace's.
+func StartTaasdIn(t testing.TB, netns, bin string, args ...string) *Taasd {
 	t.Helper()
 	dir := t.TempDir()
 	// flag returns the value args give flag, as "--flag V" or "--flag=V".
@@ -51,10 +66,13 @@ func StartTaasd(t testing.TB, bin string, args ...string) *Taasd {
 		}
 		return "", false
 	}
-	d := &Taasd{bin: bin, LogPath: filepath.Join(dir, "taasd.log")}
+	d := &Taasd{bin: bin, LogPath: filepath.Join(dir, "taasd.log"), Netns: netns}
 	var ok bool
 	if d.Addr, ok = flag("--listen"); !ok {
-		d.Addr = FreeLoopbackAddr(t)
+		d.Addr = "127.0.0.1:9696" // a namespace of its own: free
+		if netns == "" {
+			d.Addr = FreeLoopbackAddr(t)
+		}
 		args = append([]string{"--listen", d.Addr}, args...)
 	}
 	if d.DB, ok = flag("--db"); !ok {
@@ -77,6 +95,10 @@ func (d *Taasd) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	d.Cmd = exec.Command(d.bin, d.Args...)
+	if d.Netns != "" {
+		// ip execs taasd in place: the pid is taasd's.
+		d.Cmd = exec.Command("ip", append([]string{"netns", "exec", d.Netns, d.bin}, d.Args...)...)
+	}
 	d.Cmd.Stdout, d.Cmd.Stderr = logf, logf
 	if err := d.Cmd.Start(); err != nil {
 		logf.Close()
@@ -89,6 +111,9 @@ func (d *Taasd) start(t testing.TB) {
 		close(d.exited)
 	}()
 	t.Cleanup(func() {
+		if d.client != nil {
+			d.client.CloseIdleConnections()
+		}
 		select {
 		case <-d.exited:
 		default:
@@ -105,19 +130,37 @@ func (d *Taasd) start(t testing.TB) {
 			t.Logf("taasd %s log:\n%s", strings.Join(d.Args, " "), d.Logs())
 		}
 	})
-	waitOK(t, d.client(), d.URL+"/", 60*time.Second, d.exited, func() string {
+	waitOK(t, d.Client(), d.URL+"/", 60*time.Second, d.exited, func() string {
 		return fmt.Sprintf("taasd %s: %v\n%s", strings.Join(d.Args, " "), d.err, d.Logs())
 	})
 }
 
-// client is what StartTaasd asks whether taasd answers: over HTTPS, with
-// --tls-cert, it trusts whatever certificate taasd serves (its own child,
-// on loopback); tests check the certificate with their own clients.
-func (d *Taasd) client() *http.Client {
-	if !strings.HasPrefix(d.URL, "https://") {
+// Client reaches taasd's API: it connects from inside taasd's network
+// namespace (StartTaasdIn). Over HTTPS, with --tls-cert, it trusts
+// whatever certificate taasd serves (its own child, on loopback); tests
+// check the certificate with their own clients.
+func (d *Taasd) Client() *http.Client {
+	if !strings.HasPrefix(d.URL, "https://") && d.Netns == "" {
 		return http.DefaultClient
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if d.client != nil {
+		return d.client
+	}
+	tr := &http.Transport{}
+	if strings.HasPrefix(d.URL, "https://") {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	if d.Netns != "" {
+		tr.DialContext = func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = InNetns(d.Netns, func() error {
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		}
+	}
+	d.client = &http.Client{Transport: tr}
+	return d.client
 }
 
 // waitOK polls url with c until it answers 200. It fails t with what
@@ -184,7 +227,7 @@ func (d *Taasd) Stop(t testing.TB) error {
 func (d *Taasd) Restart(t testing.TB) *Taasd {
 	t.Helper()
 	<-d.exited
-	n := &Taasd{URL: d.URL, Addr: d.Addr, DB: d.DB, LogPath: d.LogPath, Args: d.Args, bin: d.bin}
+	n := &Taasd{URL: d.URL, Addr: d.Addr, DB: d.DB, LogPath: d.LogPath, Args: d.Args, bin: d.bin, Netns: d.Netns}
 	n.start(t)
 	return n
 }

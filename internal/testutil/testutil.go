@@ -93,21 +93,24 @@ type VethOpts struct {
 	NoIPv6 bool
 }
 
-// Veth creates a veth pair a <-> b, moves the ends into their namespaces,
-// brings both up, and deletes the pair when t ends.
+// Veth creates a veth pair a <-> b with its ends in their namespaces
+// (made there: a name need be free only in its own namespace), brings
+// both up, and deletes the pair when t ends.
 func Veth(t testing.TB, a, b string, o VethOpts) {
 	t.Helper()
-	args := []string{"link", "add", a}
-	if o.Queues > 1 {
-		q := strconv.Itoa(o.Queues)
-		args = append(args, "numtxqueues", q, "numrxqueues", q)
+	end := func(name, ns string) []string {
+		args := []string{name}
+		if o.Queues > 1 {
+			q := strconv.Itoa(o.Queues)
+			args = append(args, "numtxqueues", q, "numrxqueues", q)
+		}
+		if ns != "" {
+			args = append(args, "netns", ns)
+		}
+		return args
 	}
-	args = append(args, "type", "veth", "peer", "name", b)
-	if o.Queues > 1 {
-		q := strconv.Itoa(o.Queues)
-		args = append(args, "numtxqueues", q, "numrxqueues", q)
-	}
-	Run(t, "ip", args...)
+	args := append(append([]string{"link", "add"}, end(a, o.NetnsA)...), "type", "veth", "peer", "name")
+	Run(t, "ip", append(args, end(b, o.NetnsB)...)...)
 	t.Cleanup(func() {
 		// Deleting one end deletes both; the namespace may already be gone,
 		// and with it the pair, so a failure here is not an error.
@@ -118,9 +121,6 @@ func Veth(t testing.TB, a, b string, o VethOpts) {
 		}
 	})
 	for _, end := range []struct{ name, ns, mac string }{{a, o.NetnsA, o.MACA}, {b, o.NetnsB, o.MACB}} {
-		if end.ns != "" {
-			Run(t, "ip", "link", "set", end.name, "netns", end.ns)
-		}
 		ip := []string{}
 		if end.ns != "" {
 			ip = append(ip, "-n", end.ns)
