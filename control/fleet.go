@@ -506,6 +506,7 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 		if n.Interfaces != "" {
 			if err := json.Unmarshal([]byte(n.Interfaces), &v.Interfaces); err != nil {
 				s.log.Warn("node's published interfaces do not decode", "node", n.Name, "err", err)
+				v.Interfaces = map[string]publishedIface{}
 			}
 		}
 		if self && !s.cfg.Fleet {

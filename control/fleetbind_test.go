@@ -53,7 +53,7 @@ func TestBindingChecksThePortsNode(t *testing.T) {
 		{"b", "cap0", 201, ""},
 		{"b", "mon0", 400, "Interface mon0 is not one of node b's interfaces: bind to a capture interface (cap0, eth1) or a monitor interface (eth2, mon9)."},
 		{"b", "eth3", 400, "Interface eth3 is an uplink"},
-		{"a", "eth1", 400, "Interface eth1 is not one of the appliance's interfaces: bind to a capture interface (cap0) or a monitor interface (mon0)."},
+		{"a", "eth1", 400, "Interface eth1 is not one of node a's interfaces: bind to a capture interface (cap0) or a monitor interface (mon0)."},
 		{"a", "cap0", 201, ""},
 		{"c", "anything0", 201, ""},
 		{"d", "anything0", 201, ""},
@@ -96,7 +96,7 @@ func TestBindingChecksThePortsNode(t *testing.T) {
 		t.Helper()
 		return ts.do("PUT", "/v2.0/ports/"+id, body)
 	}
-	if r := put(capB, `{"port": {"binding:host_id": "a"}}`); r.status != 400 || !strings.Contains(r.raw, "Interface eth1 is not one of the appliance's") {
+	if r := put(capB, `{"port": {"binding:host_id": "a"}}`); r.status != 400 || !strings.Contains(r.raw, "Interface eth1 is not one of node a's") {
 		t.Errorf("moving b's eth1 port to node a = %d %s, want 400", r.status, r.raw)
 	}
 	if r := put(capB, `{"port": {"binding:host_id": "b", "binding:profile": {"interface": "cap0"}}}`); r.status != 200 {
@@ -127,6 +127,17 @@ func TestBindingChecksThePortsNode(t *testing.T) {
 	if r := flow(svcB, capB, "tcp"); r.status != 201 {
 		t.Errorf("a filter on b's cap0 while a's is full = %d %s, want 201", r.status, r.raw)
 	}
+	// Moved to a's full cap0, its flow's filter would be one too many.
+	if r := put(capB, `{"port": {"binding:host_id": "a"}}`); r.status != 409 || !strings.Contains(r.raw, "TapFlowFilterLimit") {
+		t.Errorf("moving a port with a new filter onto a's full cap0 = %d %s, want 409 TapFlowFilterLimit", r.status, r.raw)
+	}
+
+	// A node whose published interfaces do not decode (another version's
+	// format): refused in words, not a 500.
+	claim("e", `{"cap0": "capture"}`)
+	if r := post("e", "cap0"); r.status != 409 || !strings.Contains(r.raw, "NodeInterfacesUnreadable") {
+		t.Errorf("a port on node e, whose interfaces do not decode = %d %s, want 409", r.status, r.raw)
+	}
 
 	// GET /v2.0/taas/nodes shows what each node declares.
 	got := nodeInterfacesOf(ts)
@@ -134,7 +145,7 @@ func TestBindingChecksThePortsNode(t *testing.T) {
 		"a": `{"cap0":{"role":"capture"},"mon0":{"role":"monitor"}}`,
 		"b": `{"cap0":{"role":"capture"},"eth1":{"role":"capture"},"eth2":{"role":"monitor"},"eth3":{"role":"uplink"},` +
 			`"mon9":{"loop":"monitor interface mon9 is the veth peer of capture interface eth1, so copies sent out of mon9 would be captured again (a mirror loop)","role":"monitor"}}`,
-		"c": `{}`, "d": `{}`,
+		"c": `{}`, "d": `{}`, "e": `{}`,
 	} {
 		if got[node] != want {
 			t.Errorf("GET /v2.0/taas/nodes: node %s's interfaces %s, want %s", node, got[node], want)

@@ -100,7 +100,7 @@ func (b bindTarget) hosts() []string {
 
 // whose names the target's interfaces in a refusal.
 func (b bindTarget) whose() string {
-	if b.local {
+	if b.node == "" {
 		return "the appliance's"
 	}
 	return "node " + b.node + "'s"
@@ -144,7 +144,10 @@ func (s *Server) bindTarget(p store.Port, list bool) (bindTarget, error) {
 	}
 	var ifaces map[string]publishedIface
 	if err := json.Unmarshal([]byte(n.Interfaces), &ifaces); err != nil {
-		return t, fmt.Errorf("node %s's published interfaces: %w", n.Name, err)
+		// A taasd of another version, say: nothing can be checked here.
+		s.log.Warn("node's published interfaces do not decode", "node", n.Name, "err", err)
+		return t, conflict("NodeInterfacesUnreadable", fmt.Sprintf("Node %s's published interfaces cannot be read here "+
+			"(a taasd of another version?): bind its ports through its own API.", n.Name))
 	}
 	if len(ifaces) > 0 {
 		t.roles, t.loops = map[string]string{}, map[string]string{}
@@ -179,10 +182,10 @@ func (s *Server) nodeInterfaces() []byte {
 	}
 	for _, m := range append(declared(s.cfg.Interfaces, RoleMonitor), declared(s.cfg.Interfaces, RoleUplink)...) {
 		for _, c := range declared(s.cfg.Interfaces, RoleCapture) {
+			// A check that fails publishes no loop: the node's own
+			// data plane checks again at plan time.
 			why, err := s.feedsBack(m, c)
-			if err != nil {
-				why = fmt.Sprintf("loop check of %s and %s: %v", m, c, err)
-			} else if why == "" {
+			if err != nil || why == "" {
 				continue
 			}
 			for _, name := range []string{m, c} {
@@ -327,7 +330,10 @@ func (s *Server) checkRebind(tx *store.Tx, p store.Port) error {
 		}
 	}
 	if sources > 0 {
-		return s.checkUse(tx, p, RoleCapture, useSource)
+		if err := s.checkUse(tx, p, RoleCapture, useSource); err != nil {
+			return err
+		}
+		return s.checkFiltersWith(tx, p)
 	}
 	return nil
 }

@@ -257,3 +257,25 @@ func (s *Server) checkFastFilters(tx *store.Tx, src store.Port, filter *string) 
 	}
 	return nil
 }
+
+// checkFiltersWith refuses to bind port p, the source of tap flows, where
+// its flows' filters would take its capture interface past what the fast
+// path holds (a port moved to another node or interface): as
+// checkFastFilters for a new flow. An interface already past it (filters
+// added before the limit) only must not grow.
+func (s *Server) checkFiltersWith(tx *store.Tx, p store.Port) error {
+	t, err := s.bindTarget(p, false)
+	if err != nil {
+		return err
+	}
+	without, with, err := tx.FiltersWith(t.hosts(), p.Interface, p.ID)
+	if err != nil {
+		return err
+	}
+	if with > without && with > xdpprog.MaxFastFilters {
+		return conflict("TapFlowFilterLimit", fmt.Sprintf("The capture interface %s would carry %d distinct filter "+
+			"expressions with the flows of port %s, more than its fast path holds (%d)", p.Interface, with, p.ID,
+			xdpprog.MaxFastFilters))
+	}
+	return nil
+}

@@ -64,6 +64,23 @@ func (t *Tx) InterfaceFilters(hosts []string, iface, expr string) (n int, has bo
 	return n, has, nil
 }
 
+// FiltersWith counts the distinct filter expressions of the tap flows
+// whose source ports are bound to iface on hosts (as InterfaceFilters),
+// port's aside (without), and those with the filters of port's flows
+// (with): what the capture interface's fast path holds once port is
+// bound there. Like PortUse it exists only inside the transaction.
+func (t *Tx) FiltersWith(hosts []string, iface, port string) (without, with int, err error) {
+	where, args := onHosts(t.s.d, hosts)
+	err = t.tx.QueryRowContext(t.ctx, `SELECT count(DISTINCT CASE WHEN p.id <> ? THEN f.filter END), count(DISTINCT f.filter)
+		FROM ports p JOIN tap_flows f ON f.source_port = p.id
+		WHERE f.filter IS NOT NULL AND (p.id = ? OR p.iface = ?`+where+`)`,
+		append([]any{port, port, iface}, args...)...).Scan(&without, &with)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count filters on interface %s with port %s: %w", iface, port, err)
+	}
+	return without, with, nil
+}
+
 // onHosts is the condition, on ports p, of a port bound to one of hosts
 // (binding:host_id), and its argument: none for nil (every port).
 func onHosts(d dialect, hosts []string) (string, []any) {
