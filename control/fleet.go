@@ -88,10 +88,10 @@ type fleet struct {
 	// alive shows DOWN; the map is never changed once stored.
 	down atomic.Pointer[map[string]nodeDown]
 
-	// rereadMu serialises rereadNodes; triedGen is the Generation its last
-	// reread was for.
-	rereadMu sync.Mutex
-	triedGen uint64
+	// rereadMu serialises rereadNodes; failedGen is the Generation its
+	// last failed reread was for.
+	rereadMu  sync.Mutex
+	failedGen uint64
 }
 
 // nodeDown is why a resource shows DOWN for its node's silence.
@@ -412,10 +412,10 @@ func (s *Server) nodeNames() []string {
 // must not show "node X never seen" until the next heartbeat rereads them
 // (issue 14): its claim is a write, which moves Generation before it
 // returns (through this Store) or once its notification arrives (through
-// another taasd's, notify.go). One reread per Generation at most, so a
-// node that never joins costs a reread per write of the fleet, and only
-// while something asks about its resources. Blind (heartbeats failing),
-// the view stays as it is (updateDownLocked).
+// another taasd's, notify.go). A reread sets the view's Generation, so a
+// node that never joins costs a reread per write of the fleet at most,
+// and only while something asks about its resources. Blind (heartbeats
+// failing), the view stays as it is (updateDownLocked).
 func (s *Server) rereadNodes() bool {
 	f := s.fleet
 	gen := s.st.Generation()
@@ -424,14 +424,15 @@ func (s *Server) rereadNodes() bool {
 	f.mu.Lock()
 	skip := f.view == nil || f.blind || f.viewGen >= gen
 	f.mu.Unlock()
-	if skip || f.triedGen >= gen {
+	if skip || f.failedGen >= gen {
 		return false
 	}
-	f.triedGen = gen
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.refreshNodes(ctx); err != nil {
-		// The next heartbeat rereads them, or finds the database gone.
+		// The next heartbeat rereads them, or finds the database gone;
+		// until the Generation moves, answers do not wait for it again.
+		f.failedGen = gen
 		s.log.Debug("reread the nodes", "err", err)
 		return false
 	}
