@@ -135,7 +135,7 @@ func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64,
 		return s.writeAhead(ctx, noChange, func(t *Tx) error { return fn(t.ctx, t.tx) })
 	}
 	// Outside the writer, nothing announces it either.
-	tx, err := s.hb.BeginTx(ctx, nil)
+	tx, err := s.hb.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("heartbeat of node %s: %w", name, err)
 	}
