@@ -57,7 +57,7 @@ func TestBindingChecksThePortsNode(t *testing.T) {
 		{"a", "cap0", 201, ""},
 		{"c", "anything0", 201, ""},
 		{"d", "anything0", 201, ""},
-		{"", "eth1", 400, "A port bound to interface eth1 must name its node: in a fleet, set binding:host_id to the node whose interface it is (one of a, b, c, d)."},
+		{"", "eth1", 400, "A port bound to interface eth1 must name its node: in a fleet, set binding:host_id to the node whose interface it is (a, b, c, d)."},
 		{"zz", "eth1", 400, "binding:host_id zz is not a node of this fleet (a, b, c, d)"},
 		{"zz", "", 201, ""}, // unbound: nothing to check, nothing realised
 		{"", "", 201, ""},
@@ -181,5 +181,24 @@ func TestLoopOnAnotherNode(t *testing.T) {
 	want = fmt.Sprintf(`{%q:{%s,"role":"capture"},%q:{%s,"role":"monitor"}}`, capt, loop, mon, loop)
 	if got := nodeInterfacesOf(b)["a"]; got != want {
 		t.Errorf("node a's interfaces through b: %s, want %s", got, want)
+	}
+}
+
+// TestFleetRefusalsToMembers: a project member whose port is on a node the
+// fleet no longer has (deleted since) is refused a tap service on it, with
+// a 400 that names the port's node but not the fleet's other nodes (their
+// names are the admins' to read, GET /v2.0/taas/nodes).
+func TestFleetRefusalsToMembers(t *testing.T) {
+	ts := startIsoServer(t, Config{DataPlane: newRecorder(), Node: "a", Fleet: true, NodeTimeout: time.Hour,
+		NodeHeartbeat: 100 * time.Millisecond})
+	if err := ts.st.ClaimNode(context.Background(), store.Node{Name: "secret-rack", Instance: "i", StartedAt: 1, LastSeen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	port := ts.postPort(map[string]any{"name": "b-mon", "project_id": "proj-b", "binding:host_id": "a"}, "mon0", "", hAdmin)
+	ts.moveUnchecked(port, "gone")
+	r := ts.do("POST", "/v2.0/taas/tap_services", jsonBody(map[string]any{"tap_service": map[string]any{"port_id": port}}), hB)
+	if r.status != 400 || !strings.Contains(r.raw, "binding:host_id gone is not a node of this fleet") ||
+		strings.Contains(r.raw, "secret-rack") {
+		t.Errorf("member's tap service on a port of a gone node = %d %s, want 400 without the fleet's node names", r.status, r.raw)
 	}
 }

@@ -83,8 +83,10 @@ func TestPostgresContention(t *testing.T) {
 	// limiter's per-address count (32), which then resets connections; this
 	// test is about the database, so the limit is lifted.
 	lim := Limits{MaxConnections: 1024, MaxConnectionsPerIP: 1024}
-	for range 4 {
-		srv = append(srv, startServerAt(t, dsn, Config{Logger: quiet, Limits: lim}))
+	for i := range 4 {
+		// A node name each: under one name, the runs that lose the race
+		// to claim it stop (their Run returns ErrNodeTaken).
+		srv = append(srv, startServerAt(t, dsn, Config{Logger: quiet, Limits: lim, Node: fmt.Sprint("n", i)}))
 	}
 	var (
 		wg    sync.WaitGroup

@@ -310,9 +310,9 @@ func TestReconcilerRebuildsAtStart(t *testing.T) {
 // shows it at once after (its list cache follows the other's writes).
 func TestReconcilerWokenByOtherTaasd(t *testing.T) {
 	dsn := testutil.StartPostgres(t)
-	a := startServerAt(t, dsn, Config{})
+	a := startServerAt(t, dsn, Config{Node: "a"})
 	dp := newRecorder()
-	b := startServerAt(t, dsn, Config{DataPlane: dp})
+	b := startServerAt(t, dsn, Config{DataPlane: dp, Node: "b"})
 	waitFor(t, "B's start-up pass", func() bool { return dp.count() > 0 })
 	if r := b.do("GET", "/v2.0/taas/tap_flows", "", asAdmin...); r.status != 200 || strings.Contains(r.raw, `"id"`) {
 		t.Fatalf("B lists %d %s, want no flows", r.status, r.raw)

@@ -107,8 +107,17 @@ func (b bindTarget) whose() string {
 }
 
 // bindTarget returns what port p's interface binding is checked against.
-// In a fleet a bound port must name its node, and a node of the fleet.
-func (s *Server) bindTarget(p store.Port) (bindTarget, error) {
+// In a fleet a bound port must name its node, and a node of the fleet;
+// the refusal lists the fleet's nodes when list is set (for who binds
+// ports, admins: the names of every appliance are not a project's to
+// read).
+func (s *Server) bindTarget(p store.Port, list bool) (bindTarget, error) {
+	nodes := func() string {
+		if !list {
+			return ""
+		}
+		return " (" + orNone(s.nodeNames()) + ")"
+	}
 	switch {
 	case !s.cfg.Fleet:
 		return bindTarget{local: true, roles: s.cfg.Interfaces}, nil
@@ -119,15 +128,15 @@ func (s *Server) bindTarget(p store.Port) (bindTarget, error) {
 		return bindTarget{node: p.HostID}, nil
 	case p.HostID == "":
 		return bindTarget{}, badRequest("A port bound to interface %s must name its node: in a fleet, set "+
-			"binding:host_id to the node whose interface it is (one of %s).", p.Interface, orNone(s.nodeNames()))
+			"binding:host_id to the node whose interface it is%s.", p.Interface, nodes())
 	}
 	n, ok, err := s.nodeRow(p.HostID)
 	if err != nil {
 		return bindTarget{}, err
 	}
 	if !ok {
-		return bindTarget{}, badRequest("binding:host_id %s is not a node of this fleet (%s): a port is bound to an "+
-			"interface of the node that sees it.", p.HostID, orNone(s.nodeNames()))
+		return bindTarget{}, badRequest("binding:host_id %s is not a node of this fleet%s: a port is bound to an "+
+			"interface of the node that sees it.", p.HostID, nodes())
 	}
 	t := bindTarget{node: n.Name}
 	if n.Interfaces == "" {
@@ -191,7 +200,7 @@ func (s *Server) nodeInterfaces() []byte {
 // checkBindable refuses an interface binding of port p outside its node's
 // declared interfaces, and to an uplink.
 func (s *Server) checkBindable(p store.Port) error {
-	t, err := s.bindTarget(p)
+	t, err := s.bindTarget(p, true)
 	if err != nil || p.Interface == "" || len(t.roles) == 0 {
 		return err
 	}
@@ -231,7 +240,7 @@ func (s *Server) checkUse(tx *store.Tx, p store.Port, role, what string) error {
 	if p.Interface == "" {
 		return nil
 	}
-	t, err := s.bindTarget(p)
+	t, err := s.bindTarget(p, false)
 	if err != nil {
 		return err
 	}

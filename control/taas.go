@@ -242,7 +242,7 @@ func (s *Server) checkFastFilters(tx *store.Tx, src store.Port, filter *string) 
 	if filter == nil || src.Interface == "" {
 		return nil
 	}
-	t, err := s.bindTarget(src)
+	t, err := s.bindTarget(src, false)
 	if err != nil {
 		return err
 	}
