@@ -56,8 +56,8 @@ type fleet struct {
 	// registered is set once Register claimed the node.
 	registered atomic.Bool
 
-	// mu guards owners, view and the times below, and serialises
-	// updates of down.
+	// mu guards owners, view, viewGen and the times below, and
+	// serialises updates of down.
 	mu     sync.Mutex
 	owners map[string]owned // the last reconciler pass's, by id
 	view   map[string]store.Node
@@ -80,9 +80,25 @@ type fleet struct {
 	// again after the last such spell, blindFrom then its start.
 	viewAt, blindFrom, backAt time.Time
 	blind                     bool
-	// down holds, by resource id, the reason of each resource whose node
-	// is not alive; the map is never changed once stored.
-	down atomic.Pointer[map[string]string]
+	// viewGen is the store's Generation read just before view was: a
+	// node that registered since has moved it, since its claim is a write
+	// (rereadNodes).
+	viewGen uint64
+	// down holds, by resource id, why each resource whose node is not
+	// alive shows DOWN; the map is never changed once stored.
+	down atomic.Pointer[map[string]nodeDown]
+
+	// rereadMu serialises rereadNodes; failedGen is the Generation its
+	// last failed reread was for.
+	rereadMu  sync.Mutex
+	failedGen uint64
+}
+
+// nodeDown is why a resource shows DOWN for its node's silence.
+type nodeDown struct {
+	reason string
+	// unknown: the view has no row of its node ("never seen").
+	unknown bool
 }
 
 // errNodeInUse is the refusal of a start under the name of a live node.
@@ -328,6 +344,7 @@ func (s *Server) statsToPublish() (stats, same []byte, err error) {
 // refreshNodes rereads the nodes table and updates what the API shows
 // of the resources of nodes that are not alive.
 func (s *Server) refreshNodes(ctx context.Context) error {
+	gen := s.st.Generation()
 	nodes, err := s.st.ListNodes(ctx)
 	if err != nil {
 		return err
@@ -339,7 +356,7 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	f := s.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.view, f.viewAt = view, time.Now()
+	f.view, f.viewAt, f.viewGen = view, time.Now(), gen
 	if f.blind {
 		f.blind, f.backAt = false, f.viewAt
 	}
@@ -389,13 +406,63 @@ func (s *Server) nodeNames() []string {
 	return slices.Sorted(maps.Keys(f.view))
 }
 
+// rereadNodes rereads the nodes for a resource whose node the view does
+// not know, when the store moved since the view was read, and reports
+// whether it did. That node may have registered since, and its resources
+// must not show "node X never seen" until the next heartbeat rereads them
+// (issue 14): its claim is a write, which moves Generation before it
+// returns (through this Store) or once its notification arrives (through
+// another taasd's, notify.go). A reread sets the view's Generation, so a
+// node that never joins costs a reread per write of the fleet at most,
+// and only while something asks about its resources. Blind (heartbeats
+// failing), the view stays as it is (updateDownLocked).
+func (s *Server) rereadNodes() bool {
+	f := s.fleet
+	gen := s.st.Generation()
+	f.rereadMu.Lock()
+	defer f.rereadMu.Unlock()
+	f.mu.Lock()
+	skip := f.view == nil || f.blind || f.viewGen >= gen
+	f.mu.Unlock()
+	if skip || f.failedGen >= gen {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.refreshNodes(ctx); err != nil {
+		// The next heartbeat rereads them, or finds the database gone;
+		// until the Generation moves, answers do not wait for it again.
+		f.failedGen = gen
+		s.log.Debug("reread the nodes", "err", err)
+		return false
+	}
+	return true
+}
+
 // passOwners takes a reconciler pass's owners (Reconciler.onPass).
 func (s *Server) passOwners(owners map[string]owned) {
 	f := s.fleet
+	if s.cfg.Fleet && s.unknownNode(owners) {
+		s.rereadNodes()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.owners = owners
 	s.updateDownLocked()
+}
+
+// unknownNode reports whether a resource of owners is on a node that the
+// view has no row of.
+func (s *Server) unknownNode(owners map[string]owned) bool {
+	f := s.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, o := range owners {
+		if _, known := f.view[o.node]; !known && o.node != "" && o.node != f.rules.self {
+			return true
+		}
+	}
+	return false
 }
 
 // updateDownLocked recomputes which resources show DOWN for their node's
@@ -410,7 +477,7 @@ func (s *Server) updateDownLocked() {
 		return
 	}
 	now := time.Now()
-	down := map[string]string{}
+	down := map[string]nodeDown{}
 	for id, o := range f.owners {
 		if o.node == "" || o.node == f.rules.self {
 			continue
@@ -418,12 +485,13 @@ func (s *Server) updateDownLocked() {
 		n, known := f.view[o.node]
 		switch {
 		case !known:
-			down[id] = fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node)
+			down[id] = nodeDown{reason: fmt.Sprintf("node %s never seen (no taasd with --node %s has joined)", o.node, o.node),
+				unknown: true}
 		case !s.peerAliveLocked(n, now):
-			down[id] = fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))
+			down[id] = nodeDown{reason: fmt.Sprintf("node %s not seen since %s", n.Name, rfc3339(n.LastSeen))}
 		}
 	}
-	var old map[string]string
+	var old map[string]nodeDown
 	if p := f.down.Load(); p != nil {
 		old = *p
 	}
@@ -450,14 +518,20 @@ func (s *Server) updateDownLocked() {
 }
 
 // nodeStatus replaces *status and *reason by DOWN and why when the
-// resource id is on a node that is not alive.
+// resource id is on a node that is not alive. A node never seen may have
+// joined since the view was read: it rereads the nodes first
+// (rereadNodes).
 func (s *Server) nodeStatus(id string, status, reason *string) {
 	p := s.fleet.down.Load()
 	if p == nil {
 		return
 	}
-	if r, ok := (*p)[id]; ok {
-		*status, *reason = broker.StateDown.String(), r
+	d, ok := (*p)[id]
+	if ok && d.unknown && s.rereadNodes() {
+		d, ok = (*s.fleet.down.Load())[id]
+	}
+	if ok {
+		*status, *reason = broker.StateDown.String(), d.reason
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,7 +181,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	var (
 		evs []Event
 		// changes are logged once written.
-		changes []func()
+		changes []statusChange
 	)
 	for _, s := range svcs {
 		if !r.nodes.writes(owners[s.ID].node) {
@@ -189,7 +190,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		st := toStoreStatus(report.Services, s.ID)
 		if st != s.Status {
 			changedSvcs[s.ID] = st
-			changes = append(changes, func() { r.logStatus(ctx, "tap_service", s.ID, s.Name, s.Status, st) })
+			changes = append(changes, statusChange{s.ID, func() { r.logStatus(ctx, "tap_service", s.ID, s.Name, s.Status, st) }})
 			evs = append(evs, Event{Resource: "tap_service", ID: s.ID, Action: "status", Status: st.State, ProjectID: s.ProjectID})
 		}
 	}
@@ -200,7 +201,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		st := toStoreStatus(report.Flows, f.ID)
 		if st != f.Status {
 			changedFlows[f.ID] = st
-			changes = append(changes, func() { r.logStatus(ctx, "tap_flow", f.ID, f.Name, f.Status, st) })
+			changes = append(changes, statusChange{f.ID, func() { r.logStatus(ctx, "tap_flow", f.ID, f.Name, f.Status, st) }})
 			evs = append(evs, Event{Resource: "tap_flow", ID: f.ID, Action: "status", Status: st.State, ProjectID: f.ProjectID})
 		}
 	}
@@ -216,15 +217,27 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 		changedMirrors[m.ID] = ss
 		evs = append(evs, Event{Resource: "tap_mirror", ID: m.ID, Action: "status", Status: ss.State, ProjectID: m.ProjectID})
-		changes = append(changes, func() { r.logStatus(ctx, "tap_mirror", m.ID, m.Name, m.Status, ss) })
+		changes = append(changes, statusChange{m.ID, func() { r.logStatus(ctx, "tap_mirror", m.ID, m.Name, m.Status, ss) }})
 	}
 	// The store checks ownership again as it writes: a port may have moved
-	// to another node since this pass read it.
-	if err := r.st.SetOwnStatuses(ctx, r.nodes.owns(), changedSvcs, changedFlows, changedMirrors); err != nil {
+	// to another node since this pass read it. Only what it wrote is
+	// logged and announced: a row it skipped holds the other node's status,
+	// and an event of this pass's would show subscribers a status the
+	// database never held (issue 14).
+	written, err := r.st.SetOwnStatuses(ctx, r.nodes.owns(), changedSvcs, changedFlows, changedMirrors)
+	if err != nil {
 		return fmt.Errorf("write status of plan %d: %w", plan.Version, err)
 	}
-	for _, log := range changes {
-		log()
+	evs = slices.DeleteFunc(evs, func(e Event) bool { return !written[e.ID] })
+	for _, c := range changes {
+		if written[c.id] {
+			c.log()
+		}
+	}
+	for id := range changedMirrors {
+		if !written[id] {
+			delete(mirrors, id) // another node's now
+		}
 	}
 	r.mirrors.Store(&mirrors)
 	if r.onPass != nil {
@@ -239,6 +252,12 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	r.log.Log(ctx, level, "plan applied", "plan_version", plan.Version, "tap_services", len(plan.Services),
 		"tap_flows", len(plan.Flows), "tap_mirrors", len(plan.Mirrors), "status_changes", len(evs))
 	return nil
+}
+
+// statusChange is a status a pass writes, and how to log it once written.
+type statusChange struct {
+	id  string
+	log func()
 }
 
 // logStatus logs a status change once, when it is written: at info, or

@@ -29,7 +29,9 @@ func (g *gatedDP) Apply(ctx context.Context, p *broker.Plan) (broker.Report, err
 // A pass of node a that read the desired state while the ports were a's,
 // and writes after they moved to node b and b wrote its status, must not
 // put its stale ACTIVE over b's ERROR (review of issue 14: the ownership
-// was decided from the pass's start, the UPDATE was unconditional).
+// was decided from the pass's start, the UPDATE was unconditional), nor
+// announce it as a status event: the database never held it (issue 14's
+// loose ends).
 func TestStalePassDoesNotOverwriteAnotherNodesStatus(t *testing.T) {
 	dpA := &gatedDP{recordingDataPlane: newRecorder(), gate: make(chan chan struct{}, 1)}
 	ts := startServer(t, Config{DataPlane: dpA, Node: "a", Fleet: true, NodeTimeout: 5 * time.Second, NodeHeartbeat: 100 * time.Millisecond})
@@ -71,6 +73,9 @@ func TestStalePassDoesNotOverwriteAnotherNodesStatus(t *testing.T) {
 	for len(dpA.gate) > 0 { // the pass took the gate: it has read
 		time.Sleep(5 * time.Millisecond)
 	}
+	// What a's passes announce from now on: the stale one first.
+	sub := ts.srv.hub.subscribe("")
+	defer ts.srv.hub.unsubscribe(sub)
 	for _, id := range []string{mon, capp} {
 		ts.must(200, "PUT", "/v2.0/ports/"+id, `{"port": {"binding:host_id": "b"}}`, "port")
 	}
@@ -87,6 +92,11 @@ func TestStalePassDoesNotOverwriteAnotherNodesStatus(t *testing.T) {
 		r := ts.must(200, "GET", "/v2.0/taas/tap_flows/"+flow, "", "tap_flow")
 		if !strings.Contains(r["status_reason"].(string), "seen") {
 			break
+		}
+	}
+	for len(sub.ch) > 0 {
+		if e := <-sub.ch; e.Action == "status" && e.Status == "ACTIVE" && (e.ID == svc || e.ID == flow) {
+			t.Errorf("a announced %s %s ACTIVE, a status the database never held (b wrote ERROR)", e.Resource, e.ID)
 		}
 	}
 	for _, c := range []struct{ path, key, id string }{

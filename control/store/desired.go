@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -174,7 +175,8 @@ func scanAll[T any](ctx context.Context, q queryer, out *[]T, query string, scan
 // all take the same status, and one statement per row held the writer,
 // and the API's creates committing with it, about 12 us a row (issue 10).
 func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[string]Status) error {
-	return s.SetOwnStatuses(ctx, nil, services, flows, mirrors)
+	_, err := s.SetOwnStatuses(ctx, nil, services, flows, mirrors)
+	return err
 }
 
 // SetOwnStatuses is SetStatuses for a node of a fleet (issue 14): a row is
@@ -183,31 +185,40 @@ func (s *Store) SetStatuses(ctx context.Context, services, flows, mirrors map[st
 // every row). Ownership is so checked in the statement that writes, not
 // by the pass that computed the status: a pass that read the desired state
 // before a port moved to another node must not write its stale status over
-// that node's.
-func (s *Store) SetOwnStatuses(ctx context.Context, nodes []string, services, flows, mirrors map[string]Status) error {
+// that node's. It returns the ids of the rows it wrote, so that the caller
+// announces those statuses only: a row it skipped holds another node's.
+func (s *Store) SetOwnStatuses(ctx context.Context, nodes []string, services, flows, mirrors map[string]Status) (map[string]bool, error) {
 	if len(services) == 0 && len(flows) == 0 && len(mirrors) == 0 {
-		return nil
+		return map[string]bool{}, nil
 	}
+	var written map[string]bool
 	// A status write does not change what any data plane should realise:
 	// other taasd are not woken for it (notify.go).
-	return s.write(ctx, statusChange, func(t *Tx) error {
+	err := s.write(ctx, statusChange, func(t *Tx) error {
 		ctx, tx := t.ctx, t.tx
-		if err := setStatuses(ctx, tx, s.d, "tap_services", "port_id", nodes, services); err != nil {
+		written = map[string]bool{} // anew: on PostgreSQL fn may run again
+		if err := setStatuses(ctx, tx, s.d, "tap_services", "port_id", nodes, services, written); err != nil {
 			return fmt.Errorf("set status of tap services: %w", err)
 		}
-		if err := setStatuses(ctx, tx, s.d, "tap_flows", "source_port", nodes, flows); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_flows", "source_port", nodes, flows, written); err != nil {
 			return fmt.Errorf("set status of tap flows: %w", err)
 		}
-		if err := setStatuses(ctx, tx, s.d, "tap_mirrors", "port_id", nodes, mirrors); err != nil {
+		if err := setStatuses(ctx, tx, s.d, "tap_mirrors", "port_id", nodes, mirrors, written); err != nil {
 			return fmt.Errorf("set status of tap mirrors: %w", err)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return written, nil
 }
 
 // setStatuses sets the status of the rows of table named by ids; with
 // nodes, only of those whose port (column portCol) is bound to one of them.
-func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table, portCol string, nodes []string, ids map[string]Status) error {
+// It adds the id of each row it wrote to written.
+func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table, portCol string, nodes []string, ids map[string]Status,
+	written map[string]bool) error {
 	owned := ""
 	args := []any{nil, nil, nil}
 	if nodes != nil {
@@ -228,8 +239,20 @@ func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table, portCol stri
 			return err
 		}
 		args[0], args[1], args[2] = st.State, st.Reason, string(list)
-		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
-			WHERE id IN (`+d.idsIn("?")+`)`+owned, args...); err != nil {
+		rows, err := tx.QueryContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
+			WHERE id IN (`+d.idsIn("?")+`)`+owned+` RETURNING id`, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			written[id] = true
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
 	}

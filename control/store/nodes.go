@@ -113,37 +113,66 @@ func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
 // counters, and when interfaces is not nil its published interfaces, in
 // one transaction. A row another run has claimed is ErrNodeTaken, and
 // nothing is written.
+//
+// It does not wait behind the API's Writes (issue 14: a backlog of creates
+// or a slow batch held a busy node's heartbeat, and the others judged it
+// dead): on PostgreSQL it runs on a connection of its own (hb), READ
+// COMMITTED, since it writes its own node's rows only and so has nothing
+// to serialize against; on SQLite, whose one writer the transaction under
+// way holds, it goes ahead of every queued Write, in a transaction of its
+// own (writeAhead).
 func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64, stats, interfaces []byte) error {
-	// Others read heartbeats and stats when they need them (each node
-	// rereads the nodes every heartbeat, and a change of liveness drops the
-	// cached lists itself): announced, each would wake every node or clear
-	// every node's list cache every second, so it goes unannounced
-	// (noChange: no NOTIFY, no Generation bump).
-	return s.write(ctx, noChange, func(t *Tx) error {
-		ctx, tx := t.ctx, t.tx
-		res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
-		if err == nil && interfaces != nil {
-			res, err = tx.ExecContext(ctx, `UPDATE nodes SET interfaces = ? WHERE name = ? AND instance = ?`,
-				string(interfaces), name, instance)
-		}
-		if err != nil {
-			return fmt.Errorf("heartbeat of node %s: %w", name, err)
-		}
-		if k, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("heartbeat of node %s: %w", name, err)
-		} else if k == 0 {
-			return fmt.Errorf("heartbeat of node %s: %w", name, ErrNodeTaken)
-		}
-		if stats == nil {
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO node_stats (node, updated_at, stats) VALUES (?, ?, ?)
-			ON CONFLICT (node) DO UPDATE SET updated_at = excluded.updated_at, stats = excluded.stats`,
-			name, now, string(stats)); err != nil {
-			return fmt.Errorf("publish stats of node %s: %w", name, err)
-		}
+	fn := func(ctx context.Context, tx *sql.Tx) error {
+		return heartbeat(ctx, tx, name, instance, now, stats, interfaces)
+	}
+	if s.hb == nil {
+		// Others read heartbeats and stats when they need them (each
+		// node rereads the nodes every heartbeat, and a change of
+		// liveness drops the cached lists itself): announced, each would
+		// wake every node or clear every node's list cache every second,
+		// so it goes unannounced (noChange: no NOTIFY, no Generation
+		// bump).
+		return s.writeAhead(ctx, noChange, func(t *Tx) error { return fn(t.ctx, t.tx) })
+	}
+	// Outside the writer, nothing announces it either.
+	tx, err := s.hb.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("heartbeat of node %s: %w", name, err)
+	}
+	if err := fn(ctx, tx); err != nil {
+		tx.Rollback() //nolint:errcheck // fn's error is the one to report
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("heartbeat of node %s: commit: %w", name, err)
+	}
+	return nil
+}
+
+// heartbeat is Heartbeat's transaction.
+func heartbeat(ctx context.Context, tx *sql.Tx, name, instance string, now int64, stats, interfaces []byte) error {
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
+	if err == nil && interfaces != nil {
+		res, err = tx.ExecContext(ctx, `UPDATE nodes SET interfaces = ? WHERE name = ? AND instance = ?`,
+			string(interfaces), name, instance)
+	}
+	if err != nil {
+		return fmt.Errorf("heartbeat of node %s: %w", name, err)
+	}
+	if k, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("heartbeat of node %s: %w", name, err)
+	} else if k == 0 {
+		return fmt.Errorf("heartbeat of node %s: %w", name, ErrNodeTaken)
+	}
+	if stats == nil {
 		return nil
-	})
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO node_stats (node, updated_at, stats) VALUES (?, ?, ?)
+		ON CONFLICT (node) DO UPDATE SET updated_at = excluded.updated_at, stats = excluded.stats`,
+		name, now, string(stats)); err != nil {
+		return fmt.Errorf("publish stats of node %s: %w", name, err)
+	}
+	return nil
 }
 
 // LeaveNode records that the run instance of node name stopped at at

@@ -61,11 +61,17 @@ type Store struct {
 	// r serves reads. In WAL mode readers never block the writer or each
 	// other, so a few connections let lists run in parallel (2 cores here).
 	r *sql.DB
+	// hb is the heartbeats' own connection (PostgreSQL; nil on SQLite):
+	// a heartbeat must not wait behind the writer's batches (Heartbeat).
+	hb *sql.DB
 
 	// The writer goroutine takes Write's requests from queue, up to
 	// maxBatch at a time, until quit is closed; it closes stopped when it
 	// has returned.
-	queue     chan *writeReq
+	queue chan *writeReq
+	// ahead holds the Writes that go before every queued one, each in a
+	// transaction of its own: the heartbeats on SQLite (Heartbeat).
+	ahead     chan *writeReq
 	maxBatch  int
 	quit      chan struct{}
 	stopped   chan struct{}
@@ -99,7 +105,7 @@ type Store struct {
 
 // Queued returns how many Writes wait for the writer to take them: what a
 // test waits on to know the order in which Writes will run.
-func (s *Store) Queued() int { return len(s.queue) }
+func (s *Store) Queued() int { return len(s.queue) + len(s.ahead) }
 
 // Generation is a counter that every committed write of this Store bumps
 // after its commit and before the write method returns: a value read
@@ -141,6 +147,7 @@ func openStore(ctx context.Context, dsn string, maxBatch int) (*Store, error) {
 		return nil, err
 	}
 	s.queue = make(chan *writeReq, maxBatch)
+	s.ahead = make(chan *writeReq, maxAhead)
 	s.maxBatch = maxBatch
 	s.quit, s.stopped = make(chan struct{}), make(chan struct{})
 	go s.writer()
@@ -224,9 +231,16 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	s.r = r
+	// The heartbeat writes on a connection of its own, beside the writer's
+	// (Heartbeat); it connects at the first heartbeat.
+	hb := sql.OpenDB(pgConnector{stdlib.GetConnector(*cfg)})
+	hb.SetMaxOpenConns(1)
+	hb.SetMaxIdleConns(1)
+	s.hb = hb
 	if err := s.listen(ctx, cfg); err != nil {
 		w.Close()
 		r.Close()
+		hb.Close()
 		return nil, fmt.Errorf("listen on %s: %w", name, err)
 	}
 	return s, nil
@@ -234,12 +248,16 @@ func openPostgres(ctx context.Context, dsn string) (*Store, error) {
 
 // Close stops the writer, once the transaction it runs has committed
 // (Writes still queued fail with ErrClosed), and the listener, and closes
-// both pools.
+// its pools.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { close(s.quit) })
 	<-s.stopped
 	s.stopListening()
-	return errors.Join(s.r.Close(), s.w.Close())
+	var hb error
+	if s.hb != nil {
+		hb = s.hb.Close()
+	}
+	return errors.Join(s.r.Close(), s.w.Close(), hb)
 }
 
 // migrate applies migrations/NNNN_*.sql in order, each in its own

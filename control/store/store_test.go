@@ -229,6 +229,53 @@ func TestStatuses(t *testing.T) {
 	}
 }
 
+// TestSetOwnStatusesWritten: SetOwnStatuses writes the rows whose port is
+// on one of the nodes given, and says which: not those of another node's
+// port, nor those deleted meanwhile.
+func TestSetOwnStatusesWritten(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testDB(t))
+	for _, p := range []Port{
+		{ID: "pa", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:01", HostID: "a"},
+		{ID: "pb", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:02", HostID: "b"},
+		{ID: "pn", ProjectID: "a", NetworkID: defaultNetwork, MACAddress: "fa:16:3e:00:00:03"},
+	} {
+		if err := s.CreatePort(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ts := range []TapService{{ID: "sa", ProjectID: "a", PortID: "pa"}, {ID: "sb", ProjectID: "a", PortID: "pb"}, {ID: "sn", ProjectID: "a", PortID: "pn"}} {
+		ts.Status = "DOWN"
+		if err := s.CreateTapService(ctx, ts, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []TapFlow{{ID: "fa", SourcePort: "pa"}, {ID: "fb", SourcePort: "pb"}} {
+		f.ProjectID, f.TapServiceID, f.Direction, f.Status = "a", "sa", "BOTH", "DOWN"
+		if err := s.CreateTapFlow(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active, down := Status{"ACTIVE", ""}, Status{"DOWN", "x"}
+	for _, tc := range []struct {
+		name  string
+		nodes []string
+		want  map[string]bool
+	}{
+		{"node a", []string{"a", ""}, map[string]bool{"sa": true, "sn": true, "fa": true}},
+		{"node c", []string{"c"}, map[string]bool{}},
+		{"every node", nil, map[string]bool{"sa": true, "sb": true, "sn": true, "fa": true, "fb": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.SetOwnStatuses(ctx, tc.nodes, map[string]Status{"sa": active, "sb": down, "sn": active, "gone": active},
+				map[string]Status{"fa": down, "fb": active, "gone": down}, nil)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("SetOwnStatuses(%q) = %v, %v, want %v", tc.nodes, got, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestGeneration: every write method bumps Generation before it returns,
 // and reads do not (control caches lists under it, issue 10).
 func TestGeneration(t *testing.T) {

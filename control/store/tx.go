@@ -69,12 +69,27 @@ func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
 // noChange: nothing any other taasd or cache reads as state, such as a
 // heartbeat).
 func (s *Store) write(ctx context.Context, kind change, fn func(tx *Tx) error) error {
+	return s.writeVia(ctx, s.queue, kind, fn)
+}
+
+// writeAhead is write for a Write that goes before every queued one, in a
+// transaction of its own, once the writer's transaction under way ends.
+func (s *Store) writeAhead(ctx context.Context, kind change, fn func(tx *Tx) error) error {
+	return s.writeVia(ctx, s.ahead, kind, fn)
+}
+
+// maxAhead is the room of the writer's ahead queue: the heartbeats of the
+// nodes that share one Store (tests) at most.
+const maxAhead = 16
+
+// writeVia is write through queue (s.queue or s.ahead).
+func (s *Store) writeVia(ctx context.Context, queue chan *writeReq, kind change, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	r := &writeReq{ctx: ctx, fn: fn, kind: kind, done: make(chan struct{})}
 	select {
-	case s.queue <- r:
+	case queue <- r:
 	case <-s.quit:
 		return ErrClosed
 	case <-ctx.Done():
@@ -144,12 +159,22 @@ func (r *writeReq) call(ctx context.Context, s *Store, tx *sql.Tx) (err error) {
 }
 
 // writer is the goroutine that runs every Write: it takes what is queued,
-// up to maxBatch, and commits it as one transaction, until quit.
+// up to maxBatch, and commits it as one transaction, until quit. A Write
+// of the ahead queue goes first, alone in its transaction.
 func (s *Store) writer() {
 	defer close(s.stopped)
 	batch := make([]*writeReq, 0, s.maxBatch)
 	for {
 		select {
+		case r := <-s.ahead:
+			s.runBatch(append(batch[:0], r))
+			continue
+		default:
+		}
+		select {
+		case r := <-s.ahead:
+			s.runBatch(append(batch[:0], r))
+			continue
 		case r := <-s.queue:
 			batch = append(batch[:0], r)
 		case <-s.quit:
@@ -164,22 +189,28 @@ func (s *Store) writer() {
 				break fill
 			}
 		}
-		run := batch[:0]
-		for _, r := range batch {
-			if !r.state.CompareAndSwap(reqQueued, reqTaken) {
-				continue // its caller has given up and returned
-			}
-			if err := r.ctx.Err(); err != nil {
-				r.finish(err)
-				continue
-			}
-			run = append(run, r)
-		}
-		for len(run) > 0 {
-			run = s.commit(run)
-		}
-		clear(batch[:cap(batch)])
+		s.runBatch(batch)
 	}
+}
+
+// runBatch runs the Writes of batch that are still wanted, in as few
+// transactions as it can, and clears batch.
+func (s *Store) runBatch(batch []*writeReq) {
+	run := batch[:0]
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(reqQueued, reqTaken) {
+			continue // its caller has given up and returned
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.finish(err)
+			continue
+		}
+		run = append(run, r)
+	}
+	for len(run) > 0 {
+		run = s.commit(run)
+	}
+	clear(batch[:cap(batch)])
 }
 
 // commit runs the fns of run in one transaction, each in a savepoint when
