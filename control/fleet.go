@@ -80,18 +80,19 @@ type fleet struct {
 	// again after the last such spell, blindFrom then its start.
 	viewAt, blindFrom, backAt time.Time
 	blind                     bool
-	// viewGen is the store's Generation read just before view was: a
-	// node that registered since has moved it, since its claim is a write
-	// (rereadNodes).
+	// viewGen is the store's NodeGeneration read just before view was:
+	// a node that registered since has moved it (rereadNodes).
 	viewGen uint64
 	// down holds, by resource id, why each resource whose node is not
 	// alive shows DOWN; the map is never changed once stored.
 	down atomic.Pointer[map[string]nodeDown]
 
-	// rereadMu serialises rereadNodes; failedGen is the Generation its
-	// last failed reread was for.
+	// rereadMu serialises rereadNodes; failedGen is the NodeGeneration
+	// its last failed reread was for. refreshMu serialises refreshNodes,
+	// so that an older read never replaces a newer view.
 	rereadMu  sync.Mutex
 	failedGen uint64
+	refreshMu sync.Mutex
 }
 
 // nodeDown is why a resource shows DOWN for its node's silence.
@@ -283,12 +284,24 @@ func (s *Server) heartbeat(ctx context.Context) error {
 		s.fleet.goBlind()
 		return err
 	}
+	s.fleet.seeAgain()
 	s.fleet.published, s.fleet.interfaces = same, ifaces
 	if err := s.refreshNodes(hctx); err != nil {
 		s.fleet.goBlind()
 		return err
 	}
 	return nil
+}
+
+// seeAgain records that this node reaches the database again, if it did
+// not (a heartbeat worked): only the heartbeat decides it, since the
+// blind spell is the time its heartbeats failed (unseenLocked).
+func (f *fleet) seeAgain() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.blind {
+		f.blind, f.backAt = false, time.Now()
+	}
 }
 
 // goBlind records that this node cannot reach the database (see
@@ -344,7 +357,10 @@ func (s *Server) statsToPublish() (stats, same []byte, err error) {
 // refreshNodes rereads the nodes table and updates what the API shows
 // of the resources of nodes that are not alive.
 func (s *Server) refreshNodes(ctx context.Context) error {
-	gen := s.st.Generation()
+	f := s.fleet
+	f.refreshMu.Lock()
+	defer f.refreshMu.Unlock()
+	gen := s.st.NodeGeneration()
 	nodes, err := s.st.ListNodes(ctx)
 	if err != nil {
 		return err
@@ -353,13 +369,9 @@ func (s *Server) refreshNodes(ctx context.Context) error {
 	for _, n := range nodes {
 		view[n.Name] = n
 	}
-	f := s.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.view, f.viewAt, f.viewGen = view, time.Now(), gen
-	if f.blind {
-		f.blind, f.backAt = false, f.viewAt
-	}
 	for _, n := range nodes {
 		f.observe(n, f.viewAt)
 	}
@@ -407,18 +419,19 @@ func (s *Server) nodeNames() []string {
 }
 
 // rereadNodes rereads the nodes for a resource whose node the view does
-// not know, when the store moved since the view was read, and reports
-// whether it did. That node may have registered since, and its resources
-// must not show "node X never seen" until the next heartbeat rereads them
-// (issue 14): its claim is a write, which moves Generation before it
+// not know, when the nodes' runs changed since the view was read, and
+// reports whether it did. That node may have registered since, and its
+// resources must not show "node X never seen" until the next heartbeat
+// rereads them (issue 14): its claim moves NodeGeneration before it
 // returns (through this Store) or once its notification arrives (through
-// another taasd's, notify.go). A reread sets the view's Generation, so a
-// node that never joins costs a reread per write of the fleet at most,
-// and only while something asks about its resources. Blind (heartbeats
-// failing), the view stays as it is (updateDownLocked).
+// another taasd's, notify.go). Ordinary writes and heartbeats do not move
+// it, so a node that never joins costs no reread, and a change costs one.
+// A reread waits at most rereadTimeout: with the nodes table slow or
+// locked, answers show the view as it is rather than queue behind it.
+// Blind (heartbeats failing), the view stays as it is (updateDownLocked).
 func (s *Server) rereadNodes() bool {
 	f := s.fleet
-	gen := s.st.Generation()
+	gen := s.st.NodeGeneration()
 	f.rereadMu.Lock()
 	defer f.rereadMu.Unlock()
 	f.mu.Lock()
@@ -427,11 +440,11 @@ func (s *Server) rereadNodes() bool {
 	if skip || f.failedGen >= gen {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), rereadTimeout)
 	defer cancel()
 	if err := s.refreshNodes(ctx); err != nil {
 		// The next heartbeat rereads them, or finds the database gone;
-		// until the Generation moves, answers do not wait for it again.
+		// until the nodes change again, answers do not wait for it.
 		f.failedGen = gen
 		s.log.Debug("reread the nodes", "err", err)
 		return false
@@ -439,16 +452,20 @@ func (s *Server) rereadNodes() bool {
 	return true
 }
 
-// passOwners takes a reconciler pass's owners (Reconciler.onPass).
+// rereadTimeout bounds a reread of the nodes (rereadNodes).
+const rereadTimeout = 500 * time.Millisecond
+
+// passOwners takes a reconciler pass's owners (Reconciler.onPass). They
+// are stored first, so that what a reread announces is this pass's.
 func (s *Server) passOwners(owners map[string]owned) {
 	f := s.fleet
+	f.mu.Lock()
+	f.owners = owners
+	s.updateDownLocked()
+	f.mu.Unlock()
 	if s.cfg.Fleet && s.unknownNode(owners) {
 		s.rereadNodes()
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.owners = owners
-	s.updateDownLocked()
 }
 
 // unknownNode reports whether a resource of owners is on a node that the

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,37 @@ func TestJoinedNodeKnownOnNotification(t *testing.T) {
 		if reason := never(c.kind, c.id); reason != "" {
 			t.Errorf("%s %s through a's API once a heard of b's claim: %q", c.kind, c.id, reason)
 		}
+	}
+}
+
+// TestNeverSeenCostsNoReread: while a resource sits on a node that never
+// joins, ordinary writes (creates, status writes) do not make the API
+// reread the nodes table for it (review of issue 14: every write of the
+// fleet did, one answer after another, each waiting on the table); a
+// node's registration does, once.
+func TestNeverSeenCostsNoReread(t *testing.T) {
+	ts := startServer(t, Config{DataPlane: newRecorder(), Node: "a", Fleet: true, NodeTimeout: 2 * time.Hour, NodeHeartbeat: time.Hour})
+	_, flow, never := resourcesOfB(t, ts)
+	ts.srv.rereadNodes() // whatever the set-up moved
+	for i := range 5 {
+		ts.createPort(fmt.Sprint("p", i), "", "")
+		if err := ts.st.SetStatuses(context.Background(), nil, map[string]store.Status{flow: {State: "DOWN"}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if ts.srv.rereadNodes() {
+			t.Fatalf("write %d made a reread of the nodes", i)
+		}
+	}
+	if never("tap_flow", flow) == "" {
+		t.Fatal("flow-b is not 'never seen' any more, before any node joined")
+	}
+	if err := ts.st.ClaimNode(context.Background(), store.Node{Name: "c", Instance: "c1", StartedAt: 1, LastSeen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !ts.srv.rereadNodes() {
+		t.Error("a registration made no reread of the nodes")
+	}
+	if ts.srv.rereadNodes() {
+		t.Error("one registration made two rereads")
 	}
 }

@@ -11,7 +11,9 @@ package main
 // nothing, and its restart brings them back.
 
 import (
+	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,10 +111,18 @@ func TestFleet(t *testing.T) {
 	}
 	const timeout = 3 * time.Second
 	topo := map[string]e2eTopo{}
+	// Node c names the database in libpq's keyword form: a fleet node as
+	// well (it was taken for a single appliance, which heartbeats not).
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs := map[string]string{"a": db, "b": db, "c": fmt.Sprintf("host=%s user=%s sslmode=disable dbname=%s",
+		u.Query().Get("host"), u.Query().Get("user"), strings.TrimPrefix(u.Path, "/"))}
 	start := func(node string) (*testutil.Taasd, *xdpDaemon) {
 		ns, tp := newNodeTopo(t, node)
 		topo[node] = tp
-		d := testutil.StartTaasdIn(t, ns, bin, "--config", conf, "--db", db, "--node", node, "--node-timeout", "3",
+		d := testutil.StartTaasdIn(t, ns, bin, "--config", conf, "--db", dbs[node], "--node", node, "--node-timeout", "3",
 			"--dataplane", "xdp", "--pin-dir", "", "--log-level", "debug")
 		return d, &xdpDaemon{url: d.URL, client: d.Client()}
 	}

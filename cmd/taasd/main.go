@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -322,8 +321,6 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, hup <-chan os.Sig
 	return srv.Run(ctx, ln)
 }
 
-// isFleetDB reports whether --db names a PostgreSQL database, which makes
-// this taasd a node of a fleet.
-func isFleetDB(db string) bool {
-	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
-}
+// isFleetDB reports whether --db names a PostgreSQL database (in every
+// form the store takes), which makes this taasd a node of a fleet.
+var isFleetDB = store.IsPostgresURL

@@ -39,6 +39,28 @@ type NodeStats struct {
 // lost a race, or a heartbeat found its row claimed by another run).
 var ErrNodeTaken = errors.New("node taken by another taasd")
 
+// nodesChanged is the word of the notification that a node's run joined,
+// stopped or was deleted (NodeGeneration), beside the write's own.
+const nodesChanged = "nodes"
+
+// nodeWrite is s.tx for a write that changes the nodes' runs: on
+// PostgreSQL it also notifies the other Stores, and NodeGeneration moves
+// once it committed (or its outcome is unknown), before it returns.
+func (s *Store) nodeWrite(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	err := s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := fn(ctx, tx); err != nil {
+			return err
+		}
+		if s.d != postgresDialect {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `SELECT pg_notify(?, ?)`, changesChannel, s.id+" "+nodesChanged)
+		return err
+	})
+	s.nodeGen.Add(1)
+	return err
+}
+
 // GetNode returns the row of the node name, or ErrNotFound.
 func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	var n Node
@@ -88,7 +110,7 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 // check and the write are one statement, so two runs that claim at once
 // cannot both win.
 func (s *Store) ClaimNode(ctx context.Context, n Node, lastSeen int64) error {
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.nodeWrite(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO nodes (name, instance, version, api_address, started_at, last_seen, interfaces)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, version = excluded.version,
@@ -178,7 +200,7 @@ func heartbeat(ctx context.Context, tx *sql.Tx, name, instance string, now int64
 // LeaveNode records that the run instance of node name stopped at at
 // (Unix ms); a row another run has claimed is left alone.
 func (s *Store) LeaveNode(ctx context.Context, name, instance string, at int64) error {
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.nodeWrite(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE nodes SET stopped_at = ? WHERE name = ? AND instance = ?`, at, name, instance); err != nil {
 			return fmt.Errorf("leave node %s: %w", name, err)
 		}
@@ -192,7 +214,7 @@ func (s *Store) LeaveNode(ctx context.Context, name, instance string, at int64) 
 // node came back, or another run claimed it) is ErrNodeTaken, and nothing
 // is deleted; no row is ErrNotFound.
 func (s *Store) DeleteNode(ctx context.Context, name string, lastSeen int64) error {
-	return s.tx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.nodeWrite(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE name = ? AND last_seen = ?`, name, lastSeen)
 		if err != nil {
 			return fmt.Errorf("delete node %s: %w", name, err)

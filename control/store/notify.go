@@ -128,7 +128,8 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) error {
 				continue
 			}
 			conn, wait = c, minRelisten
-			s.changed(dataChange) // back: whatever happened meanwhile is unknown
+			s.nodeGen.Add(1) // back: whatever happened meanwhile is unknown
+			s.changed(dataChange)
 		}
 	}()
 	return nil
@@ -178,6 +179,9 @@ func (s *Store) readNotifications(ctx context.Context, conn *pgx.Conn) {
 		case id == s.id: // this Store's own write: its callers know
 		case what == statusChange.String():
 			s.changed(statusChange)
+		case what == nodesChanged:
+			// The write's own notification follows, and wakes.
+			s.nodeGen.Add(1)
 		default:
 			s.changed(dataChange)
 		}

@@ -80,6 +80,8 @@ type Store struct {
 	// those that failed to serialize and ran again (PostgreSQL).
 	batches atomic.Uint64
 	retries atomic.Uint64
+	// nodeGen counts the changes of the nodes' runs (NodeGeneration).
+	nodeGen atomic.Uint64
 	// gen counts committed writes (Generation).
 	gen atomic.Uint64
 	// quotaMemo holds the quota overrides that write transactions read,
@@ -106,6 +108,15 @@ type Store struct {
 // Queued returns how many Writes wait for the writer to take them: what a
 // test waits on to know the order in which Writes will run.
 func (s *Store) Queued() int { return len(s.queue) + len(s.ahead) }
+
+// NodeGeneration is a counter that moves when the nodes table gains or
+// loses a run (ClaimNode, LeaveNode, DeleteNode) through this Store or,
+// on PostgreSQL, once the notification of one through another Store
+// arrives (and after the listener reconnects: what happened meanwhile is
+// unknown). Heartbeats do not move it. Control rereads the nodes when it
+// finds a resource on a node it does not know only if it moved, so that
+// ordinary writes never cost a reread.
+func (s *Store) NodeGeneration() uint64 { return s.nodeGen.Load() }
 
 // Generation is a counter that every committed write of this Store bumps
 // after its commit and before the write method returns: a value read
