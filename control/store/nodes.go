@@ -156,9 +156,23 @@ func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64,
 		// bump).
 		return s.writeAhead(ctx, noChange, func(t *Tx) error { return fn(t.ctx, t.tx) })
 	}
-	// Outside the writer, nothing announces it either.
+	// Outside the writer, nothing announces it either. A closed Store
+	// says so as the writer does (ErrClosed).
+	closed := func() bool {
+		select {
+		case <-s.quit:
+			return true
+		default:
+			return false
+		}
+	}
+	if closed() {
+		return ErrClosed
+	}
 	tx, err := s.hb.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
+	if err != nil && closed() {
+		return ErrClosed
+	} else if err != nil {
 		return fmt.Errorf("heartbeat of node %s: %w", name, err)
 	}
 	if err := fn(ctx, tx); err != nil {

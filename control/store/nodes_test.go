@@ -278,3 +278,21 @@ func TestHeartbeatUnderFlood(t *testing.T) {
 		s.Engine(), writes.Load(), len(lat), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond),
 		stale.Round(time.Millisecond))
 }
+
+// TestHeartbeatAfterClose: a heartbeat on a closed Store is ErrClosed on
+// either engine (on PostgreSQL it has a connection of its own, which said
+// "sql: database is closed").
+func TestHeartbeatAfterClose(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testDB(t))
+	if err := s.ClaimNode(ctx, Node{Name: "a", Instance: "a1", StartedAt: 1, LastSeen: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Heartbeat(ctx, "a", "a1", 2, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Heartbeat(ctx, "a", "a1", 3, nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Heartbeat after Close = %v, want ErrClosed", err)
+	}
+}
