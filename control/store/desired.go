@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 )
@@ -239,21 +238,13 @@ func setStatuses(ctx context.Context, tx *sql.Tx, d dialect, table, portCol stri
 			return err
 		}
 		args[0], args[1], args[2] = st.State, st.Reason, string(list)
-		rows, err := tx.QueryContext(ctx, `UPDATE `+table+` SET status = ?, status_reason = ?
+		done, err := queryStrings(ctx, tx, `UPDATE `+table+` SET status = ?, status_reason = ?
 			WHERE id IN (`+d.idsIn("?")+`)`+owned+` RETURNING id`, args...)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
+		for _, id := range done {
 			written[id] = true
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
 		}
 	}
 	return nil

@@ -64,9 +64,7 @@ func (s *Store) nodeWrite(ctx context.Context, fn func(ctx context.Context, tx *
 // GetNode returns the row of the node name, or ErrNotFound.
 func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	var n Node
-	err := s.r.QueryRowContext(ctx, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at, interfaces
-		FROM nodes WHERE name = ?`, name).
-		Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt, &n.Interfaces)
+	err := scanNodeRow(s.r.QueryRowContext(ctx, `SELECT `+nodeColumns+`, interfaces FROM nodes WHERE name = ?`, name), &n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, fmt.Errorf("node %s: %w", name, ErrNotFound)
 	}
@@ -76,12 +74,21 @@ func (s *Store) GetNode(ctx context.Context, name string) (Node, error) {
 	return n, nil
 }
 
-// nodesQuery reads every node by name, for scanNode, as any schema since
-// 0010 has them (Inspect reads databases of older versions too).
-const nodesQuery = `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at FROM nodes ORDER BY name`
+// nodeColumns are a node's columns as any schema since 0010 has them, for
+// scanNode; nodesQuery reads every node by name with them (Inspect reads
+// databases of older versions too). The store's own reads add interfaces
+// (0011), for scanNodeRow.
+const (
+	nodeColumns = `name, instance, version, api_address, started_at, last_seen, stopped_at`
+	nodesQuery  = `SELECT ` + nodeColumns + ` FROM nodes ORDER BY name`
+)
 
 func scanNode(sc scanner, n *Node) error {
 	return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt)
+}
+
+func scanNodeRow(sc scanner, n *Node) error {
+	return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt, &n.Interfaces)
 }
 
 // hasNodes reports whether a database with the migrations applied has
@@ -91,10 +98,7 @@ func hasNodes(applied []string) bool { return slices.Contains(applied, "0010_nod
 // ListNodes returns every node by name.
 func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
-	err := scanAll(ctx, s.r, &out, `SELECT name, instance, version, api_address, started_at, last_seen, stopped_at, interfaces
-		FROM nodes ORDER BY name`, func(sc scanner, n *Node) error {
-		return sc.Scan(&n.Name, &n.Instance, &n.Version, &n.APIAddress, &n.StartedAt, &n.LastSeen, &n.StoppedAt, &n.Interfaces)
-	})
+	err := scanAll(ctx, s.r, &out, `SELECT `+nodeColumns+`, interfaces FROM nodes ORDER BY name`, scanNodeRow)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
@@ -187,11 +191,12 @@ func (s *Store) Heartbeat(ctx context.Context, name, instance string, now int64,
 
 // heartbeat is Heartbeat's transaction.
 func heartbeat(ctx context.Context, tx *sql.Tx, name, instance string, now int64, stats, interfaces []byte) error {
-	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE name = ? AND instance = ?`, now, name, instance)
-	if err == nil && interfaces != nil {
-		res, err = tx.ExecContext(ctx, `UPDATE nodes SET interfaces = ? WHERE name = ? AND instance = ?`,
-			string(interfaces), name, instance)
+	var published any // NULL: unchanged
+	if interfaces != nil {
+		published = string(interfaces)
 	}
+	res, err := tx.ExecContext(ctx, `UPDATE nodes SET last_seen = ?, interfaces = coalesce(?, interfaces)
+		WHERE name = ? AND instance = ?`, now, published, name, instance)
 	if err != nil {
 		return fmt.Errorf("heartbeat of node %s: %w", name, err)
 	}

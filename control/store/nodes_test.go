@@ -296,3 +296,29 @@ func TestHeartbeatAfterClose(t *testing.T) {
 		t.Errorf("Heartbeat after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestHeartbeatPublishesInterfaces: a heartbeat replaces the node's
+// published interfaces when it carries them, and leaves them as they are
+// when it does not.
+func TestHeartbeatPublishesInterfaces(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testDB(t))
+	if err := s.ClaimNode(ctx, Node{Name: "a", Instance: "a1", StartedAt: 1, LastSeen: 1, Interfaces: `{"cap0":{"role":"capture"}}`}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []struct {
+		interfaces []byte
+		want       string
+	}{
+		{nil, `{"cap0":{"role":"capture"}}`},
+		{[]byte(`{}`), `{}`},
+		{nil, `{}`},
+	} {
+		if err := s.Heartbeat(ctx, "a", "a1", 2, nil, st.interfaces); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.GetNode(ctx, "a"); err != nil || n.Interfaces != st.want || n.LastSeen != 2 {
+			t.Errorf("after a heartbeat with interfaces %q: %+v, %v, want interfaces %s", st.interfaces, n, err, st.want)
+		}
+	}
+}
