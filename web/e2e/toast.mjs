@@ -41,9 +41,12 @@ await run(async (browser) => {
       const pname = `toast-${name}-${process.pid}-${i}`;
       await form.getByLabel('Name').fill(pname);
       await form.getByRole('button', { name: 'Create port' }).click();
+      // The toast comes with the create's answer and goes 4 s later; the
+      // row with the refresh after it, which a loaded machine may take
+      // longer over: the toast is waited for first.
+      await until('the toast', async () => (await toast.innerText()).includes(`Created port ${pname}`) && toast.isVisible());
       const row = page.locator('#ports-table tbody tr', { hasText: pname });
       await row.waitFor();
-      await until('the toast', async () => /Created port/.test(await toast.innerText()) && toast.isVisible());
       // The newest row at the bottom of the screen, where a toast would sit.
       await page.locator('#ports-table tbody tr').last().evaluate((el) => el.scrollIntoView({ block: 'end' }));
       const hidden = await covered(page);
